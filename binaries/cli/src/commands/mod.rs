@@ -1,0 +1,90 @@
+//! Subcommands, one module each.
+
+mod build;
+mod graph;
+mod run;
+mod validate;
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use adora_core::Descriptor;
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+/// Adora: run dataflows of node processes on one machine or a fleet.
+#[derive(Debug, Parser)]
+#[command(name = "adora", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// More log output from adora itself (-v info, -vv debug; RUST_LOG overrides).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Run(run::Args),
+    Build(build::Args),
+    Validate(validate::Args),
+    Graph(graph::Args),
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => run::run(args).await,
+        Command::Build(args) => build::run(args).await,
+        Command::Validate(args) => validate::run(args),
+        Command::Graph(args) => graph::run(args),
+    }
+}
+
+/// Exit code for invalid input (bad dataflow file, bad flag values).
+pub const EXIT_INVALID: u8 = 2;
+
+/// Reads and validates a dataflow file, or prints every problem and returns `Err(exit code)`.
+pub fn load_descriptor(path: &Path) -> Result<Descriptor, ExitCode> {
+    Descriptor::read(path).map_err(|errors| {
+        let n = errors.0.len();
+        for e in &errors.0 {
+            eprintln!("{e}");
+        }
+        eprintln!(
+            "{} problem{} found in {}",
+            n,
+            if n == 1 { "" } else { "s" },
+            path.display()
+        );
+        ExitCode::from(EXIT_INVALID)
+    })
+}
+
+/// The directory a dataflow's relative paths are resolved against.
+pub fn dataflow_dir(path: &Path) -> anyhow::Result<PathBuf> {
+    let abs = std::fs::canonicalize(path)
+        .with_context(|| format!("cannot resolve {}", path.display()))?;
+    Ok(abs
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_else(|| PathBuf::from("/")))
+}
+
+/// Adora's state directory: `$ADORA_STATE_DIR`, else `$XDG_STATE_HOME/adora`, else
+/// `~/.local/state/adora`.
+pub fn state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("ADORA_STATE_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME") {
+        return PathBuf::from(dir).join("adora");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    home.join(".local/state/adora")
+}

@@ -1,0 +1,153 @@
+//! `adora run`: run a dataflow on this machine without a coordinator, printing node output.
+
+use std::{collections::BTreeMap, path::PathBuf, process::ExitCode, time::Duration};
+
+use adora_daemon::{DaemonConfig, DataflowSpec, NodeOutcome};
+use anyhow::Context;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Run a dataflow on this machine until its nodes finish, Ctrl-C, or `--stop-after`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  adora run examples/rust-dataflow/dataflow.yml --build\n  adora run dataflow.yml --stop-after 5s --env LOG_LEVEL=debug"
+)]
+pub struct Args {
+    /// The dataflow file.
+    dataflow: PathBuf,
+    /// Run every node's `build` command first (not done by default: builds are often no-ops).
+    #[arg(long)]
+    build: bool,
+    /// Stop the dataflow gracefully after this long (e.g. `5s`, `1m`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    stop_after: Option<Duration>,
+    /// Extra environment variable for every node (repeatable), e.g. `--env RUST_LOG=debug`.
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// Time a node has to exit after its Stop event before it gets SIGTERM.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    grace: Duration,
+    /// Time every node has to connect to the runtime after it was started.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    connect_timeout: Duration,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))?;
+    if k.is_empty() {
+        return Err(format!("`{s}` has an empty variable name"));
+    }
+    if adora_core::RESERVED_ENV_VARS.contains(&k) {
+        return Err(format!(
+            "`{k}` is set by the runtime and cannot be overridden"
+        ));
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let descriptor = match super::load_descriptor(&args.dataflow) {
+        Ok(d) => d,
+        Err(code) => return Ok(code),
+    };
+    let dir = super::dataflow_dir(&args.dataflow)?;
+    if args.build {
+        super::build::build_all(&descriptor, &dir).await?;
+    }
+    let id = uuid::Uuid::new_v4();
+    let log_dir = super::state_dir().join("runs").join(id.to_string());
+    let run_dir =
+        std::env::temp_dir().join(format!("adora-run-{}", &id.simple().to_string()[..12]));
+    let mut config = DaemonConfig::new(run_dir.clone());
+    config.stop_grace = args.grace;
+    config.node_connect_timeout = args.connect_timeout;
+    let spec = DataflowSpec {
+        id,
+        descriptor: descriptor.clone(),
+        working_dir: dir,
+        env: args.env.into_iter().collect::<BTreeMap<_, _>>(),
+        log_dir: log_dir.clone(),
+    };
+    eprintln!(
+        "dataflow {id}: {} nodes, logs in {}",
+        descriptor.nodes.len(),
+        log_dir.display()
+    );
+
+    let shutdown = CancellationToken::new();
+    spawn_stop_triggers(shutdown.clone(), args.stop_after);
+    let (log_tx, mut log_rx) = mpsc::unbounded_channel();
+    let width = descriptor
+        .nodes
+        .iter()
+        .map(|n| n.id.as_str().len())
+        .max()
+        .unwrap_or(0);
+    let printer = tokio::spawn(async move {
+        while let Some(line) = log_rx.recv().await {
+            crate::output::print_log_line(&line, width);
+        }
+    });
+    let result = adora_daemon::run_dataflow(config, spec, log_tx, shutdown).await;
+    let _ = printer.await;
+    let _ = std::fs::remove_dir_all(&run_dir);
+    let result = result.context("the dataflow could not run")?;
+
+    for (node, outcome) in &result.nodes {
+        if let NodeOutcome::Terminated { signal } = outcome {
+            eprintln!("warning: node `{node}` did not exit after Stop within {} and was terminated with {signal}", humantime::format_duration(args.grace));
+        }
+    }
+    for (node, counters) in &result.counters {
+        for (input, dropped) in &counters.dropped {
+            eprintln!("note: input `{node}/{input}` dropped {dropped} message(s) because its queue was full");
+        }
+    }
+    if result.is_success() {
+        eprintln!("dataflow {id} finished successfully");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        let n = result.failures().count();
+        anyhow::bail!(
+            "dataflow {id} failed: {n} node{} failed\n{}",
+            if n == 1 { "" } else { "s" },
+            result.to_string().trim_end()
+        )
+    }
+}
+
+/// Cancels `shutdown` on SIGINT/SIGTERM or after `stop_after`; a second signal exits at once
+/// (nodes then die with us through their parent-death signal).
+fn spawn_stop_triggers(shutdown: CancellationToken, stop_after: Option<Duration>) {
+    if let Some(after) = stop_after {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            shutdown.cancel();
+        });
+    }
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            tracing::warn!("cannot install signal handlers; Ctrl-C will kill nodes abruptly");
+            return;
+        };
+        let mut count = 0;
+        loop {
+            tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+            count += 1;
+            if count == 1 {
+                eprintln!("stopping dataflow (press Ctrl-C again to kill it)...");
+                shutdown.cancel();
+            } else {
+                eprintln!("killed");
+                std::process::exit(130);
+            }
+        }
+    });
+}

@@ -1,0 +1,456 @@
+//! The lifecycle of one dataflow on this daemon: spawn every node, hold them at a start barrier
+//! until all have connected, supervise them, stop them with escalation, and collect outcomes.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    process::ExitStatus,
+    time::Duration,
+};
+
+use adora_core::NodeId;
+use adora_message::{node_to_daemon::Channel, NodeConfig};
+use nix::sys::signal::Signal;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    actor::Event,
+    routing::Routing,
+    spawn::{self, NodeCommand},
+    DaemonConfig, DaemonError, DataflowResult, DataflowSpec, LogLine, NodeOutcome,
+};
+
+/// How long a node's log readers may keep going after the process exited (a grandchild can hold
+/// the pipes open forever).
+pub const LOG_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The next step of a stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Escalation {
+    /// Stop grace expired: SIGTERM.
+    Terminate,
+    /// Kill grace expired: SIGKILL.
+    Kill,
+}
+
+#[derive(Default)]
+struct NodeRuntime {
+    pid: Option<u32>,
+    running: bool,
+    channels: BTreeSet<Channel>,
+    terminated_by: Option<Signal>,
+    failure: Option<String>,
+}
+
+pub(crate) struct Dataflow {
+    pub spec: DataflowSpec,
+    pub routing: Routing,
+    nodes: BTreeMap<NodeId, NodeRuntime>,
+    /// Nodes that have not registered their control channel yet.
+    pending: BTreeSet<NodeId>,
+    barrier: Vec<oneshot::Sender<Result<(), String>>>,
+    started: bool,
+    stopping: bool,
+    outcomes: BTreeMap<NodeId, NodeOutcome>,
+    logs: mpsc::UnboundedSender<LogLine>,
+    /// Cancels timers and scheduled escalations when the dataflow ends.
+    cancel: CancellationToken,
+    done: Option<oneshot::Sender<DataflowResult>>,
+}
+
+/// Prefix of every shared-memory segment of a dataflow (the daemon sweeps it at the end).
+pub(crate) fn shm_prefix(id: uuid::Uuid) -> String {
+    let simple = id.simple().to_string();
+    format!("adora-{}-", &simple[..12])
+}
+
+impl Dataflow {
+    /// Checks every node, then spawns them all. Nothing is spawned if any node is invalid.
+    pub fn start(
+        config: &DaemonConfig,
+        socket: &std::path::Path,
+        spec: DataflowSpec,
+        logs: mpsc::UnboundedSender<LogLine>,
+        events: mpsc::Sender<Event>,
+        done: oneshot::Sender<DataflowResult>,
+    ) -> Result<Self, DaemonError> {
+        if let Some(key) = spec
+            .env
+            .keys()
+            .find(|k| adora_core::RESERVED_ENV_VARS.contains(&k.as_str()))
+        {
+            return Err(DaemonError::ReservedEnv(key.clone()));
+        }
+        let mut commands = BTreeMap::new();
+        let mut problems = Vec::new();
+        for node in &spec.descriptor.nodes {
+            match spawn::resolve_command(node, &spec.working_dir) {
+                Ok(c) => {
+                    commands.insert(node.id.clone(), c);
+                }
+                Err(e) => problems.push(format!("node `{}`: {e}", node.id)),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(DaemonError::InvalidNodes(problems));
+        }
+        std::fs::create_dir_all(&spec.log_dir).map_err(|source| DaemonError::Io {
+            what: format!("cannot create log directory {}", spec.log_dir.display()),
+            source,
+        })?;
+
+        let cancel = CancellationToken::new();
+        let mut dataflow = Dataflow {
+            routing: Routing::new(&spec.descriptor),
+            nodes: BTreeMap::new(),
+            pending: spec.descriptor.nodes.iter().map(|n| n.id.clone()).collect(),
+            barrier: Vec::new(),
+            started: false,
+            stopping: false,
+            outcomes: BTreeMap::new(),
+            logs,
+            cancel,
+            done: Some(done),
+            spec,
+        };
+        for node in dataflow.spec.descriptor.nodes.clone() {
+            dataflow.spawn(&node.id, &commands[&node.id], socket, events.clone());
+        }
+        schedule(
+            &dataflow.cancel,
+            &events,
+            config.node_connect_timeout,
+            Event::ConnectTimeout {
+                dataflow: dataflow.spec.id,
+            },
+        );
+        Ok(dataflow)
+    }
+
+    fn node_env(
+        &self,
+        node: &adora_core::NodeSpec,
+        socket: &std::path::Path,
+    ) -> BTreeMap<String, String> {
+        let mut env: BTreeMap<String, String> = node
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect();
+        env.extend(self.spec.env.clone());
+        let config = NodeConfig {
+            dataflow_id: self.spec.id,
+            node_id: node.id.clone(),
+            daemon_socket: socket.to_owned(),
+            inputs: node.inputs.keys().cloned().collect(),
+            outputs: node.outputs.clone(),
+            shm_prefix: format!("{}{}-", shm_prefix(self.spec.id), node.id),
+        };
+        let json =
+            serde_json::to_string(&config).expect("NodeConfig serializes: plain strings and ids");
+        env.insert(adora_core::NODE_CONFIG_ENV.into(), json);
+        env.insert("ADORA_DATAFLOW_ID".into(), self.spec.id.to_string());
+        env.insert("ADORA_NODE_ID".into(), node.id.to_string());
+        env
+    }
+
+    fn spawn(
+        &mut self,
+        id: &NodeId,
+        command: &NodeCommand,
+        socket: &std::path::Path,
+        events: mpsc::Sender<Event>,
+    ) {
+        let Some(spec) = self
+            .spec
+            .descriptor
+            .nodes
+            .iter()
+            .find(|n| &n.id == id)
+            .cloned()
+        else {
+            return;
+        };
+        let env = self.node_env(&spec, socket);
+        let log_file = self.spec.log_dir.join(format!("{id}.txt"));
+        let runtime = self.nodes.entry(id.clone()).or_default();
+        match spawn::spawn_node(id, command, &env, &log_file, self.logs.clone()) {
+            Ok(spawned) => {
+                runtime.pid = Some(spawned.pid);
+                runtime.running = true;
+                let (dataflow, node) = (self.spec.id, id.clone());
+                tokio::spawn(async move {
+                    let mut child = spawned.child;
+                    let status = child.wait().await;
+                    let stderr_tail = tokio::time::timeout(LOG_DRAIN_TIMEOUT, spawned.logs_done)
+                        .await
+                        .ok()
+                        .and_then(|r| r.ok())
+                        .unwrap_or_default();
+                    let _ = events
+                        .send(Event::NodeExited {
+                            dataflow,
+                            node,
+                            status,
+                            stderr_tail,
+                        })
+                        .await;
+                });
+            }
+            Err(e) => {
+                runtime.failure = Some(e.clone());
+                self.outcomes.insert(
+                    id.clone(),
+                    NodeOutcome::Failed {
+                        reason: e,
+                        stderr_tail: Vec::new(),
+                    },
+                );
+                self.pending.remove(id);
+                self.routing.node_exited(id);
+            }
+        }
+    }
+
+    /// A node connection registered. The control channel waits at the start barrier.
+    pub fn register(
+        &mut self,
+        node: &NodeId,
+        channel: Channel,
+        reply: oneshot::Sender<Result<(), String>>,
+        events: &mpsc::Sender<Event>,
+    ) {
+        let Some(runtime) = self.nodes.get_mut(node) else {
+            let _ = reply.send(Err(format!(
+                "node `{node}` is not part of dataflow {}",
+                self.spec.id
+            )));
+            return;
+        };
+        if !runtime.running {
+            let _ = reply.send(Err(format!("node `{node}` is not running")));
+            return;
+        }
+        if !runtime.channels.insert(channel) {
+            let _ = reply.send(Err(format!(
+                "node `{node}` already has a {channel:?} connection"
+            )));
+            return;
+        }
+        if channel != Channel::Control || self.started {
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        self.barrier.push(reply);
+        self.pending.remove(node);
+        self.maybe_release_barrier(events);
+    }
+
+    fn maybe_release_barrier(&mut self, events: &mpsc::Sender<Event>) {
+        if self.started || !self.pending.is_empty() {
+            return;
+        }
+        self.started = true;
+        for waiter in self.barrier.drain(..) {
+            let _ = waiter.send(Ok(()));
+        }
+        for interval in self.routing.timer_intervals() {
+            let events = events.clone();
+            let (cancel, dataflow) = (self.cancel.clone(), self.spec.id);
+            tokio::spawn(async move {
+                let mut ticker = tokio::time::interval(interval);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = ticker.tick() => {
+                            if events.send(Event::TimerTick { dataflow, interval }).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    /// The connect timeout expired: nodes that never connected fail, the rest is stopped.
+    pub fn connect_timeout(
+        &mut self,
+        timeout: Duration,
+        events: &mpsc::Sender<Event>,
+        config: &DaemonConfig,
+    ) {
+        if self.started {
+            return;
+        }
+        let late: Vec<NodeId> = self.pending.iter().cloned().collect();
+        for node in &late {
+            if let Some(rt) = self.nodes.get_mut(node) {
+                rt.failure = Some(format!(
+                    "did not connect to the daemon within {} (does it call AdoraNode::init_from_env?)",
+                    humantime::format_duration(timeout)
+                ));
+                if let (true, Some(pid)) = (rt.running, rt.pid) {
+                    spawn::signal_group(pid, Signal::SIGKILL);
+                }
+            }
+        }
+        self.pending.clear();
+        self.maybe_release_barrier(events);
+        self.stop(events, config);
+    }
+
+    /// Begins a graceful stop: Stop events now, SIGTERM after the stop grace, SIGKILL after that.
+    pub fn stop(&mut self, events: &mpsc::Sender<Event>, config: &DaemonConfig) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        self.routing.stop_all();
+        schedule(
+            &self.cancel,
+            events,
+            config.stop_grace,
+            Event::Escalate {
+                dataflow: self.spec.id,
+                step: Escalation::Terminate,
+            },
+        );
+    }
+
+    pub fn escalate(
+        &mut self,
+        step: Escalation,
+        events: &mpsc::Sender<Event>,
+        config: &DaemonConfig,
+    ) {
+        let signal = match step {
+            Escalation::Terminate => Signal::SIGTERM,
+            Escalation::Kill => Signal::SIGKILL,
+        };
+        for (id, rt) in &mut self.nodes {
+            if let (true, Some(pid)) = (rt.running, rt.pid) {
+                tracing::info!("node `{id}` did not exit in time; sending {signal}");
+                rt.terminated_by = Some(signal);
+                spawn::signal_group(pid, signal);
+            }
+        }
+        if step == Escalation::Terminate {
+            schedule(
+                &self.cancel,
+                events,
+                config.kill_grace,
+                Event::Escalate {
+                    dataflow: self.spec.id,
+                    step: Escalation::Kill,
+                },
+            );
+        }
+    }
+
+    /// A node process ended. Returns true when the whole dataflow is done.
+    pub fn node_exited(
+        &mut self,
+        node: &NodeId,
+        status: std::io::Result<ExitStatus>,
+        stderr_tail: Vec<String>,
+        events: &mpsc::Sender<Event>,
+    ) -> bool {
+        self.routing.node_exited(node);
+        let rt = self.nodes.entry(node.clone()).or_default();
+        rt.running = false;
+        let outcome = outcome(rt, status, stderr_tail);
+        if let NodeOutcome::Failed { reason, .. } = &outcome {
+            tracing::warn!("node `{node}` failed: {reason}");
+        }
+        // Kill anything the node left behind in its process group.
+        if let Some(pid) = rt.pid {
+            spawn::signal_group(pid, Signal::SIGKILL);
+        }
+        self.outcomes.insert(node.clone(), outcome);
+        if self.pending.remove(node) {
+            self.maybe_release_barrier(events);
+        }
+        self.nodes.values().all(|rt| !rt.running)
+    }
+
+    /// Finishes the dataflow: cancels timers, removes leftover shared memory, reports the result.
+    pub fn finish(mut self) {
+        self.cancel.cancel();
+        match adora_shm::unlink_all(&shm_prefix(self.spec.id)) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!("removed {n} leftover shared-memory segments"),
+            Err(e) => tracing::warn!("cannot clean up shared memory: {e}"),
+        }
+        let result = DataflowResult {
+            nodes: std::mem::take(&mut self.outcomes),
+            counters: self.routing.counters(),
+        };
+        if let Some(done) = self.done.take() {
+            let _ = done.send(result);
+        }
+    }
+}
+
+fn outcome(
+    rt: &NodeRuntime,
+    status: std::io::Result<ExitStatus>,
+    stderr_tail: Vec<String>,
+) -> NodeOutcome {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(reason) = &rt.failure {
+        return NodeOutcome::Failed {
+            reason: reason.clone(),
+            stderr_tail,
+        };
+    }
+    let status = match status {
+        Ok(s) => s,
+        Err(e) => {
+            return NodeOutcome::Failed {
+                reason: format!("cannot wait for the process: {e}"),
+                stderr_tail,
+            }
+        }
+    };
+    if status.success() {
+        return NodeOutcome::Finished;
+    }
+    let by_signal = status.signal().and_then(|s| Signal::try_from(s).ok());
+    match (by_signal, rt.terminated_by) {
+        (Some(sig), Some(sent)) if sig == sent || sig == Signal::SIGKILL => {
+            NodeOutcome::Terminated {
+                signal: sig.to_string(),
+            }
+        }
+        // A node that exits non-zero because of our SIGTERM (common for handlers) is terminated too.
+        (None, Some(_)) => NodeOutcome::Terminated {
+            signal: Signal::SIGTERM.to_string(),
+        },
+        (Some(sig), _) => NodeOutcome::Failed {
+            reason: format!("killed by signal {sig}"),
+            stderr_tail,
+        },
+        (None, None) => NodeOutcome::Failed {
+            reason: format!("exit status {}", status.code().unwrap_or(-1)),
+            stderr_tail,
+        },
+    }
+}
+
+/// Sends `event` to the actor after `delay`, unless `cancel` fires first.
+fn schedule(
+    cancel: &CancellationToken,
+    events: &mpsc::Sender<Event>,
+    delay: Duration,
+    event: Event,
+) {
+    let (cancel, events) = (cancel.clone(), events.clone());
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            _ = tokio::time::sleep(delay) => { let _ = events.send(event).await; }
+        }
+    });
+}

@@ -1,0 +1,190 @@
+//! `adora-daemon`: owns the actual state of one machine. It spawns the nodes of a dataflow,
+//! routes their messages (Unix socket + shared memory), captures their logs, supervises them and
+//! stops them gracefully (Stop event, then SIGTERM, then SIGKILL).
+//!
+//! [`run_dataflow`] runs one dataflow to completion on this machine (what `adora run` uses).
+
+mod actor;
+mod dataflow;
+mod node_conn;
+mod pdeathsig;
+mod queue;
+mod routing;
+mod spawn;
+
+use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
+
+use adora_core::{Descriptor, NodeId};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub use routing::NodeCounters;
+
+/// Default time a node has to exit after its Stop event before it gets SIGTERM.
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(5);
+/// Default time between SIGTERM and SIGKILL.
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(3);
+/// Default time every node has to connect to the daemon after it was spawned.
+pub const DEFAULT_NODE_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Settings of a daemon.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// Directory for the daemon's Unix socket (must be short: socket paths are limited to 107 bytes).
+    pub run_dir: PathBuf,
+    /// Stop event → SIGTERM.
+    pub stop_grace: Duration,
+    /// SIGTERM → SIGKILL.
+    pub kill_grace: Duration,
+    /// Spawn → node registered; a node that never connects fails the dataflow.
+    pub node_connect_timeout: Duration,
+}
+
+impl DaemonConfig {
+    /// Defaults with the given run directory.
+    pub fn new(run_dir: PathBuf) -> Self {
+        Self {
+            run_dir,
+            stop_grace: DEFAULT_STOP_GRACE,
+            kill_grace: DEFAULT_KILL_GRACE,
+            node_connect_timeout: DEFAULT_NODE_CONNECT_TIMEOUT,
+        }
+    }
+}
+
+/// A dataflow to run on this daemon.
+#[derive(Debug, Clone)]
+pub struct DataflowSpec {
+    /// Unique id of this run.
+    pub id: Uuid,
+    /// The validated descriptor.
+    pub descriptor: Descriptor,
+    /// Directory relative paths in the descriptor are resolved against.
+    pub working_dir: PathBuf,
+    /// Extra environment for every node (`--env`), applied after the descriptor's `env`.
+    pub env: BTreeMap<String, String>,
+    /// Directory for the per-node log files (`<node>.txt`).
+    pub log_dir: PathBuf,
+}
+
+/// Which output stream a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// One line a node printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// The node.
+    pub node: NodeId,
+    /// stdout or stderr.
+    pub stream: LogStream,
+    /// The line, without its newline.
+    pub line: String,
+}
+
+/// How a node ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeOutcome {
+    /// Exited with status 0.
+    Finished,
+    /// Did not exit after Stop within the grace period and was terminated by the runtime.
+    Terminated {
+        /// The signal used.
+        signal: String,
+    },
+    /// Exited with a non-zero status, was killed by a signal, or could not run.
+    Failed {
+        /// What happened (`exit status 3`, `killed by SIGSEGV`, `did not connect within 30s`, ...).
+        reason: String,
+        /// The last lines of its stderr.
+        stderr_tail: Vec<String>,
+    },
+}
+
+impl NodeOutcome {
+    /// True for [`NodeOutcome::Failed`].
+    pub fn is_failure(&self) -> bool {
+        matches!(self, NodeOutcome::Failed { .. })
+    }
+}
+
+/// The result of a dataflow run.
+#[derive(Debug, Clone, Default)]
+pub struct DataflowResult {
+    /// Outcome of every node.
+    pub nodes: BTreeMap<NodeId, NodeOutcome>,
+    /// Message counters of every node.
+    pub counters: BTreeMap<NodeId, NodeCounters>,
+}
+
+impl DataflowResult {
+    /// Nodes that failed, with their outcome.
+    pub fn failures(&self) -> impl Iterator<Item = (&NodeId, &NodeOutcome)> {
+        self.nodes.iter().filter(|(_, o)| o.is_failure())
+    }
+
+    /// True when no node failed.
+    pub fn is_success(&self) -> bool {
+        self.failures().next().is_none()
+    }
+}
+
+impl fmt::Display for DataflowResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (node, outcome) in self.failures() {
+            if let NodeOutcome::Failed {
+                reason,
+                stderr_tail,
+            } = outcome
+            {
+                writeln!(f, "node `{node}` failed: {reason}")?;
+                if !stderr_tail.is_empty() {
+                    writeln!(f, "  last lines of its stderr:")?;
+                    for line in stderr_tail {
+                        writeln!(f, "    {line}")?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Errors that prevent a dataflow from running at all (nothing was spawned, or everything
+/// spawned was stopped again).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    /// Some nodes cannot be started (missing executable, bad args, ...).
+    #[error("cannot start the dataflow:\n{}", .0.join("\n"))]
+    InvalidNodes(Vec<String>),
+    /// A reserved environment variable was given.
+    #[error("environment variable `{0}` is set by the runtime and cannot be overridden")]
+    ReservedEnv(String),
+    /// I/O on the daemon's own files failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Runs one dataflow on this machine until every node has exited, or until `shutdown` is
+/// cancelled (then the nodes are stopped gracefully). Node logs go to `logs` as they are printed.
+pub async fn run_dataflow(
+    config: DaemonConfig,
+    spec: DataflowSpec,
+    logs: mpsc::UnboundedSender<LogLine>,
+    shutdown: CancellationToken,
+) -> Result<DataflowResult, DaemonError> {
+    let daemon = actor::Daemon::bind(config).await?;
+    daemon.run_single(spec, logs, shutdown).await
+}

@@ -1,0 +1,483 @@
+//! The routing state of one dataflow on this daemon: per-node input queues, pending event requests,
+//! and reference counts of shared-memory samples in flight.
+//!
+//! Everything here is synchronous and owned by the daemon actor; the only side effects are replies
+//! on oneshot channels and unlinking orphaned shared-memory segments.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use adora_core::{descriptor::InputSource, DataId, Descriptor, NodeId};
+use adora_message::{
+    daemon_to_node::{DaemonReply, NodeEvent},
+    DataRef, Metadata,
+};
+use tokio::sync::oneshot;
+
+use crate::queue::{InputQueue, Queued};
+
+/// Reply slot of a pending `NextEvents` / `NextFreedSamples` request.
+pub(crate) type Waiter = oneshot::Sender<DaemonReply>;
+
+/// A receiving input: which node and which of its inputs.
+type Receiver = (NodeId, DataId);
+
+#[derive(Default)]
+struct NodeRouting {
+    queues: BTreeMap<DataId, InputQueue>,
+    /// Events that are never dropped (InputClosed, Stop, Error), with their sequence numbers.
+    control: VecDeque<Queued>,
+    open_inputs: BTreeSet<DataId>,
+    has_inputs: bool,
+    events_waiter: Option<Waiter>,
+    freed: Vec<u64>,
+    freed_waiter: Option<Waiter>,
+    /// Shared samples handed to the node and not yet reported dropped (token -> count).
+    held: HashMap<u64, usize>,
+    open_outputs: BTreeSet<DataId>,
+    stop_delivered: bool,
+    stop_queued: bool,
+    exited: bool,
+    /// Messages sent / received, for statistics.
+    sent: u64,
+    received: u64,
+}
+
+struct SampleState {
+    owner: NodeId,
+    os_id: String,
+    refs: usize,
+}
+
+/// Per-node message counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeCounters {
+    /// Messages the node sent.
+    pub sent: u64,
+    /// Messages delivered to the node.
+    pub received: u64,
+    /// Messages dropped from its input queues, per input.
+    pub dropped: BTreeMap<DataId, u64>,
+}
+
+/// Routing state of one dataflow.
+pub(crate) struct Routing {
+    nodes: BTreeMap<NodeId, NodeRouting>,
+    routes: HashMap<(NodeId, DataId), Vec<Receiver>>,
+    timers: BTreeMap<std::time::Duration, Vec<Receiver>>,
+    samples: HashMap<u64, SampleState>,
+    seq: u64,
+}
+
+impl Routing {
+    /// Builds the routing tables of a validated descriptor.
+    pub fn new(descriptor: &Descriptor) -> Self {
+        let mut nodes: BTreeMap<NodeId, NodeRouting> = BTreeMap::new();
+        let mut routes: HashMap<(NodeId, DataId), Vec<Receiver>> = HashMap::new();
+        let mut timers: BTreeMap<std::time::Duration, Vec<Receiver>> = BTreeMap::new();
+        for node in &descriptor.nodes {
+            let state = nodes.entry(node.id.clone()).or_default();
+            state.open_outputs = node.outputs.iter().cloned().collect();
+            state.has_inputs = !node.inputs.is_empty();
+            for (input_id, input) in &node.inputs {
+                state
+                    .queues
+                    .insert(input_id.clone(), InputQueue::new(input.queue_size()));
+                state.open_inputs.insert(input_id.clone());
+                let receiver = (node.id.clone(), input_id.clone());
+                match input.resolve() {
+                    Ok(InputSource::Node { node: from, output }) => {
+                        routes.entry((from, output)).or_default().push(receiver)
+                    }
+                    Ok(InputSource::Timer(t)) => {
+                        timers.entry(t.interval).or_default().push(receiver)
+                    }
+                    // The descriptor was validated before it got here.
+                    Err(e) => tracing::warn!("ignoring input {input_id} of {}: {e}", node.id),
+                }
+            }
+        }
+        Self {
+            nodes,
+            routes,
+            timers,
+            samples: HashMap::new(),
+            seq: 0,
+        }
+    }
+
+    /// Timer intervals the dataflow needs.
+    pub fn timer_intervals(&self) -> Vec<std::time::Duration> {
+        self.timers.keys().copied().collect()
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// Routes a node output to every receiver's queue.
+    pub fn send_output(
+        &mut self,
+        sender: &NodeId,
+        output: &DataId,
+        metadata: Metadata,
+        data: DataRef,
+    ) {
+        let Some(state) = self.nodes.get_mut(sender) else {
+            return;
+        };
+        if !state.open_outputs.contains(output) {
+            tracing::warn!(
+                "node `{sender}` sent on undeclared or closed output `{output}`; dropped"
+            );
+            if let DataRef::Shared(s) = &data {
+                self.samples.insert(
+                    s.token,
+                    SampleState {
+                        owner: sender.clone(),
+                        os_id: s.os_id.clone(),
+                        refs: 1,
+                    },
+                );
+                self.release_ref(s.token);
+            }
+            return;
+        }
+        state.sent += 1;
+        let receivers = self
+            .routes
+            .get(&(sender.clone(), output.clone()))
+            .cloned()
+            .unwrap_or_default();
+        self.deliver_to(&receivers, metadata, data, Some(sender));
+    }
+
+    /// Delivers a timer tick to every input subscribed to `interval`.
+    pub fn timer_tick(&mut self, interval: std::time::Duration, metadata: Metadata) {
+        let receivers = self.timers.get(&interval).cloned().unwrap_or_default();
+        self.deliver_to(&receivers, metadata, DataRef::Inline(Vec::new()), None);
+    }
+
+    fn deliver_to(
+        &mut self,
+        receivers: &[Receiver],
+        metadata: Metadata,
+        data: DataRef,
+        owner: Option<&NodeId>,
+    ) {
+        let token = match &data {
+            DataRef::Shared(s) => {
+                let owner = owner.cloned().unwrap_or_else(|| NodeId::from("adora"));
+                // One extra reference held while fanning out, released below.
+                self.samples.insert(
+                    s.token,
+                    SampleState {
+                        owner,
+                        os_id: s.os_id.clone(),
+                        refs: 1,
+                    },
+                );
+                Some(s.token)
+            }
+            DataRef::Inline(_) => None,
+        };
+        let mut evicted = Vec::new();
+        for (node, input) in receivers {
+            let seq = self.next_seq();
+            let Some(state) = self.nodes.get_mut(node) else {
+                continue;
+            };
+            if state.exited || !state.open_inputs.contains(input) {
+                continue;
+            }
+            let Some(queue) = state.queues.get_mut(input) else {
+                continue;
+            };
+            let event = NodeEvent::Input {
+                id: input.clone(),
+                metadata: metadata.clone(),
+                data: data.clone(),
+            };
+            if let Some(old) = queue.push(Queued { seq, event }) {
+                evicted.push(old);
+            }
+            if let Some(sample) = token.and_then(|t| self.samples.get_mut(&t)) {
+                sample.refs += 1;
+            }
+            self.wake(node);
+        }
+        for old in evicted {
+            self.release_event(old.event);
+        }
+        if let Some(t) = token {
+            self.release_ref(t);
+        }
+    }
+
+    fn release_event(&mut self, event: NodeEvent) {
+        if let NodeEvent::Input {
+            data: DataRef::Shared(s),
+            ..
+        } = event
+        {
+            self.release_ref(s.token);
+        }
+    }
+
+    fn release_ref(&mut self, token: u64) {
+        let Some(sample) = self.samples.get_mut(&token) else {
+            return;
+        };
+        sample.refs = sample.refs.saturating_sub(1);
+        if sample.refs > 0 {
+            return;
+        }
+        let Some(sample) = self.samples.remove(&token) else {
+            return;
+        };
+        match self.nodes.get_mut(&sample.owner) {
+            Some(owner) if !owner.exited => {
+                owner.freed.push(token);
+                if let Some(w) = owner.freed_waiter.take() {
+                    let _ = w.send(DaemonReply::FreedSamples(std::mem::take(&mut owner.freed)));
+                }
+            }
+            _ => {
+                // The owner is gone, so nobody will reuse or unlink the segment: do it here.
+                if let Err(e) = adora_shm::unlink(&sample.os_id) {
+                    tracing::warn!("cannot unlink shared sample {}: {e}", sample.os_id);
+                }
+            }
+        }
+    }
+
+    /// A node asks for its next events.
+    pub fn next_events(&mut self, node: &NodeId, waiter: Waiter) {
+        let Some(state) = self.nodes.get_mut(node) else {
+            let _ = waiter.send(DaemonReply::Events {
+                events: Vec::new(),
+                drop_counts: BTreeMap::new(),
+            });
+            return;
+        };
+        state.events_waiter = Some(waiter);
+        self.wake(node);
+    }
+
+    /// A node asks for released samples.
+    pub fn next_freed(&mut self, node: &NodeId, waiter: Waiter) {
+        let Some(state) = self.nodes.get_mut(node) else {
+            let _ = waiter.send(DaemonReply::FreedSamples(Vec::new()));
+            return;
+        };
+        if !state.freed.is_empty() {
+            let _ = waiter.send(DaemonReply::FreedSamples(std::mem::take(&mut state.freed)));
+        } else if state.exited {
+            let _ = waiter.send(DaemonReply::FreedSamples(Vec::new()));
+        } else {
+            state.freed_waiter = Some(waiter);
+        }
+    }
+
+    /// Answers a pending `NextEvents` of `node` if there is something to say.
+    fn wake(&mut self, node: &NodeId) {
+        let Some(state) = self.nodes.get_mut(node) else {
+            return;
+        };
+        if state.events_waiter.is_none() {
+            return;
+        }
+        let mut batch: Vec<Queued> = state.control.drain(..).collect();
+        for q in state.queues.values_mut() {
+            batch.extend(q.drain());
+        }
+        let ended = state.stop_delivered
+            || (state.has_inputs && state.open_inputs.is_empty())
+            || state.exited;
+        if batch.is_empty() && !ended {
+            return;
+        }
+        batch.sort_by_key(|q| q.seq);
+        let mut events = Vec::with_capacity(batch.len());
+        for q in batch {
+            match &q.event {
+                NodeEvent::Input { data, .. } => {
+                    state.received += 1;
+                    if let DataRef::Shared(s) = data {
+                        *state.held.entry(s.token).or_default() += 1;
+                    }
+                }
+                NodeEvent::Stop => state.stop_delivered = true,
+                _ => {}
+            }
+            events.push(q.event);
+        }
+        let drop_counts = state
+            .queues
+            .iter()
+            .filter(|(_, q)| q.dropped() > 0)
+            .map(|(id, q)| (id.clone(), q.dropped()))
+            .collect();
+        if let Some(w) = state.events_waiter.take() {
+            let _ = w.send(DaemonReply::Events {
+                events,
+                drop_counts,
+            });
+        }
+    }
+
+    /// A node dropped shared samples it had received.
+    pub fn report_dropped(&mut self, node: &NodeId, tokens: Vec<u64>) {
+        for token in tokens {
+            let held = self.nodes.get_mut(node).and_then(|s| {
+                let count = s.held.get_mut(&token)?;
+                *count -= 1;
+                if *count == 0 {
+                    s.held.remove(&token);
+                }
+                Some(())
+            });
+            if held.is_some() {
+                self.release_ref(token);
+            } else {
+                tracing::debug!("node `{node}` reported unknown sample token {token}");
+            }
+        }
+    }
+
+    /// A node will not send on `outputs` again: close the corresponding inputs downstream.
+    pub fn close_outputs(&mut self, node: &NodeId, outputs: &[DataId]) {
+        let Some(state) = self.nodes.get_mut(node) else {
+            return;
+        };
+        let closed: Vec<DataId> = outputs
+            .iter()
+            .filter(|o| state.open_outputs.remove(*o))
+            .cloned()
+            .collect();
+        for output in closed {
+            let receivers = self
+                .routes
+                .get(&(node.clone(), output))
+                .cloned()
+                .unwrap_or_default();
+            for (receiver, input) in receivers {
+                self.push_control(&receiver, Some(&input), |id| NodeEvent::InputClosed {
+                    id: id.clone(),
+                });
+            }
+        }
+    }
+
+    fn push_control(
+        &mut self,
+        node: &NodeId,
+        closing: Option<&DataId>,
+        make: impl Fn(&DataId) -> NodeEvent,
+    ) {
+        let seq = self.next_seq();
+        let Some(state) = self.nodes.get_mut(node) else {
+            return;
+        };
+        if state.exited {
+            return;
+        }
+        let event = match closing {
+            Some(input) => {
+                if !state.open_inputs.remove(input) {
+                    return;
+                }
+                make(input)
+            }
+            None => make(&DataId::from("")),
+        };
+        state.control.push_back(Queued { seq, event });
+        self.wake(node);
+    }
+
+    /// Queues a Stop event for every node that has not exited. Returns how many were told.
+    pub fn stop_all(&mut self) -> usize {
+        let ids: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, s)| !s.exited && !s.stop_queued)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &ids {
+            if let Some(s) = self.nodes.get_mut(id) {
+                s.stop_queued = true;
+            }
+            self.push_control(id, None, |_| NodeEvent::Stop);
+        }
+        ids.len()
+    }
+
+    /// The node process exited (or a restarted instance is replacing it): close its outputs,
+    /// release everything it held and end its pending requests.
+    pub fn node_exited(&mut self, node: &NodeId) {
+        let outputs: Vec<DataId> = match self.nodes.get(node) {
+            Some(s) => s.open_outputs.iter().cloned().collect(),
+            None => return,
+        };
+        self.close_outputs(node, &outputs);
+        let Some(state) = self.nodes.get_mut(node) else {
+            return;
+        };
+        state.exited = true;
+        let mut queued: Vec<Queued> = state.control.drain(..).collect();
+        for q in state.queues.values_mut() {
+            queued.extend(q.drain());
+        }
+        let held: Vec<(u64, usize)> = state.held.drain().collect();
+        if let Some(w) = state.events_waiter.take() {
+            let _ = w.send(DaemonReply::Events {
+                events: Vec::new(),
+                drop_counts: BTreeMap::new(),
+            });
+        }
+        if let Some(w) = state.freed_waiter.take() {
+            let _ = w.send(DaemonReply::FreedSamples(Vec::new()));
+        }
+        for q in queued {
+            self.release_event(q.event);
+        }
+        for (token, count) in held {
+            for _ in 0..count {
+                self.release_ref(token);
+            }
+        }
+        // Samples this node owns that are still in flight: mark them orphaned so the last release
+        // unlinks them. Nothing to do now; `release_ref` checks `exited`.
+    }
+
+    /// Message counters of every node.
+    pub fn counters(&self) -> BTreeMap<NodeId, NodeCounters> {
+        self.nodes
+            .iter()
+            .map(|(id, s)| {
+                let dropped = s
+                    .queues
+                    .iter()
+                    .map(|(i, q)| (i.clone(), q.dropped()))
+                    .filter(|(_, d)| *d > 0)
+                    .collect();
+                (
+                    id.clone(),
+                    NodeCounters {
+                        sent: s.sent,
+                        received: s.received,
+                        dropped,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Shared samples still referenced by some receiver.
+    pub fn samples_in_flight(&self) -> usize {
+        self.samples.len()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,200 @@
+use std::path::Path;
+
+use adora_message::SharedRef;
+
+use super::*;
+
+fn descriptor(yaml: &str) -> Descriptor {
+    Descriptor::parse(yaml, Path::new("test.yml")).expect("valid descriptor")
+}
+
+fn metadata() -> Metadata {
+    Metadata::new(uhlc::HLC::default().new_timestamp())
+}
+
+fn shared(token: u64) -> DataRef {
+    DataRef::Shared(SharedRef {
+        os_id: format!("adora-test-routing-{token}"),
+        len: 4096,
+        token,
+    })
+}
+
+const FAN_OUT: &str = r#"
+nodes:
+  - id: src
+    path: src
+    outputs: [out]
+  - id: a
+    path: a
+    inputs: { x: src/out }
+  - id: b
+    path: b
+    inputs: { y: { source: src/out, queue_size: 2 } }
+"#;
+
+fn poll(r: &mut Routing, node: &str) -> Option<DaemonReply> {
+    let (tx, mut rx) = oneshot::channel();
+    r.next_events(&node.into(), tx);
+    rx.try_recv().ok()
+}
+
+fn poll_freed(r: &mut Routing, node: &str) -> Option<Vec<u64>> {
+    let (tx, mut rx) = oneshot::channel();
+    r.next_freed(&node.into(), tx);
+    match rx.try_recv().ok()? {
+        DaemonReply::FreedSamples(t) => Some(t),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn inputs(reply: Option<DaemonReply>) -> Vec<String> {
+    match reply {
+        Some(DaemonReply::Events { events, .. }) => events
+            .into_iter()
+            .map(|e| match e {
+                NodeEvent::Input { id, data, .. } => format!("{id}:{}", data.len()),
+                NodeEvent::InputClosed { id } => format!("closed:{id}"),
+                NodeEvent::Stop => "stop".into(),
+                other => format!("{other:?}"),
+            })
+            .collect(),
+        other => panic!("expected events, got {other:?}"),
+    }
+}
+
+#[test]
+fn fans_out_in_order_and_waits_when_empty() {
+    let mut r = Routing::new(&descriptor(FAN_OUT));
+    assert!(
+        poll(&mut r, "a").is_none(),
+        "no event yet: the request stays pending"
+    );
+    // The pending waiter was replaced by the poll above; deliver to it now.
+    let (tx, mut rx) = oneshot::channel();
+    r.next_events(&"a".into(), tx);
+    r.send_output(
+        &"src".into(),
+        &"out".into(),
+        metadata(),
+        DataRef::Inline(vec![1]),
+    );
+    assert_eq!(inputs(rx.try_recv().ok()), vec!["x:1"]);
+    r.send_output(
+        &"src".into(),
+        &"out".into(),
+        metadata(),
+        DataRef::Inline(vec![1, 2]),
+    );
+    r.send_output(
+        &"src".into(),
+        &"out".into(),
+        metadata(),
+        DataRef::Inline(vec![1, 2, 3]),
+    );
+    assert_eq!(inputs(poll(&mut r, "a")), vec!["x:2", "x:3"]);
+}
+
+#[test]
+fn full_queue_drops_oldest_and_reports_count() {
+    let mut r = Routing::new(&descriptor(FAN_OUT));
+    for len in 1..=5 {
+        r.send_output(
+            &"src".into(),
+            &"out".into(),
+            metadata(),
+            DataRef::Inline(vec![0; len]),
+        );
+    }
+    match poll(&mut r, "b") {
+        Some(DaemonReply::Events {
+            events,
+            drop_counts,
+        }) => {
+            assert_eq!(events.len(), 2);
+            assert_eq!(drop_counts.get(&DataId::from("y")), Some(&3));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        r.counters()[&NodeId::from("b")].dropped[&DataId::from("y")],
+        3
+    );
+}
+
+#[test]
+fn shared_sample_freed_after_every_receiver_dropped_it() {
+    let mut r = Routing::new(&descriptor(FAN_OUT));
+    r.send_output(&"src".into(), &"out".into(), metadata(), shared(7));
+    assert_eq!(r.samples_in_flight(), 1);
+    assert!(poll_freed(&mut r, "src").is_none());
+    // Pending freed-request for src:
+    let (tx, mut freed) = oneshot::channel();
+    r.next_freed(&"src".into(), tx);
+    inputs(poll(&mut r, "a"));
+    inputs(poll(&mut r, "b"));
+    r.report_dropped(&"a".into(), vec![7]);
+    assert!(freed.try_recv().is_err(), "b still holds the sample");
+    r.report_dropped(&"b".into(), vec![7]);
+    assert_eq!(
+        freed.try_recv().ok(),
+        Some(DaemonReply::FreedSamples(vec![7]))
+    );
+    assert_eq!(r.samples_in_flight(), 0);
+}
+
+#[test]
+fn evicted_and_exited_receivers_release_samples() {
+    let mut r = Routing::new(&descriptor(FAN_OUT));
+    for t in 1..=3 {
+        r.send_output(&"src".into(), &"out".into(), metadata(), shared(t));
+    }
+    // b's queue (size 2) evicted sample 1; `a` exits holding nothing but with all three queued.
+    r.node_exited(&"a".into());
+    assert_eq!(poll_freed(&mut r, "src"), Some(vec![1]));
+    inputs(poll(&mut r, "b"));
+    r.node_exited(&"b".into());
+    assert_eq!(poll_freed(&mut r, "src"), Some(vec![2, 3]));
+}
+
+#[test]
+fn closing_outputs_closes_inputs_and_ends_streams() {
+    let mut r = Routing::new(&descriptor(FAN_OUT));
+    r.send_output(
+        &"src".into(),
+        &"out".into(),
+        metadata(),
+        DataRef::Inline(vec![9]),
+    );
+    r.node_exited(&"src".into());
+    assert_eq!(inputs(poll(&mut r, "a")), vec!["x:1", "closed:x"]);
+    // All inputs closed and nothing queued: the stream ends (empty batch).
+    assert_eq!(inputs(poll(&mut r, "a")), Vec::<String>::new());
+}
+
+#[test]
+fn stop_is_delivered_after_queued_inputs_then_stream_ends() {
+    let mut r = Routing::new(&descriptor(FAN_OUT));
+    r.send_output(
+        &"src".into(),
+        &"out".into(),
+        metadata(),
+        DataRef::Inline(vec![9]),
+    );
+    assert_eq!(r.stop_all(), 3);
+    assert_eq!(inputs(poll(&mut r, "a")), vec!["x:1", "stop"]);
+    assert_eq!(inputs(poll(&mut r, "a")), Vec::<String>::new());
+    assert_eq!(inputs(poll(&mut r, "src")), vec!["stop"]);
+    assert_eq!(r.stop_all(), 0, "stop is queued once");
+}
+
+#[test]
+fn timers_reach_subscribers() {
+    let mut r = Routing::new(&descriptor(
+        "nodes:\n  - id: n\n    path: n\n    inputs: { tick: adora/timer/millis/10, slow: dora/timer/secs/1 }\n",
+    ));
+    let intervals = r.timer_intervals();
+    assert_eq!(intervals.len(), 2);
+    r.timer_tick(std::time::Duration::from_millis(10), metadata());
+    assert_eq!(inputs(poll(&mut r, "n")), vec!["tick:0"]);
+}

@@ -1,0 +1,220 @@
+//! Starting node processes: command line, environment, working directory, log capture, and the
+//! guarantee that a node never outlives its daemon.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    path::{Path, PathBuf},
+    process::Stdio,
+};
+
+use adora_core::{descriptor::NodeSpec, NodeId};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader},
+    process::{Child, Command},
+    sync::mpsc,
+};
+
+use crate::{LogLine, LogStream};
+
+/// Number of stderr lines kept per node to explain a failure.
+pub const STDERR_TAIL_LINES: usize = 10;
+
+/// Where a node's executable is and how to start it, checked before anything is spawned.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeCommand {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub working_dir: PathBuf,
+}
+
+/// Resolves `path` (relative to the dataflow directory), checks it exists and is executable,
+/// and prefixes `.py` files with `python3`.
+pub(crate) fn resolve_command(node: &NodeSpec, dataflow_dir: &Path) -> Result<NodeCommand, String> {
+    let path = Path::new(&node.path);
+    let resolved = if path.is_absolute() {
+        path.to_owned()
+    } else if node.path.contains('/') || dataflow_dir.join(path).exists() {
+        dataflow_dir.join(path)
+    } else {
+        // A bare name not in the dataflow directory: look it up on PATH like a shell would.
+        which(&node.path).ok_or_else(|| {
+            format!(
+                "executable `{}` not found (neither in {} nor on PATH)",
+                node.path,
+                dataflow_dir.display()
+            )
+        })?
+    };
+    let meta = std::fs::metadata(&resolved).map_err(|e| {
+        let hint = if node.build.is_some() {
+            " (run `adora build` or pass `--build`)"
+        } else {
+            ""
+        };
+        format!("path `{}` does not exist: {e}{hint}", resolved.display())
+    })?;
+    if !meta.is_file() {
+        return Err(format!("path `{}` is not a file", resolved.display()));
+    }
+    let mut args = node.split_args()?;
+    let working_dir = match node.deploy.as_ref().and_then(|d| d.working_dir.clone()) {
+        Some(dir) if dir.is_absolute() => dir,
+        Some(dir) => dataflow_dir.join(dir),
+        None => dataflow_dir.to_owned(),
+    };
+    if resolved.extension().is_some_and(|e| e == "py") {
+        args.insert(0, resolved.display().to_string());
+        return Ok(NodeCommand {
+            program: "python3".into(),
+            args,
+            working_dir,
+        });
+    }
+    use std::os::unix::fs::PermissionsExt;
+    if meta.permissions().mode() & 0o111 == 0 {
+        return Err(format!(
+            "path `{}` is not executable (chmod +x?)",
+            resolved.display()
+        ));
+    }
+    Ok(NodeCommand {
+        program: resolved,
+        args,
+        working_dir,
+    })
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// A spawned node process with its log readers running.
+pub(crate) struct SpawnedNode {
+    pub child: Child,
+    pub pid: u32,
+    /// Finishes when stdout and stderr are closed; yields the last stderr lines.
+    pub logs_done: tokio::task::JoinHandle<Vec<String>>,
+}
+
+/// Spawns a node in its own process group (so a terminal's Ctrl-C reaches the runtime, which then
+/// stops nodes gracefully) with the parent-death signal set (so it dies with the daemon).
+pub(crate) fn spawn_node(
+    node: &NodeId,
+    command: &NodeCommand,
+    env: &BTreeMap<String, String>,
+    log_file: &Path,
+    logs: mpsc::UnboundedSender<LogLine>,
+) -> Result<SpawnedNode, String> {
+    if let Err(e) = std::fs::create_dir_all(&command.working_dir) {
+        return Err(format!(
+            "cannot create working directory {}: {e}",
+            command.working_dir.display()
+        ));
+    }
+    let mut cmd = Command::new(&command.program);
+    cmd.args(&command.args)
+        .current_dir(&command.working_dir)
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+    crate::pdeathsig::set_parent_death_signal(&mut cmd);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start `{}`: {e}", command.program.display()))?;
+    let pid = child
+        .id()
+        .ok_or("process exited before its pid could be read")?;
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let node = node.clone();
+    let log_file = log_file.to_owned();
+    let logs_done = tokio::spawn(async move {
+        let file = match tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_file)
+            .await
+        {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::warn!("cannot open log file {}: {e}", log_file.display());
+                None
+            }
+        };
+        let (line_tx, mut line_rx) = mpsc::unbounded_channel();
+        if let Some(out) = stdout {
+            tokio::spawn(read_lines(out, LogStream::Stdout, line_tx.clone()));
+        }
+        if let Some(err) = stderr {
+            tokio::spawn(read_lines(err, LogStream::Stderr, line_tx.clone()));
+        }
+        drop(line_tx);
+        let mut file = file;
+        let mut tail = VecDeque::with_capacity(STDERR_TAIL_LINES);
+        while let Some((stream, line)) = line_rx.recv().await {
+            if let Some(f) = file.as_mut() {
+                let _ = f.write_all(format!("{line}\n").as_bytes()).await;
+            }
+            if stream == LogStream::Stderr {
+                if tail.len() == STDERR_TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(line.clone());
+            }
+            let _ = logs.send(LogLine {
+                node: node.clone(),
+                stream,
+                line,
+            });
+        }
+        if let Some(mut f) = file {
+            let _ = f.flush().await;
+        }
+        tail.into_iter().collect()
+    });
+    Ok(SpawnedNode {
+        child,
+        pid,
+        logs_done,
+    })
+}
+
+async fn read_lines(
+    reader: impl AsyncRead + Unpin,
+    stream: LogStream,
+    tx: mpsc::UnboundedSender<(LogStream, String)>,
+) {
+    let mut lines = BufReader::new(reader).lines();
+    loop {
+        match lines.next_line().await {
+            Ok(Some(line)) => {
+                if tx.send((stream, line)).is_err() {
+                    return;
+                }
+            }
+            Ok(None) => return,
+            Err(e) => {
+                // Non-UTF-8 output: keep going with a marker rather than losing the rest.
+                let _ = tx.send((stream, format!("<unreadable output: {e}>")));
+                return;
+            }
+        }
+    }
+}
+
+/// Sends `signal` to the node's whole process group (the node and anything it started).
+pub(crate) fn signal_group(pid: u32, signal: nix::sys::signal::Signal) {
+    let pgid = nix::unistd::Pid::from_raw(pid as i32);
+    if let Err(e) = nix::sys::signal::killpg(pgid, signal) {
+        if e != nix::errno::Errno::ESRCH {
+            tracing::warn!("cannot send {signal} to process group {pid}: {e}");
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! The dataflow descriptor: the typed form of a `dataflow.yml`.
+//!
+//! Parsing and validation live in [`crate::validate`]; this module only defines the shapes and the
+//! small conversions the runtime needs (resolving input sources, splitting args, env values).
+
+use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    ids::{DataId, NodeId},
+    timer::TimerSpec,
+    DEFAULT_QUEUE_SIZE,
+};
+
+/// A whole dataflow: the list of its nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Descriptor {
+    /// The nodes of the dataflow, in file order.
+    pub nodes: Vec<NodeSpec>,
+}
+
+/// One node of a dataflow as written in the YAML.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSpec {
+    /// Unique id of the node (`[A-Za-z0-9_.-]+`).
+    pub id: NodeId,
+    /// Optional human-readable name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Optional free-text description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Executable to run, relative to the dataflow file's directory unless absolute.
+    /// A path ending in `.py` runs with `python3`.
+    pub path: String,
+    /// Command-line arguments, split like a shell would (quotes respected, no expansion).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<String>,
+    /// Extra environment variables for the node.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, EnvValue>,
+    /// Build command, run by `adora build` (and `adora run --build`) in the dataflow's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<String>,
+    /// Inputs: `input_id: source` (short form) or `input_id: { source, queue_size }`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<DataId, InputSpec>,
+    /// Outputs this node may send.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<DataId>,
+    /// When the runtime restarts the node after it exits.
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+    /// Maximum restarts within `restart_window` (unlimited when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_restarts: Option<u32>,
+    /// Delay before the first restart; doubles on each further restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_delay: Option<HumanDuration>,
+    /// Upper bound for the doubling restart delay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_restart_delay: Option<HumanDuration>,
+    /// Window in which `max_restarts` is counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_window: Option<HumanDuration>,
+    /// Where and how the node is deployed.
+    #[serde(
+        default,
+        rename = "_unstable_deploy",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub deploy: Option<Deploy>,
+}
+
+/// Restart policy of a node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Never restart (default).
+    #[default]
+    Never,
+    /// Restart when the node exits with a non-zero status or a signal.
+    OnFailure,
+    /// Restart whenever the node exits, unless the dataflow is stopping.
+    Always,
+}
+
+/// Deployment options of a node (`_unstable_deploy`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deploy {
+    /// Machine id of the daemon that must run the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
+    /// Labels the daemon must carry (exact string match).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// How the node's binary reaches its machine.
+    #[serde(default)]
+    pub distribute: Distribute,
+    /// Working directory of the node (created if missing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<PathBuf>,
+}
+
+/// Binary distribution strategy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Distribute {
+    /// The daemon builds the node on its own machine (default).
+    #[default]
+    Local,
+    /// The CLI builds and copies the binary over SSH.
+    Scp,
+    /// The CLI uploads the binary to the coordinator's artifact store.
+    Http,
+}
+
+/// An `env` value: YAML strings, numbers and booleans are all accepted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EnvValue {
+    /// A boolean.
+    Bool(bool),
+    /// An integer.
+    Integer(i64),
+    /// A float.
+    Float(f64),
+    /// A string.
+    String(String),
+}
+
+impl fmt::Display for EnvValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EnvValue::Bool(b) => write!(f, "{b}"),
+            EnvValue::Integer(i) => write!(f, "{i}"),
+            EnvValue::Float(x) => write!(f, "{x}"),
+            EnvValue::String(s) => f.write_str(s),
+        }
+    }
+}
+
+/// An input as written: short form (`node/output` or a timer) or long form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum InputSpec {
+    /// `input: camera/frames`
+    Short(String),
+    /// `input: { source: camera/frames, queue_size: 2 }`
+    Long(LongInput),
+}
+
+/// Long form of an input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LongInput {
+    /// `node/output` or a timer such as `adora/timer/millis/20`.
+    pub source: String,
+    /// Capacity of the input queue; the oldest message is dropped when full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_size: Option<usize>,
+}
+
+impl InputSpec {
+    /// The source string (`node/output` or a timer spec).
+    pub fn source(&self) -> &str {
+        match self {
+            InputSpec::Short(s) => s,
+            InputSpec::Long(l) => &l.source,
+        }
+    }
+
+    /// The queue size, defaulting to [`DEFAULT_QUEUE_SIZE`].
+    pub fn queue_size(&self) -> usize {
+        match self {
+            InputSpec::Short(_) => DEFAULT_QUEUE_SIZE,
+            InputSpec::Long(l) => l.queue_size.unwrap_or(DEFAULT_QUEUE_SIZE),
+        }
+    }
+
+    /// Parses the source into a node output or a timer.
+    pub fn resolve(&self) -> Result<InputSource, String> {
+        InputSource::parse(self.source())
+    }
+}
+
+/// Where an input's messages come from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum InputSource {
+    /// An output of another node.
+    Node {
+        /// The sending node.
+        node: NodeId,
+        /// Its output.
+        output: DataId,
+    },
+    /// A built-in timer.
+    Timer(TimerSpec),
+}
+
+impl InputSource {
+    /// Parses `node/output`, `adora/timer/...` or `dora/timer/...`.
+    pub fn parse(source: &str) -> Result<Self, String> {
+        if let Some(timer) = TimerSpec::parse_source(source) {
+            return timer.map(InputSource::Timer);
+        }
+        match source.split_once('/') {
+            Some((node, output)) if !node.is_empty() && !output.is_empty() => {
+                if !crate::ids::is_valid_id(node) || !crate::ids::is_valid_id(output) {
+                    return Err(format!(
+                        "invalid source `{source}`: expected `node/output` with ids made of [A-Za-z0-9_.-]"
+                    ));
+                }
+                Ok(InputSource::Node {
+                    node: node.into(),
+                    output: output.into(),
+                })
+            }
+            _ => Err(format!(
+                "invalid source `{source}`: expected `node/output` or a timer like `adora/timer/millis/100`"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for InputSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InputSource::Node { node, output } => write!(f, "{node}/{output}"),
+            InputSource::Timer(t) => write!(f, "{t}"),
+        }
+    }
+}
+
+/// A duration written like `500ms`, `5s` or `1m 30s`, or a bare number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl Serialize for HumanDuration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(f64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(s) if s >= 0.0 && s.is_finite() => {
+                Ok(HumanDuration(Duration::from_secs_f64(s)))
+            }
+            Raw::Secs(s) => Err(serde::de::Error::custom(format!(
+                "invalid duration {s}: must be a non-negative number of seconds"
+            ))),
+            Raw::Text(t) => humantime::parse_duration(&t)
+                .map(HumanDuration)
+                .map_err(|e| serde::de::Error::custom(format!("invalid duration `{t}`: {e}"))),
+        }
+    }
+}
+
+impl NodeSpec {
+    /// Splits `args` like a shell would (without expansion).
+    pub fn split_args(&self) -> Result<Vec<String>, String> {
+        match &self.args {
+            None => Ok(Vec::new()),
+            Some(a) => shell_words::split(a).map_err(|e| format!("cannot split args `{a}`: {e}")),
+        }
+    }
+
+    /// The deployment options, or the defaults.
+    pub fn deploy(&self) -> Deploy {
+        self.deploy.clone().unwrap_or_default()
+    }
+}

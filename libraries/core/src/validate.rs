@@ -1,0 +1,306 @@
+//! Parsing and validation of `dataflow.yml`, reporting every problem at once with its location.
+//!
+//! The YAML is first read into a [`serde_yaml::Value`]; every field of every node is then checked
+//! on that value (so one bad field does not hide the others), then the nodes are checked against
+//! each other (duplicate ids, input sources naming real nodes and outputs). Only when nothing was
+//! found is the value deserialized into a [`Descriptor`]. Lines come from [`locate::line_of`].
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use serde_yaml::{Mapping, Value};
+
+use crate::descriptor::Descriptor;
+
+mod checks;
+mod locate;
+mod node;
+#[cfg(test)]
+mod tests;
+
+use locate::Seg;
+
+/// One problem found in a dataflow file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationError {
+    /// The dataflow file.
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// The node concerned, when known.
+    pub node: Option<String>,
+    /// The field concerned (e.g. `inputs.tick`), when known.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        f.write_str(": ")?;
+        if let Some(node) = &self.node {
+            write!(f, "node `{node}`: ")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, "field `{field}`: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// All problems found in a dataflow file (never empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationErrors(pub Vec<ValidationError>);
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ValidationErrors {}
+
+impl Descriptor {
+    /// Reads and validates a dataflow file.
+    pub fn read(path: &Path) -> Result<Descriptor, ValidationErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ValidationErrors(vec![ValidationError {
+                file: path.to_owned(),
+                line: None,
+                node: None,
+                field: None,
+                message: format!("cannot read file: {e}"),
+            }])
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates dataflow YAML; `file` is only used in error messages.
+    ///
+    /// Every problem is reported, sorted by line (problems without a known line come last).
+    pub fn parse(yaml: &str, file: &Path) -> Result<Descriptor, ValidationErrors> {
+        let mut report = Report {
+            file,
+            yaml,
+            errors: Vec::new(),
+        };
+        let root: Value = match serde_yaml::from_str(yaml) {
+            Ok(root) => root,
+            Err(e) => {
+                let line = e.location().map(|l| l.line());
+                report.push(None, None, line, format!("invalid YAML: {e}"));
+                return Err(report.finish());
+            }
+        };
+        if let Some(nodes) = check_root(&mut report, &root) {
+            let summaries: Vec<_> = nodes
+                .iter()
+                .enumerate()
+                .map(|(index, value)| node::check_node(&mut report, index, value))
+                .collect();
+            checks::check_graph(&mut report, &summaries);
+        }
+        if !report.errors.is_empty() {
+            return Err(report.finish());
+        }
+        match serde_yaml::from_value(without_nulls(&root)) {
+            Ok(descriptor) => Ok(descriptor),
+            Err(e) => {
+                // The checks above should have caught everything; never accept what serde rejects.
+                report.push(None, None, None, e.to_string());
+                Err(report.finish())
+            }
+        }
+    }
+}
+
+/// Known top-level keys.
+const ROOT_FIELDS: &[&str] = &["nodes"];
+
+/// Checks the document shape and returns the `nodes` list when there is one.
+fn check_root<'v>(report: &mut Report<'_>, root: &'v Value) -> Option<&'v [Value]> {
+    let Value::Mapping(map) = root else {
+        let message = match root {
+            Value::Null => "the dataflow is empty: expected a mapping with a `nodes` list".into(),
+            other => format!(
+                "the dataflow must be a mapping with a `nodes` list, found {}",
+                describe(other)
+            ),
+        };
+        let line = report.line(&[]);
+        report.push(None, None, line, message);
+        return None;
+    };
+    for key in map.keys() {
+        let Some(name) = key.as_str() else {
+            let line = report.line(&[]);
+            report.push(
+                None,
+                None,
+                line,
+                format!("top-level keys must be strings, found {}", describe(key)),
+            );
+            continue;
+        };
+        if !ROOT_FIELDS.contains(&name) {
+            let line = report.line(&[Seg::Key(name)]);
+            report.push(
+                None,
+                Some(name.to_owned()),
+                line,
+                unknown_field(name, ROOT_FIELDS),
+            );
+        }
+    }
+    let line = report.line(&[Seg::Key("nodes")]);
+    let field = Some("nodes".to_owned());
+    match map.get("nodes") {
+        None => {
+            report.push(None, field, None, "missing required field `nodes`".into());
+            None
+        }
+        Some(Value::Sequence(nodes)) if nodes.is_empty() => {
+            report.push(None, field, line, "the dataflow has no nodes".into());
+            None
+        }
+        Some(Value::Null) => {
+            report.push(None, field, line, "the dataflow has no nodes".into());
+            None
+        }
+        Some(Value::Sequence(nodes)) => Some(nodes),
+        Some(other) => {
+            let message = format!("expected a list of nodes, found {}", describe(other));
+            report.push(None, field, line, message);
+            None
+        }
+    }
+}
+
+/// Collects the errors of one file.
+pub(crate) struct Report<'a> {
+    file: &'a Path,
+    yaml: &'a str,
+    errors: Vec<ValidationError>,
+}
+
+impl Report<'_> {
+    /// The line of `path` in the source (see [`locate::line_of`]).
+    pub(crate) fn line(&self, path: &[Seg<'_>]) -> Option<usize> {
+        locate::line_of(self.yaml, path)
+    }
+
+    /// Records one error.
+    pub(crate) fn push(
+        &mut self,
+        node: Option<&str>,
+        field: Option<String>,
+        line: Option<usize>,
+        message: String,
+    ) {
+        self.errors.push(ValidationError {
+            file: self.file.to_owned(),
+            line,
+            node: node.map(str::to_owned),
+            field,
+            message,
+        });
+    }
+
+    /// All errors, in file order; errors without a line keep their order, after the others.
+    fn finish(mut self) -> ValidationErrors {
+        self.errors
+            .sort_by_key(|e| (e.line.is_none(), e.line.unwrap_or(0)));
+        ValidationErrors(self.errors)
+    }
+}
+
+/// A short description of a YAML value's type for messages, e.g. "a number (5)".
+pub(crate) fn describe(value: &Value) -> String {
+    match value {
+        Value::Null => "nothing (null)".into(),
+        Value::Bool(b) => format!("a boolean ({b})"),
+        Value::Number(n) => format!("a number ({n})"),
+        Value::String(s) => format!("a string (`{s}`)"),
+        Value::Sequence(_) => "a list".into(),
+        Value::Mapping(_) => "a mapping".into(),
+        Value::Tagged(t) => format!("a tagged value (`{}`)", t.tag),
+    }
+}
+
+/// "unknown field `x`", with the closest known field as a suggestion or else the list of them.
+pub(crate) fn unknown_field(name: &str, known: &[&str]) -> String {
+    match suggest(name, known.iter().copied()) {
+        Some(s) => format!("unknown field `{name}`; did you mean `{s}`?"),
+        None => format!(
+            "unknown field `{name}`; expected one of: {}",
+            known.join(", ")
+        ),
+    }
+}
+
+/// The candidate closest to `name`, if it is close enough to be an obvious typo.
+pub(crate) fn suggest<'c>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'c str>,
+) -> Option<&'c str> {
+    let name = name.to_ascii_lowercase();
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(&name, &c.to_ascii_lowercase()), c))
+        .filter(|(d, c)| *d <= (name.len().max(c.len()) / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Optimal string alignment distance: insertions, deletions, substitutions and adjacent swaps.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// A copy of `value` where mapping entries whose value is null are removed, so that `field:`
+/// left empty means "not set" for every field (serde would reject a null enum, for example).
+fn without_nulls(value: &Value) -> Value {
+    match value {
+        Value::Mapping(map) => Value::Mapping(
+            map.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), without_nulls(v)))
+                .collect::<Mapping>(),
+        ),
+        Value::Sequence(seq) => Value::Sequence(seq.iter().map(without_nulls).collect()),
+        other => other.clone(),
+    }
+}

@@ -1,0 +1,102 @@
+//! Types shared by several protocol directions.
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use adora_core::{DataId, NodeId};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A hybrid-logical-clock timestamp (time since the Unix epoch plus the clock's id), taken when
+/// a message is sent; receivers compare it with their own clock to measure latency.
+pub type Timestamp = uhlc::Timestamp;
+
+/// Metadata travelling with every message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// When the message was sent (set by the sender's node API).
+    pub timestamp: Timestamp,
+    /// User parameters.
+    pub parameters: BTreeMap<String, Parameter>,
+}
+
+impl Metadata {
+    /// Metadata with a timestamp and no parameters.
+    pub fn new(timestamp: Timestamp) -> Self {
+        Self {
+            timestamp,
+            parameters: BTreeMap::new(),
+        }
+    }
+}
+
+/// A user parameter value in [`Metadata`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Parameter {
+    /// A boolean.
+    Bool(bool),
+    /// A signed integer.
+    Integer(i64),
+    /// A float.
+    Float(f64),
+    /// A string.
+    String(String),
+    /// A list of integers.
+    ListInt(Vec<i64>),
+    /// A list of floats.
+    ListFloat(Vec<f64>),
+    /// A list of strings.
+    ListString(Vec<String>),
+}
+
+/// Where a message's payload is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DataRef {
+    /// Small payloads travel inline in the frame.
+    Inline(Vec<u8>),
+    /// Large payloads stay in a shared-memory sample of the sender; only this handle travels.
+    Shared(SharedRef),
+}
+
+impl DataRef {
+    /// Payload length in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            DataRef::Inline(v) => v.len(),
+            DataRef::Shared(s) => s.len,
+        }
+    }
+
+    /// True for an empty payload.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Handle to a shared-memory sample.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SharedRef {
+    /// Name of the shared-memory segment.
+    pub os_id: String,
+    /// Number of payload bytes at the start of the segment.
+    pub len: usize,
+    /// Token identifying this in-flight sample; returned to the sender when every receiver dropped it.
+    pub token: u64,
+}
+
+/// The configuration a daemon hands a node in `ADORA_NODE_CONFIG` (JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The dataflow this node instance belongs to.
+    pub dataflow_id: Uuid,
+    /// The node's id.
+    pub node_id: NodeId,
+    /// The daemon's Unix socket for this dataflow.
+    pub daemon_socket: PathBuf,
+    /// Inputs the node will receive.
+    pub inputs: Vec<DataId>,
+    /// Outputs the node may send.
+    pub outputs: Vec<DataId>,
+    /// Prefix for the names of the node's shared-memory segments.
+    pub shm_prefix: String,
+}

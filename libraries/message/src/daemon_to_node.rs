@@ -1,0 +1,50 @@
+//! Messages a daemon sends to a node over the Unix socket.
+
+use std::collections::BTreeMap;
+
+use adora_core::DataId;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{DataRef, Metadata};
+
+/// A reply from the daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum DaemonReply {
+    /// Answer to `Register`: `Err` carries a human-readable reason.
+    Registered(Result<(), String>),
+    /// Answer to `NextEvents`. An empty list means the stream has ended: no more events will come.
+    Events {
+        /// The events, oldest first.
+        events: Vec<NodeEvent>,
+        /// Cumulative number of messages dropped per input because its queue was full.
+        drop_counts: BTreeMap<DataId, u64>,
+    },
+    /// Answer to `NextFreedSamples`: tokens of samples every receiver released. Empty means the
+    /// node is shutting down.
+    FreedSamples(Vec<u64>),
+}
+
+/// An event delivered to a node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum NodeEvent {
+    /// A message arrived on an input.
+    Input {
+        /// Input id.
+        id: DataId,
+        /// Metadata from the sender.
+        metadata: Metadata,
+        /// Payload.
+        data: DataRef,
+    },
+    /// The sender of this input finished: no more messages will arrive on it.
+    InputClosed {
+        /// Input id.
+        id: DataId,
+    },
+    /// The dataflow is stopping: finish and exit.
+    Stop,
+    /// A runtime error concerning this node (the node keeps running).
+    Error(String),
+}

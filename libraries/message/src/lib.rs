@@ -1,0 +1,19 @@
+//! `adora-message`: every type that crosses a process boundary in Adora, one module per direction,
+//! kept separate from their encoding ([`codec`]).
+//!
+//! Local data plane (node ↔ daemon over a Unix socket): [`node_to_daemon`], [`daemon_to_node`].
+//! Types shared by several directions live in [`common`].
+
+pub mod codec;
+pub mod common;
+pub mod daemon_to_node;
+pub mod node_to_daemon;
+
+pub use common::{DataRef, Metadata, NodeConfig, Parameter, SharedRef, Timestamp};
+
+/// Version of the node ↔ daemon protocol; a node built against another version is rejected at
+/// registration with a clear message.
+pub const NODE_PROTOCOL_VERSION: u32 = 1;
+
+/// The version of Adora this crate belongs to.
+pub const ADORA_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,56 @@
+//! Messages a node sends to its daemon over the Unix socket.
+//!
+//! A node opens three connections, each starting with [`NodeRequest::Register`]:
+//! [`Channel::Control`] (fire-and-forget sends), [`Channel::Events`] (request/reply: the node asks for
+//! its next events) and [`Channel::Drops`] (the daemon reports samples that every receiver released).
+
+use adora_core::{DataId, NodeId};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::common::{DataRef, Metadata};
+
+/// Which of the node's three connections this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Channel {
+    /// Outputs and other fire-and-forget requests.
+    Control,
+    /// Event polling.
+    Events,
+    /// Notifications that the node's shared-memory samples were released.
+    Drops,
+}
+
+/// A request from a node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum NodeRequest {
+    /// First message on every connection. Answered by `DaemonReply::Registered`.
+    Register {
+        /// Protocol version the node was built with.
+        protocol_version: u32,
+        /// Dataflow the node belongs to.
+        dataflow_id: Uuid,
+        /// The node's id.
+        node_id: NodeId,
+        /// Which connection this is.
+        channel: Channel,
+    },
+    /// Send an output (control channel, no reply).
+    SendOutput {
+        /// Output id (must be declared in the dataflow).
+        output: DataId,
+        /// Metadata with the send timestamp.
+        metadata: Metadata,
+        /// Payload.
+        data: DataRef,
+    },
+    /// The node will not send on these outputs again (control channel, no reply).
+    CloseOutputs(Vec<DataId>),
+    /// The node dropped these received shared-memory samples (control channel, no reply).
+    ReportDropTokens(Vec<u64>),
+    /// Ask for the next events; the daemon answers when at least one is available (events channel).
+    NextEvents,
+    /// Ask for tokens of released samples; answered when at least one is available (drops channel).
+    NextFreedSamples,
+}

@@ -1,0 +1,156 @@
+//! The event stream: inputs, closed inputs, stop and errors, pulled from the daemon.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    os::unix::net::UnixStream,
+    sync::Arc,
+};
+
+use adora_core::DataId;
+use adora_message::{
+    codec::{read_frame, write_frame},
+    daemon_to_node::{DaemonReply, NodeEvent},
+    node_to_daemon::NodeRequest,
+    DataRef, Metadata,
+};
+use adora_shm::{RegionCache, SharedSlice};
+
+use crate::{data::Data, node::ControlChannel};
+
+/// An event delivered to the node.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// A message on an input.
+    Input {
+        /// The input id.
+        id: DataId,
+        /// Sender's metadata: timestamp and parameters.
+        metadata: Metadata,
+        /// The payload.
+        data: Data,
+    },
+    /// The input's sender finished; no more messages on it.
+    InputClosed {
+        /// The input id.
+        id: DataId,
+    },
+    /// The dataflow is stopping: clean up and return.
+    Stop,
+    /// A runtime error that concerns this node (for example a shared sample that could not be mapped).
+    Error(String),
+}
+
+/// The stream of events for a node. `recv` blocks until an event arrives and returns `None` once
+/// the stream has ended (all inputs closed, or the dataflow stopped).
+pub struct EventStream {
+    stream: UnixStream,
+    control: Arc<ControlChannel>,
+    buffered: VecDeque<NodeEvent>,
+    drop_counts: BTreeMap<DataId, u64>,
+    regions: RegionCache,
+    buf: Vec<u8>,
+    ended: bool,
+}
+
+impl EventStream {
+    pub(crate) fn new(stream: UnixStream, control: Arc<ControlChannel>) -> Self {
+        Self {
+            stream,
+            control,
+            buffered: VecDeque::new(),
+            drop_counts: BTreeMap::new(),
+            regions: RegionCache::new(),
+            buf: Vec::new(),
+            ended: false,
+        }
+    }
+
+    /// Blocks for the next event; `None` when the stream has ended.
+    pub fn recv(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.buffered.pop_front() {
+                return Some(self.convert(event));
+            }
+            if self.ended {
+                return None;
+            }
+            self.fetch();
+        }
+    }
+
+    /// How many messages the daemon dropped on `input` because its queue was full (oldest first).
+    pub fn drop_count(&self, input: &DataId) -> u64 {
+        self.drop_counts.get(input).copied().unwrap_or(0)
+    }
+
+    fn fetch(&mut self) {
+        let reply = write_frame(&mut self.stream, &NodeRequest::NextEvents)
+            .and_then(|()| read_frame::<DaemonReply>(&mut self.stream, &mut self.buf));
+        match reply {
+            Ok(DaemonReply::Events {
+                events,
+                drop_counts,
+            }) => {
+                self.drop_counts.extend(drop_counts);
+                if events.is_empty() {
+                    self.ended = true;
+                }
+                self.buffered.extend(events);
+            }
+            Ok(other) => {
+                self.ended = true;
+                self.buffered.push_back(NodeEvent::Error(format!(
+                    "protocol error: unexpected reply {other:?}"
+                )));
+            }
+            Err(e) => {
+                // The daemon is gone: nothing more will arrive. Tell the node once, then end.
+                self.ended = true;
+                if !e.is_eof() {
+                    self.buffered
+                        .push_back(NodeEvent::Error(format!("lost the daemon connection: {e}")));
+                }
+            }
+        }
+    }
+
+    fn convert(&mut self, event: NodeEvent) -> Event {
+        match event {
+            NodeEvent::Input { id, metadata, data } => {
+                let data = match data {
+                    DataRef::Inline(bytes) => Data::inline(bytes),
+                    DataRef::Shared(shared) => {
+                        let slice = self
+                            .regions
+                            .get(&shared.os_id)
+                            .and_then(|region| SharedSlice::new(region, shared.len));
+                        match slice {
+                            Ok(slice) => Data::shared(slice, shared.token, self.control.clone()),
+                            Err(e) => {
+                                self.control.report_dropped(shared.token);
+                                return Event::Error(format!(
+                                    "input `{id}`: cannot map shared sample {}: {e}",
+                                    shared.os_id
+                                ));
+                            }
+                        }
+                    }
+                };
+                Event::Input { id, metadata, data }
+            }
+            NodeEvent::InputClosed { id } => Event::InputClosed { id },
+            NodeEvent::Stop => Event::Stop,
+            NodeEvent::Error(e) => Event::Error(e),
+            other => Event::Error(format!("unsupported event {other:?}")),
+        }
+    }
+}
+
+impl Iterator for EventStream {
+    type Item = Event;
+
+    fn next(&mut self) -> Option<Event> {
+        self.recv()
+    }
+}

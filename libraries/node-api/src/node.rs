@@ -1,0 +1,240 @@
+//! The node handle: registration with the daemon and sending outputs.
+
+use std::{
+    collections::BTreeSet,
+    os::unix::net::UnixStream,
+    sync::{Arc, Mutex, MutexGuard},
+    thread,
+};
+
+use adora_core::{DataId, SHM_THRESHOLD};
+use adora_message::{
+    codec::{read_frame, write_frame},
+    daemon_to_node::DaemonReply,
+    node_to_daemon::{Channel, NodeRequest},
+    DataRef, Metadata, NodeConfig, SharedRef, NODE_PROTOCOL_VERSION,
+};
+use adora_shm::{SamplePool, SampleToken};
+
+use crate::{
+    data::{Sample, SampleRepr},
+    event::EventStream,
+    MetadataParameters, NodeError,
+};
+
+/// The control connection, shared by the node (sending outputs) and received [`crate::Data`]
+/// (reporting that a shared sample was dropped).
+pub(crate) struct ControlChannel {
+    stream: Mutex<UnixStream>,
+}
+
+impl ControlChannel {
+    fn lock(&self) -> MutexGuard<'_, UnixStream> {
+        // A poisoned lock only means another thread panicked mid-write; the socket is still usable
+        // for reporting, and the daemon rejects a torn frame by closing the connection.
+        self.stream.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn send(&self, request: &NodeRequest) -> Result<(), NodeError> {
+        write_frame(&mut *self.lock(), request)?;
+        Ok(())
+    }
+
+    /// Best effort: if the daemon is gone there is nobody left to tell.
+    pub(crate) fn report_dropped(&self, token: u64) {
+        if let Err(e) = self.send(&NodeRequest::ReportDropTokens(vec![token])) {
+            tracing::debug!("could not report dropped sample {token}: {e}");
+        }
+    }
+}
+
+/// A running node: sends outputs. Created with [`AdoraNode::init_from_env`].
+pub struct AdoraNode {
+    config: NodeConfig,
+    outputs: BTreeSet<DataId>,
+    control: Arc<ControlChannel>,
+    pool: Arc<Mutex<SamplePool>>,
+    hlc: uhlc::HLC,
+    drops_thread: Option<thread::JoinHandle<()>>,
+}
+
+fn connect(config: &NodeConfig, channel: Channel) -> Result<UnixStream, NodeError> {
+    let mut stream = UnixStream::connect(&config.daemon_socket).map_err(|e| {
+        NodeError::Config(format!(
+            "cannot connect to the daemon socket {}: {e}",
+            config.daemon_socket.display()
+        ))
+    })?;
+    write_frame(
+        &mut stream,
+        &NodeRequest::Register {
+            protocol_version: NODE_PROTOCOL_VERSION,
+            dataflow_id: config.dataflow_id,
+            node_id: config.node_id.clone(),
+            channel,
+        },
+    )?;
+    match read_frame(&mut stream, &mut Vec::new())? {
+        DaemonReply::Registered(Ok(())) => Ok(stream),
+        DaemonReply::Registered(Err(reason)) => Err(NodeError::Refused(reason)),
+        other => Err(NodeError::Protocol(format!(
+            "expected a registration reply, got {other:?}"
+        ))),
+    }
+}
+
+fn lock_pool(pool: &Mutex<SamplePool>) -> MutexGuard<'_, SamplePool> {
+    pool.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl AdoraNode {
+    /// Connects to the daemon described by `ADORA_NODE_CONFIG`. Blocks until every node of the
+    /// dataflow on this daemon has started, so no message is sent before its receivers exist.
+    pub fn init_from_env() -> Result<(AdoraNode, EventStream), NodeError> {
+        let raw = std::env::var(adora_core::NODE_CONFIG_ENV).map_err(|_| {
+            NodeError::Config(format!("{} is not set", adora_core::NODE_CONFIG_ENV))
+        })?;
+        let config: NodeConfig = serde_json::from_str(&raw).map_err(|e| {
+            NodeError::Config(format!("{} is invalid: {e}", adora_core::NODE_CONFIG_ENV))
+        })?;
+        Self::init(config)
+    }
+
+    /// Connects with an explicit configuration.
+    pub fn init(config: NodeConfig) -> Result<(AdoraNode, EventStream), NodeError> {
+        let control = Arc::new(ControlChannel {
+            stream: Mutex::new(connect(&config, Channel::Control)?),
+        });
+        let events = connect(&config, Channel::Events)?;
+        let drops = connect(&config, Channel::Drops)?;
+
+        let pool = Arc::new(Mutex::new(SamplePool::new(config.shm_prefix.clone())));
+        let drops_thread = {
+            let pool = pool.clone();
+            thread::Builder::new()
+                .name("adora-drops".into())
+                .spawn(move || receive_freed_samples(drops, &pool))
+                .map_err(|e| NodeError::Protocol(format!("cannot spawn thread: {e}")))?
+        };
+        let stream = EventStream::new(events, control.clone());
+        let node = AdoraNode {
+            outputs: config.outputs.iter().cloned().collect(),
+            config,
+            control,
+            pool,
+            hlc: uhlc::HLC::default(),
+            drops_thread: Some(drops_thread),
+        };
+        Ok((node, stream))
+    }
+
+    /// The node's id.
+    pub fn id(&self) -> &adora_core::NodeId {
+        &self.config.node_id
+    }
+
+    /// The dataflow's id.
+    pub fn dataflow_id(&self) -> uuid::Uuid {
+        self.config.dataflow_id
+    }
+
+    /// Sends `data` on `output`. Payloads of at least 4 KiB are copied once into a shared-memory
+    /// sample; use [`Self::allocate_sample`] to avoid even that copy.
+    pub fn send_output(
+        &mut self,
+        output: &DataId,
+        parameters: MetadataParameters,
+        data: &[u8],
+    ) -> Result<(), NodeError> {
+        let mut sample = self.allocate_sample(data.len())?;
+        sample.copy_from_slice(data);
+        self.send_sample(output, parameters, sample)
+    }
+
+    /// A writable sample of exactly `len` bytes: shared memory from the node's pool at or above the
+    /// shared-memory threshold, a plain buffer below it.
+    pub fn allocate_sample(&mut self, len: usize) -> Result<Sample, NodeError> {
+        if len < SHM_THRESHOLD {
+            return Ok(Sample(SampleRepr::Inline(vec![0; len])));
+        }
+        let sample = lock_pool(&self.pool).allocate(len)?;
+        Ok(Sample(SampleRepr::Shared(sample)))
+    }
+
+    /// Sends a sample written in place. The timestamp is taken now.
+    pub fn send_sample(
+        &mut self,
+        output: &DataId,
+        parameters: MetadataParameters,
+        sample: Sample,
+    ) -> Result<(), NodeError> {
+        if !self.outputs.contains(output) {
+            return Err(NodeError::UnknownOutput(output.clone()));
+        }
+        let data = match sample.0 {
+            SampleRepr::Inline(v) => DataRef::Inline(v),
+            SampleRepr::Shared(s) => {
+                let handle = lock_pool(&self.pool).send(s);
+                DataRef::Shared(SharedRef {
+                    os_id: handle.os_id,
+                    len: handle.len,
+                    token: handle.token.0,
+                })
+            }
+        };
+        let metadata = Metadata {
+            timestamp: self.hlc.new_timestamp(),
+            parameters,
+        };
+        self.control.send(&NodeRequest::SendOutput {
+            output: output.clone(),
+            metadata,
+            data,
+        })
+    }
+
+    /// Declares that the node will not send on `outputs` again; their receivers get `InputClosed`.
+    /// All outputs are closed automatically when the node is dropped or exits.
+    pub fn close_outputs(&mut self, outputs: Vec<DataId>) -> Result<(), NodeError> {
+        for o in &outputs {
+            self.outputs.remove(o);
+        }
+        self.control.send(&NodeRequest::CloseOutputs(outputs))
+    }
+
+    /// Number of this node's shared-memory samples still held by receivers.
+    pub fn samples_in_flight(&self) -> usize {
+        lock_pool(&self.pool).in_flight()
+    }
+}
+
+impl Drop for AdoraNode {
+    fn drop(&mut self) {
+        let outputs: Vec<_> = self.outputs.iter().cloned().collect();
+        if !outputs.is_empty() {
+            let _ = self.control.send(&NodeRequest::CloseOutputs(outputs));
+        }
+        // The drops thread ends when the daemon closes the drops connection (after the node's
+        // control connection closes); do not wait for it here.
+        drop(self.drops_thread.take());
+    }
+}
+
+/// Runs on its own thread: returns released samples to the pool.
+fn receive_freed_samples(mut stream: UnixStream, pool: &Mutex<SamplePool>) {
+    let mut buf = Vec::new();
+    loop {
+        if write_frame(&mut stream, &NodeRequest::NextFreedSamples).is_err() {
+            return;
+        }
+        match read_frame::<DaemonReply>(&mut stream, &mut buf) {
+            Ok(DaemonReply::FreedSamples(tokens)) if !tokens.is_empty() => {
+                let mut pool = lock_pool(pool);
+                for t in tokens {
+                    pool.release(SampleToken(t));
+                }
+            }
+            _ => return,
+        }
+    }
+}

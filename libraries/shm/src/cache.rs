@@ -1,0 +1,283 @@
+//! The receiver side: mapping segments by name (cached) and read-only views of received samples.
+
+use std::collections::HashMap;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use crate::region::{canonical_os_id, file_id, FileId, ShmRegion};
+use crate::{Error, Result};
+
+/// Most mappings a [`RegionCache`] keeps; beyond it the least recently used one is dropped
+/// (samples still holding it keep it mapped).
+pub const REGION_CACHE_CAPACITY: usize = 64;
+
+/// How often [`RegionCache::get`] retries mapping a segment whose name was replaced (unlinked and
+/// created again) while it was being opened.
+const OPEN_ATTEMPTS: usize = 3;
+
+struct CachedRegion {
+    region: Arc<ShmRegion>,
+    /// The file the mapping was made from.
+    file: FileId,
+    /// Value of the cache's use counter at the last hit.
+    last_used: u64,
+}
+
+/// Maps segments by os_id and keeps the mappings (bounded LRU), so a region that the sender's pool
+/// reuses for many samples is mapped only once.
+///
+/// A cached mapping is returned only while the name still refers to the same file: if the segment
+/// was unlinked and a new one created under the same name (e.g. by a restarted node), the new one
+/// is mapped. This costs one `stat` per [`get`](Self::get).
+#[derive(Default)]
+pub struct RegionCache {
+    entries: HashMap<String, CachedRegion>,
+    uses: u64,
+}
+
+impl std::fmt::Debug for RegionCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegionCache")
+            .field("mapped", &self.entries.len())
+            .finish()
+    }
+}
+
+impl RegionCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The mapping of the segment currently named `os_id`, from the cache or freshly mapped.
+    pub fn get(&mut self, os_id: &str) -> Result<Arc<ShmRegion>> {
+        let os_id = canonical_os_id(os_id)?;
+        self.uses += 1;
+        let current = file_id(os_id).map_err(|source| Error::Stat {
+            os_id: os_id.to_owned(),
+            source,
+        });
+        if let Some(entry) = self.entries.get_mut(os_id) {
+            if current.as_ref().is_ok_and(|id| *id == entry.file) {
+                entry.last_used = self.uses;
+                return Ok(entry.region.clone());
+            }
+            // Gone or replaced: the old mapping must not be served for this name any more.
+            self.entries.remove(os_id);
+        }
+        current?;
+        let (region, file) = open_verified(os_id)?;
+        let region = Arc::new(region);
+        if self.entries.len() >= REGION_CACHE_CAPACITY {
+            self.evict_least_recently_used();
+        }
+        self.entries.insert(
+            os_id.to_owned(),
+            CachedRegion {
+                region: region.clone(),
+                file,
+                last_used: self.uses,
+            },
+        );
+        Ok(region)
+    }
+
+    fn evict_least_recently_used(&mut self) {
+        let oldest = self
+            .entries
+            .iter()
+            .min_by_key(|(_, entry)| entry.last_used)
+            .map(|(os_id, _)| os_id.clone());
+        if let Some(os_id) = oldest {
+            self.entries.remove(&os_id);
+        }
+    }
+}
+
+/// Maps `os_id` and returns the identity of the file that was mapped: the name must refer to the
+/// same file before and after mapping, otherwise it was replaced in between and we retry.
+fn open_verified(os_id: &str) -> Result<(ShmRegion, FileId)> {
+    let stat = |os_id: &str| {
+        file_id(os_id).map_err(|source| Error::Stat {
+            os_id: os_id.to_owned(),
+            source,
+        })
+    };
+    for _ in 0..OPEN_ATTEMPTS {
+        let before = stat(os_id)?;
+        let region = ShmRegion::open(os_id)?;
+        if stat(os_id)? == before {
+            return Ok((region, before));
+        }
+    }
+    Err(Error::Stat {
+        os_id: os_id.to_owned(),
+        source: std::io::Error::other("segment kept being replaced while it was mapped"),
+    })
+}
+
+/// A received, read-only view of the first `len` bytes of a shared region. Keeps the mapping
+/// alive; cloning is cheap.
+#[derive(Clone)]
+pub struct SharedSlice {
+    region: Arc<ShmRegion>,
+    len: usize,
+}
+
+impl std::fmt::Debug for SharedSlice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedSlice")
+            .field("os_id", &self.os_id())
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl SharedSlice {
+    /// A view of the first `len` bytes of `region`; an error if the region is smaller.
+    pub fn new(region: Arc<ShmRegion>, len: usize) -> Result<Self> {
+        if len > region.size() {
+            return Err(Error::OutOfBounds {
+                os_id: region.os_id().to_owned(),
+                len,
+                size: region.size(),
+            });
+        }
+        Ok(SharedSlice { region, len })
+    }
+
+    /// Name of the segment the bytes live in.
+    pub fn os_id(&self) -> &str {
+        self.region.os_id()
+    }
+}
+
+impl Deref for SharedSlice {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.region.as_slice()[..self.len]
+    }
+}
+
+impl AsRef<[u8]> for SharedSlice {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::Cleanup;
+    use crate::{unlink, SamplePool};
+
+    #[test]
+    fn a_region_reused_by_the_pool_is_mapped_once() {
+        let clean = Cleanup::new("cache-reuse");
+        let mut pool = SamplePool::new(clean.0.clone());
+        let mut cache = RegionCache::new();
+
+        let mut sample = pool.allocate(10_000).expect("allocate");
+        sample[..3].copy_from_slice(b"one");
+        let first = pool.send(sample);
+        let first_region = cache.get(&first.os_id).expect("get");
+        let slice = SharedSlice::new(first_region.clone(), first.len).expect("slice");
+        assert_eq!(slice.len(), 10_000);
+        assert_eq!(&slice[..3], b"one");
+        drop(slice);
+        assert!(pool.release(first.token));
+
+        let mut sample = pool.allocate(9_000).expect("allocate");
+        sample[..3].copy_from_slice(b"two");
+        let second = pool.send(sample);
+        assert_eq!(second.os_id, first.os_id);
+        let second_region = cache.get(&second.os_id).expect("get");
+        assert!(Arc::ptr_eq(&first_region, &second_region), "not re-mapped");
+        let slice = SharedSlice::new(second_region, second.len).expect("slice");
+        assert_eq!(&slice[..3], b"two");
+        assert_eq!(slice.len(), 9_000);
+    }
+
+    #[test]
+    fn a_recreated_segment_with_the_same_name_is_mapped_again() {
+        let clean = Cleanup::new("cache-recreate");
+        let os_id = format!("{}seg", clean.0);
+        let mut cache = RegionCache::new();
+        let mut old = ShmRegion::create(&os_id, 4096).expect("create");
+        old.as_mut_slice()[0] = 1;
+        let old_mapping = cache.get(&os_id).expect("get");
+
+        unlink(&os_id).expect("unlink");
+        assert!(cache.get(&os_id).is_err(), "an unlinked name is not served");
+
+        let mut new = ShmRegion::create(&os_id, 8192).expect("recreate");
+        new.as_mut_slice()[0] = 2;
+        let new_mapping = cache.get(&os_id).expect("get");
+        assert!(!Arc::ptr_eq(&old_mapping, &new_mapping));
+        assert_eq!((new_mapping.size(), new_mapping.as_slice()[0]), (8192, 2));
+        assert_eq!(old_mapping.as_slice()[0], 1, "old mapping stays valid");
+    }
+
+    #[test]
+    fn the_cache_is_bounded_and_drops_the_least_recently_used() {
+        let clean = Cleanup::new("cache-lru");
+        let ids: Vec<String> = (0..=REGION_CACHE_CAPACITY)
+            .map(|i| format!("{}{i}", clean.0))
+            .collect();
+        for id in &ids {
+            drop(ShmRegion::create(id, 4096).expect("create"));
+        }
+        let mut cache = RegionCache::new();
+        let first = cache.get(&ids[0]).expect("get");
+        for id in &ids[1..REGION_CACHE_CAPACITY] {
+            cache.get(id).expect("get");
+        }
+        // Touch the first so the second becomes the least recently used.
+        assert!(Arc::ptr_eq(&first, &cache.get(&ids[0]).expect("get")));
+        let second = cache.get(&ids[1]).expect("get");
+        cache.get(&ids[2]).expect("get"); // now ids[3] is the least recently used
+        cache
+            .get(&ids[REGION_CACHE_CAPACITY])
+            .expect("get one more");
+
+        assert_eq!(cache.entries.len(), REGION_CACHE_CAPACITY);
+        assert!(!cache.entries.contains_key(&ids[3]), "LRU entry evicted");
+        assert!(Arc::ptr_eq(&first, &cache.get(&ids[0]).expect("get")));
+        assert!(Arc::ptr_eq(&second, &cache.get(&ids[1]).expect("get")));
+    }
+
+    #[test]
+    fn a_slice_keeps_its_mapping_alive_and_is_bounded() {
+        let clean = Cleanup::new("cache-slice");
+        let os_id = format!("{}seg", clean.0);
+        let mut writer = ShmRegion::create(&os_id, 4096).expect("create");
+        writer.as_mut_slice()[..4].copy_from_slice(b"keep");
+        let mut cache = RegionCache::new();
+        let region = cache.get(&os_id).expect("get");
+        assert!(matches!(
+            SharedSlice::new(region.clone(), 4097),
+            Err(Error::OutOfBounds {
+                len: 4097,
+                size: 4096,
+                ..
+            })
+        ));
+        let slice = SharedSlice::new(region, 4).expect("slice");
+        drop(cache);
+        unlink(&os_id).expect("unlink");
+        assert_eq!(&*slice, b"keep");
+        assert_eq!(slice.os_id(), os_id);
+        let on_other_thread = std::thread::spawn(move || slice.to_vec())
+            .join()
+            .expect("thread");
+        assert_eq!(on_other_thread, b"keep");
+    }
+
+    #[test]
+    fn a_missing_segment_is_an_error() {
+        let mut cache = RegionCache::new();
+        let os_id = format!("{}missing", crate::test_util::prefix("cache-missing"));
+        assert!(matches!(cache.get(&os_id), Err(Error::Stat { .. })));
+    }
+}
