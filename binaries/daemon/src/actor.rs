@@ -262,17 +262,15 @@ impl Daemon {
                 None => drop(reply),
             },
             Event::ControlClosed { dataflow, node } => {
-                // The node dropped its handle (or died): it will send nothing more.
-                if let Some(df) = self.dataflows.get_mut(&dataflow) {
-                    let outputs: Vec<DataId> = df
-                        .spec
-                        .descriptor
-                        .nodes
-                        .iter()
-                        .find(|n| n.id == node)
-                        .map(|n| n.outputs.clone())
-                        .unwrap_or_default();
-                    df.routing.close_outputs(&node, &outputs);
+                // The node dropped its handle (or died) and every frame it sent was handled.
+                let finished = match self.dataflows.get_mut(&dataflow) {
+                    Some(df) => df.control_closed(&node),
+                    None => false,
+                };
+                if finished {
+                    if let Some(df) = self.dataflows.remove(&dataflow) {
+                        df.finish();
+                    }
                 }
             }
             Event::NodeExited {

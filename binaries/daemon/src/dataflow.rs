@@ -38,6 +38,8 @@ struct NodeRuntime {
     pid: Option<u32>,
     running: bool,
     channels: BTreeSet<Channel>,
+    /// The control connection is registered and not yet closed: frames may still be in flight.
+    control_open: bool,
     terminated_by: Option<Signal>,
     failure: Option<String>,
 }
@@ -237,6 +239,9 @@ impl Dataflow {
             )));
             return;
         }
+        if channel == Channel::Control {
+            runtime.control_open = true;
+        }
         if channel != Channel::Control || self.started {
             let _ = reply.send(Ok(()));
             return;
@@ -357,9 +362,11 @@ impl Dataflow {
         stderr_tail: Vec<String>,
         events: &mpsc::Sender<Event>,
     ) -> bool {
-        self.routing.node_exited(node);
         let rt = self.nodes.entry(node.clone()).or_default();
         rt.running = false;
+        // The exit can overtake the node's last frames, still queued on its control connection:
+        // routing forgets the node only once that connection has drained (`control_closed`).
+        let drained = !rt.control_open;
         let outcome = outcome(rt, status, stderr_tail);
         if let NodeOutcome::Failed { reason, .. } = &outcome {
             tracing::warn!("node `{node}` failed: {reason}");
@@ -372,7 +379,40 @@ impl Dataflow {
         if self.pending.remove(node) {
             self.maybe_release_barrier(events);
         }
-        self.nodes.values().all(|rt| !rt.running)
+        if drained {
+            self.routing.node_exited(node);
+        }
+        self.is_finished()
+    }
+
+    /// The node's control connection closed after its last frame was handled: its outputs close.
+    /// Returns true when the whole dataflow is done.
+    pub fn control_closed(&mut self, node: &NodeId) -> bool {
+        let Some(rt) = self.nodes.get_mut(node) else {
+            return false;
+        };
+        rt.control_open = false;
+        let exited = !rt.running;
+        let outputs: Vec<adora_core::DataId> = self
+            .spec
+            .descriptor
+            .nodes
+            .iter()
+            .find(|n| &n.id == node)
+            .map(|n| n.outputs.clone())
+            .unwrap_or_default();
+        self.routing.close_outputs(node, &outputs);
+        if exited {
+            self.routing.node_exited(node);
+        }
+        self.is_finished()
+    }
+
+    /// Every node process has exited and every control connection has drained.
+    fn is_finished(&self) -> bool {
+        self.nodes
+            .values()
+            .all(|rt| !rt.running && !rt.control_open)
     }
 
     /// Finishes the dataflow: cancels timers, removes leftover shared memory, reports the result.

@@ -474,6 +474,7 @@ impl Routing {
     }
 
     /// Shared samples still referenced by some receiver.
+    #[cfg(test)]
     pub fn samples_in_flight(&self) -> usize {
         self.samples.len()
     }

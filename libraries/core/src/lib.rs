@@ -5,6 +5,7 @@
 pub mod descriptor;
 pub mod graph;
 pub mod ids;
+pub mod placement;
 pub mod timer;
 pub mod validate;
 

@@ -76,8 +76,8 @@ impl TimerSpec {
 impl fmt::Display for TimerSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.interval.as_millis();
-        if self.interval.subsec_nanos() % 1_000_000 == 0 {
-            if ms % 1000 == 0 {
+        if self.interval.subsec_nanos().is_multiple_of(1_000_000) {
+            if ms.is_multiple_of(1000) {
                 write!(f, "adora/timer/secs/{}", ms / 1000)
             } else {
                 write!(f, "adora/timer/millis/{ms}")

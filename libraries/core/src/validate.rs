@@ -1,9 +1,11 @@
 //! Parsing and validation of `dataflow.yml`, reporting every problem at once with its location.
 //!
-//! The YAML is first read into a [`serde_yaml::Value`]; every field of every node is then checked
-//! on that value (so one bad field does not hide the others), then the nodes are checked against
-//! each other (duplicate ids, input sources naming real nodes and outputs). Only when nothing was
-//! found is the value deserialized into a [`Descriptor`]. Lines come from [`locate::line_of`].
+//! The YAML is first read into a [`serde_yaml::Value`] (YAML tags are reported and dropped); every
+//! field of every node is then checked on that value (so one bad field does not hide the others),
+//! then the nodes are checked against each other (duplicate ids, input sources naming real nodes
+//! and outputs). Only when nothing was found is the value deserialized into a [`Descriptor`], so
+//! what is accepted is exactly what serde accepts. Lines are found by `locate::line_of`, which
+//! asks `serde_yaml` itself for the position of a path (see that module for how).
 
 use std::{
     fmt,
@@ -104,6 +106,7 @@ impl Descriptor {
                 return Err(report.finish());
             }
         };
+        let root = strip_tags(&mut report, &root, &root, &mut Vec::new());
         if let Some(nodes) = check_root(&mut report, &root) {
             let summaries: Vec<_> = nodes
                 .iter()
@@ -164,28 +167,19 @@ fn check_root<'v>(report: &mut Report<'_>, root: &'v Value) -> Option<&'v [Value
             );
         }
     }
-    let line = report.line(&[Seg::Key("nodes")]);
-    let field = Some("nodes".to_owned());
-    match map.get("nodes") {
+    let message = match map.get("nodes") {
+        Some(Value::Sequence(nodes)) if !nodes.is_empty() => return Some(nodes),
         None => {
-            report.push(None, field, None, "missing required field `nodes`".into());
-            None
+            let message = "missing required field `nodes`".into();
+            report.push(None, Some("nodes".into()), None, message);
+            return None;
         }
-        Some(Value::Sequence(nodes)) if nodes.is_empty() => {
-            report.push(None, field, line, "the dataflow has no nodes".into());
-            None
-        }
-        Some(Value::Null) => {
-            report.push(None, field, line, "the dataflow has no nodes".into());
-            None
-        }
-        Some(Value::Sequence(nodes)) => Some(nodes),
-        Some(other) => {
-            let message = format!("expected a list of nodes, found {}", describe(other));
-            report.push(None, field, line, message);
-            None
-        }
-    }
+        Some(Value::Sequence(_) | Value::Null) => "the dataflow has no nodes".into(),
+        Some(other) => format!("expected a list of nodes, found {}", describe(other)),
+    };
+    let line = report.line(&[Seg::Key("nodes")]);
+    report.push(None, Some("nodes".into()), line, message);
+    None
 }
 
 /// Collects the errors of one file.
@@ -272,8 +266,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
@@ -288,6 +282,52 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     d[a.len()][b.len()]
+}
+
+/// A copy of `value` (found at `path` in `root`) without YAML tags, each tag reported as an error:
+/// `!env X` would otherwise silently read as `X`.
+fn strip_tags<'v>(
+    report: &mut Report<'_>,
+    root: &'v Value,
+    value: &'v Value,
+    path: &mut Vec<Seg<'v>>,
+) -> Value {
+    match value {
+        Value::Tagged(tagged) => {
+            let message = format!("YAML tags are not supported (found `{}`)", tagged.tag);
+            if let [Seg::Key("nodes"), Seg::Index(index), field @ ..] = path.as_slice() {
+                let id = root["nodes"][*index]["id"].as_str();
+                node::NodeCtx::new(report, *index, id).error(field, message);
+            } else {
+                let line = report.line(path);
+                let field = (!path.is_empty()).then(|| node::field_name(path));
+                report.push(None, field, line, message);
+            }
+            strip_tags(report, root, &tagged.value, path)
+        }
+        Value::Mapping(map) => {
+            let mut stripped = Mapping::new();
+            for (key, value) in map {
+                // `as_str` sees through tags; other keys are reported by the checks.
+                path.push(Seg::Key(key.as_str().unwrap_or_default()));
+                let key = strip_tags(report, root, key, path);
+                let value = strip_tags(report, root, value, path);
+                path.pop();
+                stripped.insert(key, value);
+            }
+            Value::Mapping(stripped)
+        }
+        Value::Sequence(seq) => {
+            let mut stripped = Vec::with_capacity(seq.len());
+            for (i, item) in seq.iter().enumerate() {
+                path.push(Seg::Index(i));
+                stripped.push(strip_tags(report, root, item, path));
+                path.pop();
+            }
+            Value::Sequence(stripped)
+        }
+        other => other.clone(),
+    }
 }
 
 /// A copy of `value` where mapping entries whose value is null are removed, so that `field:`

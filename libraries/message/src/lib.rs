@@ -3,10 +3,20 @@
 //!
 //! Local data plane (node ↔ daemon over a Unix socket): [`node_to_daemon`], [`daemon_to_node`].
 //! Types shared by several directions live in [`common`].
+//!
+//! Control plane (JSON text frames over WebSocket, opened by the handshake of [`envelope`]):
+//! [`cli_to_coordinator`], [`coordinator_to_cli`], [`daemon_to_coordinator`],
+//! [`coordinator_to_daemon`]; their shared types live in [`control`].
 
+pub mod cli_to_coordinator;
 pub mod codec;
 pub mod common;
+pub mod control;
+pub mod coordinator_to_cli;
+pub mod coordinator_to_daemon;
+pub mod daemon_to_coordinator;
 pub mod daemon_to_node;
+pub mod envelope;
 pub mod node_to_daemon;
 
 pub use common::{DataRef, Metadata, NodeConfig, Parameter, SharedRef, Timestamp};

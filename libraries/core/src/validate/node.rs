@@ -335,7 +335,7 @@ impl NodeCtx<'_, '_, '_> {
             }
         }
         if let Some(size) = present(long, "queue_size") {
-            if !size.as_u64().is_some_and(|n| n >= 1) {
+            if size.as_u64().is_none_or(|n| n == 0) {
                 let field = [Seg::Key("inputs"), Seg::Key(id), Seg::Key("queue_size")];
                 self.error(&field, expected("an integer of at least 1", size));
             }
@@ -372,7 +372,7 @@ impl NodeCtx<'_, '_, '_> {
             }
         }
         if let Some(max) = present(map, "max_restarts") {
-            if !max.as_u64().is_some_and(|n| u32::try_from(n).is_ok()) {
+            if max.as_u64().is_none_or(|n| u32::try_from(n).is_err()) {
                 self.error(
                     &[Seg::Key("max_restarts")],
                     expected("a non-negative integer", max),
@@ -455,7 +455,7 @@ impl NodeCtx<'_, '_, '_> {
 }
 
 /// `inputs.tick.source`, `outputs[1]`, ...
-fn field_name(field: &[Seg<'_>]) -> String {
+pub(crate) fn field_name(field: &[Seg<'_>]) -> String {
     let mut name = String::new();
     for seg in field {
         match seg {

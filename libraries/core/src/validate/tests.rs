@@ -386,3 +386,46 @@ fn suggestions_only_for_obvious_typos() {
     assert_eq!(suggest("colour", fields.clone()), None);
     assert_eq!(suggest("operators", fields), None);
 }
+
+#[test]
+fn yaml_tags_are_reported_not_silently_dropped() {
+    assert_eq!(
+        errors("nodes:\n  - id: a\n    path: !env CAMERA_PATH\n    outputs: [!o x]\n"),
+        [
+            e(
+                3,
+                Some("a"),
+                Some("path"),
+                "YAML tags are not supported (found `!env`)"
+            ),
+            e(
+                4,
+                Some("a"),
+                Some("outputs[0]"),
+                "YAML tags are not supported (found `!o`)"
+            ),
+        ]
+    );
+    assert_eq!(
+        errors("nodes: !list\n  - { id: a, path: x }\n"),
+        [e(
+            1,
+            None,
+            Some("nodes"),
+            "YAML tags are not supported (found `!list`)"
+        )]
+    );
+}
+
+#[test]
+fn duplicate_keys_are_yaml_errors_with_a_line() {
+    // serde_yaml reports a duplicate key at the start of its mapping, not at the repeated key.
+    let found = errors("nodes:\n  - id: a\n    path: x\n    path: y\n");
+    assert_eq!(found.len(), 1);
+    let (line, node, field, message) = &found[0];
+    assert_eq!((*line, node, field), (Some(2), &None, &None));
+    assert!(
+        message.contains("duplicate entry with key \"path\""),
+        "{message}"
+    );
+}

@@ -144,7 +144,7 @@ fn duplicate_outputs() {
 #[test]
 fn long_form_inputs() {
     let found = errors(&node_a(
-        "    inputs:\n      x: { source: adora/timer/secs/1, queue: 2 }\n      y:\n        source: adora/timer/secs/1\n        queue_size: 0\n      z: { queue_size: 3 }\n      w: 7\n      v:\n",
+        "    inputs:\n      x: { source: adora/timer/secs/1, queue_sise: 2, priority: 1 }\n      y:\n        source: adora/timer/secs/1\n        queue_size: 0\n      z: { queue_size: 3 }\n      w: 7\n      v:\n",
     ));
     let what = "expected a source like `node/output` or `{ source, queue_size }`";
     assert_eq!(
@@ -153,8 +153,14 @@ fn long_form_inputs() {
             e(
                 5,
                 Some("a"),
-                Some("inputs.x.queue"),
-                "unknown field `queue`; did you mean `source`?"
+                Some("inputs.x.queue_sise"),
+                "unknown field `queue_sise`; did you mean `queue_size`?"
+            ),
+            e(
+                5,
+                Some("a"),
+                Some("inputs.x.priority"),
+                "unknown field `priority`; expected one of: source, queue_size"
             ),
             e(
                 8,

@@ -1,0 +1,476 @@
+//! The coordinator actor: one task owns the daemon registry and every dataflow's state, and
+//! drains one event channel. WebSocket connection tasks only send events here and forward what
+//! the actor queues for them. Control requests are handled in [`crate::requests`].
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use adora_core::NodeId;
+use adora_message::{
+    cli_to_coordinator::ControlRequest,
+    control::{DataflowOutcome, DataflowStatus, Labels, NodeResult, RunningDataflow},
+    coordinator_to_cli::ControlReply,
+    coordinator_to_daemon::DaemonCommand,
+    daemon_to_coordinator::{DaemonMessage, DaemonRegistration},
+    envelope::Envelope,
+};
+use adora_store::{DataflowRecord, Store};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{requests::PendingLogs, CoordinatorConfig};
+
+/// A handler slower than this is logged: it delays every request and daemon message.
+const SLOW_HANDLER: Duration = Duration::from_millis(100);
+
+/// Identifies one WebSocket connection (daemon or client).
+pub(crate) type ConnId = u64;
+
+/// What the actor asks a connection task to do.
+#[derive(Debug)]
+pub(crate) enum Outgoing<T> {
+    /// Send this message.
+    Message(Envelope<T>),
+    /// Close the connection with this reason.
+    Close(String),
+}
+
+pub(crate) type DaemonTx = mpsc::UnboundedSender<Outgoing<DaemonCommand>>;
+pub(crate) type ClientTx = mpsc::UnboundedSender<Outgoing<ControlReply>>;
+
+/// Everything the actor reacts to.
+#[derive(Debug)]
+pub(crate) enum Event {
+    DaemonRegistered {
+        conn: ConnId,
+        registration: DaemonRegistration,
+        tx: DaemonTx,
+    },
+    FromDaemon {
+        conn: ConnId,
+        envelope: Envelope<DaemonMessage>,
+    },
+    DaemonGone {
+        conn: ConnId,
+        reason: String,
+    },
+    Control {
+        envelope: Envelope<ControlRequest>,
+        tx: ClientTx,
+    },
+    Metrics {
+        reply: oneshot::Sender<Metrics>,
+    },
+}
+
+/// Numbers behind `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Metrics {
+    pub daemons_connected: usize,
+    pub daemons_lost: usize,
+    pub dataflows: BTreeMap<&'static str, usize>,
+}
+
+pub(crate) struct DaemonEntry {
+    pub conn: ConnId,
+    pub machine_id: Option<String>,
+    pub labels: Labels,
+    pub hostname: String,
+    pub last_seen: Instant,
+    /// `None` once the daemon is lost.
+    pub tx: Option<DaemonTx>,
+}
+
+impl DaemonEntry {
+    /// The name used in placements: machine id, or hostname for unnamed daemons.
+    pub fn name(&self) -> &str {
+        self.machine_id.as_deref().unwrap_or(&self.hostname)
+    }
+}
+
+/// The nodes of a dataflow on one daemon.
+#[derive(Debug, Default)]
+pub(crate) struct Part {
+    pub nodes: BTreeSet<NodeId>,
+    pub finished: bool,
+}
+
+/// A client waiting on a dataflow: (its connection, the request id to answer).
+pub(crate) type Waiter = (ClientTx, u64);
+
+pub(crate) struct Flow {
+    pub record: DataflowRecord,
+    /// Creation order, to pick the latest run of a name.
+    pub seq: u64,
+    /// Daemon name → its part.
+    pub parts: BTreeMap<String, Part>,
+    /// Clients streaming its logs (attached starts, `logs --follow`).
+    pub watchers: Vec<Waiter>,
+    /// Clients waiting for it to end (`stop`).
+    pub stop_waiters: Vec<Waiter>,
+    /// Clients waiting for it to end to start it again (`restart`).
+    pub restart_waiters: Vec<Waiter>,
+}
+
+pub(crate) struct Coordinator {
+    pub config: CoordinatorConfig,
+    pub store: Arc<dyn Store>,
+    /// In registration order (placement picks the first match).
+    pub daemons: Vec<DaemonEntry>,
+    pub flows: HashMap<Uuid, Flow>,
+    pub next_seq: u64,
+    pub next_command: u64,
+    /// Starts waiting for `Spawned` replies, by dataflow.
+    pub pending_starts: HashMap<Uuid, crate::requests::PendingStart>,
+    /// Logs requests waiting for `Logs` replies, by command id.
+    pub pending_logs: HashMap<u64, PendingLogs>,
+}
+
+/// Sends a reply to a client; a client that went away is simply gone.
+pub(crate) fn reply(tx: &ClientTx, id: u64, body: ControlReply) {
+    let _ = tx.send(Outgoing::Message(Envelope::new(id, body)));
+}
+
+impl Coordinator {
+    pub fn new(config: CoordinatorConfig, store: Arc<dyn Store>) -> Self {
+        let mut me = Self {
+            config,
+            store,
+            daemons: Vec::new(),
+            flows: HashMap::new(),
+            next_seq: 0,
+            next_command: 1,
+            pending_starts: HashMap::new(),
+            pending_logs: HashMap::new(),
+        };
+        match me.store.dataflows() {
+            Ok(records) => {
+                for record in records {
+                    me.insert_flow(record);
+                }
+            }
+            Err(e) => tracing::error!("cannot load dataflow records: {e}"),
+        }
+        me
+    }
+
+    /// Runs until `shutdown` is cancelled.
+    pub async fn run(mut self, mut events: mpsc::Receiver<Event>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(self.config.heartbeat_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => self.heartbeat(),
+                Some(event) = events.recv() => {
+                    let started = Instant::now();
+                    let kind = event_kind(&event);
+                    self.dispatch(event);
+                    if started.elapsed() > SLOW_HANDLER {
+                        tracing::warn!("coordinator handler for {kind} took {:?}", started.elapsed());
+                    }
+                }
+            }
+        }
+    }
+
+    fn dispatch(&mut self, event: Event) {
+        match event {
+            Event::DaemonRegistered {
+                conn,
+                registration,
+                tx,
+            } => self.handle_register(conn, registration, tx),
+            Event::FromDaemon { conn, envelope } => self.handle_daemon_message(conn, envelope),
+            Event::DaemonGone { conn, reason } => self.handle_daemon_gone(conn, &reason),
+            Event::Control { envelope, tx } => self.handle_request(envelope, tx),
+            Event::Metrics { reply } => {
+                let _ = reply.send(self.metrics());
+            }
+        }
+    }
+
+    pub fn insert_flow(&mut self, record: DataflowRecord) -> &mut Flow {
+        self.next_seq += 1;
+        let mut parts: BTreeMap<String, Part> = BTreeMap::new();
+        for (node, daemon) in &record.placement {
+            parts
+                .entry(daemon.clone())
+                .or_default()
+                .nodes
+                .insert(node.clone());
+        }
+        if record.status.is_done() {
+            parts.values_mut().for_each(|p| p.finished = true);
+        }
+        let id = record.id;
+        self.flows.insert(
+            id,
+            Flow {
+                record,
+                seq: self.next_seq,
+                parts,
+                watchers: Vec::new(),
+                stop_waiters: Vec::new(),
+                restart_waiters: Vec::new(),
+            },
+        );
+        self.flows.get_mut(&id).expect("just inserted")
+    }
+
+    pub fn save(&self, id: Uuid) {
+        if let Some(flow) = self.flows.get(&id) {
+            if let Err(e) = self.store.put_dataflow(&flow.record) {
+                tracing::error!("cannot store dataflow {id}: {e}");
+            }
+        }
+    }
+
+    /// The connected daemon with this name.
+    pub fn daemon_tx(&self, name: &str) -> Option<&DaemonTx> {
+        self.daemons
+            .iter()
+            .find(|d| d.tx.is_some() && d.name() == name)
+            .and_then(|d| d.tx.as_ref())
+    }
+
+    /// Sends a command to the named daemon; returns its id, or `None` when it is not connected.
+    pub fn send_to_daemon(&mut self, name: &str, command: DaemonCommand) -> Option<u64> {
+        let id = self.next_command;
+        self.next_command += 1;
+        let tx = self.daemon_tx(name)?;
+        tx.send(Outgoing::Message(Envelope::new(id, command))).ok()?;
+        Some(id)
+    }
+
+    fn heartbeat(&mut self) {
+        let timeout = self.config.daemon_timeout;
+        for d in &mut self.daemons {
+            let Some(tx) = &d.tx else { continue };
+            if d.last_seen.elapsed() > timeout {
+                tracing::warn!(
+                    "daemon `{}` sent nothing for {:?}: marking it lost",
+                    d.name(),
+                    d.last_seen.elapsed()
+                );
+                let _ = tx.send(Outgoing::Close("heartbeat timeout".into()));
+                d.tx = None;
+                continue;
+            }
+            let _ = tx.send(Outgoing::Message(Envelope::new(0, DaemonCommand::Heartbeat)));
+        }
+    }
+
+    fn handle_register(&mut self, conn: ConnId, reg: DaemonRegistration, tx: DaemonTx) {
+        let entry = DaemonEntry {
+            conn,
+            machine_id: reg.machine_id.clone(),
+            labels: reg.labels.clone(),
+            hostname: reg.hostname.clone(),
+            last_seen: Instant::now(),
+            tx: Some(tx),
+        };
+        let existing = self.daemons.iter().position(|d| match &reg.machine_id {
+            Some(id) => d.machine_id.as_deref() == Some(id),
+            None => d.machine_id.is_none() && d.tx.is_none() && d.hostname == reg.hostname,
+        });
+        match existing {
+            Some(i) => {
+                if let Some(old) = self.daemons[i].tx.take() {
+                    tracing::warn!(
+                        "daemon `{}` registered again: replacing its stale connection",
+                        entry.name()
+                    );
+                    let _ = old.send(Outgoing::Close(
+                        "replaced by a newer connection of the same machine id".into(),
+                    ));
+                }
+                self.daemons[i] = entry;
+            }
+            None => self.daemons.push(entry),
+        }
+        let name = reg.machine_id.clone().unwrap_or(reg.hostname.clone());
+        tracing::info!(
+            "daemon `{name}` registered ({} running dataflows)",
+            reg.running.len()
+        );
+        for running in reg.running {
+            self.reclaim(&name, running);
+        }
+    }
+
+    /// A daemon reports a dataflow it runs: adopt it if this coordinator does not know it
+    /// (coordinator restart), so `list` shows it again and `stop` reaches it.
+    fn reclaim(&mut self, daemon: &str, running: RunningDataflow) {
+        let id = running.id;
+        let nodes: BTreeSet<NodeId> = running.nodes.keys().cloned().collect();
+        if !self.flows.contains_key(&id) {
+            tracing::info!("reclaiming dataflow `{}` ({id}) from `{daemon}`", running.name);
+            let record = DataflowRecord {
+                id,
+                name: running.name,
+                descriptor: running.descriptor,
+                working_dir: running.working_dir,
+                placement: BTreeMap::new(),
+                status: DataflowStatus::Running,
+                outcome: DataflowOutcome::default(),
+            };
+            self.insert_flow(record);
+        }
+        let flow = self.flows.get_mut(&id).expect("inserted above");
+        for node in &nodes {
+            flow.record
+                .placement
+                .insert(node.clone(), daemon.to_owned());
+        }
+        let part = flow.parts.entry(daemon.to_owned()).or_default();
+        part.nodes.extend(nodes);
+        part.finished = false;
+        self.save(id);
+    }
+
+    fn handle_daemon_gone(&mut self, conn: ConnId, reason: &str) {
+        let Some(d) = self.daemons.iter_mut().find(|d| d.conn == conn) else {
+            return;
+        };
+        if d.tx.take().is_some() {
+            tracing::warn!("lost daemon `{}`: {reason}", d.name());
+        }
+        let name = d.name().to_owned();
+        // Pending requests waiting on it fail now rather than hang.
+        let starts: Vec<Uuid> = self
+            .pending_starts
+            .iter()
+            .filter(|(_, p)| p.waiting.contains(&name))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in starts {
+            self.spawn_answered(id, &name, Err(format!("daemon `{name}` disconnected")));
+        }
+        let logs: Vec<u64> = self
+            .pending_logs
+            .iter()
+            .filter(|(_, p)| p.daemon == name)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in logs {
+            self.logs_answered(id, Vec::new());
+        }
+    }
+
+    fn handle_daemon_message(&mut self, conn: ConnId, envelope: Envelope<DaemonMessage>) {
+        let Some(d) = self
+            .daemons
+            .iter_mut()
+            .find(|d| d.conn == conn && d.tx.is_some())
+        else {
+            return; // a replaced connection's last words
+        };
+        d.last_seen = Instant::now();
+        let name = d.name().to_owned();
+        match envelope.body {
+            DaemonMessage::Heartbeat => {}
+            DaemonMessage::Register(_) => {
+                tracing::warn!("daemon `{name}` registered twice on one connection; ignored")
+            }
+            DaemonMessage::Spawned { dataflow, result } => {
+                self.spawn_answered(dataflow, &name, result)
+            }
+            DaemonMessage::Finished { dataflow, nodes } => {
+                self.part_finished(dataflow, &name, nodes)
+            }
+            DaemonMessage::Log(line) => {
+                if let Some(flow) = self.flows.get_mut(&line.dataflow) {
+                    flow.watchers.retain(|(tx, id)| {
+                        tx.send(Outgoing::Message(Envelope::new(
+                            *id,
+                            ControlReply::Log(line.clone()),
+                        )))
+                        .is_ok()
+                    });
+                }
+            }
+            DaemonMessage::Logs { lines } => self.logs_answered(envelope.id, lines),
+            other => tracing::debug!("ignoring unexpected daemon message {other:?}"),
+        }
+    }
+
+    /// One daemon's part of a dataflow ended; when every part has, the dataflow ends.
+    fn part_finished(&mut self, id: Uuid, daemon: &str, nodes: BTreeMap<NodeId, NodeResult>) {
+        let Some(flow) = self.flows.get_mut(&id) else {
+            return;
+        };
+        flow.record.outcome.nodes.extend(nodes);
+        flow.parts.entry(daemon.to_owned()).or_default().finished = true;
+        if flow.parts.values().all(|p| p.finished) && !flow.record.status.is_done() {
+            self.flow_ended(id);
+        }
+    }
+
+    /// Marks a dataflow done and answers everyone waiting on it.
+    pub fn flow_ended(&mut self, id: Uuid) {
+        let Some(flow) = self.flows.get_mut(&id) else {
+            return;
+        };
+        flow.record.status = if flow.record.outcome.is_success() {
+            DataflowStatus::Finished
+        } else {
+            DataflowStatus::Failed
+        };
+        tracing::info!("dataflow `{}` ({id}) {}", flow.record.name, flow.record.status);
+        let outcome = flow.record.outcome.clone();
+        for (tx, req) in flow.watchers.drain(..) {
+            reply(&tx, req, ControlReply::Finished { id, outcome: outcome.clone() });
+        }
+        for (tx, req) in flow.stop_waiters.drain(..) {
+            reply(&tx, req, ControlReply::Stopped { id, outcome: outcome.clone() });
+        }
+        let restarts: Vec<Waiter> = flow.restart_waiters.drain(..).collect();
+        let daemons: Vec<String> = flow.parts.keys().cloned().collect();
+        self.save(id);
+        for name in daemons {
+            self.send_to_daemon(&name, DaemonCommand::WatchLogs { dataflow: id, watch: false });
+        }
+        for (tx, req) in restarts {
+            self.restart_now(id, tx, req);
+        }
+    }
+
+    fn metrics(&self) -> Metrics {
+        let mut m = Metrics::default();
+        for d in &self.daemons {
+            if d.tx.is_some() {
+                m.daemons_connected += 1;
+            } else {
+                m.daemons_lost += 1;
+            }
+        }
+        for status in ["running", "stopping", "finished", "failed"] {
+            m.dataflows.insert(status, 0);
+        }
+        for f in self.flows.values() {
+            let key = match f.record.status {
+                DataflowStatus::Running => "running",
+                DataflowStatus::Stopping => "stopping",
+                DataflowStatus::Finished => "finished",
+                _ => "failed",
+            };
+            *m.dataflows.entry(key).or_default() += 1;
+        }
+        m
+    }
+}
+
+fn event_kind(event: &Event) -> &'static str {
+    match event {
+        Event::DaemonRegistered { .. } => "daemon_registered",
+        Event::FromDaemon { .. } => "from_daemon",
+        Event::DaemonGone { .. } => "daemon_gone",
+        Event::Control { .. } => "control",
+        Event::Metrics { .. } => "metrics",
+    }
+}

@@ -1,0 +1,112 @@
+//! The HTTP side: routes, authentication of the WebSocket endpoints, health and metrics.
+
+use std::fmt::Write;
+
+use axum::{
+    extract::{ws::WebSocketUpgrade, State},
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::{actor::Event, ws, AppState};
+
+/// The coordinator's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/health", get(health))
+        .route("/api/v1/control", get(control))
+        .route("/api/v1/daemon", get(daemon))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    version: &'static str,
+    protocol_version: u32,
+}
+
+async fn health() -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        version: adora_message::ADORA_VERSION,
+        protocol_version: adora_message::envelope::CONTROL_PROTOCOL_VERSION,
+    })
+}
+
+/// A request without the right token.
+struct Unauthorized;
+
+impl IntoResponse for Unauthorized {
+    fn into_response(self) -> Response {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "authentication failed: missing or wrong token (use --token-file or ADORA_TOKEN)\n",
+        )
+            .into_response()
+    }
+}
+
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Unauthorized> {
+    let Some(token) = &state.token else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if token.verify_header(given) {
+        Ok(())
+    } else {
+        tracing::warn!("rejected a connection: authentication failed");
+        Err(Unauthorized)
+    }
+}
+
+async fn control(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, Unauthorized> {
+    authorize(&state, &headers)?;
+    Ok(upgrade.on_upgrade(move |socket| ws::serve_client(socket, state)))
+}
+
+async fn daemon(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, Unauthorized> {
+    authorize(&state, &headers)?;
+    Ok(upgrade.on_upgrade(move |socket| ws::serve_daemon(socket, state)))
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let (reply, rx) = oneshot::channel();
+    if state.events.send(Event::Metrics { reply }).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "coordinator is shutting down\n").into_response();
+    }
+    let Ok(m) = rx.await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "coordinator is shutting down\n").into_response();
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "# HELP adora_daemons Daemons known to the coordinator.");
+    let _ = writeln!(out, "# TYPE adora_daemons gauge");
+    let _ = writeln!(out, "adora_daemons{{state=\"connected\"}} {}", m.daemons_connected);
+    let _ = writeln!(out, "adora_daemons{{state=\"lost\"}} {}", m.daemons_lost);
+    let _ = writeln!(out, "# HELP adora_dataflows Dataflows by status.");
+    let _ = writeln!(out, "# TYPE adora_dataflows gauge");
+    for (status, n) in &m.dataflows {
+        let _ = writeln!(out, "adora_dataflows{{status=\"{status}\"}} {n}");
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        out,
+    )
+        .into_response()
+}

@@ -1,0 +1,127 @@
+//! `adora-coordinator`: owns the desired state of an Adora cluster (dataflows, their placement,
+//! which daemons exist) and serves it on one port:
+//!
+//! - `GET /api/health` — liveness and version, no authentication;
+//! - `GET /api/v1/control` — WebSocket for CLI clients;
+//! - `GET /api/v1/daemon` — WebSocket for daemons;
+//! - `GET /metrics` — Prometheus text.
+//!
+//! [`run`] takes its resources as arguments (listener, store, config, shutdown) so tests run it on
+//! `127.0.0.1:0` with a [`adora_store::MemoryStore`].
+
+mod actor;
+pub mod auth;
+mod http;
+mod requests;
+mod ws;
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use adora_store::Store;
+use tokio::{net::TcpListener, sync::mpsc};
+use tokio_util::sync::CancellationToken;
+
+pub use auth::Token;
+pub use http::router;
+
+/// Default TCP port of the coordinator.
+pub const DEFAULT_PORT: u16 = 6013;
+/// How often the coordinator sends heartbeats and checks daemon liveness.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// A daemon silent for this long is marked lost and its connection closed.
+pub const DAEMON_TIMEOUT: Duration = Duration::from_secs(20);
+/// Time a connecting peer has to send its `Hello` (and a daemon its `Register`).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Capacity of the actor's event channel.
+pub const EVENT_CHANNEL_CAPACITY: usize = 4096;
+
+/// Settings of a coordinator.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    /// The token clients must present; `None` disables authentication (tests only).
+    pub token: Option<Token>,
+    /// See [`HEARTBEAT_INTERVAL`].
+    pub heartbeat_interval: Duration,
+    /// See [`DAEMON_TIMEOUT`].
+    pub daemon_timeout: Duration,
+}
+
+impl CoordinatorConfig {
+    /// Defaults, requiring `token`.
+    pub fn new(token: Token) -> Self {
+        Self {
+            token: Some(token),
+            heartbeat_interval: HEARTBEAT_INTERVAL,
+            daemon_timeout: DAEMON_TIMEOUT,
+        }
+    }
+}
+
+/// Errors that end the coordinator.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The HTTP server failed.
+    #[error("the coordinator's server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// What the HTTP handlers share: the way to the actor and the token.
+#[derive(Clone)]
+pub struct AppState {
+    events: mpsc::Sender<actor::Event>,
+    token: Option<Token>,
+    next_conn: Arc<AtomicU64>,
+    shutdown: CancellationToken,
+}
+
+impl AppState {
+    fn next_conn(&self) -> actor::ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Starts the actor and returns the state the router needs. The actor stops when `shutdown`
+/// is cancelled.
+pub fn start(
+    store: Arc<dyn Store>,
+    config: CoordinatorConfig,
+    shutdown: CancellationToken,
+) -> AppState {
+    let (events, events_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
+    let token = config.token.clone();
+    let coordinator = actor::Coordinator::new(config, store);
+    tokio::spawn(coordinator.run(events_rx, shutdown.clone()));
+    AppState {
+        events,
+        token,
+        next_conn: Arc::new(AtomicU64::new(1)),
+        shutdown,
+    }
+}
+
+/// Serves the coordinator on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    listener: TcpListener,
+    store: Arc<dyn Store>,
+    config: CoordinatorConfig,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let state = start(store, config, shutdown.clone());
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!("coordinator listening on {addr}");
+    }
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .map_err(Error::Serve)
+}
+
+#[cfg(test)]
+mod tests;

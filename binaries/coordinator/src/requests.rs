@@ -1,0 +1,457 @@
+//! Handlers of CLI requests (`start`, `stop`, `restart`, `list`, `status`, `logs`), run by the
+//! coordinator actor.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
+
+use adora_core::{
+    placement::{self, Candidate},
+    NodeId,
+};
+use adora_message::{
+    cli_to_coordinator::{ControlRequest, LogsRequest, StartDataflow},
+    control::{ControlError, DataflowOutcome, DataflowStatus, ErrorKind, NodeLogLine},
+    coordinator_to_cli::{ControlReply, CoordinatorStatus, DaemonStatus, DataflowInfo},
+    coordinator_to_daemon::{DaemonCommand, SpawnDataflow},
+    envelope::Envelope,
+    ADORA_VERSION,
+};
+use adora_store::DataflowRecord;
+use uuid::Uuid;
+
+use crate::actor::{reply, ClientTx, Coordinator};
+
+/// A start waiting for every daemon's `Spawned`.
+pub(crate) struct PendingStart {
+    pub client: ClientTx,
+    pub request: u64,
+    /// Daemons that have not answered yet.
+    pub waiting: BTreeSet<String>,
+    pub errors: Vec<String>,
+    /// Set for a restart: answer `Restarted { old, .. }` instead of `Started`.
+    pub restart_of: Option<Uuid>,
+}
+
+/// A logs request waiting for one daemon's `Logs`.
+pub(crate) struct PendingLogs {
+    pub client: ClientTx,
+    pub request: u64,
+    pub daemon: String,
+    pub dataflow: Uuid,
+    pub follow: bool,
+}
+
+fn error(tx: &ClientTx, id: u64, kind: ErrorKind, message: impl Into<String>) {
+    reply(tx, id, ControlReply::Error(ControlError::new(kind, message)));
+}
+
+impl Coordinator {
+    pub(crate) fn handle_request(&mut self, envelope: Envelope<ControlRequest>, tx: ClientTx) {
+        let id = envelope.id;
+        match envelope.body {
+            ControlRequest::Start(start) => self.start(start, tx, id, None),
+            ControlRequest::Stop { dataflow, grace } => self.stop(&dataflow, grace, tx, id),
+            ControlRequest::Restart { dataflow } => self.restart(&dataflow, tx, id),
+            ControlRequest::List => reply(&tx, id, ControlReply::List(self.list())),
+            ControlRequest::Status => reply(&tx, id, ControlReply::Status(self.status())),
+            ControlRequest::Logs(request) => self.logs(request, tx, id),
+            other => error(
+                &tx,
+                id,
+                ErrorKind::InvalidRequest,
+                format!("unsupported request {other:?}"),
+            ),
+        }
+    }
+
+    /// Finds a dataflow by uuid, or by name (the running one, else the latest run).
+    fn resolve(&self, name_or_id: &str) -> Result<Uuid, ControlError> {
+        if let Ok(id) = name_or_id.parse::<Uuid>() {
+            if self.flows.contains_key(&id) {
+                return Ok(id);
+            }
+        }
+        self.flows
+            .values()
+            .filter(|f| f.record.name == name_or_id)
+            .max_by_key(|f| (!f.record.status.is_done(), f.seq))
+            .map(|f| f.record.id)
+            .ok_or_else(|| {
+                ControlError::new(
+                    ErrorKind::NotFound,
+                    format!("no dataflow named or with uuid `{name_or_id}` (see `adora list`)"),
+                )
+            })
+    }
+
+    fn name_taken(&self, name: &str) -> bool {
+        self.flows
+            .values()
+            .any(|f| f.record.name == name && !f.record.status.is_done())
+    }
+
+    fn generate_name(&self, id: Uuid) -> String {
+        let simple = id.simple().to_string();
+        let mut len = 6;
+        loop {
+            let name = format!("dataflow-{}", &simple[..len]);
+            if !self.name_taken(&name) || len >= simple.len() {
+                return name;
+            }
+            len += 2;
+        }
+    }
+
+    pub(crate) fn start(
+        &mut self,
+        start: StartDataflow,
+        tx: ClientTx,
+        request: u64,
+        restart_of: Option<Uuid>,
+    ) {
+        let id = Uuid::new_v4();
+        let name = match start.name {
+            Some(name) if self.name_taken(&name) => {
+                return error(
+                    &tx,
+                    request,
+                    ErrorKind::DuplicateName,
+                    format!("a running dataflow is already named `{name}`; stop it first or choose another --name"),
+                )
+            }
+            Some(name) if name.trim().is_empty() || name.parse::<Uuid>().is_ok() => {
+                return error(
+                    &tx,
+                    request,
+                    ErrorKind::InvalidRequest,
+                    format!("`{name}` cannot be used as a dataflow name"),
+                )
+            }
+            Some(name) => name,
+            None => self.generate_name(id),
+        };
+        // Placement first, for the whole dataflow: nothing is spawned if any node fails.
+        let connected: Vec<usize> = (0..self.daemons.len())
+            .filter(|&i| self.daemons[i].tx.is_some())
+            .collect();
+        let candidates: Vec<Candidate> = connected
+            .iter()
+            .map(|&i| Candidate {
+                machine_id: self.daemons[i].machine_id.clone(),
+                labels: self.daemons[i].labels.clone(),
+            })
+            .collect();
+        let placed = match placement::place(&start.descriptor, &candidates) {
+            Ok(p) => p,
+            Err(errors) => {
+                let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                return error(
+                    &tx,
+                    request,
+                    ErrorKind::Placement,
+                    format!("cannot place the dataflow (nothing was started):\n{}", lines.join("\n")),
+                );
+            }
+        };
+        let placement: BTreeMap<NodeId, String> = placed
+            .into_iter()
+            .map(|(node, i)| (node, self.daemons[connected[i]].name().to_owned()))
+            .collect();
+        let record = DataflowRecord {
+            id,
+            name: name.clone(),
+            descriptor: start.descriptor.clone(),
+            working_dir: start.working_dir.clone(),
+            placement,
+            status: DataflowStatus::Running,
+            outcome: DataflowOutcome::default(),
+        };
+        let flow = self.insert_flow(record);
+        if start.attach {
+            flow.watchers.push((tx.clone(), request));
+        }
+        let parts: Vec<(String, BTreeSet<NodeId>)> = flow
+            .parts
+            .iter()
+            .map(|(d, p)| (d.clone(), p.nodes.clone()))
+            .collect();
+        self.save(id);
+        let mut waiting = BTreeSet::new();
+        for (daemon, nodes) in parts {
+            if start.attach {
+                self.send_to_daemon(&daemon, DaemonCommand::WatchLogs { dataflow: id, watch: true });
+            }
+            let spawn = DaemonCommand::Spawn(SpawnDataflow {
+                id,
+                name: name.clone(),
+                descriptor: start.descriptor.clone(),
+                working_dir: start.working_dir.clone(),
+                nodes,
+            });
+            if self.send_to_daemon(&daemon, spawn).is_some() {
+                waiting.insert(daemon);
+            }
+        }
+        tracing::info!("starting dataflow `{name}` ({id}) on {} daemon(s)", waiting.len());
+        self.pending_starts.insert(
+            id,
+            PendingStart {
+                client: tx,
+                request,
+                waiting,
+                errors: Vec::new(),
+                restart_of,
+            },
+        );
+        self.spawn_answered(id, "", Ok(()));
+    }
+
+    /// A daemon answered a spawn (or a pseudo-answer with an empty name, to check completion).
+    pub(crate) fn spawn_answered(&mut self, id: Uuid, daemon: &str, result: Result<(), String>) {
+        let Some(pending) = self.pending_starts.get_mut(&id) else {
+            return;
+        };
+        pending.waiting.remove(daemon);
+        if let Err(e) = result {
+            pending.errors.push(format!("daemon `{daemon}`: {e}"));
+        }
+        if !pending.waiting.is_empty() {
+            return;
+        }
+        let pending = self.pending_starts.remove(&id).expect("checked above");
+        let Some(flow) = self.flows.get_mut(&id) else {
+            return;
+        };
+        if !pending.errors.is_empty() {
+            // All or nothing: stop whatever did start.
+            flow.watchers.clear();
+            flow.record.status = DataflowStatus::Failed;
+            let daemons: Vec<String> = flow.parts.keys().cloned().collect();
+            flow.parts.values_mut().for_each(|p| p.finished = true);
+            self.save(id);
+            for d in daemons {
+                self.send_to_daemon(&d, DaemonCommand::Stop { dataflow: id, grace: None });
+            }
+            return error(
+                &pending.client,
+                pending.request,
+                ErrorKind::Daemon,
+                format!("cannot start the dataflow:\n{}", pending.errors.join("\n")),
+            );
+        }
+        let name = flow.record.name.clone();
+        let body = match pending.restart_of {
+            Some(old) => ControlReply::Restarted { old, new: id, name },
+            None => ControlReply::Started {
+                id,
+                name,
+                placement: flow.record.placement.clone(),
+            },
+        };
+        reply(&pending.client, pending.request, body);
+    }
+
+    fn stop(&mut self, target: &str, grace: Option<Duration>, tx: ClientTx, request: u64) {
+        let id = match self.resolve(target) {
+            Ok(id) => id,
+            Err(e) => return reply(&tx, request, ControlReply::Error(e)),
+        };
+        let flow = self.flows.get_mut(&id).expect("resolved");
+        if flow.record.status.is_done() {
+            return error(
+                &tx,
+                request,
+                ErrorKind::InvalidRequest,
+                format!("dataflow `{}` ({id}) already {}", flow.record.name, flow.record.status),
+            );
+        }
+        flow.stop_waiters.push((tx, request));
+        self.send_stop(id, grace);
+    }
+
+    /// Asks every daemon still running a part of the dataflow to stop it.
+    fn send_stop(&mut self, id: Uuid, grace: Option<Duration>) {
+        let Some(flow) = self.flows.get_mut(&id) else {
+            return;
+        };
+        flow.record.status = DataflowStatus::Stopping;
+        let daemons: Vec<String> = flow
+            .parts
+            .iter()
+            .filter(|(_, p)| !p.finished)
+            .map(|(d, _)| d.clone())
+            .collect();
+        self.save(id);
+        for d in daemons {
+            if self
+                .send_to_daemon(&d, DaemonCommand::Stop { dataflow: id, grace })
+                .is_none()
+            {
+                tracing::warn!("cannot stop dataflow {id} on daemon `{d}`: it is not connected; it will be stopped when it reconnects");
+            }
+        }
+    }
+
+    fn restart(&mut self, target: &str, tx: ClientTx, request: u64) {
+        let id = match self.resolve(target) {
+            Ok(id) => id,
+            Err(e) => return reply(&tx, request, ControlReply::Error(e)),
+        };
+        let flow = self.flows.get_mut(&id).expect("resolved");
+        if flow.record.status.is_done() {
+            return self.restart_now(id, tx, request);
+        }
+        flow.restart_waiters.push((tx, request));
+        self.send_stop(id, None);
+    }
+
+    /// Starts a new run from a finished dataflow's stored descriptor.
+    pub(crate) fn restart_now(&mut self, old: Uuid, tx: ClientTx, request: u64) {
+        let Some(flow) = self.flows.get(&old) else {
+            return;
+        };
+        let start = StartDataflow {
+            descriptor: flow.record.descriptor.clone(),
+            name: Some(flow.record.name.clone()),
+            working_dir: flow.record.working_dir.clone(),
+            attach: false,
+        };
+        self.start(start, tx, request, Some(old));
+    }
+
+    fn list(&self) -> Vec<DataflowInfo> {
+        let mut flows: Vec<_> = self.flows.values().collect();
+        flows.sort_by_key(|f| f.seq);
+        flows
+            .into_iter()
+            .map(|f| DataflowInfo {
+                id: f.record.id,
+                name: f.record.name.clone(),
+                status: f.record.status,
+                nodes: f.record.placement.clone(),
+            })
+            .collect()
+    }
+
+    fn status(&self) -> CoordinatorStatus {
+        CoordinatorStatus {
+            adora_version: ADORA_VERSION.to_owned(),
+            daemons: self
+                .daemons
+                .iter()
+                .map(|d| DaemonStatus {
+                    machine_id: d.machine_id.clone(),
+                    hostname: d.hostname.clone(),
+                    labels: d.labels.clone(),
+                    last_heartbeat_ms: d.last_seen.elapsed().as_millis() as u64,
+                    connected: d.tx.is_some(),
+                })
+                .collect(),
+            running_dataflows: self
+                .flows
+                .values()
+                .filter(|f| !f.record.status.is_done())
+                .count(),
+        }
+    }
+
+    fn logs(&mut self, request: LogsRequest, tx: ClientTx, req: u64) {
+        let id = match self.resolve(&request.dataflow) {
+            Ok(id) => id,
+            Err(e) => return reply(&tx, req, ControlReply::Error(e)),
+        };
+        let flow = &self.flows[&id];
+        if let Some(node) = &request.node {
+            if !flow.record.placement.contains_key(node) {
+                return error(
+                    &tx,
+                    req,
+                    ErrorKind::NotFound,
+                    format!("dataflow `{}` has no node `{node}`", flow.record.name),
+                );
+            }
+        }
+        let daemons: Vec<String> = flow
+            .record
+            .placement
+            .iter()
+            .filter(|(n, _)| request.node.as_ref().is_none_or(|want| want == *n))
+            .map(|(_, d)| d.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut asked = 0;
+        for daemon in daemons {
+            let command = DaemonCommand::ReadLogs {
+                dataflow: id,
+                node: request.node.clone(),
+                tail: request.tail,
+            };
+            match self.send_to_daemon(&daemon, command) {
+                Some(cmd) => {
+                    asked += 1;
+                    self.pending_logs.insert(
+                        cmd,
+                        PendingLogs {
+                            client: tx.clone(),
+                            request: req,
+                            daemon,
+                            dataflow: id,
+                            follow: request.follow,
+                        },
+                    );
+                }
+                None => reply(
+                    &tx,
+                    req,
+                    ControlReply::Log(NodeLogLine {
+                        dataflow: id,
+                        node: "adora".into(),
+                        stream: adora_message::control::LogStream::Stderr,
+                        line: format!("(daemon `{daemon}` is not connected: its logs are unavailable)"),
+                    }),
+                ),
+            }
+        }
+        if asked == 0 {
+            self.logs_complete(id, tx, req, request.follow);
+        }
+    }
+
+    /// A daemon answered a `ReadLogs`.
+    pub(crate) fn logs_answered(&mut self, command: u64, lines: Vec<NodeLogLine>) {
+        let Some(pending) = self.pending_logs.remove(&command) else {
+            return;
+        };
+        for line in lines {
+            reply(&pending.client, pending.request, ControlReply::Log(line));
+        }
+        let more = self
+            .pending_logs
+            .values()
+            .any(|p| p.request == pending.request && p.client.same_channel(&pending.client));
+        if !more {
+            self.logs_complete(pending.dataflow, pending.client, pending.request, pending.follow);
+        }
+    }
+
+    fn logs_complete(&mut self, id: Uuid, tx: ClientTx, req: u64, follow: bool) {
+        let Some(flow) = self.flows.get_mut(&id) else {
+            return;
+        };
+        if !follow {
+            return reply(&tx, req, ControlReply::LogsEnd);
+        }
+        if flow.record.status.is_done() {
+            let outcome = flow.record.outcome.clone();
+            return reply(&tx, req, ControlReply::Finished { id, outcome });
+        }
+        flow.watchers.push((tx, req));
+        let daemons: Vec<String> = flow.parts.keys().cloned().collect();
+        for d in daemons {
+            self.send_to_daemon(&d, DaemonCommand::WatchLogs { dataflow: id, watch: true });
+        }
+    }
+}

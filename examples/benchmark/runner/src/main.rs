@@ -1,0 +1,232 @@
+//! `adora-bench`: measures Adora's local data plane against the raw baseline on this machine.
+//!
+//! It runs the raw baseline (`adora-bench-raw`: two plain processes, Unix socket + shared memory),
+//! then `adora run examples/benchmark/dataflow.yml` (sender → sink on one daemon) with the same plan,
+//! collects the report lines both receivers print, and prints a table (optionally CSV) with Adora's
+//! figures as ratios to the baseline.
+
+mod report;
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Command, ExitCode, Stdio},
+    time::Duration,
+};
+
+use anyhow::{bail, Context};
+use benchmark_common::{parse_sizes, Plan, Report};
+use clap::{Parser, ValueEnum};
+
+/// Measure latency and throughput of Adora's data plane against the raw baseline.
+#[derive(Debug, Parser)]
+#[command(
+    name = "adora-bench",
+    after_help = "Build first (from the repository root):\n  cargo build --release -p adora-cli -p benchmark-sender -p benchmark-sink -p benchmark-raw -p adora-benchmark\nthen:\n  target/release/adora-bench --csv bench.csv\n  target/release/adora-bench --quick"
+)]
+struct Args {
+    /// Few samples and sizes up to 64 KiB (for CI: proves the benchmark works end to end).
+    #[arg(long)]
+    quick: bool,
+    /// Also write the results as CSV to this file.
+    #[arg(long, value_name = "PATH")]
+    csv: Option<PathBuf>,
+    /// The `adora` binary [default: target/release/adora of this repository].
+    #[arg(long, value_name = "PATH")]
+    adora: Option<PathBuf>,
+    /// The benchmark dataflow [default: examples/benchmark/dataflow.yml of this repository].
+    #[arg(long, value_name = "PATH")]
+    dataflow: Option<PathBuf>,
+    /// The raw baseline binary [default: adora-bench-raw next to this binary].
+    #[arg(long, value_name = "PATH")]
+    raw: Option<PathBuf>,
+    /// Where sender and sink run (repeatable).
+    #[arg(long, value_enum, default_values_t = [Placement::SameDaemon])]
+    placement: Vec<Placement>,
+    /// Payload sizes, comma-separated (e.g. `0,8,4K,4MiB`) [default: 0 B … 40 MiB].
+    #[arg(long, value_parser = parse_sizes)]
+    sizes: Option<Vec<usize>>,
+    /// Timed latency samples per size.
+    #[arg(long)]
+    samples: Option<usize>,
+    /// Minimum gap between latency samples (e.g. `2ms`).
+    #[arg(long, value_parser = humantime_ms)]
+    pace: Option<Duration>,
+    /// Duration of the back-to-back throughput phase per size (e.g. `1s`).
+    #[arg(long, value_parser = humantime_ms)]
+    throughput_time: Option<Duration>,
+    /// Skip the raw baseline (no ratios).
+    #[arg(long)]
+    no_baseline: bool,
+}
+
+/// Where the sender and the sink run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Placement {
+    /// Both on one daemon (`adora run`).
+    SameDaemon,
+    /// Two daemons on this machine (needs the coordinator).
+    TwoDaemons,
+    /// Two test hosts connected through Zenoh.
+    Zenoh,
+}
+
+impl Placement {
+    fn label(self) -> &'static str {
+        match self {
+            Placement::SameDaemon => "same-daemon",
+            Placement::TwoDaemons => "two-daemons",
+            Placement::Zenoh => "zenoh",
+        }
+    }
+}
+
+/// Accepts `2ms`, `500us`, `1s` (a small subset of humantime, to keep the runner lean).
+fn humantime_ms(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{s}` needs a unit (us, ms, s)"))?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("`{s}` is not a duration"))?;
+    match unit {
+        "us" | "µs" => Ok(Duration::from_micros(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        _ => Err(format!("`{s}`: unknown unit `{unit}` (us, ms, s)")),
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../..")
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let mut plan = if args.quick {
+        Plan::quick()
+    } else {
+        Plan::default()
+    };
+    if let Some(sizes) = args.sizes.clone() {
+        plan.sizes = sizes;
+    }
+    if let Some(n) = args.samples {
+        plan.samples = n;
+    }
+    if let Some(p) = args.pace {
+        plan.pace = p;
+    }
+    if let Some(t) = args.throughput_time {
+        plan.throughput_time = t;
+    }
+    let machine = report::Machine::detect();
+    let mut results = report::Results::new(machine, plan.clone());
+
+    if !args.no_baseline {
+        let raw = match &args.raw {
+            Some(p) => p.clone(),
+            None => std::env::current_exe()?.with_file_name("adora-bench-raw"),
+        };
+        eprintln!("running the raw baseline ({})...", raw.display());
+        results.add("raw", run_raw(&raw, &plan)?);
+    }
+    let mut placements = args.placement.clone();
+    placements.dedup();
+    for placement in placements {
+        match placement {
+            Placement::SameDaemon => {
+                let adora = args
+                    .adora
+                    .clone()
+                    .unwrap_or_else(|| repo_root().join("target/release/adora"));
+                let dataflow = args
+                    .dataflow
+                    .clone()
+                    .unwrap_or_else(|| repo_root().join("examples/benchmark/dataflow.yml"));
+                eprintln!("running adora ({} run {})...", adora.display(), dataflow.display());
+                results.add(placement.label(), run_adora(&adora, &dataflow, &plan)?);
+            }
+            Placement::TwoDaemons | Placement::Zenoh => {
+                eprintln!("placement `{}`: not available yet", placement.label());
+            }
+        }
+    }
+
+    print!("{}", results.table());
+    if let Some(path) = &args.csv {
+        std::fs::write(path, results.csv())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    results.check_complete()
+}
+
+/// Reads report lines from a child's stdout; other lines are passed through to stderr.
+fn collect_reports(stdout: impl std::io::Read) -> anyhow::Result<Vec<Report>> {
+    let mut reports = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        match Report::from_line(&line) {
+            Some(report) => reports.push(report.with_context(|| format!("bad report: {line}"))?),
+            None => eprintln!("{line}"),
+        }
+    }
+    Ok(reports)
+}
+
+fn run_raw(raw: &Path, plan: &Plan) -> anyhow::Result<Vec<Report>> {
+    let socket = std::env::temp_dir().join(format!("adora-bench-raw-{}.sock", std::process::id()));
+    let mut receiver = Command::new(raw)
+        .arg("receiver")
+        .arg(&socket)
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {} (build it first)", raw.display()))?;
+    let stdout = receiver
+        .stdout
+        .take()
+        .context("the receiver's stdout is piped")?;
+    let mut sender = Command::new(raw)
+        .arg("sender")
+        .arg(&socket)
+        .envs(plan.to_env())
+        .spawn()
+        .with_context(|| format!("cannot start {}", raw.display()))?;
+    let reports = collect_reports(stdout)?;
+    let sender_status = sender.wait()?;
+    let receiver_status = receiver.wait()?;
+    if !sender_status.success() || !receiver_status.success() {
+        bail!("raw baseline failed: sender {sender_status}, receiver {receiver_status}");
+    }
+    Ok(reports)
+}
+
+fn run_adora(adora: &Path, dataflow: &Path, plan: &Plan) -> anyhow::Result<Vec<Report>> {
+    let mut command = Command::new(adora);
+    command.arg("run").arg(dataflow);
+    for (key, value) in plan.to_env() {
+        command.arg("--env").arg(format!("{key}={value}"));
+    }
+    let mut child = command
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {} (build it first)", adora.display()))?;
+    let stdout = child.stdout.take().context("adora's stdout is piped")?;
+    let reports = collect_reports(stdout)?;
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("`adora run` failed ({status})");
+    }
+    Ok(reports)
+}

@@ -1,0 +1,279 @@
+//! Collected results: the machine header, the table, the CSV and the comparison with the targets.
+
+use std::fmt::Write as _;
+
+use benchmark_common::{format_size, Phase, Plan, Report, Summary};
+
+/// CPU model and logical core count, from `/proc/cpuinfo`.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    /// `model name` of the first processor.
+    pub cpu: String,
+    /// Number of `processor` entries.
+    pub cores: usize,
+}
+
+impl Machine {
+    /// Reads `/proc/cpuinfo` (falls back to `unknown` and the available parallelism).
+    pub fn detect() -> Self {
+        let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let field = |line: &str, name: &str| {
+            let (key, value) = line.split_once(':')?;
+            (key.trim() == name).then(|| value.trim().to_owned())
+        };
+        let cpu = info
+            .lines()
+            .find_map(|l| field(l, "model name"))
+            .unwrap_or_else(|| "unknown".into());
+        let cores = info
+            .lines()
+            .filter(|l| field(l, "processor").is_some())
+            .count();
+        let cores = if cores > 0 {
+            cores
+        } else {
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        };
+        Machine { cpu, cores }
+    }
+}
+
+/// One table row: a transport at one size.
+#[derive(Debug, Clone, Default)]
+struct Row {
+    latency: Option<Summary>,
+    msgs_per_s: Option<f64>,
+    mib_per_s: Option<f64>,
+    sent: u64,
+    received: u64,
+    bad: u64,
+}
+
+/// Every report of a run, by transport (`raw`, `same-daemon`, ...).
+#[derive(Debug)]
+pub struct Results {
+    machine: Machine,
+    plan: Plan,
+    transports: Vec<(String, Vec<Report>)>,
+}
+
+fn us(ns: u64) -> f64 {
+    ns as f64 / 1000.0
+}
+
+impl Results {
+    /// No results yet.
+    pub fn new(machine: Machine, plan: Plan) -> Self {
+        Results {
+            machine,
+            plan,
+            transports: Vec::new(),
+        }
+    }
+
+    /// Adds the reports of one transport.
+    pub fn add(&mut self, transport: &str, reports: Vec<Report>) {
+        self.transports.push((transport.to_owned(), reports));
+    }
+
+    fn row(&self, transport: &str, size: usize) -> Option<Row> {
+        let (_, reports) = self.transports.iter().find(|(t, _)| t == transport)?;
+        let mut row = Row::default();
+        let mut found = false;
+        for r in reports.iter().filter(|r| r.size == size) {
+            found = true;
+            row.bad += r.bad;
+            match r.phase {
+                Phase::Latency => row.latency = r.latency_ns,
+                Phase::Throughput => {
+                    row.msgs_per_s = r.msgs_per_s;
+                    row.mib_per_s = r.mib_per_s;
+                    row.sent = r.sent;
+                    row.received = r.received;
+                }
+            }
+        }
+        found.then_some(row)
+    }
+
+    fn ratios(&self, transport: &str, size: usize) -> (Option<f64>, Option<f64>) {
+        if transport == "raw" {
+            return (None, None);
+        }
+        let (Some(row), Some(raw)) = (self.row(transport, size), self.row("raw", size)) else {
+            return (None, None);
+        };
+        let p50 = match (row.latency, raw.latency) {
+            (Some(a), Some(b)) if b.p50 > 0 => Some(a.p50 as f64 / b.p50 as f64),
+            _ => None,
+        };
+        let msgs = match (row.msgs_per_s, raw.msgs_per_s) {
+            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+            _ => None,
+        };
+        (p50, msgs)
+    }
+
+    fn header(&self, comment: &str) -> String {
+        let p = &self.plan;
+        format!(
+            "{comment}adora-bench: CPU {} ({} cores, /proc/cpuinfo)\n{comment}plan: {} timed latency samples per size (after {} warm-up), paced >= {:?}; {:?} back-to-back per size\n",
+            self.machine.cpu, self.machine.cores, p.samples, p.warmup, p.pace, p.throughput_time
+        )
+    }
+
+    /// The human-readable table, latency in microseconds.
+    pub fn table(&self) -> String {
+        let mut out = String::from("\n");
+        out += &self.header("");
+        let _ = writeln!(
+            out,
+            "\n{:>8}  {:<12} {:>8} {:>8} {:>8} {:>8} {:>8}  {:>10} {:>9}  {:>8} {:>10}",
+            "size", "transport", "min µs", "p50 µs", "p90 µs", "p99 µs", "max µs", "msgs/s",
+            "MiB/s", "p50/raw", "msgs/raw"
+        );
+        for &size in &self.plan.sizes {
+            for (transport, _) in &self.transports {
+                let Some(row) = self.row(transport, size) else {
+                    continue;
+                };
+                let lat = |f: fn(&Summary) -> u64| {
+                    row.latency
+                        .map_or("-".into(), |s| format!("{:.1}", us(f(&s))))
+                };
+                let (p50_ratio, msgs_ratio) = self.ratios(transport, size);
+                let ratio = |r: Option<f64>| r.map_or(String::new(), |r| format!("{r:.2}x"));
+                let _ = writeln!(
+                    out,
+                    "{:>8}  {:<12} {:>8} {:>8} {:>8} {:>8} {:>8}  {:>10} {:>9}  {:>8} {:>10}{}",
+                    format_size(size),
+                    transport,
+                    lat(|s| s.min),
+                    lat(|s| s.p50),
+                    lat(|s| s.p90),
+                    lat(|s| s.p99),
+                    lat(|s| s.max),
+                    row.msgs_per_s.map_or("-".into(), |m| format!("{m:.0}")),
+                    row.mib_per_s.map_or("-".into(), |m| format!("{m:.1}")),
+                    ratio(p50_ratio),
+                    ratio(msgs_ratio),
+                    notes(&row),
+                );
+            }
+        }
+        out += &self.targets();
+        out
+    }
+
+    /// The targets, evaluated on this run (information, not a test).
+    fn targets(&self) -> String {
+        let mut out = String::new();
+        for (transport, _) in self.transports.iter().filter(|(t, _)| t != "raw") {
+            let _ = writeln!(out, "\ntargets ({transport}):");
+            let small: Vec<f64> = self
+                .plan
+                .sizes
+                .iter()
+                .filter(|s| **s <= 4096)
+                .filter_map(|s| self.ratios(transport, *s).0)
+                .collect();
+            if let Some(worst) = small.iter().copied().reduce(f64::max) {
+                let verdict = if worst <= 3.0 { "met" } else { "missed" };
+                let _ = writeln!(
+                    out,
+                    "  p50 <= 3x raw up to 4 KiB: worst {worst:.2}x -> {verdict}"
+                );
+            }
+            let p50 = |size| self.row(transport, size)?.latency.map(|s| s.p50);
+            if let (Some(big), Some(small)) = (p50(4 << 20), p50(4 << 10)) {
+                let r = big as f64 / small.max(1) as f64;
+                let verdict = if r <= 2.0 { "met" } else { "missed" };
+                let _ = writeln!(
+                    out,
+                    "  p50(4 MiB) <= 2x p50(4 KiB): {r:.2}x -> {verdict}"
+                );
+            }
+            if let (_, Some(r)) = self.ratios(transport, 8) {
+                let verdict = if r >= 0.3 { "met" } else { "missed" };
+                let _ = writeln!(
+                    out,
+                    "  8 B msgs/s >= 30% of raw: {:.0}% -> {verdict}",
+                    r * 100.0
+                );
+            }
+        }
+        out
+    }
+
+    /// CSV with the machine and plan as `#` comment lines first; latency in microseconds.
+    pub fn csv(&self) -> String {
+        let mut out = self.header("# ");
+        out += "transport,size_bytes,samples,lat_min_us,lat_p50_us,lat_p90_us,lat_p99_us,lat_max_us,msgs_per_s,mib_per_s,sent,received,bad,p50_ratio_to_raw,msgs_ratio_to_raw\n";
+        for &size in &self.plan.sizes {
+            for (transport, _) in &self.transports {
+                let Some(row) = self.row(transport, size) else {
+                    continue;
+                };
+                let opt = |v: Option<f64>, prec: usize| {
+                    v.map_or(String::new(), |v| format!("{v:.prec$}"))
+                };
+                let lat = |f: fn(&Summary) -> u64| opt(row.latency.map(|s| us(f(&s))), 2);
+                let (p50_ratio, msgs_ratio) = self.ratios(transport, size);
+                let _ = writeln!(
+                    out,
+                    "{transport},{size},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                    row.latency.map_or(0, |s| s.samples),
+                    lat(|s| s.min),
+                    lat(|s| s.p50),
+                    lat(|s| s.p90),
+                    lat(|s| s.p99),
+                    lat(|s| s.max),
+                    opt(row.msgs_per_s, 1),
+                    opt(row.mib_per_s, 2),
+                    row.sent,
+                    row.received,
+                    row.bad,
+                    opt(p50_ratio, 3),
+                    opt(msgs_ratio, 3),
+                );
+            }
+        }
+        out
+    }
+
+    /// An error when a size is missing from a transport or a message arrived corrupted.
+    pub fn check_complete(&self) -> anyhow::Result<()> {
+        for (transport, _) in &self.transports {
+            for &size in &self.plan.sizes {
+                match self.row(transport, size) {
+                    None => anyhow::bail!("{transport}: no report for {}", format_size(size)),
+                    Some(row) if row.bad > 0 => anyhow::bail!(
+                        "{transport}: {} message(s) of {} arrived corrupted or out of order",
+                        row.bad,
+                        format_size(size)
+                    ),
+                    Some(row) if row.latency.is_none() && self.plan.samples > 0 => {
+                        anyhow::bail!("{transport}: no latency samples at {}", format_size(size))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn notes(row: &Row) -> String {
+    let mut notes = Vec::new();
+    if row.received < row.sent {
+        notes.push(format!("{} dropped", row.sent - row.received));
+    }
+    if row.bad > 0 {
+        notes.push(format!("{} BAD", row.bad));
+    }
+    if notes.is_empty() {
+        String::new()
+    } else {
+        format!("  ({})", notes.join(", "))
+    }
+}

@@ -1,0 +1,111 @@
+//! Benchmark sender node. For every size of the plan (see `benchmark_common::Plan`, read from the
+//! environment): a latency phase of paced messages, then a throughput phase of back-to-back
+//! messages, each framed by `Begin`/`End` markers on the `control` output. Payloads are written
+//! straight into samples from `allocate_sample` (shared memory from 4 KiB on), never copied.
+
+use std::time::{Duration, Instant};
+
+use adora_node_api::{AdoraNode, DataId, MetadataParameters};
+use benchmark_common::{
+    write_payload, Marker, Pacer, Phase, Plan, MAX_IN_FLIGHT, SHM_THRESHOLD,
+};
+
+/// How long to sleep while every shared sample is still held by the receiver.
+const IN_FLIGHT_POLL: Duration = Duration::from_micros(20);
+
+type Error = Box<dyn std::error::Error>;
+
+struct Sender {
+    node: AdoraNode,
+    data: DataId,
+    control: DataId,
+    seq: u64,
+}
+
+impl Sender {
+    fn marker(&mut self, marker: &Marker) -> Result<(), Error> {
+        self.node
+            .send_output(&self.control, MetadataParameters::new(), &marker.to_bytes())?;
+        Ok(())
+    }
+
+    /// Writes and sends one message; returns how long writing the payload took.
+    fn send(&mut self, size: usize) -> Result<Duration, Error> {
+        let started = Instant::now();
+        let mut sample = self.node.allocate_sample(size)?;
+        write_payload(&mut sample, self.seq);
+        let written = started.elapsed();
+        self.node
+            .send_sample(&self.data, MetadataParameters::new(), sample)?;
+        self.seq += 1;
+        Ok(written)
+    }
+
+    fn latency(&mut self, plan: &Plan, size: usize) -> Result<(), Error> {
+        self.marker(&Marker::Begin {
+            size,
+            phase: Phase::Latency,
+            warmup: plan.warmup,
+        })?;
+        let mut pacer = Pacer::new(plan.pace);
+        let mut write_time = Duration::ZERO;
+        let count = plan.warmup + plan.samples;
+        for _ in 0..count {
+            pacer.wait(write_time);
+            write_time = self.send(size)?;
+        }
+        pacer.wait(write_time);
+        self.marker(&Marker::End {
+            size,
+            phase: Phase::Latency,
+            sent: count as u64,
+        })
+    }
+
+    fn throughput(&mut self, plan: &Plan, size: usize) -> Result<(), Error> {
+        self.marker(&Marker::Begin {
+            size,
+            phase: Phase::Throughput,
+            warmup: 0,
+        })?;
+        let started = Instant::now();
+        let mut sent = 0u64;
+        while started.elapsed() < plan.throughput_time {
+            // Shared samples return to the pool only when the receiver drops them: bound the
+            // number in flight like the raw baseline's slots, instead of growing the pool.
+            while size >= SHM_THRESHOLD && self.node.samples_in_flight() >= MAX_IN_FLIGHT {
+                std::thread::sleep(IN_FLIGHT_POLL);
+            }
+            self.send(size)?;
+            sent += 1;
+        }
+        self.marker(&Marker::End {
+            size,
+            phase: Phase::Throughput,
+            sent,
+        })
+    }
+}
+
+fn main() -> Result<(), Error> {
+    let plan = Plan::from_env()?;
+    let (node, _events) = AdoraNode::init_from_env()?;
+    let mut sender = Sender {
+        node,
+        data: "data".into(),
+        control: "control".into(),
+        seq: 0,
+    };
+    for &size in &plan.sizes {
+        sender.latency(&plan, size)?;
+        sender.throughput(&plan, size)?;
+        // Let the receiver drain before the next size so phases do not overlap.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while sender.node.samples_in_flight() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("sender done: {} messages", sender.seq);
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! Placement: which daemon runs which node, decided for the whole dataflow before anything is
+//! spawned (all or nothing).
+//!
+//! Priority per node: `machine` > `labels` > neither.
+//! 1. `_unstable_deploy.machine: X` → the daemon registered with machine id X;
+//! 2. `_unstable_deploy.labels` → the first daemon (in registration order) whose labels are a
+//!    superset (exact string match);
+//! 3. neither → the first daemon registered without a machine id.
+
+use std::{collections::BTreeMap, fmt};
+
+use crate::{Descriptor, NodeId};
+
+/// What placement needs to know about a connected daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// Machine id, if the daemon has one.
+    pub machine_id: Option<String>,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Why one node could not be placed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlacementFailure {
+    /// No daemon has the required machine id.
+    NoMachine(String),
+    /// No daemon carries all the required labels.
+    NoLabels(BTreeMap<String, String>),
+    /// No daemon without a machine id is connected.
+    NoUnnamed,
+}
+
+impl fmt::Display for PlacementFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoMachine(id) => write!(f, "no matching daemon for machine id {id:?}"),
+            Self::NoLabels(labels) => {
+                let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k:?}: {v:?}")).collect();
+                write!(f, "no daemon matches labels {{{}}}", pairs.join(", "))
+            }
+            Self::NoUnnamed => f.write_str("no unnamed daemon connected"),
+        }
+    }
+}
+
+/// A node that could not be placed, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("node `{node}`: {failure}")]
+pub struct PlacementError {
+    /// The node.
+    pub node: NodeId,
+    /// Why.
+    pub failure: PlacementFailure,
+}
+
+/// Places every node of `descriptor` on one of `daemons` (in registration order). Returns the
+/// index of each node's daemon, or every node that cannot be placed.
+pub fn place(
+    descriptor: &Descriptor,
+    daemons: &[Candidate],
+) -> Result<BTreeMap<NodeId, usize>, Vec<PlacementError>> {
+    let mut placed = BTreeMap::new();
+    let mut errors = Vec::new();
+    for node in &descriptor.nodes {
+        let deploy = node.deploy();
+        let found = if let Some(machine) = &deploy.machine {
+            daemons
+                .iter()
+                .position(|d| d.machine_id.as_deref() == Some(machine.as_str()))
+                .ok_or_else(|| PlacementFailure::NoMachine(machine.clone()))
+        } else if !deploy.labels.is_empty() {
+            daemons
+                .iter()
+                .position(|d| {
+                    deploy
+                        .labels
+                        .iter()
+                        .all(|(k, v)| d.labels.get(k) == Some(v))
+                })
+                .ok_or_else(|| PlacementFailure::NoLabels(deploy.labels.clone()))
+        } else {
+            daemons
+                .iter()
+                .position(|d| d.machine_id.is_none())
+                .ok_or(PlacementFailure::NoUnnamed)
+        };
+        match found {
+            Ok(i) => {
+                placed.insert(node.id.clone(), i);
+            }
+            Err(failure) => errors.push(PlacementError {
+                node: node.id.clone(),
+                failure,
+            }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(placed)
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests;

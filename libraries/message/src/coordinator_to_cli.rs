@@ -1,0 +1,182 @@
+//! Replies and streamed events of the coordinator to a CLI client.
+
+use std::collections::BTreeMap;
+
+use adora_core::NodeId;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::control::{ControlError, DataflowOutcome, DataflowStatus, Labels, NodeLogLine};
+
+/// A message of the coordinator to a CLI client, in an envelope carrying the request's id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ControlReply {
+    /// The dataflow was placed and spawned on every daemon.
+    Started {
+        /// Its id.
+        id: Uuid,
+        /// Its (possibly generated) name.
+        name: String,
+        /// Which daemon runs which node.
+        placement: BTreeMap<NodeId, String>,
+    },
+    /// Every node of the stopped dataflow has ended.
+    Stopped {
+        /// The dataflow.
+        id: Uuid,
+        /// How its nodes ended.
+        outcome: DataflowOutcome,
+    },
+    /// A restart completed.
+    Restarted {
+        /// The stopped run.
+        old: Uuid,
+        /// The new run.
+        new: Uuid,
+        /// The (kept) name.
+        name: String,
+    },
+    /// Answer to `List`.
+    List(Vec<DataflowInfo>),
+    /// Answer to `Status`.
+    Status(CoordinatorStatus),
+    /// A node's log line (logs requests and attached starts).
+    Log(NodeLogLine),
+    /// All requested log lines were sent (a non-following logs request is complete).
+    LogsEnd,
+    /// An attached or followed dataflow ended.
+    Finished {
+        /// The dataflow.
+        id: Uuid,
+        /// How its nodes ended.
+        outcome: DataflowOutcome,
+    },
+    /// The request failed.
+    Error(ControlError),
+}
+
+/// One row of `adora list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataflowInfo {
+    /// Dataflow id.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Status.
+    pub status: DataflowStatus,
+    /// Node → the daemon (machine id, or hostname for unnamed daemons) it was placed on.
+    pub nodes: BTreeMap<NodeId, String>,
+}
+
+impl DataflowInfo {
+    /// The distinct daemons running this dataflow.
+    pub fn machines(&self) -> Vec<String> {
+        let mut m: Vec<String> = self.nodes.values().cloned().collect();
+        m.sort();
+        m.dedup();
+        m
+    }
+}
+
+/// Answer to `Status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoordinatorStatus {
+    /// The coordinator's Adora version.
+    pub adora_version: String,
+    /// Daemons that are or were connected.
+    pub daemons: Vec<DaemonStatus>,
+    /// Number of running dataflows.
+    pub running_dataflows: usize,
+}
+
+/// One daemon in [`CoordinatorStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    /// Machine id, if it has one.
+    pub machine_id: Option<String>,
+    /// Its hostname.
+    pub hostname: String,
+    /// Its labels.
+    pub labels: Labels,
+    /// Milliseconds since its last message.
+    pub last_heartbeat_ms: u64,
+    /// False once the daemon is lost (disconnected or silent for too long).
+    pub connected: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        control::{ErrorKind, LogStream, NodeResult},
+        envelope::round_trip,
+    };
+
+    #[test]
+    fn every_reply_round_trips() {
+        let id = Uuid::new_v4();
+        let outcome = DataflowOutcome {
+            nodes: [
+                ("a".into(), NodeResult::Finished),
+                (
+                    "b".into(),
+                    NodeResult::Terminated {
+                        signal: "SIGTERM".into(),
+                    },
+                ),
+                (
+                    "c".into(),
+                    NodeResult::Failed {
+                        reason: "exit status 1".into(),
+                        stderr_tail: vec!["boom".into()],
+                    },
+                ),
+            ]
+            .into(),
+        };
+        round_trip(ControlReply::Started {
+            id,
+            name: "demo".into(),
+            placement: [("a".into(), "robot".into())].into(),
+        });
+        round_trip(ControlReply::Stopped {
+            id,
+            outcome: outcome.clone(),
+        });
+        round_trip(ControlReply::Restarted {
+            old: id,
+            new: Uuid::new_v4(),
+            name: "demo".into(),
+        });
+        round_trip(ControlReply::List(vec![DataflowInfo {
+            id,
+            name: "demo".into(),
+            status: DataflowStatus::Running,
+            nodes: [("a".into(), "robot".into())].into(),
+        }]));
+        round_trip(ControlReply::Status(CoordinatorStatus {
+            adora_version: "0.1.0".into(),
+            daemons: vec![DaemonStatus {
+                machine_id: Some("robot".into()),
+                hostname: "host".into(),
+                labels: [("gpu".into(), "true".into())].into(),
+                last_heartbeat_ms: 1200,
+                connected: true,
+            }],
+            running_dataflows: 1,
+        }));
+        round_trip(ControlReply::Log(NodeLogLine {
+            dataflow: id,
+            node: "a".into(),
+            stream: LogStream::Stderr,
+            line: "hello".into(),
+        }));
+        round_trip(ControlReply::LogsEnd);
+        round_trip(ControlReply::Finished { id, outcome });
+        round_trip(ControlReply::Error(crate::control::ControlError::new(
+            ErrorKind::NotFound,
+            "no dataflow named `x`",
+        )));
+    }
+}

@@ -1,0 +1,105 @@
+//! Messages of a daemon to the coordinator, over `/api/v1/daemon`.
+
+use std::collections::BTreeMap;
+
+use adora_core::NodeId;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::control::{Labels, NodeLogLine, NodeResult, RunningDataflow};
+
+/// A daemon's message. Replies carry the id of the coordinator's command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum DaemonMessage {
+    /// First message after the handshake (and after every reconnect).
+    Register(DaemonRegistration),
+    /// Liveness.
+    Heartbeat,
+    /// Answer to `Spawn`: `Err` says why nothing of the dataflow runs on this daemon.
+    Spawned {
+        /// The dataflow.
+        dataflow: Uuid,
+        /// Outcome of the spawn.
+        result: Result<(), String>,
+    },
+    /// Every node of the dataflow on this daemon has ended.
+    Finished {
+        /// The dataflow.
+        dataflow: Uuid,
+        /// How each local node ended.
+        nodes: BTreeMap<NodeId, NodeResult>,
+    },
+    /// A log line of a dataflow the coordinator watches.
+    Log(NodeLogLine),
+    /// Answer to `ReadLogs`: the stored lines, node by node.
+    Logs {
+        /// The lines.
+        lines: Vec<NodeLogLine>,
+    },
+}
+
+/// Who the daemon is and what it runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DaemonRegistration {
+    /// Machine id (`--machine-id`); unnamed daemons take nodes without placement constraints.
+    pub machine_id: Option<String>,
+    /// Labels (`--labels`).
+    pub labels: Labels,
+    /// Hostname of the machine.
+    pub hostname: String,
+    /// Zenoh locators other daemons can reach this one at (empty until the Zenoh data plane).
+    pub zenoh_locators: Vec<String>,
+    /// Status report: what it runs right now.
+    pub running: Vec<RunningDataflow>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{control::LogStream, envelope::round_trip};
+
+    #[test]
+    fn every_message_round_trips() {
+        let id = Uuid::new_v4();
+        let descriptor = adora_core::Descriptor::parse(
+            "nodes:\n  - id: a\n    path: ./a\n",
+            std::path::Path::new("d.yml"),
+        )
+        .expect("valid test descriptor");
+        round_trip(DaemonMessage::Register(DaemonRegistration {
+            machine_id: Some("robot".into()),
+            labels: [("arch".into(), "arm64".into())].into(),
+            hostname: "robot-1".into(),
+            zenoh_locators: vec!["tcp/10.0.0.2:7447".into()],
+            running: vec![RunningDataflow {
+                id,
+                name: "demo".into(),
+                descriptor,
+                working_dir: "/srv/demo".into(),
+                nodes: [("a".into(), true)].into(),
+            }],
+        }));
+        round_trip(DaemonMessage::Heartbeat);
+        round_trip(DaemonMessage::Spawned {
+            dataflow: id,
+            result: Ok(()),
+        });
+        round_trip(DaemonMessage::Spawned {
+            dataflow: id,
+            result: Err("path `./a` does not exist".into()),
+        });
+        round_trip(DaemonMessage::Finished {
+            dataflow: id,
+            nodes: [("a".into(), NodeResult::Finished)].into(),
+        });
+        let line = NodeLogLine {
+            dataflow: id,
+            node: "a".into(),
+            stream: LogStream::Stdout,
+            line: "hi".into(),
+        };
+        round_trip(DaemonMessage::Log(line.clone()));
+        round_trip(DaemonMessage::Logs { lines: vec![line] });
+    }
+}

@@ -1,0 +1,174 @@
+//! A node with many behaviours for the end-to-end tests, selected by the `MODE` variable.
+//!
+//! - `shm-send`: sends a 4 MiB sample on `data`, waits until every receiver dropped it, sends a
+//!   second one (which must reuse the first sample's shared memory), prints the segment names.
+//! - `recv`: prints one line per input message (length, segment name, whether the bytes are right)
+//!   and, at the end, how many messages arrived and how many the queue dropped. `SLEEP_MS` slows it.
+//! - `flood`: sends `COUNT` sequence numbers on `data` as fast as possible.
+//! - `fail`: prints to stderr and exits with `EXIT_CODE` (default 3).
+//! - `idle`: waits for Stop.
+//! - `ignore-stop`: ignores Stop (the runtime must escalate to SIGTERM).
+//! - `no-connect`: never connects to the daemon.
+//! - `print-env`: prints the variables named in `PRINT_ENV` (comma separated), then exits.
+
+use std::{
+    thread,
+    time::{Duration, Instant},
+};
+
+use adora_node_api::{AdoraNode, Data, Event, MetadataParameters, Parameter};
+
+type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+const SAMPLE_LEN: usize = 4 << 20;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn pattern(i: usize, round: u8) -> u8 {
+    (i as u8).wrapping_mul(31) ^ round
+}
+
+fn main() -> Result {
+    let mode = std::env::var("MODE").unwrap_or_default();
+    match mode.as_str() {
+        "shm-send" => shm_send(),
+        "recv" => recv(),
+        "flood" => flood(),
+        "fail" => {
+            eprintln!("test-node: simulated failure");
+            std::process::exit(env_u64("EXIT_CODE", 3) as i32);
+        }
+        "idle" => idle(false),
+        "ignore-stop" => idle(true),
+        "no-connect" => {
+            thread::sleep(Duration::from_secs(600));
+            Ok(())
+        }
+        "print-env" => {
+            for key in std::env::var("PRINT_ENV").unwrap_or_default().split(',') {
+                println!(
+                    "{key}={}",
+                    std::env::var(key).unwrap_or_else(|_| "<unset>".into())
+                );
+            }
+            Ok(())
+        }
+        other => Err(format!("unknown MODE `{other}`").into()),
+    }
+}
+
+fn shm_send() -> Result {
+    let (mut node, _events) = AdoraNode::init_from_env()?;
+    let output = "data".into();
+    for round in 1..=2u8 {
+        let mut sample = node.allocate_sample(SAMPLE_LEN)?;
+        let shm = sample
+            .shared_memory_id()
+            .ok_or("4 MiB sample is not in shared memory")?
+            .to_owned();
+        for (i, b) in sample.iter_mut().enumerate() {
+            *b = pattern(i, round);
+        }
+        let mut params = MetadataParameters::new();
+        params.insert("round".into(), Parameter::Integer(round.into()));
+        node.send_sample(&output, params, sample)?;
+        println!("sent round={round} shm={shm}");
+        // Wait until every receiver dropped the sample, so the next allocation can reuse it.
+        let started = Instant::now();
+        while node.samples_in_flight() > 0 {
+            if started.elapsed() > Duration::from_secs(20) {
+                return Err("receivers never released the sample".into());
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        println!("released round={round}");
+    }
+    Ok(())
+}
+
+fn check(data: &Data, round: u8) -> bool {
+    data.iter()
+        .enumerate()
+        .all(|(i, b)| *b == pattern(i, round))
+}
+
+fn recv() -> Result {
+    let (_node, mut events) = AdoraNode::init_from_env()?;
+    let sleep = Duration::from_millis(env_u64("SLEEP_MS", 0));
+    let mut received = 0u64;
+    let mut inputs = Vec::new();
+    let mut last_seq = None;
+    while let Some(event) = events.recv() {
+        match event {
+            Event::Input { id, metadata, data } => {
+                received += 1;
+                if !inputs.contains(&id) {
+                    inputs.push(id.clone());
+                }
+                if data.len() >= 4096 {
+                    let round = match metadata.parameters.get("round") {
+                        Some(Parameter::Integer(r)) => *r as u8,
+                        _ => 0,
+                    };
+                    println!(
+                        "recv input={id} len={} shm={} ok={}",
+                        data.len(),
+                        data.shared_memory_id().unwrap_or("inline"),
+                        check(&data, round)
+                    );
+                } else if data.len() == 8 {
+                    let seq = u64::from_le_bytes(data[..8].try_into()?);
+                    last_seq = Some(seq);
+                }
+                drop(data);
+                thread::sleep(sleep);
+            }
+            Event::Stop => break,
+            Event::Error(e) => println!("error event: {e}"),
+            _ => {}
+        }
+    }
+    let drops: Vec<String> = inputs
+        .iter()
+        .map(|i| format!("{i}:{}", events.drop_count(i)))
+        .collect();
+    println!(
+        "done received={received} last_seq={} dropped={}",
+        last_seq
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "none".into()),
+        drops.join(",")
+    );
+    Ok(())
+}
+
+fn flood() -> Result {
+    let (mut node, _events) = AdoraNode::init_from_env()?;
+    let output = "data".into();
+    let count = env_u64("COUNT", 1000);
+    for seq in 0..count {
+        node.send_output(&output, MetadataParameters::new(), &seq.to_le_bytes())?;
+    }
+    println!("flood sent={count}");
+    Ok(())
+}
+
+fn idle(ignore_stop: bool) -> Result {
+    let (_node, mut events) = AdoraNode::init_from_env()?;
+    while let Some(event) = events.recv() {
+        if let Event::Stop = event {
+            if ignore_stop {
+                println!("ignoring stop");
+                thread::sleep(Duration::from_secs(600));
+            }
+            break;
+        }
+    }
+    println!("idle done");
+    Ok(())
+}
