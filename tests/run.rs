@@ -496,3 +496,65 @@ fn validate_and_graph_commands() {
     assert_eq!(out.status.code(), Some(2), "{out}");
     assert!(out.stderr.contains("ouputs"), "{out}");
 }
+
+#[test]
+fn build_runs_each_distinct_command_once_and_run_does_not_rebuild() {
+    let (state, dir) = (temp_dir(), temp_dir());
+    let dataflow = write_dataflow(
+        dir.path(),
+        r#"
+nodes:
+  - id: a
+    path: {node}
+    env: { MODE: print-env, PRINT_ENV: ADORA_NODE_ID }
+    build: echo shared >> builds.txt
+  - id: b
+    path: {node}
+    env: { MODE: print-env, PRINT_ENV: ADORA_NODE_ID }
+    build: echo shared >> builds.txt
+  - id: c
+    path: {node}
+    env: { MODE: print-env, PRINT_ENV: ADORA_NODE_ID }
+    build: echo own >> builds.txt
+"#,
+    );
+    let mut cmd = adora(state.path());
+    cmd.args(["build", dataflow.to_str().unwrap()]);
+    let out = run_with_timeout(cmd, TIMEOUT);
+    assert!(out.status.success(), "{out}");
+    assert!(out.stdout.contains("building a, b: echo shared >> builds.txt"), "{out}");
+    let builds = || std::fs::read_to_string(dir.path().join("builds.txt")).unwrap();
+    assert_eq!(builds(), "shared\nown\n", "builds run once each, in the dataflow's directory");
+
+    let out = run(state.path(), &[dataflow.to_str().unwrap()]);
+    assert!(out.status.success(), "{out}");
+    assert_eq!(builds(), "shared\nown\n", "`adora run` must not rebuild without --build");
+
+    let out = run(state.path(), &[dataflow.to_str().unwrap(), "--build"]);
+    assert!(out.status.success(), "{out}");
+    assert_eq!(builds(), "shared\nown\nshared\nown\n");
+
+    std::fs::write(dir.path().join("dataflow.yml"), "nodes:\n  - id: x\n    path: /bin/true\n    build: exit 7\n").unwrap();
+    let mut cmd = adora(state.path());
+    cmd.args(["build", dataflow.to_str().unwrap()]);
+    let out = run_with_timeout(cmd, TIMEOUT);
+    assert_eq!(out.status.code(), Some(1), "{out}");
+    assert!(out.stderr.contains("build of node x failed"), "{out}");
+}
+
+#[test]
+fn python_nodes_run_with_python3() {
+    if Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: python3 is not installed");
+        return;
+    }
+    let (state, dir) = (temp_dir(), temp_dir());
+    std::fs::write(dir.path().join("hello.py"), "import sys\nprint('hello from', sys.argv[1])\n").unwrap();
+    let dataflow = write_dataflow(
+        dir.path(),
+        "nodes:\n  - id: py\n    path: hello.py\n    args: python-node\n",
+    );
+    let out = run(state.path(), &[dataflow.to_str().unwrap()]);
+    assert!(out.status.success(), "{out}");
+    assert!(out.stdout.contains("py | hello from python-node"), "{out}");
+}

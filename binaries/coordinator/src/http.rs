@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use axum::{
-    extract::{ws::WebSocketUpgrade, State},
+    extract::{rejection::WebSocketUpgradeRejection, ws::WebSocketUpgrade, State},
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
@@ -71,19 +71,31 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Unauthorized> 
 async fn control(
     State(state): State<AppState>,
     headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
-) -> Result<Response, Unauthorized> {
-    authorize(&state, &headers)?;
-    Ok(upgrade.on_upgrade(move |socket| ws::serve_client(socket, state)))
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    // Authentication first, so a client without the token learns that, whatever else is wrong.
+    if let Err(e) = authorize(&state, &headers) {
+        return e.into_response();
+    }
+    match upgrade {
+        Ok(upgrade) => upgrade.on_upgrade(move |socket| ws::serve_client(socket, state)),
+        Err(rejection) => rejection.into_response(),
+    }
 }
 
 async fn daemon(
     State(state): State<AppState>,
     headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
-) -> Result<Response, Unauthorized> {
-    authorize(&state, &headers)?;
-    Ok(upgrade.on_upgrade(move |socket| ws::serve_daemon(socket, state)))
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    // Authentication first, so a client without the token learns that, whatever else is wrong.
+    if let Err(e) = authorize(&state, &headers) {
+        return e.into_response();
+    }
+    match upgrade {
+        Ok(upgrade) => upgrade.on_upgrade(move |socket| ws::serve_daemon(socket, state)),
+        Err(rejection) => rejection.into_response(),
+    }
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

@@ -1,1 +1,206 @@
-//! Router tests without a socket (`oneshot`) and protocol tests over a real loopback socket.
+//! Router tests without a socket (`oneshot`) and protocol tests over a loopback socket, each
+//! with its own coordinator on port 0 (no global state, every await under a timeout).
+
+#![allow(clippy::unwrap_used)]
+
+use std::{future::Future, time::Duration};
+
+use adora_daemon::ws_client::{ClientError, Connection};
+use adora_message::{
+    cli_to_coordinator::ControlRequest,
+    coordinator_to_cli::ControlReply,
+    daemon_to_coordinator::{DaemonMessage, DaemonRegistration},
+    envelope::{Envelope, Hello},
+};
+use adora_store::MemoryStore;
+use axum::{body::Body, http::Request};
+use tower::ServiceExt;
+
+use super::*;
+
+/// Upper bound for every await in these tests.
+const T: Duration = Duration::from_secs(10);
+
+async fn within<F: Future>(f: F) -> F::Output {
+    tokio::time::timeout(T, f).await.expect("timed out")
+}
+
+fn token() -> Token {
+    Token::new("test-token").unwrap()
+}
+
+fn state() -> AppState {
+    start(
+        Arc::new(MemoryStore::new()),
+        CoordinatorConfig::new(token()),
+        CancellationToken::new(),
+    )
+}
+
+async fn get(path: &str, auth: Option<&str>) -> (u16, String) {
+    let mut req = Request::get(path)
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+    if let Some(auth) = auth {
+        req = req.header("authorization", auth);
+    }
+    let response = within(router(state()).oneshot(req.body(Body::empty()).unwrap()))
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = within(axum::body::to_bytes(response.into_body(), 1 << 20))
+        .await
+        .unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn health_needs_no_token_and_reports_the_version() {
+    let (status, body) = get("/api/health", None).await;
+    assert_eq!(status, 200);
+    assert!(body.contains(r#""status":"ok""#), "{body}");
+    assert!(body.contains(adora_message::ADORA_VERSION), "{body}");
+}
+
+#[tokio::test]
+async fn websockets_refuse_missing_and_wrong_tokens() {
+    for path in ["/api/v1/control", "/api/v1/daemon"] {
+        for auth in [None, Some("Bearer wrong"), Some("test-token")] {
+            let (status, body) = get(path, auth).await;
+            assert_eq!(status, 401, "{path} with {auth:?}");
+            assert!(body.contains("authentication failed"), "{body}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text() {
+    let (status, body) = get("/metrics", None).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("adora_daemons{state=\"connected\"} 0"), "{body}");
+    assert!(body.contains("adora_dataflows{status=\"running\"} 0"), "{body}");
+}
+
+/// A coordinator on 127.0.0.1:0; returns its address.
+async fn serve() -> (String, CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let shutdown = CancellationToken::new();
+    let config = CoordinatorConfig::new(token());
+    tokio::spawn(run(listener, Arc::new(MemoryStore::new()), config, shutdown.clone()));
+    (addr, shutdown)
+}
+
+async fn client(addr: &str, token: Option<&str>) -> Result<Connection, ClientError> {
+    within(Connection::connect(addr, "/api/v1/control", token, Hello::current())).await
+}
+
+async fn call(conn: &mut Connection, request: ControlRequest) -> ControlReply {
+    within(conn.send(&Envelope::new(1, request))).await.unwrap();
+    within(conn.recv::<Envelope<ControlReply>>()).await.unwrap().body
+}
+
+#[tokio::test]
+async fn wrong_token_is_a_clear_client_error() {
+    let (addr, shutdown) = serve().await;
+    for token in [None, Some("nope")] {
+        let err = client(&addr, token).await.err().expect("refused");
+        assert!(matches!(err, ClientError::AuthenticationFailed { .. }), "{err}");
+        assert!(err.to_string().contains("authentication failed"), "{err}");
+    }
+    assert!(client(&addr, Some("test-token")).await.is_ok());
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn protocol_version_mismatch_is_rejected_with_both_versions() {
+    let (addr, shutdown) = serve().await;
+    let hello = Hello {
+        protocol_version: 999,
+        adora_version: "9.9.9".into(),
+    };
+    let result = within(Connection::connect(&addr, "/api/v1/daemon", Some("test-token"), hello)).await;
+    let err = result.err().expect("rejected");
+    let text = err.to_string();
+    assert!(matches!(err, ClientError::Rejected { .. }), "{text}");
+    assert!(text.contains("protocol version mismatch"), "{text}");
+    assert!(text.contains("999") && text.contains("9.9.9"), "{text}");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn malformed_frame_closes_only_that_connection() {
+    let (addr, shutdown) = serve().await;
+    let mut bad = client(&addr, Some("test-token")).await.unwrap();
+    let mut good = client(&addr, Some("test-token")).await.unwrap();
+    within(bad.send_raw("{\"id\": 1, \"body\": {\"Launch\": {}}}")).await.unwrap();
+    let err = within(bad.recv::<Envelope<ControlReply>>()).await.err().expect("closed");
+    assert!(err.to_string().contains("malformed"), "{err}");
+    let reply = call(&mut good, ControlRequest::List).await;
+    assert_eq!(reply, ControlReply::List(Vec::new()));
+    shutdown.cancel();
+}
+
+fn registration(machine: &str) -> Envelope<DaemonMessage> {
+    Envelope::new(
+        0,
+        DaemonMessage::Register(DaemonRegistration {
+            machine_id: Some(machine.into()),
+            labels: Default::default(),
+            hostname: "host".into(),
+            zenoh_locators: Vec::new(),
+            running: Vec::new(),
+        }),
+    )
+}
+
+#[tokio::test]
+async fn duplicate_machine_id_replaces_the_stale_connection() {
+    let (addr, shutdown) = serve().await;
+    let daemon = || within(Connection::connect(&addr, "/api/v1/daemon", Some("test-token"), Hello::current()));
+    let mut first = daemon().await.unwrap();
+    within(first.send(&registration("robot"))).await.unwrap();
+    let mut second = daemon().await.unwrap();
+    within(second.send(&registration("robot"))).await.unwrap();
+    let err = within(first.recv::<Envelope<adora_message::coordinator_to_daemon::DaemonCommand>>())
+        .await
+        .err()
+        .expect("the stale connection is closed");
+    assert!(err.to_string().contains("replaced"), "{err}");
+    let mut cli = client(&addr, Some("test-token")).await.unwrap();
+    let ControlReply::Status(status) = call(&mut cli, ControlRequest::Status).await else {
+        panic!("expected a status");
+    };
+    assert_eq!(status.daemons.len(), 1);
+    assert!(status.daemons[0].connected);
+    assert_eq!(status.daemons[0].machine_id.as_deref(), Some("robot"));
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn placement_errors_reach_the_client_and_nothing_starts() {
+    let (addr, shutdown) = serve().await;
+    let mut cli = client(&addr, Some("test-token")).await.unwrap();
+    let descriptor = adora_core::Descriptor::parse(
+        "nodes:\n  - id: cam\n    path: ./cam\n    _unstable_deploy: { machine: robot }\n",
+        "d.yml".as_ref(),
+    )
+    .unwrap();
+    let start = adora_message::cli_to_coordinator::StartDataflow {
+        descriptor,
+        name: None,
+        working_dir: "/".into(),
+        attach: false,
+    };
+    let ControlReply::Error(e) = call(&mut cli, ControlRequest::Start(start)).await else {
+        panic!("expected an error");
+    };
+    assert!(
+        e.message.contains("node `cam`: no matching daemon for machine id \"robot\""),
+        "{e}"
+    );
+    assert_eq!(call(&mut cli, ControlRequest::List).await, ControlReply::List(Vec::new()));
+    shutdown.cancel();
+}

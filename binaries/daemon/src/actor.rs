@@ -20,6 +20,8 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub(crate) mod service;
+
 use crate::{
     dataflow::{Dataflow, Escalation},
     node_conn,
@@ -159,20 +161,32 @@ impl Daemon {
             done_tx,
         )?;
         self.dataflows.insert(id, dataflow);
-        let mut stop_requested = false;
-        let result = loop {
-            tokio::select! {
-                result = &mut done_rx => break result.unwrap_or_default(),
-                _ = shutdown.cancelled(), if !stop_requested => {
-                    stop_requested = true;
-                    self.stop_dataflow(id);
+        // The loop runs as a runtime task rather than on the caller's thread (often the
+        // `block_on` thread): a connection task that wakes it, and the reply task it wakes in
+        // turn, then run on the same worker thread (tokio's LIFO slot) instead of each message
+        // waking another thread through a futex.
+        let actor = tokio::spawn(async move {
+            let mut stop_requested = false;
+            let result = loop {
+                tokio::select! {
+                    result = &mut done_rx => break result.unwrap_or_default(),
+                    _ = shutdown.cancelled(), if !stop_requested => {
+                        stop_requested = true;
+                        self.stop_dataflow(id);
+                    }
+                    Some(event) = self.events_rx.recv() => self.handle(event),
                 }
-                Some(event) = self.events_rx.recv() => self.handle(event),
-            }
-        };
-        self.cancel.cancel();
-        let _ = std::fs::remove_file(&self.socket);
-        Ok(result)
+            };
+            self.cancel.cancel();
+            let _ = std::fs::remove_file(&self.socket);
+            result
+        });
+        match actor.await {
+            Ok(result) => Ok(result),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Only when the runtime itself shuts down.
+            Err(_) => Ok(DataflowResult::default()),
+        }
     }
 
     fn stop_dataflow(&mut self, id: Uuid) {

@@ -85,7 +85,7 @@ impl Dataflow {
         }
         let mut commands = BTreeMap::new();
         let mut problems = Vec::new();
-        for node in &spec.descriptor.nodes {
+        for node in spec.descriptor.nodes.iter().filter(|n| spec.is_local(&n.id)) {
             match spawn::resolve_command(node, &spec.working_dir) {
                 Ok(c) => {
                     commands.insert(node.id.clone(), c);
@@ -105,7 +105,13 @@ impl Dataflow {
         let mut dataflow = Dataflow {
             routing: Routing::new(&spec.descriptor),
             nodes: BTreeMap::new(),
-            pending: spec.descriptor.nodes.iter().map(|n| n.id.clone()).collect(),
+            pending: spec
+                .descriptor
+                .nodes
+                .iter()
+                .filter(|n| spec.is_local(&n.id))
+                .map(|n| n.id.clone())
+                .collect(),
             barrier: Vec::new(),
             started: false,
             stopping: false,
@@ -115,8 +121,10 @@ impl Dataflow {
             done: Some(done),
             spec,
         };
-        for node in dataflow.spec.descriptor.nodes.clone() {
-            dataflow.spawn(&node.id, &commands[&node.id], socket, events.clone());
+        // Only the nodes placed on this daemon; inputs from nodes on other daemons do not
+        // arrive here (until the cross-machine data plane).
+        for (id, command) in &commands {
+            dataflow.spawn(id, command, socket, events.clone());
         }
         schedule(
             &dataflow.cancel,
@@ -212,6 +220,14 @@ impl Dataflow {
                 self.routing.node_exited(id);
             }
         }
+    }
+
+    /// The nodes this daemon spawned, and whether each is still running.
+    pub fn node_states(&self) -> BTreeMap<NodeId, bool> {
+        self.nodes
+            .iter()
+            .map(|(id, rt)| (id.clone(), rt.running))
+            .collect()
     }
 
     /// A node connection registered. The control channel waits at the start barrier.

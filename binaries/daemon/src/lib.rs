@@ -2,17 +2,29 @@
 //! routes their messages (Unix socket + shared memory), captures their logs, supervises them and
 //! stops them gracefully (Stop event, then SIGTERM, then SIGKILL).
 //!
-//! [`run_dataflow`] runs one dataflow to completion on this machine (what `adora run` uses).
+//! [`run_dataflow`] runs one dataflow to completion on this machine (what `adora run` uses);
+//! [`run`] runs the daemon as a service connected to a coordinator (`adora daemon`).
 
 mod actor;
+#[doc(hidden)]
+pub mod bench_hooks;
+mod coordinator;
 mod dataflow;
 mod node_conn;
 mod pdeathsig;
 mod queue;
+#[allow(dead_code)] // Wired into routing together with the coordinator (cross-machine placement).
+mod remote;
 mod routing;
 mod spawn;
+pub mod ws_client;
 
-use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    path::PathBuf,
+    time::Duration,
+};
 
 use adora_core::{Descriptor, NodeId};
 use tokio::sync::mpsc;
@@ -66,6 +78,15 @@ pub struct DataflowSpec {
     pub env: BTreeMap<String, String>,
     /// Directory for the per-node log files (`<node>.txt`).
     pub log_dir: PathBuf,
+    /// The nodes to spawn on this daemon; `None` spawns every node (`adora run`).
+    pub local_nodes: Option<BTreeSet<NodeId>>,
+}
+
+impl DataflowSpec {
+    /// True when `node` runs on this daemon.
+    pub fn is_local(&self, node: &NodeId) -> bool {
+        self.local_nodes.as_ref().is_none_or(|set| set.contains(node))
+    }
 }
 
 /// Which output stream a log line came from.
@@ -187,4 +208,45 @@ pub async fn run_dataflow(
 ) -> Result<DataflowResult, DaemonError> {
     let daemon = actor::Daemon::bind(config).await?;
     daemon.run_single(spec, logs, shutdown).await
+}
+
+/// Settings of a daemon service connected to a coordinator.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Node supervision settings.
+    pub daemon: DaemonConfig,
+    /// `host:port` of the coordinator.
+    pub coordinator_addr: String,
+    /// The token sent as `Authorization: Bearer` (never taken from a command line).
+    pub token: Option<String>,
+    /// Machine id (`--machine-id`).
+    pub machine_id: Option<String>,
+    /// Labels (`--labels`).
+    pub labels: BTreeMap<String, String>,
+    /// Node logs go to `<log_root>/<dataflow uuid>/<node>.txt`.
+    pub log_root: PathBuf,
+}
+
+/// Capacity of the channel from the coordinator link to the actor.
+const LINK_CHANNEL_CAPACITY: usize = 1024;
+
+/// Runs the daemon as a service until `shutdown` is cancelled: it registers with the coordinator,
+/// runs what it is told, and keeps its nodes running when the coordinator goes away (it
+/// reconnects forever). On shutdown every dataflow is stopped gracefully.
+pub async fn run(config: ServiceConfig, shutdown: CancellationToken) -> Result<(), DaemonError> {
+    let daemon = actor::Daemon::bind(config.daemon.clone()).await?;
+    let (commands_tx, commands_rx) = mpsc::channel(LINK_CHANNEL_CAPACITY);
+    let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+    let service = actor::service::Service::new(reports_tx, config.log_root.clone());
+    let link_shutdown = CancellationToken::new();
+    let link = tokio::spawn(coordinator::run_link(
+        config,
+        commands_tx,
+        reports_rx,
+        link_shutdown.clone(),
+    ));
+    daemon.run_service(commands_rx, service, shutdown).await;
+    link_shutdown.cancel();
+    let _ = link.await;
+    Ok(())
 }

@@ -51,8 +51,9 @@ pub enum Parameter {
 /// Where a message's payload is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DataRef {
-    /// Small payloads travel inline in the frame.
-    Inline(Vec<u8>),
+    /// Small payloads travel inline in the frame. Encoded as one byte string (same bincode wire
+    /// format as a `Vec<u8>` sequence, but one copy instead of a serde call per byte).
+    Inline(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Large payloads stay in a shared-memory sample of the sender; only this handle travels.
     Shared(SharedRef),
 }

@@ -15,6 +15,7 @@ pub mod control;
 pub mod coordinator_to_cli;
 pub mod coordinator_to_daemon;
 pub mod daemon_to_coordinator;
+pub mod daemon_to_daemon;
 pub mod daemon_to_node;
 pub mod envelope;
 pub mod node_to_daemon;

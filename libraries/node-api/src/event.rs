@@ -2,6 +2,7 @@
 
 use std::{
     collections::{BTreeMap, VecDeque},
+    io::BufReader,
     os::unix::net::UnixStream,
     sync::Arc,
 };
@@ -16,6 +17,9 @@ use adora_message::{
 use adora_shm::{RegionCache, SharedSlice};
 
 use crate::{data::Data, node::ControlChannel};
+
+/// Read buffer of the events connection (a batch of inline events usually fits).
+const READ_BUFFER: usize = 64 * 1024;
 
 /// An event delivered to the node.
 #[derive(Debug)]
@@ -44,7 +48,9 @@ pub enum Event {
 /// The stream of events for a node. `recv` blocks until an event arrives and returns `None` once
 /// the stream has ended (all inputs closed, or the dataflow stopped).
 pub struct EventStream {
-    stream: UnixStream,
+    /// Buffered so that a reply is read with one system call (length prefix and body together);
+    /// requests are written straight to the socket underneath.
+    stream: BufReader<UnixStream>,
     control: Arc<ControlChannel>,
     buffered: VecDeque<NodeEvent>,
     drop_counts: BTreeMap<DataId, u64>,
@@ -56,7 +62,7 @@ pub struct EventStream {
 impl EventStream {
     pub(crate) fn new(stream: UnixStream, control: Arc<ControlChannel>) -> Self {
         Self {
-            stream,
+            stream: BufReader::with_capacity(READ_BUFFER, stream),
             control,
             buffered: VecDeque::new(),
             drop_counts: BTreeMap::new(),
@@ -85,7 +91,7 @@ impl EventStream {
     }
 
     fn fetch(&mut self) {
-        let reply = write_frame(&mut self.stream, &NodeRequest::NextEvents)
+        let reply = write_frame(self.stream.get_mut(), &NodeRequest::NextEvents)
             .and_then(|()| read_frame::<DaemonReply>(&mut self.stream, &mut self.buf));
         match reply {
             Ok(DaemonReply::Events {

@@ -1,8 +1,18 @@
 //! Subcommands, one module each.
 
 mod build;
+mod client;
+mod coordinator;
+mod daemon;
 mod graph;
+mod list;
+mod logs;
+mod restart;
 mod run;
+mod start;
+mod status;
+mod stop;
+mod up;
 mod validate;
 
 use std::{
@@ -32,6 +42,28 @@ enum Command {
     Build(build::Args),
     Validate(validate::Args),
     Graph(graph::Args),
+    Up(up::UpArgs),
+    Down(up::DownArgs),
+    Start(start::Args),
+    Stop(stop::Args),
+    Restart(restart::Args),
+    List(list::Args),
+    Logs(logs::Args),
+    Status(status::Args),
+    Coordinator(coordinator::Args),
+    Daemon(daemon::Args),
+}
+
+impl Cli {
+    /// The verbosity to log at: services (`coordinator`, `daemon`) log at info level by default
+    /// (`daemon --quiet`: warnings only); everything else at warning level unless `-v`.
+    pub fn verbosity(&self) -> u8 {
+        match &self.command {
+            Command::Coordinator(_) => self.verbose.max(1),
+            Command::Daemon(args) if !args.quiet => self.verbose.max(1),
+            _ => self.verbose,
+        }
+    }
 }
 
 /// Runs the parsed command.
@@ -41,6 +73,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Build(args) => build::run(args).await,
         Command::Validate(args) => validate::run(args),
         Command::Graph(args) => graph::run(args),
+        Command::Up(args) => up::up(args).await,
+        Command::Down(args) => up::down(args).await,
+        Command::Start(args) => start::run(args).await,
+        Command::Stop(args) => stop::run(args).await,
+        Command::Restart(args) => restart::run(args).await,
+        Command::List(args) => list::run(args).await,
+        Command::Logs(args) => logs::run(args).await,
+        Command::Status(args) => status::run(args).await,
+        Command::Coordinator(args) => coordinator::run(args).await,
+        Command::Daemon(args) => daemon::run(args).await,
     }
 }
 

@@ -69,6 +69,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         working_dir: dir,
         env: args.env.into_iter().collect::<BTreeMap<_, _>>(),
         log_dir: log_dir.clone(),
+        local_nodes: None,
     };
     eprintln!(
         "dataflow {id}: {} nodes, logs in {}",

@@ -34,8 +34,10 @@ pub const QUICK_MAX_SIZE: usize = 64 << 10;
 pub const SHM_THRESHOLD: usize = 4096;
 
 /// Most shared-memory samples a sender keeps in flight during the throughput phase; it waits for
-/// a receiver to release one before writing the next. The raw baseline has as many slots.
-pub const MAX_IN_FLIGHT: usize = 8;
+/// a receiver to release one before writing the next. The raw baseline has as many slots. Equal to
+/// the number of free regions an Adora sample pool keeps (`adora_shm::MAX_FREE_REGIONS`), so the
+/// pool reuses regions instead of creating new segments.
+pub const MAX_IN_FLIGHT: usize = 16;
 
 /// Prefix of the report lines receivers print on stdout (followed by a JSON [`Report`]).
 pub const REPORT_PREFIX: &str = "ADORA_BENCH_REPORT ";

@@ -44,8 +44,8 @@ struct Args {
     #[arg(long, value_enum, default_values_t = [Placement::SameDaemon])]
     placement: Vec<Placement>,
     /// Payload sizes, comma-separated (e.g. `0,8,4K,4MiB`) [default: 0 B … 40 MiB].
-    #[arg(long, value_parser = parse_sizes)]
-    sizes: Option<Vec<usize>>,
+    #[arg(long, value_name = "LIST")]
+    sizes: Option<String>,
     /// Timed latency samples per size.
     #[arg(long)]
     samples: Option<usize>,
@@ -117,8 +117,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     } else {
         Plan::default()
     };
-    if let Some(sizes) = args.sizes.clone() {
-        plan.sizes = sizes;
+    if let Some(sizes) = &args.sizes {
+        plan.sizes = parse_sizes(sizes).map_err(anyhow::Error::msg)?;
     }
     if let Some(n) = args.samples {
         plan.samples = n;

@@ -1,0 +1,148 @@
+//! The CLI side of the control plane: finding the coordinator and its token, connecting, and
+//! request/reply over the control WebSocket.
+
+use std::{path::PathBuf, time::Duration};
+
+use adora_coordinator::auth;
+use adora_daemon::ws_client::{ClientError, Connection};
+use adora_message::{
+    cli_to_coordinator::ControlRequest,
+    coordinator_to_cli::ControlReply,
+    envelope::{Envelope, Hello},
+};
+use anyhow::{bail, Context};
+
+/// Path of the control WebSocket.
+pub const CONTROL_PATH: &str = "/api/v1/control";
+/// Default coordinator host.
+pub const DEFAULT_ADDR: &str = "127.0.0.1";
+/// Longest a client waits for the TCP + WebSocket connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Name of the file (in the state directory) where `adora coordinator` writes its address.
+pub const ADDR_FILE: &str = "coordinator.addr";
+/// Name of the default token file in the state directory.
+pub const TOKEN_FILE: &str = "token";
+
+/// Where the coordinator is and how to authenticate (shared by every client subcommand).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClientArgs {
+    /// Coordinator host [default: the address `adora up` / `adora coordinator` recorded in the
+    /// state directory, else 127.0.0.1].
+    #[arg(long, env = "ADORA_COORDINATOR_ADDR")]
+    coordinator_addr: Option<String>,
+    /// Coordinator port [default: recorded one, else 6013].
+    #[arg(long, env = "ADORA_COORDINATOR_PORT")]
+    coordinator_port: Option<u16>,
+    /// File holding the token (mode 0600) [default: `ADORA_TOKEN`, else `<state dir>/token`].
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    /// `host:port` of the coordinator.
+    pub fn addr(&self) -> String {
+        let recorded = std::fs::read_to_string(super::state_dir().join(ADDR_FILE))
+            .ok()
+            .and_then(|s| {
+                let s = s.trim().to_owned();
+                let (h, p) = s.rsplit_once(':')?;
+                Some((h.to_owned(), p.parse::<u16>().ok()?))
+            });
+        let host = self
+            .coordinator_addr
+            .clone()
+            .or_else(|| recorded.as_ref().map(|r| r.0.clone()))
+            .unwrap_or_else(|| DEFAULT_ADDR.into());
+        let port = self
+            .coordinator_port
+            .or_else(|| recorded.as_ref().map(|r| r.1))
+            .unwrap_or(adora_coordinator::DEFAULT_PORT);
+        format!("{host}:{port}")
+    }
+
+    /// The token, from `--token-file`, `ADORA_TOKEN` or the state directory (in that order).
+    pub fn token(&self) -> anyhow::Result<Option<String>> {
+        find_token(self.token_file.as_deref())
+    }
+}
+
+/// Token discovery shared by clients and daemons: `--token-file`, else `ADORA_TOKEN`, else
+/// `<state dir>/token` when it exists. The token itself never comes from a command line.
+pub fn find_token(token_file: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    if let Some(path) = token_file {
+        return Ok(Some(auth::read_token_file(path)?.as_str().to_owned()));
+    }
+    if let Ok(token) = std::env::var(auth::TOKEN_ENV) {
+        return Ok(Some(auth::Token::new(&token).context("ADORA_TOKEN")?.as_str().to_owned()));
+    }
+    let default = super::state_dir().join(TOKEN_FILE);
+    if default.exists() {
+        return Ok(Some(auth::read_token_file(&default)?.as_str().to_owned()));
+    }
+    Ok(None)
+}
+
+/// An open control connection.
+pub struct Client {
+    conn: Connection,
+    next_id: u64,
+}
+
+impl Client {
+    /// Connects and handshakes, with errors that say what to do.
+    pub async fn connect(args: &ClientArgs) -> anyhow::Result<Self> {
+        let addr = args.addr();
+        let token = args.token()?;
+        let conn = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            Connection::connect(&addr, CONTROL_PATH, token.as_deref(), Hello::current()),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("the coordinator at {addr} did not answer within {CONNECT_TIMEOUT:?}"))?;
+        match conn {
+            Ok(conn) => Ok(Self { conn, next_id: 1 }),
+            Err(ClientError::Unreachable { addr, source }) => bail!(
+                "cannot reach the coordinator at {addr} ({source})\n  start one with `adora up`, or `adora coordinator` on the coordinator machine; \
+                 point elsewhere with --coordinator-addr/--coordinator-port"
+            ),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Sends a request; returns its id.
+    pub async fn send(&mut self, request: ControlRequest) -> anyhow::Result<u64> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.conn.send(&Envelope::new(id, request)).await?;
+        Ok(id)
+    }
+
+    /// The next message from the coordinator.
+    pub async fn next(&mut self) -> anyhow::Result<ControlReply> {
+        let envelope: Envelope<ControlReply> = self.conn.recv().await?;
+        Ok(envelope.body)
+    }
+
+    /// Sends a request and returns its first reply; an `Error` reply becomes `Err`.
+    pub async fn call(&mut self, request: ControlRequest) -> anyhow::Result<ControlReply> {
+        self.send(request).await?;
+        match self.next().await? {
+            ControlReply::Error(e) => Err(e.into()),
+            reply => Ok(reply),
+        }
+    }
+}
+
+/// Prints a node log line from the coordinator like `adora run` does.
+pub fn print_line(line: adora_message::control::NodeLogLine, width: usize) {
+    use adora_message::control::LogStream;
+    let line = adora_daemon::LogLine {
+        node: line.node,
+        stream: match line.stream {
+            LogStream::Stdout => adora_daemon::LogStream::Stdout,
+            LogStream::Stderr => adora_daemon::LogStream::Stderr,
+        },
+        line: line.line,
+    };
+    crate::output::print_log_line(&line, width);
+}

@@ -1,0 +1,91 @@
+//! `adora daemon`: run a daemon in the foreground, connected to a coordinator.
+
+use std::{collections::BTreeMap, path::PathBuf, process::ExitCode};
+
+use adora_daemon::{DaemonConfig, ServiceConfig};
+use anyhow::Context;
+
+/// Run a daemon: it registers with the coordinator and spawns the nodes placed on this machine.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  adora daemon --coordinator-addr 10.0.0.1 --coordinator-port 6013\n  \
+adora daemon --machine-id robot --labels arch=arm64,gpu=true --coordinator-addr 10.0.0.1 --coordinator-port 6013\n\n\
+The token comes from --token-file, else ADORA_TOKEN, else <state dir>/token. Losing the coordinator \
+never stops the nodes: the daemon reconnects forever (backoff up to 30 s).")]
+pub struct Args {
+    /// Machine id; nodes with `_unstable_deploy.machine` go to the daemon with that id.
+    #[arg(long)]
+    machine_id: Option<String>,
+    /// Labels matched by `_unstable_deploy.labels`, e.g. `gpu=true,arch=arm64`.
+    #[arg(long, value_parser = parse_labels, default_value = "")]
+    labels: Labels,
+    /// Coordinator host.
+    #[arg(long, default_value = "127.0.0.1")]
+    coordinator_addr: String,
+    /// Coordinator port.
+    #[arg(long, default_value_t = adora_coordinator::DEFAULT_PORT)]
+    coordinator_port: u16,
+    /// Token file (mode 0600).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Only log warnings and errors.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Labels(BTreeMap<String, String>);
+
+fn parse_labels(s: &str) -> Result<Labels, String> {
+    let mut labels = BTreeMap::new();
+    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("label `{pair}` is not key=value"))?;
+        if k.trim().is_empty() {
+            return Err(format!("label `{pair}` has an empty key"));
+        }
+        labels.insert(k.trim().to_owned(), v.trim().to_owned());
+    }
+    Ok(Labels(labels))
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let token = super::client::find_token(args.token_file.as_deref())?;
+    if token.is_none() {
+        tracing::warn!("no token found (--token-file, ADORA_TOKEN, <state dir>/token): the coordinator will refuse this daemon");
+    }
+    let name = args.machine_id.clone().unwrap_or_else(|| "default".into());
+    let run_dir = std::env::temp_dir().join(format!("adora-daemon-{}", std::process::id()));
+    let config = ServiceConfig {
+        daemon: DaemonConfig::new(run_dir.clone()),
+        coordinator_addr: format!("{}:{}", args.coordinator_addr, args.coordinator_port),
+        token,
+        machine_id: args.machine_id,
+        labels: args.labels.0,
+        log_root: super::state_dir().join("logs").join(&name),
+    };
+    eprintln!(
+        "daemon `{name}` connecting to the coordinator at {}",
+        config.coordinator_addr
+    );
+    let shutdown = super::coordinator::shutdown_on_signal();
+    let result = adora_daemon::run(config, shutdown).await;
+    let _ = std::fs::remove_dir_all(&run_dir);
+    result.context("the daemon failed")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_parse() {
+        let l = parse_labels("gpu=true, arch=arm64").expect("valid");
+        assert_eq!(l.0.len(), 2);
+        assert_eq!(l.0["arch"], "arm64");
+        assert!(parse_labels("").expect("empty is fine").0.is_empty());
+        assert!(parse_labels("gpu").is_err());
+        assert!(parse_labels("=x").is_err());
+    }
+}

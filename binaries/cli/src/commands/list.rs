@@ -1,0 +1,62 @@
+//! `adora list`: the dataflows the coordinator knows.
+
+use std::process::ExitCode;
+
+use adora_message::{cli_to_coordinator::ControlRequest, coordinator_to_cli::ControlReply};
+use anyhow::bail;
+use serde::Serialize;
+
+use super::client::{Client, ClientArgs};
+
+/// List dataflows: name, uuid, status, nodes and machines.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  adora list\n  adora list --json | jq '.[] | select(.status == \"running\")'")]
+pub struct Args {
+    /// Print JSON (one array, with each node's machine).
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Serialize)]
+struct Row<'a> {
+    #[serde(flatten)]
+    info: &'a adora_message::coordinator_to_cli::DataflowInfo,
+    machines: Vec<String>,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut client = Client::connect(&args.client).await?;
+    let ControlReply::List(list) = client.call(ControlRequest::List).await? else {
+        bail!("unexpected reply to List");
+    };
+    if args.json {
+        let rows: Vec<Row<'_>> = list
+            .iter()
+            .map(|info| Row {
+                info,
+                machines: info.machines(),
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if list.is_empty() {
+        eprintln!("no dataflows (start one with `adora start dataflow.yml`)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let width = list.iter().map(|d| d.name.len()).max().unwrap_or(4).max(4);
+    println!("{:<width$}  {:<36}  {:<8}  {:>5}  MACHINES", "NAME", "UUID", "STATUS", "NODES");
+    for d in &list {
+        println!(
+            "{:<width$}  {:<36}  {:<8}  {:>5}  {}",
+            d.name,
+            d.id,
+            d.status.to_string(),
+            d.nodes.len(),
+            d.machines().join(",")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,38 @@
+//! `adora restart`: stop a dataflow and start it again from its stored descriptor.
+
+use std::{process::ExitCode, time::Duration};
+
+use adora_message::{cli_to_coordinator::ControlRequest, coordinator_to_cli::ControlReply};
+use anyhow::bail;
+
+use super::client::{Client, ClientArgs};
+
+/// Longest `restart` waits for the stop and the new start.
+const RESTART_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Restart a dataflow (same name, new uuid); prints `old-uuid -> new-uuid`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Example:\n  adora restart demo")]
+pub struct Args {
+    /// Name or uuid of the dataflow.
+    dataflow: String,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut client = Client::connect(&args.client).await?;
+    let request = ControlRequest::Restart {
+        dataflow: args.dataflow.clone(),
+    };
+    match tokio::time::timeout(RESTART_TIMEOUT, client.call(request)).await {
+        Err(_) => bail!("restart of `{}` did not complete within {RESTART_TIMEOUT:?}", args.dataflow),
+        Ok(reply) => match reply? {
+            ControlReply::Restarted { old, new, .. } => {
+                println!("{old} -> {new}");
+                Ok(ExitCode::SUCCESS)
+            }
+            other => bail!("unexpected reply {other:?}"),
+        },
+    }
+}

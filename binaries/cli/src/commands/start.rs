@@ -1,0 +1,129 @@
+//! `adora start`: place and spawn a dataflow through the coordinator, optionally attached.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use adora_message::{
+    cli_to_coordinator::{ControlRequest, StartDataflow},
+    control::{DataflowOutcome, NodeResult},
+    coordinator_to_cli::ControlReply,
+};
+use anyhow::bail;
+
+use super::client::{print_line, Client, ClientArgs};
+
+/// Start a dataflow on the connected daemons (placement first: all nodes or none).
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  adora start dataflow.yml --name demo\n  adora start dataflow.yml --detach\n\n\
+Attached (the default), node output is printed prefixed with the node id until the dataflow ends; \
+the exit code is the dataflow's result. Ctrl-C stops the dataflow.")]
+pub struct Args {
+    /// The dataflow file.
+    dataflow: PathBuf,
+    /// Unique name among running dataflows [default: generated].
+    #[arg(long)]
+    name: Option<String>,
+    /// Stream node logs until the dataflow ends (default).
+    #[arg(long, conflicts_with = "detach")]
+    attach: bool,
+    /// Return as soon as every node is spawned.
+    #[arg(long)]
+    detach: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let descriptor = match super::load_descriptor(&args.dataflow) {
+        Ok(d) => d,
+        Err(code) => return Ok(code),
+    };
+    let width = descriptor
+        .nodes
+        .iter()
+        .map(|n| n.id.as_str().len())
+        .max()
+        .unwrap_or(0);
+    let attach = !args.detach;
+    let start = StartDataflow {
+        descriptor,
+        name: args.name,
+        working_dir: super::dataflow_dir(&args.dataflow)?,
+        attach,
+    };
+    let mut client = Client::connect(&args.client).await?;
+    let (id, name) = match client.call(ControlRequest::Start(start)).await? {
+        ControlReply::Started {
+            id,
+            name,
+            placement,
+        } => {
+            let mut machines: Vec<&String> = placement.values().collect();
+            machines.sort();
+            machines.dedup();
+            eprintln!(
+                "dataflow `{name}` ({id}) started: {} node(s) on {}",
+                placement.len(),
+                machines
+                    .iter()
+                    .map(|m| format!("`{m}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            (id, name)
+        }
+        other => bail!("unexpected reply {other:?}"),
+    };
+    if !attach {
+        println!("{id}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut ctrl_c = 0;
+    loop {
+        tokio::select! {
+            reply = client.next() => match reply? {
+                ControlReply::Log(line) => print_line(line, width),
+                ControlReply::Finished { outcome, .. } => return Ok(report(&name, id, &outcome)),
+                ControlReply::Stopped { .. } => {}
+                ControlReply::Error(e) => eprintln!("error: {e}"),
+                other => tracing::debug!("ignoring {other:?}"),
+            },
+            _ = tokio::signal::ctrl_c() => {
+                ctrl_c += 1;
+                if ctrl_c > 1 {
+                    eprintln!("detached; the dataflow is still stopping (see `adora list`)");
+                    return Ok(ExitCode::from(130));
+                }
+                eprintln!("stopping dataflow `{name}` (press Ctrl-C again to detach)...");
+                client.send(ControlRequest::Stop { dataflow: id.to_string(), grace: None }).await?;
+            }
+        }
+    }
+}
+
+/// Prints the outcome of a dataflow and turns it into an exit code.
+pub fn report(name: &str, id: uuid::Uuid, outcome: &DataflowOutcome) -> ExitCode {
+    for (node, result) in &outcome.nodes {
+        match result {
+            NodeResult::Failed {
+                reason,
+                stderr_tail,
+            } => {
+                eprintln!("node `{node}` failed: {reason}");
+                for line in stderr_tail {
+                    eprintln!("    {line}");
+                }
+            }
+            NodeResult::Terminated { signal } => {
+                eprintln!("warning: node `{node}` did not exit after Stop in time and was terminated with {signal}")
+            }
+            _ => {}
+        }
+    }
+    if outcome.is_success() {
+        eprintln!("dataflow `{name}` ({id}) finished successfully");
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("dataflow `{name}` ({id}) failed");
+        ExitCode::from(1)
+    }
+}

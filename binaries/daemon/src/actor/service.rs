@@ -1,0 +1,302 @@
+//! The daemon as a long-running service (`adora daemon`): besides node events, the actor handles
+//! commands of the coordinator link and reports back through it.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use adora_core::NodeId;
+use adora_message::{
+    control::{self, NodeLogLine, NodeResult, RunningDataflow},
+    coordinator_to_daemon::{DaemonCommand, SpawnDataflow},
+    daemon_to_coordinator::DaemonMessage,
+    envelope::Envelope,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::Daemon;
+use crate::{
+    dataflow::Dataflow, DataflowResult, DataflowSpec, LogLine, LogStream, NodeOutcome,
+};
+
+/// After shutdown was requested, the longest the daemon waits for its nodes on top of the stop
+/// and kill graces.
+const SHUTDOWN_MARGIN: Duration = Duration::from_secs(2);
+
+/// What the coordinator link asks of the actor.
+#[derive(Debug)]
+pub(crate) enum ServiceCommand {
+    /// A command from the coordinator.
+    FromCoordinator(Envelope<DaemonCommand>),
+    /// The status report for a (re)registration.
+    Report(oneshot::Sender<Vec<RunningDataflow>>),
+    /// The connection to the coordinator was lost: nobody watches logs any more.
+    Disconnected,
+}
+
+/// Outgoing messages to the coordinator (queued while disconnected).
+pub(crate) type Reports = mpsc::UnboundedSender<Envelope<DaemonMessage>>;
+
+/// Service-only state of the actor.
+pub(crate) struct Service {
+    pub reports: Reports,
+    /// Where node logs go: `<log_root>/<dataflow>/<node>.txt`.
+    pub log_root: PathBuf,
+    names: HashMap<Uuid, (String, PathBuf)>,
+    /// Dataflows whose log lines are forwarded as they are printed.
+    watched: Arc<Mutex<HashSet<Uuid>>>,
+}
+
+impl Service {
+    pub fn new(reports: Reports, log_root: PathBuf) -> Self {
+        Self {
+            reports,
+            log_root,
+            names: HashMap::new(),
+            watched: Arc::default(),
+        }
+    }
+
+    fn report(&self, id: u64, body: DaemonMessage) {
+        let _ = self.reports.send(Envelope::new(id, body));
+    }
+
+    fn watch(&self, dataflow: Uuid, on: bool) {
+        let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        if on {
+            watched.insert(dataflow);
+        } else {
+            watched.remove(&dataflow);
+        }
+    }
+}
+
+impl Daemon {
+    /// Runs until `shutdown` is cancelled, then stops every dataflow gracefully and returns.
+    /// Commands come from the coordinator link; losing the coordinator changes nothing here.
+    pub(crate) async fn run_service(
+        mut self,
+        mut commands: mpsc::Receiver<ServiceCommand>,
+        mut service: Service,
+        shutdown: CancellationToken,
+    ) {
+        let deadline = self.config.stop_grace + self.config.kill_grace + SHUTDOWN_MARGIN;
+        let mut stop_at: Option<tokio::time::Instant> = None;
+        loop {
+            if stop_at.is_some() && self.dataflows.is_empty() {
+                break;
+            }
+            let timeout = stop_at.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                _ = shutdown.cancelled(), if stop_at.is_none() => {
+                    tracing::info!("stopping {} dataflow(s) before exiting", self.dataflows.len());
+                    let ids: Vec<Uuid> = self.dataflows.keys().copied().collect();
+                    for id in ids {
+                        self.stop_dataflow(id);
+                    }
+                    stop_at = Some(tokio::time::Instant::now() + deadline);
+                }
+                _ = tokio::time::sleep_until(timeout), if stop_at.is_some() => {
+                    tracing::warn!("{} dataflow(s) did not stop in time", self.dataflows.len());
+                    break;
+                }
+                Some(command) = commands.recv() => self.handle_service(command, &mut service),
+                Some(event) = self.events_rx.recv() => self.handle(event),
+            }
+        }
+        self.cancel.cancel();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+
+    fn handle_service(&mut self, command: ServiceCommand, service: &mut Service) {
+        match command {
+            ServiceCommand::Report(reply) => {
+                let report = self
+                    .dataflows
+                    .iter()
+                    .map(|(id, df)| RunningDataflow {
+                        id: *id,
+                        name: service.names.get(id).map(|n| n.0.clone()).unwrap_or_default(),
+                        descriptor: df.spec.descriptor.clone(),
+                        working_dir: df.spec.working_dir.clone(),
+                        nodes: df.node_states(),
+                    })
+                    .collect();
+                let _ = reply.send(report);
+            }
+            ServiceCommand::Disconnected => {
+                service
+                    .watched
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clear();
+            }
+            ServiceCommand::FromCoordinator(Envelope { id, body }) => match body {
+                DaemonCommand::Heartbeat => {}
+                DaemonCommand::Spawn(spawn) => {
+                    let dataflow = spawn.id;
+                    let result = self.spawn_for_coordinator(spawn, service);
+                    service.report(id, DaemonMessage::Spawned { dataflow, result });
+                }
+                DaemonCommand::Stop { dataflow, grace } => {
+                    if let Some(df) = self.dataflows.get_mut(&dataflow) {
+                        let mut config = self.config.clone();
+                        if let Some(grace) = grace {
+                            config.stop_grace = grace;
+                        }
+                        df.stop(&self.events_tx, &config);
+                    }
+                }
+                DaemonCommand::WatchLogs { dataflow, watch } => service.watch(dataflow, watch),
+                DaemonCommand::ReadLogs {
+                    dataflow,
+                    node,
+                    tail,
+                } => {
+                    let dir = service.log_root.join(dataflow.to_string());
+                    let reports = service.reports.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let lines = read_logs(&dir, dataflow, node.as_ref(), tail);
+                        let _ = reports.send(Envelope::new(id, DaemonMessage::Logs { lines }));
+                    });
+                }
+                other => tracing::warn!("ignoring unsupported coordinator command {other:?}"),
+            },
+        }
+    }
+
+    /// Spawns this daemon's nodes of a dataflow. Idempotent: a dataflow already started here is
+    /// not started again (a retried command after a reconnect).
+    fn spawn_for_coordinator(
+        &mut self,
+        spawn: SpawnDataflow,
+        service: &mut Service,
+    ) -> Result<(), String> {
+        let id = spawn.id;
+        if service.names.contains_key(&id) {
+            return Ok(());
+        }
+        let spec = DataflowSpec {
+            id,
+            descriptor: spawn.descriptor,
+            working_dir: spawn.working_dir.clone(),
+            env: BTreeMap::new(),
+            log_dir: service.log_root.join(id.to_string()),
+            local_nodes: Some(spawn.nodes),
+        };
+        let (logs_tx, mut logs_rx) = mpsc::unbounded_channel::<LogLine>();
+        let (done_tx, done_rx) = oneshot::channel();
+        let dataflow = Dataflow::start(
+            &self.config,
+            &self.socket,
+            spec,
+            logs_tx,
+            self.events_tx.clone(),
+            done_tx,
+        )
+        .map_err(|e| e.to_string())?;
+        tracing::info!("started dataflow `{}` ({id})", spawn.name);
+        self.dataflows.insert(id, dataflow);
+        service.names.insert(id, (spawn.name, spawn.working_dir));
+
+        let (watched, reports) = (service.watched.clone(), service.reports.clone());
+        tokio::spawn(async move {
+            while let Some(line) = logs_rx.recv().await {
+                let on = watched
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains(&id);
+                if on {
+                    let _ = reports.send(Envelope::new(0, DaemonMessage::Log(log_line(id, line))));
+                }
+            }
+        });
+        let reports = service.reports.clone();
+        tokio::spawn(async move {
+            let result = done_rx.await.unwrap_or_default();
+            tracing::info!("dataflow {id} ended on this daemon");
+            let nodes = node_results(result);
+            let _ = reports.send(Envelope::new(0, DaemonMessage::Finished { dataflow: id, nodes }));
+        });
+        Ok(())
+    }
+}
+
+fn log_line(dataflow: Uuid, line: LogLine) -> NodeLogLine {
+    NodeLogLine {
+        dataflow,
+        node: line.node,
+        stream: match line.stream {
+            LogStream::Stdout => control::LogStream::Stdout,
+            LogStream::Stderr => control::LogStream::Stderr,
+        },
+        line: line.line,
+    }
+}
+
+fn node_results(result: DataflowResult) -> BTreeMap<NodeId, NodeResult> {
+    result
+        .nodes
+        .into_iter()
+        .map(|(node, outcome)| {
+            let r = match outcome {
+                NodeOutcome::Finished => NodeResult::Finished,
+                NodeOutcome::Terminated { signal } => NodeResult::Terminated { signal },
+                NodeOutcome::Failed {
+                    reason,
+                    stderr_tail,
+                } => NodeResult::Failed {
+                    reason,
+                    stderr_tail,
+                },
+            };
+            (node, r)
+        })
+        .collect()
+}
+
+/// Reads the stored log files of a dataflow (blocking; run off the runtime).
+fn read_logs(
+    dir: &Path,
+    dataflow: Uuid,
+    node: Option<&NodeId>,
+    tail: Option<usize>,
+) -> Vec<NodeLogLine> {
+    let mut files: Vec<(NodeId, PathBuf)> = match node {
+        Some(n) => vec![(n.clone(), dir.join(format!("{n}.txt")))],
+        None => std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+                    .filter_map(|p| {
+                        let stem = p.file_stem()?.to_str()?.to_owned();
+                        Some((NodeId::from(stem), p))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    files.sort();
+    let mut out = Vec::new();
+    for (node, path) in files {
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let lines: Vec<&str> = text.lines().collect();
+        let skip = tail.map_or(0, |n| lines.len().saturating_sub(n));
+        out.extend(lines[skip..].iter().map(|l| NodeLogLine {
+            dataflow,
+            node: node.clone(),
+            stream: control::LogStream::Stdout,
+            line: (*l).to_owned(),
+        }));
+    }
+    out
+}

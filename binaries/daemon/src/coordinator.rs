@@ -1,0 +1,169 @@
+//! The daemon's link to the coordinator: connect, register with a status report, heartbeat, and
+//! reconnect forever with exponential backoff and jitter when the connection is lost. Losing the
+//! coordinator never touches the nodes: the actor keeps running them.
+
+use std::time::{Duration, Instant};
+
+use adora_message::{
+    coordinator_to_daemon::DaemonCommand,
+    daemon_to_coordinator::{DaemonMessage, DaemonRegistration},
+    envelope::{Envelope, Hello},
+};
+use rand::Rng;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    actor::service::ServiceCommand,
+    ws_client::{ClientError, Connection},
+    ServiceConfig,
+};
+
+/// First reconnect delay.
+pub const RECONNECT_MIN: Duration = Duration::from_millis(500);
+/// Reconnect delays double up to this.
+pub const RECONNECT_MAX: Duration = Duration::from_secs(30);
+/// How often the daemon sends a heartbeat.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// A coordinator silent for this long is considered gone (the daemon reconnects).
+pub const COORDINATOR_TIMEOUT: Duration = Duration::from_secs(20);
+/// Path of the daemon WebSocket on the coordinator.
+pub const DAEMON_PATH: &str = "/api/v1/daemon";
+
+/// Exponential backoff with jitter: each delay is drawn from `[d/2, d]`, `d` doubling up to
+/// [`RECONNECT_MAX`].
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Self { next: RECONNECT_MIN }
+    }
+
+    fn delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(RECONNECT_MAX);
+        let half = d / 2;
+        half + rand::thread_rng().gen_range(Duration::ZERO..=half)
+    }
+}
+
+/// Runs the link until `shutdown` is cancelled.
+pub(crate) async fn run_link(
+    config: ServiceConfig,
+    commands: mpsc::Sender<ServiceCommand>,
+    mut reports: mpsc::UnboundedReceiver<Envelope<DaemonMessage>>,
+    shutdown: CancellationToken,
+) {
+    let addr = config.coordinator_addr.clone();
+    let hostname = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown-host".into());
+    let mut backoff = Backoff::new();
+    loop {
+        let connect = Connection::connect(&addr, DAEMON_PATH, config.token.as_deref(), Hello::current());
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = connect => r,
+        };
+        match result {
+            Ok(mut conn) => {
+                let (tx, rx) = oneshot::channel();
+                if commands.send(ServiceCommand::Report(tx)).await.is_err() {
+                    return;
+                }
+                let running = rx.await.unwrap_or_default();
+                let registration = DaemonRegistration {
+                    machine_id: config.machine_id.clone(),
+                    labels: config.labels.clone(),
+                    hostname: hostname.clone(),
+                    zenoh_locators: Vec::new(),
+                    running,
+                };
+                let register = Envelope::new(0, DaemonMessage::Register(registration));
+                if let Err(e) = conn.send(&register).await {
+                    tracing::warn!("cannot register with the coordinator at {addr}: {e}");
+                } else {
+                    tracing::info!("registered with the coordinator at {addr}");
+                    backoff = Backoff::new();
+                    let reason = session(conn, &commands, &mut reports, &shutdown).await;
+                    let _ = commands.send(ServiceCommand::Disconnected).await;
+                    if shutdown.is_cancelled() {
+                        return;
+                    }
+                    tracing::warn!(
+                        "lost the coordinator at {addr}: {reason}; nodes keep running, reconnecting"
+                    );
+                }
+            }
+            Err(e @ ClientError::Unreachable { .. }) => tracing::info!("{e}; retrying"),
+            Err(e) if e.is_permanent() => tracing::error!("{e}; retrying"),
+            Err(e) => tracing::warn!("{e}; retrying"),
+        }
+        let delay = backoff.delay();
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// One connected session; returns why it ended.
+async fn session(
+    mut conn: Connection,
+    commands: &mpsc::Sender<ServiceCommand>,
+    reports: &mut mpsc::UnboundedReceiver<Envelope<DaemonMessage>>,
+    shutdown: &CancellationToken,
+) -> String {
+    let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
+    let mut last_heard = Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                conn.close().await;
+                return "shutting down".into();
+            }
+            _ = heartbeat.tick() => {
+                if last_heard.elapsed() > COORDINATOR_TIMEOUT {
+                    return format!("no message for {:?}", last_heard.elapsed());
+                }
+                if let Err(e) = conn.send(&Envelope::new(0, DaemonMessage::Heartbeat)).await {
+                    return e.to_string();
+                }
+            }
+            Some(report) = reports.recv() => {
+                if let Err(e) = conn.send(&report).await {
+                    return e.to_string();
+                }
+            }
+            incoming = conn.recv::<Envelope<DaemonCommand>>() => match incoming {
+                Ok(envelope) => {
+                    last_heard = Instant::now();
+                    if commands.send(ServiceCommand::FromCoordinator(envelope)).await.is_err() {
+                        return "the daemon is shutting down".into();
+                    }
+                }
+                Err(e) => return e.to_string(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        let mut b = Backoff::new();
+        let first = b.delay();
+        assert!(first >= RECONNECT_MIN / 2 && first <= RECONNECT_MIN);
+        for _ in 0..20 {
+            let d = b.delay();
+            assert!(d <= RECONNECT_MAX, "{d:?}");
+        }
+        let capped = b.delay();
+        assert!(capped >= RECONNECT_MAX / 2, "{capped:?}");
+    }
+}

@@ -1,0 +1,183 @@
+//! The cross-machine data plane: one Zenoh session per daemon (peer mode, no multicast
+//! scouting, explicit endpoints) carrying node outputs to daemons on other machines.
+//!
+//! A daemon opens its session once it knows its peers (the endpoints of the daemons registered
+//! before it, given by the coordinator): Zenoh cannot add connect endpoints to an open session, and
+//! every later daemon connects to this one itself. Zenoh retries configured endpoints forever, so a
+//! link that drops (network cut, peer restart) comes back on its own.
+//!
+//! Samples are reliable with blocking congestion control, so messages between two connected daemons
+//! arrive complete and in order. Messages published while no link to a subscriber exists are lost.
+
+use std::net::{IpAddr, SocketAddr, TcpListener};
+
+use adora_core::{DataId, NodeId};
+use adora_message::daemon_to_daemon::{decode_header, encode_header, output_key, RemoteKind};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+use zenoh::{
+    qos::{CongestionControl, Reliability},
+    Wait,
+};
+
+/// Queue of outgoing messages per published output; when the link stalls and it fills up, new
+/// messages are dropped (and counted) instead of blocking the daemon.
+pub const PUBLISH_QUEUE: usize = 256;
+
+/// Errors of the cross-machine data plane.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// The listen endpoint is not `tcp/<ip>:<port>`.
+    #[error("invalid Zenoh listen endpoint `{0}`: expected tcp/<ip>:<port>, e.g. tcp/0.0.0.0:7447")]
+    Endpoint(String),
+    /// No free port could be found.
+    #[error("cannot find a free port on {0}: {1}")]
+    Port(IpAddr, std::io::Error),
+    /// Zenoh refused.
+    #[error("zenoh: {0}")]
+    Zenoh(String),
+}
+
+fn zenoh_err(e: impl std::fmt::Display) -> RemoteError {
+    RemoteError::Zenoh(e.to_string())
+}
+
+/// Turns `tcp/<ip>:0` into `tcp/<ip>:<free port>` so the daemon can advertise its endpoint
+/// before the session opens.
+pub fn resolve_listen(listen: &str) -> Result<String, RemoteError> {
+    let addr: SocketAddr = listen
+        .strip_prefix("tcp/")
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| RemoteError::Endpoint(listen.to_owned()))?;
+    if addr.port() != 0 {
+        return Ok(listen.to_owned());
+    }
+    let probe = TcpListener::bind(addr).map_err(|e| RemoteError::Port(addr.ip(), e))?;
+    let port = probe.local_addr().map_err(|e| RemoteError::Port(addr.ip(), e))?.port();
+    Ok(format!("tcp/{}", SocketAddr::new(addr.ip(), port)))
+}
+
+/// One message received from another daemon.
+#[derive(Debug)]
+pub(crate) struct RemoteSample {
+    pub dataflow: Uuid,
+    pub node: NodeId,
+    pub output: DataId,
+    pub kind: RemoteKind,
+    pub payload: Vec<u8>,
+}
+
+/// The daemon's Zenoh session.
+pub(crate) struct RemoteDataPlane {
+    session: zenoh::Session,
+    listen: String,
+}
+
+impl RemoteDataPlane {
+    /// Opens the session listening on `listen` (a concrete `tcp/ip:port`) and connecting to `peers`.
+    pub async fn open(listen: &str, peers: &[String]) -> Result<Self, RemoteError> {
+        let mut config = zenoh::Config::default();
+        let json = |v: &[String]| serde_json::to_string(v).expect("a list of strings serializes");
+        for (key, value) in [
+            ("mode", "\"peer\"".to_owned()),
+            ("listen/endpoints", json(&[listen.to_owned()])),
+            ("connect/endpoints", json(peers)),
+            ("scouting/multicast/enabled", "false".to_owned()),
+            // Keep retrying peers forever: a cut link must come back by itself.
+            ("connect/exit_on_failure", "false".to_owned()),
+            ("connect/timeout_ms", "-1".to_owned()),
+        ] {
+            config.insert_json5(key, &value).map_err(zenoh_err)?;
+        }
+        let session = zenoh::open(config).await.map_err(zenoh_err)?;
+        Ok(Self { session, listen: listen.to_owned() })
+    }
+
+    /// The endpoint this session listens on.
+    pub fn listen(&self) -> &str {
+        &self.listen
+    }
+
+    /// Starts publishing `node/output` of `dataflow`; returns the queue to push messages into.
+    /// The task ends when the sender is dropped.
+    pub async fn publish(
+        &self,
+        dataflow: Uuid,
+        node: &NodeId,
+        output: &DataId,
+    ) -> Result<mpsc::Sender<(RemoteKind, Vec<u8>)>, RemoteError> {
+        let key = output_key(dataflow, node, output);
+        let publisher = self
+            .session
+            .declare_publisher(key.clone())
+            .reliability(Reliability::Reliable)
+            .congestion_control(CongestionControl::Block)
+            .await
+            .map_err(zenoh_err)?;
+        let (tx, mut rx) = mpsc::channel::<(RemoteKind, Vec<u8>)>(PUBLISH_QUEUE);
+        tokio::spawn(async move {
+            while let Some((kind, payload)) = rx.recv().await {
+                if let Err(e) = publisher.put(payload).attachment(encode_header(kind)).await {
+                    tracing::warn!("cannot publish on {key}: {e}");
+                }
+            }
+            let _ = publisher.undeclare().await;
+        });
+        Ok(tx)
+    }
+
+    /// Subscribes to `node/output` of `dataflow` on other machines; samples go to `to`.
+    /// Returns a guard: dropping it ends the subscription.
+    pub async fn subscribe(
+        &self,
+        dataflow: Uuid,
+        node: &NodeId,
+        output: &DataId,
+        to: mpsc::Sender<RemoteSample>,
+    ) -> Result<SubscriptionGuard, RemoteError> {
+        let key = output_key(dataflow, node, output);
+        let subscriber = self.session.declare_subscriber(key.clone()).await.map_err(zenoh_err)?;
+        let (node, output) = (node.clone(), output.clone());
+        let task = tokio::spawn(async move {
+            while let Ok(sample) = subscriber.recv_async().await {
+                let header = sample.attachment().map(|a| a.to_bytes());
+                let kind = match header.as_deref().map(decode_header) {
+                    Some(Ok(kind)) => kind,
+                    Some(Err(e)) => {
+                        tracing::warn!("dropping a sample on {key}: {e}");
+                        continue;
+                    }
+                    None => {
+                        tracing::warn!("dropping a sample on {key} without an adora header");
+                        continue;
+                    }
+                };
+                let payload = sample.payload().to_bytes().into_owned();
+                let msg = RemoteSample { dataflow, node: node.clone(), output: output.clone(), kind, payload };
+                if to.send(msg).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(SubscriptionGuard(task))
+    }
+
+    /// Closes the session (all publishers and subscribers end).
+    pub fn close(self) {
+        if let Err(e) = self.session.close().wait() {
+            tracing::debug!("closing the zenoh session: {e}");
+        }
+    }
+}
+
+/// Ends a subscription when dropped.
+pub(crate) struct SubscriptionGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for SubscriptionGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests;
