@@ -522,19 +522,35 @@ nodes:
     cmd.args(["build", dataflow.to_str().unwrap()]);
     let out = run_with_timeout(cmd, TIMEOUT);
     assert!(out.status.success(), "{out}");
-    assert!(out.stdout.contains("building a, b: echo shared >> builds.txt"), "{out}");
+    assert!(
+        out.stdout
+            .contains("building a, b: echo shared >> builds.txt"),
+        "{out}"
+    );
     let builds = || std::fs::read_to_string(dir.path().join("builds.txt")).unwrap();
-    assert_eq!(builds(), "shared\nown\n", "builds run once each, in the dataflow's directory");
+    assert_eq!(
+        builds(),
+        "shared\nown\n",
+        "builds run once each, in the dataflow's directory"
+    );
 
     let out = run(state.path(), &[dataflow.to_str().unwrap()]);
     assert!(out.status.success(), "{out}");
-    assert_eq!(builds(), "shared\nown\n", "`adora run` must not rebuild without --build");
+    assert_eq!(
+        builds(),
+        "shared\nown\n",
+        "`adora run` must not rebuild without --build"
+    );
 
     let out = run(state.path(), &[dataflow.to_str().unwrap(), "--build"]);
     assert!(out.status.success(), "{out}");
     assert_eq!(builds(), "shared\nown\nshared\nown\n");
 
-    std::fs::write(dir.path().join("dataflow.yml"), "nodes:\n  - id: x\n    path: /bin/true\n    build: exit 7\n").unwrap();
+    std::fs::write(
+        dir.path().join("dataflow.yml"),
+        "nodes:\n  - id: x\n    path: /bin/true\n    build: exit 7\n",
+    )
+    .unwrap();
     let mut cmd = adora(state.path());
     cmd.args(["build", dataflow.to_str().unwrap()]);
     let out = run_with_timeout(cmd, TIMEOUT);
@@ -549,7 +565,11 @@ fn python_nodes_run_with_python3() {
         return;
     }
     let (state, dir) = (temp_dir(), temp_dir());
-    std::fs::write(dir.path().join("hello.py"), "import sys\nprint('hello from', sys.argv[1])\n").unwrap();
+    std::fs::write(
+        dir.path().join("hello.py"),
+        "import sys\nprint('hello from', sys.argv[1])\n",
+    )
+    .unwrap();
     let dataflow = write_dataflow(
         dir.path(),
         "nodes:\n  - id: py\n    path: hello.py\n    args: python-node\n",

@@ -243,7 +243,8 @@ impl Coordinator {
         let id = self.next_command;
         self.next_command += 1;
         let tx = self.daemon_tx(name)?;
-        tx.send(Outgoing::Message(Envelope::new(id, command))).ok()?;
+        tx.send(Outgoing::Message(Envelope::new(id, command)))
+            .ok()?;
         Some(id)
     }
 
@@ -261,7 +262,10 @@ impl Coordinator {
                 d.tx = None;
                 continue;
             }
-            let _ = tx.send(Outgoing::Message(Envelope::new(0, DaemonCommand::Heartbeat)));
+            let _ = tx.send(Outgoing::Message(Envelope::new(
+                0,
+                DaemonCommand::Heartbeat,
+            )));
         }
     }
 
@@ -309,7 +313,10 @@ impl Coordinator {
         let id = running.id;
         let nodes: BTreeSet<NodeId> = running.nodes.keys().cloned().collect();
         if !self.flows.contains_key(&id) {
-            tracing::info!("reclaiming dataflow `{}` ({id}) from `{daemon}`", running.name);
+            tracing::info!(
+                "reclaiming dataflow `{}` ({id}) from `{daemon}`",
+                running.name
+            );
             let record = DataflowRecord {
                 id,
                 name: running.name,
@@ -330,7 +337,18 @@ impl Coordinator {
         let part = flow.parts.entry(daemon.to_owned()).or_default();
         part.nodes.extend(nodes);
         part.finished = false;
+        let stopping = flow.record.status != DataflowStatus::Running;
         self.save(id);
+        if stopping {
+            // A stop (or a failed start) happened while this daemon was away.
+            self.send_to_daemon(
+                daemon,
+                DaemonCommand::Stop {
+                    dataflow: id,
+                    grace: None,
+                },
+            );
+        }
     }
 
     fn handle_daemon_gone(&mut self, conn: ConnId, reason: &str) {
@@ -421,19 +439,43 @@ impl Coordinator {
         } else {
             DataflowStatus::Failed
         };
-        tracing::info!("dataflow `{}` ({id}) {}", flow.record.name, flow.record.status);
+        tracing::info!(
+            "dataflow `{}` ({id}) {}",
+            flow.record.name,
+            flow.record.status
+        );
         let outcome = flow.record.outcome.clone();
         for (tx, req) in flow.watchers.drain(..) {
-            reply(&tx, req, ControlReply::Finished { id, outcome: outcome.clone() });
+            reply(
+                &tx,
+                req,
+                ControlReply::Finished {
+                    id,
+                    outcome: outcome.clone(),
+                },
+            );
         }
         for (tx, req) in flow.stop_waiters.drain(..) {
-            reply(&tx, req, ControlReply::Stopped { id, outcome: outcome.clone() });
+            reply(
+                &tx,
+                req,
+                ControlReply::Stopped {
+                    id,
+                    outcome: outcome.clone(),
+                },
+            );
         }
         let restarts: Vec<Waiter> = flow.restart_waiters.drain(..).collect();
         let daemons: Vec<String> = flow.parts.keys().cloned().collect();
         self.save(id);
         for name in daemons {
-            self.send_to_daemon(&name, DaemonCommand::WatchLogs { dataflow: id, watch: false });
+            self.send_to_daemon(
+                &name,
+                DaemonCommand::WatchLogs {
+                    dataflow: id,
+                    watch: false,
+                },
+            );
         }
         for (tx, req) in restarts {
             self.restart_now(id, tx, req);

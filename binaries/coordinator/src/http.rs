@@ -3,7 +3,10 @@
 use std::fmt::Write;
 
 use axum::{
-    extract::{rejection::WebSocketUpgradeRejection, ws::WebSocketUpgrade, State},
+    extract::{
+        ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade},
+        State,
+    },
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
@@ -101,24 +104,35 @@ async fn daemon(
 async fn metrics(State(state): State<AppState>) -> Response {
     let (reply, rx) = oneshot::channel();
     if state.events.send(Event::Metrics { reply }).await.is_err() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "coordinator is shutting down\n").into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "coordinator is shutting down\n",
+        )
+            .into_response();
     }
     let Ok(m) = rx.await else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "coordinator is shutting down\n").into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "coordinator is shutting down\n",
+        )
+            .into_response();
     };
     let mut out = String::new();
-    let _ = writeln!(out, "# HELP adora_daemons Daemons known to the coordinator.");
+    let _ = writeln!(
+        out,
+        "# HELP adora_daemons Daemons known to the coordinator."
+    );
     let _ = writeln!(out, "# TYPE adora_daemons gauge");
-    let _ = writeln!(out, "adora_daemons{{state=\"connected\"}} {}", m.daemons_connected);
+    let _ = writeln!(
+        out,
+        "adora_daemons{{state=\"connected\"}} {}",
+        m.daemons_connected
+    );
     let _ = writeln!(out, "adora_daemons{{state=\"lost\"}} {}", m.daemons_lost);
     let _ = writeln!(out, "# HELP adora_dataflows Dataflows by status.");
     let _ = writeln!(out, "# TYPE adora_dataflows gauge");
     for (status, n) in &m.dataflows {
         let _ = writeln!(out, "adora_dataflows{{status=\"{status}\"}} {n}");
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        out,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -44,7 +44,11 @@ pub(crate) struct PendingLogs {
 }
 
 fn error(tx: &ClientTx, id: u64, kind: ErrorKind, message: impl Into<String>) {
-    reply(tx, id, ControlReply::Error(ControlError::new(kind, message)));
+    reply(
+        tx,
+        id,
+        ControlReply::Error(ControlError::new(kind, message)),
+    );
 }
 
 impl Coordinator {
@@ -151,7 +155,10 @@ impl Coordinator {
                     &tx,
                     request,
                     ErrorKind::Placement,
-                    format!("cannot place the dataflow (nothing was started):\n{}", lines.join("\n")),
+                    format!(
+                        "cannot place the dataflow (nothing was started):\n{}",
+                        lines.join("\n")
+                    ),
                 );
             }
         };
@@ -181,7 +188,13 @@ impl Coordinator {
         let mut waiting = BTreeSet::new();
         for (daemon, nodes) in parts {
             if start.attach {
-                self.send_to_daemon(&daemon, DaemonCommand::WatchLogs { dataflow: id, watch: true });
+                self.send_to_daemon(
+                    &daemon,
+                    DaemonCommand::WatchLogs {
+                        dataflow: id,
+                        watch: true,
+                    },
+                );
             }
             let spawn = DaemonCommand::Spawn(SpawnDataflow {
                 id,
@@ -194,7 +207,10 @@ impl Coordinator {
                 waiting.insert(daemon);
             }
         }
-        tracing::info!("starting dataflow `{name}` ({id}) on {} daemon(s)", waiting.len());
+        tracing::info!(
+            "starting dataflow `{name}` ({id}) on {} daemon(s)",
+            waiting.len()
+        );
         self.pending_starts.insert(
             id,
             PendingStart {
@@ -232,7 +248,13 @@ impl Coordinator {
             flow.parts.values_mut().for_each(|p| p.finished = true);
             self.save(id);
             for d in daemons {
-                self.send_to_daemon(&d, DaemonCommand::Stop { dataflow: id, grace: None });
+                self.send_to_daemon(
+                    &d,
+                    DaemonCommand::Stop {
+                        dataflow: id,
+                        grace: None,
+                    },
+                );
             }
             return error(
                 &pending.client,
@@ -264,7 +286,10 @@ impl Coordinator {
                 &tx,
                 request,
                 ErrorKind::InvalidRequest,
-                format!("dataflow `{}` ({id}) already {}", flow.record.name, flow.record.status),
+                format!(
+                    "dataflow `{}` ({id}) already {}",
+                    flow.record.name, flow.record.status
+                ),
             );
         }
         flow.stop_waiters.push((tx, request));
@@ -286,7 +311,13 @@ impl Coordinator {
         self.save(id);
         for d in daemons {
             if self
-                .send_to_daemon(&d, DaemonCommand::Stop { dataflow: id, grace })
+                .send_to_daemon(
+                    &d,
+                    DaemonCommand::Stop {
+                        dataflow: id,
+                        grace,
+                    },
+                )
                 .is_none()
             {
                 tracing::warn!("cannot stop dataflow {id} on daemon `{d}`: it is not connected; it will be stopped when it reconnects");
@@ -410,7 +441,9 @@ impl Coordinator {
                         dataflow: id,
                         node: "adora".into(),
                         stream: adora_message::control::LogStream::Stderr,
-                        line: format!("(daemon `{daemon}` is not connected: its logs are unavailable)"),
+                        line: format!(
+                            "(daemon `{daemon}` is not connected: its logs are unavailable)"
+                        ),
                     }),
                 ),
             }
@@ -433,7 +466,12 @@ impl Coordinator {
             .values()
             .any(|p| p.request == pending.request && p.client.same_channel(&pending.client));
         if !more {
-            self.logs_complete(pending.dataflow, pending.client, pending.request, pending.follow);
+            self.logs_complete(
+                pending.dataflow,
+                pending.client,
+                pending.request,
+                pending.follow,
+            );
         }
     }
 
@@ -451,7 +489,13 @@ impl Coordinator {
         flow.watchers.push((tx, req));
         let daemons: Vec<String> = flow.parts.keys().cloned().collect();
         for d in daemons {
-            self.send_to_daemon(&d, DaemonCommand::WatchLogs { dataflow: id, watch: true });
+            self.send_to_daemon(
+                &d,
+                DaemonCommand::WatchLogs {
+                    dataflow: id,
+                    watch: true,
+                },
+            );
         }
     }
 }

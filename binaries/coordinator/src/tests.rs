@@ -79,8 +79,14 @@ async fn websockets_refuse_missing_and_wrong_tokens() {
 async fn metrics_are_prometheus_text() {
     let (status, body) = get("/metrics", None).await;
     assert_eq!(status, 200);
-    assert!(body.contains("adora_daemons{state=\"connected\"} 0"), "{body}");
-    assert!(body.contains("adora_dataflows{status=\"running\"} 0"), "{body}");
+    assert!(
+        body.contains("adora_daemons{state=\"connected\"} 0"),
+        "{body}"
+    );
+    assert!(
+        body.contains("adora_dataflows{status=\"running\"} 0"),
+        "{body}"
+    );
 }
 
 /// A coordinator on 127.0.0.1:0; returns its address.
@@ -89,17 +95,31 @@ async fn serve() -> (String, CancellationToken) {
     let addr = listener.local_addr().unwrap().to_string();
     let shutdown = CancellationToken::new();
     let config = CoordinatorConfig::new(token());
-    tokio::spawn(run(listener, Arc::new(MemoryStore::new()), config, shutdown.clone()));
+    tokio::spawn(run(
+        listener,
+        Arc::new(MemoryStore::new()),
+        config,
+        shutdown.clone(),
+    ));
     (addr, shutdown)
 }
 
 async fn client(addr: &str, token: Option<&str>) -> Result<Connection, ClientError> {
-    within(Connection::connect(addr, "/api/v1/control", token, Hello::current())).await
+    within(Connection::connect(
+        addr,
+        "/api/v1/control",
+        token,
+        Hello::current(),
+    ))
+    .await
 }
 
 async fn call(conn: &mut Connection, request: ControlRequest) -> ControlReply {
     within(conn.send(&Envelope::new(1, request))).await.unwrap();
-    within(conn.recv::<Envelope<ControlReply>>()).await.unwrap().body
+    within(conn.recv::<Envelope<ControlReply>>())
+        .await
+        .unwrap()
+        .body
 }
 
 #[tokio::test]
@@ -107,7 +127,10 @@ async fn wrong_token_is_a_clear_client_error() {
     let (addr, shutdown) = serve().await;
     for token in [None, Some("nope")] {
         let err = client(&addr, token).await.err().expect("refused");
-        assert!(matches!(err, ClientError::AuthenticationFailed { .. }), "{err}");
+        assert!(
+            matches!(err, ClientError::AuthenticationFailed { .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("authentication failed"), "{err}");
     }
     assert!(client(&addr, Some("test-token")).await.is_ok());
@@ -121,7 +144,13 @@ async fn protocol_version_mismatch_is_rejected_with_both_versions() {
         protocol_version: 999,
         adora_version: "9.9.9".into(),
     };
-    let result = within(Connection::connect(&addr, "/api/v1/daemon", Some("test-token"), hello)).await;
+    let result = within(Connection::connect(
+        &addr,
+        "/api/v1/daemon",
+        Some("test-token"),
+        hello,
+    ))
+    .await;
     let err = result.err().expect("rejected");
     let text = err.to_string();
     assert!(matches!(err, ClientError::Rejected { .. }), "{text}");
@@ -135,8 +164,12 @@ async fn malformed_frame_closes_only_that_connection() {
     let (addr, shutdown) = serve().await;
     let mut bad = client(&addr, Some("test-token")).await.unwrap();
     let mut good = client(&addr, Some("test-token")).await.unwrap();
-    within(bad.send_raw("{\"id\": 1, \"body\": {\"Launch\": {}}}")).await.unwrap();
-    let err = within(bad.recv::<Envelope<ControlReply>>()).await.err().expect("closed");
+    within(bad.send_raw("{\"id\": 1, \"body\": {\"Launch\": {}}}"))
+        .await
+        .unwrap();
+    let err = within(bad.recv::<Envelope<ControlReply>>())
+        .await
+        .expect_err("closed");
     assert!(err.to_string().contains("malformed"), "{err}");
     let reply = call(&mut good, ControlRequest::List).await;
     assert_eq!(reply, ControlReply::List(Vec::new()));
@@ -159,15 +192,21 @@ fn registration(machine: &str) -> Envelope<DaemonMessage> {
 #[tokio::test]
 async fn duplicate_machine_id_replaces_the_stale_connection() {
     let (addr, shutdown) = serve().await;
-    let daemon = || within(Connection::connect(&addr, "/api/v1/daemon", Some("test-token"), Hello::current()));
+    let daemon = || {
+        within(Connection::connect(
+            &addr,
+            "/api/v1/daemon",
+            Some("test-token"),
+            Hello::current(),
+        ))
+    };
     let mut first = daemon().await.unwrap();
     within(first.send(&registration("robot"))).await.unwrap();
     let mut second = daemon().await.unwrap();
     within(second.send(&registration("robot"))).await.unwrap();
     let err = within(first.recv::<Envelope<adora_message::coordinator_to_daemon::DaemonCommand>>())
         .await
-        .err()
-        .expect("the stale connection is closed");
+        .expect_err("the stale connection is closed");
     assert!(err.to_string().contains("replaced"), "{err}");
     let mut cli = client(&addr, Some("test-token")).await.unwrap();
     let ControlReply::Status(status) = call(&mut cli, ControlRequest::Status).await else {
@@ -198,9 +237,13 @@ async fn placement_errors_reach_the_client_and_nothing_starts() {
         panic!("expected an error");
     };
     assert!(
-        e.message.contains("node `cam`: no matching daemon for machine id \"robot\""),
+        e.message
+            .contains("node `cam`: no matching daemon for machine id \"robot\""),
         "{e}"
     );
-    assert_eq!(call(&mut cli, ControlRequest::List).await, ControlReply::List(Vec::new()));
+    assert_eq!(
+        call(&mut cli, ControlRequest::List).await,
+        ControlReply::List(Vec::new())
+    );
     shutdown.cancel();
 }

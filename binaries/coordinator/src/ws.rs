@@ -81,7 +81,13 @@ async fn handshake(socket: &mut WebSocket) -> Result<(), String> {
     let hello: Hello = decode(socket, &text).await?;
     if let Err(reason) = hello.check() {
         tracing::warn!("rejected a connection: {reason}");
-        let _ = send(socket, &HandshakeReply::Reject { reason: reason.clone() }).await;
+        let _ = send(
+            socket,
+            &HandshakeReply::Reject {
+                reason: reason.clone(),
+            },
+        )
+        .await;
         close(socket, close_code::PROTOCOL, "protocol version mismatch").await;
         return Err(reason);
     }
@@ -95,13 +101,12 @@ pub(crate) async fn serve_client(mut socket: WebSocket, state: AppState) {
     }
     let (tx, rx) = mpsc::unbounded_channel();
     let events = state.events.clone();
-    let result = pump::<ControlRequest, ControlReply>(&mut socket, rx, &state, |envelope| {
-        Event::Control {
+    let result =
+        pump::<ControlRequest, ControlReply>(&mut socket, rx, &state, |envelope| Event::Control {
             envelope,
             tx: tx.clone(),
-        }
-    })
-    .await;
+        })
+        .await;
     if let Err(reason) = result {
         tracing::debug!("client connection ended: {reason}");
     }
@@ -118,7 +123,12 @@ pub(crate) async fn serve_daemon(mut socket: WebSocket, state: AppState) {
         Ok(Ok(text)) => text,
         Ok(Err(_)) => return,
         Err(_) => {
-            close(&mut socket, close_code::POLICY, "no Register within the handshake timeout").await;
+            close(
+                &mut socket,
+                close_code::POLICY,
+                "no Register within the handshake timeout",
+            )
+            .await;
             return;
         }
     };
@@ -128,7 +138,12 @@ pub(crate) async fn serve_daemon(mut socket: WebSocket, state: AppState) {
             ..
         }) => r,
         Ok(_) => {
-            close(&mut socket, close_code::POLICY, "the first message must be Register").await;
+            close(
+                &mut socket,
+                close_code::POLICY,
+                "the first message must be Register",
+            )
+            .await;
             return;
         }
         Err(_) => return,

@@ -38,7 +38,9 @@ struct Backoff {
 
 impl Backoff {
     fn new() -> Self {
-        Self { next: RECONNECT_MIN }
+        Self {
+            next: RECONNECT_MIN,
+        }
     }
 
     fn delay(&mut self) -> Duration {
@@ -62,7 +64,12 @@ pub(crate) async fn run_link(
         .unwrap_or_else(|_| "unknown-host".into());
     let mut backoff = Backoff::new();
     loop {
-        let connect = Connection::connect(&addr, DAEMON_PATH, config.token.as_deref(), Hello::current());
+        let connect = Connection::connect(
+            &addr,
+            DAEMON_PATH,
+            config.token.as_deref(),
+            Hello::current(),
+        );
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = connect => r,

@@ -76,8 +76,9 @@ impl Connection {
             .into_client_request()
             .map_err(|e| ClientError::Protocol(format!("bad coordinator address `{addr}`: {e}")))?;
         if let Some(token) = token {
-            let value = http::HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|_| ClientError::Protocol("the token contains invalid characters".into()))?;
+            let value = http::HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                ClientError::Protocol("the token contains invalid characters".into())
+            })?;
             request
                 .headers_mut()
                 .insert(http::header::AUTHORIZATION, value);
@@ -126,13 +127,18 @@ impl Connection {
         loop {
             match self.ws.next().await {
                 None => return Err(ClientError::Closed(None)),
-                Some(Err(e)) => return Err(ClientError::Protocol(format!("connection failed: {e}"))),
+                Some(Err(e)) => {
+                    return Err(ClientError::Protocol(format!("connection failed: {e}")))
+                }
                 Some(Ok(Message::Text(text))) => {
-                    return from_json(text.as_str()).map_err(|e| ClientError::Protocol(e.to_string()))
+                    return from_json(text.as_str())
+                        .map_err(|e| ClientError::Protocol(e.to_string()))
                 }
                 Some(Ok(Message::Close(frame))) => {
                     return Err(ClientError::Closed(
-                        frame.map(|f| f.reason.as_str().to_owned()).filter(|r| !r.is_empty()),
+                        frame
+                            .map(|f| f.reason.as_str().to_owned())
+                            .filter(|r| !r.is_empty()),
                     ))
                 }
                 Some(Ok(_)) => {}

@@ -2,6 +2,7 @@
 //! dataflow without running it — ids, parsing, validation with precise error locations, timer specs
 //! and the Mermaid graph.
 
+pub mod cluster;
 pub mod descriptor;
 pub mod graph;
 pub mod ids;

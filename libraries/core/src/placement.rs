@@ -36,7 +36,10 @@ impl fmt::Display for PlacementFailure {
         match self {
             Self::NoMachine(id) => write!(f, "no matching daemon for machine id {id:?}"),
             Self::NoLabels(labels) => {
-                let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k:?}: {v:?}")).collect();
+                let pairs: Vec<String> = labels
+                    .iter()
+                    .map(|(k, v)| format!("{k:?}: {v:?}"))
+                    .collect();
                 write!(f, "no daemon matches labels {{{}}}", pairs.join(", "))
             }
             Self::NoUnnamed => f.write_str("no unnamed daemon connected"),

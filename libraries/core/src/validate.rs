@@ -17,7 +17,7 @@ use serde_yaml::{Mapping, Value};
 use crate::descriptor::Descriptor;
 
 mod checks;
-mod locate;
+pub(crate) mod locate;
 mod node;
 #[cfg(test)]
 mod tests;
@@ -189,7 +189,21 @@ pub(crate) struct Report<'a> {
     errors: Vec<ValidationError>,
 }
 
-impl Report<'_> {
+impl<'a> Report<'a> {
+    /// An empty report for `yaml` read from `file`.
+    pub(crate) fn new(file: &'a Path, yaml: &'a str) -> Self {
+        Report {
+            file,
+            yaml,
+            errors: Vec::new(),
+        }
+    }
+
+    /// True when no error was recorded.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+
     /// The line of `path` in the source (see [`locate::line_of`]).
     pub(crate) fn line(&self, path: &[Seg<'_>]) -> Option<usize> {
         locate::line_of(self.yaml, path)
@@ -213,7 +227,7 @@ impl Report<'_> {
     }
 
     /// All errors, in file order; errors without a line keep their order, after the others.
-    fn finish(mut self) -> ValidationErrors {
+    pub(crate) fn finish(mut self) -> ValidationErrors {
         self.errors
             .sort_by_key(|e| (e.line.is_none(), e.line.unwrap_or(0)));
         ValidationErrors(self.errors)

@@ -58,8 +58,12 @@ pub enum HeaderError {
 
 /// Encodes a header for a Zenoh attachment.
 pub fn encode_header(kind: RemoteKind) -> Vec<u8> {
-    let header = RemoteHeader { version: REMOTE_FORMAT_VERSION, kind };
-    bincode::serialize(&header).expect("RemoteHeader serializes: plain data without maps of non-string keys")
+    let header = RemoteHeader {
+        version: REMOTE_FORMAT_VERSION,
+        kind,
+    };
+    bincode::serialize(&header)
+        .expect("RemoteHeader serializes: plain data without maps of non-string keys")
 }
 
 /// Decodes a header from a Zenoh attachment, checking its version first.
@@ -81,9 +85,14 @@ mod tests {
     #[test]
     fn headers_round_trip() {
         let mut metadata = Metadata::new(uhlc::HLC::default().new_timestamp());
-        metadata.parameters.insert("seq".into(), Parameter::Integer(41));
+        metadata
+            .parameters
+            .insert("seq".into(), Parameter::Integer(41));
         for kind in [RemoteKind::Data { metadata }, RemoteKind::Closed] {
-            assert_eq!(decode_header(&encode_header(kind.clone())).expect("decodes"), kind);
+            assert_eq!(
+                decode_header(&encode_header(kind.clone())).expect("decodes"),
+                kind
+            );
         }
     }
 
@@ -92,7 +101,10 @@ mod tests {
         let mut bytes = encode_header(RemoteKind::Closed);
         bytes[..2].copy_from_slice(&7u16.to_le_bytes());
         let err = decode_header(&bytes).expect_err("version 7");
-        assert!(err.to_string().contains("version 7 is not supported"), "{err}");
+        assert!(
+            err.to_string().contains("version 7 is not supported"),
+            "{err}"
+        );
         assert!(decode_header(&[1]).is_err());
         assert!(decode_header(&[1, 0, 9, 9, 9]).is_err());
     }

@@ -140,7 +140,10 @@ mod tests {
         };
         let reason = hello.check().expect_err("version 99 is not ours");
         assert!(reason.contains("protocol version mismatch"), "{reason}");
-        assert!(reason.contains("99") && reason.contains("9.9.9"), "{reason}");
+        assert!(
+            reason.contains("99") && reason.contains("9.9.9"),
+            "{reason}"
+        );
         assert!(reason.contains(&CONTROL_PROTOCOL_VERSION.to_string()));
         assert!(Hello::current().check().is_ok());
     }

@@ -62,6 +62,7 @@ use std::{
     ops::Index,
     path::{Path, PathBuf},
     process::Command,
+    sync::Arc,
     thread,
     time::{Duration, Instant},
 };
@@ -186,6 +187,10 @@ pub struct Host {
     ip_bin: PathBuf,
     dir: PathBuf,
     sshd_pid: u32,
+    /// Namespaces of every host of the fixture (for [`Host::restore`]).
+    peers: Arc<[String]>,
+    /// The fixture's veth in the root namespace.
+    gateway_link: String,
 }
 
 impl Host {
@@ -251,19 +256,31 @@ impl Host {
         self.set_port("down");
     }
 
-    /// Undoes [`cut`](Host::cut), and forgets the neighbours (ARP entries) this host failed to
-    /// resolve while cut off, so its next packets go out at once.
-    ///
-    /// As on a real LAN, a peer that tried to reach this host during the cut keeps its own
-    /// failed ARP entry for a moment: its first connection attempt in the ~3 s after the
-    /// restore may fail with "No route to host". Code under test retries; tests should wait
-    /// for reachability (`wait_until(.., || a.can_connect(..))`) rather than assume it.
+    /// Undoes [`cut`](Host::cut). Also forgets the neighbour (ARP) entries that failed
+    /// during the cut — this host's, and the other hosts' and the test process's entries for
+    /// this host — so traffic flows at once instead of after the kernel gives up on them
+    /// (a connection attempt would otherwise fail with "No route to host" for up to ~3 s).
     pub fn restore(&self) {
         self.set_port("up");
-        let mut flush = Command::new(&self.ip_bin);
-        flush.args(["-n", &self.netns, "neigh", "flush", "dev", "eth0"]);
-        let out = run_with_timeout(flush, net::IP_TIMEOUT);
-        assert!(out.status.success(), "cannot flush neighbours of {}:\n{out}", self.name);
+        let me = self.ip.to_string();
+        let mut flushes = vec![vec![
+            "-n",
+            self.netns.as_str(),
+            "neigh",
+            "flush",
+            "dev",
+            "eth0",
+        ]];
+        for ns in self.peers.iter().filter(|ns| **ns != self.netns) {
+            flushes.push(vec!["-n", ns, "neigh", "flush", "to", &me, "dev", "eth0"]);
+        }
+        flushes.push(vec!["neigh", "flush", "to", &me, "dev", &self.gateway_link]);
+        for args in flushes {
+            let mut flush = Command::new(&self.ip_bin);
+            flush.args(&args);
+            let out = run_with_timeout(flush, net::IP_TIMEOUT);
+            assert!(out.status.success(), "ip {args:?} failed:\n{out}");
+        }
     }
 
     fn set_port(&self, state: &str) {
@@ -354,6 +371,8 @@ impl TestHosts {
                 ip_bin: tools.ip.clone(),
                 dir: host_dir,
                 sshd_pid: 0,
+                peers: Arc::from([]),
+                gateway_link: net.gateway_link().to_owned(),
             };
             let mut cmd = host.command(&tools.sshd);
             cmd.arg("-D")
@@ -365,6 +384,10 @@ impl TestHosts {
             host.sshd_pid = sshd.pid();
             sshds.push(sshd);
             hosts.push(host);
+        }
+        let peers: Arc<[String]> = hosts.iter().map(|h| h.netns.clone()).collect();
+        for host in &mut hosts {
+            host.peers = Arc::clone(&peers);
         }
         for (host, sshd) in hosts.iter().zip(&mut sshds) {
             wait_for_sshd(host, sshd);

@@ -2,6 +2,8 @@
 //! process, run a working `sshd`, can be cut off and restored, get a subnet of their own, and
 //! leave nothing behind. Needs root; prints `SKIPPED: ...` otherwise.
 
+#![allow(clippy::unwrap_used)]
+
 use std::{
     net::{Ipv4Addr, SocketAddrV4, TcpListener},
     path::Path,
@@ -31,7 +33,11 @@ fn run_in(host: &Host, program: &str, args: &[&str]) -> String {
     let mut cmd = host.command(program);
     cmd.args(args);
     let out = run_with_timeout(cmd, IP_TIMEOUT);
-    assert!(out.status.success(), "{program} {args:?} in {}:\n{out}", host.name());
+    assert!(
+        out.status.success(),
+        "{program} {args:?} in {}:\n{out}",
+        host.name()
+    );
     out.stdout
 }
 
@@ -59,10 +65,23 @@ fn hosts_reach_each_other_and_the_test_process_but_nothing_else() {
     let gateway_addr = SocketAddrV4::new(hosts.gateway_ip(), gateway.local_addr().unwrap().port());
     for a in hosts.hosts() {
         for b in hosts.hosts() {
-            assert!(a.can_connect(sshd_of(b)), "{} cannot reach {}", a.name(), b.name());
+            assert!(
+                a.can_connect(sshd_of(b)),
+                "{} cannot reach {}",
+                a.name(),
+                b.name()
+            );
         }
-        assert!(hosts.root_can_connect(sshd_of(a)), "root cannot reach {}", a.name());
-        assert!(a.can_connect(gateway_addr), "{} cannot reach the test process", a.name());
+        assert!(
+            hosts.root_can_connect(sshd_of(a)),
+            "root cannot reach {}",
+            a.name()
+        );
+        assert!(
+            a.can_connect(gateway_addr),
+            "{} cannot reach the test process",
+            a.name()
+        );
 
         // Loopback is up; the only route is the fixture's subnet (no default route, no NAT).
         let lo = run_in(a, "ip", &["-o", "link", "show", "dev", "lo"]);
@@ -72,7 +91,9 @@ fn hosts_reach_each_other_and_the_test_process_but_nothing_else() {
         for route in routes.lines() {
             let route = route.trim();
             assert!(
-                route.contains(&subnet) || route.contains("127.0.0.") || route.contains(&a.ip().to_string()),
+                route.contains(&subnet)
+                    || route.contains("127.0.0.")
+                    || route.contains(&a.ip().to_string()),
                 "{} has a route outside its subnet: {route}\n{routes}",
                 a.name()
             );
@@ -91,11 +112,21 @@ fn ssh_into_each_host_runs_there() {
 
         let out = hosts.ssh(i, &["ip", "-4", "-o", "addr", "show"]);
         assert!(out.status.success(), "{out}");
-        assert!(out.stdout.contains(&format!("inet {}/24", host.ip())), "{out}");
+        assert!(
+            out.stdout.contains(&format!("inet {}/24", host.ip())),
+            "{out}"
+        );
         for other in hosts.hosts().iter().filter(|o| o.ip() != host.ip()) {
-            assert!(!out.stdout.contains(&format!("inet {}/", other.ip())), "{out}");
+            assert!(
+                !out.stdout.contains(&format!("inet {}/", other.ip())),
+                "{out}"
+            );
         }
-        assert!(!out.stdout.contains(&format!("inet {}/", hosts.gateway_ip())), "{out}");
+        assert!(
+            !out.stdout
+                .contains(&format!("inet {}/", hosts.gateway_ip())),
+            "{out}"
+        );
     }
 
     // The config also matches hosts by address, as a cluster file would name them.
@@ -110,12 +141,18 @@ fn ssh_into_each_host_runs_there() {
 
     // Host keys are pinned, not accepted blindly: without known_hosts the connection fails.
     let mut unpinned = Command::new("ssh");
-    unpinned
-        .arg("-F")
-        .arg(hosts.ssh_config())
-        .args(["-o", "UserKnownHostsFile=/dev/null", "h0", "--", "true"]);
+    unpinned.arg("-F").arg(hosts.ssh_config()).args([
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "h0",
+        "--",
+        "true",
+    ]);
     let out = run_with_timeout(unpinned, Duration::from_secs(30));
-    assert!(!out.status.success(), "accepted an unknown host key:\n{out}");
+    assert!(
+        !out.status.success(),
+        "accepted an unknown host key:\n{out}"
+    );
     assert!(out.stderr.contains("Host key verification failed"), "{out}");
 }
 
@@ -126,27 +163,30 @@ fn a_cut_host_is_unreachable_until_restored() {
 
     b.cut();
     assert!(!a.can_connect(sshd_of(b)), "a reaches b while b is cut");
-    assert!(!hosts.root_can_connect(sshd_of(b)), "root reaches b while b is cut");
+    assert!(
+        !hosts.root_can_connect(sshd_of(b)),
+        "root reaches b while b is cut"
+    );
     assert!(!b.can_connect(sshd_of(c)), "b reaches c while b is cut");
     assert!(a.can_connect(sshd_of(c)), "cutting b cut a from c too");
     // The host itself keeps its address: it is cut off, not reconfigured.
-    assert!(run_in(b, "ip", &["-4", "-o", "addr", "show", "dev", "eth0"]).contains(&b.ip().to_string()));
+    assert!(
+        run_in(b, "ip", &["-4", "-o", "addr", "show", "dev", "eth0"]).contains(&b.ip().to_string())
+    );
 
     b.restore();
     assert!(
         wait_until(RESTORE_TIMEOUT, || a.can_connect(sshd_of(b))),
         "a does not reach b after restore"
     );
-    assert!(hosts.root_can_connect(sshd_of(b)));
-    let t = std::time::Instant::now();
-    let ok = b.can_connect(sshd_of(c));
-    eprintln!("DEBUG b->c {ok} {:?}", t.elapsed());
-    eprintln!("DEBUG b neigh {}", run_in(b, "ip", &["neigh"]));
-    eprintln!("DEBUG c neigh {}", run_in(c, "ip", &["neigh"]));
-    eprintln!("DEBUG b link {}", run_in(b, "ip", &["-br", "link"]));
-    let mut cmd = b.command("bash"); cmd.args(["-c", &format!("exec 3<>/dev/tcp/{}/22", c.ip())]);
-    eprintln!("DEBUG {}", run_with_timeout(cmd, IP_TIMEOUT));
-    assert!(ok);
+    assert!(
+        wait_until(RESTORE_TIMEOUT, || hosts.root_can_connect(sshd_of(b))),
+        "the test process does not reach b after restore"
+    );
+    assert!(
+        wait_until(RESTORE_TIMEOUT, || b.can_connect(sshd_of(c))),
+        "b does not reach c after restore"
+    );
     let out = hosts.ssh(1, &["echo", "back"]);
     assert!(out.status.success() && out.stdout.trim() == "back", "{out}");
 }
@@ -171,11 +211,38 @@ impl Leftovers {
         assert!(self.prefix.starts_with("adora-"), "{}", self.prefix);
         assert_eq!(namespaces_starting_with(&self.prefix), Vec::<String>::new());
         let links = ip(&["-o", "link", "show"]).stdout;
-        assert!(!links.contains(&format!(" {}@", self.link)), "{} is left:\n{links}", self.link);
+        assert!(
+            !links.contains(&format!(" {}@", self.link)),
+            "{} is left:\n{links}",
+            self.link
+        );
         for pid in &self.pids {
             assert!(!process_alive(*pid), "process {pid} survived teardown");
         }
     }
+}
+
+/// Starts `sleep 1000` on host `index` over ssh, detached from the ssh session (as a daemon
+/// started by `cluster up` would be); returns its pid.
+fn start_detached_sleep(hosts: &TestHosts, index: usize) -> u32 {
+    let out = hosts.ssh(
+        index,
+        &[
+            "setsid",
+            "sleep",
+            "1000",
+            "</dev/null",
+            ">/dev/null",
+            "2>&1",
+            "&",
+            "echo",
+            "$!",
+        ],
+    );
+    out.stdout
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{out}"))
 }
 
 #[test]
@@ -184,18 +251,14 @@ fn drop_kills_every_process_and_removes_namespaces_and_links() {
     let mut left = Leftovers::of(&hosts);
     // A process started over ssh that detaches from its session: only the namespace sweep
     // finds it.
-    let out = hosts.ssh(
-        0,
-        &["setsid", "sleep", "1000", "</dev/null", ">/dev/null", "2>&1", "&", "echo", "$!"],
-    );
-    let detached: u32 = out.stdout.trim().parse().unwrap_or_else(|_| panic!("{out}"));
+    let detached = start_detached_sleep(&hosts, 0);
     // Processes started through the fixture and never stopped by the test.
     let mut cmd = hosts.host(1).command("sleep");
     cmd.arg("1000");
     let guarded = hosts.host(1).spawn(cmd, "guarded");
     let mut cmd = hosts.host(1).command("sleep");
     cmd.arg("1000");
-    let unguarded = cmd.spawn().unwrap();
+    let mut unguarded = cmd.spawn().unwrap();
     left.pids.extend([detached, guarded.pid(), unguarded.id()]);
     for pid in &left.pids {
         assert!(process_alive(*pid), "{pid} is not running before teardown");
@@ -205,6 +268,7 @@ fn drop_kills_every_process_and_removes_namespaces_and_links() {
     drop(hosts);
     left.assert_gone();
     drop(guarded);
+    unguarded.wait().unwrap(); // reap the zombie the sweep left
 }
 
 #[test]
@@ -212,11 +276,8 @@ fn teardown_also_happens_when_the_test_panics() {
     let (tx, rx) = mpsc::channel();
     let panicked = thread::spawn(move || {
         let hosts = require_hosts!("panic", 1);
-        let mut cmd = hosts.host(0).command("sleep");
-        cmd.arg("1000");
-        let child = cmd.spawn().unwrap();
         let mut left = Leftovers::of(&hosts);
-        left.pids.push(child.id());
+        left.pids.push(start_detached_sleep(&hosts, 0));
         tx.send(left).unwrap();
         panic!("a failing test");
     })
@@ -290,21 +351,77 @@ fn leftovers_of_dead_processes_are_removed_at_create_and_live_ones_kept() {
     let in_stale = ChildGuard::spawn(in_stale, logs.path(), "in-stale");
     let stale_link = format!("ad{dead:x}s");
     let peer = format!("ad{dead:x}p");
-    assert!(ip(&["link", "add", "name", &stale_link, "type", "veth", "peer", "name", &peer])
+    assert!(ip(&[
+        "link",
+        "add",
+        "name",
+        &stale_link,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &peer
+    ])
+    .status
+    .success());
+    let alias = format!("adora-test-hosts pid={dead} netns=adora-{dead}-0-crashed");
+    assert!(ip(&["link", "set", "dev", &stale_link, "alias", &alias])
         .status
         .success());
-    let alias = format!("adora-test-hosts pid={dead} netns=adora-{dead}-0-crashed");
-    assert!(ip(&["link", "set", "dev", &stale_link, "alias", &alias]).status.success());
     let kept = NetnsGuard(format!("adora-{}-0-running-h0", live.pid()));
     assert!(ip(&["netns", "add", &kept.0]).status.success());
 
     let _hosts = require_hosts!("stale", 1);
 
-    assert!(!Path::new("/run/netns").join(&stale.0).exists(), "stale namespace kept");
+    assert!(
+        !Path::new("/run/netns").join(&stale.0).exists(),
+        "stale namespace kept"
+    );
     assert!(
         wait_until(Duration::from_secs(5), || !process_alive(in_stale.pid())),
         "the process in the stale namespace survived"
     );
-    assert!(!ip(&["link", "show", "dev", &stale_link]).status.success(), "stale link kept");
-    assert!(Path::new("/run/netns").join(&kept.0).exists(), "deleted a live process's namespace");
+    assert!(
+        !ip(&["link", "show", "dev", &stale_link]).status.success(),
+        "stale link kept"
+    );
+    assert!(
+        Path::new("/run/netns").join(&kept.0).exists(),
+        "deleted a live process's namespace"
+    );
+}
+
+#[test]
+fn kill_all_kills_a_hosts_processes_but_keeps_its_sshd() {
+    let hosts = require_hosts!("kill_all", 2);
+    let (a, b) = (hosts.host(0), hosts.host(1));
+    let sleeper = |host: &Host, name: &str| {
+        let mut cmd = host.command("sleep");
+        cmd.arg("1000");
+        host.spawn(cmd, name)
+    };
+    let mut on_a = sleeper(a, "sleep");
+    let detached = start_detached_sleep(&hosts, 0);
+    let on_b = sleeper(b, "sleep");
+
+    assert!(a.kill_all() >= 2);
+
+    assert!(
+        on_a.wait_timeout(Duration::from_secs(5)).is_some(),
+        "a process of a survived"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || !process_alive(detached)),
+        "a detached process of a survived"
+    );
+    assert!(
+        process_alive(on_b.pid()),
+        "kill_all on a killed a process of b"
+    );
+    assert_eq!(a.pids(), vec![a.sshd_pid()]);
+    let out = hosts.ssh(0, &["echo", "still", "up"]);
+    assert!(
+        out.status.success() && out.stdout.trim() == "still up",
+        "{out}"
+    );
 }

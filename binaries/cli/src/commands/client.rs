@@ -73,7 +73,12 @@ pub fn find_token(token_file: Option<&std::path::Path>) -> anyhow::Result<Option
         return Ok(Some(auth::read_token_file(path)?.as_str().to_owned()));
     }
     if let Ok(token) = std::env::var(auth::TOKEN_ENV) {
-        return Ok(Some(auth::Token::new(&token).context("ADORA_TOKEN")?.as_str().to_owned()));
+        return Ok(Some(
+            auth::Token::new(&token)
+                .context("ADORA_TOKEN")?
+                .as_str()
+                .to_owned(),
+        ));
     }
     let default = super::state_dir().join(TOKEN_FILE);
     if default.exists() {
@@ -98,7 +103,9 @@ impl Client {
             Connection::connect(&addr, CONTROL_PATH, token.as_deref(), Hello::current()),
         )
         .await
-        .map_err(|_| anyhow::anyhow!("the coordinator at {addr} did not answer within {CONNECT_TIMEOUT:?}"))?;
+        .map_err(|_| {
+            anyhow::anyhow!("the coordinator at {addr} did not answer within {CONNECT_TIMEOUT:?}")
+        })?;
         match conn {
             Ok(conn) => Ok(Self { conn, next_id: 1 }),
             Err(ClientError::Unreachable { addr, source }) => bail!(

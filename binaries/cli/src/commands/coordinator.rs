@@ -11,10 +11,12 @@ use super::client::{ADDR_FILE, TOKEN_FILE};
 
 /// Run the coordinator: the control-plane server daemons and CLI clients connect to.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  adora coordinator\n  adora coordinator --addr 0.0.0.0 --port 6013\n\n\
+#[command(
+    after_help = "Examples:\n  adora coordinator\n  adora coordinator --addr 0.0.0.0 --port 6013\n\n\
 The token is read from ADORA_TOKEN, else from --token-file (default <state dir>/token), which is \
 created with mode 0600 when missing. The bound address is recorded in <state dir>/coordinator.addr \
-for local clients.")]
+for local clients."
+)]
 pub struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
@@ -70,7 +72,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind((args.addr.as_str(), args.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.addr, args.port))?;
-    let local = listener.local_addr().context("cannot read the bound address")?;
+    let local = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
     let addr_file = super::state_dir().join(ADDR_FILE);
     write_atomic(&addr_file, &format!("{local}\n"))?;
     eprintln!("coordinator listening on {local}");

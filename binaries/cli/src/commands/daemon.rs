@@ -7,10 +7,12 @@ use anyhow::Context;
 
 /// Run a daemon: it registers with the coordinator and spawns the nodes placed on this machine.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  adora daemon --coordinator-addr 10.0.0.1 --coordinator-port 6013\n  \
+#[command(
+    after_help = "Examples:\n  adora daemon --coordinator-addr 10.0.0.1 --coordinator-port 6013\n  \
 adora daemon --machine-id robot --labels arch=arm64,gpu=true --coordinator-addr 10.0.0.1 --coordinator-port 6013\n\n\
 The token comes from --token-file, else ADORA_TOKEN, else <state dir>/token. Losing the coordinator \
-never stops the nodes: the daemon reconnects forever (backoff up to 30 s).")]
+never stops the nodes: the daemon reconnects forever (backoff up to 30 s)."
+)]
 pub struct Args {
     /// Machine id; nodes with `_unstable_deploy.machine` go to the daemon with that id.
     #[arg(long)]

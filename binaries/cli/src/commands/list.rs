@@ -10,7 +10,9 @@ use super::client::{Client, ClientArgs};
 
 /// List dataflows: name, uuid, status, nodes and machines.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  adora list\n  adora list --json | jq '.[] | select(.status == \"running\")'")]
+#[command(
+    after_help = "Examples:\n  adora list\n  adora list --json | jq '.[] | select(.status == \"running\")'"
+)]
 pub struct Args {
     /// Print JSON (one array, with each node's machine).
     #[arg(long)]
@@ -47,7 +49,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let width = list.iter().map(|d| d.name.len()).max().unwrap_or(4).max(4);
-    println!("{:<width$}  {:<36}  {:<8}  {:>5}  MACHINES", "NAME", "UUID", "STATUS", "NODES");
+    println!(
+        "{:<width$}  {:<36}  {:<8}  {:>5}  MACHINES",
+        "NAME", "UUID", "STATUS", "NODES"
+    );
     for d in &list {
         println!(
             "{:<width$}  {:<36}  {:<8}  {:>5}  {}",

@@ -21,10 +21,12 @@ const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
 /// Show node logs of a dataflow, or the coordinator's / a daemon's own log.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  adora logs demo\n  adora logs demo sink --follow\n  adora logs demo --tail 20\n  \
+#[command(
+    after_help = "Examples:\n  adora logs demo\n  adora logs demo sink --follow\n  adora logs demo --tail 20\n  \
 adora logs --coordinator\n  adora logs --daemon\n  adora logs --daemon robot --follow\n\n\
 Service logs are the files `adora up` writes in the state directory \
-(coordinator.log, daemon.log, daemon-<MACHINE>.log).")]
+(coordinator.log, daemon.log, daemon-<MACHINE>.log)."
+)]
 pub struct Args {
     /// Name or uuid of the dataflow.
     #[arg(required_unless_present_any = ["coordinator", "daemon"])]

@@ -26,7 +26,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         dataflow: args.dataflow.clone(),
     };
     match tokio::time::timeout(RESTART_TIMEOUT, client.call(request)).await {
-        Err(_) => bail!("restart of `{}` did not complete within {RESTART_TIMEOUT:?}", args.dataflow),
+        Err(_) => bail!(
+            "restart of `{}` did not complete within {RESTART_TIMEOUT:?}",
+            args.dataflow
+        ),
         Ok(reply) => match reply? {
             ControlReply::Restarted { old, new, .. } => {
                 println!("{old} -> {new}");

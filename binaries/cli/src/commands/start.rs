@@ -13,9 +13,11 @@ use super::client::{print_line, Client, ClientArgs};
 
 /// Start a dataflow on the connected daemons (placement first: all nodes or none).
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  adora start dataflow.yml --name demo\n  adora start dataflow.yml --detach\n\n\
+#[command(
+    after_help = "Examples:\n  adora start dataflow.yml --name demo\n  adora start dataflow.yml --detach\n\n\
 Attached (the default), node output is printed prefixed with the node id until the dataflow ends; \
-the exit code is the dataflow's result. Ctrl-C stops the dataflow.")]
+the exit code is the dataflow's result. Ctrl-C stops the dataflow."
+)]
 pub struct Args {
     /// The dataflow file.
     dataflow: PathBuf,

@@ -36,7 +36,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("no daemons connected (start one with `adora daemon` or `adora up`)");
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<16}  {:<20}  {:<9}  {:<14}  LABELS", "MACHINE", "HOSTNAME", "STATE", "LAST HEARTBEAT");
+    println!(
+        "{:<16}  {:<20}  {:<9}  {:<14}  LABELS",
+        "MACHINE", "HOSTNAME", "STATE", "LAST HEARTBEAT"
+    );
     for d in &status.daemons {
         let labels: Vec<String> = d.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!(

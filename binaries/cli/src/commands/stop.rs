@@ -12,7 +12,9 @@ const STOP_MARGIN: Duration = Duration::from_secs(30);
 
 /// Stop a running dataflow: Stop event, then SIGTERM after the grace period, then SIGKILL.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  adora stop demo\n  adora stop 4f1c2a7e-0a8c-4a51-9b7e-3d2f5c6e7a8b --grace 10s")]
+#[command(
+    after_help = "Examples:\n  adora stop demo\n  adora stop 4f1c2a7e-0a8c-4a51-9b7e-3d2f5c6e7a8b --grace 10s"
+)]
 pub struct Args {
     /// Name or uuid of the dataflow (see `adora list`).
     dataflow: String,
@@ -32,7 +34,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let reply = tokio::time::timeout(wait, client.call(request)).await;
     match reply {
-        Err(_) => bail!("dataflow `{}` did not stop within {wait:?}; is its daemon connected? (`adora status`)", args.dataflow),
+        Err(_) => bail!(
+            "dataflow `{}` did not stop within {wait:?}; is its daemon connected? (`adora status`)",
+            args.dataflow
+        ),
         Ok(reply) => match reply? {
             ControlReply::Stopped { id, outcome } => {
                 super::start::report(&args.dataflow, id, &outcome);

@@ -56,7 +56,11 @@ fn running_pid(file: &Path) -> Option<Pid> {
         .then_some(pid)
 }
 
-fn spawn_service(state: &Path, service: &str, args: &[String]) -> anyhow::Result<u32> {
+fn spawn_service(
+    state: &Path,
+    service: &str,
+    args: &[String],
+) -> anyhow::Result<std::process::Child> {
     let log_path = state.join(format!("{service}.log"));
     let log = OpenOptions::new()
         .create(true)
@@ -75,7 +79,12 @@ fn spawn_service(state: &Path, service: &str, args: &[String]) -> anyhow::Result
         .with_context(|| format!("cannot start the {service}"))?;
     let pid = child.id();
     super::coordinator::write_atomic(&pid_file(state, service), &format!("{pid}\n"))?;
-    Ok(pid)
+    Ok(child)
+}
+
+/// True while the service we just spawned is running (it is our child until `up` exits).
+fn still_running(child: &mut std::process::Child) -> bool {
+    matches!(child.try_wait(), Ok(None))
 }
 
 fn log_tail(state: &Path, service: &str) -> String {
@@ -86,25 +95,40 @@ fn log_tail(state: &Path, service: &str) -> String {
 
 pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let state = super::state_dir();
-    std::fs::create_dir_all(&state).with_context(|| format!("cannot create {}", state.display()))?;
+    std::fs::create_dir_all(&state)
+        .with_context(|| format!("cannot create {}", state.display()))?;
     let addr_file = state.join(ADDR_FILE);
     match running_pid(&pid_file(&state, "coordinator")) {
         Some(pid) => eprintln!("coordinator already running (pid {pid})"),
         None => {
             let _ = std::fs::remove_file(&addr_file);
-            let argv = ["coordinator", "--addr", &args.addr, "--port", &args.port.to_string()];
-            let pid = spawn_service(&state, "coordinator", &argv.map(String::from))?;
+            let argv = [
+                "coordinator",
+                "--addr",
+                &args.addr,
+                "--port",
+                &args.port.to_string(),
+            ];
+            let mut child = spawn_service(&state, "coordinator", &argv.map(String::from))?;
+            let pid = child.id();
             let started = Instant::now();
             while !addr_file.exists() {
-                if running_pid(&pid_file(&state, "coordinator")).is_none() || started.elapsed() > STARTUP_TIMEOUT {
-                    bail!("the coordinator did not start; last lines of its log:\n{}", log_tail(&state, "coordinator"));
+                if !still_running(&mut child) || started.elapsed() > STARTUP_TIMEOUT {
+                    bail!(
+                        "the coordinator did not start; last lines of its log:\n{}",
+                        log_tail(&state, "coordinator")
+                    );
                 }
                 tokio::time::sleep(POLL).await;
             }
-            eprintln!("coordinator started (pid {pid}, log {})", state.join("coordinator.log").display());
+            eprintln!(
+                "coordinator started (pid {pid}, log {})",
+                state.join("coordinator.log").display()
+            );
         }
     }
-    let addr = std::fs::read_to_string(&addr_file).context("cannot read the coordinator address")?;
+    let addr =
+        std::fs::read_to_string(&addr_file).context("cannot read the coordinator address")?;
     let (host, port) = addr
         .trim()
         .rsplit_once(':')
@@ -114,31 +138,46 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         None => {
             let token = state.join(super::client::TOKEN_FILE);
             let argv = [
-                "daemon", "--coordinator-addr", host, "--coordinator-port", port, "--token-file",
+                "daemon",
+                "--coordinator-addr",
+                host,
+                "--coordinator-port",
+                port,
+                "--token-file",
                 &token.to_string_lossy(),
             ];
-            let pid = spawn_service(&state, "daemon", &argv.map(String::from))?;
-            wait_for_daemon(&state).await?;
-            eprintln!("daemon started (pid {pid}, log {})", state.join("daemon.log").display());
+            let mut child = spawn_service(&state, "daemon", &argv.map(String::from))?;
+            let pid = child.id();
+            wait_for_daemon(&state, &mut child).await?;
+            eprintln!(
+                "daemon started (pid {pid}, log {})",
+                state.join("daemon.log").display()
+            );
         }
     }
     println!("adora is up: coordinator at {}", addr.trim());
     Ok(ExitCode::SUCCESS)
 }
 
-async fn wait_for_daemon(state: &Path) -> anyhow::Result<()> {
+async fn wait_for_daemon(state: &Path, child: &mut std::process::Child) -> anyhow::Result<()> {
     let started = Instant::now();
     let client_args = ClientArgs::default();
     loop {
         if let Ok(mut client) = Client::connect(&client_args).await {
             if let Ok(ControlReply::Status(s)) = client.call(ControlRequest::Status).await {
-                if s.daemons.iter().any(|d| d.connected && d.machine_id.is_none()) {
+                if s.daemons
+                    .iter()
+                    .any(|d| d.connected && d.machine_id.is_none())
+                {
                     return Ok(());
                 }
             }
         }
-        if running_pid(&pid_file(state, "daemon")).is_none() || started.elapsed() > STARTUP_TIMEOUT {
-            bail!("the daemon did not register; last lines of its log:\n{}", log_tail(state, "daemon"));
+        if !still_running(child) || started.elapsed() > STARTUP_TIMEOUT {
+            bail!(
+                "the daemon did not register; last lines of its log:\n{}",
+                log_tail(state, "daemon")
+            );
         }
         tokio::time::sleep(POLL).await;
     }
@@ -179,6 +218,9 @@ async fn stop_process(pid: Pid, service: &str) {
 
 fn is_zombie(pid: Pid) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .map(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(true)
 }

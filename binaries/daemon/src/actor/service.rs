@@ -20,9 +20,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::Daemon;
-use crate::{
-    dataflow::Dataflow, DataflowResult, DataflowSpec, LogLine, LogStream, NodeOutcome,
-};
+use crate::{dataflow::Dataflow, DataflowResult, DataflowSpec, LogLine, LogStream, NodeOutcome};
 
 /// After shutdown was requested, the longest the daemon waits for its nodes on top of the stop
 /// and kill graces.
@@ -91,7 +89,8 @@ impl Daemon {
             if stop_at.is_some() && self.dataflows.is_empty() {
                 break;
             }
-            let timeout = stop_at.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            let timeout =
+                stop_at.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 _ = shutdown.cancelled(), if stop_at.is_none() => {
                     tracing::info!("stopping {} dataflow(s) before exiting", self.dataflows.len());
@@ -121,7 +120,11 @@ impl Daemon {
                     .iter()
                     .map(|(id, df)| RunningDataflow {
                         id: *id,
-                        name: service.names.get(id).map(|n| n.0.clone()).unwrap_or_default(),
+                        name: service
+                            .names
+                            .get(id)
+                            .map(|n| n.0.clone())
+                            .unwrap_or_default(),
                         descriptor: df.spec.descriptor.clone(),
                         working_dir: df.spec.working_dir.clone(),
                         nodes: df.node_states(),
@@ -221,7 +224,13 @@ impl Daemon {
             let result = done_rx.await.unwrap_or_default();
             tracing::info!("dataflow {id} ended on this daemon");
             let nodes = node_results(result);
-            let _ = reports.send(Envelope::new(0, DaemonMessage::Finished { dataflow: id, nodes }));
+            let _ = reports.send(Envelope::new(
+                0,
+                DaemonMessage::Finished {
+                    dataflow: id,
+                    nodes,
+                },
+            ));
         });
         Ok(())
     }

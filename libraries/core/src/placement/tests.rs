@@ -43,7 +43,10 @@ fn machine_wins_over_labels() {
     let d = descriptor(
         "nodes:\n  - id: a\n    path: ./a\n    _unstable_deploy: { machine: m2, labels: { gpu: \"true\" } }\n",
     );
-    let daemons = [daemon(Some("m1"), &[("gpu", "true")]), daemon(Some("m2"), &[])];
+    let daemons = [
+        daemon(Some("m1"), &[("gpu", "true")]),
+        daemon(Some("m2"), &[]),
+    ];
     assert_eq!(place(&d, &daemons).expect("placed")[&NodeId::from("a")], 1);
 }
 

@@ -97,8 +97,14 @@ impl Network {
             gateway_link: None,
             subnet: [0; 3],
         };
-        net.ip_in(&net.switch_ns, &["link", "add", "name", "br0", "type", "bridge"]);
-        net.ip_in(&net.switch_ns, &["link", "set", "dev", "br0", "addrgenmode", "none"]);
+        net.ip_in(
+            &net.switch_ns,
+            &["link", "add", "name", "br0", "type", "bridge"],
+        );
+        net.ip_in(
+            &net.switch_ns,
+            &["link", "set", "dev", "br0", "addrgenmode", "none"],
+        );
         net.ip_in(&net.switch_ns, &["link", "set", "dev", "br0", "up"]);
         net.add_gateway(test_name, pid, seq);
         Ok(net)
@@ -116,7 +122,16 @@ impl Network {
         let link = format!("ad{pid:x}g{:x}", seq & 0xfff);
         assert!(link.len() <= 15, "interface name {link} is too long");
         self.ip_root(&[
-            "link", "add", "name", &link, "type", "veth", "peer", "name", "gw", "netns",
+            "link",
+            "add",
+            "name",
+            &link,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "gw",
+            "netns",
             &self.switch_ns,
         ]);
         self.gateway_link = Some(link.clone());
@@ -142,13 +157,18 @@ impl Network {
         self.ip_in(&ns, &["link", "set", "dev", "lo", "up"]);
         self.ip_in(
             &sw,
-            &["link", "add", "name", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns],
+            &[
+                "link", "add", "name", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+            ],
         );
         self.ip_in(&sw, &["link", "set", "dev", &port, "addrgenmode", "none"]);
         self.ip_in(&sw, &["link", "set", "dev", &port, "master", "br0", "up"]);
         self.ip_in(&ns, &["link", "set", "dev", "eth0", "addrgenmode", "none"]);
         let address = self.host_ip(index);
-        self.ip_in(&ns, &["addr", "add", &format!("{address}/24"), "dev", "eth0"]);
+        self.ip_in(
+            &ns,
+            &["addr", "add", &format!("{address}/24"), "dev", "eth0"],
+        );
         self.ip_in(&ns, &["link", "set", "dev", "eth0", "up"]);
         (ns, address)
     }
@@ -316,7 +336,12 @@ fn lock() -> Flock<File> {
 
 /// The creator pid encoded in a fixture namespace name (`adora-<pid>-...`).
 pub(super) fn creator_pid(netns: &str) -> Option<u32> {
-    netns.strip_prefix(NETNS_PREFIX)?.split('-').next()?.parse().ok()
+    netns
+        .strip_prefix(NETNS_PREFIX)?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The creator pid in a root link's alias, and the link name, from a line of `ip -o link`.

@@ -93,7 +93,11 @@ pub(super) fn sshd_config(
 
 /// Writes `known_hosts` and the client `ssh` config into `dir`. Each host is reachable by its
 /// alias and by its address; host keys are pinned, so `StrictHostKeyChecking yes` holds.
-pub(super) fn write_client_files(dir: &Path, identity: PathBuf, hosts: &[HostEntry<'_>]) -> ClientFiles {
+pub(super) fn write_client_files(
+    dir: &Path,
+    identity: PathBuf,
+    hosts: &[HostEntry<'_>],
+) -> ClientFiles {
     let known_hosts = dir.join("known_hosts");
     let config = dir.join("ssh_config");
     let mut known = String::new();

@@ -1,0 +1,276 @@
+//! `cluster.yml`: the coordinator address and the machines of a fleet, validated with every
+//! problem reported at once (file, line, field), like dataflow files.
+//!
+//! ```yaml
+//! coordinator: { addr: 10.0.0.1, port: 6013 }
+//! machines:
+//!   - { id: robot, host: 10.0.0.2, user: ubuntu, labels: { arch: arm64 } }
+//!   - id: gpu-server
+//!     host: gpu.example.org
+//!     ssh_port: 2222
+//!     identity_file: ~/.ssh/fleet_ed25519
+//! ```
+
+use std::{collections::BTreeMap, path::Path};
+
+use serde::{Deserialize, Serialize};
+use serde_yaml::Value;
+
+use crate::{
+    ids::is_valid_id,
+    validate::{describe, locate::Seg, unknown_field, Report, ValidationError, ValidationErrors},
+};
+
+/// Default coordinator port.
+pub const DEFAULT_COORDINATOR_PORT: u16 = 6013;
+
+/// A whole `cluster.yml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Where the coordinator listens (and is reachable by every machine).
+    pub coordinator: CoordinatorAddr,
+    /// The machines, each running one daemon.
+    pub machines: Vec<Machine>,
+}
+
+/// The coordinator's address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorAddr {
+    /// IP address or host name the machines use to reach the coordinator.
+    pub addr: String,
+    /// TCP port (default 6013).
+    #[serde(default = "default_port")]
+    pub port: u16,
+}
+
+fn default_port() -> u16 {
+    DEFAULT_COORDINATOR_PORT
+}
+
+/// One machine of the fleet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Machine {
+    /// Machine id: the daemon's `--machine-id`, used by `_unstable_deploy.machine`.
+    pub id: String,
+    /// Host name or IP address to SSH to.
+    pub host: String,
+    /// SSH user (default: the current user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Labels of the daemon, for label scheduling.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// SSH port (default 22).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_port: Option<u16>,
+    /// SSH private key to use for this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_file: Option<String>,
+    /// Directory holding the `adora` binary on the machine (default: found on `PATH`, and
+    /// `~/.local/bin` for upgrades).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install_dir: Option<String>,
+    /// Directory for the daemon's token, logs and pid file on the machine
+    /// (default `~/.local/state/adora`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<String>,
+}
+
+impl Machine {
+    /// The SSH user: the configured one or the current user.
+    pub fn user(&self) -> String {
+        self.user.clone().unwrap_or_else(|| {
+            std::env::var("USER")
+                .or_else(|_| std::env::var("LOGNAME"))
+                .unwrap_or_else(|_| "root".into())
+        })
+    }
+
+    /// `user@host`, as shown to people.
+    pub fn destination(&self) -> String {
+        format!("{}@{}", self.user(), self.host)
+    }
+
+    /// Labels as `k1=v1,k2=v2` for `adora daemon --labels`.
+    pub fn labels_arg(&self) -> Option<String> {
+        (!self.labels.is_empty()).then(|| {
+            self.labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+    }
+}
+
+const ROOT_FIELDS: &[&str] = &["coordinator", "machines"];
+const COORDINATOR_FIELDS: &[&str] = &["addr", "port"];
+const MACHINE_FIELDS: &[&str] = &[
+    "id",
+    "host",
+    "user",
+    "labels",
+    "ssh_port",
+    "identity_file",
+    "install_dir",
+    "state_dir",
+];
+
+impl ClusterConfig {
+    /// Reads and validates a cluster file.
+    pub fn read(path: &Path) -> Result<Self, ValidationErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ValidationErrors(vec![ValidationError {
+                file: path.to_owned(),
+                line: None,
+                node: None,
+                field: None,
+                message: format!("cannot read file: {e}"),
+            }])
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates cluster YAML; `file` is only used in error messages.
+    pub fn parse(yaml: &str, file: &Path) -> Result<Self, ValidationErrors> {
+        let mut report = Report::new(file, yaml);
+        let root: Value = match serde_yaml::from_str(yaml) {
+            Ok(root) => root,
+            Err(e) => {
+                let line = e.location().map(|l| l.line());
+                report.push(None, None, line, format!("invalid YAML: {e}"));
+                return Err(report.finish());
+            }
+        };
+        check(&mut report, &root);
+        if !report.is_empty() {
+            return Err(report.finish());
+        }
+        serde_yaml::from_value(root).map_err(|e| {
+            report.push(None, None, None, e.to_string());
+            report.finish()
+        })
+    }
+
+    /// The machine with this id.
+    pub fn machine(&self, id: &str) -> Option<&Machine> {
+        self.machines.iter().find(|m| m.id == id)
+    }
+}
+
+fn err(report: &mut Report<'_>, path: &[Seg<'_>], field: String, message: String) {
+    let line = report.line(path);
+    report.push(None, Some(field), line, message);
+}
+
+fn unknown_keys(report: &mut Report<'_>, map: &serde_yaml::Mapping, path: &[Seg<'_>], prefix: &str, known: &[&str]) {
+    for key in map.keys() {
+        let Some(name) = key.as_str() else {
+            err(report, path, prefix.trim_end_matches('.').to_owned(), format!("keys must be strings, found {}", describe(key)));
+            continue;
+        };
+        if !known.contains(&name) {
+            let mut p = path.to_vec();
+            p.push(Seg::Key(name));
+            err(report, &p, format!("{prefix}{name}"), unknown_field(name, known));
+        }
+    }
+}
+
+fn check(report: &mut Report<'_>, root: &Value) {
+    let Value::Mapping(map) = root else {
+        err(report, &[], "cluster".into(), format!("expected a mapping with `coordinator` and `machines`, found {}", describe(root)));
+        return;
+    };
+    unknown_keys(report, map, &[], "", ROOT_FIELDS);
+    match map.get("coordinator") {
+        None => report.push(None, Some("coordinator".into()), None, "missing required field `coordinator` (e.g. `coordinator: { addr: 10.0.0.1 }`)".into()),
+        Some(Value::Mapping(c)) => check_coordinator(report, c),
+        Some(other) => err(report, &[Seg::Key("coordinator")], "coordinator".into(), format!("expected a mapping with `addr` and `port`, found {}", describe(other))),
+    }
+    match map.get("machines") {
+        None => report.push(None, Some("machines".into()), None, "missing required field `machines`: a cluster needs at least one machine".into()),
+        Some(Value::Sequence(ms)) if ms.is_empty() => err(report, &[Seg::Key("machines")], "machines".into(), "a cluster needs at least one machine".into()),
+        Some(Value::Sequence(ms)) => check_machines(report, ms),
+        Some(Value::Null) => err(report, &[Seg::Key("machines")], "machines".into(), "a cluster needs at least one machine".into()),
+        Some(other) => err(report, &[Seg::Key("machines")], "machines".into(), format!("expected a list of machines, found {}", describe(other))),
+    }
+}
+
+fn check_coordinator(report: &mut Report<'_>, c: &serde_yaml::Mapping) {
+    let base = [Seg::Key("coordinator")];
+    unknown_keys(report, c, &base, "coordinator.", COORDINATOR_FIELDS);
+    match c.get("addr") {
+        Some(Value::String(s)) if !s.trim().is_empty() => {}
+        None => err(report, &base, "coordinator.addr".into(), "missing required field `addr`".into()),
+        Some(other) => err(report, &[Seg::Key("coordinator"), Seg::Key("addr")], "coordinator.addr".into(), format!("expected a non-empty host or IP address, found {}", describe(other))),
+    }
+    check_port(report, c.get("port"), &[Seg::Key("coordinator"), Seg::Key("port")], "coordinator.port");
+}
+
+fn check_port(report: &mut Report<'_>, value: Option<&Value>, path: &[Seg<'_>], field: &str) {
+    match value {
+        None => {}
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|p| (1..=65535).contains(&p)) => {}
+        Some(other) => err(report, path, field.into(), format!("expected a port number between 1 and 65535, found {}", describe(other))),
+    }
+}
+
+fn check_machines(report: &mut Report<'_>, machines: &[Value]) {
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, m) in machines.iter().enumerate() {
+        let base = [Seg::Key("machines"), Seg::Index(i)];
+        let prefix = format!("machines[{i}].");
+        let Value::Mapping(map) = m else {
+            err(report, &base, format!("machines[{i}]"), format!("expected a machine mapping with `id` and `host`, found {}", describe(m)));
+            continue;
+        };
+        unknown_keys(report, map, &base, &prefix, MACHINE_FIELDS);
+        let at = |key: &'static str| [Seg::Key("machines"), Seg::Index(i), Seg::Key(key)];
+        match map.get("id") {
+            Some(Value::String(id)) if is_valid_id(id) => {
+                if let Some(first) = seen.get(id) {
+                    err(report, &at("id"), format!("{prefix}id"), format!("duplicate machine id `{id}` (also machines[{first}])"));
+                } else {
+                    seen.insert(id.clone(), i);
+                }
+            }
+            Some(Value::String(id)) if id.is_empty() => err(report, &at("id"), format!("{prefix}id"), "machine id must not be empty".into()),
+            Some(Value::String(id)) => err(report, &at("id"), format!("{prefix}id"), format!("invalid machine id `{id}`: ids may only contain letters, digits, `_`, `.` and `-`")),
+            None => err(report, &base, format!("{prefix}id"), "missing required field `id`".into()),
+            Some(other) => err(report, &at("id"), format!("{prefix}id"), format!("expected a string, found {}", describe(other))),
+        }
+        match map.get("host") {
+            Some(Value::String(h)) if !h.trim().is_empty() => {}
+            Some(Value::String(_)) => err(report, &at("host"), format!("{prefix}host"), "host must not be empty".into()),
+            None => err(report, &base, format!("{prefix}host"), "missing required field `host`".into()),
+            Some(other) => err(report, &at("host"), format!("{prefix}host"), format!("expected a host name or IP address, found {}", describe(other))),
+        }
+        for key in ["user", "identity_file", "install_dir", "state_dir"] {
+            match map.get(key) {
+                None | Some(Value::String(_)) => {}
+                Some(other) => err(report, &at(key), format!("{prefix}{key}"), format!("expected a string, found {}", describe(other))),
+            }
+        }
+        check_port(report, map.get("ssh_port"), &at("ssh_port"), &format!("{prefix}ssh_port"));
+        match map.get("labels") {
+            None | Some(Value::Null) => {}
+            Some(Value::Mapping(labels)) => {
+                for (k, v) in labels {
+                    let name = k.as_str().unwrap_or("?");
+                    if !matches!((k, v), (Value::String(_), Value::String(_))) {
+                        let path = [Seg::Key("machines"), Seg::Index(i), Seg::Key("labels"), Seg::Key(name)];
+                        err(report, &path, format!("{prefix}labels.{name}"), format!("label keys and values must be strings (quote them: \"true\"), found {}", describe(v)));
+                    }
+                }
+            }
+            Some(other) => err(report, &at("labels"), format!("{prefix}labels"), format!("expected a mapping of strings, found {}", describe(other))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

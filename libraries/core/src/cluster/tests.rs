@@ -1,0 +1,64 @@
+use std::path::Path;
+
+use super::*;
+
+fn parse(yaml: &str) -> Result<ClusterConfig, Vec<(Option<usize>, String, String)>> {
+    ClusterConfig::parse(yaml, Path::new("cluster.yml")).map_err(|e| {
+        e.0.into_iter()
+            .map(|e| (e.line, e.field.unwrap_or_default(), e.message))
+            .collect()
+    })
+}
+
+#[test]
+fn full_example_parses_with_defaults() {
+    let c = parse(
+        "coordinator: { addr: 10.0.0.1 }\nmachines:\n  - { id: robot, host: 10.0.0.2, user: ubuntu, labels: { arch: arm64 } }\n  - id: gpu\n    host: gpu.example.org\n    ssh_port: 2222\n    identity_file: ~/.ssh/k\n    install_dir: /opt/adora/bin\n",
+    )
+    .expect("valid");
+    assert_eq!(c.coordinator.port, 6013);
+    assert_eq!(c.machines.len(), 2);
+    assert_eq!(c.machines[0].destination(), "ubuntu@10.0.0.2");
+    assert_eq!(c.machines[0].labels_arg().as_deref(), Some("arch=arm64"));
+    assert_eq!(c.machines[1].ssh_port, Some(2222));
+    assert_eq!(c.machine("gpu").and_then(|m| m.install_dir.as_deref()), Some("/opt/adora/bin"));
+    let back: ClusterConfig = serde_yaml::from_str(&serde_yaml::to_string(&c).expect("ser")).expect("de");
+    assert_eq!(back, c);
+}
+
+#[test]
+fn every_error_is_reported_with_field_and_line() {
+    let errors = parse(
+        "coordinator:\n  addr: ''\n  prot: 1\nmachines:\n  - id: a\n    host: h1\n  - id: a\n    host: ''\n    labels: { gpu: true }\n  - host: h3\n    sshport: 22\n  - id: 'bad id'\n    host: h4\n    ssh_port: 70000\nextra: 1\n",
+    )
+    .expect_err("invalid");
+    let has = |line: usize, field: &str, msg: &str| {
+        assert!(
+            errors.iter().any(|(l, f, m)| *l == Some(line) && f == field && m.contains(msg)),
+            "missing error at line {line} on {field}: {msg}\nall: {errors:#?}"
+        )
+    };
+    has(2, "coordinator.addr", "expected a non-empty host");
+    has(3, "coordinator.prot", "did you mean `port`?");
+    has(7, "machines[1].id", "duplicate machine id `a` (also machines[0])");
+    has(8, "machines[1].host", "host must not be empty");
+    has(9, "machines[1].labels.gpu", "must be strings");
+    has(11, "machines[2].sshport", "did you mean `ssh_port`?");
+    has(12, "machines[3].id", "invalid machine id `bad id`");
+    has(14, "machines[3].ssh_port", "between 1 and 65535");
+    has(15, "extra", "unknown field `extra`");
+    assert!(errors.iter().any(|(_, f, m)| f == "machines[2].id" && m.contains("missing required field `id`")), "{errors:#?}");
+    assert_eq!(errors.len(), 10, "{errors:#?}");
+}
+
+#[test]
+fn empty_and_missing_machines_are_errors() {
+    let e = parse("coordinator: { addr: x }\nmachines: []\n").expect_err("empty");
+    assert_eq!(e, vec![(Some(2), "machines".into(), "a cluster needs at least one machine".into())]);
+    let e = parse("coordinator: { addr: x }\n").expect_err("missing");
+    assert!(e[0].2.contains("at least one machine"), "{e:?}");
+    let e = parse("machines: [{ id: a, host: b }]\n").expect_err("no coordinator");
+    assert!(e[0].2.contains("missing required field `coordinator`"), "{e:?}");
+    let e = parse("machines: [oops\n").expect_err("yaml");
+    assert!(e[0].2.starts_with("invalid YAML"), "{e:?}");
+}
