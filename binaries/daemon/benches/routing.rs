@@ -46,7 +46,8 @@ fn fan_out(c: &mut Criterion) {
             };
             group.bench_function(BenchmarkId::new(name, receivers), |b| {
                 b.iter(|| {
-                    let mut waiting: Vec<_> = sinks.iter().map(|s| routing.next_events(s)).collect();
+                    let mut waiting: Vec<_> =
+                        sinks.iter().map(|s| routing.next_events(s)).collect();
                     routing.send_output(&src, &out, metadata.clone(), data.clone());
                     for rx in &mut waiting {
                         let reply = rx.try_recv().expect("every receiver got the message");

@@ -85,7 +85,12 @@ impl Dataflow {
         }
         let mut commands = BTreeMap::new();
         let mut problems = Vec::new();
-        for node in spec.descriptor.nodes.iter().filter(|n| spec.is_local(&n.id)) {
+        for node in spec
+            .descriptor
+            .nodes
+            .iter()
+            .filter(|n| spec.is_local(&n.id))
+        {
             match spawn::resolve_command(node, &spec.working_dir) {
                 Ok(c) => {
                     commands.insert(node.id.clone(), c);

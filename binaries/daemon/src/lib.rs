@@ -15,6 +15,8 @@ mod pdeathsig;
 mod queue;
 #[allow(dead_code)] // Wired into routing together with the coordinator (cross-machine placement).
 mod remote;
+#[allow(dead_code)] // Integrated into node supervision with the resilience work.
+mod restart;
 mod routing;
 mod spawn;
 pub mod ws_client;
@@ -85,7 +87,9 @@ pub struct DataflowSpec {
 impl DataflowSpec {
     /// True when `node` runs on this daemon.
     pub fn is_local(&self, node: &NodeId) -> bool {
-        self.local_nodes.as_ref().is_none_or(|set| set.contains(node))
+        self.local_nodes
+            .as_ref()
+            .is_none_or(|set| set.contains(node))
     }
 }
 

@@ -28,7 +28,9 @@ pub const PUBLISH_QUEUE: usize = 256;
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
     /// The listen endpoint is not `tcp/<ip>:<port>`.
-    #[error("invalid Zenoh listen endpoint `{0}`: expected tcp/<ip>:<port>, e.g. tcp/0.0.0.0:7447")]
+    #[error(
+        "invalid Zenoh listen endpoint `{0}`: expected tcp/<ip>:<port>, e.g. tcp/0.0.0.0:7447"
+    )]
     Endpoint(String),
     /// No free port could be found.
     #[error("cannot find a free port on {0}: {1}")]
@@ -53,7 +55,10 @@ pub fn resolve_listen(listen: &str) -> Result<String, RemoteError> {
         return Ok(listen.to_owned());
     }
     let probe = TcpListener::bind(addr).map_err(|e| RemoteError::Port(addr.ip(), e))?;
-    let port = probe.local_addr().map_err(|e| RemoteError::Port(addr.ip(), e))?.port();
+    let port = probe
+        .local_addr()
+        .map_err(|e| RemoteError::Port(addr.ip(), e))?
+        .port();
     Ok(format!("tcp/{}", SocketAddr::new(addr.ip(), port)))
 }
 
@@ -90,7 +95,10 @@ impl RemoteDataPlane {
             config.insert_json5(key, &value).map_err(zenoh_err)?;
         }
         let session = zenoh::open(config).await.map_err(zenoh_err)?;
-        Ok(Self { session, listen: listen.to_owned() })
+        Ok(Self {
+            session,
+            listen: listen.to_owned(),
+        })
     }
 
     /// The endpoint this session listens on.
@@ -136,7 +144,11 @@ impl RemoteDataPlane {
         to: mpsc::Sender<RemoteSample>,
     ) -> Result<SubscriptionGuard, RemoteError> {
         let key = output_key(dataflow, node, output);
-        let subscriber = self.session.declare_subscriber(key.clone()).await.map_err(zenoh_err)?;
+        let subscriber = self
+            .session
+            .declare_subscriber(key.clone())
+            .await
+            .map_err(zenoh_err)?;
         let (node, output) = (node.clone(), output.clone());
         let task = tokio::spawn(async move {
             while let Ok(sample) = subscriber.recv_async().await {
@@ -153,7 +165,13 @@ impl RemoteDataPlane {
                     }
                 };
                 let payload = sample.payload().to_bytes().into_owned();
-                let msg = RemoteSample { dataflow, node: node.clone(), output: output.clone(), kind, payload };
+                let msg = RemoteSample {
+                    dataflow,
+                    node: node.clone(),
+                    output: output.clone(),
+                    kind,
+                    payload,
+                };
                 if to.send(msg).await.is_err() {
                     return;
                 }

@@ -10,7 +10,11 @@ pub fn quote(word: &str) -> String {
 
 /// Joins quoted words into a command line.
 pub fn line<S: AsRef<str>>(words: &[S]) -> String {
-    words.iter().map(|w| quote(w.as_ref())).collect::<Vec<_>>().join(" ")
+    words
+        .iter()
+        .map(|w| quote(w.as_ref()))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A path for the remote shell: a leading `~/` becomes `"$HOME"/` (expanded by the shell, the rest
@@ -33,7 +37,10 @@ mod tests {
         assert_eq!(quote("a b"), "'a b'");
         assert_eq!(quote("$(rm -rf /)"), "'$(rm -rf /)'");
         assert_eq!(quote("it's"), "'it'\\''s'");
-        assert_eq!(line(&["adora", "daemon", "--labels", "k=v w"]), "adora daemon --labels 'k=v w'");
+        assert_eq!(
+            line(&["adora", "daemon", "--labels", "k=v w"]),
+            "adora daemon --labels 'k=v w'"
+        );
         assert_eq!(path("~/.local/state/adora"), "\"$HOME\"/.local/state/adora");
         assert_eq!(path("/opt/x y"), "'/opt/x y'");
         assert_eq!(path("~/a;b"), "\"$HOME\"/'a;b'");
@@ -43,8 +50,15 @@ mod tests {
     fn quoted_words_survive_a_real_shell() {
         let nasty = ["a b", "$HOME", "`id`", "it's", "*", "\"q\"", "new\nline"];
         let script = format!("printf '%s\\n' {}", line(&nasty));
-        let out = std::process::Command::new("sh").arg("-c").arg(&script).output().expect("sh runs");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .expect("sh runs");
         let printed = String::from_utf8(out.stdout).expect("utf8");
-        assert_eq!(printed, nasty.iter().map(|w| format!("{w}\n")).collect::<String>());
+        assert_eq!(
+            printed,
+            nasty.iter().map(|w| format!("{w}\n")).collect::<String>()
+        );
     }
 }

@@ -29,11 +29,23 @@ pub struct SshTarget {
 impl SshTarget {
     /// The target of a `cluster.yml` machine; `~/` in `identity_file` is expanded locally.
     pub fn of(machine: &Machine, ssh_config: Option<PathBuf>) -> Self {
-        let identity_file = machine.identity_file.as_deref().map(|f| match f.strip_prefix("~/") {
-            Some(rest) => std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(rest),
-            None => PathBuf::from(f),
-        });
-        Self { host: machine.host.clone(), user: machine.user(), port: machine.ssh_port, identity_file, ssh_config }
+        let identity_file = machine
+            .identity_file
+            .as_deref()
+            .map(|f| match f.strip_prefix("~/") {
+                Some(rest) => std::env::var_os("HOME")
+                    .map(PathBuf::from)
+                    .unwrap_or_default()
+                    .join(rest),
+                None => PathBuf::from(f),
+            });
+        Self {
+            host: machine.host.clone(),
+            user: machine.user(),
+            port: machine.ssh_port,
+            identity_file,
+            ssh_config,
+        }
     }
 
     /// `user@host[:port]` for messages.
@@ -79,9 +91,16 @@ fn classify(target: &SshTarget, detail: String) -> SshError {
     let lower = detail.to_ascii_lowercase();
     if lower.contains("permission denied") || lower.contains("too many authentication failures") {
         SshError::AuthRefused { target, detail }
-    } else if ["timed out", "no route to host", "connection refused", "could not resolve", "network is unreachable", "name or service not known"]
-        .iter()
-        .any(|p| lower.contains(p))
+    } else if [
+        "timed out",
+        "no route to host",
+        "connection refused",
+        "could not resolve",
+        "network is unreachable",
+        "name or service not known",
+    ]
+    .iter()
+    .any(|p| lower.contains(p))
     {
         SshError::Unreachable { target, detail }
     } else {
@@ -136,7 +155,12 @@ impl HostSession {
             Err(e) => {
                 let detail = match &e {
                     openssh::Error::Connect(io) => io.to_string(),
-                    other => format!("{other}: {}", std::error::Error::source(other).map(|s| s.to_string()).unwrap_or_default()),
+                    other => format!(
+                        "{other}: {}",
+                        std::error::Error::source(other)
+                            .map(|s| s.to_string())
+                            .unwrap_or_default()
+                    ),
                 };
                 Err(classify(&target, detail.trim().to_owned()))
             }
@@ -160,13 +184,25 @@ impl HostSession {
     }
 
     /// Runs a shell script with `stdin` as its standard input (for secrets: never on a command line).
-    pub async fn sh_with_stdin(&self, script: &str, stdin: &[u8]) -> Result<RemoteOutput, SshError> {
-        self.run_with_stdin(&["sh", "-c", script], Some(stdin)).await
+    pub async fn sh_with_stdin(
+        &self,
+        script: &str,
+        stdin: &[u8],
+    ) -> Result<RemoteOutput, SshError> {
+        self.run_with_stdin(&["sh", "-c", script], Some(stdin))
+            .await
     }
 
-    async fn run_with_stdin<S: AsRef<str>>(&self, argv: &[S], stdin: Option<&[u8]>) -> Result<RemoteOutput, SshError> {
+    async fn run_with_stdin<S: AsRef<str>>(
+        &self,
+        argv: &[S],
+        stdin: Option<&[u8]>,
+    ) -> Result<RemoteOutput, SshError> {
         let Some((program, args)) = argv.split_first() else {
-            return Err(SshError::Other { target: self.target.display(), detail: "empty command".into() });
+            return Err(SshError::Other {
+                target: self.target.display(),
+                detail: "empty command".into(),
+            });
         };
         let mut cmd = self.session.command(program.as_ref());
         for a in args {
@@ -176,11 +212,17 @@ impl HostSession {
         let output = match stdin {
             None => cmd.output().await.map_err(err)?,
             Some(input) => {
-                cmd.stdin(openssh::Stdio::piped()).stdout(openssh::Stdio::piped()).stderr(openssh::Stdio::piped());
+                cmd.stdin(openssh::Stdio::piped())
+                    .stdout(openssh::Stdio::piped())
+                    .stderr(openssh::Stdio::piped());
                 let mut child = cmd.spawn().await.map_err(err)?;
                 if let Some(mut pipe) = child.stdin().take() {
-                    pipe.write_all(input).await.map_err(|e| classify(&self.target, e.to_string()))?;
-                    pipe.shutdown().await.map_err(|e| classify(&self.target, e.to_string()))?;
+                    pipe.write_all(input)
+                        .await
+                        .map_err(|e| classify(&self.target, e.to_string()))?;
+                    pipe.shutdown()
+                        .await
+                        .map_err(|e| classify(&self.target, e.to_string()))?;
                 }
                 child.wait_with_output().await.map_err(err)?
             }
@@ -205,28 +247,60 @@ mod tests {
     use super::*;
 
     fn target() -> SshTarget {
-        SshTarget { host: "10.0.0.9".into(), user: "ubuntu".into(), port: Some(2222), identity_file: None, ssh_config: None }
+        SshTarget {
+            host: "10.0.0.9".into(),
+            user: "ubuntu".into(),
+            port: Some(2222),
+            identity_file: None,
+            ssh_config: None,
+        }
     }
 
     #[test]
     fn failures_are_classified_with_hints() {
-        let e = classify(&target(), "ssh: connect to host 10.0.0.9 port 2222: Connection timed out".into());
+        let e = classify(
+            &target(),
+            "ssh: connect to host 10.0.0.9 port 2222: Connection timed out".into(),
+        );
         assert!(matches!(e, SshError::Unreachable { .. }));
-        assert!(e.to_string().contains("cannot reach ubuntu@10.0.0.9:2222"), "{e}");
-        let e = classify(&target(), "ubuntu@10.0.0.9: Permission denied (publickey).".into());
+        assert!(
+            e.to_string().contains("cannot reach ubuntu@10.0.0.9:2222"),
+            "{e}"
+        );
+        let e = classify(
+            &target(),
+            "ubuntu@10.0.0.9: Permission denied (publickey).".into(),
+        );
         assert!(matches!(e, SshError::AuthRefused { .. }));
         assert!(e.to_string().contains("ssh-copy-id"), "{e}");
-        assert!(matches!(classify(&target(), "weird".into()), SshError::Other { .. }));
+        assert!(matches!(
+            classify(&target(), "weird".into()),
+            SshError::Other { .. }
+        ));
     }
 
     #[tokio::test]
     async fn unreachable_port_is_reported_as_unreachable() {
         // A port on loopback where nothing listens: refused immediately, no traffic leaves the host.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-        let target = SshTarget { host: "127.0.0.1".into(), user: "nobody".into(), port: Some(port), identity_file: None, ssh_config: None };
-        let result = tokio::time::timeout(Duration::from_secs(30), HostSession::connect(target)).await.expect("in time");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let target = SshTarget {
+            host: "127.0.0.1".into(),
+            user: "nobody".into(),
+            port: Some(port),
+            identity_file: None,
+            ssh_config: None,
+        };
+        let result = tokio::time::timeout(Duration::from_secs(30), HostSession::connect(target))
+            .await
+            .expect("in time");
         match result {
-            Err(SshError::Unreachable { detail, .. }) => assert!(detail.to_lowercase().contains("refused"), "{detail}"),
+            Err(SshError::Unreachable { detail, .. }) => {
+                assert!(detail.to_lowercase().contains("refused"), "{detail}")
+            }
             Err(other) => panic!("expected unreachable, got {other}"),
             Ok(_) => panic!("nothing listens there"),
         }

@@ -52,7 +52,9 @@ pub enum UnitError {
 pub fn exec_quote(word: &str) -> String {
     let escaped = word.replace('%', "%%").replace('$', "$$");
     let simple = !escaped.is_empty()
-        && escaped.chars().all(|c| c.is_ascii_alphanumeric() || "_-./:=,@+%$".contains(c));
+        && escaped
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./:=,@+%$".contains(c));
     if simple {
         escaped
     } else {
@@ -74,7 +76,11 @@ impl DaemonUnit<'_> {
         let mut unit = String::new();
         // Writing to a String cannot fail.
         let _ = writeln!(unit, "[Unit]");
-        let _ = writeln!(unit, "Description=Adora daemon (machine {})", self.machine_id);
+        let _ = writeln!(
+            unit,
+            "Description=Adora daemon (machine {})",
+            self.machine_id
+        );
         let _ = writeln!(unit, "After=network-online.target");
         let _ = writeln!(unit, "Wants=network-online.target");
         let _ = writeln!(unit);
@@ -83,7 +89,11 @@ impl DaemonUnit<'_> {
         let _ = writeln!(unit, "ExecStart={exec}");
         let _ = writeln!(unit, "EnvironmentFile={}", env_file(self.machine_id));
         if let Some(dir) = self.state_dir {
-            let _ = writeln!(unit, "Environment={}", exec_quote(&format!("ADORA_STATE_DIR={dir}")));
+            let _ = writeln!(
+                unit,
+                "Environment={}",
+                exec_quote(&format!("ADORA_STATE_DIR={dir}"))
+            );
         }
         if let Some(user) = self.user.filter(|u| *u != "root") {
             let _ = writeln!(unit, "User={user}");
@@ -102,17 +112,34 @@ mod tests {
     use super::*;
 
     fn args() -> Vec<String> {
-        ["daemon", "--machine-id", "robot", "--coordinator-addr", "10.0.0.1", "--coordinator-port", "6013", "--labels", "room=lab 1,cost=$5", "--quiet"]
-            .map(String::from)
-            .to_vec()
+        [
+            "daemon",
+            "--machine-id",
+            "robot",
+            "--coordinator-addr",
+            "10.0.0.1",
+            "--coordinator-port",
+            "6013",
+            "--labels",
+            "room=lab 1,cost=$5",
+            "--quiet",
+        ]
+        .map(String::from)
+        .to_vec()
     }
 
     #[test]
     fn unit_has_every_required_line() {
         let args = args();
-        let unit = DaemonUnit { machine_id: "robot", adora_path: "/usr/local/bin/adora", args: &args, user: Some("ubuntu"), state_dir: None }
-            .render()
-            .expect("renders");
+        let unit = DaemonUnit {
+            machine_id: "robot",
+            adora_path: "/usr/local/bin/adora",
+            args: &args,
+            user: Some("ubuntu"),
+            state_dir: None,
+        }
+        .render()
+        .expect("renders");
         let lines: Vec<&str> = unit.lines().collect();
         assert_eq!(
             lines,
@@ -141,7 +168,13 @@ mod tests {
     #[test]
     fn relative_binary_is_refused() {
         let args = args();
-        let unit = DaemonUnit { machine_id: "r", adora_path: "adora", args: &args, user: None, state_dir: None };
+        let unit = DaemonUnit {
+            machine_id: "r",
+            adora_path: "adora",
+            args: &args,
+            user: None,
+            state_dir: None,
+        };
         assert!(matches!(unit.render(), Err(UnitError::RelativePath(_))));
     }
 
@@ -156,7 +189,10 @@ mod tests {
     /// `systemd-analyze verify` accepts the unit (skipped, with a message, where systemd is absent).
     #[test]
     fn unit_passes_systemd_analyze_verify() {
-        let Ok(probe) = std::process::Command::new("systemd-analyze").arg("--version").output() else {
+        let Ok(probe) = std::process::Command::new("systemd-analyze")
+            .arg("--version")
+            .output()
+        else {
             eprintln!("SKIPPED: systemd-analyze is not installed");
             return;
         };
@@ -165,9 +201,15 @@ mod tests {
         // verify checks that ExecStart exists and is executable: use a real binary.
         let sh = "/bin/sh";
         let args = args();
-        let unit = DaemonUnit { machine_id: "robot", adora_path: sh, args: &args, user: None, state_dir: Some("/var/lib/adora") }
-            .render()
-            .expect("renders");
+        let unit = DaemonUnit {
+            machine_id: "robot",
+            adora_path: sh,
+            args: &args,
+            user: None,
+            state_dir: Some("/var/lib/adora"),
+        }
+        .render()
+        .expect("renders");
         let path = dir.path().join(unit_name("robot"));
         std::fs::write(&path, unit).expect("write");
         let out = std::process::Command::new("systemd-analyze")
@@ -177,8 +219,14 @@ mod tests {
             .output()
             .expect("runs");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "systemd-analyze verify failed: {stderr}");
+        assert!(
+            out.status.success(),
+            "systemd-analyze verify failed: {stderr}"
+        );
         // verify exits 0 even for unknown keys, so any remark at all is a failure.
-        assert!(stderr.trim().is_empty(), "systemd-analyze verify complained: {stderr}");
+        assert!(
+            stderr.trim().is_empty(),
+            "systemd-analyze verify complained: {stderr}"
+        );
     }
 }

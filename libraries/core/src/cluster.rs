@@ -18,7 +18,7 @@ use serde_yaml::Value;
 
 use crate::{
     ids::is_valid_id,
-    validate::{describe, locate::Seg, unknown_field, Report, ValidationError, ValidationErrors},
+    validate::{describe, locate::Seg, read_file, unknown_field, Report, ValidationErrors},
 };
 
 /// Default coordinator port.
@@ -122,16 +122,7 @@ const MACHINE_FIELDS: &[&str] = &[
 impl ClusterConfig {
     /// Reads and validates a cluster file.
     pub fn read(path: &Path) -> Result<Self, ValidationErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ValidationErrors(vec![ValidationError {
-                file: path.to_owned(),
-                line: None,
-                node: None,
-                field: None,
-                message: format!("cannot read file: {e}"),
-            }])
-        })?;
-        Self::parse(&text, path)
+        Self::parse(&read_file(path)?, path)
     }
 
     /// Parses and validates cluster YAML; `file` is only used in error messages.
@@ -166,37 +157,94 @@ fn err(report: &mut Report<'_>, path: &[Seg<'_>], field: String, message: String
     report.push(None, Some(field), line, message);
 }
 
-fn unknown_keys(report: &mut Report<'_>, map: &serde_yaml::Mapping, path: &[Seg<'_>], prefix: &str, known: &[&str]) {
+fn unknown_keys(
+    report: &mut Report<'_>,
+    map: &serde_yaml::Mapping,
+    path: &[Seg<'_>],
+    prefix: &str,
+    known: &[&str],
+) {
     for key in map.keys() {
         let Some(name) = key.as_str() else {
-            err(report, path, prefix.trim_end_matches('.').to_owned(), format!("keys must be strings, found {}", describe(key)));
+            err(
+                report,
+                path,
+                prefix.trim_end_matches('.').to_owned(),
+                format!("keys must be strings, found {}", describe(key)),
+            );
             continue;
         };
         if !known.contains(&name) {
             let mut p = path.to_vec();
             p.push(Seg::Key(name));
-            err(report, &p, format!("{prefix}{name}"), unknown_field(name, known));
+            err(
+                report,
+                &p,
+                format!("{prefix}{name}"),
+                unknown_field(name, known),
+            );
         }
     }
 }
 
 fn check(report: &mut Report<'_>, root: &Value) {
     let Value::Mapping(map) = root else {
-        err(report, &[], "cluster".into(), format!("expected a mapping with `coordinator` and `machines`, found {}", describe(root)));
+        err(
+            report,
+            &[],
+            "cluster".into(),
+            format!(
+                "expected a mapping with `coordinator` and `machines`, found {}",
+                describe(root)
+            ),
+        );
         return;
     };
     unknown_keys(report, map, &[], "", ROOT_FIELDS);
     match map.get("coordinator") {
-        None => report.push(None, Some("coordinator".into()), None, "missing required field `coordinator` (e.g. `coordinator: { addr: 10.0.0.1 }`)".into()),
+        None => report.push(
+            None,
+            Some("coordinator".into()),
+            None,
+            "missing required field `coordinator` (e.g. `coordinator: { addr: 10.0.0.1 }`)".into(),
+        ),
         Some(Value::Mapping(c)) => check_coordinator(report, c),
-        Some(other) => err(report, &[Seg::Key("coordinator")], "coordinator".into(), format!("expected a mapping with `addr` and `port`, found {}", describe(other))),
+        Some(other) => err(
+            report,
+            &[Seg::Key("coordinator")],
+            "coordinator".into(),
+            format!(
+                "expected a mapping with `addr` and `port`, found {}",
+                describe(other)
+            ),
+        ),
     }
     match map.get("machines") {
-        None => report.push(None, Some("machines".into()), None, "missing required field `machines`: a cluster needs at least one machine".into()),
-        Some(Value::Sequence(ms)) if ms.is_empty() => err(report, &[Seg::Key("machines")], "machines".into(), "a cluster needs at least one machine".into()),
+        None => report.push(
+            None,
+            Some("machines".into()),
+            None,
+            "missing required field `machines`: a cluster needs at least one machine".into(),
+        ),
+        Some(Value::Sequence(ms)) if ms.is_empty() => err(
+            report,
+            &[Seg::Key("machines")],
+            "machines".into(),
+            "a cluster needs at least one machine".into(),
+        ),
         Some(Value::Sequence(ms)) => check_machines(report, ms),
-        Some(Value::Null) => err(report, &[Seg::Key("machines")], "machines".into(), "a cluster needs at least one machine".into()),
-        Some(other) => err(report, &[Seg::Key("machines")], "machines".into(), format!("expected a list of machines, found {}", describe(other))),
+        Some(Value::Null) => err(
+            report,
+            &[Seg::Key("machines")],
+            "machines".into(),
+            "a cluster needs at least one machine".into(),
+        ),
+        Some(other) => err(
+            report,
+            &[Seg::Key("machines")],
+            "machines".into(),
+            format!("expected a list of machines, found {}", describe(other)),
+        ),
     }
 }
 
@@ -205,17 +253,43 @@ fn check_coordinator(report: &mut Report<'_>, c: &serde_yaml::Mapping) {
     unknown_keys(report, c, &base, "coordinator.", COORDINATOR_FIELDS);
     match c.get("addr") {
         Some(Value::String(s)) if !s.trim().is_empty() => {}
-        None => err(report, &base, "coordinator.addr".into(), "missing required field `addr`".into()),
-        Some(other) => err(report, &[Seg::Key("coordinator"), Seg::Key("addr")], "coordinator.addr".into(), format!("expected a non-empty host or IP address, found {}", describe(other))),
+        None => err(
+            report,
+            &base,
+            "coordinator.addr".into(),
+            "missing required field `addr`".into(),
+        ),
+        Some(other) => err(
+            report,
+            &[Seg::Key("coordinator"), Seg::Key("addr")],
+            "coordinator.addr".into(),
+            format!(
+                "expected a non-empty host or IP address, found {}",
+                describe(other)
+            ),
+        ),
     }
-    check_port(report, c.get("port"), &[Seg::Key("coordinator"), Seg::Key("port")], "coordinator.port");
+    check_port(
+        report,
+        c.get("port"),
+        &[Seg::Key("coordinator"), Seg::Key("port")],
+        "coordinator.port",
+    );
 }
 
 fn check_port(report: &mut Report<'_>, value: Option<&Value>, path: &[Seg<'_>], field: &str) {
     match value {
         None => {}
         Some(Value::Number(n)) if n.as_u64().is_some_and(|p| (1..=65535).contains(&p)) => {}
-        Some(other) => err(report, path, field.into(), format!("expected a port number between 1 and 65535, found {}", describe(other))),
+        Some(other) => err(
+            report,
+            path,
+            field.into(),
+            format!(
+                "expected a port number between 1 and 65535, found {}",
+                describe(other)
+            ),
+        ),
     }
 }
 
@@ -225,7 +299,15 @@ fn check_machines(report: &mut Report<'_>, machines: &[Value]) {
         let base = [Seg::Key("machines"), Seg::Index(i)];
         let prefix = format!("machines[{i}].");
         let Value::Mapping(map) = m else {
-            err(report, &base, format!("machines[{i}]"), format!("expected a machine mapping with `id` and `host`, found {}", describe(m)));
+            err(
+                report,
+                &base,
+                format!("machines[{i}]"),
+                format!(
+                    "expected a machine mapping with `id` and `host`, found {}",
+                    describe(m)
+                ),
+            );
             continue;
         };
         unknown_keys(report, map, &base, &prefix, MACHINE_FIELDS);
@@ -245,29 +327,67 @@ fn check_machines(report: &mut Report<'_>, machines: &[Value]) {
         }
         match map.get("host") {
             Some(Value::String(h)) if !h.trim().is_empty() => {}
-            Some(Value::String(_)) => err(report, &at("host"), format!("{prefix}host"), "host must not be empty".into()),
-            None => err(report, &base, format!("{prefix}host"), "missing required field `host`".into()),
-            Some(other) => err(report, &at("host"), format!("{prefix}host"), format!("expected a host name or IP address, found {}", describe(other))),
+            Some(Value::String(_)) => err(
+                report,
+                &at("host"),
+                format!("{prefix}host"),
+                "host must not be empty".into(),
+            ),
+            None => err(
+                report,
+                &base,
+                format!("{prefix}host"),
+                "missing required field `host`".into(),
+            ),
+            Some(other) => err(
+                report,
+                &at("host"),
+                format!("{prefix}host"),
+                format!(
+                    "expected a host name or IP address, found {}",
+                    describe(other)
+                ),
+            ),
         }
         for key in ["user", "identity_file", "install_dir", "state_dir"] {
             match map.get(key) {
                 None | Some(Value::String(_)) => {}
-                Some(other) => err(report, &at(key), format!("{prefix}{key}"), format!("expected a string, found {}", describe(other))),
+                Some(other) => err(
+                    report,
+                    &at(key),
+                    format!("{prefix}{key}"),
+                    format!("expected a string, found {}", describe(other)),
+                ),
             }
         }
-        check_port(report, map.get("ssh_port"), &at("ssh_port"), &format!("{prefix}ssh_port"));
+        check_port(
+            report,
+            map.get("ssh_port"),
+            &at("ssh_port"),
+            &format!("{prefix}ssh_port"),
+        );
         match map.get("labels") {
             None | Some(Value::Null) => {}
             Some(Value::Mapping(labels)) => {
                 for (k, v) in labels {
                     let name = k.as_str().unwrap_or("?");
                     if !matches!((k, v), (Value::String(_), Value::String(_))) {
-                        let path = [Seg::Key("machines"), Seg::Index(i), Seg::Key("labels"), Seg::Key(name)];
+                        let path = [
+                            Seg::Key("machines"),
+                            Seg::Index(i),
+                            Seg::Key("labels"),
+                            Seg::Key(name),
+                        ];
                         err(report, &path, format!("{prefix}labels.{name}"), format!("label keys and values must be strings (quote them: \"true\"), found {}", describe(v)));
                     }
                 }
             }
-            Some(other) => err(report, &at("labels"), format!("{prefix}labels"), format!("expected a mapping of strings, found {}", describe(other))),
+            Some(other) => err(
+                report,
+                &at("labels"),
+                format!("{prefix}labels"),
+                format!("expected a mapping of strings, found {}", describe(other)),
+            ),
         }
     }
 }

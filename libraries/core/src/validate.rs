@@ -74,19 +74,23 @@ impl fmt::Display for ValidationErrors {
 
 impl std::error::Error for ValidationErrors {}
 
+/// Reads a YAML file, or reports why it cannot be read as a validation error of that file.
+pub(crate) fn read_file(path: &Path) -> Result<String, ValidationErrors> {
+    std::fs::read_to_string(path).map_err(|e| {
+        ValidationErrors(vec![ValidationError {
+            file: path.to_owned(),
+            line: None,
+            node: None,
+            field: None,
+            message: format!("cannot read file: {e}"),
+        }])
+    })
+}
+
 impl Descriptor {
     /// Reads and validates a dataflow file.
     pub fn read(path: &Path) -> Result<Descriptor, ValidationErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ValidationErrors(vec![ValidationError {
-                file: path.to_owned(),
-                line: None,
-                node: None,
-                field: None,
-                message: format!("cannot read file: {e}"),
-            }])
-        })?;
-        Self::parse(&text, path)
+        Self::parse(&read_file(path)?, path)
     }
 
     /// Parses and validates dataflow YAML; `file` is only used in error messages.

@@ -157,9 +157,7 @@ fn parse_size(s: &str) -> Result<usize, String> {
         Some(i) => upper.split_at(i),
         None => (upper.as_str(), ""),
     };
-    let n: usize = digits
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size"))?;
+    let n: usize = digits.parse().map_err(|_| format!("`{s}` is not a size"))?;
     let factor = match unit.trim() {
         "" | "B" => 1,
         "K" | "KB" | "KIB" => 1 << 10,

@@ -22,9 +22,7 @@ use std::{
 };
 
 use adora_shm::ShmRegion;
-use benchmark_common::{
-    write_payload, Pacer, Phase, Plan, Recorder, MAX_IN_FLIGHT, SHM_THRESHOLD,
-};
+use benchmark_common::{write_payload, Pacer, Phase, Plan, Recorder, MAX_IN_FLIGHT, SHM_THRESHOLD};
 
 /// How long the sender retries connecting while the receiver starts.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

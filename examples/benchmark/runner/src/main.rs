@@ -153,7 +153,11 @@ fn run(args: Args) -> anyhow::Result<()> {
                     .dataflow
                     .clone()
                     .unwrap_or_else(|| repo_root().join("examples/benchmark/dataflow.yml"));
-                eprintln!("running adora ({} run {})...", adora.display(), dataflow.display());
+                eprintln!(
+                    "running adora ({} run {})...",
+                    adora.display(),
+                    dataflow.display()
+                );
                 results.add(placement.label(), run_adora(&adora, &dataflow, &plan)?);
             }
             Placement::TwoDaemons | Placement::Zenoh => {

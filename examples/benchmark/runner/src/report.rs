@@ -129,8 +129,17 @@ impl Results {
         let _ = writeln!(
             out,
             "\n{:>8}  {:<12} {:>8} {:>8} {:>8} {:>8} {:>8}  {:>10} {:>9}  {:>8} {:>10}",
-            "size", "transport", "min µs", "p50 µs", "p90 µs", "p99 µs", "max µs", "msgs/s",
-            "MiB/s", "p50/raw", "msgs/raw"
+            "size",
+            "transport",
+            "min µs",
+            "p50 µs",
+            "p90 µs",
+            "p99 µs",
+            "max µs",
+            "msgs/s",
+            "MiB/s",
+            "p50/raw",
+            "msgs/raw"
         );
         for &size in &self.plan.sizes {
             for (transport, _) in &self.transports {
@@ -188,10 +197,7 @@ impl Results {
             if let (Some(big), Some(small)) = (p50(4 << 20), p50(4 << 10)) {
                 let r = big as f64 / small.max(1) as f64;
                 let verdict = if r <= 2.0 { "met" } else { "missed" };
-                let _ = writeln!(
-                    out,
-                    "  p50(4 MiB) <= 2x p50(4 KiB): {r:.2}x -> {verdict}"
-                );
+                let _ = writeln!(out, "  p50(4 MiB) <= 2x p50(4 KiB): {r:.2}x -> {verdict}");
             }
             if let (_, Some(r)) = self.ratios(transport, 8) {
                 let verdict = if r >= 0.3 { "met" } else { "missed" };

@@ -6,9 +6,7 @@
 use std::time::{Duration, Instant};
 
 use adora_node_api::{AdoraNode, DataId, MetadataParameters};
-use benchmark_common::{
-    write_payload, Marker, Pacer, Phase, Plan, MAX_IN_FLIGHT, SHM_THRESHOLD,
-};
+use benchmark_common::{write_payload, Marker, Pacer, Phase, Plan, MAX_IN_FLIGHT, SHM_THRESHOLD};
 
 /// How long to sleep while every shared sample is still held by the receiver.
 const IN_FLIGHT_POLL: Duration = Duration::from_micros(20);

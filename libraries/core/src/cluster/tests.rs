@@ -21,8 +21,12 @@ fn full_example_parses_with_defaults() {
     assert_eq!(c.machines[0].destination(), "ubuntu@10.0.0.2");
     assert_eq!(c.machines[0].labels_arg().as_deref(), Some("arch=arm64"));
     assert_eq!(c.machines[1].ssh_port, Some(2222));
-    assert_eq!(c.machine("gpu").and_then(|m| m.install_dir.as_deref()), Some("/opt/adora/bin"));
-    let back: ClusterConfig = serde_yaml::from_str(&serde_yaml::to_string(&c).expect("ser")).expect("de");
+    assert_eq!(
+        c.machine("gpu").and_then(|m| m.install_dir.as_deref()),
+        Some("/opt/adora/bin")
+    );
+    let back: ClusterConfig =
+        serde_yaml::from_str(&serde_yaml::to_string(&c).expect("ser")).expect("de");
     assert_eq!(back, c);
 }
 
@@ -34,31 +38,52 @@ fn every_error_is_reported_with_field_and_line() {
     .expect_err("invalid");
     let has = |line: usize, field: &str, msg: &str| {
         assert!(
-            errors.iter().any(|(l, f, m)| *l == Some(line) && f == field && m.contains(msg)),
+            errors
+                .iter()
+                .any(|(l, f, m)| *l == Some(line) && f == field && m.contains(msg)),
             "missing error at line {line} on {field}: {msg}\nall: {errors:#?}"
         )
     };
     has(2, "coordinator.addr", "expected a non-empty host");
     has(3, "coordinator.prot", "did you mean `port`?");
-    has(7, "machines[1].id", "duplicate machine id `a` (also machines[0])");
+    has(
+        7,
+        "machines[1].id",
+        "duplicate machine id `a` (also machines[0])",
+    );
     has(8, "machines[1].host", "host must not be empty");
     has(9, "machines[1].labels.gpu", "must be strings");
     has(11, "machines[2].sshport", "did you mean `ssh_port`?");
     has(12, "machines[3].id", "invalid machine id `bad id`");
     has(14, "machines[3].ssh_port", "between 1 and 65535");
     has(15, "extra", "unknown field `extra`");
-    assert!(errors.iter().any(|(_, f, m)| f == "machines[2].id" && m.contains("missing required field `id`")), "{errors:#?}");
+    assert!(
+        errors
+            .iter()
+            .any(|(_, f, m)| f == "machines[2].id" && m.contains("missing required field `id`")),
+        "{errors:#?}"
+    );
     assert_eq!(errors.len(), 10, "{errors:#?}");
 }
 
 #[test]
 fn empty_and_missing_machines_are_errors() {
     let e = parse("coordinator: { addr: x }\nmachines: []\n").expect_err("empty");
-    assert_eq!(e, vec![(Some(2), "machines".into(), "a cluster needs at least one machine".into())]);
+    assert_eq!(
+        e,
+        vec![(
+            Some(2),
+            "machines".into(),
+            "a cluster needs at least one machine".into()
+        )]
+    );
     let e = parse("coordinator: { addr: x }\n").expect_err("missing");
     assert!(e[0].2.contains("at least one machine"), "{e:?}");
     let e = parse("machines: [{ id: a, host: b }]\n").expect_err("no coordinator");
-    assert!(e[0].2.contains("missing required field `coordinator`"), "{e:?}");
+    assert!(
+        e[0].2.contains("missing required field `coordinator`"),
+        "{e:?}"
+    );
     let e = parse("machines: [oops\n").expect_err("yaml");
     assert!(e[0].2.starts_with("invalid YAML"), "{e:?}");
 }
