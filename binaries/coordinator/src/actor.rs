@@ -81,6 +81,8 @@ pub(crate) struct DaemonEntry {
     pub labels: Labels,
     pub hostname: String,
     pub last_seen: Instant,
+    /// Where other daemons reach this one's Zenoh session.
+    pub zenoh_locators: Vec<String>,
     /// `None` once the daemon is lost.
     pub tx: Option<DaemonTx>,
 }
@@ -128,6 +130,8 @@ pub(crate) struct Coordinator {
     pub pending_starts: HashMap<Uuid, crate::requests::PendingStart>,
     /// Logs requests waiting for `Logs` replies, by command id.
     pub pending_logs: HashMap<u64, PendingLogs>,
+    /// Cancels the whole coordinator (`ShutdownCoordinator`); set by [`Coordinator::run`].
+    pub shutdown: CancellationToken,
 }
 
 /// Sends a reply to a client; a client that went away is simply gone.
@@ -146,6 +150,7 @@ impl Coordinator {
             next_command: 1,
             pending_starts: HashMap::new(),
             pending_logs: HashMap::new(),
+            shutdown: CancellationToken::new(),
         };
         match me.store.dataflows() {
             Ok(records) => {
@@ -160,6 +165,7 @@ impl Coordinator {
 
     /// Runs until `shutdown` is cancelled.
     pub async fn run(mut self, mut events: mpsc::Receiver<Event>, shutdown: CancellationToken) {
+        self.shutdown = shutdown.clone();
         let mut tick = tokio::time::interval(self.config.heartbeat_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -276,6 +282,7 @@ impl Coordinator {
             labels: reg.labels.clone(),
             hostname: reg.hostname.clone(),
             last_seen: Instant::now(),
+            zenoh_locators: reg.zenoh_locators.clone(),
             tx: Some(tx),
         };
         let existing = self.daemons.iter().position(|d| match &reg.machine_id {
@@ -296,6 +303,23 @@ impl Coordinator {
                 self.daemons[i] = entry;
             }
             None => self.daemons.push(entry),
+        }
+        // The newcomer connects its Zenoh session to every daemon already here; those need not
+        // know about it (links are bidirectional, and Zenoh retries them after a cut).
+        let endpoints: Vec<String> = self
+            .daemons
+            .iter()
+            .filter(|d| d.tx.is_some() && d.conn != conn)
+            .filter_map(|d| d.zenoh_locators.first().cloned())
+            .collect();
+        if let Some(tx) = self
+            .daemons
+            .iter()
+            .find(|d| d.conn == conn)
+            .and_then(|d| d.tx.as_ref())
+        {
+            let peers = DaemonCommand::Peers { endpoints };
+            let _ = tx.send(Outgoing::Message(Envelope::new(0, peers)));
         }
         let name = reg.machine_id.clone().unwrap_or(reg.hostname.clone());
         tracing::info!(

@@ -61,6 +61,15 @@ impl Coordinator {
             ControlRequest::List => reply(&tx, id, ControlReply::List(self.list())),
             ControlRequest::Status => reply(&tx, id, ControlReply::Status(self.status())),
             ControlRequest::Logs(request) => self.logs(request, tx, id),
+            ControlRequest::ShutdownDaemons => {
+                let daemons = self.shutdown_daemons();
+                reply(&tx, id, ControlReply::ShuttingDown { daemons });
+            }
+            ControlRequest::ShutdownCoordinator => {
+                tracing::info!("shutdown requested by a client");
+                reply(&tx, id, ControlReply::ShuttingDown { daemons: vec![] });
+                self.shutdown.cancel();
+            }
             other => error(
                 &tx,
                 id,
@@ -364,6 +373,21 @@ impl Coordinator {
                 nodes: f.record.placement.clone(),
             })
             .collect()
+    }
+
+    /// Tells every connected daemon to stop its dataflows and exit; returns their names.
+    fn shutdown_daemons(&mut self) -> Vec<String> {
+        let names: Vec<String> = self
+            .daemons
+            .iter()
+            .filter(|d| d.tx.is_some())
+            .map(|d| d.name().to_owned())
+            .collect();
+        for name in &names {
+            tracing::info!("telling daemon `{name}` to exit");
+            self.send_to_daemon(name, DaemonCommand::Shutdown);
+        }
+        names
     }
 
     fn status(&self) -> CoordinatorStatus {

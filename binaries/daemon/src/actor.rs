@@ -5,6 +5,7 @@ use std::{
     collections::HashMap,
     path::PathBuf,
     process::ExitStatus,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -20,11 +21,13 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+mod remote_session;
 pub(crate) mod service;
 
 use crate::{
     dataflow::{Dataflow, Escalation},
     node_conn,
+    remote::{RemoteDataPlane, RemoteSample},
     routing::Waiter,
     DaemonConfig, DaemonError, DataflowResult, DataflowSpec, LogLine,
 };
@@ -94,6 +97,16 @@ pub(crate) enum Event {
         dataflow: Uuid,
         step: Escalation,
     },
+    /// The daemon's Zenoh session opened (or could not).
+    RemoteOpened(Result<Arc<RemoteDataPlane>, String>),
+    /// A message from a node on another machine.
+    Remote(RemoteSample),
+    /// A subscriber on another machine matched a published output.
+    RemoteMatched {
+        dataflow: Uuid,
+        node: NodeId,
+        output: DataId,
+    },
 }
 
 pub(crate) struct Daemon {
@@ -104,6 +117,22 @@ pub(crate) struct Daemon {
     dataflows: HashMap<Uuid, Dataflow>,
     hlc: uhlc::HLC,
     cancel: CancellationToken,
+    /// The cross-machine data plane, once the coordinator told this daemon its peers.
+    pub(crate) remote: RemoteState,
+}
+
+/// The daemon's Zenoh session, opened on the first `Peers` command.
+#[derive(Default)]
+pub(crate) enum RemoteState {
+    /// `adora run`, or no listen endpoint: everything is local.
+    #[default]
+    Disabled,
+    /// Will listen here once the peers are known.
+    Waiting(String),
+    /// Opening the session.
+    Opening,
+    /// Open.
+    Open(Arc<RemoteDataPlane>),
 }
 
 impl Daemon {
@@ -140,6 +169,7 @@ impl Daemon {
             dataflows: HashMap::new(),
             hlc: uhlc::HLC::default(),
             cancel,
+            remote: RemoteState::Disabled,
         })
     }
 
@@ -238,6 +268,7 @@ impl Daemon {
                 data,
             } => {
                 if let Some(df) = self.dataflows.get_mut(&dataflow) {
+                    df.forward_remote(&node, &output, &metadata, &data);
                     df.routing.send_output(&node, &output, metadata, data);
                 }
             }
@@ -247,7 +278,8 @@ impl Daemon {
                 outputs,
             } => {
                 if let Some(df) = self.dataflows.get_mut(&dataflow) {
-                    df.routing.close_outputs(&node, &outputs);
+                    let closed = df.routing.close_outputs(&node, &outputs);
+                    df.remote_closed(&node, &closed);
                 }
             }
             Event::DroppedSamples {
@@ -257,6 +289,7 @@ impl Daemon {
             } => {
                 if let Some(df) = self.dataflows.get_mut(&dataflow) {
                     df.routing.report_dropped(&node, tokens);
+                    df.recycle_remote_samples();
                 }
             }
             Event::NextEvents {
@@ -323,6 +356,21 @@ impl Daemon {
                     df.escalate(step, &self.events_tx, &self.config);
                 }
             }
+            Event::RemoteOpened(result) => self.remote_opened(result),
+            Event::Remote(sample) => {
+                if let Some(df) = self.dataflows.get_mut(&sample.dataflow) {
+                    df.remote_input(sample);
+                }
+            }
+            Event::RemoteMatched {
+                dataflow,
+                node,
+                output,
+            } => {
+                if let Some(df) = self.dataflows.get_mut(&dataflow) {
+                    df.remote_matched(node, output, &self.events_tx);
+                }
+            }
         }
     }
 }
@@ -340,6 +388,9 @@ fn event_kind(event: &Event) -> &'static str {
         Event::TimerTick { .. } => "timer_tick",
         Event::ConnectTimeout { .. } => "connect_timeout",
         Event::Escalate { .. } => "escalate",
+        Event::RemoteOpened(_) => "remote_opened",
+        Event::Remote(_) => "remote",
+        Event::RemoteMatched { .. } => "remote_matched",
     }
 }
 

@@ -85,7 +85,10 @@ pub(crate) async fn run_link(
                     machine_id: config.machine_id.clone(),
                     labels: config.labels.clone(),
                     hostname: hostname.clone(),
-                    zenoh_locators: Vec::new(),
+                    zenoh_locators: vec![advertised_endpoint(
+                        &config.zenoh_listen,
+                        conn.local_addr(),
+                    )],
                     running,
                 };
                 let register = Envelope::new(0, DaemonMessage::Register(registration));
@@ -113,6 +116,19 @@ pub(crate) async fn run_link(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
+    }
+}
+
+/// The endpoint other daemons use to reach this one: the listen endpoint, with an unspecified IP
+/// (`0.0.0.0`) replaced by the address this machine uses to reach the coordinator.
+fn advertised_endpoint(listen: &str, local: Option<std::net::SocketAddr>) -> String {
+    let parsed: Option<std::net::SocketAddr> =
+        listen.strip_prefix("tcp/").and_then(|a| a.parse().ok());
+    match (parsed, local) {
+        (Some(addr), Some(local)) if addr.ip().is_unspecified() => {
+            format!("tcp/{}", std::net::SocketAddr::new(local.ip(), addr.port()))
+        }
+        _ => listen.to_owned(),
     }
 }
 
@@ -160,6 +176,23 @@ async fn session(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn advertised_endpoint_uses_the_route_to_the_coordinator() {
+        let local = Some("10.0.0.7:51000".parse().expect("addr"));
+        assert_eq!(
+            advertised_endpoint("tcp/0.0.0.0:7447", local),
+            "tcp/10.0.0.7:7447"
+        );
+        assert_eq!(
+            advertised_endpoint("tcp/192.168.1.5:7447", local),
+            "tcp/192.168.1.5:7447"
+        );
+        assert_eq!(
+            advertised_endpoint("tcp/0.0.0.0:7447", None),
+            "tcp/0.0.0.0:7447"
+        );
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_and_is_capped() {

@@ -13,6 +13,10 @@ use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+mod remote_links;
+
+use remote_links::RemoteLinks;
+
 use crate::{
     actor::Event,
     routing::Routing,
@@ -58,6 +62,8 @@ pub(crate) struct Dataflow {
     /// Cancels timers and scheduled escalations when the dataflow ends.
     cancel: CancellationToken,
     done: Option<oneshot::Sender<DataflowResult>>,
+    /// Links to nodes on other machines (Zenoh).
+    pub(crate) remote: RemoteLinks,
 }
 
 /// Prefix of every shared-memory segment of a dataflow (the daemon sweeps it at the end).
@@ -108,7 +114,8 @@ impl Dataflow {
 
         let cancel = CancellationToken::new();
         let mut dataflow = Dataflow {
-            routing: Routing::new(&spec.descriptor),
+            routing: Routing::with_locality(&spec.descriptor, |n| spec.is_local(n)),
+            remote: RemoteLinks::plan(&spec),
             nodes: BTreeMap::new(),
             pending: spec
                 .descriptor
@@ -126,8 +133,8 @@ impl Dataflow {
             done: Some(done),
             spec,
         };
-        // Only the nodes placed on this daemon; inputs from nodes on other daemons do not
-        // arrive here (until the cross-machine data plane).
+        // Only the nodes placed on this daemon; inputs from nodes on other daemons arrive over
+        // Zenoh once the daemon's session is attached (`attach_remote`).
         for (id, command) in &commands {
             dataflow.spawn(id, command, socket, events.clone());
         }
@@ -222,6 +229,7 @@ impl Dataflow {
                     },
                 );
                 self.pending.remove(id);
+                self.close_all_outputs(id);
                 self.routing.node_exited(id);
             }
         }
@@ -273,7 +281,7 @@ impl Dataflow {
     }
 
     fn maybe_release_barrier(&mut self, events: &mpsc::Sender<Event>) {
-        if self.started || !self.pending.is_empty() {
+        if self.started || !self.pending.is_empty() || !self.remote.unmatched.is_empty() {
             return;
         }
         self.started = true;
@@ -308,6 +316,16 @@ impl Dataflow {
         config: &DaemonConfig,
     ) {
         if self.started {
+            return;
+        }
+        for (node, output) in std::mem::take(&mut self.remote.unmatched) {
+            tracing::warn!(
+                "no receiver on another machine subscribed to `{node}/{output}` within {}; starting anyway (messages sent before it subscribes are lost)",
+                humantime::format_duration(timeout)
+            );
+        }
+        if self.pending.is_empty() {
+            self.maybe_release_barrier(events);
             return;
         }
         let late: Vec<NodeId> = self.pending.iter().cloned().collect();
@@ -401,6 +419,7 @@ impl Dataflow {
             self.maybe_release_barrier(events);
         }
         if drained {
+            self.close_all_outputs(node);
             self.routing.node_exited(node);
         }
         self.is_finished()
@@ -414,6 +433,15 @@ impl Dataflow {
         };
         rt.control_open = false;
         let exited = !rt.running;
+        self.close_all_outputs(node);
+        if exited {
+            self.routing.node_exited(node);
+        }
+        self.is_finished()
+    }
+
+    /// Closes every output of a local node, here and on other machines.
+    pub fn close_all_outputs(&mut self, node: &NodeId) {
         let outputs: Vec<adora_core::DataId> = self
             .spec
             .descriptor
@@ -422,11 +450,8 @@ impl Dataflow {
             .find(|n| &n.id == node)
             .map(|n| n.outputs.clone())
             .unwrap_or_default();
-        self.routing.close_outputs(node, &outputs);
-        if exited {
-            self.routing.node_exited(node);
-        }
-        self.is_finished()
+        let closed = self.routing.close_outputs(node, &outputs);
+        self.remote_closed(node, &closed);
     }
 
     /// Every node process has exited and every control connection has drained.

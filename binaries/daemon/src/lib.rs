@@ -13,7 +13,6 @@ mod dataflow;
 mod node_conn;
 mod pdeathsig;
 mod queue;
-#[allow(dead_code)] // Wired into routing together with the coordinator (cross-machine placement).
 mod remote;
 #[allow(dead_code)] // Integrated into node supervision with the resilience work.
 mod restart;
@@ -229,6 +228,15 @@ pub struct ServiceConfig {
     pub labels: BTreeMap<String, String>,
     /// Node logs go to `<log_root>/<dataflow uuid>/<node>.txt`.
     pub log_root: PathBuf,
+    /// The Zenoh endpoint to listen on for other daemons, with a concrete port
+    /// (see [`resolve_zenoh_listen`]).
+    pub zenoh_listen: String,
+}
+
+/// Turns `tcp/<ip>:0` into `tcp/<ip>:<free port>` (other endpoints are returned unchanged), so
+/// the daemon can advertise where it listens before its Zenoh session opens.
+pub fn resolve_zenoh_listen(listen: &str) -> Result<String, String> {
+    remote::resolve_listen(listen).map_err(|e| e.to_string())
 }
 
 /// Capacity of the channel from the coordinator link to the actor.
@@ -238,7 +246,8 @@ const LINK_CHANNEL_CAPACITY: usize = 1024;
 /// runs what it is told, and keeps its nodes running when the coordinator goes away (it
 /// reconnects forever). On shutdown every dataflow is stopped gracefully.
 pub async fn run(config: ServiceConfig, shutdown: CancellationToken) -> Result<(), DaemonError> {
-    let daemon = actor::Daemon::bind(config.daemon.clone()).await?;
+    let mut daemon = actor::Daemon::bind(config.daemon.clone()).await?;
+    daemon.enable_remote(config.zenoh_listen.clone());
     let (commands_tx, commands_rx) = mpsc::channel(LINK_CHANNEL_CAPACITY);
     let (reports_tx, reports_rx) = mpsc::unbounded_channel();
     let service = actor::service::Service::new(reports_tx, config.log_root.clone());

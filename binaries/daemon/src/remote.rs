@@ -9,7 +9,11 @@
 //! Samples are reliable with blocking congestion control, so messages between two connected daemons
 //! arrive complete and in order. Messages published while no link to a subscriber exists are lost.
 
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::{
+    net::{IpAddr, SocketAddr, TcpListener},
+    sync::Arc,
+    time::Duration,
+};
 
 use adora_core::{DataId, NodeId};
 use adora_message::daemon_to_daemon::{decode_header, encode_header, output_key, RemoteKind};
@@ -23,6 +27,9 @@ use zenoh::{
 /// Queue of outgoing messages per published output; when the link stalls and it fills up, new
 /// messages are dropped (and counted) instead of blocking the daemon.
 pub const PUBLISH_QUEUE: usize = 256;
+
+/// How often a publisher checks whether a remote subscriber matched it yet.
+const MATCH_POLL: Duration = Duration::from_millis(20);
 
 /// Errors of the cross-machine data plane.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +67,14 @@ pub fn resolve_listen(listen: &str) -> Result<String, RemoteError> {
         .map_err(|e| RemoteError::Port(addr.ip(), e))?
         .port();
     Ok(format!("tcp/{}", SocketAddr::new(addr.ip(), port)))
+}
+
+impl std::fmt::Debug for RemoteDataPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteDataPlane")
+            .field("listen", &self.listen)
+            .finish()
+    }
 }
 
 /// One message received from another daemon.
@@ -101,56 +116,76 @@ impl RemoteDataPlane {
         })
     }
 
-    /// The endpoint this session listens on.
-    pub fn listen(&self) -> &str {
-        &self.listen
-    }
-
-    /// Starts publishing `node/output` of `dataflow`; returns the queue to push messages into.
-    /// The task ends when the sender is dropped.
-    pub async fn publish(
-        &self,
+    /// Publishes `node/output` of `dataflow` from a task: declares the publisher, sends `matched`
+    /// once a subscriber on another machine matches it (or right away if `matched` is `None`),
+    /// then puts every message from `queue` until the queue's senders are gone.
+    pub fn spawn_publisher<T: Send + 'static>(
+        self: &Arc<Self>,
         dataflow: Uuid,
         node: &NodeId,
         output: &DataId,
-    ) -> Result<mpsc::Sender<(RemoteKind, Vec<u8>)>, RemoteError> {
+        mut queue: mpsc::Receiver<(RemoteKind, Vec<u8>)>,
+        matched: Option<(mpsc::Sender<T>, T)>,
+    ) {
         let key = output_key(dataflow, node, output);
-        let publisher = self
-            .session
-            .declare_publisher(key.clone())
-            .reliability(Reliability::Reliable)
-            .congestion_control(CongestionControl::Block)
-            .await
-            .map_err(zenoh_err)?;
-        let (tx, mut rx) = mpsc::channel::<(RemoteKind, Vec<u8>)>(PUBLISH_QUEUE);
+        let plane = self.clone();
         tokio::spawn(async move {
-            while let Some((kind, payload)) = rx.recv().await {
+            let publisher = match plane
+                .session
+                .declare_publisher(key.clone())
+                .reliability(Reliability::Reliable)
+                .congestion_control(CongestionControl::Block)
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!("cannot publish {key}: {e}; its remote receivers get nothing");
+                    return;
+                }
+            };
+            if let Some((notify, msg)) = matched {
+                loop {
+                    match publisher.matching_status().await {
+                        Ok(status) if status.matching() => break,
+                        Ok(_) => {}
+                        Err(e) => tracing::debug!("matching status of {key}: {e}"),
+                    }
+                    if queue.is_closed() {
+                        return;
+                    }
+                    tokio::time::sleep(MATCH_POLL).await;
+                }
+                let _ = notify.send(msg).await;
+            }
+            while let Some((kind, payload)) = queue.recv().await {
                 if let Err(e) = publisher.put(payload).attachment(encode_header(kind)).await {
                     tracing::warn!("cannot publish on {key}: {e}");
                 }
             }
             let _ = publisher.undeclare().await;
         });
-        Ok(tx)
     }
 
-    /// Subscribes to `node/output` of `dataflow` on other machines; samples go to `to`.
-    /// Returns a guard: dropping it ends the subscription.
-    pub async fn subscribe(
-        &self,
+    /// Subscribes to `node/output` of `dataflow` from other machines; every sample goes to `to`.
+    /// Dropping the returned guard ends the subscription.
+    pub fn spawn_subscriber<T: From<RemoteSample> + Send + 'static>(
+        self: &Arc<Self>,
         dataflow: Uuid,
         node: &NodeId,
         output: &DataId,
-        to: mpsc::Sender<RemoteSample>,
-    ) -> Result<SubscriptionGuard, RemoteError> {
+        to: mpsc::Sender<T>,
+    ) -> SubscriptionGuard {
         let key = output_key(dataflow, node, output);
-        let subscriber = self
-            .session
-            .declare_subscriber(key.clone())
-            .await
-            .map_err(zenoh_err)?;
+        let plane = self.clone();
         let (node, output) = (node.clone(), output.clone());
-        let task = tokio::spawn(async move {
+        SubscriptionGuard(tokio::spawn(async move {
+            let subscriber = match plane.session.declare_subscriber(key.clone()).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("cannot subscribe to {key}: {e}; those inputs get nothing");
+                    return;
+                }
+            };
             while let Ok(sample) = subscriber.recv_async().await {
                 let header = sample.attachment().map(|a| a.to_bytes());
                 let kind = match header.as_deref().map(decode_header) {
@@ -172,16 +207,15 @@ impl RemoteDataPlane {
                     kind,
                     payload,
                 };
-                if to.send(msg).await.is_err() {
+                if to.send(T::from(msg)).await.is_err() {
                     return;
                 }
             }
-        });
-        Ok(SubscriptionGuard(task))
+        }))
     }
 
     /// Closes the session (all publishers and subscribers end).
-    pub fn close(self) {
+    pub fn close(&self) {
         if let Err(e) = self.session.close().wait() {
             tracing::debug!("closing the zenoh session: {e}");
         }

@@ -37,6 +37,8 @@ struct NodeRouting {
     stop_delivered: bool,
     stop_queued: bool,
     exited: bool,
+    /// The node runs on another machine: it only appears here as a sender of remote messages.
+    remote: bool,
     /// Messages sent / received, for statistics.
     sent: u64,
     received: u64,
@@ -66,17 +68,29 @@ pub(crate) struct Routing {
     timers: BTreeMap<std::time::Duration, Vec<Receiver>>,
     samples: HashMap<u64, SampleState>,
     seq: u64,
+    /// Released samples the daemon itself owns (copies of remote messages), for its pool.
+    daemon_freed: Vec<u64>,
 }
 
 impl Routing {
-    /// Builds the routing tables of a validated descriptor.
+    /// Builds the routing tables of a validated descriptor where every node is local.
     pub fn new(descriptor: &Descriptor) -> Self {
+        Self::with_locality(descriptor, |_| true)
+    }
+
+    /// Builds the routing tables when only the nodes `is_local` accepts run on this daemon: only
+    /// they receive; the others only appear as senders (their messages arrive over Zenoh).
+    pub fn with_locality(descriptor: &Descriptor, is_local: impl Fn(&NodeId) -> bool) -> Self {
         let mut nodes: BTreeMap<NodeId, NodeRouting> = BTreeMap::new();
         let mut routes: HashMap<(NodeId, DataId), Vec<Receiver>> = HashMap::new();
         let mut timers: BTreeMap<std::time::Duration, Vec<Receiver>> = BTreeMap::new();
         for node in &descriptor.nodes {
             let state = nodes.entry(node.id.clone()).or_default();
             state.open_outputs = node.outputs.iter().cloned().collect();
+            state.remote = !is_local(&node.id);
+            if state.remote {
+                continue;
+            }
             state.has_inputs = !node.inputs.is_empty();
             for (input_id, input) in &node.inputs {
                 state
@@ -102,7 +116,13 @@ impl Routing {
             timers,
             samples: HashMap::new(),
             seq: 0,
+            daemon_freed: Vec::new(),
         }
+    }
+
+    /// Takes the tokens of released samples owned by the daemon (see `daemon_freed`).
+    pub fn take_daemon_freed(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.daemon_freed)
     }
 
     /// Timer intervals the dataflow needs.
@@ -236,6 +256,7 @@ impl Routing {
             return;
         };
         match self.nodes.get_mut(&sample.owner) {
+            Some(owner) if owner.remote => self.daemon_freed.push(token),
             Some(owner) if !owner.exited => {
                 owner.freed.push(token);
                 if let Some(w) = owner.freed_waiter.take() {
@@ -346,19 +367,19 @@ impl Routing {
     }
 
     /// A node will not send on `outputs` again: close the corresponding inputs downstream.
-    pub fn close_outputs(&mut self, node: &NodeId, outputs: &[DataId]) {
+    pub fn close_outputs(&mut self, node: &NodeId, outputs: &[DataId]) -> Vec<DataId> {
         let Some(state) = self.nodes.get_mut(node) else {
-            return;
+            return Vec::new();
         };
         let closed: Vec<DataId> = outputs
             .iter()
             .filter(|o| state.open_outputs.remove(*o))
             .cloned()
             .collect();
-        for output in closed {
+        for output in &closed {
             let receivers = self
                 .routes
-                .get(&(node.clone(), output))
+                .get(&(node.clone(), output.clone()))
                 .cloned()
                 .unwrap_or_default();
             for (receiver, input) in receivers {
@@ -367,6 +388,7 @@ impl Routing {
                 });
             }
         }
+        closed
     }
 
     fn push_control(
@@ -400,7 +422,7 @@ impl Routing {
         let ids: Vec<NodeId> = self
             .nodes
             .iter()
-            .filter(|(_, s)| !s.exited && !s.stop_queued)
+            .filter(|(_, s)| !s.exited && !s.stop_queued && !s.remote)
             .map(|(id, _)| id.clone())
             .collect();
         for id in &ids {
@@ -454,6 +476,7 @@ impl Routing {
     pub fn counters(&self) -> BTreeMap<NodeId, NodeCounters> {
         self.nodes
             .iter()
+            .filter(|(_, s)| !s.remote)
             .map(|(id, s)| {
                 let dropped = s
                     .queues

@@ -113,6 +113,15 @@ impl Connection {
         }
     }
 
+    /// The local address of the connection: the address of the interface this machine uses to
+    /// reach the coordinator (what a daemon advertises to its peers).
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        match self.ws.get_ref() {
+            MaybeTlsStream::Plain(tcp) => tcp.local_addr().ok(),
+            _ => None,
+        }
+    }
+
     /// Sends one message as a JSON text frame.
     pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), ClientError> {
         let text = to_json(msg).map_err(|e| ClientError::Protocol(e.to_string()))?;

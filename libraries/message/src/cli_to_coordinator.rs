@@ -31,6 +31,12 @@ pub enum ControlRequest {
     Status,
     /// The logs of a dataflow (running or finished).
     Logs(LogsRequest),
+    /// Tell every connected daemon to stop its dataflows and exit (`adora cluster down`);
+    /// answered by `ShuttingDown` with the daemons told.
+    ShutdownDaemons,
+    /// Stop the coordinator itself (`adora cluster down`, after `ShutdownDaemons`); answered by
+    /// `ShuttingDown` before it exits.
+    ShutdownCoordinator,
 }
 
 /// Parameters of [`ControlRequest::Start`].
@@ -95,5 +101,7 @@ mod tests {
             tail: Some(10),
             follow: true,
         }));
+        round_trip(ControlRequest::ShutdownDaemons);
+        round_trip(ControlRequest::ShutdownCoordinator);
     }
 }

@@ -52,6 +52,11 @@ pub enum ControlReply {
         /// How its nodes ended.
         outcome: DataflowOutcome,
     },
+    /// Answer to `ShutdownDaemons` / `ShutdownCoordinator`: what was told to exit.
+    ShuttingDown {
+        /// Names of the daemons told to exit (empty for `ShutdownCoordinator`).
+        daemons: Vec<String>,
+    },
     /// The request failed.
     Error(ControlError),
 }
@@ -173,6 +178,9 @@ mod tests {
             line: "hello".into(),
         }));
         round_trip(ControlReply::LogsEnd);
+        round_trip(ControlReply::ShuttingDown {
+            daemons: vec!["robot".into()],
+        });
         round_trip(ControlReply::Finished { id, outcome });
         round_trip(ControlReply::Error(crate::control::ControlError::new(
             ErrorKind::NotFound,

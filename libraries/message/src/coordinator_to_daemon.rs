@@ -38,6 +38,14 @@ pub enum DaemonCommand {
         /// Only the last N lines per node.
         tail: Option<usize>,
     },
+    /// Stop every dataflow gracefully and exit the daemon process (`adora cluster down`).
+    Shutdown,
+    /// Zenoh endpoints of the other daemons, sent right after registration: the daemon opens its
+    /// cross-machine session connecting to them (daemons registering later connect to it).
+    Peers {
+        /// `tcp/<ip>:<port>` endpoints.
+        endpoints: Vec<String>,
+    },
 }
 
 /// Parameters of [`DaemonCommand::Spawn`].
@@ -88,6 +96,10 @@ mod tests {
             dataflow: id,
             node: None,
             tail: Some(5),
+        });
+        round_trip(DaemonCommand::Shutdown);
+        round_trip(DaemonCommand::Peers {
+            endpoints: vec!["tcp/10.0.0.2:7447".into()],
         });
     }
 }

@@ -39,6 +39,15 @@ pub struct ClientArgs {
 }
 
 impl ClientArgs {
+    /// The coordinator at `addr:port`; the token is found the usual way (see [`find_token`]).
+    pub fn at(addr: &str, port: u16) -> Self {
+        Self {
+            coordinator_addr: Some(addr.to_owned()),
+            coordinator_port: Some(port),
+            token_file: None,
+        }
+    }
+
     /// `host:port` of the coordinator.
     pub fn addr(&self) -> String {
         let recorded = std::fs::read_to_string(super::state_dir().join(ADDR_FILE))

@@ -29,6 +29,10 @@ pub struct Args {
     /// Token file (mode 0600).
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// Zenoh endpoint for data from daemons on other machines. Port 0 picks a free port; with
+    /// 0.0.0.0 the daemon advertises the address it uses to reach the coordinator.
+    #[arg(long, default_value = "tcp/0.0.0.0:0")]
+    zenoh_listen: String,
     /// Only log warnings and errors.
     #[arg(long)]
     pub quiet: bool,
@@ -65,6 +69,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         machine_id: args.machine_id,
         labels: args.labels.0,
         log_root: super::state_dir().join("logs").join(&name),
+        zenoh_listen: adora_daemon::resolve_zenoh_listen(&args.zenoh_listen)
+            .map_err(|e| anyhow::anyhow!("--zenoh-listen: {e}"))?,
     };
     eprintln!(
         "daemon `{name}` connecting to the coordinator at {}",

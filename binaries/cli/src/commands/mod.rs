@@ -2,6 +2,7 @@
 
 mod build;
 mod client;
+mod cluster;
 mod coordinator;
 mod daemon;
 mod graph;
@@ -52,6 +53,7 @@ enum Command {
     Status(status::Args),
     Coordinator(coordinator::Args),
     Daemon(daemon::Args),
+    Cluster(cluster::Args),
 }
 
 impl Cli {
@@ -83,6 +85,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => status::run(args).await,
         Command::Coordinator(args) => coordinator::run(args).await,
         Command::Daemon(args) => daemon::run(args).await,
+        Command::Cluster(args) => cluster::run(args).await,
     }
 }
 

@@ -41,12 +41,12 @@ pub struct UpArgs {
 #[command(after_help = "Example:\n  adora down")]
 pub struct DownArgs {}
 
-fn pid_file(state: &Path, service: &str) -> PathBuf {
+pub(super) fn pid_file(state: &Path, service: &str) -> PathBuf {
     state.join(format!("{service}.pid"))
 }
 
 /// The pid in `file` if that process is alive and is an adora process.
-fn running_pid(file: &Path) -> Option<Pid> {
+pub(super) fn running_pid(file: &Path) -> Option<Pid> {
     let pid: i32 = std::fs::read_to_string(file).ok()?.trim().parse().ok()?;
     let pid = Pid::from_raw(pid);
     nix::sys::signal::kill(pid, None).ok()?;
@@ -56,7 +56,7 @@ fn running_pid(file: &Path) -> Option<Pid> {
         .then_some(pid)
 }
 
-fn spawn_service(
+pub(super) fn spawn_service(
     state: &Path,
     service: &str,
     args: &[String],
@@ -83,11 +83,11 @@ fn spawn_service(
 }
 
 /// True while the service we just spawned is running (it is our child until `up` exits).
-fn still_running(child: &mut std::process::Child) -> bool {
+pub(super) fn still_running(child: &mut std::process::Child) -> bool {
     matches!(child.try_wait(), Ok(None))
 }
 
-fn log_tail(state: &Path, service: &str) -> String {
+pub(super) fn log_tail(state: &Path, service: &str) -> String {
     let text = std::fs::read_to_string(state.join(format!("{service}.log"))).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(10)..].join("\n")
@@ -202,7 +202,7 @@ pub async fn down(_args: DownArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn stop_process(pid: Pid, service: &str) {
+pub(super) async fn stop_process(pid: Pid, service: &str) {
     let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
     let started = Instant::now();
     while nix::sys::signal::kill(pid, None).is_ok() && !is_zombie(pid) {

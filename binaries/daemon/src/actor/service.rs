@@ -104,11 +104,22 @@ impl Daemon {
                     tracing::warn!("{} dataflow(s) did not stop in time", self.dataflows.len());
                     break;
                 }
-                Some(command) = commands.recv() => self.handle_service(command, &mut service),
+                Some(command) = commands.recv() => {
+                    if matches!(&command, ServiceCommand::FromCoordinator(Envelope { body: DaemonCommand::Shutdown, .. })) {
+                        // `adora cluster down`: exit like on SIGTERM (the branch above stops
+                        // every dataflow on the next turn of the loop).
+                        tracing::info!("the coordinator asked this daemon to exit");
+                        shutdown.cancel();
+                    }
+                    self.handle_service(command, &mut service)
+                }
                 Some(event) = self.events_rx.recv() => self.handle(event),
             }
         }
         self.cancel.cancel();
+        if let super::RemoteState::Open(plane) = &self.remote {
+            plane.close();
+        }
         let _ = std::fs::remove_file(&self.socket);
     }
 
@@ -156,6 +167,8 @@ impl Daemon {
                     }
                 }
                 DaemonCommand::WatchLogs { dataflow, watch } => service.watch(dataflow, watch),
+                DaemonCommand::Shutdown => {} // handled in `run_service`
+                DaemonCommand::Peers { endpoints } => self.handle_peers(endpoints),
                 DaemonCommand::ReadLogs {
                     dataflow,
                     node,
@@ -205,6 +218,7 @@ impl Daemon {
         .map_err(|e| e.to_string())?;
         tracing::info!("started dataflow `{}` ({id})", spawn.name);
         self.dataflows.insert(id, dataflow);
+        self.attach_remote(id);
         service.names.insert(id, (spawn.name, spawn.working_dir));
 
         let (watched, reports) = (service.watched.clone(), service.reports.clone());

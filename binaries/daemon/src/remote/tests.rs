@@ -35,36 +35,31 @@ fn resolve_listen_picks_a_free_port() {
 async fn messages_cross_between_two_daemons_in_order_up_to_64_mib() {
     let a_listen = resolve_listen("tcp/127.0.0.1:0").expect("port");
     let b_listen = resolve_listen("tcp/127.0.0.1:0").expect("port");
-    let a = RemoteDataPlane::open(&a_listen, &[]).await.expect("open a");
-    let b = RemoteDataPlane::open(&b_listen, &[a_listen.clone()])
-        .await
-        .expect("open b");
+    let a = Arc::new(RemoteDataPlane::open(&a_listen, &[]).await.expect("open a"));
+    let b = Arc::new(
+        RemoteDataPlane::open(&b_listen, &[a_listen.clone()])
+            .await
+            .expect("open b"),
+    );
     let dataflow = Uuid::new_v4();
     let (node, output) = (NodeId::from("camera"), DataId::from("frames"));
 
-    let (tx, mut rx) = mpsc::channel(16);
-    let _sub = b
-        .subscribe(dataflow, &node, &output, tx)
+    let (tx, mut rx) = mpsc::channel::<RemoteSample>(16);
+    let _sub = b.spawn_subscriber(dataflow, &node, &output, tx);
+    let (publisher, queue) = mpsc::channel(PUBLISH_QUEUE);
+    let (matched_tx, mut matched_rx) = mpsc::channel(1);
+    a.spawn_publisher(
+        dataflow,
+        &node,
+        &output,
+        queue,
+        Some((matched_tx, "matched")),
+    );
+    // Nothing is sent before the subscriber on the other daemon matched: nothing is lost.
+    let matched = tokio::time::timeout(TIMEOUT, matched_rx.recv())
         .await
-        .expect("subscribe");
-    let publisher = a.publish(dataflow, &node, &output).await.expect("publish");
-
-    // Wait until the subscription has propagated: send probes until one arrives.
-    let probe = tokio::time::timeout(TIMEOUT, async {
-        loop {
-            publisher
-                .send((data(), b"probe".to_vec()))
-                .await
-                .expect("queue");
-            if let Ok(Some(s)) = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
-                return s;
-            }
-        }
-    })
-    .await
-    .expect("the subscription reached the publisher");
-    assert_eq!(probe.payload, b"probe");
-    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {}
+        .expect("matched in time");
+    assert_eq!(matched, Some("matched"));
 
     let sizes = [0usize, 8, 64 * 1024, 4 << 20, 64 << 20];
     for (i, size) in sizes.iter().enumerate() {

@@ -201,3 +201,37 @@ fn timers_reach_subscribers() {
     r.timer_tick(std::time::Duration::from_millis(10), metadata());
     assert_eq!(inputs(poll(&mut r, "n")), vec!["tick:0"]);
 }
+
+#[test]
+fn remote_nodes_only_send_and_their_samples_return_to_the_daemon() {
+    // `src` runs on another machine: its messages arrive over Zenoh, copied into samples the
+    // daemon owns; only local nodes (`a`, `b`) receive.
+    let d = descriptor(FAN_OUT);
+    let mut r = Routing::with_locality(&d, |n| n.as_str() != "src");
+    r.send_output(&"src".into(), &"out".into(), metadata(), shared(5));
+    assert_eq!(inputs(poll(&mut r, "a")), vec!["x:4096"]);
+    assert_eq!(inputs(poll(&mut r, "b")), vec!["y:4096"]);
+    r.report_dropped(&"a".into(), vec![5]);
+    assert!(r.take_daemon_freed().is_empty(), "b still holds it");
+    r.report_dropped(&"b".into(), vec![5]);
+    assert_eq!(r.take_daemon_freed(), vec![5]);
+    assert_eq!(
+        r.stop_all(),
+        2,
+        "the remote node is stopped by its own daemon"
+    );
+    assert!(!r.counters().contains_key(&NodeId::from("src")));
+
+    // A local node's output with only remote receivers reaches no local queue.
+    let mut r = Routing::with_locality(&d, |n| n.as_str() == "src");
+    r.send_output(
+        &"src".into(),
+        &"out".into(),
+        metadata(),
+        DataRef::Inline(vec![1]),
+    );
+    assert_eq!(
+        r.close_outputs(&"src".into(), &["out".into(), "nope".into()]),
+        vec![DataId::from("out")]
+    );
+}

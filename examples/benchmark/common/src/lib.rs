@@ -169,9 +169,9 @@ fn parse_size(s: &str) -> Result<usize, String> {
 
 /// `4 KiB`, `40 MiB`, `512 B`.
 pub fn format_size(size: usize) -> String {
-    if size >= 1 << 20 && size % (1 << 20) == 0 {
+    if size >= 1 << 20 && size & ((1 << 20) - 1) == 0 {
         format!("{} MiB", size >> 20)
-    } else if size >= 1 << 10 && size % (1 << 10) == 0 {
+    } else if size >= 1 << 10 && size & ((1 << 10) - 1) == 0 {
         format!("{} KiB", size >> 10)
     } else {
         format!("{size} B")
@@ -244,13 +244,17 @@ pub fn write_payload(buf: &mut [u8], seq: u64) {
     rest.fill(pattern(seq));
 }
 
+/// A payload whose content is not what [`write_payload`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadPayload;
+
 /// Reads every byte of a payload written by [`write_payload`] and checks it. Returns the sequence
 /// number (`None` for payloads shorter than 8 bytes) or `Err` when the content is wrong.
-pub fn check_payload(data: &[u8]) -> Result<Option<u64>, ()> {
+pub fn check_payload(data: &[u8]) -> Result<Option<u64>, BadPayload> {
     let sum = |bytes: &[u8]| bytes.iter().map(|b| u64::from(*b)).sum::<u64>();
     if data.len() < 8 {
         let ok = sum(data) == data.len() as u64 * u64::from(SHORT_PATTERN);
-        return if ok { Ok(None) } else { Err(()) };
+        return if ok { Ok(None) } else { Err(BadPayload) };
     }
     let (head, rest) = data.split_at(8);
     let mut seq = [0u8; 8];
@@ -259,7 +263,7 @@ pub fn check_payload(data: &[u8]) -> Result<Option<u64>, ()> {
     if sum(rest) == rest.len() as u64 * u64::from(pattern(seq)) {
         Ok(Some(seq))
     } else {
-        Err(())
+        Err(BadPayload)
     }
 }
 
@@ -414,7 +418,7 @@ impl Recorder {
                 ok
             }
             Ok(None) => true,
-            Err(()) => false,
+            Err(BadPayload) => false,
         };
         if !in_order || data.len() != self.size {
             self.bad += 1;
@@ -472,7 +476,7 @@ mod tests {
             assert_eq!(check_payload(&buf), Ok(expected), "size {size}");
             if size > 8 {
                 buf[size - 1] ^= 1;
-                assert_eq!(check_payload(&buf), Err(()), "size {size}");
+                assert_eq!(check_payload(&buf), Err(BadPayload), "size {size}");
             }
         }
     }

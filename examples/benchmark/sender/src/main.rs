@@ -11,6 +11,9 @@ use benchmark_common::{write_payload, Marker, Pacer, Phase, Plan, MAX_IN_FLIGHT,
 /// How long to sleep while every shared sample is still held by the receiver.
 const IN_FLIGHT_POLL: Duration = Duration::from_micros(20);
 
+/// Longest wait for the receiver to release the previous latency sample.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(1);
+
 type Error = Box<dyn std::error::Error>;
 
 struct Sender {
@@ -39,6 +42,16 @@ impl Sender {
         Ok(written)
     }
 
+    /// Waits until the receiver dropped every shared sample: it has finished reading the previous
+    /// payload (so the next sample does not queue behind it) and the pool reuses the same region
+    /// (as the raw baseline reuses its slot).
+    fn wait_released(&self) {
+        let deadline = Instant::now() + RELEASE_TIMEOUT;
+        while self.node.samples_in_flight() > 0 && Instant::now() < deadline {
+            std::thread::sleep(IN_FLIGHT_POLL);
+        }
+    }
+
     fn latency(&mut self, plan: &Plan, size: usize) -> Result<(), Error> {
         self.marker(&Marker::Begin {
             size,
@@ -50,9 +63,11 @@ impl Sender {
         let count = plan.warmup + plan.samples;
         for _ in 0..count {
             pacer.wait(write_time);
+            self.wait_released();
             write_time = self.send(size)?;
         }
         pacer.wait(write_time);
+        self.wait_released();
         self.marker(&Marker::End {
             size,
             phase: Phase::Latency,
@@ -98,10 +113,7 @@ fn main() -> Result<(), Error> {
         sender.latency(&plan, size)?;
         sender.throughput(&plan, size)?;
         // Let the receiver drain before the next size so phases do not overlap.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while sender.node.samples_in_flight() > 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        sender.wait_released();
         std::thread::sleep(Duration::from_millis(20));
     }
     eprintln!("sender done: {} messages", sender.seq);

@@ -1,0 +1,282 @@
+//! What `cluster up` does on one machine, over one SSH session:
+//!
+//! 1. `adora --version` (with `install_dir` first on `PATH`): installed, and compatible with ours?
+//! 2. one shell script, with the cluster token on its **stdin** (never on a command line): write
+//!    the token to `<state_dir>/token` (mode 0600), stop a daemon an earlier `cluster up` left
+//!    there, start `adora daemon ...` detached (`nohup setsid`) with `ADORA_STATE_DIR` set to the
+//!    machine's state directory, its log in `<state_dir>/daemon.log` and its pid in
+//!    `<state_dir>/daemon.pid`, and check that it did not exit at once.
+//!
+//! Every value from `cluster.yml` reaches the shell quoted ([`adora_cluster::quote`]).
+
+use std::path::PathBuf;
+
+use adora_cluster::{daemon_args, quote, HostSession, SshTarget};
+use adora_core::cluster::{ClusterConfig, Machine};
+
+use super::Outcome;
+
+/// State directory on a machine without `state_dir` in `cluster.yml`.
+pub(crate) const DEFAULT_STATE_DIR: &str = "~/.local/state/adora";
+/// Exit code of the check script when `adora` is not found (the shell's "command not found").
+const NOT_FOUND: i32 = 127;
+/// Lines of the remote daemon log shown when the daemon fails.
+const LOG_TAIL_LINES: usize = 15;
+
+/// The machine's state directory as written in `cluster.yml` (or the default).
+pub(crate) fn state_dir(machine: &Machine) -> &str {
+    machine.state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR)
+}
+
+/// Shell prologue putting `install_dir` first on `PATH`.
+fn path_prologue(machine: &Machine) -> String {
+    match &machine.install_dir {
+        Some(dir) => format!("PATH={}:\"$PATH\"; export PATH; ", quote::path(dir)),
+        None => String::new(),
+    }
+}
+
+/// Prints the remote `adora --version`, or exits 127 when there is no `adora`.
+pub(crate) fn version_script(machine: &Machine) -> String {
+    format!(
+        "{}command -v adora >/dev/null 2>&1 || exit {NOT_FOUND}; exec adora --version",
+        path_prologue(machine)
+    )
+}
+
+/// Places the token read from stdin and starts the daemon detached; prints the daemon's pid.
+pub(crate) fn start_script(cluster: &ClusterConfig, machine: &Machine) -> String {
+    let daemon = quote::line(&daemon_args(cluster, machine));
+    format!(
+        r#"set -e
+{prologue}D={state}
+alive() {{ kill -0 "$1" 2>/dev/null && ! grep -q ') Z' "/proc/$1/stat" 2>/dev/null; }}
+umask 077
+mkdir -p "$D"
+cat > "$D/token.tmp"
+chmod 600 "$D/token.tmp"
+mv -f "$D/token.tmp" "$D/token"
+old=$(cat "$D/daemon.pid" 2>/dev/null || true)
+if [ -n "$old" ] && alive "$old" && grep -q adora "/proc/$old/cmdline" 2>/dev/null; then
+  kill "$old" 2>/dev/null || true
+  i=0; while alive "$old" && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+  kill -9 "$old" 2>/dev/null || true
+fi
+rm -f "$D/daemon.pid"
+ADORA_STATE_DIR="$D"; export ADORA_STATE_DIR
+nohup setsid sh -c 'echo $$ > "$0"; exec "$@"' "$D/daemon.pid" adora {daemon} >> "$D/daemon.log" 2>&1 < /dev/null &
+i=0; while [ ! -s "$D/daemon.pid" ] && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+sleep 0.3
+pid=$(cat "$D/daemon.pid" 2>/dev/null || true)
+if [ -z "$pid" ] || ! alive "$pid"; then
+  echo "the daemon exited at once; last lines of $D/daemon.log:" >&2
+  tail -n {LOG_TAIL_LINES} "$D/daemon.log" >&2
+  exit 3
+fi
+echo "$pid"
+"#,
+        prologue = path_prologue(machine),
+        state = quote::path(state_dir(machine)),
+    )
+}
+
+/// Prints the last lines of the daemon's log.
+pub(crate) fn log_tail_script(machine: &Machine) -> String {
+    format!(
+        "tail -n {LOG_TAIL_LINES} {}/daemon.log 2>&1",
+        quote::path(state_dir(machine))
+    )
+}
+
+/// The version in `adora --version` output (`adora 0.1.0`).
+pub(crate) fn parse_version(output: &str) -> Option<&str> {
+    output.lines().next()?.split_whitespace().nth(1)
+}
+
+/// Versions are compatible when their major and minor numbers match (`0.1.x` with `0.1.y`): the
+/// control protocol only changes with the minor version.
+pub(crate) fn compatible(ours: &str, theirs: &str) -> bool {
+    let major_minor = |v: &str| v.split('.').take(2).map(str::to_owned).collect::<Vec<_>>();
+    major_minor(ours) == major_minor(theirs)
+}
+
+/// Checks and starts the daemon of `machine`; returns the outcome and, when connected, the SSH
+/// session (kept open to fetch the daemon log should it never register).
+pub(crate) async fn start_daemon(
+    cluster: &ClusterConfig,
+    machine: &Machine,
+    ssh_config: Option<PathBuf>,
+    token: &str,
+) -> (Outcome, Option<HostSession>) {
+    let session = match HostSession::connect(SshTarget::of(machine, ssh_config)).await {
+        Ok(session) => session,
+        Err(e) => {
+            let outcome = Outcome::Failed {
+                reason: e.to_string(),
+                hint: None,
+            };
+            return (outcome, None);
+        }
+    };
+    let outcome = check_and_start(cluster, machine, &session, token).await;
+    (outcome, Some(session))
+}
+
+async fn check_and_start(
+    cluster: &ClusterConfig,
+    machine: &Machine,
+    session: &HostSession,
+    token: &str,
+) -> Outcome {
+    let ours = adora_message::ADORA_VERSION;
+    let version = match session.sh(&version_script(machine)).await {
+        Ok(out) => out,
+        Err(e) => return Outcome::failed(e.to_string(), "check the SSH connection"),
+    };
+    if version.code == Some(NOT_FOUND) {
+        let place = match &machine.install_dir {
+            Some(dir) => format!("in install_dir {dir} nor on PATH"),
+            None => "on PATH".to_owned(),
+        };
+        return Outcome::failed(
+            format!(
+                "`adora` is not installed on {} (not found {place})",
+                machine.id
+            ),
+            format!("install adora {ours} there, or set install_dir in cluster.yml"),
+        );
+    }
+    let theirs = parse_version(&version.stdout).unwrap_or_default();
+    if !version.success() || theirs.is_empty() {
+        return Outcome::failed(
+            format!(
+                "`adora --version` failed on {}: {}",
+                machine.id,
+                version.stderr.trim()
+            ),
+            format!("reinstall adora {ours} there"),
+        );
+    }
+    if !compatible(ours, theirs) {
+        return Outcome::failed(
+            format!(
+                "adora {theirs} on {} is not compatible with adora {ours} here",
+                machine.id
+            ),
+            format!("install adora {ours} on every machine"),
+        );
+    }
+    match session
+        .sh_with_stdin(&start_script(cluster, machine), token.as_bytes())
+        .await
+    {
+        Ok(out) if out.success() => Outcome::Started,
+        Ok(out) => Outcome::failed(
+            format!("cannot start the daemon: {}", out.stderr.trim()),
+            format!(
+                "run `adora daemon` by hand on {} to see why",
+                machine.destination()
+            ),
+        ),
+        Err(e) => Outcome::failed(e.to_string(), "check the SSH connection"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn cluster(extra: &str) -> ClusterConfig {
+        ClusterConfig::parse(
+            &format!(
+                "coordinator: {{ addr: 10.0.0.1 }}\nmachines:\n  - {{ id: robot, host: r, labels: {{ arch: arm64 }}{extra} }}\n"
+            ),
+            Path::new("cluster.yml"),
+        )
+        .expect("valid test cluster")
+    }
+
+    #[test]
+    fn versions_are_compatible_within_a_minor_version() {
+        assert_eq!(parse_version("adora 0.1.0\n"), Some("0.1.0"));
+        assert_eq!(parse_version(""), None);
+        assert!(compatible("0.1.0", "0.1.7"));
+        assert!(!compatible("0.1.0", "0.2.0"));
+        assert!(!compatible("1.1.0", "2.1.0"));
+    }
+
+    #[test]
+    fn scripts_quote_config_values_and_default_the_state_dir() {
+        let c = cluster(", install_dir: '/opt/a dora', state_dir: '/var/lib/x;y'");
+        let m = &c.machines[0];
+        assert!(version_script(m).starts_with("PATH='/opt/a dora':\"$PATH\"; export PATH; "));
+        let script = start_script(&c, m);
+        assert!(script.contains("D='/var/lib/x;y'\n"), "{script}");
+        assert!(script.contains("adora daemon --machine-id robot --coordinator-addr 10.0.0.1 --coordinator-port 6013 --labels arch=arm64 --quiet >>"), "{script}");
+        let c = cluster("");
+        assert!(start_script(&c, &c.machines[0]).contains("D=\"$HOME\"/.local/state/adora\n"));
+        assert!(!version_script(&c.machines[0]).contains("PATH="));
+    }
+
+    /// Runs the start script against a fake `adora` in a temp dir: token placed 0600 from stdin,
+    /// daemon detached with the state dir in its environment, pid file written.
+    #[test]
+    fn start_script_places_the_token_and_starts_the_daemon() {
+        use std::{io::Write, os::unix::fs::PermissionsExt, process::Stdio};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).expect("bin dir");
+        let fake = bin.join("adora");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\necho \"state=$ADORA_STATE_DIR args=$*\"\nexec sleep 30\n",
+        )
+        .expect("fake adora");
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let state = dir.path().join("state");
+        let c = cluster(&format!(
+            ", install_dir: {}, state_dir: {}",
+            bin.display(),
+            state.display()
+        ));
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(start_script(&c, &c.machines[0]))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sh runs");
+        let mut stdin = child.stdin.take().expect("piped");
+        stdin.write_all(b"secret-token").expect("write token");
+        drop(stdin);
+        let out = child.wait_with_output().expect("script ends");
+        assert!(out.status.success(), "{out:?}");
+        let pid: i32 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("pid printed");
+        let token = state.join("token");
+        assert_eq!(
+            std::fs::read_to_string(&token).expect("token"),
+            "secret-token"
+        );
+        let mode = std::fs::metadata(&token)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        let pid_file = std::fs::read_to_string(state.join("daemon.pid")).expect("pid file");
+        assert_eq!(pid_file.trim(), pid.to_string());
+        let log = std::fs::read_to_string(state.join("daemon.log")).expect("log");
+        assert!(log.contains(&format!("state={}", state.display())), "{log}");
+        assert!(log.contains("args=daemon --machine-id robot"), "{log}");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}

@@ -1,0 +1,245 @@
+//! A dataflow's links to other machines: local outputs with receivers elsewhere are published on
+//! Zenoh, inputs whose sender runs elsewhere are subscribed to.
+//!
+//! Nothing is lost at start: the start barrier also waits until every published output has a
+//! matching subscriber on the other machine (bounded by the connect timeout). Remote payloads of
+//! 4 KiB and more are copied once, from the network buffer into a shared-memory sample of the
+//! daemon's own pool, and then delivered to local nodes like any local message.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
+
+use adora_core::{descriptor::InputSource, DataId, NodeId, SHM_THRESHOLD};
+use adora_message::{daemon_to_daemon::RemoteKind, DataRef, Metadata, SharedRef};
+use adora_shm::{RegionCache, SamplePool, SampleToken};
+use tokio::sync::mpsc;
+
+use super::{shm_prefix, Dataflow};
+use crate::{
+    actor::Event,
+    remote::{RemoteDataPlane, RemoteSample, SubscriptionGuard, PUBLISH_QUEUE},
+    DataflowSpec,
+};
+
+type OutputKey = (NodeId, DataId);
+
+/// How often (in dropped messages) a full publish queue is reported again.
+const DROP_REPORT_EVERY: u64 = 1000;
+
+#[derive(Default)]
+pub(crate) struct RemoteLinks {
+    /// Local outputs read by nodes on other machines.
+    published: BTreeSet<OutputKey>,
+    /// Outputs of nodes on other machines read by local nodes.
+    subscribed: BTreeSet<OutputKey>,
+    /// Queues of the publisher tasks, once attached; dropped when the output closes.
+    queues: BTreeMap<OutputKey, mpsc::Sender<(RemoteKind, Vec<u8>)>>,
+    /// Published outputs no remote subscriber has matched yet (the start barrier waits).
+    pub unmatched: BTreeSet<OutputKey>,
+    subscriptions: Vec<SubscriptionGuard>,
+    attached: bool,
+    /// Copies of remote messages, delivered to local nodes through shared memory.
+    pool: Option<SamplePool>,
+    /// Mappings of local senders' samples, to read what is published.
+    regions: RegionCache,
+    dropped: u64,
+}
+
+impl RemoteLinks {
+    /// Which outputs cross machines, from the descriptor and the set of local nodes.
+    pub fn plan(spec: &DataflowSpec) -> Self {
+        let mut links = RemoteLinks::default();
+        for node in &spec.descriptor.nodes {
+            for input in node.inputs.values() {
+                let Ok(InputSource::Node { node: from, output }) = input.resolve() else {
+                    continue;
+                };
+                match (spec.is_local(&node.id), spec.is_local(&from)) {
+                    (true, false) => {
+                        links.subscribed.insert((from, output));
+                    }
+                    (false, true) => {
+                        links.published.insert((from, output));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        links.unmatched = links.published.clone();
+        links
+    }
+
+    /// True when the dataflow has any cross-machine input or output here.
+    pub fn needed(&self) -> bool {
+        !self.published.is_empty() || !self.subscribed.is_empty()
+    }
+}
+
+impl Dataflow {
+    /// Declares this dataflow's publishers and subscribers on the daemon's Zenoh session.
+    pub fn attach_remote(&mut self, plane: &Arc<RemoteDataPlane>, events: &mpsc::Sender<Event>) {
+        let links = &mut self.remote;
+        if links.attached || !links.needed() {
+            return;
+        }
+        links.attached = true;
+        let id = self.spec.id;
+        for (node, output) in links.published.clone() {
+            let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
+            let matched = Event::RemoteMatched {
+                dataflow: id,
+                node: node.clone(),
+                output: output.clone(),
+            };
+            plane.spawn_publisher(id, &node, &output, rx, Some((events.clone(), matched)));
+            links.queues.insert((node, output), tx);
+        }
+        for (node, output) in links.subscribed.clone() {
+            let guard = plane.spawn_subscriber(id, &node, &output, events.clone());
+            links.subscriptions.push(guard);
+        }
+        tracing::info!(
+            "dataflow {id}: publishing {} output(s) to and receiving {} from other machines",
+            links.published.len(),
+            links.subscribed.len()
+        );
+    }
+
+    /// A remote subscriber matched a published output.
+    pub fn remote_matched(&mut self, node: NodeId, output: DataId, events: &mpsc::Sender<Event>) {
+        if self.remote.unmatched.remove(&(node, output)) {
+            self.maybe_release_barrier(events);
+        }
+    }
+
+    /// Publishes a local message for receivers on other machines. Must run before routing, which
+    /// may hand the sample back to its sender.
+    pub fn forward_remote(
+        &mut self,
+        node: &NodeId,
+        output: &DataId,
+        metadata: &Metadata,
+        data: &DataRef,
+    ) {
+        if self.remote.queues.is_empty() {
+            return; // the common, local-only case: no allocation on the hot path
+        }
+        let key = (node.clone(), output.clone());
+        let links = &mut self.remote;
+        let Some(queue) = links.queues.get(&key) else {
+            return;
+        };
+        let bytes = match data {
+            DataRef::Inline(bytes) => bytes.clone(),
+            DataRef::Shared(shared) => match links.regions.get(&shared.os_id) {
+                Ok(region) => region.as_slice()[..shared.len.min(region.size())].to_vec(),
+                Err(e) => {
+                    tracing::warn!("cannot read `{node}/{output}` to publish it: {e}");
+                    return;
+                }
+            },
+        };
+        if queue
+            .try_send((
+                RemoteKind::Data {
+                    metadata: metadata.clone(),
+                },
+                bytes,
+            ))
+            .is_err()
+        {
+            links.dropped += 1;
+            if links.dropped % DROP_REPORT_EVERY == 1 {
+                tracing::warn!(
+                    "the link to other machines is too slow for `{node}/{output}`: {} message(s) dropped so far",
+                    links.dropped
+                );
+            }
+        }
+    }
+
+    /// Local outputs closed: tell receivers on other machines, then end their publishers.
+    pub fn remote_closed(&mut self, node: &NodeId, outputs: &[DataId]) {
+        for output in outputs {
+            if let Some(queue) = self.remote.queues.remove(&(node.clone(), output.clone())) {
+                // The queue is drained before the publisher ends, so this arrives after the data.
+                let queue_closed = queue.try_send((RemoteKind::Closed, Vec::new())).is_err();
+                if queue_closed {
+                    let close = queue.clone();
+                    tokio::spawn(async move {
+                        let _ = close.send((RemoteKind::Closed, Vec::new())).await;
+                    });
+                }
+            }
+        }
+    }
+
+    /// A message (or the end) of a remote node's output arrived.
+    pub fn remote_input(&mut self, sample: RemoteSample) {
+        let RemoteSample {
+            node,
+            output,
+            kind,
+            payload,
+            ..
+        } = sample;
+        match kind {
+            RemoteKind::Closed => {
+                self.routing.close_outputs(&node, &[output]);
+            }
+            RemoteKind::Data { metadata } => {
+                self.recycle_remote_samples();
+                let data = match self.copy_to_shared_memory(&payload) {
+                    Some(shared) => DataRef::Shared(shared),
+                    None => DataRef::Inline(payload),
+                };
+                self.routing.send_output(&node, &output, metadata, data);
+            }
+            other => tracing::warn!("ignoring unsupported remote message {other:?}"),
+        }
+    }
+
+    fn copy_to_shared_memory(&mut self, payload: &[u8]) -> Option<SharedRef> {
+        if payload.len() < SHM_THRESHOLD {
+            return None;
+        }
+        let prefix = format!("{}~remote-", shm_prefix(self.spec.id));
+        let pool = self
+            .remote
+            .pool
+            .get_or_insert_with(|| SamplePool::new(prefix));
+        match pool.allocate(payload.len()) {
+            Ok(mut sample) => {
+                sample.copy_from_slice(payload);
+                let handle = pool.send(sample);
+                Some(SharedRef {
+                    os_id: handle.os_id,
+                    len: handle.len,
+                    token: handle.token.0,
+                })
+            }
+            Err(e) => {
+                tracing::warn!("no shared memory for a remote message ({e}); delivering it inline");
+                None
+            }
+        }
+    }
+
+    /// Returns samples every local receiver released to the daemon's pool.
+    pub fn recycle_remote_samples(&mut self) {
+        let freed = self.routing.take_daemon_freed();
+        if let Some(pool) = self.remote.pool.as_mut() {
+            for token in freed {
+                pool.release(SampleToken(token));
+            }
+        }
+    }
+}
+
+impl From<RemoteSample> for Event {
+    fn from(sample: RemoteSample) -> Self {
+        Event::Remote(sample)
+    }
+}
