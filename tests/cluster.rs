@@ -121,15 +121,17 @@ impl Fleet {
         ])
     }
 
-    /// Pids of `adora` processes (daemons, nodes) running in any test host.
+    /// Pids of `adora*` executables (daemons, test nodes) running in any test host.
     fn remote_adora_pids(&self) -> Vec<u32> {
         self.hosts
             .hosts()
             .iter()
             .flat_map(|h| h.pids())
             .filter(|pid| {
-                std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("adora"))
+                std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| {
+                    exe.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("adora"))
+                })
             })
             .collect()
     }
@@ -139,11 +141,22 @@ impl Fleet {
         let gone = wait_until(WAIT, || {
             self.remote_adora_pids().is_empty() && pids_with_env(MARKER, &self.marker()).is_empty()
         });
+        let describe = |pids: Vec<u32>| -> Vec<String> {
+            pids.into_iter()
+                .map(|pid| {
+                    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                    format!(
+                        "{pid}: {}",
+                        String::from_utf8_lossy(&cmdline).replace('\0', " ")
+                    )
+                })
+                .collect()
+        };
         assert!(
             gone,
             "processes left: remote {:?}, local {:?}",
-            self.remote_adora_pids(),
-            pids_with_env(MARKER, &self.marker())
+            describe(self.remote_adora_pids()),
+            describe(pids_with_env(MARKER, &self.marker()))
         );
     }
 }
@@ -225,11 +238,14 @@ fn cluster_up_start_status_down() {
     let cluster = fleet.write_cluster(&machines);
 
     let out = fleet.up(&cluster);
+    println!("{out}");
     assert!(out.status.success(), "{out}");
     let gateway = fleet.hosts.gateway_ip();
     assert!(
-        out.stdout
-            .contains(&format!("Starting coordinator on {gateway}:{}...", fleet.port)),
+        out.stdout.contains(&format!(
+            "Starting coordinator on {gateway}:{}...",
+            fleet.port
+        )),
         "{out}"
     );
     for m in &machines {
@@ -237,12 +253,16 @@ fn cluster_up_start_status_down() {
         assert!(out.stdout.contains(&line), "missing `{line}`:\n{out}");
         let token = fleet.machine_state(m.id).join("token");
         let mode = std::fs::metadata(&token).unwrap().permissions();
-        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
     }
     assert!(out.stdout.contains("All 3 daemons connected."), "{out}");
 
     // Again: safe, nothing restarted.
-    let daemon_pid = std::fs::read_to_string(fleet.machine_state("robot").join("daemon.pid")).unwrap();
+    let daemon_pid =
+        std::fs::read_to_string(fleet.machine_state("robot").join("daemon.pid")).unwrap();
     let again = fleet.up(&cluster);
     assert!(again.status.success(), "{again}");
     assert!(again.stdout.contains("Daemon on robot (root@"), "{again}");
@@ -261,11 +281,22 @@ fn cluster_up_start_status_down() {
             .trim()
             .parse()
             .unwrap();
-        assert!(fleet.hosts[i].pids().contains(&pid), "daemon of {} not in its host", m.id);
+        assert!(
+            fleet.hosts[i].pids().contains(&pid),
+            "daemon of {} not in its host",
+            m.id
+        );
+        assert!(fleet.remote_adora_pids().contains(&pid));
     }
 
     let flow = dataflow(fleet.dir.path());
-    let started = fleet.ok(&["start", &flow.display().to_string(), "--name", "spread", "--detach"]);
+    let started = fleet.ok(&[
+        "start",
+        &flow.display().to_string(),
+        "--name",
+        "spread",
+        "--detach",
+    ]);
     assert!(started.all().contains("spread"), "{started}");
 
     // Messages flow (robot → robot), and every node went where its placement says.
@@ -276,7 +307,11 @@ fn cluster_up_start_status_down() {
         logs = Some(out);
         done
     });
-    assert!(flowed, "sink never got the 200 messages:\n{}", logs.unwrap());
+    assert!(
+        flowed,
+        "sink never got the 200 messages:\n{}",
+        logs.unwrap()
+    );
     let list = fleet.ok(&["list", "--json"]);
     let list: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
     let text = list.to_string();
@@ -293,9 +328,13 @@ fn cluster_up_start_status_down() {
     }
 
     let status = fleet.ok(&["cluster", "status"]);
+    println!("{status}");
     for m in &machines {
         assert!(
-            status.stdout.lines().any(|l| l.starts_with(m.id) && l.contains("s ago")),
+            status
+                .stdout
+                .lines()
+                .any(|l| l.starts_with(m.id) && l.contains("s ago")),
             "{status}"
         );
     }
@@ -303,15 +342,25 @@ fn cluster_up_start_status_down() {
     let json = fleet.ok(&["cluster", "status", "--json"]);
     let json: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(json["daemons"].as_array().unwrap().len(), 3, "{json}");
-    assert!(json["daemons"].as_array().unwrap().iter().all(|d| d["connected"] == true));
-    assert_eq!(json["active_dataflows"].as_array().unwrap().len(), 1, "{json}");
+    assert!(json["daemons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|d| d["connected"] == true));
+    assert_eq!(
+        json["active_dataflows"].as_array().unwrap().len(),
+        1,
+        "{json}"
+    );
     assert_eq!(json["active_dataflows"][0]["name"], "spread");
 
     let down = fleet.down();
+    println!("{down}");
     assert!(down.stdout.contains("Stopping dataflow spread"), "{down}");
     for m in &machines {
         assert!(
-            down.stdout.contains(&format!("Stopping daemon {}... OK", m.id)),
+            down.stdout
+                .contains(&format!("Stopping daemon {}... OK", m.id)),
             "{down}"
         );
     }
@@ -339,9 +388,12 @@ fn unreachable_machine_is_reported_and_the_others_come_up() {
     let cluster = fleet.write_cluster(&machines);
 
     let out = fleet.up(&cluster);
+    println!("{out}");
     assert!(!out.status.success(), "must fail:\n{out}");
     assert!(
-        out.stdout.contains(&format!("Starting daemon on ghost (root@{ghost})... FAILED")),
+        out.stdout.contains(&format!(
+            "Starting daemon on ghost (root@{ghost})... FAILED"
+        )),
         "{out}"
     );
     assert!(out.stdout.contains("3 of 4 daemons connected."), "{out}");
@@ -352,7 +404,10 @@ fn unreachable_machine_is_reported_and_the_others_come_up() {
         .find(|l| l.starts_with("  ghost ("))
         .unwrap_or_else(|| panic!("no report line for ghost:\n{out}"));
     assert!(report.contains("cannot reach"), "{out}");
-    assert!(out.stdout.contains("hint") || report.contains("hint"), "{out}");
+    assert!(
+        out.stdout.contains("hint") || report.contains("hint"),
+        "{out}"
+    );
 
     let status = fleet.ok(&["cluster", "status", "--json"]);
     let json: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
@@ -379,7 +434,7 @@ fn invalid_cluster_files_are_rejected_with_field_and_line() {
             "coordinator: { addr: 10.0.0.1 }\nmachines: []\n",
             2,
             "machines",
-            "at least one machine",
+            "a cluster needs at least one machine",
         ),
         (
             "coordinator: { addr: 10.0.0.1 }\nmachines:\n  - { id: a, host: h }\n  - { id: a, host: h2 }\n",
@@ -391,7 +446,7 @@ fn invalid_cluster_files_are_rejected_with_field_and_line() {
             "coordinator: { addr: 10.0.0.1 }\nmachines:\n  - { id: '', host: h }\n",
             3,
             "machines[0].id",
-            "",
+            "machine id must not be empty",
         ),
         (
             "coordinator: { addr: 10.0.0.1 }\nmachines:\n  - { id: a, host: '' }\n",
@@ -414,7 +469,13 @@ fn invalid_cluster_files_are_rejected_with_field_and_line() {
         let out = run_with_timeout(cmd, TIMEOUT);
         assert_eq!(out.status.code(), Some(2), "case {i}:\n{out}");
         let expected = format!("{}:{line}: field `{field}`: {message}", path.display());
-        assert!(out.stderr.contains(&expected), "case {i}: `{expected}` missing:\n{out}");
-        assert!(!out.stdout.contains("Starting coordinator"), "case {i}:\n{out}");
+        assert!(
+            out.stderr.contains(&expected),
+            "case {i}: `{expected}` missing:\n{out}"
+        );
+        assert!(
+            !out.stdout.contains("Starting coordinator"),
+            "case {i}:\n{out}"
+        );
     }
 }

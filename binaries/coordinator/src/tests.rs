@@ -204,7 +204,18 @@ async fn duplicate_machine_id_replaces_the_stale_connection() {
     within(first.send(&registration("robot"))).await.unwrap();
     let mut second = daemon().await.unwrap();
     within(second.send(&registration("robot"))).await.unwrap();
-    let err = within(first.recv::<Envelope<adora_message::coordinator_to_daemon::DaemonCommand>>())
+    use adora_message::coordinator_to_daemon::DaemonCommand;
+    // Every registration is first told the Zenoh endpoints of the other daemons.
+    let peers = within(first.recv::<Envelope<DaemonCommand>>())
+        .await
+        .unwrap();
+    assert_eq!(
+        peers.body,
+        DaemonCommand::Peers {
+            endpoints: Vec::new()
+        }
+    );
+    let err = within(first.recv::<Envelope<DaemonCommand>>())
         .await
         .expect_err("the stale connection is closed");
     assert!(err.to_string().contains("replaced"), "{err}");
@@ -244,6 +255,51 @@ async fn placement_errors_reach_the_client_and_nothing_starts() {
     assert_eq!(
         call(&mut cli, ControlRequest::List).await,
         ControlReply::List(Vec::new())
+    );
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_new_daemon_is_told_the_zenoh_endpoints_of_the_others() {
+    use adora_message::coordinator_to_daemon::DaemonCommand;
+    let (addr, shutdown) = serve().await;
+    let register = |machine: &'static str, endpoint: &'static str| {
+        let addr = addr.clone();
+        async move {
+            let mut conn = within(Connection::connect(
+                &addr,
+                "/api/v1/daemon",
+                Some("test-token"),
+                Hello::current(),
+            ))
+            .await
+            .unwrap();
+            let mut reg = registration(machine);
+            if let DaemonMessage::Register(r) = &mut reg.body {
+                r.zenoh_locators = vec![endpoint.into()];
+            }
+            within(conn.send(&reg)).await.unwrap();
+            let peers = within(conn.recv::<Envelope<DaemonCommand>>())
+                .await
+                .unwrap();
+            (conn, peers.body)
+        }
+    };
+    let (_a, peers_a) = register("a", "tcp/10.1.0.1:7000").await;
+    assert_eq!(peers_a, DaemonCommand::Peers { endpoints: vec![] });
+    let (_b, peers_b) = register("b", "tcp/10.1.0.2:7000").await;
+    assert_eq!(
+        peers_b,
+        DaemonCommand::Peers {
+            endpoints: vec!["tcp/10.1.0.1:7000".into()]
+        }
+    );
+    let (_c, peers_c) = register("c", "tcp/10.1.0.3:7000").await;
+    assert_eq!(
+        peers_c,
+        DaemonCommand::Peers {
+            endpoints: vec!["tcp/10.1.0.1:7000".into(), "tcp/10.1.0.2:7000".into()]
+        }
     );
     shutdown.cancel();
 }

@@ -66,10 +66,13 @@ pub(crate) struct Dataflow {
     pub(crate) remote: RemoteLinks,
 }
 
-/// Prefix of every shared-memory segment of a dataflow (the daemon sweeps it at the end).
+/// Prefix of every shared-memory segment this daemon's part of a dataflow creates; the daemon
+/// sweeps it when that part ends. It names the daemon (by pid) as well as the dataflow: several
+/// daemons of one dataflow may share a machine's `/dev/shm`, and one must never remove samples
+/// another is still delivering.
 pub(crate) fn shm_prefix(id: uuid::Uuid) -> String {
     let simple = id.simple().to_string();
-    format!("adora-{}-", &simple[..12])
+    format!("adora-{}-{:x}-", &simple[..12], std::process::id())
 }
 
 impl Dataflow {

@@ -258,7 +258,12 @@ pub async fn run(config: ServiceConfig, shutdown: CancellationToken) -> Result<(
         reports_rx,
         link_shutdown.clone(),
     ));
-    daemon.run_service(commands_rx, service, shutdown).await;
+    // On a runtime worker, not the thread blocked in `block_on`: a message then costs no
+    // cross-thread wake-up between the connection tasks and the actor.
+    let actor = tokio::spawn(daemon.run_service(commands_rx, service, shutdown));
+    if let Err(e) = actor.await {
+        tracing::error!("the daemon actor failed: {e}");
+    }
     link_shutdown.cancel();
     let _ = link.await;
     Ok(())

@@ -16,6 +16,7 @@ use std::{
 };
 
 pub mod hosts;
+pub mod services;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {

@@ -10,6 +10,11 @@
 //! - `ignore-stop`: ignores Stop (the runtime must escalate to SIGTERM).
 //! - `no-connect`: never connects to the daemon.
 //! - `print-env`: prints the variables named in `PRINT_ENV` (comma separated), then exits.
+//! - `seq-source`: on every `tick` input sends the next sequence number on `data` (first 8 bytes,
+//!   rest of `PAYLOAD_BYTES` filled with the number's low byte), `COUNT` times, then exits.
+//! - `relay`: forwards every message of input `in` unchanged on output `out`.
+//! - `seq-sink`: checks sequence numbers and payloads; prints progress every `PROGRESS` messages
+//!   and a summary with what was received and lost. Exits non-zero on reordering or a bad payload.
 
 use std::{
     thread,
@@ -58,6 +63,9 @@ fn main() -> Result {
             }
             Ok(())
         }
+        "seq-source" => seq_source(),
+        "relay" => relay(),
+        "seq-sink" => seq_sink(),
         other => Err(format!("unknown MODE `{other}`").into()),
     }
 }
@@ -170,5 +178,93 @@ fn idle(ignore_stop: bool) -> Result {
         }
     }
     println!("idle done");
+    Ok(())
+}
+
+fn seq_source() -> Result {
+    let (mut node, mut events) = AdoraNode::init_from_env()?;
+    let output = "data".into();
+    let count = env_u64("COUNT", 100);
+    let len = (env_u64("PAYLOAD_BYTES", 8) as usize).max(8);
+    let mut seq = 0u64;
+    while seq < count {
+        match events.recv() {
+            Some(Event::Input { .. }) => {
+                let mut sample = node.allocate_sample(len)?;
+                sample[8..].fill(seq as u8);
+                sample[..8].copy_from_slice(&seq.to_le_bytes());
+                node.send_sample(&output, MetadataParameters::new(), sample)?;
+                seq += 1;
+            }
+            Some(Event::Stop) | None => break,
+            Some(_) => {}
+        }
+    }
+    println!("source sent={seq}");
+    Ok(())
+}
+
+fn relay() -> Result {
+    let (mut node, mut events) = AdoraNode::init_from_env()?;
+    let output = "out".into();
+    let mut forwarded = 0u64;
+    while let Some(event) = events.recv() {
+        match event {
+            Event::Input { metadata, data, .. } => {
+                node.send_output(&output, metadata.parameters, &data)?;
+                forwarded += 1;
+            }
+            Event::Stop => break,
+            Event::Error(e) => println!("error event: {e}"),
+            _ => {}
+        }
+    }
+    println!("relay forwarded={forwarded}");
+    Ok(())
+}
+
+fn seq_sink() -> Result {
+    let (_node, mut events) = AdoraNode::init_from_env()?;
+    let progress = env_u64("PROGRESS", 25).max(1);
+    let expect_len = std::env::var("EXPECT_LEN")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok());
+    let (mut received, mut lost, mut next) = (0u64, 0u64, 0u64);
+    while let Some(event) = events.recv() {
+        match event {
+            Event::Input { data, .. } => {
+                let seq = u64::from_le_bytes(data.get(..8).ok_or("short message")?.try_into()?);
+                if seq < next {
+                    return Err(format!("out of order: got {seq} after {}", next - 1).into());
+                }
+                if let Some(len) = expect_len {
+                    if data.len() != len {
+                        return Err(
+                            format!("message {seq}: {} bytes, expected {len}", data.len()).into(),
+                        );
+                    }
+                }
+                if data.len() > 8 && (data[8] != seq as u8 || data[data.len() - 1] != seq as u8) {
+                    return Err(format!("message {seq}: corrupted payload").into());
+                }
+                if seq > next {
+                    println!(
+                        "seq-sink gap: {} message(s) missing before {seq}",
+                        seq - next
+                    );
+                    lost += seq - next;
+                }
+                next = seq + 1;
+                received += 1;
+                if received % progress == 0 {
+                    println!("seq-sink progress received={received} last={seq}");
+                }
+            }
+            Event::Stop => break,
+            Event::Error(e) => println!("error event: {e}"),
+            _ => {}
+        }
+    }
+    println!("seq-sink done received={received} lost={lost} next={next}");
     Ok(())
 }

@@ -141,6 +141,7 @@ impl Dataflow {
                 }
             },
         };
+        tracing::trace!("publishing `{node}/{output}` ({} bytes)", bytes.len());
         if queue
             .try_send((
                 RemoteKind::Data {
@@ -164,6 +165,7 @@ impl Dataflow {
     pub fn remote_closed(&mut self, node: &NodeId, outputs: &[DataId]) {
         for output in outputs {
             if let Some(queue) = self.remote.queues.remove(&(node.clone(), output.clone())) {
+                tracing::debug!("closing published `{node}/{output}`");
                 // The queue is drained before the publisher ends, so this arrives after the data.
                 let queue_closed = queue.try_send((RemoteKind::Closed, Vec::new())).is_err();
                 if queue_closed {
@@ -185,6 +187,11 @@ impl Dataflow {
             payload,
             ..
         } = sample;
+        tracing::trace!(
+            "remote `{node}/{output}`: closed={} ({} bytes)",
+            matches!(kind, RemoteKind::Closed),
+            payload.len()
+        );
         match kind {
             RemoteKind::Closed => {
                 self.routing.close_outputs(&node, &[output]);

@@ -65,3 +65,21 @@ impl Outcome {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use adora_core::cluster::ClusterConfig;
+
+    #[test]
+    fn cluster_examples_are_valid() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cluster-examples");
+        for example in ["edge-ai", "robot-fleet", "ci-pipeline"] {
+            let file = root.join(example).join("cluster.yml");
+            if let Err(errors) = ClusterConfig::read(&file) {
+                panic!("{}: {errors:?}", file.display());
+            }
+        }
+    }
+}
