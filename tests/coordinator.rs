@@ -384,3 +384,170 @@ fn wrong_or_missing_token_is_refused() {
     assert!(!out.status.success());
     assert!(out.stderr.contains("chmod 600"), "{out}");
 }
+
+/// Two busy nodes (one core each) chained by a 10 ms timer.
+fn spin_dataflow() -> String {
+    let node = bin("adora-test-node");
+    format!(
+        "nodes:\n  - id: spinner\n    path: {n}\n    env: {{ MODE: spin }}\n    inputs:\n      tick: adora/timer/millis/10\n    outputs: [data]\n  - id: spinsink\n    path: {n}\n    env: {{ MODE: spin }}\n    inputs:\n      data: spinner/data\n",
+        n = node.display()
+    )
+}
+
+/// `GET path` on the coordinator; the body of a 200 answer.
+fn http_get(port: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    body.to_owned()
+}
+
+/// The value of the sample `name{...node="<node>"...}` in a `/metrics` page.
+fn node_metric(page: &str, name: &str, node: &str) -> Option<f64> {
+    page.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(&format!("node=\"{node}\"")))
+        .and_then(|l| l.rsplit_once(' ')?.1.parse().ok())
+}
+
+#[test]
+fn top_once_json_shows_busy_nodes_and_metrics_counters_grow() {
+    let env = Env::new();
+    env.up();
+    let flow = env.write("spin.yml", &spin_dataflow());
+    env.ok(&["start", flow.to_str().unwrap(), "--name", "busy"]);
+
+    // Figures arrive with daemon heartbeats (every 5 s); CPU is measured between two of them.
+    let mut snapshot = serde_json::Value::Null;
+    let busy = wait_until(Duration::from_secs(40), || {
+        snapshot = serde_json::from_str(&env.ok(&["top", "--once", "--json"]).stdout).unwrap();
+        let nodes = snapshot.as_array().unwrap();
+        nodes.len() == 2
+            && nodes.iter().all(|n| {
+                n["status"] == "running"
+                    && n["cpu_percent"].as_f64().unwrap() > 10.0
+                    && n["rss_bytes"].as_u64().unwrap() > 0
+                    && n["uptime_secs"].as_f64().unwrap() > 0.0
+                    && n["pid"].as_u64().is_some()
+            })
+    });
+    assert!(busy, "{snapshot:#}");
+    let nodes = snapshot.as_array().unwrap();
+    for n in nodes {
+        assert_eq!(n["dataflow"], "busy");
+        assert!(n["machine"].as_str().is_some_and(|m| !m.is_empty()), "{n}");
+    }
+    let spinner = nodes.iter().find(|n| n["node"] == "spinner").unwrap();
+    assert_eq!(spinner["inputs"]["tick"], "adora/timer/millis/10");
+    assert_eq!(spinner["outputs"], serde_json::json!(["data"]));
+
+    // `node list` / `node info` agree with `top`.
+    let list: serde_json::Value =
+        serde_json::from_str(&env.ok(&["node", "list", "busy", "--json"]).stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list:#}");
+    let info: serde_json::Value = serde_json::from_str(
+        &env.ok(&["node", "info", "busy", "spinsink", "--json"])
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(info["inputs"]["data"], "spinner/data", "{info:#}");
+    assert_eq!(info["restarts"], 0);
+    let text = env.ok(&["node", "info", "busy", "spinsink"]).stdout;
+    assert!(text.contains("data <- spinner/data"), "{text}");
+    let missing = env.run(&["node", "info", "busy", "nope"]);
+    assert!(!missing.status.success());
+    assert!(missing.stderr.contains("has no node `nope`"), "{missing}");
+
+    // /metrics: strict format, and counters that grow while the dataflow runs.
+    let first = http_get(&env.port(), "/metrics");
+    check_prometheus_text(&first);
+    assert!(
+        first.contains("adora_daemons{state=\"connected\"} 1"),
+        "{first}"
+    );
+    assert!(
+        first.contains("adora_dataflows{status=\"running\"} 1"),
+        "{first}"
+    );
+    assert!(
+        first.contains("adora_daemon_last_heartbeat_age_seconds{daemon="),
+        "{first}"
+    );
+    let sent = |page: &str| node_metric(page, "adora_node_messages_sent_total", "spinner");
+    let received = |page: &str| node_metric(page, "adora_node_messages_received_total", "spinsink");
+    let (sent0, received0) = (sent(&first).unwrap(), received(&first).unwrap());
+    let mut later = String::new();
+    let grew = wait_until(Duration::from_secs(20), || {
+        later = http_get(&env.port(), "/metrics");
+        sent(&later).unwrap() > sent0 && received(&later).unwrap() > received0
+    });
+    assert!(
+        grew,
+        "counters did not grow from {sent0}/{received0}:\n{later}"
+    );
+    check_prometheus_text(&later);
+    env.ok(&["stop", "busy"]);
+}
+
+/// A strict check of the Prometheus text format (0.0.4): `# HELP`/`# TYPE` comments, and samples
+/// `name{label="value",...} number` that belong to the family declared last, with valid names.
+fn check_prometheus_text(text: &str) {
+    let name_ok = |s: &str| {
+        !s.is_empty()
+            && s.chars().enumerate().all(|(i, c)| {
+                c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
+            })
+    };
+    let mut family = String::new();
+    assert!(text.ends_with('\n'), "no final newline");
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# ") {
+            let parts: Vec<&str> = rest.splitn(3, ' ').collect();
+            assert!(
+                parts.len() == 3 && name_ok(parts[1]),
+                "bad comment {line:?}"
+            );
+            match parts[0] {
+                "HELP" => {}
+                "TYPE" => {
+                    assert!(["counter", "gauge"].contains(&parts[2]), "{line:?}");
+                    family = parts[1].to_owned();
+                }
+                _ => panic!("bad comment {line:?}"),
+            }
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line:?}"));
+        assert!(value.parse::<f64>().is_ok(), "bad value in {line:?}");
+        let (name, labels) = match series.split_once('{') {
+            Some((n, l)) => (n, l.strip_suffix('}').unwrap_or_else(|| panic!("{line:?}"))),
+            None => (series, ""),
+        };
+        assert!(
+            name_ok(name) && name == family,
+            "sample outside its family: {line:?}"
+        );
+        for pair in labels.split("\",").filter(|p| !p.is_empty()) {
+            let (label, value) = pair.split_once("=\"").unwrap_or_else(|| panic!("{line:?}"));
+            assert!(name_ok(label), "bad label in {line:?}");
+            assert!(
+                !value.trim_end_matches('"').contains('"'),
+                "unescaped quote: {line:?}"
+            );
+        }
+    }
+}

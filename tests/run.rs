@@ -578,3 +578,144 @@ fn python_nodes_run_with_python3() {
     assert!(out.status.success(), "{out}");
     assert!(out.stdout.contains("py | hello from python-node"), "{out}");
 }
+
+#[test]
+fn on_failure_restarts_up_to_max_restarts_with_doubling_delay_then_fails_for_good() {
+    let (state, dir) = (temp_dir(), temp_dir());
+    let dataflow = write_dataflow(
+        dir.path(),
+        r#"
+nodes:
+  - id: flaky
+    path: {node}
+    env: { MODE: fail, EXIT_CODE: 4 }
+    outputs: [data]
+    restart_policy: on-failure
+    max_restarts: 3
+    restart_delay: 100ms
+  - id: watcher
+    path: {node}
+    env: { MODE: recv }
+    inputs: { in: flaky/data }
+"#,
+    );
+    let out = run(state.path(), &[dataflow.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{out}");
+    // One first run and three restarts, each failing.
+    assert_eq!(
+        out.stderr
+            .matches("flaky   | test-node: simulated failure")
+            .count(),
+        4,
+        "{out}"
+    );
+    // The delay doubles: 100 ms, 200 ms, 400 ms.
+    for (delay, attempt) in [("100ms", 1), ("200ms", 2), ("400ms", 3)] {
+        assert!(
+            out.stderr.contains(&format!(
+                "node `flaky` exit status 4; restarting it in {delay} (restart {attempt})"
+            )),
+            "{out}"
+        );
+    }
+    assert!(
+        out.stderr.contains("node `flaky` failed: exit status 4; not restarted again: restarted 3 times; max_restarts is 3"),
+        "{out}"
+    );
+    // The downstream node is told about every restart, then that it failed for good, then the
+    // input closes (and its stream ends, so it exits by itself).
+    assert_eq!(
+        out.stdout
+            .matches("watcher | upstream restarted node=flaky inputs=in")
+            .count(),
+        3,
+        "{out}"
+    );
+    assert!(
+        out.stdout
+            .contains("watcher | upstream failed node=flaky reason=exit status 4"),
+        "{out}"
+    );
+    assert!(out.stdout.contains("watcher | input closed in"), "{out}");
+    assert!(
+        out.stderr
+            .contains("note: node `flaky` was restarted 3 time(s)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn always_restarts_clean_exits_and_never_restarts_nothing() {
+    let (state, dir) = (temp_dir(), temp_dir());
+    let dataflow = write_dataflow(
+        dir.path(),
+        r#"
+nodes:
+  - id: again
+    path: {node}
+    env: { MODE: print-env, PRINT_ENV: ADORA_NODE_ID }
+    restart_policy: always
+    max_restarts: 2
+    restart_delay: 10ms
+  - id: once
+    path: {node}
+    env: { MODE: print-env, PRINT_ENV: ADORA_NODE_ID }
+"#,
+    );
+    let out = run(state.path(), &[dataflow.to_str().unwrap()]);
+    // A clean exit after the last allowed restart is not a failure.
+    assert!(out.status.success(), "{out}");
+    assert_eq!(
+        out.stdout.matches("again | ADORA_NODE_ID=again").count(),
+        3,
+        "{out}"
+    );
+    assert_eq!(
+        out.stdout.matches("once  | ADORA_NODE_ID=once").count(),
+        1,
+        "{out}"
+    );
+}
+
+#[test]
+fn a_restarted_node_keeps_receiving_on_the_same_inputs() {
+    let (state, dir) = (temp_dir(), temp_dir());
+    // `sink` crashes after its first message and comes back; the source keeps sending on a timer:
+    // the new instance receives the following messages on the same, still open, input.
+    let dataflow = write_dataflow(
+        dir.path(),
+        r#"
+nodes:
+  - id: source
+    path: {node}
+    env: { MODE: seq-source, COUNT: 30, PAYLOAD_BYTES: 8 }
+    inputs: { tick: adora/timer/millis/30 }
+    outputs: [data]
+  - id: sink
+    path: {node}
+    env: { MODE: seq-sink, PROGRESS: 1, CRASH_AT: 5 }
+    inputs: { in: source/data }
+    restart_policy: on-failure
+    max_restarts: 1
+    restart_delay: 10ms
+"#,
+    );
+    let out = run(state.path(), &[dataflow.to_str().unwrap()]);
+    assert!(out.status.success(), "{out}");
+    assert!(
+        out.stdout.contains("sink   | seq-sink crashing at 5"),
+        "{out}"
+    );
+    // The second instance starts counting again and gets the rest of the stream, ending at 29.
+    let done = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("seq-sink done"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(done.ends_with("next=30"), "{done}\n{out}");
+    assert!(
+        out.stderr
+            .contains("note: node `sink` was restarted 1 time(s)"),
+        "{out}"
+    );
+}

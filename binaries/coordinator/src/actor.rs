@@ -11,7 +11,7 @@ use std::{
 use adora_core::NodeId;
 use adora_message::{
     cli_to_coordinator::ControlRequest,
-    control::{DataflowOutcome, DataflowStatus, Labels, NodeResult, RunningDataflow},
+    control::{DataflowStatus, Labels, NodeResult, RunningDataflow},
     coordinator_to_cli::ControlReply,
     coordinator_to_daemon::DaemonCommand,
     daemon_to_coordinator::{DaemonMessage, DaemonRegistration},
@@ -65,6 +65,11 @@ pub(crate) enum Event {
     Metrics {
         reply: oneshot::Sender<Metrics>,
     },
+    /// The first answer to an idempotent request (see [`crate::idempotency`]).
+    RequestAnswered {
+        request_id: Uuid,
+        reply: ControlReply,
+    },
 }
 
 /// Numbers behind `/metrics`.
@@ -73,6 +78,10 @@ pub(crate) struct Metrics {
     pub daemons_connected: usize,
     pub daemons_lost: usize,
     pub dataflows: BTreeMap<&'static str, usize>,
+    /// Every node of every running dataflow.
+    pub nodes: Vec<adora_message::stats::NodeInfo>,
+    /// Connected daemons: (name, seconds since their last message).
+    pub heartbeat_ages: Vec<(String, f64)>,
 }
 
 pub(crate) struct DaemonEntry {
@@ -85,6 +94,10 @@ pub(crate) struct DaemonEntry {
     pub zenoh_locators: Vec<String>,
     /// `None` once the daemon is lost.
     pub tx: Option<DaemonTx>,
+    /// The Adora version it registered with.
+    pub adora_version: String,
+    /// When it registered (its current or last connection).
+    pub registered_at: Instant,
 }
 
 impl DaemonEntry {
@@ -132,6 +145,16 @@ pub(crate) struct Coordinator {
     pub pending_logs: HashMap<u64, PendingLogs>,
     /// Cancels the whole coordinator (`ShutdownCoordinator`); set by [`Coordinator::run`].
     pub shutdown: CancellationToken,
+    /// The actor's own event channel (set by [`crate::start`]), for tasks reporting back.
+    pub events: Option<mpsc::Sender<Event>>,
+    /// Reclaims after a coordinator restart and auto-recoveries of restarted daemons.
+    pub recovery: crate::recovery::RecoveryState,
+    /// Idempotent requests by client request id.
+    pub requests: crate::idempotency::Requests,
+    /// The id of the idempotent request being handled (stored in the records it creates).
+    pub current_request: Option<Uuid>,
+    /// The latest per-node figures from daemon heartbeats.
+    pub node_stats: crate::stats::NodeStatsTable,
 }
 
 /// Sends a reply to a client; a client that went away is simply gone.
@@ -141,7 +164,7 @@ pub(crate) fn reply(tx: &ClientTx, id: u64, body: ControlReply) {
 
 impl Coordinator {
     pub fn new(config: CoordinatorConfig, store: Arc<dyn Store>) -> Self {
-        let mut me = Self {
+        Self {
             config,
             store,
             daemons: Vec::new(),
@@ -151,21 +174,19 @@ impl Coordinator {
             pending_starts: HashMap::new(),
             pending_logs: HashMap::new(),
             shutdown: CancellationToken::new(),
-        };
-        match me.store.dataflows() {
-            Ok(records) => {
-                for record in records {
-                    me.insert_flow(record);
-                }
-            }
-            Err(e) => tracing::error!("cannot load dataflow records: {e}"),
+            events: None,
+            recovery: Default::default(),
+            requests: Default::default(),
+            current_request: None,
+            node_stats: Default::default(),
         }
-        me
     }
 
     /// Runs until `shutdown` is cancelled.
     pub async fn run(mut self, mut events: mpsc::Receiver<Event>, shutdown: CancellationToken) {
         self.shutdown = shutdown.clone();
+        // Off the runtime; events queue meanwhile.
+        self.load().await;
         let mut tick = tokio::time::interval(self.config.heartbeat_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -184,7 +205,7 @@ impl Coordinator {
         }
     }
 
-    fn dispatch(&mut self, event: Event) {
+    pub(crate) fn dispatch(&mut self, event: Event) {
         match event {
             Event::DaemonRegistered {
                 conn,
@@ -196,6 +217,9 @@ impl Coordinator {
             Event::Control { envelope, tx } => self.handle_request(envelope, tx),
             Event::Metrics { reply } => {
                 let _ = reply.send(self.metrics());
+            }
+            Event::RequestAnswered { request_id, reply } => {
+                self.request_answered(request_id, reply)
             }
         }
     }
@@ -228,8 +252,9 @@ impl Coordinator {
         self.flows.get_mut(&id).expect("just inserted")
     }
 
-    pub fn save(&self, id: Uuid) {
-        if let Some(flow) = self.flows.get(&id) {
+    pub fn save(&mut self, id: Uuid) {
+        if let Some(flow) = self.flows.get_mut(&id) {
+            flow.record.updated_at_ms = adora_store::now_ms();
             if let Err(e) = self.store.put_dataflow(&flow.record) {
                 tracing::error!("cannot store dataflow {id}: {e}");
             }
@@ -273,6 +298,7 @@ impl Coordinator {
                 DaemonCommand::Heartbeat,
             )));
         }
+        self.recovery_tick();
     }
 
     fn handle_register(&mut self, conn: ConnId, reg: DaemonRegistration, tx: DaemonTx) {
@@ -284,6 +310,8 @@ impl Coordinator {
             last_seen: Instant::now(),
             zenoh_locators: reg.zenoh_locators.clone(),
             tx: Some(tx),
+            adora_version: reg.adora_version.clone(),
+            registered_at: Instant::now(),
         };
         let existing = self.daemons.iter().position(|d| match &reg.machine_id {
             Some(id) => d.machine_id.as_deref() == Some(id),
@@ -326,9 +354,11 @@ impl Coordinator {
             "daemon `{name}` registered ({} running dataflows)",
             reg.running.len()
         );
+        let reported: BTreeSet<Uuid> = reg.running.iter().map(|r| r.id).collect();
         for running in reg.running {
             self.reclaim(&name, running);
         }
+        self.after_register(&name, &reported);
     }
 
     /// A daemon reports a dataflow it runs: adopt it if this coordinator does not know it
@@ -341,15 +371,13 @@ impl Coordinator {
                 "reclaiming dataflow `{}` ({id}) from `{daemon}`",
                 running.name
             );
-            let record = DataflowRecord {
+            let record = DataflowRecord::new(
                 id,
-                name: running.name,
-                descriptor: running.descriptor,
-                working_dir: running.working_dir,
-                placement: BTreeMap::new(),
-                status: DataflowStatus::Running,
-                outcome: DataflowOutcome::default(),
-            };
+                running.name,
+                running.descriptor,
+                running.working_dir,
+                BTreeMap::new(),
+            );
             self.insert_flow(record);
         }
         let flow = self.flows.get_mut(&id).expect("inserted above");
@@ -383,6 +411,7 @@ impl Coordinator {
             tracing::warn!("lost daemon `{}`: {reason}", d.name());
         }
         let name = d.name().to_owned();
+        self.save_machine(&name);
         // Pending requests waiting on it fail now rather than hang.
         let starts: Vec<Uuid> = self
             .pending_starts
@@ -415,11 +444,16 @@ impl Coordinator {
         d.last_seen = Instant::now();
         let name = d.name().to_owned();
         match envelope.body {
-            DaemonMessage::Heartbeat => {}
+            DaemonMessage::Heartbeat { nodes } => {
+                self.node_stats.update(nodes);
+                let flows = &self.flows;
+                self.node_stats.retain(|id| flows.contains_key(id));
+            }
             DaemonMessage::Register(_) => {
                 tracing::warn!("daemon `{name}` registered twice on one connection; ignored")
             }
             DaemonMessage::Spawned { dataflow, result } => {
+                self.recovery_spawned(dataflow, &name, &result);
                 self.spawn_answered(dataflow, &name, result)
             }
             DaemonMessage::Finished { dataflow, nodes } => {
@@ -442,7 +476,7 @@ impl Coordinator {
     }
 
     /// One daemon's part of a dataflow ended; when every part has, the dataflow ends.
-    fn part_finished(&mut self, id: Uuid, daemon: &str, nodes: BTreeMap<NodeId, NodeResult>) {
+    pub(crate) fn part_finished(&mut self, id: Uuid, daemon: &str, nodes: BTreeMap<NodeId, NodeResult>) {
         let Some(flow) = self.flows.get_mut(&id) else {
             return;
         };
@@ -458,7 +492,7 @@ impl Coordinator {
         let Some(flow) = self.flows.get_mut(&id) else {
             return;
         };
-        flow.record.status = if flow.record.outcome.is_success() {
+        flow.record.status = if flow.record.outcome.is_success() && flow.record.failure.is_none() {
             DataflowStatus::Finished
         } else {
             DataflowStatus::Failed
@@ -511,6 +545,8 @@ impl Coordinator {
         for d in &self.daemons {
             if d.tx.is_some() {
                 m.daemons_connected += 1;
+                m.heartbeat_ages
+                    .push((d.name().to_owned(), d.last_seen.elapsed().as_secs_f64()));
             } else {
                 m.daemons_lost += 1;
             }
@@ -527,6 +563,7 @@ impl Coordinator {
             };
             *m.dataflows.entry(key).or_default() += 1;
         }
+        m.nodes = self.node_infos(None).unwrap_or_default();
         m
     }
 }
@@ -538,5 +575,6 @@ fn event_kind(event: &Event) -> &'static str {
         Event::DaemonGone { .. } => "daemon_gone",
         Event::Control { .. } => "control",
         Event::Metrics { .. } => "metrics",
+        Event::RequestAnswered { .. } => "request_answered",
     }
 }

@@ -1,7 +1,5 @@
 //! The HTTP side: routes, authentication of the WebSocket endpoints, health and metrics.
 
-use std::fmt::Write;
-
 use axum::{
     extract::{
         ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade},
@@ -117,22 +115,6 @@ async fn metrics(State(state): State<AppState>) -> Response {
         )
             .into_response();
     };
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP adora_daemons Daemons known to the coordinator."
-    );
-    let _ = writeln!(out, "# TYPE adora_daemons gauge");
-    let _ = writeln!(
-        out,
-        "adora_daemons{{state=\"connected\"}} {}",
-        m.daemons_connected
-    );
-    let _ = writeln!(out, "adora_daemons{{state=\"lost\"}} {}", m.daemons_lost);
-    let _ = writeln!(out, "# HELP adora_dataflows Dataflows by status.");
-    let _ = writeln!(out, "# TYPE adora_dataflows gauge");
-    for (status, n) in &m.dataflows {
-        let _ = writeln!(out, "adora_dataflows{{status=\"{status}\"}} {n}");
-    }
+    let out = crate::metrics::render(&m);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

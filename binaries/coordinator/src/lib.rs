@@ -12,7 +12,13 @@
 mod actor;
 pub mod auth;
 mod http;
+mod idempotency;
+mod metrics;
+mod recovery;
 mod requests;
+mod stats;
+#[cfg(test)]
+mod testkit;
 mod ws;
 
 use std::{
@@ -38,6 +44,12 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 pub const DAEMON_TIMEOUT: Duration = Duration::from_secs(20);
 /// Time a connecting peer has to send its `Hello` (and a daemon its `Register`).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a coordinator restart, how long the daemons of a stored running dataflow have to
+/// reconnect and report it before it is marked failed.
+pub const RECLAIM_TIMEOUT: Duration = Duration::from_secs(60);
+/// Auto-recovery re-spawns a dataflow's nodes on a restarted daemon at most once per this
+/// window per (daemon, dataflow).
+pub const RECOVERY_BACKOFF: Duration = Duration::from_secs(30);
 /// Capacity of the actor's event channel.
 pub const EVENT_CHANNEL_CAPACITY: usize = 4096;
 
@@ -50,6 +62,10 @@ pub struct CoordinatorConfig {
     pub heartbeat_interval: Duration,
     /// See [`DAEMON_TIMEOUT`].
     pub daemon_timeout: Duration,
+    /// See [`RECLAIM_TIMEOUT`].
+    pub reclaim_timeout: Duration,
+    /// See [`RECOVERY_BACKOFF`].
+    pub recovery_backoff: Duration,
 }
 
 impl CoordinatorConfig {
@@ -59,6 +75,8 @@ impl CoordinatorConfig {
             token: Some(token),
             heartbeat_interval: HEARTBEAT_INTERVAL,
             daemon_timeout: DAEMON_TIMEOUT,
+            reclaim_timeout: RECLAIM_TIMEOUT,
+            recovery_backoff: RECOVERY_BACKOFF,
         }
     }
 }
@@ -96,7 +114,8 @@ pub fn start(
 ) -> AppState {
     let (events, events_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
     let token = config.token.clone();
-    let coordinator = actor::Coordinator::new(config, store);
+    let mut coordinator = actor::Coordinator::new(config, store);
+    coordinator.events = Some(events.clone());
     tokio::spawn(coordinator.run(events_rx, shutdown.clone()));
     AppState {
         events,

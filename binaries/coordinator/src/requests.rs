@@ -12,7 +12,7 @@ use adora_core::{
 };
 use adora_message::{
     cli_to_coordinator::{ControlRequest, LogsRequest, StartDataflow},
-    control::{ControlError, DataflowOutcome, DataflowStatus, ErrorKind, NodeLogLine},
+    control::{ControlError, DataflowStatus, ErrorKind, NodeLogLine},
     coordinator_to_cli::{ControlReply, CoordinatorStatus, DaemonStatus, DataflowInfo},
     coordinator_to_daemon::{DaemonCommand, SpawnDataflow},
     envelope::Envelope,
@@ -60,11 +60,19 @@ impl Coordinator {
             ControlRequest::Restart { dataflow } => self.restart(&dataflow, tx, id),
             ControlRequest::List => reply(&tx, id, ControlReply::List(self.list())),
             ControlRequest::Status => reply(&tx, id, ControlReply::Status(self.status())),
+            ControlRequest::Nodes { dataflow } => match self.node_infos(dataflow.as_deref()) {
+                Ok(nodes) => reply(&tx, id, ControlReply::Nodes(nodes)),
+                Err(e) => reply(&tx, id, ControlReply::Error(e)),
+            },
             ControlRequest::Logs(request) => self.logs(request, tx, id),
             ControlRequest::ShutdownDaemons => {
                 let daemons = self.shutdown_daemons();
                 reply(&tx, id, ControlReply::ShuttingDown { daemons });
             }
+            ControlRequest::Idempotent {
+                request_id,
+                request,
+            } => self.handle_idempotent(request_id, *request, tx, id),
             ControlRequest::ShutdownCoordinator => {
                 tracing::info!("shutdown requested by a client");
                 reply(&tx, id, ControlReply::ShuttingDown { daemons: vec![] });
@@ -80,7 +88,7 @@ impl Coordinator {
     }
 
     /// Finds a dataflow by uuid, or by name (the running one, else the latest run).
-    fn resolve(&self, name_or_id: &str) -> Result<Uuid, ControlError> {
+    pub(crate) fn resolve(&self, name_or_id: &str) -> Result<Uuid, ControlError> {
         if let Ok(id) = name_or_id.parse::<Uuid>() {
             if self.flows.contains_key(&id) {
                 return Ok(id);
@@ -175,15 +183,14 @@ impl Coordinator {
             .into_iter()
             .map(|(node, i)| (node, self.daemons[connected[i]].name().to_owned()))
             .collect();
-        let record = DataflowRecord {
+        let mut record = DataflowRecord::new(
             id,
-            name: name.clone(),
-            descriptor: start.descriptor.clone(),
-            working_dir: start.working_dir.clone(),
+            name.clone(),
+            start.descriptor.clone(),
+            start.working_dir.clone(),
             placement,
-            status: DataflowStatus::Running,
-            outcome: DataflowOutcome::default(),
-        };
+        );
+        record.request_id = self.current_request;
         let flow = self.insert_flow(record);
         if start.attach {
             flow.watchers.push((tx.clone(), request));
@@ -402,6 +409,8 @@ impl Coordinator {
                     labels: d.labels.clone(),
                     last_heartbeat_ms: d.last_seen.elapsed().as_millis() as u64,
                     connected: d.tx.is_some(),
+                    adora_version: d.adora_version.clone(),
+                    registered_ms_ago: d.registered_at.elapsed().as_millis() as u64,
                 })
                 .collect(),
             running_dataflows: self

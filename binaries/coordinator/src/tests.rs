@@ -185,6 +185,7 @@ fn registration(machine: &str) -> Envelope<DaemonMessage> {
             hostname: "host".into(),
             zenoh_locators: Vec::new(),
             running: Vec::new(),
+            adora_version: "0.1.0-test".into(),
         }),
     )
 }
@@ -226,6 +227,8 @@ async fn duplicate_machine_id_replaces_the_stale_connection() {
     assert_eq!(status.daemons.len(), 1);
     assert!(status.daemons[0].connected);
     assert_eq!(status.daemons[0].machine_id.as_deref(), Some("robot"));
+    // The version the daemon registered with is reported (`cluster upgrade` waits for it).
+    assert_eq!(status.daemons[0].adora_version, "0.1.0-test");
     shutdown.cancel();
 }
 

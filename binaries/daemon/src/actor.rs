@@ -97,6 +97,11 @@ pub(crate) enum Event {
         dataflow: Uuid,
         step: Escalation,
     },
+    /// Start the next instance of a node whose restart policy brought it back.
+    RestartNode {
+        dataflow: Uuid,
+        node: NodeId,
+    },
     /// The daemon's Zenoh session opened (or could not).
     RemoteOpened(Result<Arc<RemoteDataPlane>, String>),
     /// A message from a node on another machine.
@@ -356,6 +361,17 @@ impl Daemon {
                     df.escalate(step, &self.events_tx, &self.config);
                 }
             }
+            Event::RestartNode { dataflow, node } => {
+                let finished = match self.dataflows.get_mut(&dataflow) {
+                    Some(df) => df.restart_node(&node, &self.events_tx),
+                    None => false,
+                };
+                if finished {
+                    if let Some(df) = self.dataflows.remove(&dataflow) {
+                        df.finish();
+                    }
+                }
+            }
             Event::RemoteOpened(result) => self.remote_opened(result),
             Event::Remote(sample) => {
                 if let Some(df) = self.dataflows.get_mut(&sample.dataflow) {
@@ -388,6 +404,7 @@ fn event_kind(event: &Event) -> &'static str {
         Event::TimerTick { .. } => "timer_tick",
         Event::ConnectTimeout { .. } => "connect_timeout",
         Event::Escalate { .. } => "escalate",
+        Event::RestartNode { .. } => "restart_node",
         Event::RemoteOpened(_) => "remote_opened",
         Event::Remote(_) => "remote",
         Event::RemoteMatched { .. } => "remote_matched",

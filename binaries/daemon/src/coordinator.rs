@@ -8,6 +8,7 @@ use adora_message::{
     coordinator_to_daemon::DaemonCommand,
     daemon_to_coordinator::{DaemonMessage, DaemonRegistration},
     envelope::{Envelope, Hello},
+    stats::NodeStats,
 };
 use rand::Rng;
 use tokio::sync::{mpsc, oneshot};
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     actor::service::ServiceCommand,
+    process_stats::ProcessSampler,
     ws_client::{ClientError, Connection},
     ServiceConfig,
 };
@@ -27,6 +29,8 @@ pub const RECONNECT_MAX: Duration = Duration::from_secs(30);
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 /// A coordinator silent for this long is considered gone (the daemon reconnects).
 pub const COORDINATOR_TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest a heartbeat waits for the actor's node snapshot (it is sent without figures otherwise).
+const STATS_TIMEOUT: Duration = Duration::from_secs(1);
 /// Path of the daemon WebSocket on the coordinator.
 pub const DAEMON_PATH: &str = "/api/v1/daemon";
 
@@ -90,6 +94,7 @@ pub(crate) async fn run_link(
                         conn.local_addr(),
                     )],
                     running,
+                    adora_version: adora_message::ADORA_VERSION.to_owned(),
                 };
                 let register = Envelope::new(0, DaemonMessage::Register(registration));
                 if let Err(e) = conn.send(&register).await {
@@ -141,6 +146,7 @@ async fn session(
 ) -> String {
     let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
     let mut last_heard = Instant::now();
+    let mut sampler = Some(ProcessSampler::default());
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => {
@@ -151,7 +157,8 @@ async fn session(
                 if last_heard.elapsed() > COORDINATOR_TIMEOUT {
                     return format!("no message for {:?}", last_heard.elapsed());
                 }
-                if let Err(e) = conn.send(&Envelope::new(0, DaemonMessage::Heartbeat)).await {
+                let nodes = node_stats(commands, &mut sampler).await;
+                if let Err(e) = conn.send(&Envelope::new(0, DaemonMessage::Heartbeat { nodes })).await {
                     return e.to_string();
                 }
             }
@@ -169,6 +176,65 @@ async fn session(
                 }
                 Err(e) => return e.to_string(),
             },
+        }
+    }
+}
+
+/// The figures of every local node for a heartbeat: status and counters from the actor, process
+/// figures from `/proc` (sampled off the runtime). Empty when the actor does not answer in time.
+async fn node_stats(
+    commands: &mpsc::Sender<ServiceCommand>,
+    sampler: &mut Option<ProcessSampler>,
+) -> Vec<NodeStats> {
+    let (tx, rx) = oneshot::channel();
+    if commands
+        .send(ServiceCommand::NodeSnapshots(tx))
+        .await
+        .is_err()
+    {
+        return Vec::new();
+    }
+    let Ok(Ok(snapshots)) = tokio::time::timeout(STATS_TIMEOUT, rx).await else {
+        return Vec::new();
+    };
+    let Some(mut owned) = sampler.take() else {
+        return Vec::new();
+    };
+    let sampled = tokio::task::spawn_blocking(move || {
+        let pids: Vec<u32> = snapshots.iter().filter_map(|(_, s)| s.pid).collect();
+        owned.retain(&pids);
+        let stats = snapshots
+            .into_iter()
+            .map(|(dataflow, s)| {
+                let figures = s.pid.and_then(|pid| owned.sample(pid)).unwrap_or_default();
+                NodeStats {
+                    dataflow,
+                    node: s.node,
+                    status: s.status,
+                    pid: s.pid,
+                    cpu_percent: figures.cpu_percent,
+                    rss_bytes: figures.rss_bytes,
+                    messages_sent: s.sent,
+                    messages_received: s.received,
+                    dropped: s.dropped,
+                    restarts: s.restarts,
+                    uptime_ms: u64::try_from(figures.uptime.as_millis()).unwrap_or(u64::MAX),
+                    last_error: s.last_error,
+                }
+            })
+            .collect();
+        (owned, stats)
+    })
+    .await;
+    match sampled {
+        Ok((owned, stats)) => {
+            *sampler = Some(owned);
+            stats
+        }
+        Err(e) => {
+            tracing::warn!("sampling node processes failed: {e}");
+            *sampler = Some(ProcessSampler::default());
+            Vec::new()
         }
     }
 }

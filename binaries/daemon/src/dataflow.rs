@@ -14,11 +14,16 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 mod remote_links;
+mod restarts;
+mod stats;
+
+pub(crate) use stats::NodeSnapshot;
 
 use remote_links::RemoteLinks;
 
 use crate::{
     actor::Event,
+    restart::RestartTracker,
     routing::Routing,
     spawn::{self, NodeCommand},
     DaemonConfig, DaemonError, DataflowResult, DataflowSpec, LogLine, NodeOutcome,
@@ -46,6 +51,12 @@ struct NodeRuntime {
     control_open: bool,
     terminated_by: Option<Signal>,
     failure: Option<String>,
+    /// Its restart policy's bookkeeping (kept across instances).
+    restart: Option<RestartTracker>,
+    /// Exited; a new instance starts after the restart delay.
+    restarting: bool,
+    /// How to start it again.
+    command: Option<NodeCommand>,
 }
 
 pub(crate) struct Dataflow {
@@ -64,6 +75,8 @@ pub(crate) struct Dataflow {
     done: Option<oneshot::Sender<DataflowResult>>,
     /// Links to nodes on other machines (Zenoh).
     pub(crate) remote: RemoteLinks,
+    /// The daemon's node socket (to start restarted nodes).
+    socket: std::path::PathBuf,
 }
 
 /// Prefix of every shared-memory segment this daemon's part of a dataflow creates; the daemon
@@ -134,6 +147,7 @@ impl Dataflow {
             logs,
             cancel,
             done: Some(done),
+            socket: socket.to_owned(),
             spec,
         };
         // Only the nodes placed on this daemon; inputs from nodes on other daemons arrive over
@@ -199,6 +213,10 @@ impl Dataflow {
         let env = self.node_env(&spec, socket);
         let log_file = self.spec.log_dir.join(format!("{id}.txt"));
         let runtime = self.nodes.entry(id.clone()).or_default();
+        runtime.command = Some(command.clone());
+        runtime
+            .restart
+            .get_or_insert_with(|| RestartTracker::new(&spec));
         match spawn::spawn_node(id, command, &env, &log_file, self.logs.clone()) {
             Ok(spawned) => {
                 runtime.pid = Some(spawned.pid);
@@ -355,6 +373,7 @@ impl Dataflow {
         }
         self.stopping = true;
         self.routing.stop_all();
+        self.cancel_restarts(events);
         schedule(
             &self.cancel,
             events,
@@ -410,12 +429,16 @@ impl Dataflow {
         // routing forgets the node only once that connection has drained (`control_closed`).
         let drained = !rt.control_open;
         let outcome = outcome(rt, status, stderr_tail);
-        if let NodeOutcome::Failed { reason, .. } = &outcome {
-            tracing::warn!("node `{node}` failed: {reason}");
-        }
         // Kill anything the node left behind in its process group.
         if let Some(pid) = rt.pid {
             spawn::signal_group(pid, Signal::SIGKILL);
+        }
+        let outcome = match self.restart_decision(node, outcome, events) {
+            Some(outcome) => outcome,
+            None => return false, // a new instance comes after the restart delay
+        };
+        if let NodeOutcome::Failed { reason, .. } = &outcome {
+            tracing::warn!("node `{node}` failed: {reason}");
         }
         self.outcomes.insert(node.clone(), outcome);
         if self.pending.remove(node) {
@@ -436,6 +459,14 @@ impl Dataflow {
         };
         rt.control_open = false;
         let exited = !rt.running;
+        if rt.restarting {
+            self.routing.node_restarting(node);
+            return false;
+        }
+        if !exited && self.may_restart(node) {
+            // Wait for the exit status: the restart policy decides whether the outputs close.
+            return false;
+        }
         self.close_all_outputs(node);
         if exited {
             self.routing.node_exited(node);
@@ -458,10 +489,10 @@ impl Dataflow {
     }
 
     /// Every node process has exited and every control connection has drained.
-    fn is_finished(&self) -> bool {
+    pub(crate) fn is_finished(&self) -> bool {
         self.nodes
             .values()
-            .all(|rt| !rt.running && !rt.control_open)
+            .all(|rt| !rt.running && !rt.control_open && !rt.restarting)
     }
 
     /// Finishes the dataflow: cancels timers, removes leftover shared memory, reports the result.
@@ -475,6 +506,7 @@ impl Dataflow {
         let result = DataflowResult {
             nodes: std::mem::take(&mut self.outcomes),
             counters: self.routing.counters(),
+            restarts: self.restart_counts(),
         };
         if let Some(done) = self.done.take() {
             let _ = done.send(result);

@@ -12,9 +12,9 @@ mod coordinator;
 mod dataflow;
 mod node_conn;
 mod pdeathsig;
+mod process_stats;
 mod queue;
 mod remote;
-#[allow(dead_code)] // Integrated into node supervision with the resilience work.
 mod restart;
 mod routing;
 mod spawn;
@@ -145,6 +145,8 @@ pub struct DataflowResult {
     pub nodes: BTreeMap<NodeId, NodeOutcome>,
     /// Message counters of every node.
     pub counters: BTreeMap<NodeId, NodeCounters>,
+    /// How often each node was restarted by its restart policy.
+    pub restarts: BTreeMap<NodeId, u32>,
 }
 
 impl DataflowResult {

@@ -48,6 +48,8 @@ struct SampleState {
     owner: NodeId,
     os_id: String,
     refs: usize,
+    /// The instance that sent it is gone (restarted): unlink on release instead of recycling.
+    orphaned: bool,
 }
 
 /// Per-node message counters.
@@ -157,6 +159,7 @@ impl Routing {
                         owner: sender.clone(),
                         os_id: s.os_id.clone(),
                         refs: 1,
+                        orphaned: false,
                     },
                 );
                 self.release_ref(s.token);
@@ -195,6 +198,7 @@ impl Routing {
                         owner,
                         os_id: s.os_id.clone(),
                         refs: 1,
+                        orphaned: false,
                     },
                 );
                 Some(s.token)
@@ -256,6 +260,11 @@ impl Routing {
             return;
         };
         match self.nodes.get_mut(&sample.owner) {
+            _ if sample.orphaned => {
+                if let Err(e) = adora_shm::unlink(&sample.os_id) {
+                    tracing::warn!("cannot unlink shared sample {}: {e}", sample.os_id);
+                }
+            }
             Some(owner) if owner.remote => self.daemon_freed.push(token),
             Some(owner) if !owner.exited => {
                 owner.freed.push(token);
@@ -470,6 +479,58 @@ impl Routing {
         }
         // Samples this node owns that are still in flight: mark them orphaned so the last release
         // unlinks them. Nothing to do now; `release_ref` checks `exited`.
+    }
+
+    /// The node's process exited and its restart policy starts a new one: release what the old
+    /// instance held and end its pending requests, but keep its queued inputs (for the new
+    /// instance) and its outputs open (its receivers wait for it).
+    pub fn node_restarting(&mut self, node: &NodeId) {
+        let Some(state) = self.nodes.get_mut(node) else {
+            return;
+        };
+        let held: Vec<(u64, usize)> = state.held.drain().collect();
+        state.freed.clear();
+        state.stop_delivered = false;
+        if let Some(w) = state.events_waiter.take() {
+            let _ = w.send(DaemonReply::Events {
+                events: Vec::new(),
+                drop_counts: BTreeMap::new(),
+            });
+        }
+        if let Some(w) = state.freed_waiter.take() {
+            let _ = w.send(DaemonReply::FreedSamples(Vec::new()));
+        }
+        for sample in self.samples.values_mut() {
+            if &sample.owner == node {
+                sample.orphaned = true;
+            }
+        }
+        for (token, count) in held {
+            for _ in 0..count {
+                self.release_ref(token);
+            }
+        }
+    }
+
+    /// Tells every local receiver of `node`'s outputs about it (`make` gets the receiver's inputs
+    /// fed by `node`).
+    pub fn notify_downstream(&mut self, node: &NodeId, make: impl Fn(Vec<DataId>) -> NodeEvent) {
+        let mut per_receiver: BTreeMap<NodeId, Vec<DataId>> = BTreeMap::new();
+        for ((from, _), receivers) in &self.routes {
+            if from == node {
+                for (receiver, input) in receivers {
+                    per_receiver
+                        .entry(receiver.clone())
+                        .or_default()
+                        .push(input.clone());
+                }
+            }
+        }
+        for (receiver, mut inputs) in per_receiver {
+            inputs.sort();
+            let event = make(inputs);
+            self.push_control(&receiver, None, |_| event.clone());
+        }
     }
 
     /// Message counters of every node.

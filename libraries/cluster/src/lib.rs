@@ -1,14 +1,29 @@
 //! `adora-cluster`: managing a fleet described by `cluster.yml` — SSH sessions to its machines
 //! (the openssh crate, one multiplexed session per host), remote commands built from argument
-//! lists with every value shell-quoted, and the systemd unit of a machine's daemon.
+//! lists with every value shell-quoted, the systemd unit of a machine's daemon with the scripts that
+//! install and remove it, and the remote steps of a rolling upgrade.
 
 pub mod quote;
 pub mod ssh;
 pub mod systemd;
+pub mod upgrade;
 
 use adora_core::cluster::{ClusterConfig, Machine};
 
 pub use ssh::{HostSession, RemoteOutput, SshError, SshTarget};
+
+/// `argv` run as root: unchanged for `root`, else behind `sudo -n` (never prompts: SSH runs in
+/// batch mode, so the user needs passwordless sudo). The prefix is argument words, so nothing of
+/// `argv` is ever re-parsed by a shell.
+pub fn as_root<S: AsRef<str>>(ssh_user: &str, argv: &[S]) -> Vec<String> {
+    let mut words = Vec::with_capacity(argv.len() + 2);
+    if ssh_user != "root" {
+        words.push("sudo".to_owned());
+        words.push("-n".to_owned());
+    }
+    words.extend(argv.iter().map(|w| w.as_ref().to_owned()));
+    words
+}
 
 /// The arguments of `adora daemon` for a machine of a cluster (after the program name); the
 /// same for `cluster up` and the systemd unit of `cluster install`.
@@ -48,5 +63,14 @@ mod tests {
             "daemon --machine-id robot --coordinator-addr 10.0.0.1 --coordinator-port 7000 --labels arch=arm64,gpu=true --quiet"
         );
         assert!(!daemon_args(&c, &c.machines[1]).contains(&"--labels".to_owned()));
+    }
+
+    #[test]
+    fn as_root_prefixes_sudo_only_for_other_users() {
+        assert_eq!(as_root("root", &["sh", "-c", "x"]), ["sh", "-c", "x"]);
+        assert_eq!(
+            as_root("ubuntu", &["sh", "-c", "a; b"]),
+            ["sudo", "-n", "sh", "-c", "a; b"]
+        );
     }
 }

@@ -193,6 +193,16 @@ impl HostSession {
             .await
     }
 
+    /// Runs `argv` (each word quoted) with `stdin` as its standard input: for secrets and for
+    /// file contents (a binary streamed to `cat >`; openssh's process-mux has no SFTP).
+    pub async fn run_with_input<S: AsRef<str>>(
+        &self,
+        argv: &[S],
+        stdin: &[u8],
+    ) -> Result<RemoteOutput, SshError> {
+        self.run_with_stdin(argv, Some(stdin)).await
+    }
+
     async fn run_with_stdin<S: AsRef<str>>(
         &self,
         argv: &[S],

@@ -1,6 +1,9 @@
-//! The systemd unit of a machine's daemon (`adora cluster install`).
+//! The systemd unit of a machine's daemon (`adora cluster install`), and the root scripts that
+//! install and remove it on a machine.
 
 use std::fmt::Write;
+
+use crate::quote::quote;
 
 /// Name of the unit of machine `id`.
 pub fn unit_name(machine_id: &str) -> String {
@@ -22,6 +25,118 @@ pub fn env_file(machine_id: &str) -> String {
 /// daemon, so it never appears on a command line.
 pub fn env_file_contents(token: &str) -> String {
     format!("ADORA_TOKEN={token}\n")
+}
+
+/// Where the unit and the environment file go; [`SYSTEM_PATHS`] on a real machine, a temporary
+/// directory in tests.
+#[derive(Debug, Clone, Copy)]
+pub struct InstallPaths<'a> {
+    /// Directory of the unit file.
+    pub unit_dir: &'a str,
+    /// Directory of the token's environment file (created mode 0700).
+    pub env_dir: &'a str,
+}
+
+/// The system locations: [`UNIT_DIR`] and [`ENV_DIR`].
+pub const SYSTEM_PATHS: InstallPaths<'static> = InstallPaths {
+    unit_dir: UNIT_DIR,
+    env_dir: ENV_DIR,
+};
+
+/// Remote script that prints `$HOME`, then the absolute path of the `adora` binary
+/// (`install_dir` first, else `command -v adora`, symlinks resolved with `readlink -f`), or exits
+/// 127 when there is none. Run it as the SSH user (the unit's `User=`).
+pub fn probe_script(install_dir: Option<&str>) -> String {
+    let prologue = match install_dir {
+        Some(dir) => format!("PATH={}:\"$PATH\"; export PATH\n", crate::quote::path(dir)),
+        None => String::new(),
+    };
+    format!(
+        "printf '%s\\n' \"$HOME\"\n{prologue}p=$(command -v adora) || exit 127\nreadlink -f \"$p\"\n"
+    )
+}
+
+/// Remote script (run as root, the environment file's contents on stdin) that installs the unit
+/// of `machine_id`: writes the environment file (mode 0600 in a 0700 directory), the unit file,
+/// stops a detached daemon a `cluster up` left (its pid in `ad_hoc_pid_file`) so two daemons never
+/// run with one machine id, then `systemctl daemon-reload` and `enable --now`.
+pub fn install_script(
+    machine_id: &str,
+    unit_text: &str,
+    ad_hoc_pid_file: &str,
+    paths: InstallPaths<'_>,
+) -> String {
+    let name = unit_name(machine_id);
+    let env = format!("{}/adora-daemon-{machine_id}.env", paths.env_dir);
+    format!(
+        r#"set -e
+unit={unit}
+env={env}
+umask 077
+mkdir -p {env_dir}
+chmod 700 {env_dir}
+cat > "$env.tmp"
+chmod 600 "$env.tmp"
+mv -f "$env.tmp" "$env"
+umask 022
+mkdir -p {unit_dir}
+printf '%s' {text} > "$unit.tmp"
+mv -f "$unit.tmp" "$unit"
+pidf={pidf}
+alive() {{ kill -0 "$1" 2>/dev/null && ! grep -q ') Z' "/proc/$1/stat" 2>/dev/null; }}
+old=$(cat "$pidf" 2>/dev/null || true)
+if [ -n "$old" ] && alive "$old" && grep -q adora "/proc/$old/cmdline" 2>/dev/null; then
+  kill "$old" 2>/dev/null || true
+  i=0; while alive "$old" && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+  kill -9 "$old" 2>/dev/null || true
+  rm -f "$pidf"
+fi
+systemctl daemon-reload
+systemctl enable --now {name}
+"#,
+        unit = quote(&format!("{}/{name}", paths.unit_dir)),
+        env = quote(&env),
+        env_dir = quote(paths.env_dir),
+        unit_dir = quote(paths.unit_dir),
+        text = quote(unit_text),
+        pidf = quote(ad_hoc_pid_file),
+        name = quote(&name),
+    )
+}
+
+/// What [`uninstall_script`] prints when there was no unit.
+pub const NOT_INSTALLED: &str = "not-installed";
+
+/// Remote script (run as root) that stops, disables and removes the unit of `machine_id` and its
+/// environment file, then reloads systemd; prints [`NOT_INSTALLED`] when there was no unit.
+pub fn uninstall_script(machine_id: &str, paths: InstallPaths<'_>) -> String {
+    let name = unit_name(machine_id);
+    format!(
+        r#"set -e
+unit={unit}
+if [ -e "$unit" ]; then
+  systemctl disable --now {name} || true
+  rm -f "$unit"
+else
+  echo {NOT_INSTALLED}
+fi
+rm -f {env}
+systemctl daemon-reload
+"#,
+        unit = quote(&format!("{}/{name}", paths.unit_dir)),
+        env = quote(&format!("{}/adora-daemon-{machine_id}.env", paths.env_dir)),
+        name = quote(&name),
+    )
+}
+
+/// `systemctl is-enabled --quiet <unit>`: exit code 0 when the machine's daemon runs under
+/// systemd (any user may ask).
+pub fn is_enabled_argv(machine_id: &str) -> Vec<String> {
+    ["systemctl", "is-enabled", "--quiet"]
+        .map(String::from)
+        .into_iter()
+        .chain([unit_name(machine_id)])
+        .collect()
 }
 
 /// Everything the unit needs.
@@ -163,6 +278,126 @@ mod tests {
         );
         assert_eq!(unit_name("robot"), "adora-daemon-robot.service");
         assert_eq!(env_file_contents("ab12"), "ADORA_TOKEN=ab12\n");
+    }
+
+    /// Runs `script` with `sh`, a fake `systemctl` (logging its arguments) first on `PATH`.
+    fn run_with_fake_systemctl(
+        dir: &std::path::Path,
+        script: &str,
+        stdin: &[u8],
+    ) -> (std::process::Output, String) {
+        use std::{io::Write as _, os::unix::fs::PermissionsExt, process::Stdio};
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).expect("bin dir");
+        let fake = bin.join("systemctl");
+        std::fs::write(&fake, "#!/bin/sh\necho \"$*\" >> \"$SYSTEMCTL_LOG\"\n").expect("fake");
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let log = dir.join("systemctl.log");
+        let _ = std::fs::remove_file(&log);
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("PATH", path)
+            .env("SYSTEMCTL_LOG", &log)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sh runs");
+        let mut pipe = child.stdin.take().expect("piped");
+        pipe.write_all(stdin).expect("stdin");
+        drop(pipe);
+        let out = child.wait_with_output().expect("script ends");
+        (out, std::fs::read_to_string(&log).unwrap_or_default())
+    }
+
+    #[test]
+    fn install_and_uninstall_scripts_drive_systemctl() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let units = dir.path().join("units");
+        let etc = dir.path().join("etc-adora");
+        let (units, etc) = (units.display().to_string(), etc.display().to_string());
+        let paths = InstallPaths {
+            unit_dir: &units,
+            env_dir: &etc,
+        };
+        // A detached daemon left by `cluster up`: its command line contains "adora".
+        let sleeper = dir.path().join("adora-sleep");
+        std::fs::copy("/bin/sleep", &sleeper).expect("copy sleep");
+        let mut ad_hoc = std::process::Command::new(&sleeper)
+            .arg("30")
+            .spawn()
+            .expect("spawn");
+        let pid_file = dir.path().join("daemon.pid");
+        std::fs::write(&pid_file, format!("{}\n", ad_hoc.id())).expect("pid file");
+
+        let unit = "[Unit]\nDescription=it's $HOME `x`\n";
+        let script = install_script("robot", unit, &pid_file.display().to_string(), paths);
+        let (out, calls) =
+            run_with_fake_systemctl(dir.path(), &script, env_file_contents("t0k").as_bytes());
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            calls,
+            "daemon-reload\nenable --now adora-daemon-robot.service\n"
+        );
+        let unit_path = format!("{units}/adora-daemon-robot.service");
+        assert_eq!(std::fs::read_to_string(&unit_path).expect("unit"), unit);
+        let env_path = format!("{etc}/adora-daemon-robot.env");
+        assert_eq!(
+            std::fs::read_to_string(&env_path).expect("env"),
+            "ADORA_TOKEN=t0k\n"
+        );
+        let mode = |p: &str| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode(&env_path), 0o600);
+        assert_eq!(mode(&etc), 0o700);
+        let status = ad_hoc.wait().expect("ad-hoc daemon stopped");
+        assert!(!status.success(), "the ad-hoc daemon was killed: {status:?}");
+        assert!(!pid_file.exists());
+
+        let (out, calls) =
+            run_with_fake_systemctl(dir.path(), &uninstall_script("robot", paths), b"");
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            calls,
+            "disable --now adora-daemon-robot.service\ndaemon-reload\n"
+        );
+        assert!(!std::path::Path::new(&unit_path).exists());
+        assert!(!std::path::Path::new(&env_path).exists());
+        let (out, _) = run_with_fake_systemctl(dir.path(), &uninstall_script("robot", paths), b"");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), NOT_INSTALLED);
+    }
+
+    #[test]
+    fn probe_finds_the_absolute_binary() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let real = dir.path().join("real dir");
+        std::fs::create_dir(&real).expect("dir");
+        std::fs::write(real.join("adora"), "#!/bin/sh\n").expect("bin");
+        std::fs::set_permissions(real.join("adora"), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let link_dir = dir.path().join("bin");
+        std::fs::create_dir(&link_dir).expect("dir");
+        std::os::unix::fs::symlink(real.join("adora"), link_dir.join("adora")).expect("link");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(probe_script(Some(&link_dir.display().to_string())))
+            .env("HOME", "/home/x")
+            .output()
+            .expect("sh");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let real = std::fs::canonicalize(real.join("adora")).expect("canonical");
+        assert_eq!(text, format!("/home/x\n{}\n", real.display()));
+        assert_eq!(
+            is_enabled_argv("robot"),
+            ["systemctl", "is-enabled", "--quiet", "adora-daemon-robot.service"]
+        );
     }
 
     #[test]

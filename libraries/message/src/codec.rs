@@ -167,6 +167,15 @@ mod tests {
                 NodeEvent::InputClosed { id: "tick".into() },
                 NodeEvent::Stop,
                 NodeEvent::Error("boom".into()),
+                NodeEvent::UpstreamRestarted {
+                    node: "camera".into(),
+                    inputs: vec!["frames".into()],
+                },
+                NodeEvent::UpstreamFailed {
+                    node: "camera".into(),
+                    inputs: vec!["frames".into()],
+                    reason: "exit status 1".into(),
+                },
             ],
             drop_counts: BTreeMap::from([("tick".into(), 3)]),
         });

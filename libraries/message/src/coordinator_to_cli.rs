@@ -6,7 +6,10 @@ use adora_core::NodeId;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::control::{ControlError, DataflowOutcome, DataflowStatus, Labels, NodeLogLine};
+use crate::{
+    control::{ControlError, DataflowOutcome, DataflowStatus, Labels, NodeLogLine},
+    stats::NodeInfo,
+};
 
 /// A message of the coordinator to a CLI client, in an envelope carrying the request's id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,6 +44,8 @@ pub enum ControlReply {
     List(Vec<DataflowInfo>),
     /// Answer to `Status`.
     Status(CoordinatorStatus),
+    /// Answer to `Nodes`.
+    Nodes(Vec<NodeInfo>),
     /// A node's log line (logs requests and attached starts).
     Log(NodeLogLine),
     /// All requested log lines were sent (a non-following logs request is complete).
@@ -108,6 +113,12 @@ pub struct DaemonStatus {
     pub last_heartbeat_ms: u64,
     /// False once the daemon is lost (disconnected or silent for too long).
     pub connected: bool,
+    /// The Adora version the daemon registered with (empty when it did not say).
+    #[serde(default)]
+    pub adora_version: String,
+    /// Milliseconds since the daemon registered (its current or last connection).
+    #[serde(default)]
+    pub registered_ms_ago: u64,
 }
 
 #[cfg(test)]
@@ -168,6 +179,8 @@ mod tests {
                 labels: [("gpu".into(), "true".into())].into(),
                 last_heartbeat_ms: 1200,
                 connected: true,
+                adora_version: "0.1.0-upgrade-test".into(),
+                registered_ms_ago: 4500,
             }],
             running_dataflows: 1,
         }));
@@ -178,6 +191,27 @@ mod tests {
             line: "hello".into(),
         }));
         round_trip(ControlReply::LogsEnd);
+        round_trip(ControlReply::Nodes(vec![NodeInfo {
+            dataflow_id: id,
+            dataflow: "demo".into(),
+            node: "a".into(),
+            machine: "robot".into(),
+            status: crate::stats::NodeStatus::Unknown,
+            pid: None,
+            cpu_percent: 0.0,
+            rss_bytes: 0,
+            messages_sent: 0,
+            messages_received: 0,
+            messages_sent_per_sec: 0.0,
+            messages_received_per_sec: 0.0,
+            dropped: 0,
+            restarts: 0,
+            uptime_secs: 0.0,
+            inputs: BTreeMap::new(),
+            outputs: vec![],
+            last_error: None,
+            stats_age_ms: None,
+        }]));
         round_trip(ControlReply::ShuttingDown {
             daemons: vec!["robot".into()],
         });

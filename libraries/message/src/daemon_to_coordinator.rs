@@ -6,7 +6,10 @@ use adora_core::NodeId;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::control::{Labels, NodeLogLine, NodeResult, RunningDataflow};
+use crate::{
+    control::{Labels, NodeLogLine, NodeResult, RunningDataflow},
+    stats::NodeStats,
+};
 
 /// A daemon's message. Replies carry the id of the coordinator's command.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -14,8 +17,11 @@ use crate::control::{Labels, NodeLogLine, NodeResult, RunningDataflow};
 pub enum DaemonMessage {
     /// First message after the handshake (and after every reconnect).
     Register(DaemonRegistration),
-    /// Liveness.
-    Heartbeat,
+    /// Liveness, with the figures of every node the daemon runs.
+    Heartbeat {
+        /// Per-node figures (CPU, memory, message counters, restarts, uptime).
+        nodes: Vec<NodeStats>,
+    },
     /// Answer to `Spawn`: `Err` says why nothing of the dataflow runs on this daemon.
     Spawned {
         /// The dataflow.
@@ -52,6 +58,10 @@ pub struct DaemonRegistration {
     pub zenoh_locators: Vec<String>,
     /// Status report: what it runs right now.
     pub running: Vec<RunningDataflow>,
+    /// The daemon's Adora version (`cluster upgrade` waits for the new one); empty when the
+    /// daemon predates this field.
+    #[serde(default)]
+    pub adora_version: String,
 }
 
 #[cfg(test)]
@@ -79,8 +89,33 @@ mod tests {
                 working_dir: "/srv/demo".into(),
                 nodes: [("a".into(), true)].into(),
             }],
+            adora_version: "0.1.0".into(),
         }));
-        round_trip(DaemonMessage::Heartbeat);
+        round_trip(DaemonMessage::Heartbeat { nodes: vec![] });
+        round_trip(DaemonMessage::Heartbeat {
+            nodes: vec![NodeStats {
+                dataflow: id,
+                node: "a".into(),
+                status: crate::stats::NodeStatus::Running,
+                pid: Some(4321),
+                cpu_percent: 99.5,
+                rss_bytes: 12 << 20,
+                messages_sent: 1000,
+                messages_received: 990,
+                dropped: 10,
+                restarts: 1,
+                uptime_ms: 61_000,
+                last_error: None,
+            }],
+        });
+        // A registration of a daemon that predates `adora_version` still decodes.
+        let old = r#"{"Register":{"machine_id":null,"labels":{},"hostname":"h","zenoh_locators":[],"running":[]}}"#;
+        let DaemonMessage::Register(reg) =
+            serde_json::from_str(old).expect("old registration decodes")
+        else {
+            panic!("not a registration");
+        };
+        assert_eq!(reg.adora_version, "");
         round_trip(DaemonMessage::Spawned {
             dataflow: id,
             result: Ok(()),

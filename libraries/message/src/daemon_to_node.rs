@@ -47,4 +47,21 @@ pub enum NodeEvent {
     Stop,
     /// A runtime error concerning this node (the node keeps running).
     Error(String),
+    /// A node this one receives from exited and is being restarted by its restart policy; its
+    /// inputs stay open and messages resume once it is back.
+    UpstreamRestarted {
+        /// The upstream node.
+        node: adora_core::NodeId,
+        /// This node's inputs fed by it.
+        inputs: Vec<DataId>,
+    },
+    /// A node this one receives from failed for good (no restart left); `InputClosed` follows.
+    UpstreamFailed {
+        /// The upstream node.
+        node: adora_core::NodeId,
+        /// This node's inputs fed by it.
+        inputs: Vec<DataId>,
+        /// Why it failed.
+        reason: String,
+    },
 }

@@ -6,7 +6,8 @@
 //!
 //! Control plane (JSON text frames over WebSocket, opened by the handshake of [`envelope`]):
 //! [`cli_to_coordinator`], [`coordinator_to_cli`], [`daemon_to_coordinator`],
-//! [`coordinator_to_daemon`]; their shared types live in [`control`].
+//! [`coordinator_to_daemon`]; their shared types live in [`control`], per-node figures in
+//! [`stats`].
 
 pub mod cli_to_coordinator;
 pub mod codec;
@@ -19,6 +20,7 @@ pub mod daemon_to_daemon;
 pub mod daemon_to_node;
 pub mod envelope;
 pub mod node_to_daemon;
+pub mod stats;
 
 pub use common::{DataRef, Metadata, NodeConfig, Parameter, SharedRef, Timestamp};
 
@@ -26,5 +28,6 @@ pub use common::{DataRef, Metadata, NodeConfig, Parameter, SharedRef, Timestamp}
 /// registration with a clear message.
 pub const NODE_PROTOCOL_VERSION: u32 = 1;
 
-/// The version of Adora this crate belongs to.
-pub const ADORA_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The version of Adora this crate belongs to: the package version, plus the suffix in the
+/// environment variable `ADORA_VERSION_SUFFIX` when it was set at build time (see `build.rs`).
+pub const ADORA_VERSION: &str = env!("ADORA_FULL_VERSION");

@@ -43,6 +43,22 @@ pub enum Event {
     Stop,
     /// A runtime error that concerns this node (for example a shared sample that could not be mapped).
     Error(String),
+    /// An upstream node exited and its restart policy restarts it: the inputs it feeds stay open.
+    UpstreamRestarted {
+        /// The upstream node.
+        node: adora_core::NodeId,
+        /// This node's inputs it feeds.
+        inputs: Vec<DataId>,
+    },
+    /// An upstream node failed for good; `InputClosed` follows for the inputs it feeds.
+    UpstreamFailed {
+        /// The upstream node.
+        node: adora_core::NodeId,
+        /// This node's inputs it feeds.
+        inputs: Vec<DataId>,
+        /// Why it failed.
+        reason: String,
+    },
 }
 
 /// The stream of events for a node. `recv` blocks until an event arrives and returns `None` once
@@ -148,6 +164,18 @@ impl EventStream {
             NodeEvent::InputClosed { id } => Event::InputClosed { id },
             NodeEvent::Stop => Event::Stop,
             NodeEvent::Error(e) => Event::Error(e),
+            NodeEvent::UpstreamRestarted { node, inputs } => {
+                Event::UpstreamRestarted { node, inputs }
+            }
+            NodeEvent::UpstreamFailed {
+                node,
+                inputs,
+                reason,
+            } => Event::UpstreamFailed {
+                node,
+                inputs,
+                reason,
+            },
             other => Event::Error(format!("unsupported event {other:?}")),
         }
     }

@@ -194,7 +194,8 @@ impl AdoraNode {
     }
 
     /// Declares that the node will not send on `outputs` again; their receivers get `InputClosed`.
-    /// All outputs are closed automatically when the node is dropped or exits.
+    /// All outputs are closed automatically when the node exits for good (not when its restart
+    /// policy restarts it).
     pub fn close_outputs(&mut self, outputs: Vec<DataId>) -> Result<(), NodeError> {
         for o in &outputs {
             self.outputs.remove(o);
@@ -210,11 +211,9 @@ impl AdoraNode {
 
 impl Drop for AdoraNode {
     fn drop(&mut self) {
-        let outputs: Vec<_> = self.outputs.iter().cloned().collect();
-        if !outputs.is_empty() {
-            let _ = self.control.send(&NodeRequest::CloseOutputs(outputs));
-        }
-        // The drops thread ends when the daemon closes the drops connection (after the node's
+        // Outputs are not closed here: the daemon closes them when this process's connection
+        // ends, unless the node's restart policy brings it back (then its receivers keep their
+        // inputs open). The drops thread ends when the daemon closes the drops connection (after the node's
         // control connection closes); do not wait for it here.
         drop(self.drops_thread.take());
     }

@@ -1,8 +1,11 @@
 //! `adora-store`: the coordinator's desired state (dataflow records) behind the [`Store`] trait.
 //!
-//! [`MemoryStore`] keeps everything in memory (tests, single sessions). A redb-backed store that
-//! survives coordinator restarts comes later; until then a restarted coordinator learns about
-//! running dataflows from the daemons' status reports.
+//! [`MemoryStore`] keeps everything in memory (tests, single sessions); [`RedbStore`] keeps it in
+//! one redb file so a restarted coordinator finds its dataflows, machines and answered requests
+//! again. The coordinator calls a store from its actor: implementations must not block it (the
+//! redb store writes on its own thread; reads happen once, at startup, off the runtime).
+
+mod redb_store;
 
 use std::{
     collections::BTreeMap,
@@ -11,9 +14,14 @@ use std::{
 };
 
 use adora_core::{Descriptor, NodeId};
-use adora_message::control::{DataflowOutcome, DataflowStatus};
+use adora_message::{
+    control::{DataflowOutcome, DataflowStatus, Labels},
+    coordinator_to_cli::ControlReply,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+pub use redb_store::{RedbStore, SCHEMA_VERSION};
 
 /// Everything the coordinator remembers about one dataflow run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,6 +40,84 @@ pub struct DataflowRecord {
     pub status: DataflowStatus,
     /// Node results collected so far.
     pub outcome: DataflowOutcome,
+    /// How many times the coordinator spawned the nodes: 1 at start, plus one per auto-recovery
+    /// re-spawn on a restarted daemon.
+    #[serde(default)]
+    pub generation: u64,
+    /// When the dataflow was started (milliseconds since the Unix epoch).
+    #[serde(default)]
+    pub created_at_ms: u64,
+    /// When the record last changed (milliseconds since the Unix epoch).
+    #[serde(default)]
+    pub updated_at_ms: u64,
+    /// Why the coordinator marked it failed, when no node result says it (e.g. its daemons did
+    /// not come back after a coordinator restart).
+    #[serde(default)]
+    pub failure: Option<String>,
+    /// The client request id of the `start`/`restart` that created it (retries find it).
+    #[serde(default)]
+    pub request_id: Option<Uuid>,
+}
+
+impl DataflowRecord {
+    /// A new running dataflow, stamped now.
+    pub fn new(
+        id: Uuid,
+        name: String,
+        descriptor: Descriptor,
+        working_dir: PathBuf,
+        placement: BTreeMap<NodeId, String>,
+    ) -> Self {
+        let now = now_ms();
+        Self {
+            id,
+            name,
+            descriptor,
+            working_dir,
+            placement,
+            status: DataflowStatus::Running,
+            outcome: DataflowOutcome::default(),
+            generation: 1,
+            created_at_ms: now,
+            updated_at_ms: now,
+            failure: None,
+            request_id: None,
+        }
+    }
+}
+
+/// A machine (daemon) the coordinator has seen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MachineRecord {
+    /// The name placements use: machine id, or hostname of an unnamed daemon.
+    pub name: String,
+    /// Its machine id, if it has one.
+    pub machine_id: Option<String>,
+    /// Its hostname.
+    pub hostname: String,
+    /// Its labels.
+    pub labels: Labels,
+    /// Last time it was heard from (milliseconds since the Unix epoch).
+    pub last_seen_ms: u64,
+}
+
+/// A state-changing client request, remembered by its client-generated id so a retry is
+/// answered instead of executed again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// The client's request id.
+    pub id: Uuid,
+    /// The answer; `None` while the request is being handled.
+    pub reply: Option<ControlReply>,
+    /// When it arrived (milliseconds since the Unix epoch).
+    pub at_ms: u64,
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A store operation failed.
@@ -41,6 +127,50 @@ pub enum StoreError {
     /// The in-memory store's lock was poisoned by a panic.
     #[error("the store is unusable after a panic")]
     Poisoned,
+    /// The store file cannot be opened, created or given safe permissions.
+    #[error("cannot open the store file {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store file is not a valid database (corrupted or truncated). It is left untouched.
+    #[error("the store file {path} is corrupted or truncated and was left untouched ({detail}); \
+             move it away to start with an empty store, or restore a backup")]
+    Corrupted {
+        /// The file.
+        path: PathBuf,
+        /// What redb reported.
+        detail: String,
+    },
+    /// The store file was written by an incompatible version of Adora.
+    #[error("the store file {path} has schema version {found}, this coordinator uses version {expected}; \
+             use a matching Adora version or move the file away")]
+    SchemaMismatch {
+        /// The file.
+        path: PathBuf,
+        /// Version in the file.
+        found: u32,
+        /// Version this build uses.
+        expected: u32,
+    },
+    /// Another process (a running coordinator) has the store file open.
+    #[error("the store file {path} is in use by another process (is a coordinator already running?)")]
+    InUse {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A database operation failed.
+    #[error("store database error: {0}")]
+    Database(String),
+    /// A record could not be encoded or decoded.
+    #[error("cannot encode or decode a store record: {0}")]
+    Codec(#[from] serde_json::Error),
+    /// The store's writer thread is gone (it failed earlier or the store is closing).
+    #[error("the store's writer thread has stopped")]
+    WriterGone,
 }
 
 impl<T> From<PoisonError<T>> for StoreError {
@@ -54,14 +184,25 @@ impl<T> From<PoisonError<T>> for StoreError {
 pub trait Store: Send + Sync + 'static {
     /// Inserts or replaces a record.
     fn put_dataflow(&self, record: &DataflowRecord) -> Result<(), StoreError>;
-    /// Every record, in no particular order.
+    /// Every record (running and archived), in no particular order. Blocking: call it off the
+    /// async runtime.
     fn dataflows(&self) -> Result<Vec<DataflowRecord>, StoreError>;
+    /// Inserts or replaces a machine.
+    fn put_machine(&self, machine: &MachineRecord) -> Result<(), StoreError>;
+    /// Every machine. Blocking: call it off the async runtime.
+    fn machines(&self) -> Result<Vec<MachineRecord>, StoreError>;
+    /// Inserts or replaces a request record.
+    fn put_request(&self, request: &RequestRecord) -> Result<(), StoreError>;
+    /// Every remembered request. Blocking: call it off the async runtime.
+    fn requests(&self) -> Result<Vec<RequestRecord>, StoreError>;
 }
 
 /// A [`Store`] in memory: lost when the coordinator exits.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     dataflows: Mutex<BTreeMap<Uuid, DataflowRecord>>,
+    machines: Mutex<BTreeMap<String, MachineRecord>>,
+    requests: Mutex<BTreeMap<Uuid, RequestRecord>>,
 }
 
 impl MemoryStore {
@@ -80,6 +221,26 @@ impl Store for MemoryStore {
     fn dataflows(&self) -> Result<Vec<DataflowRecord>, StoreError> {
         Ok(self.dataflows.lock()?.values().cloned().collect())
     }
+
+    fn put_machine(&self, machine: &MachineRecord) -> Result<(), StoreError> {
+        self.machines
+            .lock()?
+            .insert(machine.name.clone(), machine.clone());
+        Ok(())
+    }
+
+    fn machines(&self) -> Result<Vec<MachineRecord>, StoreError> {
+        Ok(self.machines.lock()?.values().cloned().collect())
+    }
+
+    fn put_request(&self, request: &RequestRecord) -> Result<(), StoreError> {
+        self.requests.lock()?.insert(request.id, request.clone());
+        Ok(())
+    }
+
+    fn requests(&self) -> Result<Vec<RequestRecord>, StoreError> {
+        Ok(self.requests.lock()?.values().cloned().collect())
+    }
 }
 
 #[cfg(test)]
@@ -91,15 +252,13 @@ mod tests {
         let store = MemoryStore::new();
         let descriptor = Descriptor::parse("nodes:\n  - id: a\n    path: ./a\n", "d.yml".as_ref())
             .expect("valid");
-        let mut record = DataflowRecord {
-            id: Uuid::new_v4(),
-            name: "demo".into(),
+        let mut record = DataflowRecord::new(
+            Uuid::new_v4(),
+            "demo".into(),
             descriptor,
-            working_dir: "/".into(),
-            placement: BTreeMap::new(),
-            status: DataflowStatus::Running,
-            outcome: DataflowOutcome::default(),
-        };
+            "/".into(),
+            BTreeMap::new(),
+        );
         store.put_dataflow(&record).expect("put");
         record.status = DataflowStatus::Finished;
         store.put_dataflow(&record).expect("put");

@@ -7,6 +7,8 @@
 //! - `flood`: sends `COUNT` sequence numbers on `data` as fast as possible.
 //! - `fail`: prints to stderr and exits with `EXIT_CODE` (default 3).
 //! - `idle`: waits for Stop.
+//! - `spin`: keeps one core busy on a helper thread until Stop; every input it receives is sent
+//!   on as output `data` (declare `outputs: [data]` to chain spin nodes).
 //! - `ignore-stop`: ignores Stop (the runtime must escalate to SIGTERM).
 //! - `no-connect`: never connects to the daemon.
 //! - `print-env`: prints the variables named in `PRINT_ENV` (comma separated), then exits.
@@ -15,6 +17,8 @@
 //! - `relay`: forwards every message of input `in` unchanged on output `out`.
 //! - `seq-sink`: checks sequence numbers and payloads; prints progress every `PROGRESS` messages
 //!   and a summary with what was received and lost. Exits non-zero on reordering or a bad payload.
+//!   With `CRASH_AT=N` it exits with status 9 on message N, once per dataflow (a marker file in
+//!   the temp dir lets the restarted instance carry on).
 
 use std::{
     thread,
@@ -49,6 +53,7 @@ fn main() -> Result {
             std::process::exit(env_u64("EXIT_CODE", 3) as i32);
         }
         "idle" => idle(false),
+        "spin" => spin(),
         "ignore-stop" => idle(true),
         "no-connect" => {
             thread::sleep(Duration::from_secs(600));
@@ -138,6 +143,20 @@ fn recv() -> Result {
             }
             Event::Stop => break,
             Event::Error(e) => println!("error event: {e}"),
+            Event::UpstreamRestarted { node, inputs } => {
+                println!(
+                    "upstream restarted node={node} inputs={}",
+                    inputs
+                        .iter()
+                        .map(|i| i.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
+            }
+            Event::UpstreamFailed { node, reason, .. } => {
+                println!("upstream failed node={node} reason={reason}")
+            }
+            Event::InputClosed { id } => println!("input closed {id}"),
             _ => {}
         }
     }
@@ -163,6 +182,41 @@ fn flood() -> Result {
         node.send_output(&output, MetadataParameters::new(), &seq.to_le_bytes())?;
     }
     println!("flood sent={count}");
+    Ok(())
+}
+
+fn spin() -> Result {
+    use std::sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    };
+    let (mut node, mut events) = AdoraNode::init_from_env()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let burner = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let mut x = 1u64;
+            while !stop.load(Ordering::Relaxed) {
+                for _ in 0..10_000 {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            }
+        })
+    };
+    let output = "data".into();
+    while let Some(event) = events.recv() {
+        match event {
+            Event::Stop => break,
+            Event::Input { data, .. } => {
+                // Nodes without an output `data` (the end of a chain) only count what they get.
+                let _ = node.send_output(&output, MetadataParameters::new(), &data);
+            }
+            _ => {}
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = burner.join();
+    println!("spin done");
     Ok(())
 }
 
@@ -229,6 +283,9 @@ fn seq_sink() -> Result {
     let expect_len = std::env::var("EXPECT_LEN")
         .ok()
         .and_then(|v| v.parse::<usize>().ok());
+    let crash_at = std::env::var("CRASH_AT")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
     let (mut received, mut lost, mut next) = (0u64, 0u64, 0u64);
     while let Some(event) = events.recv() {
         match event {
@@ -246,6 +303,21 @@ fn seq_sink() -> Result {
                 }
                 if data.len() > 8 && (data[8] != seq as u8 || data[data.len() - 1] != seq as u8) {
                     return Err(format!("message {seq}: corrupted payload").into());
+                }
+                if crash_at == Some(seq) {
+                    // Crash once per dataflow: a marker file lets the restarted instance go on.
+                    let dataflow = std::env::var("ADORA_DATAFLOW_ID").unwrap_or_default();
+                    let marker = std::env::temp_dir().join(format!("adora-crash-{dataflow}"));
+                    if std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&marker)
+                        .is_ok()
+                    {
+                        println!("seq-sink crashing at {seq}");
+                        std::process::exit(9);
+                    }
+                    let _ = std::fs::remove_file(&marker);
                 }
                 if seq > next {
                     println!(

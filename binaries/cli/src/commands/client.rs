@@ -20,6 +20,11 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1";
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Name of the file (in the state directory) where `adora coordinator` writes its address.
 pub const ADDR_FILE: &str = "coordinator.addr";
+/// How long a state-changing request keeps retrying (same request id) after its connection
+/// dropped, e.g. while the coordinator restarts.
+pub const RETRY_WINDOW: Duration = Duration::from_secs(30);
+/// Pause between reconnection attempts of such a retry.
+pub const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// Name of the default token file in the state directory.
 pub const TOKEN_FILE: &str = "token";
 
@@ -100,6 +105,7 @@ pub fn find_token(token_file: Option<&std::path::Path>) -> anyhow::Result<Option
 pub struct Client {
     conn: Connection,
     next_id: u64,
+    args: ClientArgs,
 }
 
 impl Client {
@@ -116,7 +122,11 @@ impl Client {
             anyhow::anyhow!("the coordinator at {addr} did not answer within {CONNECT_TIMEOUT:?}")
         })?;
         match conn {
-            Ok(conn) => Ok(Self { conn, next_id: 1 }),
+            Ok(conn) => Ok(Self {
+                conn,
+                next_id: 1,
+                args: args.clone(),
+            }),
             Err(ClientError::Unreachable { addr, source }) => bail!(
                 "cannot reach the coordinator at {addr} ({source})\n  start one with `adora up`, or `adora coordinator` on the coordinator machine; \
                  point elsewhere with --coordinator-addr/--coordinator-port"
@@ -137,6 +147,50 @@ impl Client {
     pub async fn next(&mut self) -> anyhow::Result<ControlReply> {
         let envelope: Envelope<ControlReply> = self.conn.recv().await?;
         Ok(envelope.body)
+    }
+
+    /// Like [`Client::call`] for a state-changing request (`start`, `stop`, `restart`): it gets
+    /// a fresh request id, and when the connection drops before the answer it reconnects and
+    /// sends it again with the same id for up to [`RETRY_WINDOW`]. The coordinator answers a
+    /// retry instead of running the request twice.
+    pub async fn call_idempotent(
+        &mut self,
+        request: ControlRequest,
+    ) -> anyhow::Result<ControlReply> {
+        let request = ControlRequest::Idempotent {
+            request_id: uuid::Uuid::new_v4(),
+            request: Box::new(request),
+        };
+        let deadline = tokio::time::Instant::now() + RETRY_WINDOW;
+        loop {
+            let attempt = async {
+                self.send(request.clone()).await?;
+                self.next().await
+            };
+            match attempt.await {
+                Ok(ControlReply::Error(e)) => return Err(e.into()),
+                Ok(reply) => return Ok(reply),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(e) => {
+                    eprintln!("connection to the coordinator lost ({e:#}); retrying");
+                    self.reconnect(deadline).await?;
+                }
+            }
+        }
+    }
+
+    async fn reconnect(&mut self, deadline: tokio::time::Instant) -> anyhow::Result<()> {
+        loop {
+            tokio::time::sleep(RETRY_PAUSE).await;
+            match Client::connect(&self.args).await {
+                Ok(fresh) => {
+                    self.conn = fresh.conn;
+                    return Ok(());
+                }
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => {}
+            }
+        }
     }
 
     /// Sends a request and returns its first reply; an `Error` reply becomes `Err`.

@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
 use adora_coordinator::{auth, CoordinatorConfig};
-use adora_store::MemoryStore;
+use adora_store::{MemoryStore, RedbStore, Store};
 use anyhow::{bail, Context};
 use tokio_util::sync::CancellationToken;
 
@@ -15,7 +15,10 @@ use super::client::{ADDR_FILE, TOKEN_FILE};
     after_help = "Examples:\n  adora coordinator\n  adora coordinator --addr 0.0.0.0 --port 6013\n\n\
 The token is read from ADORA_TOKEN, else from --token-file (default <state dir>/token), which is \
 created with mode 0600 when missing. The bound address is recorded in <state dir>/coordinator.addr \
-for local clients."
+for local clients.\n\n\
+State (dataflows, machines, answered requests) is kept in <state dir>/coordinator.redb by default, \
+so a restarted coordinator reclaims the dataflows that still run. `--store memory` forgets \
+everything on exit."
 )]
 pub struct Args {
     /// Address to listen on.
@@ -24,9 +27,18 @@ pub struct Args {
     /// Port to listen on (0 picks a free one).
     #[arg(long, default_value_t = adora_coordinator::DEFAULT_PORT)]
     port: u16,
-    /// Where the coordinator keeps its state: `memory` (redb:PATH is not supported yet).
-    #[arg(long, default_value = "memory")]
-    store: String,
+    /// Where the coordinator keeps its state: `redb:PATH` (a file, 0600) or `memory`
+    /// [default: redb:<state dir>/coordinator.redb].
+    #[arg(long)]
+    store: Option<String>,
+    /// After a restart, how long the daemons of a running dataflow have to reconnect before it
+    /// is marked failed.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    reclaim_timeout: std::time::Duration,
+    /// Auto-recovery re-spawns a dataflow's nodes on a restarted daemon at most once per this
+    /// window (per daemon and dataflow).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    recovery_backoff: std::time::Duration,
     /// Token file (created with mode 0600 if missing) [default: <state dir>/token].
     #[arg(long)]
     token_file: Option<PathBuf>,
@@ -53,13 +65,7 @@ pub fn shutdown_on_signal() -> CancellationToken {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    match args.store.as_str() {
-        "memory" => {}
-        s if s.starts_with("redb:") => {
-            bail!("--store {s}: the redb store is not yet supported; use --store memory")
-        }
-        s => bail!("--store {s}: expected `memory` or `redb:PATH`"),
-    }
+    let store = open_store(args.store.as_deref()).await?;
     let token = match std::env::var(auth::TOKEN_ENV) {
         Ok(t) => auth::Token::new(&t).context("ADORA_TOKEN")?,
         Err(_) => {
@@ -79,19 +85,58 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     write_atomic(&addr_file, &format!("{local}\n"))?;
     eprintln!("coordinator listening on {local}");
     let shutdown = shutdown_on_signal();
-    let result = adora_coordinator::run(
-        listener,
-        Arc::new(MemoryStore::new()),
-        CoordinatorConfig::new(token),
-        shutdown,
-    )
-    .await;
+    let mut config = CoordinatorConfig::new(token);
+    config.reclaim_timeout = args.reclaim_timeout;
+    config.recovery_backoff = args.recovery_backoff;
+    let result = adora_coordinator::run(listener, store, config, shutdown).await;
     // Only remove the address file if it is still ours (another coordinator may have replaced it).
     if std::fs::read_to_string(&addr_file).is_ok_and(|s| s.trim() == local.to_string()) {
         let _ = std::fs::remove_file(&addr_file);
     }
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Opens the store named by `--store` (default: the redb file in the state directory), off the
+/// async runtime. A damaged file is refused, never replaced.
+async fn open_store(spec: Option<&str>) -> anyhow::Result<Arc<dyn Store>> {
+    let path = match spec {
+        Some("memory") => return Ok(Arc::new(MemoryStore::new())),
+        Some(s) => match s.strip_prefix("redb:") {
+            Some(path) if !path.is_empty() => PathBuf::from(path),
+            _ => bail!("--store {s}: expected `memory` or `redb:PATH`"),
+        },
+        None => {
+            let state = super::state_dir();
+            private_dir(&state)?;
+            state.join("coordinator.redb")
+        }
+    };
+    let store = tokio::task::spawn_blocking(move || RedbStore::open(&path))
+        .await
+        .context("the store could not be opened")?
+        .context("refusing to start")?;
+    eprintln!("coordinator state in {}", store.path().display());
+    Ok(Arc::new(store))
+}
+
+/// Creates the state directory 0700, or tightens an existing one that others can read.
+fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let mode = std::fs::metadata(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {} private (0700)", dir.display()))?;
+    }
+    Ok(())
 }
 
 /// Writes a file atomically (temp file + rename) so readers never see half of it.

@@ -3,16 +3,19 @@
 mod build;
 mod client;
 mod cluster;
+mod completion;
 mod coordinator;
 mod daemon;
 mod graph;
 mod list;
 mod logs;
+mod node;
 mod restart;
 mod run;
 mod start;
 mod status;
 mod stop;
+mod top;
 mod up;
 mod validate;
 
@@ -27,7 +30,7 @@ use clap::{Parser, Subcommand};
 
 /// Adora: run dataflows of node processes on one machine or a fleet.
 #[derive(Debug, Parser)]
-#[command(name = "adora", version, about, long_about = None, propagate_version = true)]
+#[command(name = "adora", version = adora_message::ADORA_VERSION, about, long_about = None, propagate_version = true)]
 pub struct Cli {
     /// More log output from adora itself (-v info, -vv debug; RUST_LOG overrides).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -51,9 +54,12 @@ enum Command {
     List(list::Args),
     Logs(logs::Args),
     Status(status::Args),
+    Top(top::Args),
+    Node(node::Args),
     Coordinator(coordinator::Args),
     Daemon(daemon::Args),
     Cluster(cluster::Args),
+    Completion(completion::Args),
 }
 
 impl Cli {
@@ -83,6 +89,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::List(args) => list::run(args).await,
         Command::Logs(args) => logs::run(args).await,
         Command::Status(args) => status::run(args).await,
+        Command::Top(args) => top::run(args).await,
+        Command::Node(args) => node::run(args).await,
+        Command::Completion(args) => Ok(completion::run(args)),
         Command::Coordinator(args) => coordinator::run(args).await,
         Command::Daemon(args) => daemon::run(args).await,
         Command::Cluster(args) => cluster::run(args).await,
@@ -132,4 +141,43 @@ pub fn state_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
     home.join(".local/state/adora")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every leaf subcommand (`adora run`, `adora cluster up`, ...) and its path.
+    fn leaves(cmd: &clap::Command, path: String, out: &mut Vec<(String, clap::Command)>) {
+        let subs: Vec<&clap::Command> = cmd
+            .get_subcommands()
+            .filter(|s| s.get_name() != "help")
+            .collect();
+        if subs.is_empty() {
+            out.push((path.clone(), cmd.clone()));
+        }
+        for sub in subs {
+            leaves(sub, format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_subcommand_help_has_an_example() {
+        let mut all = Vec::new();
+        leaves(&super::Cli::command(), "adora".into(), &mut all);
+        assert!(all.len() > 15, "{} leaves", all.len());
+        let missing: Vec<&str> = all
+            .iter_mut()
+            .filter_map(|(path, cmd)| {
+                let help = cmd.render_long_help().to_string();
+                (!help.contains("Example")).then_some(path.as_str())
+            })
+            .collect();
+        assert!(missing.is_empty(), "no example in --help of: {missing:?}");
+    }
+
+    #[test]
+    fn the_command_tree_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

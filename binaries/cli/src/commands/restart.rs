@@ -4,6 +4,7 @@ use std::{process::ExitCode, time::Duration};
 
 use adora_message::{cli_to_coordinator::ControlRequest, coordinator_to_cli::ControlReply};
 use anyhow::bail;
+use uuid::Uuid;
 
 use super::client::{Client, ClientArgs};
 
@@ -21,20 +22,21 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut client = Client::connect(&args.client).await?;
+    let (old, new) = restart(&args.client, &args.dataflow).await?;
+    println!("{old} -> {new}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Restarts `dataflow` (name or uuid); returns its old and new uuid. Also `adora cluster restart`.
+pub(crate) async fn restart(client: &ClientArgs, dataflow: &str) -> anyhow::Result<(Uuid, Uuid)> {
+    let mut client = Client::connect(client).await?;
     let request = ControlRequest::Restart {
-        dataflow: args.dataflow.clone(),
+        dataflow: dataflow.to_owned(),
     };
-    match tokio::time::timeout(RESTART_TIMEOUT, client.call(request)).await {
-        Err(_) => bail!(
-            "restart of `{}` did not complete within {RESTART_TIMEOUT:?}",
-            args.dataflow
-        ),
+    match tokio::time::timeout(RESTART_TIMEOUT, client.call_idempotent(request)).await {
+        Err(_) => bail!("restart of `{dataflow}` did not complete within {RESTART_TIMEOUT:?}"),
         Ok(reply) => match reply? {
-            ControlReply::Restarted { old, new, .. } => {
-                println!("{old} -> {new}");
-                Ok(ExitCode::SUCCESS)
-            }
+            ControlReply::Restarted { old, new, .. } => Ok((old, new)),
             other => bail!("unexpected reply {other:?}"),
         },
     }

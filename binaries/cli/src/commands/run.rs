@@ -101,6 +101,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             eprintln!("warning: node `{node}` did not exit after Stop within {} and was terminated with {signal}", humantime::format_duration(args.grace));
         }
     }
+    for (node, restarts) in result.restarts.iter().filter(|(_, n)| **n > 0) {
+        eprintln!("note: node `{node}` was restarted {restarts} time(s) by its restart policy");
+    }
     for (node, counters) in &result.counters {
         for (input, dropped) in &counters.dropped {
             eprintln!("note: input `{node}/{input}` dropped {dropped} message(s) because its queue was full");

@@ -53,7 +53,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         attach,
     };
     let mut client = Client::connect(&args.client).await?;
-    let (id, name) = match client.call(ControlRequest::Start(start)).await? {
+    let (id, name) = match client.call_idempotent(ControlRequest::Start(start)).await? {
         ControlReply::Started {
             id,
             name,

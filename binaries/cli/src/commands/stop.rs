@@ -32,7 +32,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         dataflow: args.dataflow.clone(),
         grace: args.grace,
     };
-    let reply = tokio::time::timeout(wait, client.call(request)).await;
+    let reply = tokio::time::timeout(wait, client.call_idempotent(request)).await;
     match reply {
         Err(_) => bail!(
             "dataflow `{}` did not stop within {wait:?}; is its daemon connected? (`adora status`)",

@@ -20,7 +20,10 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::Daemon;
-use crate::{dataflow::Dataflow, DataflowResult, DataflowSpec, LogLine, LogStream, NodeOutcome};
+use crate::{
+    dataflow::{Dataflow, NodeSnapshot},
+    DataflowResult, DataflowSpec, LogLine, LogStream, NodeOutcome,
+};
 
 /// After shutdown was requested, the longest the daemon waits for its nodes on top of the stop
 /// and kill graces.
@@ -35,6 +38,8 @@ pub(crate) enum ServiceCommand {
     Report(oneshot::Sender<Vec<RunningDataflow>>),
     /// The connection to the coordinator was lost: nobody watches logs any more.
     Disconnected,
+    /// Every local node of every dataflow, for a heartbeat.
+    NodeSnapshots(oneshot::Sender<Vec<(Uuid, NodeSnapshot)>>),
 }
 
 /// Outgoing messages to the coordinator (queued while disconnected).
@@ -142,6 +147,14 @@ impl Daemon {
                     })
                     .collect();
                 let _ = reply.send(report);
+            }
+            ServiceCommand::NodeSnapshots(reply) => {
+                let snapshots = self
+                    .dataflows
+                    .iter()
+                    .flat_map(|(id, df)| df.node_snapshots().into_iter().map(|s| (*id, s)))
+                    .collect();
+                let _ = reply.send(snapshots);
             }
             ServiceCommand::Disconnected => {
                 service

@@ -1,15 +1,22 @@
-//! `adora cluster up|status|down`: a whole fleet from a `cluster.yml`, over SSH.
+//! `adora cluster up|status|down|install|uninstall|upgrade|restart`: a whole fleet from a
+//! `cluster.yml`, over SSH.
 //!
 //! `up` starts the coordinator on this machine and, concurrently on every machine, a detached
-//! `adora daemon` (see [`machine`] for exactly what runs there); `status` and `down` only talk to
-//! the coordinator, which knows every daemon.
+//! `adora daemon` (see [`machine`] for exactly what runs there); `status`, `down` and `restart`
+//! only talk to the coordinator, which knows every daemon. `install`/`uninstall` manage systemd
+//! units ([`install`]); `upgrade` replaces the binary machine by machine ([`upgrade`]).
 
 mod down;
+mod install;
 mod machine;
+mod restart;
 mod status;
 mod up;
+mod upgrade;
 
-use std::process::ExitCode;
+use std::{path::Path, process::ExitCode};
+
+use adora_core::cluster::{ClusterConfig, Machine};
 
 use clap::Subcommand;
 
@@ -17,7 +24,8 @@ use clap::Subcommand;
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Examples:\n  adora cluster up cluster.yml\n  adora cluster status\n  \
-adora cluster down\n\nSee the guide's \"Clusters\" chapter for the cluster.yml reference."
+adora cluster install cluster.yml\n  adora cluster upgrade cluster.yml --binary target/release/adora\n  \
+adora cluster restart demo\n  adora cluster down\n\nSee the guide's \"Clusters\" chapter for the cluster.yml reference."
 )]
 pub struct Args {
     #[command(subcommand)]
@@ -29,6 +37,10 @@ enum Command {
     Up(up::Args),
     Status(status::Args),
     Down(down::Args),
+    Install(install::InstallArgs),
+    Uninstall(install::UninstallArgs),
+    Upgrade(upgrade::Args),
+    Restart(restart::Args),
 }
 
 /// Runs a `cluster` subcommand.
@@ -37,6 +49,55 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Up(args) => up::run(args).await,
         Command::Status(args) => status::run(args).await,
         Command::Down(args) => down::run(args).await,
+        Command::Install(args) => install::install(args).await,
+        Command::Uninstall(args) => install::uninstall(args).await,
+        Command::Upgrade(args) => upgrade::run(args).await,
+        Command::Restart(args) => restart::run(args).await,
+    }
+}
+
+/// Reads and validates a cluster file, or prints every problem and returns the exit code.
+pub(crate) fn load_cluster(path: &Path) -> Result<ClusterConfig, ExitCode> {
+    ClusterConfig::read(path).map_err(|errors| {
+        for e in &errors.0 {
+            eprintln!("{e}");
+        }
+        let n = errors.0.len();
+        eprintln!(
+            "{n} problem{} found in {}",
+            if n == 1 { "" } else { "s" },
+            path.display()
+        );
+        ExitCode::from(crate::commands::EXIT_INVALID)
+    })
+}
+
+/// Prints `N/M <verb>` and the failed machines with reason and hint; exit code 1 on failure.
+pub(crate) fn print_outcomes(
+    machines: &[Machine],
+    outcomes: &[Option<Outcome>],
+    verb: &str,
+) -> ExitCode {
+    let failed: Vec<(&Machine, &String, &Option<String>)> = machines
+        .iter()
+        .zip(outcomes)
+        .filter_map(|(m, o)| match o {
+            Some(Outcome::Failed { reason, hint }) => Some((m, reason, hint)),
+            _ => None,
+        })
+        .collect();
+    let n = machines.len();
+    println!("{}/{n} {verb}.", n - failed.len());
+    for (m, reason, hint) in &failed {
+        println!("  {} ({}): {reason}", m.id, m.destination());
+        if let Some(hint) = hint {
+            println!("    hint: {hint}");
+        }
+    }
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -47,6 +108,10 @@ pub(crate) enum Outcome {
     Started,
     /// A daemon with this machine id was already connected: left alone.
     AlreadyConnected,
+    /// The operation (install, uninstall) succeeded.
+    Done,
+    /// `uninstall`: there was no unit to remove.
+    NotInstalled,
     /// Something went wrong: what, and what to do about it.
     Failed {
         /// What went wrong.

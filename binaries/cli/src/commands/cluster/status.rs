@@ -42,6 +42,8 @@ struct Daemon {
     labels: Labels,
     connected: bool,
     last_heartbeat_ms: u64,
+    /// The version the daemon registered with (`cluster upgrade` checks it).
+    adora_version: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -73,6 +75,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 labels: d.labels,
                 connected: d.connected,
                 last_heartbeat_ms: d.last_heartbeat_ms,
+                adora_version: d.adora_version,
             })
             .collect(),
         active_dataflows: flows
@@ -162,6 +165,7 @@ mod tests {
                     labels: [("arch".into(), "arm64".into())].into(),
                     connected: true,
                     last_heartbeat_ms: 2300,
+                    adora_version: "0.1.0".into(),
                 },
                 Daemon {
                     id: "gpu-server".into(),
@@ -170,6 +174,7 @@ mod tests {
                     labels: Labels::new(),
                     connected: false,
                     last_heartbeat_ms: 25_000,
+                    adora_version: "0.1.0".into(),
                 },
             ],
             active_dataflows: vec![Dataflow {

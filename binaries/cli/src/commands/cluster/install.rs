@@ -1,0 +1,346 @@
+//! `adora cluster install|uninstall cluster.yml`: the daemon of every machine as a systemd unit
+//! `adora-daemon-<id>.service`, so it survives reboots and crashes.
+//!
+//! On each machine, concurrently, over one SSH session:
+//!
+//! 1. as the SSH user (the unit's `User=`): [`systemd::probe_script`] — `$HOME` and the absolute
+//!    path of `adora` (`install_dir` first, else `command -v adora`, resolved with `readlink -f`);
+//! 2. the unit is rendered here ([`systemd::DaemonUnit`]) with that path and the daemon flags of
+//!    `cluster up`;
+//! 3. as root (`sudo -n` unless the SSH user is root): [`systemd::install_script`] with the
+//!    environment file (the token) on stdin — never on a command line.
+//!
+//! `--print ID` renders the unit without SSH, for review or a manual install.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use adora_cluster::{
+    as_root, daemon_args,
+    systemd::{self, DaemonUnit, SYSTEM_PATHS},
+    HostSession, SshTarget,
+};
+use adora_core::cluster::{ClusterConfig, Machine};
+use anyhow::Context;
+use tokio::task::JoinSet;
+
+use super::{load_cluster, machine, print_outcomes, Outcome};
+use crate::commands::{client::find_token, EXIT_INVALID};
+
+/// Upper bound of everything done on one machine over SSH.
+const MACHINE_TIMEOUT: Duration = Duration::from_secs(90);
+/// `ExecStart` of `install --print` when `install_dir` is not an absolute path.
+const PRINT_DEFAULT_BINARY: &str = "/usr/local/bin/adora";
+
+/// Install the daemon of every machine of a cluster.yml as a systemd unit (enabled and started).
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  adora cluster install cluster.yml\n  \
+adora cluster install cluster.yml --print robot > adora-daemon-robot.service\n\n\
+Installs /etc/systemd/system/adora-daemon-<id>.service on every machine (concurrently), with \
+ExecStart= the absolute path of the adora found on the machine (install_dir first) and the daemon \
+flags of `cluster up`, and the token in /etc/adora/adora-daemon-<id>.env (mode 0600, root only). \
+Then `systemctl daemon-reload` and `enable --now`. A daemon a `cluster up` started there is \
+stopped first. Needs root or passwordless sudo on the machines. The token is the one of the \
+running coordinator (ADORA_TOKEN or the local state directory).")]
+pub struct InstallArgs {
+    /// The cluster file.
+    cluster: PathBuf,
+    /// Print the unit of machine ID instead of installing anything (no SSH).
+    #[arg(long, value_name = "ID")]
+    print: Option<String>,
+    /// An ssh_config file for every SSH connection (`ssh -F FILE`).
+    #[arg(long, value_name = "FILE")]
+    ssh_config: Option<PathBuf>,
+}
+
+/// Stop, disable and remove the systemd unit of every machine of a cluster.yml.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Example:\n  adora cluster uninstall cluster.yml\n\n\
+Runs `systemctl disable --now adora-daemon-<id>.service` on every machine, removes the unit and \
+its environment file and reloads systemd.")]
+pub struct UninstallArgs {
+    /// The cluster file.
+    cluster: PathBuf,
+    /// An ssh_config file for every SSH connection (`ssh -F FILE`).
+    #[arg(long, value_name = "FILE")]
+    ssh_config: Option<PathBuf>,
+}
+
+/// The unit of `machine`, with `adora` at `adora_path` and `~/` in `state_dir` expanded to `home`.
+pub(crate) fn render_unit(
+    cluster: &ClusterConfig,
+    machine: &Machine,
+    adora_path: &str,
+    home: &str,
+) -> anyhow::Result<String> {
+    let args = daemon_args(cluster, machine);
+    let user = machine.user();
+    let state_dir = expand_home(machine::state_dir(machine), home);
+    Ok(DaemonUnit {
+        machine_id: &machine.id,
+        adora_path,
+        args: &args,
+        user: Some(&user),
+        state_dir: Some(&state_dir),
+    }
+    .render()?)
+}
+
+fn expand_home(path: &str, home: &str) -> String {
+    match path.strip_prefix("~/") {
+        Some(rest) => format!("{}/{rest}", home.trim_end_matches('/')),
+        None if path == "~" => home.to_owned(),
+        None => path.to_owned(),
+    }
+}
+
+/// The home directory `--print` assumes for `user` (install asks the machine).
+fn assumed_home(user: &str) -> String {
+    if user == "root" {
+        "/root".to_owned()
+    } else {
+        format!("/home/{user}")
+    }
+}
+
+pub async fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
+    let cluster = match load_cluster(&args.cluster) {
+        Ok(cluster) => cluster,
+        Err(code) => return Ok(code),
+    };
+    if let Some(id) = &args.print {
+        return print(&cluster, id);
+    }
+    let token = find_token(None)?.context(
+        "no cluster token found: start the cluster with `adora cluster up cluster.yml` first \
+         (it creates the token), or set ADORA_TOKEN",
+    )?;
+    let mut tasks = JoinSet::new();
+    for (i, m) in cluster.machines.iter().enumerate() {
+        let (cluster, m, ssh_config, token) = (
+            cluster.clone(),
+            m.clone(),
+            args.ssh_config.clone(),
+            token.clone(),
+        );
+        tasks.spawn(async move {
+            let work = install_on(&cluster, &m, ssh_config, &token);
+            (i, bounded(work).await)
+        });
+    }
+    let outcomes = collect(&cluster, tasks, "Installing").await?;
+    Ok(print_outcomes(&cluster.machines, &outcomes, "installed"))
+}
+
+pub async fn uninstall(args: UninstallArgs) -> anyhow::Result<ExitCode> {
+    let cluster = match load_cluster(&args.cluster) {
+        Ok(cluster) => cluster,
+        Err(code) => return Ok(code),
+    };
+    let mut tasks = JoinSet::new();
+    for (i, m) in cluster.machines.iter().enumerate() {
+        let (m, ssh_config) = (m.clone(), args.ssh_config.clone());
+        tasks.spawn(async move { (i, bounded(uninstall_on(&m, ssh_config)).await) });
+    }
+    let outcomes = collect(&cluster, tasks, "Uninstalling").await?;
+    Ok(print_outcomes(&cluster.machines, &outcomes, "uninstalled"))
+}
+
+fn print(cluster: &ClusterConfig, id: &str) -> anyhow::Result<ExitCode> {
+    let Some(m) = cluster.machine(id) else {
+        let ids: Vec<&str> = cluster.machines.iter().map(|m| m.id.as_str()).collect();
+        eprintln!(
+            "error: no machine `{id}` in the cluster file (machines: {})",
+            ids.join(", ")
+        );
+        return Ok(ExitCode::from(EXIT_INVALID));
+    };
+    let binary = match m.install_dir.as_deref() {
+        Some(dir) if dir.starts_with('/') => format!("{}/adora", dir.trim_end_matches('/')),
+        _ => {
+            eprintln!(
+                "note: ExecStart assumes {PRINT_DEFAULT_BINARY}; `cluster install` uses the \
+                 absolute path of the adora it finds on {id}"
+            );
+            PRINT_DEFAULT_BINARY.to_owned()
+        }
+    };
+    let home = assumed_home(&m.user());
+    if machine::state_dir(m).starts_with('~') {
+        eprintln!("note: `~` of state_dir assumed to be {home}");
+    }
+    print!("{}", render_unit(cluster, m, &binary, &home)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Bounds one machine's work by [`MACHINE_TIMEOUT`].
+async fn bounded(work: impl std::future::Future<Output = Outcome>) -> Outcome {
+    tokio::time::timeout(MACHINE_TIMEOUT, work)
+        .await
+        .unwrap_or_else(|_| {
+            Outcome::failed(
+                format!("no answer over SSH within {MACHINE_TIMEOUT:?}"),
+                "check the machine's load and sshd",
+            )
+        })
+}
+
+/// Prints `<verb> adora-daemon-<id>.service on <id> (<dest>)... OK|FAILED` as machines finish.
+async fn collect(
+    cluster: &ClusterConfig,
+    mut tasks: JoinSet<(usize, Outcome)>,
+    verb: &str,
+) -> anyhow::Result<Vec<Option<Outcome>>> {
+    let mut outcomes = vec![None; cluster.machines.len()];
+    while let Some(joined) = tasks.join_next().await {
+        let (i, outcome) = joined.context("a machine task panicked")?;
+        let m = &cluster.machines[i];
+        let verdict = match &outcome {
+            Outcome::Failed { .. } => "FAILED",
+            Outcome::NotInstalled => "not installed",
+            _ => "OK",
+        };
+        println!(
+            "{verb} {} on {} ({})... {verdict}",
+            systemd::unit_name(&m.id),
+            m.id,
+            m.destination()
+        );
+        outcomes[i] = Some(outcome);
+    }
+    Ok(outcomes)
+}
+
+async fn install_on(
+    cluster: &ClusterConfig,
+    m: &Machine,
+    ssh_config: Option<PathBuf>,
+    token: &str,
+) -> Outcome {
+    let session = match HostSession::connect(SshTarget::of(m, ssh_config)).await {
+        Ok(session) => session,
+        Err(e) => return Outcome::failed(e.to_string(), "check SSH access to the machine"),
+    };
+    let outcome = match probe_and_install(cluster, m, &session, token).await {
+        Ok(()) => Outcome::Done,
+        Err(outcome) => outcome,
+    };
+    session.close().await;
+    outcome
+}
+
+async fn probe_and_install(
+    cluster: &ClusterConfig,
+    m: &Machine,
+    session: &HostSession,
+    token: &str,
+) -> Result<(), Outcome> {
+    let ssh = |e: adora_cluster::SshError| Outcome::failed(e.to_string(), "check SSH access");
+    let probe = session
+        .sh(&systemd::probe_script(m.install_dir.as_deref()))
+        .await
+        .map_err(ssh)?;
+    let mut lines = probe.stdout.lines();
+    let (home, binary) = (lines.next().unwrap_or_default(), lines.next());
+    let Some(binary) = binary.filter(|b| probe.success() && b.starts_with('/')) else {
+        return Err(Outcome::failed(
+            format!("`adora` is not installed on {}", m.id),
+            "install it there (or `adora cluster upgrade --binary`), or set install_dir in cluster.yml",
+        ));
+    };
+    let unit = render_unit(cluster, m, binary, home)
+        .map_err(|e| Outcome::failed(e.to_string(), "set install_dir to an absolute path"))?;
+    let pid_file = format!(
+        "{}/daemon.pid",
+        expand_home(machine::state_dir(m), home).trim_end_matches('/')
+    );
+    let script = systemd::install_script(&m.id, &unit, &pid_file, SYSTEM_PATHS);
+    let argv = as_root(&m.user(), &["sh", "-c", &script]);
+    let env = systemd::env_file_contents(token);
+    let out = session
+        .run_with_input(&argv, env.as_bytes())
+        .await
+        .map_err(ssh)?;
+    if out.success() {
+        Ok(())
+    } else {
+        Err(root_failure(m, &out.stderr))
+    }
+}
+
+async fn uninstall_on(m: &Machine, ssh_config: Option<PathBuf>) -> Outcome {
+    let session = match HostSession::connect(SshTarget::of(m, ssh_config)).await {
+        Ok(session) => session,
+        Err(e) => return Outcome::failed(e.to_string(), "check SSH access to the machine"),
+    };
+    let script = systemd::uninstall_script(&m.id, SYSTEM_PATHS);
+    let argv = as_root(&m.user(), &["sh", "-c", &script]);
+    let outcome = match session.run(&argv).await {
+        Ok(out) if out.success() && out.stdout.contains(systemd::NOT_INSTALLED) => {
+            Outcome::NotInstalled
+        }
+        Ok(out) if out.success() => Outcome::Done,
+        Ok(out) => root_failure(m, &out.stderr),
+        Err(e) => Outcome::failed(e.to_string(), "check SSH access to the machine"),
+    };
+    session.close().await;
+    outcome
+}
+
+/// A failed root script: says whether sudo was the problem.
+fn root_failure(m: &Machine, stderr: &str) -> Outcome {
+    let stderr = stderr.trim();
+    let hint = if stderr.contains("sudo") {
+        format!(
+            "{} needs passwordless sudo on {} (SSH runs in batch mode), or use user: root",
+            m.user(),
+            m.id
+        )
+    } else {
+        "is systemd running there (`systemctl is-system-running`)?".to_owned()
+    };
+    Outcome::failed(format!("the systemd setup failed: {stderr}"), hint)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn printed_unit_is_the_daemon_of_cluster_up_line_by_line() {
+        let c = ClusterConfig::parse(
+            "coordinator: { addr: 10.0.0.1, port: 7000 }\nmachines:\n  \
+             - { id: robot, host: r, user: ubuntu, labels: { arch: arm64 }, install_dir: /opt/adora/bin, state_dir: ~/adora-state }\n",
+            Path::new("cluster.yml"),
+        )
+        .expect("valid");
+        let m = &c.machines[0];
+        let unit = render_unit(&c, m, "/opt/adora/bin/adora", "/home/ubuntu").expect("renders");
+        assert_eq!(
+            unit.lines().collect::<Vec<_>>(),
+            [
+                "[Unit]",
+                "Description=Adora daemon (machine robot)",
+                "After=network-online.target",
+                "Wants=network-online.target",
+                "",
+                "[Service]",
+                "Type=simple",
+                "ExecStart=/opt/adora/bin/adora daemon --machine-id robot --coordinator-addr 10.0.0.1 --coordinator-port 7000 --labels arch=arm64 --quiet",
+                "EnvironmentFile=/etc/adora/adora-daemon-robot.env",
+                "Environment=ADORA_STATE_DIR=/home/ubuntu/adora-state",
+                "User=ubuntu",
+                "Restart=on-failure",
+                "RestartSec=5",
+                "",
+                "[Install]",
+                "WantedBy=multi-user.target",
+            ]
+        );
+        assert!(render_unit(&c, m, "adora", "/h").is_err());
+        assert_eq!(assumed_home("root"), "/root");
+        assert_eq!(expand_home("~", "/root"), "/root");
+        assert_eq!(expand_home("/var/lib/a", "/root"), "/var/lib/a");
+    }
+}

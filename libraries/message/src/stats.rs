@@ -1,0 +1,209 @@
+//! Per-node figures: what a daemon samples and sends with every heartbeat ([`NodeStats`]), and
+//! what the coordinator answers `adora top` / `adora node` with ([`NodeInfo`]).
+//!
+//! The serialized field names of [`NodeInfo`] and [`NodeStatus`] are printed by `--json` and
+//! documented in the guide (`guide/src/json.md`): renaming one is a breaking change.
+
+use std::collections::BTreeMap;
+
+use adora_core::{DataId, NodeId};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Where a node is in its life, as its daemon sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum NodeStatus {
+    /// Spawned, not yet connected to its daemon (waiting at the start barrier).
+    Starting,
+    /// Running.
+    Running,
+    /// Its dataflow is stopping; the process has not exited yet.
+    Stopping,
+    /// Exited and is waiting to be started again by its restart policy.
+    Restarting,
+    /// Exited successfully (or was stopped).
+    Finished,
+    /// Exited with an error, or could not be started.
+    Failed,
+    /// The coordinator has no figures for it (its daemon has not reported it yet, or is lost).
+    Unknown,
+}
+
+impl std::fmt::Display for NodeStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Stopping => "stopping",
+            Self::Restarting => "restarting",
+            Self::Finished => "finished",
+            Self::Failed => "failed",
+            Self::Unknown => "unknown",
+        })
+    }
+}
+
+/// One node's figures in a daemon heartbeat. Counters are totals since the dataflow started on
+/// the daemon; the coordinator derives rates from two heartbeats.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStats {
+    /// The dataflow.
+    pub dataflow: Uuid,
+    /// The node.
+    pub node: NodeId,
+    /// Its status.
+    pub status: NodeStatus,
+    /// Process id of the running process.
+    pub pid: Option<u32>,
+    /// CPU use of the process since the previous heartbeat, in percent of one core.
+    pub cpu_percent: f64,
+    /// Resident memory of the process in bytes.
+    pub rss_bytes: u64,
+    /// Messages the node sent.
+    pub messages_sent: u64,
+    /// Messages delivered to the node.
+    pub messages_received: u64,
+    /// Messages dropped from its full input queues.
+    pub dropped: u64,
+    /// How often the node was restarted by its restart policy.
+    pub restarts: u32,
+    /// Milliseconds since the current process started (0 when not running).
+    pub uptime_ms: u64,
+    /// Why the node last failed, if it did.
+    pub last_error: Option<String>,
+}
+
+/// One node as `adora top` and `adora node list|info` show it: the descriptor's view plus the
+/// latest figures of its daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Dataflow uuid.
+    pub dataflow_id: Uuid,
+    /// Dataflow name.
+    pub dataflow: String,
+    /// Node id.
+    pub node: NodeId,
+    /// The daemon it was placed on (machine id, or hostname for unnamed daemons).
+    pub machine: String,
+    /// Its status.
+    pub status: NodeStatus,
+    /// Process id, while it runs.
+    pub pid: Option<u32>,
+    /// CPU use in percent of one core, over the last heartbeat interval.
+    pub cpu_percent: f64,
+    /// Resident memory in bytes.
+    pub rss_bytes: u64,
+    /// Messages sent (total).
+    pub messages_sent: u64,
+    /// Messages received (total).
+    pub messages_received: u64,
+    /// Messages sent per second, over the last heartbeat interval.
+    pub messages_sent_per_sec: f64,
+    /// Messages received per second, over the last heartbeat interval.
+    pub messages_received_per_sec: f64,
+    /// Messages dropped from full input queues (total).
+    pub dropped: u64,
+    /// Restarts by its restart policy.
+    pub restarts: u32,
+    /// Seconds since its current process started.
+    pub uptime_secs: f64,
+    /// Input id → source (`node/output` or a timer).
+    pub inputs: BTreeMap<DataId, String>,
+    /// Output ids.
+    pub outputs: Vec<DataId>,
+    /// Why it last failed, if it did.
+    pub last_error: Option<String>,
+    /// Milliseconds since its daemon reported these figures (`None`: never).
+    pub stats_age_ms: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::round_trip;
+
+    /// Every field of [`NodeInfo`] by its stable JSON name (see `guide/src/json.md`).
+    const NODE_INFO_FIELDS: [&str; 19] = [
+        "dataflow_id",
+        "dataflow",
+        "node",
+        "machine",
+        "status",
+        "pid",
+        "cpu_percent",
+        "rss_bytes",
+        "messages_sent",
+        "messages_received",
+        "messages_sent_per_sec",
+        "messages_received_per_sec",
+        "dropped",
+        "restarts",
+        "uptime_secs",
+        "inputs",
+        "outputs",
+        "last_error",
+        "stats_age_ms",
+    ];
+
+    fn info() -> NodeInfo {
+        NodeInfo {
+            dataflow_id: Uuid::new_v4(),
+            dataflow: "demo".into(),
+            node: "camera".into(),
+            machine: "robot".into(),
+            status: NodeStatus::Running,
+            pid: Some(42),
+            cpu_percent: 12.5,
+            rss_bytes: 1 << 20,
+            messages_sent: 10,
+            messages_received: 3,
+            messages_sent_per_sec: 2.0,
+            messages_received_per_sec: 0.5,
+            dropped: 1,
+            restarts: 2,
+            uptime_secs: 7.25,
+            inputs: [("tick".into(), "adora/timer/millis/20".into())].into(),
+            outputs: vec!["frames".into()],
+            last_error: Some("exit status 1".into()),
+            stats_age_ms: Some(1200),
+        }
+    }
+
+    #[test]
+    fn stats_and_info_round_trip() {
+        round_trip(NodeStats {
+            dataflow: Uuid::new_v4(),
+            node: "camera".into(),
+            status: NodeStatus::Failed,
+            pid: None,
+            cpu_percent: 0.0,
+            rss_bytes: 0,
+            messages_sent: 5,
+            messages_received: 0,
+            dropped: 0,
+            restarts: 1,
+            uptime_ms: 0,
+            last_error: Some("exit status 3".into()),
+        });
+        round_trip(info());
+    }
+
+    #[test]
+    fn node_info_json_field_names_are_stable() {
+        let json = serde_json::to_value(info()).expect("serializes");
+        let keys: Vec<&str> = json
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut expected = NODE_INFO_FIELDS.to_vec();
+        expected.sort_unstable();
+        let mut keys = keys;
+        keys.sort_unstable();
+        assert_eq!(keys, expected);
+        assert_eq!(json["status"], "running");
+    }
+}

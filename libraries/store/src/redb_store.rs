@@ -1,0 +1,365 @@
+//! [`RedbStore`]: the coordinator's state in one redb file.
+//!
+//! Layout: a `meta` table holding the schema version, and one table per record kind with the
+//! record as JSON under its key. Finished dataflows move from `dataflows` to `archive` (their
+//! results), so the hot table only holds live runs.
+//!
+//! Writes go through a channel to one writer thread that commits them in order, batching
+//! whatever queued up meanwhile into one transaction: callers (the coordinator's actor) never
+//! wait for the disk. Reads are blocking and meant for startup, off the async runtime.
+
+use std::{
+    fs::OpenOptions,
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
+    panic::AssertUnwindSafe,
+    path::{Path, PathBuf},
+    sync::{mpsc, Arc, Mutex},
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::{now_ms, DataflowRecord, MachineRecord, RequestRecord, Store, StoreError};
+
+/// Version of the table layout and record encoding. Bump it on incompatible changes; a file
+/// with another version is refused on open.
+pub const SCHEMA_VERSION: u32 = 1;
+/// Finished dataflows kept in the archive; older ones are pruned on open.
+pub const MAX_ARCHIVED: usize = 1000;
+/// How long answered requests are remembered for retries; older ones are pruned on open.
+pub const REQUEST_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+const META: TableDefinition<'_, &str, u32> = TableDefinition::new("meta");
+const DATAFLOWS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("dataflows");
+const ARCHIVE: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("archive");
+const MACHINES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("machines");
+const REQUESTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("requests");
+const SCHEMA_KEY: &str = "schema_version";
+
+enum Write {
+    Dataflow(DataflowRecord),
+    Machine(MachineRecord),
+    Request(RequestRecord),
+    /// Answered once everything queued before it is committed.
+    Flush(mpsc::Sender<()>),
+}
+
+/// A [`Store`] in a redb file (mode 0600; missing parent directories are created 0700).
+pub struct RedbStore {
+    path: PathBuf,
+    db: Arc<Database>,
+    writes: Mutex<Option<mpsc::Sender<Write>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn db_error(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+impl RedbStore {
+    /// Opens (or creates) the store at `path`. Blocking. A file that is not a valid store —
+    /// corrupted, truncated, another schema version — is refused with an error naming it and
+    /// is never modified or replaced.
+    pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| StoreError::Io { path, source }
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(io(dir))?;
+            }
+        }
+        let existed = path.exists();
+        if !existed {
+            // Created empty with its final mode; redb initialises an empty file.
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(io(path))?;
+        } else {
+            let meta = std::fs::metadata(path).map_err(io(path))?;
+            if meta.len() == 0 {
+                // redb would initialise an empty file: an existing empty file is a truncation,
+                // not a new store.
+                return Err(StoreError::Corrupted {
+                    path: path.to_owned(),
+                    detail: "the file is empty".into(),
+                });
+            }
+            if meta.permissions().mode() & 0o077 != 0 {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io(path))?;
+            }
+        }
+        let db = open_database(path, existed)?;
+        check_schema(&db, path)?;
+        prune(&db)?;
+        let db = Arc::new(db);
+        let (tx, rx) = mpsc::channel();
+        let writer_db = db.clone();
+        let writer = std::thread::Builder::new()
+            .name("adora-store-writer".into())
+            .spawn(move || write_loop(&writer_db, rx))
+            .map_err(io(path))?;
+        Ok(RedbStore {
+            path: path.to_owned(),
+            db,
+            writes: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Blocks until every write queued so far is committed.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let (tx, rx) = mpsc::channel();
+        self.send(Write::Flush(tx))?;
+        rx.recv().map_err(|_| StoreError::WriterGone)
+    }
+
+    fn send(&self, write: Write) -> Result<(), StoreError> {
+        self.writes
+            .lock()?
+            .as_ref()
+            .ok_or(StoreError::WriterGone)?
+            .send(write)
+            .map_err(|_| StoreError::WriterGone)
+    }
+
+    fn read_all<T: DeserializeOwned>(
+        &self,
+        tables: &[TableDefinition<'_, &str, &[u8]>],
+    ) -> Result<Vec<T>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let mut out = Vec::new();
+        for table in tables {
+            let table = txn.open_table(*table).map_err(db_error)?;
+            for entry in table.iter().map_err(db_error)? {
+                let (_, value) = entry.map_err(db_error)?;
+                out.push(serde_json::from_slice(value.value())?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for RedbStore {
+    /// Commits what is queued and stops the writer thread.
+    fn drop(&mut self) {
+        if let Ok(mut writes) = self.writes.lock() {
+            writes.take();
+        }
+        if let Some(writer) = self.writer.lock().ok().and_then(|mut w| w.take()) {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// Opens the file, turning every failure (including a panic of redb on a damaged file) into a
+/// typed error. redb repairs a file after a crash (kill -9) on its own; a file whose content does
+/// not check out is refused.
+fn open_database(path: &Path, existed: bool) -> Result<Database, StoreError> {
+    let corrupted = |detail: String| StoreError::Corrupted {
+        path: path.to_owned(),
+        detail,
+    };
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let mut builder = Database::builder();
+        builder.set_check_integrity_on_open(existed);
+        if existed {
+            builder.open(path)
+        } else {
+            builder.create(path)
+        }
+    }));
+    match result {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => Err(StoreError::InUse {
+            path: path.to_owned(),
+        }),
+        Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Io(source)))) => {
+            if source.kind() == std::io::ErrorKind::UnexpectedEof
+                || source.kind() == std::io::ErrorKind::InvalidData
+            {
+                Err(corrupted(source.to_string()))
+            } else {
+                Err(StoreError::Io {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        }
+        Ok(Err(e)) => Err(corrupted(e.to_string())),
+        Err(panic) => {
+            let detail = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "redb panicked while reading it".into());
+            Err(corrupted(detail))
+        }
+    }
+}
+
+/// Writes the schema version into a new file, or checks the one in an existing file.
+fn check_schema(db: &Database, path: &Path) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(db_error)?;
+    let found = {
+        let mut meta = txn.open_table(META).map_err(db_error)?;
+        let found = meta
+            .get(SCHEMA_KEY)
+            .map_err(db_error)?
+            .map(|v| v.value());
+        if found.is_none() {
+            meta.insert(SCHEMA_KEY, SCHEMA_VERSION).map_err(db_error)?;
+        }
+        found
+    };
+    if let Some(found) = found.filter(|&v| v != SCHEMA_VERSION) {
+        txn.abort().map_err(db_error)?;
+        return Err(StoreError::SchemaMismatch {
+            path: path.to_owned(),
+            found,
+            expected: SCHEMA_VERSION,
+        });
+    }
+    for table in [DATAFLOWS, ARCHIVE, MACHINES, REQUESTS] {
+        txn.open_table(table).map_err(db_error)?;
+    }
+    txn.commit().map_err(db_error)
+}
+
+/// Drops old answered requests and the oldest archived dataflows beyond [`MAX_ARCHIVED`].
+fn prune(db: &Database) -> Result<(), StoreError> {
+    let cutoff = now_ms().saturating_sub(REQUEST_RETENTION.as_millis() as u64);
+    let txn = db.begin_write().map_err(db_error)?;
+    {
+        let mut requests = txn.open_table(REQUESTS).map_err(db_error)?;
+        requests
+            .retain(|_, v| {
+                serde_json::from_slice::<RequestRecord>(v).is_ok_and(|r| r.at_ms >= cutoff)
+            })
+            .map_err(db_error)?;
+        let mut archive = txn.open_table(ARCHIVE).map_err(db_error)?;
+        let len = archive.len().map_err(db_error)? as usize;
+        if len > MAX_ARCHIVED {
+            let mut ages: Vec<(u64, String)> = Vec::with_capacity(len);
+            for entry in archive.iter().map_err(db_error)? {
+                let (k, v) = entry.map_err(db_error)?;
+                let at = serde_json::from_slice::<DataflowRecord>(v.value())
+                    .map_or(0, |r| r.updated_at_ms);
+                ages.push((at, k.value().to_owned()));
+            }
+            ages.sort();
+            for (_, key) in ages.iter().take(len - MAX_ARCHIVED) {
+                archive.remove(key.as_str()).map_err(db_error)?;
+            }
+        }
+    }
+    txn.commit().map_err(db_error)
+}
+
+fn write_loop(db: &Database, rx: mpsc::Receiver<Write>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        batch.extend(rx.try_iter());
+        let mut flushes = Vec::new();
+        if let Err(e) = commit(db, batch, &mut flushes) {
+            tracing::error!("cannot write the coordinator store: {e}");
+        }
+        for f in flushes {
+            let _ = f.send(());
+        }
+    }
+}
+
+fn put<T: Serialize>(
+    txn: &redb::WriteTransaction,
+    table: TableDefinition<'_, &str, &[u8]>,
+    key: &str,
+    value: &T,
+) -> Result<(), StoreError> {
+    let bytes = serde_json::to_vec(value)?;
+    let mut table = txn.open_table(table).map_err(db_error)?;
+    table.insert(key, bytes.as_slice()).map_err(db_error)?;
+    Ok(())
+}
+
+fn commit(
+    db: &Database,
+    batch: Vec<Write>,
+    flushes: &mut Vec<mpsc::Sender<()>>,
+) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(db_error)?;
+    for write in batch {
+        match write {
+            Write::Dataflow(record) => {
+                let key = record.id.to_string();
+                let (to, from) = if record.status.is_done() {
+                    (ARCHIVE, DATAFLOWS)
+                } else {
+                    (DATAFLOWS, ARCHIVE)
+                };
+                txn.open_table(from)
+                    .map_err(db_error)?
+                    .remove(key.as_str())
+                    .map_err(db_error)?;
+                put(&txn, to, &key, &record)?;
+            }
+            Write::Machine(m) => put(&txn, MACHINES, &m.name.clone(), &m)?,
+            Write::Request(r) => put(&txn, REQUESTS, &r.id.to_string(), &r)?,
+            Write::Flush(tx) => flushes.push(tx),
+        }
+    }
+    txn.commit().map_err(db_error)
+}
+
+impl Store for RedbStore {
+    fn put_dataflow(&self, record: &DataflowRecord) -> Result<(), StoreError> {
+        self.send(Write::Dataflow(record.clone()))
+    }
+
+    fn dataflows(&self) -> Result<Vec<DataflowRecord>, StoreError> {
+        self.read_all(&[DATAFLOWS, ARCHIVE])
+    }
+
+    fn put_machine(&self, machine: &MachineRecord) -> Result<(), StoreError> {
+        self.send(Write::Machine(machine.clone()))
+    }
+
+    fn machines(&self) -> Result<Vec<MachineRecord>, StoreError> {
+        self.read_all(&[MACHINES])
+    }
+
+    fn put_request(&self, request: &RequestRecord) -> Result<(), StoreError> {
+        self.send(Write::Request(request.clone()))
+    }
+
+    fn requests(&self) -> Result<Vec<RequestRecord>, StoreError> {
+        self.read_all(&[REQUESTS])
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,154 @@
+use std::collections::BTreeMap;
+
+use adora_core::Descriptor;
+use adora_message::{control::DataflowStatus, coordinator_to_cli::ControlReply};
+use uuid::Uuid;
+
+use super::*;
+
+fn record(name: &str) -> DataflowRecord {
+    let descriptor = Descriptor::parse("nodes:\n  - id: a\n    path: ./a\n", "d.yml".as_ref())
+        .expect("valid");
+    let mut placement = BTreeMap::new();
+    placement.insert("a".into(), "robot".to_owned());
+    DataflowRecord::new(Uuid::new_v4(), name.into(), descriptor, "/w".into(), placement)
+}
+
+#[test]
+fn records_survive_reopening_and_finished_ones_are_archived() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state/coordinator.redb");
+    let running = record("running");
+    let mut finished = record("finished");
+    let machine = MachineRecord {
+        name: "robot".into(),
+        machine_id: Some("robot".into()),
+        hostname: "h".into(),
+        labels: [("gpu".to_owned(), "true".to_owned())].into(),
+        last_seen_ms: 42,
+    };
+    let request = RequestRecord {
+        id: Uuid::new_v4(),
+        reply: Some(ControlReply::LogsEnd),
+        at_ms: now_ms(),
+    };
+    {
+        let store = RedbStore::open(&path).expect("open");
+        store.put_dataflow(&running).expect("put");
+        store.put_dataflow(&finished).expect("put");
+        finished.status = DataflowStatus::Finished;
+        store.put_dataflow(&finished).expect("put");
+        store.put_machine(&machine).expect("put");
+        store.put_request(&request).expect("put");
+        store.flush().expect("flush");
+        // Finished runs live in the archive table, live ones in the dataflows table.
+        let txn = store.db.begin_read().expect("read");
+        let live = txn.open_table(DATAFLOWS).expect("table");
+        assert_eq!(live.len().expect("len"), 1);
+        let archive = txn.open_table(ARCHIVE).expect("table");
+        assert!(archive
+            .get(finished.id.to_string().as_str())
+            .expect("get")
+            .is_some());
+    }
+    let store = RedbStore::open(&path).expect("reopen");
+    let mut flows = store.dataflows().expect("read");
+    flows.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(flows, vec![finished, running]);
+    assert_eq!(store.machines().expect("read"), vec![machine]);
+    assert_eq!(store.requests().expect("read"), vec![request]);
+}
+
+#[test]
+fn file_is_0600_in_a_0700_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("new/dir/coordinator.redb");
+    let _store = RedbStore::open(&path).expect("open");
+    let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(path.parent().expect("dir")), 0o700);
+}
+
+#[test]
+fn a_second_open_is_refused_while_the_first_is_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("coordinator.redb");
+    let _store = RedbStore::open(&path).expect("open");
+    let err = RedbStore::open(&path).expect_err("in use");
+    assert!(matches!(err, StoreError::InUse { .. }), "{err}");
+}
+
+#[test]
+fn another_schema_version_is_refused_with_both_versions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("coordinator.redb");
+    {
+        let db = Database::create(&path).expect("create");
+        let txn = db.begin_write().expect("write");
+        txn.open_table(META)
+            .expect("meta")
+            .insert(SCHEMA_KEY, SCHEMA_VERSION + 1)
+            .expect("insert");
+        txn.commit().expect("commit");
+    }
+    let err = RedbStore::open(&path).expect_err("mismatch");
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::SchemaMismatch { .. }), "{text}");
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(
+        text.contains(&format!("schema version {}", SCHEMA_VERSION + 1)),
+        "{text}"
+    );
+}
+
+/// Writes a store with some records and returns its bytes.
+fn valid_store(path: &Path) -> Vec<u8> {
+    {
+        let store = RedbStore::open(path).expect("open");
+        for i in 0..50 {
+            store.put_dataflow(&record(&format!("df{i}"))).expect("put");
+        }
+        store.flush().expect("flush");
+    }
+    std::fs::read(path).expect("read")
+}
+
+fn assert_refused_untouched(path: &Path, bytes: &[u8]) {
+    std::fs::write(path, bytes).expect("write");
+    let err = RedbStore::open(path).expect_err("refused");
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Corrupted { .. }), "{text}");
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert_eq!(std::fs::read(path).expect("read"), bytes, "the file was modified");
+}
+
+#[test]
+fn a_truncated_file_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("coordinator.redb");
+    let bytes = valid_store(&path);
+    assert_refused_untouched(&path, &bytes[..bytes.len() / 2]);
+    assert_refused_untouched(&path, &bytes[..100]);
+    assert_refused_untouched(&path, &[]);
+}
+
+#[test]
+fn a_corrupted_file_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("coordinator.redb");
+    let mut bytes = valid_store(&path);
+    // Garbage over the header.
+    let mut garbage = bytes.clone();
+    garbage[..64].fill(0xAB);
+    assert_refused_untouched(&path, &garbage);
+    // A flipped byte inside a stored record (caught by redb's page checksums).
+    let needle = b"\"name\":\"df25\"";
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("the record is in the file");
+    bytes[at + needle.len() - 2] ^= 0x01;
+    assert_refused_untouched(&path, &bytes);
+    // Not a database at all.
+    assert_refused_untouched(&path, b"this is not a database\n");
+}
