@@ -8,7 +8,9 @@
 //! by `scripts/test.sh`:
 //!
 //! ```sh
-//! ADORA_VERSION_SUFFIX=-upgrade-test cargo build -p adora-cli --profile upgrade-test
+//! ADORA_VERSION_SUFFIX=-upgrade-test cargo build -p adora-cli
+//! mkdir -p target/upgrade-test && cp target/debug/adora target/upgrade-test/adora
+//! cargo build --workspace --bins   # back to the normal version
 //! ```
 
 #![allow(clippy::unwrap_used)]
@@ -49,8 +51,8 @@ fn new_binary() -> Option<PathBuf> {
         return Some(path);
     }
     let why = format!(
-        "{} is missing: build it with `ADORA_VERSION_SUFFIX={NEW_SUFFIX} cargo build -p adora-cli \
-         --profile upgrade-test` (scripts/test.sh does)",
+        "{} is missing: build it with `ADORA_VERSION_SUFFIX={NEW_SUFFIX} cargo build -p adora-cli` \
+         and copy target/debug/adora there (scripts/test.sh does)",
         path.display()
     );
     assert!(

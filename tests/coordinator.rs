@@ -429,7 +429,13 @@ fn top_once_json_shows_busy_nodes_and_metrics_counters_grow() {
     let env = Env::new();
     env.up();
     let flow = env.write("spin.yml", &spin_dataflow());
-    env.ok(&["start", flow.to_str().unwrap(), "--name", "busy"]);
+    env.ok(&[
+        "start",
+        flow.to_str().unwrap(),
+        "--name",
+        "busy",
+        "--detach",
+    ]);
 
     // Figures arrive with daemon heartbeats (every 5 s); CPU is measured between two of them.
     let mut snapshot = serde_json::Value::Null;

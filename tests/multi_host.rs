@@ -6,38 +6,12 @@
 use std::time::Duration;
 
 use adora_test_support::{
-    adora, bin, require_hosts, run_with_timeout, services::Coordinator, temp_dir, wait_until,
-    ChildGuard,
+    adora, require_hosts, run_with_timeout,
+    services::{chain, Coordinator},
+    temp_dir, wait_until, ChildGuard,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(180);
-
-/// sender (a) → relay (b) → sink (c).
-fn chain(count: u64, payload: usize, tick_ms: u64, progress: u64) -> String {
-    format!(
-        r#"
-nodes:
-  - id: sender
-    path: {node}
-    env: {{ MODE: seq-source, COUNT: {count}, PAYLOAD_BYTES: {payload} }}
-    inputs: {{ tick: adora/timer/millis/{tick_ms} }}
-    outputs: [data]
-    _unstable_deploy: {{ machine: a }}
-  - id: relay
-    path: {node}
-    env: {{ MODE: relay }}
-    inputs: {{ in: {{ source: sender/data, queue_size: 1000 }} }}
-    outputs: [out]
-    _unstable_deploy: {{ machine: b }}
-  - id: sink
-    path: {node}
-    env: {{ MODE: seq-sink, EXPECT_LEN: {payload}, PROGRESS: {progress} }}
-    inputs: {{ in: {{ source: relay/out, queue_size: 1000 }} }}
-    _unstable_deploy: {{ machine: c }}
-"#,
-        node = bin("adora-test-node").display()
-    )
-}
 
 #[test]
 fn three_hosts_deliver_every_message_in_order_including_4_mib_payloads() {

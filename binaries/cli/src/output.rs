@@ -64,3 +64,83 @@ pub fn init_tracing(verbose: u8) {
         .with_ansi(color_stderr())
         .init();
 }
+
+/// Spinner frames of [`Progress`].
+const SPINNER: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+/// How often the spinner redraws.
+const SPINNER_TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Progress of one long step on stderr: an animated spinner with the elapsed time when stderr is
+/// a terminal, one plain `msg...` line otherwise (logs and CI stay readable).
+pub struct Progress {
+    message: String,
+    spinner: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Progress {
+    /// Starts showing `message` (needs the tokio runtime for the spinner).
+    pub fn start(message: impl Into<String>) -> Self {
+        let message = message.into();
+        if !std::io::stderr().is_terminal() {
+            eprintln!("{message}...");
+            return Self {
+                message,
+                spinner: None,
+            };
+        }
+        let text = message.clone();
+        let spinner = tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let mut tick = tokio::time::interval(SPINNER_TICK);
+            for frame in SPINNER.iter().cycle() {
+                tick.tick().await;
+                eprint!(
+                    "\r\x1b[2K{frame} {text} ({:.0}s)",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        });
+        Self {
+            message,
+            spinner: Some(spinner),
+        }
+    }
+
+    /// Ends the step; on a terminal the spinner line becomes `✓ message` (or `✗` on failure).
+    pub fn finish(mut self, ok: bool) {
+        self.clear(ok);
+    }
+
+    fn clear(&mut self, ok: bool) {
+        if let Some(spinner) = self.spinner.take() {
+            spinner.abort();
+            let mark = if ok {
+                paint("✓", 32, color_stderr())
+            } else {
+                paint("✗", 31, color_stderr())
+            };
+            eprintln!("\r\x1b[2K{mark} {}", self.message);
+        }
+    }
+}
+
+impl Drop for Progress {
+    /// A step dropped without `finish` (an error returned early) failed.
+    fn drop(&mut self) {
+        self.clear(false);
+    }
+}
+
+/// Prints `value` as pretty JSON and a newline on stdout. A closed pipe (`adora ... --json | head`)
+/// is not an error.
+pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = serde_json::to_writer_pretty(&mut out, value)
+        .map_err(std::io::Error::from)
+        .and_then(|()| writeln!(out));
+    match written {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}

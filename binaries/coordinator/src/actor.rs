@@ -476,7 +476,12 @@ impl Coordinator {
     }
 
     /// One daemon's part of a dataflow ended; when every part has, the dataflow ends.
-    pub(crate) fn part_finished(&mut self, id: Uuid, daemon: &str, nodes: BTreeMap<NodeId, NodeResult>) {
+    pub(crate) fn part_finished(
+        &mut self,
+        id: Uuid,
+        daemon: &str,
+        nodes: BTreeMap<NodeId, NodeResult>,
+    ) {
         let Some(flow) = self.flows.get_mut(&id) else {
             return;
         };

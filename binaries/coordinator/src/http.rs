@@ -21,6 +21,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/health", get(health))
         .route("/api/v1/control", get(control))
         .route("/api/v1/daemon", get(daemon))
+        .route(
+            "/api/v1/artifacts/{build_id}/{node_id}",
+            get(crate::artifacts::get).put(crate::artifacts::put),
+        )
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -41,7 +45,7 @@ async fn health() -> Json<Health> {
 }
 
 /// A request without the right token.
-struct Unauthorized;
+pub(crate) struct Unauthorized;
 
 impl IntoResponse for Unauthorized {
     fn into_response(self) -> Response {
@@ -54,7 +58,7 @@ impl IntoResponse for Unauthorized {
     }
 }
 
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Unauthorized> {
+pub(crate) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Unauthorized> {
     let Some(token) = &state.token else {
         return Ok(());
     };

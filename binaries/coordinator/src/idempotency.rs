@@ -138,7 +138,11 @@ impl Coordinator {
 
     /// For a request interrupted by a coordinator restart: the answer, if its effect is in
     /// the records (a start whose dataflow was created).
-    fn answer_from_records(&self, request_id: Uuid, request: &ControlRequest) -> Option<ControlReply> {
+    fn answer_from_records(
+        &self,
+        request_id: Uuid,
+        request: &ControlRequest,
+    ) -> Option<ControlReply> {
         let flow = self
             .flows
             .values()

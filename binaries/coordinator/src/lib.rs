@@ -4,12 +4,14 @@
 //! - `GET /api/health` — liveness and version, no authentication;
 //! - `GET /api/v1/control` — WebSocket for CLI clients;
 //! - `GET /api/v1/daemon` — WebSocket for daemons;
+//! - `GET|PUT /api/v1/artifacts/{build_id}/{node_id}` — artifact store of `distribute: http`;
 //! - `GET /metrics` — Prometheus text.
 //!
 //! [`run`] takes its resources as arguments (listener, store, config, shutdown) so tests run it on
 //! `127.0.0.1:0` with a [`adora_store::MemoryStore`].
 
 mod actor;
+pub mod artifacts;
 pub mod auth;
 mod http;
 mod idempotency;
@@ -66,6 +68,9 @@ pub struct CoordinatorConfig {
     pub reclaim_timeout: Duration,
     /// See [`RECOVERY_BACKOFF`].
     pub recovery_backoff: Duration,
+    /// Directory of the artifact store (`distribute: http`), next to the store; `None`
+    /// disables it (its routes answer 503).
+    pub artifact_dir: Option<std::path::PathBuf>,
 }
 
 impl CoordinatorConfig {
@@ -77,6 +82,7 @@ impl CoordinatorConfig {
             daemon_timeout: DAEMON_TIMEOUT,
             reclaim_timeout: RECLAIM_TIMEOUT,
             recovery_backoff: RECOVERY_BACKOFF,
+            artifact_dir: None,
         }
     }
 }
@@ -97,6 +103,7 @@ pub struct AppState {
     token: Option<Token>,
     next_conn: Arc<AtomicU64>,
     shutdown: CancellationToken,
+    artifacts: Option<Arc<artifacts::ArtifactStore>>,
 }
 
 impl AppState {
@@ -114,6 +121,24 @@ pub fn start(
 ) -> AppState {
     let (events, events_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
     let token = config.token.clone();
+    let artifacts =
+        config
+            .artifact_dir
+            .as_deref()
+            .and_then(|dir| match artifacts::ArtifactStore::open(dir) {
+                Ok(a) => Some(Arc::new(a)),
+                Err(e) => {
+                    tracing::error!("artifact store in {} unusable: {e}", dir.display());
+                    None
+                }
+            });
+    if let Some(a) = &artifacts {
+        tokio::spawn(artifacts::gc_loop(
+            a.clone(),
+            store.clone(),
+            shutdown.clone(),
+        ));
+    }
     let mut coordinator = actor::Coordinator::new(config, store);
     coordinator.events = Some(events.clone());
     tokio::spawn(coordinator.run(events_rx, shutdown.clone()));
@@ -122,6 +147,7 @@ pub fn start(
         token,
         next_conn: Arc::new(AtomicU64::new(1)),
         shutdown,
+        artifacts,
     }
 }
 

@@ -139,7 +139,8 @@ mod tests {
                 match (parts.next(), parts.next(), parts.next()) {
                     (Some("HELP"), Some(name), Some(_)) if valid_name(name) => {}
                     (Some("TYPE"), Some(name), Some(kind)) if valid_name(name) => {
-                        if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind) {
+                        if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind)
+                        {
                             return bad("unknown type");
                         }
                         if typed.iter().any(|t| t == name) {
@@ -242,7 +243,10 @@ mod tests {
             "adora_node_messages_sent_total{dataflow=\"we\\\"ird\\\\name\",node=\"camera\",machine=\"robot\"} 10\n"
         ));
         assert!(text.contains("adora_daemon_last_heartbeat_age_seconds{daemon=\"robot\"} 1.250\n"));
-        assert!(check_exposition("adora_x 1\n").is_err(), "sample without TYPE");
+        assert!(
+            check_exposition("adora_x 1\n").is_err(),
+            "sample without TYPE"
+        );
         assert!(check_exposition("# TYPE a gauge\na{l=\"x} 1\n").is_err());
         assert!(check_exposition("# TYPE a gauge\na{l=\"x\"} one\n").is_err());
     }

@@ -223,6 +223,8 @@ impl Coordinator {
             descriptor: flow.record.descriptor.clone(),
             working_dir: flow.record.working_dir.clone(),
             nodes: part.nodes.clone(),
+            artifacts: flow.record.artifacts.clone(),
+            build: false,
         });
         let watched = !flow.watchers.is_empty();
         tracing::info!(

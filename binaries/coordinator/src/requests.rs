@@ -191,6 +191,7 @@ impl Coordinator {
             placement,
         );
         record.request_id = self.current_request;
+        record.artifacts = start.artifacts.clone();
         let flow = self.insert_flow(record);
         if start.attach {
             flow.watchers.push((tx.clone(), request));
@@ -218,6 +219,8 @@ impl Coordinator {
                 descriptor: start.descriptor.clone(),
                 working_dir: start.working_dir.clone(),
                 nodes,
+                artifacts: start.artifacts.clone(),
+                build: start.build,
             });
             if self.send_to_daemon(&daemon, spawn).is_some() {
                 waiting.insert(daemon);
@@ -364,6 +367,8 @@ impl Coordinator {
             name: Some(flow.record.name.clone()),
             working_dir: flow.record.working_dir.clone(),
             attach: false,
+            artifacts: flow.record.artifacts.clone(),
+            build: false,
         };
         self.start(start, tx, request, Some(old));
     }

@@ -82,7 +82,7 @@ impl Harness {
     }
 
     /// A message from a daemon.
-    pub fn from_daemon(&mut self, conn: ConnId, body: DaemonMessage) {
+    pub fn daemon_says(&mut self, conn: ConnId, body: DaemonMessage) {
         self.c.dispatch(Event::FromDaemon {
             conn,
             envelope: Envelope::new(0, body),
@@ -118,6 +118,8 @@ pub(crate) fn two_machine_start() -> StartDataflow {
         name: Some("demo".into()),
         working_dir: "/w".into(),
         attach: false,
+        artifacts: Default::default(),
+        build: false,
     }
 }
 
@@ -138,7 +140,10 @@ pub(crate) fn commands(rx: &mut DaemonRx) -> Vec<DaemonCommand> {
     let mut out = Vec::new();
     while let Ok(o) = rx.try_recv() {
         if let Outgoing::Message(e) = o {
-            if !matches!(e.body, DaemonCommand::Heartbeat | DaemonCommand::Peers { .. }) {
+            if !matches!(
+                e.body,
+                DaemonCommand::Heartbeat | DaemonCommand::Peers { .. }
+            ) {
                 out.push(e.body);
             }
         }

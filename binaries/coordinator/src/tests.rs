@@ -246,6 +246,8 @@ async fn placement_errors_reach_the_client_and_nothing_starts() {
         name: None,
         working_dir: "/".into(),
         attach: false,
+        artifacts: Default::default(),
+        build: false,
     };
     let ControlReply::Error(e) = call(&mut cli, ControlRequest::Start(start)).await else {
         panic!("expected an error");

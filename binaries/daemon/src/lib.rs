@@ -6,10 +6,12 @@
 //! [`run`] runs the daemon as a service connected to a coordinator (`adora daemon`).
 
 mod actor;
+pub mod artifacts;
 #[doc(hidden)]
 pub mod bench_hooks;
 mod coordinator;
 mod dataflow;
+mod distribute;
 mod node_conn;
 mod pdeathsig;
 mod process_stats;
@@ -233,6 +235,8 @@ pub struct ServiceConfig {
     /// The Zenoh endpoint to listen on for other daemons, with a concrete port
     /// (see [`resolve_zenoh_listen`]).
     pub zenoh_listen: String,
+    /// Binaries downloaded for `distribute: http` go to `<artifact_dir>/<dataflow>/<node>/`.
+    pub artifact_dir: PathBuf,
 }
 
 /// Turns `tcp/<ip>:0` into `tcp/<ip>:<free port>` (other endpoints are returned unchanged), so
@@ -252,7 +256,14 @@ pub async fn run(config: ServiceConfig, shutdown: CancellationToken) -> Result<(
     daemon.enable_remote(config.zenoh_listen.clone());
     let (commands_tx, commands_rx) = mpsc::channel(LINK_CHANNEL_CAPACITY);
     let (reports_tx, reports_rx) = mpsc::unbounded_channel();
-    let service = actor::service::Service::new(reports_tx, config.log_root.clone());
+    let mut service = actor::service::Service::new(reports_tx, config.log_root.clone());
+    let distribution = distribute::Context {
+        coordinator_addr: config.coordinator_addr.clone(),
+        token: config.token.clone(),
+        machine: config.machine_id.clone().unwrap_or_else(|| "default".into()),
+        artifact_dir: config.artifact_dir.clone(),
+    };
+    service.distribution = Some((distribution, commands_tx.clone()));
     let link_shutdown = CancellationToken::new();
     let link = tokio::spawn(coordinator::run_link(
         config,

@@ -357,7 +357,10 @@ mod tests {
         assert_eq!(mode(&env_path), 0o600);
         assert_eq!(mode(&etc), 0o700);
         let status = ad_hoc.wait().expect("ad-hoc daemon stopped");
-        assert!(!status.success(), "the ad-hoc daemon was killed: {status:?}");
+        assert!(
+            !status.success(),
+            "the ad-hoc daemon was killed: {status:?}"
+        );
         assert!(!pid_file.exists());
 
         let (out, calls) =
@@ -396,7 +399,12 @@ mod tests {
         assert_eq!(text, format!("/home/x\n{}\n", real.display()));
         assert_eq!(
             is_enabled_argv("robot"),
-            ["systemctl", "is-enabled", "--quiet", "adora-daemon-robot.service"]
+            [
+                "systemctl",
+                "is-enabled",
+                "--quiet",
+                "adora-daemon-robot.service"
+            ]
         );
     }
 

@@ -65,6 +65,12 @@ pub struct StartDataflow {
     pub working_dir: PathBuf,
     /// Stream node logs and the final result on this connection.
     pub attach: bool,
+    /// Binaries the CLI distributed (`distribute: scp | http`), per node.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub artifacts: crate::distribute::NodeArtifacts,
+    /// Daemons run the `build` of their `distribute: local` nodes before spawning anything.
+    #[serde(default)]
+    pub build: bool,
 }
 
 /// Parameters of [`ControlRequest::Logs`].
@@ -100,6 +106,23 @@ mod tests {
             name: Some("demo".into()),
             working_dir: "/tmp/x".into(),
             attach: true,
+            artifacts: Default::default(),
+            build: false,
+        }));
+        round_trip(ControlRequest::Start(StartDataflow {
+            descriptor: descriptor(),
+            name: None,
+            working_dir: "/tmp/x".into(),
+            attach: false,
+            artifacts: [(
+                "a".into(),
+                crate::distribute::NodeArtifact::Uploaded {
+                    build_id: uuid::Uuid::new_v4(),
+                    sha256: "ab".repeat(32),
+                },
+            )]
+            .into(),
+            build: true,
         }));
         round_trip(ControlRequest::Stop {
             dataflow: "demo".into(),

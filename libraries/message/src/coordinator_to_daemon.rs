@@ -61,6 +61,13 @@ pub struct SpawnDataflow {
     pub working_dir: PathBuf,
     /// The nodes placed on this daemon.
     pub nodes: BTreeSet<NodeId>,
+    /// Per-node binaries distributed by the CLI (`distribute: scp | http`): the daemon runs
+    /// these instead of the descriptor's `path`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub artifacts: crate::distribute::NodeArtifacts,
+    /// Run the `build` of this daemon's `distribute: local` nodes before spawning anything.
+    #[serde(default)]
+    pub build: bool,
 }
 
 #[cfg(test)]
@@ -83,6 +90,27 @@ mod tests {
             descriptor,
             working_dir: "/srv".into(),
             nodes: ["a".into()].into(),
+            artifacts: Default::default(),
+            build: false,
+        }));
+        round_trip(DaemonCommand::Spawn(SpawnDataflow {
+            id,
+            name: "demo".into(),
+            descriptor: Descriptor::parse(
+                "nodes:\n  - id: a\n    path: ./a\n",
+                std::path::Path::new("d.yml"),
+            )
+            .expect("valid test descriptor"),
+            working_dir: "/srv".into(),
+            nodes: ["a".into()].into(),
+            artifacts: [(
+                "a".into(),
+                crate::distribute::NodeArtifact::Copied {
+                    path: "/var/lib/adora/dataflows/x/a/a".into(),
+                },
+            )]
+            .into(),
+            build: true,
         }));
         round_trip(DaemonCommand::Stop {
             dataflow: id,

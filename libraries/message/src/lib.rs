@@ -18,6 +18,7 @@ pub mod coordinator_to_daemon;
 pub mod daemon_to_coordinator;
 pub mod daemon_to_daemon;
 pub mod daemon_to_node;
+pub mod distribute;
 pub mod envelope;
 pub mod node_to_daemon;
 pub mod stats;

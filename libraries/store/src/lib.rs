@@ -57,6 +57,10 @@ pub struct DataflowRecord {
     /// The client request id of the `start`/`restart` that created it (retries find it).
     #[serde(default)]
     pub request_id: Option<Uuid>,
+    /// Binaries the CLI distributed for it (`distribute: scp | http`); artifacts no stored
+    /// dataflow references are garbage-collected.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub artifacts: adora_message::distribute::NodeArtifacts,
 }
 
 impl DataflowRecord {
@@ -82,6 +86,7 @@ impl DataflowRecord {
             updated_at_ms: now,
             failure: None,
             request_id: None,
+            artifacts: Default::default(),
         }
     }
 }
@@ -137,8 +142,10 @@ pub enum StoreError {
         source: std::io::Error,
     },
     /// The store file is not a valid database (corrupted or truncated). It is left untouched.
-    #[error("the store file {path} is corrupted or truncated and was left untouched ({detail}); \
-             move it away to start with an empty store, or restore a backup")]
+    #[error(
+        "the store file {path} is corrupted or truncated and was left untouched ({detail}); \
+             move it away to start with an empty store, or restore a backup"
+    )]
     Corrupted {
         /// The file.
         path: PathBuf,
@@ -157,7 +164,9 @@ pub enum StoreError {
         expected: u32,
     },
     /// Another process (a running coordinator) has the store file open.
-    #[error("the store file {path} is in use by another process (is a coordinator already running?)")]
+    #[error(
+        "the store file {path} is in use by another process (is a coordinator already running?)"
+    )]
     InUse {
         /// The file.
         path: PathBuf,

@@ -227,10 +227,7 @@ fn check_schema(db: &Database, path: &Path) -> Result<(), StoreError> {
     let txn = db.begin_write().map_err(db_error)?;
     let found = {
         let mut meta = txn.open_table(META).map_err(db_error)?;
-        let found = meta
-            .get(SCHEMA_KEY)
-            .map_err(db_error)?
-            .map(|v| v.value());
+        let found = meta.get(SCHEMA_KEY).map_err(db_error)?.map(|v| v.value());
         if found.is_none() {
             meta.insert(SCHEMA_KEY, SCHEMA_VERSION).map_err(db_error)?;
         }

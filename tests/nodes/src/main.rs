@@ -19,6 +19,9 @@
 //!   and a summary with what was received and lost. Exits non-zero on reordering or a bad payload.
 //!   With `CRASH_AT=N` it exits with status 9 on message N, once per dataflow (a marker file in
 //!   the temp dir lets the restarted instance carry on).
+//!
+//! With `PRINT_EXE` set, any mode first prints `exe=<path of the running executable>` (binary
+//! distribution tests check which copy a daemon ran).
 
 use std::{
     thread,
@@ -44,6 +47,9 @@ fn pattern(i: usize, round: u8) -> u8 {
 
 fn main() -> Result {
     let mode = std::env::var("MODE").unwrap_or_default();
+    if std::env::var_os("PRINT_EXE").is_some() {
+        println!("exe={}", std::env::current_exe()?.display());
+    }
     match mode.as_str() {
         "shm-send" => shm_send(),
         "recv" => recv(),

@@ -88,6 +88,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut config = CoordinatorConfig::new(token);
     config.reclaim_timeout = args.reclaim_timeout;
     config.recovery_backoff = args.recovery_backoff;
+    config.artifact_dir = Some(artifact_dir(args.store.as_deref()));
     let result = adora_coordinator::run(listener, store, config, shutdown).await;
     // Only remove the address file if it is still ours (another coordinator may have replaced it).
     if std::fs::read_to_string(&addr_file).is_ok_and(|s| s.trim() == local.to_string()) {
@@ -95,6 +96,17 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The artifact store (`distribute: http`) lives next to the redb store: `<its dir>/artifacts`
+/// (`<state dir>/artifacts` for the default or the in-memory store).
+fn artifact_dir(store: Option<&str>) -> PathBuf {
+    store
+        .and_then(|s| s.strip_prefix("redb:"))
+        .and_then(|p| std::path::Path::new(p).parent())
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(|p| p.join("artifacts"))
+        .unwrap_or_else(|| super::state_dir().join("artifacts"))
 }
 
 /// Opens the store named by `--store` (default: the redb file in the state directory), off the

@@ -69,6 +69,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         machine_id: args.machine_id,
         labels: args.labels.0,
         log_root: super::state_dir().join("logs").join(&name),
+        artifact_dir: super::state_dir().join("dataflows").join(&name),
         zenoh_listen: adora_daemon::resolve_zenoh_listen(&args.zenoh_listen)
             .map_err(|e| anyhow::anyhow!("--zenoh-listen: {e}"))?,
     };

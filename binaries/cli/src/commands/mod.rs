@@ -6,6 +6,7 @@ mod cluster;
 mod completion;
 mod coordinator;
 mod daemon;
+mod distribute;
 mod graph;
 mod list;
 mod logs;
@@ -174,6 +175,26 @@ mod tests {
             })
             .collect();
         assert!(missing.is_empty(), "no example in --help of: {missing:?}");
+    }
+
+    #[test]
+    fn the_cli_reference_covers_every_subcommand() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../guide/src/cli-reference.md"
+        );
+        let reference = std::fs::read_to_string(path).expect("guide/src/cli-reference.md");
+        let mut all = Vec::new();
+        leaves(&super::Cli::command(), "adora".into(), &mut all);
+        let missing: Vec<&str> = all
+            .iter()
+            .map(|(path, _)| path.as_str())
+            .filter(|path| !reference.contains(&format!("# `{path}`")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "not in the CLI reference (run scripts/cli-reference.py): {missing:?}"
+        );
     }
 
     #[test]

@@ -80,7 +80,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
     let nodes = nodes(&args.client, &args.dataflow).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&nodes)?);
+        crate::output::print_json(&nodes)?;
         return Ok(ExitCode::SUCCESS);
     }
     let width = nodes
@@ -127,7 +127,7 @@ async fn info(args: InfoArgs) -> anyhow::Result<ExitCode> {
         );
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&n)?);
+        crate::output::print_json(&n)?;
         return Ok(ExitCode::SUCCESS);
     }
     println!("node:      {}", n.node);

@@ -14,7 +14,8 @@ use super::client::{print_line, Client, ClientArgs};
 /// Start a dataflow on the connected daemons (placement first: all nodes or none).
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  adora start dataflow.yml --name demo\n  adora start dataflow.yml --detach\n\n\
+    after_help = "Examples:\n  adora start dataflow.yml --name demo\n  adora start dataflow.yml --detach\n  \
+adora start dataflow.yml --build --cluster cluster.yml\n\n\
 Attached (the default), node output is printed prefixed with the node id until the dataflow ends; \
 the exit code is the dataflow's result. Ctrl-C stops the dataflow."
 )]
@@ -30,6 +31,12 @@ pub struct Args {
     /// Return as soon as every node is spawned.
     #[arg(long)]
     detach: bool,
+    /// Build first: `distribute: local` nodes on their daemon's machine, `scp`/`http` nodes here
+    /// (their binaries are copied/uploaded with or without this flag).
+    #[arg(long)]
+    build: bool,
+    #[command(flatten)]
+    distribute: super::distribute::DistributeArgs,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -46,14 +53,28 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .max()
         .unwrap_or(0);
     let attach = !args.detach;
+    let working_dir = super::dataflow_dir(&args.dataflow)?;
+    let artifacts = super::distribute::distribute(
+        &descriptor,
+        &working_dir,
+        &args.distribute,
+        &args.client,
+        args.build,
+    )
+    .await?;
     let start = StartDataflow {
         descriptor,
         name: args.name,
-        working_dir: super::dataflow_dir(&args.dataflow)?,
+        working_dir,
         attach,
+        artifacts,
+        build: args.build,
     };
+    let progress = crate::output::Progress::start("placing and spawning the dataflow");
     let mut client = Client::connect(&args.client).await?;
-    let (id, name) = match client.call_idempotent(ControlRequest::Start(start)).await? {
+    let started = client.call_idempotent(ControlRequest::Start(start)).await?;
+    progress.finish(true);
+    let (id, name) = match started {
         ControlReply::Started {
             id,
             name,

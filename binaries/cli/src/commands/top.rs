@@ -191,7 +191,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let mut nodes = fetch(&mut client).await?;
         sort_nodes(&mut nodes, args.sort, false);
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&nodes)?);
+            crate::output::print_json(&nodes)?;
         } else {
             print_table(&nodes);
         }

@@ -112,6 +112,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             let mut child = spawn_service(&state, "coordinator", &argv.map(String::from))?;
             let pid = child.id();
             let started = Instant::now();
+            let progress = crate::output::Progress::start("starting the coordinator");
             while !addr_file.exists() {
                 if !still_running(&mut child) || started.elapsed() > STARTUP_TIMEOUT {
                     bail!(
@@ -121,6 +122,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
                 }
                 tokio::time::sleep(POLL).await;
             }
+            progress.finish(true);
             eprintln!(
                 "coordinator started (pid {pid}, log {})",
                 state.join("coordinator.log").display()
@@ -148,7 +150,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             ];
             let mut child = spawn_service(&state, "daemon", &argv.map(String::from))?;
             let pid = child.id();
+            let progress = crate::output::Progress::start("starting the daemon");
             wait_for_daemon(&state, &mut child).await?;
+            progress.finish(true);
             eprintln!(
                 "daemon started (pid {pid}, log {})",
                 state.join("daemon.log").display()

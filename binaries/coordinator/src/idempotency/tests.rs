@@ -31,11 +31,26 @@ async fn a_retried_start_is_answered_not_started_twice_even_across_a_restart() {
     // Retried while the first is in progress (its connection dropped): waits for the answer.
     let mut retry = h.request(start());
     let id = *h.c.flows.keys().next().unwrap();
-    h.from_daemon(a, DaemonMessage::Spawned { dataflow: id, result: Ok(()) });
-    h.from_daemon(b, DaemonMessage::Spawned { dataflow: id, result: Ok(()) });
+    h.daemon_says(
+        a,
+        DaemonMessage::Spawned {
+            dataflow: id,
+            result: Ok(()),
+        },
+    );
+    h.daemon_says(
+        b,
+        DaemonMessage::Spawned {
+            dataflow: id,
+            result: Ok(()),
+        },
+    );
     h.pump().await;
     let answer = replies(&mut first);
-    assert!(matches!(&answer[..], [ControlReply::Started { id: got, .. }] if *got == id), "{answer:?}");
+    assert!(
+        matches!(&answer[..], [ControlReply::Started { id: got, .. }] if *got == id),
+        "{answer:?}"
+    );
     assert_eq!(replies(&mut retry), answer);
 
     // Retried after it was answered.
@@ -55,8 +70,14 @@ async fn a_retried_start_is_answered_not_started_twice_even_across_a_restart() {
     assert_eq!(h.c.flows.len(), 1);
 
     // A different request id is a different request.
-    let mut other = h.request(idempotent(Uuid::new_v4(), ControlRequest::Start(two_machine_start())));
+    let mut other = h.request(idempotent(
+        Uuid::new_v4(),
+        ControlRequest::Start(two_machine_start()),
+    ));
     h.pump().await;
     let got = replies(&mut other);
-    assert!(matches!(&got[..], [ControlReply::Error(_)]), "duplicate name: {got:?}");
+    assert!(
+        matches!(&got[..], [ControlReply::Error(_)]),
+        "duplicate name: {got:?}"
+    );
 }

@@ -3,9 +3,8 @@
 use std::{sync::Arc, time::Duration};
 
 use adora_message::{
-    cli_to_coordinator::ControlRequest, control::DataflowStatus,
-    coordinator_to_cli::ControlReply, coordinator_to_daemon::DaemonCommand,
-    daemon_to_coordinator::DaemonMessage,
+    cli_to_coordinator::ControlRequest, control::DataflowStatus, coordinator_to_cli::ControlReply,
+    coordinator_to_daemon::DaemonCommand, daemon_to_coordinator::DaemonMessage,
 };
 use adora_store::MemoryStore;
 use uuid::Uuid;
@@ -20,9 +19,24 @@ async fn started(store: Arc<MemoryStore>) -> (Harness, Uuid, u64, DaemonRx) {
     let mut client = h.request(ControlRequest::Start(two_machine_start()));
     assert_eq!(spawns(&commands(&mut b_rx)), 1);
     let id = *h.c.flows.keys().next().unwrap();
-    h.from_daemon(a, DaemonMessage::Spawned { dataflow: id, result: Ok(()) });
-    h.from_daemon(b, DaemonMessage::Spawned { dataflow: id, result: Ok(()) });
-    assert!(matches!(replies(&mut client)[..], [ControlReply::Started { .. }]));
+    h.daemon_says(
+        a,
+        DaemonMessage::Spawned {
+            dataflow: id,
+            result: Ok(()),
+        },
+    );
+    h.daemon_says(
+        b,
+        DaemonMessage::Spawned {
+            dataflow: id,
+            result: Ok(()),
+        },
+    );
+    assert!(matches!(
+        replies(&mut client)[..],
+        [ControlReply::Started { .. }]
+    ));
     (h, id, b, b_rx)
 }
 
@@ -35,7 +49,9 @@ async fn a_restarted_daemon_gets_its_nodes_back_at_most_once_per_backoff() {
     let (b, mut b_rx) = h.register("b", vec![]);
     let got = commands(&mut b_rx);
     assert_eq!(spawns(&got), 1, "{got:?}");
-    let DaemonCommand::Spawn(spawn) = &got[0] else { panic!("{got:?}") };
+    let DaemonCommand::Spawn(spawn) = &got[0] else {
+        panic!("{got:?}")
+    };
     assert_eq!(spawn.id, id);
     assert_eq!(spawn.nodes, ["b".into()].into());
     assert_eq!(h.c.flows[&id].record.generation, 2);
@@ -90,10 +106,17 @@ async fn a_restarted_coordinator_reclaims_without_respawning_and_fails_what_does
     let record = &h.c.flows[&id].record;
     assert_eq!(record.status, DataflowStatus::Failed);
     let reason = record.failure.clone().unwrap();
-    assert!(reason.contains("`b` did not reconnect within 60s"), "{reason}");
+    assert!(
+        reason.contains("`b` did not reconnect within 60s"),
+        "{reason}"
+    );
     // ... and what still runs of it on a is stopped.
     let got = commands(&mut a_rx);
-    assert!(got.iter().any(|c| matches!(c, DaemonCommand::Stop { dataflow, .. } if *dataflow == id)), "{got:?}");
+    assert!(
+        got.iter()
+            .any(|c| matches!(c, DaemonCommand::Stop { dataflow, .. } if *dataflow == id)),
+        "{got:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -107,7 +130,10 @@ async fn after_a_coordinator_restart_every_daemon_back_in_time_keeps_it_running(
     tokio::time::advance(Duration::from_secs(120)).await;
     h.c.recovery_tick();
     assert_eq!(h.c.flows[&id].record.status, DataflowStatus::Running);
-    assert_eq!(h.c.flows[&id].record.generation, 1, "no node was re-spawned");
+    assert_eq!(
+        h.c.flows[&id].record.generation, 1,
+        "no node was re-spawned"
+    );
     // The machines are known from the store too.
     assert_eq!(h.c.daemons.len(), 2);
 }

@@ -40,6 +40,15 @@ pub(crate) enum ServiceCommand {
     Disconnected,
     /// Every local node of every dataflow, for a heartbeat.
     NodeSnapshots(oneshot::Sender<Vec<(Uuid, NodeSnapshot)>>),
+    /// The builds and downloads of a spawn are done (see `crate::distribute`).
+    Prepared {
+        /// Envelope id of the `Spawn` command.
+        request: u64,
+        /// The command.
+        spawn: Box<SpawnDataflow>,
+        /// Per node, the executable to run instead of `path`; or why the start fails.
+        result: Result<BTreeMap<NodeId, PathBuf>, String>,
+    },
 }
 
 /// Outgoing messages to the coordinator (queued while disconnected).
@@ -53,6 +62,10 @@ pub(crate) struct Service {
     names: HashMap<Uuid, (String, PathBuf)>,
     /// Dataflows whose log lines are forwarded as they are printed.
     watched: Arc<Mutex<HashSet<Uuid>>>,
+    /// Builds and downloads before spawning (`distribute`), with the way back to the actor.
+    pub(crate) distribution: Option<(crate::distribute::Context, mpsc::Sender<ServiceCommand>)>,
+    /// Dataflows whose spawn is being prepared (a retried `Spawn` is not prepared twice).
+    preparing: HashSet<Uuid>,
 }
 
 impl Service {
@@ -62,6 +75,8 @@ impl Service {
             log_root,
             names: HashMap::new(),
             watched: Arc::default(),
+            distribution: None,
+            preparing: HashSet::new(),
         }
     }
 
@@ -163,9 +178,27 @@ impl Daemon {
                     .unwrap_or_else(|p| p.into_inner())
                     .clear();
             }
+            ServiceCommand::Prepared {
+                request,
+                mut spawn,
+                result,
+            } => {
+                let dataflow = spawn.id;
+                service.preparing.remove(&dataflow);
+                let result = result.and_then(|paths| {
+                    crate::distribute::apply(&mut spawn, &paths);
+                    self.spawn_for_coordinator(*spawn, service)
+                });
+                service.report(request, DaemonMessage::Spawned { dataflow, result });
+            }
             ServiceCommand::FromCoordinator(Envelope { id, body }) => match body {
                 DaemonCommand::Heartbeat => {}
                 DaemonCommand::Spawn(spawn) => {
+                    if crate::distribute::needs_preparation(&spawn)
+                        && !service.names.contains_key(&spawn.id)
+                    {
+                        return prepare_spawn(id, spawn, service);
+                    }
                     let dataflow = spawn.id;
                     let result = self.spawn_for_coordinator(spawn, service);
                     service.report(id, DaemonMessage::Spawned { dataflow, result });
@@ -261,6 +294,33 @@ impl Daemon {
         });
         Ok(())
     }
+}
+
+/// Builds and downloads the binaries of a spawn on a task; the actor spawns the nodes when it
+/// gets `Prepared` back (nothing is spawned if any node failed).
+fn prepare_spawn(request: u64, spawn: SpawnDataflow, service: &mut Service) {
+    let dataflow = spawn.id;
+    let Some((ctx, commands)) = service.distribution.clone() else {
+        let result = Err("this daemon cannot fetch or build binaries (not a service)".into());
+        return service.report(request, DaemonMessage::Spawned { dataflow, result });
+    };
+    if !service.preparing.insert(dataflow) {
+        return; // a retry: the first command's preparation answers
+    }
+    let logs = crate::distribute::BuildLogs {
+        dataflow,
+        reports: service.reports.clone(),
+        watched: service.watched.clone(),
+    };
+    tokio::spawn(async move {
+        let result = crate::distribute::prepare(&ctx, &spawn, &logs).await;
+        let prepared = ServiceCommand::Prepared {
+            request,
+            spawn: Box::new(spawn),
+            result,
+        };
+        let _ = commands.send(prepared).await;
+    });
 }
 
 fn log_line(dataflow: Uuid, line: LogLine) -> NodeLogLine {

@@ -5,6 +5,7 @@
 //! collects the report lines both receivers print, and prints a table (optionally CSV) with Adora's
 //! figures as ratios to the baseline.
 
+mod distributed;
 mod report;
 
 use std::{
@@ -161,7 +162,20 @@ fn run(args: Args) -> anyhow::Result<()> {
                 results.add(placement.label(), run_adora(&adora, &dataflow, &plan)?);
             }
             Placement::TwoDaemons | Placement::Zenoh => {
-                eprintln!("placement `{}`: not available yet", placement.label());
+                let adora = args
+                    .adora
+                    .clone()
+                    .unwrap_or_else(|| repo_root().join("target/release/adora"));
+                eprintln!("running adora with placement `{}`...", placement.label());
+                let reports = if placement == Placement::TwoDaemons {
+                    distributed::two_daemons(&adora, &plan)
+                } else {
+                    distributed::hosts(&adora, &plan)
+                };
+                match reports {
+                    Ok(reports) => results.add(placement.label(), reports),
+                    Err(e) => eprintln!("placement `{}` skipped: {e:#}", placement.label()),
+                }
             }
         }
     }

@@ -7,11 +7,17 @@ use uuid::Uuid;
 use super::*;
 
 fn record(name: &str) -> DataflowRecord {
-    let descriptor = Descriptor::parse("nodes:\n  - id: a\n    path: ./a\n", "d.yml".as_ref())
-        .expect("valid");
+    let descriptor =
+        Descriptor::parse("nodes:\n  - id: a\n    path: ./a\n", "d.yml".as_ref()).expect("valid");
     let mut placement = BTreeMap::new();
     placement.insert("a".into(), "robot".to_owned());
-    DataflowRecord::new(Uuid::new_v4(), name.into(), descriptor, "/w".into(), placement)
+    DataflowRecord::new(
+        Uuid::new_v4(),
+        name.into(),
+        descriptor,
+        "/w".into(),
+        placement,
+    )
 }
 
 #[test]
@@ -119,7 +125,11 @@ fn assert_refused_untouched(path: &Path, bytes: &[u8]) {
     let text = err.to_string();
     assert!(matches!(err, StoreError::Corrupted { .. }), "{text}");
     assert!(text.contains(&path.display().to_string()), "{text}");
-    assert_eq!(std::fs::read(path).expect("read"), bytes, "the file was modified");
+    assert_eq!(
+        std::fs::read(path).expect("read"),
+        bytes,
+        "the file was modified"
+    );
 }
 
 #[test]

@@ -69,6 +69,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_INVALID));
         }
     };
+    // `adora start` finds the machines of `distribute: scp` nodes here without `--cluster`.
+    crate::commands::distribute::remember_cluster(&args.cluster);
     let client_args = ClientArgs::at(&cluster.coordinator.addr, cluster.coordinator.port);
     let mut client = ensure_coordinator(&cluster, &client_args).await?;
     let token = client_args.token()?.context(

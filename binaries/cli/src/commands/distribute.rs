@@ -1,0 +1,291 @@
+//! The CLI side of binary distribution (`_unstable_deploy.distribute`), run by `adora start`
+//! before it asks the coordinator to spawn anything:
+//!
+//! - `scp`: the node's binary (its `path`, built here with `--build`) is copied over SSH to the
+//!   machine of `cluster.yml` the node is placed on (by `machine`, else `labels`), into
+//!   `<state_dir>/dataflows/<build id>/<node>/` there;
+//! - `http`: the binary is uploaded to the coordinator's artifact store under a fresh build id;
+//!   daemons download it and check its SHA-256.
+//!
+//! `local` nodes need nothing here: their daemon builds them (`adora start --build`).
+
+use std::path::{Path, PathBuf};
+
+use adora_cluster::{quote, HostSession, SshTarget};
+use adora_core::{
+    cluster::{ClusterConfig, Machine},
+    descriptor::Distribute,
+    Descriptor, NodeSpec,
+};
+use adora_message::distribute::{is_safe_path_segment, NodeArtifact, NodeArtifacts};
+use anyhow::{bail, Context};
+use uuid::Uuid;
+
+use super::client::ClientArgs;
+
+/// File in the state directory holding the path of the `cluster.yml` of the last `cluster up`.
+pub const CLUSTER_PATH_FILE: &str = "cluster.path";
+/// State directory on a machine without `state_dir` in `cluster.yml` (as `cluster up`).
+const DEFAULT_REMOTE_STATE_DIR: &str = "~/.local/state/adora";
+
+/// Where `distribute: scp` nodes go.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DistributeArgs {
+    /// The cluster.yml naming the machines of `distribute: scp` nodes [default: the one of the
+    /// last `adora cluster up`].
+    #[arg(long, value_name = "FILE")]
+    cluster: Option<PathBuf>,
+    /// An ssh_config file for the copies (`ssh -F FILE`).
+    #[arg(long, value_name = "FILE")]
+    ssh_config: Option<PathBuf>,
+}
+
+/// Remembers `cluster` (made absolute) as the cluster of later `adora start`s; best effort.
+pub fn remember_cluster(cluster: &Path) {
+    let Ok(abs) = std::fs::canonicalize(cluster) else {
+        return;
+    };
+    let dir = super::state_dir();
+    let _ = std::fs::create_dir_all(&dir);
+    if let Err(e) = std::fs::write(
+        dir.join(CLUSTER_PATH_FILE),
+        format!("{}\n", abs.display()),
+    ) {
+        tracing::warn!("cannot remember the cluster file: {e}");
+    }
+}
+
+fn distributed(node: &NodeSpec) -> Option<Distribute> {
+    match node.deploy().distribute {
+        Distribute::Local => None,
+        other => Some(other),
+    }
+}
+
+fn strategy(d: Distribute) -> &'static str {
+    match d {
+        Distribute::Local => "local",
+        Distribute::Scp => "scp",
+        Distribute::Http => "http",
+    }
+}
+
+/// Builds (with `build`) and distributes every `scp`/`http` node; returns their artifacts.
+pub async fn distribute(
+    descriptor: &Descriptor,
+    dataflow_dir: &Path,
+    args: &DistributeArgs,
+    client: &ClientArgs,
+    build: bool,
+) -> anyhow::Result<NodeArtifacts> {
+    let nodes: Vec<&NodeSpec> = descriptor
+        .nodes
+        .iter()
+        .filter(|n| distributed(n).is_some())
+        .collect();
+    let mut artifacts = NodeArtifacts::new();
+    if nodes.is_empty() {
+        return Ok(artifacts);
+    }
+    if build {
+        let mut local = descriptor.clone();
+        local.nodes.retain(|n| distributed(n).is_some());
+        super::build::build_all(&local, dataflow_dir).await?;
+    }
+    let build_id = Uuid::new_v4();
+    let mut cluster = None;
+    for node in nodes {
+        let d = distributed(node).expect("filtered above");
+        let fail = |e: anyhow::Error| e.context(format!("node `{}` (distribute: {})", node.id, strategy(d)));
+        let source = local_binary(node, dataflow_dir).map_err(fail)?;
+        let bytes = tokio::fs::read(&source)
+            .await
+            .with_context(|| format!("cannot read {}", source.display()))
+            .map_err(fail)?;
+        let artifact = match d {
+            Distribute::Http => upload(node, &bytes, build_id, client).await,
+            _ => {
+                if cluster.is_none() {
+                    cluster = Some(load_cluster(args)?);
+                }
+                let cluster = cluster.as_ref().expect("loaded above");
+                copy(node, &source, &bytes, build_id, cluster, args).await
+            }
+        }
+        .map_err(fail)?;
+        artifacts.insert(node.id.clone(), artifact);
+    }
+    Ok(artifacts)
+}
+
+/// The node's binary on this machine.
+fn local_binary(node: &NodeSpec, dataflow_dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = Path::new(&node.path);
+    let path = if path.is_absolute() {
+        path.to_owned()
+    } else {
+        dataflow_dir.join(path)
+    };
+    if !path.is_file() {
+        bail!(
+            "binary {} not found on this machine: build it first (`adora build` or `adora start --build`)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+async fn upload(
+    node: &NodeSpec,
+    bytes: &[u8],
+    build_id: Uuid,
+    client: &ClientArgs,
+) -> anyhow::Result<NodeArtifact> {
+    let addr = client.addr();
+    let token = client.token()?;
+    let sha256 = adora_daemon::artifacts::upload(
+        &addr,
+        token.as_deref(),
+        build_id,
+        node.id.as_str(),
+        bytes.to_vec(),
+    )
+    .await
+    .with_context(|| format!("cannot upload the binary to the coordinator at {addr}"))?;
+    eprintln!(
+        "uploaded `{}` ({} bytes, sha256 {}) to the coordinator",
+        node.id,
+        bytes.len(),
+        &sha256[..12]
+    );
+    Ok(NodeArtifact::Uploaded { build_id, sha256 })
+}
+
+/// `--cluster`, else the cluster.yml remembered by `cluster up`.
+fn load_cluster(args: &DistributeArgs) -> anyhow::Result<ClusterConfig> {
+    let path = match &args.cluster {
+        Some(p) => p.clone(),
+        None => {
+            let remembered = super::state_dir().join(CLUSTER_PATH_FILE);
+            let text = std::fs::read_to_string(&remembered).context(
+                "`distribute: scp` needs the machines' addresses: pass --cluster cluster.yml (or run `adora cluster up` first)",
+            )?;
+            PathBuf::from(text.trim())
+        }
+    };
+    ClusterConfig::read(&path).map_err(|errors| {
+        let lines: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("{}:\n{}", path.display(), lines.join("\n"))
+    })
+}
+
+/// The machine of `cluster` a node goes to: its `machine`, else the first whose labels match.
+fn machine_of<'a>(node: &NodeSpec, cluster: &'a ClusterConfig) -> anyhow::Result<&'a Machine> {
+    let deploy = node.deploy();
+    if let Some(id) = &deploy.machine {
+        return cluster
+            .machine(id)
+            .with_context(|| format!("machine `{id}` is not in cluster.yml"));
+    }
+    if deploy.labels.is_empty() {
+        bail!("`distribute: scp` needs `_unstable_deploy.machine` or `labels` to know where to copy");
+    }
+    cluster
+        .machines
+        .iter()
+        .find(|m| deploy.labels.iter().all(|(k, v)| m.labels.get(k) == Some(v)))
+        .with_context(|| format!("no machine in cluster.yml has labels {:?}", deploy.labels))
+}
+
+/// Copies the binary into `<state_dir>/dataflows/<build_id>/<node>/` on the node's machine
+/// (through a temporary file and a rename); returns its absolute path there.
+async fn copy(
+    node: &NodeSpec,
+    source: &Path,
+    bytes: &[u8],
+    build_id: Uuid,
+    cluster: &ClusterConfig,
+    args: &DistributeArgs,
+) -> anyhow::Result<NodeArtifact> {
+    let machine = machine_of(node, cluster)?;
+    if !is_safe_path_segment(node.id.as_str()) {
+        bail!("the node id cannot name a directory");
+    }
+    let file = source
+        .file_name()
+        .and_then(|f| f.to_str())
+        .filter(|f| is_safe_path_segment(f))
+        .unwrap_or(node.id.as_str());
+    let state = machine
+        .state_dir
+        .as_deref()
+        .unwrap_or(DEFAULT_REMOTE_STATE_DIR);
+    let rel = format!("dataflows/{build_id}/{}", node.id);
+    let script = format!(
+        "set -e; dir={state}/{rel}; mkdir -p \"$dir\"; cat > \"$dir\"/.upload; \
+         chmod 755 \"$dir\"/.upload; mv \"$dir\"/.upload \"$dir\"/{file}; cd \"$dir\"; pwd -P",
+        state = quote::path(state),
+        rel = quote::quote(&rel),
+        file = quote::quote(file),
+    );
+    let target = SshTarget::of(machine, args.ssh_config.clone());
+    let shown = target.display();
+    let session = HostSession::connect(target)
+        .await
+        .with_context(|| format!("cannot reach machine `{}` ({shown})", machine.id))?;
+    let out = session.sh_with_stdin(&script, bytes).await;
+    session.close().await;
+    let out = out.with_context(|| format!("copy to machine `{}` failed", machine.id))?;
+    if !out.success() {
+        bail!(
+            "copy to machine `{}` ({shown}) failed: {}",
+            machine.id,
+            out.stderr.trim()
+        );
+    }
+    let dir = out.stdout.trim();
+    let path = PathBuf::from(dir).join(file);
+    eprintln!(
+        "copied `{}` ({} bytes) to machine `{}`: {}",
+        node.id,
+        bytes.len(),
+        machine.id,
+        path.display()
+    );
+    Ok(NodeArtifact::Copied { path })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster() -> ClusterConfig {
+        ClusterConfig::parse(
+            "coordinator: { addr: 10.0.0.1, port: 6013 }\nmachines:\n  - { id: a, host: 10.0.0.2 }\n  - { id: b, host: 10.0.0.3, labels: { gpu: \"true\" } }\n",
+            Path::new("cluster.yml"),
+        )
+        .expect("valid cluster")
+    }
+
+    fn node(deploy: &str) -> NodeSpec {
+        let yaml = format!("nodes:\n  - id: n\n    path: ./n\n    _unstable_deploy: {deploy}\n");
+        Descriptor::parse(&yaml, Path::new("d.yml"))
+            .expect("valid descriptor")
+            .nodes
+            .remove(0)
+    }
+
+    #[test]
+    fn scp_nodes_go_to_their_machine_or_the_first_with_their_labels() {
+        let c = cluster();
+        let m = machine_of(&node("{ machine: a, distribute: scp }"), &c).expect("found");
+        assert_eq!(m.id, "a");
+        let m = machine_of(&node("{ labels: { gpu: \"true\" }, distribute: scp }"), &c)
+            .expect("found");
+        assert_eq!(m.id, "b");
+        let e = machine_of(&node("{ machine: z, distribute: scp }"), &c).unwrap_err();
+        assert!(e.to_string().contains("`z`"), "{e}");
+        let e = machine_of(&node("{ distribute: scp }"), &c).unwrap_err();
+        assert!(e.to_string().contains("needs"), "{e}");
+    }
+}

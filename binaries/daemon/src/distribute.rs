@@ -1,0 +1,304 @@
+//! Getting a dataflow's binaries onto this machine before anything is spawned
+//! (`_unstable_deploy.distribute`):
+//!
+//! - `local`: with `build` requested, the daemon runs the node's `build` here, in the node's
+//!   `working_dir` when set (created if missing), else in the dataflow's directory; the output
+//!   goes to the attached CLI as `[build]` log lines;
+//! - `scp`: the CLI copied the binary here; the daemon runs that copy;
+//! - `http`: the daemon downloads the binary from the coordinator's artifact store, checks its
+//!   SHA-256, stores it under `<artifact dir>/<dataflow>/<node>/` with mode 0755 and runs it.
+//!
+//! Every node is prepared before any is spawned; any failure fails the whole start with an
+//! error naming node, machine and strategy (all or nothing, like placement).
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::{Arc, Mutex},
+};
+
+use adora_core::{descriptor::Distribute, NodeId, NodeSpec};
+use adora_message::{
+    control::{LogStream, NodeLogLine},
+    coordinator_to_daemon::SpawnDataflow,
+    daemon_to_coordinator::DaemonMessage,
+    distribute::{is_safe_path_segment, NodeArtifact},
+    envelope::Envelope,
+};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use uuid::Uuid;
+
+use crate::actor::service::Reports;
+
+/// Prefix of the log lines of a build.
+pub const BUILD_LOG_PREFIX: &str = "[build] ";
+
+/// What the daemon needs to fetch and build binaries.
+#[derive(Debug, Clone)]
+pub(crate) struct Context {
+    /// `host:port` of the coordinator (artifact store).
+    pub coordinator_addr: String,
+    /// Its token.
+    pub token: Option<String>,
+    /// This daemon's name in errors (machine id or `default`).
+    pub machine: String,
+    /// Downloads go to `<artifact_dir>/<dataflow>/<node>/`.
+    pub artifact_dir: PathBuf,
+}
+
+/// Where build output goes: to the coordinator while the dataflow's logs are watched.
+pub(crate) struct BuildLogs {
+    pub dataflow: Uuid,
+    pub reports: Reports,
+    pub watched: Arc<Mutex<HashSet<Uuid>>>,
+}
+
+impl BuildLogs {
+    fn send(&self, node: &NodeId, stream: LogStream, line: String) {
+        let on = self
+            .watched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&self.dataflow);
+        if on {
+            let line = NodeLogLine {
+                dataflow: self.dataflow,
+                node: node.clone(),
+                stream,
+                line: format!("{BUILD_LOG_PREFIX}{line}"),
+            };
+            let _ = self.reports.send(Envelope::new(0, DaemonMessage::Log(line)));
+        } else {
+            tracing::info!("build of `{node}`: {line}");
+        }
+    }
+}
+
+/// True when spawning `spawn` needs work first (a build or a distributed binary).
+pub(crate) fn needs_preparation(spawn: &SpawnDataflow) -> bool {
+    local_nodes(spawn).any(|n| {
+        spawn.artifacts.contains_key(&n.id)
+            || n.deploy().distribute != Distribute::Local
+            || (spawn.build && has_build(n))
+    })
+}
+
+fn local_nodes(spawn: &SpawnDataflow) -> impl Iterator<Item = &NodeSpec> {
+    spawn
+        .descriptor
+        .nodes
+        .iter()
+        .filter(|n| spawn.nodes.contains(&n.id))
+}
+
+fn has_build(node: &NodeSpec) -> bool {
+    node.build.as_deref().is_some_and(|b| !b.trim().is_empty())
+}
+
+/// Prepares every node of `spawn` placed here; returns the executable path to use instead of
+/// the descriptor's `path` per distributed node, or every problem found.
+pub(crate) async fn prepare(
+    ctx: &Context,
+    spawn: &SpawnDataflow,
+    logs: &BuildLogs,
+) -> Result<BTreeMap<NodeId, PathBuf>, String> {
+    let mut paths = BTreeMap::new();
+    let mut problems = Vec::new();
+    let mut built: Vec<(String, PathBuf)> = Vec::new();
+    for node in local_nodes(spawn) {
+        let strategy = node.deploy().distribute;
+        let fail = |what: String| {
+            format!(
+                "node `{}` on machine `{}` (distribute: {}): {what}",
+                node.id,
+                ctx.machine,
+                strategy_name(strategy)
+            )
+        };
+        let result = match (strategy, spawn.artifacts.get(&node.id)) {
+            (Distribute::Local, None) => {
+                if spawn.build && has_build(node) {
+                    let dir = build_dir(node, &spawn.working_dir);
+                    let cmd = node.build.as_deref().unwrap_or_default().trim().to_owned();
+                    if built.contains(&(cmd.clone(), dir.clone())) {
+                        continue; // identical build already ran for another node
+                    }
+                    built.push((cmd.clone(), dir.clone()));
+                    run_build(&node.id, &cmd, &dir, logs).await.map(|()| None)
+                } else {
+                    Ok(None)
+                }
+            }
+            (_, Some(NodeArtifact::Copied { path })) => {
+                if path.is_file() {
+                    Ok(Some(path.clone()))
+                } else {
+                    Err(format!(
+                        "the copied binary {} is missing on this machine (was it copied to another one?)",
+                        path.display()
+                    ))
+                }
+            }
+            (_, Some(NodeArtifact::Uploaded { build_id, sha256 })) => {
+                fetch(ctx, spawn.id, node, *build_id, sha256).await.map(Some)
+            }
+            (_, Some(other)) => Err(format!("unsupported artifact {other:?}")),
+            (Distribute::Scp | Distribute::Http, None) => Err(
+                "no binary was distributed for it (start the dataflow with `adora start`, which copies or uploads it)"
+                    .into(),
+            ),
+        };
+        match result {
+            Ok(Some(path)) => {
+                paths.insert(node.id.clone(), path);
+            }
+            Ok(None) => {}
+            Err(e) => problems.push(fail(e)),
+        }
+    }
+    if problems.is_empty() {
+        Ok(paths)
+    } else {
+        Err(format!(
+            "cannot start the dataflow (nothing was started):\n{}",
+            problems.join("\n")
+        ))
+    }
+}
+
+fn strategy_name(d: Distribute) -> &'static str {
+    match d {
+        Distribute::Local => "local",
+        Distribute::Scp => "scp",
+        Distribute::Http => "http",
+    }
+}
+
+/// Where a `local` node is built: its `working_dir` (relative to the dataflow's directory),
+/// else the dataflow's directory.
+fn build_dir(node: &NodeSpec, dataflow_dir: &Path) -> PathBuf {
+    match node.deploy().working_dir {
+        Some(dir) if dir.is_absolute() => dir,
+        Some(dir) => dataflow_dir.join(dir),
+        None => dataflow_dir.to_owned(),
+    }
+}
+
+/// Runs `sh -c <cmd>` in `dir` (created if missing), streaming its output as build log lines.
+async fn run_build(node: &NodeId, cmd: &str, dir: &Path, logs: &BuildLogs) -> Result<(), String> {
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| format!("cannot create the build directory {}: {e}", dir.display()))?;
+    logs.send(node, LogStream::Stdout, format!("running `{cmd}` in {}", dir.display()));
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run `sh -c {cmd}`: {e}"))?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for (pipe, stream) in [
+        (child.stdout.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Send + Unpin>), LogStream::Stdout),
+        (child.stderr.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Send + Unpin>), LogStream::Stderr),
+    ] {
+        let Some(pipe) = pipe else { continue };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(pipe).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if tx.send((stream, line)).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    drop(tx);
+    let mut tail = Vec::new();
+    while let Some((stream, line)) = rx.recv().await {
+        tail.push(line.clone());
+        if tail.len() > 5 {
+            tail.remove(0);
+        }
+        logs.send(node, stream, line);
+    }
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| format!("waiting for the build: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "build `{cmd}` failed ({status}) in {}{}",
+            dir.display(),
+            if tail.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", tail.join(" / "))
+            }
+        ))
+    }
+}
+
+/// Downloads, verifies and installs an `http` node's binary; returns where it is.
+async fn fetch(
+    ctx: &Context,
+    dataflow: Uuid,
+    node: &NodeSpec,
+    build_id: Uuid,
+    sha256: &str,
+) -> Result<PathBuf, String> {
+    if !is_safe_path_segment(node.id.as_str()) {
+        return Err("the node id cannot name a file".into());
+    }
+    let bytes = crate::artifacts::download(
+        &ctx.coordinator_addr,
+        ctx.token.as_deref(),
+        build_id,
+        node.id.as_str(),
+        sha256,
+    )
+    .await
+    .map_err(|e| format!("artifact of build {build_id}: {e}"))?;
+    let file_name = Path::new(&node.path)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| is_safe_path_segment(n))
+        .unwrap_or(node.id.as_str())
+        .to_owned();
+    let dir = ctx
+        .artifact_dir
+        .join(dataflow.to_string())
+        .join(node.id.as_str());
+    let path = dir.join(file_name);
+    let target = path.clone();
+    tokio::task::spawn_blocking(move || install(&dir, &target, &bytes))
+        .await
+        .map_err(|e| format!("installing the artifact: {e}"))?
+        .map_err(|e| format!("cannot install the artifact at {}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// Writes an executable through a temporary file and a rename. Blocking.
+fn install(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".tmp-{}", Uuid::new_v4().simple()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The descriptor of `spawn` with each distributed node's `path` replaced by its local copy.
+pub(crate) fn apply(spawn: &mut SpawnDataflow, paths: &BTreeMap<NodeId, PathBuf>) {
+    for node in &mut spawn.descriptor.nodes {
+        if let Some(path) = paths.get(&node.id) {
+            node.path = path.display().to_string();
+        }
+    }
+}

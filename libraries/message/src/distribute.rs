@@ -1,0 +1,101 @@
+//! Binary distribution (`_unstable_deploy.distribute`): where the binary of a node built by the
+//! CLI can be found on its machine. Travels from the CLI (`StartDataflow`) through the coordinator
+//! (stored with the dataflow) to the daemons (`SpawnDataflow`).
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use adora_core::NodeId;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Header of an artifact upload's answer and download: the SHA-256 the coordinator computed.
+pub const SHA256_HEADER: &str = "x-adora-sha256";
+
+/// Path of the coordinator's artifact store: `/api/v1/artifacts/{build_id}/{node_id}`.
+pub fn artifact_path(build_id: Uuid, node: &str) -> String {
+    format!("/api/v1/artifacts/{build_id}/{node}")
+}
+
+/// The binary of one node, distributed by the CLI instead of built by the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum NodeArtifact {
+    /// `distribute: scp`: the CLI copied the binary to this absolute path on the node's machine.
+    Copied {
+        /// Where the daemon finds it.
+        path: PathBuf,
+    },
+    /// `distribute: http`: the CLI uploaded the binary to the coordinator's artifact store.
+    Uploaded {
+        /// The upload's build id (one per `adora start`).
+        build_id: Uuid,
+        /// Lowercase hex SHA-256 of the binary; the daemon rejects anything else.
+        sha256: String,
+    },
+}
+
+impl NodeArtifact {
+    /// The strategy's name as written in the descriptor (`scp`, `http`), for error messages.
+    pub fn strategy(&self) -> &'static str {
+        match self {
+            Self::Copied { .. } => "scp",
+            Self::Uploaded { .. } => "http",
+        }
+    }
+}
+
+/// Artifacts of a dataflow's nodes (only the nodes with `distribute: scp | http`).
+pub type NodeArtifacts = BTreeMap<NodeId, NodeArtifact>;
+
+/// True when `segment` may be used as one path component of an artifact location: not empty,
+/// not `.` or `..`, no `/`, `\` or NUL, and at most 255 bytes.
+pub fn is_safe_path_segment(segment: &str) -> bool {
+    !segment.is_empty()
+        && segment.len() <= 255
+        && segment != "."
+        && segment != ".."
+        && !segment.contains(['/', '\\', '\0'])
+}
+
+/// True when `digest` looks like a lowercase hex SHA-256.
+pub fn is_sha256_hex(digest: &str) -> bool {
+    digest.len() == 64 && digest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifacts_round_trip_as_json() {
+        let mut artifacts = NodeArtifacts::new();
+        artifacts.insert(
+            "a".into(),
+            NodeArtifact::Copied {
+                path: "/srv/x/a".into(),
+            },
+        );
+        artifacts.insert(
+            "b".into(),
+            NodeArtifact::Uploaded {
+                build_id: Uuid::new_v4(),
+                sha256: "00".repeat(32),
+            },
+        );
+        let json = serde_json::to_string(&artifacts).expect("serializes");
+        let back: NodeArtifacts = serde_json::from_str(&json).expect("deserializes");
+        assert_eq!(back, artifacts);
+    }
+
+    #[test]
+    fn unsafe_segments_are_refused() {
+        for bad in ["", ".", "..", "../x", "a/b", "a\\b", "x\0"] {
+            assert!(!is_safe_path_segment(bad), "{bad:?}");
+        }
+        assert!(is_safe_path_segment("camera_1.v2-x"));
+        assert!(!is_sha256_hex("abc"));
+        assert!(!is_sha256_hex(&"A".repeat(64)));
+        assert!(is_sha256_hex(&"0f".repeat(32)));
+    }
+}

@@ -1,0 +1,202 @@
+//! Binary distribution (`_unstable_deploy.distribute: local | scp | http`) on real test hosts:
+//! one node per strategy, each on its own host, none of their binaries present beforehand at the
+//! path it runs from. Hosts share this filesystem, so "where the binary is" is told apart by
+//! paths: every node prints its own executable (`PRINT_EXE`) and the test checks it is the copy
+//! its strategy put there (the scp directory of that machine's state dir, the daemon's download
+//! directory, the `working_dir` the daemon built in).
+
+#![allow(clippy::unwrap_used)]
+
+use std::{path::Path, time::Duration};
+
+use adora_test_support::{
+    bin, require_hosts, run_with_timeout, services::Coordinator, temp_dir, ChildGuard, Output,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(180);
+
+/// source (scp, machine a) → relay (http, machine b) → sink (local build, machine c).
+fn dataflow(state: &Path, count: u64) -> String {
+    let node = bin("adora-test-node");
+    let node = node.display();
+    let work = state.join("work-c");
+    let work = work.display();
+    format!(
+        r#"
+nodes:
+  - id: source
+    path: build/source-node
+    build: mkdir -p build && cp {node} build/source-node
+    env: {{ MODE: seq-source, COUNT: {count}, PRINT_EXE: 1 }}
+    inputs: {{ tick: adora/timer/millis/20 }}
+    outputs: [data]
+    _unstable_deploy: {{ machine: a, distribute: scp }}
+  - id: relay
+    path: build/relay-node
+    build: mkdir -p build && cp {node} build/relay-node
+    env: {{ MODE: relay, PRINT_EXE: 1 }}
+    inputs: {{ in: {{ source: source/data, queue_size: 1000 }} }}
+    outputs: [out]
+    _unstable_deploy: {{ machine: b, distribute: http }}
+  - id: sink
+    path: {work}/sink-node
+    build: cp {node} ./sink-node && echo built sink in $(pwd)
+    env: {{ MODE: seq-sink, PRINT_EXE: 1 }}
+    inputs: {{ in: {{ source: relay/out, queue_size: 1000 }} }}
+    _unstable_deploy: {{ machine: c, distribute: local, working_dir: {work} }}
+"#
+    )
+}
+
+struct Setup {
+    hosts: adora_test_support::hosts::TestHosts,
+    state: tempfile::TempDir,
+    coordinator: Coordinator,
+    _daemons: Vec<ChildGuard>,
+    cluster: std::path::PathBuf,
+    flow: std::path::PathBuf,
+}
+
+fn setup(name: &str) -> Option<Setup> {
+    let hosts = require_hosts!(name, 3; None);
+    let state = temp_dir();
+    let coordinator = Coordinator::start(state.path(), &hosts.gateway_ip().to_string());
+    let daemons: Vec<ChildGuard> = ["a", "b", "c"]
+        .iter()
+        .enumerate()
+        .map(|(i, id)| coordinator.daemon_on(hosts.host(i), id, &[]))
+        .collect();
+    coordinator.wait_for_daemons(3);
+    let mut yaml = format!(
+        "coordinator: {{ addr: {}, port: {} }}\nmachines:\n",
+        hosts.gateway_ip(),
+        coordinator.port()
+    );
+    for (i, id) in ["a", "b", "c"].iter().enumerate() {
+        yaml.push_str(&format!(
+            "  - {{ id: {id}, host: {}, user: root, state_dir: {} }}\n",
+            hosts.host(i).ip(),
+            state.path().join("machines").join(id).display()
+        ));
+    }
+    let cluster = state.path().join("cluster.yml");
+    std::fs::write(&cluster, yaml).unwrap();
+    let src = state.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let flow = src.join("dataflow.yml");
+    std::fs::write(&flow, dataflow(state.path(), 30)).unwrap();
+    Some(Setup {
+        hosts,
+        state,
+        coordinator,
+        _daemons: daemons,
+        cluster,
+        flow,
+    })
+}
+
+impl Setup {
+    fn adora(&self, args: &[&str]) -> Output {
+        let mut cmd = self.coordinator.cli();
+        cmd.args(args);
+        run_with_timeout(cmd, TIMEOUT)
+    }
+
+    fn start(&self, name: &str) -> Output {
+        let (flow, cluster) = (self.flow.display().to_string(), self.cluster.display().to_string());
+        let ssh_config = self.hosts.ssh_config().display().to_string();
+        self.adora(&[
+            "start", &flow, "--attach", "--build", "--name", name, "--cluster", &cluster,
+            "--ssh-config", &ssh_config,
+        ])
+    }
+}
+
+/// The `exe=` line `node` printed.
+fn exe_of<'a>(out: &'a Output, node: &str) -> &'a str {
+    out.stdout
+        .lines()
+        .find_map(|l| {
+            let (prefix, rest) = l.split_once(" | ")?;
+            (prefix.trim() == node).then_some(rest)?.strip_prefix("exe=")
+        })
+        .unwrap_or_else(|| panic!("no exe line of `{node}`:\n{out}"))
+}
+
+#[test]
+fn one_node_per_strategy_on_three_hosts_runs_the_distributed_binaries() {
+    let Some(s) = setup("distribute_three") else {
+        return;
+    };
+    let state = s.state.path();
+    let work = state.join("work-c");
+    assert!(!work.exists(), "the local node's working dir must not exist beforehand");
+
+    let out = s.start("dist");
+    assert!(out.status.success(), "{out}");
+    assert!(out.stdout.contains("source | source sent=30"), "{out}");
+    assert!(out.stdout.contains("relay  | relay forwarded=30"), "{out}");
+    assert!(
+        out.stdout.contains("sink   | seq-sink done received=30 lost=0 next=30"),
+        "{out}"
+    );
+    // scp: the copy in machine a's state dir, per build.
+    let source = exe_of(&out, "source");
+    let scp_dir = state.join("machines/a/dataflows");
+    assert!(source.starts_with(scp_dir.to_str().unwrap()), "{source}\n{out}");
+    assert!(source.ends_with("/source/source-node"), "{source}");
+    // http: the daemon's download, under its own state.
+    let relay = exe_of(&out, "relay");
+    let http_dir = state.join("dataflows/b");
+    assert!(relay.starts_with(http_dir.to_str().unwrap()), "{relay}\n{out}");
+    // local: built by daemon c in its working dir (created), output streamed to the CLI.
+    assert_eq!(exe_of(&out, "sink"), work.join("sink-node").display().to_string());
+    assert!(
+        out.stdout.contains(&format!("[build] built sink in {}", work.display())),
+        "{out}"
+    );
+    assert!(out.all().contains("copied `source`"), "{out}");
+    assert!(out.all().contains("uploaded `relay`"), "{out}");
+    // The upload is in the coordinator's content-addressed store.
+    let blobs: Vec<_> = std::fs::read_dir(state.join("artifacts/blobs")).unwrap().collect();
+    assert_eq!(blobs.len(), 1, "{blobs:?}");
+}
+
+#[test]
+fn a_corrupted_upload_is_rejected_by_the_daemon_and_nothing_starts() {
+    let Some(s) = setup("distribute_corrupt") else {
+        return;
+    };
+    let state = s.state.path();
+    let out = s.start("first");
+    assert!(out.status.success(), "{out}");
+
+    // Corrupt the stored upload, then restart: the restart reuses the stored artifacts, so
+    // daemon b downloads the corrupted bytes.
+    let blobs = state.join("artifacts/blobs");
+    for blob in std::fs::read_dir(&blobs).unwrap() {
+        let path = blob.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[1000] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let before: Vec<String> = std::fs::read_dir(state.join("logs/a"))
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    let out = s.adora(&["restart", "first"]);
+    assert!(!out.status.success(), "{out}");
+    let all = out.all();
+    for needle in ["node `relay`", "machine `b`", "distribute: http", "checksum mismatch"] {
+        assert!(all.contains(needle), "missing {needle:?}:\n{out}");
+    }
+    // Nothing of the new run was started: no node log on the other hosts.
+    let after: Vec<String> = std::fs::read_dir(state.join("logs/a"))
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    let new_runs: Vec<&String> = after.iter().filter(|f| !before.contains(f)).collect();
+    for run in new_runs {
+        let dir = state.join("logs/a").join(run);
+        let files: Vec<_> = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0).into();
+        assert_eq!(files, vec![0], "node logs of a run that should not have started: {}", dir.display());
+    }
+}
