@@ -87,8 +87,15 @@ impl Env {
         serde_json::from_str(&self.ok(&["list", "--json"]).stdout).unwrap()
     }
 
+    /// The status of dataflow `name`, or `None` while it is unknown or the coordinator does not
+    /// answer yet (polled while a coordinator restarts).
     fn status_of(&self, name: &str) -> Option<String> {
-        self.list_json()
+        let out = self.run(&["list", "--json"]);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_str::<serde_json::Value>(&out.stdout)
+            .unwrap()
             .as_array()
             .unwrap()
             .iter()

@@ -187,7 +187,9 @@ impl Coordinator {
         self.shutdown = shutdown.clone();
         // Off the runtime; events queue meanwhile.
         self.load().await;
-        let mut tick = tokio::time::interval(self.config.heartbeat_interval);
+        // The first tick one period from now: nobody is connected yet to get a heartbeat.
+        let period = self.config.heartbeat_interval;
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

@@ -58,7 +58,17 @@ impl Coordinator {
         match self.requests.states.get_mut(&request_id) {
             Some(RequestState::Done(answer)) => {
                 tracing::info!("request {request_id} retried: answering it again");
-                return reply(&tx, envelope_id, answer.clone());
+                let answer = answer.clone();
+                reply(&tx, envelope_id, answer.clone());
+                // An attached start retried on a new connection streams its logs there.
+                if let (ControlRequest::Start(start), ControlReply::Started { id, .. }) =
+                    (&request, &answer)
+                {
+                    if start.attach {
+                        self.logs_complete(*id, tx, envelope_id, true);
+                    }
+                }
+                return;
             }
             Some(RequestState::InProgress(waiters)) => {
                 tracing::info!("request {request_id} retried while in progress: waiting for it");

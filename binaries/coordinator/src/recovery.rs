@@ -15,7 +15,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use adora_message::{
-    control::DataflowStatus,
+    control::{DataflowStatus, NodeResult},
     coordinator_to_daemon::{DaemonCommand, SpawnDataflow},
 };
 use adora_store::{now_ms, MachineRecord};
@@ -151,12 +151,20 @@ impl Coordinator {
                 self.config.reclaim_timeout
             );
             tracing::warn!("dataflow `{}` ({id}) failed: {reason}", flow.record.name);
-            flow.record.failure = Some(reason);
+            // The nodes of the missing daemons carry the reason in the dataflow's result.
             for d in &waiting {
                 if let Some(part) = flow.parts.get_mut(d) {
                     part.finished = true;
+                    for node in &part.nodes {
+                        let failed = NodeResult::Failed {
+                            reason: reason.clone(),
+                            stderr_tail: Vec::new(),
+                        };
+                        flow.record.outcome.nodes.insert(node.clone(), failed);
+                    }
                 }
             }
+            flow.record.failure = Some(reason);
             self.send_stop_to_connected(id);
             self.flow_ended(id);
         }

@@ -513,7 +513,7 @@ impl Coordinator {
         }
     }
 
-    fn logs_complete(&mut self, id: Uuid, tx: ClientTx, req: u64, follow: bool) {
+    pub(crate) fn logs_complete(&mut self, id: Uuid, tx: ClientTx, req: u64, follow: bool) {
         let Some(flow) = self.flows.get_mut(&id) else {
             return;
         };

@@ -127,7 +127,8 @@ async fn exchange(
                 addr: addr.to_owned(),
                 source,
             })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         let driver = tokio::spawn(conn);
         let mut request = Request::builder()
             .method(method)
@@ -167,7 +168,9 @@ mod tests {
         assert!(verify(&good, &digest).is_ok());
         let mut corrupt = good.clone();
         corrupt[5] ^= 0x01;
-        let err = verify(&corrupt, &digest).unwrap_err().to_string();
+        let err = verify(&corrupt, &digest)
+            .expect_err("corrupt bytes")
+            .to_string();
         assert!(err.contains("checksum mismatch"), "{err}");
         assert!(err.contains(&digest), "{err}");
     }

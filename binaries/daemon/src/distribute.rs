@@ -69,7 +69,9 @@ impl BuildLogs {
                 stream,
                 line: format!("{BUILD_LOG_PREFIX}{line}"),
             };
-            let _ = self.reports.send(Envelope::new(0, DaemonMessage::Log(line)));
+            let _ = self
+                .reports
+                .send(Envelope::new(0, DaemonMessage::Log(line)));
         } else {
             tracing::info!("build of `{node}`: {line}");
         }
@@ -191,7 +193,11 @@ async fn run_build(node: &NodeId, cmd: &str, dir: &Path, logs: &BuildLogs) -> Re
     tokio::fs::create_dir_all(dir)
         .await
         .map_err(|e| format!("cannot create the build directory {}: {e}", dir.display()))?;
-    logs.send(node, LogStream::Stdout, format!("running `{cmd}` in {}", dir.display()));
+    logs.send(
+        node,
+        LogStream::Stdout,
+        format!("running `{cmd}` in {}", dir.display()),
+    );
     let mut child = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(cmd)
@@ -204,8 +210,20 @@ async fn run_build(node: &NodeId, cmd: &str, dir: &Path, logs: &BuildLogs) -> Re
         .map_err(|e| format!("cannot run `sh -c {cmd}`: {e}"))?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     for (pipe, stream) in [
-        (child.stdout.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Send + Unpin>), LogStream::Stdout),
-        (child.stderr.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Send + Unpin>), LogStream::Stderr),
+        (
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+            LogStream::Stdout,
+        ),
+        (
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+            LogStream::Stderr,
+        ),
     ] {
         let Some(pipe) = pipe else { continue };
         let tx = tx.clone();

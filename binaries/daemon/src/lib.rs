@@ -260,7 +260,10 @@ pub async fn run(config: ServiceConfig, shutdown: CancellationToken) -> Result<(
     let distribution = distribute::Context {
         coordinator_addr: config.coordinator_addr.clone(),
         token: config.token.clone(),
-        machine: config.machine_id.clone().unwrap_or_else(|| "default".into()),
+        machine: config
+            .machine_id
+            .clone()
+            .unwrap_or_else(|| "default".into()),
         artifact_dir: config.artifact_dir.clone(),
     };
     service.distribution = Some((distribution, commands_tx.clone()));

@@ -17,7 +17,7 @@ use std::{
 
 use adora_core::{DataId, NodeId};
 use adora_message::daemon_to_daemon::{decode_header, encode_header, output_key, RemoteKind};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 use zenoh::{
     qos::{CongestionControl, Reliability},
@@ -27,6 +27,9 @@ use zenoh::{
 /// Queue of outgoing messages per published output; when the link stalls and it fills up, new
 /// messages are dropped (and counted) instead of blocking the daemon.
 pub const PUBLISH_QUEUE: usize = 256;
+
+/// A message waiting to be published, with its share of the publish budget.
+pub(crate) type Outgoing = (RemoteKind, Vec<u8>, Option<OwnedSemaphorePermit>);
 
 /// How often a publisher checks whether a remote subscriber matched it yet.
 const MATCH_POLL: Duration = Duration::from_millis(20);
@@ -85,12 +88,66 @@ pub(crate) struct RemoteSample {
     pub output: DataId,
     pub kind: RemoteKind,
     pub payload: Vec<u8>,
+    /// Its share of the receive budget, returned when the sample is dropped (after the daemon
+    /// copied it to its local receivers).
+    pub _budget: Option<OwnedSemaphorePermit>,
+}
+
+/// Bytes of received messages a daemon holds before it stops reading from Zenoh (which then
+/// pushes back on the senders through TCP).
+pub const RECEIVE_BUDGET: usize = 256 << 20;
+/// Bytes of outgoing messages a daemon holds for slow links; beyond it new messages are dropped
+/// (and counted) instead of blocking local nodes.
+pub const PUBLISH_BUDGET: usize = 256 << 20;
+
+/// A byte budget counted in KiB (semaphore permits are `u32`). A message larger than the whole
+/// budget takes all of it, so it still passes, alone.
+#[derive(Debug, Clone)]
+pub(crate) struct ByteBudget {
+    semaphore: Arc<Semaphore>,
+    total_kib: u32,
+}
+
+impl ByteBudget {
+    fn new(bytes: usize) -> Self {
+        let total_kib = u32::try_from(bytes / 1024).unwrap_or(u32::MAX).max(1);
+        Self {
+            semaphore: Arc::new(Semaphore::new(total_kib as usize)),
+            total_kib,
+        }
+    }
+
+    fn kib(&self, len: usize) -> u32 {
+        u32::try_from(len.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.total_kib)
+    }
+
+    /// Waits until `len` bytes fit.
+    pub async fn acquire(&self, len: usize) -> Option<OwnedSemaphorePermit> {
+        self.semaphore
+            .clone()
+            .acquire_many_owned(self.kib(len))
+            .await
+            .ok()
+    }
+
+    /// Takes `len` bytes if they fit now.
+    pub fn try_acquire(&self, len: usize) -> Option<OwnedSemaphorePermit> {
+        self.semaphore
+            .clone()
+            .try_acquire_many_owned(self.kib(len))
+            .ok()
+    }
 }
 
 /// The daemon's Zenoh session.
 pub(crate) struct RemoteDataPlane {
     session: zenoh::Session,
     listen: String,
+    receive_budget: ByteBudget,
+    /// Shared by every publisher of this daemon.
+    pub publish_budget: ByteBudget,
 }
 
 impl RemoteDataPlane {
@@ -113,6 +170,8 @@ impl RemoteDataPlane {
         Ok(Self {
             session,
             listen: listen.to_owned(),
+            receive_budget: ByteBudget::new(RECEIVE_BUDGET),
+            publish_budget: ByteBudget::new(PUBLISH_BUDGET),
         })
     }
 
@@ -124,7 +183,7 @@ impl RemoteDataPlane {
         dataflow: Uuid,
         node: &NodeId,
         output: &DataId,
-        mut queue: mpsc::Receiver<(RemoteKind, Vec<u8>)>,
+        mut queue: mpsc::Receiver<Outgoing>,
         matched: Option<(mpsc::Sender<T>, T)>,
     ) {
         let key = output_key(dataflow, node, output);
@@ -157,7 +216,7 @@ impl RemoteDataPlane {
                 }
                 let _ = notify.send(msg).await;
             }
-            while let Some((kind, payload)) = queue.recv().await {
+            while let Some((kind, payload, _budget)) = queue.recv().await {
                 if let Err(e) = publisher.put(payload).attachment(encode_header(kind)).await {
                     tracing::warn!("cannot publish on {key}: {e}");
                 }
@@ -199,6 +258,10 @@ impl RemoteDataPlane {
                         continue;
                     }
                 };
+                let len = sample.payload().len();
+                let Some(budget) = plane.receive_budget.acquire(len).await else {
+                    return;
+                };
                 let payload = sample.payload().to_bytes().into_owned();
                 let msg = RemoteSample {
                     dataflow,
@@ -206,6 +269,7 @@ impl RemoteDataPlane {
                     output: output.clone(),
                     kind,
                     payload,
+                    _budget: Some(budget),
                 };
                 if to.send(T::from(msg)).await.is_err() {
                     return;

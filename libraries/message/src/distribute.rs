@@ -60,7 +60,10 @@ pub fn is_safe_path_segment(segment: &str) -> bool {
 
 /// True when `digest` looks like a lowercase hex SHA-256.
 pub fn is_sha256_hex(digest: &str) -> bool {
-    digest.len() == 64 && digest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    digest.len() == 64
+        && digest
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 #[cfg(test)]

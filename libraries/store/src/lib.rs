@@ -173,7 +173,7 @@ pub enum StoreError {
     },
     /// A database operation failed.
     #[error("store database error: {0}")]
-    Database(String),
+    Database(#[from] redb::Error),
     /// A record could not be encoded or decoded.
     #[error("cannot encode or decode a store record: {0}")]
     Codec(#[from] serde_json::Error),

@@ -62,8 +62,8 @@ impl std::fmt::Debug for RedbStore {
     }
 }
 
-fn db_error(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Database(e.to_string())
+fn db_error(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::Database(e.into())
 }
 
 impl RedbStore {

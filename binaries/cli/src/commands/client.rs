@@ -106,6 +106,9 @@ pub struct Client {
     conn: Connection,
     next_id: u64,
     args: ClientArgs,
+    /// Log lines that arrived while `call_idempotent` waited for its answer (build output and
+    /// the first node output of an attached start); see [`Client::take_early_logs`].
+    early_logs: Vec<adora_message::control::NodeLogLine>,
 }
 
 impl Client {
@@ -126,6 +129,7 @@ impl Client {
                 conn,
                 next_id: 1,
                 args: args.clone(),
+                early_logs: Vec::new(),
             }),
             Err(ClientError::Unreachable { addr, source }) => bail!(
                 "cannot reach the coordinator at {addr} ({source})\n  start one with `adora up`, or `adora coordinator` on the coordinator machine; \
@@ -165,7 +169,12 @@ impl Client {
         loop {
             let attempt = async {
                 self.send(request.clone()).await?;
-                self.next().await
+                loop {
+                    match self.next().await? {
+                        ControlReply::Log(line) => self.early_logs.push(line),
+                        reply => return Ok(reply),
+                    }
+                }
             };
             match attempt.await {
                 Ok(ControlReply::Error(e)) => return Err(e.into()),
@@ -177,6 +186,11 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// The log lines that arrived before the answer of the last `call_idempotent`.
+    pub fn take_early_logs(&mut self) -> Vec<adora_message::control::NodeLogLine> {
+        std::mem::take(&mut self.early_logs)
     }
 
     async fn reconnect(&mut self, deadline: tokio::time::Instant) -> anyhow::Result<()> {

@@ -65,7 +65,6 @@ pub fn shutdown_on_signal() -> CancellationToken {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let store = open_store(args.store.as_deref()).await?;
     let token = match std::env::var(auth::TOKEN_ENV) {
         Ok(t) => auth::Token::new(&t).context("ADORA_TOKEN")?,
         Err(_) => {
@@ -78,6 +77,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind((args.addr.as_str(), args.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.addr, args.port))?;
+    // Opened after binding, so clients connecting meanwhile wait instead of being refused, and
+    // before the address is recorded, so a refused store never looks like a started coordinator.
+    let store = open_store(args.store.as_deref()).await?;
     let local = listener
         .local_addr()
         .context("cannot read the bound address")?;

@@ -47,10 +47,7 @@ pub fn remember_cluster(cluster: &Path) {
     };
     let dir = super::state_dir();
     let _ = std::fs::create_dir_all(&dir);
-    if let Err(e) = std::fs::write(
-        dir.join(CLUSTER_PATH_FILE),
-        format!("{}\n", abs.display()),
-    ) {
+    if let Err(e) = std::fs::write(dir.join(CLUSTER_PATH_FILE), format!("{}\n", abs.display())) {
         tracing::warn!("cannot remember the cluster file: {e}");
     }
 }
@@ -96,7 +93,9 @@ pub async fn distribute(
     let mut cluster = None;
     for node in nodes {
         let d = distributed(node).expect("filtered above");
-        let fail = |e: anyhow::Error| e.context(format!("node `{}` (distribute: {})", node.id, strategy(d)));
+        let fail = |e: anyhow::Error| {
+            e.context(format!("node `{}` (distribute: {})", node.id, strategy(d)))
+        };
         let source = local_binary(node, dataflow_dir).map_err(fail)?;
         let bytes = tokio::fs::read(&source)
             .await
@@ -188,12 +187,19 @@ fn machine_of<'a>(node: &NodeSpec, cluster: &'a ClusterConfig) -> anyhow::Result
             .with_context(|| format!("machine `{id}` is not in cluster.yml"));
     }
     if deploy.labels.is_empty() {
-        bail!("`distribute: scp` needs `_unstable_deploy.machine` or `labels` to know where to copy");
+        bail!(
+            "`distribute: scp` needs `_unstable_deploy.machine` or `labels` to know where to copy"
+        );
     }
     cluster
         .machines
         .iter()
-        .find(|m| deploy.labels.iter().all(|(k, v)| m.labels.get(k) == Some(v)))
+        .find(|m| {
+            deploy
+                .labels
+                .iter()
+                .all(|(k, v)| m.labels.get(k) == Some(v))
+        })
         .with_context(|| format!("no machine in cluster.yml has labels {:?}", deploy.labels))
 }
 
@@ -280,12 +286,13 @@ mod tests {
         let c = cluster();
         let m = machine_of(&node("{ machine: a, distribute: scp }"), &c).expect("found");
         assert_eq!(m.id, "a");
-        let m = machine_of(&node("{ labels: { gpu: \"true\" }, distribute: scp }"), &c)
-            .expect("found");
+        let m =
+            machine_of(&node("{ labels: { gpu: \"true\" }, distribute: scp }"), &c).expect("found");
         assert_eq!(m.id, "b");
-        let e = machine_of(&node("{ machine: z, distribute: scp }"), &c).unwrap_err();
+        let e =
+            machine_of(&node("{ machine: z, distribute: scp }"), &c).expect_err("unknown machine");
         assert!(e.to_string().contains("`z`"), "{e}");
-        let e = machine_of(&node("{ distribute: scp }"), &c).unwrap_err();
+        let e = machine_of(&node("{ distribute: scp }"), &c).expect_err("nowhere to copy");
         assert!(e.to_string().contains("needs"), "{e}");
     }
 }

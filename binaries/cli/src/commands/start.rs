@@ -96,6 +96,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         other => bail!("unexpected reply {other:?}"),
     };
+    for line in client.take_early_logs() {
+        print_line(line, width);
+    }
     if !attach {
         println!("{id}");
         return Ok(ExitCode::SUCCESS);

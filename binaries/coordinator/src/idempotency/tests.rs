@@ -81,3 +81,54 @@ async fn a_retried_start_is_answered_not_started_twice_even_across_a_restart() {
         "duplicate name: {got:?}"
     );
 }
+
+#[tokio::test]
+async fn a_retried_attached_start_streams_the_logs_on_the_new_connection() {
+    let mut h = Harness::new(Arc::new(MemoryStore::new())).await;
+    let (a, mut a_rx) = h.register("a", vec![]);
+    let (b, _b_rx) = h.register("b", vec![]);
+    let rid = Uuid::new_v4();
+    let mut start = two_machine_start();
+    start.attach = true;
+    let request = || idempotent(rid, ControlRequest::Start(start.clone()));
+    let _first = h.request(request());
+    let id = *h.c.flows.keys().next().unwrap();
+    h.daemon_says(
+        a,
+        DaemonMessage::Spawned {
+            dataflow: id,
+            result: Ok(()),
+        },
+    );
+    h.daemon_says(
+        b,
+        DaemonMessage::Spawned {
+            dataflow: id,
+            result: Ok(()),
+        },
+    );
+    h.pump().await;
+    commands(&mut a_rx);
+
+    let mut retry = h.request(request());
+    assert!(matches!(
+        &replies(&mut retry)[..],
+        [ControlReply::Started { .. }]
+    ));
+    let line = adora_message::control::NodeLogLine {
+        dataflow: id,
+        node: "a".into(),
+        stream: adora_message::control::LogStream::Stdout,
+        line: "hello".into(),
+    };
+    h.daemon_says(a, DaemonMessage::Log(line));
+    assert!(matches!(&replies(&mut retry)[..], [ControlReply::Log(l)] if l.line == "hello"));
+    let watch = commands(&mut a_rx);
+    assert!(
+        watch.iter().any(|c| matches!(
+            c,
+            adora_message::coordinator_to_daemon::DaemonCommand::WatchLogs { watch: true, .. }
+        )),
+        "{watch:?}"
+    );
+}

@@ -110,6 +110,11 @@ async fn a_restarted_coordinator_reclaims_without_respawning_and_fails_what_does
         reason.contains("`b` did not reconnect within 60s"),
         "{reason}"
     );
+    // The reason is in the result of b's node, as users see it (`Finished`, `stop`).
+    assert!(matches!(
+        &record.outcome.nodes[&adora_core::NodeId::from("b")],
+        adora_message::control::NodeResult::Failed { reason: r, .. } if *r == reason
+    ));
     // ... and what still runs of it on a is stopped.
     let got = commands(&mut a_rx);
     assert!(
@@ -136,4 +141,36 @@ async fn after_a_coordinator_restart_every_daemon_back_in_time_keeps_it_running(
     );
     // The machines are known from the store too.
     assert_eq!(h.c.daemons.len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_that_crashes_right_after_its_respawn_is_not_respawned_in_a_loop() {
+    let (mut h, id, b, _) = started(Arc::new(MemoryStore::new())).await;
+    h.gone(b);
+    let (b, mut b_rx) = h.register("b", vec![]);
+    assert_eq!(spawns(&commands(&mut b_rx)), 1);
+    h.daemon_says(
+        b,
+        DaemonMessage::Spawned {
+            dataflow: id,
+            result: Ok(()),
+        },
+    );
+    let crashed = adora_message::control::NodeResult::Failed {
+        reason: "exit status 9".into(),
+        stderr_tail: Vec::new(),
+    };
+    h.daemon_says(
+        b,
+        DaemonMessage::Finished {
+            dataflow: id,
+            nodes: [("b".into(), crashed)].into(),
+        },
+    );
+    for _ in 0..4 {
+        tokio::time::advance(Duration::from_secs(30)).await;
+        h.c.recovery_tick();
+    }
+    // Restarting crashed nodes is their restart policy's job (on the daemon), not recovery's.
+    assert_eq!(spawns(&commands(&mut b_rx)), 0);
 }

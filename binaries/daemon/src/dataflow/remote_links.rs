@@ -19,7 +19,9 @@ use tokio::sync::mpsc;
 use super::{shm_prefix, Dataflow};
 use crate::{
     actor::Event,
-    remote::{RemoteDataPlane, RemoteSample, SubscriptionGuard, PUBLISH_QUEUE},
+    remote::{
+        ByteBudget, Outgoing, RemoteDataPlane, RemoteSample, SubscriptionGuard, PUBLISH_QUEUE,
+    },
     DataflowSpec,
 };
 
@@ -35,7 +37,9 @@ pub(crate) struct RemoteLinks {
     /// Outputs of nodes on other machines read by local nodes.
     subscribed: BTreeSet<OutputKey>,
     /// Queues of the publisher tasks, once attached; dropped when the output closes.
-    queues: BTreeMap<OutputKey, mpsc::Sender<(RemoteKind, Vec<u8>)>>,
+    queues: BTreeMap<OutputKey, mpsc::Sender<Outgoing>>,
+    /// The daemon's budget for bytes waiting to be published.
+    publish_budget: Option<ByteBudget>,
     /// Published outputs no remote subscriber has matched yet (the start barrier waits).
     pub unmatched: BTreeSet<OutputKey>,
     subscriptions: Vec<SubscriptionGuard>,
@@ -85,6 +89,7 @@ impl Dataflow {
             return;
         }
         links.attached = true;
+        links.publish_budget = Some(plane.publish_budget.clone());
         let id = self.spec.id;
         for (node, output) in links.published.clone() {
             let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
@@ -131,6 +136,25 @@ impl Dataflow {
         let Some(queue) = links.queues.get(&key) else {
             return;
         };
+        // Never block local nodes on a slow link: without budget left, the message is dropped.
+        let budget = match links
+            .publish_budget
+            .as_ref()
+            .map(|b| b.try_acquire(data.len()))
+        {
+            Some(None) => {
+                links.dropped += 1;
+                if links.dropped % DROP_REPORT_EVERY == 1 {
+                    tracing::warn!(
+                        "the link to other machines is too slow for `{node}/{output}`: {} message(s) dropped so far",
+                        links.dropped
+                    );
+                }
+                return;
+            }
+            Some(permit) => permit,
+            None => None,
+        };
         let bytes = match data {
             DataRef::Inline(bytes) => bytes.clone(),
             DataRef::Shared(shared) => match links.regions.get(&shared.os_id) {
@@ -148,6 +172,7 @@ impl Dataflow {
                     metadata: metadata.clone(),
                 },
                 bytes,
+                budget,
             ))
             .is_err()
         {
@@ -167,11 +192,13 @@ impl Dataflow {
             if let Some(queue) = self.remote.queues.remove(&(node.clone(), output.clone())) {
                 tracing::debug!("closing published `{node}/{output}`");
                 // The queue is drained before the publisher ends, so this arrives after the data.
-                let queue_closed = queue.try_send((RemoteKind::Closed, Vec::new())).is_err();
+                let queue_closed = queue
+                    .try_send((RemoteKind::Closed, Vec::new(), None))
+                    .is_err();
                 if queue_closed {
                     let close = queue.clone();
                     tokio::spawn(async move {
-                        let _ = close.send((RemoteKind::Closed, Vec::new())).await;
+                        let _ = close.send((RemoteKind::Closed, Vec::new(), None)).await;
                     });
                 }
             }

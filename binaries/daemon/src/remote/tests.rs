@@ -64,10 +64,13 @@ async fn messages_cross_between_two_daemons_in_order_up_to_64_mib() {
     let sizes = [0usize, 8, 64 * 1024, 4 << 20, 64 << 20];
     for (i, size) in sizes.iter().enumerate() {
         let payload: Vec<u8> = (0..*size).map(|j| (j as u8) ^ (i as u8)).collect();
-        publisher.send((data(), payload)).await.expect("queue");
+        publisher
+            .send((data(), payload, None))
+            .await
+            .expect("queue");
     }
     publisher
-        .send((RemoteKind::Closed, Vec::new()))
+        .send((RemoteKind::Closed, Vec::new(), None))
         .await
         .expect("queue");
     for (i, size) in sizes.iter().enumerate() {
@@ -94,4 +97,25 @@ async fn messages_cross_between_two_daemons_in_order_up_to_64_mib() {
     assert_eq!(closed.kind, RemoteKind::Closed);
     a.close();
     b.close();
+}
+
+#[tokio::test]
+async fn byte_budget_bounds_what_is_held_and_lets_oversized_messages_pass_alone() {
+    let budget = ByteBudget::new(4 << 20);
+    let a = budget.try_acquire(3 << 20).expect("fits");
+    assert!(budget.try_acquire(2 << 20).is_none(), "only 1 MiB left");
+    let b = budget.try_acquire(1 << 20).expect("exactly fits");
+    drop(a);
+    // Larger than the whole budget: waits until everything else is returned, then passes alone.
+    let waiting = tokio::spawn({
+        let budget = budget.clone();
+        async move { budget.acquire(64 << 20).await.is_some() }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiting.is_finished(), "1 MiB is still held");
+    drop(b);
+    assert!(tokio::time::timeout(TIMEOUT, waiting)
+        .await
+        .expect("in time")
+        .expect("joins"));
 }

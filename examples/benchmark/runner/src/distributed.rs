@@ -11,7 +11,9 @@ use anyhow::{bail, Context};
 use benchmark_common::{Plan, Report};
 
 /// The benchmark dataflow with the sender on machine `a`, the sink on `b`, and the plan inlined
-/// (`adora start` takes no `--env`).
+/// (`adora start` takes no `--env`). The data queue keeps the default size: on the receiving
+/// machine every queued message is a copy in shared memory (10 × 40 MiB at most), whereas on one
+/// machine the sender waits for its sample to come back before sending the next.
 fn dataflow(bin_dir: &Path, plan: &Plan) -> String {
     let env: Vec<String> = plan
         .to_env()
@@ -30,7 +32,7 @@ fn dataflow(bin_dir: &Path, plan: &Plan) -> String {
     path: {sink}
     env: {{ {env} }}
     inputs:
-      data: {{ source: sender/data, queue_size: 1000 }}
+      data: {{ source: sender/data, queue_size: 10 }}
       control: {{ source: sender/control, queue_size: 100 }}
     _unstable_deploy: {{ machine: b }}
 "#,
@@ -68,7 +70,11 @@ fn tempdir() -> anyhow::Result<tempfile::TempDir> {
         .context("cannot create a temporary directory")
 }
 
-fn start_attached(coordinator: &Coordinator, state: &Path, plan: &Plan) -> anyhow::Result<Vec<Report>> {
+fn start_attached(
+    coordinator: &Coordinator,
+    state: &Path,
+    plan: &Plan,
+) -> anyhow::Result<Vec<Report>> {
     let bin_dir: PathBuf = std::env::current_exe()?
         .parent()
         .context("the runner has a directory")?
