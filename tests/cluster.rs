@@ -214,6 +214,12 @@ fn dataflow(dir: &Path) -> PathBuf {
     inputs:
       data: {{ source: flood/data, queue_size: 1000 }}
     _unstable_deploy: {{ machine: robot }}
+  - id: edge-sink
+    path: {node}
+    env: {{ MODE: recv }}
+    inputs:
+      data: {{ source: flood/data, queue_size: 1000 }}
+    _unstable_deploy: {{ machine: edge }}
   - id: gpu-worker
     path: {node}
     env: {{ MODE: idle }}
@@ -312,12 +318,27 @@ fn cluster_up_start_status_down() {
         "sink never got the 200 messages:\n{}",
         logs.unwrap()
     );
+    // ...and across machines (robot → edge over Zenoh): all 200, since nodes only start once
+    // every remote receiver has subscribed.
+    let mut logs = None;
+    let crossed = wait_until(WAIT, || {
+        let out = fleet.run(&["logs", "spread", "edge-sink"]);
+        let done = out.stdout.contains("done received=200");
+        logs = Some(out);
+        done
+    });
+    assert!(
+        crossed,
+        "edge-sink never got the 200 messages:\n{}",
+        logs.unwrap()
+    );
     let list = fleet.ok(&["list", "--json"]);
     let list: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
     let text = list.to_string();
     for (node, machine) in [
         ("flood", "robot"),
         ("sink", "robot"),
+        ("edge-sink", "edge"),
         ("gpu-worker", "gpu-server"),
         ("edge-worker", "edge"),
     ] {

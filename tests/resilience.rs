@@ -39,8 +39,7 @@ fn listed(state: &Path, name: &str) -> Option<(String, String)> {
     let rows: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
     rows.as_array()?
         .iter()
-        .filter(|r| r["name"] == name)
-        .next_back()
+        .rfind(|r| r["name"] == name)
         .map(|r| {
             (
                 r["id"].as_str().unwrap_or_default().to_owned(),

@@ -88,31 +88,18 @@ impl NodeStatsTable {
 /// A node's row: the descriptor's view, the placement, and the latest figures when there are.
 fn node_info(flow: &Flow, spec: &adora_core::NodeSpec, entry: Option<&StatsEntry>) -> NodeInfo {
     let record = &flow.record;
-    let mut info = NodeInfo {
-        dataflow_id: record.id,
-        dataflow: record.name.clone(),
-        node: spec.id.clone(),
-        machine: record.placement.get(&spec.id).cloned().unwrap_or_default(),
-        status: NodeStatus::Unknown,
-        pid: None,
-        cpu_percent: 0.0,
-        rss_bytes: 0,
-        messages_sent: 0,
-        messages_received: 0,
-        messages_sent_per_sec: 0.0,
-        messages_received_per_sec: 0.0,
-        dropped: 0,
-        restarts: 0,
-        uptime_secs: 0.0,
-        inputs: spec
-            .inputs
-            .iter()
-            .map(|(id, input)| (id.clone(), input.source().to_owned()))
-            .collect(),
-        outputs: spec.outputs.clone(),
-        last_error: None,
-        stats_age_ms: None,
-    };
+    let mut info = NodeInfo::new(
+        record.id,
+        record.name.clone(),
+        spec.id.clone(),
+        record.placement.get(&spec.id).cloned().unwrap_or_default(),
+    );
+    info.inputs = spec
+        .inputs
+        .iter()
+        .map(|(id, input)| (id.clone(), input.source().to_owned()))
+        .collect();
+    info.outputs = spec.outputs.clone();
     if let Some(e) = entry {
         let s = &e.stats;
         info.status = s.status;

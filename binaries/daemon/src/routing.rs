@@ -44,6 +44,23 @@ struct NodeRouting {
     received: u64,
 }
 
+impl NodeRouting {
+    /// The node's process is gone: end its pending requests (their connections are closed) and
+    /// hand back the shared samples it held.
+    fn end_instance(&mut self) -> Vec<(u64, usize)> {
+        if let Some(w) = self.events_waiter.take() {
+            let _ = w.send(DaemonReply::Events {
+                events: Vec::new(),
+                drop_counts: BTreeMap::new(),
+            });
+        }
+        if let Some(w) = self.freed_waiter.take() {
+            let _ = w.send(DaemonReply::FreedSamples(Vec::new()));
+        }
+        self.held.drain().collect()
+    }
+}
+
 struct SampleState {
     owner: NodeId,
     os_id: String,
@@ -459,26 +476,21 @@ impl Routing {
         for q in state.queues.values_mut() {
             queued.extend(q.drain());
         }
-        let held: Vec<(u64, usize)> = state.held.drain().collect();
-        if let Some(w) = state.events_waiter.take() {
-            let _ = w.send(DaemonReply::Events {
-                events: Vec::new(),
-                drop_counts: BTreeMap::new(),
-            });
-        }
-        if let Some(w) = state.freed_waiter.take() {
-            let _ = w.send(DaemonReply::FreedSamples(Vec::new()));
-        }
+        let held = state.end_instance();
         for q in queued {
             self.release_event(q.event);
         }
+        self.release_held(held);
+        // Samples this node owns that are still in flight are unlinked by their last release
+        // (`release_ref` checks `exited`).
+    }
+
+    fn release_held(&mut self, held: Vec<(u64, usize)>) {
         for (token, count) in held {
             for _ in 0..count {
                 self.release_ref(token);
             }
         }
-        // Samples this node owns that are still in flight: mark them orphaned so the last release
-        // unlinks them. Nothing to do now; `release_ref` checks `exited`.
     }
 
     /// The node's process exited and its restart policy starts a new one: release what the old
@@ -488,28 +500,15 @@ impl Routing {
         let Some(state) = self.nodes.get_mut(node) else {
             return;
         };
-        let held: Vec<(u64, usize)> = state.held.drain().collect();
+        let held = state.end_instance();
         state.freed.clear();
         state.stop_delivered = false;
-        if let Some(w) = state.events_waiter.take() {
-            let _ = w.send(DaemonReply::Events {
-                events: Vec::new(),
-                drop_counts: BTreeMap::new(),
-            });
-        }
-        if let Some(w) = state.freed_waiter.take() {
-            let _ = w.send(DaemonReply::FreedSamples(Vec::new()));
-        }
         for sample in self.samples.values_mut() {
             if &sample.owner == node {
                 sample.orphaned = true;
             }
         }
-        for (token, count) in held {
-            for _ in 0..count {
-                self.release_ref(token);
-            }
-        }
+        self.release_held(held);
     }
 
     /// Tells every local receiver of `node`'s outputs about it (`make` gets the receiver's inputs

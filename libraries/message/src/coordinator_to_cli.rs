@@ -191,27 +191,12 @@ mod tests {
             line: "hello".into(),
         }));
         round_trip(ControlReply::LogsEnd);
-        round_trip(ControlReply::Nodes(vec![NodeInfo {
-            dataflow_id: id,
-            dataflow: "demo".into(),
-            node: "a".into(),
-            machine: "robot".into(),
-            status: crate::stats::NodeStatus::Unknown,
-            pid: None,
-            cpu_percent: 0.0,
-            rss_bytes: 0,
-            messages_sent: 0,
-            messages_received: 0,
-            messages_sent_per_sec: 0.0,
-            messages_received_per_sec: 0.0,
-            dropped: 0,
-            restarts: 0,
-            uptime_secs: 0.0,
-            inputs: BTreeMap::new(),
-            outputs: vec![],
-            last_error: None,
-            stats_age_ms: None,
-        }]));
+        round_trip(ControlReply::Nodes(vec![NodeInfo::new(
+            id,
+            "demo".into(),
+            "a".into(),
+            "robot".into(),
+        )]));
         round_trip(ControlReply::ShuttingDown {
             daemons: vec!["robot".into()],
         });

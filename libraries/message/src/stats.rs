@@ -119,6 +119,33 @@ pub struct NodeInfo {
     pub stats_age_ms: Option<u64>,
 }
 
+impl NodeInfo {
+    /// A node with no figures yet (status unknown, counters zero, no inputs or outputs).
+    pub fn new(dataflow_id: Uuid, dataflow: String, node: NodeId, machine: String) -> Self {
+        Self {
+            dataflow_id,
+            dataflow,
+            node,
+            machine,
+            status: NodeStatus::Unknown,
+            pid: None,
+            cpu_percent: 0.0,
+            rss_bytes: 0,
+            messages_sent: 0,
+            messages_received: 0,
+            messages_sent_per_sec: 0.0,
+            messages_received_per_sec: 0.0,
+            dropped: 0,
+            restarts: 0,
+            uptime_secs: 0.0,
+            inputs: BTreeMap::new(),
+            outputs: Vec::new(),
+            last_error: None,
+            stats_age_ms: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

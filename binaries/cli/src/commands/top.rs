@@ -374,27 +374,17 @@ mod tests {
     use adora_message::stats::NodeStatus;
 
     fn node(name: &str, cpu: f64, rss: u64) -> NodeInfo {
-        NodeInfo {
-            dataflow_id: uuid::Uuid::nil(),
-            dataflow: "demo".into(),
-            node: name.into(),
-            machine: "robot".into(),
-            status: NodeStatus::Running,
-            pid: Some(1),
-            cpu_percent: cpu,
-            rss_bytes: rss,
-            messages_sent: 0,
-            messages_received: 0,
-            messages_sent_per_sec: 0.0,
-            messages_received_per_sec: 0.0,
-            dropped: 0,
-            restarts: 0,
-            uptime_secs: 0.0,
-            inputs: Default::default(),
-            outputs: vec![],
-            last_error: None,
-            stats_age_ms: None,
-        }
+        let mut info = NodeInfo::new(
+            uuid::Uuid::nil(),
+            "demo".into(),
+            name.into(),
+            "robot".into(),
+        );
+        info.status = NodeStatus::Running;
+        info.pid = Some(1);
+        info.cpu_percent = cpu;
+        info.rss_bytes = rss;
+        info
     }
 
     #[test]

@@ -37,7 +37,7 @@ async fn messages_cross_between_two_daemons_in_order_up_to_64_mib() {
     let b_listen = resolve_listen("tcp/127.0.0.1:0").expect("port");
     let a = Arc::new(RemoteDataPlane::open(&a_listen, &[]).await.expect("open a"));
     let b = Arc::new(
-        RemoteDataPlane::open(&b_listen, &[a_listen.clone()])
+        RemoteDataPlane::open(&b_listen, std::slice::from_ref(&a_listen))
             .await
             .expect("open b"),
     );

@@ -404,6 +404,11 @@ impl Recorder {
         }
     }
 
+    /// The payload size this recorder measures.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
     /// Records one message: `sent` is the sender's timestamp, `received` the time it was handed to
     /// the receiver. Reads and checks the whole payload.
     pub fn record(&mut self, sent: SystemTime, received: SystemTime, data: &[u8]) {

@@ -16,9 +16,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Event::Input { id, metadata, data } if id.as_str() == "data" => {
                 let received = SystemTime::now();
                 let sent = metadata.timestamp.get_time().to_system_time();
+                // Across machines `data` and `control` are separate streams, ordered each on its
+                // own but not with each other: a late message of the previous size is stray.
                 match recorder.as_mut() {
-                    Some(r) => r.record(sent, received, &data),
-                    None => stray += 1,
+                    Some(r) if data.len() == r.size() => r.record(sent, received, &data),
+                    _ => stray += 1,
                 }
             }
             Event::Input { id, data, .. } if id.as_str() == "control" => {

@@ -25,7 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 params.insert("seq".into(), Parameter::Integer(seq as i64));
                 node.send_sample(&output, params, sample)?;
                 seq += 1;
-                if seq % 25 == 0 {
+                if seq.is_multiple_of(25) {
                     println!("sent {seq} messages");
                 }
                 if seq == messages {

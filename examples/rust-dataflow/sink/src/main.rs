@@ -19,7 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     return Err(format!("wrong square for {seq}: {square}").into());
                 }
                 expected += 1;
-                if expected % 25 == 0 {
+                if expected.is_multiple_of(25) {
                     println!("received {expected} messages in order");
                 }
             }
