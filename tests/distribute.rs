@@ -61,12 +61,7 @@ fn setup(name: &str) -> Option<Setup> {
     let hosts = require_hosts!(name, 3, None);
     let state = temp_dir();
     let coordinator = Coordinator::start(state.path(), &hosts.gateway_ip().to_string());
-    let daemons: Vec<ChildGuard> = ["a", "b", "c"]
-        .iter()
-        .enumerate()
-        .map(|(i, id)| coordinator.daemon_on(hosts.host(i), id, &[]))
-        .collect();
-    coordinator.wait_for_daemons(3);
+    let daemons: Vec<ChildGuard> = coordinator.daemons_on(&hosts, &["a", "b", "c"]);
     let mut yaml = format!(
         "coordinator: {{ addr: {}, port: {} }}\nmachines:\n",
         hosts.gateway_ip(),

@@ -18,12 +18,7 @@ fn three_hosts_deliver_every_message_in_order_including_4_mib_payloads() {
     let hosts = require_hosts!("three_hosts_in_order", 3);
     let state = temp_dir();
     let coordinator = Coordinator::start(state.path(), &hosts.gateway_ip().to_string());
-    let _daemons: Vec<ChildGuard> = ["a", "b", "c"]
-        .iter()
-        .enumerate()
-        .map(|(i, id)| coordinator.daemon_on(hosts.host(i), id, &[]))
-        .collect();
-    coordinator.wait_for_daemons(3);
+    let _daemons = coordinator.daemons_on(&hosts, &["a", "b", "c"]);
 
     let dataflow = state.path().join("chain.yml");
     std::fs::write(&dataflow, chain(40, 4 << 20, 50, 10)).unwrap();
@@ -53,12 +48,7 @@ fn a_network_cut_of_the_middle_host_loses_nothing_and_kills_nothing() {
     let hosts = require_hosts!("cut_middle_host", 3);
     let state = temp_dir();
     let coordinator = Coordinator::start(state.path(), &hosts.gateway_ip().to_string());
-    let _daemons: Vec<ChildGuard> = ["a", "b", "c"]
-        .iter()
-        .enumerate()
-        .map(|(i, id)| coordinator.daemon_on(hosts.host(i), id, &[]))
-        .collect();
-    coordinator.wait_for_daemons(3);
+    let _daemons = coordinator.daemons_on(&hosts, &["a", "b", "c"]);
 
     // 300 messages, one every 20 ms (6 s): the cut of 3 s falls in the middle of the stream.
     let dataflow = state.path().join("chain.yml");

@@ -125,13 +125,7 @@ fn start_daemons(
     coordinator: &Coordinator,
     hosts: &adora_test_support::hosts::TestHosts,
 ) -> Vec<ChildGuard> {
-    let daemons = ["a", "b", "c"]
-        .iter()
-        .enumerate()
-        .map(|(i, id)| coordinator.daemon_on(hosts.host(i), id, &[]))
-        .collect();
-    coordinator.wait_for_daemons(3);
-    daemons
+    coordinator.daemons_on(hosts, &["a", "b", "c"])
 }
 
 #[test]

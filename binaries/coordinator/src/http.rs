@@ -78,14 +78,7 @@ async fn control(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    // Authentication first, so a client without the token learns that, whatever else is wrong.
-    if let Err(e) = authorize(&state, &headers) {
-        return e.into_response();
-    }
-    match upgrade {
-        Ok(upgrade) => upgrade.on_upgrade(move |socket| ws::serve_client(socket, state)),
-        Err(rejection) => rejection.into_response(),
-    }
+    upgrade_authorized(state, &headers, upgrade, ws::serve_client)
 }
 
 async fn daemon(
@@ -93,12 +86,26 @@ async fn daemon(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    // Authentication first, so a client without the token learns that, whatever else is wrong.
-    if let Err(e) = authorize(&state, &headers) {
+    upgrade_authorized(state, &headers, upgrade, ws::serve_daemon)
+}
+
+/// Checks the token, then upgrades to a WebSocket served by `serve`. Authentication comes first,
+/// so a client without the token learns that, whatever else is wrong with its request.
+fn upgrade_authorized<F, Fut>(
+    state: AppState,
+    headers: &HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    serve: F,
+) -> Response
+where
+    F: FnOnce(axum::extract::ws::WebSocket, AppState) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    if let Err(e) = authorize(&state, headers) {
         return e.into_response();
     }
     match upgrade {
-        Ok(upgrade) => upgrade.on_upgrade(move |socket| ws::serve_daemon(socket, state)),
+        Ok(upgrade) => upgrade.on_upgrade(move |socket| serve(socket, state)),
         Err(rejection) => rejection.into_response(),
     }
 }

@@ -128,6 +128,18 @@ impl Coordinator {
         cmd
     }
 
+    /// Starts one daemon per test host, host `i` with machine id `ids[i]`, and waits until all
+    /// are connected. Keep the guards: dropping one kills its daemon.
+    pub fn daemons_on(&self, hosts: &crate::hosts::TestHosts, ids: &[&str]) -> Vec<ChildGuard> {
+        let daemons = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| self.daemon_on(hosts.host(i), id, &[]))
+            .collect();
+        self.wait_for_daemons(ids.len());
+        daemons
+    }
+
     /// Waits until `n` daemons are connected (per `adora status --json`).
     pub fn wait_for_daemons(&self, n: usize) {
         let connected = || {

@@ -78,14 +78,7 @@ pub(crate) fn print_outcomes(
     outcomes: &[Option<Outcome>],
     verb: &str,
 ) -> ExitCode {
-    let failed: Vec<(&Machine, &String, &Option<String>)> = machines
-        .iter()
-        .zip(outcomes)
-        .filter_map(|(m, o)| match o {
-            Some(Outcome::Failed { reason, hint }) => Some((m, reason, hint)),
-            _ => None,
-        })
-        .collect();
+    let failed = failed_machines(machines, outcomes);
     let n = machines.len();
     println!("{}/{n} {verb}.", n - failed.len());
     for (m, reason, hint) in &failed {
@@ -129,6 +122,21 @@ impl Outcome {
             hint: Some(hint.into()),
         }
     }
+}
+
+/// The machines whose outcome is a failure, with the reason and hint.
+pub(super) fn failed_machines<'a>(
+    machines: &'a [Machine],
+    outcomes: &'a [Option<Outcome>],
+) -> Vec<(&'a Machine, &'a String, &'a Option<String>)> {
+    machines
+        .iter()
+        .zip(outcomes)
+        .filter_map(|(m, o)| match o {
+            Some(Outcome::Failed { reason, hint }) => Some((m, reason, hint)),
+            _ => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]

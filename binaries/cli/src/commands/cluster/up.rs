@@ -260,14 +260,7 @@ async fn wait_for_registration(
 
 /// Prints the final per-machine outcome; the exit code is 1 when any machine failed.
 fn summary(machines: &[Machine], outcomes: &[Option<Outcome>]) -> ExitCode {
-    let failed: Vec<(&Machine, &String, &Option<String>)> = machines
-        .iter()
-        .zip(outcomes)
-        .filter_map(|(m, o)| match o {
-            Some(Outcome::Failed { reason, hint }) => Some((m, reason, hint)),
-            _ => None,
-        })
-        .collect();
+    let failed = super::failed_machines(machines, outcomes);
     let n = machines.len();
     if failed.is_empty() {
         println!("All {n} daemon{} connected.", if n == 1 { "" } else { "s" });
