@@ -564,3 +564,49 @@ fn check_prometheus_text(text: &str) {
         }
     }
 }
+
+#[test]
+fn list_shows_how_often_nodes_were_restarted() {
+    let env = Env::new();
+    env.up();
+    let yaml = format!(
+        "nodes:\n  - id: flaky\n    path: {node}\n    env: {{ MODE: fail }}\n    restart_policy: on-failure\n    max_restarts: 2\n    restart_delay: 100ms\n  - id: steady\n    path: {node}\n    env: {{ MODE: idle }}\n",
+        node = bin("adora-test-node").display()
+    );
+    let dataflow = env.write("flaky.yml", &yaml);
+    env.ok(&[
+        "start",
+        dataflow.to_str().unwrap(),
+        "--name",
+        "flaky",
+        "--detach",
+    ]);
+    // Restart counts come with the daemon's heartbeats (every 5 s).
+    let restarts = || {
+        let out = env.run(&["list", "--json"]);
+        serde_json::from_str::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|rows| {
+                rows.as_array()?
+                    .iter()
+                    .find(|r| r["name"] == "flaky")
+                    .cloned()
+            })
+            .map(|row| row["restarts"]["flaky"].as_u64().unwrap_or(0))
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_until(WAIT, || restarts() == 2),
+        "list --json never showed 2 restarts"
+    );
+    let table = env.ok(&["list"]).stdout;
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("flaky"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        row.split_whitespace().nth(4) == Some("2"),
+        "RESTARTS column: {table}"
+    );
+    env.ok(&["stop", "flaky"]);
+}

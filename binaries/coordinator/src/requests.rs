@@ -383,6 +383,7 @@ impl Coordinator {
                 name: f.record.name.clone(),
                 status: f.record.status,
                 nodes: f.record.placement.clone(),
+                restarts: self.node_stats.restarts_of(f.record.id),
             })
             .collect()
     }

@@ -39,6 +39,15 @@ fn rate(before: u64, after: u64, elapsed: Duration) -> f64 {
 }
 
 impl NodeStatsTable {
+    /// Restart counts of a dataflow's nodes that were restarted at least once.
+    pub fn restarts_of(&self, dataflow: Uuid) -> std::collections::BTreeMap<NodeId, u32> {
+        self.entries
+            .iter()
+            .filter(|((df, _), e)| *df == dataflow && e.stats.restarts > 0)
+            .map(|((_, node), e)| (node.clone(), e.stats.restarts))
+            .collect()
+    }
+
     /// Takes in the figures of one heartbeat.
     pub fn update(&mut self, nodes: Vec<NodeStats>) {
         self.update_at(nodes, Instant::now());

@@ -77,9 +77,18 @@ pub struct DataflowInfo {
     pub status: DataflowStatus,
     /// Node → the daemon (machine id, or hostname for unnamed daemons) it was placed on.
     pub nodes: BTreeMap<NodeId, String>,
+    /// Node → how often its restart policy restarted it (nodes never restarted are left out),
+    /// as of the daemons' latest heartbeats.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub restarts: BTreeMap<NodeId, u32>,
 }
 
 impl DataflowInfo {
+    /// Restarts of all its nodes together.
+    pub fn total_restarts(&self) -> u32 {
+        self.restarts.values().sum()
+    }
+
     /// The distinct daemons running this dataflow.
     pub fn machines(&self) -> Vec<String> {
         let mut m: Vec<String> = self.nodes.values().cloned().collect();
@@ -170,6 +179,7 @@ mod tests {
             name: "demo".into(),
             status: DataflowStatus::Running,
             nodes: [("a".into(), "robot".into())].into(),
+            restarts: [("a".into(), 2)].into(),
         }]));
         round_trip(ControlReply::Status(CoordinatorStatus {
             adora_version: "0.1.0".into(),

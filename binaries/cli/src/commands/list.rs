@@ -50,16 +50,17 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let width = list.iter().map(|d| d.name.len()).max().unwrap_or(4).max(4);
     println!(
-        "{:<width$}  {:<36}  {:<8}  {:>5}  MACHINES",
-        "NAME", "UUID", "STATUS", "NODES"
+        "{:<width$}  {:<36}  {:<8}  {:>5}  {:>8}  MACHINES",
+        "NAME", "UUID", "STATUS", "NODES", "RESTARTS"
     );
     for d in &list {
         println!(
-            "{:<width$}  {:<36}  {:<8}  {:>5}  {}",
+            "{:<width$}  {:<36}  {:<8}  {:>5}  {:>8}  {}",
             d.name,
             d.id,
             d.status.to_string(),
             d.nodes.len(),
+            d.total_restarts(),
             d.machines().join(",")
         );
     }
