@@ -719,3 +719,40 @@ nodes:
         "{out}"
     );
 }
+
+#[test]
+fn stopping_while_nodes_wait_at_the_start_barrier_finishes() {
+    // `parked` connected and waits for `lazy`, which never connects. Stopping then must still end
+    // the run: the parked node dies at SIGTERM without its connection ever being released (this
+    // hung forever when a parked registration counted as an open connection).
+    let (state, dir) = (temp_dir(), temp_dir());
+    let dataflow = write_dataflow(
+        dir.path(),
+        r#"
+nodes:
+  - id: lazy
+    path: {node}
+    env: { MODE: no-connect }
+  - id: parked
+    path: {node}
+    env: { MODE: idle }
+"#,
+    );
+    let out = run(
+        state.path(),
+        &[
+            dataflow.to_str().unwrap(),
+            "--stop-after",
+            "1s",
+            "--grace",
+            "1s",
+        ],
+    );
+    assert!(out.status.success(), "{out}");
+    assert!(
+        out.stderr
+            .contains("node `parked` did not exit after Stop within 1s and was terminated"),
+        "{out}"
+    );
+    assert!(out.stderr.contains("finished successfully"), "{out}");
+}

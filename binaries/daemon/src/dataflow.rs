@@ -65,7 +65,8 @@ pub(crate) struct Dataflow {
     nodes: BTreeMap<NodeId, NodeRuntime>,
     /// Nodes that have not registered their control channel yet.
     pending: BTreeSet<NodeId>,
-    barrier: Vec<oneshot::Sender<Result<(), String>>>,
+    /// Control registrations parked until every node connected (and remote receivers matched).
+    barrier: Vec<(NodeId, oneshot::Sender<Result<(), String>>)>,
     started: bool,
     stopping: bool,
     outcomes: BTreeMap<NodeId, NodeOutcome>,
@@ -289,14 +290,17 @@ impl Dataflow {
             )));
             return;
         }
-        if channel == Channel::Control {
-            runtime.control_open = true;
-        }
         if channel != Channel::Control || self.started {
+            if channel == Channel::Control {
+                runtime.control_open = true;
+            }
             let _ = reply.send(Ok(()));
             return;
         }
-        self.barrier.push(reply);
+        // Parked: the node cannot send anything until it is released, and its connection task
+        // waits for the reply instead of reading, so a node dying here closes nothing the daemon
+        // would notice. Its control connection counts as open only once released.
+        self.barrier.push((node.clone(), reply));
         self.pending.remove(node);
         self.maybe_release_barrier(events);
     }
@@ -306,7 +310,10 @@ impl Dataflow {
             return;
         }
         self.started = true;
-        for waiter in self.barrier.drain(..) {
+        for (node, waiter) in std::mem::take(&mut self.barrier) {
+            if let Some(rt) = self.nodes.get_mut(&node) {
+                rt.control_open = rt.running;
+            }
             let _ = waiter.send(Ok(()));
         }
         for interval in self.routing.timer_intervals() {
