@@ -8,6 +8,9 @@ pub mod ssh;
 pub mod systemd;
 pub mod upgrade;
 
+#[cfg(test)]
+pub(crate) mod test_shell;
+
 use adora_core::cluster::{ClusterConfig, Machine};
 
 pub use ssh::{HostSession, RemoteOutput, SshError, SshTarget};

@@ -286,7 +286,7 @@ mod tests {
         script: &str,
         stdin: &[u8],
     ) -> (std::process::Output, String) {
-        use std::{io::Write as _, os::unix::fs::PermissionsExt, process::Stdio};
+        use std::os::unix::fs::PermissionsExt;
         let bin = dir.join("bin");
         std::fs::create_dir_all(&bin).expect("bin dir");
         let fake = bin.join("systemctl");
@@ -299,20 +299,8 @@ mod tests {
             bin.display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        let mut child = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .env("PATH", path)
-            .env("SYSTEMCTL_LOG", &log)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("sh runs");
-        let mut pipe = child.stdin.take().expect("piped");
-        pipe.write_all(stdin).expect("stdin");
-        drop(pipe);
-        let out = child.wait_with_output().expect("script ends");
+        let env = [("PATH", path), ("SYSTEMCTL_LOG", log.display().to_string())];
+        let out = crate::test_shell::run_sh(script, stdin, &env);
         (out, std::fs::read_to_string(&log).unwrap_or_default())
     }
 

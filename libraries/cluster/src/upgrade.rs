@@ -88,23 +88,12 @@ pub fn sha256_file(file: &Path) -> std::io::Result<String> {
 
 #[cfg(test)]
 mod tests {
-    use std::{io::Write, os::unix::fs::PermissionsExt, process::Stdio};
+    use std::os::unix::fs::PermissionsExt;
 
     use super::*;
 
     fn sh(script: &str, stdin: &[u8]) -> std::process::Output {
-        let mut child = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("sh runs");
-        let mut pipe = child.stdin.take().expect("piped");
-        pipe.write_all(stdin).expect("stdin");
-        drop(pipe);
-        child.wait_with_output().expect("script ends")
+        crate::test_shell::run_sh(script, stdin, &[])
     }
 
     #[test]

@@ -1,0 +1,20 @@
+//! Runs remote scripts locally in tests: `sh -c` with input on stdin and extra environment.
+
+use std::{io::Write as _, process::Stdio};
+
+/// Runs `script` with `sh -c`, feeding `stdin` and setting `env`; returns its output.
+pub(crate) fn run_sh(script: &str, stdin: &[u8], env: &[(&str, String)]) -> std::process::Output {
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sh runs");
+    let mut pipe = child.stdin.take().expect("piped");
+    pipe.write_all(stdin).expect("stdin");
+    drop(pipe);
+    child.wait_with_output().expect("script ends")
+}
