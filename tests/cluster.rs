@@ -6,15 +6,14 @@
 #![allow(clippy::unwrap_used)]
 
 use std::{
-    net::{Ipv4Addr, TcpListener},
+    net::Ipv4Addr,
     path::{Path, PathBuf},
-    process::Command,
     time::Duration,
 };
 
 use adora_test_support::{
-    adora, bin, bin_dir, hosts::TestHosts, pids_with_env, require_hosts, run_with_timeout,
-    temp_dir, wait_until, Output,
+    adora, bin, bin_dir, fleet::Fleet, hosts::TestHosts, require_hosts, run_with_timeout, temp_dir,
+    wait_until,
 };
 
 /// Upper bound of one CLI command (`cluster up` waits up to 30 s for registrations).
@@ -31,151 +30,26 @@ struct MachineSpec {
     labels: &'static str,
 }
 
-/// One test's local state dir, cluster file and the hosts it runs on.
-struct Fleet {
-    hosts: TestHosts,
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl Fleet {
-    fn new(hosts: TestHosts) -> Self {
-        let port = free_port(hosts.gateway_ip());
-        Self {
-            hosts,
-            dir: temp_dir(),
-            port,
-        }
+/// Writes `cluster.yml` for `machines` (each with its own state dir); returns its path.
+fn write_cluster(fleet: &Fleet, machines: &[MachineSpec]) -> PathBuf {
+    let mut yaml = format!(
+        "coordinator: {{ addr: {}, port: {} }}\nmachines:\n",
+        fleet.hosts.gateway_ip(),
+        fleet.port
+    );
+    for m in machines {
+        yaml.push_str(&format!(
+            "  - id: {}\n    host: {}\n    user: root\n    labels: {}\n    install_dir: {}\n    state_dir: {}\n",
+            m.id,
+            m.host,
+            m.labels,
+            bin_dir().display(),
+            fleet.machine_dir(m.id).display()
+        ));
     }
-
-    fn local_state(&self) -> PathBuf {
-        self.dir.path().join("local")
-    }
-
-    fn machine_state(&self, id: &str) -> PathBuf {
-        self.dir.path().join("machines").join(id)
-    }
-
-    /// Writes `cluster.yml` for `machines`; returns its path.
-    fn write_cluster(&self, machines: &[MachineSpec]) -> PathBuf {
-        let mut yaml = format!(
-            "coordinator: {{ addr: {}, port: {} }}\nmachines:\n",
-            self.hosts.gateway_ip(),
-            self.port
-        );
-        for m in machines {
-            yaml.push_str(&format!(
-                "  - id: {}\n    host: {}\n    user: root\n    labels: {}\n    install_dir: {}\n    state_dir: {}\n",
-                m.id,
-                m.host,
-                m.labels,
-                bin_dir().display(),
-                self.machine_state(m.id).display()
-            ));
-        }
-        let path = self.dir.path().join("cluster.yml");
-        std::fs::write(&path, yaml).unwrap();
-        path
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = adora(&self.local_state());
-        cmd.args(args).env(MARKER, self.marker());
-        cmd
-    }
-
-    fn marker(&self) -> String {
-        self.dir.path().display().to_string()
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        run_with_timeout(self.cmd(args), TIMEOUT)
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        let out = self.run(args);
-        assert!(out.status.success(), "adora {args:?} failed:\n{out}");
-        out
-    }
-
-    fn up(&self, cluster: &Path) -> Output {
-        let ssh_config = self.hosts.ssh_config().display().to_string();
-        self.run(&[
-            "cluster",
-            "up",
-            &cluster.display().to_string(),
-            "--ssh-config",
-            &ssh_config,
-        ])
-    }
-
-    fn down(&self) -> Output {
-        let addr = self.hosts.gateway_ip().to_string();
-        self.ok(&[
-            "cluster",
-            "down",
-            "--coordinator-addr",
-            &addr,
-            "--coordinator-port",
-            &self.port.to_string(),
-        ])
-    }
-
-    /// Pids of `adora*` executables (daemons, test nodes) running in any test host.
-    fn remote_adora_pids(&self) -> Vec<u32> {
-        self.hosts
-            .hosts()
-            .iter()
-            .flat_map(|h| h.pids())
-            .filter(|pid| {
-                std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| {
-                    exe.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with("adora"))
-                })
-            })
-            .collect()
-    }
-
-    /// Nothing of this test left: no adora process on a host, no local coordinator.
-    fn assert_nothing_left(&self) {
-        let gone = wait_until(WAIT, || {
-            self.remote_adora_pids().is_empty() && pids_with_env(MARKER, &self.marker()).is_empty()
-        });
-        let describe = |pids: Vec<u32>| -> Vec<String> {
-            pids.into_iter()
-                .map(|pid| {
-                    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                    format!(
-                        "{pid}: {}",
-                        String::from_utf8_lossy(&cmdline).replace('\0', " ")
-                    )
-                })
-                .collect()
-        };
-        assert!(
-            gone,
-            "processes left: remote {:?}, local {:?}",
-            describe(self.remote_adora_pids()),
-            describe(pids_with_env(MARKER, &self.marker()))
-        );
-    }
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        // Best effort when a test failed half-way (the hosts' own teardown kills the daemons).
-        if !pids_with_env(MARKER, &self.marker()).is_empty() {
-            let _ = run_with_timeout(self.cmd(&["cluster", "down"]), TIMEOUT);
-        }
-    }
-}
-
-fn free_port(ip: Ipv4Addr) -> u16 {
-    TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let path = fleet.dir.path().join("cluster.yml");
+    std::fs::write(&path, yaml).unwrap();
+    path
 }
 
 fn three_machines(hosts: &TestHosts) -> Vec<MachineSpec> {
@@ -239,11 +113,11 @@ fn dataflow(dir: &Path) -> PathBuf {
 #[test]
 fn cluster_up_start_status_down() {
     let hosts = require_hosts!("cluster_up", 3);
-    let fleet = Fleet::new(hosts);
+    let fleet = Fleet::new(hosts, MARKER, TIMEOUT);
     let machines = three_machines(&fleet.hosts);
-    let cluster = fleet.write_cluster(&machines);
+    let cluster = write_cluster(&fleet, &machines);
 
-    let out = fleet.up(&cluster);
+    let out = fleet.cluster("up", &cluster, &[]);
     println!("{out}");
     assert!(out.status.success(), "{out}");
     let gateway = fleet.hosts.gateway_ip();
@@ -257,7 +131,7 @@ fn cluster_up_start_status_down() {
     for m in &machines {
         let line = format!("Starting daemon on {} (root@{})... OK", m.id, m.host);
         assert!(out.stdout.contains(&line), "missing `{line}`:\n{out}");
-        let token = fleet.machine_state(m.id).join("token");
+        let token = fleet.machine_dir(m.id).join("token");
         let mode = std::fs::metadata(&token).unwrap().permissions();
         assert_eq!(
             std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
@@ -268,21 +142,21 @@ fn cluster_up_start_status_down() {
 
     // Again: safe, nothing restarted.
     let daemon_pid =
-        std::fs::read_to_string(fleet.machine_state("robot").join("daemon.pid")).unwrap();
-    let again = fleet.up(&cluster);
+        std::fs::read_to_string(fleet.machine_dir("robot").join("daemon.pid")).unwrap();
+    let again = fleet.cluster("up", &cluster, &[]);
     assert!(again.status.success(), "{again}");
     assert!(again.stdout.contains("Daemon on robot (root@"), "{again}");
     assert!(again.stdout.contains("already connected"), "{again}");
     assert!(again.stdout.contains("All 3 daemons connected."), "{again}");
     assert_eq!(
-        std::fs::read_to_string(fleet.machine_state("robot").join("daemon.pid")).unwrap(),
+        std::fs::read_to_string(fleet.machine_dir("robot").join("daemon.pid")).unwrap(),
         daemon_pid,
         "the connected daemon was restarted"
     );
 
     // Each daemon runs inside its host.
     for (i, m) in machines.iter().enumerate() {
-        let pid: u32 = std::fs::read_to_string(fleet.machine_state(m.id).join("daemon.pid"))
+        let pid: u32 = std::fs::read_to_string(fleet.machine_dir(m.id).join("daemon.pid"))
             .unwrap()
             .trim()
             .parse()
@@ -386,7 +260,7 @@ fn cluster_up_start_status_down() {
         );
     }
     assert!(down.stdout.contains("Cluster is down."), "{down}");
-    fleet.assert_nothing_left();
+    fleet.assert_nothing_left(WAIT);
 
     // Down again: nothing to do.
     let again = fleet.down();
@@ -396,7 +270,7 @@ fn cluster_up_start_status_down() {
 #[test]
 fn unreachable_machine_is_reported_and_the_others_come_up() {
     let hosts = require_hosts!("cluster_unreach", 3);
-    let fleet = Fleet::new(hosts);
+    let fleet = Fleet::new(hosts, MARKER, TIMEOUT);
     let mut machines = three_machines(&fleet.hosts);
     // An address in the hosts' subnet where no host exists.
     let subnet = fleet.hosts.subnet().octets();
@@ -406,9 +280,9 @@ fn unreachable_machine_is_reported_and_the_others_come_up() {
         host: ghost.clone(),
         labels: "{}",
     });
-    let cluster = fleet.write_cluster(&machines);
+    let cluster = write_cluster(&fleet, &machines);
 
-    let out = fleet.up(&cluster);
+    let out = fleet.cluster("up", &cluster, &[]);
     println!("{out}");
     assert!(!out.status.success(), "must fail:\n{out}");
     assert!(
@@ -442,7 +316,7 @@ fn unreachable_machine_is_reported_and_the_others_come_up() {
     assert_eq!(ids, ["edge", "gpu-server", "robot"]);
 
     fleet.down();
-    fleet.assert_nothing_left();
+    fleet.assert_nothing_left(WAIT);
 }
 
 /// `cluster.yml` problems: exit code 2, each named with its field and line; nothing started.

@@ -16,17 +16,13 @@
 #![allow(clippy::unwrap_used)]
 
 use std::{
-    net::TcpListener,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
 };
 
-use adora_test_support::{
-    adora, bin, bin_dir, hosts::TestHosts, pids_with_env, require_hosts, run_with_timeout,
-    temp_dir, wait_until, Output,
-};
+use adora_test_support::{bin, bin_dir, fleet::Fleet, hosts::TestHosts, require_hosts, wait_until};
 
 /// Upper bound of one CLI command (an upgrade of three machines waits up to 30 s per machine).
 const TIMEOUT: Duration = Duration::from_secs(240);
@@ -63,128 +59,64 @@ fn new_binary() -> Option<PathBuf> {
     None
 }
 
-struct Fleet {
-    hosts: TestHosts,
-    dir: tempfile::TempDir,
-    port: u16,
-    cluster: PathBuf,
+/// Three machines, each with its own copy of the current adora in its own install_dir; returns
+/// the fleet and its cluster.yml.
+fn three_machines(hosts: TestHosts) -> (Fleet, PathBuf) {
+    let fleet = Fleet::new(hosts, MARKER, TIMEOUT);
+    let mut yaml = format!(
+        "coordinator: {{ addr: {}, port: {} }}\nmachines:\n",
+        fleet.hosts.gateway_ip(),
+        fleet.port
+    );
+    for (i, id) in MACHINES.iter().enumerate() {
+        let install = install_dir(&fleet, id);
+        std::fs::create_dir_all(&install).unwrap();
+        std::fs::copy(bin("adora"), install.join("adora")).unwrap();
+        yaml.push_str(&format!(
+            "  - {{ id: {id}, host: {}, user: root, install_dir: {}, state_dir: {} }}\n",
+            fleet.hosts[i].ip(),
+            install.display(),
+            fleet.machine_dir(id).join("state").display()
+        ));
+    }
+    let cluster = fleet.dir.path().join("cluster.yml");
+    std::fs::write(&cluster, yaml).unwrap();
+    (fleet, cluster)
 }
 
-impl Fleet {
-    /// Three machines, each with its own copy of the current adora in its own install_dir.
-    fn new(hosts: TestHosts) -> Self {
-        let port = TcpListener::bind((hosts.gateway_ip(), 0))
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = temp_dir();
-        let mut yaml = format!(
-            "coordinator: {{ addr: {}, port: {port} }}\nmachines:\n",
-            hosts.gateway_ip()
-        );
-        for (i, id) in MACHINES.iter().enumerate() {
-            let install = dir.path().join("machines").join(id).join("bin");
-            std::fs::create_dir_all(&install).unwrap();
-            std::fs::copy(bin("adora"), install.join("adora")).unwrap();
-            yaml.push_str(&format!(
-                "  - {{ id: {id}, host: {}, user: root, install_dir: {}, state_dir: {} }}\n",
-                hosts[i].ip(),
-                install.display(),
-                dir.path().join("machines").join(id).join("state").display()
-            ));
-        }
-        let cluster = dir.path().join("cluster.yml");
-        std::fs::write(&cluster, yaml).unwrap();
-        Self {
-            hosts,
-            dir,
-            port,
-            cluster,
-        }
-    }
-
-    fn install_dir(&self, id: &str) -> PathBuf {
-        self.dir.path().join("machines").join(id).join("bin")
-    }
-
-    fn marker(&self) -> String {
-        self.dir.path().display().to_string()
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = adora(&self.dir.path().join("local"));
-        cmd.args(args).env(MARKER, self.marker());
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        run_with_timeout(self.cmd(args), TIMEOUT)
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        let out = self.run(args);
-        assert!(out.status.success(), "adora {args:?} failed:\n{out}");
-        out
-    }
-
-    /// `cluster <sub> cluster.yml --ssh-config ... <extra>`.
-    fn cluster(&self, sub: &str, extra: &[&str]) -> Output {
-        let cluster = self.cluster.display().to_string();
-        let ssh = self.hosts.ssh_config().display().to_string();
-        let mut args = vec!["cluster", sub, &cluster, "--ssh-config", &ssh];
-        args.extend_from_slice(extra);
-        self.run(&args)
-    }
-
-    /// Machine id → adora version of its connected daemon, from `cluster status --json`.
-    fn versions(&self) -> Vec<(String, String)> {
-        let out = self.ok(&["cluster", "status", "--json"]);
-        let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-        let mut v: Vec<(String, String)> = json["daemons"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|d| d["connected"] == true)
-            .map(|d| {
-                let id = d["id"].as_str().unwrap().to_owned();
-                (id, d["adora_version"].as_str().unwrap_or("").to_owned())
-            })
-            .collect();
-        v.sort();
-        v
-    }
-
-    /// The last `received=` count a seq-sink printed, and its whole log.
-    fn sink_progress(&self, flow: &str, sink: &str) -> (u64, String) {
-        let out = self.run(&["logs", flow, sink]);
-        let count = out
-            .stdout
-            .lines()
-            .filter_map(|l| l.split("received=").nth(1))
-            .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
-            .max()
-            .unwrap_or(0);
-        (count, out.stdout)
-    }
+fn install_dir(fleet: &Fleet, id: &str) -> PathBuf {
+    fleet.machine_dir(id).join("bin")
 }
 
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        if !pids_with_env(MARKER, &self.marker()).is_empty() {
-            let addr = self.hosts.gateway_ip().to_string();
-            let port = self.port.to_string();
-            let args = [
-                "cluster",
-                "down",
-                "--coordinator-addr",
-                &addr,
-                "--coordinator-port",
-                &port,
-            ];
-            let _ = run_with_timeout(self.cmd(&args), TIMEOUT);
-        }
-    }
+/// Machine id → adora version of its connected daemon, from `cluster status --json`.
+fn daemon_versions(fleet: &Fleet) -> Vec<(String, String)> {
+    let out = fleet.ok(&["cluster", "status", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let mut v: Vec<(String, String)> = json["daemons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["connected"] == true)
+        .map(|d| {
+            let id = d["id"].as_str().unwrap().to_owned();
+            (id, d["adora_version"].as_str().unwrap_or("").to_owned())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The last `received=` count a seq-sink printed, and its whole log.
+fn sink_progress(fleet: &Fleet, flow: &str, sink: &str) -> (u64, String) {
+    let out = fleet.run(&["logs", flow, sink]);
+    let count = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.split("received=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .max()
+        .unwrap_or(0);
+    (count, out.stdout)
 }
 
 fn sha256(path: &Path) -> String {
@@ -225,10 +157,10 @@ fn dataflow(dir: &Path) -> PathBuf {
 fn restart_and_rolling_upgrade_of_ad_hoc_daemons() {
     let Some(new) = new_binary() else { return };
     let hosts = require_hosts!("cluster_ops", 3);
-    let fleet = Fleet::new(hosts);
-    let up = fleet.cluster("up", &[]);
+    let (fleet, cluster) = three_machines(hosts);
+    let up = fleet.cluster("up", &cluster, &[]);
     assert!(up.status.success(), "{up}");
-    let old_version = fleet.versions()[0].1.clone();
+    let old_version = daemon_versions(&fleet)[0].1.clone();
     assert!(!old_version.is_empty() && !old_version.ends_with(NEW_SUFFIX));
 
     // `cluster restart` by name, then by uuid.
@@ -259,18 +191,18 @@ fn restart_and_rolling_upgrade_of_ad_hoc_daemons() {
 
     // Messages flow from both sources to edge.
     let flowing = wait_until(WAIT, || {
-        fleet.sink_progress("ops", "robot-sink").0 >= 20
-            && fleet.sink_progress("ops", "gpu-server-sink").0 >= 20
+        sink_progress(&fleet, "ops", "robot-sink").0 >= 20
+            && sink_progress(&fleet, "ops", "gpu-server-sink").0 >= 20
     });
     assert!(
         flowing,
         "{}",
-        fleet.sink_progress("ops", "gpu-server-sink").1
+        sink_progress(&fleet, "ops", "gpu-server-sink").1
     );
 
     // Upgrading robot alone: gpu-server → edge keeps delivering, without a gap.
     let only_robot = fleet.dir.path().join("robot-only.yml");
-    let yaml = std::fs::read_to_string(&fleet.cluster).unwrap();
+    let yaml = std::fs::read_to_string(&cluster).unwrap();
     let robot_line = yaml.lines().find(|l| l.contains("id: robot")).unwrap();
     let head: String = yaml
         .lines()
@@ -278,25 +210,16 @@ fn restart_and_rolling_upgrade_of_ad_hoc_daemons() {
         .map(|l| format!("{l}\n"))
         .collect();
     std::fs::write(&only_robot, format!("{head}{robot_line}\n")).unwrap();
-    let (before, _) = fleet.sink_progress("ops", "gpu-server-sink");
-    let ssh = fleet.hosts.ssh_config().display().to_string();
+    let (before, _) = sink_progress(&fleet, "ops", "gpu-server-sink");
     let new_s = new.display().to_string();
-    let robot_up = fleet.run(&[
-        "cluster",
-        "upgrade",
-        &only_robot.display().to_string(),
-        "--binary",
-        &new_s,
-        "--ssh-config",
-        &ssh,
-    ]);
+    let robot_up = fleet.cluster("upgrade", &only_robot, &["--binary", &new_s]);
     println!("{robot_up}");
     assert!(robot_up.status.success(), "{robot_up}");
     assert!(robot_up.stdout.contains("1/1 succeeded."), "{robot_up}");
     let grew = wait_until(WAIT, || {
-        fleet.sink_progress("ops", "gpu-server-sink").0 >= before + 50
+        sink_progress(&fleet, "ops", "gpu-server-sink").0 >= before + 50
     });
-    let (after, log) = fleet.sink_progress("ops", "gpu-server-sink");
+    let (after, log) = sink_progress(&fleet, "ops", "gpu-server-sink");
     assert!(
         grew,
         "gpu-server → edge stalled at {after} (was {before}):\n{log}"
@@ -304,7 +227,7 @@ fn restart_and_rolling_upgrade_of_ad_hoc_daemons() {
     assert!(!log.contains("seq-sink gap"), "messages lost:\n{log}");
 
     // The whole fleet, one machine at a time.
-    let out = fleet.cluster("upgrade", &["--binary", &new_s]);
+    let out = fleet.cluster("upgrade", &cluster, &["--binary", &new_s]);
     println!("{out}");
     assert!(out.status.success(), "{out}");
     let new_version = format!("{}{NEW_SUFFIX}", old_version);
@@ -333,8 +256,8 @@ fn restart_and_rolling_upgrade_of_ad_hoc_daemons() {
                 .any(|l| l.contains(&format!("{id} now runs adora {new_version} ("))),
             "{section:#?}"
         );
-        assert_eq!(sha256(&fleet.install_dir(id).join("adora")), sha256(&new));
-        assert!(fleet.install_dir(id).join("adora.previous").exists());
+        assert_eq!(sha256(&install_dir(&fleet, id).join("adora")), sha256(&new));
+        assert!(install_dir(&fleet, id).join("adora.previous").exists());
     }
     // In rollout order.
     let order: Vec<usize> = MACHINES
@@ -343,7 +266,7 @@ fn restart_and_rolling_upgrade_of_ad_hoc_daemons() {
         .collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{out}");
     assert!(out.stdout.contains("3/3 succeeded."), "{out}");
-    let versions = fleet.versions();
+    let versions = daemon_versions(&fleet);
     assert_eq!(versions.len(), 3, "{versions:?}");
     assert!(
         versions.iter().all(|(_, v)| *v == new_version),
@@ -370,7 +293,11 @@ fn restart_and_rolling_upgrade_of_ad_hoc_daemons() {
             std::fs::read_to_string(pid).unwrap()
         })
         .collect();
-    let out = fleet.cluster("upgrade", &["--binary", &broken.display().to_string()]);
+    let out = fleet.cluster(
+        "upgrade",
+        &cluster,
+        &["--binary", &broken.display().to_string()],
+    );
     println!("{out}");
     assert!(!out.status.success(), "{out}");
     assert!(
@@ -387,7 +314,7 @@ fn restart_and_rolling_upgrade_of_ad_hoc_daemons() {
     assert!(out.stdout.contains("0/3 succeeded."), "{out}");
     assert!(!out.stdout.contains("Upgrading gpu-server"), "{out}");
     for (i, id) in MACHINES[1..].iter().enumerate() {
-        assert_eq!(sha256(&fleet.install_dir(id).join("adora")), sha256(&new));
+        assert_eq!(sha256(&install_dir(&fleet, id).join("adora")), sha256(&new));
         let pid = fleet
             .dir
             .path()
@@ -400,7 +327,7 @@ fn restart_and_rolling_upgrade_of_ad_hoc_daemons() {
             "{id} restarted"
         );
     }
-    let versions = fleet.versions();
+    let versions = daemon_versions(&fleet);
     assert_eq!(
         versions,
         [

@@ -10,7 +10,7 @@ use std::{
 };
 
 use adora_test_support::{
-    adora, bin, pids_with_env, process_alive, run_with_timeout, temp_dir, wait_until, ChildGuard,
+    adora, bin, process_alive, run_with_timeout, temp_dir, wait_until, ChildGuard, MarkedCli,
     Output,
 };
 
@@ -24,13 +24,17 @@ const MARKER: &str = "ADORA_E2E_COORDINATOR_TEST";
 /// A state directory with its own coordinator and daemon(s); `down` and kill on drop.
 struct Env {
     dir: tempfile::TempDir,
+    cli: MarkedCli,
     children: Vec<ChildGuard>,
 }
 
 impl Env {
     fn new() -> Self {
+        let dir = temp_dir();
+        let cli = MarkedCli::new(dir.path(), MARKER, TIMEOUT);
         Self {
-            dir: temp_dir(),
+            dir,
+            cli,
             children: Vec::new(),
         }
     }
@@ -39,24 +43,16 @@ impl Env {
         self.dir.path()
     }
 
-    fn marker(&self) -> String {
-        self.state().display().to_string()
-    }
-
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = adora(self.state());
-        cmd.args(args).env(MARKER, self.marker());
-        cmd
+        self.cli.cmd(args)
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        run_with_timeout(self.cmd(args), TIMEOUT)
+        self.cli.run(args)
     }
 
     fn ok(&self, args: &[&str]) -> Output {
-        let out = self.run(args);
-        assert!(out.status.success(), "adora {args:?} failed:\n{out}");
-        out
+        self.cli.ok(args)
     }
 
     fn up(&self) {
@@ -106,7 +102,7 @@ impl Env {
 
     /// Our processes still alive (coordinator, daemons, nodes).
     fn leftovers(&self) -> Vec<u32> {
-        pids_with_env(MARKER, &self.marker())
+        self.cli.leftovers()
     }
 }
 

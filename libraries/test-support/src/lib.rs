@@ -15,6 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod fleet;
 pub mod hosts;
 pub mod services;
 
@@ -52,6 +53,60 @@ pub fn adora(state_dir: &Path) -> Command {
         .env("NO_COLOR", "1")
         .env_remove("RUST_LOG");
     cmd
+}
+
+/// The `adora` CLI of one test: an isolated state directory, a marker variable on every command
+/// (inherited by what it starts: coordinator, daemons, nodes) so the test can find and clean up
+/// its processes, and a timeout on every command.
+pub struct MarkedCli {
+    state: PathBuf,
+    marker: &'static str,
+    timeout: Duration,
+}
+
+impl MarkedCli {
+    /// The CLI with state dir `state`, marking its processes with `marker=<state>`.
+    pub fn new(state: &Path, marker: &'static str, timeout: Duration) -> Self {
+        Self {
+            state: state.to_owned(),
+            marker,
+            timeout,
+        }
+    }
+
+    /// The state directory.
+    pub fn state(&self) -> &Path {
+        &self.state
+    }
+
+    /// The marker's value: unique to this test.
+    pub fn marker(&self) -> String {
+        self.state.display().to_string()
+    }
+
+    /// `adora <args>`, marked.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = adora(&self.state);
+        cmd.args(args).env(self.marker, self.marker());
+        cmd
+    }
+
+    /// Runs `adora <args>` under the timeout.
+    pub fn run(&self, args: &[&str]) -> Output {
+        run_with_timeout(self.cmd(args), self.timeout)
+    }
+
+    /// Runs `adora <args>` and asserts it succeeded.
+    pub fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert!(out.status.success(), "adora {args:?} failed:\n{out}");
+        out
+    }
+
+    /// Live processes carrying this CLI's marker.
+    pub fn leftovers(&self) -> Vec<u32> {
+        pids_with_env(self.marker, &self.marker())
+    }
 }
 
 /// The captured result of a finished command.
