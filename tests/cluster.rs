@@ -268,7 +268,7 @@ fn cluster_up_start_status_down() {
 }
 
 #[test]
-fn unreachable_machine_is_reported_and_the_others_come_up() {
+fn unreachable_machine_is_reported_the_others_come_up_and_go_down_over_ssh() {
     let hosts = require_hosts!("cluster_unreach", 3);
     let fleet = Fleet::new(hosts, MARKER, TIMEOUT);
     let mut machines = three_machines(&fleet.hosts);
@@ -315,8 +315,57 @@ fn unreachable_machine_is_reported_and_the_others_come_up() {
     ids.sort();
     assert_eq!(ids, ["edge", "gpu-server", "robot"]);
 
-    fleet.down();
+    // The coordinator crashes: with the cluster file, `down` still stops every daemon it can
+    // reach over SSH, and names the one it cannot.
+    let state = fleet.dir.path().join("local");
+    let pid: i32 = std::fs::read_to_string(state.join("coordinator.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let daemons = fleet.remote_adora_pids();
+    assert_eq!(daemons.len(), 3, "{daemons:?}");
+    let down = fleet.cluster("down", &cluster, &[]);
+    println!("{down}");
+    assert!(!down.status.success(), "ghost cannot be stopped:\n{down}");
+    assert!(
+        down.stdout.contains("stopping the daemons over SSH"),
+        "{down}"
+    );
+    for m in &machines[..3] {
+        let line = format!(
+            "Stopping daemon {} over SSH (root@{})... OK (pid ",
+            m.id, m.host
+        );
+        assert!(down.stdout.contains(&line), "missing `{line}`:\n{down}");
+    }
+    assert!(
+        down.stdout.contains(&format!(
+            "Stopping daemon ghost over SSH (root@{ghost})... FAILED"
+        )),
+        "{down}"
+    );
+    assert!(
+        down.stdout
+            .contains("1 part(s) of the cluster did not stop"),
+        "{down}"
+    );
     fleet.assert_nothing_left(WAIT);
+    // The daemons' pid files are gone: nothing is left to stop.
+    let again = fleet.cluster("down", &cluster, &[]);
+    for m in &machines[..3] {
+        assert!(
+            again
+                .stdout
+                .contains(&format!("(root@{})... OK (it was not running)", m.host)),
+            "{again}"
+        );
+    }
 }
 
 /// `cluster.yml` problems: exit code 2, each named with its field and line; nothing started.

@@ -229,3 +229,152 @@ fn a_corrupted_upload_is_rejected_by_the_daemon_and_nothing_starts() {
     let list = s.adora(&["list"]);
     assert!(!list.stdout.contains("running"), "{list}");
 }
+
+/// `early` on machine a needs no preparation and would be spawned at once; `relay` on machine b
+/// is an `http` node. `early` writes a marker file as the first thing it does.
+fn two_phase_dataflow(state: &Path, marker: &Path) -> String {
+    let node = bin("adora-test-node");
+    let script = state.join("early.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ntouch '{}'\nexec '{}'\n",
+            marker.display(),
+            node.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    format!(
+        r#"
+nodes:
+  - id: early
+    path: {script}
+    env: {{ MODE: idle }}
+    _unstable_deploy: {{ machine: a }}
+  - id: relay
+    path: build/relay-node
+    build: mkdir -p build && cp {node} build/relay-node
+    env: {{ MODE: idle }}
+    _unstable_deploy: {{ machine: b, distribute: http }}
+"#,
+        script = script.display(),
+        node = node.display(),
+    )
+}
+
+/// The build id `adora build` printed (its last stdout line).
+fn build_id_of(out: &Output) -> String {
+    let id = out
+        .stdout
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    assert!(
+        id.len() == 36 && id.matches('-').count() == 4,
+        "no build id:\n{out}"
+    );
+    id
+}
+
+#[test]
+fn a_corrupt_artifact_on_one_machine_keeps_every_other_machine_from_starting_anything() {
+    let Some(s) = setup("distribute_all_or_nothing") else {
+        return;
+    };
+    let state = s.state.path();
+    let marker = state.join("early-ran");
+    std::fs::write(&s.flow, two_phase_dataflow(state, &marker)).unwrap();
+    let flow = s.flow.display().to_string();
+
+    // Upload relay's binary once, then corrupt it in the coordinator's store.
+    let out = s.adora(&["build", &flow]);
+    assert!(out.status.success(), "{out}");
+    let build_id = build_id_of(&out);
+    for blob in std::fs::read_dir(state.join("artifacts/blobs")).unwrap() {
+        let path = blob.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[1000] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+    }
+
+    let out = s.adora(&["start", &flow, "--detach", "--build-id", &build_id]);
+    assert!(!out.status.success(), "{out}");
+    for needle in [
+        "nothing was started",
+        "node `relay`",
+        "machine `b`",
+        "distribute: http",
+        "checksum mismatch",
+    ] {
+        assert!(out.stderr.contains(needle), "missing {needle:?}:\n{out}");
+    }
+    // Machine a was never asked to spawn `early`: it did not run, not even briefly.
+    assert!(!marker.exists(), "`early` ran on machine a:\n{out}");
+    let list = s.adora(&["list"]);
+    assert!(list.stdout.contains("failed"), "{list}");
+    assert!(!list.stdout.contains("running"), "{list}");
+}
+
+#[test]
+fn adora_build_builds_on_the_machines_and_start_build_id_runs_that_build() {
+    let Some(s) = setup("distribute_build") else {
+        return;
+    };
+    let state = s.state.path();
+    let work = state.join("work-c");
+    let (flow, cluster) = (
+        s.flow.display().to_string(),
+        s.cluster.display().to_string(),
+    );
+    let ssh_config = s.hosts.ssh_config().display().to_string();
+    let dist = ["--cluster", &cluster, "--ssh-config", &ssh_config];
+
+    let mut args = vec!["build", &flow, "--json"];
+    args.extend(dist);
+    let out = s.adora(&args);
+    assert!(out.status.success(), "{out}");
+    // scp and http nodes built here and sent; the local node built by daemon c, output streamed.
+    assert!(out.all().contains("copied `source`"), "{out}");
+    assert!(out.all().contains("uploaded `relay`"), "{out}");
+    assert!(
+        out.stdout
+            .contains(&format!("[build] built sink in {}", work.display())),
+        "{out}"
+    );
+    assert!(work.join("sink-node").is_file(), "{out}");
+    let json_start = out.stdout.find("{\n").unwrap_or_else(|| panic!("{out}"));
+    let json: serde_json::Value = serde_json::from_str(&out.stdout[json_start..]).unwrap();
+    let build_id = json["build_id"].as_str().unwrap().to_owned();
+    assert_eq!(json["placement"]["sink"], "c", "{out}");
+
+    // Starting that build builds, copies and uploads nothing, and runs the built binaries.
+    let out = s.adora(&["start", &flow, "--attach", "--build-id", &build_id]);
+    assert!(out.status.success(), "{out}");
+    let all = out.all();
+    for absent in ["[build]", "copied `", "uploaded `"] {
+        assert!(!all.contains(absent), "unexpected {absent:?}:\n{out}");
+    }
+    assert!(
+        out.stdout
+            .contains("sink   | seq-sink done received=30 lost=0 next=30"),
+        "{out}"
+    );
+    assert!(
+        exe_of(&out, "source").contains(&format!("/dataflows/{build_id}/source/")),
+        "{out}"
+    );
+    assert!(exe_of(&out, "relay").starts_with(state.join("dataflows/b").to_str().unwrap()));
+    assert_eq!(
+        exe_of(&out, "sink"),
+        work.join("sink-node").display().to_string()
+    );
+
+    // An unknown build is refused before anything is placed.
+    let unknown = "00000000-0000-4000-8000-000000000000".to_owned();
+    let out = s.adora(&["start", &flow, "--detach", "--build-id", &unknown]);
+    assert!(!out.status.success(), "{out}");
+    assert!(out.stderr.contains(&format!("no build {unknown}")), "{out}");
+}

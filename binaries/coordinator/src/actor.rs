@@ -139,8 +139,12 @@ pub(crate) struct Coordinator {
     pub flows: HashMap<Uuid, Flow>,
     pub next_seq: u64,
     pub next_command: u64,
-    /// Starts waiting for `Spawned` replies, by dataflow.
-    pub pending_starts: HashMap<Uuid, crate::requests::PendingStart>,
+    /// Starts waiting for `Prepared` or `Spawned` replies, by dataflow.
+    pub pending_starts: HashMap<Uuid, crate::start::PendingStart>,
+    /// Stored builds (`adora build`), by build id.
+    pub builds: HashMap<Uuid, adora_store::BuildRecord>,
+    /// Builds waiting for `Built` replies, by build id.
+    pub pending_builds: HashMap<Uuid, crate::builds::PendingBuild>,
     /// Logs requests waiting for `Logs` replies, by command id.
     pub pending_logs: HashMap<u64, PendingLogs>,
     /// Cancels the whole coordinator (`ShutdownCoordinator`); set by [`Coordinator::run`].
@@ -172,6 +176,8 @@ impl Coordinator {
             next_seq: 0,
             next_command: 1,
             pending_starts: HashMap::new(),
+            builds: HashMap::new(),
+            pending_builds: HashMap::new(),
             pending_logs: HashMap::new(),
             shutdown: CancellationToken::new(),
             events: None,
@@ -422,8 +428,9 @@ impl Coordinator {
             .map(|(id, _)| *id)
             .collect();
         for id in starts {
-            self.spawn_answered(id, &name, Err(format!("daemon `{name}` disconnected")));
+            self.start_daemon_gone(id, &name);
         }
+        self.builds_daemon_gone(&name);
         let logs: Vec<u64> = self
             .pending_logs
             .iter()
@@ -458,8 +465,17 @@ impl Coordinator {
                 self.recovery_spawned(dataflow, &name, &result);
                 self.spawn_answered(dataflow, &name, result)
             }
+            DaemonMessage::Prepared { dataflow, result } => {
+                self.prepare_answered(dataflow, &name, result)
+            }
+            DaemonMessage::Built { build_id, result } => {
+                self.build_answered(build_id, &name, result)
+            }
             DaemonMessage::Finished { dataflow, nodes } => {
                 self.part_finished(dataflow, &name, nodes)
+            }
+            DaemonMessage::Log(line) if self.pending_builds.contains_key(&line.dataflow) => {
+                self.build_log(line)
             }
             DaemonMessage::Log(line) => {
                 if let Some(flow) = self.flows.get_mut(&line.dataflow) {
@@ -558,11 +574,12 @@ impl Coordinator {
                 m.daemons_lost += 1;
             }
         }
-        for status in ["running", "stopping", "finished", "failed"] {
+        for status in ["preparing", "running", "stopping", "finished", "failed"] {
             m.dataflows.insert(status, 0);
         }
         for f in self.flows.values() {
             let key = match f.record.status {
+                DataflowStatus::Preparing => "preparing",
                 DataflowStatus::Running => "running",
                 DataflowStatus::Stopping => "stopping",
                 DataflowStatus::Finished => "finished",

@@ -10,7 +10,7 @@
 //! ```
 //!
 //! so artifacts survive a coordinator restart. A task collects garbage every [`GC_INTERVAL`]:
-//! uploads no stored dataflow references (and older than [`GC_GRACE`]) are removed, then blobs no
+//! uploads no stored dataflow or build (`adora build`) references (and older than [`GC_GRACE`]) are removed, then blobs no
 //! upload refers to. Node ids and build ids are checked before they touch a path.
 
 use std::{
@@ -181,12 +181,15 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// The uploads stored dataflows reference.
+/// The uploads stored dataflows and builds reference.
 fn referenced(store: &dyn Store) -> Result<BTreeSet<(Uuid, String)>, adora_store::StoreError> {
-    Ok(store
-        .dataflows()?
+    let flows = store.dataflows()?;
+    let builds = store.builds()?;
+    Ok(flows
         .iter()
-        .flat_map(|r| r.artifacts.iter())
+        .map(|r| &r.artifacts)
+        .chain(builds.iter().map(|b| &b.artifacts))
+        .flat_map(|artifacts| artifacts.iter())
         .filter_map(|(node, artifact)| match artifact {
             NodeArtifact::Uploaded { build_id, .. } => Some((*build_id, node.to_string())),
             _ => None,

@@ -153,10 +153,11 @@ impl Coordinator {
         request_id: Uuid,
         request: &ControlRequest,
     ) -> Option<ControlReply> {
-        let flow = self
-            .flows
-            .values()
-            .find(|f| f.record.request_id == Some(request_id))?;
+        // A start that failed (e.g. while being prepared) is run again.
+        let flow = self.flows.values().find(|f| {
+            f.record.request_id == Some(request_id)
+                && f.record.status != adora_message::control::DataflowStatus::Failed
+        })?;
         let (id, name) = (flow.record.id, flow.record.name.clone());
         match request {
             ControlRequest::Restart { .. } => {

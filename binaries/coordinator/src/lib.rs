@@ -13,11 +13,13 @@
 mod actor;
 pub mod artifacts;
 pub mod auth;
+mod builds;
 mod http;
 mod idempotency;
 mod metrics;
 mod recovery;
 mod requests;
+mod start;
 mod stats;
 #[cfg(test)]
 mod testkit;

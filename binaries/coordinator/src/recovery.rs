@@ -6,6 +6,8 @@
 //!   and report it; one whose daemons are not all back within `reclaim_timeout` is marked failed
 //!   with the reason. Nodes are never restarted by this: a daemon that reports the dataflow keeps
 //!   running it.
+//!   A dataflow that was still being prepared (nothing of it spawned) is marked failed; its
+//!   daemons get `Discard` when they register.
 //! - **Daemon restart** (killed, crashed, upgraded). A daemon that registers *without* a live
 //!   dataflow that has nodes placed on it lost them: the coordinator re-spawns them there
 //!   (auto-recovery), at most once per `recovery_backoff` per (daemon, dataflow). A part that
@@ -33,6 +35,9 @@ pub(crate) struct RecoveryState {
     last_respawn: HashMap<(String, Uuid), Instant>,
     /// Parts lost by a restarted daemon and not re-spawned yet (backoff or failed spawn).
     missing: BTreeSet<(String, Uuid)>,
+    /// Failed starts whose preparation a daemon may still hold: it gets `Discard` when it
+    /// registers (it was not connected when the start failed, or the coordinator restarted).
+    discard: BTreeSet<(String, Uuid)>,
 }
 
 impl Coordinator {
@@ -44,10 +49,11 @@ impl Coordinator {
                 store.dataflows()?,
                 store.machines()?,
                 store.requests()?,
+                store.builds()?,
             ))
         })
         .await;
-        let (mut flows, machines, requests) = match loaded {
+        let (mut flows, machines, requests, builds) = match loaded {
             Ok(Ok(loaded)) => loaded,
             Ok(Err(e)) => return tracing::error!("cannot load the coordinator's state: {e}"),
             Err(e) => return tracing::error!("cannot load the coordinator's state: {e}"),
@@ -55,7 +61,21 @@ impl Coordinator {
         flows.sort_by_key(|r| r.created_at_ms);
         let deadline = Instant::now() + self.config.reclaim_timeout;
         let live = flows.iter().filter(|r| !r.status.is_done()).count();
-        for record in flows {
+        for mut record in flows {
+            if record.status == DataflowStatus::Preparing {
+                // Nothing of it was spawned; its start cannot complete any more.
+                record.status = DataflowStatus::Failed;
+                record.failure = Some(
+                    "the coordinator restarted while the dataflow was being prepared (nothing was started)".into(),
+                );
+                for daemon in record.placement.values() {
+                    self.recovery.discard.insert((daemon.clone(), record.id));
+                }
+                let id = record.id;
+                self.insert_flow(record);
+                self.save(id);
+                continue;
+            }
             let flow = self.insert_flow(record);
             if flow.record.status.is_done() {
                 continue;
@@ -69,6 +89,7 @@ impl Coordinator {
             self.daemons.push(DaemonEntry::known(m, age));
         }
         self.requests.load(requests);
+        self.builds = builds.into_iter().map(|b| (b.id, b)).collect();
         tracing::info!(
             "loaded {} dataflow(s) ({live} to reclaim) and {} machine(s) from the store",
             self.flows.len(),
@@ -113,15 +134,36 @@ impl Coordinator {
             .map(|f| (f.record.id, f.record.status))
             .collect();
         for (id, status) in lost {
-            if status == DataflowStatus::Running {
-                tracing::warn!("daemon `{daemon}` registered without dataflow {id}: it restarted");
-                self.recovery.missing.insert((daemon.to_owned(), id));
-            } else {
-                // Stopping: nothing of it runs there any more.
-                self.part_finished(id, daemon, Default::default());
+            match status {
+                DataflowStatus::Running => {
+                    tracing::warn!(
+                        "daemon `{daemon}` registered without dataflow {id}: it restarted"
+                    );
+                    self.recovery.missing.insert((daemon.to_owned(), id));
+                }
+                // Nothing of it runs there any more.
+                DataflowStatus::Stopping => self.part_finished(id, daemon, Default::default()),
+                // Being prepared: its start decides.
+                _ => {}
             }
         }
+        let discards: Vec<Uuid> = self
+            .recovery
+            .discard
+            .iter()
+            .filter(|(d, _)| d == daemon)
+            .map(|(_, id)| *id)
+            .collect();
+        for dataflow in discards {
+            self.recovery.discard.remove(&(daemon.to_owned(), dataflow));
+            self.send_to_daemon(daemon, DaemonCommand::Discard { dataflow });
+        }
         self.recover_missing();
+    }
+
+    /// `daemon` gets `Discard` for `dataflow` when it next registers.
+    pub(crate) fn discard_on_register(&mut self, daemon: &str, dataflow: Uuid) {
+        self.recovery.discard.insert((daemon.to_owned(), dataflow));
     }
 
     /// Runs on every heartbeat tick: retries recoveries whose backoff passed and fails the

@@ -1,38 +1,19 @@
 //! Handlers of CLI requests (`start`, `stop`, `restart`, `list`, `status`, `logs`), run by the
 //! coordinator actor.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    time::Duration,
-};
+use std::{collections::BTreeSet, time::Duration};
 
-use adora_core::{
-    placement::{self, Candidate},
-    NodeId,
-};
 use adora_message::{
     cli_to_coordinator::{ControlRequest, LogsRequest, StartDataflow},
     control::{ControlError, DataflowStatus, ErrorKind, NodeLogLine},
     coordinator_to_cli::{ControlReply, CoordinatorStatus, DaemonStatus, DataflowInfo},
-    coordinator_to_daemon::{DaemonCommand, SpawnDataflow},
+    coordinator_to_daemon::DaemonCommand,
     envelope::Envelope,
     ADORA_VERSION,
 };
-use adora_store::DataflowRecord;
 use uuid::Uuid;
 
 use crate::actor::{reply, ClientTx, Coordinator};
-
-/// A start waiting for every daemon's `Spawned`.
-pub(crate) struct PendingStart {
-    pub client: ClientTx,
-    pub request: u64,
-    /// Daemons that have not answered yet.
-    pub waiting: BTreeSet<String>,
-    pub errors: Vec<String>,
-    /// Set for a restart: answer `Restarted { old, .. }` instead of `Started`.
-    pub restart_of: Option<Uuid>,
-}
 
 /// A logs request waiting for one daemon's `Logs`.
 pub(crate) struct PendingLogs {
@@ -43,7 +24,7 @@ pub(crate) struct PendingLogs {
     pub follow: bool,
 }
 
-fn error(tx: &ClientTx, id: u64, kind: ErrorKind, message: impl Into<String>) {
+pub(crate) fn error(tx: &ClientTx, id: u64, kind: ErrorKind, message: impl Into<String>) {
     reply(
         tx,
         id,
@@ -56,6 +37,7 @@ impl Coordinator {
         let id = envelope.id;
         match envelope.body {
             ControlRequest::Start(start) => self.start(start, tx, id, None),
+            ControlRequest::Build(build) => self.build(build, tx, id),
             ControlRequest::Stop { dataflow, grace } => self.stop(&dataflow, grace, tx, id),
             ControlRequest::Restart { dataflow } => self.restart(&dataflow, tx, id),
             ControlRequest::List => reply(&tx, id, ControlReply::List(self.list())),
@@ -107,193 +89,6 @@ impl Coordinator {
             })
     }
 
-    fn name_taken(&self, name: &str) -> bool {
-        self.flows
-            .values()
-            .any(|f| f.record.name == name && !f.record.status.is_done())
-    }
-
-    fn generate_name(&self, id: Uuid) -> String {
-        let simple = id.simple().to_string();
-        let mut len = 6;
-        loop {
-            let name = format!("dataflow-{}", &simple[..len]);
-            if !self.name_taken(&name) || len >= simple.len() {
-                return name;
-            }
-            len += 2;
-        }
-    }
-
-    pub(crate) fn start(
-        &mut self,
-        start: StartDataflow,
-        tx: ClientTx,
-        request: u64,
-        restart_of: Option<Uuid>,
-    ) {
-        let id = Uuid::new_v4();
-        let name = match start.name {
-            Some(name) if self.name_taken(&name) => {
-                return error(
-                    &tx,
-                    request,
-                    ErrorKind::DuplicateName,
-                    format!("a running dataflow is already named `{name}`; stop it first or choose another --name"),
-                )
-            }
-            Some(name) if name.trim().is_empty() || name.parse::<Uuid>().is_ok() => {
-                return error(
-                    &tx,
-                    request,
-                    ErrorKind::InvalidRequest,
-                    format!("`{name}` cannot be used as a dataflow name"),
-                )
-            }
-            Some(name) => name,
-            None => self.generate_name(id),
-        };
-        // Placement first, for the whole dataflow: nothing is spawned if any node fails.
-        let connected: Vec<usize> = (0..self.daemons.len())
-            .filter(|&i| self.daemons[i].tx.is_some())
-            .collect();
-        let candidates: Vec<Candidate> = connected
-            .iter()
-            .map(|&i| Candidate {
-                machine_id: self.daemons[i].machine_id.clone(),
-                labels: self.daemons[i].labels.clone(),
-            })
-            .collect();
-        let placed = match placement::place(&start.descriptor, &candidates) {
-            Ok(p) => p,
-            Err(errors) => {
-                let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
-                return error(
-                    &tx,
-                    request,
-                    ErrorKind::Placement,
-                    format!(
-                        "cannot place the dataflow (nothing was started):\n{}",
-                        lines.join("\n")
-                    ),
-                );
-            }
-        };
-        let placement: BTreeMap<NodeId, String> = placed
-            .into_iter()
-            .map(|(node, i)| (node, self.daemons[connected[i]].name().to_owned()))
-            .collect();
-        let mut record = DataflowRecord::new(
-            id,
-            name.clone(),
-            start.descriptor.clone(),
-            start.working_dir.clone(),
-            placement,
-        );
-        record.request_id = self.current_request;
-        record.artifacts = start.artifacts.clone();
-        let flow = self.insert_flow(record);
-        if start.attach {
-            flow.watchers.push((tx.clone(), request));
-        }
-        let parts: Vec<(String, BTreeSet<NodeId>)> = flow
-            .parts
-            .iter()
-            .map(|(d, p)| (d.clone(), p.nodes.clone()))
-            .collect();
-        self.save(id);
-        let mut waiting = BTreeSet::new();
-        for (daemon, nodes) in parts {
-            if start.attach {
-                self.send_to_daemon(
-                    &daemon,
-                    DaemonCommand::WatchLogs {
-                        dataflow: id,
-                        watch: true,
-                    },
-                );
-            }
-            let spawn = DaemonCommand::Spawn(SpawnDataflow {
-                id,
-                name: name.clone(),
-                descriptor: start.descriptor.clone(),
-                working_dir: start.working_dir.clone(),
-                nodes,
-                artifacts: start.artifacts.clone(),
-                build: start.build,
-            });
-            if self.send_to_daemon(&daemon, spawn).is_some() {
-                waiting.insert(daemon);
-            }
-        }
-        tracing::info!(
-            "starting dataflow `{name}` ({id}) on {} daemon(s)",
-            waiting.len()
-        );
-        self.pending_starts.insert(
-            id,
-            PendingStart {
-                client: tx,
-                request,
-                waiting,
-                errors: Vec::new(),
-                restart_of,
-            },
-        );
-        self.spawn_answered(id, "", Ok(()));
-    }
-
-    /// A daemon answered a spawn (or a pseudo-answer with an empty name, to check completion).
-    pub(crate) fn spawn_answered(&mut self, id: Uuid, daemon: &str, result: Result<(), String>) {
-        let Some(pending) = self.pending_starts.get_mut(&id) else {
-            return;
-        };
-        pending.waiting.remove(daemon);
-        if let Err(e) = result {
-            pending.errors.push(format!("daemon `{daemon}`: {e}"));
-        }
-        if !pending.waiting.is_empty() {
-            return;
-        }
-        let pending = self.pending_starts.remove(&id).expect("checked above");
-        let Some(flow) = self.flows.get_mut(&id) else {
-            return;
-        };
-        if !pending.errors.is_empty() {
-            // All or nothing: stop whatever did start.
-            flow.watchers.clear();
-            flow.record.status = DataflowStatus::Failed;
-            let daemons: Vec<String> = flow.parts.keys().cloned().collect();
-            flow.parts.values_mut().for_each(|p| p.finished = true);
-            self.save(id);
-            for d in daemons {
-                self.send_to_daemon(
-                    &d,
-                    DaemonCommand::Stop {
-                        dataflow: id,
-                        grace: None,
-                    },
-                );
-            }
-            return error(
-                &pending.client,
-                pending.request,
-                ErrorKind::Daemon,
-                format!("cannot start the dataflow:\n{}", pending.errors.join("\n")),
-            );
-        }
-        let name = flow.record.name.clone();
-        let body = match pending.restart_of {
-            Some(old) => ControlReply::Restarted { old, new: id, name },
-            None => ControlReply::Started {
-                id,
-                name,
-                placement: flow.record.placement.clone(),
-            },
-        };
-        reply(&pending.client, pending.request, body);
-    }
-
     fn stop(&mut self, target: &str, grace: Option<Duration>, tx: ClientTx, request: u64) {
         let id = match self.resolve(target) {
             Ok(id) => id,
@@ -317,6 +112,10 @@ impl Coordinator {
 
     /// Asks every daemon still running a part of the dataflow to stop it.
     fn send_stop(&mut self, id: Uuid, grace: Option<Duration>) {
+        if self.stop_preparing(id) {
+            // Failed before anything was spawned: the stop is complete.
+            return self.flow_ended(id);
+        }
         let Some(flow) = self.flows.get_mut(&id) else {
             return;
         };
@@ -369,6 +168,7 @@ impl Coordinator {
             attach: false,
             artifacts: flow.record.artifacts.clone(),
             build: false,
+            build_id: None,
         };
         self.start(start, tx, request, Some(old));
     }

@@ -120,6 +120,7 @@ pub(crate) fn two_machine_start() -> StartDataflow {
         attach: false,
         artifacts: Default::default(),
         build: false,
+        build_id: None,
     }
 }
 

@@ -248,6 +248,7 @@ async fn placement_errors_reach_the_client_and_nothing_starts() {
         attach: false,
         artifacts: Default::default(),
         build: false,
+        build_id: None,
     };
     let ControlReply::Error(e) = call(&mut cli, ControlRequest::Start(start)).await else {
         panic!("expected an error");

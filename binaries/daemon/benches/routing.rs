@@ -9,7 +9,7 @@ use std::{hint::black_box, path::Path};
 
 use adora_core::{DataId, Descriptor, NodeId};
 use adora_daemon::bench_hooks::Routing;
-use adora_message::{daemon_to_node::DaemonReply, DataRef, Metadata, SharedRef};
+use adora_message::{daemon_to_node::DaemonReply, DataRef, Metadata, SegmentFile, SharedRef};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 fn descriptor(receivers: usize) -> Descriptor {
@@ -35,6 +35,7 @@ fn fan_out(c: &mut Criterion) {
                     os_id: "adora-bench-routing".into(),
                     len: 4 << 20,
                     token: 42,
+                    file: SegmentFile { dev: 0, ino: 42 },
                 }),
             ),
         ];

@@ -69,6 +69,8 @@ pub(crate) enum Event {
     NextEvents {
         dataflow: Uuid,
         node: NodeId,
+        /// Shared samples the node dropped since its previous request.
+        dropped: Vec<u64>,
         reply: Waiter,
     },
     NextFreed {
@@ -79,6 +81,12 @@ pub(crate) enum Event {
     ControlClosed {
         dataflow: Uuid,
         node: NodeId,
+    },
+    /// Several requests a node's control connection had already received, in order. Receivers
+    /// are answered once the whole batch is routed.
+    Batch {
+        dataflow: Uuid,
+        events: Vec<Event>,
     },
     NodeExited {
         dataflow: Uuid,
@@ -300,9 +308,16 @@ impl Daemon {
             Event::NextEvents {
                 dataflow,
                 node,
+                dropped,
                 reply,
             } => match self.dataflows.get_mut(&dataflow) {
-                Some(df) => df.routing.next_events(&node, reply),
+                Some(df) => {
+                    if !dropped.is_empty() {
+                        df.routing.report_dropped(&node, dropped);
+                        df.recycle_remote_samples();
+                    }
+                    df.routing.next_events(&node, reply);
+                }
                 None => drop(reply),
             },
             Event::NextFreed {
@@ -313,6 +328,17 @@ impl Daemon {
                 Some(df) => df.routing.next_freed(&node, reply),
                 None => drop(reply),
             },
+            Event::Batch { dataflow, events } => {
+                if let Some(df) = self.dataflows.get_mut(&dataflow) {
+                    df.routing.hold_wakes();
+                }
+                for event in events {
+                    self.dispatch(event);
+                }
+                if let Some(df) = self.dataflows.get_mut(&dataflow) {
+                    df.routing.release_wakes();
+                }
+            }
             Event::ControlClosed { dataflow, node } => {
                 // The node dropped its handle (or died) and every frame it sent was handled.
                 let finished = match self.dataflows.get_mut(&dataflow) {
@@ -400,6 +426,7 @@ fn event_kind(event: &Event) -> &'static str {
         Event::NextEvents { .. } => "next_events",
         Event::NextFreed { .. } => "next_freed",
         Event::ControlClosed { .. } => "control_closed",
+        Event::Batch { .. } => "batch",
         Event::NodeExited { .. } => "node_exited",
         Event::TimerTick { .. } => "timer_tick",
         Event::ConnectTimeout { .. } => "connect_timeout",

@@ -78,6 +78,8 @@ pub(crate) struct Dataflow {
     pub(crate) remote: RemoteLinks,
     /// The daemon's node socket (to start restarted nodes).
     socket: std::path::PathBuf,
+    /// See [`DaemonConfig::node_trampoline`].
+    trampoline: Option<std::path::PathBuf>,
 }
 
 /// Prefix of every shared-memory segment this daemon's part of a dataflow creates; the daemon
@@ -149,6 +151,7 @@ impl Dataflow {
             cancel,
             done: Some(done),
             socket: socket.to_owned(),
+            trampoline: config.node_trampoline.clone(),
             spec,
         };
         // Only the nodes placed on this daemon; inputs from nodes on other daemons arrive over
@@ -218,7 +221,8 @@ impl Dataflow {
         runtime
             .restart
             .get_or_insert_with(|| RestartTracker::new(&spec));
-        match spawn::spawn_node(id, command, &env, &log_file, self.logs.clone()) {
+        let trampoline = self.trampoline.as_deref();
+        match spawn::spawn_node(id, command, trampoline, &env, &log_file, self.logs.clone()) {
             Ok(spawned) => {
                 runtime.pid = Some(spawned.pid);
                 runtime.running = true;

@@ -8,8 +8,9 @@
 //! - `http`: the daemon downloads the binary from the coordinator's artifact store, checks its
 //!   SHA-256, stores it under `<artifact dir>/<dataflow>/<node>/` with mode 0755 and runs it.
 //!
-//! Every node is prepared before any is spawned; any failure fails the whole start with an
-//! error naming node, machine and strategy (all or nothing, like placement).
+//! Every node is prepared before any is spawned: the coordinator asks every daemon to `Prepare`
+//! and sends `Spawn` only when all are ready, else `Discard` (all or nothing, like placement);
+//! any failure fails the whole start with an error naming node, machine and strategy.
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -22,7 +23,7 @@ use std::{
 use adora_core::{descriptor::Distribute, NodeId, NodeSpec};
 use adora_message::{
     control::{LogStream, NodeLogLine},
-    coordinator_to_daemon::SpawnDataflow,
+    coordinator_to_daemon::{has_build, BuildNodes, SpawnDataflow},
     daemon_to_coordinator::DaemonMessage,
     distribute::{is_safe_path_segment, NodeArtifact},
     envelope::Envelope,
@@ -78,29 +79,9 @@ impl BuildLogs {
     }
 }
 
-/// True when spawning `spawn` needs work first (a build or a distributed binary).
-pub(crate) fn needs_preparation(spawn: &SpawnDataflow) -> bool {
-    local_nodes(spawn).any(|n| {
-        spawn.artifacts.contains_key(&n.id)
-            || n.deploy().distribute != Distribute::Local
-            || (spawn.build && has_build(n))
-    })
-}
-
-fn local_nodes(spawn: &SpawnDataflow) -> impl Iterator<Item = &NodeSpec> {
-    spawn
-        .descriptor
-        .nodes
-        .iter()
-        .filter(|n| spawn.nodes.contains(&n.id))
-}
-
-fn has_build(node: &NodeSpec) -> bool {
-    node.build.as_deref().is_some_and(|b| !b.trim().is_empty())
-}
-
 /// Prepares every node of `spawn` placed here; returns the executable path to use instead of
-/// the descriptor's `path` per distributed node, or every problem found.
+/// the descriptor's `path` per distributed node, or every problem found (one line per node,
+/// naming node, machine and strategy).
 pub(crate) async fn prepare(
     ctx: &Context,
     spawn: &SpawnDataflow,
@@ -109,7 +90,7 @@ pub(crate) async fn prepare(
     let mut paths = BTreeMap::new();
     let mut problems = Vec::new();
     let mut built: Vec<(String, PathBuf)> = Vec::new();
-    for node in local_nodes(spawn) {
+    for node in spawn.local_nodes() {
         let strategy = node.deploy().distribute;
         let fail = |what: String| {
             format!(
@@ -163,11 +144,53 @@ pub(crate) async fn prepare(
     if problems.is_empty() {
         Ok(paths)
     } else {
-        Err(format!(
-            "cannot start the dataflow (nothing was started):\n{}",
-            problems.join("\n")
-        ))
+        Err(problems.join("\n"))
     }
+}
+
+/// `adora build`: runs the `build` of every `local` node of `build` (identical commands in the
+/// same directory once), streaming the output; returns every failure, one line per node.
+pub(crate) async fn build(
+    ctx: &Context,
+    build: &BuildNodes,
+    logs: &BuildLogs,
+) -> Result<(), String> {
+    let mut built: Vec<(String, PathBuf)> = Vec::new();
+    let mut problems = Vec::new();
+    let nodes = build
+        .descriptor
+        .nodes
+        .iter()
+        .filter(|n| build.nodes.contains(&n.id) && n.deploy().distribute == Distribute::Local);
+    for node in nodes.filter(|n| has_build(n)) {
+        let dir = build_dir(node, &build.working_dir);
+        let cmd = node.build.as_deref().unwrap_or_default().trim().to_owned();
+        if built.contains(&(cmd.clone(), dir.clone())) {
+            continue;
+        }
+        built.push((cmd.clone(), dir.clone()));
+        if let Err(e) = run_build(&node.id, &cmd, &dir, logs).await {
+            problems.push(format!(
+                "node `{}` on machine `{}` (distribute: local): {e}",
+                node.id, ctx.machine
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+/// Removes what preparing `dataflow` downloaded here (its start failed or was abandoned).
+pub(crate) fn discard_downloads(ctx: &Context, dataflow: Uuid) {
+    let dir = ctx.artifact_dir.join(dataflow.to_string());
+    tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+        Ok(()) => tracing::info!("removed the downloads of discarded dataflow {dataflow}"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("cannot remove {}: {e}", dir.display()),
+    });
 }
 
 fn strategy_name(d: Distribute) -> &'static str {

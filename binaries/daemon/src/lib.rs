@@ -12,6 +12,7 @@ pub mod bench_hooks;
 mod coordinator;
 mod dataflow;
 mod distribute;
+mod fd_limit;
 mod node_conn;
 mod pdeathsig;
 mod process_stats;
@@ -34,6 +35,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub use coordinator::{DAEMON_PATH, HEARTBEAT_INTERVAL};
+pub use fd_limit::raise_fd_limit;
+pub use pdeathsig::{exec_node_if_requested, NODE_TRAMPOLINE};
 pub use routing::NodeCounters;
 
 /// Default time a node has to exit after its Stop event before it gets SIGTERM.
@@ -54,6 +58,12 @@ pub struct DaemonConfig {
     pub kill_grace: Duration,
     /// Spawn → node registered; a node that never connects fails the dataflow.
     pub node_connect_timeout: Duration,
+    /// An executable that calls [`exec_node_if_requested`] first thing in `main` (the `adora`
+    /// binary: [`NODE_TRAMPOLINE`]). Nodes are then started through it: it sets their
+    /// parent-death signal and execs them, so the daemon spawns with posix_spawn instead of
+    /// `fork` + a pre-exec hook, whose cost grows with the daemon's memory. `None` (the
+    /// default, and what in-process tests use) keeps the pre-exec hook.
+    pub node_trampoline: Option<PathBuf>,
 }
 
 impl DaemonConfig {
@@ -64,6 +74,7 @@ impl DaemonConfig {
             stop_grace: DEFAULT_STOP_GRACE,
             kill_grace: DEFAULT_KILL_GRACE,
             node_connect_timeout: DEFAULT_NODE_CONNECT_TIMEOUT,
+            node_trampoline: None,
         }
     }
 }
@@ -213,6 +224,7 @@ pub async fn run_dataflow(
     logs: mpsc::UnboundedSender<LogLine>,
     shutdown: CancellationToken,
 ) -> Result<DataflowResult, DaemonError> {
+    fd_limit::raise_fd_limit();
     let daemon = actor::Daemon::bind(config).await?;
     daemon.run_single(spec, logs, shutdown).await
 }
@@ -252,6 +264,7 @@ const LINK_CHANNEL_CAPACITY: usize = 1024;
 /// runs what it is told, and keeps its nodes running when the coordinator goes away (it
 /// reconnects forever). On shutdown every dataflow is stopped gracefully.
 pub async fn run(config: ServiceConfig, shutdown: CancellationToken) -> Result<(), DaemonError> {
+    fd_limit::raise_fd_limit();
     let mut daemon = actor::Daemon::bind(config.daemon.clone()).await?;
     daemon.enable_remote(config.zenoh_listen.clone());
     let (commands_tx, commands_rx) = mpsc::channel(LINK_CHANNEL_CAPACITY);

@@ -3,12 +3,12 @@
 
 use adora_core::NodeId;
 use adora_message::{
-    codec::{read_frame_async, write_frame_async, CodecError},
+    codec::{decode, read_frame_async, write_frame_async, CodecError, MAX_FRAME_LEN},
     daemon_to_node::DaemonReply,
     node_to_daemon::{Channel, NodeRequest},
 };
 use tokio::{
-    io::BufReader,
+    io::{AsyncBufRead, AsyncRead, BufReader},
     net::{UnixListener, UnixStream},
     sync::{mpsc, oneshot},
 };
@@ -20,6 +20,11 @@ use crate::actor::{request_event, Event};
 /// Read buffer of a node connection: a burst of small frames (e.g. a fast sender's outputs) is
 /// read with one system call instead of two per frame (length, then body).
 const READ_BUFFER: usize = 64 * 1024;
+
+/// Most requests of one control connection handed to the actor as one batch: frames that are
+/// already in the read buffer are decoded together, so a fast sender costs one actor wake-up per
+/// read instead of one per message, and its receivers get the messages in one reply.
+const MAX_CONTROL_BATCH: usize = 32;
 
 pub(crate) async fn accept_loop(
     listener: UnixListener,
@@ -97,8 +102,8 @@ async fn handle_connection(
     };
     let result = match channel {
         Channel::Control => ctx.control_loop(&mut stream, &mut buf).await,
-        Channel::Events => ctx.reply_loop(&mut stream, &mut buf, Channel::Events).await,
-        Channel::Drops => ctx.reply_loop(&mut stream, &mut buf, Channel::Drops).await,
+        Channel::Events => ctx.events_loop(&mut stream, &mut buf).await,
+        Channel::Drops => ctx.drops_loop(&mut stream).await,
     };
     if channel == Channel::Control {
         let _ = ctx
@@ -128,68 +133,120 @@ impl Ctx {
         buf: &mut Vec<u8>,
     ) -> Result<(), CodecError> {
         let mut reader = BufReader::with_capacity(READ_BUFFER, stream);
+        let mut batch = Vec::new();
         loop {
             let request: NodeRequest = read_frame_async(&mut reader, buf).await?;
-            match request_event(self.dataflow, &self.node, request) {
-                Some(event) => {
-                    if self.events.send(event).await.is_err() {
-                        return Ok(());
-                    }
+            self.push_request(&mut batch, request);
+            while batch.len() < MAX_CONTROL_BATCH {
+                match buffered_frame(&mut reader)? {
+                    Some(request) => self.push_request(&mut batch, request),
+                    None => break,
                 }
-                None => tracing::warn!(
-                    "node `{}` sent an unexpected request on its control channel",
-                    self.node
-                ),
+            }
+            let event = match batch.len() {
+                0 => continue,
+                1 => batch.pop().expect("one event"),
+                _ => Event::Batch {
+                    dataflow: self.dataflow,
+                    events: std::mem::take(&mut batch),
+                },
+            };
+            if self.events.send(event).await.is_err() {
+                return Ok(());
             }
         }
     }
 
-    async fn reply_loop(
+    fn push_request(&self, batch: &mut Vec<Event>, request: NodeRequest) {
+        match request_event(self.dataflow, &self.node, request) {
+            Some(event) => batch.push(event),
+            None => tracing::warn!(
+                "node `{}` sent an unexpected request on its control channel",
+                self.node
+            ),
+        }
+    }
+
+    /// The events connection: the node asks (`NextEvents`, with the samples it dropped since its
+    /// previous request), the daemon answers once there is something to deliver.
+    async fn events_loop(
         &self,
         stream: &mut UnixStream,
         buf: &mut Vec<u8>,
-        channel: Channel,
     ) -> Result<(), CodecError> {
         let (reader, mut writer) = stream.split();
         let mut reader = BufReader::with_capacity(READ_BUFFER, reader);
         loop {
-            let request: NodeRequest = read_frame_async(&mut reader, buf).await?;
-            let (tx, rx) = oneshot::channel();
-            let (dataflow, node) = (self.dataflow, self.node.clone());
-            let event = match (channel, request) {
-                (Channel::Events, NodeRequest::NextEvents) => Event::NextEvents {
-                    dataflow,
-                    node,
-                    reply: tx,
-                },
-                (Channel::Drops, NodeRequest::NextFreedSamples) => Event::NextFreed {
-                    dataflow,
-                    node,
-                    reply: tx,
-                },
-                (_, other) => {
+            let dropped = match read_frame_async(&mut reader, buf).await? {
+                NodeRequest::NextEvents { dropped } => dropped,
+                other => {
                     tracing::warn!(
-                        "node `{}` sent {other:?} on its {channel:?} channel; closing it",
+                        "node `{}` sent {other:?} on its events channel; closing it",
                         self.node
                     );
                     return Ok(());
                 }
             };
+            let (tx, rx) = oneshot::channel();
+            let event = Event::NextEvents {
+                dataflow: self.dataflow,
+                node: self.node.clone(),
+                dropped,
+                reply: tx,
+            };
             if self.events.send(event).await.is_err() {
                 return Ok(());
             }
-            let reply = match rx.await {
-                Ok(reply) => reply,
-                // The request was dropped (node or dataflow gone): end the stream.
-                Err(_) => match channel {
-                    Channel::Drops => DaemonReply::FreedSamples(Vec::new()),
-                    _ => DaemonReply::Events {
-                        events: Vec::new(),
-                        drop_counts: Default::default(),
-                    },
-                },
-            };
+            // A dropped request means the node or the dataflow is gone: end the stream.
+            let reply = rx.await.unwrap_or_else(|_| DaemonReply::Events {
+                events: Vec::new(),
+                drop_counts: Default::default(),
+            });
             write_frame_async(&mut writer, &reply).await?;
         }
     }
+
+    /// The drops connection: the daemon pushes the tokens of released samples as they come; the
+    /// node writes nothing after registering. An empty list ends it.
+    async fn drops_loop(&self, stream: &mut UnixStream) -> Result<(), CodecError> {
+        loop {
+            let (tx, rx) = oneshot::channel();
+            let event = Event::NextFreed {
+                dataflow: self.dataflow,
+                node: self.node.clone(),
+                reply: tx,
+            };
+            if self.events.send(event).await.is_err() {
+                return Ok(());
+            }
+            let reply = rx
+                .await
+                .unwrap_or_else(|_| DaemonReply::FreedSamples(Vec::new()));
+            let end = matches!(&reply, DaemonReply::FreedSamples(t) if t.is_empty());
+            write_frame_async(stream, &reply).await?;
+            if end {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Decodes the next frame if it is already complete in `reader`'s buffer (no system call).
+fn buffered_frame<R: AsyncRead + Unpin>(
+    reader: &mut BufReader<R>,
+) -> Result<Option<NodeRequest>, CodecError> {
+    let buffered = reader.buffer();
+    let Some(prefix) = buffered.first_chunk::<4>() else {
+        return Ok(None);
+    };
+    let len = u32::from_le_bytes(*prefix) as usize;
+    if len > MAX_FRAME_LEN {
+        return Err(CodecError::TooLarge(len));
+    }
+    let Some(body) = buffered.get(4..4 + len) else {
+        return Ok(None);
+    };
+    let request = decode(body)?;
+    std::pin::Pin::new(reader).consume(4 + len);
+    Ok(Some(request))
 }

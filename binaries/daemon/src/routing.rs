@@ -4,7 +4,10 @@
 //! Everything here is synchronous and owned by the daemon actor; the only side effects are replies
 //! on oneshot channels and unlinking orphaned shared-memory segments.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    sync::Arc,
+};
 
 use adora_core::{descriptor::InputSource, DataId, Descriptor, NodeId};
 use adora_message::{
@@ -21,6 +24,9 @@ pub(crate) type Waiter = oneshot::Sender<DaemonReply>;
 /// A receiving input: which node and which of its inputs.
 type Receiver = (NodeId, DataId);
 
+/// The receivers of one output, shared so that routing a message does not copy the list.
+type Receivers = Arc<[Receiver]>;
+
 #[derive(Default)]
 struct NodeRouting {
     queues: BTreeMap<DataId, InputQueue>,
@@ -34,6 +40,10 @@ struct NodeRouting {
     /// Shared samples handed to the node and not yet reported dropped (token -> count).
     held: HashMap<u64, usize>,
     open_outputs: BTreeSet<DataId>,
+    /// Where each of the node's outputs goes (outputs without a local receiver are absent).
+    routes: HashMap<DataId, Receivers>,
+    /// Sum of the drop counts last sent to the node: the per-input counts travel only when it changed.
+    drops_reported: u64,
     stop_delivered: bool,
     stop_queued: bool,
     exited: bool,
@@ -57,6 +67,8 @@ impl NodeRouting {
         if let Some(w) = self.freed_waiter.take() {
             let _ = w.send(DaemonReply::FreedSamples(Vec::new()));
         }
+        // The next instance starts without counts: send them again with its first reply.
+        self.drops_reported = 0;
         self.held.drain().collect()
     }
 }
@@ -83,12 +95,13 @@ pub struct NodeCounters {
 /// Routing state of one dataflow.
 pub(crate) struct Routing {
     nodes: BTreeMap<NodeId, NodeRouting>,
-    routes: HashMap<(NodeId, DataId), Vec<Receiver>>,
-    timers: BTreeMap<std::time::Duration, Vec<Receiver>>,
+    timers: BTreeMap<std::time::Duration, Receivers>,
     samples: HashMap<u64, SampleState>,
     seq: u64,
     /// Released samples the daemon itself owns (copies of remote messages), for its pool.
     daemon_freed: Vec<u64>,
+    /// While a batch of requests is routed: the nodes to answer once it is done.
+    held_wakes: Option<Vec<NodeId>>,
 }
 
 impl Routing {
@@ -129,13 +142,19 @@ impl Routing {
                 }
             }
         }
+        for ((from, output), receivers) in routes {
+            // Inputs from undeclared nodes cannot pass validation; ignore them if they do.
+            if let Some(state) = nodes.get_mut(&from) {
+                state.routes.insert(output, receivers.into());
+            }
+        }
         Self {
             nodes,
-            routes,
-            timers,
+            timers: timers.into_iter().map(|(t, r)| (t, r.into())).collect(),
             samples: HashMap::new(),
             seq: 0,
             daemon_freed: Vec::new(),
+            held_wakes: None,
         }
     }
 
@@ -184,18 +203,21 @@ impl Routing {
             return;
         }
         state.sent += 1;
-        let receivers = self
-            .routes
-            .get(&(sender.clone(), output.clone()))
-            .cloned()
-            .unwrap_or_default();
-        self.deliver_to(&receivers, metadata, data, Some(sender));
+        // An `Arc` clone, so that the routing table is not borrowed while queues change.
+        let receivers = state.routes.get(output).cloned();
+        self.deliver_to(
+            receivers.as_deref().unwrap_or(&[]),
+            metadata,
+            data,
+            Some(sender),
+        );
     }
 
     /// Delivers a timer tick to every input subscribed to `interval`.
     pub fn timer_tick(&mut self, interval: std::time::Duration, metadata: Metadata) {
-        let receivers = self.timers.get(&interval).cloned().unwrap_or_default();
-        self.deliver_to(&receivers, metadata, DataRef::Inline(Vec::new()), None);
+        let receivers = self.timers.get(&interval).cloned();
+        let receivers = receivers.as_deref().unwrap_or(&[]);
+        self.deliver_to(receivers, metadata, DataRef::Inline(Vec::new()), None);
     }
 
     fn deliver_to(
@@ -223,7 +245,9 @@ impl Routing {
             DataRef::Inline(_) => None,
         };
         let mut evicted = Vec::new();
-        for (node, input) in receivers {
+        // The message is moved into the last receiver's queue and cloned for the others.
+        let mut message = Some((metadata, data));
+        for (i, (node, input)) in receivers.iter().enumerate() {
             let seq = self.next_seq();
             let Some(state) = self.nodes.get_mut(node) else {
                 continue;
@@ -234,10 +258,16 @@ impl Routing {
             let Some(queue) = state.queues.get_mut(input) else {
                 continue;
             };
+            let (metadata, data) = if i + 1 == receivers.len() {
+                message.take()
+            } else {
+                message.clone()
+            }
+            .expect("the message is only moved out for the last receiver");
             let event = NodeEvent::Input {
                 id: input.clone(),
-                metadata: metadata.clone(),
-                data: data.clone(),
+                metadata,
+                data,
             };
             if let Some(old) = queue.push(Queued { seq, event }) {
                 evicted.push(old);
@@ -326,8 +356,27 @@ impl Routing {
         }
     }
 
+    /// From now on, pending `NextEvents` are answered only by [`Self::release_wakes`]: a batch of
+    /// messages then reaches each receiver in one reply.
+    pub fn hold_wakes(&mut self) {
+        self.held_wakes.get_or_insert_with(Vec::new);
+    }
+
+    /// Answers the requests held since [`Self::hold_wakes`].
+    pub fn release_wakes(&mut self) {
+        for node in self.held_wakes.take().unwrap_or_default() {
+            self.wake(&node);
+        }
+    }
+
     /// Answers a pending `NextEvents` of `node` if there is something to say.
     fn wake(&mut self, node: &NodeId) {
+        if let Some(held) = &mut self.held_wakes {
+            if !held.contains(node) {
+                held.push(node.clone());
+            }
+            return;
+        }
         let Some(state) = self.nodes.get_mut(node) else {
             return;
         };
@@ -359,12 +408,19 @@ impl Routing {
             }
             events.push(q.event);
         }
-        let drop_counts = state
-            .queues
-            .iter()
-            .filter(|(_, q)| q.dropped() > 0)
-            .map(|(id, q)| (id.clone(), q.dropped()))
-            .collect();
+        // The counts are cumulative: send them again only when one of them grew.
+        let dropped: u64 = state.queues.values().map(InputQueue::dropped).sum();
+        let drop_counts = if dropped == state.drops_reported {
+            BTreeMap::new()
+        } else {
+            state.drops_reported = dropped;
+            state
+                .queues
+                .iter()
+                .filter(|(_, q)| q.dropped() > 0)
+                .map(|(id, q)| (id.clone(), q.dropped()))
+                .collect()
+        };
         if let Some(w) = state.events_waiter.take() {
             let _ = w.send(DaemonReply::Events {
                 events,
@@ -402,17 +458,14 @@ impl Routing {
             .filter(|o| state.open_outputs.remove(*o))
             .cloned()
             .collect();
-        for output in &closed {
-            let receivers = self
-                .routes
-                .get(&(node.clone(), output.clone()))
-                .cloned()
-                .unwrap_or_default();
-            for (receiver, input) in receivers {
-                self.push_control(&receiver, Some(&input), |id| NodeEvent::InputClosed {
-                    id: id.clone(),
-                });
-            }
+        let receivers: Vec<Receivers> = closed
+            .iter()
+            .filter_map(|output| state.routes.get(output).cloned())
+            .collect();
+        for (receiver, input) in receivers.iter().flat_map(|r| r.iter()) {
+            self.push_control(receiver, Some(input), |id| NodeEvent::InputClosed {
+                id: id.clone(),
+            });
         }
         closed
     }
@@ -515,15 +568,12 @@ impl Routing {
     /// fed by `node`).
     pub fn notify_downstream(&mut self, node: &NodeId, make: impl Fn(Vec<DataId>) -> NodeEvent) {
         let mut per_receiver: BTreeMap<NodeId, Vec<DataId>> = BTreeMap::new();
-        for ((from, _), receivers) in &self.routes {
-            if from == node {
-                for (receiver, input) in receivers {
-                    per_receiver
-                        .entry(receiver.clone())
-                        .or_default()
-                        .push(input.clone());
-                }
-            }
+        let routes = self.nodes.get(node).map(|s| s.routes.values());
+        for (receiver, input) in routes.into_iter().flatten().flat_map(|r| r.iter()) {
+            per_receiver
+                .entry(receiver.clone())
+                .or_default()
+                .push(input.clone());
         }
         for (receiver, mut inputs) in per_receiver {
             inputs.sort();

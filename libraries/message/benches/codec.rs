@@ -9,7 +9,7 @@ use adora_message::{
     codec::{decode, encode},
     daemon_to_node::{DaemonReply, NodeEvent},
     node_to_daemon::NodeRequest,
-    DataRef, Metadata, SharedRef,
+    DataRef, Metadata, SegmentFile, SharedRef,
 };
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
@@ -27,6 +27,7 @@ fn payloads() -> Vec<(&'static str, DataRef)> {
                 os_id: "adora-0123456789abcdef-sender-17".into(),
                 len: 4 << 20,
                 token: 0x1234_5678_0000_0042,
+                file: SegmentFile { dev: 25, ino: 1234 },
             }),
         ),
     ]

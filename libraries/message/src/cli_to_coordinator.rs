@@ -25,6 +25,10 @@ pub enum ControlRequest {
         /// Name or uuid.
         dataflow: String,
     },
+    /// Build a dataflow on its machines without starting it (`adora build` with a coordinator):
+    /// daemons build their `distribute: local` nodes; the build (with the binaries the CLI
+    /// copied or uploaded) is stored for `adora start --build-id`. Answered by `Built`.
+    Build(BuildDataflow),
     /// List the dataflows the coordinator knows.
     List,
     /// Coordinator and daemon status.
@@ -71,6 +75,24 @@ pub struct StartDataflow {
     /// Daemons run the `build` of their `distribute: local` nodes before spawning anything.
     #[serde(default)]
     pub build: bool,
+    /// Start from this stored build (`adora build`): its binaries are used, nothing is built
+    /// or uploaded again. Exclusive with `artifacts` and `build`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_id: Option<uuid::Uuid>,
+}
+
+/// Parameters of [`ControlRequest::Build`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuildDataflow {
+    /// The id the CLI uploaded and copied binaries under.
+    pub build_id: uuid::Uuid,
+    /// The validated descriptor.
+    pub descriptor: Descriptor,
+    /// Directory the dataflow's relative paths are resolved against (on the daemons).
+    pub working_dir: PathBuf,
+    /// Binaries the CLI distributed (`distribute: scp | http`), per node.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub artifacts: crate::distribute::NodeArtifacts,
 }
 
 /// Parameters of [`ControlRequest::Logs`].
@@ -108,6 +130,7 @@ mod tests {
             attach: true,
             artifacts: Default::default(),
             build: false,
+            build_id: None,
         }));
         round_trip(ControlRequest::Start(StartDataflow {
             descriptor: descriptor(),
@@ -123,6 +146,13 @@ mod tests {
             )]
             .into(),
             build: true,
+            build_id: Some(uuid::Uuid::new_v4()),
+        }));
+        round_trip(ControlRequest::Build(BuildDataflow {
+            build_id: uuid::Uuid::new_v4(),
+            descriptor: descriptor(),
+            working_dir: "/tmp/x".into(),
+            artifacts: Default::default(),
         }));
         round_trip(ControlRequest::Stop {
             dataflow: "demo".into(),

@@ -103,7 +103,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        common::{DataRef, Metadata, Parameter, SharedRef},
+        common::{DataRef, Metadata, Parameter, SegmentFile, SharedRef},
         daemon_to_node::{DaemonReply, NodeEvent},
         node_to_daemon::{Channel, NodeRequest},
     };
@@ -145,12 +145,17 @@ mod tests {
                 os_id: "adora-x-1".into(),
                 len: 4 << 20,
                 token: 42,
+                file: SegmentFile { dev: 25, ino: 1234 },
             }),
         });
         round_trip(NodeRequest::CloseOutputs(vec!["frames".into()]));
         round_trip(NodeRequest::ReportDropTokens(vec![1, 2]));
-        round_trip(NodeRequest::NextEvents);
-        round_trip(NodeRequest::NextFreedSamples);
+        round_trip(NodeRequest::NextEvents {
+            dropped: Vec::new(),
+        });
+        round_trip(NodeRequest::NextEvents {
+            dropped: vec![42, 43],
+        });
     }
 
     #[test]

@@ -82,6 +82,19 @@ pub struct SharedRef {
     pub len: usize,
     /// Token identifying this in-flight sample; returned to the sender when every receiver dropped it.
     pub token: u64,
+    /// The file the sender wrote into. A receiver that already has a mapping of this very file
+    /// reuses it without asking the kernel what the name refers to now.
+    pub file: SegmentFile,
+}
+
+/// Identity of the file behind a shared-memory segment name (device and inode number). It
+/// changes when the name is removed and created again, e.g. by a restarted node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SegmentFile {
+    /// Device number of the file system (`/dev/shm`).
+    pub dev: u64,
+    /// Inode number of the file.
+    pub ino: u64,
 }
 
 /// The configuration a daemon hands a node in `ADORA_NODE_CONFIG` (JSON).

@@ -15,6 +15,8 @@ pub type Labels = BTreeMap<String, String>;
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum DataflowStatus {
+    /// Its daemons are building or fetching binaries; nothing of it runs yet.
+    Preparing,
     /// Its nodes are being spawned or are running.
     Running,
     /// A stop was requested; nodes are exiting.
@@ -35,6 +37,7 @@ impl DataflowStatus {
 impl std::fmt::Display for DataflowStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            Self::Preparing => "preparing",
             Self::Running => "running",
             Self::Stopping => "stopping",
             Self::Finished => "finished",

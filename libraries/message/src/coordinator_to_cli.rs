@@ -40,6 +40,13 @@ pub enum ControlReply {
         /// The (kept) name.
         name: String,
     },
+    /// Answer to `Build`: every daemon built its `local` nodes and the build is stored.
+    Built {
+        /// The build id (`adora start --build-id`).
+        build_id: Uuid,
+        /// Which daemon built (or will run) which node.
+        placement: BTreeMap<NodeId, String>,
+    },
     /// Answer to `List`.
     List(Vec<DataflowInfo>),
     /// Answer to `Status`.
@@ -168,6 +175,10 @@ mod tests {
         round_trip(ControlReply::Stopped {
             id,
             outcome: outcome.clone(),
+        });
+        round_trip(ControlReply::Built {
+            build_id: id,
+            placement: [("a".into(), "robot".into())].into(),
         });
         round_trip(ControlReply::Restarted {
             old: id,

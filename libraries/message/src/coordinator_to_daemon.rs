@@ -2,7 +2,7 @@
 
 use std::{collections::BTreeSet, path::PathBuf, time::Duration};
 
-use adora_core::{Descriptor, NodeId};
+use adora_core::{descriptor::Distribute, Descriptor, NodeId, NodeSpec};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -13,8 +13,23 @@ use uuid::Uuid;
 pub enum DaemonCommand {
     /// Liveness.
     Heartbeat,
-    /// Spawn the given nodes of a dataflow (answered by `Spawned`).
+    /// Spawn the given nodes of a dataflow (answered by `Spawned`). Uses what a `Prepare` of
+    /// the same dataflow left ready; a dataflow that needs preparation and was not prepared
+    /// (auto-recovery on a restarted daemon) is prepared first.
     Spawn(SpawnDataflow),
+    /// First phase of a start that needs work before anything runs (builds, downloads): do it
+    /// and keep the result, spawn nothing (answered by `Prepared`). The coordinator sends
+    /// `Spawn` only once every daemon is prepared, else `Discard`.
+    Prepare(SpawnDataflow),
+    /// Forget a prepared (or still preparing) dataflow and remove its downloads: its start
+    /// failed elsewhere. Nothing of it was spawned; unknown dataflows are ignored.
+    Discard {
+        /// The dataflow.
+        dataflow: Uuid,
+    },
+    /// Run the `build` of these `distribute: local` nodes here (`adora build`; answered by
+    /// `Built`). Their output is forwarded as log lines of `build_id`.
+    Build(BuildNodes),
     /// Stop a dataflow gracefully (its end is reported by `Finished`).
     Stop {
         /// The dataflow.
@@ -70,6 +85,44 @@ pub struct SpawnDataflow {
     pub build: bool,
 }
 
+impl SpawnDataflow {
+    /// True when spawning needs work first on this daemon: a build (with `build`) or a binary
+    /// distributed by the CLI (`distribute: scp | http`).
+    pub fn needs_preparation(&self) -> bool {
+        self.local_nodes().any(|n| {
+            self.artifacts.contains_key(&n.id)
+                || n.deploy().distribute != Distribute::Local
+                || (self.build && has_build(n))
+        })
+    }
+
+    /// The descriptor's nodes placed on this daemon.
+    pub fn local_nodes(&self) -> impl Iterator<Item = &NodeSpec> {
+        self.descriptor
+            .nodes
+            .iter()
+            .filter(|n| self.nodes.contains(&n.id))
+    }
+}
+
+/// True when the node has a non-empty `build` command.
+pub fn has_build(node: &NodeSpec) -> bool {
+    node.build.as_deref().is_some_and(|b| !b.trim().is_empty())
+}
+
+/// Parameters of [`DaemonCommand::Build`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuildNodes {
+    /// The build (`adora build` prints it; `adora start --build-id` uses it).
+    pub build_id: Uuid,
+    /// The whole validated descriptor.
+    pub descriptor: Descriptor,
+    /// The dataflow's directory (builds without `working_dir` run there).
+    pub working_dir: PathBuf,
+    /// The `distribute: local` nodes with a `build` placed on this daemon.
+    pub nodes: BTreeSet<NodeId>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +165,30 @@ mod tests {
             .into(),
             build: true,
         }));
+        round_trip(DaemonCommand::Prepare(SpawnDataflow {
+            id,
+            name: "demo".into(),
+            descriptor: Descriptor::parse(
+                "nodes:\n  - id: a\n    path: ./a\n    build: make\n",
+                std::path::Path::new("d.yml"),
+            )
+            .expect("valid test descriptor"),
+            working_dir: "/srv".into(),
+            nodes: ["a".into()].into(),
+            artifacts: Default::default(),
+            build: true,
+        }));
+        round_trip(DaemonCommand::Discard { dataflow: id });
+        round_trip(DaemonCommand::Build(BuildNodes {
+            build_id: id,
+            descriptor: Descriptor::parse(
+                "nodes:\n  - id: a\n    path: ./a\n    build: make\n",
+                std::path::Path::new("d.yml"),
+            )
+            .expect("valid test descriptor"),
+            working_dir: "/srv".into(),
+            nodes: ["a".into()].into(),
+        }));
         round_trip(DaemonCommand::Stop {
             dataflow: id,
             grace: Some(Duration::from_secs(2)),
@@ -126,8 +203,30 @@ mod tests {
             tail: Some(5),
         });
         round_trip(DaemonCommand::Shutdown);
+        assert_needs_preparation();
         round_trip(DaemonCommand::Peers {
             endpoints: vec!["tcp/10.0.0.2:7447".into()],
         });
+    }
+
+    fn assert_needs_preparation() {
+        let yaml = "nodes:\n  - id: a\n    path: ./a\n    build: make\n  - id: b\n    path: ./b\n    _unstable_deploy: { distribute: http }\n";
+        let spawn = |nodes: &[&str], build: bool| SpawnDataflow {
+            id: Uuid::nil(),
+            name: "demo".into(),
+            descriptor: Descriptor::parse(yaml, std::path::Path::new("d.yml"))
+                .expect("valid test descriptor"),
+            working_dir: "/srv".into(),
+            nodes: nodes.iter().map(|n| (*n).into()).collect(),
+            artifacts: Default::default(),
+            build,
+        };
+        assert!(
+            !spawn(&["a"], false).needs_preparation(),
+            "plain local node"
+        );
+        assert!(spawn(&["a"], true).needs_preparation(), "local build");
+        assert!(spawn(&["b"], false).needs_preparation(), "http node");
+        assert!(!spawn(&[], true).needs_preparation(), "nothing placed here");
     }
 }

@@ -29,6 +29,21 @@ pub enum DaemonMessage {
         /// Outcome of the spawn.
         result: Result<(), String>,
     },
+    /// Answer to `Prepare`: `Ok` when every node placed here is ready to spawn (built,
+    /// downloaded and verified); `Err` names each node, this machine and the strategy.
+    Prepared {
+        /// The dataflow.
+        dataflow: Uuid,
+        /// Outcome of the preparation.
+        result: Result<(), String>,
+    },
+    /// Answer to `Build`: `Err` names each node whose build failed.
+    Built {
+        /// The build.
+        build_id: Uuid,
+        /// Outcome of the builds.
+        result: Result<(), String>,
+    },
     /// Every node of the dataflow on this daemon has ended.
     Finished {
         /// The dataflow.
@@ -123,6 +138,14 @@ mod tests {
         round_trip(DaemonMessage::Spawned {
             dataflow: id,
             result: Err("path `./a` does not exist".into()),
+        });
+        round_trip(DaemonMessage::Prepared {
+            dataflow: id,
+            result: Err("node `a` on machine `b` (distribute: http): checksum mismatch".into()),
+        });
+        round_trip(DaemonMessage::Built {
+            build_id: id,
+            result: Ok(()),
         });
         round_trip(DaemonMessage::Finished {
             dataflow: id,

@@ -17,10 +17,11 @@ pub enum DaemonReply {
     Events {
         /// The events, oldest first.
         events: Vec<NodeEvent>,
-        /// Cumulative number of messages dropped per input because its queue was full.
+        /// Cumulative number of messages dropped per input because its queue was full. Sent only
+        /// when a count changed since the previous reply (empty otherwise): keep the last values.
         drop_counts: BTreeMap<DataId, u64>,
     },
-    /// Answer to `NextFreedSamples`: tokens of samples every receiver released. Empty means the
+    /// Pushed on the drops channel: tokens of samples every receiver released. Empty means the
     /// node is shutting down.
     FreedSamples(Vec<u64>),
 }

@@ -23,11 +23,11 @@ pub mod envelope;
 pub mod node_to_daemon;
 pub mod stats;
 
-pub use common::{DataRef, Metadata, NodeConfig, Parameter, SharedRef, Timestamp};
+pub use common::{DataRef, Metadata, NodeConfig, Parameter, SegmentFile, SharedRef, Timestamp};
 
 /// Version of the node ↔ daemon protocol; a node built against another version is rejected at
 /// registration with a clear message.
-pub const NODE_PROTOCOL_VERSION: u32 = 1;
+pub const NODE_PROTOCOL_VERSION: u32 = 2;
 
 /// The version of Adora this crate belongs to: the package version, plus the suffix in the
 /// environment variable `ADORA_VERSION_SUFFIX` when it was set at build time (see `build.rs`).

@@ -2,7 +2,8 @@
 //!
 //! A node opens three connections, each starting with [`NodeRequest::Register`]:
 //! [`Channel::Control`] (fire-and-forget sends), [`Channel::Events`] (request/reply: the node asks for
-//! its next events) and [`Channel::Drops`] (the daemon reports samples that every receiver released).
+//! its next events) and [`Channel::Drops`] (after registration only the daemon writes: it pushes
+//! the tokens of the node's samples that every receiver released).
 
 use adora_core::{DataId, NodeId};
 use serde::{Deserialize, Serialize};
@@ -47,10 +48,14 @@ pub enum NodeRequest {
     },
     /// The node will not send on these outputs again (control channel, no reply).
     CloseOutputs(Vec<DataId>),
-    /// The node dropped these received shared-memory samples (control channel, no reply).
+    /// The node dropped these received shared-memory samples (control channel, no reply). Drops
+    /// usually travel with the next [`NodeRequest::NextEvents`] instead; this is for drops that
+    /// happen while the node is already waiting for events.
     ReportDropTokens(Vec<u64>),
     /// Ask for the next events; the daemon answers when at least one is available (events channel).
-    NextEvents,
-    /// Ask for tokens of released samples; answered when at least one is available (drops channel).
-    NextFreedSamples,
+    NextEvents {
+        /// Received shared-memory samples the node dropped since its previous request (handled
+        /// as a [`NodeRequest::ReportDropTokens`] before the request).
+        dropped: Vec<u64>,
+    },
 }

@@ -8,12 +8,13 @@ use std::{
 
 use adora_shm::{SampleMut, SharedSlice};
 
-use crate::node::ControlChannel;
+use crate::node::DropReports;
 
 /// A received payload. Dereferences to the bytes.
 ///
 /// Large payloads are a read-only view into the sender's shared-memory sample: no copy was made on
-/// the way here. Dropping the `Data` tells the daemon this receiver is done with the sample.
+/// the way here. Dropping the `Data` tells the daemon this receiver is done with the sample (with
+/// the event stream's next request for events, or at once if the stream is already waiting).
 pub struct Data(Repr);
 
 enum Repr {
@@ -21,7 +22,7 @@ enum Repr {
     Shared {
         slice: SharedSlice,
         token: u64,
-        control: Arc<ControlChannel>,
+        drops: Arc<DropReports>,
     },
 }
 
@@ -30,11 +31,11 @@ impl Data {
         Data(Repr::Inline(bytes))
     }
 
-    pub(crate) fn shared(slice: SharedSlice, token: u64, control: Arc<ControlChannel>) -> Self {
+    pub(crate) fn shared(slice: SharedSlice, token: u64, drops: Arc<DropReports>) -> Self {
         Data(Repr::Shared {
             slice,
             token,
-            control,
+            drops,
         })
     }
 
@@ -66,8 +67,8 @@ impl Deref for Data {
 
 impl Drop for Data {
     fn drop(&mut self) {
-        if let Repr::Shared { token, control, .. } = &self.0 {
-            control.report_dropped(*token);
+        if let Repr::Shared { token, drops, .. } = &self.0 {
+            drops.dropped(*token);
         }
     }
 }

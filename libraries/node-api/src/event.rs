@@ -14,9 +14,9 @@ use adora_message::{
     node_to_daemon::NodeRequest,
     DataRef, Metadata,
 };
-use adora_shm::{RegionCache, SharedSlice};
+use adora_shm::{FileId, RegionCache, SharedSlice};
 
-use crate::{data::Data, node::ControlChannel};
+use crate::{data::Data, node::DropReports};
 
 /// Read buffer of the events connection (a batch of inline events usually fits).
 const READ_BUFFER: usize = 64 * 1024;
@@ -67,7 +67,7 @@ pub struct EventStream {
     /// Buffered so that a reply is read with one system call (length prefix and body together);
     /// requests are written straight to the socket underneath.
     stream: BufReader<UnixStream>,
-    control: Arc<ControlChannel>,
+    drops: Arc<DropReports>,
     buffered: VecDeque<NodeEvent>,
     drop_counts: BTreeMap<DataId, u64>,
     regions: RegionCache,
@@ -76,10 +76,10 @@ pub struct EventStream {
 }
 
 impl EventStream {
-    pub(crate) fn new(stream: UnixStream, control: Arc<ControlChannel>) -> Self {
+    pub(crate) fn new(stream: UnixStream, drops: Arc<DropReports>) -> Self {
         Self {
             stream: BufReader::with_capacity(READ_BUFFER, stream),
-            control,
+            drops,
             buffered: VecDeque::new(),
             drop_counts: BTreeMap::new(),
             regions: RegionCache::new(),
@@ -107,8 +107,16 @@ impl EventStream {
     }
 
     fn fetch(&mut self) {
-        let reply = write_frame(self.stream.get_mut(), &NodeRequest::NextEvents)
+        let request = NodeRequest::NextEvents {
+            dropped: self.drops.start_waiting(),
+        };
+        let reply = write_frame(self.stream.get_mut(), &request)
             .and_then(|()| read_frame::<DaemonReply>(&mut self.stream, &mut self.buf));
+        self.fetched(reply);
+        self.drops.stop_waiting(self.ended);
+    }
+
+    fn fetched(&mut self, reply: Result<DaemonReply, adora_message::codec::CodecError>) {
         match reply {
             Ok(DaemonReply::Events {
                 events,
@@ -143,14 +151,18 @@ impl EventStream {
                 let data = match data {
                     DataRef::Inline(bytes) => Data::inline(bytes),
                     DataRef::Shared(shared) => {
+                        let file = FileId {
+                            dev: shared.file.dev,
+                            ino: shared.file.ino,
+                        };
                         let slice = self
                             .regions
-                            .get(&shared.os_id)
+                            .get_file(&shared.os_id, file)
                             .and_then(|region| SharedSlice::new(region, shared.len));
                         match slice {
-                            Ok(slice) => Data::shared(slice, shared.token, self.control.clone()),
+                            Ok(slice) => Data::shared(slice, shared.token, self.drops.clone()),
                             Err(e) => {
-                                self.control.report_dropped(shared.token);
+                                self.drops.dropped(shared.token);
                                 return Event::Error(format!(
                                     "input `{id}`: cannot map shared sample {}: {e}",
                                     shared.os_id
@@ -178,6 +190,13 @@ impl EventStream {
             },
             other => Event::Error(format!("unsupported event {other:?}")),
         }
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        // No `NextEvents` will carry the reports of samples dropped from now on.
+        self.drops.flush_for_good();
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::{
     collections::BTreeSet,
+    io::BufReader,
     os::unix::net::UnixStream,
     sync::{Arc, Mutex, MutexGuard},
     thread,
@@ -12,7 +13,7 @@ use adora_message::{
     codec::{read_frame, write_frame},
     daemon_to_node::DaemonReply,
     node_to_daemon::{Channel, NodeRequest},
-    DataRef, Metadata, NodeConfig, SharedRef, NODE_PROTOCOL_VERSION,
+    DataRef, Metadata, NodeConfig, SegmentFile, SharedRef, NODE_PROTOCOL_VERSION,
 };
 use adora_shm::{SamplePool, SampleToken};
 
@@ -22,8 +23,10 @@ use crate::{
     MetadataParameters, NodeError,
 };
 
-/// The control connection, shared by the node (sending outputs) and received [`crate::Data`]
-/// (reporting that a shared sample was dropped).
+/// Read buffer of the drops connection (a reply is read with one system call).
+const DROPS_READ_BUFFER: usize = 4 * 1024;
+
+/// The control connection, shared by the node (sending outputs) and [`DropReports`].
 pub(crate) struct ControlChannel {
     stream: Mutex<UnixStream>,
 }
@@ -41,9 +44,72 @@ impl ControlChannel {
     }
 
     /// Best effort: if the daemon is gone there is nobody left to tell.
-    pub(crate) fn report_dropped(&self, token: u64) {
-        if let Err(e) = self.send(&NodeRequest::ReportDropTokens(vec![token])) {
-            tracing::debug!("could not report dropped sample {token}: {e}");
+    fn report_dropped(&self, tokens: Vec<u64>) {
+        if let Err(e) = self.send(&NodeRequest::ReportDropTokens(tokens)) {
+            tracing::debug!("could not report dropped samples: {e}");
+        }
+    }
+}
+
+/// Tells the daemon which received shared samples the node dropped. Reports ride along with the
+/// event stream's next `NextEvents` request, so the common loop (receive, use, drop, receive)
+/// costs no extra message; a drop while the stream is already waiting for events (or has ended)
+/// cannot wait for that and goes out at once on the control connection.
+pub(crate) struct DropReports {
+    control: Arc<ControlChannel>,
+    state: Mutex<DropState>,
+}
+
+#[derive(Default)]
+struct DropState {
+    /// Dropped since the last `NextEvents` request.
+    pending: Vec<u64>,
+    /// The event stream is waiting for a reply, or will not ask again: report at once.
+    send_now: bool,
+}
+
+impl DropReports {
+    pub(crate) fn new(control: Arc<ControlChannel>) -> Self {
+        Self {
+            control,
+            state: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, DropState> {
+        // Every mutation leaves the state consistent, so a panic elsewhere does not invalidate it.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A received shared sample was dropped.
+    pub(crate) fn dropped(&self, token: u64) {
+        let mut state = self.lock();
+        if state.send_now {
+            drop(state);
+            self.control.report_dropped(vec![token]);
+        } else {
+            state.pending.push(token);
+        }
+    }
+
+    /// The event stream is about to wait for a reply: takes the pending reports to send with its
+    /// request; drops from now on are reported at once.
+    pub(crate) fn start_waiting(&self) -> Vec<u64> {
+        let mut state = self.lock();
+        state.send_now = true;
+        std::mem::take(&mut state.pending)
+    }
+
+    /// The reply arrived: collect drops again, unless the stream `ended` (it will not ask again).
+    pub(crate) fn stop_waiting(&self, ended: bool) {
+        self.lock().send_now = ended;
+    }
+
+    /// The event stream is gone: report what is pending, and every later drop at once.
+    pub(crate) fn flush_for_good(&self) {
+        let pending = self.start_waiting();
+        if !pending.is_empty() {
+            self.control.report_dropped(pending);
         }
     }
 }
@@ -109,6 +175,7 @@ impl AdoraNode {
         let drops = connect(&config, Channel::Drops)?;
 
         let pool = Arc::new(Mutex::new(SamplePool::new(config.shm_prefix.clone())));
+        let drops = BufReader::with_capacity(DROPS_READ_BUFFER, drops);
         let drops_thread = {
             let pool = pool.clone();
             thread::Builder::new()
@@ -116,7 +183,7 @@ impl AdoraNode {
                 .spawn(move || receive_freed_samples(drops, &pool))
                 .map_err(|e| NodeError::Protocol(format!("cannot spawn thread: {e}")))?
         };
-        let stream = EventStream::new(events, control.clone());
+        let stream = EventStream::new(events, Arc::new(DropReports::new(control.clone())));
         let node = AdoraNode {
             outputs: config.outputs.iter().cloned().collect(),
             config,
@@ -179,6 +246,10 @@ impl AdoraNode {
                     os_id: handle.os_id,
                     len: handle.len,
                     token: handle.token.0,
+                    file: SegmentFile {
+                        dev: handle.file.dev,
+                        ino: handle.file.ino,
+                    },
                 })
             }
         };
@@ -219,13 +290,11 @@ impl Drop for AdoraNode {
     }
 }
 
-/// Runs on its own thread: returns released samples to the pool.
-fn receive_freed_samples(mut stream: UnixStream, pool: &Mutex<SamplePool>) {
+/// Runs on its own thread: returns released samples to the pool. The daemon pushes the tokens
+/// on the drops connection as they are released; nothing is written back.
+fn receive_freed_samples(mut stream: BufReader<UnixStream>, pool: &Mutex<SamplePool>) {
     let mut buf = Vec::new();
     loop {
-        if write_frame(&mut stream, &NodeRequest::NextFreedSamples).is_err() {
-            return;
-        }
         match read_frame::<DaemonReply>(&mut stream, &mut buf) {
             Ok(DaemonReply::FreedSamples(tokens)) if !tokens.is_empty() => {
                 let mut pool = lock_pool(pool);

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::Arc;
 
-use crate::region::{canonical_os_id, file_id, FileId, ShmRegion};
+use crate::region::{canonical_os_id, stat_file_id, FileId, ShmRegion};
 use crate::{Error, Result};
 
 /// Most mappings a [`RegionCache`] keeps; beyond it the least recently used one is dropped
@@ -28,7 +28,8 @@ struct CachedRegion {
 ///
 /// A cached mapping is returned only while the name still refers to the same file: if the segment
 /// was unlinked and a new one created under the same name (e.g. by a restarted node), the new one
-/// is mapped. This costs one `stat` per [`get`](Self::get).
+/// is mapped. [`get`](Self::get) checks this with one `stat`; [`get_file`](Self::get_file), given
+/// the file identity the sender announced, needs no system call at all on a hit.
 #[derive(Default)]
 pub struct RegionCache {
     entries: HashMap<String, CachedRegion>,
@@ -52,20 +53,55 @@ impl RegionCache {
     /// The mapping of the segment currently named `os_id`, from the cache or freshly mapped.
     pub fn get(&mut self, os_id: &str) -> Result<Arc<ShmRegion>> {
         let os_id = canonical_os_id(os_id)?;
-        self.uses += 1;
-        let current = file_id(os_id).map_err(|source| Error::Stat {
-            os_id: os_id.to_owned(),
-            source,
-        });
-        if let Some(entry) = self.entries.get_mut(os_id) {
-            if current.as_ref().is_ok_and(|id| *id == entry.file) {
-                entry.last_used = self.uses;
-                return Ok(entry.region.clone());
-            }
-            // Gone or replaced: the old mapping must not be served for this name any more.
-            self.entries.remove(os_id);
+        let current = stat_file_id(os_id);
+        let cached = match &current {
+            Ok(file) => self.hit(os_id, *file),
+            Err(_) => None,
+        };
+        if let Some(region) = cached {
+            return Ok(region);
         }
+        // Gone or replaced: the old mapping must not be served for this name any more.
+        self.entries.remove(os_id);
         current?;
+        self.map(os_id)
+    }
+
+    /// The mapping of `file`, the segment the sender wrote into under the name `os_id`. On a hit
+    /// no system call is made: while the cache maps `file`, no other file can have its identity.
+    /// Otherwise the name is mapped; if it now refers to another file (the sender's was removed
+    /// and the name reused), that is an error.
+    pub fn get_file(&mut self, os_id: &str, file: FileId) -> Result<Arc<ShmRegion>> {
+        let os_id = canonical_os_id(os_id)?;
+        if let Some(region) = self.hit(os_id, file) {
+            return Ok(region);
+        }
+        self.entries.remove(os_id);
+        let region = self.map(os_id)?;
+        if region.file_id() != file {
+            return Err(Error::Stat {
+                os_id: os_id.to_owned(),
+                source: std::io::Error::other(
+                    "the segment was removed and its name reused for another one",
+                ),
+            });
+        }
+        Ok(region)
+    }
+
+    /// The cached mapping of `os_id` if it maps `file`.
+    fn hit(&mut self, os_id: &str, file: FileId) -> Option<Arc<ShmRegion>> {
+        self.uses += 1;
+        let entry = self.entries.get_mut(os_id)?;
+        if entry.file != file {
+            return None;
+        }
+        entry.last_used = self.uses;
+        Some(entry.region.clone())
+    }
+
+    /// Maps `os_id` (not cached) and caches the mapping.
+    fn map(&mut self, os_id: &str) -> Result<Arc<ShmRegion>> {
         let (region, file) = open_verified(os_id)?;
         let region = Arc::new(region);
         if self.entries.len() >= REGION_CACHE_CAPACITY {
@@ -97,16 +133,11 @@ impl RegionCache {
 /// Maps `os_id` and returns the identity of the file that was mapped: the name must refer to the
 /// same file before and after mapping, otherwise it was replaced in between and we retry.
 fn open_verified(os_id: &str) -> Result<(ShmRegion, FileId)> {
-    let stat = |os_id: &str| {
-        file_id(os_id).map_err(|source| Error::Stat {
-            os_id: os_id.to_owned(),
-            source,
-        })
-    };
     for _ in 0..OPEN_ATTEMPTS {
-        let before = stat(os_id)?;
+        let before = stat_file_id(os_id)?;
         let region = ShmRegion::open(os_id)?;
-        if stat(os_id)? == before {
+        // `open` took the identity after mapping: the same before and after means no swap.
+        if region.file_id() == before {
             return Ok((region, before));
         }
     }
@@ -197,6 +228,38 @@ mod tests {
         let slice = SharedSlice::new(second_region, second.len).expect("slice");
         assert_eq!(&slice[..3], b"two");
         assert_eq!(slice.len(), 9_000);
+    }
+
+    #[test]
+    fn get_file_serves_the_announced_file_and_rejects_a_replaced_one() {
+        let clean = Cleanup::new("cache-get-file");
+        let mut pool = SamplePool::new(clean.0.clone());
+        let mut cache = RegionCache::new();
+        let mut sample = pool.allocate(5_000).expect("allocate");
+        sample[..3].copy_from_slice(b"one");
+        let handle = pool.send(sample);
+        let first = cache.get_file(&handle.os_id, handle.file).expect("map");
+        assert_eq!(&first.as_slice()[..3], b"one");
+
+        // A hit: the same mapping, even once the name is gone (no lookup by name is made).
+        unlink(&handle.os_id).expect("unlink");
+        let again = cache.get_file(&handle.os_id, handle.file).expect("hit");
+        assert!(Arc::ptr_eq(&first, &again));
+
+        // The name now refers to another file: a handle for it maps the new one...
+        let mut new = ShmRegion::create(&handle.os_id, 4096).expect("recreate");
+        new.as_mut_slice()[..3].copy_from_slice(b"two");
+        let second = cache
+            .get_file(&handle.os_id, new.file_id())
+            .expect("new file");
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert_eq!(&second.as_slice()[..3], b"two");
+        // ...and the stale handle is refused rather than served the wrong bytes.
+        assert!(matches!(
+            cache.get_file(&handle.os_id, handle.file),
+            Err(Error::Stat { .. })
+        ));
+        assert_eq!(&first.as_slice()[..3], b"one", "old mapping stays valid");
     }
 
     #[test]

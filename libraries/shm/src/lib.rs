@@ -2,8 +2,9 @@
 //!
 //! A node that sends a large payload allocates a [`SampleMut`] from its own [`SamplePool`], writes the
 //! payload straight into it and hands it back to the pool with [`SamplePool::send`], which returns the
-//! small [`SampleHandle`] `{os_id, len, token}` that travels to the daemon. Receivers map the segment
-//! by `os_id` through a [`RegionCache`] and read it as a [`SharedSlice`] without copying. When every
+//! small [`SampleHandle`] `{os_id, len, token, file}` that travels to the daemon. Receivers map the
+//! segment by `os_id` through a [`RegionCache`] (which reuses its mapping of `file` without a
+//! system call) and read it as a [`SharedSlice`] without copying. When every
 //! receiver has dropped it, the daemon reports the [`SampleToken`] as free and
 //! [`SamplePool::release`] makes the region reusable for a later sample.
 //!
@@ -15,11 +16,11 @@
 //! let mut pool = SamplePool::new(prefix.clone());
 //! let mut sample = pool.allocate(8192)?;
 //! sample[..5].copy_from_slice(b"hello");
-//! let handle = pool.send(sample); // {os_id, len, token} goes to the daemon
+//! let handle = pool.send(sample); // {os_id, len, token, file} goes to the daemon
 //!
 //! // Receiver process:
 //! let mut regions = RegionCache::new();
-//! let data = SharedSlice::new(regions.get(&handle.os_id)?, handle.len)?;
+//! let data = SharedSlice::new(regions.get_file(&handle.os_id, handle.file)?, handle.len)?;
 //! assert_eq!(&data[..5], b"hello");
 //! drop(data);
 //!
@@ -62,7 +63,7 @@ pub use pool::{
     SampleHandle, SampleMut, SamplePool, SampleToken, MAX_CREATE_ATTEMPTS, MAX_FREE_BYTES,
     MAX_FREE_REGIONS, MAX_REUSE_OVERSIZE, REGION_SIZE_GRANULE,
 };
-pub use region::{list_segments, unlink, unlink_all, ShmRegion, MAX_OS_ID_LEN, SHM_DIR};
+pub use region::{list_segments, unlink, unlink_all, FileId, ShmRegion, MAX_OS_ID_LEN, SHM_DIR};
 
 /// Errors of shared-memory operations.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
-use crate::region::{unlink_existing, ShmRegion};
+use crate::region::{unlink_existing, FileId, ShmRegion};
 use crate::{Error, Result};
 
 /// New regions are created with a size rounded up to a multiple of this (one page on most Linux
@@ -71,6 +71,8 @@ pub struct SampleHandle {
     pub len: usize,
     /// Identifies this sample until the daemon reports it dropped by every receiver.
     pub token: SampleToken,
+    /// The file behind `os_id`, for [`crate::RegionCache::get_file`].
+    pub file: FileId,
 }
 
 /// The free regions of a pool, shared (weakly) with its unsent samples so that dropping a
@@ -227,6 +229,7 @@ impl SamplePool {
             os_id: region.os_id().to_owned(),
             len: sample.len,
             token,
+            file: region.file_id(),
         };
         self.in_flight.insert(token, region);
         handle

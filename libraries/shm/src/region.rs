@@ -26,6 +26,8 @@ pub struct ShmRegion {
     shmem: Shmem,
     /// Canonical (slash-less) name, i.e. the file name in [`SHM_DIR`].
     os_id: String,
+    /// The file that is mapped.
+    file: FileId,
 }
 
 // SAFETY: `Shmem` is `!Send` only because it stores the raw pointer and file descriptor of the
@@ -64,13 +66,19 @@ impl ShmRegion {
             })?;
         // Never unlink on drop: receivers and the pool decide when a segment goes away.
         shmem.set_owner(false);
+        // Nobody else knows the name yet (creation fails if it exists), so this is our file.
+        let file = stat_file_id(os_id)?;
         Ok(ShmRegion {
             shmem,
             os_id: os_id.to_owned(),
+            file,
         })
     }
 
     /// Maps an existing segment; its whole current size is mapped.
+    ///
+    /// If the name is removed and created again while this runs, [`Self::file_id`] may describe
+    /// the newer file; compare it with the identity seen before opening to rule that out.
     pub fn open(os_id: &str) -> Result<ShmRegion> {
         let os_id = canonical_os_id(os_id)?;
         let mut shmem = ShmemConf::new()
@@ -82,10 +90,18 @@ impl ShmRegion {
             })?;
         // `open` already marks the mapping as not owned; keep that explicit.
         shmem.set_owner(false);
+        let file = stat_file_id(os_id)?;
         Ok(ShmRegion {
             shmem,
             os_id: os_id.to_owned(),
+            file,
         })
+    }
+
+    /// Identity of the mapped file: travels with a sample so that receivers holding a mapping of
+    /// the same file can reuse it without a system call.
+    pub fn file_id(&self) -> FileId {
+        self.file
     }
 
     /// The segment's name, without leading '/': the file name in [`SHM_DIR`].
@@ -186,12 +202,23 @@ pub(crate) fn unlink_existing(os_id: &str) -> Result<bool> {
     }
 }
 
-/// Identity of the file currently behind a segment name: changes when the name is unlinked and
-/// created again, even if the new segment has the same name and size.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct FileId {
-    dev: u64,
-    ino: u64,
+/// Identity of the file behind a segment name (device and inode number): changes when the name
+/// is unlinked and created again, even if the new segment has the same name and size. While a
+/// mapping of the file exists, no other file can get the same identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FileId {
+    /// Device number of the file system.
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+}
+
+/// [`file_id`] with the crate's error type.
+pub(crate) fn stat_file_id(os_id: &str) -> Result<FileId> {
+    file_id(os_id).map_err(|source| Error::Stat {
+        os_id: os_id.to_owned(),
+        source,
+    })
 }
 
 /// The identity of the file behind a canonical os_id.

@@ -118,6 +118,20 @@ pub struct RequestRecord {
     pub at_ms: u64,
 }
 
+/// A distributed build (`adora build` with a coordinator), kept for `adora start --build-id`:
+/// while it is stored, the uploads it lists are not collected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuildRecord {
+    /// The build id.
+    pub id: Uuid,
+    /// The binaries the CLI copied or uploaded (`distribute: scp | http`), per node.
+    pub artifacts: adora_message::distribute::NodeArtifacts,
+    /// Which daemon built (`local`) or received (`scp`, `http`) which node.
+    pub placement: BTreeMap<NodeId, String>,
+    /// When it completed (milliseconds since the Unix epoch).
+    pub created_at_ms: u64,
+}
+
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -204,6 +218,10 @@ pub trait Store: Send + Sync + 'static {
     fn put_request(&self, request: &RequestRecord) -> Result<(), StoreError>;
     /// Every remembered request. Blocking: call it off the async runtime.
     fn requests(&self) -> Result<Vec<RequestRecord>, StoreError>;
+    /// Inserts or replaces a build.
+    fn put_build(&self, build: &BuildRecord) -> Result<(), StoreError>;
+    /// Every stored build. Blocking: call it off the async runtime.
+    fn builds(&self) -> Result<Vec<BuildRecord>, StoreError>;
 }
 
 /// A [`Store`] in memory: lost when the coordinator exits.
@@ -212,6 +230,7 @@ pub struct MemoryStore {
     dataflows: Mutex<BTreeMap<Uuid, DataflowRecord>>,
     machines: Mutex<BTreeMap<String, MachineRecord>>,
     requests: Mutex<BTreeMap<Uuid, RequestRecord>>,
+    builds: Mutex<BTreeMap<Uuid, BuildRecord>>,
 }
 
 impl MemoryStore {
@@ -249,6 +268,15 @@ impl Store for MemoryStore {
 
     fn requests(&self) -> Result<Vec<RequestRecord>, StoreError> {
         Ok(self.requests.lock()?.values().cloned().collect())
+    }
+
+    fn put_build(&self, build: &BuildRecord) -> Result<(), StoreError> {
+        self.builds.lock()?.insert(build.id, build.clone());
+        Ok(())
+    }
+
+    fn builds(&self) -> Result<Vec<BuildRecord>, StoreError> {
+        Ok(self.builds.lock()?.values().cloned().collect())
     }
 }
 

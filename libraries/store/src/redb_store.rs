@@ -21,7 +21,7 @@ use std::{
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::{now_ms, DataflowRecord, MachineRecord, RequestRecord, Store, StoreError};
+use crate::{now_ms, BuildRecord, DataflowRecord, MachineRecord, RequestRecord, Store, StoreError};
 
 /// Version of the table layout and record encoding. Bump it on incompatible changes; a file
 /// with another version is refused on open.
@@ -30,18 +30,23 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub const MAX_ARCHIVED: usize = 1000;
 /// How long answered requests are remembered for retries; older ones are pruned on open.
 pub const REQUEST_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// How long builds (`adora build`) are kept for `adora start --build-id`; older ones are pruned
+/// on open (a table added to schema 1: older files simply get it empty).
+pub const BUILD_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 const META: TableDefinition<'_, &str, u32> = TableDefinition::new("meta");
 const DATAFLOWS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("dataflows");
 const ARCHIVE: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("archive");
 const MACHINES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("machines");
 const REQUESTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("requests");
+const BUILDS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("builds");
 const SCHEMA_KEY: &str = "schema_version";
 
 enum Write {
     Dataflow(DataflowRecord),
     Machine(MachineRecord),
     Request(RequestRecord),
+    Build(BuildRecord),
     /// Answered once everything queued before it is committed.
     Flush(mpsc::Sender<()>),
 }
@@ -241,13 +246,13 @@ fn check_schema(db: &Database, path: &Path) -> Result<(), StoreError> {
             expected: SCHEMA_VERSION,
         });
     }
-    for table in [DATAFLOWS, ARCHIVE, MACHINES, REQUESTS] {
+    for table in [DATAFLOWS, ARCHIVE, MACHINES, REQUESTS, BUILDS] {
         txn.open_table(table).map_err(db_error)?;
     }
     txn.commit().map_err(db_error)
 }
 
-/// Drops old answered requests and the oldest archived dataflows beyond [`MAX_ARCHIVED`].
+/// Drops old answered requests, old builds and the oldest archived dataflows beyond [`MAX_ARCHIVED`].
 fn prune(db: &Database) -> Result<(), StoreError> {
     let cutoff = now_ms().saturating_sub(REQUEST_RETENTION.as_millis() as u64);
     let txn = db.begin_write().map_err(db_error)?;
@@ -256,6 +261,14 @@ fn prune(db: &Database) -> Result<(), StoreError> {
         requests
             .retain(|_, v| {
                 serde_json::from_slice::<RequestRecord>(v).is_ok_and(|r| r.at_ms >= cutoff)
+            })
+            .map_err(db_error)?;
+        let build_cutoff = now_ms().saturating_sub(BUILD_RETENTION.as_millis() as u64);
+        let mut builds = txn.open_table(BUILDS).map_err(db_error)?;
+        builds
+            .retain(|_, v| {
+                serde_json::from_slice::<BuildRecord>(v)
+                    .is_ok_and(|b| b.created_at_ms >= build_cutoff)
             })
             .map_err(db_error)?;
         let mut archive = txn.open_table(ARCHIVE).map_err(db_error)?;
@@ -326,6 +339,7 @@ fn commit(
             }
             Write::Machine(m) => put(&txn, MACHINES, &m.name.clone(), &m)?,
             Write::Request(r) => put(&txn, REQUESTS, &r.id.to_string(), &r)?,
+            Write::Build(b) => put(&txn, BUILDS, &b.id.to_string(), &b)?,
             Write::Flush(tx) => flushes.push(tx),
         }
     }
@@ -355,6 +369,14 @@ impl Store for RedbStore {
 
     fn requests(&self) -> Result<Vec<RequestRecord>, StoreError> {
         self.read_all(&[REQUESTS])
+    }
+
+    fn put_build(&self, build: &BuildRecord) -> Result<(), StoreError> {
+        self.send(Write::Build(build.clone()))
+    }
+
+    fn builds(&self) -> Result<Vec<BuildRecord>, StoreError> {
+        self.read_all(&[BUILDS])
     }
 }
 

@@ -1,5 +1,6 @@
 //! Fixtures for Adora's cross-process tests: where the built binaries are, running a command
-//! under a timeout (never hang CI), processes killed on drop, and shared-memory leak checks.
+//! under a timeout (never hang CI), processes killed on drop, shared-memory leak checks, and
+//! simulated daemons for control-plane benchmarks ([`simulator`]).
 //!
 //! Tests run the real `adora` binary. Build the workspace binaries first
 //! (`cargo build --workspace`); the fixtures find them next to the test executable, so a
@@ -18,6 +19,7 @@ use std::{
 pub mod fleet;
 pub mod hosts;
 pub mod services;
+pub mod simulator;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {

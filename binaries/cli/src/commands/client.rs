@@ -53,6 +53,12 @@ impl ClientArgs {
         }
     }
 
+    /// True when a coordinator was named (`--coordinator-addr`/`--coordinator-port` or their
+    /// environment variables).
+    pub fn names_coordinator(&self) -> bool {
+        self.coordinator_addr.is_some() || self.coordinator_port.is_some()
+    }
+
     /// `host:port` of the coordinator.
     pub fn addr(&self) -> String {
         let recorded = std::fs::read_to_string(super::state_dir().join(ADDR_FILE))
@@ -161,6 +167,17 @@ impl Client {
         &mut self,
         request: ControlRequest,
     ) -> anyhow::Result<ControlReply> {
+        self.call_idempotent_streaming(request, None).await
+    }
+
+    /// Like [`Client::call_idempotent`], handing the log lines that arrive before the answer
+    /// (build output) to `on_log` as they come instead of keeping them for
+    /// [`Client::take_early_logs`].
+    pub async fn call_idempotent_streaming(
+        &mut self,
+        request: ControlRequest,
+        mut on_log: Option<&mut (dyn FnMut(adora_message::control::NodeLogLine) + Send)>,
+    ) -> anyhow::Result<ControlReply> {
         let request = ControlRequest::Idempotent {
             request_id: uuid::Uuid::new_v4(),
             request: Box::new(request),
@@ -171,7 +188,10 @@ impl Client {
                 self.send(request.clone()).await?;
                 loop {
                     match self.next().await? {
-                        ControlReply::Log(line) => self.early_logs.push(line),
+                        ControlReply::Log(line) => match on_log.as_mut() {
+                            Some(on_log) => on_log(line),
+                            None => self.early_logs.push(line),
+                        },
                         reply => return Ok(reply),
                     }
                 }

@@ -63,7 +63,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let name = args.machine_id.clone().unwrap_or_else(|| "default".into());
     let run_dir = std::env::temp_dir().join(format!("adora-daemon-{}", std::process::id()));
     let config = ServiceConfig {
-        daemon: DaemonConfig::new(run_dir.clone()),
+        daemon: DaemonConfig {
+            node_trampoline: Some(adora_daemon::NODE_TRAMPOLINE.into()),
+            ..DaemonConfig::new(run_dir.clone())
+        },
         coordinator_addr: format!("{}:{}", args.coordinator_addr, args.coordinator_port),
         token,
         machine_id: args.machine_id,

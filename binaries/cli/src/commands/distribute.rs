@@ -40,6 +40,13 @@ pub struct DistributeArgs {
     ssh_config: Option<PathBuf>,
 }
 
+impl DistributeArgs {
+    /// True when `--cluster` was given.
+    pub fn has_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+}
+
 /// Remembers `cluster` (made absolute) as the cluster of later `adora start`s; best effort.
 pub fn remember_cluster(cluster: &Path) {
     let Ok(abs) = std::fs::canonicalize(cluster) else {
@@ -52,7 +59,8 @@ pub fn remember_cluster(cluster: &Path) {
     }
 }
 
-fn distributed(node: &NodeSpec) -> Option<Distribute> {
+/// The strategy of a node built here and copied or uploaded (`scp`, `http`).
+pub fn distributed(node: &NodeSpec) -> Option<Distribute> {
     match node.deploy().distribute {
         Distribute::Local => None,
         other => Some(other),
@@ -67,13 +75,15 @@ fn strategy(d: Distribute) -> &'static str {
     }
 }
 
-/// Builds (with `build`) and distributes every `scp`/`http` node; returns their artifacts.
+/// Builds (with `build`) and distributes every `scp`/`http` node under `build_id`; returns
+/// their artifacts.
 pub async fn distribute(
     descriptor: &Descriptor,
     dataflow_dir: &Path,
     args: &DistributeArgs,
     client: &ClientArgs,
     build: bool,
+    build_id: Uuid,
 ) -> anyhow::Result<NodeArtifacts> {
     let nodes: Vec<&NodeSpec> = descriptor
         .nodes
@@ -89,7 +99,6 @@ pub async fn distribute(
         local.nodes.retain(|n| distributed(n).is_some());
         super::build::build_all(&local, dataflow_dir).await?;
     }
-    let build_id = Uuid::new_v4();
     let mut cluster = None;
     for node in nodes {
         let d = distributed(node).expect("filtered above");

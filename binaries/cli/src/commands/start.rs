@@ -15,7 +15,8 @@ use super::client::{print_line, Client, ClientArgs};
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Examples:\n  adora start dataflow.yml --name demo\n  adora start dataflow.yml --detach\n  \
-adora start dataflow.yml --build --cluster cluster.yml\n\n\
+adora start dataflow.yml --build --cluster cluster.yml\n  \
+adora start dataflow.yml --build-id 5d1c0b6e-...   (after `adora build`)\n\n\
 Attached (the default), node output is printed prefixed with the node id until the dataflow ends; \
 the exit code is the dataflow's result. Ctrl-C stops the dataflow."
 )]
@@ -35,6 +36,10 @@ pub struct Args {
     /// (their binaries are copied/uploaded with or without this flag).
     #[arg(long)]
     build: bool,
+    /// Run the binaries of this `adora build` (its id): nothing is built, copied or uploaded
+    /// again.
+    #[arg(long, value_name = "UUID", conflicts_with = "build")]
+    build_id: Option<uuid::Uuid>,
     #[command(flatten)]
     distribute: super::distribute::DistributeArgs,
     #[command(flatten)]
@@ -54,14 +59,20 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .unwrap_or(0);
     let attach = !args.detach;
     let working_dir = super::dataflow_dir(&args.dataflow)?;
-    let artifacts = super::distribute::distribute(
-        &descriptor,
-        &working_dir,
-        &args.distribute,
-        &args.client,
-        args.build,
-    )
-    .await?;
+    let artifacts = match args.build_id {
+        Some(_) => Default::default(),
+        None => {
+            super::distribute::distribute(
+                &descriptor,
+                &working_dir,
+                &args.distribute,
+                &args.client,
+                args.build,
+                uuid::Uuid::new_v4(),
+            )
+            .await?
+        }
+    };
     let start = StartDataflow {
         descriptor,
         name: args.name,
@@ -69,11 +80,17 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         attach,
         artifacts,
         build: args.build,
+        build_id: args.build_id,
     };
     let progress = crate::output::Progress::start("placing and spawning the dataflow");
     let mut client = Client::connect(&args.client).await?;
-    let started = client.call_idempotent(ControlRequest::Start(start)).await?;
-    progress.finish(true);
+    // Build output of the daemons (`--build`) is printed as it comes.
+    let mut print = |line| print_line(line, width);
+    let started = client
+        .call_idempotent_streaming(ControlRequest::Start(start), Some(&mut print))
+        .await;
+    progress.finish(started.is_ok());
+    let started = started?;
     let (id, name) = match started {
         ControlReply::Started {
             id,

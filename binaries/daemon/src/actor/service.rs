@@ -11,7 +11,7 @@ use std::{
 use adora_core::NodeId;
 use adora_message::{
     control::{self, NodeLogLine, NodeResult, RunningDataflow},
-    coordinator_to_daemon::{DaemonCommand, SpawnDataflow},
+    coordinator_to_daemon::{BuildNodes, DaemonCommand, SpawnDataflow},
     daemon_to_coordinator::DaemonMessage,
     envelope::Envelope,
 };
@@ -40,15 +40,38 @@ pub(crate) enum ServiceCommand {
     Disconnected,
     /// Every local node of every dataflow, for a heartbeat.
     NodeSnapshots(oneshot::Sender<Vec<(Uuid, NodeSnapshot)>>),
-    /// The builds and downloads of a spawn are done (see `crate::distribute`).
+    /// The builds and downloads of a dataflow are done (see `crate::distribute`).
     Prepared {
-        /// Envelope id of the `Spawn` command.
-        request: u64,
-        /// The command.
-        spawn: Box<SpawnDataflow>,
+        /// The dataflow.
+        dataflow: Uuid,
         /// Per node, the executable to run instead of `path`; or why the start fails.
         result: Result<BTreeMap<NodeId, PathBuf>, String>,
     },
+    /// The builds of an `adora build` are done.
+    Built {
+        /// Envelope id of the `Build` command.
+        request: u64,
+        /// The build.
+        build_id: Uuid,
+        /// Every failure, one line per node.
+        result: Result<(), String>,
+    },
+}
+
+/// What to do with a dataflow once its preparation is done.
+#[derive(Debug)]
+enum AfterPrepare {
+    /// Keep the result for the coordinator's `Spawn`, and answer `Prepared` to this request.
+    Keep { request: u64 },
+    /// Spawn right away and answer `Spawned` to this request (a `Spawn` of a dataflow that was
+    /// not prepared: auto-recovery on a restarted daemon, or a `Spawn` overtaking its
+    /// `Prepare`).
+    Spawn {
+        request: u64,
+        spawn: Box<SpawnDataflow>,
+    },
+    /// The start failed elsewhere: remove the downloads, answer nothing.
+    Discard,
 }
 
 /// Outgoing messages to the coordinator (queued while disconnected).
@@ -64,8 +87,12 @@ pub(crate) struct Service {
     watched: Arc<Mutex<HashSet<Uuid>>>,
     /// Builds and downloads before spawning (`distribute`), with the way back to the actor.
     pub(crate) distribution: Option<(crate::distribute::Context, mpsc::Sender<ServiceCommand>)>,
-    /// Dataflows whose spawn is being prepared (a retried `Spawn` is not prepared twice).
-    preparing: HashSet<Uuid>,
+    /// Dataflows being prepared (a retried command is not prepared twice), and what then.
+    preparing: HashMap<Uuid, AfterPrepare>,
+    /// Prepared dataflows waiting for their `Spawn`: per node, the executable to run.
+    prepared: HashMap<Uuid, BTreeMap<NodeId, PathBuf>>,
+    /// Builds (`adora build`) running here.
+    building: HashSet<Uuid>,
 }
 
 impl Service {
@@ -76,7 +103,9 @@ impl Service {
             names: HashMap::new(),
             watched: Arc::default(),
             distribution: None,
-            preparing: HashSet::new(),
+            preparing: HashMap::new(),
+            prepared: HashMap::new(),
+            building: HashSet::new(),
         }
     }
 
@@ -178,31 +207,24 @@ impl Daemon {
                     .unwrap_or_else(|p| p.into_inner())
                     .clear();
             }
-            ServiceCommand::Prepared {
+            ServiceCommand::Prepared { dataflow, result } => {
+                self.prepared(dataflow, result, service)
+            }
+            ServiceCommand::Built {
                 request,
-                mut spawn,
+                build_id,
                 result,
             } => {
-                let dataflow = spawn.id;
-                service.preparing.remove(&dataflow);
-                let result = result.and_then(|paths| {
-                    crate::distribute::apply(&mut spawn, &paths);
-                    self.spawn_for_coordinator(*spawn, service)
-                });
-                service.report(request, DaemonMessage::Spawned { dataflow, result });
+                service.building.remove(&build_id);
+                service.watch(build_id, false);
+                service.report(request, DaemonMessage::Built { build_id, result });
             }
             ServiceCommand::FromCoordinator(Envelope { id, body }) => match body {
                 DaemonCommand::Heartbeat => {}
-                DaemonCommand::Spawn(spawn) => {
-                    if crate::distribute::needs_preparation(&spawn)
-                        && !service.names.contains_key(&spawn.id)
-                    {
-                        return prepare_spawn(id, spawn, service);
-                    }
-                    let dataflow = spawn.id;
-                    let result = self.spawn_for_coordinator(spawn, service);
-                    service.report(id, DaemonMessage::Spawned { dataflow, result });
-                }
+                DaemonCommand::Prepare(spawn) => prepare(id, spawn, service),
+                DaemonCommand::Spawn(spawn) => self.spawn_command(id, spawn, service),
+                DaemonCommand::Discard { dataflow } => discard(dataflow, service),
+                DaemonCommand::Build(build) => start_build(id, build, service),
                 DaemonCommand::Stop { dataflow, grace } => {
                     if let Some(df) = self.dataflows.get_mut(&dataflow) {
                         let mut config = self.config.clone();
@@ -296,17 +318,99 @@ impl Daemon {
     }
 }
 
-/// Builds and downloads the binaries of a spawn on a task; the actor spawns the nodes when it
-/// gets `Prepared` back (nothing is spawned if any node failed).
-fn prepare_spawn(request: u64, spawn: SpawnDataflow, service: &mut Service) {
+impl Daemon {
+    /// `Spawn`: with what its `Prepare` left ready, else preparing first when needed.
+    fn spawn_command(&mut self, request: u64, mut spawn: SpawnDataflow, service: &mut Service) {
+        let dataflow = spawn.id;
+        if let Some(paths) = service.prepared.remove(&dataflow) {
+            crate::distribute::apply(&mut spawn, &paths);
+        } else if let Some(after) = service.preparing.get_mut(&dataflow) {
+            if !matches!(after, AfterPrepare::Discard) {
+                let spawn = Box::new(spawn);
+                *after = AfterPrepare::Spawn { request, spawn };
+            }
+            return;
+        } else if spawn.needs_preparation() && !service.names.contains_key(&dataflow) {
+            let spawn = Box::new(spawn.clone());
+            return start_preparing(
+                spawn.as_ref().clone(),
+                AfterPrepare::Spawn { request, spawn },
+                service,
+            );
+        }
+        let result = self.spawn_for_coordinator(spawn, service);
+        service.report(request, DaemonMessage::Spawned { dataflow, result });
+    }
+
+    /// A preparation finished: keep its result, spawn, or throw it away.
+    fn prepared(
+        &mut self,
+        dataflow: Uuid,
+        result: Result<BTreeMap<NodeId, PathBuf>, String>,
+        service: &mut Service,
+    ) {
+        let after = service
+            .preparing
+            .remove(&dataflow)
+            .unwrap_or(AfterPrepare::Discard);
+        let failed = result.is_err();
+        match after {
+            AfterPrepare::Keep { request } => {
+                let result = result.map(|paths| {
+                    service.prepared.insert(dataflow, paths);
+                });
+                service.report(request, DaemonMessage::Prepared { dataflow, result });
+            }
+            AfterPrepare::Spawn { request, mut spawn } => {
+                let result = result.and_then(|paths| {
+                    crate::distribute::apply(&mut spawn, &paths);
+                    self.spawn_for_coordinator(*spawn, service)
+                });
+                service.report(request, DaemonMessage::Spawned { dataflow, result });
+            }
+            AfterPrepare::Discard => {
+                tracing::info!("dataflow {dataflow} was discarded while being prepared");
+                discard_downloads(dataflow, service);
+            }
+        }
+        if failed {
+            discard_downloads(dataflow, service);
+        }
+    }
+}
+
+/// `Prepare`: builds and downloads on a task; answered with `Prepared` when done. Idempotent:
+/// a dataflow prepared, running or being prepared here is not prepared again.
+fn prepare(request: u64, spawn: SpawnDataflow, service: &mut Service) {
+    let dataflow = spawn.id;
+    if service.preparing.contains_key(&dataflow) {
+        return; // a retry: the first command's preparation answers
+    }
+    let ready = service.prepared.contains_key(&dataflow) || service.names.contains_key(&dataflow);
+    if ready || !spawn.needs_preparation() {
+        let result = Ok(());
+        return service.report(request, DaemonMessage::Prepared { dataflow, result });
+    }
+    start_preparing(spawn, AfterPrepare::Keep { request }, service);
+}
+
+/// Runs `crate::distribute::prepare` on a task; the actor gets `ServiceCommand::Prepared`.
+fn start_preparing(spawn: SpawnDataflow, after: AfterPrepare, service: &mut Service) {
     let dataflow = spawn.id;
     let Some((ctx, commands)) = service.distribution.clone() else {
         let result = Err("this daemon cannot fetch or build binaries (not a service)".into());
-        return service.report(request, DaemonMessage::Spawned { dataflow, result });
+        let (request, body) = match after {
+            AfterPrepare::Keep { request } => {
+                (request, DaemonMessage::Prepared { dataflow, result })
+            }
+            AfterPrepare::Spawn { request, .. } => {
+                (request, DaemonMessage::Spawned { dataflow, result })
+            }
+            AfterPrepare::Discard => return,
+        };
+        return service.report(request, body);
     };
-    if !service.preparing.insert(dataflow) {
-        return; // a retry: the first command's preparation answers
-    }
+    service.preparing.insert(dataflow, after);
     let logs = crate::distribute::BuildLogs {
         dataflow,
         reports: service.reports.clone(),
@@ -314,12 +418,58 @@ fn prepare_spawn(request: u64, spawn: SpawnDataflow, service: &mut Service) {
     };
     tokio::spawn(async move {
         let result = crate::distribute::prepare(&ctx, &spawn, &logs).await;
-        let prepared = ServiceCommand::Prepared {
+        let _ = commands
+            .send(ServiceCommand::Prepared { dataflow, result })
+            .await;
+    });
+}
+
+/// `Discard`: forgets a prepared dataflow (removing its downloads), or marks one being
+/// prepared to be thrown away when done. A running dataflow is left alone (`Stop` is for it).
+fn discard(dataflow: Uuid, service: &mut Service) {
+    service.watch(dataflow, false);
+    if service.prepared.remove(&dataflow).is_some() {
+        tracing::info!("discarding prepared dataflow {dataflow}: its start failed");
+        discard_downloads(dataflow, service);
+    } else if let Some(after) = service.preparing.get_mut(&dataflow) {
+        *after = AfterPrepare::Discard;
+    }
+}
+
+fn discard_downloads(dataflow: Uuid, service: &Service) {
+    if service.names.contains_key(&dataflow) {
+        return; // running: its nodes use the downloads
+    }
+    if let Some((ctx, _)) = &service.distribution {
+        crate::distribute::discard_downloads(ctx, dataflow);
+    }
+}
+
+/// `Build` (`adora build`): runs the builds on a task, forwarding their output; answered with
+/// `Built`. A retried command while the build runs is answered by the first.
+fn start_build(request: u64, build: BuildNodes, service: &mut Service) {
+    let build_id = build.build_id;
+    let Some((ctx, commands)) = service.distribution.clone() else {
+        let result = Err("this daemon cannot build (not a service)".into());
+        return service.report(request, DaemonMessage::Built { build_id, result });
+    };
+    if !service.building.insert(build_id) {
+        return;
+    }
+    service.watch(build_id, true);
+    let logs = crate::distribute::BuildLogs {
+        dataflow: build_id,
+        reports: service.reports.clone(),
+        watched: service.watched.clone(),
+    };
+    tokio::spawn(async move {
+        let result = crate::distribute::build(&ctx, &build, &logs).await;
+        let built = ServiceCommand::Built {
             request,
-            spawn: Box::new(spawn),
+            build_id,
             result,
         };
-        let _ = commands.send(prepared).await;
+        let _ = commands.send(built).await;
     });
 }
 

@@ -12,8 +12,8 @@ use std::{
 };
 
 use adora_core::{descriptor::InputSource, DataId, NodeId, SHM_THRESHOLD};
-use adora_message::{daemon_to_daemon::RemoteKind, DataRef, Metadata, SharedRef};
-use adora_shm::{RegionCache, SamplePool, SampleToken};
+use adora_message::{daemon_to_daemon::RemoteKind, DataRef, Metadata, SegmentFile, SharedRef};
+use adora_shm::{FileId, RegionCache, SamplePool, SampleToken};
 use tokio::sync::mpsc;
 
 use super::{shm_prefix, Dataflow};
@@ -157,7 +157,13 @@ impl Dataflow {
         };
         let bytes = match data {
             DataRef::Inline(bytes) => bytes.clone(),
-            DataRef::Shared(shared) => match links.regions.get(&shared.os_id) {
+            DataRef::Shared(shared) => match links.regions.get_file(
+                &shared.os_id,
+                FileId {
+                    dev: shared.file.dev,
+                    ino: shared.file.ino,
+                },
+            ) {
                 Ok(region) => region.as_slice()[..shared.len.min(region.size())].to_vec(),
                 Err(e) => {
                     tracing::warn!("cannot read `{node}/{output}` to publish it: {e}");
@@ -252,6 +258,10 @@ impl Dataflow {
                     os_id: handle.os_id,
                     len: handle.len,
                     token: handle.token.0,
+                    file: SegmentFile {
+                        dev: handle.file.dev,
+                        ino: handle.file.ino,
+                    },
                 })
             }
             Err(e) => {

@@ -1,6 +1,6 @@
 use std::path::Path;
 
-use adora_message::SharedRef;
+use adora_message::{SegmentFile, SharedRef};
 
 use super::*;
 
@@ -17,6 +17,7 @@ fn shared(token: u64) -> DataRef {
         os_id: format!("adora-test-routing-{token}"),
         len: 4096,
         token,
+        file: SegmentFile { dev: 0, ino: token },
     })
 }
 
@@ -234,4 +235,77 @@ fn remote_nodes_only_send_and_their_samples_return_to_the_daemon() {
         r.close_outputs(&"src".into(), &["out".into(), "nope".into()]),
         vec![DataId::from("out")]
     );
+}
+
+#[test]
+fn drop_counts_travel_again_only_when_they_grew() {
+    let mut r = Routing::new(&descriptor(FAN_OUT));
+    let send = |r: &mut Routing| {
+        r.send_output(
+            &"src".into(),
+            &"out".into(),
+            metadata(),
+            DataRef::Inline(vec![1]),
+        )
+    };
+    let counts = |reply: Option<DaemonReply>| match reply {
+        Some(DaemonReply::Events { drop_counts, .. }) => drop_counts,
+        other => panic!("{other:?}"),
+    };
+    for _ in 0..3 {
+        send(&mut r); // queue_size 2: one dropped
+    }
+    assert_eq!(counts(poll(&mut r, "b")).get(&DataId::from("y")), Some(&1));
+    send(&mut r);
+    assert!(
+        counts(poll(&mut r, "b")).is_empty(),
+        "unchanged: not repeated"
+    );
+    for _ in 0..3 {
+        send(&mut r);
+    }
+    assert_eq!(counts(poll(&mut r, "b")).get(&DataId::from("y")), Some(&2));
+
+    // A restarted instance starts without counts: it gets them with its first reply.
+    r.node_restarting(&"b".into());
+    send(&mut r);
+    assert_eq!(counts(poll(&mut r, "b")).get(&DataId::from("y")), Some(&2));
+}
+
+#[test]
+fn a_held_batch_reaches_a_waiting_receiver_in_one_reply() {
+    let mut r = Routing::new(&descriptor(FAN_OUT));
+    let (tx, mut rx) = oneshot::channel();
+    r.next_events(&"a".into(), tx);
+    r.hold_wakes();
+    for byte in 1..=3 {
+        r.send_output(
+            &"src".into(),
+            &"out".into(),
+            metadata(),
+            DataRef::Inline(vec![byte; byte as usize]),
+        );
+    }
+    assert!(rx.try_recv().is_err(), "held until the batch is routed");
+    r.release_wakes();
+    assert_eq!(inputs(rx.try_recv().ok()), vec!["x:1", "x:2", "x:3"]);
+    // Later messages are answered at once again.
+    let (tx, mut rx) = oneshot::channel();
+    r.next_events(&"a".into(), tx);
+    r.send_output(
+        &"src".into(),
+        &"out".into(),
+        metadata(),
+        DataRef::Inline(vec![4]),
+    );
+    assert_eq!(inputs(rx.try_recv().ok()), vec!["x:1"]);
+}
+
+#[test]
+fn a_shared_sample_without_receivers_goes_straight_back() {
+    let yaml = "nodes:\n  - id: src\n    path: src\n    outputs: [out, unused]\n  - id: a\n    path: a\n    inputs: { x: src/out }\n";
+    let mut r = Routing::new(&descriptor(yaml));
+    r.send_output(&"src".into(), &"unused".into(), metadata(), shared(7));
+    assert_eq!(poll_freed(&mut r, "src"), Some(vec![7]));
+    assert_eq!(r.samples_in_flight(), 0);
 }

@@ -63,7 +63,7 @@ pub fn hosts(adora: &Path, plan: &Plan) -> anyhow::Result<Vec<Report>> {
     start_attached(&coordinator, state.path(), plan)
 }
 
-fn tempdir() -> anyhow::Result<tempfile::TempDir> {
+pub(crate) fn tempdir() -> anyhow::Result<tempfile::TempDir> {
     tempfile::Builder::new()
         .prefix("adora-bench-")
         .tempdir()

@@ -4,7 +4,10 @@
 //! then `adora run examples/benchmark/dataflow.yml` (sender → sink on one daemon) with the same plan,
 //! collects the report lines both receivers print, and prints a table (optionally CSV) with Adora's
 //! figures as ratios to the baseline.
+//!
+//! `adora-bench control-plane` measures the control plane instead (see [`control_plane`]).
 
+mod control_plane;
 mod distributed;
 mod report;
 
@@ -17,14 +20,33 @@ use std::{
 
 use anyhow::{bail, Context};
 use benchmark_common::{parse_sizes, Plan, Report};
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
-/// Measure latency and throughput of Adora's data plane against the raw baseline.
+/// Measure latency and throughput of Adora's data plane against the raw baseline (or, with
+/// `control-plane`, the start time of large dataflows and the coordinator's cost).
 #[derive(Debug, Parser)]
 #[command(
     name = "adora-bench",
-    after_help = "Build first (from the repository root):\n  cargo build --release -p adora-cli -p benchmark-sender -p benchmark-sink -p benchmark-raw -p adora-benchmark\nthen:\n  target/release/adora-bench --csv bench.csv\n  target/release/adora-bench --quick"
+    args_conflicts_with_subcommands = true,
+    after_help = "Build first (from the repository root):\n  cargo build --release -p adora-cli -p benchmark-sender -p benchmark-sink -p benchmark-raw -p benchmark-idle -p adora-benchmark\nthen:\n  target/release/adora-bench --csv bench.csv\n  target/release/adora-bench --quick\n  target/release/adora-bench control-plane --csv control.csv"
 )]
+struct Cli {
+    #[command(subcommand)]
+    mode: Option<Mode>,
+    #[command(flatten)]
+    data_plane: Args,
+}
+
+/// What to measure instead of the data plane.
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Time from `adora start` to every node running (10…1000 nodes, 1 or 3 daemons), and the
+    /// coordinator's CPU and memory with many simulated daemons heartbeating.
+    ControlPlane(control_plane::Args),
+}
+
+/// Options of the data-plane benchmark.
+#[derive(Debug, clap::Args)]
 struct Args {
     /// Few samples and sizes up to 64 KiB (for CI: proves the benchmark works end to end).
     #[arg(long)]
@@ -32,10 +54,11 @@ struct Args {
     /// Also write the results as CSV to this file.
     #[arg(long, value_name = "PATH")]
     csv: Option<PathBuf>,
-    /// The `adora` binary [default: target/release/adora of this repository].
+    /// The `adora` binary [default: `adora` next to this binary].
     #[arg(long, value_name = "PATH")]
     adora: Option<PathBuf>,
-    /// The benchmark dataflow [default: examples/benchmark/dataflow.yml of this repository].
+    /// The same-daemon dataflow [default: examples/benchmark/dataflow.yml, with the sender and
+    /// sink next to this binary].
     #[arg(long, value_name = "PATH")]
     dataflow: Option<PathBuf>,
     /// The raw baseline binary [default: adora-bench-raw next to this binary].
@@ -98,12 +121,18 @@ fn humantime_ms(s: &str) -> Result<Duration, String> {
     }
 }
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../..")
+/// A binary next to this one (release runner → release binaries, debug → debug).
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    Ok(std::env::current_exe()?.with_file_name(name))
 }
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
+    let cli = Cli::parse();
+    let result = match cli.mode {
+        Some(Mode::ControlPlane(args)) => control_plane::run(args),
+        None => run(cli.data_plane),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -136,24 +165,26 @@ fn run(args: Args) -> anyhow::Result<()> {
     if !args.no_baseline {
         let raw = match &args.raw {
             Some(p) => p.clone(),
-            None => std::env::current_exe()?.with_file_name("adora-bench-raw"),
+            None => sibling("adora-bench-raw")?,
         };
         eprintln!("running the raw baseline ({})...", raw.display());
         results.add("raw", run_raw(&raw, &plan)?);
     }
+    let adora = match &args.adora {
+        Some(p) => p.clone(),
+        None => sibling("adora")?,
+    };
+    // Keeps the generated same-daemon dataflow until the end of the run.
+    let generated = distributed::tempdir()?;
     let mut placements = args.placement.clone();
     placements.dedup();
     for placement in placements {
         match placement {
             Placement::SameDaemon => {
-                let adora = args
-                    .adora
-                    .clone()
-                    .unwrap_or_else(|| repo_root().join("target/release/adora"));
-                let dataflow = args
-                    .dataflow
-                    .clone()
-                    .unwrap_or_else(|| repo_root().join("examples/benchmark/dataflow.yml"));
+                let dataflow = match &args.dataflow {
+                    Some(p) => p.clone(),
+                    None => same_daemon_dataflow(generated.path())?,
+                };
                 eprintln!(
                     "running adora ({} run {})...",
                     adora.display(),
@@ -162,10 +193,6 @@ fn run(args: Args) -> anyhow::Result<()> {
                 results.add(placement.label(), run_adora(&adora, &dataflow, &plan)?);
             }
             Placement::TwoDaemons | Placement::Zenoh => {
-                let adora = args
-                    .adora
-                    .clone()
-                    .unwrap_or_else(|| repo_root().join("target/release/adora"));
                 eprintln!("running adora with placement `{}`...", placement.label());
                 let reports = if placement == Placement::TwoDaemons {
                     distributed::two_daemons(&adora, &plan)
@@ -187,6 +214,23 @@ fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("wrote {}", path.display());
     }
     results.check_complete()
+}
+
+/// `examples/benchmark/dataflow.yml` with its sender and sink replaced by the ones next to this
+/// binary (so a debug runner runs debug nodes), written into `dir`.
+fn same_daemon_dataflow(dir: &Path) -> anyhow::Result<PathBuf> {
+    let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dataflow.yml");
+    let yaml = std::fs::read_to_string(&template)
+        .with_context(|| format!("cannot read {}", template.display()))?;
+    let bin_dir = sibling("adora")?
+        .parent()
+        .context("this binary has a directory")?
+        .display()
+        .to_string();
+    let yaml = yaml.replace("../../target/release", &bin_dir);
+    let path = dir.join("dataflow.yml");
+    std::fs::write(&path, yaml)?;
+    Ok(path)
 }
 
 /// Reads report lines from a child's stdout; other lines are passed through to stderr.

@@ -66,6 +66,35 @@ fn records_survive_reopening_and_finished_ones_are_archived() {
 }
 
 #[test]
+fn builds_survive_reopening_until_they_expire() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("coordinator.redb");
+    let build = |age: Duration| BuildRecord {
+        id: Uuid::new_v4(),
+        artifacts: [(
+            "a".into(),
+            adora_message::distribute::NodeArtifact::Uploaded {
+                build_id: Uuid::new_v4(),
+                sha256: "0f".repeat(32),
+            },
+        )]
+        .into(),
+        placement: [("a".into(), "robot".to_owned())].into(),
+        created_at_ms: now_ms() - age.as_millis() as u64,
+    };
+    let fresh = build(Duration::ZERO);
+    let expired = build(BUILD_RETENTION + Duration::from_secs(60));
+    {
+        let store = RedbStore::open(&path).expect("open");
+        store.put_build(&fresh).expect("put");
+        store.put_build(&expired).expect("put");
+        store.flush().expect("flush");
+    }
+    let store = RedbStore::open(&path).expect("reopen");
+    assert_eq!(store.builds().expect("read"), vec![fresh]);
+}
+
+#[test]
 fn file_is_0600_in_a_0700_directory() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("new/dir/coordinator.redb");

@@ -4,6 +4,9 @@
 //! needed: stop each active dataflow, tell every daemon to exit (`ShutdownDaemons`) and wait until
 //! they have disconnected, then stop the coordinator (`ShutdownCoordinator`; SIGTERM through its
 //! pid file as a fallback when it runs on this machine).
+//!
+//! With a `cluster.yml`, the daemons the coordinator cannot reach (lost, or no coordinator at
+//! all) are stopped over SSH, from the pid file `cluster up` left in their state directory.
 
 use std::{
     collections::BTreeSet,
@@ -11,12 +14,16 @@ use std::{
     time::{Duration, Instant},
 };
 
+use adora_cluster::{HostSession, SshTarget};
+use adora_core::cluster::{ClusterConfig, Machine};
 use adora_message::{
     cli_to_coordinator::ControlRequest,
     coordinator_to_cli::{ControlReply, CoordinatorStatus},
 };
 use anyhow::bail;
+use tokio::task::JoinSet;
 
+use super::{load_cluster, machine};
 use crate::commands::{
     client::{Client, ClientArgs, ADDR_FILE},
     state_dir, up,
@@ -36,10 +43,18 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Stop every dataflow, every daemon and the coordinator of the cluster.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  adora cluster down\n  \
-adora cluster down --coordinator-addr 10.0.0.1 --coordinator-port 6013\n\n\
+adora cluster down --coordinator-addr 10.0.0.1 --coordinator-port 6013\n  \
+adora cluster down cluster.yml\n\n\
 Dataflows get a graceful stop, daemons exit once their nodes have ended, then the coordinator \
-exits. Exits non-zero if a daemon or the coordinator did not stop.")]
+exits. With cluster.yml, daemons the coordinator cannot reach (lost, or no coordinator) are \
+stopped over SSH. Exits non-zero if a daemon or the coordinator did not stop.")]
 pub struct Args {
+    /// The cluster file: its coordinator is the one stopped, and daemons the coordinator cannot
+    /// reach are stopped over SSH.
+    cluster: Option<std::path::PathBuf>,
+    /// An ssh_config file for every SSH connection (`ssh -F FILE`).
+    #[arg(long, value_name = "FILE", requires = "cluster")]
+    ssh_config: Option<std::path::PathBuf>,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -58,15 +73,50 @@ async fn status(client: &mut Client) -> anyhow::Result<CoordinatorStatus> {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let addr = args.client.addr();
-    if !listening(&addr).await {
+    let cluster = match &args.cluster {
+        Some(path) => match load_cluster(path) {
+            Ok(cluster) => Some(cluster),
+            Err(code) => return Ok(code),
+        },
+        None => None,
+    };
+    let client_args = match &cluster {
+        Some(c) => ClientArgs::at(&c.coordinator.addr, c.coordinator.port),
+        None => args.client,
+    };
+    let addr = client_args.addr();
+    let mut failures = 0;
+    let mut stopped = BTreeSet::new();
+    let client = if listening(&addr).await {
+        let mut client = Client::connect(&client_args).await?;
+        failures += stop_dataflows(&mut client).await?;
+        let (ok, not_stopped) = stop_daemons(&mut client, cluster.as_ref()).await?;
+        stopped = ok;
+        // Daemons of the cluster file that did not stop are retried over SSH below.
+        failures += not_stopped
+            .iter()
+            .filter(|name| !in_cluster(cluster.as_ref(), name))
+            .count();
+        Some(client)
+    } else if cluster.is_some() {
+        println!("No coordinator at {addr}: stopping the daemons over SSH.");
+        None
+    } else {
         println!("No coordinator at {addr}: nothing to stop.");
         return Ok(ExitCode::SUCCESS);
+    };
+    if let Some(cluster) = &cluster {
+        let rest: Vec<Machine> = cluster
+            .machines
+            .iter()
+            .filter(|m| !stopped.contains(&m.id))
+            .cloned()
+            .collect();
+        failures += stop_over_ssh(rest, args.ssh_config).await;
     }
-    let mut client = Client::connect(&args.client).await?;
-    let mut failures = stop_dataflows(&mut client).await?;
-    failures += stop_daemons(&mut client).await?;
-    failures += stop_coordinator(client, &addr).await;
+    if let Some(client) = client {
+        failures += stop_coordinator(client, &addr).await;
+    }
     if failures == 0 {
         println!("Cluster is down.");
         Ok(ExitCode::SUCCESS)
@@ -74,6 +124,54 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("{failures} part(s) of the cluster did not stop (see above).");
         Ok(ExitCode::FAILURE)
     }
+}
+
+fn in_cluster(cluster: Option<&ClusterConfig>, name: &str) -> bool {
+    cluster.is_some_and(|c| c.machines.iter().any(|m| m.id == name))
+}
+
+/// Stops the detached daemons of `machines` over SSH, concurrently; returns how many failed.
+async fn stop_over_ssh(machines: Vec<Machine>, ssh_config: Option<std::path::PathBuf>) -> usize {
+    let mut tasks = JoinSet::new();
+    for m in machines {
+        let ssh_config = ssh_config.clone();
+        tasks.spawn(async move {
+            let target = SshTarget::of(&m, ssh_config);
+            let result = match HostSession::connect(target).await {
+                Ok(session) => {
+                    let out = session.sh(&machine::stop_script(&m)).await;
+                    session.close().await;
+                    match out {
+                        Ok(out) if out.success() => Ok(out.stdout.trim().to_owned()),
+                        Ok(out) => Err(out.stderr.trim().to_owned()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            (m, result)
+        });
+    }
+    let mut failures = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let Ok((m, result)) = joined else {
+            failures += 1;
+            continue;
+        };
+        let what = format!("Stopping daemon {} over SSH ({})...", m.id, m.destination());
+        match result {
+            Ok(out) if out == "not-running" => println!("{what} OK (it was not running)"),
+            Ok(out) => println!(
+                "{what} OK (pid {})",
+                out.strip_prefix("stopped ").unwrap_or(&out)
+            ),
+            Err(e) => {
+                failures += 1;
+                println!("{what} FAILED: {e}");
+            }
+        }
+    }
+    failures
 }
 
 /// Stops every active dataflow; returns how many failed to stop.
@@ -106,16 +204,29 @@ async fn stop_dataflows(client: &mut Client) -> anyhow::Result<usize> {
     Ok(failures)
 }
 
-/// Tells every daemon to exit and waits until they disconnected; returns how many did not.
-async fn stop_daemons(client: &mut Client) -> anyhow::Result<usize> {
+/// Tells every daemon to exit and waits until they disconnected; returns the names of those
+/// that did and of those that did not.
+async fn stop_daemons(
+    client: &mut Client,
+    cluster: Option<&ClusterConfig>,
+) -> anyhow::Result<(BTreeSet<String>, BTreeSet<String>)> {
+    let mut not_stopped = BTreeSet::new();
     for d in status(client)
         .await?
         .daemons
-        .iter()
+        .into_iter()
         .filter(|d| !d.connected)
     {
-        let name = d.machine_id.as_deref().unwrap_or(&d.hostname);
-        println!("Daemon {name} is lost (not connected): it cannot be told to exit from here.");
+        let name = d.machine_id.unwrap_or(d.hostname);
+        if in_cluster(cluster, &name) {
+            println!("Daemon {name} is lost (not connected): stopping it over SSH.");
+        } else {
+            println!(
+                "Daemon {name} is lost (not connected): it cannot be told to exit from here \
+                 (with the cluster file, `cluster down` stops it over SSH)."
+            );
+        }
+        not_stopped.insert(name);
     }
     let ControlReply::ShuttingDown { daemons } =
         client.call(ControlRequest::ShutdownDaemons).await?
@@ -123,6 +234,7 @@ async fn stop_daemons(client: &mut Client) -> anyhow::Result<usize> {
         bail!("unexpected reply to ShutdownDaemons");
     };
     let mut waiting: BTreeSet<String> = daemons.into_iter().collect();
+    let mut stopped = BTreeSet::new();
     let begin = Instant::now();
     while !waiting.is_empty() && begin.elapsed() < DAEMONS_TIMEOUT {
         let connected: BTreeSet<String> = status(client)
@@ -136,6 +248,7 @@ async fn stop_daemons(client: &mut Client) -> anyhow::Result<usize> {
         for name in gone {
             println!("Stopping daemon {name}... OK");
             waiting.remove(&name);
+            stopped.insert(name);
         }
         if !waiting.is_empty() {
             tokio::time::sleep(POLL).await;
@@ -144,7 +257,8 @@ async fn stop_daemons(client: &mut Client) -> anyhow::Result<usize> {
     for name in &waiting {
         println!("Stopping daemon {name}... FAILED: still connected after {DAEMONS_TIMEOUT:?}");
     }
-    Ok(waiting.len())
+    not_stopped.extend(waiting);
+    Ok((stopped, not_stopped))
 }
 
 /// Stops the coordinator; returns 1 when it is still running.

@@ -44,25 +44,36 @@ pub(crate) fn version_script(machine: &Machine) -> String {
     )
 }
 
+/// Shell functions for the detached daemon of state dir `$D`: `alive PID`, and `stop_daemon`,
+/// which stops the daemon named by `$D/daemon.pid` (SIGTERM: it stops its dataflows gracefully;
+/// SIGKILL after 10 s), removes the pid file and prints `stopped PID` or `not-running`.
+const STOP_DAEMON_FUNCTIONS: &str = r#"alive() { kill -0 "$1" 2>/dev/null && ! grep -q ') Z' "/proc/$1/stat" 2>/dev/null; }
+stop_daemon() {
+  old=$(cat "$D/daemon.pid" 2>/dev/null || true)
+  if [ -n "$old" ] && alive "$old" && grep -q adora "/proc/$old/cmdline" 2>/dev/null; then
+    kill "$old" 2>/dev/null || true
+    i=0; while alive "$old" && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+    kill -9 "$old" 2>/dev/null || true
+    echo "stopped $old"
+  else
+    echo not-running
+  fi
+  rm -f "$D/daemon.pid"
+}"#;
+
 /// Places the token read from stdin and starts the daemon detached; prints the daemon's pid.
 pub(crate) fn start_script(cluster: &ClusterConfig, machine: &Machine) -> String {
     let daemon = quote::line(&daemon_args(cluster, machine));
     format!(
         r#"set -e
 {prologue}D={state}
-alive() {{ kill -0 "$1" 2>/dev/null && ! grep -q ') Z' "/proc/$1/stat" 2>/dev/null; }}
+{STOP_DAEMON_FUNCTIONS}
 umask 077
 mkdir -p "$D"
 cat > "$D/token.tmp"
 chmod 600 "$D/token.tmp"
 mv -f "$D/token.tmp" "$D/token"
-old=$(cat "$D/daemon.pid" 2>/dev/null || true)
-if [ -n "$old" ] && alive "$old" && grep -q adora "/proc/$old/cmdline" 2>/dev/null; then
-  kill "$old" 2>/dev/null || true
-  i=0; while alive "$old" && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i+1)); done
-  kill -9 "$old" 2>/dev/null || true
-fi
-rm -f "$D/daemon.pid"
+stop_daemon >/dev/null
 ADORA_STATE_DIR="$D"; export ADORA_STATE_DIR
 nohup setsid sh -c 'echo $$ > "$0"; exec "$@"' "$D/daemon.pid" adora {daemon} >> "$D/daemon.log" 2>&1 < /dev/null &
 i=0; while [ ! -s "$D/daemon.pid" ] && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i+1)); done
@@ -77,6 +88,15 @@ echo "$pid"
 "#,
         prologue = path_prologue(machine),
         state = quote::path(state_dir(machine)),
+    )
+}
+
+/// Stops the detached daemon `cluster up` started (from its pid file); prints `stopped PID` or
+/// `not-running`.
+pub(crate) fn stop_script(machine: &Machine) -> String {
+    format!(
+        "D={}\n{STOP_DAEMON_FUNCTIONS}\nstop_daemon\n",
+        quote::path(state_dir(machine))
     )
 }
 
@@ -221,9 +241,10 @@ mod tests {
     }
 
     /// Runs the start script against a fake `adora` in a temp dir: token placed 0600 from stdin,
-    /// daemon detached with the state dir in its environment, pid file written.
+    /// daemon detached with the state dir in its environment, pid file written; then the stop
+    /// script stops it and removes the pid file.
     #[test]
-    fn start_script_places_the_token_and_starts_the_daemon() {
+    fn start_script_places_the_token_and_starts_the_daemon_stop_script_stops_it() {
         use std::{io::Write, os::unix::fs::PermissionsExt, process::Stdio};
         let dir = tempfile::tempdir().expect("temp dir");
         let bin = dir.path().join("bin");
@@ -231,7 +252,8 @@ mod tests {
         let fake = bin.join("adora");
         std::fs::write(
             &fake,
-            "#!/bin/sh\necho \"state=$ADORA_STATE_DIR args=$*\"\nexec sleep 30\n",
+            // No `exec sleep`: the process must stay an `adora` (the stop script checks).
+            "#!/bin/sh\necho \"state=$ADORA_STATE_DIR args=$*\"\ni=0; while [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n",
         )
         .expect("fake adora");
         std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -274,9 +296,26 @@ mod tests {
         let log = std::fs::read_to_string(state.join("daemon.log")).expect("log");
         assert!(log.contains(&format!("state={}", state.display())), "{log}");
         assert!(log.contains("args=daemon --machine-id robot"), "{log}");
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+
+        let stop = |script: &str| {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .output()
+                .expect("sh runs");
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        let script = stop_script(&c.machines[0]);
+        assert_eq!(stop(&script), format!("stopped {pid}"));
+        let gone = (0..100).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z"))
+        });
+        assert!(gone, "the daemon still runs");
+        assert!(!state.join("daemon.pid").exists());
+        assert_eq!(stop(&script), "not-running");
     }
 }

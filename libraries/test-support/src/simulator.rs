@@ -1,0 +1,425 @@
+//! Simulated daemons: many lightweight stand-ins for `adora daemon` that speak the real daemon
+//! protocol to a real coordinator, for control-plane benchmarks and scale tests.
+//!
+//! Each simulated daemon opens the same WebSocket as a real one (`/api/v1/daemon`, bearer token,
+//! `Hello` / `Welcome`) with the daemon's own client ([`adora_daemon::ws_client`]), registers
+//! with a machine id, sends a heartbeat every [`adora_daemon::HEARTBEAT_INTERVAL`] carrying
+//! plausible figures for every node it "runs", and answers the coordinator's commands the way
+//! a daemon does: `Spawn` → `Spawned`, `Stop` → `Finished` (every node finished), `ReadLogs` →
+//! `Logs` (none), `Shutdown` → it disconnects. It starts no processes: a node is "running" from
+//! the moment its `Spawn` is answered.
+//!
+//! Unlike a real daemon it does not reconnect: a lost connection ends that simulated daemon, and
+//! [`SimulatedFleet::shutdown`] reports it.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Instant,
+};
+
+use adora_core::NodeId;
+use adora_daemon::ws_client::{ClientError, Connection};
+pub use adora_daemon::HEARTBEAT_INTERVAL;
+use adora_message::{
+    control::NodeResult,
+    coordinator_to_daemon::DaemonCommand,
+    daemon_to_coordinator::{DaemonMessage, DaemonRegistration},
+    envelope::{Envelope, Hello},
+    stats::{NodeStats, NodeStatus},
+};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Resident memory each simulated node reports (a small Rust node).
+const SIMULATED_NODE_RSS: u64 = 6 << 20;
+/// CPU each simulated node reports, in percent of one core.
+const SIMULATED_NODE_CPU: f64 = 0.3;
+/// Messages each simulated node reports sending and receiving per heartbeat.
+const SIMULATED_MESSAGES_PER_HEARTBEAT: u64 = 500;
+/// First pid handed to simulated nodes (above the usual `pid_max`, so it names no real process).
+const FIRST_SIMULATED_PID: u32 = 5_000_000;
+
+/// What a whole fleet did, summed over its simulated daemons.
+#[derive(Debug, Default)]
+struct Counters {
+    heartbeats: AtomicU64,
+    commands: AtomicU64,
+    spawns: AtomicU64,
+    stops: AtomicU64,
+}
+
+/// A snapshot of a [`SimulatedFleet`]'s counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FleetActivity {
+    /// Heartbeats sent to the coordinator.
+    pub heartbeats: u64,
+    /// Commands received from the coordinator (its heartbeats included).
+    pub commands: u64,
+    /// `Spawn` commands answered.
+    pub spawns: u64,
+    /// `Stop` commands answered with `Finished`.
+    pub stops: u64,
+}
+
+/// Simulated daemons connected to one coordinator; dropping the fleet without
+/// [`SimulatedFleet::shutdown`] aborts them.
+pub struct SimulatedFleet {
+    shutdown: CancellationToken,
+    tasks: JoinSet<Result<(), String>>,
+    counters: Arc<Counters>,
+}
+
+impl SimulatedFleet {
+    /// Connects and registers one simulated daemon per machine id with the coordinator at
+    /// `addr` (`host:port`), one after the other, and leaves them heartbeating. Fails on the
+    /// first daemon that cannot connect (the ones already connected are shut down).
+    pub async fn start(
+        addr: &str,
+        token: Option<&str>,
+        machine_ids: impl IntoIterator<Item = String>,
+    ) -> Result<SimulatedFleet, ClientError> {
+        let mut fleet = SimulatedFleet {
+            shutdown: CancellationToken::new(),
+            tasks: JoinSet::new(),
+            counters: Arc::default(),
+        };
+        for (i, machine_id) in machine_ids.into_iter().enumerate() {
+            let conn =
+                Connection::connect(addr, adora_daemon::DAEMON_PATH, token, Hello::current())
+                    .await?;
+            let daemon = SimulatedDaemon {
+                machine_id,
+                dataflows: BTreeMap::new(),
+                next_pid: FIRST_SIMULATED_PID + (i as u32) * 10_000,
+                counters: fleet.counters.clone(),
+            };
+            let shutdown = fleet.shutdown.clone();
+            fleet.tasks.spawn(daemon.run(conn, shutdown));
+        }
+        Ok(fleet)
+    }
+
+    /// Number of simulated daemons still connected.
+    pub fn connected(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// What the fleet did so far.
+    pub fn activity(&self) -> FleetActivity {
+        let c = &self.counters;
+        FleetActivity {
+            heartbeats: c.heartbeats.load(Ordering::Relaxed),
+            commands: c.commands.load(Ordering::Relaxed),
+            spawns: c.spawns.load(Ordering::Relaxed),
+            stops: c.stops.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Disconnects every simulated daemon; `Err` lists the ones that ended on their own before
+    /// (lost connection, protocol error) with their reason.
+    pub async fn shutdown(mut self) -> Result<(), String> {
+        self.shutdown.cancel();
+        let mut failures = Vec::new();
+        while let Some(joined) = self.tasks.join_next().await {
+            match joined {
+                Ok(Ok(())) => {}
+                Ok(Err(reason)) => failures.push(reason),
+                Err(e) => failures.push(format!("a simulated daemon panicked: {e}")),
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures.join("\n"))
+        }
+    }
+}
+
+/// A dataflow part a simulated daemon "runs".
+struct SimulatedPart {
+    /// Node → its fake pid.
+    nodes: BTreeMap<NodeId, u32>,
+    started: Instant,
+    heartbeats: u64,
+}
+
+struct SimulatedDaemon {
+    machine_id: String,
+    dataflows: BTreeMap<Uuid, SimulatedPart>,
+    next_pid: u32,
+    counters: Arc<Counters>,
+}
+
+impl SimulatedDaemon {
+    /// Registers, then heartbeats and answers commands until `shutdown` or the connection ends.
+    async fn run(
+        mut self,
+        mut conn: Connection,
+        shutdown: CancellationToken,
+    ) -> Result<(), String> {
+        let name = self.machine_id.clone();
+        let registration = DaemonRegistration {
+            machine_id: Some(self.machine_id.clone()),
+            labels: Default::default(),
+            hostname: format!("simulated-{}", self.machine_id),
+            zenoh_locators: Vec::new(),
+            running: Vec::new(),
+            adora_version: adora_message::ADORA_VERSION.to_owned(),
+        };
+        let fail = |e: ClientError| format!("simulated daemon `{name}`: {e}");
+        conn.send(&Envelope::new(0, DaemonMessage::Register(registration)))
+            .await
+            .map_err(fail)?;
+        // Like the real daemon: the first heartbeat right after registering.
+        let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    conn.close().await;
+                    return Ok(());
+                }
+                _ = heartbeat.tick() => {
+                    let nodes = self.node_stats();
+                    conn.send(&Envelope::new(0, DaemonMessage::Heartbeat { nodes }))
+                        .await
+                        .map_err(fail)?;
+                    self.counters.heartbeats.fetch_add(1, Ordering::Relaxed);
+                }
+                incoming = conn.recv::<Envelope<DaemonCommand>>() => {
+                    let Envelope { id, body } = incoming.map_err(fail)?;
+                    self.counters.commands.fetch_add(1, Ordering::Relaxed);
+                    if matches!(body, DaemonCommand::Shutdown) {
+                        conn.close().await;
+                        return Ok(());
+                    }
+                    for reply in self.answer(id, body) {
+                        conn.send(&reply).await.map_err(fail)?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// What a daemon sends back for one command.
+    fn answer(&mut self, id: u64, command: DaemonCommand) -> Vec<Envelope<DaemonMessage>> {
+        match command {
+            DaemonCommand::Spawn(spawn) => {
+                let dataflow = spawn.id;
+                // Idempotent like the real daemon: a retried spawn is answered, not repeated.
+                if !self.dataflows.contains_key(&dataflow) {
+                    let nodes = spawn
+                        .nodes
+                        .into_iter()
+                        .map(|node| {
+                            self.next_pid += 1;
+                            (node, self.next_pid)
+                        })
+                        .collect();
+                    let part = SimulatedPart {
+                        nodes,
+                        started: Instant::now(),
+                        heartbeats: 0,
+                    };
+                    self.dataflows.insert(dataflow, part);
+                }
+                self.counters.spawns.fetch_add(1, Ordering::Relaxed);
+                vec![Envelope::new(
+                    id,
+                    DaemonMessage::Spawned {
+                        dataflow,
+                        result: Ok(()),
+                    },
+                )]
+            }
+            DaemonCommand::Stop { dataflow, .. } => {
+                let Some(part) = self.dataflows.remove(&dataflow) else {
+                    return Vec::new();
+                };
+                self.counters.stops.fetch_add(1, Ordering::Relaxed);
+                let nodes: BTreeMap<NodeId, NodeResult> = part
+                    .nodes
+                    .into_keys()
+                    .map(|node| (node, NodeResult::Finished))
+                    .collect();
+                vec![Envelope::new(
+                    0,
+                    DaemonMessage::Finished { dataflow, nodes },
+                )]
+            }
+            DaemonCommand::ReadLogs { .. } => {
+                vec![Envelope::new(id, DaemonMessage::Logs { lines: Vec::new() })]
+            }
+            // Heartbeat, WatchLogs (a simulated node prints nothing), Peers (no data plane).
+            _ => Vec::new(),
+        }
+    }
+
+    /// Figures for every simulated node, as a daemon's heartbeat carries them.
+    fn node_stats(&mut self) -> Vec<NodeStats> {
+        let mut stats = Vec::new();
+        for (dataflow, part) in &mut self.dataflows {
+            part.heartbeats += 1;
+            let messages = part.heartbeats * SIMULATED_MESSAGES_PER_HEARTBEAT;
+            let uptime_ms = u64::try_from(part.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            stats.extend(part.nodes.iter().map(|(node, pid)| NodeStats {
+                dataflow: *dataflow,
+                node: node.clone(),
+                status: NodeStatus::Running,
+                pid: Some(*pid),
+                cpu_percent: SIMULATED_NODE_CPU,
+                rss_bytes: SIMULATED_NODE_RSS,
+                messages_sent: messages,
+                messages_received: messages,
+                dropped: 0,
+                restarts: 0,
+                uptime_ms,
+                last_error: None,
+            }));
+        }
+        stats
+    }
+}
+
+/// The machine ids `prefix-000`, `prefix-001`, ... of a fleet of `count` simulated daemons.
+pub fn machine_ids(prefix: &str, count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("{prefix}-{i:03}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{future::Future, sync::Arc, time::Duration};
+
+    use adora_coordinator::{CoordinatorConfig, Token};
+    use adora_message::{
+        cli_to_coordinator::{ControlRequest, StartDataflow},
+        control::DataflowStatus,
+        coordinator_to_cli::ControlReply,
+        stats::NodeStatus,
+    };
+    use adora_store::MemoryStore;
+
+    use super::*;
+
+    /// Upper bound for every await in these tests.
+    const T: Duration = Duration::from_secs(20);
+
+    async fn within<F: Future>(f: F) -> F::Output {
+        tokio::time::timeout(T, f).await.expect("timed out")
+    }
+
+    async fn call(client: &mut Connection, id: u64, request: ControlRequest) -> ControlReply {
+        within(client.send(&Envelope::new(id, request)))
+            .await
+            .expect("send");
+        loop {
+            let reply: Envelope<ControlReply> = within(client.recv()).await.expect("reply");
+            if reply.id == id {
+                return reply.body;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn simulated_daemons_register_heartbeat_spawn_and_stop() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let shutdown = CancellationToken::new();
+        let config = CoordinatorConfig::new(Token::new("sim-token").unwrap());
+        let server = tokio::spawn(adora_coordinator::run(
+            listener,
+            Arc::new(MemoryStore::new()),
+            config,
+            shutdown.clone(),
+        ));
+
+        let fleet = within(SimulatedFleet::start(
+            &addr,
+            Some("sim-token"),
+            machine_ids("sim", 3),
+        ))
+        .await
+        .expect("the fleet connects");
+        assert_eq!(fleet.connected(), 3);
+        let mut client = within(Connection::connect(
+            &addr,
+            "/api/v1/control",
+            Some("sim-token"),
+            Hello::current(),
+        ))
+        .await
+        .expect("the control client connects");
+        let ControlReply::Status(status) = call(&mut client, 1, ControlRequest::Status).await
+        else {
+            panic!("not a status");
+        };
+        let ids: Vec<_> = status
+            .daemons
+            .iter()
+            .filter(|d| d.connected)
+            .filter_map(|d| d.machine_id.clone())
+            .collect();
+        assert_eq!(ids, ["sim-000", "sim-001", "sim-002"]);
+
+        let yaml = "nodes:\n  - id: a\n    path: /bin/true\n    _unstable_deploy: { machine: sim-001 }\n  - id: b\n    path: /bin/true\n    _unstable_deploy: { machine: sim-002 }\n";
+        let descriptor =
+            adora_core::Descriptor::parse(yaml, std::path::Path::new("sim.yml")).unwrap();
+        let start = StartDataflow {
+            descriptor,
+            name: Some("sim".into()),
+            working_dir: "/".into(),
+            attach: false,
+            artifacts: Default::default(),
+            build: false,
+            build_id: None,
+        };
+        let reply = call(&mut client, 2, ControlRequest::Start(start)).await;
+        assert!(matches!(reply, ControlReply::Started { .. }), "{reply:?}");
+        assert_eq!(fleet.activity().spawns, 2);
+
+        // The heartbeats after the spawn carry the simulated nodes' figures.
+        let running = within(async {
+            loop {
+                let nodes = ControlRequest::Nodes {
+                    dataflow: Some("sim".into()),
+                };
+                if let ControlReply::Nodes(nodes) = call(&mut client, 3, nodes).await {
+                    if nodes.len() == 2 && nodes.iter().all(|n| n.status == NodeStatus::Running) {
+                        return nodes;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        assert_eq!(running[0].machine, "sim-001");
+        assert!(running.iter().all(|n| n.rss_bytes == SIMULATED_NODE_RSS));
+
+        let stop = ControlRequest::Stop {
+            dataflow: "sim".into(),
+            grace: None,
+        };
+        let ControlReply::Stopped { outcome, .. } = call(&mut client, 4, stop).await else {
+            panic!("not stopped");
+        };
+        assert_eq!(outcome.nodes.len(), 2);
+        assert!(outcome.is_success());
+        let ControlReply::List(list) = call(&mut client, 5, ControlRequest::List).await else {
+            panic!("not a list");
+        };
+        assert_eq!(list[0].status, DataflowStatus::Finished);
+        let activity = fleet.activity();
+        assert_eq!(activity.stops, 2);
+        assert!(activity.heartbeats >= 3, "{activity:?}");
+
+        within(fleet.shutdown())
+            .await
+            .expect("no simulated daemon failed");
+        shutdown.cancel();
+        within(server).await.unwrap().unwrap();
+    }
+}
