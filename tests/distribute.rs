@@ -340,13 +340,14 @@ fn adora_build_builds_on_the_machines_and_start_build_id_runs_that_build() {
     assert!(out.all().contains("copied `source`"), "{out}");
     assert!(out.all().contains("uploaded `relay`"), "{out}");
     assert!(
-        out.stdout
+        out.stderr
             .contains(&format!("[build] built sink in {}", work.display())),
         "{out}"
     );
     assert!(work.join("sink-node").is_file(), "{out}");
-    let json_start = out.stdout.find("{\n").unwrap_or_else(|| panic!("{out}"));
-    let json: serde_json::Value = serde_json::from_str(&out.stdout[json_start..]).unwrap();
+    // stdout is the JSON alone (build output went to stderr).
+    let json: serde_json::Value =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}:\n{out}"));
     let build_id = json["build_id"].as_str().unwrap().to_owned();
     assert_eq!(json["placement"]["sink"], "c", "{out}");
 

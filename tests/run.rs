@@ -523,7 +523,7 @@ nodes:
     let out = run_with_timeout(cmd, TIMEOUT);
     assert!(out.status.success(), "{out}");
     assert!(
-        out.stdout
+        out.stderr
             .contains("building a, b: echo shared >> builds.txt"),
         "{out}"
     );

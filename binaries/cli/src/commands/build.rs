@@ -4,6 +4,7 @@
 //! distributed build gets an id for `adora start --build-id`.
 
 use std::{
+    os::fd::AsFd,
     path::{Path, PathBuf},
     process::ExitCode,
 };
@@ -95,7 +96,14 @@ async fn build_distributed(
         artifacts,
     });
     let progress = crate::output::Progress::start("building on the daemons");
-    let mut print = |line| print_line(line, width);
+    // With --json, stdout carries the JSON only: build output goes to stderr.
+    let json = args.json;
+    let mut print = |mut line: adora_message::control::NodeLogLine| {
+        if json {
+            line.stream = adora_message::control::LogStream::Stderr;
+        }
+        print_line(line, width)
+    };
     let built = client
         .call_idempotent_streaming(request, Some(&mut print))
         .await;
@@ -143,20 +151,27 @@ pub fn build_plan(descriptor: &Descriptor) -> Vec<(String, Vec<NodeId>)> {
     plan
 }
 
-/// Runs every build command with `sh -c` in `dir`, output going straight to the terminal.
+/// Runs every build command with `sh -c` in `dir`. Everything (our progress lines and the
+/// commands' own output) goes to stderr, as with cargo: stdout stays free for results such as
+/// `adora build --json`.
 pub async fn build_all(descriptor: &Descriptor, dir: &Path) -> anyhow::Result<()> {
     let plan = build_plan(descriptor);
     if plan.is_empty() {
-        println!("nothing to build: no node has a `build` command");
+        eprintln!("nothing to build: no node has a `build` command");
         return Ok(());
     }
     for (cmd, nodes) in plan {
         let names: Vec<&str> = nodes.iter().map(NodeId::as_str).collect();
-        println!("building {}: {cmd}", names.join(", "));
+        eprintln!("building {}: {cmd}", names.join(", "));
         let started = std::time::Instant::now();
+        let stderr = std::io::stderr()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("cannot duplicate stderr")?;
         let status = tokio::process::Command::new("sh")
             .arg("-c")
             .arg(&cmd)
+            .stdout(std::process::Stdio::from(stderr))
             .current_dir(dir)
             .status()
             .await
@@ -169,7 +184,7 @@ pub async fn build_all(descriptor: &Descriptor, dir: &Path) -> anyhow::Result<()
                 dir.display()
             );
         }
-        println!(
+        eprintln!(
             "built {} in {:.1}s",
             names.join(", "),
             started.elapsed().as_secs_f64()
