@@ -317,17 +317,7 @@ fn unreachable_machine_is_reported_the_others_come_up_and_go_down_over_ssh() {
 
     // The coordinator crashes: with the cluster file, `down` still stops every daemon it can
     // reach over SSH, and names the one it cannot.
-    let state = fleet.dir.path().join("local");
-    let pid: i32 = std::fs::read_to_string(state.join("coordinator.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    fleet.kill_coordinator();
     let daemons = fleet.remote_adora_pids();
     assert_eq!(daemons.len(), 3, "{daemons:?}");
     let down = fleet.cluster("down", &cluster, &[]);

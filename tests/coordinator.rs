@@ -325,17 +325,8 @@ fn killing_the_coordinator_never_stops_the_nodes() {
     assert!(wait_until(WAIT, || sender_log(&env, &uuid)
         .contains("sent 25 messages")));
 
-    let pid: i32 = std::fs::read_to_string(env.state().join("coordinator.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    assert!(wait_until(WAIT, || !process_alive(pid as u32)));
+    let pid = env.cli.kill_coordinator();
+    assert!(wait_until(WAIT, || !process_alive(pid)));
     let before = sender_log(&env, &uuid).lines().count();
     assert!(
         wait_until(WAIT, || sender_log(&env, &uuid).lines().count()

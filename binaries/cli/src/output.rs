@@ -25,6 +25,16 @@ fn paint(text: &str, code: u8, on: bool) -> String {
     }
 }
 
+/// Width of the node-id column of a dataflow's log lines (its longest node id).
+pub fn id_width(descriptor: &adora_core::Descriptor) -> usize {
+    descriptor
+        .nodes
+        .iter()
+        .map(|n| n.id.as_str().len())
+        .max()
+        .unwrap_or(0)
+}
+
 /// Prints a node's log line prefixed with its id: stdout lines on stdout, stderr lines on stderr.
 pub fn print_log_line(line: &LogLine, width: usize) {
     let code = PALETTE[line.node.as_str().bytes().map(usize::from).sum::<usize>() % PALETTE.len()];

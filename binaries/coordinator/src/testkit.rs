@@ -125,6 +125,14 @@ pub(crate) fn two_machine_start() -> StartDataflow {
 }
 
 /// The report of a daemon running node `node` of dataflow `id`.
+/// A daemon's successful `Spawned` answer for dataflow `id`.
+pub(crate) fn spawned(id: Uuid) -> DaemonMessage {
+    DaemonMessage::Spawned {
+        dataflow: id,
+        result: Ok(()),
+    }
+}
+
 pub(crate) fn running(id: Uuid, node: &str) -> RunningDataflow {
     let start = two_machine_start();
     RunningDataflow {

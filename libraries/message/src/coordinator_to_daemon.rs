@@ -128,64 +128,60 @@ mod tests {
     use super::*;
     use crate::envelope::round_trip;
 
+    /// A spawn of node `a` of `yaml` (a one-node descriptor).
+    fn spawn_a(
+        id: Uuid,
+        yaml: &str,
+        artifacts: crate::distribute::NodeArtifacts,
+        build: bool,
+    ) -> SpawnDataflow {
+        SpawnDataflow {
+            id,
+            name: "demo".into(),
+            descriptor: Descriptor::parse(yaml, std::path::Path::new("d.yml"))
+                .expect("valid test descriptor"),
+            working_dir: "/srv".into(),
+            nodes: ["a".into()].into(),
+            artifacts,
+            build,
+        }
+    }
+
     #[test]
     fn every_command_round_trips() {
         let id = Uuid::new_v4();
-        let descriptor = Descriptor::parse(
-            "nodes:\n  - id: a\n    path: ./a\n",
-            std::path::Path::new("d.yml"),
-        )
-        .expect("valid test descriptor");
+        let plain = "nodes:\n  - id: a\n    path: ./a\n";
+        let built = "nodes:\n  - id: a\n    path: ./a\n    build: make\n";
         round_trip(DaemonCommand::Heartbeat);
-        round_trip(DaemonCommand::Spawn(SpawnDataflow {
+        round_trip(DaemonCommand::Spawn(spawn_a(
             id,
-            name: "demo".into(),
-            descriptor,
-            working_dir: "/srv".into(),
-            nodes: ["a".into()].into(),
-            artifacts: Default::default(),
-            build: false,
-        }));
-        round_trip(DaemonCommand::Spawn(SpawnDataflow {
+            plain,
+            Default::default(),
+            false,
+        )));
+        let copied = [(
+            "a".into(),
+            crate::distribute::NodeArtifact::Copied {
+                path: "/var/lib/adora/dataflows/x/a/a".into(),
+            },
+        )];
+        round_trip(DaemonCommand::Spawn(spawn_a(
             id,
-            name: "demo".into(),
-            descriptor: Descriptor::parse(
-                "nodes:\n  - id: a\n    path: ./a\n",
-                std::path::Path::new("d.yml"),
-            )
-            .expect("valid test descriptor"),
-            working_dir: "/srv".into(),
-            nodes: ["a".into()].into(),
-            artifacts: [(
-                "a".into(),
-                crate::distribute::NodeArtifact::Copied {
-                    path: "/var/lib/adora/dataflows/x/a/a".into(),
-                },
-            )]
-            .into(),
-            build: true,
-        }));
-        round_trip(DaemonCommand::Prepare(SpawnDataflow {
+            plain,
+            copied.into(),
+            true,
+        )));
+        round_trip(DaemonCommand::Prepare(spawn_a(
             id,
-            name: "demo".into(),
-            descriptor: Descriptor::parse(
-                "nodes:\n  - id: a\n    path: ./a\n    build: make\n",
-                std::path::Path::new("d.yml"),
-            )
-            .expect("valid test descriptor"),
-            working_dir: "/srv".into(),
-            nodes: ["a".into()].into(),
-            artifacts: Default::default(),
-            build: true,
-        }));
+            built,
+            Default::default(),
+            true,
+        )));
         round_trip(DaemonCommand::Discard { dataflow: id });
         round_trip(DaemonCommand::Build(BuildNodes {
             build_id: id,
-            descriptor: Descriptor::parse(
-                "nodes:\n  - id: a\n    path: ./a\n    build: make\n",
-                std::path::Path::new("d.yml"),
-            )
-            .expect("valid test descriptor"),
+            descriptor: Descriptor::parse(built, std::path::Path::new("d.yml"))
+                .expect("valid test descriptor"),
             working_dir: "/srv".into(),
             nodes: ["a".into()].into(),
         }));

@@ -63,6 +63,11 @@ impl Fleet {
         self.cli.ok(args)
     }
 
+    /// SIGKILLs the coordinator `cluster up` started here; returns its pid.
+    pub fn kill_coordinator(&self) -> u32 {
+        self.cli.kill_coordinator()
+    }
+
     /// `adora cluster <sub> <cluster> --ssh-config <hosts' config> <extra>`.
     pub fn cluster(&self, sub: &str, cluster: &Path, extra: &[&str]) -> Output {
         let cluster = cluster.display().to_string();

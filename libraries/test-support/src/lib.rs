@@ -105,6 +105,22 @@ impl MarkedCli {
         out
     }
 
+    /// SIGKILLs the coordinator `adora up` / `cluster up` started from this state dir (a crash:
+    /// nothing is cleaned up); returns its pid.
+    pub fn kill_coordinator(&self) -> u32 {
+        let pid: u32 = std::fs::read_to_string(self.state.join("coordinator.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        pid
+    }
+
     /// Live processes carrying this CLI's marker.
     pub fn leftovers(&self) -> Vec<u32> {
         pids_with_env(self.marker, &self.marker())

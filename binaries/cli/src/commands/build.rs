@@ -71,12 +71,7 @@ async fn build_distributed(
     descriptor: Descriptor,
     dir: PathBuf,
 ) -> anyhow::Result<ExitCode> {
-    let width = descriptor
-        .nodes
-        .iter()
-        .map(|n| n.id.as_str().len())
-        .max()
-        .unwrap_or(0);
+    let width = crate::output::id_width(&descriptor);
     let build_id = uuid::Uuid::new_v4();
     // Reach the coordinator before building anything here.
     let mut client = Client::connect(&args.client).await?;

@@ -81,12 +81,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     spawn_stop_triggers(shutdown.clone(), args.stop_after);
     let (log_tx, mut log_rx) = mpsc::unbounded_channel();
-    let width = descriptor
-        .nodes
-        .iter()
-        .map(|n| n.id.as_str().len())
-        .max()
-        .unwrap_or(0);
+    let width = crate::output::id_width(&descriptor);
     let printer = tokio::spawn(async move {
         while let Some(line) = log_rx.recv().await {
             crate::output::print_log_line(&line, width);

@@ -51,12 +51,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(d) => d,
         Err(code) => return Ok(code),
     };
-    let width = descriptor
-        .nodes
-        .iter()
-        .map(|n| n.id.as_str().len())
-        .max()
-        .unwrap_or(0);
+    let width = crate::output::id_width(&descriptor);
     let attach = !args.detach;
     let working_dir = super::dataflow_dir(&args.dataflow)?;
     let artifacts = match args.build_id {

@@ -31,20 +31,8 @@ async fn a_retried_start_is_answered_not_started_twice_even_across_a_restart() {
     // Retried while the first is in progress (its connection dropped): waits for the answer.
     let mut retry = h.request(start());
     let id = *h.c.flows.keys().next().unwrap();
-    h.daemon_says(
-        a,
-        DaemonMessage::Spawned {
-            dataflow: id,
-            result: Ok(()),
-        },
-    );
-    h.daemon_says(
-        b,
-        DaemonMessage::Spawned {
-            dataflow: id,
-            result: Ok(()),
-        },
-    );
+    h.daemon_says(a, spawned(id));
+    h.daemon_says(b, spawned(id));
     h.pump().await;
     let answer = replies(&mut first);
     assert!(
@@ -93,20 +81,8 @@ async fn a_retried_attached_start_streams_the_logs_on_the_new_connection() {
     let request = || idempotent(rid, ControlRequest::Start(start.clone()));
     let _first = h.request(request());
     let id = *h.c.flows.keys().next().unwrap();
-    h.daemon_says(
-        a,
-        DaemonMessage::Spawned {
-            dataflow: id,
-            result: Ok(()),
-        },
-    );
-    h.daemon_says(
-        b,
-        DaemonMessage::Spawned {
-            dataflow: id,
-            result: Ok(()),
-        },
-    );
+    h.daemon_says(a, spawned(id));
+    h.daemon_says(b, spawned(id));
     h.pump().await;
     commands(&mut a_rx);
 

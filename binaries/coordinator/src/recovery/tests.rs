@@ -19,20 +19,8 @@ async fn started(store: Arc<MemoryStore>) -> (Harness, Uuid, u64, DaemonRx) {
     let mut client = h.request(ControlRequest::Start(two_machine_start()));
     assert_eq!(spawns(&commands(&mut b_rx)), 1);
     let id = *h.c.flows.keys().next().unwrap();
-    h.daemon_says(
-        a,
-        DaemonMessage::Spawned {
-            dataflow: id,
-            result: Ok(()),
-        },
-    );
-    h.daemon_says(
-        b,
-        DaemonMessage::Spawned {
-            dataflow: id,
-            result: Ok(()),
-        },
-    );
+    h.daemon_says(a, spawned(id));
+    h.daemon_says(b, spawned(id));
     assert!(matches!(
         replies(&mut client)[..],
         [ControlReply::Started { .. }]
@@ -149,13 +137,7 @@ async fn a_node_that_crashes_right_after_its_respawn_is_not_respawned_in_a_loop(
     h.gone(b);
     let (b, mut b_rx) = h.register("b", vec![]);
     assert_eq!(spawns(&commands(&mut b_rx)), 1);
-    h.daemon_says(
-        b,
-        DaemonMessage::Spawned {
-            dataflow: id,
-            result: Ok(()),
-        },
-    );
+    h.daemon_says(b, spawned(id));
     let crashed = adora_message::control::NodeResult::Failed {
         reason: "exit status 9".into(),
         stderr_tail: Vec::new(),

@@ -95,13 +95,7 @@ async fn every_daemon_spawns_once_all_are_prepared() {
     assert_eq!(h.c.flows[&id].record.status, DataflowStatus::Running);
     assert!(replies(&mut client).is_empty());
     for d in [a, b] {
-        h.daemon_says(
-            d,
-            DaemonMessage::Spawned {
-                dataflow: id,
-                result: Ok(()),
-            },
-        );
+        h.daemon_says(d, spawned(id));
     }
     assert!(matches!(
         replies(&mut client)[..],
