@@ -270,7 +270,7 @@ impl Coordinator {
         let spawn = DaemonCommand::Spawn(SpawnDataflow {
             id,
             name: flow.record.name.clone(),
-            descriptor: flow.record.descriptor.clone(),
+            descriptor: std::sync::Arc::new(flow.record.descriptor.clone()),
             working_dir: flow.record.working_dir.clone(),
             nodes: part.nodes.clone(),
             artifacts: flow.record.artifacts.clone(),

@@ -2,8 +2,8 @@
 
 //! Local routing fan-out: one `SendOutput` delivered to 1, 4 and 8 receivers that are waiting in
 //! `NextEvents`, measured on the daemon's routing state without sockets. Shared-memory handles are
-//! also released by every receiver, as they would be. Run with
-//! `cargo bench -p adora-daemon --bench routing`.
+//! also released by every receiver, as they would be. Plus a burst of 8 messages routed as one
+//! batch or one by one. Run with `cargo bench -p adora-daemon --bench routing`.
 
 use std::{hint::black_box, path::Path};
 
@@ -70,5 +70,50 @@ fn fan_out(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, fan_out);
+/// A fast sender's burst: 8 messages read in one go from its control connection, routed as one
+/// batch (as the daemon does) or one by one, to one receiver waiting in `NextEvents`.
+fn batch(c: &mut Criterion) {
+    const BURST: u64 = 8; // below the default queue size: nothing is dropped
+    let metadata = Metadata::new(uhlc::HLC::default().new_timestamp());
+    let (src, out, sink): (NodeId, DataId, NodeId) = ("src".into(), "out".into(), "sink0".into());
+    let mut group = c.benchmark_group("routing_burst");
+    group.throughput(Throughput::Elements(BURST));
+    for batched in [false, true] {
+        let mut routing = Routing::new(&descriptor(1));
+        let name = if batched { "batched" } else { "one-by-one" };
+        group.bench_function(BenchmarkId::new(name, BURST), |b| {
+            b.iter(|| {
+                let mut waiting = routing.next_events(&sink);
+                if batched {
+                    routing.hold_wakes();
+                }
+                let mut delivered = 0;
+                for _ in 0..BURST {
+                    routing.send_output(&src, &out, metadata.clone(), DataRef::Inline(vec![7; 8]));
+                    if let Ok(DaemonReply::Events { events, .. }) = waiting.try_recv() {
+                        // Answered at once: the receiver asks again, as a node would.
+                        delivered += events.len();
+                        waiting = routing.next_events(&sink);
+                    }
+                }
+                if batched {
+                    routing.release_wakes();
+                }
+                if let Ok(DaemonReply::Events { events, .. }) = waiting.try_recv() {
+                    delivered += events.len();
+                } else {
+                    // The remainder is queued; collect it like the receiver's next request.
+                    let mut rest = routing.next_events(&sink);
+                    if let Ok(DaemonReply::Events { events, .. }) = rest.try_recv() {
+                        delivered += events.len();
+                    }
+                }
+                assert_eq!(delivered as u64, BURST);
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, fan_out, batch);
 criterion_main!(benches);

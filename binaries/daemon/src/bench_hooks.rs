@@ -44,4 +44,14 @@ impl Routing {
     pub fn report_dropped(&mut self, node: &NodeId, tokens: Vec<u64>) {
         self.0.report_dropped(node, tokens);
     }
+
+    /// What the actor does before routing a batch of requests from one control connection.
+    pub fn hold_wakes(&mut self) {
+        self.0.hold_wakes();
+    }
+
+    /// What the actor does after routing that batch: waiting receivers get one reply each.
+    pub fn release_wakes(&mut self) {
+        self.0.release_wakes();
+    }
 }

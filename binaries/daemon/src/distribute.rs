@@ -337,7 +337,7 @@ fn install(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// The descriptor of `spawn` with each distributed node's `path` replaced by its local copy.
 pub(crate) fn apply(spawn: &mut SpawnDataflow, paths: &BTreeMap<NodeId, PathBuf>) {
-    for node in &mut spawn.descriptor.nodes {
+    for node in &mut std::sync::Arc::make_mut(&mut spawn.descriptor).nodes {
         if let Some(path) = paths.get(&node.id) {
             node.path = path.display().to_string();
         }

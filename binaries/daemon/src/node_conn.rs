@@ -89,21 +89,24 @@ async fn handle_connection(
         .await
         .unwrap_or_else(|_| Err("the daemon is shutting down".into()));
     let ok = accepted.is_ok();
-    write_frame_async(&mut stream, &DaemonReply::Registered(accepted))
-        .await
-        .map_err(|e| e.to_string())?;
+    let written = write_frame_async(&mut stream, &DaemonReply::Registered(accepted)).await;
     if !ok {
-        return Ok(());
+        return written.map_err(|e| e.to_string());
     }
     let ctx = Ctx {
         dataflow: dataflow_id,
         node: node_id,
         events,
     };
-    let result = match channel {
-        Channel::Control => ctx.control_loop(&mut stream, &mut buf).await,
-        Channel::Events => ctx.events_loop(&mut stream, &mut buf).await,
-        Channel::Drops => ctx.drops_loop(&mut stream).await,
+    // A node that died while its registration was parked at the start barrier fails the reply;
+    // its accepted control connection must still be reported closed below.
+    let result = match written {
+        Err(e) => Err(e),
+        Ok(()) => match channel {
+            Channel::Control => ctx.control_loop(&mut stream, &mut buf).await,
+            Channel::Events => ctx.events_loop(&mut stream, &mut buf).await,
+            Channel::Drops => ctx.drops_loop(&mut stream).await,
+        },
     };
     if channel == Channel::Control {
         let _ = ctx
@@ -249,4 +252,62 @@ fn buffered_frame<R: AsyncRead + Unpin>(
     let request = decode(body)?;
     std::pin::Pin::new(reader).consume(4 + len);
     Ok(Some(request))
+}
+
+#[cfg(test)]
+mod tests {
+    use adora_message::codec::encode;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn buffered_frames_are_decoded_without_reading_and_partial_ones_wait() {
+        let requests = [
+            NodeRequest::CloseOutputs(vec!["a".into()]),
+            NodeRequest::ReportDropTokens(vec![1, 2]),
+            NodeRequest::CloseOutputs(vec!["b".into()]),
+        ];
+        let mut bytes: Vec<u8> = requests
+            .iter()
+            .flat_map(|r| encode(r).expect("encode"))
+            .collect();
+        bytes.truncate(bytes.len() - 1); // the last frame is still on its way
+        let mut reader = BufReader::new(bytes.as_slice());
+        assert!(
+            buffered_frame(&mut reader).expect("empty").is_none(),
+            "nothing read yet"
+        );
+
+        let mut buf = Vec::new();
+        let first: NodeRequest = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            read_frame_async(&mut reader, &mut buf),
+        )
+        .await
+        .expect("in time")
+        .expect("first frame");
+        assert_eq!(first, requests[0]);
+        let second = buffered_frame(&mut reader).expect("decodes");
+        assert_eq!(second.as_ref(), Some(&requests[1]));
+        assert!(buffered_frame(&mut reader).expect("partial").is_none());
+    }
+
+    #[tokio::test]
+    async fn an_oversized_buffered_length_is_an_error() {
+        let mut bytes = encode(&NodeRequest::CloseOutputs(vec![])).expect("encode");
+        bytes.extend_from_slice(&((MAX_FRAME_LEN + 1) as u32).to_le_bytes());
+        let mut reader = BufReader::new(bytes.as_slice());
+        let mut buf = Vec::new();
+        let _: NodeRequest = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            read_frame_async(&mut reader, &mut buf),
+        )
+        .await
+        .expect("in time")
+        .expect("first frame");
+        assert!(matches!(
+            buffered_frame(&mut reader),
+            Err(CodecError::TooLarge(_))
+        ));
+    }
 }

@@ -154,18 +154,6 @@ pub(crate) fn spawn_node(
     let node = node.clone();
     let log_file = log_file.to_owned();
     let logs_done = tokio::spawn(async move {
-        let file = match tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_file)
-            .await
-        {
-            Ok(f) => Some(f),
-            Err(e) => {
-                tracing::warn!("cannot open log file {}: {e}", log_file.display());
-                None
-            }
-        };
         let (line_tx, mut line_rx) = mpsc::unbounded_channel();
         if let Some(out) = stdout {
             tokio::spawn(read_lines(out, LogStream::Stdout, line_tx.clone()));
@@ -174,10 +162,10 @@ pub(crate) fn spawn_node(
             tokio::spawn(read_lines(err, LogStream::Stderr, line_tx.clone()));
         }
         drop(line_tx);
-        let mut file = file;
+        let mut file = LogFile::Unopened(log_file);
         let mut tail = VecDeque::with_capacity(STDERR_TAIL_LINES);
         while let Some((stream, line)) = line_rx.recv().await {
-            if let Some(f) = file.as_mut() {
+            if let Some(f) = file.get().await {
                 let _ = f.write_all(format!("{line}\n").as_bytes()).await;
             }
             if stream == LogStream::Stderr {
@@ -192,7 +180,7 @@ pub(crate) fn spawn_node(
                 line,
             });
         }
-        if let Some(mut f) = file {
+        if let LogFile::Open(mut f) = file {
             let _ = f.flush().await;
         }
         tail.into_iter().collect()
@@ -202,6 +190,37 @@ pub(crate) fn spawn_node(
         pid,
         logs_done,
     })
+}
+
+/// A node's log file, created with the node's first line: a silent node costs no file (creating
+/// a thousand files was a large part of starting a thousand nodes).
+enum LogFile {
+    Unopened(PathBuf),
+    Open(tokio::fs::File),
+    Failed,
+}
+
+impl LogFile {
+    async fn get(&mut self) -> Option<&mut tokio::fs::File> {
+        if let LogFile::Unopened(path) = self {
+            let opened = tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&*path)
+                .await;
+            *self = match opened {
+                Ok(f) => LogFile::Open(f),
+                Err(e) => {
+                    tracing::warn!("cannot open log file {}: {e}", path.display());
+                    LogFile::Failed
+                }
+            };
+        }
+        match self {
+            LogFile::Open(f) => Some(f),
+            _ => None,
+        }
+    }
 }
 
 async fn read_lines(

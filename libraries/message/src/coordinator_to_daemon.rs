@@ -70,8 +70,10 @@ pub struct SpawnDataflow {
     pub id: Uuid,
     /// Its name.
     pub name: String,
-    /// The whole validated descriptor.
-    pub descriptor: Descriptor,
+    /// The whole validated descriptor, shared by the commands of one start: the coordinator
+    /// holds one copy however many daemons it sends it to (on the wire it is a plain
+    /// descriptor).
+    pub descriptor: std::sync::Arc<Descriptor>,
     /// Directory relative paths are resolved against.
     pub working_dir: PathBuf,
     /// The nodes placed on this daemon.
@@ -139,7 +141,8 @@ mod tests {
             id,
             name: "demo".into(),
             descriptor: Descriptor::parse(yaml, std::path::Path::new("d.yml"))
-                .expect("valid test descriptor"),
+                .expect("valid test descriptor")
+                .into(),
             working_dir: "/srv".into(),
             nodes: ["a".into()].into(),
             artifacts,
@@ -211,7 +214,8 @@ mod tests {
             id: Uuid::nil(),
             name: "demo".into(),
             descriptor: Descriptor::parse(yaml, std::path::Path::new("d.yml"))
-                .expect("valid test descriptor"),
+                .expect("valid test descriptor")
+                .into(),
             working_dir: "/srv".into(),
             nodes: nodes.iter().map(|n| (*n).into()).collect(),
             artifacts: Default::default(),

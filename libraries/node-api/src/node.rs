@@ -306,3 +306,55 @@ fn receive_freed_samples(mut stream: BufReader<UnixStream>, pool: &Mutex<SampleP
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Drop reports wired to one end of a socket pair; the other end plays the daemon.
+    fn reports() -> (DropReports, UnixStream) {
+        let (node, daemon) = UnixStream::pair().expect("socket pair");
+        // A guard against hanging, not a timed assertion.
+        daemon
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let control = Arc::new(ControlChannel {
+            stream: Mutex::new(node),
+        });
+        (DropReports::new(control), daemon)
+    }
+
+    fn next(daemon: &mut UnixStream) -> NodeRequest {
+        read_frame(daemon, &mut Vec::new()).expect("a report")
+    }
+
+    #[test]
+    fn drops_ride_with_the_next_request_unless_the_stream_already_waits() {
+        let (reports, mut daemon) = reports();
+        reports.dropped(1);
+        reports.dropped(2);
+        assert_eq!(reports.start_waiting(), vec![1, 2], "for NextEvents");
+
+        reports.dropped(3); // the stream is blocked in recv: nothing would carry it
+        assert_eq!(next(&mut daemon), NodeRequest::ReportDropTokens(vec![3]));
+
+        reports.stop_waiting(false);
+        reports.dropped(4);
+        assert_eq!(reports.start_waiting(), vec![4]);
+        reports.stop_waiting(true); // the stream ended: it will not ask again
+        reports.dropped(5);
+        assert_eq!(next(&mut daemon), NodeRequest::ReportDropTokens(vec![5]));
+    }
+
+    #[test]
+    fn a_dropped_stream_flushes_pending_drops_and_reports_later_ones_at_once() {
+        let (reports, mut daemon) = reports();
+        reports.dropped(7);
+        reports.flush_for_good();
+        assert_eq!(next(&mut daemon), NodeRequest::ReportDropTokens(vec![7]));
+        reports.dropped(8);
+        assert_eq!(next(&mut daemon), NodeRequest::ReportDropTokens(vec![8]));
+    }
+}

@@ -5,8 +5,9 @@
 //! `Hello` / `Welcome`) with the daemon's own client ([`adora_daemon::ws_client`]), registers
 //! with a machine id, sends a heartbeat every [`adora_daemon::HEARTBEAT_INTERVAL`] carrying
 //! plausible figures for every node it "runs", and answers the coordinator's commands the way
-//! a daemon does: `Spawn` → `Spawned`, `Stop` → `Finished` (every node finished), `ReadLogs` →
-//! `Logs` (none), `Shutdown` → it disconnects. It starts no processes: a node is "running" from
+//! a daemon does: `Prepare` → `Prepared`, `Spawn` → `Spawned`, `Build` → `Built` (all at once),
+//! `Stop` → `Finished` (every node finished), `ReadLogs` → `Logs` (none), `Shutdown` → it
+//! disconnects. It starts no processes: a node is "running" from
 //! the moment its `Spawn` is answered.
 //!
 //! Unlike a real daemon it does not reconnect: a lost connection ends that simulated daemon, and
@@ -254,7 +255,23 @@ impl SimulatedDaemon {
             DaemonCommand::ReadLogs { .. } => {
                 vec![Envelope::new(id, DaemonMessage::Logs { lines: Vec::new() })]
             }
-            // Heartbeat, WatchLogs (a simulated node prints nothing), Peers (no data plane).
+            // Nothing to build or download: every node is ready at once.
+            DaemonCommand::Prepare(spawn) => vec![Envelope::new(
+                id,
+                DaemonMessage::Prepared {
+                    dataflow: spawn.id,
+                    result: Ok(()),
+                },
+            )],
+            DaemonCommand::Build(build) => vec![Envelope::new(
+                id,
+                DaemonMessage::Built {
+                    build_id: build.build_id,
+                    result: Ok(()),
+                },
+            )],
+            // Heartbeat, Discard (nothing was prepared), WatchLogs (a simulated node prints
+            // nothing), Peers (no data plane).
             _ => Vec::new(),
         }
     }

@@ -64,7 +64,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let run_dir = std::env::temp_dir().join(format!("adora-daemon-{}", std::process::id()));
     let config = ServiceConfig {
         daemon: DaemonConfig {
-            node_trampoline: Some(adora_daemon::NODE_TRAMPOLINE.into()),
+            node_trampoline: std::env::var_os("ADORA_EXPERIMENT_NO_TRAMPOLINE")
+                .is_none()
+                .then(|| adora_daemon::NODE_TRAMPOLINE.into()),
             ..DaemonConfig::new(run_dir.clone())
         },
         coordinator_addr: format!("{}:{}", args.coordinator_addr, args.coordinator_port),

@@ -267,7 +267,7 @@ impl Daemon {
         }
         let spec = DataflowSpec {
             id,
-            descriptor: spawn.descriptor,
+            descriptor: std::sync::Arc::unwrap_or_clone(spawn.descriptor),
             working_dir: spawn.working_dir.clone(),
             env: BTreeMap::new(),
             log_dir: service.log_root.join(id.to_string()),

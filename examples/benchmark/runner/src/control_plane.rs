@@ -6,8 +6,8 @@
 //!    `_unstable_deploy.machine`, runs `adora start --detach`, and waits until every node is
 //!    running. "Running" is the node's own signal: `AdoraNode::init_from_env` returned (the node
 //!    registered with its daemon and was released from the start barrier, which opens once every
-//!    node of the dataflow connected); the node then writes the wall-clock time into a ready
-//!    file. The figure is the latest of those times minus the moment the runner ran
+//!    node of the dataflow connected); the node then sends the wall-clock time in a datagram to
+//!    the runner. The figure is the latest of those times minus the moment the runner ran
 //!    `adora start`. Then `adora stop` must end the dataflow (`finished` in `adora list`).
 //! 2. **Idle fleet.** A fresh coordinator with S simulated daemons (see
 //!    [`adora_test_support::simulator`]) registered and heartbeating, running one dataflow with
@@ -30,14 +30,15 @@ use anyhow::{bail, Context};
 
 use crate::report::Machine;
 
+mod report;
+use report::Report;
+
 /// Longest one `adora start` / `adora stop` / `adora list` may take.
 const CLI_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest the nodes of a started dataflow may take to all be running.
 const RUNNING_TIMEOUT: Duration = Duration::from_secs(120);
-/// How often the runner looks for ready files.
-const READY_POLL: Duration = Duration::from_millis(2);
-/// Variable naming the directory the idle node writes its ready file into.
-const READY_DIR_ENV: &str = "ADORA_BENCH_READY_DIR";
+/// Variable naming the Unix datagram socket the idle node reports to once it is running.
+const READY_SOCKET_ENV: &str = "ADORA_BENCH_READY_SOCKET";
 /// Targets of the issue, reported (never asserted).
 const TARGET_START: Duration = Duration::from_secs(2);
 const TARGET_CPU_PERCENT: f64 = 5.0;
@@ -56,7 +57,8 @@ pub struct Args {
     /// The `adora` binary [default: `adora` next to this binary].
     #[arg(long, value_name = "PATH")]
     adora: Option<PathBuf>,
-    /// Dataflow sizes in nodes, comma-separated [default: 10,100,1000; quick: 10,100].
+    /// Dataflow sizes in nodes, comma-separated; 0 skips the start measurement [default:
+    /// 10,100,1000; quick: 10,100].
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     nodes: Option<Vec<usize>>,
     /// Daemon counts the nodes are spread over, comma-separated [default: 1,3].
@@ -100,6 +102,8 @@ struct FleetRun {
     nodes: usize,
     window: Duration,
     cpu_percent: f64,
+    /// After every daemon registered, before the dataflow started.
+    registered_rss_mib: f64,
     rss_mib: f64,
     peak_rss_mib: f64,
     heartbeats: u64,
@@ -125,6 +129,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             vec![10, 100, 1000]
         }
     });
+    let sizes: Vec<usize> = sizes.into_iter().filter(|&n| n > 0).collect();
     let daemon_counts = args.daemons.clone().unwrap_or_else(|| vec![1, 3]);
     let repeat = args.repeat.unwrap_or(if quick { 1 } else { 3 }).max(1);
     let simulated = args
@@ -223,8 +228,9 @@ impl Cluster {
         run: usize,
     ) -> anyhow::Result<StartRun> {
         let name = format!("cp-{nodes}-{daemons}-{run}");
-        let ready = self.state.path().join(format!("ready-{name}"));
-        std::fs::create_dir_all(&ready)?;
+        let ready = self.state.path().join(format!("ready-{name}.sock"));
+        let socket = std::os::unix::net::UnixDatagram::bind(&ready)
+            .with_context(|| format!("cannot bind {}", ready.display()))?;
         let file = self.state.path().join(format!("{name}.yml"));
         std::fs::write(
             &file,
@@ -236,7 +242,7 @@ impl Cluster {
         let started = Instant::now();
         self.cli(&["start", &file, "--detach", "--name", &name])?;
         let spawned = started.elapsed();
-        let times = wait_ready(&ready, nodes)?;
+        let times = wait_ready(&socket, nodes)?;
         let since = |ns: u128| {
             let t0 = t0.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
             Duration::from_nanos(u64::try_from(ns.saturating_sub(t0)).unwrap_or(u64::MAX))
@@ -286,7 +292,7 @@ fn idle_dataflow(
     for i in 0..nodes {
         let _ = write!(
             yaml,
-            "  - id: n{i:04}\n    path: {}\n    env: {{ {READY_DIR_ENV}: \"{}\" }}\n    _unstable_deploy: {{ machine: {} }}\n",
+            "  - id: n{i:04}\n    path: {}\n    env: {{ {READY_SOCKET_ENV}: \"{}\" }}\n    _unstable_deploy: {{ machine: {} }}\n",
             idle.display(),
             ready.display(),
             machine(i)
@@ -295,40 +301,37 @@ fn idle_dataflow(
     yaml
 }
 
-/// Waits until `nodes` ready files are in `dir`; returns their times (ns since the epoch).
-fn wait_ready(dir: &Path, nodes: usize) -> anyhow::Result<Vec<u128>> {
-    let count = || {
-        std::fs::read_dir(dir)
-            .map(|d| {
-                d.flatten()
-                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-                    .count()
-            })
-            .unwrap_or(0)
-    };
-    let started = Instant::now();
-    while count() < nodes {
-        if started.elapsed() > RUNNING_TIMEOUT {
+/// Receives the datagrams of `nodes` distinct nodes; returns their times (ns since the epoch).
+fn wait_ready(
+    socket: &std::os::unix::net::UnixDatagram,
+    nodes: usize,
+) -> anyhow::Result<Vec<u128>> {
+    let mut times = std::collections::BTreeMap::new();
+    let deadline = Instant::now() + RUNNING_TIMEOUT;
+    let mut buf = [0u8; 256];
+    while times.len() < nodes {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
             bail!(
                 "only {} of {nodes} nodes were running after {RUNNING_TIMEOUT:?}",
-                count()
+                times.len()
             );
         }
-        std::thread::sleep(READY_POLL);
+        socket.set_read_timeout(Some(left))?;
+        let n = match socket.recv(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+            Err(e) => return Err(e).context("cannot receive from the nodes"),
+        };
+        let text = String::from_utf8_lossy(&buf[..n]);
+        let (node, ns) = text
+            .split_once(' ')
+            .and_then(|(node, ns)| Some((node.to_owned(), ns.parse::<u128>().ok()?)))
+            .with_context(|| format!("bad ready message `{text}`"))?;
+        times.insert(node, ns);
     }
-    let mut times = Vec::with_capacity(nodes);
-    for entry in std::fs::read_dir(dir)?.flatten() {
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        let text = std::fs::read_to_string(entry.path())?;
-        times.push(
-            text.trim()
-                .parse()
-                .with_context(|| format!("bad ready file {}", entry.path().display()))?,
-        );
-    }
-    Ok(times)
+    Ok(times.into_values().collect())
 }
 
 /// The coordinator with `daemons` simulated daemons running `per_daemon` nodes each.
@@ -356,11 +359,13 @@ fn fleet_run(
         ))
         .context("simulated daemons cannot connect")?;
     coordinator.wait_for_daemons(daemons);
+    let pid = coordinator.process.pid();
+    let (registered_rss_mib, _) = memory_mib(pid)?;
 
     // One dataflow with `per_daemon` nodes on every simulated daemon.
     let nodes = daemons * per_daemon;
     let file = state.path().join("fleet.yml");
-    let ready = state.path().join("unused");
+    let ready = state.path().join("unused.sock");
     std::fs::write(
         &file,
         idle_dataflow(idle, &ready, nodes, |i| ids[i / per_daemon.max(1)].clone()),
@@ -394,7 +399,6 @@ fn fleet_run(
         bail!("the coordinator did not report all {nodes} simulated nodes running");
     }
 
-    let pid = coordinator.process.pid();
     let before = (cpu_ticks(pid)?, Instant::now(), fleet.activity());
     std::thread::sleep(window);
     let after = (cpu_ticks(pid)?, Instant::now(), fleet.activity());
@@ -413,6 +417,7 @@ fn fleet_run(
         nodes,
         window,
         cpu_percent,
+        registered_rss_mib,
         rss_mib,
         peak_rss_mib,
         heartbeats: after.2.heartbeats - before.2.heartbeats,
@@ -455,158 +460,4 @@ fn memory_mib(pid: u32) -> anyhow::Result<(f64, f64)> {
             .with_context(|| format!("/proc/{pid}/status has no {key}"))
     };
     Ok((kib("VmRSS:")? / 1024.0, kib("VmHWM:")? / 1024.0))
-}
-
-/// Everything one run measured.
-struct Report {
-    machine: Machine,
-    repeat: usize,
-    starts: Vec<StartRun>,
-    fleet: Option<FleetRun>,
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// The median of a non-empty list of durations.
-fn median(mut values: Vec<Duration>) -> Duration {
-    values.sort();
-    values.get(values.len() / 2).copied().unwrap_or_default()
-}
-
-impl Report {
-    fn header(&self, comment: &str) -> String {
-        format!(
-            "{comment}adora-bench control-plane: CPU {} ({} cores, /proc/cpuinfo)\n{comment}plan: {} start(s) per size; a node is running once AdoraNode::init_from_env returned (connected, past the start barrier)\n",
-            self.machine.cpu, self.machine.cores, self.repeat
-        )
-    }
-
-    /// The (nodes, daemons) groups in measurement order.
-    fn groups(&self) -> Vec<(usize, usize)> {
-        let mut groups: Vec<(usize, usize)> = Vec::new();
-        for s in &self.starts {
-            if !groups.contains(&(s.nodes, s.daemons)) {
-                groups.push((s.nodes, s.daemons));
-            }
-        }
-        groups
-    }
-
-    fn table(&self) -> String {
-        let mut out = self.header("");
-        if !self.starts.is_empty() {
-            let _ = writeln!(
-                out,
-                "\n{:>7}  {:>7}  {:>11}  {:>15}  {:>14}  {:>14}  {:>10}",
-                "nodes",
-                "daemons",
-                "spawned ms",
-                "first running",
-                "all running ms",
-                "(max of runs)",
-                "stop ms"
-            );
-        }
-        for (nodes, daemons) in self.groups() {
-            let runs: Vec<&StartRun> = self
-                .starts
-                .iter()
-                .filter(|s| s.nodes == nodes && s.daemons == daemons)
-                .collect();
-            let pick = |f: fn(&StartRun) -> Duration| median(runs.iter().map(|r| f(r)).collect());
-            let max_running = runs.iter().map(|r| r.running).max().unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "{nodes:>7}  {daemons:>7}  {:>11.1}  {:>15.1}  {:>14.1}  {:>14.1}  {:>10.1}",
-                ms(pick(|r| r.spawned)),
-                ms(pick(|r| r.first_running)),
-                ms(pick(|r| r.running)),
-                ms(max_running),
-                ms(pick(|r| r.stopped)),
-            );
-        }
-        if let Some(f) = &self.fleet {
-            let _ = writeln!(
-                out,
-                "\ncoordinator with {} simulated daemons ({} nodes, heartbeat every {:?}), over {:?}:\n  CPU {:.2}% of one core, RSS {:.1} MiB (peak {:.1} MiB), {} heartbeats received, {} nodes reported running",
-                f.daemons,
-                f.nodes,
-                HEARTBEAT_INTERVAL,
-                f.window,
-                f.cpu_percent,
-                f.rss_mib,
-                f.peak_rss_mib,
-                f.heartbeats,
-                f.nodes_reported
-            );
-        }
-        out.push_str(&self.targets());
-        out
-    }
-
-    fn targets(&self) -> String {
-        let mut out = String::from("\ntargets:\n");
-        let thousand: Vec<&StartRun> = self.starts.iter().filter(|s| s.nodes == 1000).collect();
-        if let Some(worst) = thousand.iter().map(|s| s.running).max() {
-            let _ = writeln!(
-                out,
-                "  1000 nodes running < {TARGET_START:?} after `adora start`: worst {:.0} ms -> {}",
-                ms(worst),
-                met(worst < TARGET_START)
-            );
-        }
-        if let Some(f) = &self.fleet {
-            let _ = writeln!(
-                out,
-                "  coordinator < {TARGET_CPU_PERCENT}% of one core and < {TARGET_RSS_MIB} MiB with {} daemons: {:.2}%, {:.1} MiB -> {}",
-                f.daemons,
-                f.cpu_percent,
-                f.rss_mib,
-                met(f.cpu_percent < TARGET_CPU_PERCENT && f.rss_mib < TARGET_RSS_MIB)
-            );
-        }
-        out
-    }
-
-    fn csv(&self) -> String {
-        let mut out = self.header("# ");
-        out.push_str("measurement,nodes,daemons,run,spawned_ms,first_running_ms,running_ms,stop_ms,window_s,cpu_percent,rss_mib,peak_rss_mib,heartbeats\n");
-        for s in &self.starts {
-            let _ = writeln!(
-                out,
-                "start,{},{},{},{:.3},{:.3},{:.3},{:.3},,,,,",
-                s.nodes,
-                s.daemons,
-                s.run,
-                ms(s.spawned),
-                ms(s.first_running),
-                ms(s.running),
-                ms(s.stopped)
-            );
-        }
-        if let Some(f) = &self.fleet {
-            let _ = writeln!(
-                out,
-                "simulated-daemons,{},{},1,,,,,{:.1},{:.3},{:.2},{:.2},{}",
-                f.nodes,
-                f.daemons,
-                f.window.as_secs_f64(),
-                f.cpu_percent,
-                f.rss_mib,
-                f.peak_rss_mib,
-                f.heartbeats
-            );
-        }
-        out
-    }
-}
-
-fn met(ok: bool) -> &'static str {
-    if ok {
-        "met"
-    } else {
-        "missed"
-    }
 }

@@ -1,0 +1,132 @@
+//! The benchmarks in quick mode (CI): `adora-bench` runs end to end with the debug binaries and
+//! prints the rows and CSV it promises. No timing is asserted, only that every figure is there.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use adora_test_support::{bin, run_with_timeout, temp_dir, Output};
+
+/// Upper bound of one quick benchmark run in a debug build.
+const TIMEOUT: Duration = Duration::from_secs(180);
+
+fn bench(args: &[&str]) -> Output {
+    let mut cmd = std::process::Command::new(bin("adora-bench"));
+    cmd.args(args)
+        .args(["--adora", bin("adora").to_str().unwrap()])
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG");
+    let out = run_with_timeout(cmd, TIMEOUT);
+    assert!(out.status.success(), "adora-bench {args:?} failed:\n{out}");
+    out
+}
+
+/// The CSV rows (without `#` comments) split into fields, header first.
+fn csv_rows(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.split(',').map(str::to_owned).collect())
+        .collect()
+}
+
+#[test]
+fn data_plane_quick_mode_measures_every_size_on_every_placement() {
+    let dir = temp_dir();
+    let csv = dir.path().join("bench.csv");
+    let out = bench(&[
+        "--quick",
+        "--placement",
+        "same-daemon",
+        "--placement",
+        "two-daemons",
+        "--csv",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(out.stdout.contains("adora-bench: CPU"), "{out}");
+    assert!(out.stdout.contains("p50 µs"), "{out}");
+    assert!(!out.stderr.contains("skipped"), "{out}");
+
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(text.starts_with("# adora-bench: CPU"), "{text}");
+    let rows = csv_rows(&text);
+    assert_eq!(rows[0][0], "transport");
+    assert_eq!(rows[0].len(), 15, "{:?}", rows[0]);
+    let sizes: Vec<&str> = rows[1..]
+        .iter()
+        .filter(|r| r[0] == "raw")
+        .map(|r| r[1].as_str())
+        .collect();
+    assert!(
+        sizes.contains(&"0") && sizes.contains(&"65536"),
+        "{sizes:?}"
+    );
+    for transport in ["raw", "same-daemon", "two-daemons"] {
+        let measured: Vec<&Vec<String>> = rows.iter().filter(|r| r[0] == transport).collect();
+        assert_eq!(measured.len(), sizes.len(), "{transport} rows in\n{text}");
+        for row in measured {
+            assert_eq!(row.len(), 15, "{row:?}");
+            // Latency p50 and messages per second are figures, corruption count is zero.
+            assert!(row[4].parse::<f64>().is_ok(), "{row:?}");
+            assert!(row[8].parse::<f64>().is_ok(), "{row:?}");
+            assert_eq!(row[12], "0", "{row:?}");
+        }
+    }
+}
+
+#[test]
+fn control_plane_quick_mode_measures_starts_and_a_simulated_fleet() {
+    let dir = temp_dir();
+    let csv = dir.path().join("control.csv");
+    let out = bench(&[
+        "control-plane",
+        "--quick",
+        "--simulated-daemons",
+        "20",
+        "--csv",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(
+        out.stdout.contains("adora-bench control-plane: CPU"),
+        "{out}"
+    );
+    assert!(out.stdout.contains("all running ms"), "{out}");
+    assert!(
+        out.stdout
+            .contains("coordinator with 20 simulated daemons (100 nodes"),
+        "{out}"
+    );
+    assert!(out.stdout.contains("100 nodes reported running"), "{out}");
+
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let rows = csv_rows(&text);
+    assert_eq!(rows[0][0], "measurement");
+    assert_eq!(rows[0].len(), 14, "{:?}", rows[0]);
+    let starts: Vec<(&str, &str)> = rows
+        .iter()
+        .filter(|r| r[0] == "start")
+        .map(|r| (r[1].as_str(), r[2].as_str()))
+        .collect();
+    assert_eq!(
+        starts,
+        [("10", "1"), ("100", "1"), ("10", "3"), ("100", "3")],
+        "{text}"
+    );
+    for row in rows.iter().filter(|r| r[0] == "start") {
+        for field in &row[4..8] {
+            assert!(field.parse::<f64>().is_ok(), "{row:?}");
+        }
+    }
+    let fleet = rows
+        .iter()
+        .find(|r| r[0] == "simulated-daemons")
+        .unwrap_or_else(|| panic!("no fleet row in\n{text}"));
+    assert_eq!((fleet[1].as_str(), fleet[2].as_str()), ("100", "20"));
+    for field in &fleet[9..14] {
+        assert!(field.parse::<f64>().is_ok(), "{fleet:?}");
+    }
+    // The quick window (6 s) is longer than the heartbeat interval (5 s).
+    assert!(
+        fleet[13].parse::<u64>().unwrap() >= 20,
+        "too few heartbeats: {fleet:?}"
+    );
+}
