@@ -33,7 +33,7 @@ impl Routing {
         rx
     }
 
-    /// What the actor does for a node's `NextFreedSamples`.
+    /// What the actor does when a node's drops connection waits for released samples.
     pub fn next_freed(&mut self, node: &NodeId) -> oneshot::Receiver<DaemonReply> {
         let (tx, rx) = oneshot::channel();
         self.0.next_freed(node, tx);

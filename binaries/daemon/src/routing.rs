@@ -18,7 +18,8 @@ use tokio::sync::oneshot;
 
 use crate::queue::{InputQueue, Queued};
 
-/// Reply slot of a pending `NextEvents` / `NextFreedSamples` request.
+/// Reply slot of a pending `NextEvents` request, or of a drops connection waiting for released
+/// samples to push.
 pub(crate) type Waiter = oneshot::Sender<DaemonReply>;
 
 /// A receiving input: which node and which of its inputs.
@@ -341,7 +342,7 @@ impl Routing {
         self.wake(node);
     }
 
-    /// A node asks for released samples.
+    /// The node's drops connection waits for released samples to push to it.
     pub fn next_freed(&mut self, node: &NodeId, waiter: Waiter) {
         let Some(state) = self.nodes.get_mut(node) else {
             let _ = waiter.send(DaemonReply::FreedSamples(Vec::new()));
