@@ -9,9 +9,6 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    // `adora` is also the trampoline its daemons start nodes through (sets their parent-death
-    // signal, then execs them); this returns at once otherwise.
-    adora_daemon::exec_node_if_requested();
     let cli = commands::Cli::parse();
     output::init_tracing(cli.verbosity());
     let runtime = match tokio::runtime::Builder::new_multi_thread()

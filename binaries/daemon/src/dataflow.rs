@@ -78,8 +78,6 @@ pub(crate) struct Dataflow {
     pub(crate) remote: RemoteLinks,
     /// The daemon's node socket (to start restarted nodes).
     socket: std::path::PathBuf,
-    /// See [`DaemonConfig::node_trampoline`].
-    trampoline: Option<std::path::PathBuf>,
 }
 
 /// Prefix of every shared-memory segment this daemon's part of a dataflow creates; the daemon
@@ -151,7 +149,6 @@ impl Dataflow {
             cancel,
             done: Some(done),
             socket: socket.to_owned(),
-            trampoline: config.node_trampoline.clone(),
             spec,
         };
         // Only the nodes placed on this daemon; inputs from nodes on other daemons arrive over
@@ -188,6 +185,7 @@ impl Dataflow {
             inputs: node.inputs.keys().cloned().collect(),
             outputs: node.outputs.clone(),
             shm_prefix: format!("{}{}-", shm_prefix(self.spec.id), node.id),
+            daemon_pid: Some(std::process::id()),
         };
         let json =
             serde_json::to_string(&config).expect("NodeConfig serializes: plain strings and ids");
@@ -221,8 +219,7 @@ impl Dataflow {
         runtime
             .restart
             .get_or_insert_with(|| RestartTracker::new(&spec));
-        let trampoline = self.trampoline.as_deref();
-        match spawn::spawn_node(id, command, trampoline, &env, &log_file, self.logs.clone()) {
+        match spawn::spawn_node(id, command, &env, &log_file, self.logs.clone()) {
             Ok(spawned) => {
                 runtime.pid = Some(spawned.pid);
                 runtime.running = true;

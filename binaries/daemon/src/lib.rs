@@ -14,7 +14,6 @@ mod dataflow;
 mod distribute;
 mod fd_limit;
 mod node_conn;
-mod pdeathsig;
 mod process_stats;
 mod queue;
 mod remote;
@@ -37,7 +36,6 @@ use uuid::Uuid;
 
 pub use coordinator::{DAEMON_PATH, HEARTBEAT_INTERVAL};
 pub use fd_limit::raise_fd_limit;
-pub use pdeathsig::{exec_node_if_requested, NODE_TRAMPOLINE};
 pub use routing::NodeCounters;
 
 /// Default time a node has to exit after its Stop event before it gets SIGTERM.
@@ -58,12 +56,6 @@ pub struct DaemonConfig {
     pub kill_grace: Duration,
     /// Spawn → node registered; a node that never connects fails the dataflow.
     pub node_connect_timeout: Duration,
-    /// An executable that calls [`exec_node_if_requested`] first thing in `main` (the `adora`
-    /// binary: [`NODE_TRAMPOLINE`]). Nodes are then started through it: it sets their
-    /// parent-death signal and execs them, so the daemon spawns with posix_spawn instead of
-    /// `fork` + a pre-exec hook, whose cost grows with the daemon's memory. `None` (the
-    /// default, and what in-process tests use) keeps the pre-exec hook.
-    pub node_trampoline: Option<PathBuf>,
 }
 
 impl DaemonConfig {
@@ -74,7 +66,6 @@ impl DaemonConfig {
             stop_grace: DEFAULT_STOP_GRACE,
             kill_grace: DEFAULT_KILL_GRACE,
             node_connect_timeout: DEFAULT_NODE_CONNECT_TIMEOUT,
-            node_trampoline: None,
         }
     }
 }

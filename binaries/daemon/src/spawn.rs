@@ -101,12 +101,13 @@ pub(crate) struct SpawnedNode {
 }
 
 /// Spawns a node in its own process group (so a terminal's Ctrl-C reaches the runtime, which then
-/// stops nodes gracefully) with the parent-death signal set (so it dies with the daemon): through
-/// `trampoline` when given (see [`crate::pdeathsig`]), else by a pre-exec hook.
+/// stops nodes gracefully). Nothing runs between fork and exec, so the standard library spawns
+/// with `posix_spawn` (vfork): the daemon's page tables are not copied, which made spawning cost
+/// O(daemon memory) per node. The node API sets the node's parent-death signal itself
+/// (`NodeConfig::daemon_pid`), so a SIGKILLed daemon still takes its nodes with it.
 pub(crate) fn spawn_node(
     node: &NodeId,
     command: &NodeCommand,
-    trampoline: Option<&Path>,
     env: &BTreeMap<String, String>,
     log_file: &Path,
     logs: mpsc::UnboundedSender<LogLine>,
@@ -117,24 +118,7 @@ pub(crate) fn spawn_node(
             command.working_dir.display()
         ));
     }
-    let mut cmd = match trampoline {
-        // The node's parent-death signal is set by the trampoline, so nothing runs between fork
-        // and exec here and the standard library spawns with posix_spawn (vfork): the daemon's
-        // page tables are not copied, which made spawning cost O(daemon memory) per node.
-        Some(exe) => {
-            let mut cmd = Command::new(exe);
-            cmd.arg(&command.program).env(
-                crate::pdeathsig::TRAMPOLINE_ENV,
-                std::process::id().to_string(),
-            );
-            cmd
-        }
-        None => {
-            let mut cmd = Command::new(&command.program);
-            crate::pdeathsig::set_parent_death_signal(&mut cmd);
-            cmd
-        }
-    };
+    let mut cmd = Command::new(&command.program);
     cmd.args(&command.args)
         .current_dir(&command.working_dir)
         .envs(env)

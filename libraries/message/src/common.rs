@@ -113,4 +113,9 @@ pub struct NodeConfig {
     pub outputs: Vec<DataId>,
     /// Prefix for the names of the node's shared-memory segments.
     pub shm_prefix: String,
+    /// Process id of the daemon that spawned the node. The node API asks the kernel to kill the
+    /// node when that parent exits (`PR_SET_PDEATHSIG`), so a SIGKILLed daemon takes its nodes
+    /// with it.
+    #[serde(default)]
+    pub daemon_pid: Option<u32>,
 }

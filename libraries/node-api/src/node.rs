@@ -149,6 +149,23 @@ fn connect(config: &NodeConfig, channel: Channel) -> Result<UnixStream, NodeErro
     }
 }
 
+/// Asks the kernel to SIGKILL this process when its parent exits, when that parent is the daemon
+/// (`daemon`): a daemon killed with SIGKILL has no chance to stop its nodes. Set here rather than
+/// between fork and exec in the daemon, which would force a real `fork` of the daemon per node
+/// (its cost grows with the daemon's memory) instead of `posix_spawn`. When the parent is not the
+/// daemon (a wrapper script started this node, or the daemon is already gone) nothing is set: a
+/// gone daemon shows as a failed connection right after.
+fn die_with_daemon(daemon: u32) {
+    use nix::{sys::prctl, sys::signal::Signal, unistd::getppid};
+    if prctl::set_pdeathsig(Signal::SIGKILL).is_err() {
+        return;
+    }
+    // Checked after setting it: a daemon dying in between is then either seen here or signals us.
+    if i64::from(getppid().as_raw()) != i64::from(daemon) {
+        let _ = prctl::set_pdeathsig(None);
+    }
+}
+
 fn lock_pool(pool: &Mutex<SamplePool>) -> MutexGuard<'_, SamplePool> {
     pool.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -168,6 +185,9 @@ impl AdoraNode {
 
     /// Connects with an explicit configuration.
     pub fn init(config: NodeConfig) -> Result<(AdoraNode, EventStream), NodeError> {
+        if let Some(daemon) = config.daemon_pid {
+            die_with_daemon(daemon);
+        }
         let control = Arc::new(ControlChannel {
             stream: Mutex::new(connect(&config, Channel::Control)?),
         });

@@ -63,12 +63,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let name = args.machine_id.clone().unwrap_or_else(|| "default".into());
     let run_dir = std::env::temp_dir().join(format!("adora-daemon-{}", std::process::id()));
     let config = ServiceConfig {
-        daemon: DaemonConfig {
-            node_trampoline: std::env::var_os("ADORA_EXPERIMENT_NO_TRAMPOLINE")
-                .is_none()
-                .then(|| adora_daemon::NODE_TRAMPOLINE.into()),
-            ..DaemonConfig::new(run_dir.clone())
-        },
+        daemon: DaemonConfig::new(run_dir.clone()),
         coordinator_addr: format!("{}:{}", args.coordinator_addr, args.coordinator_port),
         token,
         machine_id: args.machine_id,

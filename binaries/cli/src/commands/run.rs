@@ -63,7 +63,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut config = DaemonConfig::new(run_dir.clone());
     config.stop_grace = args.grace;
     config.node_connect_timeout = args.connect_timeout;
-    config.node_trampoline = Some(adora_daemon::NODE_TRAMPOLINE.into());
     let spec = DataflowSpec {
         id,
         descriptor: descriptor.clone(),
