@@ -16,7 +16,7 @@
 
 use std::{
     fmt::Write as _,
-    path::{Path, PathBuf},
+    path::Path,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -47,16 +47,9 @@ const TARGET_RSS_MIB: f64 = 100.0;
 /// Measure start time of large dataflows and the coordinator's cost with many daemons.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Small sizes, one start each, 20 simulated daemons for a few seconds (CI: proves the
-    /// benchmark works end to end).
-    #[arg(long)]
-    quick: bool,
-    /// Also write the results as CSV to this file.
-    #[arg(long, value_name = "PATH")]
-    csv: Option<PathBuf>,
-    /// The `adora` binary [default: `adora` next to this binary].
-    #[arg(long, value_name = "PATH")]
-    adora: Option<PathBuf>,
+    // --quick: 10 and 100 nodes, one start each, 20 simulated daemons for 6 s.
+    #[command(flatten)]
+    common: crate::Common,
     /// Dataflow sizes in nodes, comma-separated; 0 skips the start measurement [default:
     /// 10,100,1000; quick: 10,100].
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
@@ -111,11 +104,8 @@ struct FleetRun {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let quick = args.quick;
-    let adora = match &args.adora {
-        Some(p) => p.clone(),
-        None => crate::sibling("adora")?,
-    };
+    let quick = args.common.quick;
+    let adora = args.common.adora()?;
     let idle = crate::sibling("adora-bench-idle")?;
     for bin in [&adora, &idle] {
         if !bin.exists() {
@@ -175,7 +165,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         fleet,
     };
     print!("{}", report.table());
-    if let Some(path) = &args.csv {
+    if let Some(path) = &args.common.csv {
         std::fs::write(path, report.csv())
             .with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("wrote {}", path.display());

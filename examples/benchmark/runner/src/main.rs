@@ -45,18 +45,35 @@ enum Mode {
     ControlPlane(control_plane::Args),
 }
 
-/// Options of the data-plane benchmark.
+/// Options of both benchmarks.
 #[derive(Debug, clap::Args)]
-struct Args {
-    /// Few samples and sizes up to 64 KiB (for CI: proves the benchmark works end to end).
+pub struct Common {
+    /// Quick mode for CI: few samples, small sizes (proves the benchmark works end to end).
     #[arg(long)]
-    quick: bool,
+    pub quick: bool,
     /// Also write the results as CSV to this file.
     #[arg(long, value_name = "PATH")]
-    csv: Option<PathBuf>,
+    pub csv: Option<PathBuf>,
     /// The `adora` binary [default: `adora` next to this binary].
     #[arg(long, value_name = "PATH")]
     adora: Option<PathBuf>,
+}
+
+impl Common {
+    /// The `adora` binary to benchmark.
+    pub fn adora(&self) -> anyhow::Result<PathBuf> {
+        match &self.adora {
+            Some(p) => Ok(p.clone()),
+            None => sibling("adora"),
+        }
+    }
+}
+
+/// Options of the data-plane benchmark.
+#[derive(Debug, clap::Args)]
+struct Args {
+    #[command(flatten)]
+    common: Common,
     /// The same-daemon dataflow [default: examples/benchmark/dataflow.yml, with the sender and
     /// sink next to this binary].
     #[arg(long, value_name = "PATH")]
@@ -142,7 +159,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let mut plan = if args.quick {
+    let mut plan = if args.common.quick {
         Plan::quick()
     } else {
         Plan::default()
@@ -170,10 +187,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("running the raw baseline ({})...", raw.display());
         results.add("raw", run_raw(&raw, &plan)?);
     }
-    let adora = match &args.adora {
-        Some(p) => p.clone(),
-        None => sibling("adora")?,
-    };
+    let adora = args.common.adora()?;
     // Keeps the generated same-daemon dataflow until the end of the run.
     let generated = distributed::tempdir()?;
     let mut placements = args.placement.clone();
@@ -208,7 +222,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
 
     print!("{}", results.table());
-    if let Some(path) = &args.csv {
+    if let Some(path) = &args.common.csv {
         std::fs::write(path, results.csv())
             .with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("wrote {}", path.display());
