@@ -1,6 +1,7 @@
 //! The coordinator actor: one task owns the daemon registry and every dataflow's state, and
 //! drains one event channel. WebSocket connection tasks only send events here and forward what
-//! the actor queues for them. Control requests are handled in [`crate::requests`].
+//! the actor queues for them. Control requests are handled in [`crate::requests`], daemons' messages
+//! in [`daemons`].
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -11,7 +12,7 @@ use std::{
 use adora_core::NodeId;
 use adora_message::{
     cli_to_coordinator::ControlRequest,
-    control::{DataflowStatus, Labels, NodeResult, RunningDataflow},
+    control::{DataflowStatus, Labels, NodeResult},
     coordinator_to_cli::ControlReply,
     coordinator_to_daemon::DaemonCommand,
     daemon_to_coordinator::{DaemonMessage, DaemonRegistration},
@@ -23,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{requests::PendingLogs, CoordinatorConfig};
+
+mod daemons;
 
 /// A handler slower than this is logged: it delays every request and daemon message.
 const SLOW_HANDLER: Duration = Duration::from_millis(100);
@@ -285,212 +288,6 @@ impl Coordinator {
         tx.send(Outgoing::Message(Envelope::new(id, command)))
             .ok()?;
         Some(id)
-    }
-
-    fn heartbeat(&mut self) {
-        let timeout = self.config.daemon_timeout;
-        for d in &mut self.daemons {
-            let Some(tx) = &d.tx else { continue };
-            if d.last_seen.elapsed() > timeout {
-                tracing::warn!(
-                    "daemon `{}` sent nothing for {:?}: marking it lost",
-                    d.name(),
-                    d.last_seen.elapsed()
-                );
-                let _ = tx.send(Outgoing::Close("heartbeat timeout".into()));
-                d.tx = None;
-                continue;
-            }
-            let _ = tx.send(Outgoing::Message(Envelope::new(
-                0,
-                DaemonCommand::Heartbeat,
-            )));
-        }
-        self.recovery_tick();
-    }
-
-    fn handle_register(&mut self, conn: ConnId, reg: DaemonRegistration, tx: DaemonTx) {
-        let entry = DaemonEntry {
-            conn,
-            machine_id: reg.machine_id.clone(),
-            labels: reg.labels.clone(),
-            hostname: reg.hostname.clone(),
-            last_seen: Instant::now(),
-            zenoh_locators: reg.zenoh_locators.clone(),
-            tx: Some(tx),
-            adora_version: reg.adora_version.clone(),
-            registered_at: Instant::now(),
-        };
-        let existing = self.daemons.iter().position(|d| match &reg.machine_id {
-            Some(id) => d.machine_id.as_deref() == Some(id),
-            None => d.machine_id.is_none() && d.tx.is_none() && d.hostname == reg.hostname,
-        });
-        match existing {
-            Some(i) => {
-                if let Some(old) = self.daemons[i].tx.take() {
-                    tracing::warn!(
-                        "daemon `{}` registered again: replacing its stale connection",
-                        entry.name()
-                    );
-                    let _ = old.send(Outgoing::Close(
-                        "replaced by a newer connection of the same machine id".into(),
-                    ));
-                }
-                self.daemons[i] = entry;
-            }
-            None => self.daemons.push(entry),
-        }
-        // The newcomer connects its Zenoh session to every daemon already here; those need not
-        // know about it (links are bidirectional, and Zenoh retries them after a cut).
-        let endpoints: Vec<String> = self
-            .daemons
-            .iter()
-            .filter(|d| d.tx.is_some() && d.conn != conn)
-            .filter_map(|d| d.zenoh_locators.first().cloned())
-            .collect();
-        if let Some(tx) = self
-            .daemons
-            .iter()
-            .find(|d| d.conn == conn)
-            .and_then(|d| d.tx.as_ref())
-        {
-            let peers = DaemonCommand::Peers { endpoints };
-            let _ = tx.send(Outgoing::Message(Envelope::new(0, peers)));
-        }
-        let name = reg.machine_id.clone().unwrap_or(reg.hostname.clone());
-        tracing::info!(
-            "daemon `{name}` registered ({} running dataflows)",
-            reg.running.len()
-        );
-        let reported: BTreeSet<Uuid> = reg.running.iter().map(|r| r.id).collect();
-        for running in reg.running {
-            self.reclaim(&name, running);
-        }
-        self.after_register(&name, &reported);
-    }
-
-    /// A daemon reports a dataflow it runs: adopt it if this coordinator does not know it
-    /// (coordinator restart), so `list` shows it again and `stop` reaches it.
-    fn reclaim(&mut self, daemon: &str, running: RunningDataflow) {
-        let id = running.id;
-        let nodes: BTreeSet<NodeId> = running.nodes.keys().cloned().collect();
-        if !self.flows.contains_key(&id) {
-            tracing::info!(
-                "reclaiming dataflow `{}` ({id}) from `{daemon}`",
-                running.name
-            );
-            let record = DataflowRecord::new(
-                id,
-                running.name,
-                running.descriptor,
-                running.working_dir,
-                BTreeMap::new(),
-            );
-            self.insert_flow(record);
-        }
-        let flow = self.flows.get_mut(&id).expect("inserted above");
-        for node in &nodes {
-            flow.record
-                .placement
-                .insert(node.clone(), daemon.to_owned());
-        }
-        let part = flow.parts.entry(daemon.to_owned()).or_default();
-        part.nodes.extend(nodes);
-        part.finished = false;
-        let stopping = flow.record.status != DataflowStatus::Running;
-        self.save(id);
-        if stopping {
-            // A stop (or a failed start) happened while this daemon was away.
-            self.send_to_daemon(
-                daemon,
-                DaemonCommand::Stop {
-                    dataflow: id,
-                    grace: None,
-                },
-            );
-        }
-    }
-
-    fn handle_daemon_gone(&mut self, conn: ConnId, reason: &str) {
-        let Some(d) = self.daemons.iter_mut().find(|d| d.conn == conn) else {
-            return;
-        };
-        if d.tx.take().is_some() {
-            tracing::warn!("lost daemon `{}`: {reason}", d.name());
-        }
-        let name = d.name().to_owned();
-        self.save_machine(&name);
-        // Pending requests waiting on it fail now rather than hang.
-        let starts: Vec<Uuid> = self
-            .pending_starts
-            .iter()
-            .filter(|(_, p)| p.waiting.contains(&name))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in starts {
-            self.start_daemon_gone(id, &name);
-        }
-        self.builds_daemon_gone(&name);
-        let logs: Vec<u64> = self
-            .pending_logs
-            .iter()
-            .filter(|(_, p)| p.daemon == name)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in logs {
-            self.logs_answered(id, Vec::new());
-        }
-    }
-
-    fn handle_daemon_message(&mut self, conn: ConnId, envelope: Envelope<DaemonMessage>) {
-        let Some(d) = self
-            .daemons
-            .iter_mut()
-            .find(|d| d.conn == conn && d.tx.is_some())
-        else {
-            return; // a replaced connection's last words
-        };
-        d.last_seen = Instant::now();
-        let name = d.name().to_owned();
-        match envelope.body {
-            DaemonMessage::Heartbeat { nodes } => {
-                self.node_stats.update(nodes);
-                let flows = &self.flows;
-                self.node_stats.retain(|id| flows.contains_key(id));
-            }
-            DaemonMessage::Register(_) => {
-                tracing::warn!("daemon `{name}` registered twice on one connection; ignored")
-            }
-            DaemonMessage::Spawned { dataflow, result } => {
-                self.recovery_spawned(dataflow, &name, &result);
-                self.spawn_answered(dataflow, &name, result)
-            }
-            DaemonMessage::Prepared { dataflow, result } => {
-                self.prepare_answered(dataflow, &name, result)
-            }
-            DaemonMessage::Built { build_id, result } => {
-                self.build_answered(build_id, &name, result)
-            }
-            DaemonMessage::Finished { dataflow, nodes } => {
-                self.part_finished(dataflow, &name, nodes)
-            }
-            DaemonMessage::Log(line) if self.pending_builds.contains_key(&line.dataflow) => {
-                self.build_log(line)
-            }
-            DaemonMessage::Log(line) => {
-                if let Some(flow) = self.flows.get_mut(&line.dataflow) {
-                    flow.watchers.retain(|(tx, id)| {
-                        tx.send(Outgoing::Message(Envelope::new(
-                            *id,
-                            ControlReply::Log(line.clone()),
-                        )))
-                        .is_ok()
-                    });
-                }
-            }
-            DaemonMessage::Logs { lines } => self.logs_answered(envelope.id, lines),
-            other => tracing::debug!("ignoring unexpected daemon message {other:?}"),
-        }
     }
 
     /// One daemon's part of a dataflow ended; when every part has, the dataflow ends.

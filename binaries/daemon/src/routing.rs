@@ -1,5 +1,5 @@
 //! The routing state of one dataflow on this daemon: per-node input queues, pending event requests,
-//! and reference counts of shared-memory samples in flight.
+//! and reference counts of shared-memory samples in flight ([`samples`]).
 //!
 //! Everything here is synchronous and owned by the daemon actor; the only side effects are replies
 //! on oneshot channels and unlinking orphaned shared-memory segments.
@@ -17,6 +17,7 @@ use adora_message::{
 use tokio::sync::oneshot;
 
 use crate::queue::{InputQueue, Queued};
+use samples::SampleState;
 
 /// Reply slot of a pending `NextEvents` request, or of a drops connection waiting for released
 /// samples to push.
@@ -72,14 +73,6 @@ impl NodeRouting {
         self.drops_reported = 0;
         self.held.drain().collect()
     }
-}
-
-struct SampleState {
-    owner: NodeId,
-    os_id: String,
-    refs: usize,
-    /// The instance that sent it is gone (restarted): unlink on release instead of recycling.
-    orphaned: bool,
 }
 
 /// Per-node message counters.
@@ -157,11 +150,6 @@ impl Routing {
             daemon_freed: Vec::new(),
             held_wakes: None,
         }
-    }
-
-    /// Takes the tokens of released samples owned by the daemon (see `daemon_freed`).
-    pub fn take_daemon_freed(&mut self) -> Vec<u64> {
-        std::mem::take(&mut self.daemon_freed)
     }
 
     /// Timer intervals the dataflow needs.
@@ -286,49 +274,6 @@ impl Routing {
         }
     }
 
-    fn release_event(&mut self, event: NodeEvent) {
-        if let NodeEvent::Input {
-            data: DataRef::Shared(s),
-            ..
-        } = event
-        {
-            self.release_ref(s.token);
-        }
-    }
-
-    fn release_ref(&mut self, token: u64) {
-        let Some(sample) = self.samples.get_mut(&token) else {
-            return;
-        };
-        sample.refs = sample.refs.saturating_sub(1);
-        if sample.refs > 0 {
-            return;
-        }
-        let Some(sample) = self.samples.remove(&token) else {
-            return;
-        };
-        match self.nodes.get_mut(&sample.owner) {
-            _ if sample.orphaned => {
-                if let Err(e) = adora_shm::unlink(&sample.os_id) {
-                    tracing::warn!("cannot unlink shared sample {}: {e}", sample.os_id);
-                }
-            }
-            Some(owner) if owner.remote => self.daemon_freed.push(token),
-            Some(owner) if !owner.exited => {
-                owner.freed.push(token);
-                if let Some(w) = owner.freed_waiter.take() {
-                    let _ = w.send(DaemonReply::FreedSamples(std::mem::take(&mut owner.freed)));
-                }
-            }
-            _ => {
-                // The owner is gone, so nobody will reuse or unlink the segment: do it here.
-                if let Err(e) = adora_shm::unlink(&sample.os_id) {
-                    tracing::warn!("cannot unlink shared sample {}: {e}", sample.os_id);
-                }
-            }
-        }
-    }
-
     /// A node asks for its next events.
     pub fn next_events(&mut self, node: &NodeId, waiter: Waiter) {
         let Some(state) = self.nodes.get_mut(node) else {
@@ -340,21 +285,6 @@ impl Routing {
         };
         state.events_waiter = Some(waiter);
         self.wake(node);
-    }
-
-    /// The node's drops connection waits for released samples to push to it.
-    pub fn next_freed(&mut self, node: &NodeId, waiter: Waiter) {
-        let Some(state) = self.nodes.get_mut(node) else {
-            let _ = waiter.send(DaemonReply::FreedSamples(Vec::new()));
-            return;
-        };
-        if !state.freed.is_empty() {
-            let _ = waiter.send(DaemonReply::FreedSamples(std::mem::take(&mut state.freed)));
-        } else if state.exited {
-            let _ = waiter.send(DaemonReply::FreedSamples(Vec::new()));
-        } else {
-            state.freed_waiter = Some(waiter);
-        }
     }
 
     /// From now on, pending `NextEvents` are answered only by [`Self::release_wakes`]: a batch of
@@ -427,25 +357,6 @@ impl Routing {
                 events,
                 drop_counts,
             });
-        }
-    }
-
-    /// A node dropped shared samples it had received.
-    pub fn report_dropped(&mut self, node: &NodeId, tokens: Vec<u64>) {
-        for token in tokens {
-            let held = self.nodes.get_mut(node).and_then(|s| {
-                let count = s.held.get_mut(&token)?;
-                *count -= 1;
-                if *count == 0 {
-                    s.held.remove(&token);
-                }
-                Some(())
-            });
-            if held.is_some() {
-                self.release_ref(token);
-            } else {
-                tracing::debug!("node `{node}` reported unknown sample token {token}");
-            }
         }
     }
 
@@ -539,14 +450,6 @@ impl Routing {
         // (`release_ref` checks `exited`).
     }
 
-    fn release_held(&mut self, held: Vec<(u64, usize)>) {
-        for (token, count) in held {
-            for _ in 0..count {
-                self.release_ref(token);
-            }
-        }
-    }
-
     /// The node's process exited and its restart policy starts a new one: release what the old
     /// instance held and end its pending requests, but keep its queued inputs (for the new
     /// instance) and its outputs open (its receivers wait for it).
@@ -606,13 +509,8 @@ impl Routing {
             })
             .collect()
     }
-
-    /// Shared samples still referenced by some receiver.
-    #[cfg(test)]
-    pub fn samples_in_flight(&self) -> usize {
-        self.samples.len()
-    }
 }
 
+mod samples;
 #[cfg(test)]
 mod tests;

@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use super::{machine, Outcome};
 use crate::commands::{
     client::{Client, ClientArgs, ADDR_FILE},
-    state_dir, up, EXIT_INVALID,
+    state_dir, up,
 };
 
 /// How long `up` waits for the daemons it started to register.
@@ -54,20 +54,9 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let cluster = match ClusterConfig::read(&args.cluster) {
+    let cluster = match super::load_cluster(&args.cluster) {
         Ok(cluster) => cluster,
-        Err(errors) => {
-            for e in &errors.0 {
-                eprintln!("{e}");
-            }
-            let n = errors.0.len();
-            eprintln!(
-                "{n} problem{} found in {}",
-                if n == 1 { "" } else { "s" },
-                args.cluster.display()
-            );
-            return Ok(ExitCode::from(EXIT_INVALID));
-        }
+        Err(code) => return Ok(code),
     };
     // `adora start` finds the machines of `distribute: scp` nodes here without `--cluster`.
     crate::commands::distribute::remember_cluster(&args.cluster);

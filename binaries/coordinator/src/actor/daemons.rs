@@ -1,0 +1,232 @@
+//! The daemons' side of the coordinator actor: registration (and reclaiming what a daemon
+//! reports running), liveness, and the daemons' messages.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Instant,
+};
+
+use adora_core::NodeId;
+use adora_message::{
+    control::{DataflowStatus, RunningDataflow},
+    coordinator_to_cli::ControlReply,
+    coordinator_to_daemon::DaemonCommand,
+    daemon_to_coordinator::{DaemonMessage, DaemonRegistration},
+    envelope::Envelope,
+};
+use adora_store::DataflowRecord;
+use uuid::Uuid;
+
+use super::{ConnId, Coordinator, DaemonEntry, DaemonTx, Outgoing};
+
+impl Coordinator {
+    pub(super) fn heartbeat(&mut self) {
+        let timeout = self.config.daemon_timeout;
+        for d in &mut self.daemons {
+            let Some(tx) = &d.tx else { continue };
+            if d.last_seen.elapsed() > timeout {
+                tracing::warn!(
+                    "daemon `{}` sent nothing for {:?}: marking it lost",
+                    d.name(),
+                    d.last_seen.elapsed()
+                );
+                let _ = tx.send(Outgoing::Close("heartbeat timeout".into()));
+                d.tx = None;
+                continue;
+            }
+            let _ = tx.send(Outgoing::Message(Envelope::new(
+                0,
+                DaemonCommand::Heartbeat,
+            )));
+        }
+        self.recovery_tick();
+    }
+
+    pub(super) fn handle_register(&mut self, conn: ConnId, reg: DaemonRegistration, tx: DaemonTx) {
+        let entry = DaemonEntry {
+            conn,
+            machine_id: reg.machine_id.clone(),
+            labels: reg.labels.clone(),
+            hostname: reg.hostname.clone(),
+            last_seen: Instant::now(),
+            zenoh_locators: reg.zenoh_locators.clone(),
+            tx: Some(tx),
+            adora_version: reg.adora_version.clone(),
+            registered_at: Instant::now(),
+        };
+        let existing = self.daemons.iter().position(|d| match &reg.machine_id {
+            Some(id) => d.machine_id.as_deref() == Some(id),
+            None => d.machine_id.is_none() && d.tx.is_none() && d.hostname == reg.hostname,
+        });
+        match existing {
+            Some(i) => {
+                if let Some(old) = self.daemons[i].tx.take() {
+                    tracing::warn!(
+                        "daemon `{}` registered again: replacing its stale connection",
+                        entry.name()
+                    );
+                    let _ = old.send(Outgoing::Close(
+                        "replaced by a newer connection of the same machine id".into(),
+                    ));
+                }
+                self.daemons[i] = entry;
+            }
+            None => self.daemons.push(entry),
+        }
+        // The newcomer connects its Zenoh session to every daemon already here; those need not
+        // know about it (links are bidirectional, and Zenoh retries them after a cut).
+        let endpoints: Vec<String> = self
+            .daemons
+            .iter()
+            .filter(|d| d.tx.is_some() && d.conn != conn)
+            .filter_map(|d| d.zenoh_locators.first().cloned())
+            .collect();
+        if let Some(tx) = self
+            .daemons
+            .iter()
+            .find(|d| d.conn == conn)
+            .and_then(|d| d.tx.as_ref())
+        {
+            let peers = DaemonCommand::Peers { endpoints };
+            let _ = tx.send(Outgoing::Message(Envelope::new(0, peers)));
+        }
+        let name = reg.machine_id.clone().unwrap_or(reg.hostname.clone());
+        tracing::info!(
+            "daemon `{name}` registered ({} running dataflows)",
+            reg.running.len()
+        );
+        let reported: BTreeSet<Uuid> = reg.running.iter().map(|r| r.id).collect();
+        for running in reg.running {
+            self.reclaim(&name, running);
+        }
+        self.after_register(&name, &reported);
+    }
+
+    /// A daemon reports a dataflow it runs: adopt it if this coordinator does not know it
+    /// (coordinator restart), so `list` shows it again and `stop` reaches it.
+    fn reclaim(&mut self, daemon: &str, running: RunningDataflow) {
+        let id = running.id;
+        let nodes: BTreeSet<NodeId> = running.nodes.keys().cloned().collect();
+        if !self.flows.contains_key(&id) {
+            tracing::info!(
+                "reclaiming dataflow `{}` ({id}) from `{daemon}`",
+                running.name
+            );
+            let record = DataflowRecord::new(
+                id,
+                running.name,
+                running.descriptor,
+                running.working_dir,
+                BTreeMap::new(),
+            );
+            self.insert_flow(record);
+        }
+        let flow = self.flows.get_mut(&id).expect("inserted above");
+        for node in &nodes {
+            flow.record
+                .placement
+                .insert(node.clone(), daemon.to_owned());
+        }
+        let part = flow.parts.entry(daemon.to_owned()).or_default();
+        part.nodes.extend(nodes);
+        part.finished = false;
+        let stopping = flow.record.status != DataflowStatus::Running;
+        self.save(id);
+        if stopping {
+            // A stop (or a failed start) happened while this daemon was away.
+            self.send_to_daemon(
+                daemon,
+                DaemonCommand::Stop {
+                    dataflow: id,
+                    grace: None,
+                },
+            );
+        }
+    }
+
+    pub(super) fn handle_daemon_gone(&mut self, conn: ConnId, reason: &str) {
+        let Some(d) = self.daemons.iter_mut().find(|d| d.conn == conn) else {
+            return;
+        };
+        if d.tx.take().is_some() {
+            tracing::warn!("lost daemon `{}`: {reason}", d.name());
+        }
+        let name = d.name().to_owned();
+        self.save_machine(&name);
+        // Pending requests waiting on it fail now rather than hang.
+        let starts: Vec<Uuid> = self
+            .pending_starts
+            .iter()
+            .filter(|(_, p)| p.waiting.contains(&name))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in starts {
+            self.start_daemon_gone(id, &name);
+        }
+        self.builds_daemon_gone(&name);
+        let logs: Vec<u64> = self
+            .pending_logs
+            .iter()
+            .filter(|(_, p)| p.daemon == name)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in logs {
+            self.logs_answered(id, Vec::new());
+        }
+    }
+
+    pub(super) fn handle_daemon_message(
+        &mut self,
+        conn: ConnId,
+        envelope: Envelope<DaemonMessage>,
+    ) {
+        let Some(d) = self
+            .daemons
+            .iter_mut()
+            .find(|d| d.conn == conn && d.tx.is_some())
+        else {
+            return; // a replaced connection's last words
+        };
+        d.last_seen = Instant::now();
+        let name = d.name().to_owned();
+        match envelope.body {
+            DaemonMessage::Heartbeat { nodes } => {
+                self.node_stats.update(nodes);
+                let flows = &self.flows;
+                self.node_stats.retain(|id| flows.contains_key(id));
+            }
+            DaemonMessage::Register(_) => {
+                tracing::warn!("daemon `{name}` registered twice on one connection; ignored")
+            }
+            DaemonMessage::Spawned { dataflow, result } => {
+                self.recovery_spawned(dataflow, &name, &result);
+                self.spawn_answered(dataflow, &name, result)
+            }
+            DaemonMessage::Prepared { dataflow, result } => {
+                self.prepare_answered(dataflow, &name, result)
+            }
+            DaemonMessage::Built { build_id, result } => {
+                self.build_answered(build_id, &name, result)
+            }
+            DaemonMessage::Finished { dataflow, nodes } => {
+                self.part_finished(dataflow, &name, nodes)
+            }
+            DaemonMessage::Log(line) if self.pending_builds.contains_key(&line.dataflow) => {
+                self.build_log(line)
+            }
+            DaemonMessage::Log(line) => {
+                if let Some(flow) = self.flows.get_mut(&line.dataflow) {
+                    flow.watchers.retain(|(tx, id)| {
+                        tx.send(Outgoing::Message(Envelope::new(
+                            *id,
+                            ControlReply::Log(line.clone()),
+                        )))
+                        .is_ok()
+                    });
+                }
+            }
+            DaemonMessage::Logs { lines } => self.logs_answered(envelope.id, lines),
+            other => tracing::debug!("ignoring unexpected daemon message {other:?}"),
+        }
+    }
+}

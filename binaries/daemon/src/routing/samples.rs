@@ -1,0 +1,118 @@
+//! Lifetimes of shared-memory samples in flight: every receiver holds a reference; when the last
+//! one is released the sample goes back to its owner's pool (pushed to the owner's drops
+//! connection), to the daemon's own pool (copies of remote messages), or is unlinked when its
+//! owner is gone.
+
+use adora_core::NodeId;
+use adora_message::{
+    daemon_to_node::{DaemonReply, NodeEvent},
+    DataRef,
+};
+
+use super::{Routing, Waiter};
+
+pub(super) struct SampleState {
+    pub owner: NodeId,
+    pub os_id: String,
+    pub refs: usize,
+    /// The instance that sent it is gone (restarted): unlink on release instead of recycling.
+    pub orphaned: bool,
+}
+
+impl Routing {
+    /// Takes the tokens of released samples owned by the daemon (see `daemon_freed`).
+    pub fn take_daemon_freed(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.daemon_freed)
+    }
+
+    pub(super) fn release_event(&mut self, event: NodeEvent) {
+        if let NodeEvent::Input {
+            data: DataRef::Shared(s),
+            ..
+        } = event
+        {
+            self.release_ref(s.token);
+        }
+    }
+
+    pub(super) fn release_ref(&mut self, token: u64) {
+        let Some(sample) = self.samples.get_mut(&token) else {
+            return;
+        };
+        sample.refs = sample.refs.saturating_sub(1);
+        if sample.refs > 0 {
+            return;
+        }
+        let Some(sample) = self.samples.remove(&token) else {
+            return;
+        };
+        match self.nodes.get_mut(&sample.owner) {
+            _ if sample.orphaned => {
+                if let Err(e) = adora_shm::unlink(&sample.os_id) {
+                    tracing::warn!("cannot unlink shared sample {}: {e}", sample.os_id);
+                }
+            }
+            Some(owner) if owner.remote => self.daemon_freed.push(token),
+            Some(owner) if !owner.exited => {
+                owner.freed.push(token);
+                if let Some(w) = owner.freed_waiter.take() {
+                    let _ = w.send(DaemonReply::FreedSamples(std::mem::take(&mut owner.freed)));
+                }
+            }
+            _ => {
+                // The owner is gone, so nobody will reuse or unlink the segment: do it here.
+                if let Err(e) = adora_shm::unlink(&sample.os_id) {
+                    tracing::warn!("cannot unlink shared sample {}: {e}", sample.os_id);
+                }
+            }
+        }
+    }
+
+    /// The node's drops connection waits for released samples to push to it.
+    pub fn next_freed(&mut self, node: &NodeId, waiter: Waiter) {
+        let Some(state) = self.nodes.get_mut(node) else {
+            let _ = waiter.send(DaemonReply::FreedSamples(Vec::new()));
+            return;
+        };
+        if !state.freed.is_empty() {
+            let _ = waiter.send(DaemonReply::FreedSamples(std::mem::take(&mut state.freed)));
+        } else if state.exited {
+            let _ = waiter.send(DaemonReply::FreedSamples(Vec::new()));
+        } else {
+            state.freed_waiter = Some(waiter);
+        }
+    }
+
+    /// A node dropped shared samples it had received.
+    pub fn report_dropped(&mut self, node: &NodeId, tokens: Vec<u64>) {
+        for token in tokens {
+            let held = self.nodes.get_mut(node).and_then(|s| {
+                let count = s.held.get_mut(&token)?;
+                *count -= 1;
+                if *count == 0 {
+                    s.held.remove(&token);
+                }
+                Some(())
+            });
+            if held.is_some() {
+                self.release_ref(token);
+            } else {
+                tracing::debug!("node `{node}` reported unknown sample token {token}");
+            }
+        }
+    }
+
+    pub(super) fn release_held(&mut self, held: Vec<(u64, usize)>) {
+        for (token, count) in held {
+            for _ in 0..count {
+                self.release_ref(token);
+            }
+        }
+    }
+
+    /// Shared samples still referenced by some receiver.
+    #[cfg(test)]
+    pub fn samples_in_flight(&self) -> usize {
+        self.samples.len()
+    }
+}
