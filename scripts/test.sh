@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Builds every workspace binary (the end-to-end tests run the real `adora` and node binaries),
+# Checks formatting and lints, builds every workspace binary (the end-to-end tests run the real `adora` and node binaries),
 # then runs the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The lint gate: formatting and clippy (warnings are errors) before anything runs.
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 # The "new" adora of the rolling-upgrade test (tests/cluster_ops.rs): same code, another version
 # (embedded at build time). Built in the normal profile and copied aside: only the workspace crates
 # that report the version rebuild, twice, instead of a whole second profile with all dependencies.

@@ -1,8 +1,6 @@
 //! The benchmarks in quick mode (CI): `adora-bench` runs end to end with the debug binaries and
 //! prints the rows and CSV it promises. No timing is asserted, only that every figure is there.
 
-#![allow(clippy::unwrap_used)]
-
 use std::time::Duration;
 
 use adora_test_support::{bin, run_with_timeout, temp_dir, Output};

@@ -3,8 +3,6 @@
 //! Hosts share this filesystem, so the freshly built `adora` is reached through `install_dir`,
 //! and every machine gets its own `state_dir` under the test's temp dir.
 
-#![allow(clippy::unwrap_used)]
-
 use std::{
     net::Ipv4Addr,
     path::{Path, PathBuf},

@@ -13,8 +13,6 @@
 //! cargo build --workspace --bins   # back to the normal version
 //! ```
 
-#![allow(clippy::unwrap_used)]
-
 use std::{
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},

@@ -1,8 +1,6 @@
 //! The distributed control plane end to end: the real `adora` binary as coordinator, daemons and
 //! CLI client on loopback with ephemeral ports, each test in its own state directory.
 
-#![allow(clippy::unwrap_used)]
-
 use std::{
     path::{Path, PathBuf},
     process::Command,

@@ -5,8 +5,6 @@
 //! its strategy put there (the scp directory of that machine's state dir, the daemon's download
 //! directory, the `working_dir` the daemon built in).
 
-#![allow(clippy::unwrap_used)]
-
 use std::{path::Path, time::Duration};
 
 use adora_test_support::{

@@ -3,8 +3,6 @@
 //! `machines:`) parses as a [`ClusterConfig`]. A block that is intentionally partial or not Adora's
 //! (a Prometheus config, a fragment) is marked ```yaml,ignore and says why in its first line.
 
-#![allow(clippy::unwrap_used)]
-
 use std::{path::Path, time::Duration};
 
 use adora_core::cluster::ClusterConfig;

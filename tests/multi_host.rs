@@ -1,8 +1,6 @@
 //! Cross-machine dataflows on real (namespaced) test hosts: a coordinator in the test's network
 //! namespace, one daemon per host, node outputs crossing hosts over Zenoh.
 
-#![allow(clippy::unwrap_used)]
-
 use std::time::Duration;
 
 use adora_test_support::{

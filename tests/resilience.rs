@@ -7,8 +7,6 @@
 //! it), prints every gap, and a final `done received=R lost=L next=N` line. Each test prints a
 //! `RESULT` line with the time to recover and what was lost.
 
-#![allow(clippy::unwrap_used)]
-
 use std::{
     path::Path,
     time::{Duration, Instant},

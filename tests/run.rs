@@ -1,7 +1,5 @@
 //! `adora run` end to end: the real binary, real node processes, real shared memory.
 
-#![allow(clippy::unwrap_used)]
-
 use std::{path::Path, process::Command, time::Duration};
 
 use adora_test_support::{

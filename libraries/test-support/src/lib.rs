@@ -6,8 +6,6 @@
 //! (`cargo build --workspace`); the fixtures find them next to the test executable, so a
 //! `CARGO_TARGET_DIR` outside the repository works too.
 
-#![allow(clippy::unwrap_used)] // test code: a failed fixture should panic with context.
-
 use std::{
     io::Read,
     path::{Path, PathBuf},

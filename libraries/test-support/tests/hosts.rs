@@ -2,8 +2,6 @@
 //! process, run a working `sshd`, can be cut off and restored, get a subnet of their own, and
 //! leave nothing behind. Needs root; prints `SKIPPED: ...` otherwise.
 
-#![allow(clippy::unwrap_used)]
-
 use std::{
     net::{Ipv4Addr, SocketAddrV4, TcpListener},
     path::Path,

@@ -389,12 +389,7 @@ fn fleet_run(
         bail!("the coordinator did not report all {nodes} simulated nodes running");
     }
 
-    let before = (cpu_ticks(pid)?, Instant::now(), fleet.activity());
-    std::thread::sleep(window);
-    let after = (cpu_ticks(pid)?, Instant::now(), fleet.activity());
-    let ticks_per_s = clock_ticks_per_second();
-    let cpu_s = after.0.saturating_sub(before.0) as f64 / ticks_per_s;
-    let cpu_percent = 100.0 * cpu_s / (after.1 - before.1).as_secs_f64();
+    let (cpu_percent, heartbeats) = observe(pid, &fleet, window)?;
     let (rss_mib, peak_rss_mib) = memory_mib(pid)?;
     let nodes_reported = reported();
 
@@ -410,9 +405,20 @@ fn fleet_run(
         registered_rss_mib,
         rss_mib,
         peak_rss_mib,
-        heartbeats: after.2.heartbeats - before.2.heartbeats,
+        heartbeats,
         nodes_reported,
     })
+}
+
+/// The coordinator's CPU use (percent of one core) and the heartbeats the simulated daemons
+/// sent while `window` passes.
+fn observe(pid: u32, fleet: &SimulatedFleet, window: Duration) -> anyhow::Result<(f64, u64)> {
+    let before = (cpu_ticks(pid)?, Instant::now(), fleet.activity());
+    std::thread::sleep(window);
+    let after = (cpu_ticks(pid)?, Instant::now(), fleet.activity());
+    let cpu_s = after.0.saturating_sub(before.0) as f64 / clock_ticks_per_second();
+    let cpu_percent = 100.0 * cpu_s / (after.1 - before.1).as_secs_f64();
+    Ok((cpu_percent, after.2.heartbeats - before.2.heartbeats))
 }
 
 /// utime + stime of a process, in clock ticks (`/proc/<pid>/stat` fields 14 and 15).
