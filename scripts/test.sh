@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Checks formatting and lints, builds every workspace binary (the end-to-end tests run the real `adora` and node binaries),
+# Checks formatting and lints, builds every workspace binary (the end-to-end tests run the real
+# `adora` and node binaries),
 # then runs the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
