@@ -65,7 +65,7 @@ pub(crate) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Una
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if token.verify_header(given) {
+    if crate::auth::verify_header(token, given) {
         Ok(())
     } else {
         tracing::warn!("rejected a connection: authentication failed");
