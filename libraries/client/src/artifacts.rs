@@ -149,7 +149,10 @@ impl<'a> Exchange<'a> {
             .map_err(|_| ArtifactError::Timeout)?
     }
 
-    async fn run_untimed(&self, body: Vec<u8>) -> Result<(hyper::HeaderMap, Vec<u8>), ArtifactError> {
+    async fn run_untimed(
+        &self,
+        body: Vec<u8>,
+    ) -> Result<(hyper::HeaderMap, Vec<u8>), ArtifactError> {
         let stream = tokio::net::TcpStream::connect(self.addr)
             .await
             .map_err(|source| ArtifactError::Connect {
@@ -278,7 +281,10 @@ mod tests {
     #[tokio::test]
     async fn a_download_is_checked_against_its_digest() {
         let binary = b"\x7fELF a small node".to_vec();
-        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", binary.len());
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
+            binary.len()
+        );
         let addr = serve_once(head, binary.clone()).await;
         let digest = sha256_hex(&binary);
         let got = within(download(&addr, None, Uuid::nil(), "node", &digest)).await;
@@ -315,7 +321,12 @@ mod tests {
         let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_owned();
         let addr = serve_once(head, body).await;
         let get = Exchange::new(&addr, None, "GET", "/artifact", limit);
-        let err = within(get.run(Vec::new())).await.expect_err("over the limit");
-        assert!(matches!(err, ArtifactError::TooLarge { limit: 10_000 }), "{err:?}");
+        let err = within(get.run(Vec::new()))
+            .await
+            .expect_err("over the limit");
+        assert!(
+            matches!(err, ArtifactError::TooLarge { limit: 10_000 }),
+            "{err:?}"
+        );
     }
 }

@@ -134,7 +134,10 @@ pub fn load_or_create_token_file(path: &Path) -> Result<Token, TokenError> {
 /// Token discovery shared by clients and daemons: `token_file` (`--token-file`), else
 /// [`TOKEN_ENV`], else `<state_dir>/token` ([`TOKEN_FILE`]) when it exists. The token itself never
 /// comes from a command line.
-pub fn find_token(token_file: Option<&Path>, state_dir: &Path) -> Result<Option<Token>, TokenError> {
+pub fn find_token(
+    token_file: Option<&Path>,
+    state_dir: &Path,
+) -> Result<Option<Token>, TokenError> {
     find(token_file, std::env::var(TOKEN_ENV).ok(), state_dir)
 }
 
@@ -148,7 +151,9 @@ fn find(
         return read_token_file(path).map(Some);
     }
     if let Some(token) = env {
-        return Token::new(&token).map(Some).map_err(|_| TokenError::EmptyEnv);
+        return Token::new(&token)
+            .map(Some)
+            .map_err(|_| TokenError::EmptyEnv);
     }
     let default = state_dir.join(TOKEN_FILE);
     if default.exists() {
@@ -205,7 +210,10 @@ mod tests {
         let found = find(None, env(), &state).expect("set");
         assert_eq!(found.map(Token::into_string).as_deref(), Some("from-env"));
         assert_eq!(find(None, None, &state).expect("readable"), Some(stored));
-        assert_eq!(find(None, None, &dir.path().join("none")).expect("absent"), None);
+        assert_eq!(
+            find(None, None, &dir.path().join("none")).expect("absent"),
+            None
+        );
         let err = find(None, Some(" ".into()), &state).expect_err("empty variable");
         assert_eq!(err.to_string(), "ADORA_TOKEN: the token is empty");
     }
