@@ -21,7 +21,10 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use adora_message::distribute::{is_safe_path_segment, is_sha256_hex, NodeArtifact, SHA256_HEADER};
+pub use adora_message::distribute::MAX_ARTIFACT_BYTES;
+use adora_message::distribute::{
+    is_safe_path_segment, is_sha256_hex, sha256_hex, NodeArtifact, SHA256_HEADER,
+};
 use adora_store::Store;
 use axum::{
     body::{Body, Bytes},
@@ -29,14 +32,11 @@ use axum::{
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
-use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::AppState;
 
-/// Largest artifact accepted (a node binary; debug builds of big nodes reach a few 100 MiB).
-pub const MAX_ARTIFACT_BYTES: usize = 1 << 30;
 /// How often unreferenced artifacts are collected.
 pub const GC_INTERVAL: Duration = Duration::from_secs(60);
 /// An upload no dataflow references yet is kept at least this long: the CLI uploads before it
@@ -56,14 +56,6 @@ pub struct GcReport {
     pub uploads: usize,
     /// Blobs removed.
     pub blobs: usize,
-}
-
-/// Lowercase hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 impl ArtifactStore {

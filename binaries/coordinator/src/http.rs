@@ -19,8 +19,8 @@ use crate::{actor::Event, ws, AppState};
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/health", get(health))
-        .route("/api/v1/control", get(control))
-        .route("/api/v1/daemon", get(daemon))
+        .route(adora_client::CONTROL_PATH, get(control))
+        .route(adora_client::DAEMON_PATH, get(daemon))
         .route(
             "/api/v1/artifacts/{build_id}/{node_id}",
             get(crate::artifacts::get).put(crate::artifacts::put),
@@ -65,7 +65,7 @@ pub(crate) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Una
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if token.verify_header(given) {
+    if crate::auth::verify_header(token, given) {
         Ok(())
     } else {
         tracing::warn!("rejected a connection: authentication failed");

@@ -12,7 +12,7 @@
 
 mod actor;
 pub mod artifacts;
-pub mod auth;
+mod auth;
 mod builds;
 mod http;
 mod idempotency;
@@ -37,13 +37,9 @@ use adora_store::Store;
 use tokio::{net::TcpListener, sync::mpsc};
 use tokio_util::sync::CancellationToken;
 
-pub use auth::Token;
+pub use adora_client::{Token, DEFAULT_PORT, HEARTBEAT_INTERVAL};
 pub use http::router;
 
-/// Default TCP port of the coordinator.
-pub const DEFAULT_PORT: u16 = 6013;
-/// How often the coordinator sends heartbeats and checks daemon liveness.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 /// A daemon silent for this long is marked lost and its connection closed.
 pub const DAEMON_TIMEOUT: Duration = Duration::from_secs(20);
 /// Time a connecting peer has to send its `Hello` (and a daemon its `Register`).

@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use adora_client::Backoff;
 use adora_message::{
     control::{DataflowStatus, NodeResult},
     coordinator_to_daemon::{DaemonCommand, SpawnDataflow},
@@ -31,13 +32,22 @@ use crate::actor::{Coordinator, DaemonEntry};
 pub(crate) struct RecoveryState {
     /// After a coordinator restart: dataflow → (deadline, daemons not back yet).
     awaiting: HashMap<Uuid, (Instant, BTreeSet<String>)>,
-    /// Last auto-recovery re-spawn per (daemon, dataflow).
-    last_respawn: HashMap<(String, Uuid), Instant>,
+    /// Auto-recovery re-spawns in progress per (daemon, dataflow).
+    respawns: HashMap<(String, Uuid), Respawn>,
     /// Parts lost by a restarted daemon and not re-spawned yet (backoff or failed spawn).
     missing: BTreeSet<(String, Uuid)>,
     /// Failed starts whose preparation a daemon may still hold: it gets `Discard` when it
     /// registers (it was not connected when the start failed, or the coordinator restarted).
     discard: BTreeSet<(String, Uuid)>,
+}
+
+/// The auto-recovery of one (daemon, dataflow) part.
+#[derive(Debug)]
+struct Respawn {
+    /// No new re-spawn before this.
+    not_before: Instant,
+    /// Spaces the re-spawns: a constant `recovery_backoff`.
+    backoff: Backoff,
 }
 
 impl Coordinator {
@@ -119,7 +129,7 @@ impl Coordinator {
     pub(crate) fn after_register(&mut self, daemon: &str, reported: &BTreeSet<Uuid>) {
         self.save_machine(daemon);
         for id in reported {
-            self.recovery.last_respawn.remove(&(daemon.to_owned(), *id));
+            self.recovery.respawns.remove(&(daemon.to_owned(), *id));
             self.recovery.missing.remove(&(daemon.to_owned(), *id));
         }
         self.recovery.awaiting.retain(|_, (_, waiting)| {
@@ -235,16 +245,16 @@ impl Coordinator {
 
     /// Re-spawns every missing part whose daemon is connected and whose backoff has passed.
     fn recover_missing(&mut self) {
-        let backoff = self.config.recovery_backoff;
+        let now = Instant::now();
         let due: Vec<(String, Uuid)> = self
             .recovery
             .missing
             .iter()
             .filter(|key| {
                 self.recovery
-                    .last_respawn
+                    .respawns
                     .get(*key)
-                    .is_none_or(|at| at.elapsed() >= backoff)
+                    .is_none_or(|r| r.not_before <= now)
             })
             .filter(|(d, _)| self.daemon_tx(d).is_some())
             .cloned()
@@ -291,9 +301,16 @@ impl Coordinator {
             };
             self.send_to_daemon(daemon, watch);
         }
-        self.recovery
-            .last_respawn
-            .insert((daemon.to_owned(), id), Instant::now());
+        let window = self.config.recovery_backoff;
+        let respawn = self
+            .recovery
+            .respawns
+            .entry((daemon.to_owned(), id))
+            .or_insert_with(|| Respawn {
+                not_before: Instant::now(),
+                backoff: Backoff::constant(window),
+            });
+        respawn.not_before = Instant::now() + respawn.backoff.next_delay();
         if self.send_to_daemon(daemon, spawn).is_none() {
             self.recovery.missing.insert((daemon.to_owned(), id));
         }
@@ -302,7 +319,7 @@ impl Coordinator {
     /// A daemon answered a spawn: a failed auto-recovery is retried after the backoff.
     pub(crate) fn recovery_spawned(&mut self, id: Uuid, daemon: &str, result: &Result<(), String>) {
         let key = (daemon.to_owned(), id);
-        if self.pending_starts.contains_key(&id) || !self.recovery.last_respawn.contains_key(&key) {
+        if self.pending_starts.contains_key(&id) || !self.recovery.respawns.contains_key(&key) {
             return; // the answer to a start, not to a recovery
         }
         match result {

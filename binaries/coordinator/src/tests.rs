@@ -5,7 +5,7 @@
 
 use std::{future::Future, time::Duration};
 
-use adora_daemon::ws_client::{ClientError, Connection};
+use adora_client::{ClientError, Connection};
 use adora_message::{
     cli_to_coordinator::ControlRequest,
     coordinator_to_cli::ControlReply,

@@ -4,56 +4,26 @@
 
 use std::time::{Duration, Instant};
 
+use adora_client::{Backoff, ClientError, Connection, DAEMON_PATH, HEARTBEAT_INTERVAL};
 use adora_message::{
     coordinator_to_daemon::DaemonCommand,
     daemon_to_coordinator::{DaemonMessage, DaemonRegistration},
     envelope::{Envelope, Hello},
     stats::NodeStats,
 };
-use rand::Rng;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    actor::service::ServiceCommand,
-    process_stats::ProcessSampler,
-    ws_client::{ClientError, Connection},
-    ServiceConfig,
-};
+use crate::{actor::service::ServiceCommand, process_stats::ProcessSampler, ServiceConfig};
 
 /// First reconnect delay.
 pub const RECONNECT_MIN: Duration = Duration::from_millis(500);
 /// Reconnect delays double up to this.
 pub const RECONNECT_MAX: Duration = Duration::from_secs(30);
-/// How often the daemon sends a heartbeat.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 /// A coordinator silent for this long is considered gone (the daemon reconnects).
 pub const COORDINATOR_TIMEOUT: Duration = Duration::from_secs(20);
 /// Longest a heartbeat waits for the actor's node snapshot (it is sent without figures otherwise).
 const STATS_TIMEOUT: Duration = Duration::from_secs(1);
-/// Path of the daemon WebSocket on the coordinator.
-pub const DAEMON_PATH: &str = "/api/v1/daemon";
-
-/// Exponential backoff with jitter: each delay is drawn from `[d/2, d]`, `d` doubling up to
-/// [`RECONNECT_MAX`].
-struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    fn new() -> Self {
-        Self {
-            next: RECONNECT_MIN,
-        }
-    }
-
-    fn delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(RECONNECT_MAX);
-        let half = d / 2;
-        half + rand::thread_rng().gen_range(Duration::ZERO..=half)
-    }
-}
 
 /// Runs the link until `shutdown` is cancelled.
 pub(crate) async fn run_link(
@@ -66,7 +36,8 @@ pub(crate) async fn run_link(
     let hostname = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "unknown-host".into());
-    let mut backoff = Backoff::new();
+    // Each delay drawn from `[d/2, d]`, `d` doubling from RECONNECT_MIN up to RECONNECT_MAX.
+    let mut backoff = Backoff::exponential(RECONNECT_MIN, RECONNECT_MAX);
     loop {
         let connect = Connection::connect(
             &addr,
@@ -101,7 +72,7 @@ pub(crate) async fn run_link(
                     tracing::warn!("cannot register with the coordinator at {addr}: {e}");
                 } else {
                     tracing::info!("registered with the coordinator at {addr}");
-                    backoff = Backoff::new();
+                    backoff.reset();
                     let reason = session(conn, &commands, &mut reports, &shutdown).await;
                     let _ = commands.send(ServiceCommand::Disconnected).await;
                     if shutdown.is_cancelled() {
@@ -116,7 +87,7 @@ pub(crate) async fn run_link(
             Err(e) if e.is_permanent() => tracing::error!("{e}; retrying"),
             Err(e) => tracing::warn!("{e}; retrying"),
         }
-        let delay = backoff.delay();
+        let delay = backoff.next_delay();
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
@@ -262,14 +233,14 @@ mod tests {
 
     #[test]
     fn backoff_doubles_with_jitter_and_is_capped() {
-        let mut b = Backoff::new();
-        let first = b.delay();
+        let mut b = Backoff::exponential(RECONNECT_MIN, RECONNECT_MAX);
+        let first = b.next_delay();
         assert!(first >= RECONNECT_MIN / 2 && first <= RECONNECT_MIN);
         for _ in 0..20 {
-            let d = b.delay();
+            let d = b.next_delay();
             assert!(d <= RECONNECT_MAX, "{d:?}");
         }
-        let capped = b.delay();
+        let capped = b.next_delay();
         assert!(capped >= RECONNECT_MAX / 2, "{capped:?}");
     }
 }

@@ -298,7 +298,7 @@ async fn fetch(
     if !is_safe_path_segment(node.id.as_str()) {
         return Err("the node id cannot name a file".into());
     }
-    let bytes = crate::artifacts::download(
+    let bytes = adora_client::artifacts::download(
         &ctx.coordinator_addr,
         ctx.token.as_deref(),
         build_id,

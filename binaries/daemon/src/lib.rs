@@ -6,7 +6,6 @@
 //! [`run`] runs the daemon as a service connected to a coordinator (`adora daemon`).
 
 mod actor;
-pub mod artifacts;
 #[doc(hidden)]
 pub mod bench_hooks;
 mod coordinator;
@@ -20,7 +19,6 @@ mod remote;
 mod restart;
 mod routing;
 mod spawn;
-pub mod ws_client;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -34,7 +32,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub use coordinator::{DAEMON_PATH, HEARTBEAT_INTERVAL};
 pub use fd_limit::raise_fd_limit;
 pub use routing::NodeCounters;
 

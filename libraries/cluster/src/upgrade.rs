@@ -10,9 +10,9 @@
 //!    over `adora` — atomic, and safe while the old daemon still runs from it (the running
 //!    process keeps the old inode; writing into a running executable would fail with `ETXTBSY`).
 
-use std::{io::Read, path::Path};
+use std::path::Path;
 
-use sha2::{Digest, Sha256};
+use adora_message::distribute::sha256_hex_of_reader;
 
 use crate::quote::{path, quote};
 
@@ -69,21 +69,7 @@ pub fn cleanup_argv(temp: &str) -> Vec<String> {
 
 /// SHA-256 of a local file as lowercase hex. Blocking: call it from a blocking thread.
 pub fn sha256_file(file: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(file)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    sha256_hex_of_reader(std::fs::File::open(file)?)
 }
 
 #[cfg(test)]

@@ -2,14 +2,19 @@
 //! CLI can be found on its machine. Travels from the CLI (`StartDataflow`) through the coordinator
 //! (stored with the dataflow) to the daemons (`SpawnDataflow`).
 
-use std::{collections::BTreeMap, path::PathBuf};
+use std::{collections::BTreeMap, io::Read, path::PathBuf};
 
 use adora_core::NodeId;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 /// Header of an artifact upload's answer and download: the SHA-256 the coordinator computed.
 pub const SHA256_HEADER: &str = "x-adora-sha256";
+
+/// Largest artifact the store accepts and a daemon downloads (a node binary; debug builds of big
+/// nodes reach a few 100 MiB).
+pub const MAX_ARTIFACT_BYTES: usize = 1 << 30;
 
 /// Path of the coordinator's artifact store: `/api/v1/artifacts/{build_id}/{node_id}`.
 pub fn artifact_path(build_id: Uuid, node: &str) -> String {
@@ -66,6 +71,29 @@ pub fn is_sha256_hex(digest: &str) -> bool {
             .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
+/// Lowercase hex SHA-256 of `bytes`: the content address of an artifact.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// Lowercase hex SHA-256 of everything `reader` yields (a file hashed without reading it into
+/// memory at once). Blocking when the reader is.
+pub fn sha256_hex_of_reader(mut reader: impl Read) -> std::io::Result<String> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex(&hasher.finalize()));
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +128,19 @@ mod tests {
         assert!(!is_sha256_hex("abc"));
         assert!(!is_sha256_hex(&"A".repeat(64)));
         assert!(is_sha256_hex(&"0f".repeat(32)));
+    }
+
+    #[test]
+    fn sha256_hex_is_the_lowercase_digest_however_it_is_read() {
+        // `printf abc | sha256sum`
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(sha256_hex(b"abc"), abc);
+        assert_eq!(sha256_hex_of_reader(&b"abc"[..]).expect("in memory"), abc);
+        let big = vec![7u8; 200_000];
+        assert_eq!(
+            sha256_hex_of_reader(&big[..]).expect("in memory"),
+            sha256_hex(&big)
+        );
+        assert!(is_sha256_hex(&sha256_hex(b"")));
     }
 }

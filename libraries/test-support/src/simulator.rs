@@ -2,8 +2,8 @@
 //! protocol to a real coordinator, for control-plane benchmarks and scale tests.
 //!
 //! Each simulated daemon opens the same WebSocket as a real one (`/api/v1/daemon`, bearer token,
-//! `Hello` / `Welcome`) with the daemon's own client ([`adora_daemon::ws_client`]), registers
-//! with a machine id, sends a heartbeat every [`adora_daemon::HEARTBEAT_INTERVAL`] carrying
+//! `Hello` / `Welcome`) with the daemon's own client ([`adora_client::Connection`]), registers
+//! with a machine id, sends a heartbeat every [`adora_client::HEARTBEAT_INTERVAL`] carrying
 //! plausible figures for every node it "runs", and answers the coordinator's commands the way
 //! a daemon does: `Prepare` → `Prepared`, `Spawn` → `Spawned`, `Build` → `Built` (all at once),
 //! `Stop` → `Finished` (every node finished), `ReadLogs` → `Logs` (none), `Shutdown` → it
@@ -12,6 +12,9 @@
 //!
 //! Unlike a real daemon it does not reconnect: a lost connection ends that simulated daemon, and
 //! [`SimulatedFleet::shutdown`] reports it.
+//!
+//! Its test against an in-process coordinator lives with the coordinator
+//! (`binaries/coordinator/tests/simulator.rs`): this crate depends on no binary crate.
 
 use std::{
     collections::BTreeMap,
@@ -22,9 +25,9 @@ use std::{
     time::Instant,
 };
 
+pub use adora_client::HEARTBEAT_INTERVAL;
+use adora_client::{ClientError, Connection, DAEMON_PATH};
 use adora_core::NodeId;
-use adora_daemon::ws_client::{ClientError, Connection};
-pub use adora_daemon::HEARTBEAT_INTERVAL;
 use adora_message::{
     control::NodeResult,
     coordinator_to_daemon::DaemonCommand,
@@ -37,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// Resident memory each simulated node reports (a small Rust node).
-const SIMULATED_NODE_RSS: u64 = 6 << 20;
+pub const SIMULATED_NODE_RSS: u64 = 6 << 20;
 /// CPU each simulated node reports, in percent of one core.
 const SIMULATED_NODE_CPU: f64 = 0.3;
 /// Messages each simulated node reports sending and receiving per heartbeat.
@@ -90,9 +93,7 @@ impl SimulatedFleet {
             counters: Arc::default(),
         };
         for (i, machine_id) in machine_ids.into_iter().enumerate() {
-            let conn =
-                Connection::connect(addr, adora_daemon::DAEMON_PATH, token, Hello::current())
-                    .await?;
+            let conn = Connection::connect(addr, DAEMON_PATH, token, Hello::current()).await?;
             let daemon = SimulatedDaemon {
                 machine_id,
                 dataflows: BTreeMap::new(),
@@ -305,138 +306,4 @@ impl SimulatedDaemon {
 /// The machine ids `prefix-000`, `prefix-001`, ... of a fleet of `count` simulated daemons.
 pub fn machine_ids(prefix: &str, count: usize) -> Vec<String> {
     (0..count).map(|i| format!("{prefix}-{i:03}")).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use std::{future::Future, sync::Arc, time::Duration};
-
-    use adora_coordinator::{CoordinatorConfig, Token};
-    use adora_message::{
-        cli_to_coordinator::{ControlRequest, StartDataflow},
-        control::DataflowStatus,
-        coordinator_to_cli::ControlReply,
-        stats::NodeStatus,
-    };
-    use adora_store::MemoryStore;
-
-    use super::*;
-
-    /// Upper bound for every await in these tests.
-    const T: Duration = Duration::from_secs(20);
-
-    async fn within<F: Future>(f: F) -> F::Output {
-        tokio::time::timeout(T, f).await.expect("timed out")
-    }
-
-    async fn call(client: &mut Connection, id: u64, request: ControlRequest) -> ControlReply {
-        within(client.send(&Envelope::new(id, request)))
-            .await
-            .expect("send");
-        loop {
-            let reply: Envelope<ControlReply> = within(client.recv()).await.expect("reply");
-            if reply.id == id {
-                return reply.body;
-            }
-        }
-    }
-
-    #[tokio::test]
-    async fn simulated_daemons_register_heartbeat_spawn_and_stop() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let shutdown = CancellationToken::new();
-        let config = CoordinatorConfig::new(Token::new("sim-token").unwrap());
-        let server = tokio::spawn(adora_coordinator::run(
-            listener,
-            Arc::new(MemoryStore::new()),
-            config,
-            shutdown.clone(),
-        ));
-
-        let fleet = within(SimulatedFleet::start(
-            &addr,
-            Some("sim-token"),
-            machine_ids("sim", 3),
-        ))
-        .await
-        .expect("the fleet connects");
-        assert_eq!(fleet.connected(), 3);
-        let mut client = within(Connection::connect(
-            &addr,
-            "/api/v1/control",
-            Some("sim-token"),
-            Hello::current(),
-        ))
-        .await
-        .expect("the control client connects");
-        let ControlReply::Status(status) = call(&mut client, 1, ControlRequest::Status).await
-        else {
-            panic!("not a status");
-        };
-        let ids: Vec<_> = status
-            .daemons
-            .iter()
-            .filter(|d| d.connected)
-            .filter_map(|d| d.machine_id.clone())
-            .collect();
-        assert_eq!(ids, ["sim-000", "sim-001", "sim-002"]);
-
-        let yaml = "nodes:\n  - id: a\n    path: /bin/true\n    _unstable_deploy: { machine: sim-001 }\n  - id: b\n    path: /bin/true\n    _unstable_deploy: { machine: sim-002 }\n";
-        let descriptor =
-            adora_core::Descriptor::parse(yaml, std::path::Path::new("sim.yml")).unwrap();
-        let start = StartDataflow {
-            descriptor,
-            name: Some("sim".into()),
-            working_dir: "/".into(),
-            attach: false,
-            artifacts: Default::default(),
-            build: false,
-            build_id: None,
-        };
-        let reply = call(&mut client, 2, ControlRequest::Start(start)).await;
-        assert!(matches!(reply, ControlReply::Started { .. }), "{reply:?}");
-        assert_eq!(fleet.activity().spawns, 2);
-
-        // The heartbeats after the spawn carry the simulated nodes' figures.
-        let running = within(async {
-            loop {
-                let nodes = ControlRequest::Nodes {
-                    dataflow: Some("sim".into()),
-                };
-                if let ControlReply::Nodes(nodes) = call(&mut client, 3, nodes).await {
-                    if nodes.len() == 2 && nodes.iter().all(|n| n.status == NodeStatus::Running) {
-                        return nodes;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-        .await;
-        assert_eq!(running[0].machine, "sim-001");
-        assert!(running.iter().all(|n| n.rss_bytes == SIMULATED_NODE_RSS));
-
-        let stop = ControlRequest::Stop {
-            dataflow: "sim".into(),
-            grace: None,
-        };
-        let ControlReply::Stopped { outcome, .. } = call(&mut client, 4, stop).await else {
-            panic!("not stopped");
-        };
-        assert_eq!(outcome.nodes.len(), 2);
-        assert!(outcome.is_success());
-        let ControlReply::List(list) = call(&mut client, 5, ControlRequest::List).await else {
-            panic!("not a list");
-        };
-        assert_eq!(list[0].status, DataflowStatus::Finished);
-        let activity = fleet.activity();
-        assert_eq!(activity.stops, 2);
-        assert!(activity.heartbeats >= 3, "{activity:?}");
-
-        within(fleet.shutdown())
-            .await
-            .expect("no simulated daemon failed");
-        shutdown.cancel();
-        within(server).await.unwrap().unwrap();
-    }
 }

@@ -3,17 +3,14 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use adora_coordinator::auth;
-use adora_daemon::ws_client::{ClientError, Connection};
+use adora_client::{Backoff, ClientError, Connection, Token, CONTROL_PATH, DEFAULT_PORT};
 use adora_message::{
     cli_to_coordinator::ControlRequest,
     coordinator_to_cli::ControlReply,
     envelope::{Envelope, Hello},
 };
-use anyhow::{bail, Context};
+use anyhow::bail;
 
-/// Path of the control WebSocket.
-pub const CONTROL_PATH: &str = "/api/v1/control";
 /// Default coordinator host.
 pub const DEFAULT_ADDR: &str = "127.0.0.1";
 /// Longest a client waits for the TCP + WebSocket connection.
@@ -25,8 +22,6 @@ pub const ADDR_FILE: &str = "coordinator.addr";
 pub const RETRY_WINDOW: Duration = Duration::from_secs(30);
 /// Pause between reconnection attempts of such a retry.
 pub const RETRY_PAUSE: Duration = Duration::from_millis(500);
-/// Name of the default token file in the state directory.
-pub const TOKEN_FILE: &str = "token";
 
 /// Where the coordinator is and how to authenticate (shared by every client subcommand).
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -44,7 +39,8 @@ pub struct ClientArgs {
 }
 
 impl ClientArgs {
-    /// The coordinator at `addr:port`; the token is found the usual way (see [`find_token`]).
+    /// The coordinator at `addr:port`; the token is found the usual way (see
+    /// [`adora_client::find_token`]).
     pub fn at(addr: &str, port: u16) -> Self {
         Self {
             coordinator_addr: Some(addr.to_owned()),
@@ -76,35 +72,15 @@ impl ClientArgs {
         let port = self
             .coordinator_port
             .or_else(|| recorded.as_ref().map(|r| r.1))
-            .unwrap_or(adora_coordinator::DEFAULT_PORT);
+            .unwrap_or(DEFAULT_PORT);
         format!("{host}:{port}")
     }
 
     /// The token, from `--token-file`, `ADORA_TOKEN` or the state directory (in that order).
     pub fn token(&self) -> anyhow::Result<Option<String>> {
-        find_token(self.token_file.as_deref())
+        let token = adora_client::find_token(self.token_file.as_deref(), &super::state_dir())?;
+        Ok(token.map(Token::into_string))
     }
-}
-
-/// Token discovery shared by clients and daemons: `--token-file`, else `ADORA_TOKEN`, else
-/// `<state dir>/token` when it exists. The token itself never comes from a command line.
-pub fn find_token(token_file: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
-    if let Some(path) = token_file {
-        return Ok(Some(auth::read_token_file(path)?.as_str().to_owned()));
-    }
-    if let Ok(token) = std::env::var(auth::TOKEN_ENV) {
-        return Ok(Some(
-            auth::Token::new(&token)
-                .context("ADORA_TOKEN")?
-                .as_str()
-                .to_owned(),
-        ));
-    }
-    let default = super::state_dir().join(TOKEN_FILE);
-    if default.exists() {
-        return Ok(Some(auth::read_token_file(&default)?.as_str().to_owned()));
-    }
-    Ok(None)
 }
 
 /// An open control connection.
@@ -214,8 +190,9 @@ impl Client {
     }
 
     async fn reconnect(&mut self, deadline: tokio::time::Instant) -> anyhow::Result<()> {
+        let mut backoff = Backoff::constant(RETRY_PAUSE);
         loop {
-            tokio::time::sleep(RETRY_PAUSE).await;
+            tokio::time::sleep(backoff.next_delay()).await;
             match Client::connect(&self.args).await {
                 Ok(fresh) => {
                     self.conn = fresh.conn;

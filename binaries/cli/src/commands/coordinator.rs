@@ -2,12 +2,13 @@
 
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
-use adora_coordinator::{auth, CoordinatorConfig};
+use adora_client::{token::TOKEN_FILE, Token, DEFAULT_PORT, TOKEN_ENV};
+use adora_coordinator::CoordinatorConfig;
 use adora_store::{MemoryStore, RedbStore, Store};
 use anyhow::{bail, Context};
 use tokio_util::sync::CancellationToken;
 
-use super::client::{ADDR_FILE, TOKEN_FILE};
+use super::client::ADDR_FILE;
 
 /// Run the coordinator: the control-plane server daemons and CLI clients connect to.
 #[derive(Debug, clap::Args)]
@@ -25,7 +26,7 @@ pub struct Args {
     #[arg(long, default_value = "127.0.0.1")]
     addr: String,
     /// Port to listen on (0 picks a free one).
-    #[arg(long, default_value_t = adora_coordinator::DEFAULT_PORT)]
+    #[arg(long, default_value_t = DEFAULT_PORT)]
     port: u16,
     /// Where the coordinator keeps its state: `redb:PATH` (a file, 0600) or `memory`
     /// [default: redb:<state dir>/coordinator.redb].
@@ -65,13 +66,13 @@ pub fn shutdown_on_signal() -> CancellationToken {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let token = match std::env::var(auth::TOKEN_ENV) {
-        Ok(t) => auth::Token::new(&t).context("ADORA_TOKEN")?,
+    let token = match std::env::var(TOKEN_ENV) {
+        Ok(t) => Token::new(&t).context(TOKEN_ENV)?,
         Err(_) => {
             let path = args
                 .token_file
                 .unwrap_or_else(|| super::state_dir().join(TOKEN_FILE));
-            auth::load_or_create_token_file(&path)?
+            adora_client::token::load_or_create_token_file(&path)?
         }
     };
     let listener = tokio::net::TcpListener::bind((args.addr.as_str(), args.port))

@@ -24,7 +24,7 @@ pub struct Args {
     #[arg(long, default_value = "127.0.0.1")]
     coordinator_addr: String,
     /// Coordinator port.
-    #[arg(long, default_value_t = adora_coordinator::DEFAULT_PORT)]
+    #[arg(long, default_value_t = adora_client::DEFAULT_PORT)]
     coordinator_port: u16,
     /// Token file (mode 0600).
     #[arg(long)]
@@ -56,7 +56,8 @@ fn parse_labels(s: &str) -> Result<Labels, String> {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let token = super::client::find_token(args.token_file.as_deref())?;
+    let token = adora_client::find_token(args.token_file.as_deref(), &super::state_dir())?
+        .map(adora_client::Token::into_string);
     if token.is_none() {
         tracing::warn!("no token found (--token-file, ADORA_TOKEN, <state dir>/token): the coordinator will refuse this daemon");
     }

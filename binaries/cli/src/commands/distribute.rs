@@ -151,7 +151,7 @@ async fn upload(
 ) -> anyhow::Result<NodeArtifact> {
     let addr = client.addr();
     let token = client.token()?;
-    let sha256 = adora_daemon::artifacts::upload(
+    let sha256 = adora_client::artifacts::upload(
         &addr,
         token.as_deref(),
         build_id,

@@ -32,7 +32,7 @@ pub struct UpArgs {
     #[arg(long, default_value = "127.0.0.1")]
     addr: String,
     /// Port the coordinator listens on (0 picks a free one).
-    #[arg(long, default_value_t = adora_coordinator::DEFAULT_PORT)]
+    #[arg(long, default_value_t = adora_client::DEFAULT_PORT)]
     port: u16,
 }
 
@@ -138,7 +138,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     match running_pid(&pid_file(&state, "daemon")) {
         Some(pid) => eprintln!("daemon already running (pid {pid})"),
         None => {
-            let token = state.join(super::client::TOKEN_FILE);
+            let token = state.join(adora_client::token::TOKEN_FILE);
             let argv = [
                 "daemon",
                 "--coordinator-addr",

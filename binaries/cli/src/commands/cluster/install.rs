@@ -24,7 +24,7 @@ use anyhow::Context;
 use tokio::task::JoinSet;
 
 use super::{load_cluster, machine, print_outcomes, Outcome};
-use crate::commands::{client::find_token, EXIT_INVALID};
+use crate::commands::{state_dir, EXIT_INVALID};
 
 /// Upper bound of everything done on one machine over SSH.
 const MACHINE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -110,10 +110,12 @@ pub async fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
     if let Some(id) = &args.print {
         return print(&cluster, id);
     }
-    let token = find_token(None)?.context(
-        "no cluster token found: start the cluster with `adora cluster up cluster.yml` first \
+    let token = adora_client::find_token(None, &state_dir())?
+        .map(adora_client::Token::into_string)
+        .context(
+            "no cluster token found: start the cluster with `adora cluster up cluster.yml` first \
          (it creates the token), or set ADORA_TOKEN",
-    )?;
+        )?;
     let mut tasks = JoinSet::new();
     for (i, m) in cluster.machines.iter().enumerate() {
         let (cluster, m, ssh_config, token) = (

@@ -1,6 +1,7 @@
 //! The client side of a control-plane WebSocket connection: connect with the bearer token, do the
 //! `Hello` / `Welcome` handshake, then send and receive typed envelopes. Used by the daemon's
-//! coordinator link and by every CLI client command.
+//! coordinator link ([`crate::DAEMON_PATH`]), by every CLI client command
+//! ([`crate::CONTROL_PATH`]) and by the simulated daemons of the test fixtures.
 
 use adora_message::envelope::{from_json, to_json, HandshakeReply, Hello};
 use futures_util::{SinkExt, StreamExt};
