@@ -61,7 +61,7 @@ impl ClientArgs {
 
     /// `host:port` of the coordinator.
     pub fn addr(&self) -> String {
-        let recorded = std::fs::read_to_string(super::state_dir().join(ADDR_FILE))
+        let recorded = std::fs::read_to_string(super::common::state_dir().join(ADDR_FILE))
             .ok()
             .and_then(|s| {
                 let s = s.trim().to_owned();
@@ -100,7 +100,7 @@ pub fn find_token(token_file: Option<&std::path::Path>) -> anyhow::Result<Option
                 .to_owned(),
         ));
     }
-    let default = super::state_dir().join(TOKEN_FILE);
+    let default = super::common::state_dir().join(TOKEN_FILE);
     if default.exists() {
         return Ok(Some(auth::read_token_file(&default)?.as_str().to_owned()));
     }

@@ -52,7 +52,7 @@ pub fn remember_cluster(cluster: &Path) {
     let Ok(abs) = std::fs::canonicalize(cluster) else {
         return;
     };
-    let dir = super::state_dir();
+    let dir = super::common::state_dir();
     let _ = std::fs::create_dir_all(&dir);
     if let Err(e) = std::fs::write(dir.join(CLUSTER_PATH_FILE), format!("{}\n", abs.display())) {
         tracing::warn!("cannot remember the cluster file: {e}");
@@ -97,7 +97,7 @@ pub async fn distribute(
     if build {
         let mut local = descriptor.clone();
         local.nodes.retain(|n| distributed(n).is_some());
-        super::build::build_all(&local, dataflow_dir).await?;
+        super::local_build::build_all(&local, dataflow_dir).await?;
     }
     let mut cluster = None;
     for node in nodes {
@@ -174,7 +174,7 @@ fn load_cluster(args: &DistributeArgs) -> anyhow::Result<ClusterConfig> {
     let path = match &args.cluster {
         Some(p) => p.clone(),
         None => {
-            let remembered = super::state_dir().join(CLUSTER_PATH_FILE);
+            let remembered = super::common::state_dir().join(CLUSTER_PATH_FILE);
             let text = std::fs::read_to_string(&remembered).context(
                 "`distribute: scp` needs the machines' addresses: pass --cluster cluster.yml (or run `adora cluster up` first)",
             )?;

@@ -50,7 +50,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let state = super::state_dir();
+    let state = super::common::state_dir();
     if args.coordinator {
         return service_log(&state.join("coordinator.log"), args.tail, args.follow).await;
     }

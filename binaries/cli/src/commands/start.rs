@@ -47,13 +47,13 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let descriptor = match super::load_descriptor(&args.dataflow) {
+    let descriptor = match super::common::load_descriptor(&args.dataflow) {
         Ok(d) => d,
         Err(code) => return Ok(code),
     };
     let width = crate::output::id_width(&descriptor);
     let attach = !args.detach;
-    let working_dir = super::dataflow_dir(&args.dataflow)?;
+    let working_dir = super::common::dataflow_dir(&args.dataflow)?;
     let artifacts = match args.build_id {
         Some(_) => Default::default(),
         None => {

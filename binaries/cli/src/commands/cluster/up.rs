@@ -16,10 +16,11 @@ use adora_message::{
 use anyhow::{bail, Context};
 use tokio::task::JoinSet;
 
-use super::{machine, Outcome};
+use super::{common::Outcome, machine};
 use crate::commands::{
     client::{Client, ClientArgs, ADDR_FILE},
-    state_dir, up,
+    common::state_dir,
+    up,
 };
 
 /// How long `up` waits for the daemons it started to register.
@@ -54,7 +55,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let cluster = match super::load_cluster(&args.cluster) {
+    let cluster = match super::common::load_cluster(&args.cluster) {
         Ok(cluster) => cluster,
         Err(code) => return Ok(code),
     };
@@ -249,7 +250,7 @@ async fn wait_for_registration(
 
 /// Prints the final per-machine outcome; the exit code is 1 when any machine failed.
 fn summary(machines: &[Machine], outcomes: &[Option<Outcome>]) -> ExitCode {
-    let failed = super::failed_machines(machines, outcomes);
+    let failed = super::common::failed_machines(machines, outcomes);
     let n = machines.len();
     if failed.is_empty() {
         println!("All {n} daemon{} connected.", if n == 1 { "" } else { "s" });

@@ -25,7 +25,10 @@ use adora_core::cluster::{ClusterConfig, Machine};
 use adora_message::{cli_to_coordinator::ControlRequest, coordinator_to_cli::ControlReply};
 use anyhow::{bail, Context};
 
-use super::{load_cluster, machine, Outcome};
+use super::{
+    common::{load_cluster, Outcome},
+    machine,
+};
 use crate::commands::client::{Client, ClientArgs};
 
 /// How long a restarted daemon has to register again with the new version.
