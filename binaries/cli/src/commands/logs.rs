@@ -78,7 +78,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         tokio::select! {
             reply = client.next() => match reply? {
                 ControlReply::Log(line) => {
-                    width = width.max(line.node.as_str().len());
+                    width = width.max(crate::output::display_width(line.node.as_str()));
                     print_line(line, width);
                 }
                 ControlReply::LogsEnd | ControlReply::Finished { .. } => return Ok(ExitCode::SUCCESS),
