@@ -377,3 +377,67 @@ fn adora_build_builds_on_the_machines_and_start_build_id_runs_that_build() {
     assert!(!out.status.success(), "{out}");
     assert!(out.stderr.contains(&format!("no build {unknown}")), "{out}");
 }
+
+/// The coordinator places a `labels` node on the first daemon *to register* with those labels;
+/// `distribute: scp` must copy the binary to that machine, not to the first one of cluster.yml.
+/// Here cluster.yml lists `x` then `y`, and `y` registers first.
+#[test]
+fn scp_copies_to_the_machine_the_coordinator_places_the_node_on() {
+    let hosts = require_hosts!("distribute_order", 2);
+    let state = temp_dir();
+    let coordinator = Coordinator::start(state.path(), &hosts.gateway_ip().to_string());
+    let labels = ["--labels", "role=worker"];
+    let _y = coordinator.daemon_on(hosts.host(1), "y", &labels);
+    coordinator.wait_for_daemons(1);
+    let _x = coordinator.daemon_on(hosts.host(0), "x", &labels);
+    coordinator.wait_for_daemons(2);
+    let mut yaml = format!(
+        "coordinator: {{ addr: {}, port: {} }}\nmachines:\n",
+        hosts.gateway_ip(),
+        coordinator.port()
+    );
+    for (i, id) in ["x", "y"].iter().enumerate() {
+        yaml.push_str(&format!(
+            "  - {{ id: {id}, host: {}, user: root, labels: {{ role: worker }}, state_dir: {} }}\n",
+            hosts.host(i).ip(),
+            state.path().join("machines").join(id).display()
+        ));
+    }
+    let cluster = state.path().join("cluster.yml");
+    std::fs::write(&cluster, yaml).unwrap();
+    let node = bin("adora-test-node");
+    let src = state.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let flow = src.join("dataflow.yml");
+    std::fs::write(
+        &flow,
+        format!(
+            r#"
+nodes:
+  - id: worker
+    path: build/worker-node
+    build: mkdir -p build && cp {} build/worker-node
+    env: {{ MODE: seq-source, COUNT: 3, PRINT_EXE: 1 }}
+    inputs: {{ tick: adora/timer/millis/20 }}
+    outputs: [data]
+    _unstable_deploy: {{ labels: {{ role: worker }}, distribute: scp }}
+"#,
+            node.display()
+        ),
+    )
+    .unwrap();
+
+    let mut cmd = coordinator.cli();
+    cmd.args(["start", flow.to_str().unwrap(), "--attach", "--build"])
+        .args(["--name", "order", "--cluster", cluster.to_str().unwrap()])
+        .args(["--ssh-config", hosts.ssh_config().to_str().unwrap()]);
+    let out = run_with_timeout(cmd, TIMEOUT);
+    assert!(out.status.success(), "{out}");
+    assert!(out.all().contains("copied `worker`"), "{out}");
+    assert!(out.all().contains("to machine `y`"), "{out}");
+    assert!(out.stderr.contains("on `y`"), "{out}");
+    let exe = exe_of(&out, "worker");
+    let y_dir = state.path().join("machines/y/dataflows");
+    assert!(exe.starts_with(y_dir.to_str().unwrap()), "{exe}\n{out}");
+    assert!(!state.path().join("machines/x").exists(), "{out}");
+}

@@ -3,6 +3,7 @@
 
 mod commands;
 mod output;
+mod table;
 
 use std::process::ExitCode;
 

@@ -25,20 +25,32 @@ fn paint(text: &str, code: u8, on: bool) -> String {
     }
 }
 
-/// Width of the node-id column of a dataflow's log lines (its longest node id).
+/// Width of the node-id column of a dataflow's log lines (its longest node id, in terminal
+/// columns).
 pub fn id_width(descriptor: &adora_core::Descriptor) -> usize {
     descriptor
         .nodes
         .iter()
-        .map(|n| n.id.as_str().len())
+        .map(|n| display_width(n.id.as_str()))
         .max()
         .unwrap_or(0)
+}
+
+/// How many terminal columns `text` takes (not its length in bytes or chars).
+pub fn display_width(text: &str) -> usize {
+    unicode_width::UnicodeWidthStr::width(text)
+}
+
+/// `text` padded with spaces on the right to `width` terminal columns.
+fn pad(text: &str, width: usize) -> String {
+    let fill = width.saturating_sub(display_width(text));
+    format!("{text}{}", " ".repeat(fill))
 }
 
 /// Prints a node's log line prefixed with its id: stdout lines on stdout, stderr lines on stderr.
 pub fn print_log_line(line: &LogLine, width: usize) {
     let code = PALETTE[line.node.as_str().bytes().map(usize::from).sum::<usize>() % PALETTE.len()];
-    let tag = format!("{:<width$}", line.node.as_str());
+    let tag = pad(line.node.as_str(), width);
     match line.stream {
         LogStream::Stdout => println!("{} | {}", paint(&tag, code, color_stdout()), line.line),
         LogStream::Stderr => eprintln!("{} | {}", paint(&tag, code, color_stderr()), line.line),
@@ -152,5 +164,19 @@ pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     match written {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_prefixes_pad_to_display_width() {
+        // `ü` is one column (two bytes), each of `カメラ` two columns (three bytes).
+        assert_eq!(pad("süd", 6), "süd   ");
+        assert_eq!(pad("カメラ", 6), "カメラ");
+        assert_eq!(pad("カメ", 6), "カメ  ");
+        assert_eq!(display_width("kamera-süd"), 10);
     }
 }

@@ -2,7 +2,6 @@
 //! register, heartbeat, spawn and stop like real daemons. Lives here, not in the test-support
 //! crate, because that crate must not depend on a binary crate.
 
-
 use std::{future::Future, sync::Arc, time::Duration};
 
 use adora_client::{Connection, CONTROL_PATH};

@@ -311,50 +311,15 @@ fn check_machines(report: &mut Report<'_>, machines: &[Value]) {
             continue;
         };
         unknown_keys(report, map, &base, &prefix, MACHINE_FIELDS);
-        let at = |key: &'static str| [Seg::Key("machines"), Seg::Index(i), Seg::Key(key)];
-        match map.get("id") {
-            Some(Value::String(id)) if is_valid_id(id) => {
-                if let Some(first) = seen.get(id) {
-                    err(report, &at("id"), format!("{prefix}id"), format!("duplicate machine id `{id}` (also machines[{first}])"));
-                } else {
-                    seen.insert(id.clone(), i);
-                }
-            }
-            Some(Value::String(id)) if id.is_empty() => err(report, &at("id"), format!("{prefix}id"), "machine id must not be empty".into()),
-            Some(Value::String(id)) => err(report, &at("id"), format!("{prefix}id"), format!("invalid machine id `{id}`: ids may only contain letters, digits, `_`, `.` and `-`")),
-            None => err(report, &base, format!("{prefix}id"), "missing required field `id`".into()),
-            Some(other) => err(report, &at("id"), format!("{prefix}id"), format!("expected a string, found {}", describe(other))),
-        }
-        match map.get("host") {
-            Some(Value::String(h)) if !h.trim().is_empty() => {}
-            Some(Value::String(_)) => err(
-                report,
-                &at("host"),
-                format!("{prefix}host"),
-                "host must not be empty".into(),
-            ),
-            None => err(
-                report,
-                &base,
-                format!("{prefix}host"),
-                "missing required field `host`".into(),
-            ),
-            Some(other) => err(
-                report,
-                &at("host"),
-                format!("{prefix}host"),
-                format!(
-                    "expected a host name or IP address, found {}",
-                    describe(other)
-                ),
-            ),
-        }
+        let machine = MachineAt { i, prefix: &prefix };
+        check_machine_id(report, &machine, map.get("id"), &mut seen);
+        check_host(report, &machine, map.get("host"));
         for key in ["user", "identity_file", "install_dir", "state_dir"] {
             match map.get(key) {
                 None | Some(Value::String(_)) => {}
                 Some(other) => err(
                     report,
-                    &at(key),
+                    &machine.at(key),
                     format!("{prefix}{key}"),
                     format!("expected a string, found {}", describe(other)),
                 ),
@@ -363,32 +328,137 @@ fn check_machines(report: &mut Report<'_>, machines: &[Value]) {
         check_port(
             report,
             map.get("ssh_port"),
-            &at("ssh_port"),
+            &machine.at("ssh_port"),
             &format!("{prefix}ssh_port"),
         );
-        match map.get("labels") {
-            None | Some(Value::Null) => {}
-            Some(Value::Mapping(labels)) => {
-                for (k, v) in labels {
-                    let name = k.as_str().unwrap_or("?");
-                    if !matches!((k, v), (Value::String(_), Value::String(_))) {
-                        let path = [
-                            Seg::Key("machines"),
-                            Seg::Index(i),
-                            Seg::Key("labels"),
-                            Seg::Key(name),
-                        ];
-                        err(report, &path, format!("{prefix}labels.{name}"), format!("label keys and values must be strings (quote them: \"true\"), found {}", describe(v)));
-                    }
+        check_labels(report, &machine, map.get("labels"));
+    }
+}
+
+/// Where in cluster.yml one machine is: `machines[i]`.
+struct MachineAt<'a> {
+    i: usize,
+    /// `machines[i].`, the prefix of its fields' names in messages.
+    prefix: &'a str,
+}
+
+impl MachineAt<'_> {
+    /// The machine's own path.
+    fn base(&self) -> [Seg<'static>; 2] {
+        [Seg::Key("machines"), Seg::Index(self.i)]
+    }
+
+    /// The path of one of its fields.
+    fn at(&self, key: &'static str) -> [Seg<'static>; 3] {
+        [Seg::Key("machines"), Seg::Index(self.i), Seg::Key(key)]
+    }
+}
+
+/// `id`: present, valid and unique (`seen`: id → the first machine with it).
+fn check_machine_id(
+    report: &mut Report<'_>,
+    machine: &MachineAt<'_>,
+    id: Option<&Value>,
+    seen: &mut BTreeMap<String, usize>,
+) {
+    let prefix = machine.prefix;
+    let at = machine.at("id");
+    match id {
+        Some(Value::String(id)) if is_valid_id(id) => {
+            if let Some(first) = seen.get(id) {
+                err(
+                    report,
+                    &at,
+                    format!("{prefix}id"),
+                    format!("duplicate machine id `{id}` (also machines[{first}])"),
+                );
+            } else {
+                seen.insert(id.clone(), machine.i);
+            }
+        }
+        Some(Value::String(id)) if id.is_empty() => err(
+            report,
+            &at,
+            format!("{prefix}id"),
+            "machine id must not be empty".into(),
+        ),
+        Some(Value::String(id)) => err(
+            report,
+            &at,
+            format!("{prefix}id"),
+            format!(
+                "invalid machine id `{id}`: ids may only contain letters, digits, `_`, `.` and `-`"
+            ),
+        ),
+        None => err(
+            report,
+            &machine.base(),
+            format!("{prefix}id"),
+            "missing required field `id`".into(),
+        ),
+        Some(other) => err(
+            report,
+            &at,
+            format!("{prefix}id"),
+            format!("expected a string, found {}", describe(other)),
+        ),
+    }
+}
+
+/// `host`: a non-empty string.
+fn check_host(report: &mut Report<'_>, machine: &MachineAt<'_>, host: Option<&Value>) {
+    let prefix = machine.prefix;
+    match host {
+        Some(Value::String(h)) if !h.trim().is_empty() => {}
+        Some(Value::String(_)) => err(
+            report,
+            &machine.at("host"),
+            format!("{prefix}host"),
+            "host must not be empty".into(),
+        ),
+        None => err(
+            report,
+            &machine.base(),
+            format!("{prefix}host"),
+            "missing required field `host`".into(),
+        ),
+        Some(other) => err(
+            report,
+            &machine.at("host"),
+            format!("{prefix}host"),
+            format!(
+                "expected a host name or IP address, found {}",
+                describe(other)
+            ),
+        ),
+    }
+}
+
+/// `labels`: a mapping of strings to strings.
+fn check_labels(report: &mut Report<'_>, machine: &MachineAt<'_>, labels: Option<&Value>) {
+    let prefix = machine.prefix;
+    match labels {
+        None | Some(Value::Null) => {}
+        Some(Value::Mapping(labels)) => {
+            for (k, v) in labels {
+                let name = k.as_str().unwrap_or("?");
+                if !matches!((k, v), (Value::String(_), Value::String(_))) {
+                    let path = [
+                        Seg::Key("machines"),
+                        Seg::Index(machine.i),
+                        Seg::Key("labels"),
+                        Seg::Key(name),
+                    ];
+                    err(report, &path, format!("{prefix}labels.{name}"), format!("label keys and values must be strings (quote them: \"true\"), found {}", describe(v)));
                 }
             }
-            Some(other) => err(
-                report,
-                &at("labels"),
-                format!("{prefix}labels"),
-                format!("expected a mapping of strings, found {}", describe(other)),
-            ),
         }
+        Some(other) => err(
+            report,
+            &machine.at("labels"),
+            format!("{prefix}labels"),
+            format!("expected a mapping of strings, found {}", describe(other)),
+        ),
     }
 }
 

@@ -9,7 +9,7 @@
 
 use std::{collections::BTreeMap, fmt};
 
-use crate::{Descriptor, NodeId};
+use crate::{Descriptor, NodeId, NodeSpec};
 
 /// What placement needs to know about a connected daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +57,32 @@ pub struct PlacementError {
     pub failure: PlacementFailure,
 }
 
+/// The index of the daemon (in `daemons`, in registration order) that runs `node`.
+pub fn place_node(node: &NodeSpec, daemons: &[Candidate]) -> Result<usize, PlacementFailure> {
+    let deploy = node.deploy();
+    if let Some(machine) = &deploy.machine {
+        daemons
+            .iter()
+            .position(|d| d.machine_id.as_deref() == Some(machine.as_str()))
+            .ok_or_else(|| PlacementFailure::NoMachine(machine.clone()))
+    } else if !deploy.labels.is_empty() {
+        daemons
+            .iter()
+            .position(|d| {
+                deploy
+                    .labels
+                    .iter()
+                    .all(|(k, v)| d.labels.get(k) == Some(v))
+            })
+            .ok_or_else(|| PlacementFailure::NoLabels(deploy.labels.clone()))
+    } else {
+        daemons
+            .iter()
+            .position(|d| d.machine_id.is_none())
+            .ok_or(PlacementFailure::NoUnnamed)
+    }
+}
+
 /// Places every node of `descriptor` on one of `daemons` (in registration order). Returns the
 /// index of each node's daemon, or every node that cannot be placed.
 pub fn place(
@@ -66,28 +92,7 @@ pub fn place(
     let mut placed = BTreeMap::new();
     let mut errors = Vec::new();
     for node in &descriptor.nodes {
-        let deploy = node.deploy();
-        let found = if let Some(machine) = &deploy.machine {
-            daemons
-                .iter()
-                .position(|d| d.machine_id.as_deref() == Some(machine.as_str()))
-                .ok_or_else(|| PlacementFailure::NoMachine(machine.clone()))
-        } else if !deploy.labels.is_empty() {
-            daemons
-                .iter()
-                .position(|d| {
-                    deploy
-                        .labels
-                        .iter()
-                        .all(|(k, v)| d.labels.get(k) == Some(v))
-                })
-                .ok_or_else(|| PlacementFailure::NoLabels(deploy.labels.clone()))
-        } else {
-            daemons
-                .iter()
-                .position(|d| d.machine_id.is_none())
-                .ok_or(PlacementFailure::NoUnnamed)
-        };
+        let found = place_node(node, daemons);
         match found {
             Ok(i) => {
                 placed.insert(node.id.clone(), i);

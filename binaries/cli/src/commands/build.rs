@@ -3,18 +3,14 @@
 //! `scp`/`http` nodes here (then copied / uploaded), `local` nodes by their daemons. The
 //! distributed build gets an id for `adora start --build-id`.
 
-use std::{
-    os::fd::AsFd,
-    path::{Path, PathBuf},
-    process::ExitCode,
-};
+use std::{path::PathBuf, process::ExitCode};
 
 use adora_core::{Descriptor, NodeId};
 use adora_message::{
     cli_to_coordinator::{BuildDataflow, ControlRequest},
     coordinator_to_cli::ControlReply,
 };
-use anyhow::{bail, Context};
+use anyhow::bail;
 
 use super::client::{print_line, Client, ClientArgs};
 
@@ -40,11 +36,11 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let descriptor = match super::load_descriptor(&args.dataflow) {
+    let descriptor = match super::common::load_descriptor(&args.dataflow) {
         Ok(d) => d,
         Err(code) => return Ok(code),
     };
-    let dir = super::dataflow_dir(&args.dataflow)?;
+    let dir = super::common::dataflow_dir(&args.dataflow)?;
     let deployed = descriptor.nodes.iter().any(|n| n.deploy.is_some());
     if deployed || args.distribute.has_cluster() || args.client.names_coordinator() {
         return build_distributed(args, descriptor, dir).await;
@@ -52,7 +48,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.json {
         bail!("--json is for a distributed build (a dataflow with `_unstable_deploy`, or --cluster / --coordinator-addr)");
     }
-    build_all(&descriptor, &dir).await?;
+    super::local_build::build_all(&descriptor, &dir).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -124,66 +120,4 @@ async fn build_distributed(
         println!("{build_id}");
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The distinct build commands of a dataflow in file order, each with the nodes that share it.
-pub fn build_plan(descriptor: &Descriptor) -> Vec<(String, Vec<NodeId>)> {
-    let mut plan: Vec<(String, Vec<NodeId>)> = Vec::new();
-    for node in &descriptor.nodes {
-        let Some(cmd) = node
-            .build
-            .as_deref()
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-        else {
-            continue;
-        };
-        match plan.iter_mut().find(|(c, _)| c == cmd) {
-            Some((_, nodes)) => nodes.push(node.id.clone()),
-            None => plan.push((cmd.to_owned(), vec![node.id.clone()])),
-        }
-    }
-    plan
-}
-
-/// Runs every build command with `sh -c` in `dir`. Everything (our progress lines and the
-/// commands' own output) goes to stderr, as with cargo: stdout stays free for results such as
-/// `adora build --json`.
-pub async fn build_all(descriptor: &Descriptor, dir: &Path) -> anyhow::Result<()> {
-    let plan = build_plan(descriptor);
-    if plan.is_empty() {
-        eprintln!("nothing to build: no node has a `build` command");
-        return Ok(());
-    }
-    for (cmd, nodes) in plan {
-        let names: Vec<&str> = nodes.iter().map(NodeId::as_str).collect();
-        eprintln!("building {}: {cmd}", names.join(", "));
-        let started = std::time::Instant::now();
-        let stderr = std::io::stderr()
-            .as_fd()
-            .try_clone_to_owned()
-            .context("cannot duplicate stderr")?;
-        let status = tokio::process::Command::new("sh")
-            .arg("-c")
-            .arg(&cmd)
-            .stdout(std::process::Stdio::from(stderr))
-            .current_dir(dir)
-            .status()
-            .await
-            .with_context(|| format!("cannot run `sh -c {cmd}`"))?;
-        if !status.success() {
-            anyhow::bail!(
-                "build of node{} {} failed ({status}): `{cmd}` in {}",
-                if nodes.len() == 1 { "" } else { "s" },
-                names.join(", "),
-                dir.display()
-            );
-        }
-        eprintln!(
-            "built {} in {:.1}s",
-            names.join(", "),
-            started.elapsed().as_secs_f64()
-        );
-    }
-    Ok(())
 }

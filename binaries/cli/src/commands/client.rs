@@ -57,7 +57,7 @@ impl ClientArgs {
 
     /// `host:port` of the coordinator.
     pub fn addr(&self) -> String {
-        let recorded = std::fs::read_to_string(super::state_dir().join(ADDR_FILE))
+        let recorded = std::fs::read_to_string(super::common::state_dir().join(ADDR_FILE))
             .ok()
             .and_then(|s| {
                 let s = s.trim().to_owned();
@@ -78,7 +78,8 @@ impl ClientArgs {
 
     /// The token, from `--token-file`, `ADORA_TOKEN` or the state directory (in that order).
     pub fn token(&self) -> anyhow::Result<Option<String>> {
-        let token = adora_client::find_token(self.token_file.as_deref(), &super::state_dir())?;
+        let token =
+            adora_client::find_token(self.token_file.as_deref(), &super::common::state_dir())?;
         Ok(token.map(Token::into_string))
     }
 }

@@ -2,8 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::CommandFactory;
-
 /// Print a shell completion script to stdout.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
@@ -16,8 +14,8 @@ pub struct Args {
     shell: clap_complete::Shell,
 }
 
-pub fn run(args: Args) -> ExitCode {
-    let mut command = super::Cli::command();
+/// Prints the completion script of `command` (the whole `adora` command tree).
+pub fn run(args: Args, mut command: clap::Command) -> ExitCode {
     clap_complete::generate(args.shell, &mut command, "adora", &mut std::io::stdout());
     ExitCode::SUCCESS
 }

@@ -6,9 +6,11 @@ use adora_client::{token::TOKEN_FILE, Token, DEFAULT_PORT, TOKEN_ENV};
 use adora_coordinator::CoordinatorConfig;
 use adora_store::{MemoryStore, RedbStore, Store};
 use anyhow::{bail, Context};
-use tokio_util::sync::CancellationToken;
 
-use super::client::ADDR_FILE;
+use super::{
+    client::ADDR_FILE,
+    common::{shutdown_on_signal, state_dir, write_atomic},
+};
 
 /// Run the coordinator: the control-plane server daemons and CLI clients connect to.
 #[derive(Debug, clap::Args)]
@@ -45,33 +47,13 @@ pub struct Args {
     token_file: Option<PathBuf>,
 }
 
-/// A token that cancels on SIGINT or SIGTERM.
-pub fn shutdown_on_signal() -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            tracing::warn!("cannot install signal handlers");
-            return;
-        };
-        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-        tracing::info!("shutting down");
-        t.cancel();
-    });
-    token
-}
-
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let token = match std::env::var(TOKEN_ENV) {
         Ok(t) => Token::new(&t).context(TOKEN_ENV)?,
         Err(_) => {
             let path = args
                 .token_file
-                .unwrap_or_else(|| super::state_dir().join(TOKEN_FILE));
+                .unwrap_or_else(|| state_dir().join(TOKEN_FILE));
             adora_client::token::load_or_create_token_file(&path)?
         }
     };
@@ -84,7 +66,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let local = listener
         .local_addr()
         .context("cannot read the bound address")?;
-    let addr_file = super::state_dir().join(ADDR_FILE);
+    let addr_file = state_dir().join(ADDR_FILE);
     write_atomic(&addr_file, &format!("{local}\n"))?;
     eprintln!("coordinator listening on {local}");
     let shutdown = shutdown_on_signal();
@@ -109,7 +91,7 @@ fn artifact_dir(store: Option<&str>) -> PathBuf {
         .and_then(|p| std::path::Path::new(p).parent())
         .filter(|p| !p.as_os_str().is_empty())
         .map(|p| p.join("artifacts"))
-        .unwrap_or_else(|| super::state_dir().join("artifacts"))
+        .unwrap_or_else(|| state_dir().join("artifacts"))
 }
 
 /// Opens the store named by `--store` (default: the redb file in the state directory), off the
@@ -122,7 +104,7 @@ async fn open_store(spec: Option<&str>) -> anyhow::Result<Arc<dyn Store>> {
             _ => bail!("--store {s}: expected `memory` or `redb:PATH`"),
         },
         None => {
-            let state = super::state_dir();
+            let state = state_dir();
             private_dir(&state)?;
             state.join("coordinator.redb")
         }
@@ -152,14 +134,4 @@ fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
             .with_context(|| format!("cannot make {} private (0700)", dir.display()))?;
     }
     Ok(())
-}
-
-/// Writes a file atomically (temp file + rename) so readers never see half of it.
-pub fn write_atomic(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, contents).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }

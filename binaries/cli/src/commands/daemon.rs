@@ -56,7 +56,7 @@ fn parse_labels(s: &str) -> Result<Labels, String> {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let token = adora_client::find_token(args.token_file.as_deref(), &super::state_dir())?
+    let token = adora_client::find_token(args.token_file.as_deref(), &super::common::state_dir())?
         .map(adora_client::Token::into_string);
     if token.is_none() {
         tracing::warn!("no token found (--token-file, ADORA_TOKEN, <state dir>/token): the coordinator will refuse this daemon");
@@ -69,8 +69,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         token,
         machine_id: args.machine_id,
         labels: args.labels.0,
-        log_root: super::state_dir().join("logs").join(&name),
-        artifact_dir: super::state_dir().join("dataflows").join(&name),
+        log_root: super::common::state_dir().join("logs").join(&name),
+        artifact_dir: super::common::state_dir().join("dataflows").join(&name),
         zenoh_listen: adora_daemon::resolve_zenoh_listen(&args.zenoh_listen)
             .map_err(|e| anyhow::anyhow!("--zenoh-listen: {e}"))?,
     };
@@ -78,7 +78,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         "daemon `{name}` connecting to the coordinator at {}",
         config.coordinator_addr
     );
-    let shutdown = super::coordinator::shutdown_on_signal();
+    let shutdown = super::common::shutdown_on_signal();
     let result = adora_daemon::run(config, shutdown).await;
     let _ = std::fs::remove_dir_all(&run_dir);
     result.context("the daemon failed")?;

@@ -2,7 +2,8 @@
 //! before it asks the coordinator to spawn anything:
 //!
 //! - `scp`: the node's binary (its `path`, built here with `--build`) is copied over SSH to the
-//!   machine of `cluster.yml` the node is placed on (by `machine`, else `labels`), into
+//!   machine of `cluster.yml` the coordinator places the node on (by `machine`, else `labels`,
+//!   over its connected daemons in registration order: `adora_core::placement`), into
 //!   `<state_dir>/dataflows/<build id>/<node>/` there;
 //! - `http`: the binary is uploaded to the coordinator's artifact store under a fresh build id;
 //!   daemons download it and check its SHA-256.
@@ -15,13 +16,18 @@ use adora_cluster::{quote, HostSession, SshTarget};
 use adora_core::{
     cluster::{ClusterConfig, Machine},
     descriptor::Distribute,
+    placement::{self, Candidate},
     Descriptor, NodeSpec,
 };
-use adora_message::distribute::{is_safe_path_segment, NodeArtifact, NodeArtifacts};
+use adora_message::{
+    cli_to_coordinator::ControlRequest,
+    coordinator_to_cli::{ControlReply, CoordinatorStatus},
+    distribute::{is_safe_path_segment, NodeArtifact, NodeArtifacts},
+};
 use anyhow::{bail, Context};
 use uuid::Uuid;
 
-use super::client::ClientArgs;
+use super::client::{Client, ClientArgs};
 
 /// File in the state directory holding the path of the `cluster.yml` of the last `cluster up`.
 pub const CLUSTER_PATH_FILE: &str = "cluster.path";
@@ -52,7 +58,7 @@ pub fn remember_cluster(cluster: &Path) {
     let Ok(abs) = std::fs::canonicalize(cluster) else {
         return;
     };
-    let dir = super::state_dir();
+    let dir = super::common::state_dir();
     let _ = std::fs::create_dir_all(&dir);
     if let Err(e) = std::fs::write(dir.join(CLUSTER_PATH_FILE), format!("{}\n", abs.display())) {
         tracing::warn!("cannot remember the cluster file: {e}");
@@ -97,9 +103,9 @@ pub async fn distribute(
     if build {
         let mut local = descriptor.clone();
         local.nodes.retain(|n| distributed(n).is_some());
-        super::build::build_all(&local, dataflow_dir).await?;
+        super::local_build::build_all(&local, dataflow_dir).await?;
     }
-    let mut cluster = None;
+    let mut fleet = None;
     for node in nodes {
         let d = distributed(node).expect("filtered above");
         let fail = |e: anyhow::Error| {
@@ -113,17 +119,52 @@ pub async fn distribute(
         let artifact = match d {
             Distribute::Http => upload(node, &bytes, build_id, client).await,
             _ => {
-                if cluster.is_none() {
-                    cluster = Some(load_cluster(args)?);
+                if fleet.is_none() {
+                    fleet = Some(Fleet::load(args, client).await?);
                 }
-                let cluster = cluster.as_ref().expect("loaded above");
-                copy(node, &source, &bytes, build_id, cluster, args).await
+                let fleet = fleet.as_ref().expect("loaded above");
+                copy(node, &source, &bytes, build_id, fleet, args).await
             }
         }
         .map_err(fail)?;
         artifacts.insert(node.id.clone(), artifact);
     }
     Ok(artifacts)
+}
+
+/// Where `distribute: scp` nodes go: the machines' addresses (`cluster.yml`) and the daemons the
+/// coordinator places nodes on.
+struct Fleet {
+    cluster: ClusterConfig,
+    /// The coordinator's connected daemons in registration order, as its placement sees them.
+    daemons: Vec<Candidate>,
+}
+
+impl Fleet {
+    async fn load(args: &DistributeArgs, client: &ClientArgs) -> anyhow::Result<Self> {
+        let cluster = load_cluster(args)?;
+        let mut client = Client::connect(client).await?;
+        let ControlReply::Status(status) = client.call(ControlRequest::Status).await? else {
+            bail!("unexpected reply to Status");
+        };
+        Ok(Self {
+            cluster,
+            daemons: candidates(&status),
+        })
+    }
+}
+
+/// The daemons the coordinator places on: the connected ones, in its order (registration order).
+fn candidates(status: &CoordinatorStatus) -> Vec<Candidate> {
+    status
+        .daemons
+        .iter()
+        .filter(|d| d.connected)
+        .map(|d| Candidate {
+            machine_id: d.machine_id.clone(),
+            labels: d.labels.clone(),
+        })
+        .collect()
 }
 
 /// The node's binary on this machine.
@@ -174,7 +215,7 @@ fn load_cluster(args: &DistributeArgs) -> anyhow::Result<ClusterConfig> {
     let path = match &args.cluster {
         Some(p) => p.clone(),
         None => {
-            let remembered = super::state_dir().join(CLUSTER_PATH_FILE);
+            let remembered = super::common::state_dir().join(CLUSTER_PATH_FILE);
             let text = std::fs::read_to_string(&remembered).context(
                 "`distribute: scp` needs the machines' addresses: pass --cluster cluster.yml (or run `adora cluster up` first)",
             )?;
@@ -187,29 +228,31 @@ fn load_cluster(args: &DistributeArgs) -> anyhow::Result<ClusterConfig> {
     })
 }
 
-/// The machine of `cluster` a node goes to: its `machine`, else the first whose labels match.
-fn machine_of<'a>(node: &NodeSpec, cluster: &'a ClusterConfig) -> anyhow::Result<&'a Machine> {
+/// The machine of `fleet` a node goes to: the one of the daemon the coordinator will place it
+/// on (its `machine`, else the first daemon in registration order whose labels match).
+fn machine_of<'a>(node: &NodeSpec, fleet: &'a Fleet) -> anyhow::Result<&'a Machine> {
     let deploy = node.deploy();
     if let Some(id) = &deploy.machine {
-        return cluster
+        fleet
+            .cluster
             .machine(id)
-            .with_context(|| format!("machine `{id}` is not in cluster.yml"));
-    }
-    if deploy.labels.is_empty() {
+            .with_context(|| format!("machine `{id}` is not in cluster.yml"))?;
+    } else if deploy.labels.is_empty() {
         bail!(
             "`distribute: scp` needs `_unstable_deploy.machine` or `labels` to know where to copy"
         );
     }
-    cluster
-        .machines
-        .iter()
-        .find(|m| {
-            deploy
-                .labels
-                .iter()
-                .all(|(k, v)| m.labels.get(k) == Some(v))
-        })
-        .with_context(|| format!("no machine in cluster.yml has labels {:?}", deploy.labels))
+    let daemon = placement::place_node(node, &fleet.daemons)
+        .map(|i| &fleet.daemons[i])
+        .map_err(|failure| anyhow::anyhow!("cannot place it: {failure}"))?;
+    let id = daemon
+        .machine_id
+        .as_deref()
+        .context("it is placed on a daemon without a machine id")?;
+    fleet
+        .cluster
+        .machine(id)
+        .with_context(|| format!("machine `{id}` (its daemon) is not in cluster.yml"))
 }
 
 /// Copies the binary into `<state_dir>/dataflows/<build_id>/<node>/` on the node's machine
@@ -219,10 +262,10 @@ async fn copy(
     source: &Path,
     bytes: &[u8],
     build_id: Uuid,
-    cluster: &ClusterConfig,
+    fleet: &Fleet,
     args: &DistributeArgs,
 ) -> anyhow::Result<NodeArtifact> {
-    let machine = machine_of(node, cluster)?;
+    let machine = machine_of(node, fleet)?;
     if !is_safe_path_segment(node.id.as_str()) {
         bail!("the node id cannot name a directory");
     }
@@ -282,6 +325,24 @@ mod tests {
         .expect("valid cluster")
     }
 
+    fn daemon(id: &str, labels: &[(&str, &str)]) -> Candidate {
+        Candidate {
+            machine_id: Some(id.to_owned()),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
+    /// The fleet of `cluster()` with its daemons registered in cluster.yml order.
+    fn fleet() -> Fleet {
+        Fleet {
+            cluster: cluster(),
+            daemons: vec![daemon("a", &[]), daemon("b", &[("gpu", "true")])],
+        }
+    }
+
     fn node(deploy: &str) -> NodeSpec {
         let yaml = format!("nodes:\n  - id: n\n    path: ./n\n    _unstable_deploy: {deploy}\n");
         Descriptor::parse(&yaml, Path::new("d.yml"))
@@ -292,7 +353,7 @@ mod tests {
 
     #[test]
     fn scp_nodes_go_to_their_machine_or_the_first_with_their_labels() {
-        let c = cluster();
+        let c = fleet();
         let m = machine_of(&node("{ machine: a, distribute: scp }"), &c).expect("found");
         assert_eq!(m.id, "a");
         let m =
@@ -303,5 +364,46 @@ mod tests {
         assert!(e.to_string().contains("`z`"), "{e}");
         let e = machine_of(&node("{ distribute: scp }"), &c).expect_err("nowhere to copy");
         assert!(e.to_string().contains("needs"), "{e}");
+    }
+
+    #[test]
+    fn labels_pick_the_first_daemon_in_registration_order_not_in_cluster_yml_order() {
+        let mut fleet = fleet();
+        fleet.daemons = vec![daemon("b", &[("role", "w")]), daemon("a", &[("role", "w")])];
+        let m =
+            machine_of(&node("{ labels: { role: w }, distribute: scp }"), &fleet).expect("placed");
+        assert_eq!(m.id, "b");
+        // Labels are the daemons' (what the coordinator matches), not cluster.yml's.
+        fleet.daemons.truncate(0);
+        let e = machine_of(
+            &node("{ labels: { gpu: \"true\" }, distribute: scp }"),
+            &fleet,
+        )
+        .expect_err("no daemon connected");
+        assert!(e.to_string().contains("no daemon matches labels"), "{e}");
+    }
+
+    #[test]
+    fn only_connected_daemons_are_candidates_in_the_coordinators_order() {
+        use adora_message::coordinator_to_cli::DaemonStatus;
+        let status = |id: &str, connected| DaemonStatus {
+            machine_id: Some(id.into()),
+            hostname: id.into(),
+            labels: Default::default(),
+            last_heartbeat_ms: 0,
+            connected,
+            adora_version: String::new(),
+            registered_ms_ago: 0,
+        };
+        let status = CoordinatorStatus {
+            adora_version: String::new(),
+            daemons: vec![status("c", true), status("a", false), status("b", true)],
+            running_dataflows: 0,
+        };
+        let ids: Vec<Option<String>> = candidates(&status)
+            .into_iter()
+            .map(|c| c.machine_id)
+            .collect();
+        assert_eq!(ids, [Some("c".into()), Some("b".into())]);
     }
 }

@@ -11,7 +11,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    match super::load_descriptor(&args.dataflow) {
+    match super::common::load_descriptor(&args.dataflow) {
         Ok(d) => {
             print!("{}", adora_core::graph::mermaid(&d));
             Ok(ExitCode::SUCCESS)

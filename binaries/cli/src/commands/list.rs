@@ -7,6 +7,7 @@ use anyhow::bail;
 use serde::Serialize;
 
 use super::client::{Client, ClientArgs};
+use crate::table::Table;
 
 /// List dataflows: name, uuid, status, nodes and machines.
 #[derive(Debug, clap::Args)]
@@ -48,21 +49,21 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("no dataflows (start one with `adora start dataflow.yml`)");
         return Ok(ExitCode::SUCCESS);
     }
-    let width = list.iter().map(|d| d.name.len()).max().unwrap_or(4).max(4);
-    println!(
-        "{:<width$}  {:<36}  {:<8}  {:>5}  {:>8}  MACHINES",
-        "NAME", "UUID", "STATUS", "NODES", "RESTARTS"
-    );
+    let mut table = Table::new(["NAME", "UUID", "STATUS", "NODES", "RESTARTS", "MACHINES"])
+        .min_width(2, 8)
+        .min_width(3, 5)
+        .min_width(4, 8)
+        .right_align(&[3, 4]);
     for d in &list {
-        println!(
-            "{:<width$}  {:<36}  {:<8}  {:>5}  {:>8}  {}",
-            d.name,
-            d.id,
+        table.row([
+            d.name.clone(),
+            d.id.to_string(),
             d.status.to_string(),
-            d.nodes.len(),
-            d.total_restarts(),
-            d.machines().join(",")
-        );
+            d.nodes.len().to_string(),
+            d.total_restarts().to_string(),
+            d.machines().join(","),
+        ]);
     }
+    table.print();
     Ok(ExitCode::SUCCESS)
 }

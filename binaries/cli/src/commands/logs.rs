@@ -50,7 +50,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let state = super::state_dir();
+    let state = super::common::state_dir();
     if args.coordinator {
         return service_log(&state.join("coordinator.log"), args.tail, args.follow).await;
     }
@@ -78,7 +78,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         tokio::select! {
             reply = client.next() => match reply? {
                 ControlReply::Log(line) => {
-                    width = width.max(line.node.as_str().len());
+                    width = width.max(crate::output::display_width(line.node.as_str()));
                     print_line(line, width);
                 }
                 ControlReply::LogsEnd | ControlReply::Finished { .. } => return Ok(ExitCode::SUCCESS),

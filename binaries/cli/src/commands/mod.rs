@@ -3,12 +3,14 @@
 mod build;
 mod client;
 mod cluster;
+mod common;
 mod completion;
 mod coordinator;
 mod daemon;
 mod distribute;
 mod graph;
 mod list;
+mod local_build;
 mod logs;
 mod node;
 mod restart;
@@ -20,14 +22,9 @@ mod top;
 mod up;
 mod validate;
 
-use std::{
-    path::{Path, PathBuf},
-    process::ExitCode,
-};
+use std::process::ExitCode;
 
-use adora_core::Descriptor;
-use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Adora: run dataflows of node processes on one machine or a fleet.
 #[derive(Debug, Parser)]
@@ -92,56 +89,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => status::run(args).await,
         Command::Top(args) => top::run(args).await,
         Command::Node(args) => node::run(args).await,
-        Command::Completion(args) => Ok(completion::run(args)),
+        Command::Completion(args) => Ok(completion::run(args, Cli::command())),
         Command::Coordinator(args) => coordinator::run(args).await,
         Command::Daemon(args) => daemon::run(args).await,
         Command::Cluster(args) => cluster::run(args).await,
     }
-}
-
-/// Exit code for invalid input (bad dataflow file, bad flag values).
-pub const EXIT_INVALID: u8 = 2;
-
-/// Reads and validates a dataflow file, or prints every problem and returns `Err(exit code)`.
-pub fn load_descriptor(path: &Path) -> Result<Descriptor, ExitCode> {
-    Descriptor::read(path).map_err(|errors| {
-        let n = errors.0.len();
-        for e in &errors.0 {
-            eprintln!("{e}");
-        }
-        eprintln!(
-            "{} problem{} found in {}",
-            n,
-            if n == 1 { "" } else { "s" },
-            path.display()
-        );
-        ExitCode::from(EXIT_INVALID)
-    })
-}
-
-/// The directory a dataflow's relative paths are resolved against.
-pub fn dataflow_dir(path: &Path) -> anyhow::Result<PathBuf> {
-    let abs = std::fs::canonicalize(path)
-        .with_context(|| format!("cannot resolve {}", path.display()))?;
-    Ok(abs
-        .parent()
-        .map(Path::to_owned)
-        .unwrap_or_else(|| PathBuf::from("/")))
-}
-
-/// Adora's state directory: `$ADORA_STATE_DIR`, else `$XDG_STATE_HOME/adora`, else
-/// `~/.local/state/adora`.
-pub fn state_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("ADORA_STATE_DIR") {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = std::env::var_os("XDG_STATE_HOME") {
-        return PathBuf::from(dir).join("adora");
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    home.join(".local/state/adora")
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use super::{
     client::{Client, ClientArgs},
     top::{human_bytes, human_uptime},
 };
+use crate::table::Table;
 
 /// Inspect the nodes of a dataflow.
 #[derive(Debug, clap::Args)]
@@ -83,36 +84,28 @@ async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
         crate::output::print_json(&nodes)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let width = nodes
-        .iter()
-        .map(|n| n.node.as_str().len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    let mwidth = nodes
-        .iter()
-        .map(|n| n.machine.len())
-        .max()
-        .unwrap_or(7)
-        .max(7);
-    println!(
-        "{:<width$}  {:<mwidth$}  {:<10}  {:>7}  {:>8}  {:<24}  OUTPUTS",
-        "NODE", "MACHINE", "STATUS", "PID", "RESTARTS", "INPUTS"
-    );
+    let mut table = Table::new([
+        "NODE", "MACHINE", "STATUS", "PID", "RESTARTS", "INPUTS", "OUTPUTS",
+    ])
+    .min_width(2, 10)
+    .min_width(3, 7)
+    .min_width(4, 8)
+    .min_width(5, 24)
+    .right_align(&[3, 4]);
     for n in &nodes {
         let inputs: Vec<String> = n.inputs.keys().map(ToString::to_string).collect();
         let outputs: Vec<String> = n.outputs.iter().map(ToString::to_string).collect();
-        println!(
-            "{:<width$}  {:<mwidth$}  {:<10}  {:>7}  {:>8}  {:<24}  {}",
-            n.node.as_str(),
-            n.machine,
+        table.row([
+            n.node.to_string(),
+            n.machine.clone(),
             n.status.to_string(),
             n.pid.map_or_else(|| "-".into(), |p| p.to_string()),
-            n.restarts,
+            n.restarts.to_string(),
             inputs.join(","),
-            outputs.join(",")
-        );
+            outputs.join(","),
+        ]);
     }
+    table.print();
     Ok(ExitCode::SUCCESS)
 }
 

@@ -48,16 +48,16 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let descriptor = match super::load_descriptor(&args.dataflow) {
+    let descriptor = match super::common::load_descriptor(&args.dataflow) {
         Ok(d) => d,
         Err(code) => return Ok(code),
     };
-    let dir = super::dataflow_dir(&args.dataflow)?;
+    let dir = super::common::dataflow_dir(&args.dataflow)?;
     if args.build {
-        super::build::build_all(&descriptor, &dir).await?;
+        super::local_build::build_all(&descriptor, &dir).await?;
     }
     let id = uuid::Uuid::new_v4();
-    let log_dir = super::state_dir().join("runs").join(id.to_string());
+    let log_dir = super::common::state_dir().join("runs").join(id.to_string());
     let run_dir =
         std::env::temp_dir().join(format!("adora-run-{}", &id.simple().to_string()[..12]));
     let mut config = DaemonConfig::new(run_dir.clone());
@@ -128,25 +128,15 @@ fn spawn_stop_triggers(shutdown: CancellationToken, stop_after: Option<Duration>
         });
     }
     tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
+        let Ok(mut signals) = super::common::StopSignals::install() else {
             tracing::warn!("cannot install signal handlers; Ctrl-C will kill nodes abruptly");
             return;
         };
-        let mut count = 0;
-        loop {
-            tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-            count += 1;
-            if count == 1 {
-                eprintln!("stopping dataflow (press Ctrl-C again to kill it)...");
-                shutdown.cancel();
-            } else {
-                eprintln!("killed");
-                std::process::exit(130);
-            }
-        }
+        signals.recv().await;
+        eprintln!("stopping dataflow (press Ctrl-C again to kill it)...");
+        shutdown.cancel();
+        signals.recv().await;
+        eprintln!("killed");
+        std::process::exit(130);
     });
 }

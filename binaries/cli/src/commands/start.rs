@@ -47,13 +47,13 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let descriptor = match super::load_descriptor(&args.dataflow) {
+    let descriptor = match super::common::load_descriptor(&args.dataflow) {
         Ok(d) => d,
         Err(code) => return Ok(code),
     };
     let width = crate::output::id_width(&descriptor);
     let attach = !args.detach;
-    let working_dir = super::dataflow_dir(&args.dataflow)?;
+    let working_dir = super::common::dataflow_dir(&args.dataflow)?;
     let artifacts = match args.build_id {
         Some(_) => Default::default(),
         None => {
@@ -77,16 +77,33 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         build: args.build,
         build_id: args.build_id,
     };
+    let (mut client, id, name) = place_and_spawn(&args.client, start, width).await?;
+    for line in client.take_early_logs() {
+        print_line(line, width);
+    }
+    if !attach {
+        println!("{id}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    follow(&mut client, &name, id, width).await
+}
+
+/// Asks the coordinator to start the dataflow (printing the daemons' build output meanwhile);
+/// returns the connection, the dataflow's id and its name.
+async fn place_and_spawn(
+    args: &ClientArgs,
+    start: StartDataflow,
+    width: usize,
+) -> anyhow::Result<(Client, uuid::Uuid, String)> {
     let progress = crate::output::Progress::start("placing and spawning the dataflow");
-    let mut client = Client::connect(&args.client).await?;
+    let mut client = Client::connect(args).await?;
     // Build output of the daemons (`--build`) is printed as it comes.
     let mut print = |line| print_line(line, width);
     let started = client
         .call_idempotent_streaming(ControlRequest::Start(start), Some(&mut print))
         .await;
     progress.finish(started.is_ok());
-    let started = started?;
-    let (id, name) = match started {
+    match started? {
         ControlReply::Started {
             id,
             name,
@@ -104,23 +121,26 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            (id, name)
+            Ok((client, id, name))
         }
         other => bail!("unexpected reply {other:?}"),
-    };
-    for line in client.take_early_logs() {
-        print_line(line, width);
     }
-    if !attach {
-        println!("{id}");
-        return Ok(ExitCode::SUCCESS);
-    }
+}
+
+/// Attached: prints the node logs until the dataflow ends; the first Ctrl-C stops it, the second
+/// detaches.
+async fn follow(
+    client: &mut Client,
+    name: &str,
+    id: uuid::Uuid,
+    width: usize,
+) -> anyhow::Result<ExitCode> {
     let mut ctrl_c = 0;
     loop {
         tokio::select! {
             reply = client.next() => match reply? {
                 ControlReply::Log(line) => print_line(line, width),
-                ControlReply::Finished { outcome, .. } => return Ok(report(&name, id, &outcome)),
+                ControlReply::Finished { outcome, .. } => return Ok(report(name, id, &outcome)),
                 ControlReply::Stopped { .. } => {}
                 ControlReply::Error(e) => eprintln!("error: {e}"),
                 other => tracing::debug!("ignoring {other:?}"),

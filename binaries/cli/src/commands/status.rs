@@ -6,6 +6,7 @@ use adora_message::{cli_to_coordinator::ControlRequest, coordinator_to_cli::Cont
 use anyhow::bail;
 
 use super::client::{Client, ClientArgs};
+use crate::table::Table;
 
 /// Show the coordinator and its daemons with their last heartbeat.
 #[derive(Debug, clap::Args)]
@@ -36,20 +37,21 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("no daemons connected (start one with `adora daemon` or `adora up`)");
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "{:<16}  {:<20}  {:<9}  {:<14}  LABELS",
-        "MACHINE", "HOSTNAME", "STATE", "LAST HEARTBEAT"
-    );
+    let mut table = Table::new(["MACHINE", "HOSTNAME", "STATE", "LAST HEARTBEAT", "LABELS"])
+        .min_width(0, 16)
+        .min_width(1, 20)
+        .min_width(2, 9)
+        .min_width(3, 14);
     for d in &status.daemons {
         let labels: Vec<String> = d.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        println!(
-            "{:<16}  {:<20}  {:<9}  {:<14}  {}",
-            d.machine_id.as_deref().unwrap_or("-"),
-            d.hostname,
-            if d.connected { "connected" } else { "lost" },
+        table.row([
+            d.machine_id.as_deref().unwrap_or("-").to_owned(),
+            d.hostname.clone(),
+            if d.connected { "connected" } else { "lost" }.to_owned(),
             format!("{:.1}s ago", d.last_heartbeat_ms as f64 / 1000.0),
-            labels.join(",")
-        );
+            labels.join(","),
+        ]);
     }
+    table.print();
     Ok(ExitCode::SUCCESS)
 }

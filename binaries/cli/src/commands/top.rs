@@ -213,35 +213,12 @@ fn print_table(nodes: &[NodeInfo]) {
         eprintln!("no running dataflows (start one with `adora start dataflow.yml`)");
         return;
     }
-    let rows: Vec<[String; 11]> = nodes.iter().map(cells).collect();
-    let widths: Vec<usize> = (0..HEADER.len())
-        .map(|i| {
-            rows.iter()
-                .map(|r| r[i].len())
-                .chain([HEADER[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cols: Vec<&str>| {
-        let parts: Vec<String> = cols
-            .iter()
-            .zip(&widths)
-            .enumerate()
-            .map(|(i, (c, w))| {
-                if i < 4 {
-                    format!("{c:<w$}")
-                } else {
-                    format!("{c:>w$}")
-                }
-            })
-            .collect();
-        println!("{}", parts.join("  ").trim_end());
-    };
-    line(HEADER.to_vec());
-    for r in &rows {
-        line(r.iter().map(String::as_str).collect());
+    // The first four columns are names, the rest numbers.
+    let mut table = crate::table::Table::new(HEADER).right_align(&[4, 5, 6, 7, 8, 9, 10]);
+    for node in nodes {
+        table.row(cells(node));
     }
+    table.print();
 }
 
 /// State of the live view.

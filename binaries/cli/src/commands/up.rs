@@ -78,7 +78,7 @@ pub(super) fn spawn_service(
         .spawn()
         .with_context(|| format!("cannot start the {service}"))?;
     let pid = child.id();
-    super::coordinator::write_atomic(&pid_file(state, service), &format!("{pid}\n"))?;
+    super::common::write_atomic(&pid_file(state, service), &format!("{pid}\n"))?;
     Ok(child)
 }
 
@@ -94,7 +94,7 @@ pub(super) fn log_tail(state: &Path, service: &str) -> String {
 }
 
 pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
-    let state = super::state_dir();
+    let state = super::common::state_dir();
     std::fs::create_dir_all(&state)
         .with_context(|| format!("cannot create {}", state.display()))?;
     let addr_file = state.join(ADDR_FILE);
@@ -188,7 +188,7 @@ async fn wait_for_daemon(state: &Path, child: &mut std::process::Child) -> anyho
 }
 
 pub async fn down(_args: DownArgs) -> anyhow::Result<ExitCode> {
-    let state = super::state_dir();
+    let state = super::common::state_dir();
     let mut stopped = 0;
     for service in ["daemon", "coordinator"] {
         let file = pid_file(&state, service);

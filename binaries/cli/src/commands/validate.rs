@@ -13,7 +13,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    match super::load_descriptor(&args.dataflow) {
+    match super::common::load_descriptor(&args.dataflow) {
         Ok(d) => {
             println!(
                 "{} {} is valid ({} node{})",

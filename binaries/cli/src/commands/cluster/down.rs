@@ -23,10 +23,11 @@ use adora_message::{
 use anyhow::bail;
 use tokio::task::JoinSet;
 
-use super::{load_cluster, machine};
+use super::{common::load_cluster, machine};
 use crate::commands::{
     client::{Client, ClientArgs, ADDR_FILE},
-    state_dir, up,
+    common::state_dir,
+    up,
 };
 
 /// Longest wait for one dataflow to stop.

@@ -23,8 +23,11 @@ use adora_core::cluster::{ClusterConfig, Machine};
 use anyhow::Context;
 use tokio::task::JoinSet;
 
-use super::{load_cluster, machine, print_outcomes, Outcome};
-use crate::commands::{state_dir, EXIT_INVALID};
+use super::{
+    common::{load_cluster, print_outcomes, Outcome},
+    machine,
+};
+use crate::commands::common::{state_dir, EXIT_INVALID};
 
 /// Upper bound of everything done on one machine over SSH.
 const MACHINE_TIMEOUT: Duration = Duration::from_secs(90);

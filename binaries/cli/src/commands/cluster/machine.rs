@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use adora_cluster::{daemon_args, quote, HostSession, SshTarget};
 use adora_core::cluster::{ClusterConfig, Machine};
 
-use super::Outcome;
+use super::common::Outcome;
 
 /// State directory on a machine without `state_dir` in `cluster.yml`.
 pub(crate) const DEFAULT_STATE_DIR: &str = "~/.local/state/adora";

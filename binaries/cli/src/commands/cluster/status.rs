@@ -10,7 +10,10 @@ use adora_message::{
 use anyhow::bail;
 use serde::Serialize;
 
-use crate::commands::client::{Client, ClientArgs};
+use crate::{
+    commands::client::{Client, ClientArgs},
+    table::Table,
+};
 
 /// Show every daemon of the cluster with its last heartbeat and labels, and the active dataflows.
 #[derive(Debug, clap::Args)]
@@ -109,17 +112,7 @@ fn render(report: &ClusterStatus) -> String {
     if report.daemons.is_empty() {
         out.push_str("No daemons connected (start them with `adora cluster up cluster.yml`).\n");
     } else {
-        let width = report
-            .daemons
-            .iter()
-            .map(|d| d.id.len())
-            .max()
-            .unwrap_or(0)
-            .max("DAEMON ID".len());
-        out.push_str(&format!(
-            "{:<width$}  {:<16}  LABELS\n",
-            "DAEMON ID", "LAST HEARTBEAT"
-        ));
+        let mut table = Table::new(["DAEMON ID", "LAST HEARTBEAT", "LABELS"]).min_width(1, 16);
         for d in &report.daemons {
             let secs = d.last_heartbeat_ms / 1000;
             let heartbeat = if d.connected {
@@ -128,10 +121,9 @@ fn render(report: &ClusterStatus) -> String {
                 format!("lost ({secs}s ago)")
             };
             let labels: Vec<String> = d.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            let line = format!("{:<width$}  {:<16}  {}", d.id, heartbeat, labels.join(","));
-            out.push_str(line.trim_end());
-            out.push('\n');
+            table.row([d.id.clone(), heartbeat, labels.join(",")]);
         }
+        out.push_str(&table.render());
     }
     out.push_str(&format!(
         "\nActive dataflows: {}\n",

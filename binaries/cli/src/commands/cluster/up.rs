@@ -16,10 +16,11 @@ use adora_message::{
 use anyhow::{bail, Context};
 use tokio::task::JoinSet;
 
-use super::{machine, Outcome};
+use super::{common::Outcome, machine};
 use crate::commands::{
     client::{Client, ClientArgs, ADDR_FILE},
-    state_dir, up,
+    common::state_dir,
+    up,
 };
 
 /// How long `up` waits for the daemons it started to register.
@@ -54,7 +55,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let cluster = match super::load_cluster(&args.cluster) {
+    let cluster = match super::common::load_cluster(&args.cluster) {
         Ok(cluster) => cluster,
         Err(code) => return Ok(code),
     };
@@ -67,6 +68,29 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     )?;
 
     let connected = connected_machines(&status(&mut client).await?);
+    let (mut outcomes, sessions) =
+        start_daemons(&cluster, &connected, args.ssh_config.as_ref(), &token).await?;
+    let started: Vec<usize> = (0..cluster.machines.len())
+        .filter(|&i| outcomes[i] == Some(Outcome::Started))
+        .collect();
+    let missing = wait_for_registration(&mut client, &cluster.machines, &started).await?;
+    for i in missing {
+        outcomes[i] = Some(not_registered(&cluster, i, sessions[i].as_ref()).await);
+    }
+    for session in sessions.into_iter().flatten() {
+        session.close().await;
+    }
+    Ok(summary(&cluster.machines, &outcomes))
+}
+
+/// Starts a daemon on every machine of `cluster` not in `connected`, concurrently; returns each
+/// machine's outcome and its SSH session (kept to read the log of a daemon that never registers).
+async fn start_daemons(
+    cluster: &ClusterConfig,
+    connected: &BTreeSet<String>,
+    ssh_config: Option<&PathBuf>,
+    token: &str,
+) -> anyhow::Result<(Vec<Option<Outcome>>, Vec<Option<HostSession>>)> {
     let mut outcomes: Vec<Option<Outcome>> = vec![None; cluster.machines.len()];
     let mut sessions: Vec<Option<HostSession>> = Vec::new();
     sessions.resize_with(cluster.machines.len(), || None);
@@ -82,7 +106,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             continue;
         }
         let (cluster, m) = (cluster.clone(), m.clone());
-        let (ssh_config, token) = (args.ssh_config.clone(), token.clone());
+        let (ssh_config, token) = (ssh_config.cloned(), token.to_owned());
         tasks.spawn(async move {
             let work = machine::start_daemon(&cluster, &m, ssh_config, &token);
             let result = tokio::time::timeout(MACHINE_TIMEOUT, work).await;
@@ -112,37 +136,36 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         outcomes[i] = Some(outcome);
         sessions[i] = session;
     }
+    Ok((outcomes, sessions))
+}
 
-    let started: Vec<usize> = (0..cluster.machines.len())
-        .filter(|&i| outcomes[i] == Some(Outcome::Started))
-        .collect();
-    let missing = wait_for_registration(&mut client, &cluster.machines, &started).await?;
-    for i in missing {
-        let m = &cluster.machines[i];
-        let log = match &sessions[i] {
-            Some(session) => session
-                .sh(&machine::log_tail_script(m))
-                .await
-                .map(|out| out.stdout)
-                .unwrap_or_default(),
-            None => String::new(),
-        };
-        outcomes[i] = Some(Outcome::failed(
-            format!(
-                "the daemon did not register within {REGISTRATION_TIMEOUT:?}; last lines of {}/daemon.log:\n{}",
-                machine::state_dir(m),
-                indent(log.trim_end(), "      ")
-            ),
-            format!(
-                "check that {} can reach the coordinator at {}:{} (coordinator.addr in cluster.yml, firewalls)",
-                m.id, cluster.coordinator.addr, cluster.coordinator.port
-            ),
-        ));
-    }
-    for session in sessions.into_iter().flatten() {
-        session.close().await;
-    }
-    Ok(summary(&cluster.machines, &outcomes))
+/// The failure of machine `i`, whose daemon started but never registered: with the last lines
+/// of its log (read over `session`) and what to check.
+async fn not_registered(
+    cluster: &ClusterConfig,
+    i: usize,
+    session: Option<&HostSession>,
+) -> Outcome {
+    let m = &cluster.machines[i];
+    let log = match session {
+        Some(session) => session
+            .sh(&machine::log_tail_script(m))
+            .await
+            .map(|out| out.stdout)
+            .unwrap_or_default(),
+        None => String::new(),
+    };
+    Outcome::failed(
+        format!(
+            "the daemon did not register within {REGISTRATION_TIMEOUT:?}; last lines of {}/daemon.log:\n{}",
+            machine::state_dir(m),
+            indent(log.trim_end(), "      ")
+        ),
+        format!(
+            "check that {} can reach the coordinator at {}:{} (coordinator.addr in cluster.yml, firewalls)",
+            m.id, cluster.coordinator.addr, cluster.coordinator.port
+        ),
+    )
 }
 
 /// Connects to the coordinator of `cluster.yml`, starting it on this machine when nothing
@@ -249,7 +272,7 @@ async fn wait_for_registration(
 
 /// Prints the final per-machine outcome; the exit code is 1 when any machine failed.
 fn summary(machines: &[Machine], outcomes: &[Option<Outcome>]) -> ExitCode {
-    let failed = super::failed_machines(machines, outcomes);
+    let failed = super::common::failed_machines(machines, outcomes);
     let n = machines.len();
     if failed.is_empty() {
         println!("All {n} daemon{} connected.", if n == 1 { "" } else { "s" });

@@ -15,7 +15,7 @@
 
 use std::{
     io::Write,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::ExitCode,
     time::{Duration, Instant},
 };
@@ -25,7 +25,10 @@ use adora_core::cluster::{ClusterConfig, Machine};
 use adora_message::{cli_to_coordinator::ControlRequest, coordinator_to_cli::ControlReply};
 use anyhow::{bail, Context};
 
-use super::{load_cluster, machine, Outcome};
+use super::{
+    common::{load_cluster, Outcome},
+    machine,
+};
 use crate::commands::client::{Client, ClientArgs};
 
 /// How long a restarted daemon has to register again with the new version.
@@ -77,14 +80,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(path) => path,
         None => std::env::current_exe().context("cannot find this adora binary")?,
     };
-    let bytes = tokio::fs::read(&binary)
-        .await
-        .with_context(|| format!("cannot read {}", binary.display()))?;
-    let hash_path = binary.clone();
-    let sha256 = tokio::task::spawn_blocking(move || upgrade::sha256_file(&hash_path))
-        .await
-        .context("hashing task panicked")?
-        .with_context(|| format!("cannot hash {}", binary.display()))?;
+    let (bytes, sha256) = read_binary(&binary).await?;
     let client = ClientArgs::at(&cluster.coordinator.addr, cluster.coordinator.port);
     // Fail before touching any machine when the coordinator is not there to confirm reconnects.
     Client::connect(&client).await.context(
@@ -109,11 +105,36 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         sha256,
         ssh_config: args.ssh_config,
     };
+    let succeeded = roll(&up).await?;
+    println!("{succeeded}/{n} succeeded.");
+    Ok(if succeeded == n {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The new binary's bytes and SHA-256 (hex), hashed off the async runtime.
+async fn read_binary(binary: &Path) -> anyhow::Result<(Vec<u8>, String)> {
+    let bytes = tokio::fs::read(binary)
+        .await
+        .with_context(|| format!("cannot read {}", binary.display()))?;
+    let hash_path = binary.to_owned();
+    let sha256 = tokio::task::spawn_blocking(move || upgrade::sha256_file(&hash_path))
+        .await
+        .context("hashing task panicked")?
+        .with_context(|| format!("cannot hash {}", binary.display()))?;
+    Ok((bytes, sha256))
+}
+
+/// Upgrades the machines one at a time, stopping at the first failure; returns how many
+/// succeeded.
+async fn roll(up: &Upgrade) -> anyhow::Result<usize> {
     let mut succeeded = 0;
     for (i, m) in up.cluster.machines.iter().enumerate() {
         println!("Upgrading {} ({})...", m.id, m.destination());
         let begin = Instant::now();
-        match upgrade_machine(&up, m).await {
+        match upgrade_machine(up, m).await {
             Ok(version) => {
                 succeeded += 1;
                 println!(
@@ -146,12 +167,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             Err(other) => bail!("unexpected outcome {other:?}"),
         }
     }
-    println!("{succeeded}/{n} succeeded.");
-    Ok(if succeeded == n {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(succeeded)
 }
 
 /// Prints `  <label>... ` now and `OK (<secs>)` or `FAILED` when `work` ends.

@@ -1,0 +1,108 @@
+//! Helpers shared by many subcommands: the state directory, reading a dataflow file, atomic
+//! writes and stop signals. A leaf: it imports no other subcommand.
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use adora_core::Descriptor;
+use anyhow::Context;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+
+/// Exit code for invalid input (bad dataflow file, bad flag values).
+pub const EXIT_INVALID: u8 = 2;
+
+/// Reads and validates a dataflow file, or prints every problem and returns `Err(exit code)`.
+pub fn load_descriptor(path: &Path) -> Result<Descriptor, ExitCode> {
+    Descriptor::read(path).map_err(|errors| {
+        let n = errors.0.len();
+        for e in &errors.0 {
+            eprintln!("{e}");
+        }
+        eprintln!(
+            "{} problem{} found in {}",
+            n,
+            if n == 1 { "" } else { "s" },
+            path.display()
+        );
+        ExitCode::from(EXIT_INVALID)
+    })
+}
+
+/// The directory a dataflow's relative paths are resolved against.
+pub fn dataflow_dir(path: &Path) -> anyhow::Result<PathBuf> {
+    let abs = std::fs::canonicalize(path)
+        .with_context(|| format!("cannot resolve {}", path.display()))?;
+    Ok(abs
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_else(|| PathBuf::from("/")))
+}
+
+/// Adora's state directory: `$ADORA_STATE_DIR`, else `$XDG_STATE_HOME/adora`, else
+/// `~/.local/state/adora`.
+pub fn state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("ADORA_STATE_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME") {
+        return PathBuf::from(dir).join("adora");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    home.join(".local/state/adora")
+}
+
+/// Writes a file atomically (temp file + rename) so readers never see half of it.
+pub fn write_atomic(path: &Path, contents: &str) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, contents).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The signals that ask a foreground process to stop: SIGINT (Ctrl-C) and SIGTERM.
+pub struct StopSignals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl StopSignals {
+    /// Installs the handlers (needs the tokio runtime). From then on these signals no longer
+    /// kill the process: they are only seen through [`StopSignals::recv`].
+    pub fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// Waits for the next SIGINT or SIGTERM.
+    pub async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
+/// A token that cancels on SIGINT or SIGTERM.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let Ok(mut signals) = StopSignals::install() else {
+            tracing::warn!("cannot install signal handlers");
+            return;
+        };
+        signals.recv().await;
+        tracing::info!("shutting down");
+        t.cancel();
+    });
+    token
+}
