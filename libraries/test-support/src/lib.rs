@@ -20,6 +20,7 @@ pub mod fleet;
 pub mod hosts;
 pub mod services;
 pub mod simulator;
+pub mod systemd_hosts;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
