@@ -97,6 +97,10 @@ fn hosts_boot_systemd_are_separate_machines_and_reboot_for_real() {
         .status
         .success());
     assert_eq!(run(a, &["cat", "/proc/1/comm"]), "systemd");
+    eprintln!("test body done after {:.2?}", started.elapsed());
+    let dropping = Instant::now();
+    drop(hosts);
+    eprintln!("teardown took {:.2?}", dropping.elapsed());
 }
 
 /// What a dropped fixture must not leave behind.
