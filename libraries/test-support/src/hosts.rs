@@ -53,8 +53,8 @@
 //! (openssh-server), `ssh` and `ssh-keygen` (openssh-client), `bash` and `timeout` for
 //! reachability probes. `.ci/run` installs them. `/run/sshd` is created when missing.
 
-mod net;
-mod ssh;
+pub(crate) mod net;
+pub(crate) mod ssh;
 
 use std::{
     fmt,
@@ -159,14 +159,14 @@ impl Tools {
 }
 
 /// The effective uid, from `/proc/self/status` (`Uid: real effective saved fs`).
-fn effective_uid() -> Option<u32> {
+pub(crate) fn effective_uid() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("Uid:"))?;
     line.split_whitespace().nth(2)?.parse().ok()
 }
 
 /// Looks `name` up in `PATH` and in the sbin directories (often missing from a user's `PATH`).
-fn find_program(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))

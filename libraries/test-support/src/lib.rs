@@ -1,6 +1,7 @@
 //! Fixtures for Adora's cross-process tests: where the built binaries are, running a command
-//! under a timeout (never hang CI), processes killed on drop, shared-memory leak checks, and
-//! simulated daemons for control-plane benchmarks ([`simulator`]).
+//! under a timeout (never hang CI), processes killed on drop, shared-memory leak checks,
+//! simulated daemons for control-plane benchmarks ([`simulator`]), and test hosts: network
+//! namespaces with `sshd` ([`hosts`]) or containers booting a real systemd ([`systemd_hosts`]).
 //!
 //! Tests run the real `adora` binary. Build the workspace binaries first
 //! (`cargo build --workspace`); the fixtures find them next to the test executable, so a
@@ -18,6 +19,7 @@ pub mod fleet;
 pub mod hosts;
 pub mod services;
 pub mod simulator;
+pub mod systemd_hosts;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {

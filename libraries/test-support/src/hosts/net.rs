@@ -64,7 +64,7 @@ static NEXT_SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// The namespaces and links of one fixture; deletes them (after killing every process inside)
 /// when dropped, so a panic halfway through `create` cleans up too.
-pub(super) struct Network {
+pub(crate) struct Network {
     ip: PathBuf,
     tag: String,
     switch_ns: String,
@@ -77,7 +77,7 @@ pub(super) struct Network {
 impl Network {
     /// Creates the switch namespace with its bridge. Failing to create a namespace at all is a
     /// missing capability (a [`Skip`]); anything failing after that is a bug and panics.
-    pub(super) fn create(ip: &Path, test_name: &str) -> Result<Network, Skip> {
+    pub(crate) fn create(ip: &Path, test_name: &str) -> Result<Network, Skip> {
         let pid = std::process::id();
         let seq = NEXT_SEQ.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{NETNS_PREFIX}{pid}-{seq}-{}", sanitize(test_name));
@@ -148,7 +148,7 @@ impl Network {
 
     /// Creates host `index`: its namespace with loopback up and `eth0` on the bridge.
     /// Returns the namespace name and the host's address.
-    pub(super) fn add_host(&mut self, index: usize) -> (String, Ipv4Addr) {
+    pub(crate) fn add_host(&mut self, index: usize) -> (String, Ipv4Addr) {
         let ns = format!("{}-h{index}", self.tag);
         self.ip_root(&["netns", "add", &ns]);
         self.namespaces.push(ns.clone());
@@ -174,13 +174,13 @@ impl Network {
     }
 
     /// `10.x.y.1`, the root namespace's address on the bridge.
-    pub(super) fn gateway_ip(&self) -> Ipv4Addr {
+    pub(crate) fn gateway_ip(&self) -> Ipv4Addr {
         let [a, b, c] = self.subnet;
         Ipv4Addr::new(a, b, c, 1)
     }
 
     /// `10.x.y.0`, the network address of the fixture's /24.
-    pub(super) fn subnet(&self) -> Ipv4Addr {
+    pub(crate) fn subnet(&self) -> Ipv4Addr {
         let [a, b, c] = self.subnet;
         Ipv4Addr::new(a, b, c, 0)
     }
@@ -335,7 +335,7 @@ fn lock() -> Flock<File> {
 }
 
 /// The creator pid encoded in a fixture namespace name (`adora-<pid>-...`).
-pub(super) fn creator_pid(netns: &str) -> Option<u32> {
+pub(crate) fn creator_pid(netns: &str) -> Option<u32> {
     netns
         .strip_prefix(NETNS_PREFIX)?
         .split('-')

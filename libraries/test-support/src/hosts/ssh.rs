@@ -22,23 +22,23 @@ const SSH_CONNECT_TIMEOUT_SECS: u32 = 5;
 const PRIVSEP_DIR: &str = "/run/sshd";
 
 /// The client side: the user key pair, `known_hosts` and the `ssh` config file.
-pub(super) struct ClientFiles {
-    pub(super) identity: PathBuf,
-    pub(super) known_hosts: PathBuf,
-    pub(super) config: PathBuf,
+pub(crate) struct ClientFiles {
+    pub(crate) identity: PathBuf,
+    pub(crate) known_hosts: PathBuf,
+    pub(crate) config: PathBuf,
 }
 
 /// What the client config needs to know about one host.
-pub(super) struct HostEntry<'a> {
-    pub(super) alias: &'a str,
-    pub(super) ip: Ipv4Addr,
+pub(crate) struct HostEntry<'a> {
+    pub(crate) alias: &'a str,
+    pub(crate) ip: Ipv4Addr,
     /// The host's public key line (`ssh-ed25519 AAAA... comment`).
-    pub(super) host_key: String,
+    pub(crate) host_key: String,
 }
 
 /// Generates an ed25519 key pair at `path` (`path.pub` for the public half) and returns the
 /// public key line.
-pub(super) fn keygen(ssh_keygen: &Path, path: &Path, comment: &str) -> String {
+pub(crate) fn keygen(ssh_keygen: &Path, path: &Path, comment: &str) -> String {
     let mut cmd = Command::new(ssh_keygen);
     cmd.args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
         .arg(path);
@@ -93,7 +93,7 @@ pub(super) fn sshd_config(
 
 /// Writes `known_hosts` and the client `ssh` config into `dir`. Each host is reachable by its
 /// alias and by its address; host keys are pinned, so `StrictHostKeyChecking yes` holds.
-pub(super) fn write_client_files(
+pub(crate) fn write_client_files(
     dir: &Path,
     identity: PathBuf,
     hosts: &[HostEntry<'_>],
@@ -134,7 +134,7 @@ pub(super) fn write_client_files(
 }
 
 /// Writes a file, panicking with its path on failure.
-pub(super) fn write(path: &Path, contents: &str) {
+pub(crate) fn write(path: &Path, contents: &str) {
     std::fs::write(path, contents)
         .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
 }
