@@ -16,9 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     actor::service::ServiceCommand,
+    config::ServiceConfig,
     process_stats::ProcessSampler,
     ws_client::{ClientError, Connection},
-    ServiceConfig,
 };
 
 /// First reconnect delay.

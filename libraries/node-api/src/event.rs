@@ -188,7 +188,6 @@ impl EventStream {
                 inputs,
                 reason,
             },
-            other => Event::Error(format!("unsupported event {other:?}")),
         }
     }
 }
