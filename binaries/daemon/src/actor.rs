@@ -112,9 +112,17 @@ impl Daemon {
     ) -> Result<DataflowResult, DaemonError> {
         let id = spec.id;
         let (done_tx, done_rx) = oneshot::channel();
-        let dataflow = Dataflow::start(self.launch(), spec, logs, done_tx)?;
-        self.dataflows.insert(id, dataflow);
         let tasks = self.tasks.clone();
+        let dataflow = match Dataflow::start(self.launch(), spec, logs, done_tx) {
+            Ok(dataflow) => dataflow,
+            Err(e) => {
+                // Nothing was spawned: only the socket's accept loop runs.
+                tasks.shutdown(TASK_SHUTDOWN_GRACE).await;
+                let _ = std::fs::remove_file(&self.socket);
+                return Err(e);
+            }
+        };
+        self.dataflows.insert(id, dataflow);
         // The loop runs as a runtime task rather than on the caller's thread (often the
         // `block_on` thread): a connection task that wakes it, and the reply task it wakes in
         // turn, then run on the same worker thread (tokio's LIFO slot) instead of each message

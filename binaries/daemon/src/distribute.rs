@@ -253,7 +253,7 @@ async fn run_build(node: &NodeId, cmd: &str, dir: &Path, logs: &BuildLogs) -> Re
         let Some(pipe) = pipe else { continue };
         let tx = tx.clone();
         let what = format!("the build output of node `{node}`");
-        logs.tasks.spawn(what, async move {
+        logs.tasks.spawn_until_cancelled(what, async move {
             let mut lines = BufReader::new(pipe).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 if tx.send((stream, line)).is_err() {

@@ -21,6 +21,7 @@ use crate::{
 /// Everything the actor reacts to.
 #[derive(Debug)]
 pub(crate) enum Event {
+    /// A node connection registers (answered once accepted, or parked at the start barrier).
     Register {
         dataflow: Uuid,
         node: NodeId,
@@ -28,6 +29,7 @@ pub(crate) enum Event {
         protocol_version: u32,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// A node sent a message on one of its outputs.
     SendOutput {
         dataflow: Uuid,
         node: NodeId,
@@ -35,16 +37,19 @@ pub(crate) enum Event {
         metadata: Metadata,
         data: adora_message::DataRef,
     },
+    /// A node will not send on these outputs again.
     CloseOutputs {
         dataflow: Uuid,
         node: NodeId,
         outputs: Vec<DataId>,
     },
+    /// A node released shared samples it had received.
     DroppedSamples {
         dataflow: Uuid,
         node: NodeId,
         tokens: Vec<u64>,
     },
+    /// A node's events connection waits for its next events.
     NextEvents {
         dataflow: Uuid,
         node: NodeId,
@@ -52,43 +57,32 @@ pub(crate) enum Event {
         dropped: Vec<u64>,
         reply: Waiter,
     },
+    /// A node's drops connection waits for samples its receivers released.
     NextFreed {
         dataflow: Uuid,
         node: NodeId,
         reply: Waiter,
     },
-    ControlClosed {
-        dataflow: Uuid,
-        node: NodeId,
-    },
+    /// A node's control connection closed after its last frame was handled.
+    ControlClosed { dataflow: Uuid, node: NodeId },
     /// Several requests a node's control connection had already received, in order. Receivers
     /// are answered once the whole batch is routed.
-    Batch {
-        dataflow: Uuid,
-        events: Vec<Event>,
-    },
+    Batch { dataflow: Uuid, events: Vec<Event> },
+    /// A node process exited (its log readers drained or timed out).
     NodeExited {
         dataflow: Uuid,
         node: NodeId,
         status: std::io::Result<ExitStatus>,
         stderr_tail: Vec<String>,
     },
-    TimerTick {
-        dataflow: Uuid,
-        interval: Duration,
-    },
-    ConnectTimeout {
-        dataflow: Uuid,
-    },
-    Escalate {
-        dataflow: Uuid,
-        step: Escalation,
-    },
+    /// A timer input fired.
+    TimerTick { dataflow: Uuid, interval: Duration },
+    /// The time every node had to connect is over.
+    ConnectTimeout { dataflow: Uuid },
+    /// A stop grace expired: the next signal is due.
+    Escalate { dataflow: Uuid, step: Escalation },
     /// Start the next instance of a node whose restart policy brought it back.
-    RestartNode {
-        dataflow: Uuid,
-        node: NodeId,
-    },
+    RestartNode { dataflow: Uuid, node: NodeId },
     /// The daemon's Zenoh session opened (or could not).
     RemoteOpened(Result<Arc<RemoteDataPlane>, String>),
     /// A message from a node on another machine.

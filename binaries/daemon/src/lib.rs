@@ -44,6 +44,8 @@ pub use tasks::TASK_SHUTDOWN_GRACE;
 
 /// Runs one dataflow on this machine until every node has exited, or until `shutdown` is
 /// cancelled (then the nodes are stopped gracefully). Node logs go to `logs` as they are printed.
+/// Returns once every task of the daemon finished (or [`TASK_SHUTDOWN_GRACE`] passed, reporting
+/// the stragglers).
 pub async fn run_dataflow(
     config: DaemonConfig,
     spec: DataflowSpec,

@@ -152,7 +152,7 @@ pub(crate) fn spawn_node(
     ] {
         if let Some(pipe) = pipe {
             let what = format!("the {stream:?} of node `{node}` ({})", logs.dataflow);
-            tasks.spawn(what, read_lines(pipe, stream, line_tx.clone()));
+            tasks.spawn_until_cancelled(what, read_lines(pipe, stream, line_tx.clone()));
         }
     }
     drop(line_tx);

@@ -87,6 +87,21 @@ impl Tasks {
         )
     }
 
+    /// Like [`Tasks::spawn`], but the future is dropped when the daemon's tasks are cancelled
+    /// (for work nobody waits for after shutdown: builds, log pipes a grandchild holds open).
+    pub fn spawn_until_cancelled<F>(&self, what: impl Into<String>, future: F) -> JoinHandle<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let cancel = self.inner.cancel.clone();
+        self.spawn(what, async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                () = future => {}
+            }
+        })
+    }
+
     /// Runs blocking `work` on the blocking pool, owned by this tracker, inside a span named
     /// `what`.
     pub fn spawn_blocking<F, T>(&self, what: impl Into<String>, work: F) -> JoinHandle<T>
@@ -142,6 +157,20 @@ mod tests {
         .await
         .expect("shutdown is bounded by its grace");
         assert_eq!(stragglers, vec!["a stubborn task".to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn cancellable_tasks_end_with_the_cancellation() {
+        let tasks = Tasks::default();
+        let handle = tasks.spawn_until_cancelled("a build", std::future::pending());
+        let stragglers = tokio::time::timeout(
+            Duration::from_secs(5),
+            tasks.shutdown(Duration::from_secs(5)),
+        )
+        .await
+        .expect("in time");
+        assert!(stragglers.is_empty(), "{stragglers:?}");
+        assert!(handle.is_finished());
     }
 
     #[tokio::test]

@@ -119,7 +119,7 @@ impl Service {
             tasks: self.tasks.clone(),
         };
         self.tasks
-            .spawn(format!("preparing dataflow {dataflow}"), async move {
+            .spawn_until_cancelled(format!("preparing dataflow {dataflow}"), async move {
                 let result = distribute::prepare(&ctx, &spawn, &logs).await;
                 let _ = commands
                     .send(ServiceCommand::Prepared { dataflow, result })
@@ -166,14 +166,15 @@ impl Service {
             watched: self.watched.clone(),
             tasks: self.tasks.clone(),
         };
-        self.tasks.spawn(format!("build {build_id}"), async move {
-            let result = distribute::build(&ctx, &build, &logs).await;
-            let built = ServiceCommand::Built {
-                request,
-                build_id,
-                result,
-            };
-            let _ = commands.send(built).await;
-        });
+        self.tasks
+            .spawn_until_cancelled(format!("build {build_id}"), async move {
+                let result = distribute::build(&ctx, &build, &logs).await;
+                let built = ServiceCommand::Built {
+                    request,
+                    build_id,
+                    result,
+                };
+                let _ = commands.send(built).await;
+            });
     }
 }
