@@ -190,4 +190,36 @@ mod tests {
         .expect("in time");
         assert!(stragglers.is_empty());
     }
+
+    /// Every task is owned: outside tests, nothing in this crate calls `tokio::spawn` directly.
+    #[test]
+    fn no_task_is_spawned_outside_the_tracker() {
+        // `artifacts.rs` holds the artifact-store client, which moves to `adora-client`.
+        const EXEMPT: &[&str] = &["artifacts.rs"];
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut offenders = Vec::new();
+        let mut dirs = vec![src];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).expect("readable src") {
+                let path = entry.expect("entry").path();
+                let name = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if name.ends_with(".rs") && name != "tests.rs" && !EXEMPT.contains(&name) {
+                    let text = std::fs::read_to_string(&path).expect("readable file");
+                    let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+                    if code.contains("tokio::spawn(") || code.contains("tokio::task::spawn(") {
+                        offenders.push(path.display().to_string());
+                    }
+                }
+            }
+        }
+        assert!(
+            offenders.is_empty(),
+            "spawn through `Tasks` instead: {offenders:?}"
+        );
+    }
 }
