@@ -3,7 +3,7 @@
 
 use std::io::IsTerminal;
 
-use adora_daemon::{LogLine, LogStream};
+use adora_message::control::{LogStream, NodeLogLine};
 
 /// True when stdout is a terminal and `NO_COLOR` is unset.
 pub fn color_stdout() -> bool {
@@ -48,7 +48,7 @@ fn pad(text: &str, width: usize) -> String {
 }
 
 /// Prints a node's log line prefixed with its id: stdout lines on stdout, stderr lines on stderr.
-pub fn print_log_line(line: &LogLine, width: usize) {
+pub fn print_log_line(line: &NodeLogLine, width: usize) {
     let code = PALETTE[line.node.as_str().bytes().map(usize::from).sum::<usize>() % PALETTE.len()];
     let tag = pad(line.node.as_str(), width);
     match line.stream {

@@ -60,12 +60,6 @@ impl Coordinator {
                 reply(&tx, id, ControlReply::ShuttingDown { daemons: vec![] });
                 self.shutdown.cancel();
             }
-            other => error(
-                &tx,
-                id,
-                ErrorKind::InvalidRequest,
-                format!("unsupported request {other:?}"),
-            ),
         }
     }
 

@@ -14,7 +14,7 @@ use adora_message::{
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::{actor::service::ServiceCommand, process_stats::ProcessSampler, ServiceConfig};
+use crate::{actor::service::ServiceCommand, config::ServiceConfig, process_stats::ProcessSampler};
 
 /// First reconnect delay.
 pub const RECONNECT_MIN: Duration = Duration::from_millis(500);

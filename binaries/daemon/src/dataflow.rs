@@ -8,39 +8,35 @@ use std::{
 };
 
 use adora_core::NodeId;
-use adora_message::{node_to_daemon::Channel, NodeConfig};
+use adora_message::{
+    control::{DataflowOutcome, NodeLogLine, NodeResult},
+    node_to_daemon::Channel,
+};
 use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+mod launch;
+mod node_requests;
 mod remote_links;
 mod restarts;
-mod stats;
-
-pub(crate) use stats::NodeSnapshot;
-
-use remote_links::RemoteLinks;
+pub(crate) mod stats;
+mod timers;
 
 use crate::{
-    actor::Event,
+    config::{DaemonConfig, DataflowSpec},
+    event::{Escalation, Event},
+    remote::links::RemoteLinks,
     restart::RestartTracker,
+    result::DataflowResult,
     routing::Routing,
     spawn::{self, NodeCommand},
-    DaemonConfig, DaemonError, DataflowResult, DataflowSpec, LogLine, NodeOutcome,
+    tasks::Tasks,
 };
 
 /// How long a node's log readers may keep going after the process exited (a grandchild can hold
 /// the pipes open forever).
 pub const LOG_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The next step of a stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Escalation {
-    /// Stop grace expired: SIGTERM.
-    Terminate,
-    /// Kill grace expired: SIGKILL.
-    Kill,
-}
 
 #[derive(Default)]
 struct NodeRuntime {
@@ -69,8 +65,8 @@ pub(crate) struct Dataflow {
     barrier: Vec<(NodeId, oneshot::Sender<Result<(), String>>)>,
     started: bool,
     stopping: bool,
-    outcomes: BTreeMap<NodeId, NodeOutcome>,
-    logs: mpsc::UnboundedSender<LogLine>,
+    outcomes: BTreeMap<NodeId, NodeResult>,
+    logs: mpsc::UnboundedSender<NodeLogLine>,
     /// Cancels timers and scheduled escalations when the dataflow ends.
     cancel: CancellationToken,
     done: Option<oneshot::Sender<DataflowResult>>,
@@ -78,6 +74,20 @@ pub(crate) struct Dataflow {
     pub(crate) remote: RemoteLinks,
     /// The daemon's node socket (to start restarted nodes).
     socket: std::path::PathBuf,
+    /// The daemon's tasks: node watchers, log readers, timers and scheduled events.
+    tasks: Tasks,
+}
+
+/// What a dataflow needs from its daemon to start its nodes.
+pub(crate) struct Launch<'a> {
+    /// Supervision settings.
+    pub config: &'a DaemonConfig,
+    /// The node socket the nodes connect to.
+    pub socket: &'a std::path::Path,
+    /// The actor's event channel.
+    pub events: &'a mpsc::Sender<Event>,
+    /// The owner of the dataflow's tasks.
+    pub tasks: &'a Tasks,
 }
 
 /// Prefix of every shared-memory segment this daemon's part of a dataflow creates; the daemon
@@ -90,174 +100,6 @@ pub(crate) fn shm_prefix(id: uuid::Uuid) -> String {
 }
 
 impl Dataflow {
-    /// Checks every node, then spawns them all. Nothing is spawned if any node is invalid.
-    pub fn start(
-        config: &DaemonConfig,
-        socket: &std::path::Path,
-        spec: DataflowSpec,
-        logs: mpsc::UnboundedSender<LogLine>,
-        events: mpsc::Sender<Event>,
-        done: oneshot::Sender<DataflowResult>,
-    ) -> Result<Self, DaemonError> {
-        if let Some(key) = spec
-            .env
-            .keys()
-            .find(|k| adora_core::RESERVED_ENV_VARS.contains(&k.as_str()))
-        {
-            return Err(DaemonError::ReservedEnv(key.clone()));
-        }
-        let mut commands = BTreeMap::new();
-        let mut problems = Vec::new();
-        for node in spec
-            .descriptor
-            .nodes
-            .iter()
-            .filter(|n| spec.is_local(&n.id))
-        {
-            match spawn::resolve_command(node, &spec.working_dir) {
-                Ok(c) => {
-                    commands.insert(node.id.clone(), c);
-                }
-                Err(e) => problems.push(format!("node `{}`: {e}", node.id)),
-            }
-        }
-        if !problems.is_empty() {
-            return Err(DaemonError::InvalidNodes(problems));
-        }
-        std::fs::create_dir_all(&spec.log_dir).map_err(|source| DaemonError::Io {
-            what: format!("cannot create log directory {}", spec.log_dir.display()),
-            source,
-        })?;
-
-        let cancel = CancellationToken::new();
-        let mut dataflow = Dataflow {
-            routing: Routing::with_locality(&spec.descriptor, |n| spec.is_local(n)),
-            remote: RemoteLinks::plan(&spec),
-            nodes: BTreeMap::new(),
-            pending: spec
-                .descriptor
-                .nodes
-                .iter()
-                .filter(|n| spec.is_local(&n.id))
-                .map(|n| n.id.clone())
-                .collect(),
-            barrier: Vec::new(),
-            started: false,
-            stopping: false,
-            outcomes: BTreeMap::new(),
-            logs,
-            cancel,
-            done: Some(done),
-            socket: socket.to_owned(),
-            spec,
-        };
-        // Only the nodes placed on this daemon; inputs from nodes on other daemons arrive over
-        // Zenoh once the daemon's session is attached (`attach_remote`).
-        for (id, command) in &commands {
-            dataflow.spawn(id, command, socket, events.clone());
-        }
-        schedule(
-            &dataflow.cancel,
-            &events,
-            config.node_connect_timeout,
-            Event::ConnectTimeout {
-                dataflow: dataflow.spec.id,
-            },
-        );
-        Ok(dataflow)
-    }
-
-    fn node_env(
-        &self,
-        node: &adora_core::NodeSpec,
-        socket: &std::path::Path,
-    ) -> BTreeMap<String, String> {
-        let mut env: BTreeMap<String, String> = node
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_string()))
-            .collect();
-        env.extend(self.spec.env.clone());
-        let config = NodeConfig {
-            dataflow_id: self.spec.id,
-            node_id: node.id.clone(),
-            daemon_socket: socket.to_owned(),
-            inputs: node.inputs.keys().cloned().collect(),
-            outputs: node.outputs.clone(),
-            shm_prefix: format!("{}{}-", shm_prefix(self.spec.id), node.id),
-            daemon_pid: Some(std::process::id()),
-        };
-        let json =
-            serde_json::to_string(&config).expect("NodeConfig serializes: plain strings and ids");
-        env.insert(adora_core::NODE_CONFIG_ENV.into(), json);
-        env.insert("ADORA_DATAFLOW_ID".into(), self.spec.id.to_string());
-        env.insert("ADORA_NODE_ID".into(), node.id.to_string());
-        env
-    }
-
-    fn spawn(
-        &mut self,
-        id: &NodeId,
-        command: &NodeCommand,
-        socket: &std::path::Path,
-        events: mpsc::Sender<Event>,
-    ) {
-        let Some(spec) = self
-            .spec
-            .descriptor
-            .nodes
-            .iter()
-            .find(|n| &n.id == id)
-            .cloned()
-        else {
-            return;
-        };
-        let env = self.node_env(&spec, socket);
-        let log_file = self.spec.log_dir.join(format!("{id}.txt"));
-        let runtime = self.nodes.entry(id.clone()).or_default();
-        runtime.command = Some(command.clone());
-        runtime
-            .restart
-            .get_or_insert_with(|| RestartTracker::new(&spec));
-        match spawn::spawn_node(id, command, &env, &log_file, self.logs.clone()) {
-            Ok(spawned) => {
-                runtime.pid = Some(spawned.pid);
-                runtime.running = true;
-                let (dataflow, node) = (self.spec.id, id.clone());
-                tokio::spawn(async move {
-                    let mut child = spawned.child;
-                    let status = child.wait().await;
-                    let stderr_tail = tokio::time::timeout(LOG_DRAIN_TIMEOUT, spawned.logs_done)
-                        .await
-                        .ok()
-                        .and_then(|r| r.ok())
-                        .unwrap_or_default();
-                    let _ = events
-                        .send(Event::NodeExited {
-                            dataflow,
-                            node,
-                            status,
-                            stderr_tail,
-                        })
-                        .await;
-                });
-            }
-            Err(e) => {
-                runtime.failure = Some(e.clone());
-                self.outcomes.insert(
-                    id.clone(),
-                    NodeOutcome::Failed {
-                        reason: e,
-                        stderr_tail: Vec::new(),
-                    },
-                );
-                self.pending.remove(id);
-                self.close_all_outputs(id);
-                self.routing.node_exited(id);
-            }
-        }
-    }
-
     /// The nodes this daemon spawned, and whether each is still running.
     pub fn node_states(&self) -> BTreeMap<NodeId, bool> {
         self.nodes
@@ -317,24 +159,7 @@ impl Dataflow {
             }
             let _ = waiter.send(Ok(()));
         }
-        for interval in self.routing.timer_intervals() {
-            let events = events.clone();
-            let (cancel, dataflow) = (self.cancel.clone(), self.spec.id);
-            tokio::spawn(async move {
-                let mut ticker = tokio::time::interval(interval);
-                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        _ = ticker.tick() => {
-                            if events.send(Event::TimerTick { dataflow, interval }).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
-        }
+        self.spawn_timers(events);
     }
 
     /// The connect timeout expired: nodes that never connected fail, the rest is stopped.
@@ -382,8 +207,7 @@ impl Dataflow {
         self.stopping = true;
         self.routing.stop_all();
         self.cancel_restarts(events);
-        schedule(
-            &self.cancel,
+        self.schedule(
             events,
             config.stop_grace,
             Event::Escalate {
@@ -411,8 +235,7 @@ impl Dataflow {
             }
         }
         if step == Escalation::Terminate {
-            schedule(
-                &self.cancel,
+            self.schedule(
                 events,
                 config.kill_grace,
                 Event::Escalate {
@@ -445,7 +268,7 @@ impl Dataflow {
             Some(outcome) => outcome,
             None => return false, // a new instance comes after the restart delay
         };
-        if let NodeOutcome::Failed { reason, .. } = &outcome {
+        if let NodeResult::Failed { reason, .. } = &outcome {
             tracing::warn!("node `{node}` failed: {reason}");
         }
         self.outcomes.insert(node.clone(), outcome);
@@ -512,7 +335,9 @@ impl Dataflow {
             Err(e) => tracing::warn!("cannot clean up shared memory: {e}"),
         }
         let result = DataflowResult {
-            nodes: std::mem::take(&mut self.outcomes),
+            outcome: DataflowOutcome {
+                nodes: std::mem::take(&mut self.outcomes),
+            },
             counters: self.routing.counters(),
             restarts: self.restart_counts(),
         };
@@ -526,10 +351,10 @@ fn outcome(
     rt: &NodeRuntime,
     status: std::io::Result<ExitStatus>,
     stderr_tail: Vec<String>,
-) -> NodeOutcome {
+) -> NodeResult {
     use std::os::unix::process::ExitStatusExt;
     if let Some(reason) = &rt.failure {
-        return NodeOutcome::Failed {
+        return NodeResult::Failed {
             reason: reason.clone(),
             stderr_tail,
         };
@@ -537,49 +362,33 @@ fn outcome(
     let status = match status {
         Ok(s) => s,
         Err(e) => {
-            return NodeOutcome::Failed {
+            return NodeResult::Failed {
                 reason: format!("cannot wait for the process: {e}"),
                 stderr_tail,
             }
         }
     };
     if status.success() {
-        return NodeOutcome::Finished;
+        return NodeResult::Finished;
     }
     let by_signal = status.signal().and_then(|s| Signal::try_from(s).ok());
     match (by_signal, rt.terminated_by) {
         (Some(sig), Some(sent)) if sig == sent || sig == Signal::SIGKILL => {
-            NodeOutcome::Terminated {
+            NodeResult::Terminated {
                 signal: sig.to_string(),
             }
         }
         // A node that exits non-zero because of our SIGTERM (common for handlers) is terminated too.
-        (None, Some(_)) => NodeOutcome::Terminated {
+        (None, Some(_)) => NodeResult::Terminated {
             signal: Signal::SIGTERM.to_string(),
         },
-        (Some(sig), _) => NodeOutcome::Failed {
+        (Some(sig), _) => NodeResult::Failed {
             reason: format!("killed by signal {sig}"),
             stderr_tail,
         },
-        (None, None) => NodeOutcome::Failed {
+        (None, None) => NodeResult::Failed {
             reason: format!("exit status {}", status.code().unwrap_or(-1)),
             stderr_tail,
         },
     }
-}
-
-/// Sends `event` to the actor after `delay`, unless `cancel` fires first.
-fn schedule(
-    cancel: &CancellationToken,
-    events: &mpsc::Sender<Event>,
-    delay: Duration,
-    event: Event,
-) {
-    let (cancel, events) = (cancel.clone(), events.clone());
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = cancel.cancelled() => {}
-            _ = tokio::time::sleep(delay) => { let _ = events.send(event).await; }
-        }
-    });
 }

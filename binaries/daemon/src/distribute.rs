@@ -31,7 +31,7 @@ use adora_message::{
 use tokio::io::{AsyncBufReadExt, BufReader};
 use uuid::Uuid;
 
-use crate::actor::service::Reports;
+use crate::{event::Reports, tasks::Tasks};
 
 /// Prefix of the log lines of a build.
 pub const BUILD_LOG_PREFIX: &str = "[build] ";
@@ -54,6 +54,8 @@ pub(crate) struct BuildLogs {
     pub dataflow: Uuid,
     pub reports: Reports,
     pub watched: Arc<Mutex<HashSet<Uuid>>>,
+    /// The daemon's tasks (the readers of a build's output run there).
+    pub tasks: Tasks,
 }
 
 impl BuildLogs {
@@ -127,7 +129,6 @@ pub(crate) async fn prepare(
             (_, Some(NodeArtifact::Uploaded { build_id, sha256 })) => {
                 fetch(ctx, spawn.id, node, *build_id, sha256).await.map(Some)
             }
-            (_, Some(other)) => Err(format!("unsupported artifact {other:?}")),
             (Distribute::Scp | Distribute::Http, None) => Err(
                 "no binary was distributed for it (start the dataflow with `adora start`, which copies or uploads it)"
                     .into(),
@@ -184,9 +185,10 @@ pub(crate) async fn build(
 }
 
 /// Removes what preparing `dataflow` downloaded here (its start failed or was abandoned).
-pub(crate) fn discard_downloads(ctx: &Context, dataflow: Uuid) {
+pub(crate) fn discard_downloads(ctx: &Context, dataflow: Uuid, tasks: &Tasks) {
     let dir = ctx.artifact_dir.join(dataflow.to_string());
-    tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+    let what = format!("removing the downloads of dataflow {dataflow}");
+    tasks.spawn_blocking(what, move || match std::fs::remove_dir_all(&dir) {
         Ok(()) => tracing::info!("removed the downloads of discarded dataflow {dataflow}"),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => tracing::warn!("cannot remove {}: {e}", dir.display()),
@@ -250,7 +252,8 @@ async fn run_build(node: &NodeId, cmd: &str, dir: &Path, logs: &BuildLogs) -> Re
     ] {
         let Some(pipe) = pipe else { continue };
         let tx = tx.clone();
-        tokio::spawn(async move {
+        let what = format!("the build output of node `{node}`");
+        logs.tasks.spawn_until_cancelled(what, async move {
             let mut lines = BufReader::new(pipe).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 if tx.send((stream, line)).is_err() {

@@ -12,10 +12,12 @@ use tokio::{
     net::{UnixListener, UnixStream},
     sync::{mpsc, oneshot},
 };
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::actor::{request_event, Event};
+use crate::{
+    event::{request_event, Event},
+    tasks::Tasks,
+};
 
 /// Read buffer of a node connection: a burst of small frames (e.g. a fast sender's outputs) is
 /// read with one system call instead of two per frame (length, then body).
@@ -26,18 +28,16 @@ const READ_BUFFER: usize = 64 * 1024;
 /// read instead of one per message, and its receivers get the messages in one reply.
 const MAX_CONTROL_BATCH: usize = 32;
 
-pub(crate) async fn accept_loop(
-    listener: UnixListener,
-    events: mpsc::Sender<Event>,
-    cancel: CancellationToken,
-) {
+/// Accepts node connections until the daemon's tasks are cancelled; one task per connection.
+pub(crate) async fn accept_loop(listener: UnixListener, events: mpsc::Sender<Event>, tasks: Tasks) {
+    let cancel = tasks.cancel_token().clone();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let (events, cancel) = (events.clone(), cancel.clone());
-                    tokio::spawn(async move {
+                    tasks.spawn("a node connection", async move {
                         tokio::select! {
                             _ = cancel.cancelled() => {}
                             r = handle_connection(stream, events) => if let Err(e) = r {

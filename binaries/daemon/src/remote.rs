@@ -24,6 +24,8 @@ use zenoh::{
     Wait,
 };
 
+use crate::tasks::Tasks;
+
 /// Queue of outgoing messages per published output; when the link stalls and it fills up, new
 /// messages are dropped (and counted) instead of blocking the daemon.
 pub const PUBLISH_QUEUE: usize = 256;
@@ -148,11 +150,13 @@ pub(crate) struct RemoteDataPlane {
     receive_budget: ByteBudget,
     /// Shared by every publisher of this daemon.
     pub publish_budget: ByteBudget,
+    /// The daemon's tasks: publishers and subscribers run there.
+    tasks: Tasks,
 }
 
 impl RemoteDataPlane {
     /// Opens the session listening on `listen` (a concrete `tcp/ip:port`) and connecting to `peers`.
-    pub async fn open(listen: &str, peers: &[String]) -> Result<Self, RemoteError> {
+    pub async fn open(listen: &str, peers: &[String], tasks: Tasks) -> Result<Self, RemoteError> {
         let mut config = zenoh::Config::default();
         let json = |v: &[String]| serde_json::to_string(v).expect("a list of strings serializes");
         for (key, value) in [
@@ -172,6 +176,7 @@ impl RemoteDataPlane {
             listen: listen.to_owned(),
             receive_budget: ByteBudget::new(RECEIVE_BUDGET),
             publish_budget: ByteBudget::new(PUBLISH_BUDGET),
+            tasks,
         })
     }
 
@@ -188,7 +193,8 @@ impl RemoteDataPlane {
     ) {
         let key = output_key(dataflow, node, output);
         let plane = self.clone();
-        tokio::spawn(async move {
+        let what = format!("publishing {key}");
+        self.tasks.spawn(what, async move {
             let publisher = match plane
                 .session
                 .declare_publisher(key.clone())
@@ -237,7 +243,8 @@ impl RemoteDataPlane {
         let key = output_key(dataflow, node, output);
         let plane = self.clone();
         let (node, output) = (node.clone(), output.clone());
-        SubscriptionGuard(tokio::spawn(async move {
+        let what = format!("the subscription to {key}");
+        SubscriptionGuard(self.tasks.spawn(what, async move {
             let subscriber = match plane.session.declare_subscriber(key.clone()).await {
                 Ok(s) => s,
                 Err(e) => {
@@ -294,6 +301,8 @@ impl Drop for SubscriptionGuard {
         self.0.abort();
     }
 }
+
+pub(crate) mod links;
 
 #[cfg(test)]
 mod tests;

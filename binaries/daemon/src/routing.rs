@@ -17,7 +17,6 @@ use adora_message::{
 use tokio::sync::oneshot;
 
 use crate::queue::{InputQueue, Queued};
-use samples::SampleState;
 
 /// Reply slot of a pending `NextEvents` request, or of a drops connection waiting for released
 /// samples to push.
@@ -87,6 +86,15 @@ pub struct NodeCounters {
 }
 
 /// Routing state of one dataflow.
+/// A shared-memory sample in flight: who owns it and how many receivers still hold it.
+struct SampleState {
+    pub owner: NodeId,
+    pub os_id: String,
+    pub refs: usize,
+    /// The instance that sent it is gone (restarted): unlink on release instead of recycling.
+    pub orphaned: bool,
+}
+
 pub(crate) struct Routing {
     nodes: BTreeMap<NodeId, NodeRouting>,
     timers: BTreeMap<std::time::Duration, Receivers>,

@@ -8,13 +8,15 @@ use std::{
 };
 
 use adora_core::{descriptor::NodeSpec, NodeId};
+use adora_message::control::{LogStream, NodeLogLine};
 use tokio::{
     io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader},
     process::{Child, Command},
     sync::mpsc,
 };
+use uuid::Uuid;
 
-use crate::{LogLine, LogStream};
+use crate::tasks::Tasks;
 
 /// Number of stderr lines kept per node to explain a failure.
 pub const STDERR_TAIL_LINES: usize = 10;
@@ -92,6 +94,16 @@ fn which(name: &str) -> Option<PathBuf> {
     })
 }
 
+/// Where a node's output goes: its log file and the dataflow's live log lines.
+pub(crate) struct LogSink {
+    /// The node's dataflow.
+    pub dataflow: Uuid,
+    /// `<log dir>/<node>.txt`, created with the first line.
+    pub file: PathBuf,
+    /// Every line as it is printed.
+    pub lines: mpsc::UnboundedSender<NodeLogLine>,
+}
+
 /// A spawned node process with its log readers running.
 pub(crate) struct SpawnedNode {
     pub child: Child,
@@ -109,8 +121,8 @@ pub(crate) fn spawn_node(
     node: &NodeId,
     command: &NodeCommand,
     env: &BTreeMap<String, String>,
-    log_file: &Path,
-    logs: mpsc::UnboundedSender<LogLine>,
+    logs: LogSink,
+    tasks: &Tasks,
 ) -> Result<SpawnedNode, String> {
     if let Err(e) = std::fs::create_dir_all(&command.working_dir) {
         return Err(format!(
@@ -133,47 +145,62 @@ pub(crate) fn spawn_node(
     let pid = child
         .id()
         .ok_or("process exited before its pid could be read")?;
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    let node = node.clone();
-    let log_file = log_file.to_owned();
-    let logs_done = tokio::spawn(async move {
-        let (line_tx, mut line_rx) = mpsc::unbounded_channel();
-        if let Some(out) = stdout {
-            tokio::spawn(read_lines(out, LogStream::Stdout, line_tx.clone()));
+    let (line_tx, line_rx) = mpsc::unbounded_channel();
+    for (pipe, stream) in [
+        (child.stdout.take().map(boxed), LogStream::Stdout),
+        (child.stderr.take().map(boxed), LogStream::Stderr),
+    ] {
+        if let Some(pipe) = pipe {
+            let what = format!("the {stream:?} of node `{node}` ({})", logs.dataflow);
+            tasks.spawn_until_cancelled(what, read_lines(pipe, stream, line_tx.clone()));
         }
-        if let Some(err) = stderr {
-            tokio::spawn(read_lines(err, LogStream::Stderr, line_tx.clone()));
-        }
-        drop(line_tx);
-        let mut file = LogFile::Unopened(log_file);
-        let mut tail = VecDeque::with_capacity(STDERR_TAIL_LINES);
-        while let Some((stream, line)) = line_rx.recv().await {
-            if let Some(f) = file.get().await {
-                let _ = f.write_all(format!("{line}\n").as_bytes()).await;
-            }
-            if stream == LogStream::Stderr {
-                if tail.len() == STDERR_TAIL_LINES {
-                    tail.pop_front();
-                }
-                tail.push_back(line.clone());
-            }
-            let _ = logs.send(LogLine {
-                node: node.clone(),
-                stream,
-                line,
-            });
-        }
-        if let LogFile::Open(mut f) = file {
-            let _ = f.flush().await;
-        }
-        tail.into_iter().collect()
-    });
+    }
+    drop(line_tx);
+    let what = format!("the log of node `{node}` ({})", logs.dataflow);
+    let logs_done = tasks.spawn(what, write_logs(node.clone(), line_rx, logs));
     Ok(SpawnedNode {
         child,
         pid,
         logs_done,
     })
+}
+
+type Pipe = Box<dyn AsyncRead + Send + Unpin>;
+
+fn boxed(pipe: impl AsyncRead + Send + Unpin + 'static) -> Pipe {
+    Box::new(pipe)
+}
+
+/// Writes a node's lines to its log file and the live log; returns the last stderr lines once
+/// both pipes closed.
+async fn write_logs(
+    node: NodeId,
+    mut lines: mpsc::UnboundedReceiver<(LogStream, String)>,
+    logs: LogSink,
+) -> Vec<String> {
+    let mut file = LogFile::Unopened(logs.file);
+    let mut tail = VecDeque::with_capacity(STDERR_TAIL_LINES);
+    while let Some((stream, line)) = lines.recv().await {
+        if let Some(f) = file.get().await {
+            let _ = f.write_all(format!("{line}\n").as_bytes()).await;
+        }
+        if stream == LogStream::Stderr {
+            if tail.len() == STDERR_TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(line.clone());
+        }
+        let _ = logs.lines.send(NodeLogLine {
+            dataflow: logs.dataflow,
+            node: node.clone(),
+            stream,
+            line,
+        });
+    }
+    if let LogFile::Open(mut f) = file {
+        let _ = f.flush().await;
+    }
+    tail.into_iter().collect()
 }
 
 /// A node's log file, created with the node's first line: a silent node costs no file (creating

@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 /// A request of a CLI client. Each is sent in an [`Envelope`](crate::envelope::Envelope) whose
 /// id the replies carry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub enum ControlRequest {
     /// Place and spawn a dataflow.
     Start(StartDataflow),

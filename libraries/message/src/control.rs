@@ -13,7 +13,6 @@ pub type Labels = BTreeMap<String, String>;
 /// Lifecycle of a dataflow as the coordinator sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-#[non_exhaustive]
 pub enum DataflowStatus {
     /// Its daemons are building or fetching binaries; nothing of it runs yet.
     Preparing,
@@ -48,7 +47,6 @@ impl std::fmt::Display for DataflowStatus {
 
 /// How one node ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub enum NodeResult {
     /// Exited with status 0.
     Finished,
@@ -66,6 +64,13 @@ pub enum NodeResult {
     },
 }
 
+impl NodeResult {
+    /// True for [`NodeResult::Failed`].
+    pub fn is_failure(&self) -> bool {
+        matches!(self, NodeResult::Failed { .. })
+    }
+}
+
 /// The result of a whole dataflow: every node's [`NodeResult`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataflowOutcome {
@@ -74,12 +79,36 @@ pub struct DataflowOutcome {
 }
 
 impl DataflowOutcome {
+    /// Nodes that failed, with their result.
+    pub fn failures(&self) -> impl Iterator<Item = (&NodeId, &NodeResult)> {
+        self.nodes.iter().filter(|(_, r)| r.is_failure())
+    }
+
     /// True when no node failed.
     pub fn is_success(&self) -> bool {
-        !self
-            .nodes
-            .values()
-            .any(|r| matches!(r, NodeResult::Failed { .. }))
+        self.failures().next().is_none()
+    }
+}
+
+/// Every failed node with its reason and the last lines of its stderr, one block per node.
+impl std::fmt::Display for DataflowOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (node, result) in self.failures() {
+            if let NodeResult::Failed {
+                reason,
+                stderr_tail,
+            } = result
+            {
+                writeln!(f, "node `{node}` failed: {reason}")?;
+                if !stderr_tail.is_empty() {
+                    writeln!(f, "  last lines of its stderr:")?;
+                    for line in stderr_tail {
+                        writeln!(f, "    {line}")?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -124,7 +153,6 @@ pub struct RunningDataflow {
 /// What kind of error a request ran into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-#[non_exhaustive]
 pub enum ErrorKind {
     /// No dataflow with that name or uuid.
     NotFound,

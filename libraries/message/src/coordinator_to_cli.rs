@@ -13,7 +13,6 @@ use crate::{
 
 /// A message of the coordinator to a CLI client, in an envelope carrying the request's id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub enum ControlReply {
     /// The dataflow was placed and spawned on every daemon.
     Started {

@@ -9,7 +9,6 @@ use uuid::Uuid;
 /// A coordinator command; the daemon's reply carries the same envelope id. Commands are
 /// idempotent per dataflow id, so a retry after a reconnect is answered, not executed twice.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub enum DaemonCommand {
     /// Liveness.
     Heartbeat,

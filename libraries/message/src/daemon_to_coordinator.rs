@@ -13,7 +13,6 @@ use crate::{
 
 /// A daemon's message. Replies carry the id of the coordinator's command.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub enum DaemonMessage {
     /// First message after the handshake (and after every reconnect).
     Register(DaemonRegistration),

@@ -31,7 +31,6 @@ pub struct RemoteHeader {
 
 /// The meaning of a cross-machine sample.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub enum RemoteKind {
     /// A message; the Zenoh payload holds its bytes.
     Data {

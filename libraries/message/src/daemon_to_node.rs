@@ -9,7 +9,6 @@ use crate::common::{DataRef, Metadata};
 
 /// A reply from the daemon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub enum DaemonReply {
     /// Answer to `Register`: `Err` carries a human-readable reason.
     Registered(Result<(), String>),
@@ -28,7 +27,6 @@ pub enum DaemonReply {
 
 /// An event delivered to a node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub enum NodeEvent {
     /// A message arrived on an input.
     Input {

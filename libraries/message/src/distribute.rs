@@ -24,7 +24,6 @@ pub fn artifact_path(build_id: Uuid, node: &str) -> String {
 /// The binary of one node, distributed by the CLI instead of built by the daemon.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-#[non_exhaustive]
 pub enum NodeArtifact {
     /// `distribute: scp`: the CLI copied the binary to this absolute path on the node's machine.
     Copied {

@@ -52,7 +52,6 @@ impl Hello {
 
 /// The server's answer to [`Hello`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub enum HandshakeReply {
     /// The connection is accepted.
     Welcome {

@@ -24,7 +24,6 @@ pub enum Channel {
 
 /// A request from a node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub enum NodeRequest {
     /// First message on every connection. Answered by `DaemonReply::Registered`.
     Register {

@@ -13,7 +13,6 @@ use uuid::Uuid;
 /// Where a node is in its life, as its daemon sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-#[non_exhaustive]
 pub enum NodeStatus {
     /// Spawned, not yet connected to its daemon (waiting at the start barrier).
     Starting,

@@ -6,9 +6,13 @@ use std::{
     sync::Arc,
 };
 
+use adora_message::Parameter;
 use adora_shm::{SampleMut, SharedSlice};
 
-use crate::node::DropReports;
+use crate::drops::DropReports;
+
+/// User parameters attached to a message.
+pub type MetadataParameters = std::collections::BTreeMap<String, Parameter>;
 
 /// A received payload. Dereferences to the bytes.
 ///

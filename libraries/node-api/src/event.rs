@@ -16,7 +16,7 @@ use adora_message::{
 };
 use adora_shm::{FileId, RegionCache, SharedSlice};
 
-use crate::{data::Data, node::DropReports};
+use crate::{data::Data, drops::DropReports};
 
 /// Read buffer of the events connection (a batch of inline events usually fits).
 const READ_BUFFER: usize = 64 * 1024;
@@ -188,7 +188,6 @@ impl EventStream {
                 inputs,
                 reason,
             },
-            other => Event::Error(format!("unsupported event {other:?}")),
         }
     }
 }

@@ -21,38 +21,14 @@
 //! copy on the way to the receivers.
 
 mod data;
+mod drops;
+mod error;
 mod event;
 mod node;
 
 pub use adora_core::{DataId, NodeId};
 pub use adora_message::{Metadata, Parameter};
-pub use data::{Data, Sample};
+pub use data::{Data, MetadataParameters, Sample};
+pub use error::NodeError;
 pub use event::{Event, EventStream};
 pub use node::AdoraNode;
-
-/// User parameters attached to a message.
-pub type MetadataParameters = std::collections::BTreeMap<String, Parameter>;
-
-/// Errors of the node API.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum NodeError {
-    /// `ADORA_NODE_CONFIG` is missing or invalid: the node was not started by an Adora daemon.
-    #[error("{0} (is this node running under `adora run` or a daemon?)")]
-    Config(String),
-    /// Talking to the daemon failed.
-    #[error("connection to the daemon failed: {0}")]
-    Daemon(#[from] adora_message::codec::CodecError),
-    /// The daemon refused the registration.
-    #[error("the daemon refused the node: {0}")]
-    Refused(String),
-    /// The output is not declared in the dataflow.
-    #[error("output `{0}` is not declared in the dataflow for this node")]
-    UnknownOutput(DataId),
-    /// Shared memory failed.
-    #[error("shared memory: {0}")]
-    Shm(#[from] adora_shm::Error),
-    /// The daemon answered with an unexpected message.
-    #[error("protocol error: {0}")]
-    Protocol(String),
-}

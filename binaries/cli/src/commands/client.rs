@@ -217,14 +217,5 @@ impl Client {
 
 /// Prints a node log line from the coordinator like `adora run` does.
 pub fn print_line(line: adora_message::control::NodeLogLine, width: usize) {
-    use adora_message::control::LogStream;
-    let line = adora_daemon::LogLine {
-        node: line.node,
-        stream: match line.stream {
-            LogStream::Stdout => adora_daemon::LogStream::Stdout,
-            LogStream::Stderr => adora_daemon::LogStream::Stderr,
-        },
-        line: line.line,
-    };
     crate::output::print_log_line(&line, width);
 }

@@ -2,7 +2,8 @@
 
 use std::{collections::BTreeMap, path::PathBuf, process::ExitCode, time::Duration};
 
-use adora_daemon::{DaemonConfig, DataflowSpec, NodeOutcome};
+use adora_daemon::{DaemonConfig, DataflowSpec};
+use adora_message::control::NodeResult;
 use anyhow::Context;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -91,8 +92,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let _ = std::fs::remove_dir_all(&run_dir);
     let result = result.context("the dataflow could not run")?;
 
-    for (node, outcome) in &result.nodes {
-        if let NodeOutcome::Terminated { signal } = outcome {
+    for (node, outcome) in &result.outcome.nodes {
+        if let NodeResult::Terminated { signal } = outcome {
             eprintln!("warning: node `{node}` did not exit after Stop within {} and was terminated with {signal}", humantime::format_duration(args.grace));
         }
     }

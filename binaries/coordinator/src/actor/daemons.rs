@@ -226,7 +226,6 @@ impl Coordinator {
                 }
             }
             DaemonMessage::Logs { lines } => self.logs_answered(envelope.id, lines),
-            other => tracing::debug!("ignoring unexpected daemon message {other:?}"),
         }
     }
 }

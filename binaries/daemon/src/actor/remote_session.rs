@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::{Daemon, Event, RemoteState};
-use crate::remote::RemoteDataPlane;
+use super::{Daemon, RemoteState};
+use crate::{event::Event, remote::RemoteDataPlane};
 
 impl Daemon {
     /// Enables the cross-machine data plane: the session listens on `listen` once peers are known.
@@ -26,10 +26,10 @@ impl Daemon {
             RemoteState::Opening | RemoteState::Open(_) => return,
         };
         self.remote = RemoteState::Opening;
-        let events = self.events_tx.clone();
+        let (events, tasks) = (self.events_tx.clone(), self.tasks.clone());
         tracing::info!("opening the Zenoh session on {listen}, peers: {endpoints:?}");
-        tokio::spawn(async move {
-            let result = RemoteDataPlane::open(&listen, &endpoints)
+        self.tasks.spawn("opening the Zenoh session", async move {
+            let result = RemoteDataPlane::open(&listen, &endpoints, tasks)
                 .await
                 .map(Arc::new)
                 .map_err(|e| format!("cannot open the Zenoh session on {listen}: {e}"));

@@ -10,8 +10,8 @@ use std::{
 
 use adora_core::NodeId;
 use adora_message::{
-    control::{self, NodeLogLine, NodeResult, RunningDataflow},
-    coordinator_to_daemon::{BuildNodes, DaemonCommand, SpawnDataflow},
+    control::{self, NodeLogLine, RunningDataflow},
+    coordinator_to_daemon::{DaemonCommand, SpawnDataflow},
     daemon_to_coordinator::DaemonMessage,
     envelope::Envelope,
 };
@@ -19,10 +19,16 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+mod prepare;
+
 use super::Daemon;
 use crate::{
-    dataflow::{Dataflow, NodeSnapshot},
-    DataflowResult, DataflowSpec, LogLine, LogStream, NodeOutcome,
+    config::DataflowSpec,
+    dataflow::{stats::NodeSnapshot, Dataflow},
+    distribute,
+    event::Reports,
+    result::DataflowResult,
+    tasks::Tasks,
 };
 
 /// After shutdown was requested, the longest the daemon waits for its nodes on top of the stop
@@ -74,9 +80,6 @@ enum AfterPrepare {
     Discard,
 }
 
-/// Outgoing messages to the coordinator (queued while disconnected).
-pub(crate) type Reports = mpsc::UnboundedSender<Envelope<DaemonMessage>>;
-
 /// Service-only state of the actor.
 pub(crate) struct Service {
     pub reports: Reports,
@@ -86,20 +89,24 @@ pub(crate) struct Service {
     /// Dataflows whose log lines are forwarded as they are printed.
     watched: Arc<Mutex<HashSet<Uuid>>>,
     /// Builds and downloads before spawning (`distribute`), with the way back to the actor.
-    pub(crate) distribution: Option<(crate::distribute::Context, mpsc::Sender<ServiceCommand>)>,
+    pub(crate) distribution: Option<(distribute::Context, mpsc::Sender<ServiceCommand>)>,
     /// Dataflows being prepared (a retried command is not prepared twice), and what then.
     preparing: HashMap<Uuid, AfterPrepare>,
     /// Prepared dataflows waiting for their `Spawn`: per node, the executable to run.
     prepared: HashMap<Uuid, BTreeMap<NodeId, PathBuf>>,
     /// Builds (`adora build`) running here.
     building: HashSet<Uuid>,
+    /// The daemon's tasks: log forwarding, builds, downloads.
+    tasks: Tasks,
 }
 
 impl Service {
-    pub fn new(reports: Reports, log_root: PathBuf) -> Self {
+    /// Service state reporting through `reports`, keeping node logs under `log_root`.
+    pub fn new(reports: Reports, log_root: PathBuf, tasks: Tasks) -> Self {
         Self {
             reports,
             log_root,
+            tasks,
             names: HashMap::new(),
             watched: Arc::default(),
             distribution: None,
@@ -107,6 +114,39 @@ impl Service {
             prepared: HashMap::new(),
             building: HashSet::new(),
         }
+    }
+
+    /// Forwards a dataflow's log lines to the coordinator while someone watches them.
+    fn forward_logs(&self, id: Uuid, mut logs: mpsc::UnboundedReceiver<NodeLogLine>) {
+        let (watched, reports) = (self.watched.clone(), self.reports.clone());
+        self.tasks
+            .spawn(format!("the logs of dataflow {id}"), async move {
+                while let Some(line) = logs.recv().await {
+                    let on = watched
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .contains(&id);
+                    if on {
+                        let _ = reports.send(Envelope::new(0, DaemonMessage::Log(line)));
+                    }
+                }
+            });
+    }
+
+    /// Reports `Finished` with every node's result when the dataflow ends here.
+    fn report_when_finished(&self, id: Uuid, done: oneshot::Receiver<DataflowResult>) {
+        let reports = self.reports.clone();
+        self.tasks
+            .spawn(format!("the end of dataflow {id}"), async move {
+                let result = done.await.unwrap_or_default();
+                tracing::info!("dataflow {id} ended on this daemon");
+                let nodes = result.outcome.nodes;
+                let finished = DaemonMessage::Finished {
+                    dataflow: id,
+                    nodes,
+                };
+                let _ = reports.send(Envelope::new(0, finished));
+            });
     }
 
     fn report(&self, id: u64, body: DaemonMessage) {
@@ -165,7 +205,7 @@ impl Daemon {
                 Some(event) = self.events_rx.recv() => self.handle(event),
             }
         }
-        self.cancel.cancel();
+        self.tasks.cancel_token().cancel();
         if let super::RemoteState::Open(plane) = &self.remote {
             plane.close();
         }
@@ -175,22 +215,7 @@ impl Daemon {
     fn handle_service(&mut self, command: ServiceCommand, service: &mut Service) {
         match command {
             ServiceCommand::Report(reply) => {
-                let report = self
-                    .dataflows
-                    .iter()
-                    .map(|(id, df)| RunningDataflow {
-                        id: *id,
-                        name: service
-                            .names
-                            .get(id)
-                            .map(|n| n.0.clone())
-                            .unwrap_or_default(),
-                        descriptor: df.spec.descriptor.clone(),
-                        working_dir: df.spec.working_dir.clone(),
-                        nodes: df.node_states(),
-                    })
-                    .collect();
-                let _ = reply.send(report);
+                let _ = reply.send(self.running_dataflows(service));
             }
             ServiceCommand::NodeSnapshots(reply) => {
                 let snapshots = self
@@ -219,38 +244,63 @@ impl Daemon {
                 service.watch(build_id, false);
                 service.report(request, DaemonMessage::Built { build_id, result });
             }
-            ServiceCommand::FromCoordinator(Envelope { id, body }) => match body {
-                DaemonCommand::Heartbeat => {}
-                DaemonCommand::Prepare(spawn) => prepare(id, spawn, service),
-                DaemonCommand::Spawn(spawn) => self.spawn_command(id, spawn, service),
-                DaemonCommand::Discard { dataflow } => discard(dataflow, service),
-                DaemonCommand::Build(build) => start_build(id, build, service),
-                DaemonCommand::Stop { dataflow, grace } => {
-                    if let Some(df) = self.dataflows.get_mut(&dataflow) {
-                        let mut config = self.config.clone();
-                        if let Some(grace) = grace {
-                            config.stop_grace = grace;
-                        }
-                        df.stop(&self.events_tx, &config);
+            ServiceCommand::FromCoordinator(Envelope { id, body }) => {
+                self.handle_command(id, body, service)
+            }
+        }
+    }
+
+    /// The status report: every dataflow running here.
+    fn running_dataflows(&self, service: &Service) -> Vec<RunningDataflow> {
+        self.dataflows
+            .iter()
+            .map(|(id, df)| RunningDataflow {
+                id: *id,
+                name: service
+                    .names
+                    .get(id)
+                    .map(|n| n.0.clone())
+                    .unwrap_or_default(),
+                descriptor: df.spec.descriptor.clone(),
+                working_dir: df.spec.working_dir.clone(),
+                nodes: df.node_states(),
+            })
+            .collect()
+    }
+
+    /// One command of the coordinator (`id` is its envelope id, echoed by the answer).
+    fn handle_command(&mut self, id: u64, command: DaemonCommand, service: &mut Service) {
+        match command {
+            DaemonCommand::Heartbeat => {}
+            DaemonCommand::Prepare(spawn) => service.prepare(id, spawn),
+            DaemonCommand::Spawn(spawn) => self.spawn_command(id, spawn, service),
+            DaemonCommand::Discard { dataflow } => service.discard(dataflow),
+            DaemonCommand::Build(build) => service.start_build(id, build),
+            DaemonCommand::Stop { dataflow, grace } => {
+                if let Some(df) = self.dataflows.get_mut(&dataflow) {
+                    let mut config = self.config.clone();
+                    if let Some(grace) = grace {
+                        config.stop_grace = grace;
                     }
+                    df.stop(&self.events_tx, &config);
                 }
-                DaemonCommand::WatchLogs { dataflow, watch } => service.watch(dataflow, watch),
-                DaemonCommand::Shutdown => {} // handled in `run_service`
-                DaemonCommand::Peers { endpoints } => self.handle_peers(endpoints),
-                DaemonCommand::ReadLogs {
-                    dataflow,
-                    node,
-                    tail,
-                } => {
-                    let dir = service.log_root.join(dataflow.to_string());
-                    let reports = service.reports.clone();
-                    tokio::task::spawn_blocking(move || {
-                        let lines = read_logs(&dir, dataflow, node.as_ref(), tail);
-                        let _ = reports.send(Envelope::new(id, DaemonMessage::Logs { lines }));
-                    });
-                }
-                other => tracing::warn!("ignoring unsupported coordinator command {other:?}"),
-            },
+            }
+            DaemonCommand::WatchLogs { dataflow, watch } => service.watch(dataflow, watch),
+            DaemonCommand::Shutdown => {} // handled in `run_service`
+            DaemonCommand::Peers { endpoints } => self.handle_peers(endpoints),
+            DaemonCommand::ReadLogs {
+                dataflow,
+                node,
+                tail,
+            } => {
+                let dir = service.log_root.join(dataflow.to_string());
+                let reports = service.reports.clone();
+                let what = format!("reading the logs of dataflow {dataflow}");
+                service.tasks.spawn_blocking(what, move || {
+                    let lines = read_logs(&dir, dataflow, node.as_ref(), tail);
+                    let _ = reports.send(Envelope::new(id, DaemonMessage::Logs { lines }));
+                });
+            }
         }
     }
 
@@ -273,237 +323,19 @@ impl Daemon {
             log_dir: service.log_root.join(id.to_string()),
             local_nodes: Some(spawn.nodes),
         };
-        let (logs_tx, mut logs_rx) = mpsc::unbounded_channel::<LogLine>();
+        let (logs_tx, logs_rx) = mpsc::unbounded_channel::<NodeLogLine>();
         let (done_tx, done_rx) = oneshot::channel();
-        let dataflow = Dataflow::start(
-            &self.config,
-            &self.socket,
-            spec,
-            logs_tx,
-            self.events_tx.clone(),
-            done_tx,
-        )
-        .map_err(|e| e.to_string())?;
+        let dataflow =
+            Dataflow::start(self.launch(), spec, logs_tx, done_tx).map_err(|e| e.to_string())?;
         tracing::info!("started dataflow `{}` ({id})", spawn.name);
         self.dataflows.insert(id, dataflow);
         self.attach_remote(id);
         service.names.insert(id, (spawn.name, spawn.working_dir));
 
-        let (watched, reports) = (service.watched.clone(), service.reports.clone());
-        tokio::spawn(async move {
-            while let Some(line) = logs_rx.recv().await {
-                let on = watched
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .contains(&id);
-                if on {
-                    let _ = reports.send(Envelope::new(0, DaemonMessage::Log(log_line(id, line))));
-                }
-            }
-        });
-        let reports = service.reports.clone();
-        tokio::spawn(async move {
-            let result = done_rx.await.unwrap_or_default();
-            tracing::info!("dataflow {id} ended on this daemon");
-            let nodes = node_results(result);
-            let _ = reports.send(Envelope::new(
-                0,
-                DaemonMessage::Finished {
-                    dataflow: id,
-                    nodes,
-                },
-            ));
-        });
+        service.forward_logs(id, logs_rx);
+        service.report_when_finished(id, done_rx);
         Ok(())
     }
-}
-
-impl Daemon {
-    /// `Spawn`: with what its `Prepare` left ready, else preparing first when needed.
-    fn spawn_command(&mut self, request: u64, mut spawn: SpawnDataflow, service: &mut Service) {
-        let dataflow = spawn.id;
-        if let Some(paths) = service.prepared.remove(&dataflow) {
-            crate::distribute::apply(&mut spawn, &paths);
-        } else if let Some(after) = service.preparing.get_mut(&dataflow) {
-            if !matches!(after, AfterPrepare::Discard) {
-                let spawn = Box::new(spawn);
-                *after = AfterPrepare::Spawn { request, spawn };
-            }
-            return;
-        } else if spawn.needs_preparation() && !service.names.contains_key(&dataflow) {
-            let spawn = Box::new(spawn.clone());
-            return start_preparing(
-                spawn.as_ref().clone(),
-                AfterPrepare::Spawn { request, spawn },
-                service,
-            );
-        }
-        let result = self.spawn_for_coordinator(spawn, service);
-        service.report(request, DaemonMessage::Spawned { dataflow, result });
-    }
-
-    /// A preparation finished: keep its result, spawn, or throw it away.
-    fn prepared(
-        &mut self,
-        dataflow: Uuid,
-        result: Result<BTreeMap<NodeId, PathBuf>, String>,
-        service: &mut Service,
-    ) {
-        let after = service
-            .preparing
-            .remove(&dataflow)
-            .unwrap_or(AfterPrepare::Discard);
-        let failed = result.is_err();
-        match after {
-            AfterPrepare::Keep { request } => {
-                let result = result.map(|paths| {
-                    service.prepared.insert(dataflow, paths);
-                });
-                service.report(request, DaemonMessage::Prepared { dataflow, result });
-            }
-            AfterPrepare::Spawn { request, mut spawn } => {
-                let result = result.and_then(|paths| {
-                    crate::distribute::apply(&mut spawn, &paths);
-                    self.spawn_for_coordinator(*spawn, service)
-                });
-                service.report(request, DaemonMessage::Spawned { dataflow, result });
-            }
-            AfterPrepare::Discard => {
-                tracing::info!("dataflow {dataflow} was discarded while being prepared");
-                discard_downloads(dataflow, service);
-            }
-        }
-        if failed {
-            discard_downloads(dataflow, service);
-        }
-    }
-}
-
-/// `Prepare`: builds and downloads on a task; answered with `Prepared` when done. Idempotent:
-/// a dataflow prepared, running or being prepared here is not prepared again.
-fn prepare(request: u64, spawn: SpawnDataflow, service: &mut Service) {
-    let dataflow = spawn.id;
-    if service.preparing.contains_key(&dataflow) {
-        return; // a retry: the first command's preparation answers
-    }
-    let ready = service.prepared.contains_key(&dataflow) || service.names.contains_key(&dataflow);
-    if ready || !spawn.needs_preparation() {
-        let result = Ok(());
-        return service.report(request, DaemonMessage::Prepared { dataflow, result });
-    }
-    start_preparing(spawn, AfterPrepare::Keep { request }, service);
-}
-
-/// Runs `crate::distribute::prepare` on a task; the actor gets `ServiceCommand::Prepared`.
-fn start_preparing(spawn: SpawnDataflow, after: AfterPrepare, service: &mut Service) {
-    let dataflow = spawn.id;
-    let Some((ctx, commands)) = service.distribution.clone() else {
-        let result = Err("this daemon cannot fetch or build binaries (not a service)".into());
-        let (request, body) = match after {
-            AfterPrepare::Keep { request } => {
-                (request, DaemonMessage::Prepared { dataflow, result })
-            }
-            AfterPrepare::Spawn { request, .. } => {
-                (request, DaemonMessage::Spawned { dataflow, result })
-            }
-            AfterPrepare::Discard => return,
-        };
-        return service.report(request, body);
-    };
-    service.preparing.insert(dataflow, after);
-    let logs = crate::distribute::BuildLogs {
-        dataflow,
-        reports: service.reports.clone(),
-        watched: service.watched.clone(),
-    };
-    tokio::spawn(async move {
-        let result = crate::distribute::prepare(&ctx, &spawn, &logs).await;
-        let _ = commands
-            .send(ServiceCommand::Prepared { dataflow, result })
-            .await;
-    });
-}
-
-/// `Discard`: forgets a prepared dataflow (removing its downloads), or marks one being
-/// prepared to be thrown away when done. A running dataflow is left alone (`Stop` is for it).
-fn discard(dataflow: Uuid, service: &mut Service) {
-    service.watch(dataflow, false);
-    if service.prepared.remove(&dataflow).is_some() {
-        tracing::info!("discarding prepared dataflow {dataflow}: its start failed");
-        discard_downloads(dataflow, service);
-    } else if let Some(after) = service.preparing.get_mut(&dataflow) {
-        *after = AfterPrepare::Discard;
-    }
-}
-
-fn discard_downloads(dataflow: Uuid, service: &Service) {
-    if service.names.contains_key(&dataflow) {
-        return; // running: its nodes use the downloads
-    }
-    if let Some((ctx, _)) = &service.distribution {
-        crate::distribute::discard_downloads(ctx, dataflow);
-    }
-}
-
-/// `Build` (`adora build`): runs the builds on a task, forwarding their output; answered with
-/// `Built`. A retried command while the build runs is answered by the first.
-fn start_build(request: u64, build: BuildNodes, service: &mut Service) {
-    let build_id = build.build_id;
-    let Some((ctx, commands)) = service.distribution.clone() else {
-        let result = Err("this daemon cannot build (not a service)".into());
-        return service.report(request, DaemonMessage::Built { build_id, result });
-    };
-    if !service.building.insert(build_id) {
-        return;
-    }
-    service.watch(build_id, true);
-    let logs = crate::distribute::BuildLogs {
-        dataflow: build_id,
-        reports: service.reports.clone(),
-        watched: service.watched.clone(),
-    };
-    tokio::spawn(async move {
-        let result = crate::distribute::build(&ctx, &build, &logs).await;
-        let built = ServiceCommand::Built {
-            request,
-            build_id,
-            result,
-        };
-        let _ = commands.send(built).await;
-    });
-}
-
-fn log_line(dataflow: Uuid, line: LogLine) -> NodeLogLine {
-    NodeLogLine {
-        dataflow,
-        node: line.node,
-        stream: match line.stream {
-            LogStream::Stdout => control::LogStream::Stdout,
-            LogStream::Stderr => control::LogStream::Stderr,
-        },
-        line: line.line,
-    }
-}
-
-fn node_results(result: DataflowResult) -> BTreeMap<NodeId, NodeResult> {
-    result
-        .nodes
-        .into_iter()
-        .map(|(node, outcome)| {
-            let r = match outcome {
-                NodeOutcome::Finished => NodeResult::Finished,
-                NodeOutcome::Terminated { signal } => NodeResult::Terminated { signal },
-                NodeOutcome::Failed {
-                    reason,
-                    stderr_tail,
-                } => NodeResult::Failed {
-                    reason,
-                    stderr_tail,
-                },
-            };
-            (node, r)
-        })
-        .collect()
 }
 
 /// Reads the stored log files of a dataflow (blocking; run off the runtime).

@@ -6,80 +6,21 @@
 //! 4 KiB and more are copied once, from the network buffer into a shared-memory sample of the
 //! daemon's own pool, and then delivered to local nodes like any local message.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    sync::Arc,
-};
+use std::sync::Arc;
 
-use adora_core::{descriptor::InputSource, DataId, NodeId, SHM_THRESHOLD};
+use adora_core::{DataId, NodeId, SHM_THRESHOLD};
 use adora_message::{daemon_to_daemon::RemoteKind, DataRef, Metadata, SegmentFile, SharedRef};
-use adora_shm::{FileId, RegionCache, SamplePool, SampleToken};
+use adora_shm::{FileId, SamplePool, SampleToken};
 use tokio::sync::mpsc;
 
 use super::{shm_prefix, Dataflow};
 use crate::{
-    actor::Event,
-    remote::{
-        ByteBudget, Outgoing, RemoteDataPlane, RemoteSample, SubscriptionGuard, PUBLISH_QUEUE,
-    },
-    DataflowSpec,
+    event::Event,
+    remote::{RemoteDataPlane, RemoteSample, PUBLISH_QUEUE},
 };
-
-type OutputKey = (NodeId, DataId);
 
 /// How often (in dropped messages) a full publish queue is reported again.
 const DROP_REPORT_EVERY: u64 = 1000;
-
-#[derive(Default)]
-pub(crate) struct RemoteLinks {
-    /// Local outputs read by nodes on other machines.
-    published: BTreeSet<OutputKey>,
-    /// Outputs of nodes on other machines read by local nodes.
-    subscribed: BTreeSet<OutputKey>,
-    /// Queues of the publisher tasks, once attached; dropped when the output closes.
-    queues: BTreeMap<OutputKey, mpsc::Sender<Outgoing>>,
-    /// The daemon's budget for bytes waiting to be published.
-    publish_budget: Option<ByteBudget>,
-    /// Published outputs no remote subscriber has matched yet (the start barrier waits).
-    pub unmatched: BTreeSet<OutputKey>,
-    subscriptions: Vec<SubscriptionGuard>,
-    attached: bool,
-    /// Copies of remote messages, delivered to local nodes through shared memory.
-    pool: Option<SamplePool>,
-    /// Mappings of local senders' samples, to read what is published.
-    regions: RegionCache,
-    dropped: u64,
-}
-
-impl RemoteLinks {
-    /// Which outputs cross machines, from the descriptor and the set of local nodes.
-    pub fn plan(spec: &DataflowSpec) -> Self {
-        let mut links = RemoteLinks::default();
-        for node in &spec.descriptor.nodes {
-            for input in node.inputs.values() {
-                let Ok(InputSource::Node { node: from, output }) = input.resolve() else {
-                    continue;
-                };
-                match (spec.is_local(&node.id), spec.is_local(&from)) {
-                    (true, false) => {
-                        links.subscribed.insert((from, output));
-                    }
-                    (false, true) => {
-                        links.published.insert((from, output));
-                    }
-                    _ => {}
-                }
-            }
-        }
-        links.unmatched = links.published.clone();
-        links
-    }
-
-    /// True when the dataflow has any cross-machine input or output here.
-    pub fn needed(&self) -> bool {
-        !self.published.is_empty() || !self.subscribed.is_empty()
-    }
-}
 
 impl Dataflow {
     /// Declares this dataflow's publishers and subscribers on the daemon's Zenoh session.
@@ -203,7 +144,8 @@ impl Dataflow {
                     .is_err();
                 if queue_closed {
                     let close = queue.clone();
-                    tokio::spawn(async move {
+                    let what = format!("closing the published `{node}/{output}`");
+                    self.tasks.spawn(what, async move {
                         let _ = close.send((RemoteKind::Closed, Vec::new(), None)).await;
                     });
                 }
@@ -237,7 +179,6 @@ impl Dataflow {
                 };
                 self.routing.send_output(&node, &output, metadata, data);
             }
-            other => tracing::warn!("ignoring unsupported remote message {other:?}"),
         }
     }
 
@@ -279,11 +220,5 @@ impl Dataflow {
                 pool.release(SampleToken(token));
             }
         }
-    }
-}
-
-impl From<RemoteSample> for Event {
-    fn from(sample: RemoteSample) -> Self {
-        Event::Remote(sample)
     }
 }

@@ -3,11 +3,11 @@
 use std::time::{Duration, Instant};
 
 use adora_core::{descriptor::RestartPolicy, NodeId};
-use adora_message::daemon_to_node::NodeEvent;
+use adora_message::{control::NodeResult, daemon_to_node::NodeEvent};
 use tokio::sync::mpsc;
 
-use super::{schedule, Dataflow};
-use crate::{actor::Event, restart::RestartDecision, NodeOutcome};
+use super::Dataflow;
+use crate::{event::Event, restart::RestartDecision};
 
 /// How long a restart waits for the old instance's control connection to drain.
 const DRAIN_RETRY: Duration = Duration::from_millis(50);
@@ -31,9 +31,9 @@ impl Dataflow {
     pub(super) fn restart_decision(
         &mut self,
         node: &NodeId,
-        outcome: NodeOutcome,
+        outcome: NodeResult,
         events: &mpsc::Sender<Event>,
-    ) -> Option<NodeOutcome> {
+    ) -> Option<NodeResult> {
         let stopping = self.stopping;
         let rt = self.nodes.get_mut(node)?;
         // A node that never connected is not restarted: it would only time out again.
@@ -47,17 +47,17 @@ impl Dataflow {
             RestartDecision::Stay => Some(outcome),
             RestartDecision::GiveUp { reason } => {
                 let outcome = match outcome {
-                    NodeOutcome::Failed {
+                    NodeResult::Failed {
                         reason: why,
                         stderr_tail,
-                    } => NodeOutcome::Failed {
+                    } => NodeResult::Failed {
                         reason: format!("{why}; not restarted again: {reason}"),
                         stderr_tail,
                     },
                     other => other,
                 };
                 let why = match &outcome {
-                    NodeOutcome::Failed { reason, .. } => reason.clone(),
+                    NodeResult::Failed { reason, .. } => reason.clone(),
                     _ => reason,
                 };
                 self.routing
@@ -70,7 +70,7 @@ impl Dataflow {
             }
             RestartDecision::Restart { after, attempt } => {
                 let how = match &outcome {
-                    NodeOutcome::Failed { reason, .. } => reason.clone(),
+                    NodeResult::Failed { reason, .. } => reason.clone(),
                     _ => "exited".into(),
                 };
                 tracing::warn!(
@@ -92,7 +92,7 @@ impl Dataflow {
                     dataflow: self.spec.id,
                     node: node.clone(),
                 };
-                schedule(&self.cancel, events, after, restart);
+                self.schedule(events, after, restart);
                 None
             }
         }
@@ -119,7 +119,7 @@ impl Dataflow {
                 dataflow: self.spec.id,
                 node: node.clone(),
             };
-            schedule(&self.cancel, events, DRAIN_RETRY, retry);
+            self.schedule(events, DRAIN_RETRY, retry);
             return false;
         }
         let Some(command) = rt.command.clone() else {
@@ -128,8 +128,7 @@ impl Dataflow {
         rt.restarting = false;
         rt.channels.clear();
         rt.terminated_by = None;
-        let socket = self.socket.clone();
-        self.spawn(node, &command, &socket, events.clone());
+        self.spawn(node, &command, events.clone());
         self.is_finished()
     }
 
@@ -146,7 +145,7 @@ impl Dataflow {
                 dataflow: self.spec.id,
                 node,
             };
-            schedule(&self.cancel, events, Duration::ZERO, event);
+            self.schedule(events, Duration::ZERO, event);
         }
     }
 

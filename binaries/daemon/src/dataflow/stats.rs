@@ -6,7 +6,7 @@ use adora_core::NodeId;
 use adora_message::stats::NodeStatus;
 
 use super::Dataflow;
-use crate::NodeOutcome;
+use adora_message::control::NodeResult;
 
 /// One local node of a dataflow, as the actor sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,7 +31,7 @@ impl Dataflow {
             .map(|(id, rt)| {
                 let outcome = self.outcomes.get(id);
                 let failed_reason = match outcome {
-                    Some(NodeOutcome::Failed { reason, .. }) => Some(reason.clone()),
+                    Some(NodeResult::Failed { reason, .. }) => Some(reason.clone()),
                     _ => None,
                 };
                 let status = if rt.running && self.pending.contains(id) {

@@ -35,9 +35,13 @@ fn resolve_listen_picks_a_free_port() {
 async fn messages_cross_between_two_daemons_in_order_up_to_64_mib() {
     let a_listen = resolve_listen("tcp/127.0.0.1:0").expect("port");
     let b_listen = resolve_listen("tcp/127.0.0.1:0").expect("port");
-    let a = Arc::new(RemoteDataPlane::open(&a_listen, &[]).await.expect("open a"));
+    let a = Arc::new(
+        RemoteDataPlane::open(&a_listen, &[], Tasks::default())
+            .await
+            .expect("open a"),
+    );
     let b = Arc::new(
-        RemoteDataPlane::open(&b_listen, std::slice::from_ref(&a_listen))
+        RemoteDataPlane::open(&b_listen, std::slice::from_ref(&a_listen), Tasks::default())
             .await
             .expect("open b"),
     );

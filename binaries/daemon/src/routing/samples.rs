@@ -11,14 +11,6 @@ use adora_message::{
 
 use super::{Routing, Waiter};
 
-pub(super) struct SampleState {
-    pub owner: NodeId,
-    pub os_id: String,
-    pub refs: usize,
-    /// The instance that sent it is gone (restarted): unlink on release instead of recycling.
-    pub orphaned: bool,
-}
-
 impl Routing {
     /// Takes the tokens of released samples owned by the daemon (see `daemon_freed`).
     pub fn take_daemon_freed(&mut self) -> Vec<u64> {

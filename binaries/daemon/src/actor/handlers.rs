@@ -1,0 +1,101 @@
+//! The actor's event handlers that need more than one dataflow method, and the two ways every
+//! handler reaches its dataflow: [`Daemon::with`] (look it up, act) and [`Daemon::settle`] (act,
+//! then end the dataflow when the handler says it is finished).
+
+use std::time::Duration;
+
+use adora_core::NodeId;
+use adora_message::{node_to_daemon::Channel, Metadata, NODE_PROTOCOL_VERSION};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::Daemon;
+use crate::{config::DaemonConfig, dataflow::Dataflow, event::Event};
+
+/// What a dataflow handler may use of the daemon besides the dataflow itself.
+pub(super) struct Env<'a> {
+    /// The actor's own event channel (for timers, watchers and escalations).
+    pub events: &'a mpsc::Sender<Event>,
+    /// The daemon's settings.
+    pub config: &'a DaemonConfig,
+}
+
+impl Daemon {
+    /// Runs `handler` on dataflow `id` if it runs here (events of a dataflow that already ended
+    /// are dropped, and with them any reply channel they carry).
+    pub(super) fn with(&mut self, id: Uuid, handler: impl FnOnce(&mut Dataflow, &Env<'_>)) {
+        self.try_with(id, handler);
+    }
+
+    fn try_with<R>(
+        &mut self,
+        id: Uuid,
+        handler: impl FnOnce(&mut Dataflow, &Env<'_>) -> R,
+    ) -> Option<R> {
+        let df = self.dataflows.get_mut(&id)?;
+        let env = Env {
+            events: &self.events_tx,
+            config: &self.config,
+        };
+        Some(handler(df, &env))
+    }
+
+    /// Runs `handler` on dataflow `id`; when it returns true (every node exited and every
+    /// control connection drained) the dataflow is removed and finished.
+    pub(super) fn settle(
+        &mut self,
+        id: Uuid,
+        handler: impl FnOnce(&mut Dataflow, &Env<'_>) -> bool,
+    ) {
+        if self.try_with(id, handler) == Some(true) {
+            if let Some(df) = self.dataflows.remove(&id) {
+                df.finish();
+            }
+        }
+    }
+
+    /// A node connection registers: checked against the protocol version, then handed to its
+    /// dataflow (a control connection waits at the start barrier).
+    pub(super) fn register(
+        &mut self,
+        dataflow: Uuid,
+        node: &NodeId,
+        channel: Channel,
+        protocol_version: u32,
+        reply: oneshot::Sender<Result<(), String>>,
+    ) {
+        if protocol_version != NODE_PROTOCOL_VERSION {
+            let _ = reply.send(Err(format!(
+                "node protocol version {protocol_version} is not supported by this daemon (version {NODE_PROTOCOL_VERSION}, adora {}): rebuild the node against the same adora-node-api",
+                adora_message::ADORA_VERSION
+            )));
+            return;
+        }
+        match self.dataflows.get_mut(&dataflow) {
+            Some(df) => df.register(node, channel, reply, &self.events_tx),
+            None => {
+                let _ = reply.send(Err(format!(
+                    "dataflow {dataflow} is not running on this daemon"
+                )));
+            }
+        }
+    }
+
+    /// Requests a control connection had already received: receivers are woken once, after the
+    /// whole batch is routed.
+    pub(super) fn batch(&mut self, dataflow: Uuid, events: Vec<Event>) {
+        self.with(dataflow, |df, _| df.routing.hold_wakes());
+        for event in events {
+            self.dispatch(event);
+        }
+        self.with(dataflow, |df, _| df.routing.release_wakes());
+    }
+
+    /// A timer input of `dataflow` fired.
+    pub(super) fn timer_tick(&mut self, dataflow: Uuid, interval: Duration) {
+        if let Some(df) = self.dataflows.get_mut(&dataflow) {
+            df.routing
+                .timer_tick(interval, Metadata::new(self.hlc.new_timestamp()));
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! What a daemon is told: its supervision settings, the dataflows it runs and, as a service, how
+//! to reach its coordinator.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    time::Duration,
+};
+
+use adora_core::{Descriptor, NodeId};
+use uuid::Uuid;
+
+/// Default time a node has to exit after its Stop event before it gets SIGTERM.
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(5);
+/// Default time between SIGTERM and SIGKILL.
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(3);
+/// Default time every node has to connect to the daemon after it was spawned.
+pub const DEFAULT_NODE_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Settings of a daemon.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// Directory for the daemon's Unix socket (must be short: socket paths are limited to 107 bytes).
+    pub run_dir: PathBuf,
+    /// Stop event → SIGTERM.
+    pub stop_grace: Duration,
+    /// SIGTERM → SIGKILL.
+    pub kill_grace: Duration,
+    /// Spawn → node registered; a node that never connects fails the dataflow.
+    pub node_connect_timeout: Duration,
+}
+
+impl DaemonConfig {
+    /// Defaults with the given run directory.
+    pub fn new(run_dir: PathBuf) -> Self {
+        Self {
+            run_dir,
+            stop_grace: DEFAULT_STOP_GRACE,
+            kill_grace: DEFAULT_KILL_GRACE,
+            node_connect_timeout: DEFAULT_NODE_CONNECT_TIMEOUT,
+        }
+    }
+}
+
+/// A dataflow to run on this daemon.
+#[derive(Debug, Clone)]
+pub struct DataflowSpec {
+    /// Unique id of this run.
+    pub id: Uuid,
+    /// The validated descriptor.
+    pub descriptor: Descriptor,
+    /// Directory relative paths in the descriptor are resolved against.
+    pub working_dir: PathBuf,
+    /// Extra environment for every node (`--env`), applied after the descriptor's `env`.
+    pub env: BTreeMap<String, String>,
+    /// Directory for the per-node log files (`<node>.txt`).
+    pub log_dir: PathBuf,
+    /// The nodes to spawn on this daemon; `None` spawns every node (`adora run`).
+    pub local_nodes: Option<BTreeSet<NodeId>>,
+}
+
+impl DataflowSpec {
+    /// True when `node` runs on this daemon.
+    pub fn is_local(&self, node: &NodeId) -> bool {
+        self.local_nodes
+            .as_ref()
+            .is_none_or(|set| set.contains(node))
+    }
+}
+
+/// Settings of a daemon service connected to a coordinator.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Node supervision settings.
+    pub daemon: DaemonConfig,
+    /// `host:port` of the coordinator.
+    pub coordinator_addr: String,
+    /// The token sent as `Authorization: Bearer` (never taken from a command line).
+    pub token: Option<String>,
+    /// Machine id (`--machine-id`).
+    pub machine_id: Option<String>,
+    /// Labels (`--labels`).
+    pub labels: BTreeMap<String, String>,
+    /// Node logs go to `<log_root>/<dataflow uuid>/<node>.txt`.
+    pub log_root: PathBuf,
+    /// The Zenoh endpoint to listen on for other daemons, with a concrete port
+    /// (see [`crate::resolve_zenoh_listen`]).
+    pub zenoh_listen: String,
+    /// Binaries downloaded for `distribute: http` go to `<artifact_dir>/<dataflow>/<node>/`.
+    pub artifact_dir: PathBuf,
+}

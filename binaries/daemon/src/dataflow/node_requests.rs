@@ -1,0 +1,44 @@
+//! What a node asks of its dataflow on its control and events connections: send an output, close
+//! outputs, release shared samples, wait for events.
+
+use adora_core::{DataId, NodeId};
+use adora_message::{DataRef, Metadata};
+
+use super::Dataflow;
+use crate::routing::Waiter;
+
+impl Dataflow {
+    /// A local node sent a message: published to other machines first (routing may hand the
+    /// sample back to its sender), then delivered to the local receivers.
+    pub fn send_output(
+        &mut self,
+        node: &NodeId,
+        output: &DataId,
+        metadata: Metadata,
+        data: DataRef,
+    ) {
+        self.forward_remote(node, output, &metadata, &data);
+        self.routing.send_output(node, output, metadata, data);
+    }
+
+    /// A local node closed some of its outputs, here and on other machines.
+    pub fn close_outputs(&mut self, node: &NodeId, outputs: &[DataId]) {
+        let closed = self.routing.close_outputs(node, outputs);
+        self.remote_closed(node, &closed);
+    }
+
+    /// A local node released shared samples it had received.
+    pub fn dropped_samples(&mut self, node: &NodeId, tokens: Vec<u64>) {
+        self.routing.report_dropped(node, tokens);
+        self.recycle_remote_samples();
+    }
+
+    /// A local node waits for its next events, reporting the samples it dropped since it last
+    /// asked.
+    pub fn next_events(&mut self, node: &NodeId, dropped: Vec<u64>, reply: Waiter) {
+        if !dropped.is_empty() {
+            self.dropped_samples(node, dropped);
+        }
+        self.routing.next_events(node, reply);
+    }
+}

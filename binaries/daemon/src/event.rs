@@ -1,0 +1,168 @@
+//! The messages the daemon's tasks send to its actor. A leaf: connection tasks, process watchers,
+//! timers and the coordinator link all speak these types; only the actor acts on them.
+
+use std::{process::ExitStatus, sync::Arc, time::Duration};
+
+use adora_core::{DataId, NodeId};
+use adora_message::{
+    daemon_to_coordinator::DaemonMessage,
+    envelope::Envelope,
+    node_to_daemon::{Channel, NodeRequest},
+    Metadata,
+};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::{
+    remote::{RemoteDataPlane, RemoteSample},
+    routing::Waiter,
+};
+
+/// Everything the actor reacts to.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// A node connection registers (answered once accepted, or parked at the start barrier).
+    Register {
+        dataflow: Uuid,
+        node: NodeId,
+        channel: Channel,
+        protocol_version: u32,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// A node sent a message on one of its outputs.
+    SendOutput {
+        dataflow: Uuid,
+        node: NodeId,
+        output: DataId,
+        metadata: Metadata,
+        data: adora_message::DataRef,
+    },
+    /// A node will not send on these outputs again.
+    CloseOutputs {
+        dataflow: Uuid,
+        node: NodeId,
+        outputs: Vec<DataId>,
+    },
+    /// A node released shared samples it had received.
+    DroppedSamples {
+        dataflow: Uuid,
+        node: NodeId,
+        tokens: Vec<u64>,
+    },
+    /// A node's events connection waits for its next events.
+    NextEvents {
+        dataflow: Uuid,
+        node: NodeId,
+        /// Shared samples the node dropped since its previous request.
+        dropped: Vec<u64>,
+        reply: Waiter,
+    },
+    /// A node's drops connection waits for samples its receivers released.
+    NextFreed {
+        dataflow: Uuid,
+        node: NodeId,
+        reply: Waiter,
+    },
+    /// A node's control connection closed after its last frame was handled.
+    ControlClosed { dataflow: Uuid, node: NodeId },
+    /// Several requests a node's control connection had already received, in order. Receivers
+    /// are answered once the whole batch is routed.
+    Batch { dataflow: Uuid, events: Vec<Event> },
+    /// A node process exited (its log readers drained or timed out).
+    NodeExited {
+        dataflow: Uuid,
+        node: NodeId,
+        status: std::io::Result<ExitStatus>,
+        stderr_tail: Vec<String>,
+    },
+    /// A timer input fired.
+    TimerTick { dataflow: Uuid, interval: Duration },
+    /// The time every node had to connect is over.
+    ConnectTimeout { dataflow: Uuid },
+    /// A stop grace expired: the next signal is due.
+    Escalate { dataflow: Uuid, step: Escalation },
+    /// Start the next instance of a node whose restart policy brought it back.
+    RestartNode { dataflow: Uuid, node: NodeId },
+    /// The daemon's Zenoh session opened (or could not).
+    RemoteOpened(Result<Arc<RemoteDataPlane>, String>),
+    /// A message from a node on another machine.
+    Remote(RemoteSample),
+    /// A subscriber on another machine matched a published output.
+    RemoteMatched {
+        dataflow: Uuid,
+        node: NodeId,
+        output: DataId,
+    },
+}
+
+impl Event {
+    /// The event's name, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Register { .. } => "register",
+            Event::SendOutput { .. } => "send_output",
+            Event::CloseOutputs { .. } => "close_outputs",
+            Event::DroppedSamples { .. } => "dropped_samples",
+            Event::NextEvents { .. } => "next_events",
+            Event::NextFreed { .. } => "next_freed",
+            Event::ControlClosed { .. } => "control_closed",
+            Event::Batch { .. } => "batch",
+            Event::NodeExited { .. } => "node_exited",
+            Event::TimerTick { .. } => "timer_tick",
+            Event::ConnectTimeout { .. } => "connect_timeout",
+            Event::Escalate { .. } => "escalate",
+            Event::RestartNode { .. } => "restart_node",
+            Event::RemoteOpened(_) => "remote_opened",
+            Event::Remote(_) => "remote",
+            Event::RemoteMatched { .. } => "remote_matched",
+        }
+    }
+}
+
+/// The next step of a stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Escalation {
+    /// Stop grace expired: SIGTERM.
+    Terminate,
+    /// Kill grace expired: SIGKILL.
+    Kill,
+}
+
+/// Outgoing messages to the coordinator (queued while disconnected).
+pub(crate) type Reports = mpsc::UnboundedSender<Envelope<DaemonMessage>>;
+
+/// The actor event for a request on a node's control connection; `None` for requests that
+/// belong on another connection.
+pub(crate) fn request_event(dataflow: Uuid, node: &NodeId, request: NodeRequest) -> Option<Event> {
+    let node = node.clone();
+    Some(match request {
+        NodeRequest::SendOutput {
+            output,
+            metadata,
+            data,
+        } => Event::SendOutput {
+            dataflow,
+            node,
+            output,
+            metadata,
+            data,
+        },
+        NodeRequest::CloseOutputs(outputs) => Event::CloseOutputs {
+            dataflow,
+            node,
+            outputs,
+        },
+        NodeRequest::ReportDropTokens(tokens) => Event::DroppedSamples {
+            dataflow,
+            node,
+            tokens,
+        },
+        NodeRequest::Register { .. } | NodeRequest::NextEvents { .. } => return None,
+    })
+}
+
+impl From<RemoteSample> for Event {
+    fn from(sample: RemoteSample) -> Self {
+        Event::Remote(sample)
+    }
+}

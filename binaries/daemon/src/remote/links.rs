@@ -1,0 +1,65 @@
+//! Which outputs of a dataflow cross machines here, and the state of their links: the publish
+//! queues, subscriptions and the pool remote messages are copied into. Planned from the
+//! descriptor; driven by the dataflow (`dataflow/remote_links.rs`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use adora_core::{descriptor::InputSource, DataId, NodeId};
+use adora_shm::{RegionCache, SamplePool};
+use tokio::sync::mpsc;
+
+use super::{ByteBudget, Outgoing, SubscriptionGuard};
+use crate::config::DataflowSpec;
+
+pub(crate) type OutputKey = (NodeId, DataId);
+
+#[derive(Default)]
+pub(crate) struct RemoteLinks {
+    /// Local outputs read by nodes on other machines.
+    pub(crate) published: BTreeSet<OutputKey>,
+    /// Outputs of nodes on other machines read by local nodes.
+    pub(crate) subscribed: BTreeSet<OutputKey>,
+    /// Queues of the publisher tasks, once attached; dropped when the output closes.
+    pub(crate) queues: BTreeMap<OutputKey, mpsc::Sender<Outgoing>>,
+    /// The daemon's budget for bytes waiting to be published.
+    pub(crate) publish_budget: Option<ByteBudget>,
+    /// Published outputs no remote subscriber has matched yet (the start barrier waits).
+    pub(crate) unmatched: BTreeSet<OutputKey>,
+    pub(crate) subscriptions: Vec<SubscriptionGuard>,
+    pub(crate) attached: bool,
+    /// Copies of remote messages, delivered to local nodes through shared memory.
+    pub(crate) pool: Option<SamplePool>,
+    /// Mappings of local senders' samples, to read what is published.
+    pub(crate) regions: RegionCache,
+    pub(crate) dropped: u64,
+}
+
+impl RemoteLinks {
+    /// Which outputs cross machines, from the descriptor and the set of local nodes.
+    pub fn plan(spec: &DataflowSpec) -> Self {
+        let mut links = RemoteLinks::default();
+        for node in &spec.descriptor.nodes {
+            for input in node.inputs.values() {
+                let Ok(InputSource::Node { node: from, output }) = input.resolve() else {
+                    continue;
+                };
+                match (spec.is_local(&node.id), spec.is_local(&from)) {
+                    (true, false) => {
+                        links.subscribed.insert((from, output));
+                    }
+                    (false, true) => {
+                        links.published.insert((from, output));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        links.unmatched = links.published.clone();
+        links
+    }
+
+    /// True when the dataflow has any cross-machine input or output here.
+    pub fn needed(&self) -> bool {
+        !self.published.is_empty() || !self.subscribed.is_empty()
+    }
+}

@@ -1,0 +1,27 @@
+//! The node API's error type.
+
+use adora_core::DataId;
+
+/// Errors of the node API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// `ADORA_NODE_CONFIG` is missing or invalid: the node was not started by an Adora daemon.
+    #[error("{0} (is this node running under `adora run` or a daemon?)")]
+    Config(String),
+    /// Talking to the daemon failed.
+    #[error("connection to the daemon failed: {0}")]
+    Daemon(#[from] adora_message::codec::CodecError),
+    /// The daemon refused the registration.
+    #[error("the daemon refused the node: {0}")]
+    Refused(String),
+    /// The output is not declared in the dataflow.
+    #[error("output `{0}` is not declared in the dataflow for this node")]
+    UnknownOutput(DataId),
+    /// Shared memory failed.
+    #[error("shared memory: {0}")]
+    Shm(#[from] adora_shm::Error),
+    /// The daemon answered with an unexpected message.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
