@@ -13,7 +13,7 @@ use axum::{
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use crate::{actor::Event, ws, AppState};
+use crate::{access::authorize, actor::Event, ws, AppState};
 
 /// The coordinator's routes.
 pub fn router(state: AppState) -> Router {
@@ -44,35 +44,6 @@ async fn health() -> Json<Health> {
     })
 }
 
-/// A request without the right token.
-pub(crate) struct Unauthorized;
-
-impl IntoResponse for Unauthorized {
-    fn into_response(self) -> Response {
-        (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "authentication failed: missing or wrong token (use --token-file or ADORA_TOKEN)\n",
-        )
-            .into_response()
-    }
-}
-
-pub(crate) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Unauthorized> {
-    let Some(token) = &state.token else {
-        return Ok(());
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    if token.verify_header(given) {
-        Ok(())
-    } else {
-        tracing::warn!("rejected a connection: authentication failed");
-        Err(Unauthorized)
-    }
-}
-
 async fn control(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -101,7 +72,7 @@ where
     F: FnOnce(axum::extract::ws::WebSocket, AppState) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    if let Err(e) = authorize(&state, headers) {
+    if let Err(e) = authorize(state.token.as_ref(), headers) {
         return e.into_response();
     }
     match upgrade {
