@@ -49,7 +49,7 @@ async fn control(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    upgrade_authorized(state, &headers, upgrade, ws::serve_client)
+    upgrade_authorized(state, &headers, upgrade, "client connection", ws::serve_client)
 }
 
 async fn daemon(
@@ -57,15 +57,17 @@ async fn daemon(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    upgrade_authorized(state, &headers, upgrade, ws::serve_daemon)
+    upgrade_authorized(state, &headers, upgrade, "daemon connection", ws::serve_daemon)
 }
 
-/// Checks the token, then upgrades to a WebSocket served by `serve`. Authentication comes first,
-/// so a client without the token learns that, whatever else is wrong with its request.
+/// Checks the token, then upgrades to a WebSocket served by `serve`, a task of the coordinator
+/// named `what`. Authentication comes first, so a client without the token learns that,
+/// whatever else is wrong with its request.
 fn upgrade_authorized<F, Fut>(
     state: AppState,
     headers: &HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    what: &'static str,
     serve: F,
 ) -> Response
 where
@@ -76,7 +78,10 @@ where
         return e.into_response();
     }
     match upgrade {
-        Ok(upgrade) => upgrade.on_upgrade(move |socket| serve(socket, state)),
+        Ok(upgrade) => {
+            let tasks = state.tasks.clone();
+            upgrade.on_upgrade(move |socket| tasks.track(what, serve(socket, state)))
+        }
         Err(rejection) => rejection.into_response(),
     }
 }

@@ -40,6 +40,16 @@ pub(crate) struct RecoveryState {
     discard: BTreeSet<(String, Uuid)>,
 }
 
+impl RecoveryState {
+    /// Forgets the bookkeeping of dataflows the coordinator no longer knows (see
+    /// [`crate::retention`]).
+    pub(crate) fn forget(&mut self, ids: &BTreeSet<Uuid>) {
+        self.awaiting.retain(|id, _| !ids.contains(id));
+        self.last_respawn.retain(|(_, id), _| !ids.contains(id));
+        self.missing.retain(|(_, id)| !ids.contains(id));
+    }
+}
+
 impl Coordinator {
     /// Loads the stored state, off the async runtime. Called once before the actor serves.
     pub(crate) async fn load(&mut self) {
@@ -90,6 +100,7 @@ impl Coordinator {
         }
         self.requests.load(requests);
         self.builds = builds.into_iter().map(|b| (b.id, b)).collect();
+        self.prune(now_ms());
         tracing::info!(
             "loaded {} dataflow(s) ({live} to reclaim) and {} machine(s) from the store",
             self.flows.len(),
