@@ -103,5 +103,5 @@ async fn metrics(State(state): State<AppState>) -> Response {
             .into_response();
     };
     let out = crate::metrics::render(&m);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], out).into_response()
 }
