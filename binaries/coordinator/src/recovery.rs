@@ -17,7 +17,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use adora_message::{
-    control::{DataflowStatus, NodeResult},
+    control::{ControlError, DataflowStatus, NodeResult},
     coordinator_to_daemon::{DaemonCommand, SpawnDataflow},
 };
 use adora_store::{now_ms, MachineRecord};
@@ -311,7 +311,12 @@ impl Coordinator {
     }
 
     /// A daemon answered a spawn: a failed auto-recovery is retried after the backoff.
-    pub(crate) fn recovery_spawned(&mut self, id: Uuid, daemon: &str, result: &Result<(), String>) {
+    pub(crate) fn recovery_spawned(
+        &mut self,
+        id: Uuid,
+        daemon: &str,
+        result: &Result<(), ControlError>,
+    ) {
         let key = (daemon.to_owned(), id);
         if self.pending_starts.contains_key(&id) || !self.recovery.last_respawn.contains_key(&key) {
             return; // the answer to a start, not to a recovery

@@ -256,20 +256,30 @@ impl Coordinator {
     }
 
     /// A daemon answered a `Prepare`.
-    pub(crate) fn prepare_answered(&mut self, id: Uuid, daemon: &str, result: Result<(), String>) {
+    pub(crate) fn prepare_answered(
+        &mut self,
+        id: Uuid,
+        daemon: &str,
+        result: Result<(), ControlError>,
+    ) {
         let Some(p) = self.pending_starts.get_mut(&id) else {
             return;
         };
         if p.preparing.is_some() && p.waiting.remove(daemon) {
             if let Err(e) = result {
-                p.errors.push(e);
+                p.errors.push(e.message);
             }
             self.advance_start(id);
         }
     }
 
     /// A daemon answered a `Spawn` of a start (auto-recoveries are in `crate::recovery`).
-    pub(crate) fn spawn_answered(&mut self, id: Uuid, daemon: &str, result: Result<(), String>) {
+    pub(crate) fn spawn_answered(
+        &mut self,
+        id: Uuid,
+        daemon: &str,
+        result: Result<(), ControlError>,
+    ) {
         let Some(p) = self.pending_starts.get_mut(&id) else {
             return;
         };

@@ -10,7 +10,7 @@ use std::{
 
 use adora_core::NodeId;
 use adora_message::{
-    control::{self, NodeLogLine, NodeResult, RunningDataflow},
+    control::{self, ControlError, NodeLogLine, NodeResult, RunningDataflow},
     coordinator_to_daemon::{BuildNodes, DaemonCommand, SpawnDataflow},
     daemon_to_coordinator::DaemonMessage,
     envelope::Envelope,
@@ -217,6 +217,7 @@ impl Daemon {
             } => {
                 service.building.remove(&build_id);
                 service.watch(build_id, false);
+                let result = result.map_err(ControlError::daemon);
                 service.report(request, DaemonMessage::Built { build_id, result });
             }
             ServiceCommand::FromCoordinator(Envelope { id, body }) => match body {
@@ -338,7 +339,9 @@ impl Daemon {
                 service,
             );
         }
-        let result = self.spawn_for_coordinator(spawn, service);
+        let result = self
+            .spawn_for_coordinator(spawn, service)
+            .map_err(ControlError::daemon);
         service.report(request, DaemonMessage::Spawned { dataflow, result });
     }
 
@@ -356,16 +359,20 @@ impl Daemon {
         let failed = result.is_err();
         match after {
             AfterPrepare::Keep { request } => {
-                let result = result.map(|paths| {
-                    service.prepared.insert(dataflow, paths);
-                });
+                let result = result
+                    .map(|paths| {
+                        service.prepared.insert(dataflow, paths);
+                    })
+                    .map_err(ControlError::daemon);
                 service.report(request, DaemonMessage::Prepared { dataflow, result });
             }
             AfterPrepare::Spawn { request, mut spawn } => {
-                let result = result.and_then(|paths| {
-                    crate::distribute::apply(&mut spawn, &paths);
-                    self.spawn_for_coordinator(*spawn, service)
-                });
+                let result = result
+                    .and_then(|paths| {
+                        crate::distribute::apply(&mut spawn, &paths);
+                        self.spawn_for_coordinator(*spawn, service)
+                    })
+                    .map_err(ControlError::daemon);
                 service.report(request, DaemonMessage::Spawned { dataflow, result });
             }
             AfterPrepare::Discard => {
@@ -398,7 +405,9 @@ fn prepare(request: u64, spawn: SpawnDataflow, service: &mut Service) {
 fn start_preparing(spawn: SpawnDataflow, after: AfterPrepare, service: &mut Service) {
     let dataflow = spawn.id;
     let Some((ctx, commands)) = service.distribution.clone() else {
-        let result = Err("this daemon cannot fetch or build binaries (not a service)".into());
+        let result = Err(ControlError::daemon(
+            "this daemon cannot fetch or build binaries (not a service)",
+        ));
         let (request, body) = match after {
             AfterPrepare::Keep { request } => {
                 (request, DaemonMessage::Prepared { dataflow, result })
@@ -450,7 +459,7 @@ fn discard_downloads(dataflow: Uuid, service: &Service) {
 fn start_build(request: u64, build: BuildNodes, service: &mut Service) {
     let build_id = build.build_id;
     let Some((ctx, commands)) = service.distribution.clone() else {
-        let result = Err("this daemon cannot build (not a service)".into());
+        let result = Err(ControlError::daemon("this daemon cannot build (not a service)"));
         return service.report(request, DaemonMessage::Built { build_id, result });
     };
     if !service.building.insert(build_id) {
