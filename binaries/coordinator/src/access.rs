@@ -1,8 +1,7 @@
 //! Who may use the coordinator's authenticated routes (WebSockets, artifact store): the check of
 //! the `Authorization: Bearer <token>` header and the `401` it answers when it fails.
 //!
-//! A leaf: the routes of [`crate::http`] and [`crate::artifacts`] both use it, and it uses
-//! neither.
+//! A leaf: the HTTP routes and the artifact store's routes both use it, and it uses neither.
 
 use axum::{
     http::{header, HeaderMap, StatusCode},

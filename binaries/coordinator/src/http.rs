@@ -49,7 +49,13 @@ async fn control(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    upgrade_authorized(state, &headers, upgrade, "client connection", ws::serve_client)
+    upgrade_authorized(
+        state,
+        &headers,
+        upgrade,
+        "client connection",
+        ws::serve_client,
+    )
 }
 
 async fn daemon(
@@ -57,7 +63,13 @@ async fn daemon(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    upgrade_authorized(state, &headers, upgrade, "daemon connection", ws::serve_daemon)
+    upgrade_authorized(
+        state,
+        &headers,
+        upgrade,
+        "daemon connection",
+        ws::serve_daemon,
+    )
 }
 
 /// Checks the token, then upgrades to a WebSocket served by `serve`, a task of the coordinator

@@ -62,7 +62,13 @@ impl Requests {
                 Some(reply) => RequestState::Done(reply),
                 None => RequestState::Interrupted,
             };
-            self.states.insert(r.id, Remembered { state, at_ms: r.at_ms });
+            self.states.insert(
+                r.id,
+                Remembered {
+                    state,
+                    at_ms: r.at_ms,
+                },
+            );
         }
     }
 
@@ -96,7 +102,12 @@ impl Coordinator {
         tx: ClientTx,
         envelope_id: u64,
     ) {
-        match self.requests.states.get_mut(&request_id).map(|r| &mut r.state) {
+        match self
+            .requests
+            .states
+            .get_mut(&request_id)
+            .map(|r| &mut r.state)
+        {
             Some(RequestState::Done(answer)) => {
                 tracing::info!("request {request_id} retried: answering it again");
                 let answer = answer.clone();

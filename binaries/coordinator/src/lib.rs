@@ -143,7 +143,10 @@ pub fn start(
         tasks.spawn("artifact garbage collection", gc);
     }
     let coordinator = actor::Coordinator::new(config, store);
-    tasks.spawn("coordinator actor", coordinator.run(events_rx, shutdown.clone()));
+    tasks.spawn(
+        "coordinator actor",
+        coordinator.run(events_rx, shutdown.clone()),
+    );
     AppState {
         events,
         token,

@@ -108,7 +108,9 @@ pub(crate) fn render(m: &Metrics) -> String {
     registry.register("adora_daemons", "Daemons known to the coordinator", daemons);
     let dataflows = Family::<DataflowStatus, Gauge>::default();
     for (&status, &n) in &m.dataflows {
-        dataflows.get_or_create(&DataflowStatus { status }).set(count(n));
+        dataflows
+            .get_or_create(&DataflowStatus { status })
+            .set(count(n));
     }
     registry.register("adora_dataflows", "Dataflows by status", dataflows);
     let ages = Family::<Daemon, FloatGauge>::default();
@@ -117,7 +119,8 @@ pub(crate) fn render(m: &Metrics) -> String {
             daemon: daemon.clone(),
         };
         // Milliseconds are precise enough.
-        ages.get_or_create(&daemon).set((age * 1000.0).round() / 1000.0);
+        ages.get_or_create(&daemon)
+            .set((age * 1000.0).round() / 1000.0);
     }
     registry.register(
         "adora_daemon_last_heartbeat_age_seconds",

@@ -114,7 +114,10 @@ impl Tasks {
     pub async fn shutdown(&self, grace: Duration) -> Vec<String> {
         self.cancel.cancel();
         self.tracker.close();
-        if tokio::time::timeout(grace, self.tracker.wait()).await.is_ok() {
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok()
+        {
             return Vec::new();
         }
         let stragglers: Vec<String> = self
@@ -152,5 +155,33 @@ mod tests {
         let driver = tokio::spawn(tracked);
         assert_eq!(tasks.shutdown(SHUTDOWN_GRACE).await, Vec::<String>::new());
         driver.await.expect("the tracked future ended");
+    }
+
+    /// Every task goes through [`Tasks`]: no bare `tokio::spawn` in the crate's code (tests
+    /// aside: `tests.rs`, `testkit.rs` and the `mod tests` at the bottom of a file).
+    #[test]
+    fn no_bare_spawn_outside_tests() {
+        let needle = ["tokio", "::spawn("].concat();
+        let mut offenders = Vec::new();
+        let mut dirs = vec![std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src")];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).expect("readable source directory") {
+                let path = entry.expect("directory entry").path();
+                let name = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if name.ends_with(".rs") && name != "tests.rs" && name != "testkit.rs" {
+                    let text = std::fs::read_to_string(&path).expect("readable source");
+                    let code = text.split("#[cfg(test)]\nmod tests {").next().unwrap_or("");
+                    if code.contains(&needle) {
+                        offenders.push(path.display().to_string());
+                    }
+                }
+            }
+        }
+        assert!(offenders.is_empty(), "bare tokio::spawn in {offenders:?}");
     }
 }

@@ -46,7 +46,7 @@ impl Retention {
             return Vec::new();
         }
         // Newest first; the first `keep_last` stay.
-        finished.sort_by(|a, b| b.1.cmp(&a.1));
+        finished.sort_by_key(|item| std::cmp::Reverse(item.1));
         finished
             .into_iter()
             .skip(self.keep_last)
@@ -61,7 +61,7 @@ impl Retention {
 pub fn expired_requests<K>(answered: impl IntoIterator<Item = (K, u64)>, now_ms: u64) -> Vec<K> {
     let cutoff = now_ms.saturating_sub(millis(REQUEST_RETENTION));
     let mut answered: Vec<(K, u64)> = answered.into_iter().collect();
-    answered.sort_by(|a, b| b.1.cmp(&a.1));
+    answered.sort_by_key(|item| std::cmp::Reverse(item.1));
     answered
         .into_iter()
         .enumerate()
@@ -93,7 +93,9 @@ mod tests {
         };
         let now = 100 * HOUR_MS;
         // Five ended 10, 20, 30, 40, 50 hours ago: only the latest two stay.
-        let old: Vec<(u32, u64)> = (1..=5).map(|i| (i, now - 10 * HOUR_MS * i as u64)).collect();
+        let old: Vec<(u32, u64)> = (1..=5)
+            .map(|i| (i, now - 10 * HOUR_MS * i as u64))
+            .collect();
         let mut gone = retention.expired(old.clone(), now);
         gone.sort();
         assert_eq!(gone, vec![3, 4, 5]);

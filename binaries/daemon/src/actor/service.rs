@@ -459,7 +459,9 @@ fn discard_downloads(dataflow: Uuid, service: &Service) {
 fn start_build(request: u64, build: BuildNodes, service: &mut Service) {
     let build_id = build.build_id;
     let Some((ctx, commands)) = service.distribution.clone() else {
-        let result = Err(ControlError::daemon("this daemon cannot build (not a service)"));
+        let result = Err(ControlError::daemon(
+            "this daemon cannot build (not a service)",
+        ));
         return service.report(request, DaemonMessage::Built { build_id, result });
     };
     if !service.building.insert(build_id) {
