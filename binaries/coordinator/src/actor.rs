@@ -68,11 +68,6 @@ pub(crate) enum Event {
     Metrics {
         reply: oneshot::Sender<Metrics>,
     },
-    /// The first answer to an idempotent request (see [`crate::idempotency`]).
-    RequestAnswered {
-        request_id: Uuid,
-        reply: ControlReply,
-    },
 }
 
 /// Numbers behind `/metrics`.
@@ -152,8 +147,6 @@ pub(crate) struct Coordinator {
     pub pending_logs: HashMap<u64, PendingLogs>,
     /// Cancels the whole coordinator (`ShutdownCoordinator`); set by [`Coordinator::run`].
     pub shutdown: CancellationToken,
-    /// The actor's own event channel (set by [`crate::start`]), for tasks reporting back.
-    pub events: Option<mpsc::Sender<Event>>,
     /// Reclaims after a coordinator restart and auto-recoveries of restarted daemons.
     pub recovery: crate::recovery::RecoveryState,
     /// Idempotent requests by client request id.
@@ -183,7 +176,6 @@ impl Coordinator {
             pending_builds: HashMap::new(),
             pending_logs: HashMap::new(),
             shutdown: CancellationToken::new(),
-            events: None,
             recovery: Default::default(),
             requests: Default::default(),
             current_request: None,
@@ -203,7 +195,7 @@ impl Coordinator {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tick.tick() => self.heartbeat(),
+                _ = tick.tick() => self.tick(),
                 Some(event) = events.recv() => {
                     let started = Instant::now();
                     let kind = event_kind(&event);
@@ -229,10 +221,15 @@ impl Coordinator {
             Event::Metrics { reply } => {
                 let _ = reply.send(self.metrics());
             }
-            Event::RequestAnswered { request_id, reply } => {
-                self.request_answered(request_id, reply)
-            }
         }
+        self.forward_answers();
+    }
+
+    /// Every heartbeat period: liveness and recoveries, then forgetting what is over.
+    fn tick(&mut self) {
+        self.heartbeat();
+        self.prune(adora_store::now_ms());
+        self.forward_answers();
     }
 
     pub fn insert_flow(&mut self, record: DataflowRecord) -> &mut Flow {
@@ -396,6 +393,5 @@ fn event_kind(event: &Event) -> &'static str {
         Event::DaemonGone { .. } => "daemon_gone",
         Event::Control { .. } => "control",
         Event::Metrics { .. } => "metrics",
-        Event::RequestAnswered { .. } => "request_answered",
     }
 }

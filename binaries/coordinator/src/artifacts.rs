@@ -274,7 +274,7 @@ pub(crate) async fn put(
     body: Body,
 ) -> Response {
     // Authentication before anything else: no bytes are read for a client without the token.
-    if let Err(e) = crate::http::authorize(&state, &headers) {
+    if let Err(e) = crate::access::authorize(state.token.as_ref(), &headers) {
         return e.into_response();
     }
     match put_checked(&state, &build_id, &node, body).await {
@@ -314,7 +314,7 @@ pub(crate) async fn get(
     headers: HeaderMap,
     UrlPath((build_id, node)): UrlPath<(String, String)>,
 ) -> Response {
-    if let Err(e) = crate::http::authorize(&state, &headers) {
+    if let Err(e) = crate::access::authorize(state.token.as_ref(), &headers) {
         return e.into_response();
     }
     let found = async {

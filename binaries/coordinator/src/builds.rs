@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use adora_core::{descriptor::Distribute, NodeId};
 use adora_message::{
     cli_to_coordinator::BuildDataflow,
-    control::{ErrorKind, NodeLogLine},
+    control::{ControlError, ErrorKind, NodeLogLine},
     coordinator_to_cli::ControlReply,
     coordinator_to_daemon::{has_build, BuildNodes, DaemonCommand},
 };
@@ -98,14 +98,14 @@ impl Coordinator {
         &mut self,
         build_id: Uuid,
         daemon: &str,
-        result: Result<(), String>,
+        result: Result<(), ControlError>,
     ) {
         let Some(pending) = self.pending_builds.get_mut(&build_id) else {
             return;
         };
         if pending.waiting.remove(daemon) {
             if let Err(e) = result {
-                pending.errors.push(e);
+                pending.errors.push(e.message);
             }
             self.advance_build(build_id);
         }
@@ -120,7 +120,9 @@ impl Coordinator {
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
-            let err = Err(format!("daemon `{daemon}` disconnected while building"));
+            let err = Err(ControlError::daemon(format!(
+                "daemon `{daemon}` disconnected while building"
+            )));
             self.build_answered(id, daemon, err);
         }
     }

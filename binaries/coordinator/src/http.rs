@@ -13,7 +13,7 @@ use axum::{
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use crate::{actor::Event, ws, AppState};
+use crate::{access::authorize, actor::Event, ws, AppState};
 
 /// The coordinator's routes.
 pub fn router(state: AppState) -> Router {
@@ -44,41 +44,18 @@ async fn health() -> Json<Health> {
     })
 }
 
-/// A request without the right token.
-pub(crate) struct Unauthorized;
-
-impl IntoResponse for Unauthorized {
-    fn into_response(self) -> Response {
-        (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "authentication failed: missing or wrong token (use --token-file or ADORA_TOKEN)\n",
-        )
-            .into_response()
-    }
-}
-
-pub(crate) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Unauthorized> {
-    let Some(token) = &state.token else {
-        return Ok(());
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    if crate::auth::verify_header(token, given) {
-        Ok(())
-    } else {
-        tracing::warn!("rejected a connection: authentication failed");
-        Err(Unauthorized)
-    }
-}
-
 async fn control(
     State(state): State<AppState>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    upgrade_authorized(state, &headers, upgrade, ws::serve_client)
+    upgrade_authorized(
+        state,
+        &headers,
+        upgrade,
+        "client connection",
+        ws::serve_client,
+    )
 }
 
 async fn daemon(
@@ -86,26 +63,37 @@ async fn daemon(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    upgrade_authorized(state, &headers, upgrade, ws::serve_daemon)
+    upgrade_authorized(
+        state,
+        &headers,
+        upgrade,
+        "daemon connection",
+        ws::serve_daemon,
+    )
 }
 
-/// Checks the token, then upgrades to a WebSocket served by `serve`. Authentication comes first,
-/// so a client without the token learns that, whatever else is wrong with its request.
+/// Checks the token, then upgrades to a WebSocket served by `serve`, a task of the coordinator
+/// named `what`. Authentication comes first, so a client without the token learns that,
+/// whatever else is wrong with its request.
 fn upgrade_authorized<F, Fut>(
     state: AppState,
     headers: &HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    what: &'static str,
     serve: F,
 ) -> Response
 where
     F: FnOnce(axum::extract::ws::WebSocket, AppState) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    if let Err(e) = authorize(&state, headers) {
+    if let Err(e) = authorize(state.token.as_ref(), headers) {
         return e.into_response();
     }
     match upgrade {
-        Ok(upgrade) => upgrade.on_upgrade(move |socket| serve(socket, state)),
+        Ok(upgrade) => {
+            let tasks = state.tasks.clone();
+            upgrade.on_upgrade(move |socket| tasks.track(what, serve(socket, state)))
+        }
         Err(rejection) => rejection.into_response(),
     }
 }
@@ -127,5 +115,5 @@ async fn metrics(State(state): State<AppState>) -> Response {
             .into_response();
     };
     let out = crate::metrics::render(&m);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], out).into_response()
 }

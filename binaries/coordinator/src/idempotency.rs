@@ -3,19 +3,21 @@
 //! dropped connection, or across a coordinator restart — the ids are stored) gets the same
 //! answer, or waits for it if the first is still being handled.
 //!
-//! The answer is captured on its way to the client: the request runs with a proxy reply channel
-//! whose first non-log message is recorded (an attached start streams logs after `Started`).
+//! The answer is captured on its way to the client, inside the actor: the request runs with a
+//! proxy reply channel the actor drains after every event it handles
+//! ([`Coordinator::forward_answers`]), forwarding everything to the client and recording the first
+//! non-log message (an attached start streams logs after `Started`).
 
 use std::collections::HashMap;
 
 use adora_message::{
     cli_to_coordinator::ControlRequest, coordinator_to_cli::ControlReply, envelope::Envelope,
 };
-use adora_store::{now_ms, RequestRecord};
-use tokio::sync::mpsc;
+use adora_store::{now_ms, retention::expired_requests, RequestRecord};
+use tokio::sync::mpsc::{self, error::TryRecvError};
 use uuid::Uuid;
 
-use crate::actor::{reply, ClientTx, Coordinator, Event, Outgoing, Waiter};
+use crate::actor::{reply, ClientTx, Coordinator, Outgoing, Waiter};
 
 /// Where a remembered request stands.
 #[derive(Debug)]
@@ -28,10 +30,28 @@ enum RequestState {
     Done(ControlReply),
 }
 
-/// Remembered requests by id.
+/// A remembered request: where it stands, and since when (milliseconds since the Unix epoch).
+#[derive(Debug)]
+struct Remembered {
+    state: RequestState,
+    at_ms: u64,
+}
+
+/// The reply channel an idempotent request runs with: what arrives is forwarded to `client`,
+/// and the first answer is recorded as the request's.
+#[derive(Debug)]
+struct AnswerProxy {
+    request_id: Uuid,
+    rx: mpsc::UnboundedReceiver<Outgoing<ControlReply>>,
+    client: ClientTx,
+    answered: bool,
+}
+
+/// Remembered requests by id, and the reply channels of those being handled.
 #[derive(Debug, Default)]
 pub(crate) struct Requests {
-    states: HashMap<Uuid, RequestState>,
+    states: HashMap<Uuid, Remembered>,
+    proxies: Vec<AnswerProxy>,
 }
 
 impl Requests {
@@ -42,8 +62,35 @@ impl Requests {
                 Some(reply) => RequestState::Done(reply),
                 None => RequestState::Interrupted,
             };
-            self.states.insert(r.id, state);
+            self.states.insert(
+                r.id,
+                Remembered {
+                    state,
+                    at_ms: r.at_ms,
+                },
+            );
         }
+    }
+
+    /// Forgets the answered (and interrupted) requests past the limits of
+    /// [`adora_store::retention`] at `now_ms`; returns their ids.
+    pub fn prune(&mut self, now_ms: u64) -> Vec<Uuid> {
+        let over = self
+            .states
+            .iter()
+            .filter(|(_, r)| !matches!(r.state, RequestState::InProgress(_)))
+            .map(|(id, r)| (*id, r.at_ms));
+        let expired = expired_requests(over, now_ms);
+        for id in &expired {
+            self.states.remove(id);
+        }
+        expired
+    }
+
+    /// How many requests are remembered.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.states.len()
     }
 }
 
@@ -55,7 +102,12 @@ impl Coordinator {
         tx: ClientTx,
         envelope_id: u64,
     ) {
-        match self.requests.states.get_mut(&request_id) {
+        match self
+            .requests
+            .states
+            .get_mut(&request_id)
+            .map(|r| &mut r.state)
+        {
             Some(RequestState::Done(answer)) => {
                 tracing::info!("request {request_id} retried: answering it again");
                 let answer = answer.clone();
@@ -83,64 +135,75 @@ impl Coordinator {
             }
             None => {}
         }
+        let at_ms = now_ms();
+        let state = RequestState::InProgress(Vec::new());
         self.requests
             .states
-            .insert(request_id, RequestState::InProgress(Vec::new()));
-        self.save_request(request_id, None);
-        let proxy = self.answer_proxy(request_id, tx);
+            .insert(request_id, Remembered { state, at_ms });
+        self.save_request(request_id, None, at_ms);
+        let (proxy, rx) = mpsc::unbounded_channel();
+        self.requests.proxies.push(AnswerProxy {
+            request_id,
+            rx,
+            client: tx,
+            answered: false,
+        });
         self.current_request = Some(request_id);
         self.handle_request(Envelope::new(envelope_id, request), proxy);
         self.current_request = None;
+        self.forward_answers();
     }
 
-    /// A reply channel that forwards to `tx` and reports the first real answer to the actor.
-    fn answer_proxy(&self, request_id: Uuid, tx: ClientTx) -> ClientTx {
-        let (proxy, mut rx) = mpsc::unbounded_channel::<Outgoing<ControlReply>>();
-        let events = self.events.clone();
-        tokio::spawn(async move {
-            let mut answered = false;
-            while let Some(out) = rx.recv().await {
-                if let (false, Outgoing::Message(envelope)) = (answered, &out) {
-                    if !matches!(envelope.body, ControlReply::Log(_)) {
-                        answered = true;
-                        if let Some(events) = &events {
-                            let answer = Event::RequestAnswered {
-                                request_id,
-                                reply: envelope.body.clone(),
-                            };
-                            let _ = events.send(answer).await;
-                        }
-                    }
-                }
-                // A client that went away still gets its answer recorded for its retry.
-                if tx.send(out).is_err() && answered {
-                    break;
+    /// Moves what the handlers replied on the proxies of idempotent requests to their clients,
+    /// recording each request's first answer. The actor calls it after every event, so an
+    /// answer reaches its client as soon as the handler that gave it returns.
+    pub(crate) fn forward_answers(&mut self) {
+        let mut answers = Vec::new();
+        self.requests.proxies.retain_mut(|proxy| loop {
+            let out = match proxy.rx.try_recv() {
+                Ok(out) => out,
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Disconnected) => return false,
+            };
+            if let (false, Outgoing::Message(envelope)) = (proxy.answered, &out) {
+                if !matches!(envelope.body, ControlReply::Log(_)) {
+                    proxy.answered = true;
+                    answers.push((proxy.request_id, envelope.body.clone()));
                 }
             }
+            // A client that went away still gets its answer recorded for its retry; after
+            // that, its proxy closes (log streams to it stop).
+            if proxy.client.send(out).is_err() && proxy.answered {
+                return false;
+            }
         });
-        proxy
+        for (request_id, answer) in answers {
+            self.request_answered(request_id, answer);
+        }
     }
 
     /// The first answer of a request: remember it and answer the retries waiting for it.
     pub(crate) fn request_answered(&mut self, request_id: Uuid, answer: ControlReply) {
+        let at_ms = self
+            .requests
+            .states
+            .get(&request_id)
+            .map_or_else(now_ms, |r| r.at_ms);
+        let state = RequestState::Done(answer.clone());
         let previous = self
             .requests
             .states
-            .insert(request_id, RequestState::Done(answer.clone()));
-        if let Some(RequestState::InProgress(waiters)) = previous {
+            .insert(request_id, Remembered { state, at_ms });
+        if let Some(RequestState::InProgress(waiters)) = previous.map(|r| r.state) {
             for (tx, id) in waiters {
                 reply(&tx, id, answer.clone());
             }
         }
-        self.save_request(request_id, Some(answer));
+        self.save_request(request_id, Some(answer), at_ms);
     }
 
-    fn save_request(&self, id: Uuid, reply: Option<ControlReply>) {
-        let record = RequestRecord {
-            id,
-            reply,
-            at_ms: now_ms(),
-        };
+    fn save_request(&self, id: Uuid, reply: Option<ControlReply>, at_ms: u64) {
+        let record = RequestRecord { id, reply, at_ms };
         if let Err(e) = self.store.put_request(&record) {
             tracing::error!("cannot store request {id}: {e}");
         }

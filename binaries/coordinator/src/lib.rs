@@ -8,8 +8,10 @@
 //! - `GET /metrics` — Prometheus text.
 //!
 //! [`run`] takes its resources as arguments (listener, store, config, shutdown) so tests run it on
-//! `127.0.0.1:0` with a [`adora_store::MemoryStore`].
+//! `127.0.0.1:0` with a [`adora_store::MemoryStore`]. Every task it starts is owned (see
+//! [`tasks`]): `run` returns once they all stopped, or reports the ones that did not.
 
+mod access;
 mod actor;
 pub mod artifacts;
 mod auth;
@@ -19,8 +21,10 @@ mod idempotency;
 mod metrics;
 mod recovery;
 mod requests;
+mod retention;
 mod start;
 mod stats;
+mod tasks;
 #[cfg(test)]
 mod testkit;
 mod ws;
@@ -33,12 +37,13 @@ use std::{
     time::Duration,
 };
 
-use adora_store::Store;
+use adora_store::{Retention, Store};
 use tokio::{net::TcpListener, sync::mpsc};
 use tokio_util::sync::CancellationToken;
 
 pub use adora_client::{Token, DEFAULT_PORT, HEARTBEAT_INTERVAL};
 pub use http::router;
+pub use tasks::SHUTDOWN_GRACE;
 
 /// A daemon silent for this long is marked lost and its connection closed.
 pub const DAEMON_TIMEOUT: Duration = Duration::from_secs(20);
@@ -69,6 +74,9 @@ pub struct CoordinatorConfig {
     /// Directory of the artifact store (`distribute: http`), next to the store; `None`
     /// disables it (its routes answer 503).
     pub artifact_dir: Option<std::path::PathBuf>,
+    /// How many finished dataflows are kept, and for how long (in memory and in the store):
+    /// by default the last 100 or those of the last 24 h, whichever keeps more.
+    pub finished_dataflows: Retention,
 }
 
 impl CoordinatorConfig {
@@ -81,6 +89,7 @@ impl CoordinatorConfig {
             reclaim_timeout: RECLAIM_TIMEOUT,
             recovery_backoff: RECOVERY_BACKOFF,
             artifact_dir: None,
+            finished_dataflows: Retention::default(),
         }
     }
 }
@@ -94,13 +103,15 @@ pub enum Error {
     Serve(#[source] std::io::Error),
 }
 
-/// What the HTTP handlers share: the way to the actor and the token.
+/// What the HTTP handlers share: the way to the actor, the token and the coordinator's tasks.
 #[derive(Clone)]
 pub struct AppState {
     events: mpsc::Sender<actor::Event>,
     token: Option<Token>,
     next_conn: Arc<AtomicU64>,
+    /// Cancelled when the coordinator stops (a shutdown request or the caller's token).
     shutdown: CancellationToken,
+    tasks: tasks::Tasks,
     artifacts: Option<Arc<artifacts::ArtifactStore>>,
 }
 
@@ -110,60 +121,67 @@ impl AppState {
     }
 }
 
-/// Starts the actor and returns the state the router needs. The actor stops when `shutdown`
-/// is cancelled.
+/// Starts the actor (and the artifact store's garbage collection) and returns the state the
+/// router needs. They stop when `shutdown` is cancelled; [`run`] waits for them.
 pub fn start(
     store: Arc<dyn Store>,
     config: CoordinatorConfig,
     shutdown: CancellationToken,
 ) -> AppState {
+    // A child: a `ShutdownCoordinator` request stops this coordinator, not the caller's token.
+    let tasks = tasks::Tasks::new(shutdown.child_token());
+    let shutdown = tasks.cancel_token().clone();
     let (events, events_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
     let token = config.token.clone();
-    let artifacts =
-        config
-            .artifact_dir
-            .as_deref()
-            .and_then(|dir| match artifacts::ArtifactStore::open(dir) {
-                Ok(a) => Some(Arc::new(a)),
-                Err(e) => {
-                    tracing::error!("artifact store in {} unusable: {e}", dir.display());
-                    None
-                }
-            });
+    let artifacts = config.artifact_dir.as_deref().and_then(open_artifacts);
     if let Some(a) = &artifacts {
-        tokio::spawn(artifacts::gc_loop(
-            a.clone(),
-            store.clone(),
-            shutdown.clone(),
-        ));
+        let gc = artifacts::gc_loop(a.clone(), store.clone(), shutdown.clone());
+        tasks.spawn("artifact garbage collection", gc);
     }
-    let mut coordinator = actor::Coordinator::new(config, store);
-    coordinator.events = Some(events.clone());
-    tokio::spawn(coordinator.run(events_rx, shutdown.clone()));
+    let coordinator = actor::Coordinator::new(config, store);
+    tasks.spawn(
+        "coordinator actor",
+        coordinator.run(events_rx, shutdown.clone()),
+    );
     AppState {
         events,
         token,
         next_conn: Arc::new(AtomicU64::new(1)),
         shutdown,
+        tasks,
         artifacts,
     }
 }
 
-/// Serves the coordinator on `listener` until `shutdown` is cancelled.
+/// The artifact store in `dir`, `None` (logged) when it is unusable.
+fn open_artifacts(dir: &std::path::Path) -> Option<Arc<artifacts::ArtifactStore>> {
+    match artifacts::ArtifactStore::open(dir) {
+        Ok(a) => Some(Arc::new(a)),
+        Err(e) => {
+            tracing::error!("artifact store in {} unusable: {e}", dir.display());
+            None
+        }
+    }
+}
+
+/// Serves the coordinator on `listener` until `shutdown` is cancelled (or a client asks it to
+/// stop), then waits up to [`SHUTDOWN_GRACE`] for its tasks.
 pub async fn run(
     listener: TcpListener,
     store: Arc<dyn Store>,
     config: CoordinatorConfig,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let state = start(store, config, shutdown.clone());
+    let state = start(store, config, shutdown);
+    let tasks = state.tasks.clone();
     if let Ok(addr) = listener.local_addr() {
         tracing::info!("coordinator listening on {addr}");
     }
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-        .map_err(Error::Serve)
+    let served = axum::serve(listener, router(state))
+        .with_graceful_shutdown(tasks.cancel_token().clone().cancelled_owned())
+        .await;
+    tasks.shutdown(SHUTDOWN_GRACE).await;
+    served.map_err(Error::Serve)
 }
 
 #[cfg(test)]

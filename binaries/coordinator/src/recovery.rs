@@ -18,7 +18,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use adora_client::Backoff;
 use adora_message::{
-    control::{DataflowStatus, NodeResult},
+    control::{ControlError, DataflowStatus, NodeResult},
     coordinator_to_daemon::{DaemonCommand, SpawnDataflow},
 };
 use adora_store::{now_ms, MachineRecord};
@@ -48,6 +48,16 @@ struct Respawn {
     not_before: Instant,
     /// Spaces the re-spawns: a constant `recovery_backoff`.
     backoff: Backoff,
+}
+
+impl RecoveryState {
+    /// Forgets the bookkeeping of dataflows the coordinator no longer knows (see
+    /// [`crate::retention`]).
+    pub(crate) fn forget(&mut self, ids: &BTreeSet<Uuid>) {
+        self.awaiting.retain(|id, _| !ids.contains(id));
+        self.respawns.retain(|(_, id), _| !ids.contains(id));
+        self.missing.retain(|(_, id)| !ids.contains(id));
+    }
 }
 
 impl Coordinator {
@@ -100,6 +110,7 @@ impl Coordinator {
         }
         self.requests.load(requests);
         self.builds = builds.into_iter().map(|b| (b.id, b)).collect();
+        self.prune(now_ms());
         tracing::info!(
             "loaded {} dataflow(s) ({live} to reclaim) and {} machine(s) from the store",
             self.flows.len(),
@@ -317,7 +328,12 @@ impl Coordinator {
     }
 
     /// A daemon answered a spawn: a failed auto-recovery is retried after the backoff.
-    pub(crate) fn recovery_spawned(&mut self, id: Uuid, daemon: &str, result: &Result<(), String>) {
+    pub(crate) fn recovery_spawned(
+        &mut self,
+        id: Uuid,
+        daemon: &str,
+        result: &Result<(), ControlError>,
+    ) {
         let key = (daemon.to_owned(), id);
         if self.pending_starts.contains_key(&id) || !self.recovery.respawns.contains_key(&key) {
             return; // the answer to a start, not to a recovery

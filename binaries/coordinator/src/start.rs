@@ -29,7 +29,7 @@ use adora_store::DataflowRecord;
 use uuid::Uuid;
 
 use crate::{
-    actor::{reply, ClientTx, Coordinator},
+    actor::{reply, ClientTx, Coordinator, Flow},
     requests::error,
 };
 
@@ -55,50 +55,16 @@ impl Coordinator {
         restart_of: Option<Uuid>,
     ) {
         let id = Uuid::new_v4();
-        let name = match self.check_name(start.name.clone()) {
-            Ok(name) => name.unwrap_or_else(|| self.generate_name(id)),
+        let record = match self.new_record(id, &start) {
+            Ok(record) => record,
             Err(e) => return reply(&tx, request, ControlReply::Error(e)),
         };
-        let artifacts = match self.artifacts_of(&start) {
-            Ok(a) => a,
-            Err(e) => return reply(&tx, request, ControlReply::Error(e)),
-        };
-        let placement = match self.place(&start.descriptor, "start") {
-            Ok(p) => p,
-            Err(e) => return reply(&tx, request, ControlReply::Error(e)),
-        };
-        let mut record = DataflowRecord::new(
-            id,
-            name.clone(),
-            start.descriptor.clone(),
-            start.working_dir.clone(),
-            placement,
-        );
-        record.request_id = self.current_request;
-        record.artifacts = artifacts.clone();
+        let name = record.name.clone();
         let flow = self.insert_flow(record);
         if start.attach {
             flow.watchers.push((tx.clone(), request));
         }
-        // One copy of the descriptor for every daemon's command: a copy each made a start of
-        // 1000 nodes on 200 daemons cost the coordinator ~200 MiB.
-        let descriptor = std::sync::Arc::new(start.descriptor.clone());
-        let commands: BTreeMap<String, SpawnDataflow> = flow
-            .parts
-            .iter()
-            .map(|(daemon, part)| {
-                let spawn = SpawnDataflow {
-                    id,
-                    name: name.clone(),
-                    descriptor: descriptor.clone(),
-                    working_dir: start.working_dir.clone(),
-                    nodes: part.nodes.clone(),
-                    artifacts: artifacts.clone(),
-                    build: start.build,
-                };
-                (daemon.clone(), spawn)
-            })
-            .collect();
+        let commands = spawn_commands(flow, &start);
         let prepare = commands.values().any(SpawnDataflow::needs_preparation);
         if prepare {
             flow.record.status = DataflowStatus::Preparing;
@@ -132,6 +98,25 @@ impl Coordinator {
             self.send_spawn(id, commands);
         }
         self.advance_start(id);
+    }
+
+    /// The record of a new run: its name checked (or generated), its binaries, its placement.
+    fn new_record(&self, id: Uuid, start: &StartDataflow) -> Result<DataflowRecord, ControlError> {
+        let name = self
+            .check_name(start.name.clone())?
+            .unwrap_or_else(|| self.generate_name(id));
+        let artifacts = self.artifacts_of(start)?;
+        let placement = self.place(&start.descriptor, "start")?;
+        let mut record = DataflowRecord::new(
+            id,
+            name,
+            start.descriptor.clone(),
+            start.working_dir.clone(),
+            placement,
+        );
+        record.request_id = self.current_request;
+        record.artifacts = artifacts;
+        Ok(record)
     }
 
     /// `Ok(None)` when no name was asked for; an error when it is taken or unusable.
@@ -256,20 +241,30 @@ impl Coordinator {
     }
 
     /// A daemon answered a `Prepare`.
-    pub(crate) fn prepare_answered(&mut self, id: Uuid, daemon: &str, result: Result<(), String>) {
+    pub(crate) fn prepare_answered(
+        &mut self,
+        id: Uuid,
+        daemon: &str,
+        result: Result<(), ControlError>,
+    ) {
         let Some(p) = self.pending_starts.get_mut(&id) else {
             return;
         };
         if p.preparing.is_some() && p.waiting.remove(daemon) {
             if let Err(e) = result {
-                p.errors.push(e);
+                p.errors.push(e.message);
             }
             self.advance_start(id);
         }
     }
 
     /// A daemon answered a `Spawn` of a start (auto-recoveries are in `crate::recovery`).
-    pub(crate) fn spawn_answered(&mut self, id: Uuid, daemon: &str, result: Result<(), String>) {
+    pub(crate) fn spawn_answered(
+        &mut self,
+        id: Uuid,
+        daemon: &str,
+        result: Result<(), ControlError>,
+    ) {
         let Some(p) = self.pending_starts.get_mut(&id) else {
             return;
         };
@@ -389,6 +384,29 @@ impl Coordinator {
         self.advance_start(id);
         true
     }
+}
+
+/// Every daemon's spawn command of a new run.
+fn spawn_commands(flow: &Flow, start: &StartDataflow) -> BTreeMap<String, SpawnDataflow> {
+    let record = &flow.record;
+    // One copy of the descriptor for every daemon's command: a copy each made a start of
+    // 1000 nodes on 200 daemons cost the coordinator ~200 MiB.
+    let descriptor = std::sync::Arc::new(start.descriptor.clone());
+    flow.parts
+        .iter()
+        .map(|(daemon, part)| {
+            let spawn = SpawnDataflow {
+                id: record.id,
+                name: record.name.clone(),
+                descriptor: descriptor.clone(),
+                working_dir: start.working_dir.clone(),
+                nodes: part.nodes.clone(),
+                artifacts: record.artifacts.clone(),
+                build: start.build,
+            };
+            (daemon.clone(), spawn)
+        })
+        .collect()
 }
 
 /// An error when a `scp`/`http` node of `descriptor` has no binary in the build.

@@ -23,10 +23,9 @@ use crate::{
     CoordinatorConfig, Token,
 };
 
-/// A coordinator under test plus the receiving end of its own event channel.
+/// A coordinator under test.
 pub(crate) struct Harness {
     pub c: Coordinator,
-    pub events: mpsc::Receiver<Event>,
     next_conn: ConnId,
 }
 
@@ -41,15 +40,14 @@ impl Harness {
         let mut config = CoordinatorConfig::new(Token::new("test-token").unwrap());
         config.recovery_backoff = Duration::from_secs(30);
         config.reclaim_timeout = Duration::from_secs(60);
-        let (tx, events) = mpsc::channel(64);
+        Self::with_config(config, store).await
+    }
+
+    /// A coordinator with `config` on `store`, its state loaded.
+    pub async fn with_config(config: CoordinatorConfig, store: Arc<dyn Store>) -> Harness {
         let mut c = Coordinator::new(config, store);
-        c.events = Some(tx);
         c.load().await;
-        Harness {
-            c,
-            events,
-            next_conn: 1000,
-        }
+        Harness { c, next_conn: 1000 }
     }
 
     /// Registers daemon `machine` reporting `running`; returns its connection and command stream.
@@ -97,16 +95,6 @@ impl Harness {
             tx,
         });
         rx
-    }
-
-    /// Dispatches the events the actor sent itself (answers of idempotent requests).
-    pub async fn pump(&mut self) {
-        tokio::task::yield_now().await;
-        while let Ok(Some(event)) =
-            tokio::time::timeout(Duration::from_millis(50), self.events.recv()).await
-        {
-            self.c.dispatch(event);
-        }
     }
 }
 

@@ -309,3 +309,32 @@ async fn a_new_daemon_is_told_the_zenoh_endpoints_of_the_others() {
     );
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn run_returns_once_its_connections_and_actor_stopped() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let shutdown = CancellationToken::new();
+    let config = CoordinatorConfig::new(token());
+    let server = tokio::spawn(run(
+        listener,
+        Arc::new(MemoryStore::new()),
+        config,
+        shutdown.clone(),
+    ));
+    let mut conn = client(&addr, Some("test-token")).await.unwrap();
+    assert_eq!(
+        call(&mut conn, ControlRequest::List).await,
+        ControlReply::List(Vec::new())
+    );
+    // A client's `ShutdownCoordinator` stops it (without cancelling the caller's token).
+    let reply = call(&mut conn, ControlRequest::ShutdownCoordinator).await;
+    assert!(
+        matches!(reply, ControlReply::ShuttingDown { .. }),
+        "{reply:?}"
+    );
+    within(server).await.unwrap().unwrap();
+    assert!(!shutdown.is_cancelled());
+    // Its connection was closed on the way out.
+    assert!(within(conn.recv::<Envelope<ControlReply>>()).await.is_err());
+}

@@ -174,10 +174,9 @@ async fn pump<In: DeserializeOwned, Out: Serialize>(
 ) -> Result<(), String> {
     loop {
         tokio::select! {
-            _ = state.shutdown.cancelled() => {
-                close(socket, close_code::AWAY, "the coordinator is shutting down").await;
-                return Ok(());
-            }
+            // What the actor queued goes out before a shutdown closes the connection (the answer
+            // to `ShutdownCoordinator`, say).
+            biased;
             out = rx.recv() => match out {
                 Some(Outgoing::Message(envelope)) => send(socket, &envelope).await?,
                 Some(Outgoing::Close(reason)) => {
@@ -189,6 +188,10 @@ async fn pump<In: DeserializeOwned, Out: Serialize>(
                     return Ok(());
                 }
             },
+            _ = state.shutdown.cancelled() => {
+                close(socket, close_code::AWAY, "the coordinator is shutting down").await;
+                return Ok(());
+            }
             text = next_text(socket) => {
                 let envelope: Envelope<In> = decode(socket, &text?).await?;
                 if state.events.send(to_event(envelope)).await.is_err() {

@@ -186,4 +186,9 @@ impl ControlError {
             message: message.into(),
         }
     }
+
+    /// A daemon refused or failed a command ([`ErrorKind::Daemon`]).
+    pub fn daemon(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Daemon, message)
+    }
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{
-    control::{Labels, NodeLogLine, NodeResult, RunningDataflow},
+    control::{ControlError, Labels, NodeLogLine, NodeResult, RunningDataflow},
     stats::NodeStats,
 };
 
@@ -26,7 +26,7 @@ pub enum DaemonMessage {
         /// The dataflow.
         dataflow: Uuid,
         /// Outcome of the spawn.
-        result: Result<(), String>,
+        result: Result<(), ControlError>,
     },
     /// Answer to `Prepare`: `Ok` when every node placed here is ready to spawn (built,
     /// downloaded and verified); `Err` names each node, this machine and the strategy.
@@ -34,14 +34,14 @@ pub enum DaemonMessage {
         /// The dataflow.
         dataflow: Uuid,
         /// Outcome of the preparation.
-        result: Result<(), String>,
+        result: Result<(), ControlError>,
     },
     /// Answer to `Build`: `Err` names each node whose build failed.
     Built {
         /// The build.
         build_id: Uuid,
         /// Outcome of the builds.
-        result: Result<(), String>,
+        result: Result<(), ControlError>,
     },
     /// Every node of the dataflow on this daemon has ended.
     Finished {
@@ -136,11 +136,13 @@ mod tests {
         });
         round_trip(DaemonMessage::Spawned {
             dataflow: id,
-            result: Err("path `./a` does not exist".into()),
+            result: Err(ControlError::daemon("path `./a` does not exist")),
         });
         round_trip(DaemonMessage::Prepared {
             dataflow: id,
-            result: Err("node `a` on machine `b` (distribute: http): checksum mismatch".into()),
+            result: Err(ControlError::daemon(
+                "node `a` on machine `b` (distribute: http): checksum mismatch",
+            )),
         });
         round_trip(DaemonMessage::Built {
             build_id: id,

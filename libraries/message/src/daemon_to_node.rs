@@ -10,7 +10,8 @@ use crate::common::{DataRef, Metadata};
 /// A reply from the daemon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum DaemonReply {
-    /// Answer to `Register`: `Err` carries a human-readable reason.
+    /// Answer to `Register`: `Err` carries a human-readable reason. A plain string on purpose: it
+    /// refuses nodes of another protocol version, so its encoding must never change.
     Registered(Result<(), String>),
     /// Answer to `NextEvents`. An empty list means the stream has ended: no more events will come.
     Events {

@@ -13,8 +13,9 @@ use crate::ADORA_VERSION;
 
 /// Version of the control-plane protocol. Peers with another version are rejected at the
 /// handshake, with a reason naming both versions. Bump it whenever a peer of the previous version
-/// would misunderstand or ignore a message (2: the two-phase start, `Prepare`/`Discard`/`Build`).
-pub const CONTROL_PROTOCOL_VERSION: u32 = 2;
+/// would misunderstand or ignore a message (2: the two-phase start, `Prepare`/`Discard`/`Build`;
+/// 3: daemons answer `Spawned`/`Prepared`/`Built` with a typed `ControlError`).
+pub const CONTROL_PROTOCOL_VERSION: u32 = 3;
 
 /// The first frame of every control-plane connection, sent by the connecting side.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

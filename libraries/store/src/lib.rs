@@ -4,8 +4,13 @@
 //! one redb file so a restarted coordinator finds its dataflows, machines and answered requests
 //! again. The coordinator calls a store from its actor: implementations must not block it (the
 //! redb store writes on its own thread; reads happen once, at startup, off the runtime).
+//!
+//! What is over is not kept forever: [`retention`] says how long finished dataflows, answered
+//! requests and builds are remembered; the coordinator forgets the rest in memory and here
+//! (`remove_*`).
 
 mod redb_store;
+pub mod retention;
 
 use std::{
     collections::BTreeMap,
@@ -22,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use redb_store::{RedbStore, SCHEMA_VERSION};
+pub use retention::Retention;
 
 /// Everything the coordinator remembers about one dataflow run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -222,6 +228,12 @@ pub trait Store: Send + Sync + 'static {
     fn put_build(&self, build: &BuildRecord) -> Result<(), StoreError>;
     /// Every stored build. Blocking: call it off the async runtime.
     fn builds(&self) -> Result<Vec<BuildRecord>, StoreError>;
+    /// Forgets these dataflows (running or archived); unknown ids are ignored.
+    fn remove_dataflows(&self, ids: &[Uuid]) -> Result<(), StoreError>;
+    /// Forgets these requests; unknown ids are ignored.
+    fn remove_requests(&self, ids: &[Uuid]) -> Result<(), StoreError>;
+    /// Forgets these builds; unknown ids are ignored.
+    fn remove_builds(&self, ids: &[Uuid]) -> Result<(), StoreError>;
 }
 
 /// A [`Store`] in memory: lost when the coordinator exits.
@@ -278,6 +290,30 @@ impl Store for MemoryStore {
     fn builds(&self) -> Result<Vec<BuildRecord>, StoreError> {
         Ok(self.builds.lock()?.values().cloned().collect())
     }
+
+    fn remove_dataflows(&self, ids: &[Uuid]) -> Result<(), StoreError> {
+        let mut dataflows = self.dataflows.lock()?;
+        ids.iter().for_each(|id| {
+            dataflows.remove(id);
+        });
+        Ok(())
+    }
+
+    fn remove_requests(&self, ids: &[Uuid]) -> Result<(), StoreError> {
+        let mut requests = self.requests.lock()?;
+        ids.iter().for_each(|id| {
+            requests.remove(id);
+        });
+        Ok(())
+    }
+
+    fn remove_builds(&self, ids: &[Uuid]) -> Result<(), StoreError> {
+        let mut builds = self.builds.lock()?;
+        ids.iter().for_each(|id| {
+            builds.remove(id);
+        });
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -300,6 +336,8 @@ mod tests {
         record.status = DataflowStatus::Finished;
         store.put_dataflow(&record).expect("put");
         let all = store.dataflows().expect("read");
-        assert_eq!(all, vec![record]);
+        assert_eq!(all, vec![record.clone()]);
+        store.remove_dataflows(&[record.id]).expect("remove");
+        assert!(store.dataflows().expect("read").is_empty());
     }
 }

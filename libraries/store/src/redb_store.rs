@@ -2,7 +2,8 @@
 //!
 //! Layout: a `meta` table holding the schema version, and one table per record kind with the
 //! record as JSON under its key. Finished dataflows move from `dataflows` to `archive` (their
-//! results), so the hot table only holds live runs.
+//! results), so the hot table only holds live runs; the coordinator removes the ones its
+//! [`Retention`](crate::Retention) lets go.
 //!
 //! Writes go through a channel to one writer thread that commits them in order, batching
 //! whatever queued up meanwhile into one transaction: callers (the coordinator's actor) never
@@ -15,24 +16,24 @@ use std::{
     path::{Path, PathBuf},
     sync::{mpsc, Arc, Mutex},
     thread::JoinHandle,
-    time::Duration,
 };
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::{now_ms, BuildRecord, DataflowRecord, MachineRecord, RequestRecord, Store, StoreError};
+use uuid::Uuid;
+
+use crate::{
+    now_ms,
+    retention::{build_expired, REQUEST_RETENTION},
+    BuildRecord, DataflowRecord, MachineRecord, RequestRecord, Store, StoreError,
+};
+#[cfg(test)]
+use {crate::retention::BUILD_RETENTION, redb::ReadableTableMetadata, std::time::Duration};
 
 /// Version of the table layout and record encoding. Bump it on incompatible changes; a file
 /// with another version is refused on open.
 pub const SCHEMA_VERSION: u32 = 1;
-/// Finished dataflows kept in the archive; older ones are pruned on open.
-pub const MAX_ARCHIVED: usize = 1000;
-/// How long answered requests are remembered for retries; older ones are pruned on open.
-pub const REQUEST_RETENTION: Duration = Duration::from_secs(24 * 3600);
-/// How long builds (`adora build`) are kept for `adora start --build-id`; older ones are pruned
-/// on open (a table added to schema 1: older files simply get it empty).
-pub const BUILD_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 const META: TableDefinition<'_, &str, u32> = TableDefinition::new("meta");
 const DATAFLOWS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("dataflows");
@@ -42,11 +43,16 @@ const REQUESTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("request
 const BUILDS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("builds");
 const SCHEMA_KEY: &str = "schema_version";
 
+/// A table of records keyed by id.
+type Table = TableDefinition<'static, &'static str, &'static [u8]>;
+
 enum Write {
     Dataflow(DataflowRecord),
     Machine(MachineRecord),
     Request(RequestRecord),
     Build(BuildRecord),
+    /// Removes these keys from these tables.
+    Remove(&'static [Table], Vec<Uuid>),
     /// Answered once everything queued before it is committed.
     Flush(mpsc::Sender<()>),
 }
@@ -252,9 +258,13 @@ fn check_schema(db: &Database, path: &Path) -> Result<(), StoreError> {
     txn.commit().map_err(db_error)
 }
 
-/// Drops old answered requests, old builds and the oldest archived dataflows beyond [`MAX_ARCHIVED`].
+/// Drops answered requests older than [`REQUEST_RETENTION`] and builds older than
+/// [`BUILD_RETENTION`](crate::retention::BUILD_RETENTION) (a table added to schema 1: older files
+/// simply get it empty). Finished dataflows are pruned by the coordinator, which knows its
+/// [`Retention`](crate::Retention).
 fn prune(db: &Database) -> Result<(), StoreError> {
-    let cutoff = now_ms().saturating_sub(REQUEST_RETENTION.as_millis() as u64);
+    let now = now_ms();
+    let cutoff = now.saturating_sub(REQUEST_RETENTION.as_millis() as u64);
     let txn = db.begin_write().map_err(db_error)?;
     {
         let mut requests = txn.open_table(REQUESTS).map_err(db_error)?;
@@ -263,29 +273,13 @@ fn prune(db: &Database) -> Result<(), StoreError> {
                 serde_json::from_slice::<RequestRecord>(v).is_ok_and(|r| r.at_ms >= cutoff)
             })
             .map_err(db_error)?;
-        let build_cutoff = now_ms().saturating_sub(BUILD_RETENTION.as_millis() as u64);
         let mut builds = txn.open_table(BUILDS).map_err(db_error)?;
         builds
             .retain(|_, v| {
                 serde_json::from_slice::<BuildRecord>(v)
-                    .is_ok_and(|b| b.created_at_ms >= build_cutoff)
+                    .is_ok_and(|b| !build_expired(b.created_at_ms, now))
             })
             .map_err(db_error)?;
-        let mut archive = txn.open_table(ARCHIVE).map_err(db_error)?;
-        let len = archive.len().map_err(db_error)? as usize;
-        if len > MAX_ARCHIVED {
-            let mut ages: Vec<(u64, String)> = Vec::with_capacity(len);
-            for entry in archive.iter().map_err(db_error)? {
-                let (k, v) = entry.map_err(db_error)?;
-                let at = serde_json::from_slice::<DataflowRecord>(v.value())
-                    .map_or(0, |r| r.updated_at_ms);
-                ages.push((at, k.value().to_owned()));
-            }
-            ages.sort();
-            for (_, key) in ages.iter().take(len - MAX_ARCHIVED) {
-                archive.remove(key.as_str()).map_err(db_error)?;
-            }
-        }
     }
     txn.commit().map_err(db_error)
 }
@@ -340,6 +334,14 @@ fn commit(
             Write::Machine(m) => put(&txn, MACHINES, &m.name.clone(), &m)?,
             Write::Request(r) => put(&txn, REQUESTS, &r.id.to_string(), &r)?,
             Write::Build(b) => put(&txn, BUILDS, &b.id.to_string(), &b)?,
+            Write::Remove(tables, ids) => {
+                for table in tables {
+                    let mut table = txn.open_table(*table).map_err(db_error)?;
+                    for id in &ids {
+                        table.remove(id.to_string().as_str()).map_err(db_error)?;
+                    }
+                }
+            }
             Write::Flush(tx) => flushes.push(tx),
         }
     }
@@ -377,6 +379,18 @@ impl Store for RedbStore {
 
     fn builds(&self) -> Result<Vec<BuildRecord>, StoreError> {
         self.read_all(&[BUILDS])
+    }
+
+    fn remove_dataflows(&self, ids: &[Uuid]) -> Result<(), StoreError> {
+        self.send(Write::Remove(&[DATAFLOWS, ARCHIVE], ids.to_vec()))
+    }
+
+    fn remove_requests(&self, ids: &[Uuid]) -> Result<(), StoreError> {
+        self.send(Write::Remove(&[REQUESTS], ids.to_vec()))
+    }
+
+    fn remove_builds(&self, ids: &[Uuid]) -> Result<(), StoreError> {
+        self.send(Write::Remove(&[BUILDS], ids.to_vec()))
     }
 }
 

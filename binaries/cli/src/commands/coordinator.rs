@@ -42,6 +42,13 @@ pub struct Args {
     /// window (per daemon and dataflow).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     recovery_backoff: std::time::Duration,
+    /// Finished dataflows kept whatever their age: the latest N (see --keep-finished-for).
+    #[arg(long, value_name = "N", default_value_t = adora_store::retention::KEEP_FINISHED)]
+    keep_finished: usize,
+    /// Finished dataflows kept whatever their number: those that ended within this time.
+    /// Whichever of the two limits keeps more applies; older runs are forgotten.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "24h")]
+    keep_finished_for: std::time::Duration,
     /// Token file (created with mode 0600 if missing) [default: <state dir>/token].
     #[arg(long)]
     token_file: Option<PathBuf>,
@@ -73,6 +80,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut config = CoordinatorConfig::new(token);
     config.reclaim_timeout = args.reclaim_timeout;
     config.recovery_backoff = args.recovery_backoff;
+    config.finished_dataflows = adora_store::Retention {
+        keep_last: args.keep_finished,
+        keep_for: args.keep_finished_for,
+    };
     config.artifact_dir = Some(artifact_dir(args.store.as_deref()));
     let result = adora_coordinator::run(listener, store, config, shutdown).await;
     // Only remove the address file if it is still ours (another coordinator may have replaced it).

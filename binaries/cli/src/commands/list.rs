@@ -10,6 +10,10 @@ use super::client::{Client, ClientArgs};
 use crate::table::Table;
 
 /// List dataflows: name, uuid, status, nodes and machines.
+///
+/// Running dataflows, and finished ones as the coordinator keeps them: the last 100 or those that
+/// ended in the last 24 h, whichever keeps more (`adora coordinator --keep-finished N
+/// --keep-finished-for DURATION`).
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Examples:\n  adora list\n  adora list --json | jq '.[] | select(.status == \"running\")'"

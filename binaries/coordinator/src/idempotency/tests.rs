@@ -33,7 +33,6 @@ async fn a_retried_start_is_answered_not_started_twice_even_across_a_restart() {
     let id = *h.c.flows.keys().next().unwrap();
     h.daemon_says(a, spawned(id));
     h.daemon_says(b, spawned(id));
-    h.pump().await;
     let answer = replies(&mut first);
     assert!(
         matches!(&answer[..], [ControlReply::Started { id: got, .. }] if *got == id),
@@ -62,7 +61,6 @@ async fn a_retried_start_is_answered_not_started_twice_even_across_a_restart() {
         Uuid::new_v4(),
         ControlRequest::Start(two_machine_start()),
     ));
-    h.pump().await;
     let got = replies(&mut other);
     assert!(
         matches!(&got[..], [ControlReply::Error(_)]),
@@ -83,7 +81,6 @@ async fn a_retried_attached_start_streams_the_logs_on_the_new_connection() {
     let id = *h.c.flows.keys().next().unwrap();
     h.daemon_says(a, spawned(id));
     h.daemon_says(b, spawned(id));
-    h.pump().await;
     commands(&mut a_rx);
 
     let mut retry = h.request(request());

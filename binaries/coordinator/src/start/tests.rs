@@ -56,7 +56,7 @@ async fn a_failed_preparation_spawns_nothing_anywhere() {
         b,
         DaemonMessage::Prepared {
             dataflow: id,
-            result: Err(problem.into()),
+            result: Err(adora_message::control::ControlError::daemon(problem)),
         },
     );
     let (got_a, got_b) = (commands(&mut a_rx), commands(&mut b_rx));

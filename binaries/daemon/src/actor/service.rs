@@ -10,7 +10,7 @@ use std::{
 
 use adora_core::NodeId;
 use adora_message::{
-    control::{self, NodeLogLine, RunningDataflow},
+    control::{self, ControlError, NodeLogLine, RunningDataflow},
     coordinator_to_daemon::{DaemonCommand, SpawnDataflow},
     daemon_to_coordinator::DaemonMessage,
     envelope::Envelope,
@@ -242,6 +242,7 @@ impl Daemon {
             } => {
                 service.building.remove(&build_id);
                 service.watch(build_id, false);
+                let result = result.map_err(ControlError::daemon);
                 service.report(request, DaemonMessage::Built { build_id, result });
             }
             ServiceCommand::FromCoordinator(Envelope { id, body }) => {

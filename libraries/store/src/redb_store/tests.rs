@@ -198,3 +198,28 @@ fn a_corrupted_file_is_refused_and_left_untouched() {
     // Not a database at all.
     assert_refused_untouched(&path, b"this is not a database\n");
 }
+
+#[test]
+fn removed_records_stay_removed_after_reopening() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("coordinator.redb");
+    let (kept, mut gone) = (record("kept"), record("gone"));
+    gone.status = DataflowStatus::Failed;
+    let request = RequestRecord {
+        id: Uuid::new_v4(),
+        reply: None,
+        at_ms: now_ms(),
+    };
+    {
+        let store = RedbStore::open(&path).expect("open");
+        store.put_dataflow(&kept).expect("put");
+        store.put_dataflow(&gone).expect("put");
+        store.put_request(&request).expect("put");
+        store.remove_dataflows(&[gone.id]).expect("remove");
+        store.remove_requests(&[request.id]).expect("remove");
+        store.flush().expect("flush");
+    }
+    let store = RedbStore::open(&path).expect("reopen");
+    assert_eq!(store.dataflows().expect("read"), vec![kept]);
+    assert!(store.requests().expect("read").is_empty());
+}

@@ -6,6 +6,7 @@ use std::{collections::BTreeMap, path::PathBuf};
 
 use adora_core::NodeId;
 use adora_message::{
+    control::ControlError,
     coordinator_to_daemon::{BuildNodes, SpawnDataflow},
     daemon_to_coordinator::DaemonMessage,
 };
@@ -38,7 +39,9 @@ impl Daemon {
                 AfterPrepare::Spawn { request, spawn },
             );
         }
-        let result = self.spawn_for_coordinator(spawn, service);
+        let result = self
+            .spawn_for_coordinator(spawn, service)
+            .map_err(ControlError::daemon);
         service.report(request, DaemonMessage::Spawned { dataflow, result });
     }
 
@@ -56,16 +59,20 @@ impl Daemon {
         let failed = result.is_err();
         match after {
             AfterPrepare::Keep { request } => {
-                let result = result.map(|paths| {
-                    service.prepared.insert(dataflow, paths);
-                });
+                let result = result
+                    .map(|paths| {
+                        service.prepared.insert(dataflow, paths);
+                    })
+                    .map_err(ControlError::daemon);
                 service.report(request, DaemonMessage::Prepared { dataflow, result });
             }
             AfterPrepare::Spawn { request, mut spawn } => {
-                let result = result.and_then(|paths| {
-                    distribute::apply(&mut spawn, &paths);
-                    self.spawn_for_coordinator(*spawn, service)
-                });
+                let result = result
+                    .and_then(|paths| {
+                        distribute::apply(&mut spawn, &paths);
+                        self.spawn_for_coordinator(*spawn, service)
+                    })
+                    .map_err(ControlError::daemon);
                 service.report(request, DaemonMessage::Spawned { dataflow, result });
             }
             AfterPrepare::Discard => {
@@ -99,7 +106,9 @@ impl Service {
     fn start_preparing(&mut self, spawn: SpawnDataflow, after: AfterPrepare) {
         let dataflow = spawn.id;
         let Some((ctx, commands)) = self.distribution.clone() else {
-            let result = Err("this daemon cannot fetch or build binaries (not a service)".into());
+            let result = Err(ControlError::daemon(
+                "this daemon cannot fetch or build binaries (not a service)",
+            ));
             let (request, body) = match after {
                 AfterPrepare::Keep { request } => {
                     (request, DaemonMessage::Prepared { dataflow, result })
@@ -153,7 +162,9 @@ impl Service {
     pub(super) fn start_build(&mut self, request: u64, build: BuildNodes) {
         let build_id = build.build_id;
         let Some((ctx, commands)) = self.distribution.clone() else {
-            let result = Err("this daemon cannot build (not a service)".into());
+            let result = Err(ControlError::daemon(
+                "this daemon cannot build (not a service)",
+            ));
             return self.report(request, DaemonMessage::Built { build_id, result });
         };
         if !self.building.insert(build_id) {
