@@ -26,6 +26,7 @@ use uuid::Uuid;
 use crate::{requests::PendingLogs, CoordinatorConfig};
 
 mod daemons;
+pub(crate) mod peers;
 
 /// A handler slower than this is logged: it delays every request and daemon message.
 const SLOW_HANDLER: Duration = Duration::from_millis(100);
@@ -90,6 +91,8 @@ pub(crate) struct DaemonEntry {
     pub last_seen: Instant,
     /// Where other daemons reach this one's Zenoh session.
     pub zenoh_locators: Vec<String>,
+    /// Where it stands in Zenoh discovery ([`peers`]).
+    pub zenoh: peers::ZenohState,
     /// `None` once the daemon is lost.
     pub tx: Option<DaemonTx>,
     /// The Adora version it registered with.

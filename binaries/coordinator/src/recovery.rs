@@ -363,6 +363,7 @@ impl DaemonEntry {
             hostname: m.hostname,
             last_seen,
             zenoh_locators: Vec::new(),
+            zenoh: crate::actor::peers::ZenohState::Unoffered,
             tx: None,
             adora_version: String::new(),
             registered_at: last_seen,

@@ -1,8 +1,6 @@
 //! Helpers for actor-level unit tests: a [`Coordinator`] driven by hand, with fake daemon and
 //! client channels (no sockets), so time-based logic runs under `tokio::time::pause()`.
 
-#![allow(clippy::unwrap_used)]
-
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use adora_core::Descriptor;

@@ -1,8 +1,6 @@
 //! Router tests without a socket (`oneshot`) and protocol tests over a loopback socket, each
 //! with its own coordinator on port 0 (no global state, every await under a timeout).
 
-#![allow(clippy::unwrap_used)]
-
 use std::{future::Future, time::Duration};
 
 use adora_client::{ClientError, Connection};

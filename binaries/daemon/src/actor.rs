@@ -48,6 +48,11 @@ pub(crate) struct Daemon {
     tasks: Tasks,
     /// The cross-machine data plane, once the coordinator told this daemon its peers.
     pub(crate) remote: RemoteState,
+    /// Where `ZenohListening` reports go (a service daemon's link to the coordinator).
+    pub(crate) remote_reports: Option<crate::event::Reports>,
+    /// The address this machine uses to reach the coordinator: an unspecified listen IP becomes
+    /// this one, so the session listens where the daemon tells its peers to connect.
+    pub(crate) link_ip: Option<std::net::IpAddr>,
 }
 
 /// The daemon's Zenoh session, opened on the first `Peers` command.
@@ -84,6 +89,8 @@ impl Daemon {
             hlc: uhlc::HLC::default(),
             tasks,
             remote: RemoteState::Disabled,
+            remote_reports: None,
+            link_ip: None,
         })
     }
 

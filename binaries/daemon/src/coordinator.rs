@@ -52,7 +52,9 @@ pub(crate) async fn run_link(
         match result {
             Ok(mut conn) => {
                 let (tx, rx) = oneshot::channel();
-                if commands.send(ServiceCommand::Report(tx)).await.is_err() {
+                let link_ip = conn.local_addr().map(|a| a.ip());
+                let report = ServiceCommand::Report { link_ip, reply: tx };
+                if commands.send(report).await.is_err() {
                     return;
                 }
                 let running = rx.await.unwrap_or_default();
@@ -60,10 +62,8 @@ pub(crate) async fn run_link(
                     machine_id: config.machine_id.clone(),
                     labels: config.labels.clone(),
                     hostname: hostname.clone(),
-                    zenoh_locators: vec![advertised_endpoint(
-                        &config.zenoh_listen,
-                        conn.local_addr(),
-                    )],
+                    // Reported with `ZenohListening` once the session is open.
+                    zenoh_locators: Vec::new(),
                     running,
                     adora_version: adora_message::ADORA_VERSION.to_owned(),
                 };
@@ -92,19 +92,6 @@ pub(crate) async fn run_link(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
-    }
-}
-
-/// The endpoint other daemons use to reach this one: the listen endpoint, with an unspecified IP
-/// (`0.0.0.0`) replaced by the address this machine uses to reach the coordinator.
-fn advertised_endpoint(listen: &str, local: Option<std::net::SocketAddr>) -> String {
-    let parsed: Option<std::net::SocketAddr> =
-        listen.strip_prefix("tcp/").and_then(|a| a.parse().ok());
-    match (parsed, local) {
-        (Some(addr), Some(local)) if addr.ip().is_unspecified() => {
-            format!("tcp/{}", std::net::SocketAddr::new(local.ip(), addr.port()))
-        }
-        _ => listen.to_owned(),
     }
 }
 
@@ -213,23 +200,6 @@ async fn node_stats(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn advertised_endpoint_uses_the_route_to_the_coordinator() {
-        let local = Some("10.0.0.7:51000".parse().expect("addr"));
-        assert_eq!(
-            advertised_endpoint("tcp/0.0.0.0:7447", local),
-            "tcp/10.0.0.7:7447"
-        );
-        assert_eq!(
-            advertised_endpoint("tcp/192.168.1.5:7447", local),
-            "tcp/192.168.1.5:7447"
-        );
-        assert_eq!(
-            advertised_endpoint("tcp/0.0.0.0:7447", None),
-            "tcp/0.0.0.0:7447"
-        );
-    }
 
     #[test]
     fn backoff_doubles_with_jitter_and_is_capped() {

@@ -54,10 +54,12 @@ pub async fn run_dataflow(
     daemon.run_single(spec, logs, shutdown).await
 }
 
-/// Turns `tcp/<ip>:0` into `tcp/<ip>:<free port>` (other endpoints are returned unchanged), so
-/// the daemon can advertise where it listens before its Zenoh session opens.
-pub fn resolve_zenoh_listen(listen: &str) -> Result<String, String> {
-    remote::resolve_listen(listen).map_err(|e| e.to_string())
+/// Checks a Zenoh listen endpoint (`tcp/<ip>:<port>`; port 0 lets Zenoh pick a free port when
+/// the session opens, and the daemon reports the one it bound).
+pub fn validate_zenoh_listen(listen: &str) -> Result<(), String> {
+    remote::parse_listen(listen)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// Capacity of the channel from the coordinator link to the actor.
@@ -70,10 +72,10 @@ const LINK_CHANNEL_CAPACITY: usize = 1024;
 pub async fn run(config: ServiceConfig, shutdown: CancellationToken) -> Result<(), DaemonError> {
     fd_limit::raise_fd_limit();
     let mut daemon = actor::Daemon::bind(config.daemon.clone()).await?;
-    daemon.enable_remote(config.zenoh_listen.clone());
     let tasks = daemon.tasks().clone();
     let (commands_tx, commands_rx) = mpsc::channel(LINK_CHANNEL_CAPACITY);
     let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+    daemon.enable_remote(config.zenoh_listen.clone(), reports_tx.clone());
     let mut service =
         actor::service::Service::new(reports_tx, config.log_root.clone(), tasks.clone());
     let distribution = distribute::Context {

@@ -10,7 +10,7 @@
 //! arrive complete and in order. Messages published while no link to a subscriber exists are lost.
 
 use std::{
-    net::{IpAddr, SocketAddr, TcpListener},
+    net::{IpAddr, SocketAddr},
     sync::Arc,
     time::Duration,
 };
@@ -44,9 +44,6 @@ pub enum RemoteError {
         "invalid Zenoh listen endpoint `{0}`: expected tcp/<ip>:<port>, e.g. tcp/0.0.0.0:7447"
     )]
     Endpoint(String),
-    /// No free port could be found.
-    #[error("cannot find a free port on {0}: {1}")]
-    Port(IpAddr, std::io::Error),
     /// Zenoh refused.
     #[error("zenoh: {0}")]
     Zenoh(String),
@@ -56,28 +53,35 @@ fn zenoh_err(e: impl std::fmt::Display) -> RemoteError {
     RemoteError::Zenoh(e.to_string())
 }
 
-/// Turns `tcp/<ip>:0` into `tcp/<ip>:<free port>` so the daemon can advertise its endpoint
-/// before the session opens.
-pub fn resolve_listen(listen: &str) -> Result<String, RemoteError> {
-    let addr: SocketAddr = listen
+/// Parses a listen endpoint `tcp/<ip>:<port>` (port 0: Zenoh picks a free one when the session
+/// opens).
+pub fn parse_listen(listen: &str) -> Result<SocketAddr, RemoteError> {
+    listen
         .strip_prefix("tcp/")
         .and_then(|a| a.parse().ok())
-        .ok_or_else(|| RemoteError::Endpoint(listen.to_owned()))?;
-    if addr.port() != 0 {
-        return Ok(listen.to_owned());
-    }
-    let probe = TcpListener::bind(addr).map_err(|e| RemoteError::Port(addr.ip(), e))?;
-    let port = probe
-        .local_addr()
-        .map_err(|e| RemoteError::Port(addr.ip(), e))?
-        .port();
-    Ok(format!("tcp/{}", SocketAddr::new(addr.ip(), port)))
+        .ok_or_else(|| RemoteError::Endpoint(listen.to_owned()))
+}
+
+/// The endpoint the session listens on: `listen`, with an unspecified IP (`0.0.0.0`) replaced by
+/// `link_ip`, the address this machine uses to reach the coordinator. Listening there, rather
+/// than on every interface, is what the daemon advertises to its peers.
+pub(crate) fn listen_endpoint(
+    listen: &str,
+    link_ip: Option<IpAddr>,
+) -> Result<String, RemoteError> {
+    let addr = parse_listen(listen)?;
+    Ok(match link_ip {
+        Some(ip) if addr.ip().is_unspecified() => {
+            format!("tcp/{}", SocketAddr::new(ip, addr.port()))
+        }
+        _ => format!("tcp/{addr}"),
+    })
 }
 
 impl std::fmt::Debug for RemoteDataPlane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RemoteDataPlane")
-            .field("listen", &self.listen)
+            .field("locators", &self.locators)
             .finish()
     }
 }
@@ -146,7 +150,8 @@ impl ByteBudget {
 /// The daemon's Zenoh session.
 pub(crate) struct RemoteDataPlane {
     session: zenoh::Session,
-    listen: String,
+    /// Where the session listens, as Zenoh bound it (what peers connect to).
+    locators: Vec<String>,
     receive_budget: ByteBudget,
     /// Shared by every publisher of this daemon.
     pub publish_budget: ByteBudget,
@@ -155,7 +160,8 @@ pub(crate) struct RemoteDataPlane {
 }
 
 impl RemoteDataPlane {
-    /// Opens the session listening on `listen` (a concrete `tcp/ip:port`) and connecting to `peers`.
+    /// Opens the session listening on `listen` (`tcp/ip:port`; port 0 lets Zenoh bind a free
+    /// port, read back with [`Self::locators`]) and connecting to `peers`.
     pub async fn open(listen: &str, peers: &[String], tasks: Tasks) -> Result<Self, RemoteError> {
         let mut config = zenoh::Config::default();
         let json = |v: &[String]| serde_json::to_string(v).expect("a list of strings serializes");
@@ -171,13 +177,25 @@ impl RemoteDataPlane {
             config.insert_json5(key, &value).map_err(zenoh_err)?;
         }
         let session = zenoh::open(config).await.map_err(zenoh_err)?;
+        let locators = session
+            .info()
+            .locators()
+            .await
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         Ok(Self {
             session,
-            listen: listen.to_owned(),
+            locators,
             receive_budget: ByteBudget::new(RECEIVE_BUDGET),
             publish_budget: ByteBudget::new(PUBLISH_BUDGET),
             tasks,
         })
+    }
+
+    /// Where the session listens, as Zenoh bound it: the locators peers connect to.
+    pub fn locators(&self) -> &[String] {
+        &self.locators
     }
 
     /// Publishes `node/output` of `dataflow` from a task: declares the publisher, sends `matched`

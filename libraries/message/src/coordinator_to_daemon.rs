@@ -54,8 +54,10 @@ pub enum DaemonCommand {
     },
     /// Stop every dataflow gracefully and exit the daemon process (`adora cluster down`).
     Shutdown,
-    /// Zenoh endpoints of the other daemons, sent right after registration: the daemon opens its
-    /// cross-machine session connecting to them (daemons registering later connect to it).
+    /// Zenoh endpoints of the other daemons, sent after registration once every daemon told
+    /// before has reported where it listens: the daemon opens its cross-machine session
+    /// connecting to them (daemons registering later connect to it) and answers
+    /// `ZenohListening`.
     Peers {
         /// `tcp/<ip>:<port>` endpoints.
         endpoints: Vec<String>,

@@ -57,6 +57,14 @@ pub enum DaemonMessage {
         /// The lines.
         lines: Vec<NodeLogLine>,
     },
+    /// Answer to `Peers` (and repeated after every registration): where this daemon's Zenoh
+    /// session listens, as Zenoh itself bound it. Empty when the daemon has no cross-machine data
+    /// plane (its session could not open). The coordinator holds later daemons' `Peers` until
+    /// every daemon it told about peers has answered, so no two daemons miss each other.
+    ZenohListening {
+        /// Locators other daemons connect to (`tcp/<ip>:<port>`).
+        locators: Vec<String>,
+    },
 }
 
 /// Who the daemon is and what it runs.
@@ -68,7 +76,8 @@ pub struct DaemonRegistration {
     pub labels: Labels,
     /// Hostname of the machine.
     pub hostname: String,
-    /// Zenoh locators other daemons can reach this one at (empty until the Zenoh data plane).
+    /// Zenoh locators other daemons can reach this one at: empty until its Zenoh session is open
+    /// (then it reports them with [`DaemonMessage::ZenohListening`]).
     pub zenoh_locators: Vec<String>,
     /// Status report: what it runs right now.
     pub running: Vec<RunningDataflow>,
@@ -106,6 +115,9 @@ mod tests {
             adora_version: "0.1.0".into(),
         }));
         round_trip(DaemonMessage::Heartbeat { nodes: vec![] });
+        round_trip(DaemonMessage::ZenohListening {
+            locators: vec!["tcp/10.0.0.2:41234".into()],
+        });
         round_trip(DaemonMessage::Heartbeat {
             nodes: vec![NodeStats {
                 dataflow: id,

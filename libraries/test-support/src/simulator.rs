@@ -271,8 +271,16 @@ impl SimulatedDaemon {
                     result: Ok(()),
                 },
             )],
+            // No data plane: answered as a daemon whose Zenoh session could not open, so the
+            // coordinator tells the next daemon its peers at once.
+            DaemonCommand::Peers { .. } => vec![Envelope::new(
+                0,
+                DaemonMessage::ZenohListening {
+                    locators: Vec::new(),
+                },
+            )],
             // Heartbeat, Discard (nothing was prepared), WatchLogs (a simulated node prints
-            // nothing), Peers (no data plane).
+            // nothing).
             _ => Vec::new(),
         }
     }

@@ -3,8 +3,6 @@
 //! only its host, and nothing is left behind. Needs root and `systemd-nspawn`; prints
 //! `SKIPPED: ...` otherwise.
 
-#![allow(clippy::unwrap_used)]
-
 use std::{path::Path, sync::mpsc, thread, time::Duration, time::Instant};
 
 use adora_test_support::{

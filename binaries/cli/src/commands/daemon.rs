@@ -29,8 +29,9 @@ pub struct Args {
     /// Token file (mode 0600).
     #[arg(long)]
     token_file: Option<PathBuf>,
-    /// Zenoh endpoint for data from daemons on other machines. Port 0 picks a free port; with
-    /// 0.0.0.0 the daemon advertises the address it uses to reach the coordinator.
+    /// Zenoh endpoint for data from daemons on other machines. Port 0 lets Zenoh bind a free
+    /// port (the daemon reports the one bound); 0.0.0.0 stands for the address this machine
+    /// uses to reach the coordinator, where the daemon then listens.
     #[arg(long, default_value = "tcp/0.0.0.0:0")]
     zenoh_listen: String,
     /// Only log warnings and errors.
@@ -71,8 +72,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         labels: args.labels.0,
         log_root: super::common::state_dir().join("logs").join(&name),
         artifact_dir: super::common::state_dir().join("dataflows").join(&name),
-        zenoh_listen: adora_daemon::resolve_zenoh_listen(&args.zenoh_listen)
-            .map_err(|e| anyhow::anyhow!("--zenoh-listen: {e}"))?,
+        zenoh_listen: {
+            adora_daemon::validate_zenoh_listen(&args.zenoh_listen)
+                .map_err(|e| anyhow::anyhow!("--zenoh-listen: {e}"))?;
+            args.zenoh_listen.clone()
+        },
     };
     eprintln!(
         "daemon `{name}` connecting to the coordinator at {}",

@@ -17,7 +17,7 @@ use adora_message::{
 use adora_store::DataflowRecord;
 use uuid::Uuid;
 
-use super::{ConnId, Coordinator, DaemonEntry, DaemonTx, Outgoing};
+use super::{peers::ZenohState, ConnId, Coordinator, DaemonEntry, DaemonTx, Outgoing};
 
 impl Coordinator {
     pub(super) fn heartbeat(&mut self) {
@@ -39,6 +39,7 @@ impl Coordinator {
                 DaemonCommand::Heartbeat,
             )));
         }
+        self.peers_timeouts();
         self.recovery_tick();
     }
 
@@ -50,6 +51,7 @@ impl Coordinator {
             hostname: reg.hostname.clone(),
             last_seen: Instant::now(),
             zenoh_locators: reg.zenoh_locators.clone(),
+            zenoh: ZenohState::registered_with(&reg.zenoh_locators),
             tx: Some(tx),
             adora_version: reg.adora_version.clone(),
             registered_at: Instant::now(),
@@ -73,22 +75,12 @@ impl Coordinator {
             }
             None => self.daemons.push(entry),
         }
-        // The newcomer connects its Zenoh session to every daemon already here; those need not
-        // know about it (links are bidirectional, and Zenoh retries them after a cut).
-        let endpoints: Vec<String> = self
-            .daemons
-            .iter()
-            .filter(|d| d.tx.is_some() && d.conn != conn)
-            .filter_map(|d| d.zenoh_locators.first().cloned())
-            .collect();
-        if let Some(tx) = self
-            .daemons
-            .iter()
-            .find(|d| d.conn == conn)
-            .and_then(|d| d.tx.as_ref())
-        {
-            let peers = DaemonCommand::Peers { endpoints };
-            let _ = tx.send(Outgoing::Message(Envelope::new(0, peers)));
+        // The newcomer connects its Zenoh session to the daemons already here (links are
+        // bidirectional, and Zenoh retries them after a cut); see `peers`.
+        if reg.zenoh_locators.is_empty() {
+            self.offer_peers();
+        } else {
+            self.send_peers(conn);
         }
         let name = reg.machine_id.clone().unwrap_or(reg.hostname.clone());
         tracing::info!(
@@ -152,6 +144,7 @@ impl Coordinator {
             tracing::warn!("lost daemon `{}`: {reason}", d.name());
         }
         let name = d.name().to_owned();
+        self.offer_peers(); // it may have been the one the others waited for
         self.save_machine(&name);
         // Pending requests waiting on it fail now rather than hang.
         let starts: Vec<Uuid> = self
@@ -195,6 +188,7 @@ impl Coordinator {
                 let flows = &self.flows;
                 self.node_stats.retain(|id| flows.contains_key(id));
             }
+            DaemonMessage::ZenohListening { locators } => self.zenoh_listening(conn, locators),
             DaemonMessage::Register(_) => {
                 tracing::warn!("daemon `{name}` registered twice on one connection; ignored")
             }

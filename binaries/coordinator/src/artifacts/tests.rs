@@ -1,7 +1,5 @@
 //! The artifact store through the router (`oneshot`, no socket) and its garbage collection.
 
-#![allow(clippy::unwrap_used)]
-
 use std::{sync::Arc, time::Duration};
 
 use adora_store::{DataflowRecord, MemoryStore};

@@ -1,5 +1,3 @@
-#![allow(clippy::unwrap_used)]
-
 use std::{sync::Arc, time::Duration};
 
 use adora_message::{

@@ -5,25 +5,60 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+use adora_message::{daemon_to_coordinator::DaemonMessage, envelope::Envelope};
+
 use super::{Daemon, RemoteState};
-use crate::{event::Event, remote::RemoteDataPlane};
+use crate::{
+    event::{Event, Reports},
+    remote::{listen_endpoint, RemoteDataPlane},
+};
 
 impl Daemon {
-    /// Enables the cross-machine data plane: the session listens on `listen` once peers are known.
-    pub(crate) fn enable_remote(&mut self, listen: String) {
+    /// Enables the cross-machine data plane: the session listens on `listen` once peers are
+    /// known, and where it listens is reported through `reports`.
+    pub(crate) fn enable_remote(&mut self, listen: String, reports: Reports) {
         self.remote = RemoteState::Waiting(listen);
+        self.remote_reports = Some(reports);
+    }
+
+    /// Tells the coordinator where the session listens (`ZenohListening`): the locators Zenoh
+    /// bound when open, none when the data plane failed; nothing while it is not open yet.
+    pub(crate) fn report_listening(&self) {
+        let locators = match &self.remote {
+            RemoteState::Open(plane) => plane.locators().to_vec(),
+            RemoteState::Disabled => Vec::new(),
+            RemoteState::Waiting(_) | RemoteState::Opening => return,
+        };
+        if let Some(reports) = &self.remote_reports {
+            let _ = reports.send(Envelope::new(0, DaemonMessage::ZenohListening { locators }));
+        }
+    }
+
+    /// After a re-registration: an open session's locators go to the coordinator again (it may
+    /// have restarted and forgotten them).
+    pub(crate) fn report_listening_if_open(&self) {
+        if matches!(self.remote, RemoteState::Open(_)) {
+            self.report_listening();
+        }
     }
 
     /// The coordinator sent the endpoints of the other daemons: open the session (once; later
-    /// daemons connect to this one, and Zenoh re-establishes dropped links by itself).
+    /// daemons connect to this one, and Zenoh re-establishes dropped links by itself). Zenoh
+    /// binds the listen port itself (port 0 picks a free one); the actual locators are reported
+    /// once open.
     pub(crate) fn handle_peers(&mut self, endpoints: Vec<String>) {
         let listen = match &self.remote {
-            RemoteState::Waiting(listen) => listen.clone(),
-            RemoteState::Disabled => {
-                tracing::debug!("ignoring peers: cross-machine data plane disabled");
-                return;
+            RemoteState::Waiting(listen) => listen_endpoint(listen, self.link_ip),
+            RemoteState::Disabled | RemoteState::Open(_) => return self.report_listening(),
+            RemoteState::Opening => return, // reported when open
+        };
+        let listen = match listen {
+            Ok(listen) => listen,
+            Err(e) => {
+                tracing::error!("{e}; nodes on other machines cannot exchange data with this one");
+                self.remote = RemoteState::Disabled;
+                return self.report_listening();
             }
-            RemoteState::Opening | RemoteState::Open(_) => return,
         };
         self.remote = RemoteState::Opening;
         let (events, tasks) = (self.events_tx.clone(), self.tasks.clone());
@@ -51,6 +86,7 @@ impl Daemon {
                 self.remote = RemoteState::Disabled;
             }
         }
+        self.report_listening();
     }
 
     /// Attaches a newly started dataflow when the session is already open.

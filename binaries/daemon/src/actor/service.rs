@@ -40,8 +40,14 @@ const SHUTDOWN_MARGIN: Duration = Duration::from_secs(2);
 pub(crate) enum ServiceCommand {
     /// A command from the coordinator.
     FromCoordinator(Envelope<DaemonCommand>),
-    /// The status report for a (re)registration.
-    Report(oneshot::Sender<Vec<RunningDataflow>>),
+    /// The status report for a (re)registration, with the address this machine uses to reach
+    /// the coordinator.
+    Report {
+        /// Local IP of the connection to the coordinator.
+        link_ip: Option<std::net::IpAddr>,
+        /// Where the report goes.
+        reply: oneshot::Sender<Vec<RunningDataflow>>,
+    },
     /// The connection to the coordinator was lost: nobody watches logs any more.
     Disconnected,
     /// Every local node of every dataflow, for a heartbeat.
@@ -214,8 +220,11 @@ impl Daemon {
 
     fn handle_service(&mut self, command: ServiceCommand, service: &mut Service) {
         match command {
-            ServiceCommand::Report(reply) => {
+            ServiceCommand::Report { link_ip, reply } => {
+                self.link_ip = link_ip;
                 let _ = reply.send(self.running_dataflows(service));
+                // Goes out right after the registration this report is for.
+                self.report_listening_if_open();
             }
             ServiceCommand::NodeSnapshots(reply) => {
                 let snapshots = self

@@ -13,35 +13,53 @@ fn data() -> RemoteKind {
 }
 
 #[test]
-fn resolve_listen_picks_a_free_port() {
-    let resolved = resolve_listen("tcp/127.0.0.1:0").expect("resolves");
-    assert!(resolved.starts_with("tcp/127.0.0.1:"), "{resolved}");
-    assert_ne!(resolved, "tcp/127.0.0.1:0");
+fn the_listen_endpoint_takes_the_link_address_for_an_unspecified_ip() {
+    let link = Some("10.1.2.3".parse().expect("an ip"));
     assert_eq!(
-        resolve_listen("tcp/127.0.0.1:7447").expect("kept"),
+        listen_endpoint("tcp/0.0.0.0:0", link).expect("valid"),
+        "tcp/10.1.2.3:0"
+    );
+    assert_eq!(
+        listen_endpoint("tcp/127.0.0.1:7447", link).expect("kept"),
         "tcp/127.0.0.1:7447"
     );
+    assert_eq!(
+        listen_endpoint("tcp/0.0.0.0:7447", None).expect("kept"),
+        "tcp/0.0.0.0:7447"
+    );
     assert!(matches!(
-        resolve_listen("udp/1.2.3.4:5"),
+        listen_endpoint("udp/1.2.3.4:5", link),
         Err(RemoteError::Endpoint(_))
     ));
     assert!(matches!(
-        resolve_listen("tcp/nonsense"),
+        parse_listen("tcp/nonsense"),
         Err(RemoteError::Endpoint(_))
     ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zenoh_binds_port_zero_itself_and_reports_the_port() {
+    let plane = RemoteDataPlane::open("tcp/127.0.0.1:0", &[], Tasks::default())
+        .await
+        .expect("open");
+    let locators = plane.locators();
+    assert_eq!(locators.len(), 1, "{locators:?}");
+    let addr = parse_listen(&locators[0]).expect("a tcp locator");
+    assert_eq!(addr.ip().to_string(), "127.0.0.1");
+    assert_ne!(addr.port(), 0, "{locators:?}");
+    // The port is really bound: a second bind of it fails.
+    assert!(std::net::TcpListener::bind(addr).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_cross_between_two_daemons_in_order_up_to_64_mib() {
-    let a_listen = resolve_listen("tcp/127.0.0.1:0").expect("port");
-    let b_listen = resolve_listen("tcp/127.0.0.1:0").expect("port");
     let a = Arc::new(
-        RemoteDataPlane::open(&a_listen, &[], Tasks::default())
+        RemoteDataPlane::open("tcp/127.0.0.1:0", &[], Tasks::default())
             .await
             .expect("open a"),
     );
     let b = Arc::new(
-        RemoteDataPlane::open(&b_listen, std::slice::from_ref(&a_listen), Tasks::default())
+        RemoteDataPlane::open("tcp/127.0.0.1:0", a.locators(), Tasks::default())
             .await
             .expect("open b"),
     );
