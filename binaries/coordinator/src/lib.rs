@@ -24,7 +24,6 @@ mod requests;
 mod retention;
 mod start;
 mod stats;
-mod tasks;
 #[cfg(test)]
 mod testkit;
 mod ws;
@@ -42,8 +41,8 @@ use tokio::{net::TcpListener, sync::mpsc};
 use tokio_util::sync::CancellationToken;
 
 pub use adora_client::{Token, DEFAULT_PORT, HEARTBEAT_INTERVAL};
+pub use adora_tasks::SHUTDOWN_GRACE;
 pub use http::router;
-pub use tasks::SHUTDOWN_GRACE;
 
 /// A daemon silent for this long is marked lost and its connection closed.
 pub const DAEMON_TIMEOUT: Duration = Duration::from_secs(20);
@@ -111,7 +110,7 @@ pub struct AppState {
     next_conn: Arc<AtomicU64>,
     /// Cancelled when the coordinator stops (a shutdown request or the caller's token).
     shutdown: CancellationToken,
-    tasks: tasks::Tasks,
+    tasks: adora_tasks::Tasks,
     artifacts: Option<Arc<artifacts::ArtifactStore>>,
 }
 
@@ -129,7 +128,7 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> AppState {
     // A child: a `ShutdownCoordinator` request stops this coordinator, not the caller's token.
-    let tasks = tasks::Tasks::new(shutdown.child_token());
+    let tasks = adora_tasks::Tasks::new(shutdown.child_token());
     let shutdown = tasks.cancel_token().clone();
     let (events, events_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
     let token = config.token.clone();

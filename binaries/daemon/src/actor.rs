@@ -27,8 +27,8 @@ use crate::{
     node_conn,
     remote::RemoteDataPlane,
     result::DataflowResult,
-    tasks::{Tasks, TASK_SHUTDOWN_GRACE},
 };
+use adora_tasks::{Tasks, SHUTDOWN_GRACE as TASK_SHUTDOWN_GRACE};
 
 /// Capacity of the actor's event channel; connection tasks wait when it is full (backpressure on
 /// fast senders instead of unbounded memory).

@@ -31,8 +31,8 @@ use crate::{
     result::DataflowResult,
     routing::Routing,
     spawn::{self, NodeCommand},
-    tasks::Tasks,
 };
+use adora_tasks::Tasks;
 
 /// How long a node's log readers may keep going after the process exited (a grandchild can hold
 /// the pipes open forever).

@@ -31,7 +31,9 @@ use adora_message::{
 use tokio::io::{AsyncBufReadExt, BufReader};
 use uuid::Uuid;
 
-use crate::{event::Reports, tasks::Tasks};
+use adora_tasks::Tasks;
+
+use crate::event::Reports;
 
 /// Prefix of the log lines of a build.
 pub const BUILD_LOG_PREFIX: &str = "[build] ";

@@ -23,12 +23,13 @@ mod restart;
 mod result;
 mod routing;
 mod spawn;
-mod tasks;
 
 use adora_message::control::NodeLogLine;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// How long the daemon waits for its tasks on shutdown before naming the stragglers.
+pub use adora_tasks::SHUTDOWN_GRACE as TASK_SHUTDOWN_GRACE;
 pub use config::{
     DaemonConfig, DataflowSpec, ServiceConfig, DEFAULT_KILL_GRACE, DEFAULT_NODE_CONNECT_TIMEOUT,
     DEFAULT_STOP_GRACE,
@@ -37,7 +38,6 @@ pub use error::DaemonError;
 pub use fd_limit::raise_fd_limit;
 pub use result::DataflowResult;
 pub use routing::NodeCounters;
-pub use tasks::TASK_SHUTDOWN_GRACE;
 
 /// Runs one dataflow on this machine until every node has exited, or until `shutdown` is
 /// cancelled (then the nodes are stopped gracefully). Node logs go to `logs` as they are printed.

@@ -14,10 +14,8 @@ use tokio::{
 };
 use uuid::Uuid;
 
-use crate::{
-    event::{request_event, Event},
-    tasks::Tasks,
-};
+use crate::event::{request_event, Event};
+use adora_tasks::Tasks;
 
 /// Read buffer of a node connection: a burst of small frames (e.g. a fast sender's outputs) is
 /// read with one system call instead of two per frame (length, then body).

@@ -24,7 +24,7 @@ use zenoh::{
     Wait,
 };
 
-use crate::tasks::Tasks;
+use adora_tasks::Tasks;
 
 /// Queue of outgoing messages per published output; when the link stalls and it fills up, new
 /// messages are dropped (and counted) instead of blocking the daemon.

@@ -16,7 +16,7 @@ use tokio::{
 };
 use uuid::Uuid;
 
-use crate::tasks::Tasks;
+use adora_tasks::Tasks;
 
 /// Number of stderr lines kept per node to explain a failure.
 pub const STDERR_TAIL_LINES: usize = 10;

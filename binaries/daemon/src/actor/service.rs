@@ -28,8 +28,8 @@ use crate::{
     distribute,
     event::Reports,
     result::DataflowResult,
-    tasks::Tasks,
 };
+use adora_tasks::Tasks;
 
 /// After shutdown was requested, the longest the daemon waits for its nodes on top of the stop
 /// and kill graces.
