@@ -24,6 +24,7 @@ mod result;
 mod routing;
 mod spawn;
 mod tasks;
+mod telemetry;
 
 use adora_message::control::NodeLogLine;
 use tokio::sync::mpsc;
