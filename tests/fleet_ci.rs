@@ -177,7 +177,12 @@ fn the_ci_script_passes_as_written_without_a_terminal() {
     for h in hosts.hosts() {
         let unit = format!("adora-daemon-{}", h.name());
         let active = h.ssh(&["systemctl", "is-active", &unit]);
-        assert_eq!(active.stdout.trim(), "active", "{unit} on {}:\n{active}", h.name());
+        assert_eq!(
+            active.stdout.trim(),
+            "active",
+            "{unit} on {}:\n{active}",
+            h.name()
+        );
     }
     // `scp` put the checker's binary on h1 only, under the machine's state dir.
     let copies = |h: usize| {
@@ -190,10 +195,54 @@ fn the_ci_script_passes_as_written_without_a_terminal() {
             "f",
         ])
     };
-    assert!(!copies(1).stdout.trim().is_empty(), "{}", copies(1));
+    let sink_copy = copies(1).stdout.trim().to_owned();
+    assert!(
+        !sink_copy.is_empty() && !sink_copy.contains('\n'),
+        "{sink_copy}"
+    );
     assert!(copies(0).stdout.trim().is_empty(), "{}", copies(0));
 
     check_telemetry(&hosts, dir.path(), &bin_path);
+    a_corrupted_copy_is_refused(&hosts, &sink_copy, dir.path(), &bin_path);
+}
+
+/// Section 6: the copy of `checker` on h1 changes after the copy; `adora restart` (which reuses
+/// the stored artifacts) fails naming the node, its machine and the checksum, and starts nothing.
+fn a_corrupted_copy_is_refused(hosts: &SystemdHosts, copy: &str, dir: &Path, bin_path: &Path) {
+    let h1 = hosts.host(1);
+    let out = h1.ssh(&[
+        "printf",
+        "corrupt",
+        "|",
+        "dd",
+        &format!("of={copy}"),
+        "bs=1",
+        "seek=4096",
+        "conv=notrunc",
+        "status=none",
+    ]);
+    assert!(out.status.success(), "{out}");
+    let mut restart = Command::new(bin("adora"));
+    restart.args(["restart", "integration-test"]);
+    let out = run_with_timeout(with_env(restart, dir, bin_path), COMMAND_TIMEOUT);
+    eprintln!("restart after corrupting {copy} on h1:\n{out}");
+    assert!(
+        !out.status.success(),
+        "a corrupted copy was started:\n{out}"
+    );
+    let all = out.all();
+    for needle in [
+        "node `checker`",
+        "machine `h1`",
+        "distribute: scp",
+        "checksum mismatch",
+    ] {
+        assert!(all.contains(needle), "missing {needle:?}:\n{out}");
+    }
+    let mut list = Command::new(bin("adora"));
+    list.args(["list"]);
+    let list = run_with_timeout(with_env(list, dir, bin_path), COMMAND_TIMEOUT);
+    assert!(!list.stdout.contains("running"), "{list}");
 }
 
 /// What each command of the script said.
@@ -217,10 +266,7 @@ fn check_script_output(out: &Output) {
     assert!(all.contains("no terminal, printing one snapshot"), "{all}");
     assert!(all.contains("no running dataflows"), "{all}");
     // `stop` of the finished dataflow: a success that says so.
-    assert!(
-        all.contains("already finished; nothing to stop"),
-        "{all}"
-    );
+    assert!(all.contains("already finished; nothing to stop"), "{all}");
 }
 
 /// `cluster status --json` carries every machine's heartbeat telemetry.

@@ -242,7 +242,10 @@ mod tests {
         table.update_machine("robot", None);
         assert_eq!(table.machine("robot"), Some(&figures("0.1.0")));
         table.update_machine("robot", Some(figures("0.2.0")));
-        assert_eq!(table.machine("robot").map(|m| m.adora_version.as_str()), Some("0.2.0"));
+        assert_eq!(
+            table.machine("robot").map(|m| m.adora_version.as_str()),
+            Some("0.2.0")
+        );
         assert_eq!(table.machine("gpu"), None);
     }
 }

@@ -105,6 +105,8 @@ pub(crate) fn parse_meminfo(text: &str) -> Memory {
 fn disk_free(dir: &Path) -> Option<u64> {
     let existing = dir.ancestors().find(|p| p.exists())?;
     let stat = nix::sys::statvfs::statvfs(existing).ok()?;
+    // `fsblkcnt_t` and `c_ulong` are 32 bits on some targets, 64 on this one.
+    #[allow(clippy::useless_conversion)]
     u64::from(stat.blocks_available()).checked_mul(u64::from(stat.fragment_size()))
 }
 
@@ -124,10 +126,7 @@ mod tests {
             parse_os_release("NAME='Alpine Linux'\nID=alpine\n").as_deref(),
             Some("Alpine Linux")
         );
-        assert_eq!(
-            parse_os_release("NAME=NixOS\n").as_deref(),
-            Some("NixOS")
-        );
+        assert_eq!(parse_os_release("NAME=NixOS\n").as_deref(), Some("NixOS"));
         assert_eq!(
             parse_os_release("PRETTY_NAME=\"A \\\"quoted\\\" name\"\n").as_deref(),
             Some("A \"quoted\" name")

@@ -97,7 +97,7 @@ fn ended_run<'a>(list: &'a [DataflowInfo], target: &str) -> Option<&'a DataflowI
     if matching().any(|f| !f.status.is_done()) {
         return None;
     }
-    matching().filter(|f| f.status.is_done()).last()
+    matching().rfind(|f| f.status.is_done())
 }
 
 #[cfg(test)]

@@ -160,17 +160,36 @@ fn machine_cells(d: &Daemon) -> [String; 8] {
         v => v.to_owned(),
     };
     let Some(m) = &d.machine else {
-        return [version, "-".into(), "-".into(), "-".into(), "-".into(), "-".into(), "-".into(), "-".into()];
+        return [
+            version,
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+        ];
     };
-    let text = |s: &str| if s.is_empty() { "-".to_owned() } else { s.to_owned() };
+    let text = |s: &str| {
+        if s.is_empty() {
+            "-".to_owned()
+        } else {
+            s.to_owned()
+        }
+    };
     let bytes = |b: u64| crate::commands::top::human_bytes(b);
     [
         version,
         text(&m.os),
         text(&m.kernel),
         text(&m.arch),
-        or_dash(m.uptime_secs, |s| crate::commands::top::human_uptime(s as f64)),
-        or_dash(m.load, |[one, five, fifteen]| format!("{one:.2} {five:.2} {fifteen:.2}")),
+        or_dash(m.uptime_secs, |s| {
+            crate::commands::top::human_uptime(s as f64)
+        }),
+        or_dash(m.load, |[one, five, fifteen]| {
+            format!("{one:.2} {five:.2} {fifteen:.2}")
+        }),
         match (m.memory_available_bytes, m.memory_total_bytes) {
             (Some(free), Some(total)) => format!("{} / {}", bytes(free), bytes(total)),
             (free, _) => or_dash(free, bytes),
@@ -312,9 +331,11 @@ mod tests {
         let report = report("0.2.0", true);
         assert_eq!(
             report.warnings,
-            ["the cluster runs different Adora versions: 0.1.0 on the coordinator, robot; \
+            [
+                "the cluster runs different Adora versions: 0.1.0 on the coordinator, robot; \
               0.2.0 on gpu-server; roll one version out with \
-              `adora cluster upgrade cluster.yml --binary PATH`"]
+              `adora cluster upgrade cluster.yml --binary PATH`"
+            ]
         );
         assert!(render(&report).ends_with(&format!("\nwarning: {}\n", report.warnings[0])));
         // A lost daemon's version is stale: no warning for it.
