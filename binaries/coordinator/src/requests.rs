@@ -211,6 +211,7 @@ impl Coordinator {
                     connected: d.tx.is_some(),
                     adora_version: d.adora_version.clone(),
                     registered_ms_ago: d.registered_at.elapsed().as_millis() as u64,
+                    machine: self.node_stats.machine(d.name()).cloned(),
                 })
                 .collect(),
             running_dataflows: self

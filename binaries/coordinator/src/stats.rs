@@ -1,5 +1,6 @@
-//! Per-node figures from daemon heartbeats: the latest [`NodeStats`] of every node, message rates
-//! derived from two consecutive heartbeats, and the `Nodes` answer (`adora top`, `adora node`).
+//! Figures from daemon heartbeats: the latest [`NodeStats`] of every node, message rates derived
+//! from two consecutive heartbeats, and the `Nodes` answer (`adora top`, `adora node`); the
+//! latest [`MachineTelemetry`] of every daemon (`adora cluster status`).
 
 use std::{
     collections::HashMap,
@@ -9,7 +10,7 @@ use std::{
 use adora_core::NodeId;
 use adora_message::{
     control::{ControlError, NodeResult},
-    stats::{NodeInfo, NodeStats, NodeStatus},
+    stats::{MachineTelemetry, NodeInfo, NodeStats, NodeStatus},
 };
 use uuid::Uuid;
 
@@ -24,10 +25,12 @@ pub(crate) struct StatsEntry {
     pub received_per_sec: f64,
 }
 
-/// The latest figures of every node, by (dataflow, node).
+/// The latest figures of every node, by (dataflow, node), and of every daemon's machine.
 #[derive(Debug, Default)]
 pub(crate) struct NodeStatsTable {
     entries: HashMap<(Uuid, NodeId), StatsEntry>,
+    /// Daemon name (machine id, or hostname) → its machine's figures of its latest heartbeat.
+    machines: HashMap<String, MachineTelemetry>,
 }
 
 /// Messages per second between two counter readings `elapsed` apart.
@@ -86,6 +89,19 @@ impl NodeStatsTable {
     /// The latest figures of a node.
     pub fn get(&self, dataflow: Uuid, node: &NodeId) -> Option<&StatsEntry> {
         self.entries.get(&(dataflow, node.clone()))
+    }
+
+    /// Keeps the machine figures of a daemon's heartbeat (a heartbeat without them keeps the
+    /// previous ones: figures that could not be read in time are not news).
+    pub fn update_machine(&mut self, daemon: &str, machine: Option<MachineTelemetry>) {
+        if let Some(machine) = machine {
+            self.machines.insert(daemon.to_owned(), machine);
+        }
+    }
+
+    /// The latest machine figures of a daemon.
+    pub fn machine(&self, daemon: &str) -> Option<&MachineTelemetry> {
+        self.machines.get(daemon)
     }
 
     /// Forgets dataflows the coordinator no longer knows.
@@ -206,5 +222,30 @@ mod tests {
         assert_eq!(third.sent_per_sec, 0.0);
         table.retain(|_| false);
         assert!(table.get(Uuid::nil(), &"a".into()).is_none());
+    }
+
+    #[test]
+    fn machine_figures_are_kept_per_daemon_until_replaced() {
+        let mut table = NodeStatsTable::default();
+        let figures = |version: &str| MachineTelemetry {
+            adora_version: version.into(),
+            os: "Debian GNU/Linux 12 (bookworm)".into(),
+            kernel: "6.1.0".into(),
+            arch: "x86_64".into(),
+            uptime_secs: Some(1),
+            load: None,
+            memory_total_bytes: None,
+            memory_available_bytes: None,
+            disk_free_bytes: None,
+        };
+        table.update_machine("robot", Some(figures("0.1.0")));
+        table.update_machine("robot", None);
+        assert_eq!(table.machine("robot"), Some(&figures("0.1.0")));
+        table.update_machine("robot", Some(figures("0.2.0")));
+        assert_eq!(
+            table.machine("robot").map(|m| m.adora_version.as_str()),
+            Some("0.2.0")
+        );
+        assert_eq!(table.machine("gpu"), None);
     }
 }

@@ -1,15 +1,18 @@
-//! The daemon's link to the coordinator: connect, register with a status report, heartbeat, and
-//! reconnect forever with exponential backoff and jitter when the connection is lost. Losing the
+//! The daemon's link to the coordinator: connect, register with a status report, heartbeat (with
+//! the figures of the nodes and of the machine, [`crate::telemetry`]), and reconnect forever with exponential backoff and jitter when the connection is lost. Losing the
 //! coordinator never touches the nodes: the actor keeps running them.
 
-use std::time::{Duration, Instant};
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
 use adora_client::{Backoff, ClientError, Connection, DAEMON_PATH, HEARTBEAT_INTERVAL};
 use adora_message::{
     coordinator_to_daemon::DaemonCommand,
     daemon_to_coordinator::{DaemonMessage, DaemonRegistration},
     envelope::{Envelope, Hello},
-    stats::NodeStats,
+    stats::{MachineTelemetry, NodeStats},
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -22,7 +25,8 @@ pub const RECONNECT_MIN: Duration = Duration::from_millis(500);
 pub const RECONNECT_MAX: Duration = Duration::from_secs(30);
 /// A coordinator silent for this long is considered gone (the daemon reconnects).
 pub const COORDINATOR_TIMEOUT: Duration = Duration::from_secs(20);
-/// Longest a heartbeat waits for the actor's node snapshot (it is sent without figures otherwise).
+/// Longest a heartbeat waits for the actor's node snapshot, and for the machine's figures (it is
+/// sent without them otherwise).
 const STATS_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Runs the link until `shutdown` is cancelled.
@@ -73,7 +77,12 @@ pub(crate) async fn run_link(
                 } else {
                     tracing::info!("registered with the coordinator at {addr}");
                     backoff.reset();
-                    let reason = session(conn, &commands, &mut reports, &shutdown).await;
+                    let link = Link {
+                        commands: &commands,
+                        state_dir: &config.artifact_dir,
+                        shutdown: &shutdown,
+                    };
+                    let reason = session(conn, link, &mut reports).await;
                     let _ = commands.send(ServiceCommand::Disconnected).await;
                     if shutdown.is_cancelled() {
                         return;
@@ -95,13 +104,28 @@ pub(crate) async fn run_link(
     }
 }
 
+/// What a session needs of the link besides its connection.
+#[derive(Clone, Copy)]
+struct Link<'a> {
+    /// The actor's command channel.
+    commands: &'a mpsc::Sender<ServiceCommand>,
+    /// The directory whose file system's free space the heartbeat reports.
+    state_dir: &'a Path,
+    /// Cancelled when the daemon shuts down.
+    shutdown: &'a CancellationToken,
+}
+
 /// One connected session; returns why it ended.
 async fn session(
     mut conn: Connection,
-    commands: &mpsc::Sender<ServiceCommand>,
+    link: Link<'_>,
     reports: &mut mpsc::UnboundedReceiver<Envelope<DaemonMessage>>,
-    shutdown: &CancellationToken,
 ) -> String {
+    let Link {
+        commands,
+        state_dir,
+        shutdown,
+    } = link;
     let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
     let mut last_heard = Instant::now();
     let mut sampler = Some(ProcessSampler::default());
@@ -116,7 +140,9 @@ async fn session(
                     return format!("no message for {:?}", last_heard.elapsed());
                 }
                 let nodes = node_stats(commands, &mut sampler).await;
-                if let Err(e) = conn.send(&Envelope::new(0, DaemonMessage::Heartbeat { nodes })).await {
+                let machine = machine_telemetry(state_dir.to_owned()).await;
+                let heartbeat = DaemonMessage::Heartbeat { nodes, machine };
+                if let Err(e) = conn.send(&Envelope::new(0, heartbeat)).await {
                     return e.to_string();
                 }
             }
@@ -135,6 +161,20 @@ async fn session(
                 Err(e) => return e.to_string(),
             },
         }
+    }
+}
+
+/// The machine's figures for a heartbeat, read off the runtime; `None` when that takes longer
+/// than [`STATS_TIMEOUT`] (a hung file system) or fails.
+async fn machine_telemetry(state_dir: PathBuf) -> Option<MachineTelemetry> {
+    let read = tokio::task::spawn_blocking(move || crate::telemetry::sample(&state_dir));
+    match tokio::time::timeout(STATS_TIMEOUT, read).await {
+        Ok(Ok(figures)) => Some(figures),
+        Ok(Err(e)) => {
+            tracing::warn!("reading the machine's figures failed: {e}");
+            None
+        }
+        Err(_) => None,
     }
 }
 

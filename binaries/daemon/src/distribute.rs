@@ -4,7 +4,8 @@
 //! - `local`: with `build` requested, the daemon runs the node's `build` here, in the node's
 //!   `working_dir` when set (created if missing), else in the dataflow's directory; the output
 //!   goes to the attached CLI as `[build]` log lines;
-//! - `scp`: the CLI copied the binary here; the daemon runs that copy;
+//! - `scp`: the CLI copied the binary here; the daemon checks the copy's SHA-256 against the one
+//!   the CLI computed (carried in the artifact) and runs that copy;
 //! - `http`: the daemon downloads the binary from the coordinator's artifact store, checks its
 //!   SHA-256, stores it under `<artifact dir>/<dataflow>/<node>/` with mode 0755 and runs it.
 //!
@@ -25,7 +26,7 @@ use adora_message::{
     control::{LogStream, NodeLogLine},
     coordinator_to_daemon::{has_build, BuildNodes, SpawnDataflow},
     daemon_to_coordinator::DaemonMessage,
-    distribute::{is_safe_path_segment, NodeArtifact},
+    distribute::{is_safe_path_segment, sha256_hex_of_reader, NodeArtifact},
     envelope::Envelope,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -118,15 +119,8 @@ pub(crate) async fn prepare(
                     Ok(None)
                 }
             }
-            (_, Some(NodeArtifact::Copied { path })) => {
-                if path.is_file() {
-                    Ok(Some(path.clone()))
-                } else {
-                    Err(format!(
-                        "the copied binary {} is missing on this machine (was it copied to another one?)",
-                        path.display()
-                    ))
-                }
+            (_, Some(NodeArtifact::Copied { path, sha256 })) => {
+                verify_copy(path, sha256.as_deref()).await.map(Some)
             }
             (_, Some(NodeArtifact::Uploaded { build_id, sha256 })) => {
                 fetch(ctx, spawn.id, node, *build_id, sha256).await.map(Some)
@@ -292,6 +286,36 @@ async fn run_build(node: &NodeId, cmd: &str, dir: &Path, logs: &BuildLogs) -> Re
     }
 }
 
+/// Checks an `scp` node's copy: present, and (when the CLI sent one) with the SHA-256 of the
+/// bytes the CLI copied; returns its path. Hashing runs on a blocking thread.
+async fn verify_copy(path: &Path, expected: Option<&str>) -> Result<PathBuf, String> {
+    if !path.is_file() {
+        return Err(format!(
+            "the copied binary {} is missing on this machine (was it copied to another one?)",
+            path.display()
+        ));
+    }
+    let Some(expected) = expected else {
+        return Ok(path.to_owned());
+    };
+    let file = path.to_owned();
+    let actual = tokio::task::spawn_blocking(move || {
+        std::fs::File::open(&file).and_then(sha256_hex_of_reader)
+    })
+    .await
+    .map_err(|e| format!("hashing the copied binary: {e}"))?
+    .map_err(|e| format!("cannot read the copied binary {}: {e}", path.display()))?;
+    if actual == expected {
+        Ok(path.to_owned())
+    } else {
+        Err(format!(
+            "checksum mismatch: the copied binary {} has sha256 {actual}, the CLI copied {expected} \
+             (changed or corrupted after the copy; start the dataflow again to copy it anew)",
+            path.display()
+        ))
+    }
+}
+
 /// Downloads, verifies and installs an `http` node's binary; returns where it is.
 async fn fetch(
     ctx: &Context,
@@ -346,5 +370,40 @@ pub(crate) fn apply(spawn: &mut SpawnDataflow, paths: &BTreeMap<NodeId, PathBuf>
         if let Some(path) = paths.get(&node.id) {
             node.path = path.display().to_string();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use adora_message::distribute::sha256_hex;
+
+    /// Upper bound of hashing a small file in a test.
+    const TEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+    #[tokio::test]
+    async fn a_copy_is_checked_against_the_sha256_the_cli_sent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("node");
+        std::fs::write(&path, b"the binary").expect("write");
+        let good = sha256_hex(b"the binary");
+        let verify = |sha: Option<String>| {
+            let path = path.clone();
+            async move {
+                tokio::time::timeout(TEST_TIMEOUT, verify_copy(&path, sha.as_deref()))
+                    .await
+                    .expect("in time")
+            }
+        };
+        assert_eq!(verify(Some(good.clone())).await, Ok(path.clone()));
+        // From a CLI that sent no checksum: only present.
+        assert_eq!(verify(None).await, Ok(path.clone()));
+        std::fs::write(&path, b"the binarY").expect("corrupt");
+        let e = verify(Some(good.clone())).await.expect_err("corrupted");
+        assert!(e.starts_with("checksum mismatch"), "{e}");
+        assert!(e.contains(&good), "{e}");
+        std::fs::remove_file(&path).expect("remove");
+        let e = verify(Some(good)).await.expect_err("missing");
+        assert!(e.contains("is missing on this machine"), "{e}");
     }
 }

@@ -23,6 +23,7 @@ mod restart;
 mod result;
 mod routing;
 mod spawn;
+mod telemetry;
 
 use adora_message::control::NodeLogLine;
 use tokio::sync::mpsc;

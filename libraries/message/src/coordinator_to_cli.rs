@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::{
     control::{ControlError, DataflowOutcome, DataflowStatus, Labels, NodeLogLine},
-    stats::NodeInfo,
+    stats::{MachineTelemetry, NodeInfo},
 };
 
 /// A message of the coordinator to a CLI client, in an envelope carrying the request's id.
@@ -105,7 +105,7 @@ impl DataflowInfo {
 }
 
 /// Answer to `Status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CoordinatorStatus {
     /// The coordinator's Adora version.
     pub adora_version: String,
@@ -116,7 +116,7 @@ pub struct CoordinatorStatus {
 }
 
 /// One daemon in [`CoordinatorStatus`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DaemonStatus {
     /// Machine id, if it has one.
     pub machine_id: Option<String>,
@@ -134,6 +134,9 @@ pub struct DaemonStatus {
     /// Milliseconds since the daemon registered (its current or last connection).
     #[serde(default)]
     pub registered_ms_ago: u64,
+    /// Its machine's figures from its latest heartbeat (`None` until one carried them).
+    #[serde(default)]
+    pub machine: Option<MachineTelemetry>,
 }
 
 #[cfg(test)]
@@ -201,6 +204,7 @@ mod tests {
                 connected: true,
                 adora_version: "0.1.0-upgrade-test".into(),
                 registered_ms_ago: 4500,
+                machine: None,
             }],
             running_dataflows: 1,
         }));

@@ -167,6 +167,7 @@ mod tests {
             "a".into(),
             crate::distribute::NodeArtifact::Copied {
                 path: "/var/lib/adora/dataflows/x/a/a".into(),
+                sha256: Some("0f".repeat(32)),
             },
         )];
         round_trip(DaemonCommand::Spawn(spawn_a(

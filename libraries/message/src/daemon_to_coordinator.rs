@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::{
     control::{ControlError, Labels, NodeLogLine, NodeResult, RunningDataflow},
-    stats::NodeStats,
+    stats::{MachineTelemetry, NodeStats},
 };
 
 /// A daemon's message. Replies carry the id of the coordinator's command.
@@ -16,10 +16,14 @@ use crate::{
 pub enum DaemonMessage {
     /// First message after the handshake (and after every reconnect).
     Register(DaemonRegistration),
-    /// Liveness, with the figures of every node the daemon runs.
+    /// Liveness, with the figures of every node the daemon runs and of its machine.
     Heartbeat {
         /// Per-node figures (CPU, memory, message counters, restarts, uptime).
         nodes: Vec<NodeStats>,
+        /// The machine's figures (`None` from a daemon that predates them, or when they could
+        /// not be read in time).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        machine: Option<MachineTelemetry>,
     },
     /// Answer to `Spawn`: `Err` says why nothing of the dataflow runs on this daemon.
     Spawned {
@@ -114,7 +118,34 @@ mod tests {
             }],
             adora_version: "0.1.0".into(),
         }));
-        round_trip(DaemonMessage::Heartbeat { nodes: vec![] });
+        round_trip(DaemonMessage::Heartbeat {
+            nodes: vec![],
+            machine: None,
+        });
+        round_trip(DaemonMessage::Heartbeat {
+            nodes: vec![],
+            machine: Some(MachineTelemetry {
+                adora_version: "0.1.0".into(),
+                os: "Debian GNU/Linux 12 (bookworm)".into(),
+                kernel: "6.1.0".into(),
+                arch: "aarch64".into(),
+                uptime_secs: Some(12),
+                load: Some([1.0, 0.5, 0.25]),
+                memory_total_bytes: Some(1 << 30),
+                memory_available_bytes: Some(1 << 29),
+                disk_free_bytes: Some(1 << 32),
+            }),
+        });
+        // A heartbeat of a daemon that predates the machine figures still decodes.
+        let old: DaemonMessage =
+            serde_json::from_str(r#"{"Heartbeat":{"nodes":[]}}"#).expect("old heartbeat decodes");
+        assert_eq!(
+            old,
+            DaemonMessage::Heartbeat {
+                nodes: vec![],
+                machine: None
+            }
+        );
         round_trip(DaemonMessage::ZenohListening {
             locators: vec!["tcp/10.0.0.2:41234".into()],
         });
@@ -133,6 +164,7 @@ mod tests {
                 uptime_ms: 61_000,
                 last_error: None,
             }],
+            machine: None,
         });
         // A registration of a daemon that predates `adora_version` still decodes.
         let old = r#"{"Register":{"machine_id":null,"labels":{},"hostname":"h","zenoh_locators":[],"running":[]}}"#;

@@ -29,6 +29,10 @@ pub enum NodeArtifact {
     Copied {
         /// Where the daemon finds it.
         path: PathBuf,
+        /// Lowercase hex SHA-256 of the bytes the CLI copied; the daemon refuses a copy that
+        /// differs. `None` from a CLI that predates it (the copy is then not checked).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sha256: Option<String>,
     },
     /// `distribute: http`: the CLI uploaded the binary to the coordinator's artifact store.
     Uploaded {
@@ -104,6 +108,14 @@ mod tests {
             "a".into(),
             NodeArtifact::Copied {
                 path: "/srv/x/a".into(),
+                sha256: Some("ab".repeat(32)),
+            },
+        );
+        artifacts.insert(
+            "c".into(),
+            NodeArtifact::Copied {
+                path: "/srv/x/c".into(),
+                sha256: None,
             },
         );
         artifacts.insert(
@@ -116,6 +128,16 @@ mod tests {
         let json = serde_json::to_string(&artifacts).expect("serializes");
         let back: NodeArtifacts = serde_json::from_str(&json).expect("deserializes");
         assert_eq!(back, artifacts);
+        // An artifact of a CLI that predates the checksum of copies still decodes.
+        let old: NodeArtifact =
+            serde_json::from_str(r#"{"copied":{"path":"/srv/x/a"}}"#).expect("old artifact");
+        assert_eq!(
+            old,
+            NodeArtifact::Copied {
+                path: "/srv/x/a".into(),
+                sha256: None
+            }
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Per-node figures: what a daemon samples and sends with every heartbeat ([`NodeStats`]), and
-//! what the coordinator answers `adora top` / `adora node` with ([`NodeInfo`]).
+//! what the coordinator answers `adora top` / `adora node` with ([`NodeInfo`]); the figures of
+//! the daemon's machine in the same heartbeat ([`MachineTelemetry`], `adora cluster status`).
 //!
 //! The serialized field names of [`NodeInfo`] and [`NodeStatus`] are printed by `--json` and
 //! documented in the guide (`guide/src/json.md`): renaming one is a breaking change.
@@ -145,6 +146,32 @@ impl NodeInfo {
     }
 }
 
+/// The daemon's machine as its heartbeat reports it (`adora cluster status`, `--json`). A figure
+/// the daemon could not read is `None` (or an empty string); printed by `cluster status --json`
+/// under these names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MachineTelemetry {
+    /// The daemon's Adora version.
+    pub adora_version: String,
+    /// The operating system, `PRETTY_NAME` of `/etc/os-release` (e.g. `Debian GNU/Linux 12
+    /// (bookworm)`).
+    pub os: String,
+    /// The kernel release (`uname -r`).
+    pub kernel: String,
+    /// The CPU architecture the daemon was built for (`x86_64`, `aarch64`, ...).
+    pub arch: String,
+    /// Seconds since the machine booted.
+    pub uptime_secs: Option<u64>,
+    /// Load averages over 1, 5 and 15 minutes.
+    pub load: Option<[f64; 3]>,
+    /// Total memory in bytes.
+    pub memory_total_bytes: Option<u64>,
+    /// Memory available to new processes in bytes (`MemAvailable`).
+    pub memory_available_bytes: Option<u64>,
+    /// Free bytes (for unprivileged users) on the file system of the daemon's state directory.
+    pub disk_free_bytes: Option<u64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +241,21 @@ mod tests {
             last_error: Some("exit status 3".into()),
         });
         round_trip(info());
+    }
+
+    #[test]
+    fn machine_telemetry_round_trips() {
+        round_trip(MachineTelemetry {
+            adora_version: "0.1.0".into(),
+            os: "Debian GNU/Linux 12 (bookworm)".into(),
+            kernel: "6.1.0-18-amd64".into(),
+            arch: "x86_64".into(),
+            uptime_secs: Some(3600),
+            load: Some([0.5, 0.25, 0.0]),
+            memory_total_bytes: Some(8 << 30),
+            memory_available_bytes: Some(3 << 30),
+            disk_free_bytes: None,
+        });
     }
 
     #[test]

@@ -187,7 +187,7 @@ impl SimulatedDaemon {
                 }
                 _ = heartbeat.tick() => {
                     let nodes = self.node_stats();
-                    conn.send(&Envelope::new(0, DaemonMessage::Heartbeat { nodes }))
+                    conn.send(&Envelope::new(0, DaemonMessage::Heartbeat { nodes, machine: None }))
                         .await
                         .map_err(fail)?;
                     self.counters.heartbeats.fetch_add(1, Ordering::Relaxed);

@@ -4,7 +4,8 @@
 //! - `scp`: the node's binary (its `path`, built here with `--build`) is copied over SSH to the
 //!   machine of `cluster.yml` the coordinator places the node on (by `machine`, else `labels`,
 //!   over its connected daemons in registration order: `adora_core::placement`), into
-//!   `<state_dir>/dataflows/<build id>/<node>/` there;
+//!   `<state_dir>/dataflows/<build id>/<node>/` there; its SHA-256 travels in the artifact and
+//!   the daemon checks the copy against it before spawning;
 //! - `http`: the binary is uploaded to the coordinator's artifact store under a fresh build id;
 //!   daemons download it and check its SHA-256.
 //!
@@ -256,7 +257,7 @@ fn machine_of<'a>(node: &NodeSpec, fleet: &'a Fleet) -> anyhow::Result<&'a Machi
 }
 
 /// Copies the binary into `<state_dir>/dataflows/<build_id>/<node>/` on the node's machine
-/// (through a temporary file and a rename); returns its absolute path there.
+/// (through a temporary file and a rename); returns its absolute path there and its SHA-256.
 async fn copy(
     node: &NodeSpec,
     source: &Path,
@@ -310,7 +311,10 @@ async fn copy(
         machine.id,
         path.display()
     );
-    Ok(NodeArtifact::Copied { path })
+    Ok(NodeArtifact::Copied {
+        path,
+        sha256: Some(adora_message::distribute::sha256_hex(bytes)),
+    })
 }
 
 #[cfg(test)]
@@ -394,6 +398,7 @@ mod tests {
             connected,
             adora_version: String::new(),
             registered_ms_ago: 0,
+            machine: None,
         };
         let status = CoordinatorStatus {
             adora_version: String::new(),

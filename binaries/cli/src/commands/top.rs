@@ -36,7 +36,7 @@ const KEY_POLL: Duration = Duration::from_millis(200);
   adora top --once
   adora top --once --json | jq '.[] | select(.cpu_percent > 50) | .node'")]
 pub struct Args {
-    /// Print one snapshot as a plain table and exit (for scripts and non-terminals).
+    /// Print one snapshot as a plain table and exit (the default without a terminal).
     #[arg(long)]
     once: bool,
     /// Print one snapshot as JSON and exit (implies --once; fields in the guide's JSON chapter).
@@ -187,7 +187,12 @@ async fn fetch(client: &mut Client) -> anyhow::Result<Vec<NodeInfo>> {
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut client = Client::connect(&args.client).await?;
-    if args.once || args.json {
+    let terminal = std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
+    if !terminal && !args.once && !args.json {
+        // A CI job or a pipe: one snapshot, like `--once`, instead of failing the script.
+        eprintln!("adora top: no terminal, printing one snapshot (as `--once`)");
+    }
+    if args.once || args.json || !terminal {
         let mut nodes = fetch(&mut client).await?;
         sort_nodes(&mut nodes, args.sort, false);
         if args.json {
@@ -196,11 +201,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             print_table(&nodes);
         }
         return Ok(ExitCode::SUCCESS);
-    }
-    if !std::io::stdout().is_terminal() {
-        bail!(
-            "`adora top` needs a terminal; use `adora top --once` (or `--once --json`) in scripts"
-        );
     }
     let terminal = ratatui::init();
     let result = live(terminal, client, args.sort).await;

@@ -183,8 +183,9 @@ impl Coordinator {
         d.last_seen = Instant::now();
         let name = d.name().to_owned();
         match envelope.body {
-            DaemonMessage::Heartbeat { nodes } => {
+            DaemonMessage::Heartbeat { nodes, machine } => {
                 self.node_stats.update(nodes);
+                self.node_stats.update_machine(&name, machine);
                 let flows = &self.flows;
                 self.node_stats.retain(|id| flows.contains_key(id));
             }

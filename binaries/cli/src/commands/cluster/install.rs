@@ -113,6 +113,8 @@ pub async fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
     if let Some(id) = &args.print {
         return print(&cluster, id);
     }
+    // Like `cluster up`: later `adora start`s copy `distribute: scp` nodes to these machines.
+    crate::commands::distribute::remember_cluster(&args.cluster);
     let token = adora_client::find_token(None, &state_dir())?
         .map(adora_client::Token::into_string)
         .context(

@@ -1,11 +1,14 @@
-//! `adora cluster status`: the daemons of the cluster and its active dataflows.
+//! `adora cluster status`: the daemons of the cluster with their machines' figures (version, OS,
+//! kernel, architecture, uptime, load, memory, free disk, from their heartbeats), a warning when
+//! they run different Adora versions, and the active dataflows.
 
-use std::process::ExitCode;
+use std::{collections::BTreeMap, process::ExitCode};
 
 use adora_message::{
     cli_to_coordinator::ControlRequest,
     control::Labels,
     coordinator_to_cli::{ControlReply, DataflowInfo},
+    stats::MachineTelemetry,
 };
 use anyhow::bail;
 use serde::Serialize;
@@ -15,7 +18,10 @@ use crate::{
     table::Table,
 };
 
-/// Show every daemon of the cluster with its last heartbeat and labels, and the active dataflows.
+/// Show every daemon of the cluster with its last heartbeat, its machine's figures (Adora
+/// version, OS, kernel, architecture, uptime, load, available memory, free disk) and labels, and
+/// the active dataflows. Warns when the connected daemons and the coordinator run different
+/// Adora versions.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  adora cluster status\n  \
 adora cluster status --coordinator-addr 10.0.0.1 --coordinator-port 6013 --json")]
@@ -34,6 +40,8 @@ struct ClusterStatus {
     adora_version: String,
     daemons: Vec<Daemon>,
     active_dataflows: Vec<Dataflow>,
+    /// Problems worth acting on (different versions), also printed to stderr.
+    warnings: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -47,6 +55,8 @@ struct Daemon {
     last_heartbeat_ms: u64,
     /// The version the daemon registered with (`cluster upgrade` checks it).
     adora_version: String,
+    /// Its machine's figures from its latest heartbeat (`null` until one carried them).
+    machine: Option<MachineTelemetry>,
 }
 
 #[derive(Debug, Serialize)]
@@ -65,7 +75,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let ControlReply::List(flows) = client.call(ControlRequest::List).await? else {
         bail!("unexpected reply to List");
     };
-    let report = ClusterStatus {
+    let mut report = ClusterStatus {
         coordinator: addr,
         adora_version: status.adora_version,
         daemons: status
@@ -79,6 +89,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 connected: d.connected,
                 last_heartbeat_ms: d.last_heartbeat_ms,
                 adora_version: d.adora_version,
+                machine: d.machine,
             })
             .collect(),
         active_dataflows: flows
@@ -86,9 +97,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .filter(|f| !f.status.is_done())
             .map(dataflow)
             .collect(),
+        warnings: Vec::new(),
     };
+    report.warnings = version_warnings(&report);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
+        for w in &report.warnings {
+            eprintln!("warning: {w}");
+        }
     } else {
         print!("{}", render(&report));
     }
@@ -103,6 +119,85 @@ fn dataflow(f: &DataflowInfo) -> Dataflow {
     }
 }
 
+/// A warning when the connected daemons and the coordinator do not all run one Adora version,
+/// naming each version with its daemons.
+fn version_warnings(report: &ClusterStatus) -> Vec<String> {
+    let mut versions: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    versions
+        .entry(report.adora_version.as_str())
+        .or_default()
+        .push("the coordinator");
+    for d in report.daemons.iter().filter(|d| d.connected) {
+        let version = match d.adora_version.as_str() {
+            "" => "unknown",
+            v => v,
+        };
+        versions.entry(version).or_default().push(&d.id);
+    }
+    if versions.len() < 2 {
+        return Vec::new();
+    }
+    let list: Vec<String> = versions
+        .iter()
+        .map(|(version, who)| format!("{version} on {}", who.join(", ")))
+        .collect();
+    vec![format!(
+        "the cluster runs different Adora versions: {}; roll one version out with \
+         `adora cluster upgrade cluster.yml --binary PATH`",
+        list.join("; ")
+    )]
+}
+
+/// A figure, or `-` when the daemon did not report it.
+fn or_dash<T>(value: Option<T>, show: impl FnOnce(T) -> String) -> String {
+    value.map_or_else(|| "-".to_owned(), show)
+}
+
+/// The machine columns of a daemon's row (all `-` before its first heartbeat with figures).
+fn machine_cells(d: &Daemon) -> [String; 8] {
+    let version = match d.adora_version.as_str() {
+        "" => "-".to_owned(),
+        v => v.to_owned(),
+    };
+    let Some(m) = &d.machine else {
+        return [
+            version,
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+        ];
+    };
+    let text = |s: &str| {
+        if s.is_empty() {
+            "-".to_owned()
+        } else {
+            s.to_owned()
+        }
+    };
+    let bytes = |b: u64| crate::commands::top::human_bytes(b);
+    [
+        version,
+        text(&m.os),
+        text(&m.kernel),
+        text(&m.arch),
+        or_dash(m.uptime_secs, |s| {
+            crate::commands::top::human_uptime(s as f64)
+        }),
+        or_dash(m.load, |[one, five, fifteen]| {
+            format!("{one:.2} {five:.2} {fifteen:.2}")
+        }),
+        match (m.memory_available_bytes, m.memory_total_bytes) {
+            (Some(free), Some(total)) => format!("{} / {}", bytes(free), bytes(total)),
+            (free, _) => or_dash(free, bytes),
+        },
+        or_dash(m.disk_free_bytes, bytes),
+    ]
+}
+
 /// The human-readable table.
 fn render(report: &ClusterStatus) -> String {
     let mut out = format!(
@@ -112,7 +207,20 @@ fn render(report: &ClusterStatus) -> String {
     if report.daemons.is_empty() {
         out.push_str("No daemons connected (start them with `adora cluster up cluster.yml`).\n");
     } else {
-        let mut table = Table::new(["DAEMON ID", "LAST HEARTBEAT", "LABELS"]).min_width(1, 16);
+        let mut table = Table::new([
+            "DAEMON ID",
+            "LAST HEARTBEAT",
+            "VERSION",
+            "OS",
+            "KERNEL",
+            "ARCH",
+            "UPTIME",
+            "LOAD",
+            "MEM AVAILABLE",
+            "DISK FREE",
+            "LABELS",
+        ])
+        .min_width(1, 16);
         for d in &report.daemons {
             let secs = d.last_heartbeat_ms / 1000;
             let heartbeat = if d.connected {
@@ -121,7 +229,10 @@ fn render(report: &ClusterStatus) -> String {
                 format!("lost ({secs}s ago)")
             };
             let labels: Vec<String> = d.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            table.row([d.id.clone(), heartbeat, labels.join(",")]);
+            let mut row = vec![d.id.clone(), heartbeat];
+            row.extend(machine_cells(d));
+            row.push(labels.join(","));
+            table.row(row);
         }
         out.push_str(&table.render());
     }
@@ -137,6 +248,9 @@ fn render(report: &ClusterStatus) -> String {
             f.machines.join(", ")
         ));
     }
+    for w in &report.warnings {
+        out.push_str(&format!("\nwarning: {w}\n"));
+    }
     out
 }
 
@@ -144,9 +258,22 @@ fn render(report: &ClusterStatus) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn renders_daemons_and_dataflows() {
-        let report = ClusterStatus {
+    fn machine() -> MachineTelemetry {
+        MachineTelemetry {
+            adora_version: "0.1.0".into(),
+            os: "Debian GNU/Linux 12 (bookworm)".into(),
+            kernel: "6.1.0-18-amd64".into(),
+            arch: "x86_64".into(),
+            uptime_secs: Some(3720),
+            load: Some([0.5, 0.25, 0.0]),
+            memory_total_bytes: Some(8 << 30),
+            memory_available_bytes: Some(3 << 30),
+            disk_free_bytes: Some(20 << 30),
+        }
+    }
+
+    fn report(gpu_version: &str, gpu_connected: bool) -> ClusterStatus {
+        let mut report = ClusterStatus {
             coordinator: "10.0.0.1:6013".into(),
             adora_version: "0.1.0".into(),
             daemons: vec![
@@ -158,15 +285,17 @@ mod tests {
                     connected: true,
                     last_heartbeat_ms: 2300,
                     adora_version: "0.1.0".into(),
+                    machine: Some(machine()),
                 },
                 Daemon {
                     id: "gpu-server".into(),
                     machine_id: Some("gpu-server".into()),
                     hostname: "g".into(),
                     labels: Labels::new(),
-                    connected: false,
+                    connected: gpu_connected,
                     last_heartbeat_ms: 25_000,
-                    adora_version: "0.1.0".into(),
+                    adora_version: gpu_version.into(),
+                    machine: None,
                 },
             ],
             active_dataflows: vec![Dataflow {
@@ -174,14 +303,46 @@ mod tests {
                 name: "demo".into(),
                 machines: vec!["gpu-server".into(), "robot".into()],
             }],
+            warnings: Vec::new(),
         };
+        report.warnings = version_warnings(&report);
+        report
+    }
+
+    #[test]
+    fn renders_daemons_machines_and_dataflows() {
+        let report = report("0.1.0", false);
+        assert_eq!(report.warnings, Vec::<String>::new());
         assert_eq!(
             render(&report),
             "Coordinator at 10.0.0.1:6013 (adora 0.1.0)\n\n\
-             DAEMON ID   LAST HEARTBEAT    LABELS\n\
-             robot       2s ago            arch=arm64\n\
-             gpu-server  lost (25s ago)\n\
+             DAEMON ID   LAST HEARTBEAT    VERSION  OS                              KERNEL          \
+             ARCH    UPTIME  LOAD            MEM AVAILABLE      DISK FREE  LABELS\n\
+             robot       2s ago            0.1.0    Debian GNU/Linux 12 (bookworm)  6.1.0-18-amd64  \
+             x86_64  1h02m   0.50 0.25 0.00  3.0 GiB / 8.0 GiB  20.0 GiB   arch=arm64\n\
+             gpu-server  lost (25s ago)    0.1.0    -                               -               \
+             -       -       -               -                  -\n\
              \nActive dataflows: 1\n  demo (u) on gpu-server, robot\n"
         );
+    }
+
+    #[test]
+    fn warns_when_connected_daemons_run_another_version() {
+        let report = report("0.2.0", true);
+        assert_eq!(
+            report.warnings,
+            [
+                "the cluster runs different Adora versions: 0.1.0 on the coordinator, robot; \
+              0.2.0 on gpu-server; roll one version out with \
+              `adora cluster upgrade cluster.yml --binary PATH`"
+            ]
+        );
+        assert!(render(&report).ends_with(&format!("\nwarning: {}\n", report.warnings[0])));
+        // A lost daemon's version is stale: no warning for it.
+        assert!(report_of_lost_daemon().warnings.is_empty());
+    }
+
+    fn report_of_lost_daemon() -> ClusterStatus {
+        report("0.2.0", false)
     }
 }
