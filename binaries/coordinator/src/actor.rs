@@ -96,6 +96,8 @@ pub(crate) struct DaemonEntry {
     pub adora_version: String,
     /// When it registered (its current or last connection).
     pub registered_at: Instant,
+    /// The daemon process's instance id (see `DaemonRegistration::instance`).
+    pub instance: Option<Uuid>,
 }
 
 impl DaemonEntry {

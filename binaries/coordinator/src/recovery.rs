@@ -366,6 +366,7 @@ impl DaemonEntry {
             tx: None,
             adora_version: String::new(),
             registered_at: last_seen,
+            instance: None,
         }
     }
 }

@@ -62,6 +62,7 @@ impl Harness {
             zenoh_locators: Vec::new(),
             running,
             adora_version: "test".into(),
+            instance: None,
         };
         self.c.dispatch(Event::DaemonRegistered {
             conn,

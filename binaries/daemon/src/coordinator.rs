@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use adora_client::{Backoff, ClientError, Connection, DAEMON_PATH, HEARTBEAT_INTERVAL};
 use adora_message::{
-    coordinator_to_daemon::DaemonCommand,
+    coordinator_to_daemon::{DaemonCommand, RegistrationRefused},
     daemon_to_coordinator::{DaemonMessage, DaemonRegistration},
     envelope::{Envelope, Hello},
     stats::NodeStats,
@@ -25,17 +25,29 @@ pub const COORDINATOR_TIMEOUT: Duration = Duration::from_secs(20);
 /// Longest a heartbeat waits for the actor's node snapshot (it is sent without figures otherwise).
 const STATS_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Runs the link until `shutdown` is cancelled.
+/// How a connected session ended.
+enum SessionEnd {
+    /// The connection was lost (or the daemon is shutting down): why.
+    Lost(String),
+    /// The coordinator refused the registration: the daemon must exit.
+    Refused(RegistrationRefused),
+}
+
+/// Runs the link until `shutdown` is cancelled. Returns the refusal when the coordinator refused
+/// this daemon (another daemon with its machine id is connected): the link ends then, and the
+/// caller stops the daemon with that error.
 pub(crate) async fn run_link(
     config: ServiceConfig,
     commands: mpsc::Sender<ServiceCommand>,
     mut reports: mpsc::UnboundedReceiver<Envelope<DaemonMessage>>,
     shutdown: CancellationToken,
-) {
+) -> Option<RegistrationRefused> {
     let addr = config.coordinator_addr.clone();
     let hostname = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "unknown-host".into());
+    // One id for this process, the same across reconnects (see `DaemonRegistration::instance`).
+    let instance = uuid::Uuid::new_v4();
     // Each delay drawn from `[d/2, d]`, `d` doubling from RECONNECT_MIN up to RECONNECT_MAX.
     let mut backoff = Backoff::exponential(RECONNECT_MIN, RECONNECT_MAX);
     loop {
@@ -46,14 +58,14 @@ pub(crate) async fn run_link(
             Hello::current(),
         );
         let result = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return None,
             r = connect => r,
         };
         match result {
             Ok(mut conn) => {
                 let (tx, rx) = oneshot::channel();
                 if commands.send(ServiceCommand::Report(tx)).await.is_err() {
-                    return;
+                    return None;
                 }
                 let running = rx.await.unwrap_or_default();
                 let registration = DaemonRegistration {
@@ -66,6 +78,7 @@ pub(crate) async fn run_link(
                     )],
                     running,
                     adora_version: adora_message::ADORA_VERSION.to_owned(),
+                    instance: Some(instance),
                 };
                 let register = Envelope::new(0, DaemonMessage::Register(registration));
                 if let Err(e) = conn.send(&register).await {
@@ -73,10 +86,17 @@ pub(crate) async fn run_link(
                 } else {
                     tracing::info!("registered with the coordinator at {addr}");
                     backoff.reset();
-                    let reason = session(conn, &commands, &mut reports, &shutdown).await;
+                    let end = session(conn, &commands, &mut reports, &shutdown).await;
                     let _ = commands.send(ServiceCommand::Disconnected).await;
+                    let reason = match end {
+                        SessionEnd::Refused(refused) => {
+                            tracing::error!("the coordinator at {addr} refused this daemon: {refused}");
+                            return Some(refused);
+                        }
+                        SessionEnd::Lost(reason) => reason,
+                    };
                     if shutdown.is_cancelled() {
-                        return;
+                        return None;
                     }
                     tracing::warn!(
                         "lost the coordinator at {addr}: {reason}; nodes keep running, reconnecting"
@@ -89,7 +109,7 @@ pub(crate) async fn run_link(
         }
         let delay = backoff.next_delay();
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return None,
             _ = tokio::time::sleep(delay) => {}
         }
     }
@@ -108,44 +128,49 @@ fn advertised_endpoint(listen: &str, local: Option<std::net::SocketAddr>) -> Str
     }
 }
 
-/// One connected session; returns why it ended.
+/// One connected session; returns how it ended.
 async fn session(
     mut conn: Connection,
     commands: &mpsc::Sender<ServiceCommand>,
     reports: &mut mpsc::UnboundedReceiver<Envelope<DaemonMessage>>,
     shutdown: &CancellationToken,
-) -> String {
+) -> SessionEnd {
     let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
     let mut last_heard = Instant::now();
     let mut sampler = Some(ProcessSampler::default());
+    let lost = |reason: String| SessionEnd::Lost(reason);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => {
                 conn.close().await;
-                return "shutting down".into();
+                return lost("shutting down".into());
             }
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > COORDINATOR_TIMEOUT {
-                    return format!("no message for {:?}", last_heard.elapsed());
+                    return lost(format!("no message for {:?}", last_heard.elapsed()));
                 }
                 let nodes = node_stats(commands, &mut sampler).await;
                 if let Err(e) = conn.send(&Envelope::new(0, DaemonMessage::Heartbeat { nodes })).await {
-                    return e.to_string();
+                    return lost(e.to_string());
                 }
             }
             Some(report) = reports.recv() => {
                 if let Err(e) = conn.send(&report).await {
-                    return e.to_string();
+                    return lost(e.to_string());
                 }
             }
             incoming = conn.recv::<Envelope<DaemonCommand>>() => match incoming {
+                Ok(Envelope { body: DaemonCommand::Refused(refused), .. }) => {
+                    conn.close().await;
+                    return SessionEnd::Refused(refused);
+                }
                 Ok(envelope) => {
                     last_heard = Instant::now();
                     if commands.send(ServiceCommand::FromCoordinator(envelope)).await.is_err() {
-                        return "the daemon is shutting down".into();
+                        return lost("the daemon is shutting down".into());
                     }
                 }
-                Err(e) => return e.to_string(),
+                Err(e) => return lost(e.to_string()),
             },
         }
     }

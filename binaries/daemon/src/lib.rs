@@ -88,7 +88,15 @@ pub async fn run(config: ServiceConfig, shutdown: CancellationToken) -> Result<(
     service.distribution = Some((distribution, commands_tx.clone()));
     let link_shutdown = tasks.cancel_token().child_token();
     let link = coordinator::run_link(config, commands_tx, reports_rx, link_shutdown);
-    tasks.spawn("the link to the coordinator", link);
+    // A refused registration stops the whole daemon: never two daemons for one machine.
+    let stop_on_refusal = shutdown.clone();
+    let link = tasks.spawn("the link to the coordinator", async move {
+        let refused = link.await;
+        if refused.is_some() {
+            stop_on_refusal.cancel();
+        }
+        refused
+    });
     // On a runtime worker, not the thread blocked in `block_on`: a message then costs no
     // cross-thread wake-up between the connection tasks and the actor.
     let actor = daemon.run_service(commands_rx, service, shutdown);
@@ -96,5 +104,8 @@ pub async fn run(config: ServiceConfig, shutdown: CancellationToken) -> Result<(
         tracing::error!("the daemon actor failed: {e}");
     }
     tasks.shutdown(TASK_SHUTDOWN_GRACE).await;
-    Ok(())
+    match link.await {
+        Ok(Some(refused)) => Err(refused.into()),
+        _ => Ok(()),
+    }
 }

@@ -76,6 +76,11 @@ pub struct DaemonRegistration {
     /// daemon predates this field.
     #[serde(default)]
     pub adora_version: String,
+    /// Random id of this daemon process, the same across its reconnects: the coordinator tells
+    /// a reconnect of the connected daemon (accepted) from a second daemon with the same
+    /// machine id (refused). `None` from daemons that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<Uuid>,
 }
 
 #[cfg(test)]
@@ -104,6 +109,7 @@ mod tests {
                 nodes: [("a".into(), true)].into(),
             }],
             adora_version: "0.1.0".into(),
+            instance: Some(Uuid::new_v4()),
         }));
         round_trip(DaemonMessage::Heartbeat { nodes: vec![] });
         round_trip(DaemonMessage::Heartbeat {
@@ -130,6 +136,7 @@ mod tests {
             panic!("not a registration");
         };
         assert_eq!(reg.adora_version, "");
+        assert_eq!(reg.instance, None);
         round_trip(DaemonMessage::Spawned {
             dataflow: id,
             result: Ok(()),
