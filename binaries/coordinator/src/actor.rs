@@ -98,6 +98,8 @@ pub(crate) struct DaemonEntry {
     pub registered_at: Instant,
     /// The daemon process's instance id (see `DaemonRegistration::instance`).
     pub instance: Option<Uuid>,
+    /// The systemd unit it runs as, if any.
+    pub systemd_unit: Option<String>,
 }
 
 impl DaemonEntry {

@@ -367,6 +367,7 @@ impl DaemonEntry {
             adora_version: String::new(),
             registered_at: last_seen,
             instance: None,
+            systemd_unit: None,
         }
     }
 }

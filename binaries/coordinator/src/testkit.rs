@@ -63,6 +63,7 @@ impl Harness {
             running,
             adora_version: "test".into(),
             instance: None,
+            systemd_unit: None,
         };
         self.c.dispatch(Event::DaemonRegistered {
             conn,

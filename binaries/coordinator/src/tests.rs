@@ -188,6 +188,7 @@ fn registration(machine: &str, instance: Uuid) -> Envelope<DaemonMessage> {
             running: Vec::new(),
             adora_version: "0.1.0-test".into(),
             instance: Some(instance),
+            systemd_unit: None,
         }),
     )
 }

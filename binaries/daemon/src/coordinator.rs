@@ -48,6 +48,7 @@ pub(crate) async fn run_link(
         .unwrap_or_else(|_| "unknown-host".into());
     // One id for this process, the same across reconnects (see `DaemonRegistration::instance`).
     let instance = uuid::Uuid::new_v4();
+    let systemd_unit = systemd_unit();
     // Each delay drawn from `[d/2, d]`, `d` doubling from RECONNECT_MIN up to RECONNECT_MAX.
     let mut backoff = Backoff::exponential(RECONNECT_MIN, RECONNECT_MAX);
     loop {
@@ -79,6 +80,7 @@ pub(crate) async fn run_link(
                     running,
                     adora_version: adora_message::ADORA_VERSION.to_owned(),
                     instance: Some(instance),
+                    systemd_unit: systemd_unit.clone(),
                 };
                 let register = Envelope::new(0, DaemonMessage::Register(registration));
                 if let Err(e) = conn.send(&register).await {
@@ -113,6 +115,23 @@ pub(crate) async fn run_link(
             _ = tokio::time::sleep(delay) => {}
         }
     }
+}
+
+/// The systemd unit this daemon runs as (`adora-daemon-robot.service`): systemd sets
+/// `INVOCATION_ID` for the processes of a unit, and the unit is the last `.service` of the
+/// process's cgroup path. `None` for a daemon started otherwise.
+fn systemd_unit() -> Option<String> {
+    std::env::var_os("INVOCATION_ID")?;
+    unit_of_cgroup(&std::fs::read_to_string("/proc/self/cgroup").ok()?)
+}
+
+/// The `.service` unit in the contents of `/proc/<pid>/cgroup` (v2 `0::/path`, or v1 lines).
+fn unit_of_cgroup(cgroup: &str) -> Option<String> {
+    cgroup
+        .lines()
+        .filter_map(|line| line.splitn(3, ':').nth(2))
+        .find_map(|path| path.rsplit('/').find(|c| c.ends_with(".service")))
+        .map(str::to_owned)
 }
 
 /// The endpoint other daemons use to reach this one: the listen endpoint, with an unspecified IP
@@ -254,6 +273,20 @@ mod tests {
             advertised_endpoint("tcp/0.0.0.0:7447", None),
             "tcp/0.0.0.0:7447"
         );
+    }
+
+    #[test]
+    fn the_unit_is_read_from_the_cgroup_path() {
+        assert_eq!(
+            unit_of_cgroup("0::/system.slice/adora-daemon-robot.service\n").as_deref(),
+            Some("adora-daemon-robot.service")
+        );
+        let v1 = "12:pids:/system.slice/adora-daemon-h0.service\n1:name=systemd:/system.slice/adora-daemon-h0.service\n";
+        assert_eq!(
+            unit_of_cgroup(v1).as_deref(),
+            Some("adora-daemon-h0.service")
+        );
+        assert_eq!(unit_of_cgroup("0::/user.slice/session-3.scope\n"), None);
     }
 
     #[test]

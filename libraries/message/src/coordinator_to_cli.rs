@@ -134,6 +134,10 @@ pub struct DaemonStatus {
     /// Milliseconds since the daemon registered (its current or last connection).
     #[serde(default)]
     pub registered_ms_ago: u64,
+    /// The systemd unit the daemon runs as; `None` for a daemon started otherwise (or one
+    /// that predates this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd_unit: Option<String>,
 }
 
 #[cfg(test)]
@@ -201,6 +205,7 @@ mod tests {
                 connected: true,
                 adora_version: "0.1.0-upgrade-test".into(),
                 registered_ms_ago: 4500,
+                systemd_unit: Some("adora-daemon-robot.service".into()),
             }],
             running_dataflows: 1,
         }));

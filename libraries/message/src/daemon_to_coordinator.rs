@@ -81,6 +81,10 @@ pub struct DaemonRegistration {
     /// machine id (refused). `None` from daemons that predate it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<Uuid>,
+    /// The systemd unit the daemon runs as (`adora-daemon-<id>.service`), `None` for a daemon
+    /// started otherwise (`cluster up`, by hand): `cluster down` leaves services running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd_unit: Option<String>,
 }
 
 #[cfg(test)]
@@ -110,6 +114,7 @@ mod tests {
             }],
             adora_version: "0.1.0".into(),
             instance: Some(Uuid::new_v4()),
+            systemd_unit: Some("adora-daemon-robot.service".into()),
         }));
         round_trip(DaemonMessage::Heartbeat { nodes: vec![] });
         round_trip(DaemonMessage::Heartbeat {

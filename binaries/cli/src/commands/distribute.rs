@@ -394,6 +394,7 @@ mod tests {
             connected,
             adora_version: String::new(),
             registered_ms_ago: 0,
+            systemd_unit: None,
         };
         let status = CoordinatorStatus {
             adora_version: String::new(),

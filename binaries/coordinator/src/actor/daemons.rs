@@ -78,6 +78,7 @@ impl Coordinator {
             adora_version: reg.adora_version.clone(),
             registered_at: Instant::now(),
             instance: reg.instance,
+            systemd_unit: reg.systemd_unit.clone(),
         };
         let existing = self.daemons.iter().position(|d| match &reg.machine_id {
             Some(id) => d.machine_id.as_deref() == Some(id),
