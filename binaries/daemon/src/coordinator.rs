@@ -92,7 +92,9 @@ pub(crate) async fn run_link(
                     let _ = commands.send(ServiceCommand::Disconnected).await;
                     let reason = match end {
                         SessionEnd::Refused(refused) => {
-                            tracing::error!("the coordinator at {addr} refused this daemon: {refused}");
+                            tracing::error!(
+                                "the coordinator at {addr} refused this daemon: {refused}"
+                            );
                             return Some(refused);
                         }
                         SessionEnd::Lost(reason) => reason,

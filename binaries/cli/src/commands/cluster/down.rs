@@ -101,8 +101,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let client = if listening(&addr).await {
         let mut client = Client::connect(&client_args).await?;
         failures += stop_dataflows(&mut client).await?;
-        let (ok, not_stopped) =
-            stop_daemons(&mut client, cluster.as_ref(), args.services).await?;
+        let (ok, not_stopped) = stop_daemons(&mut client, cluster.as_ref(), args.services).await?;
         stopped = ok;
         // Daemons of the cluster file that did not stop are retried over SSH below.
         failures += not_stopped

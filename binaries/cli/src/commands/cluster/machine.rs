@@ -124,7 +124,16 @@ pub(crate) fn unit_installed_argv(machine: &Machine) -> Vec<String> {
 pub(crate) fn journal_tail_argv(machine: &Machine) -> Vec<String> {
     let unit = systemd::unit_name(&machine.id);
     let lines = LOG_TAIL_LINES.to_string();
-    let argv = ["journalctl", "--no-pager", "-o", "cat", "-n", &lines, "-u", &unit];
+    let argv = [
+        "journalctl",
+        "--no-pager",
+        "-o",
+        "cat",
+        "-n",
+        &lines,
+        "-u",
+        &unit,
+    ];
     as_root(&machine.user(), &argv)
 }
 
@@ -237,7 +246,10 @@ async fn start_service(machine: &Machine, session: &HostSession) -> Outcome {
     match session.run(&start).await {
         Ok(out) if out.success() => Outcome::ServiceStarted,
         Ok(out) => Outcome::failed(
-            format!("cannot start the systemd unit {unit}: {}", out.stderr.trim()),
+            format!(
+                "cannot start the systemd unit {unit}: {}",
+                out.stderr.trim()
+            ),
             format!(
                 "see `journalctl -u {unit}` on {}; `cluster up` starts the unit `cluster install` \
                  put there (uninstall it to use an ad-hoc daemon)",
