@@ -222,6 +222,7 @@ fn installed_daemons_are_never_doubled_and_survive_a_reboot() {
     let second = h0.ssh(&[&by_hand]);
     let stderr = &second.stderr;
     assert_eq!(second.status.code(), Some(1), "{stderr}");
+    eprintln!("a second daemon for h0, by hand:\n{stderr}");
     assert!(
         stderr.contains("machine id `h0` is taken: a daemon on h0 ("),
         "{stderr}"

@@ -20,6 +20,6 @@ pub enum DaemonError {
         source: std::io::Error,
     },
     /// The coordinator refused this daemon (another daemon with its machine id is connected).
-    #[error("the coordinator refused this daemon: {0}")]
+    #[error("the coordinator refused this daemon")]
     Refused(#[from] adora_message::coordinator_to_daemon::RegistrationRefused),
 }
