@@ -99,6 +99,10 @@ pub(crate) struct DaemonEntry {
     pub adora_version: String,
     /// When it registered (its current or last connection).
     pub registered_at: Instant,
+    /// The daemon process's instance id (see `DaemonRegistration::instance`).
+    pub instance: Option<Uuid>,
+    /// The systemd unit it runs as, if any.
+    pub systemd_unit: Option<String>,
 }
 
 impl DaemonEntry {

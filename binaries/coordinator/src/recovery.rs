@@ -367,6 +367,8 @@ impl DaemonEntry {
             tx: None,
             adora_version: String::new(),
             registered_at: last_seen,
+            instance: None,
+            systemd_unit: None,
         }
     }
 }

@@ -48,7 +48,11 @@ impl Coordinator {
             },
             ControlRequest::Logs(request) => self.logs(request, tx, id),
             ControlRequest::ShutdownDaemons => {
-                let daemons = self.shutdown_daemons();
+                let daemons = self.shutdown_daemons(None);
+                reply(&tx, id, ControlReply::ShuttingDown { daemons });
+            }
+            ControlRequest::ShutdownMachines { machines } => {
+                let daemons = self.shutdown_daemons(Some(&machines));
                 reply(&tx, id, ControlReply::ShuttingDown { daemons });
             }
             ControlRequest::Idempotent {
@@ -183,12 +187,14 @@ impl Coordinator {
     }
 
     /// Tells every connected daemon to stop its dataflows and exit; returns their names.
-    fn shutdown_daemons(&mut self) -> Vec<String> {
+    /// Tells the connected daemons (all, or those named in `only`) to exit; returns their names.
+    fn shutdown_daemons(&mut self, only: Option<&[String]>) -> Vec<String> {
         let names: Vec<String> = self
             .daemons
             .iter()
             .filter(|d| d.tx.is_some())
             .map(|d| d.name().to_owned())
+            .filter(|name| only.is_none_or(|only| only.contains(name)))
             .collect();
         for name in &names {
             tracing::info!("telling daemon `{name}` to exit");
@@ -212,6 +218,7 @@ impl Coordinator {
                     adora_version: d.adora_version.clone(),
                     registered_ms_ago: d.registered_at.elapsed().as_millis() as u64,
                     machine: self.node_stats.machine(d.name()).cloned(),
+                    systemd_unit: d.systemd_unit.clone(),
                 })
                 .collect(),
             running_dataflows: self

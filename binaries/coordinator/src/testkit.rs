@@ -60,6 +60,8 @@ impl Harness {
             zenoh_locators: Vec::new(),
             running,
             adora_version: "test".into(),
+            instance: None,
+            systemd_unit: None,
         };
         self.c.dispatch(Event::DaemonRegistered {
             conn,

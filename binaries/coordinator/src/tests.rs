@@ -13,6 +13,7 @@ use adora_message::{
 use adora_store::MemoryStore;
 use axum::{body::Body, http::Request};
 use tower::ServiceExt;
+use uuid::Uuid;
 
 use super::*;
 
@@ -174,35 +175,46 @@ async fn malformed_frame_closes_only_that_connection() {
     shutdown.cancel();
 }
 
-fn registration(machine: &str) -> Envelope<DaemonMessage> {
+fn registration(machine: &str, instance: Uuid) -> Envelope<DaemonMessage> {
     Envelope::new(
         0,
         DaemonMessage::Register(DaemonRegistration {
             machine_id: Some(machine.into()),
             labels: Default::default(),
             hostname: "host".into(),
-            zenoh_locators: Vec::new(),
+            zenoh_locators: vec!["tcp/10.9.8.7:7447".into()],
             running: Vec::new(),
             adora_version: "0.1.0-test".into(),
+            instance: Some(instance),
+            systemd_unit: None,
         }),
     )
 }
 
+/// Connects a daemon to the coordinator at `addr` (handshake done, nothing sent).
+async fn daemon_connection(addr: &str) -> Connection {
+    within(Connection::connect(
+        addr,
+        "/api/v1/daemon",
+        Some("test-token"),
+        Hello::current(),
+    ))
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
-async fn duplicate_machine_id_replaces_the_stale_connection() {
+async fn a_reconnect_of_the_same_daemon_replaces_its_stale_connection() {
     let (addr, shutdown) = serve().await;
-    let daemon = || {
-        within(Connection::connect(
-            &addr,
-            "/api/v1/daemon",
-            Some("test-token"),
-            Hello::current(),
-        ))
-    };
-    let mut first = daemon().await.unwrap();
-    within(first.send(&registration("robot"))).await.unwrap();
-    let mut second = daemon().await.unwrap();
-    within(second.send(&registration("robot"))).await.unwrap();
+    let instance = Uuid::new_v4();
+    let mut first = daemon_connection(&addr).await;
+    within(first.send(&registration("robot", instance)))
+        .await
+        .unwrap();
+    let mut second = daemon_connection(&addr).await;
+    within(second.send(&registration("robot", instance)))
+        .await
+        .unwrap();
     use adora_message::coordinator_to_daemon::DaemonCommand;
     // Every registration is first told the Zenoh endpoints of the other daemons.
     let peers = within(first.recv::<Envelope<DaemonCommand>>())
@@ -227,6 +239,67 @@ async fn duplicate_machine_id_replaces_the_stale_connection() {
     assert_eq!(status.daemons[0].machine_id.as_deref(), Some("robot"));
     // The version the daemon registered with is reported (`cluster upgrade` waits for it).
     assert_eq!(status.daemons[0].adora_version, "0.1.0-test");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_second_daemon_for_a_connected_machine_is_refused() {
+    use adora_message::coordinator_to_daemon::{DaemonCommand, RegistrationRefused};
+    let (addr, shutdown) = serve().await;
+    let mut first = daemon_connection(&addr).await;
+    within(first.send(&registration("robot", Uuid::new_v4())))
+        .await
+        .unwrap();
+    let peers = within(first.recv::<Envelope<DaemonCommand>>())
+        .await
+        .unwrap();
+    assert!(matches!(peers.body, DaemonCommand::Peers { .. }));
+    let mut second = daemon_connection(&addr).await;
+    within(second.send(&registration("robot", Uuid::new_v4())))
+        .await
+        .unwrap();
+    let answer = within(second.recv::<Envelope<DaemonCommand>>())
+        .await
+        .unwrap();
+    let DaemonCommand::Refused(refused) = answer.body else {
+        panic!("expected a refusal, got {:?}", answer.body);
+    };
+    let RegistrationRefused::MachineIdTaken {
+        machine_id,
+        hostname,
+        address,
+        ..
+    } = &refused
+    else {
+        panic!("unexpected refusal {refused:?}");
+    };
+    assert_eq!(
+        (machine_id.as_str(), hostname.as_str(), address.as_deref()),
+        ("robot", "host", Some("10.9.8.7"))
+    );
+    within(second.recv::<Envelope<DaemonCommand>>())
+        .await
+        .expect_err("the newcomer's connection is closed");
+    // The connected daemon keeps its connection: it still gets the coordinator's heartbeats.
+    let mut cli = client(&addr, Some("test-token")).await.unwrap();
+    let ControlReply::Status(status) = call(&mut cli, ControlRequest::Status).await else {
+        panic!("expected a status");
+    };
+    assert_eq!(status.daemons.len(), 1);
+    assert!(status.daemons[0].connected);
+    within(first.send(&Envelope::new(
+        0,
+        DaemonMessage::Heartbeat {
+            nodes: Vec::new(),
+            machine: None,
+        },
+    )))
+    .await
+    .unwrap();
+    let ControlReply::Status(status) = call(&mut cli, ControlRequest::Status).await else {
+        panic!("expected a status");
+    };
+    assert!(status.daemons[0].connected, "{status:?}");
     shutdown.cancel();
 }
 
@@ -278,7 +351,7 @@ async fn a_new_daemon_is_told_the_zenoh_endpoints_of_the_others() {
             ))
             .await
             .unwrap();
-            let mut reg = registration(machine);
+            let mut reg = registration(machine, Uuid::new_v4());
             if let DaemonMessage::Register(r) = &mut reg.body {
                 r.zenoh_locators = vec![endpoint.into()];
             }

@@ -9,7 +9,8 @@ use std::{
 
 use adora_client::{Backoff, ClientError, Connection, DAEMON_PATH, HEARTBEAT_INTERVAL};
 use adora_message::{
-    coordinator_to_daemon::DaemonCommand,
+    control::RunningDataflow,
+    coordinator_to_daemon::{DaemonCommand, RegistrationRefused},
     daemon_to_coordinator::{DaemonMessage, DaemonRegistration},
     envelope::{Envelope, Hello},
     stats::{MachineTelemetry, NodeStats},
@@ -29,17 +30,25 @@ pub const COORDINATOR_TIMEOUT: Duration = Duration::from_secs(20);
 /// sent without them otherwise).
 const STATS_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Runs the link until `shutdown` is cancelled.
+/// How a connected session ended.
+enum SessionEnd {
+    /// The connection was lost (or the daemon is shutting down): why.
+    Lost(String),
+    /// The coordinator refused the registration: the daemon must exit.
+    Refused(RegistrationRefused),
+}
+
+/// Runs the link until `shutdown` is cancelled. Returns the refusal when the coordinator refused
+/// this daemon (another daemon with its machine id is connected): the link ends then, and the
+/// caller stops the daemon with that error.
 pub(crate) async fn run_link(
     config: ServiceConfig,
     commands: mpsc::Sender<ServiceCommand>,
     mut reports: mpsc::UnboundedReceiver<Envelope<DaemonMessage>>,
     shutdown: CancellationToken,
-) {
+) -> Option<RegistrationRefused> {
     let addr = config.coordinator_addr.clone();
-    let hostname = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| "unknown-host".into());
+    let identity = Identity::of_this_process();
     // Each delay drawn from `[d/2, d]`, `d` doubling from RECONNECT_MIN up to RECONNECT_MAX.
     let mut backoff = Backoff::exponential(RECONNECT_MIN, RECONNECT_MAX);
     loop {
@@ -50,7 +59,7 @@ pub(crate) async fn run_link(
             Hello::current(),
         );
         let result = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return None,
             r = connect => r,
         };
         match result {
@@ -59,18 +68,10 @@ pub(crate) async fn run_link(
                 let link_ip = conn.local_addr().map(|a| a.ip());
                 let report = ServiceCommand::Report { link_ip, reply: tx };
                 if commands.send(report).await.is_err() {
-                    return;
+                    return None;
                 }
                 let running = rx.await.unwrap_or_default();
-                let registration = DaemonRegistration {
-                    machine_id: config.machine_id.clone(),
-                    labels: config.labels.clone(),
-                    hostname: hostname.clone(),
-                    // Reported with `ZenohListening` once the session is open.
-                    zenoh_locators: Vec::new(),
-                    running,
-                    adora_version: adora_message::ADORA_VERSION.to_owned(),
-                };
+                let registration = identity.registration(&config, running);
                 let register = Envelope::new(0, DaemonMessage::Register(registration));
                 if let Err(e) = conn.send(&register).await {
                     tracing::warn!("cannot register with the coordinator at {addr}: {e}");
@@ -82,10 +83,19 @@ pub(crate) async fn run_link(
                         state_dir: &config.artifact_dir,
                         shutdown: &shutdown,
                     };
-                    let reason = session(conn, link, &mut reports).await;
+                    let end = session(conn, link, &mut reports).await;
                     let _ = commands.send(ServiceCommand::Disconnected).await;
+                    let reason = match end {
+                        SessionEnd::Refused(refused) => {
+                            tracing::error!(
+                                "the coordinator at {addr} refused this daemon: {refused}"
+                            );
+                            return Some(refused);
+                        }
+                        SessionEnd::Lost(reason) => reason,
+                    };
                     if shutdown.is_cancelled() {
-                        return;
+                        return None;
                     }
                     tracing::warn!(
                         "lost the coordinator at {addr}: {reason}; nodes keep running, reconnecting"
@@ -98,8 +108,46 @@ pub(crate) async fn run_link(
         }
         let delay = backoff.next_delay();
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return None,
             _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// Who this daemon process is, the same in every registration.
+struct Identity {
+    hostname: String,
+    /// One id for this process, the same across reconnects (`DaemonRegistration::instance`).
+    instance: uuid::Uuid,
+    systemd_unit: Option<String>,
+}
+
+impl Identity {
+    fn of_this_process() -> Self {
+        Self {
+            hostname: nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "unknown-host".into()),
+            instance: uuid::Uuid::new_v4(),
+            systemd_unit: systemd_unit(),
+        }
+    }
+
+    fn registration(
+        &self,
+        config: &ServiceConfig,
+        running: Vec<RunningDataflow>,
+    ) -> DaemonRegistration {
+        DaemonRegistration {
+            machine_id: config.machine_id.clone(),
+            labels: config.labels.clone(),
+            hostname: self.hostname.clone(),
+            // Reported with `ZenohListening` once the session is open.
+            zenoh_locators: Vec::new(),
+            running,
+            adora_version: adora_message::ADORA_VERSION.to_owned(),
+            instance: Some(self.instance),
+            systemd_unit: self.systemd_unit.clone(),
         }
     }
 }
@@ -115,12 +163,29 @@ struct Link<'a> {
     shutdown: &'a CancellationToken,
 }
 
-/// One connected session; returns why it ended.
+/// The systemd unit this daemon runs as (`adora-daemon-robot.service`): systemd sets
+/// `INVOCATION_ID` for the processes of a unit, and the unit is the last `.service` of the
+/// process's cgroup path. `None` for a daemon started otherwise.
+fn systemd_unit() -> Option<String> {
+    std::env::var_os("INVOCATION_ID")?;
+    unit_of_cgroup(&std::fs::read_to_string("/proc/self/cgroup").ok()?)
+}
+
+/// The `.service` unit in the contents of `/proc/<pid>/cgroup` (v2 `0::/path`, or v1 lines).
+fn unit_of_cgroup(cgroup: &str) -> Option<String> {
+    cgroup
+        .lines()
+        .filter_map(|line| line.splitn(3, ':').nth(2))
+        .find_map(|path| path.rsplit('/').find(|c| c.ends_with(".service")))
+        .map(str::to_owned)
+}
+
+/// One connected session; returns how it ended.
 async fn session(
     mut conn: Connection,
     link: Link<'_>,
     reports: &mut mpsc::UnboundedReceiver<Envelope<DaemonMessage>>,
-) -> String {
+) -> SessionEnd {
     let Link {
         commands,
         state_dir,
@@ -129,36 +194,41 @@ async fn session(
     let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
     let mut last_heard = Instant::now();
     let mut sampler = Some(ProcessSampler::default());
+    let lost = |reason: String| SessionEnd::Lost(reason);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => {
                 conn.close().await;
-                return "shutting down".into();
+                return lost("shutting down".into());
             }
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > COORDINATOR_TIMEOUT {
-                    return format!("no message for {:?}", last_heard.elapsed());
+                    return lost(format!("no message for {:?}", last_heard.elapsed()));
                 }
                 let nodes = node_stats(commands, &mut sampler).await;
                 let machine = machine_telemetry(state_dir.to_owned()).await;
                 let heartbeat = DaemonMessage::Heartbeat { nodes, machine };
                 if let Err(e) = conn.send(&Envelope::new(0, heartbeat)).await {
-                    return e.to_string();
+                    return lost(e.to_string());
                 }
             }
             Some(report) = reports.recv() => {
                 if let Err(e) = conn.send(&report).await {
-                    return e.to_string();
+                    return lost(e.to_string());
                 }
             }
             incoming = conn.recv::<Envelope<DaemonCommand>>() => match incoming {
+                Ok(Envelope { body: DaemonCommand::Refused(refused), .. }) => {
+                    conn.close().await;
+                    return SessionEnd::Refused(refused);
+                }
                 Ok(envelope) => {
                     last_heard = Instant::now();
                     if commands.send(ServiceCommand::FromCoordinator(envelope)).await.is_err() {
-                        return "the daemon is shutting down".into();
+                        return lost("the daemon is shutting down".into());
                     }
                 }
-                Err(e) => return e.to_string(),
+                Err(e) => return lost(e.to_string()),
             },
         }
     }
@@ -240,6 +310,20 @@ async fn node_stats(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_unit_is_read_from_the_cgroup_path() {
+        assert_eq!(
+            unit_of_cgroup("0::/system.slice/adora-daemon-robot.service\n").as_deref(),
+            Some("adora-daemon-robot.service")
+        );
+        let v1 = "12:pids:/system.slice/adora-daemon-h0.service\n1:name=systemd:/system.slice/adora-daemon-h0.service\n";
+        assert_eq!(
+            unit_of_cgroup(v1).as_deref(),
+            Some("adora-daemon-h0.service")
+        );
+        assert_eq!(unit_of_cgroup("0::/user.slice/session-3.scope\n"), None);
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_and_is_capped() {

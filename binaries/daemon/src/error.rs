@@ -19,4 +19,7 @@ pub enum DaemonError {
         /// The error.
         source: std::io::Error,
     },
+    /// The coordinator refused this daemon (another daemon with its machine id is connected).
+    #[error("the coordinator refused this daemon")]
+    Refused(#[from] adora_message::coordinator_to_daemon::RegistrationRefused),
 }

@@ -68,8 +68,10 @@ const LINK_CHANNEL_CAPACITY: usize = 1024;
 
 /// Runs the daemon as a service until `shutdown` is cancelled: it registers with the coordinator,
 /// runs what it is told, and keeps its nodes running when the coordinator goes away (it
-/// reconnects forever). On shutdown every dataflow is stopped gracefully; returns once every task
-/// of the daemon finished (or [`TASK_SHUTDOWN_GRACE`] passed, reporting the stragglers).
+/// reconnects forever). On shutdown it leaves the coordinator, then every dataflow is stopped
+/// gracefully; returns once every task of the daemon finished (or [`TASK_SHUTDOWN_GRACE`]
+/// passed, reporting the stragglers). Fails with [`DaemonError::Refused`] when the coordinator
+/// refuses it (another daemon with its machine id is connected).
 pub async fn run(config: ServiceConfig, shutdown: CancellationToken) -> Result<(), DaemonError> {
     fd_limit::raise_fd_limit();
     let mut daemon = actor::Daemon::bind(config.daemon.clone()).await?;
@@ -90,14 +92,36 @@ pub async fn run(config: ServiceConfig, shutdown: CancellationToken) -> Result<(
     };
     service.distribution = Some((distribution, commands_tx.clone()));
     let link_shutdown = tasks.cancel_token().child_token();
+    // The actor's own stop: a signal, the coordinator's `Shutdown`, or a refused registration.
+    let stop = CancellationToken::new();
+    // A daemon stopped by a signal (`systemctl stop`, a reboot) leaves the coordinator first,
+    // like a crashed one: its nodes stop here, but their dataflows stay running and get them
+    // back when it returns (auto-recovery), instead of ending as finished.
+    let (detach, stop_on_signal) = (link_shutdown.clone(), stop.clone());
+    tasks.spawn_until_cancelled("leaving the coordinator on a signal", async move {
+        shutdown.cancelled().await;
+        detach.cancel();
+        stop_on_signal.cancel();
+    });
     let link = coordinator::run_link(config, commands_tx, reports_rx, link_shutdown);
-    tasks.spawn("the link to the coordinator", link);
+    // A refused registration stops the whole daemon: never two daemons for one machine.
+    let stop_on_refusal = stop.clone();
+    let link = tasks.spawn("the link to the coordinator", async move {
+        let refused = link.await;
+        if refused.is_some() {
+            stop_on_refusal.cancel();
+        }
+        refused
+    });
     // On a runtime worker, not the thread blocked in `block_on`: a message then costs no
     // cross-thread wake-up between the connection tasks and the actor.
-    let actor = daemon.run_service(commands_rx, service, shutdown);
+    let actor = daemon.run_service(commands_rx, service, stop);
     if let Err(e) = tasks.spawn("the daemon actor", actor).await {
         tracing::error!("the daemon actor failed: {e}");
     }
     tasks.shutdown(TASK_SHUTDOWN_GRACE).await;
-    Ok(())
+    match link.await {
+        Ok(Some(refused)) => Err(refused.into()),
+        _ => Ok(()),
+    }
 }

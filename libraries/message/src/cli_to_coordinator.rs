@@ -43,6 +43,13 @@ pub enum ControlRequest {
     /// Tell every connected daemon to stop its dataflows and exit (`adora cluster down`);
     /// answered by `ShuttingDown` with the daemons told.
     ShutdownDaemons,
+    /// Tell the named connected daemons (machine ids, or hostnames of unnamed daemons) to stop
+    /// their dataflows and exit (`adora cluster down`, which leaves systemd services running);
+    /// answered by `ShuttingDown` with the daemons told.
+    ShutdownMachines {
+        /// The daemons to stop.
+        machines: Vec<String>,
+    },
     /// Stop the coordinator itself (`adora cluster down`, after `ShutdownDaemons`); answered by
     /// `ShuttingDown` before it exits.
     ShutdownCoordinator,
@@ -173,6 +180,9 @@ mod tests {
             follow: true,
         }));
         round_trip(ControlRequest::ShutdownDaemons);
+        round_trip(ControlRequest::ShutdownMachines {
+            machines: vec!["robot".into()],
+        });
         round_trip(ControlRequest::ShutdownCoordinator);
         round_trip(ControlRequest::Idempotent {
             request_id: uuid::Uuid::new_v4(),

@@ -137,6 +137,10 @@ pub struct DaemonStatus {
     /// Its machine's figures from its latest heartbeat (`None` until one carried them).
     #[serde(default)]
     pub machine: Option<MachineTelemetry>,
+    /// The systemd unit the daemon runs as; `None` for a daemon started otherwise (or one
+    /// that predates this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd_unit: Option<String>,
 }
 
 #[cfg(test)]
@@ -205,6 +209,7 @@ mod tests {
                 adora_version: "0.1.0-upgrade-test".into(),
                 registered_ms_ago: 4500,
                 machine: None,
+                systemd_unit: Some("adora-daemon-robot.service".into()),
             }],
             running_dataflows: 1,
         }));

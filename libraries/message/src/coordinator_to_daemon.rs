@@ -62,6 +62,34 @@ pub enum DaemonCommand {
         /// `tcp/<ip>:<port>` endpoints.
         endpoints: Vec<String>,
     },
+    /// Answer to a `Register` the coordinator does not accept; the connection is closed right
+    /// after and the daemon exits (non-zero) with this error instead of reconnecting.
+    Refused(RegistrationRefused),
+}
+
+/// Why the coordinator refused a daemon's registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistrationRefused {
+    /// Another daemon process with this machine id is connected: two daemons for one machine
+    /// would fight over its nodes, so the newcomer is refused (the connected one is kept).
+    #[error(
+        "machine id `{machine_id}` is taken: a daemon on {hostname}{} has been connected for {}s; \
+         stop that daemon first (on a systemd machine `systemctl stop adora-daemon-{machine_id}`, \
+         else `adora cluster down`), or give this one another --machine-id",
+        .address.as_deref().map(|a| format!(" ({a})")).unwrap_or_default(),
+        .connected_for_secs
+    )]
+    MachineIdTaken {
+        /// The contested machine id.
+        machine_id: String,
+        /// Hostname of the connected daemon's machine.
+        hostname: String,
+        /// Its address, as other daemons reach it, when known.
+        address: Option<String>,
+        /// How long it has been connected, in seconds.
+        connected_for_secs: u64,
+    },
 }
 
 /// Parameters of [`DaemonCommand::Spawn`].
@@ -208,6 +236,18 @@ mod tests {
         round_trip(DaemonCommand::Peers {
             endpoints: vec!["tcp/10.0.0.2:7447".into()],
         });
+        let refused = RegistrationRefused::MachineIdTaken {
+            machine_id: "robot".into(),
+            hostname: "robot-1".into(),
+            address: Some("10.0.0.2".into()),
+            connected_for_secs: 42,
+        };
+        let text = refused.to_string();
+        assert!(
+            text.contains("`robot` is taken") && text.contains("robot-1 (10.0.0.2)"),
+            "{text}"
+        );
+        round_trip(DaemonCommand::Refused(refused));
     }
 
     fn assert_needs_preparation() {

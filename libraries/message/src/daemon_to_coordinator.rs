@@ -89,6 +89,15 @@ pub struct DaemonRegistration {
     /// daemon predates this field.
     #[serde(default)]
     pub adora_version: String,
+    /// Random id of this daemon process, the same across its reconnects: the coordinator tells
+    /// a reconnect of the connected daemon (accepted) from a second daemon with the same
+    /// machine id (refused). `None` from daemons that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<Uuid>,
+    /// The systemd unit the daemon runs as (`adora-daemon-<id>.service`), `None` for a daemon
+    /// started otherwise (`cluster up`, by hand): `cluster down` leaves services running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd_unit: Option<String>,
 }
 
 #[cfg(test)]
@@ -117,6 +126,8 @@ mod tests {
                 nodes: [("a".into(), true)].into(),
             }],
             adora_version: "0.1.0".into(),
+            instance: Some(Uuid::new_v4()),
+            systemd_unit: Some("adora-daemon-robot.service".into()),
         }));
         round_trip(DaemonMessage::Heartbeat {
             nodes: vec![],
@@ -174,6 +185,7 @@ mod tests {
             panic!("not a registration");
         };
         assert_eq!(reg.adora_version, "");
+        assert_eq!(reg.instance, None);
         round_trip(DaemonMessage::Spawned {
             dataflow: id,
             result: Ok(()),

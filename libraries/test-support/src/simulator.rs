@@ -172,6 +172,8 @@ impl SimulatedDaemon {
             zenoh_locators: Vec::new(),
             running: Vec::new(),
             adora_version: adora_message::ADORA_VERSION.to_owned(),
+            instance: Some(uuid::Uuid::new_v4()),
+            systemd_unit: None,
         };
         let fail = |e: ClientError| format!("simulated daemon `{name}`: {e}");
         conn.send(&Envelope::new(0, DaemonMessage::Register(registration)))

@@ -399,6 +399,7 @@ mod tests {
             adora_version: String::new(),
             registered_ms_ago: 0,
             machine: None,
+            systemd_unit: None,
         };
         let status = CoordinatorStatus {
             adora_version: String::new(),

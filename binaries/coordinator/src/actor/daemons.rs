@@ -10,7 +10,7 @@ use adora_core::NodeId;
 use adora_message::{
     control::{DataflowStatus, RunningDataflow},
     coordinator_to_cli::ControlReply,
-    coordinator_to_daemon::DaemonCommand,
+    coordinator_to_daemon::{DaemonCommand, RegistrationRefused},
     daemon_to_coordinator::{DaemonMessage, DaemonRegistration},
     envelope::Envelope,
 };
@@ -18,6 +18,30 @@ use adora_store::DataflowRecord;
 use uuid::Uuid;
 
 use super::{peers::ZenohState, ConnId, Coordinator, DaemonEntry, DaemonTx, Outgoing};
+
+/// True when `reg` must be refused because `known`, the entry with its machine id, is another
+/// daemon process that is still connected: never two daemons for one machine. A reconnect of
+/// the same process (same instance id; daemons that predate instance ids count as the same)
+/// replaces its stale connection instead.
+fn refuses(known: &DaemonEntry, reg: &DaemonRegistration) -> bool {
+    known.tx.is_some() && reg.machine_id.is_some() && known.instance != reg.instance
+}
+
+/// The error the refused newcomer gets, naming the connected daemon's host and address.
+fn refusal(connected: &DaemonEntry) -> RegistrationRefused {
+    let address = connected
+        .zenoh_locators
+        .first()
+        .and_then(|l| l.strip_prefix("tcp/"))
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        .map(|a| a.ip().to_string());
+    RegistrationRefused::MachineIdTaken {
+        machine_id: connected.name().to_owned(),
+        hostname: connected.hostname.clone(),
+        address,
+        connected_for_secs: connected.registered_at.elapsed().as_secs(),
+    }
+}
 
 impl Coordinator {
     pub(super) fn heartbeat(&mut self) {
@@ -55,12 +79,24 @@ impl Coordinator {
             tx: Some(tx),
             adora_version: reg.adora_version.clone(),
             registered_at: Instant::now(),
+            instance: reg.instance,
+            systemd_unit: reg.systemd_unit.clone(),
         };
         let existing = self.daemons.iter().position(|d| match &reg.machine_id {
             Some(id) => d.machine_id.as_deref() == Some(id),
             None => d.machine_id.is_none() && d.tx.is_none() && d.hostname == reg.hostname,
         });
         match existing {
+            Some(i) if refuses(&self.daemons[i], &reg) => {
+                let refused = refusal(&self.daemons[i]);
+                tracing::warn!("refused a daemon from {}: {refused}", reg.hostname);
+                if let Some(tx) = &entry.tx {
+                    let answer = DaemonCommand::Refused(refused);
+                    let _ = tx.send(Outgoing::Message(Envelope::new(0, answer)));
+                    let _ = tx.send(Outgoing::Close("machine id taken".into()));
+                }
+                return;
+            }
             Some(i) => {
                 if let Some(old) = self.daemons[i].tx.take() {
                     tracing::warn!(
@@ -68,7 +104,7 @@ impl Coordinator {
                         entry.name()
                     );
                     let _ = old.send(Outgoing::Close(
-                        "replaced by a newer connection of the same machine id".into(),
+                        "replaced by a newer connection of the same daemon".into(),
                     ));
                 }
                 self.daemons[i] = entry;

@@ -296,7 +296,8 @@ impl Daemon {
                 }
             }
             DaemonCommand::WatchLogs { dataflow, watch } => service.watch(dataflow, watch),
-            DaemonCommand::Shutdown => {} // handled in `run_service`
+            DaemonCommand::Shutdown => {}   // handled in `run_service`
+            DaemonCommand::Refused(_) => {} // handled by the link (`coordinator.rs`)
             DaemonCommand::Peers { endpoints } => self.handle_peers(endpoints),
             DaemonCommand::ReadLogs {
                 dataflow,

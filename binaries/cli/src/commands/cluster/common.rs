@@ -50,6 +50,9 @@ pub(crate) fn print_outcomes(
 pub(crate) enum Outcome {
     /// The daemon was started (and, after the wait, registered).
     Started,
+    /// The machine's daemon is a systemd service: it was started (or left running), not
+    /// doubled by an ad-hoc daemon (and, after the wait, registered).
+    ServiceStarted,
     /// A daemon with this machine id was already connected: left alone.
     AlreadyConnected,
     /// The operation (install, uninstall) succeeded.

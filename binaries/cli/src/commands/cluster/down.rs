@@ -7,6 +7,11 @@
 //!
 //! With a `cluster.yml`, the daemons the coordinator cannot reach (lost, or no coordinator at
 //! all) are stopped over SSH, from the pid file `cluster up` left in their state directory.
+//!
+//! Daemons that run as systemd services (`cluster install`; they say so when they register) are
+//! named and left running, unless `--services` is given: then they are told to exit too (a clean
+//! exit, which `Restart=on-failure` does not restart; the unit stays enabled for the next boot),
+//! or stopped with `systemctl stop` over SSH when the coordinator cannot reach them.
 
 use std::{
     collections::BTreeSet,
@@ -14,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use adora_cluster::{HostSession, SshTarget};
+use adora_cluster::{as_root, systemd, HostSession, SshTarget};
 use adora_core::cluster::{ClusterConfig, Machine};
 use adora_message::{
     cli_to_coordinator::ControlRequest,
@@ -48,7 +53,8 @@ adora cluster down --coordinator-addr 10.0.0.1 --coordinator-port 6013\n  \
 adora cluster down cluster.yml\n\n\
 Dataflows get a graceful stop, daemons exit once their nodes have ended, then the coordinator \
 exits. With cluster.yml, daemons the coordinator cannot reach (lost, or no coordinator) are \
-stopped over SSH. Exits non-zero if a daemon or the coordinator did not stop.")]
+stopped over SSH. Daemons installed as systemd services (`cluster install`) are left running \
+unless --services is given. Exits non-zero if a daemon or the coordinator did not stop.")]
 pub struct Args {
     /// The cluster file: its coordinator is the one stopped, and daemons the coordinator cannot
     /// reach are stopped over SSH.
@@ -56,6 +62,10 @@ pub struct Args {
     /// An ssh_config file for every SSH connection (`ssh -F FILE`).
     #[arg(long, value_name = "FILE", requires = "cluster")]
     ssh_config: Option<std::path::PathBuf>,
+    /// Stop the daemons that run as systemd services too (they stay enabled: they start again
+    /// at the next boot, or with `cluster up`).
+    #[arg(long)]
+    services: bool,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -91,7 +101,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let client = if listening(&addr).await {
         let mut client = Client::connect(&client_args).await?;
         failures += stop_dataflows(&mut client).await?;
-        let (ok, not_stopped) = stop_daemons(&mut client, cluster.as_ref()).await?;
+        let (ok, not_stopped) = stop_daemons(&mut client, cluster.as_ref(), args.services).await?;
         stopped = ok;
         // Daemons of the cluster file that did not stop are retried over SSH below.
         failures += not_stopped
@@ -113,7 +123,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .filter(|m| !stopped.contains(&m.id))
             .cloned()
             .collect();
-        failures += stop_over_ssh(rest, args.ssh_config).await;
+        failures += stop_over_ssh(rest, args.ssh_config, args.services).await;
     }
     if let Some(client) = client {
         failures += stop_coordinator(client, &addr).await;
@@ -131,25 +141,66 @@ fn in_cluster(cluster: Option<&ClusterConfig>, name: &str) -> bool {
     cluster.is_some_and(|c| c.machines.iter().any(|m| m.id == name))
 }
 
-/// Stops the detached daemons of `machines` over SSH, concurrently; returns how many failed.
-async fn stop_over_ssh(machines: Vec<Machine>, ssh_config: Option<std::path::PathBuf>) -> usize {
+/// What [`stop_on_machine`] did.
+enum SshStop {
+    /// The ad-hoc daemon was stopped (`stopped PID`) or was not running (`not-running`).
+    AdHoc(String),
+    /// The machine's daemon is a systemd service: stopped (`--services`) or left running.
+    Service { unit: String, stopped: bool },
+}
+
+/// Stops the daemon of `m` over SSH: its systemd unit with `services` (left running without),
+/// else the detached daemon of `cluster up` from its pid file.
+async fn stop_on_machine(
+    m: &Machine,
+    ssh_config: Option<std::path::PathBuf>,
+    services: bool,
+) -> Result<SshStop, String> {
+    let session = HostSession::connect(SshTarget::of(m, ssh_config))
+        .await
+        .map_err(|e| e.to_string())?;
+    let result = async {
+        let has_unit = session
+            .run(&machine::unit_installed_argv(m))
+            .await
+            .is_ok_and(|out| out.success());
+        if has_unit {
+            let unit = systemd::unit_name(&m.id);
+            if services {
+                let stop = as_root(&m.user(), &["systemctl", "stop", &unit]);
+                let out = session.run(&stop).await.map_err(|e| e.to_string())?;
+                if !out.success() {
+                    return Err(out.stderr.trim().to_owned());
+                }
+            }
+            return Ok(SshStop::Service {
+                unit,
+                stopped: services,
+            });
+        }
+        match session.sh(&machine::stop_script(m)).await {
+            Ok(out) if out.success() => Ok(SshStop::AdHoc(out.stdout.trim().to_owned())),
+            Ok(out) => Err(out.stderr.trim().to_owned()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+    .await;
+    session.close().await;
+    result
+}
+
+/// Stops the daemons of `machines` over SSH, concurrently (systemd services only with
+/// `services`); returns how many failed.
+async fn stop_over_ssh(
+    machines: Vec<Machine>,
+    ssh_config: Option<std::path::PathBuf>,
+    services: bool,
+) -> usize {
     let mut tasks = JoinSet::new();
     for m in machines {
         let ssh_config = ssh_config.clone();
         tasks.spawn(async move {
-            let target = SshTarget::of(&m, ssh_config);
-            let result = match HostSession::connect(target).await {
-                Ok(session) => {
-                    let out = session.sh(&machine::stop_script(&m)).await;
-                    session.close().await;
-                    match out {
-                        Ok(out) if out.success() => Ok(out.stdout.trim().to_owned()),
-                        Ok(out) => Err(out.stderr.trim().to_owned()),
-                        Err(e) => Err(e.to_string()),
-                    }
-                }
-                Err(e) => Err(e.to_string()),
-            };
+            let result = stop_on_machine(&m, ssh_config, services).await;
             (m, result)
         });
     }
@@ -161,10 +212,20 @@ async fn stop_over_ssh(machines: Vec<Machine>, ssh_config: Option<std::path::Pat
         };
         let what = format!("Stopping daemon {} over SSH ({})...", m.id, m.destination());
         match result {
-            Ok(out) if out == "not-running" => println!("{what} OK (it was not running)"),
-            Ok(out) => println!(
+            Ok(SshStop::AdHoc(out)) if out == "not-running" => {
+                println!("{what} OK (it was not running)")
+            }
+            Ok(SshStop::AdHoc(out)) => println!(
                 "{what} OK (pid {})",
                 out.strip_prefix("stopped ").unwrap_or(&out)
+            ),
+            Ok(SshStop::Service {
+                unit,
+                stopped: true,
+            }) => println!("{what} OK (systemd service {unit} stopped)"),
+            Ok(SshStop::Service { unit, .. }) => println!(
+                "Daemon {} is the systemd service {unit}: left running (`cluster down --services` stops it).",
+                m.id
             ),
             Err(e) => {
                 failures += 1;
@@ -205,34 +266,44 @@ async fn stop_dataflows(client: &mut Client) -> anyhow::Result<usize> {
     Ok(failures)
 }
 
-/// Tells every daemon to exit and waits until they disconnected; returns the names of those
-/// that did and of those that did not.
+/// Tells every daemon to exit (systemd services only with `services`: the others are named and
+/// left running) and waits until they disconnected; returns the names of those that did (or
+/// were left running on purpose) and of those that did not.
 async fn stop_daemons(
     client: &mut Client,
     cluster: Option<&ClusterConfig>,
+    services: bool,
 ) -> anyhow::Result<(BTreeSet<String>, BTreeSet<String>)> {
     let mut not_stopped = BTreeSet::new();
-    for d in status(client)
-        .await?
-        .daemons
-        .into_iter()
-        .filter(|d| !d.connected)
-    {
+    let mut kept = BTreeSet::new();
+    let mut to_stop = Vec::new();
+    for d in status(client).await?.daemons {
         let name = d.machine_id.unwrap_or(d.hostname);
-        if in_cluster(cluster, &name) {
+        if d.connected {
+            match d.systemd_unit {
+                Some(unit) if !services => {
+                    println!(
+                        "Daemon {name} is the systemd service {unit}: left running \
+                         (`cluster down --services` stops it)."
+                    );
+                    kept.insert(name);
+                }
+                _ => to_stop.push(name),
+            }
+        } else if in_cluster(cluster, &name) {
             println!("Daemon {name} is lost (not connected): stopping it over SSH.");
+            not_stopped.insert(name);
         } else {
             println!(
                 "Daemon {name} is lost (not connected): it cannot be told to exit from here \
                  (with the cluster file, `cluster down` stops it over SSH)."
             );
+            not_stopped.insert(name);
         }
-        not_stopped.insert(name);
     }
-    let ControlReply::ShuttingDown { daemons } =
-        client.call(ControlRequest::ShutdownDaemons).await?
-    else {
-        bail!("unexpected reply to ShutdownDaemons");
+    let request = ControlRequest::ShutdownMachines { machines: to_stop };
+    let ControlReply::ShuttingDown { daemons } = client.call(request).await? else {
+        bail!("unexpected reply to ShutdownMachines");
     };
     let mut waiting: BTreeSet<String> = daemons.into_iter().collect();
     let mut stopped = BTreeSet::new();
@@ -259,6 +330,7 @@ async fn stop_daemons(
         println!("Stopping daemon {name}... FAILED: still connected after {DAEMONS_TIMEOUT:?}");
     }
     not_stopped.extend(waiting);
+    stopped.extend(kept);
     Ok((stopped, not_stopped))
 }
 

@@ -7,11 +7,15 @@
 //!    machine's state directory, its log in `<state_dir>/daemon.log` and its pid in
 //!    `<state_dir>/daemon.pid`, and check that it did not exit at once.
 //!
+//! A machine whose systemd unit `adora-daemon-<id>.service` is installed (`cluster install`) gets
+//! no ad-hoc daemon: step 2 is `systemctl start` of that unit instead (as root, `sudo -n` unless
+//! the SSH user is root), so there are never two daemons for one machine.
+//!
 //! Every value from `cluster.yml` reaches the shell quoted ([`adora_cluster::quote`]).
 
 use std::path::PathBuf;
 
-use adora_cluster::{daemon_args, quote, HostSession, SshTarget};
+use adora_cluster::{as_root, daemon_args, quote, systemd, HostSession, SshTarget};
 use adora_core::cluster::{ClusterConfig, Machine};
 
 use super::common::Outcome;
@@ -108,6 +112,31 @@ pub(crate) fn log_tail_script(machine: &Machine) -> String {
     )
 }
 
+/// `test -e <unit file>`: exit code 0 when the machine's daemon is installed as a systemd unit
+/// (`cluster install`).
+pub(crate) fn unit_installed_argv(machine: &Machine) -> Vec<String> {
+    let unit = format!("{}/{}", systemd::UNIT_DIR, systemd::unit_name(&machine.id));
+    ["test".to_owned(), "-e".to_owned(), unit].to_vec()
+}
+
+/// Prints the last lines of the journal of the machine's daemon unit (as root: the SSH user
+/// need not be allowed to read the system journal).
+pub(crate) fn journal_tail_argv(machine: &Machine) -> Vec<String> {
+    let unit = systemd::unit_name(&machine.id);
+    let lines = LOG_TAIL_LINES.to_string();
+    let argv = [
+        "journalctl",
+        "--no-pager",
+        "-o",
+        "cat",
+        "-n",
+        &lines,
+        "-u",
+        &unit,
+    ];
+    as_root(&machine.user(), &argv)
+}
+
 /// The version in `adora --version` output (`adora 0.1.0`).
 pub(crate) fn parse_version(output: &str) -> Option<&str> {
     output.lines().next()?.split_whitespace().nth(1)
@@ -186,6 +215,13 @@ async fn check_and_start(
             format!("install adora {ours} on every machine"),
         );
     }
+    if session
+        .run(&unit_installed_argv(machine))
+        .await
+        .is_ok_and(|out| out.success())
+    {
+        return start_service(machine, session).await;
+    }
     match session
         .sh_with_stdin(&start_script(cluster, machine), token.as_bytes())
         .await
@@ -195,6 +231,28 @@ async fn check_and_start(
             format!("cannot start the daemon: {}", out.stderr.trim()),
             format!(
                 "run `adora daemon` by hand on {} to see why",
+                machine.destination()
+            ),
+        ),
+        Err(e) => Outcome::failed(e.to_string(), "check the SSH connection"),
+    }
+}
+
+/// `systemctl start` of the machine's daemon unit: starts it when it is stopped, leaves a running
+/// one alone (it reconnects by itself, keeping its nodes).
+async fn start_service(machine: &Machine, session: &HostSession) -> Outcome {
+    let unit = systemd::unit_name(&machine.id);
+    let start = as_root(&machine.user(), &["systemctl", "start", &unit]);
+    match session.run(&start).await {
+        Ok(out) if out.success() => Outcome::ServiceStarted,
+        Ok(out) => Outcome::failed(
+            format!(
+                "cannot start the systemd unit {unit}: {}",
+                out.stderr.trim()
+            ),
+            format!(
+                "see `journalctl -u {unit}` on {}; `cluster up` starts the unit `cluster install` \
+                 put there (uninstall it to use an ad-hoc daemon)",
                 machine.destination()
             ),
         ),

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use adora_cluster::HostSession;
+use adora_cluster::{systemd, HostSession};
 use adora_core::cluster::{ClusterConfig, Machine};
 use adora_message::{
     cli_to_coordinator::ControlRequest,
@@ -25,6 +25,9 @@ use crate::commands::{
 
 /// How long `up` waits for the daemons it started to register.
 const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `up` waits for systemd services to register: one that was already running retries
+/// with a backoff of up to 30 s (`RECONNECT_MAX` of the daemon) while no coordinator answered.
+const SERVICE_REGISTRATION_TIMEOUT: Duration = Duration::from_secs(45);
 /// How long the local coordinator has to start answering.
 const COORDINATOR_START_TIMEOUT: Duration = Duration::from_secs(20);
 /// Upper bound of everything done on one machine over SSH (connecting is bounded at 10 s).
@@ -43,8 +46,10 @@ adora cluster up cluster.yml --ssh-config ./fleet-ssh-config\n\n\
 The coordinator runs on this machine, bound to coordinator.addr:port of cluster.yml (an already \
 running one is reused). On each machine, concurrently: checks `adora --version`, writes the token \
 to <state_dir>/token (mode 0600, sent over stdin), and starts `adora daemon` detached with its log \
-in <state_dir>/daemon.log. Daemons that are already connected are left alone, so running it again \
-is safe. Exits non-zero if any machine failed.")]
+in <state_dir>/daemon.log. On a machine with the systemd unit of `cluster install` it runs \
+`systemctl start adora-daemon-<id>` instead (never two daemons for one machine). Daemons that are \
+already connected are left alone, so running it again is safe. Exits non-zero if any machine \
+failed.")]
 pub struct Args {
     /// The cluster file.
     cluster: PathBuf,
@@ -71,11 +76,26 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (mut outcomes, sessions) =
         start_daemons(&cluster, &connected, args.ssh_config.as_ref(), &token).await?;
     let started: Vec<usize> = (0..cluster.machines.len())
-        .filter(|&i| outcomes[i] == Some(Outcome::Started))
+        .filter(|&i| {
+            matches!(
+                outcomes[i],
+                Some(Outcome::Started | Outcome::ServiceStarted)
+            )
+        })
         .collect();
-    let missing = wait_for_registration(&mut client, &cluster.machines, &started).await?;
+    let timeout = if started
+        .iter()
+        .any(|&i| outcomes[i] == Some(Outcome::ServiceStarted))
+    {
+        SERVICE_REGISTRATION_TIMEOUT
+    } else {
+        REGISTRATION_TIMEOUT
+    };
+    let missing = wait_for_registration(&mut client, &cluster.machines, &started, timeout).await?;
     for i in missing {
-        outcomes[i] = Some(not_registered(&cluster, i, sessions[i].as_ref()).await);
+        let service = outcomes[i] == Some(Outcome::ServiceStarted);
+        let session = sessions[i].as_ref();
+        outcomes[i] = Some(not_registered(&cluster, i, session, service, timeout).await);
     }
     for session in sessions.into_iter().flatten() {
         session.close().await;
@@ -123,10 +143,14 @@ async fn start_daemons(
     while let Some(joined) = tasks.join_next().await {
         let (i, outcome, session) = joined.context("a machine task panicked")?;
         let m = &cluster.machines[i];
-        let verdict = if outcome == Outcome::Started {
-            "OK"
-        } else {
-            "FAILED"
+        let unit;
+        let verdict = match outcome {
+            Outcome::Started => "OK",
+            Outcome::ServiceStarted => {
+                unit = format!("OK (systemd service {})", systemd::unit_name(&m.id));
+                &unit
+            }
+            _ => "FAILED",
         };
         println!(
             "Starting daemon on {} ({})... {verdict}",
@@ -139,32 +163,47 @@ async fn start_daemons(
     Ok((outcomes, sessions))
 }
 
-/// The failure of machine `i`, whose daemon started but never registered: with the last lines
-/// of its log (read over `session`) and what to check.
+/// The failure of machine `i`, whose daemon started (an ad-hoc one, or its systemd `service`)
+/// but did not register within `timeout`: with the last lines of its log (its log file, or the
+/// unit's journal, read over `session`) and what to check.
 async fn not_registered(
     cluster: &ClusterConfig,
     i: usize,
     session: Option<&HostSession>,
+    service: bool,
+    timeout: Duration,
 ) -> Outcome {
     let m = &cluster.machines[i];
-    let log = match session {
-        Some(session) => session
-            .sh(&machine::log_tail_script(m))
-            .await
-            .map(|out| out.stdout)
-            .unwrap_or_default(),
-        None => String::new(),
+    let read = async {
+        let session = session?;
+        let out = if service {
+            session.run(&machine::journal_tail_argv(m)).await
+        } else {
+            session.sh(&machine::log_tail_script(m)).await
+        };
+        out.ok().map(|out| out.stdout)
     };
+    let log = read.await.unwrap_or_default();
+    let source = if service {
+        format!("journalctl -u {}", systemd::unit_name(&m.id))
+    } else {
+        format!("{}/daemon.log", machine::state_dir(m))
+    };
+    let mut hint = format!(
+        "check that {} can reach the coordinator at {}:{} (coordinator.addr in cluster.yml, firewalls)",
+        m.id, cluster.coordinator.addr, cluster.coordinator.port
+    );
+    if service {
+        hint.push_str(
+            ", and that its unit has this coordinator's token (run `cluster install` again)",
+        );
+    }
     Outcome::failed(
         format!(
-            "the daemon did not register within {REGISTRATION_TIMEOUT:?}; last lines of {}/daemon.log:\n{}",
-            machine::state_dir(m),
+            "the daemon did not register within {timeout:?}; last lines of {source}:\n{}",
             indent(log.trim_end(), "      ")
         ),
-        format!(
-            "check that {} can reach the coordinator at {}:{} (coordinator.addr in cluster.yml, firewalls)",
-            m.id, cluster.coordinator.addr, cluster.coordinator.port
-        ),
+        hint,
     )
 }
 
@@ -238,11 +277,13 @@ fn connected_machines(status: &CoordinatorStatus) -> BTreeSet<String> {
         .collect()
 }
 
-/// Waits until the daemons of `started` registered; returns the ones that did not in time.
+/// Waits until the daemons of `started` registered; returns the ones that did not within
+/// `timeout`.
 async fn wait_for_registration(
     client: &mut Client,
     machines: &[Machine],
     started: &[usize],
+    timeout: Duration,
 ) -> anyhow::Result<Vec<usize>> {
     let begin = Instant::now();
     let mut next_progress = PROGRESS_EVERY;
@@ -253,7 +294,7 @@ async fn wait_for_registration(
             .copied()
             .filter(|&i| !connected.contains(&machines[i].id))
             .collect();
-        if missing.is_empty() || begin.elapsed() >= REGISTRATION_TIMEOUT {
+        if missing.is_empty() || begin.elapsed() >= timeout {
             return Ok(missing);
         }
         if begin.elapsed() >= next_progress {
@@ -262,7 +303,7 @@ async fn wait_for_registration(
                 "Waiting for {} to connect... ({}s of {}s)",
                 ids.join(", "),
                 begin.elapsed().as_secs(),
-                REGISTRATION_TIMEOUT.as_secs()
+                timeout.as_secs()
             );
             next_progress += PROGRESS_EVERY;
         }
