@@ -99,6 +99,40 @@ pub fn revert_script(dir: &str) -> String {
     )
 }
 
+/// Kills the detached daemon of `cluster up` whose pid is in `<state_dir>/daemon.pid` with
+/// SIGKILL (when that pid is an `adora` process); `state_dir` is a shell word made with
+/// [`crate::quote::path`].
+///
+/// Why not SIGTERM: a daemon told to exit stops its dataflows gracefully and reports its nodes
+/// finished, so nothing would bring them back on the new daemon. Killed, its nodes die with it
+/// (parent-death signal), the coordinator sees the daemon lost, and when the new one registers
+/// without them the coordinator's auto-recovery re-spawns them there — which the health gate
+/// waits for.
+pub fn kill_ad_hoc_script(state_dir: &str) -> String {
+    format!(
+        "pidf={state_dir}/daemon.pid\n\
+         pid=$(cat \"$pidf\" 2>/dev/null || true)\n\
+         if [ -n \"$pid\" ] && grep -q adora \"/proc/$pid/cmdline\" 2>/dev/null; then\n\
+         \x20 kill -9 \"$pid\" 2>/dev/null || true\n\
+         \x20 i=0; while kill -0 \"$pid\" 2>/dev/null && ! grep -q ') Z' \"/proc/$pid/stat\" 2>/dev/null \
+         && [ \"$i\" -lt 50 ]; do sleep 0.1; i=$((i+1)); done\n\
+         fi\n"
+    )
+}
+
+/// Restarts the systemd unit `unit` for an upgrade: its main process (the daemon) killed with
+/// SIGKILL first, for the reason given at [`kill_ad_hoc_script`], then `reset-failed` (a unit
+/// that failed to start too often is refused until then) and `restart`. Run it as root.
+pub fn restart_unit_script(unit: &str) -> String {
+    format!(
+        "u={unit}\n\
+         systemctl kill --kill-whom=main --signal=SIGKILL \"$u\" 2>/dev/null || true\n\
+         systemctl reset-failed \"$u\" 2>/dev/null || true\n\
+         exec systemctl restart \"$u\"\n",
+        unit = quote(unit)
+    )
+}
+
 /// Removes the temporary file of a failed upload.
 pub fn cleanup_argv(temp: &str) -> Vec<String> {
     vec!["rm".into(), "-f".into(), temp.into()]
@@ -169,6 +203,38 @@ mod tests {
         assert!(
             String::from_utf8_lossy(&out.stderr).contains("no "),
             "{out:?}"
+        );
+    }
+
+    #[test]
+    fn the_ad_hoc_daemon_is_killed_not_asked_to_stop() {
+        use std::os::unix::process::ExitStatusExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake = dir.path().join("adora");
+        // It would exit 0 on SIGTERM: only SIGKILL shows up as a signal in its status.
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\ntrap 'exit 0' TERM\nwhile :; do sleep 0.1; done\n",
+        )
+        .expect("fake adora");
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let mut child = std::process::Command::new(&fake).spawn().expect("runs");
+        std::fs::write(dir.path().join("daemon.pid"), child.id().to_string()).expect("pid");
+        let state = crate::quote::path(&dir.path().display().to_string());
+        let out = sh(&kill_ad_hoc_script(&state), b"");
+        assert!(out.status.success(), "{out:?}");
+        let status = child.wait().expect("ended");
+        assert_eq!(status.signal(), Some(9), "{status:?}");
+        // Nothing to kill: still fine.
+        assert!(sh(&kill_ad_hoc_script(&state), b"").status.success());
+        let script = restart_unit_script("adora-daemon-a b.service");
+        assert!(
+            script.starts_with("u='adora-daemon-a b.service'\n"),
+            "{script}"
+        );
+        assert!(
+            script.contains("--kill-whom=main --signal=SIGKILL"),
+            "{script}"
         );
     }
 

@@ -248,17 +248,17 @@ impl RolloutHost for SshFleet {
     async fn restart(&self, conn: &mut Conn) -> Result<(), StepError> {
         let m = &conn.machine;
         let out = if conn.systemd {
-            let unit = systemd::unit_name(&m.id);
-            // A unit that failed to start too often is refused until its failure is reset.
-            let script = format!(
-                "systemctl reset-failed {unit} 2>/dev/null || true\nexec systemctl restart {unit}",
-                unit = adora_cluster::quote::quote(&unit)
-            );
+            let script = upgrade::restart_unit_script(&systemd::unit_name(&m.id));
             conn.session
                 .run(&as_root(&m.user(), &["sh", "-c", &script]))
                 .await
         } else {
-            let script = machine::start_script(&self.cluster, m);
+            let state = adora_cluster::quote::path(machine::state_dir(m));
+            let script = format!(
+                "{}{}",
+                upgrade::kill_ad_hoc_script(&state),
+                machine::start_script(&self.cluster, m)
+            );
             conn.session
                 .sh_with_stdin(&script, self.token.as_bytes())
                 .await
