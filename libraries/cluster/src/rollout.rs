@@ -287,12 +287,14 @@ async fn roll<H: RolloutHost>(
     let (mut started, mut finished) = (0, 0);
     let canaries = policy.canary.min(machines.len());
     loop {
-        while !failed {
-            let may_start = if started < canaries {
-                in_flight.is_empty()
-            } else {
-                finished >= canaries && in_flight.len() < policy.max_parallel.max(1)
-            };
+        // Start what the order allows (none once a machine failed).
+        loop {
+            let may_start = !failed
+                && if started < canaries {
+                    in_flight.is_empty()
+                } else {
+                    finished >= canaries && in_flight.len() < policy.max_parallel.max(1)
+                };
             let Some(((i, m), conn)) = may_start.then(|| pending.next()).flatten() else {
                 break;
             };
