@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # The lint gate: formatting and clippy (warnings are errors) before anything runs.
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-# The "new" adora of the rolling-upgrade test (tests/cluster_ops.rs): same code, another version
+# The "new" adora of the rolling-upgrade tests (tests/upgrade.rs): same code, another version
 # (embedded at build time). Built in the normal profile and copied aside: only the workspace crates
 # that report the version rebuild, twice, instead of a whole second profile with all dependencies.
 ADORA_VERSION_SUFFIX=-upgrade-test cargo build -p adora-cli --locked

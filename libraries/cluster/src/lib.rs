@@ -1,9 +1,11 @@
 //! `adora-cluster`: managing a fleet described by `cluster.yml` — SSH sessions to its machines
 //! (the openssh crate, one multiplexed session per host), remote commands built from argument
 //! lists with every value shell-quoted, the systemd unit of a machine's daemon with the scripts that
-//! install and remove it, and the remote steps of a rolling upgrade.
+//! install and remove it, and the rolling upgrade: its state machine ([`rollout`]) and its
+//! remote scripts ([`upgrade`]).
 
 pub mod quote;
+pub mod rollout;
 pub mod ssh;
 pub mod systemd;
 pub mod upgrade;
