@@ -4,6 +4,7 @@
 //! install and remove it, and the rolling upgrade: its state machine ([`rollout`]) and its
 //! remote scripts ([`upgrade`]).
 
+pub mod installed;
 pub mod quote;
 pub mod rollout;
 pub mod ssh;
@@ -15,6 +16,7 @@ pub(crate) mod test_shell;
 
 use adora_core::cluster::{ClusterConfig, Machine};
 
+pub use installed::NotInstalled;
 pub use ssh::{HostSession, RemoteOutput, SshError, SshTarget};
 
 /// `argv` run as root: unchanged for `root`, else behind `sudo -n` (never prompts: SSH runs in

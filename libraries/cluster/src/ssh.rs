@@ -6,7 +6,7 @@ use std::{path::PathBuf, time::Duration};
 
 use adora_core::cluster::Machine;
 use openssh::{KnownHosts, Session, SessionBuilder};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long an SSH connection attempt may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -106,6 +106,19 @@ fn classify(target: &SshTarget, detail: String) -> SshError {
     } else {
         SshError::Other { target, detail }
     }
+}
+
+/// Exit code of a remote shell when a command is not found; [`HostSession`] reports it as a
+/// [`RemoteOutput`] with its output, like any other exit code.
+pub const COMMAND_NOT_FOUND: i32 = 127;
+
+/// Reads a pipe of a remote command to its end (nothing when it was not captured).
+async fn read_all<R: tokio::io::AsyncRead + Unpin>(pipe: Option<R>) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    if let Some(mut pipe) = pipe {
+        pipe.read_to_end(&mut buf).await?;
+    }
+    Ok(buf)
 }
 
 /// The result of a remote command.
@@ -219,28 +232,47 @@ impl HostSession {
             cmd.arg(a.as_ref());
         }
         let err = |e: openssh::Error| classify(&self.target, e.to_string());
-        let output = match stdin {
-            None => cmd.output().await.map_err(err)?,
-            Some(input) => {
-                cmd.stdin(openssh::Stdio::piped())
-                    .stdout(openssh::Stdio::piped())
-                    .stderr(openssh::Stdio::piped());
-                let mut child = cmd.spawn().await.map_err(err)?;
-                if let Some(mut pipe) = child.stdin().take() {
-                    pipe.write_all(input)
-                        .await
-                        .map_err(|e| classify(&self.target, e.to_string()))?;
-                    pipe.shutdown()
-                        .await
-                        .map_err(|e| classify(&self.target, e.to_string()))?;
-                }
-                child.wait_with_output().await.map_err(err)?
+        let io_err = |e: std::io::Error| classify(&self.target, e.to_string());
+        cmd.stdin(match stdin {
+            Some(_) => openssh::Stdio::piped(),
+            None => openssh::Stdio::null(),
+        })
+        .stdout(openssh::Stdio::piped())
+        .stderr(openssh::Stdio::piped());
+        let mut child = cmd.spawn().await.map_err(err)?;
+        let (pipe_in, pipe_out, pipe_err) = (
+            child.stdin().take(),
+            child.stdout().take(),
+            child.stderr().take(),
+        );
+        let write = async move {
+            if let (Some(mut pipe), Some(input)) = (pipe_in, stdin) {
+                pipe.write_all(input).await?;
+                pipe.shutdown().await?;
             }
+            Ok::<_, std::io::Error>(())
         };
+        let (written, stdout, stderr) = tokio::join!(write, read_all(pipe_out), read_all(pipe_err));
+        let code = match child.wait().await {
+            Ok(status) => status.code(),
+            // openssh turns the remote exit code 127 ("command not found") into an error and
+            // drops the output; keep both: the caller knows what 127 means for its script.
+            Err(openssh::Error::Remote(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                Some(COMMAND_NOT_FOUND)
+            }
+            Err(e) => return Err(err(e)),
+        };
+        // A command that exits without reading all its input closes the pipe: its exit code
+        // says what happened, not the broken pipe.
+        if let Err(e) = written {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                return Err(io_err(e));
+            }
+        }
         Ok(RemoteOutput {
-            code: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            code,
+            stdout: String::from_utf8_lossy(&stdout.map_err(io_err)?).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr.map_err(io_err)?).into_owned(),
         })
     }
 

@@ -44,15 +44,13 @@ pub const SYSTEM_PATHS: InstallPaths<'static> = InstallPaths {
 };
 
 /// Remote script that prints `$HOME`, then the absolute path of the `adora` binary
-/// (`install_dir` first, else `command -v adora`, symlinks resolved with `readlink -f`), or exits
-/// 127 when there is none. Run it as the SSH user (the unit's `User=`).
+/// (`install_dir` first, else `command -v adora`, symlinks resolved with `readlink -f`), or fails
+/// as [`crate::installed::find_adora`] does when there is none. Run it as the SSH user (the
+/// unit's `User=`).
 pub fn probe_script(install_dir: Option<&str>) -> String {
-    let prologue = match install_dir {
-        Some(dir) => format!("PATH={}:\"$PATH\"; export PATH\n", crate::quote::path(dir)),
-        None => String::new(),
-    };
     format!(
-        "printf '%s\\n' \"$HOME\"\n{prologue}p=$(command -v adora) || exit 127\nreadlink -f \"$p\"\n"
+        "printf '%s\\n' \"$HOME\"\n{}readlink -f \"$adora\"\n",
+        crate::installed::find_adora(install_dir)
     )
 }
 

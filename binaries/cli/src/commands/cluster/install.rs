@@ -15,7 +15,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use adora_cluster::{
-    as_root, daemon_args,
+    as_root, daemon_args, installed,
     systemd::{self, DaemonUnit, SYSTEM_PATHS},
     HostSession, SshTarget,
 };
@@ -246,6 +246,9 @@ async fn probe_and_install(
         .sh(&systemd::probe_script(m.install_dir.as_deref()))
         .await
         .map_err(ssh)?;
+    if let Some(missing) = installed::not_installed(m, &probe) {
+        return Err(Outcome::failed(missing.to_string(), missing.hint()));
+    }
     let mut lines = probe.stdout.lines();
     let (home, binary) = (lines.next().unwrap_or_default(), lines.next());
     let Some(binary) = binary.filter(|b| probe.success() && b.starts_with('/')) else {

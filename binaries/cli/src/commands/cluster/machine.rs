@@ -1,6 +1,8 @@
 //! What `cluster up` does on one machine, over one SSH session:
 //!
 //! 1. `adora --version` (with `install_dir` first on `PATH`): installed, and compatible with ours?
+//!    When it is not, the error names install_dir and the remote `PATH` searched
+//!    ([`adora_cluster::installed`]).
 //! 2. one shell script, with the cluster token on its **stdin** (never on a command line): write
 //!    the token to `<state_dir>/token` (mode 0600), stop a daemon an earlier `cluster up` left
 //!    there, start `adora daemon ...` detached (`nohup setsid`) with `ADORA_STATE_DIR` set to the
@@ -15,15 +17,13 @@
 
 use std::path::PathBuf;
 
-use adora_cluster::{as_root, daemon_args, quote, systemd, HostSession, SshTarget};
+use adora_cluster::{as_root, daemon_args, installed, quote, systemd, HostSession, SshTarget};
 use adora_core::cluster::{ClusterConfig, Machine};
 
 use super::common::Outcome;
 
 /// State directory on a machine without `state_dir` in `cluster.yml`.
 pub(crate) const DEFAULT_STATE_DIR: &str = "~/.local/state/adora";
-/// Exit code of the check script when `adora` is not found (the shell's "command not found").
-const NOT_FOUND: i32 = 127;
 /// Lines of the remote daemon log shown when the daemon fails.
 const LOG_TAIL_LINES: usize = 15;
 
@@ -40,11 +40,12 @@ fn path_prologue(machine: &Machine) -> String {
     }
 }
 
-/// Prints the remote `adora --version`, or exits 127 when there is no `adora`.
+/// Prints the remote `adora --version`, or fails as [`installed::find_adora`] does when there is
+/// no `adora`.
 pub(crate) fn version_script(machine: &Machine) -> String {
     format!(
-        "{}command -v adora >/dev/null 2>&1 || exit {NOT_FOUND}; exec adora --version",
-        path_prologue(machine)
+        "{}exec \"$adora\" --version\n",
+        installed::find_adora(machine.install_dir.as_deref())
     )
 }
 
@@ -182,18 +183,8 @@ async fn check_and_start(
         Ok(out) => out,
         Err(e) => return Outcome::failed(e.to_string(), "check the SSH connection"),
     };
-    if version.code == Some(NOT_FOUND) {
-        let place = match &machine.install_dir {
-            Some(dir) => format!("in install_dir {dir} nor on PATH"),
-            None => "on PATH".to_owned(),
-        };
-        return Outcome::failed(
-            format!(
-                "`adora` is not installed on {} (not found {place})",
-                machine.id
-            ),
-            format!("install adora {ours} there, or set install_dir in cluster.yml"),
-        );
+    if let Some(missing) = installed::not_installed(machine, &version) {
+        return Outcome::failed(missing.to_string(), missing.hint());
     }
     let theirs = parse_version(&version.stdout).unwrap_or_default();
     if !version.success() || theirs.is_empty() {
@@ -289,7 +280,11 @@ mod tests {
     fn scripts_quote_config_values_and_default_the_state_dir() {
         let c = cluster(", install_dir: '/opt/a dora', state_dir: '/var/lib/x;y'");
         let m = &c.machines[0];
-        assert!(version_script(m).starts_with("PATH='/opt/a dora':\"$PATH\"; export PATH; "));
+        assert!(
+            version_script(m).contains("PATH='/opt/a dora':\"$PATH\"; export PATH\n"),
+            "{}",
+            version_script(m)
+        );
         let script = start_script(&c, m);
         assert!(script.contains("D='/var/lib/x;y'\n"), "{script}");
         assert!(script.contains("adora daemon --machine-id robot --coordinator-addr 10.0.0.1 --coordinator-port 6013 --labels arch=arm64 --quiet >>"), "{script}");
