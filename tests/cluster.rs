@@ -411,3 +411,91 @@ fn invalid_cluster_files_are_rejected_with_field_and_line() {
         );
     }
 }
+
+/// The remote `PATH` a not-installed report printed for `id` (between the parentheses after
+/// "non-interactive shell").
+fn reported_path<'a>(out: &'a str, id: &str) -> &'a str {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&format!("  {id} (")))
+        .unwrap_or_else(|| panic!("no report line for {id}:\n{out}"));
+    let (_, rest) = line
+        .split_once("non-interactive shell (")
+        .unwrap_or_else(|| panic!("no PATH in `{line}`"));
+    rest.trim_end_matches(')')
+}
+
+/// A machine without `adora` (an empty `install_dir`; no `install_dir` and nothing on the SSH
+/// user's `PATH`): `cluster up` and `cluster install` say that it is not installed, where they
+/// looked and how to fix it — not that SSH failed — and exit non-zero.
+#[test]
+fn missing_adora_is_reported_with_where_it_was_looked_for_and_the_fix() {
+    let hosts = require_hosts!("cluster_noadora", 1);
+    let fleet = Fleet::new(hosts, MARKER, TIMEOUT);
+    let empty = fleet.dir.path().join("empty-bin");
+    std::fs::create_dir(&empty).unwrap();
+    let host = fleet.hosts[0].ip().to_string();
+    let yaml = format!(
+        "coordinator: {{ addr: {gw}, port: {port} }}\nmachines:\n\
+         \x20 - {{ id: empty-dir, host: {host}, user: root, install_dir: {empty}, state_dir: {s1} }}\n\
+         \x20 - {{ id: no-dir, host: {host}, user: root, state_dir: {s2} }}\n",
+        gw = fleet.hosts.gateway_ip(),
+        port = fleet.port,
+        empty = empty.display(),
+        s1 = fleet.machine_dir("empty-dir").display(),
+        s2 = fleet.machine_dir("no-dir").display(),
+    );
+    let cluster = fleet.dir.path().join("cluster.yml");
+    std::fs::write(&cluster, yaml).unwrap();
+
+    for sub in ["up", "install"] {
+        let out = fleet.cluster(sub, &cluster, &[]);
+        println!("cluster {sub}:\n{out}");
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "cluster {sub} must fail:\n{out}"
+        );
+        assert!(!out.stdout.contains("could not be executed"), "{out}");
+        assert!(!out.stdout.contains("check the SSH"), "{out}");
+        assert!(!out.stdout.contains("check SSH"), "{out}");
+        assert!(
+            out.stdout.contains(&format!(
+                "  empty-dir (root@{host}): `adora` is not installed on empty-dir: not found in \
+                 install_dir {} nor on the PATH of the SSH user's non-interactive shell (",
+                empty.display()
+            )),
+            "{out}"
+        );
+        assert!(
+            out.stdout.contains(&format!(
+                "  no-dir (root@{host}): `adora` is not installed on no-dir: not found on the \
+                 PATH of the SSH user's non-interactive shell ("
+            )),
+            "{out}"
+        );
+        for id in ["empty-dir", "no-dir"] {
+            let path = reported_path(&out.stdout, id);
+            assert!(
+                path.split(':').any(|d| d == "/usr/bin" || d == "/bin"),
+                "{id}: `{path}` is not a PATH:\n{out}"
+            );
+        }
+        assert!(
+            out.stdout.contains(&format!(
+                "    hint: copy the binary to {} with `adora cluster upgrade --binary PATH`",
+                empty.display()
+            )),
+            "{out}"
+        );
+        assert!(
+            out.stdout
+                .contains("    hint: set install_dir in cluster.yml to the directory of `adora`"),
+            "{out}"
+        );
+    }
+    assert!(
+        fleet.remote_adora_pids().is_empty(),
+        "no daemon may have started"
+    );
+}
