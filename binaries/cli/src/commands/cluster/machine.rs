@@ -290,7 +290,7 @@ mod tests {
         assert!(script.contains("adora daemon --machine-id robot --coordinator-addr 10.0.0.1 --coordinator-port 6013 --labels arch=arm64 --quiet >>"), "{script}");
         let c = cluster("");
         assert!(start_script(&c, &c.machines[0]).contains("D=\"$HOME\"/.local/state/adora\n"));
-        assert!(!version_script(&c.machines[0]).contains("PATH="));
+        assert!(!version_script(&c.machines[0]).contains("export PATH"));
     }
 
     /// Runs the start script against a fake `adora` in a temp dir: token placed 0600 from stdin,
