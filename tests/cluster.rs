@@ -498,4 +498,30 @@ fn missing_adora_is_reported_with_where_it_was_looked_for_and_the_fix() {
         fleet.remote_adora_pids().is_empty(),
         "no daemon may have started"
     );
+
+    // The hint holds: `cluster upgrade --binary` copies adora into install_dir (and starts the
+    // machine's daemon: the upgrade restarts it), and `up` finds everything running.
+    let single = fleet.dir.path().join("single.yml");
+    let text = std::fs::read_to_string(&cluster).unwrap();
+    let text: String = text
+        .lines()
+        .filter(|l| !l.contains("id: no-dir"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&single, text).unwrap();
+    let adora_bin = bin("adora").display().to_string();
+    let upgrade = fleet.cluster(
+        "upgrade",
+        &single,
+        &["--binary", &adora_bin, "--min-healthy-time", "1s"],
+    );
+    println!("cluster upgrade:\n{upgrade}");
+    assert!(upgrade.status.success(), "{upgrade}");
+    assert!(empty.join("adora").is_file(), "not copied:\n{upgrade}");
+    let up = fleet.cluster("up", &single, &[]);
+    println!("cluster up after the copy:\n{up}");
+    assert!(up.status.success(), "{up}");
+    assert!(up.stdout.contains("All 1 daemon connected."), "{up}");
+    fleet.down();
+    fleet.assert_nothing_left(WAIT);
 }
