@@ -252,6 +252,20 @@ fn installed_daemons_are_never_doubled_and_survive_a_reboot() {
         let unit = format!("adora-daemon-{}.service", h.name());
         assert_eq!(unit_state(h, &unit), "inactive", "{down}");
     }
+
+    // `cluster uninstall` removes unit and environment file for real (through `sudo -n` on h1);
+    // systemd no longer knows the unit.
+    let uninstall = cli.cluster("uninstall", &[]);
+    assert!(uninstall.status.success(), "{uninstall}");
+    for h in [h0, h1] {
+        let unit = format!("adora-daemon-{}.service", h.name());
+        let unit_file = h.root().join("etc/systemd/system").join(&unit);
+        assert!(!unit_file.exists(), "{} is left: {uninstall}", unit_file.display());
+        let env_file = h.root().join(format!("etc/adora/adora-daemon-{}.env", h.name()));
+        assert!(!env_file.exists(), "{} is left: {uninstall}", env_file.display());
+        let load = h.ssh(&["systemctl", "show", "-p", "LoadState", "--value", &unit]);
+        assert_eq!(load.stdout.trim(), "not-found", "{uninstall}");
+    }
 }
 
 /// Starts a dataflow spanning both hosts, reboots `host` (the sink's), and checks that its
