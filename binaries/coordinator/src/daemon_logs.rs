@@ -46,7 +46,9 @@ impl Coordinator {
                 &tx,
                 req,
                 ErrorKind::NotFound,
-                format!("daemon `{machine}` {state}: its log cannot be read through the coordinator"),
+                format!(
+                    "daemon `{machine}` {state}: its log cannot be read through the coordinator"
+                ),
             );
         }
         let command = DaemonCommand::ReadServiceLog {

@@ -83,7 +83,9 @@ fn send_lines(reports: &Reports, id: u64, lines: Vec<String>) -> bool {
 /// The `journalctl` arguments reading `unit`.
 fn journal_args(unit: &str, tail: Option<usize>, follow: bool) -> Vec<String> {
     let n = tail.map_or_else(|| "all".to_owned(), |n| n.to_string());
-    let mut args = ["-u", unit, "-o", "cat", "--no-pager", "-n", &n].map(str::to_owned).to_vec();
+    let mut args = ["-u", unit, "-o", "cat", "--no-pager", "-n", &n]
+        .map(str::to_owned)
+        .to_vec();
     if follow {
         args.push("--follow".into());
     }
@@ -135,10 +137,7 @@ async fn journal(
     }
     let mut errors = String::new();
     let _ = stderr.read_to_string(&mut errors).await;
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| format!("journalctl: {e}"))?;
+    let status = child.wait().await.map_err(|e| format!("journalctl: {e}"))?;
     if !status.success() {
         return Err(format!(
             "`journalctl -u {unit}` failed ({status}): {}",
@@ -149,7 +148,10 @@ async fn journal(
     send_lines(
         reports,
         id,
-        errors.lines().map(|l| format!("(journalctl: {l})")).collect(),
+        errors
+            .lines()
+            .map(|l| format!("(journalctl: {l})"))
+            .collect(),
     );
     Ok(())
 }
@@ -216,7 +218,15 @@ mod tests {
     fn journal_args_quote_nothing_and_follow_on_request() {
         assert_eq!(
             journal_args("adora-daemon-h0.service", Some(20), false),
-            ["-u", "adora-daemon-h0.service", "-o", "cat", "--no-pager", "-n", "20"]
+            [
+                "-u",
+                "adora-daemon-h0.service",
+                "-o",
+                "cat",
+                "--no-pager",
+                "-n",
+                "20"
+            ]
         );
         let follow = journal_args("u.service", None, true);
         assert_eq!(&follow[6..], ["all", "--follow"]);

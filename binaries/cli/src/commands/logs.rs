@@ -68,7 +68,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let client = match Client::connect(&args.client).await {
             Ok(client) => client,
             Err(e) if local.is_file() => {
-                eprintln!("cannot reach the coordinator ({e:#}): reading {}", local.display());
+                eprintln!(
+                    "cannot reach the coordinator ({e:#}): reading {}",
+                    local.display()
+                );
                 return service_log(&local, args.tail, args.follow).await;
             }
             Err(e) => return Err(e.context(format!("cannot read the log of daemon `{machine}`"))),

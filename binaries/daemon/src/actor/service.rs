@@ -86,6 +86,9 @@ enum AfterPrepare {
     Discard,
 }
 
+/// What the daemon logs when it is asked for its own log (a follower sees later readers).
+pub(crate) const READING_OWN_LOG: &str = "sending this daemon's own log to the coordinator";
+
 /// Service-only state of the actor.
 pub(crate) struct Service {
     pub reports: Reports,
@@ -127,6 +130,7 @@ impl Service {
 
     /// Sends the daemon's own log (`ReadServiceLog`), following it until `StopServiceLog`.
     fn read_service_log(&mut self, id: u64, tail: Option<usize>, follow: bool) {
+        tracing::info!("{READING_OWN_LOG} (tail {tail:?}, follow {follow})");
         let cancel = self.tasks.cancel_token().child_token();
         if follow {
             self.service_logs.insert(id, cancel.clone());
