@@ -130,7 +130,8 @@ impl Service {
 
     /// Sends the daemon's own log (`ReadServiceLog`), following it until `StopServiceLog`.
     fn read_service_log(&mut self, id: u64, tail: Option<usize>, follow: bool) {
-        tracing::info!("{READING_OWN_LOG} (tail {tail:?}, follow {follow})");
+        let lines = tail.map_or_else(|| "all".to_owned(), |n| n.to_string());
+        tracing::info!("{READING_OWN_LOG} (lines: {lines}, follow: {follow})");
         let cancel = self.tasks.cancel_token().child_token();
         if follow {
             self.service_logs.insert(id, cancel.clone());
