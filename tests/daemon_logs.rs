@@ -139,6 +139,19 @@ fn a_daemons_own_log_is_read_through_the_coordinator() {
     );
 
     follow_sees_new_lines(&cli);
+    // The follower is gone: the next line relayed for it stops the daemon's journalctl.
+    let journalctl = || {
+        h0.ssh(&["grep -lx journalctl /proc/[0-9]*/comm"])
+            .status
+            .success()
+    };
+    assert!(
+        wait_until(WAIT, || {
+            cli.cli.run(&["logs", "--daemon", "h0", "--tail", "1"]);
+            !journalctl()
+        }),
+        "a journalctl --follow still runs on h0 after its client went away"
+    );
 
     let down = cli.cluster("down", &["--services"]);
     assert!(down.status.success(), "{down}");
