@@ -114,3 +114,104 @@ impl Coordinator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use adora_message::daemon_to_coordinator::DaemonMessage;
+    use adora_store::MemoryStore;
+
+    use super::*;
+    use crate::{
+        actor::Event,
+        testkit::{replies, DaemonRx, Harness},
+    };
+
+    fn request(machine: &str, follow: bool) -> adora_message::cli_to_coordinator::ControlRequest {
+        adora_message::cli_to_coordinator::ControlRequest::DaemonLogs(DaemonLogsRequest {
+            machine: machine.into(),
+            tail: Some(20),
+            follow,
+        })
+    }
+
+    /// The id of the `ReadServiceLog` the daemon got.
+    fn read_command(rx: &mut DaemonRx) -> u64 {
+        while let Ok(Outgoing::Message(e)) = rx.try_recv() {
+            if matches!(e.body, DaemonCommand::ReadServiceLog { tail: Some(20), .. }) {
+                return e.id;
+            }
+        }
+        panic!("no ReadServiceLog sent");
+    }
+
+    fn says(h: &mut Harness, conn: crate::actor::ConnId, id: u64, body: DaemonMessage) {
+        h.c.dispatch(Event::FromDaemon {
+            conn,
+            envelope: Envelope::new(id, body),
+        });
+    }
+
+    #[tokio::test]
+    async fn an_unknown_machine_is_an_error_naming_the_known_ones() {
+        let mut h = Harness::new(Arc::new(MemoryStore::new())).await;
+        let (_conn, _rx) = h.register("h0", Vec::new());
+        let mut client = h.request(request("nope", false));
+        let got = replies(&mut client);
+        let [ControlReply::Error(e)] = got.as_slice() else {
+            panic!("{got:?}");
+        };
+        assert_eq!(e.kind, ErrorKind::NotFound);
+        assert!(
+            e.message.contains("`nope` is unknown (known daemons: h0)"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn lines_are_relayed_then_the_end() {
+        let mut h = Harness::new(Arc::new(MemoryStore::new())).await;
+        let (conn, mut rx) = h.register("h0", Vec::new());
+        let mut client = h.request(request("h0", false));
+        let id = read_command(&mut rx);
+        let lines = vec!["one".to_owned(), "two".to_owned()];
+        says(&mut h, conn, id, DaemonMessage::ServiceLog { lines });
+        says(
+            &mut h,
+            conn,
+            id,
+            DaemonMessage::ServiceLogEnd { result: Ok(()) },
+        );
+        assert_eq!(
+            replies(&mut client),
+            [
+                ControlReply::DaemonLog("one".into()),
+                ControlReply::DaemonLog("two".into()),
+                ControlReply::LogsEnd
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_gone_client_stops_the_follow_and_a_gone_daemon_ends_it() {
+        let mut h = Harness::new(Arc::new(MemoryStore::new())).await;
+        let (conn, mut rx) = h.register("h0", Vec::new());
+        let client = h.request(request("h0", true));
+        let id = read_command(&mut rx);
+        drop(client);
+        let lines = vec!["late".to_owned()];
+        says(&mut h, conn, id, DaemonMessage::ServiceLog { lines });
+        let stop = crate::testkit::commands(&mut rx);
+        assert_eq!(stop, [DaemonCommand::StopServiceLog { command: id }]);
+
+        let mut client = h.request(request("h0", true));
+        read_command(&mut rx);
+        h.gone(conn);
+        let got = replies(&mut client);
+        let [ControlReply::Error(e)] = got.as_slice() else {
+            panic!("{got:?}");
+        };
+        assert!(e.message.contains("daemon `h0` disconnected"), "{e}");
+    }
+}
