@@ -152,6 +152,8 @@ pub(crate) struct Coordinator {
     pub pending_builds: HashMap<Uuid, crate::builds::PendingBuild>,
     /// Logs requests waiting for `Logs` replies, by command id.
     pub pending_logs: HashMap<u64, PendingLogs>,
+    /// `adora logs --daemon` requests being answered, by `ReadServiceLog` command id.
+    pub pending_daemon_logs: HashMap<u64, crate::daemon_logs::PendingDaemonLogs>,
     /// Cancels the whole coordinator (`ShutdownCoordinator`); set by [`Coordinator::run`].
     pub shutdown: CancellationToken,
     /// Reclaims after a coordinator restart and auto-recoveries of restarted daemons.
@@ -182,6 +184,7 @@ impl Coordinator {
             builds: HashMap::new(),
             pending_builds: HashMap::new(),
             pending_logs: HashMap::new(),
+            pending_daemon_logs: HashMap::new(),
             shutdown: CancellationToken::new(),
             recovery: Default::default(),
             requests: Default::default(),

@@ -16,6 +16,7 @@ mod actor;
 pub mod artifacts;
 mod auth;
 mod builds;
+mod daemon_logs;
 mod http;
 mod idempotency;
 mod metrics;

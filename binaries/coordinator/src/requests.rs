@@ -47,6 +47,7 @@ impl Coordinator {
                 Err(e) => reply(&tx, id, ControlReply::Error(e)),
             },
             ControlRequest::Logs(request) => self.logs(request, tx, id),
+            ControlRequest::DaemonLogs(request) => self.daemon_logs(request, tx, id),
             ControlRequest::ShutdownDaemons => {
                 let daemons = self.shutdown_daemons(None);
                 reply(&tx, id, ControlReply::ShuttingDown { daemons });

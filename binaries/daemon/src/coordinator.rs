@@ -166,7 +166,7 @@ struct Link<'a> {
 /// The systemd unit this daemon runs as (`adora-daemon-robot.service`): systemd sets
 /// `INVOCATION_ID` for the processes of a unit, and the unit is the last `.service` of the
 /// process's cgroup path. `None` for a daemon started otherwise.
-fn systemd_unit() -> Option<String> {
+pub(crate) fn systemd_unit() -> Option<String> {
     std::env::var_os("INVOCATION_ID")?;
     unit_of_cgroup(&std::fs::read_to_string("/proc/self/cgroup").ok()?)
 }

@@ -22,6 +22,7 @@ mod remote;
 mod restart;
 mod result;
 mod routing;
+mod service_log;
 mod spawn;
 mod telemetry;
 

@@ -40,6 +40,10 @@ pub enum ControlRequest {
     },
     /// The logs of a dataflow (running or finished).
     Logs(LogsRequest),
+    /// A daemon's own log (`adora logs --daemon MACHINE`): the coordinator asks that daemon,
+    /// which reads its journald unit or its log file; answered by `DaemonLog` lines, then
+    /// `LogsEnd` (or `Error`).
+    DaemonLogs(DaemonLogsRequest),
     /// Tell every connected daemon to stop its dataflows and exit (`adora cluster down`);
     /// answered by `ShuttingDown` with the daemons told.
     ShutdownDaemons,
@@ -114,6 +118,17 @@ pub struct LogsRequest {
     pub follow: bool,
 }
 
+/// Parameters of [`ControlRequest::DaemonLogs`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonLogsRequest {
+    /// The daemon: its machine id (or the hostname of an unnamed daemon).
+    pub machine: String,
+    /// Only the last N lines.
+    pub tail: Option<usize>,
+    /// Keep streaming new lines until the client goes away.
+    pub follow: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +188,11 @@ mod tests {
         round_trip(ControlRequest::Nodes {
             dataflow: Some("demo".into()),
         });
+        round_trip(ControlRequest::DaemonLogs(DaemonLogsRequest {
+            machine: "h0".into(),
+            tail: Some(20),
+            follow: false,
+        }));
         round_trip(ControlRequest::Logs(LogsRequest {
             dataflow: "demo".into(),
             node: Some("a".into()),

@@ -54,6 +54,8 @@ pub enum ControlReply {
     Nodes(Vec<NodeInfo>),
     /// A node's log line (logs requests and attached starts).
     Log(NodeLogLine),
+    /// A line of a daemon's own log (answer to `DaemonLogs`).
+    DaemonLog(String),
     /// All requested log lines were sent (a non-following logs request is complete).
     LogsEnd,
     /// An attached or followed dataflow ended.
@@ -220,6 +222,7 @@ mod tests {
             line: "hello".into(),
         }));
         round_trip(ControlReply::LogsEnd);
+        round_trip(ControlReply::DaemonLog("adora daemon registered".into()));
         round_trip(ControlReply::Nodes(vec![NodeInfo::new(
             id,
             "demo".into(),

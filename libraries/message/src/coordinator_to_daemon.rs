@@ -52,6 +52,19 @@ pub enum DaemonCommand {
         /// Only the last N lines per node.
         tail: Option<usize>,
     },
+    /// Read this daemon's own log: its journald unit when it runs as a systemd unit, else the
+    /// file its output goes to (answered by `ServiceLog` chunks, then `ServiceLogEnd`).
+    ReadServiceLog {
+        /// Only the last N lines.
+        tail: Option<usize>,
+        /// Keep sending new lines until `StopServiceLog`.
+        follow: bool,
+    },
+    /// Stop a following `ReadServiceLog` (its client went away).
+    StopServiceLog {
+        /// The envelope id of the `ReadServiceLog`.
+        command: u64,
+    },
     /// Stop every dataflow gracefully and exit the daemon process (`adora cluster down`).
     Shutdown,
     /// Zenoh endpoints of the other daemons, sent after registration once every daemon told
@@ -231,6 +244,11 @@ mod tests {
             node: None,
             tail: Some(5),
         });
+        round_trip(DaemonCommand::ReadServiceLog {
+            tail: Some(20),
+            follow: true,
+        });
+        round_trip(DaemonCommand::StopServiceLog { command: 7 });
         round_trip(DaemonCommand::Shutdown);
         assert_needs_preparation();
         round_trip(DaemonCommand::Peers {

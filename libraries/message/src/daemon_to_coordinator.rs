@@ -61,6 +61,17 @@ pub enum DaemonMessage {
         /// The lines.
         lines: Vec<NodeLogLine>,
     },
+    /// Lines of the daemon's own log (answer to `ReadServiceLog`, possibly several).
+    ServiceLog {
+        /// The lines, oldest first.
+        lines: Vec<String>,
+    },
+    /// The last answer to `ReadServiceLog`: `Err` says why the log cannot be read (and where
+    /// the daemon looked).
+    ServiceLogEnd {
+        /// Outcome of the reading.
+        result: Result<(), ControlError>,
+    },
     /// Answer to `Peers` (and repeated after every registration): where this daemon's Zenoh
     /// session listens, as Zenoh itself bound it. Empty when the daemon has no cross-machine data
     /// plane (its session could not open). The coordinator holds later daemons' `Peers` until
@@ -216,5 +227,15 @@ mod tests {
         };
         round_trip(DaemonMessage::Log(line.clone()));
         round_trip(DaemonMessage::Logs { lines: vec![line] });
+        round_trip(DaemonMessage::ServiceLog {
+            lines: vec!["registered with the coordinator".into()],
+        });
+        round_trip(DaemonMessage::ServiceLogEnd { result: Ok(()) });
+        round_trip(DaemonMessage::ServiceLogEnd {
+            result: Err(ControlError::new(
+                crate::control::ErrorKind::NotFound,
+                "no log",
+            )),
+        });
     }
 }

@@ -1,5 +1,6 @@
-//! `adora logs`: node logs of a dataflow (running or finished), or the logs of the coordinator and
-//! daemons started by `adora up`.
+//! `adora logs`: node logs of a dataflow (running or finished), a daemon's own log through the
+//! coordinator (`--daemon MACHINE`), or the logs of the coordinator and daemon started by
+//! `adora up`.
 
 use std::{
     io::{Read, Seek, SeekFrom},
@@ -9,7 +10,7 @@ use std::{
 };
 
 use adora_message::{
-    cli_to_coordinator::{ControlRequest, LogsRequest},
+    cli_to_coordinator::{ControlRequest, DaemonLogsRequest, LogsRequest},
     coordinator_to_cli::ControlReply,
 };
 use anyhow::{bail, Context};
@@ -23,9 +24,13 @@ const FOLLOW_POLL: Duration = Duration::from_millis(200);
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Examples:\n  adora logs demo\n  adora logs demo sink --follow\n  adora logs demo --tail 20\n  \
-adora logs --coordinator\n  adora logs --daemon\n  adora logs --daemon robot --follow\n\n\
-Service logs are the files `adora up` writes in the state directory \
-(coordinator.log, daemon.log, daemon-<MACHINE>.log)."
+adora logs --coordinator\n  adora logs --daemon\n  adora logs --daemon robot --tail 50\n  \
+adora logs --daemon robot --follow\n\n\
+`--daemon MACHINE` asks the coordinator, which asks that daemon for its own log: the journal \
+of its systemd unit (`cluster install`), else the file its output goes to (`cluster up`: \
+<state_dir>/daemon.log). When the coordinator cannot be reached, the local file \
+daemon-<MACHINE>.log of `adora up` is read instead. `--coordinator` and `--daemon` without \
+MACHINE read the files `adora up` writes in the state directory (coordinator.log, daemon.log)."
 )]
 pub struct Args {
     /// Name or uuid of the dataflow.
@@ -42,7 +47,8 @@ pub struct Args {
     /// The coordinator's own log.
     #[arg(long, conflicts_with_all = ["dataflow", "daemon"])]
     coordinator: bool,
-    /// A daemon's own log (the unnamed daemon of `adora up` without MACHINE).
+    /// A daemon's own log, through the coordinator (the unnamed daemon of `adora up` without
+    /// MACHINE).
     #[arg(long, num_args = 0..=1, value_name = "MACHINE", conflicts_with = "dataflow")]
     daemon: Option<Option<String>>,
     #[command(flatten)]
@@ -55,11 +61,22 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         return service_log(&state.join("coordinator.log"), args.tail, args.follow).await;
     }
     if let Some(machine) = &args.daemon {
-        let file = match machine {
-            Some(m) => format!("daemon-{m}.log"),
-            None => "daemon.log".into(),
+        let Some(machine) = machine else {
+            return service_log(&state.join("daemon.log"), args.tail, args.follow).await;
         };
-        return service_log(&state.join(file), args.tail, args.follow).await;
+        let local = state.join(format!("daemon-{machine}.log"));
+        let client = match Client::connect(&args.client).await {
+            Ok(client) => client,
+            Err(e) if local.is_file() => {
+                eprintln!(
+                    "cannot reach the coordinator ({e:#}): reading {}",
+                    local.display()
+                );
+                return service_log(&local, args.tail, args.follow).await;
+            }
+            Err(e) => return Err(e.context(format!("cannot read the log of daemon `{machine}`"))),
+        };
+        return daemon_log(client, machine, args.tail, args.follow).await;
     }
     let Some(dataflow) = args.dataflow else {
         bail!("give a dataflow name or uuid, --coordinator or --daemon");
@@ -82,6 +99,33 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     print_line(line, width);
                 }
                 ControlReply::LogsEnd | ControlReply::Finished { .. } => return Ok(ExitCode::SUCCESS),
+                ControlReply::Error(e) => return Err(e.into()),
+                other => tracing::debug!("ignoring {other:?}"),
+            },
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+        }
+    }
+}
+
+/// Prints a daemon's own log, read by that daemon and relayed by the coordinator.
+async fn daemon_log(
+    mut client: Client,
+    machine: &str,
+    tail: Option<usize>,
+    follow: bool,
+) -> anyhow::Result<ExitCode> {
+    client
+        .send(ControlRequest::DaemonLogs(DaemonLogsRequest {
+            machine: machine.to_owned(),
+            tail,
+            follow,
+        }))
+        .await?;
+    loop {
+        tokio::select! {
+            reply = client.next() => match reply? {
+                ControlReply::DaemonLog(line) => println!("{line}"),
+                ControlReply::LogsEnd => return Ok(ExitCode::SUCCESS),
                 ControlReply::Error(e) => return Err(e.into()),
                 other => tracing::debug!("ignoring {other:?}"),
             },

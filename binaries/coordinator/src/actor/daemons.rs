@@ -193,6 +193,7 @@ impl Coordinator {
             self.start_daemon_gone(id, &name);
         }
         self.builds_daemon_gone(&name);
+        self.daemon_logs_gone(&name);
         let logs: Vec<u64> = self
             .pending_logs
             .iter()
@@ -257,6 +258,10 @@ impl Coordinator {
                 }
             }
             DaemonMessage::Logs { lines } => self.logs_answered(envelope.id, lines),
+            DaemonMessage::ServiceLog { lines } => {
+                self.service_log_lines(&name, envelope.id, lines)
+            }
+            DaemonMessage::ServiceLogEnd { result } => self.service_log_end(envelope.id, result),
         }
     }
 }

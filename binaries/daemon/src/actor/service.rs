@@ -86,6 +86,9 @@ enum AfterPrepare {
     Discard,
 }
 
+/// What the daemon logs when it is asked for its own log (a follower sees later readers).
+pub(crate) const READING_OWN_LOG: &str = "sending this daemon's own log to the coordinator";
+
 /// Service-only state of the actor.
 pub(crate) struct Service {
     pub reports: Reports,
@@ -104,6 +107,8 @@ pub(crate) struct Service {
     building: HashSet<Uuid>,
     /// The daemon's tasks: log forwarding, builds, downloads.
     tasks: Tasks,
+    /// Followed readings of the daemon's own log, by `ReadServiceLog` command id.
+    service_logs: HashMap<u64, CancellationToken>,
 }
 
 impl Service {
@@ -119,6 +124,29 @@ impl Service {
             preparing: HashMap::new(),
             prepared: HashMap::new(),
             building: HashSet::new(),
+            service_logs: HashMap::new(),
+        }
+    }
+
+    /// Sends the daemon's own log (`ReadServiceLog`), following it until `StopServiceLog`.
+    fn read_service_log(&mut self, id: u64, tail: Option<usize>, follow: bool) {
+        let lines = tail.map_or_else(|| "all".to_owned(), |n| n.to_string());
+        tracing::info!("{READING_OWN_LOG} (lines: {lines}, follow: {follow})");
+        let cancel = self.tasks.cancel_token().child_token();
+        if follow {
+            self.service_logs.insert(id, cancel.clone());
+        }
+        let reports = self.reports.clone();
+        self.tasks.spawn_until_cancelled(
+            "reading the daemon's own log",
+            crate::service_log::send(id, tail, follow, reports, cancel),
+        );
+    }
+
+    /// Stops a followed reading of the daemon's own log.
+    fn stop_service_log(&mut self, command: u64) {
+        if let Some(cancel) = self.service_logs.remove(&command) {
+            cancel.cancel();
         }
     }
 
@@ -296,6 +324,10 @@ impl Daemon {
                 }
             }
             DaemonCommand::WatchLogs { dataflow, watch } => service.watch(dataflow, watch),
+            DaemonCommand::ReadServiceLog { tail, follow } => {
+                service.read_service_log(id, tail, follow)
+            }
+            DaemonCommand::StopServiceLog { command } => service.stop_service_log(command),
             DaemonCommand::Shutdown => {}   // handled in `run_service`
             DaemonCommand::Refused(_) => {} // handled by the link (`coordinator.rs`)
             DaemonCommand::Peers { endpoints } => self.handle_peers(endpoints),
