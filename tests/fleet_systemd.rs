@@ -260,9 +260,19 @@ fn installed_daemons_are_never_doubled_and_survive_a_reboot() {
     for h in [h0, h1] {
         let unit = format!("adora-daemon-{}.service", h.name());
         let unit_file = h.root().join("etc/systemd/system").join(&unit);
-        assert!(!unit_file.exists(), "{} is left: {uninstall}", unit_file.display());
-        let env_file = h.root().join(format!("etc/adora/adora-daemon-{}.env", h.name()));
-        assert!(!env_file.exists(), "{} is left: {uninstall}", env_file.display());
+        assert!(
+            !unit_file.exists(),
+            "{} is left: {uninstall}",
+            unit_file.display()
+        );
+        let env_file = h
+            .root()
+            .join(format!("etc/adora/adora-daemon-{}.env", h.name()));
+        assert!(
+            !env_file.exists(),
+            "{} is left: {uninstall}",
+            env_file.display()
+        );
         let load = h.ssh(&["systemctl", "show", "-p", "LoadState", "--value", &unit]);
         assert_eq!(load.stdout.trim(), "not-found", "{uninstall}");
     }
