@@ -94,6 +94,27 @@ impl Drop for Cli {
     }
 }
 
+/// `(machine id, outcome)` of `cluster install|uninstall --json` (stdout is the JSON only).
+fn json_outcomes(stdout: &str) -> Vec<(String, String)> {
+    let json: serde_json::Value = serde_json::from_str(stdout).expect("stdout is JSON");
+    assert_eq!(json["ok"], true, "{stdout}");
+    json["machines"]
+        .as_array()
+        .expect("a machines array")
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_str().unwrap().to_owned(),
+                m["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn both_ok() -> Vec<(String, String)> {
+    vec![("h0".into(), "ok".into()), ("h1".into(), "ok".into())]
+}
+
 /// Puts `local` at `remote` (absolute) on the host's filesystem, executable.
 fn put_file(host: &SystemdHost, local: &Path, remote: &Path) {
     let target = host.root().join(remote.strip_prefix("/").unwrap());
@@ -177,8 +198,9 @@ fn installed_daemons_are_never_doubled_and_survive_a_reboot() {
     // Ad-hoc daemons first, then `install` turns them into services.
     let up = cli.cluster("up", &[]);
     assert!(up.status.success(), "{up}");
-    let install = cli.cluster("install", &[]);
+    let install = cli.cluster("install", &["--json"]);
     assert!(install.status.success(), "{install}");
+    assert_eq!(json_outcomes(&install.stdout), both_ok(), "{install}");
     for h in [h0, h1] {
         let unit = format!("adora-daemon-{}.service", h.name());
         assert_eq!(unit_state(h, &unit), "active", "{install}");
@@ -255,8 +277,9 @@ fn installed_daemons_are_never_doubled_and_survive_a_reboot() {
 
     // `cluster uninstall` removes unit and environment file for real (through `sudo -n` on h1);
     // systemd no longer knows the unit.
-    let uninstall = cli.cluster("uninstall", &[]);
+    let uninstall = cli.cluster("uninstall", &["--json"]);
     assert!(uninstall.status.success(), "{uninstall}");
+    assert_eq!(json_outcomes(&uninstall.stdout), both_ok(), "{uninstall}");
     for h in [h0, h1] {
         let unit = format!("adora-daemon-{}.service", h.name());
         let unit_file = h.root().join("etc/systemd/system").join(&unit);

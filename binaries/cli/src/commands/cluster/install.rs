@@ -24,7 +24,7 @@ use anyhow::Context;
 use tokio::task::JoinSet;
 
 use super::{
-    common::{load_cluster, print_outcomes, Outcome},
+    common::{load_cluster, print_outcomes, print_outcomes_json, Outcome},
     machine,
 };
 use crate::commands::common::{state_dir, EXIT_INVALID};
@@ -53,6 +53,9 @@ pub struct InstallArgs {
     /// An ssh_config file for every SSH connection (`ssh -F FILE`).
     #[arg(long, value_name = "FILE")]
     ssh_config: Option<PathBuf>,
+    /// Print the per-machine outcome as JSON on stdout (progress goes to stderr).
+    #[arg(long)]
+    json: bool,
 }
 
 /// Stop, disable and remove the systemd unit of every machine of a cluster.yml.
@@ -66,6 +69,9 @@ pub struct UninstallArgs {
     /// An ssh_config file for every SSH connection (`ssh -F FILE`).
     #[arg(long, value_name = "FILE")]
     ssh_config: Option<PathBuf>,
+    /// Print the per-machine outcome as JSON on stdout (progress goes to stderr).
+    #[arg(long)]
+    json: bool,
 }
 
 /// The unit of `machine`, with `adora` at `adora_path` and `~/` in `state_dir` expanded to `home`.
@@ -134,8 +140,8 @@ pub async fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
             (i, bounded(work).await)
         });
     }
-    let outcomes = collect(&cluster, tasks, "Installing").await?;
-    Ok(print_outcomes(&cluster.machines, &outcomes, "installed"))
+    let outcomes = collect(&cluster, tasks, "Installing", args.json).await?;
+    Ok(report(&cluster.machines, &outcomes, "installed", args.json))
 }
 
 pub async fn uninstall(args: UninstallArgs) -> anyhow::Result<ExitCode> {
@@ -148,8 +154,13 @@ pub async fn uninstall(args: UninstallArgs) -> anyhow::Result<ExitCode> {
         let (m, ssh_config) = (m.clone(), args.ssh_config.clone());
         tasks.spawn(async move { (i, bounded(uninstall_on(&m, ssh_config)).await) });
     }
-    let outcomes = collect(&cluster, tasks, "Uninstalling").await?;
-    Ok(print_outcomes(&cluster.machines, &outcomes, "uninstalled"))
+    let outcomes = collect(&cluster, tasks, "Uninstalling", args.json).await?;
+    Ok(report(
+        &cluster.machines,
+        &outcomes,
+        "uninstalled",
+        args.json,
+    ))
 }
 
 fn print(cluster: &ClusterConfig, id: &str) -> anyhow::Result<ExitCode> {
@@ -191,11 +202,22 @@ async fn bounded(work: impl std::future::Future<Output = Outcome>) -> Outcome {
         })
 }
 
-/// Prints `<verb> adora-daemon-<id>.service on <id> (<dest>)... OK|FAILED` as machines finish.
+/// The per-machine outcome: JSON on stdout with `json`, else the `N/M <verb>` summary.
+fn report(machines: &[Machine], outcomes: &[Option<Outcome>], verb: &str, json: bool) -> ExitCode {
+    if json {
+        print_outcomes_json(machines, outcomes)
+    } else {
+        print_outcomes(machines, outcomes, verb)
+    }
+}
+
+/// Prints `<verb> adora-daemon-<id>.service on <id> (<dest>)... OK|FAILED` as machines finish
+/// (on stderr with `json`, where stdout carries the JSON only).
 async fn collect(
     cluster: &ClusterConfig,
     mut tasks: JoinSet<(usize, Outcome)>,
     verb: &str,
+    json: bool,
 ) -> anyhow::Result<Vec<Option<Outcome>>> {
     let mut outcomes = vec![None; cluster.machines.len()];
     while let Some(joined) = tasks.join_next().await {
@@ -206,12 +228,17 @@ async fn collect(
             Outcome::NotInstalled => "not installed",
             _ => "OK",
         };
-        println!(
+        let line = format!(
             "{verb} {} on {} ({})... {verdict}",
             systemd::unit_name(&m.id),
             m.id,
             m.destination()
         );
+        if json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
         outcomes[i] = Some(outcome);
     }
     Ok(outcomes)
