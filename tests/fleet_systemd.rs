@@ -4,7 +4,7 @@
 //! The `adora` binary and the test node are put on each host's filesystem by the test (the hosts
 //! run the same Debian release as this machine, so the debug build runs there); everything else
 //! goes through the CLI as a user runs it: `cluster up`, `cluster install`, `start`, `logs`,
-//! `cluster status`, `cluster down --services`.
+//! `cluster status`, `cluster restart`, `cluster down --services`, `cluster uninstall`.
 
 use std::{
     net::TcpListener,
@@ -359,6 +359,27 @@ fn reboot_survival(cli: &Cli, dir: &Path, node: &Path, host: &SystemdHost) {
          messages received) after {flowing:?}\n{}",
         host.name(),
         status.stdout
+    );
+
+    // `cluster restart` on the installed services: a new run of the dataflow, whose sink on the
+    // rebooted host receives data again.
+    let restart = cli.ok(&["cluster", "restart", "reboot"]);
+    let new_run = restart
+        .stdout
+        .trim()
+        .rsplit(" -> ")
+        .next()
+        .filter(|_| restart.stdout.starts_with("dataflow restarted: "))
+        .unwrap_or_else(|| panic!("unexpected restart output: {restart}"))
+        .to_owned();
+    let first = format!("received={PROGRESS} ");
+    assert!(
+        wait_until(WAIT, || cli
+            .run(&["logs", &new_run, "sink"])
+            .stdout
+            .contains(&first)),
+        "no data in the restarted run {new_run}:\n{}",
+        cli.run(&["logs", &new_run, "sink"])
     );
     cli.ok(&["stop", "reboot"]);
 }
