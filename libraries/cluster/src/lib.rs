@@ -4,6 +4,7 @@
 //! install and remove it, and the rolling upgrade: its state machine ([`rollout`]) and its
 //! remote scripts ([`upgrade`]).
 
+pub mod install;
 pub mod installed;
 pub mod quote;
 pub mod rollout;

@@ -15,8 +15,8 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use adora_cluster::{
-    as_root, daemon_args, installed,
-    systemd::{self, DaemonUnit, SYSTEM_PATHS},
+    daemon_args, install,
+    systemd::{self, DaemonUnit},
     HostSession, SshTarget,
 };
 use adora_core::cluster::{ClusterConfig, Machine};
@@ -254,54 +254,20 @@ async fn install_on(
         Ok(session) => session,
         Err(e) => return Outcome::failed(e.to_string(), "check SSH access to the machine"),
     };
-    let outcome = match probe_and_install(cluster, m, &session, token).await {
+    let render = |probe: &install::Probe| {
+        let unit =
+            render_unit(cluster, m, &probe.binary, &probe.home).map_err(|e| e.to_string())?;
+        let state = expand_home(machine::state_dir(m), &probe.home);
+        let pid_file = format!("{}/daemon.pid", state.trim_end_matches('/'));
+        Ok(install::Rendered { unit, pid_file })
+    };
+    let progress = |step| tracing::debug!("{}: {step:?}", m.id);
+    let outcome = match install::install(&session, m, render, token, &progress).await {
         Ok(()) => Outcome::Done,
-        Err(outcome) => outcome,
+        Err(e) => Outcome::failed(e.to_string(), e.hint()),
     };
     session.close().await;
     outcome
-}
-
-async fn probe_and_install(
-    cluster: &ClusterConfig,
-    m: &Machine,
-    session: &HostSession,
-    token: &str,
-) -> Result<(), Outcome> {
-    let ssh = |e: adora_cluster::SshError| Outcome::failed(e.to_string(), "check SSH access");
-    let probe = session
-        .sh(&systemd::probe_script(m.install_dir.as_deref()))
-        .await
-        .map_err(ssh)?;
-    if let Some(missing) = installed::not_installed(m, &probe) {
-        return Err(Outcome::failed(missing.to_string(), missing.hint()));
-    }
-    let mut lines = probe.stdout.lines();
-    let (home, binary) = (lines.next().unwrap_or_default(), lines.next());
-    let Some(binary) = binary.filter(|b| probe.success() && b.starts_with('/')) else {
-        return Err(Outcome::failed(
-            format!("`adora` is not installed on {}", m.id),
-            "install it there (or `adora cluster upgrade --binary`), or set install_dir in cluster.yml",
-        ));
-    };
-    let unit = render_unit(cluster, m, binary, home)
-        .map_err(|e| Outcome::failed(e.to_string(), "set install_dir to an absolute path"))?;
-    let pid_file = format!(
-        "{}/daemon.pid",
-        expand_home(machine::state_dir(m), home).trim_end_matches('/')
-    );
-    let script = systemd::install_script(&m.id, &unit, &pid_file, SYSTEM_PATHS);
-    let argv = as_root(&m.user(), &["sh", "-c", &script]);
-    let env = systemd::env_file_contents(token);
-    let out = session
-        .run_with_input(&argv, env.as_bytes())
-        .await
-        .map_err(ssh)?;
-    if out.success() {
-        Ok(())
-    } else {
-        Err(root_failure(m, &out.stderr))
-    }
 }
 
 async fn uninstall_on(m: &Machine, ssh_config: Option<PathBuf>) -> Outcome {
@@ -309,33 +275,14 @@ async fn uninstall_on(m: &Machine, ssh_config: Option<PathBuf>) -> Outcome {
         Ok(session) => session,
         Err(e) => return Outcome::failed(e.to_string(), "check SSH access to the machine"),
     };
-    let script = systemd::uninstall_script(&m.id, SYSTEM_PATHS);
-    let argv = as_root(&m.user(), &["sh", "-c", &script]);
-    let outcome = match session.run(&argv).await {
-        Ok(out) if out.success() && out.stdout.contains(systemd::NOT_INSTALLED) => {
-            Outcome::NotInstalled
-        }
-        Ok(out) if out.success() => Outcome::Done,
-        Ok(out) => root_failure(m, &out.stderr),
-        Err(e) => Outcome::failed(e.to_string(), "check SSH access to the machine"),
+    let progress = |step| tracing::debug!("{}: {step:?}", m.id);
+    let outcome = match install::uninstall(&session, m, &progress).await {
+        Ok(install::Uninstalled::Removed) => Outcome::Done,
+        Ok(install::Uninstalled::WasNotInstalled) => Outcome::NotInstalled,
+        Err(e) => Outcome::failed(e.to_string(), e.hint()),
     };
     session.close().await;
     outcome
-}
-
-/// A failed root script: says whether sudo was the problem.
-fn root_failure(m: &Machine, stderr: &str) -> Outcome {
-    let stderr = stderr.trim();
-    let hint = if stderr.contains("sudo") {
-        format!(
-            "{} needs passwordless sudo on {} (SSH runs in batch mode), or use user: root",
-            m.user(),
-            m.id
-        )
-    } else {
-        "is systemd running there (`systemctl is-system-running`)?".to_owned()
-    };
-    Outcome::failed(format!("the systemd setup failed: {stderr}"), hint)
 }
 
 #[cfg(test)]
