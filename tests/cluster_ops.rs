@@ -52,20 +52,7 @@ fn install_dir(fleet: &Fleet, id: &str) -> PathBuf {
 
 /// Machine id → adora version of its connected daemon, from `cluster status --json`.
 fn daemon_versions(fleet: &Fleet) -> Vec<(String, String)> {
-    let out = fleet.ok(&["cluster", "status", "--json"]);
-    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    let mut v: Vec<(String, String)> = json["daemons"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|d| d["connected"] == true)
-        .map(|d| {
-            let id = d["id"].as_str().unwrap().to_owned();
-            (id, d["adora_version"].as_str().unwrap_or("").to_owned())
-        })
-        .collect();
-    v.sort();
-    v
+    adora_test_support::connected_versions(&fleet.ok(&["cluster", "status", "--json"]).stdout)
 }
 
 /// The last `received=` count a seq-sink printed, and its whole log.

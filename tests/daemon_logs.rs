@@ -4,15 +4,13 @@
 
 use std::{
     io::{BufRead, BufReader},
-    net::TcpListener,
-    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::Stdio,
     sync::mpsc,
     time::{Duration, Instant},
 };
 
-use adora_test_support::{bin, require_systemd_hosts, systemd_hosts::SystemdHost, temp_dir};
+use adora_test_support::{bin, require_systemd_hosts, temp_dir};
 use adora_test_support::{wait_until, MarkedCli};
 
 /// Upper bound of one CLI command.
@@ -60,14 +58,6 @@ impl Drop for Cli {
     }
 }
 
-/// Puts `local` at `remote` (absolute) on the host's filesystem, executable.
-fn put_file(host: &SystemdHost, local: &Path, remote: &Path) {
-    let target = host.root().join(remote.strip_prefix("/").unwrap());
-    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-    std::fs::copy(local, &target).unwrap();
-    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
 /// Lines containing [`REGISTERED`].
 fn registrations(out: &str) -> usize {
     out.lines().filter(|l| l.contains(REGISTERED)).count()
@@ -77,13 +67,9 @@ fn registrations(out: &str) -> usize {
 fn a_daemons_own_log_is_read_through_the_coordinator() {
     let hosts = require_systemd_hosts!("daemon_logs", 1);
     let dir = temp_dir();
-    let port = TcpListener::bind((hosts.gateway_ip(), 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = hosts.free_gateway_port();
     let h0 = hosts.host(0);
-    put_file(h0, &bin("adora"), Path::new(REMOTE_ADORA));
+    h0.put_file(&bin("adora"), Path::new(REMOTE_ADORA));
     let cluster: PathBuf = dir.path().join("cluster.yml");
     let yaml = format!(
         "coordinator: {{ addr: {}, port: {port} }}\nmachines:\n  \

@@ -136,14 +136,9 @@ fn the_ci_script_passes_as_written_without_a_terminal() {
     let bin_path = script_bin(dir.path(), &hosts);
     // The image: adora installed on every host.
     for h in hosts.hosts() {
-        let target = h.root().join("usr/local/bin/adora");
-        std::fs::copy(bin("adora"), &target).unwrap();
+        h.put_file(&bin("adora"), std::path::Path::new("/usr/local/bin/adora"));
     }
-    let port = std::net::TcpListener::bind((hosts.gateway_ip(), 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = hosts.free_gateway_port();
     std::fs::write(dir.path().join("cluster.yml"), cluster_yml(&hosts, port)).unwrap();
     std::fs::write(dir.path().join("test-dataflow.yml"), dataflow_yml()).unwrap();
     let coordinator = Command::new(bin("adora"));

@@ -7,8 +7,6 @@
 //! `cluster status`, `cluster restart`, `cluster down --services`, `cluster uninstall`.
 
 use std::{
-    net::TcpListener,
-    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
@@ -115,14 +113,6 @@ fn both_ok() -> Vec<(String, String)> {
     vec![("h0".into(), "ok".into()), ("h1".into(), "ok".into())]
 }
 
-/// Puts `local` at `remote` (absolute) on the host's filesystem, executable.
-fn put_file(host: &SystemdHost, local: &Path, remote: &Path) {
-    let target = host.root().join(remote.strip_prefix("/").unwrap());
-    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-    std::fs::copy(local, &target).unwrap();
-    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
 /// `systemctl is-active <unit>` on `host`: `active`, `inactive`, ...
 fn unit_state(host: &SystemdHost, unit: &str) -> String {
     let out = host.ssh(&["systemctl", "is-active", unit]);
@@ -178,15 +168,11 @@ fn sink_starts(cli: &Cli) -> usize {
 fn installed_daemons_are_never_doubled_and_survive_a_reboot() {
     let hosts = require_systemd_hosts!("fleet_systemd", 2);
     let dir = temp_dir();
-    let port = TcpListener::bind((hosts.gateway_ip(), 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = hosts.free_gateway_port();
     let node = bin("adora-test-node");
     for h in hosts.hosts() {
-        put_file(h, &bin("adora"), Path::new(REMOTE_ADORA));
-        put_file(h, &node, &node);
+        h.put_file(&bin("adora"), Path::new(REMOTE_ADORA));
+        h.put_file(&node, &node);
     }
     let cli = Cli {
         cli: MarkedCli::new(&dir.path().join("local"), MARKER, TIMEOUT),

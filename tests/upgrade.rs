@@ -128,20 +128,7 @@ fn dataflow(dir: &Path, node: &str) -> PathBuf {
 
 /// Machine id → adora version of its connected daemon, from `cluster status --json`.
 fn daemon_versions(cli: &MarkedCli) -> Vec<(String, String)> {
-    let out = cli.ok(&["cluster", "status", "--json"]);
-    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    let mut v: Vec<(String, String)> = json["daemons"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|d| d["connected"] == true)
-        .map(|d| {
-            let id = d["id"].as_str().unwrap().to_owned();
-            (id, d["adora_version"].as_str().unwrap_or("").to_owned())
-        })
-        .collect();
-    v.sort();
-    v
+    adora_test_support::connected_versions(&cli.ok(&["cluster", "status", "--json"]).stdout)
 }
 
 /// How many progress lines (one per 10 messages) a seq-sink printed, over all its restarts, and
@@ -218,11 +205,7 @@ impl SystemdFleet {
     fn installed(name: &str) -> Option<Self> {
         let hosts = require_systemd_hosts!(name, 3, None);
         let dir = temp_dir();
-        let port = std::net::TcpListener::bind((hosts.gateway_ip(), 0))
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = hosts.free_gateway_port();
         let mut yaml = format!(
             "coordinator: {{ addr: {}, port: {port} }}\nmachines:\n",
             hosts.gateway_ip()

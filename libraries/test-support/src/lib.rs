@@ -324,3 +324,22 @@ pub fn write_dataflow(dir: &Path, yaml: &str) -> PathBuf {
     std::fs::write(&path, yaml.replace("{node}", &node.display().to_string())).unwrap();
     path
 }
+
+/// Machine id → Adora version of every connected daemon, sorted, from the stdout of
+/// `adora cluster status --json`.
+pub fn connected_versions(status_json: &str) -> Vec<(String, String)> {
+    let json: serde_json::Value =
+        serde_json::from_str(status_json).expect("`cluster status --json` prints JSON");
+    let mut versions: Vec<(String, String)> = json["daemons"]
+        .as_array()
+        .expect("a daemons array")
+        .iter()
+        .filter(|d| d["connected"] == true)
+        .map(|d| {
+            let id = d["id"].as_str().expect("a machine id").to_owned();
+            (id, d["adora_version"].as_str().unwrap_or("").to_owned())
+        })
+        .collect();
+    versions.sort();
+    versions
+}

@@ -287,6 +287,20 @@ impl SystemdHost {
         self.dir.join("root")
     }
 
+    /// Puts the file `local` at the absolute path `remote` on the host's filesystem (parents
+    /// created), executable: how a test installs `adora` or a node binary on a host.
+    pub fn put_file(&self, local: &Path, remote: &Path) {
+        let relative = remote
+            .strip_prefix("/")
+            .expect("an absolute path on the host");
+        let target = self.root().join(relative);
+        let parent = target.parent().expect("a path with a parent");
+        std::fs::create_dir_all(parent).expect("create the parent directory on the host");
+        std::fs::copy(local, &target).expect("copy the file onto the host");
+        let executable = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+        std::fs::set_permissions(&target, executable).expect("make it executable");
+    }
+
     /// How long the first boot took, from starting `systemd-nspawn` to `running`.
     pub fn first_boot(&self) -> Duration {
         self.first_boot
@@ -522,6 +536,14 @@ impl SystemdHosts {
     /// and a coordinator or CLI it starts, is reachable from the hosts.
     pub fn gateway_ip(&self) -> Ipv4Addr {
         self.net.gateway_ip()
+    }
+
+    /// A free TCP port on [`Self::gateway_ip`], for a coordinator the hosts reach.
+    pub fn free_gateway_port(&self) -> u16 {
+        std::net::TcpListener::bind((self.gateway_ip(), 0))
+            .and_then(|l| l.local_addr())
+            .expect("a free port on the gateway address")
+            .port()
     }
 
     /// The fixture's subnet `10.x.y.0` (prefix length 24).
