@@ -24,30 +24,7 @@ const MACHINES: [&str; 3] = ["robot", "gpu-server", "edge"];
 /// Three machines, each with its own copy of the current adora in its own install_dir; returns
 /// the fleet and its cluster.yml.
 fn three_machines(hosts: TestHosts) -> (Fleet, PathBuf) {
-    let fleet = Fleet::new(hosts, MARKER, TIMEOUT);
-    let mut yaml = format!(
-        "coordinator: {{ addr: {}, port: {} }}\nmachines:\n",
-        fleet.hosts.gateway_ip(),
-        fleet.port
-    );
-    for (i, id) in MACHINES.iter().enumerate() {
-        let install = install_dir(&fleet, id);
-        std::fs::create_dir_all(&install).unwrap();
-        std::fs::copy(bin("adora"), install.join("adora")).unwrap();
-        yaml.push_str(&format!(
-            "  - {{ id: {id}, host: {}, user: root, install_dir: {}, state_dir: {} }}\n",
-            fleet.hosts[i].ip(),
-            install.display(),
-            fleet.machine_dir(id).join("state").display()
-        ));
-    }
-    let cluster = fleet.dir.path().join("cluster.yml");
-    std::fs::write(&cluster, yaml).unwrap();
-    (fleet, cluster)
-}
-
-fn install_dir(fleet: &Fleet, id: &str) -> PathBuf {
-    fleet.machine_dir(id).join("bin")
+    Fleet::with_own_installs(hosts, MARKER, TIMEOUT, &MACHINES)
 }
 
 /// Machine id → adora version of its connected daemon, from `cluster status --json`.

@@ -388,26 +388,7 @@ fn systemd_fleet_broken_binary_is_rolled_back() {
 /// Three namespace hosts, each with its own copy of the current adora in its own install_dir
 /// (they share this filesystem), run by root; returns the fleet and its cluster.yml.
 fn ad_hoc_machines(hosts: TestHosts) -> (Fleet, PathBuf) {
-    let fleet = Fleet::new(hosts, MARKER, TIMEOUT);
-    let mut yaml = format!(
-        "coordinator: {{ addr: {}, port: {} }}\nmachines:\n",
-        fleet.hosts.gateway_ip(),
-        fleet.port
-    );
-    for (i, id) in MACHINES.iter().enumerate() {
-        let install = fleet.machine_dir(id).join("bin");
-        std::fs::create_dir_all(&install).unwrap();
-        std::fs::copy(bin("adora"), install.join("adora")).unwrap();
-        yaml.push_str(&format!(
-            "  - {{ id: {id}, host: {}, user: root, install_dir: {}, state_dir: {} }}\n",
-            fleet.hosts[i].ip(),
-            install.display(),
-            fleet.machine_dir(id).join("state").display()
-        ));
-    }
-    let cluster = fleet.dir.path().join("cluster.yml");
-    std::fs::write(&cluster, yaml).unwrap();
-    (fleet, cluster)
+    Fleet::with_own_installs(hosts, MARKER, TIMEOUT, &MACHINES)
 }
 
 #[test]

@@ -53,6 +53,42 @@ impl Fleet {
         self.dir.path().join("machines").join(id)
     }
 
+    /// `<dir>/machines/<id>/bin`: the machine's `install_dir` in [`Fleet::with_own_installs`].
+    pub fn install_dir(&self, id: &str) -> PathBuf {
+        self.machine_dir(id).join("bin")
+    }
+
+    /// A fleet whose machines `ids` (one per host, in order) each have their own copy of the
+    /// current `adora` in their own `install_dir` (the namespace hosts share this filesystem)
+    /// and are reached as root; returns it with its `cluster.yml`.
+    pub fn with_own_installs(
+        hosts: TestHosts,
+        marker: &'static str,
+        timeout: Duration,
+        ids: &[&str],
+    ) -> (Fleet, PathBuf) {
+        let fleet = Fleet::new(hosts, marker, timeout);
+        let mut yaml = format!(
+            "coordinator: {{ addr: {}, port: {} }}\nmachines:\n",
+            fleet.hosts.gateway_ip(),
+            fleet.port
+        );
+        for (i, id) in ids.iter().enumerate() {
+            let install = fleet.install_dir(id);
+            std::fs::create_dir_all(&install).unwrap();
+            std::fs::copy(crate::bin("adora"), install.join("adora")).unwrap();
+            yaml.push_str(&format!(
+                "  - {{ id: {id}, host: {}, user: root, install_dir: {}, state_dir: {} }}\n",
+                fleet.hosts.host(i).ip(),
+                install.display(),
+                fleet.machine_dir(id).join("state").display()
+            ));
+        }
+        let cluster = fleet.dir.path().join("cluster.yml");
+        std::fs::write(&cluster, yaml).unwrap();
+        (fleet, cluster)
+    }
+
     /// Runs `adora <args>` on this machine under the fleet's timeout.
     pub fn run(&self, args: &[&str]) -> Output {
         self.cli.run(args)
