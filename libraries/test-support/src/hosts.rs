@@ -315,6 +315,23 @@ pub struct TestHosts {
     dir: tempfile::TempDir,
 }
 
+/// Creates `n` (1 to `max`) test hosts of a `kind` with `create`: a [`Skip`] stays a skip,
+/// unless [`REQUIRE_ENV`] is `1`, then it panics with the reason (CI must not skip).
+pub(crate) fn required_or_skipped<T>(
+    kind: &str,
+    n: usize,
+    max: usize,
+    create: impl FnOnce() -> Result<T, Skip>,
+) -> Result<T, Skip> {
+    assert!((1..=max).contains(&n), "between 1 and {max} hosts");
+    match create() {
+        Err(skip) if hosts_required() => {
+            panic!("{REQUIRE_ENV}=1 but {kind} are unavailable: {skip}")
+        }
+        result => result,
+    }
+}
+
 impl TestHosts {
     /// Creates `n` hosts for the test `name` (used in namespace names and to pick the subnet).
     ///
@@ -322,16 +339,7 @@ impl TestHosts {
     /// namespaces not permitted) — unless [`REQUIRE_ENV`] is `1`, then it panics with the
     /// reason. Any other failure panics with context (after cleaning up what it created).
     pub fn create(name: &str, n: usize) -> Result<TestHosts, Skip> {
-        assert!(
-            (1..=MAX_HOSTS).contains(&n),
-            "between 1 and {MAX_HOSTS} hosts"
-        );
-        match Self::try_create(name, n) {
-            Err(skip) if hosts_required() => {
-                panic!("{REQUIRE_ENV}=1 but test hosts are unavailable: {skip}")
-            }
-            result => result,
-        }
+        required_or_skipped("test hosts", n, MAX_HOSTS, || Self::try_create(name, n))
     }
 
     fn try_create(name: &str, n: usize) -> Result<TestHosts, Skip> {

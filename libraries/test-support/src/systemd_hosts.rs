@@ -114,7 +114,7 @@ use container::{Cgroups, Container, ContainerParams, Overlay};
 use provision::{etc_hosts, Provision};
 
 use crate::{
-    hosts::{effective_uid, find_program, hosts_required, net, ssh, Skip, REQUIRE_ENV},
+    hosts::{effective_uid, find_program, net, required_or_skipped, ssh, Skip},
     run_with_timeout, Output,
 };
 
@@ -228,19 +228,12 @@ impl SystemdHosts {
     ///
     /// Returns [`Skip`] when this machine cannot host them (not root, a tool missing, no
     /// cgroups, namespaces or overlays, no Debian mirror to build the rootfs from) — unless
-    /// [`REQUIRE_ENV`] is `1`, then it panics with the reason. Any other failure panics with
+    /// [`REQUIRE_ENV`](crate::hosts::REQUIRE_ENV) is `1`, then it panics with the reason. Any other failure panics with
     /// context (after cleaning up what it created).
     pub fn create(name: &str, n: usize) -> Result<SystemdHosts, Skip> {
-        assert!(
-            (1..=MAX_HOSTS).contains(&n),
-            "between 1 and {MAX_HOSTS} hosts"
-        );
-        match Self::try_create(name, n) {
-            Err(skip) if hosts_required() => {
-                panic!("{REQUIRE_ENV}=1 but systemd test hosts are unavailable: {skip}")
-            }
-            result => result,
-        }
+        required_or_skipped("systemd test hosts", n, MAX_HOSTS, || {
+            Self::try_create(name, n)
+        })
     }
 
     fn try_create(name: &str, n: usize) -> Result<SystemdHosts, Skip> {

@@ -37,7 +37,7 @@ impl SshClient {
     }
 }
 
-/// One booted host. See the [module docs](self).
+/// One booted host. See the [module docs](super).
 #[derive(Debug)]
 pub struct SystemdHost {
     pub(super) index: usize,
@@ -161,7 +161,7 @@ impl SystemdHost {
     }
 
     /// Waits until systemd in the host reports `running` (`systemctl is-system-running
-    /// --wait`, polled over ssh, each poll under [`POLL_TIMEOUT`]); returns how long that took.
+    /// --wait`, polled over ssh, each poll under `POLL_TIMEOUT` (10 s)); returns how long that took.
     /// Fails the test when the host reports `degraded` (with the failed units), when its boot
     /// loop ended, or after `timeout`.
     pub fn wait_running(&self, timeout: Duration) -> Duration {
