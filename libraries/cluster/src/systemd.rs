@@ -316,10 +316,9 @@ mod tests {
         // A detached daemon left by `cluster up`: its command line contains "adora".
         let sleeper = dir.path().join("adora-sleep");
         std::fs::copy("/bin/sleep", &sleeper).expect("copy sleep");
-        let mut ad_hoc = std::process::Command::new(&sleeper)
-            .arg("30")
-            .spawn()
-            .expect("spawn");
+        let mut ad_hoc = crate::test_shell::spawn_fresh_executable(
+            std::process::Command::new(&sleeper).arg("30"),
+        );
         let pid_file = dir.path().join("daemon.pid");
         std::fs::write(&pid_file, format!("{}\n", ad_hoc.id())).expect("pid file");
 

@@ -218,7 +218,8 @@ mod tests {
         )
         .expect("fake adora");
         std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        let mut child = std::process::Command::new(&fake).spawn().expect("runs");
+        let mut child =
+            crate::test_shell::spawn_fresh_executable(&mut std::process::Command::new(&fake));
         std::fs::write(dir.path().join("daemon.pid"), child.id().to_string()).expect("pid");
         let state = crate::quote::path(&dir.path().display().to_string());
         let out = sh(&kill_ad_hoc_script(&state), b"");
