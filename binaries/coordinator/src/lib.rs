@@ -16,6 +16,7 @@ mod actor;
 pub mod artifacts;
 mod auth;
 mod builds;
+mod certs;
 mod daemon_logs;
 mod http;
 mod idempotency;
@@ -77,6 +78,9 @@ pub struct CoordinatorConfig {
     /// How many finished dataflows are kept, and for how long (in memory and in the store):
     /// by default the last 100 or those of the last 24 h, whichever keeps more.
     pub finished_dataflows: Retention,
+    /// The cluster CA: it issues daemons their certificates at enrollment; `None` (tests of
+    /// other things) refuses enrollments.
+    pub ca: Option<Arc<adora_pki::ClusterCa>>,
 }
 
 impl CoordinatorConfig {
@@ -90,6 +94,7 @@ impl CoordinatorConfig {
             recovery_backoff: RECOVERY_BACKOFF,
             artifact_dir: None,
             finished_dataflows: Retention::default(),
+            ca: None,
         }
     }
 }
@@ -113,6 +118,8 @@ pub struct AppState {
     shutdown: CancellationToken,
     tasks: adora_tasks::Tasks,
     artifacts: Option<Arc<artifacts::ArtifactStore>>,
+    /// The daemon certificates issued here (shared with the actor).
+    certs: Arc<certs::CertRegistry>,
 }
 
 impl AppState {
@@ -150,6 +157,7 @@ pub fn start(
         shutdown,
         tasks,
         artifacts,
+        certs: Arc::new(certs::CertRegistry::default()),
     }
 }
 
