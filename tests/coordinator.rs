@@ -353,12 +353,39 @@ fn wrong_or_missing_token_is_refused() {
     assert!(!out.status.success());
     assert!(out.stderr.contains("authentication failed"), "{out}");
 
+    // Elsewhere there is no CA to trust: the client says so (nothing is sent unverified).
     let elsewhere = temp_dir();
+    let mut untrusting = adora(elsewhere.path());
+    untrusting.args(["list", "--coordinator-port", &port]);
+    let out = run_with_timeout(untrusting, TIMEOUT);
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("no cluster CA to trust"), "{out}");
+    assert!(out.stderr.contains("--ca-file"), "{out}");
+
+    // With the CA but no token: refused by the coordinator.
+    let ca = env.state().join("ca.pem");
     let mut missing = adora(elsewhere.path());
-    missing.args(["list", "--coordinator-port", &port]);
+    missing.args([
+        "list",
+        "--coordinator-port",
+        &port,
+        "--ca-file",
+        ca.to_str().unwrap(),
+    ]);
     let out = run_with_timeout(missing, TIMEOUT);
     assert!(!out.status.success());
     assert!(out.stderr.contains("authentication failed"), "{out}");
+
+    // A CA that did not sign the coordinator's certificate: the handshake fails, saying why.
+    let other = temp_dir();
+    let (other_ca, _) = adora_pki::ClusterCa::load_or_create(other.path()).unwrap();
+    let mut wrong_ca = adora(elsewhere.path());
+    wrong_ca
+        .args(["list", "--coordinator-port", &port, "--ca-file"])
+        .arg(other.path().join("ca.pem"));
+    let out = run_with_timeout(wrong_ca, TIMEOUT);
+    assert!(!out.status.success(), "{}", other_ca.hash());
+    assert!(out.stderr.contains("not signed by the cluster CA"), "{out}");
 
     let open = elsewhere.path().join("token");
     std::fs::write(&open, "x").unwrap();
@@ -386,27 +413,22 @@ fn spin_dataflow() -> String {
     )
 }
 
-/// `GET path` on the coordinator; the body of a 200 answer.
-fn http_get(port: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
-    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{response}");
+/// `GET path` on the coordinator over TLS (its CA, its token); the body of a 200 answer.
+fn http_get(env: &Env, path: &str) -> String {
+    let ca = std::fs::read_to_string(env.state().join("ca.pem")).unwrap();
+    let token = std::fs::read_to_string(env.state().join("token")).unwrap();
+    let addr = format!("127.0.0.1:{}", env.port());
+    let answer = adora_test_support::https::request(&addr, &ca, Some(token.trim()), "GET", path);
+    assert_eq!(answer.status, 200, "{answer:?}");
     assert!(
-        !head
+        !answer
+            .head
             .to_ascii_lowercase()
             .contains("transfer-encoding: chunked"),
-        "{head}"
+        "{}",
+        answer.head
     );
-    body.to_owned()
+    answer.body
 }
 
 /// The value of the sample `name{...node="<node>"...}` in a `/metrics` page.
@@ -471,7 +493,7 @@ fn top_once_json_shows_busy_nodes_and_metrics_counters_grow() {
     assert!(missing.stderr.contains("has no node `nope`"), "{missing}");
 
     // /metrics: strict format, and counters that grow while the dataflow runs.
-    let first = http_get(&env.port(), "/metrics");
+    let first = http_get(&env, "/metrics");
     check_prometheus_text(&first);
     assert!(
         first.contains("adora_daemons{state=\"connected\"} 1"),
@@ -490,7 +512,7 @@ fn top_once_json_shows_busy_nodes_and_metrics_counters_grow() {
     let (sent0, received0) = (sent(&first).unwrap(), received(&first).unwrap());
     let mut later = String::new();
     let grew = wait_until(Duration::from_secs(20), || {
-        later = http_get(&env.port(), "/metrics");
+        later = http_get(&env, "/metrics");
         sent(&later).unwrap() > sent0 && received(&later).unwrap() > received0
     });
     assert!(
@@ -498,6 +520,21 @@ fn top_once_json_shows_busy_nodes_and_metrics_counters_grow() {
         "counters did not grow from {sent0}/{received0}:\n{later}"
     );
     check_prometheus_text(&later);
+
+    // Secure by default: /metrics needs the token, /api/health is open, plaintext is refused
+    // with an explanation (not a hang).
+    let ca = std::fs::read_to_string(env.state().join("ca.pem")).unwrap();
+    let addr = format!("127.0.0.1:{}", env.port());
+    let anonymous = adora_test_support::https::request(&addr, &ca, None, "GET", "/metrics");
+    assert_eq!(anonymous.status, 401, "{anonymous:?}");
+    let wrong = adora_test_support::https::request(&addr, &ca, Some("0bad"), "GET", "/metrics");
+    assert_eq!(wrong.status, 401, "{wrong:?}");
+    let health = adora_test_support::https::request(&addr, &ca, None, "GET", "/api/health");
+    assert_eq!(health.status, 200, "{health:?}");
+    assert!(health.body.contains("\"ok\""), "{health:?}");
+    let plain = adora_test_support::https::plaintext_get(&addr, "/api/health");
+    assert!(plain.starts_with("HTTP/1.1 400"), "{plain}");
+    assert!(plain.contains("speaks TLS only"), "{plain}");
     env.ok(&["stop", "busy"]);
 }
 

@@ -31,11 +31,12 @@ use axum::{
     extract::{Path as UrlPath, State},
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
+    Extension,
 };
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::AppState;
+use crate::{access::PeerCert, AppState};
 
 /// How often unreferenced artifacts are collected.
 pub const GC_INTERVAL: Duration = Duration::from_secs(60);
@@ -269,12 +270,15 @@ fn parse_target(build_id: &str, node: &str) -> Result<(Uuid, String), ArtifactEr
 /// `PUT /api/v1/artifacts/{build_id}/{node_id}`: answers with the SHA-256 (body and header).
 pub(crate) async fn put(
     State(state): State<AppState>,
+    peer: Option<Extension<PeerCert>>,
     headers: HeaderMap,
     UrlPath((build_id, node)): UrlPath<(String, String)>,
     body: Body,
 ) -> Response {
     // Authentication before anything else: no bytes are read for a client without the token.
-    if let Err(e) = crate::access::authorize(state.token.as_ref(), &headers) {
+    // Uploading is the admin's (`adora build`); daemons only download.
+    let caller = crate::access::authorize(&state, peer.as_deref(), &headers);
+    if let Err(e) = caller.and_then(|c| crate::access::admin_only(&c, "uploading an artifact")) {
         return e.into_response();
     }
     match put_checked(&state, &build_id, &node, body).await {
@@ -311,10 +315,11 @@ async fn put_checked(
 /// `GET /api/v1/artifacts/{build_id}/{node_id}`: the bytes, with their SHA-256 in a header.
 pub(crate) async fn get(
     State(state): State<AppState>,
+    peer: Option<Extension<PeerCert>>,
     headers: HeaderMap,
     UrlPath((build_id, node)): UrlPath<(String, String)>,
 ) -> Response {
-    if let Err(e) = crate::access::authorize(state.token.as_ref(), &headers) {
+    if let Err(e) = crate::access::authorize(&state, peer.as_deref(), &headers) {
         return e.into_response();
     }
     let found = async {

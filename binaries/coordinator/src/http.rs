@@ -8,17 +8,22 @@ use axum::{
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
-    Json, Router,
+    Extension, Json, Router,
 };
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use crate::{access::authorize, actor::Event, ws, AppState};
+use crate::{
+    access::{admin_only, authorize, Caller, PeerCert},
+    actor::Event,
+    ws, AppState,
+};
 
 /// The coordinator's routes.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/health", get(health))
+        .route("/api/v1/ca", get(ca))
         .route(adora_client::CONTROL_PATH, get(control))
         .route(adora_client::DAEMON_PATH, get(daemon))
         .route(
@@ -44,40 +49,58 @@ async fn health() -> Json<Health> {
     })
 }
 
+/// `GET /api/v1/ca`: the cluster CA certificate (public). A daemon enrolling fetches it without
+/// trusting it and compares its hash with the one in its join code.
+async fn ca(State(state): State<AppState>) -> Response {
+    match &state.ca {
+        Some(ca) => (
+            [(header::CONTENT_TYPE, "application/x-pem-file")],
+            ca.cert_pem().to_owned(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this coordinator has no CA\n",
+        )
+            .into_response(),
+    }
+}
+
 async fn control(
     State(state): State<AppState>,
+    peer: Option<Extension<PeerCert>>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    upgrade_authorized(
-        state,
-        &headers,
-        upgrade,
-        "client connection",
-        ws::serve_client,
-    )
+    let caller = authorize(&state, peer.as_deref(), &headers);
+    if let Err(e) = caller.and_then(|c| admin_only(&c, "the control connection")) {
+        return e.into_response();
+    }
+    upgrade_with(state, upgrade, "client connection", ws::serve_client)
 }
 
 async fn daemon(
     State(state): State<AppState>,
+    peer: Option<Extension<PeerCert>>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    upgrade_authorized(
-        state,
-        &headers,
-        upgrade,
-        "daemon connection",
-        ws::serve_daemon,
-    )
+    // A daemon with a certificate may only register as the machine it was issued for.
+    let machine = match authorize(&state, peer.as_deref(), &headers) {
+        Ok(Caller::Daemon(machine)) => Some(machine),
+        Ok(Caller::Admin) => None,
+        Err(e) => return e.into_response(),
+    };
+    upgrade_with(state, upgrade, "daemon connection", move |socket, state| {
+        ws::serve_daemon(socket, state, machine)
+    })
 }
 
-/// Checks the token, then upgrades to a WebSocket served by `serve`, a task of the coordinator
-/// named `what`. Authentication comes first, so a client without the token learns that,
-/// whatever else is wrong with its request.
-fn upgrade_authorized<F, Fut>(
+/// Upgrades an authorized request to a WebSocket served by `serve`, a task of the coordinator
+/// named `what`. Authentication comes first (in the callers), so a client without credentials
+/// learns that, whatever else is wrong with its request.
+fn upgrade_with<F, Fut>(
     state: AppState,
-    headers: &HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     what: &'static str,
     serve: F,
@@ -86,9 +109,6 @@ where
     F: FnOnce(axum::extract::ws::WebSocket, AppState) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    if let Err(e) = authorize(state.token.as_ref(), headers) {
-        return e.into_response();
-    }
     match upgrade {
         Ok(upgrade) => {
             let tasks = state.tasks.clone();
@@ -98,7 +118,18 @@ where
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+/// `GET /metrics`: the token or a daemon certificate, unless the coordinator was started with
+/// `--metrics-public` (Prometheus sends the token as a bearer token).
+async fn metrics(
+    State(state): State<AppState>,
+    peer: Option<Extension<PeerCert>>,
+    headers: HeaderMap,
+) -> Response {
+    if !state.metrics_public {
+        if let Err(e) = authorize(&state, peer.as_deref(), &headers) {
+            return e.into_response();
+        }
+    }
     let (reply, rx) = oneshot::channel();
     if state.events.send(Event::Metrics { reply }).await.is_err() {
         return (

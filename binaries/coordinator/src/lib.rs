@@ -24,6 +24,7 @@ mod metrics;
 mod recovery;
 mod requests;
 mod retention;
+mod serve;
 mod start;
 mod stats;
 #[cfg(test)]
@@ -81,6 +82,11 @@ pub struct CoordinatorConfig {
     /// The cluster CA: it issues daemons their certificates at enrollment; `None` (tests of
     /// other things) refuses enrollments.
     pub ca: Option<Arc<adora_pki::ClusterCa>>,
+    /// The TLS settings the port is served with (see [`adora_pki::tls::server_config`]);
+    /// `None` serves plain HTTP (tests of this library only: `adora coordinator` always has TLS).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// `/metrics` without credentials (`--metrics-public`).
+    pub metrics_public: bool,
 }
 
 impl CoordinatorConfig {
@@ -95,6 +101,8 @@ impl CoordinatorConfig {
             artifact_dir: None,
             finished_dataflows: Retention::default(),
             ca: None,
+            tls: None,
+            metrics_public: false,
         }
     }
 }
@@ -120,6 +128,10 @@ pub struct AppState {
     artifacts: Option<Arc<artifacts::ArtifactStore>>,
     /// The daemon certificates issued here (shared with the actor).
     certs: Arc<certs::CertRegistry>,
+    /// The cluster CA (served at `/api/v1/ca`; issues daemon certificates).
+    ca: Option<Arc<adora_pki::ClusterCa>>,
+    /// See [`CoordinatorConfig::metrics_public`].
+    metrics_public: bool,
 }
 
 impl AppState {
@@ -140,6 +152,7 @@ pub fn start(
     let shutdown = tasks.cancel_token().clone();
     let (events, events_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
     let token = config.token.clone();
+    let (ca, metrics_public) = (config.ca.clone(), config.metrics_public);
     let artifacts = config.artifact_dir.as_deref().and_then(open_artifacts);
     if let Some(a) = &artifacts {
         let gc = artifacts::gc_loop(a.clone(), store.clone(), shutdown.clone());
@@ -158,6 +171,8 @@ pub fn start(
         tasks,
         artifacts,
         certs: Arc::new(certs::CertRegistry::default()),
+        ca,
+        metrics_public,
     }
 }
 
@@ -180,14 +195,21 @@ pub async fn run(
     config: CoordinatorConfig,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    let tls = config.tls.clone();
     let state = start(store, config, shutdown);
     let tasks = state.tasks.clone();
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!("coordinator listening on {addr}");
+        let scheme = if tls.is_some() { "TLS" } else { "plain HTTP" };
+        tracing::info!("coordinator listening on {addr} ({scheme})");
     }
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(tasks.cancel_token().clone().cancelled_owned())
-        .await;
+    let served = match tls {
+        Some(tls) => serve::serve_tls(listener, router(state), tls, &tasks).await,
+        None => {
+            axum::serve(listener, router(state))
+                .with_graceful_shutdown(tasks.cancel_token().clone().cancelled_owned())
+                .await
+        }
+    };
     tasks.shutdown(SHUTDOWN_GRACE).await;
     served.map_err(Error::Serve)
 }

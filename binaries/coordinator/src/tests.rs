@@ -103,11 +103,16 @@ async fn serve() -> (String, CancellationToken) {
     (addr, shutdown)
 }
 
+/// Plain-HTTP client settings with `token` (this crate's tests serve without TLS).
+fn plain(token: Option<&str>) -> adora_client::Auth {
+    adora_client::Auth::plaintext(token.map(|t| Token::new(t).expect("non-empty token")))
+}
+
 async fn client(addr: &str, token: Option<&str>) -> Result<Connection, ClientError> {
     within(Connection::connect(
         addr,
         "/api/v1/control",
-        token,
+        &plain(token),
         Hello::current(),
     ))
     .await
@@ -146,7 +151,7 @@ async fn protocol_version_mismatch_is_rejected_with_both_versions() {
     let result = within(Connection::connect(
         &addr,
         "/api/v1/daemon",
-        Some("test-token"),
+        &plain(Some("test-token")),
         hello,
     ))
     .await;
@@ -196,7 +201,7 @@ async fn daemon_connection(addr: &str) -> Connection {
     within(Connection::connect(
         addr,
         "/api/v1/daemon",
-        Some("test-token"),
+        &plain(Some("test-token")),
         Hello::current(),
     ))
     .await
@@ -346,7 +351,7 @@ async fn a_new_daemon_is_told_the_zenoh_endpoints_of_the_others() {
             let mut conn = within(Connection::connect(
                 &addr,
                 "/api/v1/daemon",
-                Some("test-token"),
+                &plain(Some("test-token")),
                 Hello::current(),
             ))
             .await

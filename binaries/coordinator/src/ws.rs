@@ -113,8 +113,13 @@ pub(crate) async fn serve_client(mut socket: WebSocket, state: AppState) {
     drop(events);
 }
 
-/// Serves one daemon connection.
-pub(crate) async fn serve_daemon(mut socket: WebSocket, state: AppState) {
+/// Serves one daemon connection; `certified` is the machine id of the daemon's certificate (a
+/// daemon authenticated by the admin token has none and registers as what it says).
+pub(crate) async fn serve_daemon(
+    mut socket: WebSocket,
+    state: AppState,
+    certified: Option<String>,
+) {
     if handshake(&mut socket).await.is_err() {
         return;
     }
@@ -132,7 +137,7 @@ pub(crate) async fn serve_daemon(mut socket: WebSocket, state: AppState) {
             return;
         }
     };
-    let registration = match decode::<Envelope<DaemonMessage>>(&mut socket, &first).await {
+    let mut registration = match decode::<Envelope<DaemonMessage>>(&mut socket, &first).await {
         Ok(Envelope {
             body: DaemonMessage::Register(r),
             ..
@@ -148,6 +153,19 @@ pub(crate) async fn serve_daemon(mut socket: WebSocket, state: AppState) {
         }
         Err(_) => return,
     };
+    if let Some(machine) = certified {
+        match &registration.machine_id {
+            Some(claimed) if *claimed != machine => {
+                let reason = format!(
+                    "this daemon's certificate was issued for machine `{machine}`, not `{claimed}`"
+                );
+                tracing::warn!("refused a daemon: {reason}");
+                close(&mut socket, close_code::POLICY, &reason).await;
+                return;
+            }
+            _ => registration.machine_id = Some(machine),
+        }
+    }
     let (tx, rx) = mpsc::unbounded_channel();
     let registered = Event::DaemonRegistered {
         conn,

@@ -51,7 +51,7 @@ async fn simulated_daemons_register_heartbeat_spawn_and_stop() {
 
     let fleet = within(SimulatedFleet::start(
         &addr,
-        Some("sim-token"),
+        &plain(),
         machine_ids("sim", 3),
     ))
     .await
@@ -60,7 +60,7 @@ async fn simulated_daemons_register_heartbeat_spawn_and_stop() {
     let mut client = within(Connection::connect(
         &addr,
         CONTROL_PATH,
-        Some("sim-token"),
+        &plain(),
         Hello::current(),
     ))
     .await
@@ -131,4 +131,11 @@ async fn simulated_daemons_register_heartbeat_spawn_and_stop() {
         .expect("no simulated daemon failed");
     shutdown.cancel();
     within(server).await.unwrap().unwrap();
+}
+
+/// Plain-HTTP settings with the test's token (the coordinator runs in-process without TLS).
+fn plain() -> adora_client::Auth {
+    adora_client::Auth::plaintext(Some(
+        adora_client::Token::new("sim-token").expect("non-empty"),
+    ))
 }

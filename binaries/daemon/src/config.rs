@@ -75,8 +75,9 @@ pub struct ServiceConfig {
     pub daemon: DaemonConfig,
     /// `host:port` of the coordinator.
     pub coordinator_addr: String,
-    /// The token sent as `Authorization: Bearer` (never taken from a command line).
-    pub token: Option<String>,
+    /// How to reach the coordinator: TLS trusting the cluster CA, with this daemon's
+    /// certificate (enrolled) or the admin token (`adora up`'s local daemon).
+    pub auth: adora_client::Auth,
     /// Machine id (`--machine-id`).
     pub machine_id: Option<String>,
     /// Labels (`--labels`).

@@ -52,12 +52,7 @@ pub(crate) async fn run_link(
     // Each delay drawn from `[d/2, d]`, `d` doubling from RECONNECT_MIN up to RECONNECT_MAX.
     let mut backoff = Backoff::exponential(RECONNECT_MIN, RECONNECT_MAX);
     loop {
-        let connect = Connection::connect(
-            &addr,
-            DAEMON_PATH,
-            config.token.as_deref(),
-            Hello::current(),
-        );
+        let connect = Connection::connect(&addr, DAEMON_PATH, &config.auth, Hello::current());
         let result = tokio::select! {
             _ = shutdown.cancelled() => return None,
             r = connect => r,

@@ -44,8 +44,8 @@ pub const BUILD_LOG_PREFIX: &str = "[build] ";
 pub(crate) struct Context {
     /// `host:port` of the coordinator (artifact store).
     pub coordinator_addr: String,
-    /// Its token.
-    pub token: Option<String>,
+    /// How to authenticate to it.
+    pub auth: adora_client::Auth,
     /// This daemon's name in errors (machine id or `default`).
     pub machine: String,
     /// Downloads go to `<artifact_dir>/<dataflow>/<node>/`.
@@ -329,7 +329,7 @@ async fn fetch(
     }
     let bytes = adora_client::artifacts::download(
         &ctx.coordinator_addr,
-        ctx.token.as_deref(),
+        &ctx.auth,
         build_id,
         node.id.as_str(),
         sha256,

@@ -84,7 +84,7 @@ pub async fn run(config: ServiceConfig, shutdown: CancellationToken) -> Result<(
         actor::service::Service::new(reports_tx, config.log_root.clone(), tasks.clone());
     let distribution = distribute::Context {
         coordinator_addr: config.coordinator_addr.clone(),
-        token: config.token.clone(),
+        auth: config.auth.clone(),
         machine: config
             .machine_id
             .clone()

@@ -1,16 +1,20 @@
 //! Client of the coordinator's artifact store (`distribute: http`): the CLI uploads a node's
 //! binary, a daemon downloads it and checks its SHA-256 against the digest in its spawn command.
-//! One HTTP/1.1 request per connection (hyper's client half), with the bearer token. An answer
+//! One HTTP/1.1 request per TLS connection (hyper's client half), authenticated by the client's
+//! certificate (daemons) or the bearer token (the CLI). An answer
 //! larger than [`MAX_ARTIFACT_BYTES`] is refused before it fills the memory.
 
 use std::time::Duration;
 
 pub use adora_message::distribute::MAX_ARTIFACT_BYTES;
 use adora_message::distribute::{artifact_path, sha256_hex, SHA256_HEADER};
-use http_body_util::{BodyExt, Full};
-use hyper::{body::Bytes, Request, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::StatusCode;
 use uuid::Uuid;
+
+use crate::{
+    http::Exchange,
+    tls::{Auth, TlsError},
+};
 
 /// Upper bound of one upload or download (binaries can be large; links can be slow).
 pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(300);
@@ -19,14 +23,9 @@ pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(300);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ArtifactError {
-    /// The coordinator could not be reached.
-    #[error("cannot reach the coordinator at {addr}: {source}")]
-    Connect {
-        /// `host:port`.
-        addr: String,
-        /// The error.
-        source: std::io::Error,
-    },
+    /// The coordinator could not be reached, or the TLS handshake failed.
+    #[error(transparent)]
+    Connect(#[from] TlsError),
     /// The HTTP exchange failed.
     #[error("HTTP exchange with the coordinator failed: {0}")]
     Http(#[from] hyper::Error),
@@ -77,14 +76,14 @@ pub fn verify(bytes: &[u8], expected: &str) -> Result<(), ArtifactError> {
 /// coordinator computed (checked against ours).
 pub async fn upload(
     addr: &str,
-    token: Option<&str>,
+    auth: &Auth,
     build_id: Uuid,
     node: &str,
     bytes: Vec<u8>,
 ) -> Result<String, ArtifactError> {
     let ours = sha256_hex(&bytes);
     let path = artifact_path(build_id, node);
-    let put = Exchange::new(addr, token, "PUT", &path, MAX_ARTIFACT_BYTES);
+    let put = Exchange::new(addr, auth, "PUT", &path, MAX_ARTIFACT_BYTES);
     let (headers, _) = put.run(bytes).await?;
     let theirs = headers
         .get(SHA256_HEADER)
@@ -103,119 +102,15 @@ pub async fn upload(
 /// refuses a binary larger than [`MAX_ARTIFACT_BYTES`] ([`ArtifactError::TooLarge`]).
 pub async fn download(
     addr: &str,
-    token: Option<&str>,
+    auth: &Auth,
     build_id: Uuid,
     node: &str,
     expected: &str,
 ) -> Result<Vec<u8>, ArtifactError> {
     let path = artifact_path(build_id, node);
-    let get = Exchange::new(addr, token, "GET", &path, MAX_ARTIFACT_BYTES);
+    let get = Exchange::new(addr, auth, "GET", &path, MAX_ARTIFACT_BYTES);
     let (_, bytes) = get.run(Vec::new()).await?;
     verify(&bytes, expected)?;
-    Ok(bytes)
-}
-
-/// One request on a fresh connection.
-struct Exchange<'a> {
-    addr: &'a str,
-    token: Option<&'a str>,
-    method: &'a str,
-    path: &'a str,
-    /// Largest answer body accepted.
-    limit: usize,
-}
-
-impl<'a> Exchange<'a> {
-    fn new(
-        addr: &'a str,
-        token: Option<&'a str>,
-        method: &'a str,
-        path: &'a str,
-        limit: usize,
-    ) -> Self {
-        Self {
-            addr,
-            token,
-            method,
-            path,
-            limit,
-        }
-    }
-
-    /// Sends `body` and reads the answer, under [`TRANSFER_TIMEOUT`]; error statuses are errors.
-    async fn run(&self, body: Vec<u8>) -> Result<(hyper::HeaderMap, Vec<u8>), ArtifactError> {
-        tokio::time::timeout(TRANSFER_TIMEOUT, self.run_untimed(body))
-            .await
-            .map_err(|_| ArtifactError::Timeout)?
-    }
-
-    async fn run_untimed(
-        &self,
-        body: Vec<u8>,
-    ) -> Result<(hyper::HeaderMap, Vec<u8>), ArtifactError> {
-        let stream = tokio::net::TcpStream::connect(self.addr)
-            .await
-            .map_err(|source| ArtifactError::Connect {
-                addr: self.addr.to_owned(),
-                source,
-            })?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        let mut request = Request::builder()
-            .method(self.method)
-            .uri(self.path)
-            .header(hyper::header::HOST, self.addr);
-        if let Some(token) = self.token {
-            request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
-        }
-        let request = request.body(Full::new(Bytes::from(body)))?;
-        let work = async {
-            let response = sender.send_request(request).await?;
-            let status = response.status();
-            let headers = response.headers().clone();
-            let bytes = read_limited(response.into_body(), self.limit).await?;
-            Ok::<_, ArtifactError>((status, headers, bytes))
-        };
-        // The connection is driven here, next to the request: no task outlives the exchange.
-        let mut work = std::pin::pin!(work);
-        let (status, headers, bytes) = tokio::select! {
-            biased;
-            done = &mut work => done?,
-            closed = conn => {
-                closed?;
-                work.await?
-            }
-        };
-        if !status.is_success() {
-            return Err(ArtifactError::Status {
-                status,
-                message: String::from_utf8_lossy(&bytes).trim().to_owned(),
-            });
-        }
-        Ok((headers, bytes))
-    }
-}
-
-/// Reads a whole body, failing with [`ArtifactError::TooLarge`] as soon as it exceeds `limit`
-/// bytes (whatever its `Content-Length` says).
-async fn read_limited(
-    mut body: hyper::body::Incoming,
-    limit: usize,
-) -> Result<Vec<u8>, ArtifactError> {
-    let too_large = ArtifactError::TooLarge { limit };
-    let announced = hyper::body::Body::size_hint(&body).lower();
-    if usize::try_from(announced).map_or(true, |n| n > limit) {
-        return Err(too_large);
-    }
-    let mut bytes = Vec::with_capacity(usize::try_from(announced).unwrap_or_default());
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame?.into_data() {
-            if bytes.len() + data.len() > limit {
-                return Err(too_large);
-            }
-            bytes.extend_from_slice(&data);
-        }
-    }
     Ok(bytes)
 }
 
@@ -287,7 +182,14 @@ mod tests {
         );
         let addr = serve_once(head, binary.clone()).await;
         let digest = sha256_hex(&binary);
-        let got = within(download(&addr, None, Uuid::nil(), "node", &digest)).await;
+        let got = within(download(
+            &addr,
+            &Auth::plaintext(None),
+            Uuid::nil(),
+            "node",
+            &digest,
+        ))
+        .await;
         assert_eq!(got.expect("served and intact"), binary);
     }
 
@@ -296,9 +198,15 @@ mod tests {
         let too_many = MAX_ARTIFACT_BYTES + 1;
         let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {too_many}\r\n\r\n");
         let addr = serve_once(head, vec![0u8; 64 * 1024]).await;
-        let err = within(download(&addr, None, Uuid::nil(), "node", &"0".repeat(64)))
-            .await
-            .expect_err("over the limit");
+        let err = within(download(
+            &addr,
+            &Auth::plaintext(None),
+            Uuid::nil(),
+            "node",
+            &"0".repeat(64),
+        ))
+        .await
+        .expect_err("over the limit");
         assert!(
             matches!(err, ArtifactError::TooLarge { limit } if limit == MAX_ARTIFACT_BYTES),
             "{err:?}"
@@ -320,7 +228,8 @@ mod tests {
         body.extend_from_slice(b"0\r\n\r\n");
         let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_owned();
         let addr = serve_once(head, body).await;
-        let get = Exchange::new(&addr, None, "GET", "/artifact", limit);
+        let plain = Auth::plaintext(None);
+        let get = Exchange::new(&addr, &plain, "GET", "/artifact", limit);
         let err = within(get.run(Vec::new()))
             .await
             .expect_err("over the limit");

@@ -1,5 +1,6 @@
-//! The client side of a control-plane WebSocket connection: connect with the bearer token, do the
-//! `Hello` / `Welcome` handshake, then send and receive typed envelopes. Used by the daemon's
+//! The client side of a control-plane WebSocket connection: connect over TLS (verifying the
+//! coordinator against the cluster CA, presenting a client certificate or the bearer token), do
+//! the `Hello` / `Welcome` handshake, then send and receive typed envelopes. Used by the daemon's
 //! coordinator link ([`crate::DAEMON_PATH`]), by every CLI client command
 //! ([`crate::CONTROL_PATH`]) and by the simulated daemons of the test fixtures.
 
@@ -8,10 +9,12 @@ use futures_util::{SinkExt, StreamExt};
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::net::TcpStream;
 use tokio_tungstenite::{
-    connect_async,
+    client_async,
     tungstenite::{self, client::IntoClientRequest, http, Message},
     MaybeTlsStream, WebSocketStream,
 };
+
+use crate::tls::{Auth, TlsError};
 
 /// An open, handshaken connection to the coordinator.
 pub struct Connection {
@@ -29,13 +32,19 @@ pub enum ClientError {
         addr: String,
         /// The error.
         #[source]
-        source: tungstenite::Error,
+        source: std::io::Error,
     },
-    /// The coordinator refused the token (HTTP 401).
-    #[error("authentication failed: the coordinator at {addr} refused the token (check --token-file or ADORA_TOKEN; `adora up` writes the token to its state directory)")]
+    /// The TLS handshake failed (untrusted or misnamed certificate, not a TLS server, refused
+    /// client certificate).
+    #[error(transparent)]
+    Tls(TlsError),
+    /// The coordinator refused the credentials (HTTP 401 or 403), with its explanation.
+    #[error("authentication failed: the coordinator at {addr} refused this client: {reason}")]
     AuthenticationFailed {
         /// `host:port`.
         addr: String,
+        /// What the coordinator said.
+        reason: String,
     },
     /// The coordinator rejected the handshake (e.g. protocol version mismatch).
     #[error("the coordinator at {addr} rejected the connection: {reason}")]
@@ -58,25 +67,27 @@ impl ClientError {
     pub fn is_permanent(&self) -> bool {
         matches!(
             self,
-            ClientError::AuthenticationFailed { .. } | ClientError::Rejected { .. }
+            ClientError::AuthenticationFailed { .. }
+                | ClientError::Rejected { .. }
+                | ClientError::Tls(TlsError::Handshake { .. } | TlsError::Address(_))
         )
     }
 }
 
 impl Connection {
-    /// Connects to `ws://{addr}{path}` with `token`, then sends `hello` (normally
+    /// Connects to `wss://{addr}{path}` with `auth`, then sends `hello` (normally
     /// [`Hello::current`]) and waits for the answer.
     pub async fn connect(
         addr: &str,
         path: &str,
-        token: Option<&str>,
+        auth: &Auth,
         hello: Hello,
     ) -> Result<Self, ClientError> {
-        let url = format!("ws://{addr}{path}");
+        let url = format!("{}://{addr}{path}", auth.ws_scheme());
         let mut request = url
             .into_client_request()
             .map_err(|e| ClientError::Protocol(format!("bad coordinator address `{addr}`: {e}")))?;
-        if let Some(token) = token {
+        if let Some(token) = auth.bearer() {
             let value = http::HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
                 ClientError::Protocol("the token contains invalid characters".into())
             })?;
@@ -84,20 +95,36 @@ impl Connection {
                 .headers_mut()
                 .insert(http::header::AUTHORIZATION, value);
         }
-        let (ws, _) = match connect_async(request).await {
-            Ok(ok) => ok,
+        let stream = match crate::tls::open(addr, auth).await {
+            Ok(stream) => stream,
+            Err(TlsError::Connect { addr, source }) => {
+                return Err(ClientError::Unreachable { addr, source })
+            }
+            Err(e) => return Err(ClientError::Tls(e)),
+        };
+        let ws = match client_async(request, stream).await {
+            Ok((ws, _)) => ws,
             Err(tungstenite::Error::Http(response))
-                if response.status() == http::StatusCode::UNAUTHORIZED =>
+                if matches!(
+                    response.status(),
+                    http::StatusCode::UNAUTHORIZED | http::StatusCode::FORBIDDEN
+                ) =>
             {
+                let reason = response
+                    .body()
+                    .as_deref()
+                    .map(|b| String::from_utf8_lossy(b).trim().to_owned())
+                    .filter(|r| !r.is_empty())
+                    .unwrap_or_else(|| response.status().to_string());
                 return Err(ClientError::AuthenticationFailed {
                     addr: addr.to_owned(),
-                })
+                    reason,
+                });
             }
-            Err(source) => {
-                return Err(ClientError::Unreachable {
-                    addr: addr.to_owned(),
-                    source,
-                })
+            Err(e) => {
+                return Err(ClientError::Protocol(format!(
+                    "WebSocket upgrade failed: {e}"
+                )))
             }
         };
         let mut conn = Connection { ws };
@@ -114,10 +141,7 @@ impl Connection {
     /// The local address of the connection: the address of the interface this machine uses to
     /// reach the coordinator (what a daemon advertises to its peers).
     pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
-        match self.ws.get_ref() {
-            MaybeTlsStream::Plain(tcp) => tcp.local_addr().ok(),
-            _ => None,
-        }
+        crate::tls::local_addr(self.ws.get_ref())
     }
 
     /// Sends one message as a JSON text frame.

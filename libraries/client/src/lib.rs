@@ -5,7 +5,9 @@
 //!   typed envelopes);
 //! - [`artifacts`]: the artifact-store HTTP client of `distribute: http` (upload, download with a
 //!   size limit and a checksum);
-//! - [`token`]: the shared secret, its file (mode 0600) and where a client finds it;
+//! - [`token`]: the admin token, its file (mode 0600) and where a client finds it;
+//! - [`tls`]: the coordinator's port speaks TLS only: a client's settings ([`Auth`]), where the
+//!   CLI finds the cluster CA, opening a verified stream;
 //! - [`backoff`]: the delays between reconnection and retry attempts;
 //! - the constants both ends of a connection must agree on.
 //!
@@ -17,10 +19,14 @@ use std::time::Duration;
 pub mod artifacts;
 pub mod backoff;
 pub mod connection;
+pub mod enroll;
+mod http;
+pub mod tls;
 pub mod token;
 
 pub use backoff::Backoff;
 pub use connection::{ClientError, Connection};
+pub use tls::{find_ca, Auth, CA_FILE_ENV};
 pub use token::{find_token, Token, TokenError, TOKEN_ENV};
 
 /// Default TCP port of the coordinator.

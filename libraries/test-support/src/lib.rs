@@ -17,6 +17,7 @@ use std::{
 
 pub mod fleet;
 pub mod hosts;
+pub mod https;
 pub mod services;
 pub mod simulator;
 pub mod systemd_hosts;

@@ -74,6 +74,15 @@ impl Coordinator {
         }
     }
 
+    /// Client settings for this coordinator: TLS trusting the CA it created in its state
+    /// directory, with its token.
+    pub fn auth(&self) -> adora_client::Auth {
+        let ca = std::fs::read_to_string(self.state.join("ca.pem")).expect("the coordinator's CA");
+        let token = adora_client::token::read_token_file(&self.state.join("token"))
+            .expect("the coordinator's token");
+        adora_client::Auth::with_ca(&ca, Some(token)).expect("a valid CA")
+    }
+
     /// The port.
     pub fn port(&self) -> String {
         self.addr.rsplit(':').next().expect("ip:port").to_owned()

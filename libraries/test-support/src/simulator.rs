@@ -84,7 +84,7 @@ impl SimulatedFleet {
     /// first daemon that cannot connect (the ones already connected are shut down).
     pub async fn start(
         addr: &str,
-        token: Option<&str>,
+        auth: &adora_client::Auth,
         machine_ids: impl IntoIterator<Item = String>,
     ) -> Result<SimulatedFleet, ClientError> {
         let mut fleet = SimulatedFleet {
@@ -93,7 +93,7 @@ impl SimulatedFleet {
             counters: Arc::default(),
         };
         for (i, machine_id) in machine_ids.into_iter().enumerate() {
-            let conn = Connection::connect(addr, DAEMON_PATH, token, Hello::current()).await?;
+            let conn = Connection::connect(addr, DAEMON_PATH, auth, Hello::current()).await?;
             let daemon = SimulatedDaemon {
                 machine_id,
                 dataflows: BTreeMap::new(),

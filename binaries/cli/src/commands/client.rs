@@ -3,13 +3,13 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use adora_client::{Backoff, ClientError, Connection, Token, CONTROL_PATH, DEFAULT_PORT};
+use adora_client::{Auth, Backoff, ClientError, Connection, Token, CONTROL_PATH, DEFAULT_PORT};
 use adora_message::{
     cli_to_coordinator::ControlRequest,
     coordinator_to_cli::ControlReply,
     envelope::{Envelope, Hello},
 };
-use anyhow::bail;
+use anyhow::{bail, Context};
 
 /// Default coordinator host.
 pub const DEFAULT_ADDR: &str = "127.0.0.1";
@@ -36,6 +36,10 @@ pub struct ClientArgs {
     /// File holding the token (mode 0600) [default: `ADORA_TOKEN`, else `<state dir>/token`].
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// The cluster CA to verify the coordinator against [default: `ADORA_CA_FILE`, else
+    /// `<state dir>/ca.pem`, which the coordinator creates].
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 impl ClientArgs {
@@ -46,6 +50,7 @@ impl ClientArgs {
             coordinator_addr: Some(addr.to_owned()),
             coordinator_port: Some(port),
             token_file: None,
+            ca_file: None,
         }
     }
 
@@ -82,6 +87,15 @@ impl ClientArgs {
             adora_client::find_token(self.token_file.as_deref(), &super::common::state_dir())?;
         Ok(token.map(Token::into_string))
     }
+
+    /// How to connect: TLS trusting the cluster CA (`--ca-file`, `ADORA_CA_FILE` or the state
+    /// directory), with the token.
+    pub fn auth(&self) -> anyhow::Result<Auth> {
+        let state = super::common::state_dir();
+        let token = adora_client::find_token(self.token_file.as_deref(), &state)?;
+        let (path, pem) = adora_client::find_ca(self.ca_file.as_deref(), &state)?;
+        Auth::with_ca(&pem, token).with_context(|| format!("the cluster CA {}", path.display()))
+    }
 }
 
 /// An open control connection.
@@ -98,10 +112,10 @@ impl Client {
     /// Connects and handshakes, with errors that say what to do.
     pub async fn connect(args: &ClientArgs) -> anyhow::Result<Self> {
         let addr = args.addr();
-        let token = args.token()?;
+        let auth = args.auth()?;
         let conn = tokio::time::timeout(
             CONNECT_TIMEOUT,
-            Connection::connect(&addr, CONTROL_PATH, token.as_deref(), Hello::current()),
+            Connection::connect(&addr, CONTROL_PATH, &auth, Hello::current()),
         )
         .await
         .map_err(|_| {

@@ -16,8 +16,10 @@ use super::{
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Examples:\n  adora coordinator\n  adora coordinator --addr 0.0.0.0 --port 6013\n\n\
-The token is read from ADORA_TOKEN, else from --token-file (default <state dir>/token), which is \
-created with mode 0600 when missing. The bound address is recorded in <state dir>/coordinator.addr \
+The port speaks TLS only (https://, wss://). On first start the coordinator creates the cluster CA \
+in <state dir>/ca.pem and ca.key (mode 0600); clients trust that ca.pem (copy it, or --ca-file), \
+daemons get it through their join code. The token is read from ADORA_TOKEN, else from --token-file \
+(default <state dir>/token), which is created with mode 0600 when missing. The bound address is recorded in <state dir>/coordinator.addr \
 for local clients.\n\n\
 State (dataflows, machines, answered requests) is kept in <state dir>/coordinator.redb by default, \
 so a restarted coordinator reclaims the dataflows that still run. `--store memory` forgets \
@@ -52,6 +54,15 @@ pub struct Args {
     /// Token file (created with mode 0600 if missing) [default: <state dir>/token].
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// Another name clients reach this coordinator by (a DNS name or an IP address), added to
+    /// its TLS certificate; repeatable. Always included: 127.0.0.1, ::1, localhost, the host
+    /// name, --addr, and every local interface address when --addr is 0.0.0.0.
+    #[arg(long = "tls-san", value_name = "NAME")]
+    tls_san: Vec<String>,
+    /// Serve `/metrics` without credentials (by default it needs the token or a daemon
+    /// certificate; Prometheus can send the token as a bearer token).
+    #[arg(long)]
+    metrics_public: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -76,8 +87,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let addr_file = state_dir().join(ADDR_FILE);
     write_atomic(&addr_file, &format!("{local}\n"))?;
     eprintln!("coordinator listening on {local}");
+    let (ca, tls) = super::coordinator_tls::setup(&state_dir(), &args.addr, &args.tls_san)?;
     let shutdown = shutdown_on_signal();
     let mut config = CoordinatorConfig::new(token);
+    config.ca = Some(ca);
+    config.tls = Some(tls);
+    config.metrics_public = args.metrics_public;
     config.reclaim_timeout = args.reclaim_timeout;
     config.recovery_backoff = args.recovery_backoff;
     config.finished_dataflows = adora_store::Retention {

@@ -10,8 +10,12 @@ use anyhow::Context;
 #[command(
     after_help = "Examples:\n  adora daemon --coordinator-addr 10.0.0.1 --coordinator-port 6013\n  \
 adora daemon --machine-id robot --labels arch=arm64,gpu=true --coordinator-addr 10.0.0.1 --coordinator-port 6013\n\n\
-The token comes from --token-file, else ADORA_TOKEN, else <state dir>/token. Losing the coordinator \
-never stops the nodes: the daemon reconnects forever (backoff up to 30 s)."
+A new machine joins with a one-time join code (--join-code-file, ADORA_JOIN_CODE or --join-code): \
+the daemon checks the coordinator's CA against the code, enrolls, and keeps its certificate in \
+<state dir>/identity/<machine id>/ (key 0600); later starts need no code. Without an identity it \
+uses the admin token (--token-file, ADORA_TOKEN, <state dir>/token) and the CA in --ca-file or the \
+state directory. Losing the coordinator never stops the nodes: the daemon reconnects forever \
+(backoff up to 30 s)."
 )]
 pub struct Args {
     /// Machine id; nodes with `_unstable_deploy.machine` go to the daemon with that id.
@@ -26,9 +30,21 @@ pub struct Args {
     /// Coordinator port.
     #[arg(long, default_value_t = adora_client::DEFAULT_PORT)]
     coordinator_port: u16,
-    /// Token file (mode 0600).
+    /// Token file (mode 0600): the admin token, for a daemon on the coordinator's own machine
+    /// (`adora up`). Fleet daemons enroll with a join code instead.
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// Enroll with this join code (`adora cluster join-code create`) when this machine has no
+    /// identity yet. Visible in `ps`: prefer --join-code-file or ADORA_JOIN_CODE.
+    #[arg(long, value_name = "CODE")]
+    join_code: Option<String>,
+    /// File holding the join code (read once, at enrollment).
+    #[arg(long, value_name = "FILE")]
+    join_code_file: Option<PathBuf>,
+    /// The cluster CA to verify the coordinator against when this daemon uses the token
+    /// [default: ADORA_CA_FILE, else <state dir>/ca.pem].
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
     /// Zenoh endpoint for data from daemons on other machines. Port 0 lets Zenoh bind a free
     /// port (the daemon reports the one bound); 0.0.0.0 stands for the address this machine
     /// uses to reach the coordinator, where the daemon then listens.
@@ -56,18 +72,30 @@ fn parse_labels(s: &str) -> Result<Labels, String> {
     Ok(Labels(labels))
 }
 
-pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let token = adora_client::find_token(args.token_file.as_deref(), &super::common::state_dir())?
-        .map(adora_client::Token::into_string);
-    if token.is_none() {
-        tracing::warn!("no token found (--token-file, ADORA_TOKEN, <state dir>/token): the coordinator will refuse this daemon");
+pub async fn run(mut args: Args) -> anyhow::Result<ExitCode> {
+    let coordinator_addr = format!("{}:{}", args.coordinator_addr, args.coordinator_port);
+    let trust = super::daemon_identity::Trust {
+        coordinator_addr: &coordinator_addr,
+        machine_id: args.machine_id.as_deref(),
+        labels: &args.labels.0,
+        join_code: args.join_code.take(),
+        join_code_file: args.join_code_file.as_deref(),
+        token_file: args.token_file.as_deref(),
+        ca_file: args.ca_file.as_deref(),
+    };
+    let trusted = super::daemon_identity::establish(trust).await?;
+    if let Some(machine) = trusted.machine_id.clone() {
+        args.machine_id = Some(machine);
+    }
+    if let Some(labels) = trusted.labels.clone() {
+        args.labels.0 = labels;
     }
     let name = args.machine_id.clone().unwrap_or_else(|| "default".into());
     let run_dir = std::env::temp_dir().join(format!("adora-daemon-{}", std::process::id()));
     let config = ServiceConfig {
         daemon: DaemonConfig::new(run_dir.clone()),
-        coordinator_addr: format!("{}:{}", args.coordinator_addr, args.coordinator_port),
-        token,
+        coordinator_addr,
+        auth: trusted.auth,
         machine_id: args.machine_id,
         labels: args.labels.0,
         log_root: super::common::state_dir().join("logs").join(&name),

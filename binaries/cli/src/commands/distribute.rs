@@ -192,16 +192,11 @@ async fn upload(
     client: &ClientArgs,
 ) -> anyhow::Result<NodeArtifact> {
     let addr = client.addr();
-    let token = client.token()?;
-    let sha256 = adora_client::artifacts::upload(
-        &addr,
-        token.as_deref(),
-        build_id,
-        node.id.as_str(),
-        bytes.to_vec(),
-    )
-    .await
-    .with_context(|| format!("cannot upload the binary to the coordinator at {addr}"))?;
+    let auth = client.auth()?;
+    let sha256 =
+        adora_client::artifacts::upload(&addr, &auth, build_id, node.id.as_str(), bytes.to_vec())
+            .await
+            .with_context(|| format!("cannot upload the binary to the coordinator at {addr}"))?;
     eprintln!(
         "uploaded `{}` ({} bytes, sha256 {}) to the coordinator",
         node.id,

@@ -334,8 +334,6 @@ fn fleet_run(
 ) -> anyhow::Result<FleetRun> {
     let state = crate::distributed::tempdir()?;
     let coordinator = Coordinator::start_with(adora, state.path(), "127.0.0.1");
-    let token = std::fs::read_to_string(state.path().join("token"))
-        .context("the coordinator wrote no token")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -344,7 +342,7 @@ fn fleet_run(
     let fleet = runtime
         .block_on(SimulatedFleet::start(
             &coordinator.addr,
-            Some(token.trim()),
+            &coordinator.auth(),
             ids.clone(),
         ))
         .context("simulated daemons cannot connect")?;
