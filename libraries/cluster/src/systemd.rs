@@ -13,7 +13,7 @@ pub fn unit_name(machine_id: &str) -> String {
 /// Where units are installed.
 pub const UNIT_DIR: &str = "/etc/systemd/system";
 
-/// Directory of the root-only environment files holding the cluster token.
+/// Directory of the root-only environment files holding a machine's join code.
 pub const ENV_DIR: &str = "/etc/adora";
 
 /// Path of the environment file of machine `id` (mode 0600, owned by root).
@@ -21,10 +21,11 @@ pub fn env_file(machine_id: &str) -> String {
     format!("{ENV_DIR}/adora-daemon-{machine_id}.env")
 }
 
-/// Contents of the environment file: the token, read by systemd (as root) before starting the
-/// daemon, so it never appears on a command line.
-pub fn env_file_contents(token: &str) -> String {
-    format!("ADORA_TOKEN={token}\n")
+/// Contents of the environment file: the machine's one-time join code, read by systemd (as
+/// root) before starting the daemon, so it never appears on a command line. The daemon enrolls
+/// with it once; later starts use the identity it keeps and ignore the (then used) code.
+pub fn env_file_contents(join_code: &str) -> String {
+    format!("ADORA_JOIN_CODE={join_code}\n")
 }
 
 /// Where the unit and the environment file go; [`SYSTEM_PATHS`] on a real machine, a temporary
@@ -275,7 +276,7 @@ mod tests {
             ]
         );
         assert_eq!(unit_name("robot"), "adora-daemon-robot.service");
-        assert_eq!(env_file_contents("ab12"), "ADORA_TOKEN=ab12\n");
+        assert_eq!(env_file_contents("ab12"), "ADORA_JOIN_CODE=ab12\n");
     }
 
     /// Runs `script` with `sh`, a fake `systemctl` (logging its arguments) first on `PATH`.

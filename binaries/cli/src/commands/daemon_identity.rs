@@ -56,7 +56,9 @@ fn join_code(trust: &Trust<'_>) -> anyhow::Result<Option<JoinCode>> {
             .ok()
             .filter(|c| !c.trim().is_empty()),
     };
-    text.map(|t| t.trim().parse::<JoinCode>())
+    // An empty code file (`cluster up` on an enrolled machine) is no code.
+    text.filter(|t| !t.trim().is_empty())
+        .map(|t| t.trim().parse::<JoinCode>())
         .transpose()
         .map_err(Into::into)
 }

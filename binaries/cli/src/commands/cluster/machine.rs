@@ -66,7 +66,9 @@ stop_daemon() {
   rm -f "$D/daemon.pid"
 }"#;
 
-/// Places the token read from stdin and starts the daemon detached; prints the daemon's pid.
+/// Places the join code read from stdin (mode 0600; empty when the daemon is enrolled already)
+/// and starts the daemon detached; prints the daemon's pid. An admin token an older version left
+/// there is removed: machines hold no cluster secret beyond their own identity.
 pub(crate) fn start_script(cluster: &ClusterConfig, machine: &Machine) -> String {
     let daemon = quote::line(&daemon_args(cluster, machine));
     format!(
@@ -75,12 +77,13 @@ pub(crate) fn start_script(cluster: &ClusterConfig, machine: &Machine) -> String
 {STOP_DAEMON_FUNCTIONS}
 umask 077
 mkdir -p "$D"
-cat > "$D/token.tmp"
-chmod 600 "$D/token.tmp"
-mv -f "$D/token.tmp" "$D/token"
+cat > "$D/join-code.tmp"
+chmod 600 "$D/join-code.tmp"
+mv -f "$D/join-code.tmp" "$D/join-code"
+rm -f "$D/token"
 stop_daemon >/dev/null
 ADORA_STATE_DIR="$D"; export ADORA_STATE_DIR
-nohup setsid sh -c 'echo $$ > "$0"; exec "$@"' "$D/daemon.pid" adora {daemon} >> "$D/daemon.log" 2>&1 < /dev/null &
+nohup setsid sh -c 'echo $$ > "$0"; exec "$@"' "$D/daemon.pid" adora {daemon} --join-code-file "$D/join-code" >> "$D/daemon.log" 2>&1 < /dev/null &
 i=0; while [ ! -s "$D/daemon.pid" ] && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i+1)); done
 sleep 0.3
 pid=$(cat "$D/daemon.pid" 2>/dev/null || true)
@@ -293,11 +296,12 @@ mod tests {
         assert!(!version_script(&c.machines[0]).contains("export PATH"));
     }
 
-    /// Runs the start script against a fake `adora` in a temp dir: token placed 0600 from stdin,
+    /// Runs the start script against a fake `adora` in a temp dir: join code placed 0600 from
+    /// stdin, an old admin token removed,
     /// daemon detached with the state dir in its environment, pid file written; then the stop
     /// script stops it and removes the pid file.
     #[test]
-    fn start_script_places_the_token_and_starts_the_daemon_stop_script_stops_it() {
+    fn start_script_places_the_join_code_and_starts_the_daemon_stop_script_stops_it() {
         use std::{io::Write, os::unix::fs::PermissionsExt, process::Stdio};
         let dir = tempfile::tempdir().expect("temp dir");
         let bin = dir.path().join("bin");
@@ -311,6 +315,8 @@ mod tests {
         .expect("fake adora");
         std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).expect("state dir");
+        std::fs::write(state.join("token"), "old-admin-token").expect("old token");
         let c = cluster(&format!(
             ", install_dir: {}, state_dir: {}",
             bin.display(),
@@ -325,7 +331,7 @@ mod tests {
             .spawn()
             .expect("sh runs");
         let mut stdin = child.stdin.take().expect("piped");
-        stdin.write_all(b"secret-token").expect("write token");
+        stdin.write_all(b"ADORA1.code").expect("write join code");
         drop(stdin);
         let out = child.wait_with_output().expect("script ends");
         assert!(out.status.success(), "{out:?}");
@@ -333,12 +339,13 @@ mod tests {
             .trim()
             .parse()
             .expect("pid printed");
-        let token = state.join("token");
+        assert!(!state.join("token").exists(), "no admin token stays on a machine");
+        let code = state.join("join-code");
         assert_eq!(
-            std::fs::read_to_string(&token).expect("token"),
-            "secret-token"
+            std::fs::read_to_string(&code).expect("join code"),
+            "ADORA1.code"
         );
-        let mode = std::fs::metadata(&token)
+        let mode = std::fs::metadata(&code)
             .expect("meta")
             .permissions()
             .mode()
@@ -349,6 +356,10 @@ mod tests {
         let log = std::fs::read_to_string(state.join("daemon.log")).expect("log");
         assert!(log.contains(&format!("state={}", state.display())), "{log}");
         assert!(log.contains("args=daemon --machine-id robot"), "{log}");
+        assert!(
+            log.contains(&format!("--join-code-file {}", code.display())),
+            "{log}"
+        );
 
         let stop = |script: &str| {
             let out = std::process::Command::new("sh")
