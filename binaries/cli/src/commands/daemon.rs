@@ -34,6 +34,13 @@ pub struct Args {
     /// uses to reach the coordinator, where the daemon then listens.
     #[arg(long, default_value = "tcp/0.0.0.0:0")]
     zenoh_listen: String,
+    /// Zenoh between daemons over plain TCP instead of mutual TLS (benchmark comparisons only).
+    #[arg(long, hide = true, conflicts_with = "zenoh_tls_dir")]
+    insecure_zenoh: bool,
+    /// A daemon identity directory (`ca.pem`, `daemon.pem`, `daemon.key`) whose certificate
+    /// Zenoh's mutual TLS uses. Stand-in until the enrolled identity is used by default.
+    #[arg(long, hide = true, value_name = "DIR")]
+    zenoh_tls_dir: Option<PathBuf>,
     /// Only log warnings and errors.
     #[arg(long)]
     pub quiet: bool,
@@ -54,6 +61,26 @@ fn parse_labels(s: &str) -> Result<Labels, String> {
         labels.insert(k.trim().to_owned(), v.trim().to_owned());
     }
     Ok(Labels(labels))
+}
+
+/// Zenoh's TLS files: those of the identity in `dir`, checked to load; none with
+/// `--insecure-zenoh` or without an identity.
+fn zenoh_tls(
+    insecure: bool,
+    dir: Option<&std::path::Path>,
+) -> anyhow::Result<Option<adora_daemon::ZenohTls>> {
+    let Some(dir) = dir.filter(|_| !insecure) else {
+        return Ok(None);
+    };
+    adora_pki::Identity::load(dir)
+        .with_context(|| format!("--zenoh-tls-dir {}", dir.display()))?
+        .with_context(|| {
+            format!(
+                "--zenoh-tls-dir {}: no daemon identity there",
+                dir.display()
+            )
+        })?;
+    Ok(Some(adora_daemon::ZenohTls::from_identity_dir(dir)))
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -77,6 +104,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .map_err(|e| anyhow::anyhow!("--zenoh-listen: {e}"))?;
             args.zenoh_listen.clone()
         },
+        zenoh_tls: zenoh_tls(args.insecure_zenoh, args.zenoh_tls_dir.as_deref())?,
     };
     eprintln!(
         "daemon `{name}` connecting to the coordinator at {}",
