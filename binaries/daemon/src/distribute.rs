@@ -214,11 +214,6 @@ fn build_dir(node: &NodeSpec, dataflow_dir: &Path) -> PathBuf {
 /// environment and the node's descriptor `env`, never the daemon's secrets.
 async fn run_build(spec: &NodeSpec, cmd: &str, dir: &Path, logs: &BuildLogs) -> Result<(), String> {
     let node = &spec.id;
-    let env = spec
-        .env
-        .iter()
-        .map(|(k, v)| (k.clone(), v.to_string()))
-        .collect();
     tokio::fs::create_dir_all(dir)
         .await
         .map_err(|e| format!("cannot create the build directory {}: {e}", dir.display()))?;
@@ -232,7 +227,7 @@ async fn run_build(spec: &NodeSpec, cmd: &str, dir: &Path, logs: &BuildLogs) -> 
         .arg(cmd)
         .current_dir(dir)
         .env_clear()
-        .envs(crate::node_env::build(crate::node_env::inherited(), &env))
+        .envs(crate::node_env::of_build(spec))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -76,6 +76,17 @@ pub fn build(
     env
 }
 
+/// The whole environment of `node`'s `build` command: the inherited part of this process's
+/// environment, then the node's descriptor `env` (a build runs user code too).
+pub fn of_build(node: &adora_core::NodeSpec) -> BTreeMap<OsString, OsString> {
+    let set = node
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_string()))
+        .collect();
+    build(inherited(), &set)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,18 +31,10 @@ fn build_env(
     descriptor: &Descriptor,
     node: &NodeId,
 ) -> std::collections::BTreeMap<std::ffi::OsString, std::ffi::OsString> {
-    let set = descriptor
-        .nodes
-        .iter()
-        .find(|n| &n.id == node)
-        .map(|n| {
-            n.env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.to_string()))
-                .collect()
-        })
-        .unwrap_or_default();
-    adora_daemon::node_env::build(adora_daemon::node_env::inherited(), &set)
+    match descriptor.nodes.iter().find(|n| &n.id == node) {
+        Some(spec) => adora_daemon::node_env::of_build(spec),
+        None => adora_daemon::node_env::inherited(),
+    }
 }
 
 /// Runs every build command with `sh -c` in `dir`. Everything (our progress lines and the
