@@ -130,4 +130,28 @@ mod tests {
         assert!(parse_labels("gpu").is_err());
         assert!(parse_labels("=x").is_err());
     }
+
+    #[test]
+    fn zenoh_tls_comes_from_an_identity_dir_unless_insecure() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(zenoh_tls(false, None).expect("no dir").is_none());
+        let err = zenoh_tls(false, Some(dir.path())).expect_err("no identity there");
+        assert!(err.to_string().contains("no daemon identity"), "{err}");
+        let ca = adora_pki::ClusterCa::generate().expect("ca");
+        let (key_pem, spki) = adora_pki::new_key().expect("key");
+        let identity = adora_pki::Identity {
+            machine_id: "robot".into(),
+            ca_pem: ca.cert_pem().to_owned(),
+            cert_pem: ca.issue_daemon("robot", &spki).expect("issued").cert_pem,
+            key_pem,
+        };
+        identity.save(dir.path()).expect("saved");
+        let tls = zenoh_tls(false, Some(dir.path()))
+            .expect("loads")
+            .expect("tls");
+        assert_eq!(tls.key, dir.path().join("daemon.key"));
+        assert!(zenoh_tls(true, Some(dir.path()))
+            .expect("insecure")
+            .is_none());
+    }
 }
