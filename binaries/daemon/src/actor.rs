@@ -53,6 +53,8 @@ pub(crate) struct Daemon {
     /// The address this machine uses to reach the coordinator: an unspecified listen IP becomes
     /// this one, so the session listens where the daemon tells its peers to connect.
     pub(crate) link_ip: Option<std::net::IpAddr>,
+    /// Zenoh over mutual TLS with these files; `None`: plain TCP.
+    pub(crate) zenoh_tls: Option<crate::config::ZenohTls>,
 }
 
 /// The daemon's Zenoh session, opened on the first `Peers` command.
@@ -91,6 +93,7 @@ impl Daemon {
             remote: RemoteState::Disabled,
             remote_reports: None,
             link_ip: None,
+            zenoh_tls: None,
         })
     }
 

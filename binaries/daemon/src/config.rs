@@ -89,4 +89,28 @@ pub struct ServiceConfig {
     pub zenoh_listen: String,
     /// Binaries downloaded for `distribute: http` go to `<artifact_dir>/<dataflow>/<node>/`.
     pub artifact_dir: PathBuf,
+    /// Zenoh over mutual TLS with the daemon's cluster certificate: the session listens on
+    /// `tls/<ip>:<port>` and accepts only peers with a certificate of the cluster CA. `None`:
+    /// plain TCP (`--insecure-zenoh`, or a daemon without an identity).
+    pub zenoh_tls: Option<ZenohTls>,
+}
+
+/// The files Zenoh's TLS transport is configured with: those of a daemon identity
+/// (`adora_pki::Identity::files`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZenohTls {
+    /// The cluster CA (PEM): the only issuer peers' certificates are accepted from.
+    pub ca: PathBuf,
+    /// The daemon's certificate (PEM), presented both when listening and when connecting.
+    pub cert: PathBuf,
+    /// The daemon's private key (PEM, mode 0600).
+    pub key: PathBuf,
+}
+
+impl ZenohTls {
+    /// The files of the identity saved in `dir` (see `adora_pki::Identity::save`).
+    pub fn from_identity_dir(dir: &std::path::Path) -> Self {
+        let (ca, cert, key) = adora_pki::Identity::files(dir);
+        Self { ca, cert, key }
+    }
 }

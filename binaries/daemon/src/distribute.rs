@@ -114,7 +114,7 @@ pub(crate) async fn prepare(
                         continue; // identical build already ran for another node
                     }
                     built.push((cmd.clone(), dir.clone()));
-                    run_build(&node.id, &cmd, &dir, logs).await.map(|()| None)
+                    run_build(node, &cmd, &dir, logs).await.map(|()| None)
                 } else {
                     Ok(None)
                 }
@@ -166,7 +166,7 @@ pub(crate) async fn build(
             continue;
         }
         built.push((cmd.clone(), dir.clone()));
-        if let Err(e) = run_build(&node.id, &cmd, &dir, logs).await {
+        if let Err(e) = run_build(node, &cmd, &dir, logs).await {
             problems.push(format!(
                 "node `{}` on machine `{}` (distribute: local): {e}",
                 node.id, ctx.machine
@@ -210,7 +210,10 @@ fn build_dir(node: &NodeSpec, dataflow_dir: &Path) -> PathBuf {
 }
 
 /// Runs `sh -c <cmd>` in `dir` (created if missing), streaming its output as build log lines.
-async fn run_build(node: &NodeId, cmd: &str, dir: &Path, logs: &BuildLogs) -> Result<(), String> {
+/// A build runs user code: like the node, it gets the allow-listed part of the daemon's
+/// environment and the node's descriptor `env`, never the daemon's secrets.
+async fn run_build(spec: &NodeSpec, cmd: &str, dir: &Path, logs: &BuildLogs) -> Result<(), String> {
+    let node = &spec.id;
     tokio::fs::create_dir_all(dir)
         .await
         .map_err(|e| format!("cannot create the build directory {}: {e}", dir.display()))?;
@@ -223,6 +226,8 @@ async fn run_build(node: &NodeId, cmd: &str, dir: &Path, logs: &BuildLogs) -> Re
         .arg("-c")
         .arg(cmd)
         .current_dir(dir)
+        .env_clear()
+        .envs(crate::node_env::of_build(spec))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

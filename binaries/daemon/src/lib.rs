@@ -16,6 +16,7 @@ mod error;
 mod event;
 mod fd_limit;
 mod node_conn;
+pub mod node_env;
 mod process_stats;
 mod queue;
 mod remote;
@@ -33,8 +34,8 @@ use tokio_util::sync::CancellationToken;
 /// How long the daemon waits for its tasks on shutdown before naming the stragglers.
 pub use adora_tasks::SHUTDOWN_GRACE as TASK_SHUTDOWN_GRACE;
 pub use config::{
-    DaemonConfig, DataflowSpec, ServiceConfig, DEFAULT_KILL_GRACE, DEFAULT_NODE_CONNECT_TIMEOUT,
-    DEFAULT_STOP_GRACE,
+    DaemonConfig, DataflowSpec, ServiceConfig, ZenohTls, DEFAULT_KILL_GRACE,
+    DEFAULT_NODE_CONNECT_TIMEOUT, DEFAULT_STOP_GRACE,
 };
 pub use error::DaemonError;
 pub use fd_limit::raise_fd_limit;
@@ -56,7 +57,7 @@ pub async fn run_dataflow(
     daemon.run_single(spec, logs, shutdown).await
 }
 
-/// Checks a Zenoh listen endpoint (`tcp/<ip>:<port>`; port 0 lets Zenoh pick a free port when
+/// Checks a Zenoh listen endpoint (`tcp/<ip>:<port>`, or `tls/` with the same meaning; port 0 lets Zenoh pick a free port when
 /// the session opens, and the daemon reports the one it bound).
 pub fn validate_zenoh_listen(listen: &str) -> Result<(), String> {
     remote::parse_listen(listen)
@@ -79,7 +80,11 @@ pub async fn run(config: ServiceConfig, shutdown: CancellationToken) -> Result<(
     let tasks = daemon.tasks().clone();
     let (commands_tx, commands_rx) = mpsc::channel(LINK_CHANNEL_CAPACITY);
     let (reports_tx, reports_rx) = mpsc::unbounded_channel();
-    daemon.enable_remote(config.zenoh_listen.clone(), reports_tx.clone());
+    daemon.enable_remote(
+        config.zenoh_listen.clone(),
+        config.zenoh_tls.clone(),
+        reports_tx.clone(),
+    );
     let mut service =
         actor::service::Service::new(reports_tx, config.log_root.clone(), tasks.clone());
     let distribution = distribute::Context {

@@ -8,6 +8,9 @@
 //!
 //! Samples are reliable with blocking congestion control, so messages between two connected daemons
 //! arrive complete and in order. Messages published while no link to a subscriber exists are lost.
+//!
+//! With the daemon's cluster identity the links are TLS with client certificates on both sides
+//! (see [`session_config`]); `--insecure-zenoh` keeps plain TCP (benchmark comparisons only).
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -26,6 +29,8 @@ use zenoh::{
 
 use adora_tasks::Tasks;
 
+use crate::config::ZenohTls;
+
 /// Queue of outgoing messages per published output; when the link stalls and it fills up, new
 /// messages are dropped (and counted) instead of blocking the daemon.
 pub const PUBLISH_QUEUE: usize = 256;
@@ -39,7 +44,7 @@ const MATCH_POLL: Duration = Duration::from_millis(20);
 /// Errors of the cross-machine data plane.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
-    /// The listen endpoint is not `tcp/<ip>:<port>`.
+    /// The listen endpoint is not `tcp/<ip>:<port>` (or `tls/<ip>:<port>`).
     #[error(
         "invalid Zenoh listen endpoint `{0}`: expected tcp/<ip>:<port>, e.g. tcp/0.0.0.0:7447"
     )]
@@ -54,28 +59,31 @@ fn zenoh_err(e: impl std::fmt::Display) -> RemoteError {
 }
 
 /// Parses a listen endpoint `tcp/<ip>:<port>` (port 0: Zenoh picks a free one when the session
-/// opens).
+/// opens). `tls/<ip>:<port>` names the same address: the transport follows the daemon's Zenoh
+/// setting ([`ZenohTls`]), not the scheme written.
 pub fn parse_listen(listen: &str) -> Result<SocketAddr, RemoteError> {
     listen
         .strip_prefix("tcp/")
+        .or_else(|| listen.strip_prefix("tls/"))
         .and_then(|a| a.parse().ok())
         .ok_or_else(|| RemoteError::Endpoint(listen.to_owned()))
 }
 
-/// The endpoint the session listens on: `listen`, with an unspecified IP (`0.0.0.0`) replaced by
-/// `link_ip`, the address this machine uses to reach the coordinator. Listening there, rather
-/// than on every interface, is what the daemon advertises to its peers.
+/// The endpoint the session listens on: the address of `listen`, with an unspecified IP
+/// (`0.0.0.0`) replaced by `link_ip`, the address this machine uses to reach the coordinator;
+/// `tls/` with a cluster identity, else `tcp/`. Listening there, rather than on every interface,
+/// is what the daemon advertises to its peers.
 pub(crate) fn listen_endpoint(
     listen: &str,
     link_ip: Option<IpAddr>,
+    tls: Option<&ZenohTls>,
 ) -> Result<String, RemoteError> {
     let addr = parse_listen(listen)?;
-    Ok(match link_ip {
-        Some(ip) if addr.ip().is_unspecified() => {
-            format!("tcp/{}", SocketAddr::new(ip, addr.port()))
-        }
-        _ => format!("tcp/{addr}"),
-    })
+    let addr = match link_ip {
+        Some(ip) if addr.ip().is_unspecified() => SocketAddr::new(ip, addr.port()),
+        _ => addr,
+    };
+    Ok(format!("{}/{addr}", session_config::scheme(tls)))
 }
 
 impl std::fmt::Debug for RemoteDataPlane {
@@ -160,22 +168,19 @@ pub(crate) struct RemoteDataPlane {
 }
 
 impl RemoteDataPlane {
-    /// Opens the session listening on `listen` (`tcp/ip:port`; port 0 lets Zenoh bind a free
-    /// port, read back with [`Self::locators`]) and connecting to `peers`.
-    pub async fn open(listen: &str, peers: &[String], tasks: Tasks) -> Result<Self, RemoteError> {
-        let mut config = zenoh::Config::default();
-        let json = |v: &[String]| serde_json::to_string(v).expect("a list of strings serializes");
-        for (key, value) in [
-            ("mode", "\"peer\"".to_owned()),
-            ("listen/endpoints", json(&[listen.to_owned()])),
-            ("connect/endpoints", json(peers)),
-            ("scouting/multicast/enabled", "false".to_owned()),
-            // Keep retrying peers forever: a cut link must come back by itself.
-            ("connect/exit_on_failure", "false".to_owned()),
-            ("connect/timeout_ms", "-1".to_owned()),
-        ] {
-            config.insert_json5(key, &value).map_err(zenoh_err)?;
-        }
+    /// Opens the session listening on `listen` (`tcp/ip:port` or, with `tls`, `tls/ip:port`;
+    /// port 0 lets Zenoh bind a free port, read back with [`Self::locators`]) and connecting to
+    /// those of `peers` that speak the same transport.
+    pub async fn open(
+        listen: &str,
+        peers: &[String],
+        tls: Option<&ZenohTls>,
+        tasks: Tasks,
+    ) -> Result<Self, RemoteError> {
+        // The transport follows `tls`, whatever scheme `listen` was written with.
+        let listen = listen_endpoint(listen, None, tls)?;
+        let peers = session_config::usable_peers(peers, tls);
+        let config = session_config::session_config(&listen, &peers, tls)?;
         let session = zenoh::open(config).await.map_err(zenoh_err)?;
         let locators = session
             .info()
@@ -321,6 +326,9 @@ impl Drop for SubscriptionGuard {
 }
 
 pub(crate) mod links;
+mod session_config;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;

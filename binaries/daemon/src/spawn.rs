@@ -18,6 +18,8 @@ use uuid::Uuid;
 
 use adora_tasks::Tasks;
 
+use crate::node_env;
+
 /// Number of stderr lines kept per node to explain a failure.
 pub const STDERR_TAIL_LINES: usize = 10;
 
@@ -117,6 +119,9 @@ pub(crate) struct SpawnedNode {
 /// with `posix_spawn` (vfork): the daemon's page tables are not copied, which made spawning cost
 /// O(daemon memory) per node. The node API sets the node's parent-death signal itself
 /// (`NodeConfig::daemon_pid`), so a SIGKILLed daemon still takes its nodes with it.
+///
+/// The environment is built, not inherited: the allow-listed part of the daemon's
+/// ([`crate::node_env`]), then `env` (the descriptor's, `--env`, the runtime's variables).
 pub(crate) fn spawn_node(
     node: &NodeId,
     command: &NodeCommand,
@@ -133,7 +138,8 @@ pub(crate) fn spawn_node(
     let mut cmd = Command::new(&command.program);
     cmd.args(&command.args)
         .current_dir(&command.working_dir)
-        .envs(env)
+        .env_clear()
+        .envs(node_env::build(node_env::inherited(), env))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -122,9 +122,13 @@ impl MarkedCli {
         pid
     }
 
-    /// Live processes carrying this CLI's marker.
+    /// Live processes carrying this CLI's marker (coordinator, daemons), and the nodes those
+    /// daemons started (nodes do not inherit the marker: a daemon gives them an allow-listed
+    /// environment).
     pub fn leftovers(&self) -> Vec<u32> {
-        pids_with_env(self.marker, &self.marker())
+        let mut pids = pids_with_env(self.marker, &self.marker());
+        pids.extend(nodes_of(&pids));
+        pids
     }
 }
 
@@ -270,10 +274,28 @@ pub fn process_alive(pid: u32) -> bool {
     }
 }
 
-/// Pids of live processes whose environment contains `KEY=VALUE` (finds a test's nodes, which
-/// inherit a marker variable, wherever they were reparented).
+/// Pids of live processes whose environment contains `KEY=VALUE` (finds the processes a test
+/// started with a marker variable, wherever they were reparented; a node carries a marker only
+/// when its dataflow sets it: `env` or `--env`).
 pub fn pids_with_env(key: &str, value: &str) -> Vec<u32> {
     let needle = format!("{key}={value}");
+    environs(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+}
+
+/// Pids of live nodes started by one of `daemons` (their `ADORA_NODE_CONFIG` names the daemon's
+/// pid).
+pub fn nodes_of(daemons: &[u32]) -> Vec<u32> {
+    let prefix = format!("{}=", adora_core::NODE_CONFIG_ENV);
+    environs(|env| {
+        env.split(|b| *b == 0)
+            .filter_map(|kv| kv.strip_prefix(prefix.as_bytes()))
+            .filter_map(|json| serde_json::from_slice::<adora_message::NodeConfig>(json).ok())
+            .any(|config| config.daemon_pid.is_some_and(|pid| daemons.contains(&pid)))
+    })
+}
+
+/// Pids of live processes whose environment (`/proc/<pid>/environ`) matches.
+fn environs(matches: impl Fn(&[u8]) -> bool) -> Vec<u32> {
     let mut pids = Vec::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return pids;
@@ -289,7 +311,7 @@ pub fn pids_with_env(key: &str, value: &str) -> Vec<u32> {
         let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
             continue;
         };
-        if env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) && process_alive(pid) {
+        if matches(&env) && process_alive(pid) {
             pids.push(pid);
         }
     }

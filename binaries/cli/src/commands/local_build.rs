@@ -26,9 +26,22 @@ pub fn build_plan(descriptor: &Descriptor) -> Vec<(String, Vec<NodeId>)> {
     plan
 }
 
+/// The environment of the build command of `node`: the allow-list, then the node's `env`.
+fn build_env(
+    descriptor: &Descriptor,
+    node: &NodeId,
+) -> std::collections::BTreeMap<std::ffi::OsString, std::ffi::OsString> {
+    match descriptor.nodes.iter().find(|n| &n.id == node) {
+        Some(spec) => adora_daemon::node_env::of_build(spec),
+        None => adora_daemon::node_env::inherited(),
+    }
+}
+
 /// Runs every build command with `sh -c` in `dir`. Everything (our progress lines and the
 /// commands' own output) goes to stderr, as with cargo: stdout stays free for results such as
-/// `adora build --json`.
+/// `adora build --json`. A build gets what a daemon's build gets: the allow-listed part of this
+/// process's environment (`adora_daemon::node_env`) and the descriptor `env` of the first node
+/// sharing the command.
 pub async fn build_all(descriptor: &Descriptor, dir: &Path) -> anyhow::Result<()> {
     let plan = build_plan(descriptor);
     if plan.is_empty() {
@@ -48,6 +61,8 @@ pub async fn build_all(descriptor: &Descriptor, dir: &Path) -> anyhow::Result<()
             .arg(&cmd)
             .stdout(std::process::Stdio::from(stderr))
             .current_dir(dir)
+            .env_clear()
+            .envs(build_env(descriptor, &nodes[0]))
             .status()
             .await
             .with_context(|| format!("cannot run `sh -c {cmd}`"))?;

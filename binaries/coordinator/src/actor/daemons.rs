@@ -32,7 +32,7 @@ fn refusal(connected: &DaemonEntry) -> RegistrationRefused {
     let address = connected
         .zenoh_locators
         .first()
-        .and_then(|l| l.strip_prefix("tcp/"))
+        .and_then(|l| l.split_once('/').map(|(_, addr)| addr)) // `tcp/` or `tls/`
         .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
         .map(|a| a.ip().to_string());
     RegistrationRefused::MachineIdTaken {

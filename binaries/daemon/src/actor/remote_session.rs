@@ -9,15 +9,23 @@ use adora_message::{daemon_to_coordinator::DaemonMessage, envelope::Envelope};
 
 use super::{Daemon, RemoteState};
 use crate::{
+    config::ZenohTls,
     event::{Event, Reports},
     remote::{listen_endpoint, RemoteDataPlane},
 };
 
 impl Daemon {
     /// Enables the cross-machine data plane: the session listens on `listen` once peers are
-    /// known, and where it listens is reported through `reports`.
-    pub(crate) fn enable_remote(&mut self, listen: String, reports: Reports) {
+    /// known (over mutual TLS with `tls`, else plain TCP), and where it listens is reported
+    /// through `reports`.
+    pub(crate) fn enable_remote(
+        &mut self,
+        listen: String,
+        tls: Option<ZenohTls>,
+        reports: Reports,
+    ) {
         self.remote = RemoteState::Waiting(listen);
+        self.zenoh_tls = tls;
         self.remote_reports = Some(reports);
     }
 
@@ -48,7 +56,9 @@ impl Daemon {
     /// once open.
     pub(crate) fn handle_peers(&mut self, endpoints: Vec<String>) {
         let listen = match &self.remote {
-            RemoteState::Waiting(listen) => listen_endpoint(listen, self.link_ip),
+            RemoteState::Waiting(listen) => {
+                listen_endpoint(listen, self.link_ip, self.zenoh_tls.as_ref())
+            }
             RemoteState::Disabled | RemoteState::Open(_) => return self.report_listening(),
             RemoteState::Opening => return, // reported when open
         };
@@ -62,9 +72,10 @@ impl Daemon {
         };
         self.remote = RemoteState::Opening;
         let (events, tasks) = (self.events_tx.clone(), self.tasks.clone());
+        let tls = self.zenoh_tls.clone();
         tracing::info!("opening the Zenoh session on {listen}, peers: {endpoints:?}");
         self.tasks.spawn("opening the Zenoh session", async move {
-            let result = RemoteDataPlane::open(&listen, &endpoints, tasks)
+            let result = RemoteDataPlane::open(&listen, &endpoints, tls.as_ref(), tasks)
                 .await
                 .map(Arc::new)
                 .map_err(|e| format!("cannot open the Zenoh session on {listen}: {e}"));

@@ -16,21 +16,31 @@ fn data() -> RemoteKind {
 fn the_listen_endpoint_takes_the_link_address_for_an_unspecified_ip() {
     let link = Some("10.1.2.3".parse().expect("an ip"));
     assert_eq!(
-        listen_endpoint("tcp/0.0.0.0:0", link).expect("valid"),
+        listen_endpoint("tcp/0.0.0.0:0", link, None).expect("valid"),
         "tcp/10.1.2.3:0"
     );
     assert_eq!(
-        listen_endpoint("tcp/127.0.0.1:7447", link).expect("kept"),
+        listen_endpoint("tcp/127.0.0.1:7447", link, None).expect("kept"),
         "tcp/127.0.0.1:7447"
     );
     assert_eq!(
-        listen_endpoint("tcp/0.0.0.0:7447", None).expect("kept"),
+        listen_endpoint("tcp/0.0.0.0:7447", None, None).expect("kept"),
         "tcp/0.0.0.0:7447"
     );
     assert!(matches!(
-        listen_endpoint("udp/1.2.3.4:5", link),
+        listen_endpoint("udp/1.2.3.4:5", link, None),
         Err(RemoteError::Endpoint(_))
     ));
+    // With the cluster identity the same address is served over TLS.
+    let tls = ZenohTls::from_identity_dir(std::path::Path::new("/id"));
+    assert_eq!(
+        listen_endpoint("tcp/0.0.0.0:0", link, Some(&tls)).expect("valid"),
+        "tls/10.1.2.3:0"
+    );
+    assert_eq!(
+        listen_endpoint("tls/127.0.0.1:7447", None, None).expect("valid"),
+        "tcp/127.0.0.1:7447"
+    );
     assert!(matches!(
         parse_listen("tcp/nonsense"),
         Err(RemoteError::Endpoint(_))
@@ -39,7 +49,7 @@ fn the_listen_endpoint_takes_the_link_address_for_an_unspecified_ip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zenoh_binds_port_zero_itself_and_reports_the_port() {
-    let plane = RemoteDataPlane::open("tcp/127.0.0.1:0", &[], Tasks::default())
+    let plane = RemoteDataPlane::open("tcp/127.0.0.1:0", &[], None, Tasks::default())
         .await
         .expect("open");
     let locators = plane.locators();
@@ -54,12 +64,12 @@ async fn zenoh_binds_port_zero_itself_and_reports_the_port() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_cross_between_two_daemons_in_order_up_to_64_mib() {
     let a = Arc::new(
-        RemoteDataPlane::open("tcp/127.0.0.1:0", &[], Tasks::default())
+        RemoteDataPlane::open("tcp/127.0.0.1:0", &[], None, Tasks::default())
             .await
             .expect("open a"),
     );
     let b = Arc::new(
-        RemoteDataPlane::open("tcp/127.0.0.1:0", a.locators(), Tasks::default())
+        RemoteDataPlane::open("tcp/127.0.0.1:0", a.locators(), None, Tasks::default())
             .await
             .expect("open b"),
     );

@@ -41,24 +41,26 @@ fn dataflow(bin_dir: &Path, plan: &Plan) -> String {
     )
 }
 
-/// Sender and sink on two daemons of this machine.
-pub fn two_daemons(adora: &Path, plan: &Plan) -> anyhow::Result<Vec<Report>> {
+/// Sender and sink on two daemons of this machine, started with `daemon_args` (e.g.
+/// `--insecure-zenoh`).
+pub fn two_daemons(adora: &Path, plan: &Plan, daemon_args: &[&str]) -> anyhow::Result<Vec<Report>> {
     let state = tempdir()?;
     let coordinator = Coordinator::start_with(adora, state.path(), "127.0.0.1");
-    let _a = coordinator.daemon_local("a", &[]);
-    let _b = coordinator.daemon_local("b", &[]);
+    let _a = coordinator.daemon_local("a", daemon_args);
+    let _b = coordinator.daemon_local("b", daemon_args);
     coordinator.wait_for_daemons(2);
     start_attached(&coordinator, state.path(), plan)
 }
 
-/// Sender and sink on two test hosts: needs root (network namespaces).
-pub fn hosts(adora: &Path, plan: &Plan) -> anyhow::Result<Vec<Report>> {
+/// Sender and sink on two test hosts, daemons started with `daemon_args`: needs root (network
+/// namespaces).
+pub fn hosts(adora: &Path, plan: &Plan, daemon_args: &[&str]) -> anyhow::Result<Vec<Report>> {
     let hosts = TestHosts::create("adora_bench_zenoh", 2)
         .map_err(|skip| anyhow::anyhow!("cannot create test hosts: {skip}"))?;
     let state = tempdir()?;
     let coordinator = Coordinator::start_with(adora, state.path(), &hosts.gateway_ip().to_string());
-    let _a = coordinator.daemon_on(hosts.host(0), "a", &[]);
-    let _b = coordinator.daemon_on(hosts.host(1), "b", &[]);
+    let _a = coordinator.daemon_on(hosts.host(0), "a", daemon_args);
+    let _b = coordinator.daemon_on(hosts.host(1), "b", daemon_args);
     coordinator.wait_for_daemons(2);
     start_attached(&coordinator, state.path(), plan)
 }

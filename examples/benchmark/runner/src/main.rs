@@ -99,6 +99,10 @@ struct Args {
     /// Skip the raw baseline (no ratios).
     #[arg(long)]
     no_baseline: bool,
+    /// Start the daemons of `two-daemons` and `zenoh` with `--insecure-zenoh` (plain TCP instead
+    /// of mutual TLS), to measure what TLS costs.
+    #[arg(long, hide = true)]
+    insecure_zenoh: bool,
 }
 
 /// Where the sender and the sink run.
@@ -208,10 +212,15 @@ fn run(args: Args) -> anyhow::Result<()> {
             }
             Placement::TwoDaemons | Placement::Zenoh => {
                 eprintln!("running adora with placement `{}`...", placement.label());
-                let reports = if placement == Placement::TwoDaemons {
-                    distributed::two_daemons(&adora, &plan)
+                let daemon_args: &[&str] = if args.insecure_zenoh {
+                    &["--insecure-zenoh"]
                 } else {
-                    distributed::hosts(&adora, &plan)
+                    &[]
+                };
+                let reports = if placement == Placement::TwoDaemons {
+                    distributed::two_daemons(&adora, &plan, daemon_args)
+                } else {
+                    distributed::hosts(&adora, &plan, daemon_args)
                 };
                 match reports {
                     Ok(reports) => results.add(placement.label(), reports),

@@ -1,0 +1,195 @@
+//! Zenoh over mutual TLS between daemons: two daemons with certificates of one cluster CA
+//! exchange data; a session without a certificate, or with one of another CA, gets no link to a
+//! daemon (it can neither read nor inject). Loopback only.
+
+use std::time::Duration;
+
+use adora_message::Metadata;
+use adora_pki::{ClusterCa, Identity};
+
+use super::*;
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+/// How long an intruder gets to connect, read and inject before the test concludes it cannot.
+const INTRUDER_WINDOW: Duration = Duration::from_secs(4);
+
+fn data() -> RemoteKind {
+    RemoteKind::Data {
+        metadata: Metadata::new(uhlc::HLC::default().new_timestamp()),
+    }
+}
+
+/// A daemon identity for `machine` issued by `ca`, saved in a temp dir.
+fn identity(ca: &ClusterCa, machine: &str) -> (tempfile::TempDir, ZenohTls) {
+    let (key_pem, spki) = adora_pki::new_key().expect("a key");
+    let issued = ca.issue_daemon(machine, &spki).expect("issued");
+    let dir = tempfile::tempdir().expect("a temp dir");
+    Identity {
+        machine_id: machine.to_owned(),
+        ca_pem: ca.cert_pem().to_owned(),
+        cert_pem: issued.cert_pem,
+        key_pem,
+    }
+    .save(dir.path())
+    .expect("saved");
+    let tls = ZenohTls::from_identity_dir(dir.path());
+    (dir, tls)
+}
+
+async fn open(tls: &ZenohTls, peers: &[String]) -> Arc<RemoteDataPlane> {
+    let plane = tokio::time::timeout(
+        TIMEOUT,
+        RemoteDataPlane::open("tcp/127.0.0.1:0", peers, Some(tls), Tasks::default()),
+    )
+    .await
+    .expect("opened in time")
+    .expect("opens");
+    Arc::new(plane)
+}
+
+async fn peer_count(session: &zenoh::Session) -> usize {
+    session.info().peers_zid().await.count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemons_of_one_cluster_exchange_data_over_tls() {
+    let ca = ClusterCa::generate().expect("a CA");
+    let ((_da, tls_a), (_db, tls_b)) = (identity(&ca, "a"), identity(&ca, "b"));
+    let a = open(&tls_a, &[]).await;
+    let locator = a.locators()[0].clone();
+    assert!(locator.starts_with("tls/127.0.0.1:"), "{locator}");
+    let b = open(&tls_b, a.locators()).await;
+    assert!(b.locators()[0].starts_with("tls/127.0.0.1:"));
+
+    let dataflow = Uuid::new_v4();
+    let (node, output) = (NodeId::from("camera"), DataId::from("frames"));
+    let (tx, mut rx) = mpsc::channel::<RemoteSample>(4);
+    let _sub = b.spawn_subscriber(dataflow, &node, &output, tx);
+    let (publisher, queue) = mpsc::channel(PUBLISH_QUEUE);
+    let (matched_tx, mut matched_rx) = mpsc::channel(1);
+    a.spawn_publisher(dataflow, &node, &output, queue, Some((matched_tx, ())));
+    tokio::time::timeout(TIMEOUT, matched_rx.recv())
+        .await
+        .expect("the subscriber on b matched over TLS");
+    publisher
+        .send((data(), b"over tls".to_vec(), None))
+        .await
+        .expect("queued");
+    let sample = tokio::time::timeout(TIMEOUT, rx.recv())
+        .await
+        .expect("in time")
+        .expect("a sample");
+    assert_eq!(sample.payload, b"over tls");
+    assert_eq!(peer_count(&a.session).await, 1);
+    a.close();
+    b.close();
+}
+
+/// Asserts that `intruder`, told to connect to `daemon`, gets no link: it receives nothing the
+/// daemon publishes, and nothing it publishes reaches the daemon.
+async fn assert_shut_out(daemon: &Arc<RemoteDataPlane>, intruder: &zenoh::Session) {
+    let dataflow = Uuid::new_v4();
+    let (node, output) = (NodeId::from("camera"), DataId::from("frames"));
+    let key = output_key(dataflow, &node, &output);
+    let (tx, mut injected) = mpsc::channel::<RemoteSample>(4);
+    let _sub = daemon.spawn_subscriber(dataflow, &node, &output, tx);
+    let stolen = intruder
+        .declare_subscriber(key.clone())
+        .await
+        .expect("a local subscriber");
+    let deadline = tokio::time::Instant::now() + INTRUDER_WINDOW;
+    while tokio::time::Instant::now() < deadline {
+        daemon
+            .session
+            .put(key.clone(), b"secret".to_vec())
+            .attachment(encode_header(data()))
+            .await
+            .expect("put");
+        intruder
+            .put(key.clone(), b"injected".to_vec())
+            .attachment(encode_header(data()))
+            .await
+            .expect("put");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Each side also hears its own puts (local delivery); only the other side's count.
+    while let Some(sample) = stolen.try_recv().expect("open") {
+        let payload = sample.payload().to_bytes();
+        assert_ne!(&payload[..], b"secret", "the intruder read data");
+    }
+    while let Ok(sample) = injected.try_recv() {
+        assert_ne!(sample.payload, b"injected", "the intruder injected data");
+    }
+    assert_eq!(
+        peer_count(&daemon.session).await,
+        0,
+        "the daemon has a peer"
+    );
+    assert_eq!(peer_count(intruder).await, 0, "the intruder has a link");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_without_a_certificate_cannot_connect() {
+    let ca = ClusterCa::generate().expect("a CA");
+    let (_dir, tls) = identity(&ca, "a");
+    let daemon = open(&tls, &[]).await;
+    // It even trusts the cluster CA: only its missing client certificate keeps it out.
+    let mut config = zenoh::Config::default();
+    let ca_file = serde_json::to_string(&tls.ca.display().to_string()).expect("json");
+    for (key, value) in [
+        ("mode", "\"peer\"".to_owned()),
+        ("listen/endpoints", "[]".to_owned()),
+        (
+            "connect/endpoints",
+            serde_json::to_string(daemon.locators()).expect("json"),
+        ),
+        ("scouting/multicast/enabled", "false".to_owned()),
+        ("connect/exit_on_failure", "false".to_owned()),
+        ("transport/link/tls/root_ca_certificate", ca_file),
+        (
+            "transport/link/tls/verify_name_on_connect",
+            "false".to_owned(),
+        ),
+    ] {
+        config.insert_json5(key, &value).expect("valid config");
+    }
+    let intruder = tokio::time::timeout(TIMEOUT, zenoh::open(config))
+        .await
+        .expect("in time")
+        .expect("opens (its link attempts fail in the background)");
+    assert_shut_out(&daemon, &intruder).await;
+    let _ = intruder.close().await;
+    daemon.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_of_another_cluster_cannot_connect() {
+    let (ca, other_ca) = (
+        ClusterCa::generate().expect("a CA"),
+        ClusterCa::generate().expect("another CA"),
+    );
+    let ((_da, tls), (_dx, foreign)) = (identity(&ca, "a"), identity(&other_ca, "a"));
+    let daemon = open(&tls, &[]).await;
+    let intruder = open(&foreign, daemon.locators()).await;
+    assert_shut_out(&daemon, &intruder.session).await;
+    intruder.close();
+    daemon.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_plain_daemons_do_not_dial_each_other() {
+    let ca = ClusterCa::generate().expect("a CA");
+    let (_dir, tls) = identity(&ca, "a");
+    let peers = [
+        "tcp/10.0.0.1:7447".to_owned(),
+        "tls/10.0.0.2:7447".to_owned(),
+    ];
+    assert_eq!(
+        session_config::usable_peers(&peers, Some(&tls)),
+        ["tls/10.0.0.2:7447"]
+    );
+    assert_eq!(
+        session_config::usable_peers(&peers, None),
+        ["tcp/10.0.0.1:7447"]
+    );
+}
