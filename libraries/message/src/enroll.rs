@@ -80,6 +80,8 @@ pub enum EnrollRefusalReason {
     InvalidMachineId,
     /// The public key is not a hex DER SubjectPublicKeyInfo the CA can sign.
     InvalidPublicKey,
+    /// The request is not an enrollment request (malformed JSON, missing fields).
+    Malformed,
     /// The coordinator has no CA (HTTP 503).
     NoCa,
     /// The coordinator could not issue or store the certificate (HTTP 500).
@@ -92,7 +94,7 @@ impl EnrollRefusalReason {
         match self {
             Self::NoCa => 503,
             Self::Internal => 500,
-            Self::InvalidMachineId | Self::InvalidPublicKey => 400,
+            Self::InvalidMachineId | Self::InvalidPublicKey | Self::Malformed => 400,
             _ => 403,
         }
     }
@@ -109,6 +111,7 @@ impl std::fmt::Display for EnrollRefusalReason {
             Self::MachineMismatch => "machine_mismatch",
             Self::InvalidMachineId => "invalid_machine_id",
             Self::InvalidPublicKey => "invalid_public_key",
+            Self::Malformed => "malformed",
             Self::NoCa => "no_ca",
             Self::Internal => "internal",
         })
@@ -302,6 +305,7 @@ mod tests {
             EnrollRefusalReason::Unknown,
             EnrollRefusalReason::WrongSecret,
             EnrollRefusalReason::MachineMismatch,
+            EnrollRefusalReason::Malformed,
             EnrollRefusalReason::NoCa,
         ] {
             let json = serde_json::to_string(&reason).expect("serializes");
