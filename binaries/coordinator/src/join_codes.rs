@@ -114,7 +114,7 @@ fn humanize(d: Duration) -> String {
 
 /// The lowercase or uppercase hex text as bytes.
 fn from_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())

@@ -239,13 +239,15 @@ fn join_codes_and_certificates_survive_reopening_and_removal() {
         store.put_join_code(&gone).expect("put");
         used.uses = 2;
         store.put_join_code(&used).expect("put");
-        store.remove_join_codes(&[gone.id.clone()]).expect("remove");
+        store
+            .remove_join_codes(std::slice::from_ref(&gone.id))
+            .expect("remove");
         store.put_cert(&revoked).expect("put");
         store.put_cert(&other).expect("put");
         revoked.revoked_ms = Some(now_ms());
         store.put_cert(&revoked).expect("put");
         store
-            .remove_certs(&[other.fingerprint.clone()])
+            .remove_certs(std::slice::from_ref(&other.fingerprint))
             .expect("remove");
         store.sync().expect("sync");
     }
