@@ -121,3 +121,20 @@ pub fn shutdown_on_signal() -> CancellationToken {
     });
     token
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_parse_and_say_what_is_wrong() {
+        let labels = parse_labels(" gpu=true, site = lab ,").expect("valid");
+        assert_eq!(labels.len(), 2);
+        assert_eq!(labels["site"], "lab");
+        assert!(parse_labels("").expect("none").is_empty());
+        assert!(parse_labels("gpu").expect_err("no =").contains("key=value"));
+        assert!(parse_labels("=x")
+            .expect_err("no key")
+            .contains("empty key"));
+    }
+}
