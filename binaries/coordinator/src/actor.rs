@@ -69,6 +69,11 @@ pub(crate) enum Event {
     Metrics {
         reply: oneshot::Sender<Metrics>,
     },
+    /// A daemon enrolls with a join code (`POST /api/v1/enroll`).
+    Enroll {
+        request: adora_message::enroll::EnrollRequest,
+        reply: oneshot::Sender<crate::join_codes::EnrollResult>,
+    },
 }
 
 /// Numbers behind `/metrics`.
@@ -164,6 +169,11 @@ pub(crate) struct Coordinator {
     pub current_request: Option<Uuid>,
     /// The latest per-node figures from daemon heartbeats.
     pub node_stats: crate::stats::NodeStatsTable,
+    /// Join codes and issued daemon certificates.
+    pub enrollment: crate::join_codes::Enrollment,
+    /// The coordinator's tasks (what must wait for the store runs there); set by
+    /// [`crate::start`].
+    pub tasks: adora_tasks::Tasks,
 }
 
 /// Sends a reply to a client; a client that went away is simply gone.
@@ -190,6 +200,8 @@ impl Coordinator {
             requests: Default::default(),
             current_request: None,
             node_stats: Default::default(),
+            enrollment: Default::default(),
+            tasks: Default::default(),
         }
     }
 
@@ -231,6 +243,7 @@ impl Coordinator {
             Event::Metrics { reply } => {
                 let _ = reply.send(self.metrics());
             }
+            Event::Enroll { request, reply } => self.handle_enroll(request, reply),
         }
         self.forward_answers();
     }
@@ -403,5 +416,6 @@ fn event_kind(event: &Event) -> &'static str {
         Event::DaemonGone { .. } => "daemon_gone",
         Event::Control { .. } => "control",
         Event::Metrics { .. } => "metrics",
+        Event::Enroll { .. } => "enroll",
     }
 }

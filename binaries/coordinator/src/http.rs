@@ -30,6 +30,10 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/artifacts/{build_id}/{node_id}",
             get(crate::artifacts::get).put(crate::artifacts::put),
         )
+        .route(
+            adora_message::enroll::ENROLL_PATH,
+            axum::routing::post(crate::enroll::enroll),
+        )
         .route("/metrics", get(metrics))
         .with_state(state)
 }

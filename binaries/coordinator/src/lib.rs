@@ -4,6 +4,7 @@
 //! - `GET /api/health` — liveness and version, no authentication;
 //! - `GET /api/v1/control` — WebSocket for CLI clients;
 //! - `GET /api/v1/daemon` — WebSocket for daemons;
+//! - `POST /api/v1/enroll` — a daemon enrolls with a join code and gets its certificate;
 //! - `GET|PUT /api/v1/artifacts/{build_id}/{node_id}` — artifact store of `distribute: http`;
 //! - `GET /metrics` — Prometheus text.
 //!
@@ -18,8 +19,10 @@ mod auth;
 mod builds;
 mod certs;
 mod daemon_logs;
+mod enroll;
 mod http;
 mod idempotency;
+mod join_codes;
 mod metrics;
 mod recovery;
 mod requests;
@@ -158,7 +161,9 @@ pub fn start(
         let gc = artifacts::gc_loop(a.clone(), store.clone(), shutdown.clone());
         tasks.spawn("artifact garbage collection", gc);
     }
-    let coordinator = actor::Coordinator::new(config, store);
+    let mut coordinator = actor::Coordinator::new(config, store);
+    coordinator.tasks = tasks.clone();
+    let certs = coordinator.enrollment.registry.clone();
     tasks.spawn(
         "coordinator actor",
         coordinator.run(events_rx, shutdown.clone()),
@@ -170,7 +175,7 @@ pub fn start(
         shutdown,
         tasks,
         artifacts,
-        certs: Arc::new(certs::CertRegistry::default()),
+        certs,
         ca,
         metrics_public,
     }

@@ -63,6 +63,7 @@ impl RecoveryState {
 impl Coordinator {
     /// Loads the stored state, off the async runtime. Called once before the actor serves.
     pub(crate) async fn load(&mut self) {
+        self.load_enrollment().await;
         let store = self.store.clone();
         let loaded = tokio::task::spawn_blocking(move || {
             Ok::<_, adora_store::StoreError>((

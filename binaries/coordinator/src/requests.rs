@@ -65,6 +65,15 @@ impl Coordinator {
                 reply(&tx, id, ControlReply::ShuttingDown { daemons: vec![] });
                 self.shutdown.cancel();
             }
+            ControlRequest::CreateJoinCode(create) => self.create_join_code(create, tx, id),
+            ControlRequest::ListJoinCodes => {
+                reply(&tx, id, ControlReply::JoinCodes(self.join_codes()))
+            }
+            ControlRequest::RevokeJoinCode { id: code } => self.revoke_join_code(&code, tx, id),
+            ControlRequest::RevokeMachine { machine } => self.revoke_machine(&machine, tx, id),
+            ControlRequest::ListCertificates => {
+                reply(&tx, id, ControlReply::Certificates(self.certificates()))
+            }
         }
     }
 

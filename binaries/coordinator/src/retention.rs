@@ -16,6 +16,7 @@ impl Coordinator {
         self.prune_dataflows(now_ms);
         self.prune_requests(now_ms);
         self.prune_builds(now_ms);
+        self.prune_join_codes(now_ms);
     }
 
     /// Finished dataflows beyond the configured retention. One a logs request still reads is

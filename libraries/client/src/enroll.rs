@@ -5,15 +5,14 @@
 
 use std::collections::BTreeMap;
 
+use adora_message::enroll::{EnrollRefusal, EnrollRequest, EnrollResponse};
 use adora_pki::{Identity, JoinCode};
-use serde::{Deserialize, Serialize};
 
 use crate::{artifacts::ArtifactError, http::Exchange, tls::Auth};
 
 /// Path of the CA certificate (public).
 pub const CA_PATH: &str = "/api/v1/ca";
-/// Path of enrollment.
-pub const ENROLL_PATH: &str = "/api/v1/enroll";
+pub use adora_message::enroll::ENROLL_PATH;
 /// Largest answer accepted from these routes.
 const MAX_ANSWER: usize = 1 << 20;
 
@@ -48,29 +47,6 @@ pub enum EnrollError {
     /// The answer is not what enrollment answers.
     #[error("unexpected answer from the coordinator: {0}")]
     Answer(String),
-}
-
-#[derive(Serialize)]
-struct EnrollRequest<'a> {
-    code_id: &'a str,
-    secret: &'a str,
-    machine_id: Option<&'a str>,
-    labels: &'a BTreeMap<String, String>,
-    public_key_der: String,
-}
-
-#[derive(Deserialize)]
-struct EnrollAnswer {
-    machine_id: String,
-    #[serde(default)]
-    labels: BTreeMap<String, String>,
-    cert_pem: String,
-    ca_pem: String,
-}
-
-#[derive(Deserialize)]
-struct Refusal {
-    error: String,
 }
 
 /// What enrollment gives: the identity to save, and the labels the code assigned (merged over
@@ -118,10 +94,10 @@ pub async fn enroll(
     let trusted = Auth::with_ca(&ca_pem, None)?;
     let (key_pem, spki) = adora_pki::new_key()?;
     let request = EnrollRequest {
-        code_id: &code.id,
-        secret: code.secret(),
-        machine_id,
-        labels,
+        code_id: code.id.clone(),
+        secret: code.secret().to_owned(),
+        machine_id: machine_id.map(str::to_owned),
+        labels: labels.clone(),
         public_key_der: hex(&spki),
     };
     let body = serde_json::to_vec(&request).map_err(|e| EnrollError::Answer(e.to_string()))?;
@@ -130,14 +106,14 @@ pub async fn enroll(
     let answer = match post.run(body).await {
         Ok((_, answer)) => answer,
         Err(ArtifactError::Status { message, .. }) => {
-            let reason = serde_json::from_str::<Refusal>(&message)
-                .map(|r| r.error)
+            let reason = serde_json::from_str::<EnrollRefusal>(&message)
+                .map(|r| format!("{} ({})", r.error, r.reason))
                 .unwrap_or(message);
             return Err(EnrollError::Refused(reason));
         }
         Err(e) => return Err(transport(e)),
     };
-    let answer: EnrollAnswer =
+    let answer: EnrollResponse =
         serde_json::from_slice(&answer).map_err(|e| EnrollError::Answer(e.to_string()))?;
     if adora_pki::fingerprint(&adora_pki::certs_from_pem("the issued CA", &answer.ca_pem)?[0])
         != code.ca_hash

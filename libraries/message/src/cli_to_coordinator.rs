@@ -66,6 +66,27 @@ pub enum ControlRequest {
         /// The request itself.
         request: Box<ControlRequest>,
     },
+    /// Create a join code (`adora cluster join-code create`); answered by `JoinCodeCreated`,
+    /// the only time the code's secret is shown. Never sent `Idempotent`: the answer holds the
+    /// secret, and remembered answers are stored.
+    CreateJoinCode(crate::enroll::CreateJoinCode),
+    /// Every join code the coordinator remembers; answered by `JoinCodes`.
+    ListJoinCodes,
+    /// Revoke a join code by id; answered by `JoinCodeRevoked` (also when it already was), a
+    /// `NotFound` error for an unknown id.
+    RevokeJoinCode {
+        /// The code's id.
+        id: String,
+    },
+    /// Revoke every certificate issued to a machine and disconnect its daemon
+    /// (`adora cluster revoke`); answered by `MachineRevoked`, a `NotFound` error when no
+    /// certificate was ever issued to it.
+    RevokeMachine {
+        /// The machine id.
+        machine: String,
+    },
+    /// Every daemon certificate the coordinator issued; answered by `Certificates`.
+    ListCertificates,
 }
 
 /// Parameters of [`ControlRequest::Start`].
@@ -204,6 +225,22 @@ mod tests {
             machines: vec!["robot".into()],
         });
         round_trip(ControlRequest::ShutdownCoordinator);
+        round_trip(ControlRequest::CreateJoinCode(
+            crate::enroll::CreateJoinCode {
+                ttl: Duration::from_secs(1800),
+                uses: 2,
+                machine: Some("robot".into()),
+                labels: [("gpu".into(), "true".into())].into(),
+            },
+        ));
+        round_trip(ControlRequest::ListJoinCodes);
+        round_trip(ControlRequest::RevokeJoinCode {
+            id: "0a1b2c3d".into(),
+        });
+        round_trip(ControlRequest::RevokeMachine {
+            machine: "robot".into(),
+        });
+        round_trip(ControlRequest::ListCertificates);
         round_trip(ControlRequest::Idempotent {
             request_id: uuid::Uuid::new_v4(),
             request: Box::new(ControlRequest::Restart {

@@ -72,6 +72,19 @@ pub enum ControlReply {
     },
     /// The request failed.
     Error(ControlError),
+    /// Answer to `CreateJoinCode`.
+    JoinCodeCreated(crate::enroll::JoinCodeCreated),
+    /// Answer to `ListJoinCodes`, oldest first.
+    JoinCodes(Vec<crate::enroll::JoinCodeInfo>),
+    /// Answer to `RevokeJoinCode`.
+    JoinCodeRevoked {
+        /// The code's id.
+        id: String,
+    },
+    /// Answer to `RevokeMachine`.
+    MachineRevoked(crate::enroll::MachineRevoked),
+    /// Answer to `ListCertificates`, oldest first.
+    Certificates(Vec<crate::enroll::CertificateInfo>),
 }
 
 /// One row of `adora list`.
@@ -233,6 +246,42 @@ mod tests {
             daemons: vec!["robot".into()],
         });
         round_trip(ControlReply::Finished { id, outcome });
+        round_trip(ControlReply::JoinCodeCreated(
+            crate::enroll::JoinCodeCreated {
+                code: format!("ADORA1.{}.0a1b2c3d.{}", "ab".repeat(32), "5e".repeat(16)),
+                id: "0a1b2c3d".into(),
+                expires_ms: 1_700_000_000_000,
+            },
+        ));
+        round_trip(ControlReply::JoinCodes(vec![crate::enroll::JoinCodeInfo {
+            id: "0a1b2c3d".into(),
+            created_ms: 1,
+            expires_ms: 2,
+            uses: 1,
+            uses_allowed: 1,
+            machine: None,
+            labels: [("gpu".into(), "true".into())].into(),
+            state: crate::enroll::JoinCodeState::Used,
+        }]));
+        round_trip(ControlReply::JoinCodeRevoked {
+            id: "0a1b2c3d".into(),
+        });
+        round_trip(ControlReply::MachineRevoked(
+            crate::enroll::MachineRevoked {
+                machine: "robot".into(),
+                certificates: 2,
+                disconnected: true,
+            },
+        ));
+        round_trip(ControlReply::Certificates(vec![
+            crate::enroll::CertificateInfo {
+                machine_id: "robot".into(),
+                fingerprint: "cd".repeat(32),
+                issued_ms: 1,
+                join_code: "0a1b2c3d".into(),
+                revoked_ms: Some(3),
+            },
+        ]));
         round_trip(ControlReply::Error(crate::control::ControlError::new(
             ErrorKind::NotFound,
             "no dataflow named `x`",

@@ -7,7 +7,8 @@
 //! Control plane (JSON text frames over WebSocket, opened by the handshake of [`envelope`]):
 //! [`cli_to_coordinator`], [`coordinator_to_cli`], [`daemon_to_coordinator`],
 //! [`coordinator_to_daemon`]; their shared types live in [`control`], per-node figures in
-//! [`stats`].
+//! [`stats`]. A daemon's enrollment with a join code (plain HTTP JSON, not the WebSocket) and
+//! the join-code types live in [`enroll`].
 
 pub mod cli_to_coordinator;
 pub mod codec;
@@ -19,6 +20,7 @@ pub mod daemon_to_coordinator;
 pub mod daemon_to_daemon;
 pub mod daemon_to_node;
 pub mod distribute;
+pub mod enroll;
 pub mod envelope;
 pub mod node_to_daemon;
 pub mod stats;

@@ -22,6 +22,7 @@ use adora_core::{Descriptor, NodeId};
 use adora_message::{
     control::{DataflowOutcome, DataflowStatus, Labels},
     coordinator_to_cli::ControlReply,
+    enroll::JoinCodeState,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -138,6 +139,60 @@ pub struct BuildRecord {
     pub created_at_ms: u64,
 }
 
+/// A join code the coordinator created (`adora cluster join-code create`). Only the secret's
+/// SHA-256 is kept, never the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinCodeRecord {
+    /// The code's id (lowercase hex).
+    pub id: String,
+    /// SHA-256 of the code's secret, lowercase hex (`adora_pki::hash_secret`).
+    pub secret_hash: String,
+    /// When it was created (milliseconds since the Unix epoch).
+    pub created_ms: u64,
+    /// When it expires (milliseconds since the Unix epoch).
+    pub expires_ms: u64,
+    /// How many daemons it may enroll.
+    pub uses_allowed: u32,
+    /// How many it enrolled.
+    pub uses: u32,
+    /// The machine id it is bound to.
+    pub machine: Option<String>,
+    /// Labels every daemon enrolled with it gets.
+    pub labels: Labels,
+    /// True once revoked.
+    pub revoked: bool,
+}
+
+impl JoinCodeRecord {
+    /// Where the code stands at `now_ms`: revoked first, then used up, then expired.
+    pub fn state(&self, now_ms: u64) -> JoinCodeState {
+        if self.revoked {
+            JoinCodeState::Revoked
+        } else if self.uses >= self.uses_allowed {
+            JoinCodeState::Used
+        } else if now_ms >= self.expires_ms {
+            JoinCodeState::Expired
+        } else {
+            JoinCodeState::Valid
+        }
+    }
+}
+
+/// A daemon certificate the coordinator issued at an enrollment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertRecord {
+    /// SHA-256 of the certificate (DER), lowercase hex: its key.
+    pub fingerprint: String,
+    /// The machine id it was issued for.
+    pub machine_id: String,
+    /// When it was issued (milliseconds since the Unix epoch).
+    pub issued_ms: u64,
+    /// The id of the join code it was issued for.
+    pub join_code: String,
+    /// When `adora cluster revoke` revoked it.
+    pub revoked_ms: Option<u64>,
+}
+
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -200,6 +255,9 @@ pub enum StoreError {
     /// The store's writer thread is gone (it failed earlier or the store is closing).
     #[error("the store's writer thread has stopped")]
     WriterGone,
+    /// A queued write could not be committed (reported by [`Store::sync`]).
+    #[error("a write to the store failed: {0}")]
+    Commit(#[source] std::sync::Arc<StoreError>),
 }
 
 impl<T> From<PoisonError<T>> for StoreError {
@@ -234,6 +292,22 @@ pub trait Store: Send + Sync + 'static {
     fn remove_requests(&self, ids: &[Uuid]) -> Result<(), StoreError>;
     /// Forgets these builds; unknown ids are ignored.
     fn remove_builds(&self, ids: &[Uuid]) -> Result<(), StoreError>;
+    /// Inserts or replaces a join code.
+    fn put_join_code(&self, code: &JoinCodeRecord) -> Result<(), StoreError>;
+    /// Every stored join code. Blocking: call it off the async runtime.
+    fn join_codes(&self) -> Result<Vec<JoinCodeRecord>, StoreError>;
+    /// Forgets these join codes; unknown ids are ignored.
+    fn remove_join_codes(&self, ids: &[String]) -> Result<(), StoreError>;
+    /// Inserts or replaces an issued certificate.
+    fn put_cert(&self, cert: &CertRecord) -> Result<(), StoreError>;
+    /// Every issued certificate. Blocking: call it off the async runtime.
+    fn certs(&self) -> Result<Vec<CertRecord>, StoreError>;
+    /// Forgets these certificates (by fingerprint); unknown ones are ignored.
+    fn remove_certs(&self, fingerprints: &[String]) -> Result<(), StoreError>;
+    /// Blocks until every write queued so far is durable; an error when one of the writes
+    /// committed since the last `sync` failed. What must be stored before it is answered
+    /// (an enrollment, a revocation) calls it off the async runtime.
+    fn sync(&self) -> Result<(), StoreError>;
 }
 
 /// A [`Store`] in memory: lost when the coordinator exits.
@@ -243,6 +317,8 @@ pub struct MemoryStore {
     machines: Mutex<BTreeMap<String, MachineRecord>>,
     requests: Mutex<BTreeMap<Uuid, RequestRecord>>,
     builds: Mutex<BTreeMap<Uuid, BuildRecord>>,
+    join_codes: Mutex<BTreeMap<String, JoinCodeRecord>>,
+    certs: Mutex<BTreeMap<String, CertRecord>>,
 }
 
 impl MemoryStore {
@@ -314,6 +390,48 @@ impl Store for MemoryStore {
         });
         Ok(())
     }
+
+    fn put_join_code(&self, code: &JoinCodeRecord) -> Result<(), StoreError> {
+        self.join_codes
+            .lock()?
+            .insert(code.id.clone(), code.clone());
+        Ok(())
+    }
+
+    fn join_codes(&self) -> Result<Vec<JoinCodeRecord>, StoreError> {
+        Ok(self.join_codes.lock()?.values().cloned().collect())
+    }
+
+    fn remove_join_codes(&self, ids: &[String]) -> Result<(), StoreError> {
+        let mut codes = self.join_codes.lock()?;
+        ids.iter().for_each(|id| {
+            codes.remove(id);
+        });
+        Ok(())
+    }
+
+    fn put_cert(&self, cert: &CertRecord) -> Result<(), StoreError> {
+        self.certs
+            .lock()?
+            .insert(cert.fingerprint.clone(), cert.clone());
+        Ok(())
+    }
+
+    fn certs(&self) -> Result<Vec<CertRecord>, StoreError> {
+        Ok(self.certs.lock()?.values().cloned().collect())
+    }
+
+    fn remove_certs(&self, fingerprints: &[String]) -> Result<(), StoreError> {
+        let mut certs = self.certs.lock()?;
+        fingerprints.iter().for_each(|f| {
+            certs.remove(f);
+        });
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -339,5 +457,61 @@ mod tests {
         assert_eq!(all, vec![record.clone()]);
         store.remove_dataflows(&[record.id]).expect("remove");
         assert!(store.dataflows().expect("read").is_empty());
+    }
+
+    pub(crate) fn join_code(id: &str) -> JoinCodeRecord {
+        JoinCodeRecord {
+            id: id.into(),
+            secret_hash: "ab".repeat(32),
+            created_ms: 1_000,
+            expires_ms: 2_000,
+            uses_allowed: 2,
+            uses: 0,
+            machine: Some("robot".into()),
+            labels: [("gpu".to_owned(), "true".to_owned())].into(),
+            revoked: false,
+        }
+    }
+
+    pub(crate) fn cert(fingerprint: &str) -> CertRecord {
+        CertRecord {
+            fingerprint: fingerprint.into(),
+            machine_id: "robot".into(),
+            issued_ms: 1_500,
+            join_code: "0a1b2c3d".into(),
+            revoked_ms: None,
+        }
+    }
+
+    #[test]
+    fn memory_store_keeps_join_codes_and_certificates() {
+        let store = MemoryStore::new();
+        let mut code = join_code("0a1b2c3d");
+        store.put_join_code(&code).expect("put");
+        code.uses = 1;
+        store.put_join_code(&code).expect("put");
+        assert_eq!(store.join_codes().expect("read"), vec![code.clone()]);
+        store.remove_join_codes(&[code.id.clone()]).expect("remove");
+        assert!(store.join_codes().expect("read").is_empty());
+        let mut c = cert("cd");
+        store.put_cert(&c).expect("put");
+        c.revoked_ms = Some(9);
+        store.put_cert(&c).expect("put");
+        assert_eq!(store.certs().expect("read"), vec![c.clone()]);
+        store.sync().expect("sync");
+        store.remove_certs(&[c.fingerprint]).expect("remove");
+        assert!(store.certs().expect("read").is_empty());
+    }
+
+    #[test]
+    fn a_join_code_is_revoked_then_used_then_expired() {
+        let mut code = join_code("0a1b2c3d");
+        assert_eq!(code.state(1_999), JoinCodeState::Valid);
+        assert_eq!(code.state(2_000), JoinCodeState::Expired);
+        code.uses = 2;
+        assert_eq!(code.state(1_500), JoinCodeState::Used);
+        assert_eq!(code.state(2_500), JoinCodeState::Used);
+        code.revoked = true;
+        assert_eq!(code.state(1_500), JoinCodeState::Revoked);
     }
 }

@@ -1,7 +1,8 @@
 //! [`RedbStore`]: the coordinator's state in one redb file.
 //!
 //! Layout: a `meta` table holding the schema version, and one table per record kind with the
-//! record as JSON under its key. Finished dataflows move from `dataflows` to `archive` (their
+//! record as JSON under its key. Tables added later to schema 1 (builds, join codes, issued
+//! certificates) are created empty when an older file is opened. Finished dataflows move from `dataflows` to `archive` (their
 //! results), so the hot table only holds live runs; the coordinator removes the ones its
 //! [`Retention`](crate::Retention) lets go.
 //!
@@ -26,7 +27,8 @@ use uuid::Uuid;
 use crate::{
     now_ms,
     retention::{build_expired, REQUEST_RETENTION},
-    BuildRecord, DataflowRecord, MachineRecord, RequestRecord, Store, StoreError,
+    BuildRecord, CertRecord, DataflowRecord, JoinCodeRecord, MachineRecord, RequestRecord, Store,
+    StoreError,
 };
 #[cfg(test)]
 use {crate::retention::BUILD_RETENTION, redb::ReadableTableMetadata, std::time::Duration};
@@ -41,6 +43,8 @@ const ARCHIVE: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("archive"
 const MACHINES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("machines");
 const REQUESTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("requests");
 const BUILDS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("builds");
+const JOIN_CODES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("join_codes");
+const CERTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("certs");
 const SCHEMA_KEY: &str = "schema_version";
 
 /// A table of records keyed by id.
@@ -51,10 +55,13 @@ enum Write {
     Machine(MachineRecord),
     Request(RequestRecord),
     Build(BuildRecord),
+    JoinCode(JoinCodeRecord),
+    Cert(CertRecord),
     /// Removes these keys from these tables.
-    Remove(&'static [Table], Vec<Uuid>),
-    /// Answered once everything queued before it is committed.
-    Flush(mpsc::Sender<()>),
+    Remove(&'static [Table], Vec<String>),
+    /// Answered once everything queued before it is committed: with the error of a commit that
+    /// failed since the previous flush, if one did.
+    Flush(mpsc::Sender<Result<(), Arc<StoreError>>>),
 }
 
 /// A [`Store`] in a redb file (mode 0600; missing parent directories are created 0700).
@@ -142,11 +149,14 @@ impl RedbStore {
         &self.path
     }
 
-    /// Blocks until every write queued so far is committed.
+    /// Blocks until every write queued so far is committed; an error when a commit since the
+    /// previous flush failed.
     pub fn flush(&self) -> Result<(), StoreError> {
         let (tx, rx) = mpsc::channel();
         self.send(Write::Flush(tx))?;
-        rx.recv().map_err(|_| StoreError::WriterGone)
+        rx.recv()
+            .map_err(|_| StoreError::WriterGone)?
+            .map_err(StoreError::Commit)
     }
 
     fn send(&self, write: Write) -> Result<(), StoreError> {
@@ -252,7 +262,9 @@ fn check_schema(db: &Database, path: &Path) -> Result<(), StoreError> {
             expected: SCHEMA_VERSION,
         });
     }
-    for table in [DATAFLOWS, ARCHIVE, MACHINES, REQUESTS, BUILDS] {
+    for table in [
+        DATAFLOWS, ARCHIVE, MACHINES, REQUESTS, BUILDS, JOIN_CODES, CERTS,
+    ] {
         txn.open_table(table).map_err(db_error)?;
     }
     txn.commit().map_err(db_error)
@@ -285,15 +297,21 @@ fn prune(db: &Database) -> Result<(), StoreError> {
 }
 
 fn write_loop(db: &Database, rx: mpsc::Receiver<Write>) {
+    // The first commit that failed since the last flush: the next flush reports it.
+    let mut failed: Option<Arc<StoreError>> = None;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
         let mut flushes = Vec::new();
         if let Err(e) = commit(db, batch, &mut flushes) {
             tracing::error!("cannot write the coordinator store: {e}");
+            failed.get_or_insert(Arc::new(e));
         }
-        for f in flushes {
-            let _ = f.send(());
+        if !flushes.is_empty() {
+            let result = failed.take().map_or(Ok(()), Err);
+            for f in flushes {
+                let _ = f.send(result.clone());
+            }
         }
     }
 }
@@ -313,7 +331,7 @@ fn put<T: Serialize>(
 fn commit(
     db: &Database,
     batch: Vec<Write>,
-    flushes: &mut Vec<mpsc::Sender<()>>,
+    flushes: &mut Vec<mpsc::Sender<Result<(), Arc<StoreError>>>>,
 ) -> Result<(), StoreError> {
     let txn = db.begin_write().map_err(db_error)?;
     for write in batch {
@@ -334,11 +352,13 @@ fn commit(
             Write::Machine(m) => put(&txn, MACHINES, &m.name.clone(), &m)?,
             Write::Request(r) => put(&txn, REQUESTS, &r.id.to_string(), &r)?,
             Write::Build(b) => put(&txn, BUILDS, &b.id.to_string(), &b)?,
-            Write::Remove(tables, ids) => {
+            Write::JoinCode(c) => put(&txn, JOIN_CODES, &c.id.clone(), &c)?,
+            Write::Cert(c) => put(&txn, CERTS, &c.fingerprint.clone(), &c)?,
+            Write::Remove(tables, keys) => {
                 for table in tables {
                     let mut table = txn.open_table(*table).map_err(db_error)?;
-                    for id in &ids {
-                        table.remove(id.to_string().as_str()).map_err(db_error)?;
+                    for key in &keys {
+                        table.remove(key.as_str()).map_err(db_error)?;
                     }
                 }
             }
@@ -382,16 +402,49 @@ impl Store for RedbStore {
     }
 
     fn remove_dataflows(&self, ids: &[Uuid]) -> Result<(), StoreError> {
-        self.send(Write::Remove(&[DATAFLOWS, ARCHIVE], ids.to_vec()))
+        self.send(Write::Remove(&[DATAFLOWS, ARCHIVE], keys(ids)))
     }
 
     fn remove_requests(&self, ids: &[Uuid]) -> Result<(), StoreError> {
-        self.send(Write::Remove(&[REQUESTS], ids.to_vec()))
+        self.send(Write::Remove(&[REQUESTS], keys(ids)))
     }
 
     fn remove_builds(&self, ids: &[Uuid]) -> Result<(), StoreError> {
-        self.send(Write::Remove(&[BUILDS], ids.to_vec()))
+        self.send(Write::Remove(&[BUILDS], keys(ids)))
     }
+
+    fn put_join_code(&self, code: &JoinCodeRecord) -> Result<(), StoreError> {
+        self.send(Write::JoinCode(code.clone()))
+    }
+
+    fn join_codes(&self) -> Result<Vec<JoinCodeRecord>, StoreError> {
+        self.read_all(&[JOIN_CODES])
+    }
+
+    fn remove_join_codes(&self, ids: &[String]) -> Result<(), StoreError> {
+        self.send(Write::Remove(&[JOIN_CODES], ids.to_vec()))
+    }
+
+    fn put_cert(&self, cert: &CertRecord) -> Result<(), StoreError> {
+        self.send(Write::Cert(cert.clone()))
+    }
+
+    fn certs(&self) -> Result<Vec<CertRecord>, StoreError> {
+        self.read_all(&[CERTS])
+    }
+
+    fn remove_certs(&self, fingerprints: &[String]) -> Result<(), StoreError> {
+        self.send(Write::Remove(&[CERTS], fingerprints.to_vec()))
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        self.flush()
+    }
+}
+
+/// Uuids as table keys.
+fn keys(ids: &[Uuid]) -> Vec<String> {
+    ids.iter().map(Uuid::to_string).collect()
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use adora_client::{Auth, Backoff, ClientError, Connection, Token, CONTROL_PATH, DEFAULT_PORT};
+use adora_client::{Auth, Backoff, ClientError, Connection, CONTROL_PATH, DEFAULT_PORT};
 use adora_message::{
     cli_to_coordinator::ControlRequest,
     coordinator_to_cli::ControlReply,
@@ -79,13 +79,6 @@ impl ClientArgs {
             .or_else(|| recorded.as_ref().map(|r| r.1))
             .unwrap_or(DEFAULT_PORT);
         format!("{host}:{port}")
-    }
-
-    /// The token, from `--token-file`, `ADORA_TOKEN` or the state directory (in that order).
-    pub fn token(&self) -> anyhow::Result<Option<String>> {
-        let token =
-            adora_client::find_token(self.token_file.as_deref(), &super::common::state_dir())?;
-        Ok(token.map(Token::into_string))
     }
 
     /// How to connect: TLS trusting the cluster CA (`--ca-file`, `ADORA_CA_FILE` or the state

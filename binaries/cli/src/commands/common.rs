@@ -41,6 +41,21 @@ pub fn dataflow_dir(path: &Path) -> anyhow::Result<PathBuf> {
         .unwrap_or_else(|| PathBuf::from("/")))
 }
 
+/// Parses `k=v,k2=v2` (spaces around items are ignored; an empty text is no labels).
+pub fn parse_labels(s: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let mut labels = std::collections::BTreeMap::new();
+    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("label `{pair}` is not key=value"))?;
+        if k.trim().is_empty() {
+            return Err(format!("label `{pair}` has an empty key"));
+        }
+        labels.insert(k.trim().to_owned(), v.trim().to_owned());
+    }
+    Ok(labels)
+}
+
 /// Adora's state directory: `$ADORA_STATE_DIR`, else `$XDG_STATE_HOME/adora`, else
 /// `~/.local/state/adora`.
 pub fn state_dir() -> PathBuf {
@@ -105,4 +120,21 @@ pub fn shutdown_on_signal() -> CancellationToken {
         t.cancel();
     });
     token
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_parse_and_say_what_is_wrong() {
+        let labels = parse_labels(" gpu=true, site = lab ,").expect("valid");
+        assert_eq!(labels.len(), 2);
+        assert_eq!(labels["site"], "lab");
+        assert!(parse_labels("").expect("none").is_empty());
+        assert!(parse_labels("gpu").expect_err("no =").contains("key=value"));
+        assert!(parse_labels("=x")
+            .expect_err("no key")
+            .contains("empty key"));
+    }
 }

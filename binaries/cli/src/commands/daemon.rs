@@ -134,7 +134,9 @@ pub async fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         },
         zenoh_tls: zenoh_tls(
             args.insecure_zenoh,
-            args.zenoh_tls_dir.as_deref().or(trusted.identity_dir.as_deref()),
+            args.zenoh_tls_dir
+                .as_deref()
+                .or(trusted.identity_dir.as_deref()),
         )?,
     };
     eprintln!(

@@ -223,3 +223,69 @@ fn removed_records_stay_removed_after_reopening() {
     assert_eq!(store.dataflows().expect("read"), vec![kept]);
     assert!(store.requests().expect("read").is_empty());
 }
+
+#[test]
+fn join_codes_and_certificates_survive_reopening_and_removal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("coordinator.redb");
+    let (mut used, gone) = (
+        crate::tests::join_code("0a1b2c3d"),
+        crate::tests::join_code("ffff0000"),
+    );
+    let (mut revoked, other) = (crate::tests::cert("aa"), crate::tests::cert("bb"));
+    {
+        let store = RedbStore::open(&path).expect("open");
+        store.put_join_code(&used).expect("put");
+        store.put_join_code(&gone).expect("put");
+        used.uses = 2;
+        store.put_join_code(&used).expect("put");
+        store
+            .remove_join_codes(std::slice::from_ref(&gone.id))
+            .expect("remove");
+        store.put_cert(&revoked).expect("put");
+        store.put_cert(&other).expect("put");
+        revoked.revoked_ms = Some(now_ms());
+        store.put_cert(&revoked).expect("put");
+        store
+            .remove_certs(std::slice::from_ref(&other.fingerprint))
+            .expect("remove");
+        store.sync().expect("sync");
+    }
+    let store = RedbStore::open(&path).expect("reopen");
+    assert_eq!(store.join_codes().expect("read"), vec![used]);
+    assert_eq!(store.certs().expect("read"), vec![revoked]);
+}
+
+#[test]
+fn a_file_from_before_join_codes_opens_with_them_empty() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("coordinator.redb");
+    let running = record("running");
+    {
+        // The tables of a schema-1 file written before join codes and certificates existed.
+        let db = Database::create(&path).expect("create");
+        let txn = db.begin_write().expect("write");
+        txn.open_table(META)
+            .expect("meta")
+            .insert(SCHEMA_KEY, SCHEMA_VERSION)
+            .expect("insert");
+        for table in [DATAFLOWS, ARCHIVE, MACHINES, REQUESTS, BUILDS] {
+            txn.open_table(table).expect("table");
+        }
+        let bytes = serde_json::to_vec(&running).expect("encode");
+        txn.open_table(DATAFLOWS)
+            .expect("table")
+            .insert(running.id.to_string().as_str(), bytes.as_slice())
+            .expect("insert");
+        txn.commit().expect("commit");
+    }
+    let store = RedbStore::open(&path).expect("an older file opens");
+    assert_eq!(store.dataflows().expect("read"), vec![running]);
+    assert!(store.join_codes().expect("read").is_empty());
+    assert!(store.certs().expect("read").is_empty());
+    store
+        .put_join_code(&crate::tests::join_code("0a1b2c3d"))
+        .expect("put");
+    store.sync().expect("sync");
+    assert_eq!(store.join_codes().expect("read").len(), 1);
+}

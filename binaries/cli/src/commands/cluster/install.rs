@@ -27,7 +27,10 @@ use super::{
     common::{load_cluster, print_outcomes, print_outcomes_json, Outcome},
     machine,
 };
-use crate::commands::common::{state_dir, EXIT_INVALID};
+use crate::commands::{
+    client::{Client, ClientArgs},
+    common::EXIT_INVALID,
+};
 
 /// Upper bound of everything done on one machine over SSH.
 const MACHINE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -121,19 +124,25 @@ pub async fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
     }
     // Like `cluster up`: later `adora start`s copy `distribute: scp` nodes to these machines.
     crate::commands::distribute::remember_cluster(&args.cluster);
-    let token = adora_client::find_token(None, &state_dir())?
-        .map(adora_client::Token::into_string)
-        .context(
-            "no cluster token found: start the cluster with `adora cluster up cluster.yml` first \
-         (it creates the token), or set ADORA_TOKEN",
-        )?;
+    // One single-use join code per machine, from the running coordinator: the unit gets it,
+    // never the admin token.
+    let client_args = ClientArgs::at(&cluster.coordinator.addr, cluster.coordinator.port);
+    let mut client = Client::connect(&client_args).await.context(
+        "`cluster install` needs the cluster's coordinator running (`adora cluster up \
+         cluster.yml` starts it): each machine gets a join code from it",
+    )?;
+    let codes = super::join_code::machine_codes(
+        &mut client,
+        cluster.machines.iter().map(|m| m.id.as_str()),
+    )
+    .await?;
     let mut tasks = JoinSet::new();
     for (i, m) in cluster.machines.iter().enumerate() {
         let (cluster, m, ssh_config, token) = (
             cluster.clone(),
             m.clone(),
             args.ssh_config.clone(),
-            token.clone(),
+            codes.get(&m.id).cloned().unwrap_or_default(),
         );
         tasks.spawn(async move {
             let work = install_on(&cluster, &m, ssh_config, &token);

@@ -339,17 +339,16 @@ mod tests {
             .trim()
             .parse()
             .expect("pid printed");
-        assert!(!state.join("token").exists(), "no admin token stays on a machine");
+        assert!(
+            !state.join("token").exists(),
+            "no admin token stays on a machine"
+        );
         let code = state.join("join-code");
         assert_eq!(
             std::fs::read_to_string(&code).expect("join code"),
             "ADORA1.code"
         );
-        let mode = std::fs::metadata(&code)
-            .expect("meta")
-            .permissions()
-            .mode()
-            & 0o777;
+        let mode = std::fs::metadata(&code).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let pid_file = std::fs::read_to_string(state.join("daemon.pid")).expect("pid file");
         assert_eq!(pid_file.trim(), pid.to_string());

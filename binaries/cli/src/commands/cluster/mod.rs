@@ -1,5 +1,6 @@
 //! `adora cluster up|status|down|install|uninstall|upgrade|restart`: a whole fleet from a
-//! `cluster.yml`, over SSH.
+//! `cluster.yml`, over SSH; `join-code` and `revoke`: who may join it ([`join_code`],
+//! [`revoke`]).
 //!
 //! `up` starts the coordinator on this machine and, concurrently on every machine, a detached
 //! `adora daemon` (see [`machine`] for exactly what runs there); `status`, `down` and `restart`
@@ -9,8 +10,10 @@
 mod common;
 mod down;
 mod install;
+mod join_code;
 mod machine;
 mod restart;
+mod revoke;
 mod status;
 mod up;
 mod upgrade;
@@ -24,7 +27,8 @@ use clap::Subcommand;
 #[command(
     after_help = "Examples:\n  adora cluster up cluster.yml\n  adora cluster status\n  \
 adora cluster install cluster.yml\n  adora cluster upgrade cluster.yml --binary target/release/adora\n  \
-adora cluster restart demo\n  adora cluster down\n\nSee the guide's \"Clusters\" chapter for the cluster.yml reference."
+adora cluster restart demo\n  adora cluster down\n  \
+CODE=$(adora cluster join-code create --machine robot-1)\n  adora cluster revoke robot-1\n\nSee the guide's \"Clusters\" chapter for the cluster.yml reference."
 )]
 pub struct Args {
     #[command(subcommand)]
@@ -40,6 +44,8 @@ enum Command {
     Uninstall(install::UninstallArgs),
     Upgrade(upgrade::Args),
     Restart(restart::Args),
+    JoinCode(join_code::Args),
+    Revoke(revoke::Args),
 }
 
 /// Runs a `cluster` subcommand.
@@ -52,6 +58,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Uninstall(args) => install::uninstall(args).await,
         Command::Upgrade(args) => upgrade::run(args).await,
         Command::Restart(args) => restart::run(args).await,
+        Command::JoinCode(args) => join_code::run(args).await,
+        Command::Revoke(args) => revoke::run(args).await,
     }
 }
 

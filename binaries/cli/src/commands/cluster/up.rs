@@ -68,13 +68,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     crate::commands::distribute::remember_cluster(&args.cluster);
     let client_args = ClientArgs::at(&cluster.coordinator.addr, cluster.coordinator.port);
     let mut client = ensure_coordinator(&cluster, &client_args).await?;
-    let token = client_args.token()?.context(
-        "the coordinator is running but no token was found (ADORA_TOKEN or the state directory)",
-    )?;
-
     let connected = connected_machines(&status(&mut client).await?);
+    // One single-use join code per machine to start: machines never get the admin token.
+    let to_start = cluster.machines.iter().map(|m| m.id.as_str());
+    let codes = super::join_code::machine_codes(
+        &mut client,
+        to_start.filter(|id| !connected.contains(*id)),
+    )
+    .await?;
     let (mut outcomes, sessions) =
-        start_daemons(&cluster, &connected, args.ssh_config.as_ref(), &token).await?;
+        start_daemons(&cluster, &connected, args.ssh_config.as_ref(), &codes).await?;
     let started: Vec<usize> = (0..cluster.machines.len())
         .filter(|&i| {
             matches!(
@@ -109,7 +112,7 @@ async fn start_daemons(
     cluster: &ClusterConfig,
     connected: &BTreeSet<String>,
     ssh_config: Option<&PathBuf>,
-    token: &str,
+    codes: &std::collections::BTreeMap<String, String>,
 ) -> anyhow::Result<(Vec<Option<Outcome>>, Vec<Option<HostSession>>)> {
     let mut outcomes: Vec<Option<Outcome>> = vec![None; cluster.machines.len()];
     let mut sessions: Vec<Option<HostSession>> = Vec::new();
@@ -126,9 +129,10 @@ async fn start_daemons(
             continue;
         }
         let (cluster, m) = (cluster.clone(), m.clone());
-        let (ssh_config, token) = (ssh_config.cloned(), token.to_owned());
+        let code = codes.get(&m.id).cloned().unwrap_or_default();
+        let ssh_config = ssh_config.cloned();
         tasks.spawn(async move {
-            let work = machine::start_daemon(&cluster, &m, ssh_config, &token);
+            let work = machine::start_daemon(&cluster, &m, ssh_config, &code);
             let result = tokio::time::timeout(MACHINE_TIMEOUT, work).await;
             let (outcome, session) = result.unwrap_or_else(|_| {
                 let reason = format!("no answer over SSH within {MACHINE_TIMEOUT:?}");

@@ -101,9 +101,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     Client::connect(&client).await.context(
         "the coordinator of cluster.yml does not answer: upgrade a running cluster (`adora cluster up` first)",
     )?;
-    let token = client
-        .token()?
-        .context("no cluster token found (ADORA_TOKEN or the local state directory)")?;
     let policy = Policy {
         max_parallel: usize::from(args.max_parallel),
         canary: usize::from(args.canary),
@@ -127,7 +124,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let fleet = SshFleet {
         cluster: cluster.clone(),
         client,
-        token,
         bytes,
         sha256: sha256.clone(),
         ssh_config: args.ssh_config,

@@ -29,8 +29,6 @@ pub(super) struct SshFleet {
     pub cluster: ClusterConfig,
     /// The coordinator.
     pub client: ClientArgs,
-    /// The cluster token (stdin of an ad-hoc daemon's start script).
-    pub token: String,
     /// The new binary.
     pub bytes: Vec<u8>,
     /// Its SHA-256 (hex).
@@ -260,7 +258,8 @@ impl RolloutHost for SshFleet {
                 machine::start_script(&self.cluster, m)
             );
             conn.session
-                .sh_with_stdin(&script, self.token.as_bytes())
+                // No join code: the daemon restarts with the identity it enrolled.
+                .sh_with_stdin(&script, &[])
                 .await
         }
         .map_err(ssh_failed)?;
