@@ -21,6 +21,9 @@ const WAIT: Duration = Duration::from_secs(30);
 /// Marks the processes this test starts locally (the coordinator inherits it).
 const MARKER: &str = "ADORA_E2E_CLUSTER_TEST";
 
+/// Text in every message the flood node sends (it must never be seen on the wire).
+const PAYLOAD_MARKER: &str = "PAYLOADMARKER7f3a";
+
 /// A machine of the test's cluster.yml: (id, address, labels as YAML flow mapping).
 struct MachineSpec {
     id: &'static str,
@@ -77,7 +80,7 @@ fn dataflow(dir: &Path) -> PathBuf {
         "nodes:
   - id: flood
     path: {node}
-    env: {{ MODE: flood, COUNT: 200 }}
+    env: {{ MODE: flood, COUNT: 200, MARKER: {PAYLOAD_MARKER} }}
     outputs: [data]
     _unstable_deploy: {{ machine: robot }}
   - id: sink
@@ -114,6 +117,8 @@ fn cluster_up_start_status_down() {
     let fleet = Fleet::new(hosts, MARKER, TIMEOUT);
     let machines = three_machines(&fleet.hosts);
     let cluster = write_cluster(&fleet, &machines);
+    // Every frame on the hosts' bridge, from `cluster up` to the end of the cross-host flow.
+    let capture = fleet.hosts.capture(&fleet.dir.path().join("bridge.pcap"));
 
     let out = fleet.cluster("up", &cluster, &[]);
     println!("{out}");
@@ -129,13 +134,24 @@ fn cluster_up_start_status_down() {
     for m in &machines {
         let line = format!("Starting daemon on {} (root@{})... OK", m.id, m.host);
         assert!(out.stdout.contains(&line), "missing `{line}`:\n{out}");
-        let token = fleet.machine_dir(m.id).join("token");
-        let mode = std::fs::metadata(&token).unwrap().permissions();
+        // No admin token on machines: the daemon enrolled with its join code and keeps its
+        // own identity (key 0600).
+        let dir = fleet.machine_dir(m.id);
+        assert!(!dir.join("token").exists(), "admin token on {}", m.id);
+        let key = dir.join("identity").join(m.id).join("daemon.key");
+        let mode = std::fs::metadata(&key).unwrap().permissions();
         assert_eq!(
             std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
             0o600
         );
     }
+    let secrets: Vec<String> = machines
+        .iter()
+        .map(|m| {
+            let code = std::fs::read_to_string(fleet.machine_dir(m.id).join("join-code")).unwrap();
+            code.trim().rsplit('.').next().unwrap().to_owned()
+        })
+        .collect();
     assert!(out.stdout.contains("All 3 daemons connected."), "{out}");
 
     // Again: safe, nothing restarted.
@@ -203,6 +219,41 @@ fn cluster_up_start_status_down() {
         crossed,
         "edge-sink never got the 200 messages:\n{}",
         logs.unwrap()
+    );
+    // The capture sees the bridge (a plaintext request with a marker shows up in it) but none
+    // of the secrets nor the node data that crossed it.
+    let probe = format!(
+        "import socket; s = socket.create_connection(('{gateway}', {})); \
+         s.sendall(b'GET /CAPTUREPROBE91c2 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n'); \
+         print(s.recv(4096).decode())",
+        fleet.port
+    );
+    let mut python = fleet.hosts[0].command("python3");
+    python.args(["-c", &probe]);
+    let refused = run_with_timeout(python, TIMEOUT);
+    assert!(refused.stdout.contains("speaks TLS only"), "{refused}");
+    let pcap = capture.stop();
+    let seen = |needle: &str| pcap.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(
+        seen("CAPTUREPROBE91c2"),
+        "the capture ({} bytes) missed the probe; tcpdump said: {}",
+        pcap.len(),
+        std::fs::read_to_string(fleet.hosts.dir().join("tcpdump.err")).unwrap_or_default()
+    );
+    let token = std::fs::read_to_string(fleet.dir.path().join("local/token")).unwrap();
+    assert!(
+        !seen(token.trim()),
+        "the admin token crossed the bridge in cleartext"
+    );
+    for secret in &secrets {
+        assert!(
+            !seen(secret),
+            "a join code's secret crossed the bridge in cleartext"
+        );
+    }
+    assert!(
+        !seen(PAYLOAD_MARKER),
+        "node data crossed the bridge in cleartext"
     );
     let list = fleet.ok(&["list", "--json"]);
     let list: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();

@@ -303,6 +303,25 @@ impl Host {
     }
 }
 
+/// A running packet capture ([`TestHosts::capture`]).
+pub struct Capture {
+    process: ChildGuard,
+    file: PathBuf,
+}
+
+impl Capture {
+    /// Stops the capture (SIGINT: tcpdump flushes its file) and returns every captured byte.
+    /// Waits a second first: frames of the last moments may still be in the kernel's buffer.
+    pub fn stop(mut self) -> Vec<u8> {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        self.process.signal(nix::sys::signal::Signal::SIGINT);
+        let _ = self
+            .process
+            .wait_timeout(std::time::Duration::from_secs(10));
+        std::fs::read(&self.file).expect("the capture file")
+    }
+}
+
 /// N test hosts on one bridge; everything is torn down on drop. See the [module docs](self).
 pub struct TestHosts {
     // Field order is drop order: sshds, then every other process and the network, then files.
@@ -444,6 +463,24 @@ impl TestHosts {
     /// `adora-<pid>-<seq>-<test>`: every namespace of this fixture starts with this.
     pub fn netns_prefix(&self) -> &str {
         self.net.tag()
+    }
+
+    /// Captures every frame on the fixture's bridge (between hosts, and between hosts and the
+    /// root namespace) into `file` with `tcpdump`, until [`Capture::stop`].
+    pub fn capture(&self, file: &Path) -> Capture {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", self.net.switch_ns()])
+            .args(["tcpdump", "-i", "br0", "-U", "-n", "-s", "0", "-w"])
+            .arg(file);
+        let process = ChildGuard::spawn(cmd, self.dir(), "tcpdump");
+        let started = crate::wait_until(std::time::Duration::from_secs(10), || {
+            std::fs::metadata(file).is_ok_and(|m| m.len() >= 24)
+        });
+        assert!(started, "tcpdump did not start; is it installed?");
+        Capture {
+            process,
+            file: file.to_owned(),
+        }
     }
 
     /// Name of the fixture's one interface in the root namespace (the gateway veth).

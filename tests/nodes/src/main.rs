@@ -184,8 +184,14 @@ fn flood() -> Result {
     let (mut node, _events) = AdoraNode::init_from_env()?;
     let output = "data".into();
     let count = env_u64("COUNT", 1000);
+    // `MARKER`: each message is that text and its number (tests look for it on the wire).
+    let marker = std::env::var("MARKER").ok();
     for seq in 0..count {
-        node.send_output(&output, MetadataParameters::new(), &seq.to_le_bytes())?;
+        let payload = match &marker {
+            Some(m) => format!("{m}-{seq}").into_bytes(),
+            None => seq.to_le_bytes().to_vec(),
+        };
+        node.send_output(&output, MetadataParameters::new(), &payload)?;
     }
     println!("flood sent={count}");
     Ok(())

@@ -10,7 +10,7 @@
 mod common;
 mod down;
 mod install;
-mod join_code;
+pub(crate) mod join_code;
 mod machine;
 mod restart;
 mod revoke;

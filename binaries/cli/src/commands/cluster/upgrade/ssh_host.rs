@@ -37,6 +37,23 @@ pub(super) struct SshFleet {
     pub ssh_config: Option<PathBuf>,
 }
 
+impl SshFleet {
+    /// A single-use join code bound to `machine`, from the coordinator.
+    async fn join_code(&self, machine: &str) -> Result<String, StepError> {
+        let failed = |e: anyhow::Error| {
+            StepError::new(
+                format!("cannot get a join code from the coordinator: {e:#}"),
+                "check that the coordinator runs",
+            )
+        };
+        let mut client = Client::connect(&self.client).await.map_err(failed)?;
+        let codes = crate::commands::cluster::join_code::machine_codes(&mut client, [machine])
+            .await
+            .map_err(failed)?;
+        Ok(codes.get(machine).cloned().unwrap_or_default())
+    }
+}
+
 /// One machine's session and what the steps learned.
 pub(super) struct Conn {
     session: HostSession,
@@ -257,10 +274,10 @@ impl RolloutHost for SshFleet {
                 upgrade::kill_ad_hoc_script(&state),
                 machine::start_script(&self.cluster, m)
             );
-            conn.session
-                // No join code: the daemon restarts with the identity it enrolled.
-                .sh_with_stdin(&script, &[])
-                .await
+            // A daemon that enrolled restarts with its identity and ignores the code; one that
+            // never ran (`upgrade --binary` as the first install) enrolls with it.
+            let code = self.join_code(&m.id).await?;
+            conn.session.sh_with_stdin(&script, code.as_bytes()).await
         }
         .map_err(ssh_failed)?;
         if out.success() {
