@@ -72,14 +72,17 @@ pub fn success(text: &str) -> String {
 }
 
 /// Sets up `tracing` on stderr. `RUST_LOG` wins; otherwise warnings, or debug with `-v`.
+/// Zenoh's TLS link warns on every connection that it skips the server name check, which the
+/// daemons turn off on purpose (daemon certificates name no host); only its errors are shown.
 pub fn init_tracing(verbose: u8) {
     let default = match verbose {
         0 => "warn",
         1 => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default},zenoh_link_tls=error"))
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

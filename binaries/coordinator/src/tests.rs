@@ -76,7 +76,10 @@ async fn websockets_refuse_missing_and_wrong_tokens() {
 
 #[tokio::test]
 async fn metrics_are_prometheus_text() {
-    let (status, body) = get("/metrics", None).await;
+    // The token is needed (401 without it; `--metrics-public` opts out).
+    let (status, _) = get("/metrics", None).await;
+    assert_eq!(status, 401);
+    let (status, body) = get("/metrics", Some("Bearer test-token")).await;
     assert_eq!(status, 200);
     assert!(
         body.contains("adora_daemons{state=\"connected\"} 0"),

@@ -337,7 +337,7 @@ mod tests {
         let env_path = format!("{etc}/adora-daemon-robot.env");
         assert_eq!(
             std::fs::read_to_string(&env_path).expect("env"),
-            "ADORA_TOKEN=t0k\n"
+            "ADORA_JOIN_CODE=t0k\n"
         );
         let mode = |p: &str| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode(&env_path), 0o600);

@@ -1,6 +1,7 @@
 //! Adora services for multi-machine tests and benchmarks: a coordinator in the caller's own
 //! (root) network namespace and daemons on test hosts or on this machine, all sharing one state
-//! directory (token, recorded coordinator address) while each daemon logs under its machine id.
+//! directory (token, CA, recorded coordinator address) while each daemon logs under its machine
+//! id and enrolls with a join code into its own identity (`identity/<machine id>/`).
 
 use std::{
     path::{Path, PathBuf},
@@ -134,7 +135,22 @@ impl Coordinator {
             .args(["daemon", "--machine-id", machine_id])
             .args(["--coordinator-addr", ip, "--coordinator-port", &self.port()])
             .args(extra);
+        // Like a fleet's daemons: the first start enrolls with a join code, later ones use the
+        // identity it kept, so these tests run with client certificates and Zenoh over TLS.
+        let identity = self.state.join("identity").join(machine_id);
+        if !identity.join("daemon.pem").exists() {
+            cmd.env("ADORA_JOIN_CODE", self.join_code(machine_id));
+        }
         cmd
+    }
+
+    /// A single-use join code for `machine_id` (`adora cluster join-code create --machine`).
+    pub fn join_code(&self, machine_id: &str) -> String {
+        let mut cli = self.cli();
+        cli.args(["cluster", "join-code", "create", "--machine", machine_id]);
+        let out = crate::run_with_timeout(cli, STARTUP);
+        assert!(out.status.success(), "no join code for {machine_id}: {out}");
+        out.stdout.trim().to_owned()
     }
 
     /// Starts one daemon per test host, host `i` with machine id `ids[i]`, and waits until all

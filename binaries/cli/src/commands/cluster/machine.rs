@@ -290,7 +290,7 @@ mod tests {
         );
         let script = start_script(&c, m);
         assert!(script.contains("D='/var/lib/x;y'\n"), "{script}");
-        assert!(script.contains("adora daemon --machine-id robot --coordinator-addr 10.0.0.1 --coordinator-port 6013 --labels arch=arm64 --quiet >>"), "{script}");
+        assert!(script.contains("adora daemon --machine-id robot --coordinator-addr 10.0.0.1 --coordinator-port 6013 --labels arch=arm64 --quiet --join-code-file \"$D/join-code\" >>"), "{script}");
         let c = cluster("");
         assert!(start_script(&c, &c.machines[0]).contains("D=\"$HOME\"/.local/state/adora\n"));
         assert!(!version_script(&c.machines[0]).contains("export PATH"));
