@@ -118,7 +118,9 @@ fn cluster_up_start_status_down() {
     let machines = three_machines(&fleet.hosts);
     let cluster = write_cluster(&fleet, &machines);
     // Every frame on the hosts' bridge, from `cluster up` to the end of the cross-host flow.
-    let capture = fleet.hosts.capture(&fleet.dir.path().join("bridge.pcap"));
+    let capture = fleet
+        .hosts
+        .capture(&fleet.dir.path().join("bridge.pcap"), "");
 
     let out = fleet.cluster("up", &cluster, &[]);
     println!("{out}");

@@ -66,18 +66,21 @@ fn assert_refused(coordinator: &Coordinator, machine: &str, code: &str, why: &st
     out
 }
 
-fn connected(coordinator: &Coordinator, machine: &str) -> bool {
+/// The `adora status --json` entry of the connected daemon of `machine`.
+fn daemon_status(coordinator: &Coordinator, machine: &str) -> Option<serde_json::Value> {
     let mut cmd = coordinator.cli();
     cmd.args(["status", "--json"]);
     let out = run_with_timeout(cmd, TIMEOUT);
-    let Ok(status) = serde_json::from_str::<serde_json::Value>(&out.stdout) else {
-        return false;
-    };
-    status["daemons"].as_array().is_some_and(|daemons| {
-        daemons
-            .iter()
-            .any(|d| d["machine_id"] == machine && d["connected"] == true)
-    })
+    let status = serde_json::from_str::<serde_json::Value>(&out.stdout).ok()?;
+    status["daemons"]
+        .as_array()?
+        .iter()
+        .find(|d| d["machine_id"] == machine && d["connected"] == true)
+        .cloned()
+}
+
+fn connected(coordinator: &Coordinator, machine: &str) -> bool {
+    daemon_status(coordinator, machine).is_some()
 }
 
 #[test]
@@ -152,6 +155,37 @@ fn join_codes_identities_and_revocation() {
     assert_refused(&coordinator, "m4", &parts.join("."), "presents the CA");
     let bound = create_code(&coordinator, &["--machine", "m5"]);
     assert_refused(&coordinator, "m6", &bound, "m5");
+
+    // Labels a code assigns add to the daemon's own, and stay with its identity.
+    let labelled = create_code(&coordinator, &["--labels", "zone=b"]);
+    let m7 = temp_dir();
+    let mut with_labels = daemon_command(&coordinator, m7.path(), "m7", Some(&labelled));
+    with_labels.args(["--labels", "arch=x86"]);
+    let mut m7_daemon = ChildGuard::spawn(with_labels, m7.path(), "daemon");
+    let labels_of = || daemon_status(&coordinator, "m7").map(|d| d["labels"].clone());
+    assert!(
+        wait_until(WAIT, || labels_of().is_some()),
+        "m7 did not join"
+    );
+    let labels = labels_of().unwrap();
+    assert_eq!(
+        (labels["zone"].as_str(), labels["arch"].as_str()),
+        (Some("b"), Some("x86")),
+        "{labels}"
+    );
+    m7_daemon.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = m7_daemon.wait_timeout(WAIT);
+    assert!(wait_until(WAIT, || !connected(&coordinator, "m7")));
+    let _m7_again = ChildGuard::spawn(
+        daemon_command(&coordinator, m7.path(), "m7", None),
+        m7.path(),
+        "daemon-again",
+    );
+    assert!(
+        wait_until(WAIT, || labels_of().is_some()),
+        "m7 did not come back"
+    );
+    assert_eq!(labels_of().unwrap()["zone"], "b");
 
     // Without credentials: nothing (the CA is public, everything else is not).
     let ca = std::fs::read_to_string(state.path().join("ca.pem")).unwrap();

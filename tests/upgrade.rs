@@ -413,7 +413,11 @@ fn ad_hoc_fleet_upgrade_then_broken_binary_rolled_back() {
     ]);
     assert_flowing(&cli, "ops", 3);
 
-    // A good upgrade: two at a time after the canary.
+    // A good upgrade: two at a time after the canary. Every frame on the bridge but SSH's (the
+    // binary copies: encrypted, and hundreds of MB) is captured.
+    let capture = fleet
+        .hosts
+        .capture(&fleet.dir.path().join("upgrade.pcap"), "not port 22");
     let new_s = new.display().to_string();
     let mut args = vec!["--binary", &new_s, "--max-parallel", "2"];
     args.extend(GATE);
@@ -438,6 +442,28 @@ fn ad_hoc_fleet_upgrade_then_broken_binary_rolled_back() {
     }
     assert!(daemon_versions(&cli).iter().all(|(_, v)| *v == new_version));
     assert_flowing(&cli, "ops", 3);
+    // Neither the admin token nor the join codes the restarted daemons enrolled with crossed it
+    // in cleartext (while the control traffic and the data between hosts did cross it).
+    let pcap = capture.stop();
+    let seen = |needle: &str| pcap.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(
+        pcap.len() > 10_000,
+        "the capture missed the upgrade ({} bytes)",
+        pcap.len()
+    );
+    let token = std::fs::read_to_string(fleet.dir.path().join("local/token")).unwrap();
+    assert!(
+        !seen(token.trim()),
+        "the admin token crossed the bridge in cleartext"
+    );
+    for id in MACHINES {
+        let code = std::fs::read_to_string(fleet.machine_dir(id).join("state/join-code")).unwrap();
+        let secret = code.trim().rsplit('.').next().unwrap();
+        assert!(
+            !secret.is_empty() && !seen(secret),
+            "{id}'s join code crossed the bridge"
+        );
+    }
 
     // A binary that cannot run a daemon: robot is rolled back, the others are untouched.
     let pid_file = |id: &str| fleet.machine_dir(id).join("state/daemon.pid");

@@ -106,11 +106,6 @@ pub fn server_name(addr: &str) -> Result<ServerName<'static>, PkiError> {
         .map_err(|e| PkiError::invalid(format!("coordinator address `{addr}`"), e))
 }
 
-/// The certificates presented by the server of a connection, as received.
-pub fn peer_ca(certs: &[CertificateDer<'_>]) -> Option<CertificateDer<'static>> {
-    certs.last().map(|c| c.clone().into_owned())
-}
-
 #[derive(Debug)]
 struct AnyServer(Arc<CryptoProvider>);
 

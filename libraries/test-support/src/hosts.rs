@@ -466,12 +466,14 @@ impl TestHosts {
     }
 
     /// Captures every frame on the fixture's bridge (between hosts, and between hosts and the
-    /// root namespace) into `file` with `tcpdump`, until [`Capture::stop`].
-    pub fn capture(&self, file: &Path) -> Capture {
+    /// root namespace) that matches the pcap `filter` (`""`: all) into `file` with `tcpdump`,
+    /// until [`Capture::stop`].
+    pub fn capture(&self, file: &Path, filter: &str) -> Capture {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", self.net.switch_ns()])
             .args(["tcpdump", "-i", "br0", "-U", "-n", "-s", "0", "-w"])
-            .arg(file);
+            .arg(file)
+            .args(filter.split_whitespace());
         let process = ChildGuard::spawn(cmd, self.dir(), "tcpdump");
         let started = crate::wait_until(std::time::Duration::from_secs(10), || {
             std::fs::metadata(file).is_ok_and(|m| m.len() >= 24)

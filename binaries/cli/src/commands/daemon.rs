@@ -66,17 +66,7 @@ pub struct Args {
 struct Labels(BTreeMap<String, String>);
 
 fn parse_labels(s: &str) -> Result<Labels, String> {
-    let mut labels = BTreeMap::new();
-    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) = pair
-            .split_once('=')
-            .ok_or_else(|| format!("label `{pair}` is not key=value"))?;
-        if k.trim().is_empty() {
-            return Err(format!("label `{pair}` has an empty key"));
-        }
-        labels.insert(k.trim().to_owned(), v.trim().to_owned());
-    }
-    Ok(Labels(labels))
+    super::common::parse_labels(s).map(Labels)
 }
 
 /// Zenoh's TLS files: those of the identity in `dir`, checked to load; none with
@@ -114,8 +104,9 @@ pub async fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     if let Some(machine) = trusted.machine_id.clone() {
         args.machine_id = Some(machine);
     }
-    if let Some(labels) = trusted.labels.clone() {
-        args.labels.0 = labels;
+    // The labels the join code assigned win over the flags (the admin gave them).
+    if let Some(assigned) = trusted.labels.clone() {
+        args.labels.0.extend(assigned);
     }
     let name = args.machine_id.clone().unwrap_or_else(|| "default".into());
     let run_dir = std::env::temp_dir().join(format!("adora-daemon-{}", std::process::id()));

@@ -32,7 +32,7 @@ pub struct Trusted {
     pub auth: Auth,
     /// The machine id of the identity (overrides none given; a different one is an error).
     pub machine_id: Option<String>,
-    /// The labels assigned at enrollment, when no `--labels` were given.
+    /// The labels the join code assigned at enrollment (they win over `--labels`).
     pub labels: Option<BTreeMap<String, String>>,
     /// Where the identity is (for Zenoh's TLS).
     pub identity_dir: Option<PathBuf>,
@@ -96,9 +96,11 @@ pub async fn establish(trust: Trust<'_>) -> anyhow::Result<Trusted> {
         .await?;
         // Where the next start with the same flags looks (not where the machine id would put it).
         enrolled.identity.save(&dir)?;
+        // Only what the code assigned (what this daemon asked for comes from its flags).
         let labels: String = enrolled
             .labels
             .iter()
+            .filter(|(k, v)| trust.labels.get(*k) != Some(*v))
             .map(|(k, v)| format!("{k}={v}\n"))
             .collect();
         adora_pki::write_private(&dir.join(LABELS_FILE), &labels)?;

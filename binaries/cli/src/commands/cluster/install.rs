@@ -43,10 +43,11 @@ const PRINT_DEFAULT_BINARY: &str = "/usr/local/bin/adora";
 adora cluster install cluster.yml --print robot > adora-daemon-robot.service\n\n\
 Installs /etc/systemd/system/adora-daemon-<id>.service on every machine (concurrently), with \
 ExecStart= the absolute path of the adora found on the machine (install_dir first) and the daemon \
-flags of `cluster up`, and the token in /etc/adora/adora-daemon-<id>.env (mode 0600, root only). \
-Then `systemctl daemon-reload` and `enable --now`. A daemon a `cluster up` started there is \
-stopped first. Needs root or passwordless sudo on the machines. The token is the one of the \
-running coordinator (ADORA_TOKEN or the local state directory).")]
+flags of `cluster up`, and a single-use join code for the machine in \
+/etc/adora/adora-daemon-<id>.env (mode 0600, root only): the daemon enrolls with it once and keeps \
+its own certificate; the admin token never leaves this machine. Then `systemctl daemon-reload` \
+and `enable --now`. A daemon a `cluster up` started there is stopped first. Needs root or \
+passwordless sudo on the machines, and the cluster's coordinator running (it issues the codes).")]
 pub struct InstallArgs {
     /// The cluster file.
     cluster: PathBuf,

@@ -44,9 +44,10 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 #[command(after_help = "Examples:\n  adora cluster up cluster.yml\n  \
 adora cluster up cluster.yml --ssh-config ./fleet-ssh-config\n\n\
 The coordinator runs on this machine, bound to coordinator.addr:port of cluster.yml (an already \
-running one is reused). On each machine, concurrently: checks `adora --version`, writes the token \
-to <state_dir>/token (mode 0600, sent over stdin), and starts `adora daemon` detached with its log \
-in <state_dir>/daemon.log. On a machine with the systemd unit of `cluster install` it runs \
+running one is reused). On each machine, concurrently: checks `adora --version`, writes a \
+single-use join code for it to <state_dir>/join-code (mode 0600, sent over stdin; the admin token \
+never leaves this machine), and starts `adora daemon` detached with its log in \
+<state_dir>/daemon.log; the daemon enrolls and keeps its certificate in <state_dir>/identity/. On a machine with the systemd unit of `cluster install` it runs \
 `systemctl start adora-daemon-<id>` instead (never two daemons for one machine). Daemons that are \
 already connected are left alone, so running it again is safe. Exits non-zero if any machine \
 failed.")]
