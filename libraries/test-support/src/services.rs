@@ -156,10 +156,20 @@ impl Coordinator {
     /// Starts one daemon per test host, host `i` with machine id `ids[i]`, and waits until all
     /// are connected. Keep the guards: dropping one kills its daemon.
     pub fn daemons_on(&self, hosts: &crate::hosts::TestHosts, ids: &[&str]) -> Vec<ChildGuard> {
+        self.daemons_on_with(hosts, ids, &[])
+    }
+
+    /// [`Coordinator::daemons_on`] with `extra` daemon arguments.
+    pub fn daemons_on_with(
+        &self,
+        hosts: &crate::hosts::TestHosts,
+        ids: &[&str],
+        extra: &[&str],
+    ) -> Vec<ChildGuard> {
         let daemons = ids
             .iter()
             .enumerate()
-            .map(|(i, id)| self.daemon_on(hosts.host(i), id, &[]))
+            .map(|(i, id)| self.daemon_on(hosts.host(i), id, extra))
             .collect();
         self.wait_for_daemons(ids.len());
         daemons
