@@ -110,7 +110,7 @@ fn explain(e: &std::io::Error) -> String {
         " — the coordinator's certificate does not name this address; connect by an address it \
          listens on, or restart it with `--tls-san <name>`"
     } else if text.contains("InvalidContentType") || text.contains("corrupt message") {
-        " — the server does not speak TLS (an Adora coordinator older than 0.4?)"
+        " — the server does not speak TLS (an older Adora coordinator, or another service?)"
     } else if text.contains("CertificateRequired") || text.contains("certificate required") {
         " — the coordinator requires a client certificate"
     } else if text.contains("BadCertificate") || text.contains("bad certificate") {

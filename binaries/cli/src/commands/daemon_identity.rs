@@ -94,8 +94,6 @@ pub async fn establish(trust: Trust<'_>) -> anyhow::Result<Trusted> {
             trust.labels,
         )
         .await?;
-        // Where the next start with the same flags looks (not where the machine id would put it).
-        enrolled.identity.save(&dir)?;
         // Only what the code assigned (what this daemon asked for comes from its flags).
         let labels: String = enrolled
             .labels
@@ -104,6 +102,9 @@ pub async fn establish(trust: Trust<'_>) -> anyhow::Result<Trusted> {
             .map(|(k, v)| format!("{k}={v}\n"))
             .collect();
         adora_pki::write_private(&dir.join(LABELS_FILE), &labels)?;
+        // Last (its certificate marks a complete identity), where the next start with the same
+        // flags looks (not where the machine id would put it).
+        enrolled.identity.save(&dir)?;
         eprintln!(
             "enrolled as `{}`; identity in {}",
             enrolled.identity.machine_id,
