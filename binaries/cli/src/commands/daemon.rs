@@ -51,12 +51,8 @@ pub struct Args {
     #[arg(long, default_value = "tcp/0.0.0.0:0")]
     zenoh_listen: String,
     /// Zenoh between daemons over plain TCP instead of mutual TLS (benchmark comparisons only).
-    #[arg(long, hide = true, conflicts_with = "zenoh_tls_dir")]
+    #[arg(long, hide = true)]
     insecure_zenoh: bool,
-    /// A daemon identity directory (`ca.pem`, `daemon.pem`, `daemon.key`) whose certificate
-    /// Zenoh's mutual TLS uses instead of the enrolled one (tests).
-    #[arg(long, hide = true, value_name = "DIR")]
-    zenoh_tls_dir: Option<PathBuf>,
     /// Only log warnings and errors.
     #[arg(long)]
     pub quiet: bool,
@@ -69,24 +65,11 @@ fn parse_labels(s: &str) -> Result<Labels, String> {
     super::common::parse_labels(s).map(Labels)
 }
 
-/// Zenoh's TLS files: those of the identity in `dir`, checked to load; none with
-/// `--insecure-zenoh` or without an identity.
-fn zenoh_tls(
-    insecure: bool,
-    dir: Option<&std::path::Path>,
-) -> anyhow::Result<Option<adora_daemon::ZenohTls>> {
-    let Some(dir) = dir.filter(|_| !insecure) else {
-        return Ok(None);
-    };
-    adora_pki::Identity::load(dir)
-        .with_context(|| format!("--zenoh-tls-dir {}", dir.display()))?
-        .with_context(|| {
-            format!(
-                "--zenoh-tls-dir {}: no daemon identity there",
-                dir.display()
-            )
-        })?;
-    Ok(Some(adora_daemon::ZenohTls::from_identity_dir(dir)))
+/// Zenoh's TLS files: those of the enrolled identity in `dir` (already loaded and checked by
+/// `daemon_identity::establish`); none with `--insecure-zenoh` or without an identity.
+fn zenoh_tls(insecure: bool, dir: Option<&std::path::Path>) -> Option<adora_daemon::ZenohTls> {
+    dir.filter(|_| !insecure)
+        .map(adora_daemon::ZenohTls::from_identity_dir)
 }
 
 pub async fn run(mut args: Args) -> anyhow::Result<ExitCode> {
@@ -123,12 +106,7 @@ pub async fn run(mut args: Args) -> anyhow::Result<ExitCode> {
                 .map_err(|e| anyhow::anyhow!("--zenoh-listen: {e}"))?;
             args.zenoh_listen.clone()
         },
-        zenoh_tls: zenoh_tls(
-            args.insecure_zenoh,
-            args.zenoh_tls_dir
-                .as_deref()
-                .or(trusted.identity_dir.as_deref()),
-        )?,
+        zenoh_tls: zenoh_tls(args.insecure_zenoh, trusted.identity_dir.as_deref()),
     };
     eprintln!(
         "daemon `{name}` connecting to the coordinator at {}",
@@ -156,26 +134,11 @@ mod tests {
     }
 
     #[test]
-    fn zenoh_tls_comes_from_an_identity_dir_unless_insecure() {
+    fn zenoh_tls_comes_from_the_identity_dir_unless_insecure() {
         let dir = tempfile::tempdir().expect("tempdir");
-        assert!(zenoh_tls(false, None).expect("no dir").is_none());
-        let err = zenoh_tls(false, Some(dir.path())).expect_err("no identity there");
-        assert!(err.to_string().contains("no daemon identity"), "{err}");
-        let ca = adora_pki::ClusterCa::generate().expect("ca");
-        let (key_pem, spki) = adora_pki::new_key().expect("key");
-        let identity = adora_pki::Identity {
-            machine_id: "robot".into(),
-            ca_pem: ca.cert_pem().to_owned(),
-            cert_pem: ca.issue_daemon("robot", &spki).expect("issued").cert_pem,
-            key_pem,
-        };
-        identity.save(dir.path()).expect("saved");
-        let tls = zenoh_tls(false, Some(dir.path()))
-            .expect("loads")
-            .expect("tls");
+        assert!(zenoh_tls(false, None).is_none());
+        let tls = zenoh_tls(false, Some(dir.path())).expect("tls");
         assert_eq!(tls.key, dir.path().join("daemon.key"));
-        assert!(zenoh_tls(true, Some(dir.path()))
-            .expect("insecure")
-            .is_none());
+        assert!(zenoh_tls(true, Some(dir.path())).is_none());
     }
 }

@@ -99,8 +99,9 @@ pub async fn establish(trust: Trust<'_>) -> anyhow::Result<Trusted> {
             .labels
             .iter()
             .filter(|(k, v)| trust.labels.get(*k) != Some(*v))
-            .map(|(k, v)| format!("{k}={v}\n"))
-            .collect();
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
         adora_pki::write_private(&dir.join(LABELS_FILE), &labels)?;
         // Last (its certificate marks a complete identity), where the next start with the same
         // flags looks (not where the machine id would put it).
@@ -148,14 +149,15 @@ fn from_identity(
         &identity.ca_pem,
         Some((&identity.cert_pem, &identity.key_pem)),
     )?;
-    let labels = std::fs::read_to_string(dir.join(LABELS_FILE))
-        .ok()
-        .map(|text| {
-            text.lines()
-                .filter_map(|l| l.split_once('='))
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect::<BTreeMap<_, _>>()
-        });
+    // Written by `establish` in the `--labels` format.
+    let file = dir.join(LABELS_FILE);
+    let labels = match std::fs::read_to_string(&file) {
+        Ok(text) => Some(
+            super::common::parse_labels(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?,
+        ),
+        Err(_) => None,
+    };
     Ok(Trusted {
         auth: Auth::tls(tls),
         machine_id: Some(identity.machine_id),

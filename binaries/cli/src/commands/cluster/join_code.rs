@@ -116,16 +116,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
     let mut client = Client::connect(&args.client).await?;
-    let request = ControlRequest::CreateJoinCode(CreateJoinCode {
+    let request = CreateJoinCode {
         ttl: args.ttl,
         uses: args.uses,
         machine: args.machine.clone(),
         labels: args.labels,
-    });
-    // Not `call_idempotent`: its answer would be remembered, with the secret, in the store.
-    let ControlReply::JoinCodeCreated(created) = client.call(request).await? else {
-        bail!("unexpected reply to CreateJoinCode");
     };
+    let created = request_code(&mut client, request).await?;
     if args.json {
         print_json(&created)?;
     } else {
@@ -233,19 +230,29 @@ pub(crate) async fn machine_codes<'a>(
 ) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
     let mut codes = std::collections::BTreeMap::new();
     for machine in machines {
-        let request = ControlRequest::CreateJoinCode(CreateJoinCode {
+        let request = CreateJoinCode {
             ttl: MACHINE_CODE_TTL,
             uses: 1,
             machine: Some(machine.to_owned()),
             labels: Default::default(),
-        });
-        // Not `call_idempotent`: its answer would be remembered, with the secret, in the store.
-        let ControlReply::JoinCodeCreated(created) = client.call(request).await? else {
-            bail!("unexpected reply to CreateJoinCode");
         };
+        let created = request_code(client, request).await?;
         codes.insert(machine.to_owned(), created.code);
     }
     Ok(codes)
+}
+
+/// Asks the coordinator for a join code.
+async fn request_code(
+    client: &mut Client,
+    request: CreateJoinCode,
+) -> anyhow::Result<adora_message::enroll::JoinCodeCreated> {
+    // Not `call_idempotent`: its answer would be remembered, with the secret, in the store.
+    let request = ControlRequest::CreateJoinCode(request);
+    let ControlReply::JoinCodeCreated(created) = client.call(request).await? else {
+        bail!("unexpected reply to CreateJoinCode");
+    };
+    Ok(created)
 }
 
 #[cfg(test)]
