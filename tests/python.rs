@@ -130,7 +130,8 @@ nodes:
             .find(|l| l.contains(&format!("viewer | {input} round={round} ")))
             .unwrap_or_else(|| panic!("no {input} round {round}:\n{out}"));
         assert!(
-            line.contains("type=uint8 len=4194304 segment=/dev/shm/") && line.ends_with("same=True"),
+            line.contains("type=uint8 len=4194304 segment=/dev/shm/")
+                && line.ends_with("same=True"),
             "{line}"
         );
     }

@@ -94,14 +94,13 @@ pub(crate) fn resolve_command(node: &NodeSpec, dataflow_dir: &Path) -> Result<No
 /// The hint for a Python node that failed because the interpreter it ran with lacks the `adora`
 /// package (its last stderr lines end with Python's `No module named 'adora'`).
 pub(crate) fn missing_python_package(stderr_tail: &[String]) -> Option<String> {
-    let missing = stderr_tail.iter().any(|l| {
-        l.contains("No module named 'adora'") || l.contains("No module named \"adora\"")
-    });
+    let missing = stderr_tail
+        .iter()
+        .any(|l| l.contains("No module named 'adora'") || l.contains("No module named \"adora\""));
     if !missing {
         return None;
     }
-    let interpreter = which(PYTHON)
-        .map_or_else(|| PYTHON.to_owned(), |p| p.display().to_string());
+    let interpreter = which(PYTHON).map_or_else(|| PYTHON.to_owned(), |p| p.display().to_string());
     Some(format!(
         ": the `adora` Python package is not installed for {interpreter}: \
          pip install <adora repository>/apis/python/node (see the guide's Python chapter)"

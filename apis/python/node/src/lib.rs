@@ -164,9 +164,7 @@ impl Node {
     /// from 4 KiB on it is a shared-memory sample and nothing is copied. Do not write to it after
     /// sending.
     fn allocate<'py>(&self, py: Python<'py>, size: usize) -> PyResult<Bound<'py, PyAny>> {
-        let sample = lock(&self.node)
-            .allocate_sample(size)
-            .map_err(node_error)?;
+        let sample = lock(&self.node).allocate_sample(size).map_err(node_error)?;
         sample::memoryview(py, &self.regions, sample)
     }
 
