@@ -6,6 +6,8 @@ use adora_core::{DataId, NodeId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::arrow_layout::TypeInfo;
+
 /// A hybrid-logical-clock timestamp (time since the Unix epoch plus the clock's id), taken when
 /// a message is sent; receivers compare it with their own clock to measure latency.
 pub type Timestamp = uhlc::Timestamp;
@@ -15,15 +17,18 @@ pub type Timestamp = uhlc::Timestamp;
 pub struct Metadata {
     /// When the message was sent (set by the sender's node API).
     pub timestamp: Timestamp,
+    /// How the payload is laid out as an Arrow array (plain bytes unless the sender said otherwise).
+    pub type_info: TypeInfo,
     /// User parameters.
     pub parameters: BTreeMap<String, Parameter>,
 }
 
 impl Metadata {
-    /// Metadata with a timestamp and no parameters.
+    /// Metadata of a plain-bytes payload with a timestamp and no parameters.
     pub fn new(timestamp: Timestamp) -> Self {
         Self {
             timestamp,
+            type_info: TypeInfo::bytes(),
             parameters: BTreeMap::new(),
         }
     }

@@ -13,7 +13,7 @@ use crate::common::Metadata;
 
 /// Version of the cross-machine payload format; receivers drop samples of other versions
 /// (with a warning naming both versions) instead of misreading them.
-pub const REMOTE_FORMAT_VERSION: u16 = 1;
+pub const REMOTE_FORMAT_VERSION: u16 = 2;
 
 /// The Zenoh key of a node output: `adora/{dataflow}/{node}/{output}`.
 pub fn output_key(dataflow: Uuid, node: &NodeId, output: &DataId) -> String {

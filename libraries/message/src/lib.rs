@@ -2,7 +2,8 @@
 //! kept separate from their encoding ([`codec`]).
 //!
 //! Local data plane (node ↔ daemon over a Unix socket): [`node_to_daemon`], [`daemon_to_node`].
-//! Types shared by several directions live in [`common`].
+//! Types shared by several directions live in [`common`]; the Arrow layout of payloads in
+//! [`arrow_layout`].
 //!
 //! Control plane (JSON text frames over WebSocket, opened by the handshake of [`envelope`]):
 //! [`cli_to_coordinator`], [`coordinator_to_cli`], [`daemon_to_coordinator`],
@@ -10,6 +11,7 @@
 //! [`stats`]. A daemon's enrollment with a join code (plain HTTP JSON, not the WebSocket) and
 //! the join-code types live in [`enroll`].
 
+pub mod arrow_layout;
 pub mod cli_to_coordinator;
 pub mod codec;
 pub mod common;
@@ -29,7 +31,7 @@ pub use common::{DataRef, Metadata, NodeConfig, Parameter, SegmentFile, SharedRe
 
 /// Version of the node ↔ daemon protocol; a node built against another version is rejected at
 /// registration with a clear message.
-pub const NODE_PROTOCOL_VERSION: u32 = 2;
+pub const NODE_PROTOCOL_VERSION: u32 = 3;
 
 /// The version of Adora this crate belongs to: the package version, plus the suffix in the
 /// environment variable `ADORA_VERSION_SUFFIX` when it was set at build time (see `build.rs`).

@@ -6,49 +6,81 @@ use std::{
     sync::Arc,
 };
 
-use adora_message::Parameter;
+use adora_message::{arrow_layout::TypeInfo, Parameter};
 use adora_shm::{SampleMut, SharedSlice};
+use arrow_array::ArrayRef;
+use arrow_buffer::Buffer;
 
-use crate::drops::DropReports;
+use crate::{drops::DropReports, error::NodeError};
 
 /// User parameters attached to a message.
 pub type MetadataParameters = std::collections::BTreeMap<String, Parameter>;
 
-/// A received payload. Dereferences to the bytes.
+/// A received payload. Dereferences to the bytes; [`Data::to_arrow`] reads it as the Arrow array
+/// the sender sent.
 ///
 /// Large payloads are a read-only view into the sender's shared-memory sample: no copy was made on
-/// the way here. Dropping the `Data` tells the daemon this receiver is done with the sample (with
-/// the event stream's next request for events, or at once if the stream is already waiting).
-pub struct Data(Repr);
+/// the way here. Dropping the `Data` (and every array made from it) tells the daemon this receiver
+/// is done with the sample (with the event stream's next request for events, or at once if the
+/// stream is already waiting).
+pub struct Data {
+    repr: Repr,
+    type_info: TypeInfo,
+}
 
 enum Repr {
     Inline(Vec<u8>),
-    Shared {
-        slice: SharedSlice,
-        token: u64,
-        drops: Arc<DropReports>,
-    },
+    Shared(Arc<SharedPayload>),
+}
+
+/// A received shared sample; reported dropped when the last `Data` or Arrow buffer using it goes.
+struct SharedPayload {
+    slice: SharedSlice,
+    _release: Release,
+}
+
+/// Reports a received shared sample dropped when dropped.
+struct Release {
+    token: u64,
+    drops: Arc<DropReports>,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.drops.dropped(self.token);
+    }
 }
 
 impl Data {
-    pub(crate) fn inline(bytes: Vec<u8>) -> Self {
-        Data(Repr::Inline(bytes))
+    pub(crate) fn inline(bytes: Vec<u8>, type_info: TypeInfo) -> Self {
+        Data {
+            repr: Repr::Inline(bytes),
+            type_info,
+        }
     }
 
-    pub(crate) fn shared(slice: SharedSlice, token: u64, drops: Arc<DropReports>) -> Self {
-        Data(Repr::Shared {
+    pub(crate) fn shared(
+        slice: SharedSlice,
+        token: u64,
+        drops: Arc<DropReports>,
+        type_info: TypeInfo,
+    ) -> Self {
+        let payload = SharedPayload {
             slice,
-            token,
-            drops,
-        })
+            _release: Release { token, drops },
+        };
+        Data {
+            repr: Repr::Shared(Arc::new(payload)),
+            type_info,
+        }
     }
 
     /// The name of the shared-memory segment holding the bytes, or `None` for inline payloads.
     /// Two receivers seeing the same id read the very same memory.
     pub fn shared_memory_id(&self) -> Option<&str> {
-        match &self.0 {
+        match &self.repr {
             Repr::Inline(_) => None,
-            Repr::Shared { slice, .. } => Some(slice.os_id()),
+            Repr::Shared(payload) => Some(payload.slice.os_id()),
         }
     }
 
@@ -56,23 +88,34 @@ impl Data {
     pub fn to_vec(&self) -> Vec<u8> {
         self.deref().to_vec()
     }
+
+    /// The payload as the Arrow array its sender sent (raw bytes are a `UInt8Array`).
+    ///
+    /// A shared-memory payload is not copied: the array's buffers point into the sample, which
+    /// stays with this receiver until the `Data` and every array made from it are dropped. A small
+    /// inline payload is copied once into an aligned buffer. A payload whose description does not
+    /// fit it (a misbehaving sender) is an error.
+    pub fn to_arrow(&self) -> Result<ArrayRef, NodeError> {
+        let info = self
+            .type_info
+            .decode(self.len())
+            .map_err(|e| NodeError::Arrow(e.to_string()))?;
+        let buffer = match &self.repr {
+            Repr::Inline(bytes) => Buffer::from_slice_ref(bytes),
+            Repr::Shared(payload) => payload.slice.clone().into_arrow_buffer(payload.clone()),
+        };
+        let data = crate::arrow::read(&info, &buffer).map_err(NodeError::Arrow)?;
+        Ok(arrow_array::make_array(data))
+    }
 }
 
 impl Deref for Data {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        match &self.0 {
+        match &self.repr {
             Repr::Inline(v) => v,
-            Repr::Shared { slice, .. } => slice,
-        }
-    }
-}
-
-impl Drop for Data {
-    fn drop(&mut self) {
-        if let Repr::Shared { token, drops, .. } = &self.0 {
-            drops.dropped(*token);
+            Repr::Shared(payload) => &payload.slice,
         }
     }
 }

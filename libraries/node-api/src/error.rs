@@ -21,6 +21,9 @@ pub enum NodeError {
     /// Shared memory failed.
     #[error("shared memory: {0}")]
     Shm(#[from] adora_shm::Error),
+    /// A payload is not the Arrow array its metadata describes.
+    #[error("the message is not a valid Arrow array: {0}")]
+    Arrow(String),
     /// The daemon answered with an unexpected message.
     #[error("protocol error: {0}")]
     Protocol(String),

@@ -3,8 +3,9 @@
 use std::{
     collections::{BTreeMap, VecDeque},
     io::BufReader,
-    os::unix::net::UnixStream,
+    os::{fd::AsFd, unix::net::UnixStream},
     sync::Arc,
+    time::{Duration, Instant},
 };
 
 use adora_core::DataId;
@@ -15,6 +16,7 @@ use adora_message::{
     DataRef, Metadata,
 };
 use adora_shm::{FileId, RegionCache, SharedSlice};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::{data::Data, drops::DropReports};
 
@@ -73,6 +75,8 @@ pub struct EventStream {
     regions: RegionCache,
     buf: Vec<u8>,
     ended: bool,
+    /// A `NextEvents` request was sent and its reply not read yet (a wait that timed out).
+    requested: bool,
 }
 
 impl EventStream {
@@ -85,11 +89,33 @@ impl EventStream {
             regions: RegionCache::new(),
             buf: Vec::new(),
             ended: false,
+            requested: false,
         }
     }
 
     /// Blocks for the next event; `None` when the stream has ended.
     pub fn recv(&mut self) -> Option<Event> {
+        self.next_before(None)
+    }
+
+    /// Waits at most `timeout` for the next event: `None` when none came in time or the stream
+    /// has ended ([`Self::is_ended`] tells which). A wait that timed out loses nothing: the
+    /// events come with a later call.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Option<Event> {
+        self.next_before(Some(Instant::now() + timeout))
+    }
+
+    /// The next event if one is already here, without waiting.
+    pub fn try_recv(&mut self) -> Option<Event> {
+        self.recv_timeout(Duration::ZERO)
+    }
+
+    /// Whether the stream has ended: no event will come any more.
+    pub fn is_ended(&self) -> bool {
+        self.ended && self.buffered.is_empty()
+    }
+
+    fn next_before(&mut self, deadline: Option<Instant>) -> Option<Event> {
         loop {
             if let Some(event) = self.buffered.pop_front() {
                 return Some(self.convert(event));
@@ -97,7 +123,16 @@ impl EventStream {
             if self.ended {
                 return None;
             }
-            self.fetch();
+            if !self.requested {
+                self.request();
+                continue; // a failed request ended the stream
+            }
+            if let Some(deadline) = deadline {
+                if !self.reply_ready(deadline) {
+                    return None;
+                }
+            }
+            self.read_reply();
         }
     }
 
@@ -106,12 +141,52 @@ impl EventStream {
         self.drop_counts.get(input).copied().unwrap_or(0)
     }
 
-    fn fetch(&mut self) {
+    /// Asks the daemon for the next events (the reply is read by [`Self::read_reply`]).
+    fn request(&mut self) {
         let request = NodeRequest::NextEvents {
             dropped: self.drops.start_waiting(),
         };
-        let reply = write_frame(self.stream.get_mut(), &request)
-            .and_then(|()| read_frame::<DaemonReply>(&mut self.stream, &mut self.buf));
+        match write_frame(self.stream.get_mut(), &request) {
+            Ok(()) => self.requested = true,
+            Err(e) => {
+                self.fetched(Err(e));
+                self.drops.stop_waiting(self.ended);
+            }
+        }
+    }
+
+    /// Whether the reply to the outstanding request can be read now, waiting until `deadline`.
+    /// The daemon writes a reply in one piece, so once its first byte is here reading it does
+    /// not block for long.
+    fn reply_ready(&mut self, deadline: Instant) -> bool {
+        if !self.stream.buffer().is_empty() {
+            return true;
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            // Rounded up: a wait of 0.3 ms must not become a busy poll of 0 ms.
+            let millis = left.as_micros().div_ceil(1000);
+            let timeout = PollTimeout::try_from(millis.min(i32::MAX as u128) as i32)
+                .unwrap_or(PollTimeout::MAX);
+            let mut fds = [PollFd::new(
+                self.stream.get_ref().as_fd(),
+                PollFlags::POLLIN,
+            )];
+            match poll(&mut fds, timeout) {
+                Ok(0) => return false,
+                Ok(_) => return true,
+                Err(nix::errno::Errno::EINTR) if !left.is_zero() => continue,
+                Err(nix::errno::Errno::EINTR) => return false,
+                // Reading reports what is wrong with the socket.
+                Err(_) => return true,
+            }
+        }
+    }
+
+    /// Reads the reply to the outstanding request.
+    fn read_reply(&mut self) {
+        let reply = read_frame::<DaemonReply>(&mut self.stream, &mut self.buf);
+        self.requested = false;
         self.fetched(reply);
         self.drops.stop_waiting(self.ended);
     }
@@ -149,7 +224,7 @@ impl EventStream {
         match event {
             NodeEvent::Input { id, metadata, data } => {
                 let data = match data {
-                    DataRef::Inline(bytes) => Data::inline(bytes),
+                    DataRef::Inline(bytes) => Data::inline(bytes, metadata.type_info.clone()),
                     DataRef::Shared(shared) => {
                         let file = FileId {
                             dev: shared.file.dev,
@@ -160,7 +235,12 @@ impl EventStream {
                             .get_file(&shared.os_id, file)
                             .and_then(|region| SharedSlice::new(region, shared.len));
                         match slice {
-                            Ok(slice) => Data::shared(slice, shared.token, self.drops.clone()),
+                            Ok(slice) => Data::shared(
+                                slice,
+                                shared.token,
+                                self.drops.clone(),
+                                metadata.type_info.clone(),
+                            ),
                             Err(e) => {
                                 self.drops.dropped(shared.token);
                                 return Event::Error(format!(

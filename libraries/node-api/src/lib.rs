@@ -16,10 +16,14 @@
 //! # Ok::<(), adora_node_api::NodeError>(())
 //! ```
 //!
+//! Values are Arrow arrays on the wire, whatever the language: [`AdoraNode::send_arrow`] sends
+//! one, [`Data::to_arrow`] reads one (raw bytes are a `UInt8` array).
+//!
 //! Payloads of at least [`adora_core::SHM_THRESHOLD`] bytes travel through shared memory: use
 //! [`AdoraNode::allocate_sample`] + [`AdoraNode::send_sample`] to write them in place, without any
 //! copy on the way to the receivers.
 
+pub mod arrow;
 mod data;
 mod drops;
 mod error;

@@ -10,6 +10,7 @@ use std::{
 
 use adora_core::{DataId, SHM_THRESHOLD};
 use adora_message::{
+    arrow_layout::TypeInfo,
     codec::{read_frame, write_frame},
     daemon_to_node::DaemonReply,
     node_to_daemon::{Channel, NodeRequest},
@@ -159,12 +160,48 @@ impl AdoraNode {
         Ok(Sample(SampleRepr::Shared(sample)))
     }
 
-    /// Sends a sample written in place. The timestamp is taken now.
+    /// Sends an Arrow array: its buffers are copied once into one payload (shared memory from
+    /// 4 KiB on) with a description of their layout, so any receiver, in any language, reads the
+    /// same array (`Data::to_arrow`, `event["value"]` in Python).
+    pub fn send_arrow(
+        &mut self,
+        output: &DataId,
+        parameters: MetadataParameters,
+        array: &dyn arrow_array::Array,
+    ) -> Result<(), NodeError> {
+        self.send_arrow_data(output, parameters, &array.to_data())
+    }
+
+    /// [`Self::send_arrow`] for an array's [`arrow_data::ArrayData`].
+    pub fn send_arrow_data(
+        &mut self,
+        output: &DataId,
+        parameters: MetadataParameters,
+        data: &arrow_data::ArrayData,
+    ) -> Result<(), NodeError> {
+        let (info, len) = crate::arrow::layout(data);
+        let mut sample = self.allocate_sample(len)?;
+        crate::arrow::write(data, &info, &mut sample);
+        self.send_typed(output, parameters, sample, TypeInfo::encode(&info))
+    }
+
+    /// Sends a sample written in place, as plain bytes (a `UInt8` array for Arrow receivers). The
+    /// timestamp is taken now.
     pub fn send_sample(
         &mut self,
         output: &DataId,
         parameters: MetadataParameters,
         sample: Sample,
+    ) -> Result<(), NodeError> {
+        self.send_typed(output, parameters, sample, TypeInfo::bytes())
+    }
+
+    fn send_typed(
+        &mut self,
+        output: &DataId,
+        parameters: MetadataParameters,
+        sample: Sample,
+        type_info: TypeInfo,
     ) -> Result<(), NodeError> {
         if !self.outputs.contains(output) {
             return Err(NodeError::UnknownOutput(output.clone()));
@@ -186,6 +223,7 @@ impl AdoraNode {
         };
         let metadata = Metadata {
             timestamp: self.hlc.new_timestamp(),
+            type_info,
             parameters,
         };
         self.control.send(&NodeRequest::SendOutput {

@@ -183,6 +183,29 @@ impl SharedSlice {
     }
 }
 
+#[cfg(feature = "arrow")]
+impl SharedSlice {
+    /// The bytes as an Arrow buffer, without copying. The mapping, and `owner`, live until the
+    /// last clone or slice of the buffer is dropped: an `owner` that reports the sample released
+    /// when dropped (the node API's) reports it only when every array using it is gone.
+    pub fn into_arrow_buffer<O>(self, owner: O) -> arrow_buffer::Buffer
+    where
+        O: Send + Sync + 'static,
+    {
+        let ptr = std::ptr::NonNull::new(self.region.as_ptr().cast_mut())
+            .expect("a mapped region never starts at address 0");
+        let len = self.len;
+        let owner: Arc<dyn arrow_buffer::alloc::Allocation> =
+            Arc::new(std::panic::AssertUnwindSafe((self, owner)));
+        // SAFETY: `ptr` is the start of the mapping held by `self.region`, which `owner` now keeps
+        // alive (an `Arc<ShmRegion>` unmaps only on its last drop); `len <= region.size()` was
+        // checked by `SharedSlice::new`, so `ptr..ptr + len` is mapped, readable memory for the
+        // whole life of the buffer. The buffer only reads it, as a `SharedSlice` does (writes by
+        // the sender follow the crate-level aliasing contract).
+        unsafe { arrow_buffer::Buffer::from_custom_allocation(ptr, len, owner) }
+    }
+}
+
 impl Deref for SharedSlice {
     type Target = [u8];
 
