@@ -387,7 +387,11 @@ fn outcome(
             stderr_tail,
         },
         (None, None) => NodeResult::Failed {
-            reason: format!("exit status {}", status.code().unwrap_or(-1)),
+            reason: format!(
+                "exit status {}{}",
+                status.code().unwrap_or(-1),
+                crate::spawn::missing_python_package(&stderr_tail).unwrap_or_default()
+            ),
             stderr_tail,
         },
     }

@@ -23,6 +23,9 @@ use crate::node_env;
 /// Number of stderr lines kept per node to explain a failure.
 pub const STDERR_TAIL_LINES: usize = 10;
 
+/// The interpreter of `.py` nodes, looked up on the node's `PATH`.
+const PYTHON: &str = "python3";
+
 /// Where a node's executable is and how to start it, checked before anything is spawned.
 #[derive(Debug, Clone)]
 pub(crate) struct NodeCommand {
@@ -69,7 +72,7 @@ pub(crate) fn resolve_command(node: &NodeSpec, dataflow_dir: &Path) -> Result<No
     if resolved.extension().is_some_and(|e| e == "py") {
         args.insert(0, resolved.display().to_string());
         return Ok(NodeCommand {
-            program: "python3".into(),
+            program: PYTHON.into(),
             args,
             working_dir,
         });
@@ -86,6 +89,23 @@ pub(crate) fn resolve_command(node: &NodeSpec, dataflow_dir: &Path) -> Result<No
         args,
         working_dir,
     })
+}
+
+/// The hint for a Python node that failed because the interpreter it ran with lacks the `adora`
+/// package (its last stderr lines end with Python's `No module named 'adora'`).
+pub(crate) fn missing_python_package(stderr_tail: &[String]) -> Option<String> {
+    let missing = stderr_tail.iter().any(|l| {
+        l.contains("No module named 'adora'") || l.contains("No module named \"adora\"")
+    });
+    if !missing {
+        return None;
+    }
+    let interpreter = which(PYTHON)
+        .map_or_else(|| PYTHON.to_owned(), |p| p.display().to_string());
+    Some(format!(
+        ": the `adora` Python package is not installed for {interpreter}: \
+         pip install <adora repository>/apis/python/node (see the guide's Python chapter)"
+    ))
 }
 
 fn which(name: &str) -> Option<PathBuf> {
