@@ -71,6 +71,54 @@ fn data_plane_quick_mode_measures_every_size_on_every_placement() {
     }
 }
 
+/// The `python` placement: Python sender → Python sink and Rust sender → Python sink, next to
+/// Rust → Rust, with their p50 over Rust's. Needs the `adora` Python package (scripts/test.sh
+/// installs it); without it the placement is skipped and this test fails saying so.
+#[test]
+fn data_plane_quick_mode_measures_python_nodes_next_to_rust() {
+    let dir = temp_dir();
+    let csv = dir.path().join("bench.csv");
+    let out = bench(&[
+        "--quick",
+        "--no-baseline",
+        "--placement",
+        "same-daemon",
+        "--placement",
+        "python",
+        "--csv",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(!out.stderr.contains("skipped"), "{out}");
+    assert!(
+        out.stdout
+            .contains("p50 / same-daemon p50 (Rust -> Rust of this run):"),
+        "{out}"
+    );
+    assert!(
+        out.stdout.contains("python p50 <= 1.5x same-daemon"),
+        "{out}"
+    );
+
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let rows = csv_rows(&text);
+    let sizes: Vec<&str> = rows[1..]
+        .iter()
+        .filter(|r| r[0] == "same-daemon")
+        .map(|r| r[1].as_str())
+        .collect();
+    assert!(sizes.contains(&"65536"), "{sizes:?}");
+    for transport in ["python", "rust-to-python"] {
+        let measured: Vec<&Vec<String>> = rows.iter().filter(|r| r[0] == transport).collect();
+        assert_eq!(measured.len(), sizes.len(), "{transport} rows in\n{text}");
+        for row in measured {
+            // Latency p50 and messages per second are figures, corruption count is zero.
+            assert!(row[4].parse::<f64>().is_ok(), "{row:?}");
+            assert!(row[8].parse::<f64>().is_ok(), "{row:?}");
+            assert_eq!(row[12], "0", "{row:?}");
+        }
+    }
+}
+
 #[test]
 fn control_plane_quick_mode_measures_starts_and_a_simulated_fleet() {
     let dir = temp_dir();

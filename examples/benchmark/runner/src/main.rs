@@ -5,10 +5,13 @@
 //! collects the report lines both receivers print, and prints a table (optionally CSV) with Adora's
 //! figures as ratios to the baseline.
 //!
+//! `--placement python` runs the Python nodes of `examples/benchmark/python/` (see [`python`]).
+//!
 //! `adora-bench control-plane` measures the control plane instead (see [`control_plane`]).
 
 mod control_plane;
 mod distributed;
+mod python;
 mod report;
 
 use std::{
@@ -28,7 +31,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[command(
     name = "adora-bench",
     args_conflicts_with_subcommands = true,
-    after_help = "Build first (from the repository root):\n  cargo build --release -p adora-cli -p benchmark-sender -p benchmark-sink -p benchmark-raw -p benchmark-idle -p adora-benchmark\nthen:\n  target/release/adora-bench --csv bench.csv\n  target/release/adora-bench --quick\n  target/release/adora-bench control-plane --csv control.csv"
+    after_help = "Build first (from the repository root):\n  cargo build --release -p adora-cli -p benchmark-sender -p benchmark-sink -p benchmark-raw -p benchmark-idle -p adora-benchmark\nthen:\n  target/release/adora-bench --csv bench.csv\n  target/release/adora-bench --quick\n  target/release/adora-bench control-plane --csv control.csv\n`--placement python` also needs the adora Python package: pip install ./apis/python/node numpy"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -114,6 +117,9 @@ pub enum Placement {
     TwoDaemons,
     /// Two test hosts connected through Zenoh.
     Zenoh,
+    /// Python sender → Python sink and Rust sender → Python sink, on one daemon (needs the
+    /// `adora` Python package).
+    Python,
 }
 
 impl Placement {
@@ -122,6 +128,7 @@ impl Placement {
             Placement::SameDaemon => "same-daemon",
             Placement::TwoDaemons => "two-daemons",
             Placement::Zenoh => "zenoh",
+            Placement::Python => "python",
         }
     }
 }
@@ -227,6 +234,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                     Err(e) => eprintln!("placement `{}` skipped: {e:#}", placement.label()),
                 }
             }
+            Placement::Python => run_python(&adora, generated.path(), &plan, &mut results),
         }
     }
 
@@ -237,6 +245,21 @@ fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("wrote {}", path.display());
     }
     results.check_complete()
+}
+
+/// The `python` placement: both pairings, or a line saying why it was skipped.
+fn run_python(adora: &Path, dir: &Path, plan: &Plan, results: &mut report::Results) {
+    if let Err(e) = python::check_installed() {
+        eprintln!("placement `python` skipped: {e:#}");
+        return;
+    }
+    for sender in [python::Sender::Python, python::Sender::Rust] {
+        eprintln!("running adora with placement `{}`...", sender.label());
+        match python::run(adora, dir, sender, plan) {
+            Ok(reports) => results.add(sender.label(), reports),
+            Err(e) => eprintln!("placement `{}` skipped: {e:#}", sender.label()),
+        }
+    }
 }
 
 /// `examples/benchmark/dataflow.yml` with its sender and sink replaced by the ones next to this

@@ -4,6 +4,8 @@ use std::fmt::Write as _;
 
 use benchmark_common::{format_size, Phase, Plan, Report, Summary};
 
+use crate::python::{PYTHON, RUST_TO_PYTHON};
+
 /// CPU model and logical core count, from `/proc/cpuinfo`.
 #[derive(Debug, Clone)]
 pub struct Machine {
@@ -56,6 +58,13 @@ pub struct Results {
     plan: Plan,
     transports: Vec<(String, Vec<Report>)>,
 }
+
+/// Row label of Rust → Rust on one daemon, the reference of the Python rows.
+const RUST: &str = "same-daemon";
+/// The issue's target: Python → Python p50 at most this many times Rust → Rust p50...
+const PYTHON_TARGET: f64 = 1.5;
+/// ...at these sizes.
+const PYTHON_TARGET_SIZES: [usize; 3] = [8, 4 << 10, 4 << 20];
 
 fn us(ns: u64) -> f64 {
     ns as f64 / 1000.0
@@ -128,7 +137,7 @@ impl Results {
         out += &self.header("");
         let _ = writeln!(
             out,
-            "\n{:>8}  {:<12} {:>8} {:>8} {:>8} {:>8} {:>8}  {:>10} {:>9}  {:>8} {:>10}",
+            "\n{:>8}  {:<14} {:>8} {:>8} {:>8} {:>8} {:>8}  {:>10} {:>9}  {:>8} {:>10}",
             "size",
             "transport",
             "min µs",
@@ -154,7 +163,7 @@ impl Results {
                 let ratio = |r: Option<f64>| r.map_or(String::new(), |r| format!("{r:.2}x"));
                 let _ = writeln!(
                     out,
-                    "{:>8}  {:<12} {:>8} {:>8} {:>8} {:>8} {:>8}  {:>10} {:>9}  {:>8} {:>10}{}",
+                    "{:>8}  {:<14} {:>8} {:>8} {:>8} {:>8} {:>8}  {:>10} {:>9}  {:>8} {:>10}{}",
                     format_size(size),
                     transport,
                     lat(|s| s.min),
@@ -171,6 +180,55 @@ impl Results {
             }
         }
         out += &self.targets();
+        out += &self.python_vs_rust();
+        out
+    }
+
+    /// p50 of `transport` over p50 of `same-daemon` (Rust → Rust) at `size`.
+    fn p50_vs_rust(&self, transport: &str, size: usize) -> Option<f64> {
+        let p50 = |t| self.row(t, size)?.latency.map(|s| s.p50);
+        Some(p50(transport)? as f64 / p50(RUST)?.max(1) as f64)
+    }
+
+    /// With the `python` placement and `same-daemon` in one run: the Python rows' p50 over the
+    /// Rust → Rust p50 per size, and the issue's target (Python → Python <= 1.5x Rust → Rust at
+    /// 8 B, 4 KiB and 4 MiB).
+    fn python_vs_rust(&self) -> String {
+        let has = |t: &str| self.transports.iter().any(|(name, _)| name == t);
+        if !has(RUST) || !(has(PYTHON) || has(RUST_TO_PYTHON)) {
+            return String::new();
+        }
+        let mut out = format!("\np50 / {RUST} p50 (Rust -> Rust of this run):\n");
+        for &size in &self.plan.sizes {
+            let ratio = |t| {
+                self.p50_vs_rust(t, size)
+                    .map_or("-".into(), |r| format!("{r:.2}x"))
+            };
+            let _ = writeln!(
+                out,
+                "  {:>8}  {PYTHON} {:>7}  {RUST_TO_PYTHON} {:>7}",
+                format_size(size),
+                ratio(PYTHON),
+                ratio(RUST_TO_PYTHON)
+            );
+        }
+        let worst = PYTHON_TARGET_SIZES
+            .iter()
+            .filter_map(|&size| Some((self.p50_vs_rust(PYTHON, size)?, size)))
+            .reduce(|a, b| if b.0 > a.0 { b } else { a });
+        if let Some((ratio, size)) = worst {
+            let verdict = if ratio <= PYTHON_TARGET {
+                "met"
+            } else {
+                "missed"
+            };
+            let _ = writeln!(
+                out,
+                "  {PYTHON} p50 <= {PYTHON_TARGET}x {RUST} at 8 B, 4 KiB, 4 MiB (those measured): \
+                 worst {ratio:.2}x at {} -> {verdict}",
+                format_size(size)
+            );
+        }
         out
     }
 
@@ -281,5 +339,65 @@ fn notes(row: &Row) -> String {
         String::new()
     } else {
         format!("  ({})", notes.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn latency(size: usize, p50: u64) -> Report {
+        Report {
+            transport: "adora".into(),
+            size,
+            phase: Phase::Latency,
+            sent: 1,
+            received: 1,
+            bad: 0,
+            latency_ns: Summary::of(vec![p50]),
+            msgs_per_s: None,
+            mib_per_s: None,
+        }
+    }
+
+    fn results(rows: &[(&str, Vec<Report>)]) -> Results {
+        let machine = Machine {
+            cpu: "test".into(),
+            cores: 1,
+        };
+        let plan = Plan {
+            sizes: vec![8, 4 << 10],
+            ..Plan::quick()
+        };
+        let mut results = Results::new(machine, plan);
+        for (transport, reports) in rows {
+            results.add(transport, reports.clone());
+        }
+        results
+    }
+
+    #[test]
+    fn python_rows_are_compared_with_rust_of_the_same_run() {
+        let results = results(&[
+            (RUST, vec![latency(8, 100_000), latency(4 << 10, 100_000)]),
+            (PYTHON, vec![latency(8, 120_000), latency(4 << 10, 200_000)]),
+            (RUST_TO_PYTHON, vec![latency(8, 110_000)]),
+        ]);
+        let table = results.table();
+        assert!(
+            table.contains("8 B  python   1.20x  rust-to-python   1.10x"),
+            "{table}"
+        );
+        assert!(
+            table.contains("4 KiB  python   2.00x  rust-to-python       -"),
+            "{table}"
+        );
+        assert!(table.contains("worst 2.00x at 4 KiB -> missed"), "{table}");
+    }
+
+    #[test]
+    fn no_python_comparison_without_both_sides() {
+        let results = results(&[(PYTHON, vec![latency(8, 1)])]);
+        assert_eq!(results.python_vs_rust(), "");
     }
 }
