@@ -29,7 +29,8 @@ pub struct Data {
 }
 
 enum Repr {
-    Inline(Vec<u8>),
+    /// Owned bytes (moved in from the frame, not copied), shared with arrays made from them.
+    Inline(Buffer),
     Shared(Arc<SharedPayload>),
 }
 
@@ -54,7 +55,7 @@ impl Drop for Release {
 impl Data {
     pub(crate) fn inline(bytes: Vec<u8>, type_info: TypeInfo) -> Self {
         Data {
-            repr: Repr::Inline(bytes),
+            repr: Repr::Inline(Buffer::from_vec(bytes)),
             type_info,
         }
     }
@@ -92,16 +93,16 @@ impl Data {
     /// The payload as the Arrow array its sender sent (raw bytes are a `UInt8Array`).
     ///
     /// A shared-memory payload is not copied: the array's buffers point into the sample, which
-    /// stays with this receiver until the `Data` and every array made from it are dropped. A small
-    /// inline payload is copied once into an aligned buffer. A payload whose description does not
-    /// fit it (a misbehaving sender) is an error.
+    /// stays with this receiver until the `Data` and every array made from it are dropped; a small
+    /// inline payload is not copied either (unless a buffer of it is misaligned for its type). A
+    /// payload whose description does not fit it (a misbehaving sender) is an error.
     pub fn to_arrow(&self) -> Result<ArrayRef, NodeError> {
         let info = self
             .type_info
             .decode(self.len())
             .map_err(|e| NodeError::Arrow(e.to_string()))?;
         let buffer = match &self.repr {
-            Repr::Inline(bytes) => Buffer::from_slice_ref(bytes),
+            Repr::Inline(buffer) => buffer.clone(),
             Repr::Shared(payload) => payload.slice.clone().into_arrow_buffer(payload.clone()),
         };
         let data = crate::arrow::read(&info, &buffer).map_err(NodeError::Arrow)?;
@@ -114,7 +115,7 @@ impl Deref for Data {
 
     fn deref(&self) -> &[u8] {
         match &self.repr {
-            Repr::Inline(v) => v,
+            Repr::Inline(buffer) => buffer.as_slice(),
             Repr::Shared(payload) => &payload.slice,
         }
     }

@@ -63,6 +63,9 @@ impl Node {
     /// environment). Returns once every node of the dataflow on this machine has started.
     #[new]
     fn new(py: Python<'_>) -> PyResult<Self> {
+        // Imported now, before the start barrier: importing pyarrow takes a fifth of a second,
+        // which the first input would otherwise wait for while its sender already sends.
+        values::pyarrow(py)?;
         let (node, events) = py.detach(AdoraNode::init_from_env).map_err(node_error)?;
         Ok(Node {
             node_id: node.id().to_string(),
@@ -166,6 +169,12 @@ impl Node {
     fn allocate<'py>(&self, py: Python<'py>, size: usize) -> PyResult<Bound<'py, PyAny>> {
         let sample = lock(&self.node).allocate_sample(size).map_err(node_error)?;
         sample::memoryview(py, &self.regions, sample)
+    }
+
+    /// How many shared-memory samples this node sent are still held by a receiver (they
+    /// return to its pool once every receiver dropped them).
+    fn samples_in_flight(&self) -> usize {
+        lock(&self.node).samples_in_flight()
     }
 
     /// This node's id.

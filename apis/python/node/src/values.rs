@@ -6,7 +6,13 @@ use adora_node_api::{
     arrow::{array::ArrayRef, data::ArrayData},
     Event, Metadata, MetadataParameters, Parameter,
 };
+use std::{
+    collections::HashMap,
+    sync::{LazyLock, Mutex},
+};
+
 use arrow_array::ffi::{FFI_ArrowArray, FFI_ArrowSchema};
+use arrow_schema::DataType;
 use pyo3::{
     exceptions::{PyImportError, PyTypeError, PyValueError},
     intern,
@@ -15,10 +21,12 @@ use pyo3::{
     types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple},
 };
 
+use crate::lock;
+
 /// The metadata key of the send time (ns since the Unix epoch); ignored when sending.
 const TIMESTAMP_KEY: &str = "timestamp";
 
-fn pyarrow(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+pub(crate) fn pyarrow(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
     static PYARROW: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
     PYARROW
         .get_or_try_init(py, || {
@@ -37,10 +45,10 @@ pub(crate) fn event_to_py(py: Python<'_>, event: Event) -> PyResult<Bound<'_, Py
     match event {
         Event::Input { id, metadata, data } => match data.to_arrow() {
             Ok(array) => {
-                dict.set_item("type", "INPUT")?;
-                dict.set_item("id", id.as_str())?;
-                dict.set_item("value", to_pyarrow(py, &array)?)?;
-                dict.set_item("metadata", metadata_to_py(py, &metadata)?)?;
+                dict.set_item(intern!(py, "type"), intern!(py, "INPUT"))?;
+                dict.set_item(intern!(py, "id"), id.as_str())?;
+                dict.set_item(intern!(py, "value"), to_pyarrow(py, &array)?)?;
+                dict.set_item(intern!(py, "metadata"), metadata_to_py(py, &metadata)?)?;
             }
             Err(e) => {
                 dict.set_item("type", "ERROR")?;
@@ -85,7 +93,10 @@ fn ids(inputs: &[adora_node_api::DataId]) -> Vec<&str> {
 
 fn metadata_to_py<'py>(py: Python<'py>, metadata: &Metadata) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
-    dict.set_item(TIMESTAMP_KEY, metadata.timestamp.get_time().as_nanos())?;
+    dict.set_item(
+        intern!(py, TIMESTAMP_KEY),
+        metadata.timestamp.get_time().as_nanos(),
+    )?;
     for (key, value) in &metadata.parameters {
         match value {
             Parameter::Bool(v) => dict.set_item(key, v)?,
@@ -216,15 +227,46 @@ fn from_pyarrow(array: &Bound<'_, PyAny>) -> PyResult<ArrayData> {
 /// (and the shared-memory sample under them) live until pyarrow releases the array.
 fn to_pyarrow<'py>(py: Python<'py>, array: &ArrayRef) -> PyResult<Bound<'py, PyAny>> {
     let data = array.to_data();
+    let data_type = pyarrow_type(py, data.data_type())?;
     let ffi_array = FFI_ArrowArray::new(&data);
-    let ffi_schema = FFI_ArrowSchema::try_from(data.data_type())
-        .map_err(|e| PyValueError::new_err(format!("cannot export the array to pyarrow: {e}")))?;
-    // pyarrow moves both structs out (marking ours released), so dropping them is a no-op.
-    pyarrow(py)?.getattr(intern!(py, "Array"))?.call_method1(
-        intern!(py, "_import_from_c"),
-        (
-            std::ptr::addr_of!(ffi_array) as usize,
-            std::ptr::addr_of!(ffi_schema) as usize,
-        ),
-    )
+    // Looked up once: after the node slept waiting for an input, every attribute lookup costs
+    // microseconds (cold caches), and this runs for every input.
+    static IMPORT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let import = IMPORT.get_or_try_init(py, || {
+        pyarrow(py)?
+            .getattr("Array")?
+            .getattr("_import_from_c")
+            .map(Bound::unbind)
+    })?;
+    // pyarrow moves the struct out (marking ours released), so dropping it is a no-op.
+    import
+        .bind(py)
+        .call1((std::ptr::addr_of!(ffi_array) as usize, data_type))
+}
+
+/// Most pyarrow data types [`pyarrow_type`] keeps (a node sees a handful).
+const TYPE_CACHE_CAPACITY: usize = 256;
+
+/// The pyarrow `DataType` of `data_type`, imported once through the C Data Interface and then
+/// cached: an input is imported with it, without a schema to parse per message.
+fn pyarrow_type<'py>(py: Python<'py>, data_type: &DataType) -> PyResult<Bound<'py, PyAny>> {
+    static TYPES: LazyLock<Mutex<HashMap<DataType, Py<PyAny>>>> = LazyLock::new(Mutex::default);
+    let cached = lock(&TYPES).get(data_type).map(|t| t.clone_ref(py));
+    if let Some(cached) = cached {
+        return Ok(cached.into_bound(py));
+    }
+    // The lock is not held while Python runs: pyarrow may release the GIL.
+    let schema = FFI_ArrowSchema::try_from(data_type)
+        .map_err(|e| PyValueError::new_err(format!("cannot export the type to pyarrow: {e}")))?;
+    let imported = pyarrow(py)?
+        .getattr(intern!(py, "DataType"))?
+        .call_method1(
+            intern!(py, "_import_from_c"),
+            (std::ptr::addr_of!(schema) as usize,),
+        )?;
+    let mut types = lock(&TYPES);
+    if types.len() < TYPE_CACHE_CAPACITY {
+        types.insert(data_type.clone(), imported.clone().unbind());
+    }
+    Ok(imported)
 }
