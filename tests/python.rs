@@ -400,3 +400,43 @@ nodes:
 {out}");
     }
 }
+
+/// Runs an example dataflow of the repository as a user would (`adora run`, from the repository
+/// root); its nodes are built by `scripts/test.sh` (workspace binaries, the Python package).
+fn run_example(path: &str) -> Output {
+    let state = temp_dir();
+    let mut cmd = adora(state.path());
+    cmd.current_dir(adora_test_support::repo_root())
+        .args(["run", path]);
+    run_with_timeout(cmd, TIMEOUT)
+}
+
+#[test]
+fn the_python_dataflow_example_exchanges_arrow_values_with_a_rust_node() {
+    require_python_package();
+    let out = run_example("examples/python-dataflow/dataflow.yml");
+    assert!(out.status.success(), "{out}");
+    assert!(
+        out.stdout
+            .contains("transformer | transformer done: 100 arrays transformed"),
+        "{out}"
+    );
+    assert!(
+        out.stdout.contains(
+            "receiver    | receiver done: 50 squared and 50 upper-case messages checked (expected 50 each), 0 mismatches"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_python_camera_example_streams_checked_frames_through_shared_memory() {
+    require_python_package();
+    let out = run_example("examples/python-camera/dataflow.yml");
+    assert!(out.status.success(), "{out}");
+    assert!(
+        out.stdout
+            .contains("consumer | consumer done: 90/90 frames of 640x480x3 checked, 0 bad"),
+        "{out}"
+    );
+}

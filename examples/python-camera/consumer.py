@@ -8,9 +8,6 @@ import os
 import sys
 import time
 
-# Imported before `Node()` (frames arrive as pyarrow arrays), so the first frame does not pay for
-# the import.
-import pyarrow  # noqa: F401
 from adora import Node
 
 from frames import HEIGHT, WIDTH, CHANNELS, gradient, is_frame

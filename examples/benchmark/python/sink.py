@@ -8,9 +8,6 @@ import json
 import sys
 import time
 
-# Imported before `Node()` (the values are pyarrow arrays): otherwise the first event pays for the
-# import (~0.2 s) while the sender, started once this node connected, is already sending.
-import pyarrow  # noqa: F401
 from adora import Node
 
 from benchmark_common import Recorder
