@@ -18,6 +18,8 @@ SIZES = [0, 8, 64, 512, 2 << 10, 4 << 10, 16 << 10, 64 << 10, 400 << 10, 4 << 20
 
 #: Payloads of at least this many bytes travel through shared memory.
 SHM_THRESHOLD = 4096
+#: Most shared samples a sender keeps in flight (``MAX_IN_FLIGHT`` in benchmark-common).
+MAX_IN_FLIGHT = 16
 
 #: Prefix of the report lines (followed by JSON).
 REPORT_PREFIX = "ADORA_BENCH_REPORT "

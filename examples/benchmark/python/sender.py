@@ -2,10 +2,9 @@
 the plan: a latency phase of paced messages, then a throughput phase of back-to-back messages,
 each framed by Begin/End markers (JSON bytes) on the `control` output. Payloads of 4 KiB and more
 are written in place into a shared-memory sample from ``node.allocate`` and sent with no copy;
-smaller ones are sent as ``bytes``.
-
-Unlike the Rust sender it cannot see how many samples the receiver still holds: the dataflow
-bounds the data queue instead (see the runner).
+smaller ones are sent as ``bytes``. Like the Rust sender, it waits until the sink released every
+shared sample before each latency message, and keeps at most ``MAX_IN_FLIGHT`` in flight while
+sending back to back (``node.samples_in_flight()``).
 """
 
 import sys
@@ -15,6 +14,7 @@ import numpy as np
 from adora import Node
 
 from benchmark_common import (
+    MAX_IN_FLIGHT,
     SHM_THRESHOLD,
     Pacer,
     Plan,
@@ -26,6 +26,10 @@ from benchmark_common import (
 
 #: Pause between sizes so that the receiver drains and phases do not overlap.
 BETWEEN_SIZES_S = 0.02
+#: How long to sleep while shared samples are still held by the sink.
+IN_FLIGHT_POLL_S = 20e-6
+#: Longest wait for the sink to release the samples before a latency message.
+RELEASE_TIMEOUT_S = 1.0
 
 
 class Sender:
@@ -56,6 +60,12 @@ class Sender:
         self.seq += 1
         return written
 
+    def wait_released(self):
+        """Waits until the sink dropped every shared sample (the next one then reuses the region)."""
+        deadline = time.perf_counter() + RELEASE_TIMEOUT_S
+        while self.node.samples_in_flight() > 0 and time.perf_counter() < deadline:
+            time.sleep(IN_FLIGHT_POLL_S)
+
     def latency(self, plan, size):
         self.marker(begin_marker(size, "latency", plan.warmup))
         pacer = Pacer(plan.pace_s)
@@ -63,8 +73,10 @@ class Sender:
         count = plan.warmup + plan.samples
         for _ in range(count):
             pacer.wait(write_s)
+            self.wait_released()
             write_s = self.send(size)
         pacer.wait(write_s)
+        self.wait_released()
         self.marker(end_marker(size, "latency", count))
 
     def throughput(self, plan, size):
@@ -72,6 +84,8 @@ class Sender:
         deadline = time.perf_counter() + plan.throughput_s
         sent = 0
         while time.perf_counter() < deadline:
+            while size >= SHM_THRESHOLD and self.node.samples_in_flight() >= MAX_IN_FLIGHT:
+                time.sleep(IN_FLIGHT_POLL_S)
             self.send(size)
             sent += 1
         self.marker(end_marker(size, "throughput", sent))

@@ -84,10 +84,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let local = listener
         .local_addr()
         .context("cannot read the bound address")?;
+    // The CA and the server certificate exist before the address is recorded: whoever waits for
+    // the address file (`adora up`, fixtures, scripts) finds `ca.pem` to trust right after.
+    let (ca, tls) = super::coordinator_tls::setup(&state_dir(), &args.addr, &args.tls_san)?;
     let addr_file = state_dir().join(ADDR_FILE);
     write_atomic(&addr_file, &format!("{local}\n"))?;
     eprintln!("coordinator listening on {local}");
-    let (ca, tls) = super::coordinator_tls::setup(&state_dir(), &args.addr, &args.tls_san)?;
     let shutdown = shutdown_on_signal();
     let mut config = CoordinatorConfig::new(token);
     config.ca = Some(ca);

@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{bail, Context};
-use benchmark_common::{Plan, Report, MAX_IN_FLIGHT};
+use benchmark_common::{Plan, Report};
 
 /// Row label of Python sender → Python sink.
 pub const PYTHON: &str = "python";
@@ -60,15 +60,13 @@ pub fn check_installed() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The dataflow of one pairing. The Python sender cannot see how many shared samples the sink
-/// still holds (the Rust one waits for them), so the data queue holds [`MAX_IN_FLIGHT`] messages
-/// instead of 1000: that bounds the shared memory in flight during the throughput phase the same
-/// way, at the price of drops when the sink falls behind (shown in the table).
+/// The dataflow of one pairing: the same queue as the Rust pairings (both senders bound the shared
+/// samples in flight to [`benchmark_common::MAX_IN_FLIGHT`] themselves).
 fn dataflow(sender: Sender, bin_dir: &Path) -> String {
     let dir = python_dir();
-    let (sender_path, queue) = match sender {
-        Sender::Python => (dir.join("sender.py"), MAX_IN_FLIGHT),
-        Sender::Rust => (bin_dir.join("adora-bench-sender"), 1000),
+    let sender_path = match sender {
+        Sender::Python => dir.join("sender.py"),
+        Sender::Rust => bin_dir.join("adora-bench-sender"),
     };
     format!(
         r#"nodes:
@@ -78,7 +76,7 @@ fn dataflow(sender: Sender, bin_dir: &Path) -> String {
   - id: sink
     path: {sink}
     inputs:
-      data: {{ source: sender/data, queue_size: {queue} }}
+      data: {{ source: sender/data, queue_size: 1000 }}
       control: {{ source: sender/control, queue_size: 100 }}
 "#,
         sender = sender_path.display(),
@@ -109,10 +107,6 @@ mod tests {
         }
         let python = dataflow(Sender::Python, Path::new("/bin"));
         assert!(python.contains("/python/sender.py"), "{python}");
-        assert!(
-            python.contains(&format!("queue_size: {MAX_IN_FLIGHT}")),
-            "{python}"
-        );
         let rust = dataflow(Sender::Rust, Path::new("/bin"));
         assert!(rust.contains("path: /bin/adora-bench-sender"), "{rust}");
         assert!(rust.contains("/python/sink.py"), "{rust}");
