@@ -220,7 +220,7 @@ fn python_nodes_die_with_a_killed_runtime() {
     write(
         dir.path(),
         "idle.py",
-        "from adora import Node\nnode = Node()\nprint('ready', flush=True)\nfor event in node:\n    pass\n",
+        "from adora import Node\nnode = Node()\nprint('ready')\nfor event in node:\n    pass\n",
     );
     let dataflow = write_dataflow(
         dir.path(),
@@ -230,7 +230,8 @@ fn python_nodes_die_with_a_killed_runtime() {
     cmd.args(["run", dataflow.to_str().unwrap()])
         .args(["--env", &format!("ADORA_TEST_MARKER={marker}")]);
     let child = ChildGuard::spawn(cmd, dir.path(), "run");
-    // Both past `Node()` (where the SDK asks to die with its parent).
+    // Both past `Node()` (where the SDK asks to die with its parent). The line is printed without
+    // a flush: it arrives because the daemon runs `.py` nodes unbuffered.
     assert!(
         wait_until(Duration::from_secs(60), || {
             std::fs::read_to_string(dir.path().join("run.out"))

@@ -154,11 +154,16 @@ pub(crate) fn spawn_node(
             command.working_dir.display()
         ));
     }
+    let mut inherited = node_env::inherited();
+    if command.program.as_os_str() == PYTHON {
+        // Log lines as they are printed (Python buffers a pipe), unless the dataflow says otherwise.
+        inherited.insert("PYTHONUNBUFFERED".into(), "1".into());
+    }
     let mut cmd = Command::new(&command.program);
     cmd.args(&command.args)
         .current_dir(&command.working_dir)
         .env_clear()
-        .envs(node_env::build(node_env::inherited(), env))
+        .envs(node_env::build(inherited, env))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
