@@ -48,7 +48,13 @@ pub const MAX_MODULE_FILE_BYTES: u64 = 1 << 20;
 /// Top-level keys of a module file.
 const MODULE_FILE_FIELDS: &[&str] = &["module", "nodes"];
 /// Keys of a module file's `module:` header.
-const HEADER_FIELDS: &[&str] = &["name", "description", "inputs", "inputs_optional", "outputs"];
+const HEADER_FIELDS: &[&str] = &[
+    "name",
+    "description",
+    "inputs",
+    "inputs_optional",
+    "outputs",
+];
 /// The pseudo-node through which a module's nodes read its inputs (`_mod/<port>`).
 pub(crate) const MOD: &str = "_mod";
 
@@ -63,6 +69,15 @@ pub(crate) struct Header {
     pub outputs: Vec<String>,
 }
 
+/// A module file, read and checked: its header, and its nodes flattened when it had no errors.
+#[derive(Debug)]
+pub(crate) struct Included {
+    /// The ports, when the header could be read.
+    pub header: Header,
+    /// The flattened module, when it had no errors.
+    pub loaded: Option<Loaded>,
+}
+
 /// A module file, read, checked and flattened.
 #[derive(Debug)]
 pub(crate) struct Loaded {
@@ -70,8 +85,6 @@ pub(crate) struct Loaded {
     pub written: PathBuf,
     /// The directory of the module file.
     pub dir: PathBuf,
-    /// Its ports.
-    pub header: Header,
     /// Its nodes, flattened, in the module's namespace.
     pub flat: Flat,
     /// Each declared output → the source producing it, in the module's namespace.
@@ -110,7 +123,7 @@ pub(crate) fn check_file(
         .enumerate()
         .map(|(index, value)| node::check_node(report, index, value))
         .collect();
-    let loaded: Vec<Option<Loaded>> = nodes
+    let included: Vec<Option<Included>> = nodes
         .iter()
         .enumerate()
         .map(|(index, value)| load_included(report, file, index, value, loader))
@@ -120,11 +133,12 @@ pub(crate) fn check_file(
         if value.get("module").is_none_or(Value::is_null) {
             continue;
         }
-        match &loaded[index] {
+        match &included[index] {
             Some(module) => {
                 let outputs = module.header.outputs.iter().map(String::as_str).collect();
                 summaries[index].outputs = Some(outputs);
                 check_wiring(report, index, value, &module.header);
+                complete &= module.loaded.is_some();
             }
             None => {
                 complete = false;
@@ -142,17 +156,22 @@ pub(crate) fn check_file(
         });
     }
     checks::check_graph(report, &summaries);
-    (complete && report.is_empty()).then(|| inline::flatten(nodes, loaded))
+    if !(complete && report.is_empty()) {
+        return None;
+    }
+    let loaded = included.into_iter().map(|i| i.and_then(|i| i.loaded));
+    Some(inline::flatten(nodes, loaded.collect()))
 }
 
-/// Loads the module of the node at `index` when it has one; `None` otherwise or on errors.
+/// Loads the module of the node at `index` when it has one; `None` otherwise or when not even
+/// its header could be read.
 fn load_included(
     report: &mut Report<'_>,
     file: &Path,
     index: usize,
     value: &Value,
     loader: &mut Loader,
-) -> Option<Loaded> {
+) -> Option<Included> {
     let written = PathBuf::from(value.get("module")?.as_str()?);
     if written.as_os_str().is_empty() {
         return None; // reported by the field checks
@@ -194,13 +213,15 @@ fn load_included(
     loader.stack.push(canonical);
     let loaded = load_module(&path, &text, loader);
     loader.stack.pop();
-    let (header, flat, exports) = loaded?;
-    Some(Loaded {
-        written,
-        dir,
+    let (header, parts) = loaded?;
+    Some(Included {
         header,
-        flat,
-        exports,
+        loaded: parts.map(|(flat, exports)| Loaded {
+            written,
+            dir,
+            flat,
+            exports,
+        }),
     })
 }
 
@@ -218,8 +239,8 @@ fn read_module(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
-/// A module's header, flattened nodes and exports.
-type LoadedParts = (Header, Flat, BTreeMap<String, String>);
+/// A module's header, and its flattened nodes and exports when it had no errors.
+type LoadedParts = (Header, Option<(Flat, BTreeMap<String, String>)>);
 
 /// Checks and flattens a module file's text; its errors go to `loader.errors`.
 fn load_module(path: &Path, text: &str, loader: &mut Loader) -> Option<LoadedParts> {
@@ -227,10 +248,13 @@ fn load_module(path: &Path, text: &str, loader: &mut Loader) -> Option<LoadedPar
     let result = match serde_yaml::from_str::<Value>(text) {
         Ok(root) => {
             let root = super::strip_tags(&mut report, &root, &root, &mut Vec::new());
-            check_module_root(&mut report, &root).and_then(|(header, nodes)| {
-                let flat = check_file(&mut report, path, nodes, Some(&header), loader)?;
-                let exports = check_exports(&mut report, &header, nodes, &flat);
-                Some((header, flat, exports))
+            check_module_root(&mut report, &root).map(|(header, nodes)| {
+                let flat = check_file(&mut report, path, nodes, Some(&header), loader);
+                let parts = flat.map(|flat| {
+                    let exports = check_exports(&mut report, &header, nodes, &flat);
+                    (flat, exports)
+                });
+                (header, parts)
             })
         }
         Err(e) => {
@@ -241,11 +265,14 @@ fn load_module(path: &Path, text: &str, loader: &mut Loader) -> Option<LoadedPar
     };
     let ok = report.is_empty();
     loader.errors.append(&mut report.errors);
-    result.filter(|_| ok)
+    result.map(|(header, parts)| (header, parts.filter(|_| ok)))
 }
 
 /// Checks the keys of a module file and reads its header; returns it with the `nodes` list.
-fn check_module_root<'v>(report: &mut Report<'_>, root: &'v Value) -> Option<(Header, &'v [Value])> {
+fn check_module_root<'v>(
+    report: &mut Report<'_>,
+    root: &'v Value,
+) -> Option<(Header, &'v [Value])> {
     let Value::Mapping(map) = root else {
         let line = report.line(&[]);
         let message = format!(
@@ -271,7 +298,10 @@ fn check_module_root<'v>(report: &mut Report<'_>, root: &'v Value) -> Option<(He
         None | Some(Value::Null) => Header::default(),
         Some(other) => {
             let line = report.line(&[Seg::Key("module")]);
-            let message = format!("expected the module header (a mapping), found {}", describe(other));
+            let message = format!(
+                "expected the module header (a mapping), found {}",
+                describe(other)
+            );
             report.push(None, Some("module".into()), line, message);
             Header::default()
         }
@@ -372,19 +402,36 @@ fn check_wiring(report: &mut Report<'_>, index: usize, value: &Value, header: &H
     };
     let mut cx = NodeCtx::new(report, index, id);
     for port in &wired {
-        if !header.inputs.iter().chain(&header.optional).any(|p| p == port) {
-            let declared: Vec<&str> = header.inputs.iter().chain(&header.optional).map(String::as_str).collect();
+        if !header
+            .inputs
+            .iter()
+            .chain(&header.optional)
+            .any(|p| p == port)
+        {
+            let declared: Vec<&str> = header
+                .inputs
+                .iter()
+                .chain(&header.optional)
+                .map(String::as_str)
+                .collect();
             let message = if declared.is_empty() {
                 format!("the module has no input `{port}` (it declares no inputs)")
             } else {
-                format!("the module has no input `{port}` (its inputs: {})", declared.join(", "))
+                format!(
+                    "the module has no input `{port}` (its inputs: {})",
+                    declared.join(", ")
+                )
             };
             cx.error(&[Seg::Key("inputs"), Seg::Key(port)], message);
         }
     }
     for port in &header.inputs {
         if !wired.contains(&port.as_str()) {
-            let field = if wired.is_empty() { vec![Seg::Key("module")] } else { vec![Seg::Key("inputs")] };
+            let field = if wired.is_empty() {
+                vec![Seg::Key("module")]
+            } else {
+                vec![Seg::Key("inputs")]
+            };
             cx.error(&field, format!("the module's input `{port}` is not wired (add `inputs: {{ {port}: <node>/<output> }}`)"));
         }
     }

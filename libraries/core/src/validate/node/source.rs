@@ -151,3 +151,65 @@ impl NodeCtx<'_, '_, '_> {
 pub(crate) fn is_param_name(name: &str) -> bool {
     !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{
+        descriptor::GitRef,
+        validate::tests::{e, errors, parse_ok},
+    };
+
+    fn node(extra: &str) -> String {
+        format!("nodes:\n  - id: a\n    path: bin/a\n{extra}")
+    }
+
+    #[test]
+    fn git_with_one_reference() {
+        let d = parse_ok(&node("    git: file:///srv/repo.git\n    tag: v1\n"));
+        let source = d.nodes[0].git_source().expect("a git node");
+        assert_eq!(source.url, "file:///srv/repo.git");
+        assert_eq!(source.reference, GitRef::Tag("v1".into()));
+        let d = parse_ok(&node("    git: ../repo\n"));
+        let reference = d.nodes[0].git_source().map(|s| s.reference);
+        assert_eq!(reference, Some(GitRef::DefaultBranch));
+        assert_eq!(parse_ok(&node("")).nodes[0].git_source(), None);
+    }
+
+    #[test]
+    fn git_field_errors() {
+        assert_eq!(
+            errors(&node(
+                "    git: --upload-pack=x\n    branch: main\n    rev: ''\n    params: { a: 1 }\n"
+            )),
+            [
+                e(
+                    4,
+                    Some("a"),
+                    Some("git"),
+                    "`--upload-pack=x` must not start with `-`"
+                ),
+                e(6, Some("a"), Some("rev"), "must not be empty"),
+                e(
+                    6,
+                    Some("a"),
+                    Some("rev"),
+                    "only one of `branch`, `tag` and `rev` may be set (found `branch`, `rev`)"
+                ),
+                e(
+                    7,
+                    Some("a"),
+                    Some("params"),
+                    "`params` is only for `module` nodes"
+                ),
+            ]
+        );
+        assert_eq!(
+            errors("nodes:\n  - id: a\n    path: /bin/a\n    git: x\n    _unstable_deploy: { distribute: scp }\n  - id: b\n    path: b\n    tag: v1\n"),
+            [
+                e(3, Some("a"), Some("path"), "must be relative to the git checkout when `git` is set"),
+                e(5, Some("a"), Some("_unstable_deploy.distribute"), "not supported by Adora yet: `distribute: scp` for a `git` node (use `local`: the node's daemon clones and builds it)"),
+                e(8, Some("b"), Some("tag"), "`tag` needs `git` (the repository)"),
+            ]
+        );
+    }
+}
