@@ -169,7 +169,7 @@ mod tests {
         let source = d.nodes[0].git_source().expect("a git node");
         assert_eq!(source.url, "file:///srv/repo.git");
         assert_eq!(source.reference, GitRef::Tag("v1".into()));
-        let d = parse_ok(&node("    git: ../repo\n"));
+        let d = parse_ok(&node("    git: /srv/repo\n"));
         let reference = d.nodes[0].git_source().map(|s| s.reference);
         assert_eq!(reference, Some(GitRef::DefaultBranch));
         assert_eq!(parse_ok(&node("")).nodes[0].git_source(), None);
