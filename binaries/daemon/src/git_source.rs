@@ -48,17 +48,17 @@ pub enum GitError {
     #[error("cannot run `git` (is it installed?): {0}")]
     Spawn(#[source] std::io::Error),
     /// A `git` command failed.
-    #[error("`git {args}` failed ({status}): {stderr}")]
+    #[error("{what} failed ({status}): {stderr}")]
     Command {
-        /// The arguments.
-        args: String,
+        /// What it was doing, e.g. "cloning <url>".
+        what: String,
         /// Its exit status.
         status: std::process::ExitStatus,
         /// The last lines of its error output.
         stderr: String,
     },
     /// A `git` command ran longer than [`GIT_COMMAND_TIMEOUT`].
-    #[error("`git {0}` did not finish within {GIT_COMMAND_TIMEOUT:?}")]
+    #[error("{0} did not finish within {GIT_COMMAND_TIMEOUT:?}")]
     Timeout(String),
     /// The branch, tag or rev does not exist in the repository.
     #[error("{reference} not found in {url}")]
@@ -106,11 +106,8 @@ pub async fn checkout(root: &Path, source: &GitSource, fetch: Fetch) -> Result<P
         (Fetch::Yes, false) => {
             let tmp = repo_dir.join(format!("mirror.tmp-{}", uuid::Uuid::new_v4().simple()));
             let tmp_arg = tmp.display().to_string();
-            git(
-                None,
-                &["clone", "--bare", "--quiet", "--", &source.url, &tmp_arg],
-            )
-            .await?;
+            let args = ["clone", "--bare", "--quiet", "--", &source.url, &tmp_arg];
+            git(&format!("cloning {}", source.url), None, &args).await?;
             if let Err(e) = tokio::fs::rename(&tmp, &mirror).await {
                 let _ = tokio::fs::remove_dir_all(&tmp).await;
                 if !mirror.exists() {
@@ -123,7 +120,7 @@ pub async fn checkout(root: &Path, source: &GitSource, fetch: Fetch) -> Result<P
             let refs = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"];
             let mut args = vec!["fetch", "--quiet", "--prune", "--force", "--", &source.url];
             args.extend(refs);
-            git(Some(&mirror), &args).await?;
+            git(&format!("fetching {}", source.url), Some(&mirror), &args).await?;
             true
         }
     };
@@ -133,7 +130,7 @@ pub async fn checkout(root: &Path, source: &GitSource, fetch: Fetch) -> Result<P
             (GitRef::Rev(rev), true) => {
                 // A commit on no branch or tag: ask for it by hash (servers may allow it).
                 let args = ["fetch", "--quiet", "--", &source.url, rev];
-                let fetched = git(Some(&mirror), &args).await;
+                let fetched = git(&format!("fetching {rev}"), Some(&mirror), &args).await;
                 match (fetched, resolve(&mirror, &source.reference).await) {
                     (Ok(_), Some(commit)) => commit,
                     _ => return Err(unknown(source)),
@@ -149,23 +146,18 @@ pub async fn checkout(root: &Path, source: &GitSource, fetch: Fetch) -> Result<P
     let tmp = repo_dir.join(format!("{commit}.tmp-{}", uuid::Uuid::new_v4().simple()));
     let (mirror_arg, tmp_arg) = (mirror.display().to_string(), tmp.display().to_string());
     let made = async {
-        git(
-            None,
-            &[
-                "clone",
-                "--quiet",
-                "--no-checkout",
-                "--",
-                &mirror_arg,
-                &tmp_arg,
-            ],
-        )
-        .await?;
-        git(
-            Some(&tmp),
-            &["checkout", "--quiet", "--detach", &commit, "--"],
-        )
-        .await
+        let what = format!("checking out {commit} of {}", source.url);
+        let args = [
+            "clone",
+            "--quiet",
+            "--no-checkout",
+            "--",
+            &mirror_arg,
+            &tmp_arg,
+        ];
+        git(&what, None, &args).await?;
+        let args = ["checkout", "--quiet", "--detach", &commit, "--"];
+        git(&what, Some(&tmp), &args).await
     }
     .await;
     if let Err(e) = made {
@@ -242,7 +234,7 @@ async fn resolve(mirror: &Path, reference: &GitRef) -> Option<String> {
         "--end-of-options",
         &spec,
     ];
-    let out = git(Some(mirror), &args).await.ok()?;
+    let out = git("resolving", Some(mirror), &args).await.ok()?;
     let commit = out.trim();
     (commit.len() >= 40 && commit.bytes().all(|b| b.is_ascii_hexdigit())).then(|| commit.to_owned())
 }
@@ -269,8 +261,8 @@ fn repo_key(url: &str) -> String {
 }
 
 /// Runs `git <args>` (in `dir` when given) without a shell and without prompting for
-/// credentials; returns its standard output.
-async fn git(dir: Option<&Path>, args: &[&str]) -> Result<String, GitError> {
+/// credentials; returns its standard output. `what` names the step in errors.
+async fn git(what: &str, dir: Option<&Path>, args: &[&str]) -> Result<String, GitError> {
     let mut command = tokio::process::Command::new("git");
     if let Some(dir) = dir {
         command.arg("-C").arg(dir);
@@ -282,10 +274,9 @@ async fn git(dir: Option<&Path>, args: &[&str]) -> Result<String, GitError> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let shown = args.join(" ");
     let output = tokio::time::timeout(GIT_COMMAND_TIMEOUT, command.output())
         .await
-        .map_err(|_| GitError::Timeout(shown.clone()))?
+        .map_err(|_| GitError::Timeout(what.to_owned()))?
         .map_err(GitError::Spawn)?;
     if output.status.success() {
         return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
@@ -293,7 +284,7 @@ async fn git(dir: Option<&Path>, args: &[&str]) -> Result<String, GitError> {
     let stderr = String::from_utf8_lossy(&output.stderr);
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     Err(GitError::Command {
-        args: shown,
+        what: what.to_owned(),
         status: output.status,
         stderr: lines[lines.len().saturating_sub(3)..].join(" / "),
     })
