@@ -5,7 +5,9 @@
 
 use std::{path::Path, process::Command, time::Duration};
 
-use adora_test_support::{adora, bin, run_with_timeout, temp_dir, write_dataflow, Output};
+use adora_test_support::{
+    adora, bin, run_with_timeout, temp_dir, write_dataflow, MarkedCli, Output,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -103,6 +105,52 @@ fn git_nodes_build_and_run_at_a_tag_and_at_a_rev() {
     );
     let v1 = git(&repo, &["rev-parse", "v1"]);
     assert!(repo_dir.join(&v1).join("run.sh").is_file());
+}
+
+/// Marks the processes of the daemon-side test (coordinator, daemon, nodes).
+const MARKER: &str = "ADORA_E2E_COMPAT_SOURCES_TEST";
+
+/// `adora down` and a kill of whatever is left, when the test ends (even by a panic).
+struct Down<'a>(&'a MarkedCli);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let _ = run_with_timeout(self.0.cmd(&["down"]), TIMEOUT);
+        for pid in self.0.leftovers() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+#[test]
+fn a_daemon_clones_and_builds_a_git_node_itself() {
+    let (state, work) = (temp_dir(), temp_dir());
+    let repo = work.path().join("repo");
+    make_repo(&repo);
+    let url = format!("file://{}", repo.display());
+    let cli = MarkedCli::new(state.path(), MARKER, TIMEOUT);
+    let _down = Down(&cli);
+    let out = cli.ok(&["up", "--port", "0"]);
+    assert!(out.stdout.contains("adora is up"), "{out}");
+    let dataflow = git_dataflow(work.path(), &url, "branch: main");
+    let out = cli.ok(&["start", dataflow.to_str().unwrap(), "--attach", "--build"]);
+    assert!(out.stdout.contains("remote | VERSION=v2"), "{out}");
+    // The daemon's cache is under its own state: `<state>/dataflows/<daemon>/git`.
+    let daemons: Vec<_> = std::fs::read_dir(state.path().join("dataflows"))
+        .unwrap()
+        .map(|d| d.unwrap().path())
+        .collect();
+    assert!(
+        daemons.iter().any(|d| d.join("git").is_dir()),
+        "no git cache in {daemons:?}"
+    );
+    assert!(
+        !state.path().join("git").exists(),
+        "the CLI checked nothing out"
+    );
 }
 
 #[test]
