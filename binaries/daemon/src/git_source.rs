@@ -89,41 +89,10 @@ pub enum GitError {
 pub async fn checkout(root: &Path, source: &GitSource, fetch: Fetch) -> Result<PathBuf, GitError> {
     let repo_dir = root.join(repo_key(&source.url));
     let mirror = repo_dir.join("mirror.git");
-    let cache_err = |path: &Path| {
-        let path = path.to_owned();
-        move |source| GitError::Cache { path, source }
-    };
     tokio::fs::create_dir_all(&repo_dir)
         .await
-        .map_err(cache_err(&repo_dir))?;
-    let fetched = match (fetch, mirror.exists()) {
-        (Fetch::No, false) => {
-            return Err(GitError::NotFetched {
-                url: source.url.clone(),
-            })
-        }
-        (Fetch::No, true) => false,
-        (Fetch::Yes, false) => {
-            let tmp = repo_dir.join(format!("mirror.tmp-{}", uuid::Uuid::new_v4().simple()));
-            let tmp_arg = tmp.display().to_string();
-            let args = ["clone", "--bare", "--quiet", "--", &source.url, &tmp_arg];
-            git(&format!("cloning {}", source.url), None, &args).await?;
-            if let Err(e) = tokio::fs::rename(&tmp, &mirror).await {
-                let _ = tokio::fs::remove_dir_all(&tmp).await;
-                if !mirror.exists() {
-                    return Err(cache_err(&mirror)(e));
-                }
-            }
-            true
-        }
-        (Fetch::Yes, true) => {
-            let refs = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"];
-            let mut args = vec!["fetch", "--quiet", "--prune", "--force", "--", &source.url];
-            args.extend(refs);
-            git(&format!("fetching {}", source.url), Some(&mirror), &args).await?;
-            true
-        }
-    };
+        .map_err(cache_error(&repo_dir))?;
+    let fetched = update_mirror(&repo_dir, &mirror, source, fetch).await?;
     let commit = match resolve(&mirror, &source.reference).await {
         Some(commit) => commit,
         None => match (&source.reference, fetched) {
@@ -164,13 +133,55 @@ pub async fn checkout(root: &Path, source: &GitSource, fetch: Fetch) -> Result<P
         let _ = tokio::fs::remove_dir_all(&tmp).await;
         return Err(e);
     }
-    if let Err(e) = tokio::fs::rename(&tmp, &dir).await {
-        let _ = tokio::fs::remove_dir_all(&tmp).await;
-        if !dir.exists() {
-            return Err(cache_err(&dir)(e));
+    publish(&tmp, &dir).await?;
+    Ok(dir)
+}
+
+/// Clones the bare mirror, or fetches into it, as `fetch` says; true when it was brought up to
+/// date. Without fetching, the mirror must already exist.
+async fn update_mirror(
+    repo_dir: &Path,
+    mirror: &Path,
+    source: &GitSource,
+    fetch: Fetch,
+) -> Result<bool, GitError> {
+    match (fetch, mirror.exists()) {
+        (Fetch::No, false) => Err(GitError::NotFetched {
+            url: source.url.clone(),
+        }),
+        (Fetch::No, true) => Ok(false),
+        (Fetch::Yes, false) => {
+            let tmp = repo_dir.join(format!("mirror.tmp-{}", uuid::Uuid::new_v4().simple()));
+            let tmp_arg = tmp.display().to_string();
+            let args = ["clone", "--bare", "--quiet", "--", &source.url, &tmp_arg];
+            git(&format!("cloning {}", source.url), None, &args).await?;
+            publish(&tmp, mirror).await?;
+            Ok(true)
+        }
+        (Fetch::Yes, true) => {
+            let refs = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"];
+            let mut args = vec!["fetch", "--quiet", "--prune", "--force", "--", &source.url];
+            args.extend(refs);
+            git(&format!("fetching {}", source.url), Some(mirror), &args).await?;
+            Ok(true)
         }
     }
-    Ok(dir)
+}
+
+/// Renames the finished `tmp` to `dir`; when another build made `dir` meanwhile, keeps that.
+async fn publish(tmp: &Path, dir: &Path) -> Result<(), GitError> {
+    if let Err(e) = tokio::fs::rename(tmp, dir).await {
+        let _ = tokio::fs::remove_dir_all(tmp).await;
+        if !dir.exists() {
+            return Err(cache_error(dir)(e));
+        }
+    }
+    Ok(())
+}
+
+fn cache_error(path: &Path) -> impl FnOnce(std::io::Error) -> GitError {
+    let path = path.to_owned();
+    move |source| GitError::Cache { path, source }
 }
 
 /// Checks out every git node of `descriptor` (fetching first when `fetch` says so) and makes
