@@ -76,6 +76,16 @@ impl NodeCtx<'_, '_, '_> {
         let git = present(map, "git");
         if let Some(url) = git {
             self.git_word(&[Seg::Key("git")], url);
+            let relative = url
+                .as_str()
+                .filter(|u| !u.starts_with('-') && is_relative_local(u));
+            if let Some(url) = relative {
+                let message = format!(
+                    "`{url}` is a relative path: give a local repository as an absolute path or a \
+                     `file://` URL (git would resolve it against changing directories)"
+                );
+                self.error(&[Seg::Key("git")], message);
+            }
             if let Some(Value::String(path)) = present(map, "path") {
                 if path.starts_with('/') {
                     let message = "must be relative to the git checkout when `git` is set".into();
@@ -147,6 +157,14 @@ impl NodeCtx<'_, '_, '_> {
     }
 }
 
+/// A local path that is not absolute: not a URL (`scheme://`), not scp-like (`host:path`).
+fn is_relative_local(url: &str) -> bool {
+    let scp_like = url
+        .find(':')
+        .is_some_and(|colon| !url[..colon].contains('/'));
+    !url.is_empty() && !url.starts_with('/') && !url.contains("://") && !scp_like
+}
+
 /// `[A-Za-z0-9_]+`: a name that can follow `$PARAM_` and `PARAM_` in an environment variable.
 pub(crate) fn is_param_name(name: &str) -> bool {
     !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -173,6 +191,29 @@ mod tests {
         let reference = d.nodes[0].git_source().map(|s| s.reference);
         assert_eq!(reference, Some(GitRef::DefaultBranch));
         assert_eq!(parse_ok(&node("")).nodes[0].git_source(), None);
+    }
+
+    #[test]
+    fn a_local_repository_must_be_absolute() {
+        for url in [
+            "https://h/x.git",
+            "file:///srv/x",
+            "/srv/x",
+            "git@host:x",
+            "host:x",
+        ] {
+            parse_ok(&node(&format!("    git: {url}\n")));
+        }
+        assert_eq!(
+            errors(&node("    git: ../repo\n")),
+            [e(
+                4,
+                Some("a"),
+                Some("git"),
+                "`../repo` is a relative path: give a local repository as an absolute path or a \
+                 `file://` URL (git would resolve it against changing directories)"
+            )]
+        );
     }
 
     #[test]
@@ -204,7 +245,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            errors("nodes:\n  - id: a\n    path: /bin/a\n    git: x\n    _unstable_deploy: { distribute: scp }\n  - id: b\n    path: b\n    tag: v1\n"),
+            errors("nodes:\n  - id: a\n    path: /bin/a\n    git: git@host:x.git\n    _unstable_deploy: { distribute: scp }\n  - id: b\n    path: b\n    tag: v1\n"),
             [
                 e(3, Some("a"), Some("path"), "must be relative to the git checkout when `git` is set"),
                 e(5, Some("a"), Some("_unstable_deploy.distribute"), "not supported by Adora yet: `distribute: scp` for a `git` node (use `local`: the node's daemon clones and builds it)"),
