@@ -3,7 +3,9 @@
 //!
 //! - `local`: with `build` requested, the daemon runs the node's `build` here, in the node's
 //!   `working_dir` when set (created if missing), else in the dataflow's directory; the output
-//!   goes to the attached CLI as `[build]` log lines;
+//!   goes to the attached CLI as `[build]` log lines. A `git` node is first cloned (or fetched)
+//!   into `<artifact dir>/git` and checked out (`crate::git_source`); it is built in its
+//!   checkout and its `path` is relative to it;
 //! - `scp`: the CLI copied the binary here; the daemon checks the copy's SHA-256 against the one
 //!   the CLI computed (carried in the artifact) and runs that copy;
 //! - `http`: the daemon downloads the binary from the coordinator's artifact store, checks its
@@ -34,7 +36,10 @@ use uuid::Uuid;
 
 use adora_tasks::Tasks;
 
-use crate::event::Reports;
+use crate::{
+    event::Reports,
+    git_source::{self, Fetch},
+};
 
 /// Prefix of the log lines of a build.
 pub const BUILD_LOG_PREFIX: &str = "[build] ";
@@ -50,6 +55,8 @@ pub(crate) struct Context {
     pub machine: String,
     /// Downloads go to `<artifact_dir>/<dataflow>/<node>/`.
     pub artifact_dir: PathBuf,
+    /// The cache of `git` nodes' repositories and checkouts (`crate::git_source`).
+    pub git_cache: PathBuf,
 }
 
 /// Where build output goes: to the coordinator while the dataflow's logs are watched.
@@ -107,8 +114,18 @@ pub(crate) async fn prepare(
         };
         let result = match (strategy, spawn.artifacts.get(&node.id)) {
             (Distribute::Local, None) => {
+                let checkout = match git_checkout(ctx, node, spawn.build).await {
+                    Ok(checkout) => checkout,
+                    Err(e) => {
+                        problems.push(fail(e));
+                        continue;
+                    }
+                };
+                if let Some(dir) = &checkout {
+                    paths.insert(node.id.clone(), dir.join(&node.path));
+                }
                 if spawn.build && has_build(node) {
-                    let dir = build_dir(node, &spawn.working_dir);
+                    let dir = checkout.unwrap_or_else(|| build_dir(node, &spawn.working_dir));
                     let cmd = node.build.as_deref().unwrap_or_default().trim().to_owned();
                     if built.contains(&(cmd.clone(), dir.clone())) {
                         continue; // identical build already ran for another node
@@ -159,18 +176,28 @@ pub(crate) async fn build(
         .nodes
         .iter()
         .filter(|n| build.nodes.contains(&n.id) && n.deploy().distribute == Distribute::Local);
-    for node in nodes.filter(|n| has_build(n)) {
-        let dir = build_dir(node, &build.working_dir);
+    for node in nodes.filter(|n| has_build(n) || n.git.is_some()) {
+        let fail = |e: String| {
+            format!(
+                "node `{}` on machine `{}` (distribute: local): {e}",
+                node.id, ctx.machine
+            )
+        };
+        let dir = match git_checkout(ctx, node, true).await {
+            Ok(Some(checkout)) => checkout,
+            Ok(None) => build_dir(node, &build.working_dir),
+            Err(e) => {
+                problems.push(fail(e));
+                continue;
+            }
+        };
         let cmd = node.build.as_deref().unwrap_or_default().trim().to_owned();
-        if built.contains(&(cmd.clone(), dir.clone())) {
+        if cmd.is_empty() || built.contains(&(cmd.clone(), dir.clone())) {
             continue;
         }
         built.push((cmd.clone(), dir.clone()));
         if let Err(e) = run_build(node, &cmd, &dir, logs).await {
-            problems.push(format!(
-                "node `{}` on machine `{}` (distribute: local): {e}",
-                node.id, ctx.machine
-            ));
+            problems.push(fail(e));
         }
     }
     if problems.is_empty() {
@@ -197,6 +224,22 @@ fn strategy_name(d: Distribute) -> &'static str {
         Distribute::Scp => "scp",
         Distribute::Http => "http",
     }
+}
+
+/// The checkout of a `git` node (cloning or fetching first when `fetch`), `None` for others.
+async fn git_checkout(
+    ctx: &Context,
+    node: &NodeSpec,
+    fetch: bool,
+) -> Result<Option<PathBuf>, String> {
+    let Some(source) = node.git_source() else {
+        return Ok(None);
+    };
+    let fetch = if fetch { Fetch::Yes } else { Fetch::No };
+    git_source::checkout(&ctx.git_cache, &source, fetch)
+        .await
+        .map(Some)
+        .map_err(|e| format!("git {}: {e}", source.url))
 }
 
 /// Where a `local` node is built: its `working_dir` (relative to the dataflow's directory),

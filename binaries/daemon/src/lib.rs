@@ -15,6 +15,7 @@ mod distribute;
 mod error;
 mod event;
 mod fd_limit;
+pub mod git_source;
 mod node_conn;
 pub mod node_env;
 mod process_stats;
@@ -95,6 +96,7 @@ pub async fn run(config: ServiceConfig, shutdown: CancellationToken) -> Result<(
             .clone()
             .unwrap_or_else(|| "default".into()),
         artifact_dir: config.artifact_dir.clone(),
+        git_cache: config.artifact_dir.join("git"),
     };
     service.distribution = Some((distribution, commands_tx.clone()));
     let link_shutdown = tasks.cancel_token().child_token();

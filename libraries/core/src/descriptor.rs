@@ -45,6 +45,28 @@ pub struct NodeSpec {
     /// Build command, run by `adora build` (and `adora run --build`) in the dataflow's directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build: Option<String>,
+    // -- Sources other than `path` (dora 1.x): `git` with one of `branch`/`tag`/`rev`, `module`.
+    /// Git repository the node comes from: cloned into a cache, checked out, built there with
+    /// `build`; `path` is then relative to the checkout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<String>,
+    /// Branch of `git` to check out (default: the repository's default branch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Tag of `git` to check out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Commit of `git` to check out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rev: Option<String>,
+    /// A module file (a sub-graph) used instead of `path`. Modules are inlined when the file is
+    /// read ([`Descriptor::read`]), so a loaded descriptor never has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<PathBuf>,
+    /// Parameters of `module`: `$PARAM_<KEY>` in its nodes' `args`, and `PARAM_<KEY>` in their
+    /// environment.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, EnvValue>,
     /// Inputs: `input_id: source` (short form) or `input_id: { source, queue_size }`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub inputs: BTreeMap<DataId, InputSpec>,
@@ -277,8 +299,56 @@ impl NodeSpec {
         }
     }
 
+    /// Where the node's code comes from when it is a git repository.
+    pub fn git_source(&self) -> Option<GitSource> {
+        let url = self.git.clone()?;
+        let reference = if let Some(b) = &self.branch {
+            GitRef::Branch(b.clone())
+        } else if let Some(t) = &self.tag {
+            GitRef::Tag(t.clone())
+        } else if let Some(r) = &self.rev {
+            GitRef::Rev(r.clone())
+        } else {
+            GitRef::DefaultBranch
+        };
+        Some(GitSource { url, reference })
+    }
+
     /// The deployment options, or the defaults.
     pub fn deploy(&self) -> Deploy {
         self.deploy.clone().unwrap_or_default()
+    }
+}
+
+/// A node's git source: a repository URL and what to check out.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GitSource {
+    /// The repository, as `git clone` takes it (`https://...`, `ssh://...`, `file://...`, a path).
+    pub url: String,
+    /// What to check out.
+    pub reference: GitRef,
+}
+
+/// What to check out of a git repository.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum GitRef {
+    /// The repository's default branch (its `HEAD`).
+    DefaultBranch,
+    /// `branch:`
+    Branch(String),
+    /// `tag:`
+    Tag(String),
+    /// `rev:` (a commit hash, full or abbreviated)
+    Rev(String),
+}
+
+impl fmt::Display for GitRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GitRef::DefaultBranch => f.write_str("the default branch"),
+            GitRef::Branch(b) => write!(f, "branch `{b}`"),
+            GitRef::Tag(t) => write!(f, "tag `{t}`"),
+            GitRef::Rev(r) => write!(f, "rev `{r}`"),
+        }
     }
 }

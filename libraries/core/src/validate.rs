@@ -18,6 +18,7 @@ use crate::descriptor::Descriptor;
 
 mod checks;
 pub(crate) mod locate;
+pub mod module;
 mod node;
 #[cfg(test)]
 mod tests;
@@ -111,13 +112,16 @@ impl Descriptor {
             }
         };
         let root = strip_tags(&mut report, &root, &root, &mut Vec::new());
+        let mut flat = None;
         if let Some(nodes) = check_root(&mut report, &root) {
-            let summaries: Vec<_> = nodes
-                .iter()
-                .enumerate()
-                .map(|(index, value)| node::check_node(&mut report, index, value))
-                .collect();
-            checks::check_graph(&mut report, &summaries);
+            let mut loader = module::Loader::new(file);
+            flat = module::check_file(&mut report, file, nodes, None, &mut loader);
+            report.errors.append(&mut loader.errors);
+        }
+        let mut root = root;
+        if let (Some(flat), Value::Mapping(map)) = (flat, &mut root) {
+            module::check_unique_ids(&mut report, &flat.nodes);
+            map.insert("nodes".into(), Value::Sequence(flat.nodes));
         }
         if !report.errors.is_empty() {
             return Err(report.finish());
@@ -231,9 +235,11 @@ impl<'a> Report<'a> {
     }
 
     /// All errors, in file order; errors without a line keep their order, after the others.
+    /// Errors of this file come first, then those of the module files it includes.
     pub(crate) fn finish(mut self) -> ValidationErrors {
+        let file = self.file;
         self.errors
-            .sort_by_key(|e| (e.line.is_none(), e.line.unwrap_or(0)));
+            .sort_by_key(|e| (e.file != file, e.line.is_none(), e.line.unwrap_or(0)));
         ValidationErrors(self.errors)
     }
 }

@@ -130,13 +130,14 @@ pub struct SpawnDataflow {
 }
 
 impl SpawnDataflow {
-    /// True when spawning needs work first on this daemon: a build (with `build`) or a binary
-    /// distributed by the CLI (`distribute: scp | http`).
+    /// True when spawning needs work first on this daemon: a build (with `build`), a binary
+    /// distributed by the CLI (`distribute: scp | http`), or a `git` node's checkout.
     pub fn needs_preparation(&self) -> bool {
         self.local_nodes().any(|n| {
             self.artifacts.contains_key(&n.id)
                 || n.deploy().distribute != Distribute::Local
                 || (self.build && has_build(n))
+                || n.git.is_some()
         })
     }
 

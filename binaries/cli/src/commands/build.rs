@@ -36,7 +36,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let descriptor = match super::common::load_descriptor(&args.dataflow) {
+    let mut descriptor = match super::common::load_descriptor(&args.dataflow) {
         Ok(d) => d,
         Err(code) => return Ok(code),
     };
@@ -48,7 +48,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.json {
         bail!("--json is for a distributed build (a dataflow with `_unstable_deploy`, or --cluster / --coordinator-addr)");
     }
-    super::local_build::build_all(&descriptor, &dir).await?;
+    super::local_build::build_all(&mut descriptor, &dir).await?;
     Ok(ExitCode::SUCCESS)
 }
 

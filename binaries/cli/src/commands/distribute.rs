@@ -104,7 +104,7 @@ pub async fn distribute(
     if build {
         let mut local = descriptor.clone();
         local.nodes.retain(|n| distributed(n).is_some());
-        super::local_build::build_all(&local, dataflow_dir).await?;
+        super::local_build::build_all(&mut local, dataflow_dir).await?;
     }
     let mut fleet = None;
     for node in nodes {

@@ -1,14 +1,24 @@
 //! Running a dataflow's `build` commands on this machine, for `adora build`, `adora run` and
 //! the `scp`/`http` nodes of a distributed build. A leaf: it imports no other subcommand.
 
-use std::{os::fd::AsFd, path::Path};
+use std::{
+    collections::BTreeMap,
+    os::fd::AsFd,
+    path::{Path, PathBuf},
+};
 
 use adora_core::{Descriptor, NodeId};
+use adora_daemon::git_source::{self, Fetch};
 use anyhow::Context;
 
-/// The distinct build commands of a dataflow in file order, each with the nodes that share it.
-pub fn build_plan(descriptor: &Descriptor) -> Vec<(String, Vec<NodeId>)> {
-    let mut plan: Vec<(String, Vec<NodeId>)> = Vec::new();
+/// The distinct build commands of a dataflow in file order, each with the directory it runs in
+/// (`dir`, or a `git` node's checkout from `checkouts`) and the nodes that share it.
+pub fn build_plan(
+    descriptor: &Descriptor,
+    dir: &Path,
+    checkouts: &BTreeMap<NodeId, PathBuf>,
+) -> Vec<(String, PathBuf, Vec<NodeId>)> {
+    let mut plan: Vec<(String, PathBuf, Vec<NodeId>)> = Vec::new();
     for node in &descriptor.nodes {
         let Some(cmd) = node
             .build
@@ -18,12 +28,31 @@ pub fn build_plan(descriptor: &Descriptor) -> Vec<(String, Vec<NodeId>)> {
         else {
             continue;
         };
-        match plan.iter_mut().find(|(c, _)| c == cmd) {
-            Some((_, nodes)) => nodes.push(node.id.clone()),
-            None => plan.push((cmd.to_owned(), vec![node.id.clone()])),
+        let dir = checkouts.get(&node.id).map_or(dir, PathBuf::as_path);
+        match plan.iter_mut().find(|(c, d, _)| c == cmd && d == dir) {
+            Some((_, _, nodes)) => nodes.push(node.id.clone()),
+            None => plan.push((cmd.to_owned(), dir.to_owned(), vec![node.id.clone()])),
         }
     }
     plan
+}
+
+/// Checks out the `git` nodes of `descriptor` into `<state dir>/git` (cloning or fetching first
+/// with [`Fetch::Yes`]) and makes their `path` absolute in the checkout; returns the checkouts.
+pub async fn check_out_git_nodes(
+    descriptor: &mut Descriptor,
+    fetch: Fetch,
+) -> anyhow::Result<BTreeMap<NodeId, PathBuf>> {
+    if descriptor.nodes.iter().all(|n| n.git.is_none()) {
+        return Ok(BTreeMap::new());
+    }
+    let root = super::common::state_dir().join("git");
+    if fetch == Fetch::Yes {
+        eprintln!("fetching git nodes into {}", root.display());
+    }
+    git_source::check_out_nodes(&root, descriptor, |_| true, fetch)
+        .await
+        .map_err(|problems| anyhow::anyhow!("cannot check out the git nodes:\n{problems}"))
 }
 
 /// The environment of the build command of `node`: the allow-list, then the node's `env`.
@@ -42,13 +71,17 @@ fn build_env(
 /// `adora build --json`. A build gets what a daemon's build gets: the allow-listed part of this
 /// process's environment (`adora_daemon::node_env`) and the descriptor `env` of the first node
 /// sharing the command.
-pub async fn build_all(descriptor: &Descriptor, dir: &Path) -> anyhow::Result<()> {
-    let plan = build_plan(descriptor);
+///
+/// `git` nodes are cloned or fetched and checked out first (see [`check_out_git_nodes`]); their
+/// build runs in their checkout, and their `path` in `descriptor` becomes absolute.
+pub async fn build_all(descriptor: &mut Descriptor, dir: &Path) -> anyhow::Result<()> {
+    let checkouts = check_out_git_nodes(descriptor, Fetch::Yes).await?;
+    let plan = build_plan(descriptor, dir, &checkouts);
     if plan.is_empty() {
         eprintln!("nothing to build: no node has a `build` command");
         return Ok(());
     }
-    for (cmd, nodes) in plan {
+    for (cmd, dir, nodes) in plan {
         let names: Vec<&str> = nodes.iter().map(NodeId::as_str).collect();
         eprintln!("building {}: {cmd}", names.join(", "));
         let started = std::time::Instant::now();
@@ -60,7 +93,7 @@ pub async fn build_all(descriptor: &Descriptor, dir: &Path) -> anyhow::Result<()
             .arg("-c")
             .arg(&cmd)
             .stdout(std::process::Stdio::from(stderr))
-            .current_dir(dir)
+            .current_dir(&dir)
             .env_clear()
             .envs(build_env(descriptor, &nodes[0]))
             .status()

@@ -49,13 +49,16 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let descriptor = match super::common::load_descriptor(&args.dataflow) {
+    let mut descriptor = match super::common::load_descriptor(&args.dataflow) {
         Ok(d) => d,
         Err(code) => return Ok(code),
     };
     let dir = super::common::dataflow_dir(&args.dataflow)?;
     if args.build {
-        super::local_build::build_all(&descriptor, &dir).await?;
+        super::local_build::build_all(&mut descriptor, &dir).await?;
+    } else {
+        let fetch = adora_daemon::git_source::Fetch::No;
+        super::local_build::check_out_git_nodes(&mut descriptor, fetch).await?;
     }
     let id = uuid::Uuid::new_v4();
     let log_dir = super::common::state_dir().join("runs").join(id.to_string());

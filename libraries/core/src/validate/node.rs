@@ -16,6 +16,12 @@ pub(crate) const NODE_FIELDS: &[&str] = &[
     "args",
     "env",
     "build",
+    "git",
+    "branch",
+    "tag",
+    "rev",
+    "module",
+    "params",
     "inputs",
     "outputs",
     "restart_policy",
@@ -93,10 +99,7 @@ pub(crate) fn check_node<'v>(
             ),
         }
     }
-    match map.get("path") {
-        None | Some(Value::Null) => cx.missing("path"),
-        Some(path) => cx.string(&[Seg::Key("path")], path, true),
-    }
+    cx.check_source(map);
     for name in ["name", "description", "build"] {
         if let Some(v) = present(map, name) {
             cx.string(&[Seg::Key(name)], v, false);
@@ -484,5 +487,6 @@ fn parse_duration(value: &Value) -> Result<Duration, String> {
     }
 }
 
+mod source;
 #[cfg(test)]
 mod tests;
