@@ -63,39 +63,85 @@ macro_rules! std_type {
 /// The standard type library (names follow dora 1.x's; the Arrow layouts are Adora's).
 pub const STD_TYPES: &[StdType] = &[
     std_type!("std/core/v1/Bool", "a boolean", [], || DataType::Boolean),
-    std_type!("std/core/v1/UInt8", "an 8-bit unsigned integer", [], || DataType::UInt8),
-    std_type!("std/core/v1/UInt32", "a 32-bit unsigned integer", [], || DataType::UInt32),
-    std_type!("std/core/v1/UInt64", "a 64-bit unsigned integer", [], || DataType::UInt64),
-    std_type!("std/core/v1/Int32", "a 32-bit signed integer", [], || DataType::Int32),
-    std_type!("std/core/v1/Int64", "a 64-bit signed integer", [], || DataType::Int64),
-    std_type!("std/core/v1/Float32", "a 32-bit float", [], || DataType::Float32),
-    std_type!("std/core/v1/Float64", "a 64-bit float", [], || DataType::Float64),
+    std_type!("std/core/v1/UInt8", "an 8-bit unsigned integer", [], || {
+        DataType::UInt8
+    }),
+    std_type!(
+        "std/core/v1/UInt32",
+        "a 32-bit unsigned integer",
+        [],
+        || DataType::UInt32
+    ),
+    std_type!(
+        "std/core/v1/UInt64",
+        "a 64-bit unsigned integer",
+        [],
+        || DataType::UInt64
+    ),
+    std_type!("std/core/v1/Int32", "a 32-bit signed integer", [], || {
+        DataType::Int32
+    }),
+    std_type!("std/core/v1/Int64", "a 64-bit signed integer", [], || {
+        DataType::Int64
+    }),
+    std_type!("std/core/v1/Float32", "a 32-bit float", [], || {
+        DataType::Float32
+    }),
+    std_type!("std/core/v1/Float64", "a 64-bit float", [], || {
+        DataType::Float64
+    }),
     std_type!("std/core/v1/String", "UTF-8 text", [], || DataType::Utf8),
-    std_type!("std/core/v1/Bytes", "raw bytes; accepts any type", [], || {
-        DataType::LargeBinary
-    }),
+    std_type!(
+        "std/core/v1/Bytes",
+        "raw bytes; accepts any type",
+        [],
+        || { DataType::LargeBinary }
+    ),
     std_type!("std/math/v1/Vector3", "a 3D vector (x, y, z)", [], vector3),
-    std_type!("std/math/v1/Quaternion", "a rotation (x, y, z, w)", [], quaternion),
+    std_type!(
+        "std/math/v1/Quaternion",
+        "a rotation (x, y, z, w)",
+        [],
+        quaternion
+    ),
     std_type!("std/math/v1/Pose", "a 6-DOF pose", [], pose),
-    std_type!("std/math/v1/Transform", "a coordinate transform", [], || {
-        record(&[("translation", vector3()), ("rotation", quaternion())])
-    }),
-    std_type!("std/control/v1/Twist", "linear and angular velocity", [], twist),
-    std_type!("std/control/v1/JointState", "joint positions, velocities, efforts", [], || {
-        record(&[
-            ("name", list(DataType::Utf8)),
-            ("position", list(DataType::Float64)),
-            ("velocity", list(DataType::Float64)),
-            ("effort", list(DataType::Float64)),
-        ])
-    }),
-    std_type!("std/control/v1/Odometry", "a pose and a twist in a frame", [], || {
-        record(&[
-            ("frame_id", DataType::Utf8),
-            ("pose", pose()),
-            ("twist", twist()),
-        ])
-    }),
+    std_type!(
+        "std/math/v1/Transform",
+        "a coordinate transform",
+        [],
+        || { record(&[("translation", vector3()), ("rotation", quaternion())]) }
+    ),
+    std_type!(
+        "std/control/v1/Twist",
+        "linear and angular velocity",
+        [],
+        twist
+    ),
+    std_type!(
+        "std/control/v1/JointState",
+        "joint positions, velocities, efforts",
+        [],
+        || {
+            record(&[
+                ("name", list(DataType::Utf8)),
+                ("position", list(DataType::Float64)),
+                ("velocity", list(DataType::Float64)),
+                ("effort", list(DataType::Float64)),
+            ])
+        }
+    ),
+    std_type!(
+        "std/control/v1/Odometry",
+        "a pose and a twist in a frame",
+        [],
+        || {
+            record(&[
+                ("frame_id", DataType::Utf8),
+                ("pose", pose()),
+                ("twist", twist()),
+            ])
+        }
+    ),
     std_type!("std/media/v1/Image", "a raw image", ["encoding"], || {
         record(&[
             ("width", DataType::UInt32),
@@ -104,16 +150,24 @@ pub const STD_TYPES: &[StdType] = &[
             ("data", DataType::LargeBinary),
         ])
     }),
-    std_type!("std/media/v1/CompressedImage", "a JPEG/PNG image", ["format"], || {
-        DataType::LargeBinary
-    }),
-    std_type!("std/media/v1/PointCloud", "a 3D point cloud", ["point_type"], || {
-        record(&[
-            ("point_type", DataType::Utf8),
-            ("count", DataType::UInt64),
-            ("data", DataType::LargeBinary),
-        ])
-    }),
+    std_type!(
+        "std/media/v1/CompressedImage",
+        "a JPEG/PNG image",
+        ["format"],
+        || { DataType::LargeBinary }
+    ),
+    std_type!(
+        "std/media/v1/PointCloud",
+        "a 3D point cloud",
+        ["point_type"],
+        || {
+            record(&[
+                ("point_type", DataType::Utf8),
+                ("count", DataType::UInt64),
+                ("data", DataType::LargeBinary),
+            ])
+        }
+    ),
     std_type!(
         "std/media/v1/AudioFrame",
         "audio samples",
@@ -127,18 +181,28 @@ pub const STD_TYPES: &[StdType] = &[
             ])
         }
     ),
-    std_type!("std/vision/v1/BoundingBox", "a 2D box, confidence and label", [], bbox),
+    std_type!(
+        "std/vision/v1/BoundingBox",
+        "a 2D box, confidence and label",
+        [],
+        bbox
+    ),
     std_type!("std/vision/v1/Detection", "detected objects", [], || {
         record(&[("boxes", list(bbox()))])
     }),
-    std_type!("std/vision/v1/Segmentation", "a pixel-level mask", [], || {
-        record(&[
-            ("width", DataType::UInt32),
-            ("height", DataType::UInt32),
-            ("mask", DataType::LargeBinary),
-            ("labels", list(DataType::Utf8)),
-        ])
-    }),
+    std_type!(
+        "std/vision/v1/Segmentation",
+        "a pixel-level mask",
+        [],
+        || {
+            record(&[
+                ("width", DataType::UInt32),
+                ("height", DataType::UInt32),
+                ("mask", DataType::LargeBinary),
+                ("labels", list(DataType::Utf8)),
+            ])
+        }
+    ),
 ];
 
 fn record(fields: &[(&str, DataType)]) -> DataType {
@@ -160,7 +224,12 @@ fn vector3() -> DataType {
 
 fn quaternion() -> DataType {
     let f = DataType::Float64;
-    record(&[("x", f.clone()), ("y", f.clone()), ("z", f.clone()), ("w", f)])
+    record(&[
+        ("x", f.clone()),
+        ("y", f.clone()),
+        ("z", f.clone()),
+        ("w", f),
+    ])
 }
 
 fn pose() -> DataType {
@@ -241,7 +310,9 @@ impl TypeUrn {
                     .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
             };
             if segments.len() != 4 || !version_ok(segments[2]) {
-                return Err(err("standard types are written `std/<category>/v<N>/<Type>`"));
+                return Err(err(
+                    "standard types are written `std/<category>/v<N>/<Type>`",
+                ));
             }
         }
         let mut parsed = BTreeMap::new();
@@ -284,7 +355,12 @@ impl TypeUrn {
         for _ in 0..MAX_WIDENING_STEPS {
             let next: Vec<&str> = frontier
                 .iter()
-                .flat_map(|f| widenings.iter().filter(move |(a, _)| a == f).map(|(_, b)| *b))
+                .flat_map(|f| {
+                    widenings
+                        .iter()
+                        .filter(move |(a, _)| a == f)
+                        .map(|(_, b)| *b)
+                })
                 .collect();
             if next.contains(&to.base.as_str()) {
                 return true;
@@ -304,7 +380,11 @@ impl fmt::Display for TypeUrn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.base)?;
         if !self.params.is_empty() {
-            let pairs: Vec<String> = self.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let pairs: Vec<String> = self
+                .params
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
             write!(f, "[{}]", pairs.join(","))?;
         }
         Ok(())
