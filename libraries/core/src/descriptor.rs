@@ -28,9 +28,10 @@ pub struct Descriptor {
     // -- deploy and typed ports (dora 1.x) --
     /// Default deployment of every node; a node's own `deploy` is merged over it field by
     /// field (the node's fields win; `labels` is replaced as a whole). Applied at load time, so
-    /// each node's `deploy` is already the effective one.
+    /// each node's `deploy` is already the effective one. (Boxed: most dataflows have none, and
+    /// a descriptor is embedded in many records.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deploy: Option<Deploy>,
+    pub deploy: Option<Box<Deploy>>,
     /// Report type problems (`output_types`/`input_types`) as errors instead of warnings.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub strict_types: bool,
