@@ -66,6 +66,11 @@ pub fn print_error(e: &anyhow::Error) {
     }
 }
 
+/// A yellow "warning" word for stderr, or plain text when not on a terminal.
+pub fn warning(text: &str) -> String {
+    paint(text, 33, color_stderr())
+}
+
 /// A green "ok"-style word, or plain text when not on a terminal.
 pub fn success(text: &str) -> String {
     paint(text, 32, color_stdout())

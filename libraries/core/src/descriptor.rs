@@ -3,8 +3,9 @@
 //! Parsing and validation live in [`crate::validate`]; this module only defines the shapes and the
 //! small conversions the runtime needs (resolving input sources, splitting args, env values).
 
-use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
+use std::{borrow::Cow, collections::BTreeMap, fmt, path::PathBuf, time::Duration};
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -14,16 +15,59 @@ use crate::{
 };
 
 /// A whole dataflow: the list of its nodes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Every type of the descriptor derives [`JsonSchema`] next to serde, so `adora schema` is
+/// generated from the same definitions the parser uses: a new field gets its schema from its
+/// type and its `///` doc (the description editors show).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "Adora dataflow")]
 pub struct Descriptor {
     /// The nodes of the dataflow, in file order.
     pub nodes: Vec<NodeSpec>,
+    // -- deploy and typed ports (dora 1.x) --
+    /// Default deployment of every node; a node's own `deploy` is merged over it field by
+    /// field (the node's fields win; `labels` is replaced as a whole). Applied at load time, so
+    /// each node's `deploy` is already the effective one. (Boxed: most dataflows have none, and
+    /// a descriptor is embedded in many records.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<Box<Deploy>>,
+    /// Report type problems (`output_types`/`input_types`) as errors instead of warnings.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub strict_types: bool,
+    /// Extra type compatibilities: a value of type `from` may be sent to an input of type `to`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub type_rules: Vec<TypeRule>,
+}
+
+/// A user-defined type compatibility (`type_rules`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TypeRule {
+    /// Type URN of the sender, e.g. `myproject/sensors/v1/Reading`.
+    pub from: String,
+    /// Type URN it may be delivered as, e.g. `myproject/sensors/v2/Reading`.
+    pub to: String,
+}
+
+/// How a node's outputs are framed on the wire (`output_framing`).
+///
+/// Adora always sends Arrow data with its buffer layout; both values are accepted and behave the
+/// same until Arrow IPC framing exists.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutputFraming {
+    /// Arrow buffers with their layout (default).
+    #[default]
+    Raw,
+    /// Arrow IPC stream framing (accepted; sent as `raw` for now).
+    ArrowIpc,
 }
 
 /// One node of a dataflow as written in the YAML.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = crate::schema::add_deploy_alias)]
 pub struct NodeSpec {
     /// Unique id of the node (`[A-Za-z0-9_.-]+`).
     pub id: NodeId,
@@ -88,17 +132,29 @@ pub struct NodeSpec {
     /// Window in which `max_restarts` is counted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_window: Option<HumanDuration>,
-    /// Where and how the node is deployed.
+    // -- typed ports and framing (dora 1.x) --
+    /// Type URN of each output, e.g. `image: std/media/v1/Image`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub output_types: BTreeMap<DataId, String>,
+    /// Type URN each input expects, e.g. `audio: std/media/v1/AudioFrame[sample_type=f32]`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub input_types: BTreeMap<DataId, String>,
+    /// Wire framing of the outputs; both values behave the same for now (see [`OutputFraming`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_framing: Option<OutputFraming>,
+    /// Where and how the node is deployed (also spelled `_unstable_deploy`, never both); the
+    /// root `deploy` is already merged in.
     #[serde(
         default,
-        rename = "_unstable_deploy",
+        rename = "deploy",
+        alias = "_unstable_deploy",
         skip_serializing_if = "Option::is_none"
     )]
     pub deploy: Option<Deploy>,
 }
 
 /// Restart policy of a node.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RestartPolicy {
     /// Never restart (default).
@@ -110,8 +166,8 @@ pub enum RestartPolicy {
     Always,
 }
 
-/// Deployment options of a node (`_unstable_deploy`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// Deployment options of a node (`deploy`, or its older spelling `_unstable_deploy`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Deploy {
     /// Machine id of the daemon that must run the node.
@@ -129,7 +185,7 @@ pub struct Deploy {
 }
 
 /// Binary distribution strategy.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Distribute {
     /// The daemon builds the node on its own machine (default).
@@ -142,7 +198,7 @@ pub enum Distribute {
 }
 
 /// An `env` value: YAML strings, numbers and booleans are all accepted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum EnvValue {
     /// A boolean.
@@ -167,7 +223,7 @@ impl fmt::Display for EnvValue {
 }
 
 /// An input as written: short form (`node/output` or a timer) or long form.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum InputSpec {
     /// `input: camera/frames`
@@ -177,7 +233,7 @@ pub enum InputSpec {
 }
 
 /// Long form of an input.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LongInput {
     /// `node/output` or a timer such as `adora/timer/millis/20`.
@@ -261,6 +317,19 @@ impl fmt::Display for InputSource {
 /// A duration written like `500ms`, `5s` or `1m 30s`, or a bare number of seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
+
+impl JsonSchema for HumanDuration {
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A duration like `500ms`, `5s` or `1m 30s`, or a number of seconds.",
+            "anyOf": [{ "type": "string" }, { "type": "number", "minimum": 0 }]
+        })
+    }
+}
 
 impl Serialize for HumanDuration {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

@@ -13,11 +13,16 @@
 //! receiver, labelled with the output (and `as input` when the input id differs). Timers are
 //! circles. Mermaid ids only use `[A-Za-z0-9_]`, so node ids are sanitised (and made unique) for
 //! the diagram while labels show them verbatim. Edge labels use the `-->|label|` form because a
-//! `--` inside an id would end a `-- label -->` early. The output only depends on the descriptor.
+//! `--` inside an id would end a `-- label -->` early. An edge whose ports are typed
+//! (`output_types` of the sender, else `input_types` of the receiver) shows the type's short name,
+//! quoted: `-->|"frames: Image"|`. The output only depends on the descriptor.
 
 use std::collections::{HashMap, HashSet};
 
-use crate::descriptor::{Descriptor, InputSource};
+use crate::{
+    descriptor::{Descriptor, InputSource},
+    types::TypeUrn,
+};
 
 /// Words Mermaid's flowchart grammar treats specially, which cannot be node ids as is.
 const MERMAID_KEYWORDS: &[&str] = &[
@@ -54,11 +59,18 @@ pub fn mermaid(descriptor: &Descriptor) -> String {
                     } else {
                         format!("{output} as {input_id}")
                     };
-                    diagram.edge(&sender, &label, &receiver);
+                    let sent = descriptor
+                        .nodes
+                        .iter()
+                        .find(|n| n.id == from)
+                        .and_then(|n| n.output_types.get(&output));
+                    let ty = sent.or_else(|| node.input_types.get(input_id));
+                    diagram.edge(&sender, &typed(label, ty), &receiver);
                 }
                 Ok(InputSource::Timer(_)) => {
                     let sender = diagram.timer(input.source());
-                    diagram.edge(&sender, input_id.as_str(), &receiver);
+                    let label = typed(input_id.to_string(), node.input_types.get(input_id));
+                    diagram.edge(&sender, &label, &receiver);
                 }
                 Err(_) => diagram.edges.push_str(&format!(
                     "  %% input `{input_id}` of `{}` has an invalid source\n",
@@ -68,6 +80,20 @@ pub fn mermaid(descriptor: &Descriptor) -> String {
         }
     }
     diagram.shapes + &diagram.edges
+}
+
+/// `label`, or `"label: Type"` (quoted for Mermaid) when the edge has a type URN.
+fn typed(label: String, urn: Option<&String>) -> String {
+    let Some(urn) = urn else { return label };
+    let short = match TypeUrn::parse(urn) {
+        Ok(parsed) => {
+            let full = parsed.to_string();
+            let base_len = parsed.base.len() - parsed.short_name().len();
+            full[base_len..].to_owned()
+        }
+        Err(_) => urn.clone(),
+    };
+    format!("\"{label}: {}\"", short.replace('"', "'"))
 }
 
 /// The diagram being built: shapes first, then edges.

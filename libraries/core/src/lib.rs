@@ -7,7 +7,9 @@ pub mod descriptor;
 pub mod graph;
 pub mod ids;
 pub mod placement;
+pub mod schema;
 pub mod timer;
+pub mod types;
 pub mod validate;
 
 pub use descriptor::{Descriptor, InputSource, NodeSpec};

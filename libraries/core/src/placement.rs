@@ -2,10 +2,13 @@
 //! spawned (all or nothing).
 //!
 //! Priority per node: `machine` > `labels` > neither.
-//! 1. `_unstable_deploy.machine: X` → the daemon registered with machine id X;
-//! 2. `_unstable_deploy.labels` → the first daemon (in registration order) whose labels are a
+//! 1. `deploy.machine: X` → the daemon registered with machine id X;
+//! 2. `deploy.labels` → the first daemon (in registration order) whose labels are a
 //!    superset (exact string match);
 //! 3. neither → the first daemon registered without a machine id.
+//!
+//! `deploy` here is the node's effective one (`_unstable_deploy` is the same field, and the
+//! root `deploy` is merged in at load time), so placement never looks at the root itself.
 
 use std::{collections::BTreeMap, fmt};
 

@@ -97,12 +97,25 @@ impl Descriptor {
     /// Parses and validates dataflow YAML; `file` is only used in error messages.
     ///
     /// Every problem is reported, sorted by line (problems without a known line come last).
+    /// Warnings (type problems without `strict_types`) are dropped: see
+    /// [`Descriptor::parse_with_warnings`].
     pub fn parse(yaml: &str, file: &Path) -> Result<Descriptor, ValidationErrors> {
-        let mut report = Report {
-            file,
-            yaml,
-            errors: Vec::new(),
-        };
+        Self::parse_with_warnings(yaml, file).map(|(descriptor, _)| descriptor)
+    }
+
+    /// Like [`Descriptor::read`], also returning the warnings.
+    pub fn read_with_warnings(
+        path: &Path,
+    ) -> Result<(Descriptor, Vec<ValidationError>), ValidationErrors> {
+        Self::parse_with_warnings(&read_file(path)?, path)
+    }
+
+    /// Like [`Descriptor::parse`], also returning the warnings, sorted by line.
+    pub fn parse_with_warnings(
+        yaml: &str,
+        file: &Path,
+    ) -> Result<(Descriptor, Vec<ValidationError>), ValidationErrors> {
+        let mut report = Report::new(file, yaml);
         let root: Value = match serde_yaml::from_str(yaml) {
             Ok(root) => root,
             Err(e) => {
@@ -112,10 +125,12 @@ impl Descriptor {
             }
         };
         let root = strip_tags(&mut report, &root, &root, &mut Vec::new());
+        let settings = node::ports::check_root_types(&mut report, &root);
+        check_root_deploy(&mut report, &root);
         let mut flat = None;
         if let Some(nodes) = check_root(&mut report, &root) {
             let mut loader = module::Loader::new(file);
-            flat = module::check_file(&mut report, file, nodes, None, &mut loader);
+            flat = module::check_file(&mut report, file, nodes, None, &mut loader, Some(&settings));
             report.errors.append(&mut loader.errors);
         }
         let mut root = root;
@@ -126,8 +141,9 @@ impl Descriptor {
         if !report.errors.is_empty() {
             return Err(report.finish());
         }
+        let root = node::apply_root_deploy(&root);
         match serde_yaml::from_value(without_nulls(&root)) {
-            Ok(descriptor) => Ok(descriptor),
+            Ok(descriptor) => Ok((descriptor, report.finish_warnings())),
             Err(e) => {
                 // The checks above should have caught everything; never accept what serde rejects.
                 report.push(None, None, None, e.to_string());
@@ -138,7 +154,24 @@ impl Descriptor {
 }
 
 /// Known top-level keys.
-const ROOT_FIELDS: &[&str] = &["nodes"];
+const ROOT_FIELDS: &[&str] = &[
+    "nodes",
+    // -- deploy and typed ports (compat-descriptor) --
+    "deploy",
+    "strict_types",
+    "type_rules",
+];
+
+/// Checks the root `deploy` (the default of every node's) by deserializing it.
+fn check_root_deploy(report: &mut Report<'_>, root: &Value) {
+    let Some(deploy) = root.get("deploy").filter(|v| !v.is_null()) else {
+        return;
+    };
+    if let Err(e) = serde_yaml::from_value::<crate::descriptor::Deploy>(without_nulls(deploy)) {
+        let line = report.line(&[Seg::Key("deploy")]);
+        report.push(None, Some("deploy".into()), line, e.to_string());
+    }
+}
 
 /// Checks the document shape and returns the `nodes` list when there is one.
 fn check_root<'v>(report: &mut Report<'_>, root: &'v Value) -> Option<&'v [Value]> {
@@ -195,6 +228,8 @@ pub(crate) struct Report<'a> {
     file: &'a Path,
     yaml: &'a str,
     errors: Vec<ValidationError>,
+    /// Problems that do not make the file invalid (type problems without `strict_types`).
+    warnings: Vec<ValidationError>,
 }
 
 impl<'a> Report<'a> {
@@ -204,6 +239,7 @@ impl<'a> Report<'a> {
             file,
             yaml,
             errors: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -241,6 +277,13 @@ impl<'a> Report<'a> {
         self.errors
             .sort_by_key(|e| (e.file != file, e.line.is_none(), e.line.unwrap_or(0)));
         ValidationErrors(self.errors)
+    }
+
+    /// All warnings, in the order of [`Report::finish`].
+    fn finish_warnings(mut self) -> Vec<ValidationError> {
+        self.warnings
+            .sort_by_key(|e| (e.line.is_none(), e.line.unwrap_or(0)));
+        self.warnings
     }
 }
 

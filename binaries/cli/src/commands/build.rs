@@ -19,7 +19,7 @@ use super::client::{print_line, Client, ClientArgs};
 #[command(
     after_help = "Examples:\n  adora build examples/rust-dataflow/dataflow.yml\n  \
 adora build dataflow.yml --cluster cluster.yml   (then: adora start dataflow.yml --build-id <id>)\n\n\
-A dataflow with `_unstable_deploy` on any node, or given --cluster / --coordinator-addr / \
+A dataflow with `deploy` (or `_unstable_deploy`) on any node or at its root, or given --cluster / --coordinator-addr / \
 --coordinator-port, is built on its machines through the coordinator: `local` nodes by their \
 daemons, `scp` and `http` nodes here, then copied or uploaded. It prints the build id."
 )]
@@ -46,7 +46,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         return build_distributed(args, descriptor, dir).await;
     }
     if args.json {
-        bail!("--json is for a distributed build (a dataflow with `_unstable_deploy`, or --cluster / --coordinator-addr)");
+        bail!("--json is for a distributed build (a dataflow with `deploy`, or --cluster / --coordinator-addr)");
     }
     super::local_build::build_all(&mut descriptor, &dir).await?;
     Ok(ExitCode::SUCCESS)

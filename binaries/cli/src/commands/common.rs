@@ -16,19 +16,22 @@ pub const EXIT_INVALID: u8 = 2;
 
 /// Reads and validates a dataflow file, or prints every problem and returns `Err(exit code)`.
 pub fn load_descriptor(path: &Path) -> Result<Descriptor, ExitCode> {
-    Descriptor::read(path).map_err(|errors| {
-        let n = errors.0.len();
-        for e in &errors.0 {
-            eprintln!("{e}");
-        }
-        eprintln!(
-            "{} problem{} found in {}",
-            n,
-            if n == 1 { "" } else { "s" },
-            path.display()
-        );
-        ExitCode::from(EXIT_INVALID)
-    })
+    Descriptor::read(path).map_err(|errors| report_invalid(path, &errors))
+}
+
+/// Prints every problem of an invalid dataflow file and returns the exit code for it.
+pub fn report_invalid(path: &Path, errors: &adora_core::ValidationErrors) -> ExitCode {
+    let n = errors.0.len();
+    for e in &errors.0 {
+        eprintln!("{e}");
+    }
+    eprintln!(
+        "{} problem{} found in {}",
+        n,
+        if n == 1 { "" } else { "s" },
+        path.display()
+    );
+    ExitCode::from(EXIT_INVALID)
 }
 
 /// The directory a dataflow's relative paths are resolved against.

@@ -18,10 +18,10 @@ state directory. Losing the coordinator never stops the nodes: the daemon reconn
 (backoff up to 30 s)."
 )]
 pub struct Args {
-    /// Machine id; nodes with `_unstable_deploy.machine` go to the daemon with that id.
+    /// Machine id; nodes with `deploy.machine` go to the daemon with that id.
     #[arg(long)]
     machine_id: Option<String>,
-    /// Labels matched by `_unstable_deploy.labels`, e.g. `gpu=true,arch=arm64`.
+    /// Labels matched by `deploy.labels`, e.g. `gpu=true,arch=arm64`.
     #[arg(long, value_parser = parse_labels, default_value = "")]
     labels: Labels,
     /// Coordinator host.

@@ -234,9 +234,7 @@ fn machine_of<'a>(node: &NodeSpec, fleet: &'a Fleet) -> anyhow::Result<&'a Machi
             .machine(id)
             .with_context(|| format!("machine `{id}` is not in cluster.yml"))?;
     } else if deploy.labels.is_empty() {
-        bail!(
-            "`distribute: scp` needs `_unstable_deploy.machine` or `labels` to know where to copy"
-        );
+        bail!("`distribute: scp` needs `deploy.machine` or `labels` to know where to copy");
     }
     let daemon = placement::place_node(node, &fleet.daemons)
         .map(|i| &fleet.daemons[i])

@@ -17,6 +17,7 @@ mod logs;
 mod node;
 mod restart;
 mod run;
+mod schema;
 mod start;
 mod status;
 mod stop;
@@ -46,6 +47,7 @@ enum Command {
     Build(build::Args),
     Validate(validate::Args),
     Graph(graph::Args),
+    Schema(schema::Args),
     Up(up::UpArgs),
     Down(up::DownArgs),
     Start(start::Args),
@@ -81,6 +83,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Build(args) => build::run(args).await,
         Command::Validate(args) => validate::run(args),
         Command::Graph(args) => graph::run(args),
+        Command::Schema(args) => Ok(schema::run(args)),
         Command::Up(args) => up::up(args).await,
         Command::Down(args) => up::down(args).await,
         Command::Start(args) => start::run(args).await,

@@ -82,3 +82,38 @@ fn output_is_deterministic() {
     // Inputs are drawn in input-id order.
     assert!(first.ends_with("  a -->|o as x| b\n  a -->|o as y| b\n  a -->|o as z| b\n"));
 }
+
+#[test]
+fn typed_edges_show_their_type() {
+    let descriptor = parse(
+        "\
+nodes:
+  - id: mic
+    path: ./mic
+    inputs:
+      tick: dora/timer/millis/10
+    input_types:
+      tick: std/core/v1/UInt64
+    outputs: [audio, level]
+    output_types:
+      audio: std/media/v1/AudioFrame[sample_type=f32]
+  - id: sink
+    path: ./sink
+    inputs:
+      sound: mic/audio
+      level: mic/level
+    input_types:
+      level: std/core/v1/Float32
+",
+    );
+    let expected = "\
+flowchart TB
+  mic[\"mic\"]
+  sink[\"sink\"]
+  timer_millis_10((\"adora/timer/millis/10\"))
+  timer_millis_10 -->|\"tick: UInt64\"| mic
+  mic -->|\"level: Float32\"| sink
+  mic -->|\"audio as sound: AudioFrame[sample_type=f32]\"| sink
+";
+    assert_eq!(mermaid(&descriptor), expected);
+}

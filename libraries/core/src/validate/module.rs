@@ -29,7 +29,7 @@ use serde_yaml::{Mapping, Value};
 use super::{
     checks, describe,
     locate::Seg,
-    node::{self, NodeCtx, NodeSummary},
+    node::{self, ports::TypeSettings, NodeCtx, NodeSummary},
     unknown_field, Report, ValidationError,
 };
 use crate::ids::is_valid_id;
@@ -110,13 +110,15 @@ impl Loader {
 }
 
 /// Checks every node of a file (the dataflow, or a module with `header`), loads the modules it
-/// includes, checks the graph, and returns its nodes flattened (`None` after an error).
+/// includes, checks the graph (and the typed ports with `types`: the dataflow's settings; module
+/// files are not type-checked yet), and returns its nodes flattened (`None` after an error).
 pub(crate) fn check_file(
     report: &mut Report<'_>,
     file: &Path,
     nodes: &[Value],
     header: Option<&Header>,
     loader: &mut Loader,
+    types: Option<&TypeSettings>,
 ) -> Option<Flat> {
     let mut summaries: Vec<NodeSummary<'_>> = nodes
         .iter()
@@ -153,9 +155,14 @@ pub(crate) fn check_file(
             id: Some(MOD),
             outputs: Some(ports.map(String::as_str).collect()),
             inputs: Vec::new(),
+            port_types: Default::default(),
+            unsupported: false,
         });
     }
     checks::check_graph(report, &summaries);
+    if let Some(types) = types {
+        node::ports::check_types(report, &summaries, types);
+    }
     if !(complete && report.is_empty()) {
         return None;
     }
@@ -249,7 +256,7 @@ fn load_module(path: &Path, text: &str, loader: &mut Loader) -> Option<LoadedPar
         Ok(root) => {
             let root = super::strip_tags(&mut report, &root, &root, &mut Vec::new());
             check_module_root(&mut report, &root).map(|(header, nodes)| {
-                let flat = check_file(&mut report, path, nodes, Some(&header), loader);
+                let flat = check_file(&mut report, path, nodes, Some(&header), loader, None);
                 let parts = flat.map(|flat| {
                     let exports = check_exports(&mut report, &header, nodes, &flat);
                     (flat, exports)

@@ -7,6 +7,11 @@ use serde_yaml::{Mapping, Value};
 use super::{describe, locate::Seg, suggest, unknown_field, Report};
 use crate::{ids::is_valid_id, RESERVED_ENV_VARS};
 
+mod compat;
+pub(crate) mod ports;
+
+pub(crate) use compat::apply_root_deploy;
+
 /// Known node fields (the serde names of [`crate::descriptor::NodeSpec`]).
 pub(crate) const NODE_FIELDS: &[&str] = &[
     "id",
@@ -29,12 +34,17 @@ pub(crate) const NODE_FIELDS: &[&str] = &[
     "restart_delay",
     "max_restart_delay",
     "restart_window",
+    // -- typed ports, framing, deploy (compat-descriptor) --
+    "output_types",
+    "input_types",
+    "output_framing",
+    "deploy",
     "_unstable_deploy",
 ];
 
 /// Known keys of a long-form input.
 const LONG_INPUT_FIELDS: &[&str] = &["source", "queue_size"];
-/// Known keys of `_unstable_deploy`.
+/// Known keys of `deploy` / `_unstable_deploy`.
 const DEPLOY_FIELDS: &[&str] = &["machine", "labels", "distribute", "working_dir"];
 /// Accepted `restart_policy` values.
 const RESTART_POLICIES: &[&str] = &["never", "on-failure", "always"];
@@ -52,6 +62,10 @@ pub(crate) struct NodeSummary<'v> {
     pub outputs: Option<Vec<&'v str>>,
     /// Inputs whose source is a string.
     pub inputs: Vec<InputRef<'v>>,
+    /// `output_types` and `input_types` entries whose URN is a string (port → URN).
+    pub port_types: ports::PortTypes<'v>,
+    /// Whether the node uses a feature Adora does not support yet (`operators`, `ros2`, ...).
+    pub unsupported: bool,
 }
 
 /// One input and its source, as written.
@@ -76,6 +90,8 @@ pub(crate) fn check_node<'v>(
         id: None,
         outputs: None,
         inputs: Vec::new(),
+        port_types: ports::PortTypes::default(),
+        unsupported: false,
     };
     let Value::Mapping(map) = value else {
         let line = report.line(&[Seg::Key("nodes"), Seg::Index(index)]);
@@ -89,9 +105,11 @@ pub(crate) fn check_node<'v>(
     summary.id = map.get("id").and_then(Value::as_str);
     let mut cx = NodeCtx::new(report, index, summary.id);
     cx.check_id(map.get("id"));
+    summary.unsupported = compat::report_unsupported(&mut cx, map);
     for key in map.keys() {
         match key.as_str() {
             Some(name) if NODE_FIELDS.contains(&name) => {}
+            Some(name) if compat::UNSUPPORTED_FIELDS.contains(&name) => {}
             Some(name) => cx.error(&[Seg::Key(name)], unknown_field(name, NODE_FIELDS)),
             None => cx.error(
                 &[],
@@ -99,7 +117,10 @@ pub(crate) fn check_node<'v>(
             ),
         }
     }
-    cx.check_source(map);
+    if !summary.unsupported {
+        // An operator/hub node has no `path`; it was already reported as unsupported.
+        cx.check_source(map);
+    }
     for name in ["name", "description", "build"] {
         if let Some(v) = present(map, name) {
             cx.string(&[Seg::Key(name)], v, false);
@@ -129,8 +150,11 @@ pub(crate) fn check_node<'v>(
         summary.inputs = cx.check_inputs(inputs);
     }
     cx.check_restart(map);
-    if let Some(deploy) = present(map, "_unstable_deploy") {
-        cx.check_deploy(deploy);
+    compat::check_deploy_and_framing(&mut cx, map);
+    summary.port_types = ports::check_port_fields(&mut cx, map);
+    if summary.unsupported {
+        // Its outputs are unknown (operators declare their own): do not check sources against it.
+        summary.outputs = None;
     }
     summary
 }
@@ -403,25 +427,26 @@ impl NodeCtx<'_, '_, '_> {
         }
     }
 
-    fn check_deploy(&mut self, deploy: &Value) {
-        const D: Seg<'static> = Seg::Key("_unstable_deploy");
+    /// Checks the deployment options written under `key` (`deploy` or `_unstable_deploy`).
+    fn check_deploy(&mut self, key: &'static str, deploy: &Value) {
+        let d = Seg::Key(key);
         let Value::Mapping(deploy) = deploy else {
-            return self.error(&[D], expected("a mapping", deploy));
+            return self.error(&[d], expected("a mapping", deploy));
         };
         for key in deploy.keys() {
             let name = key.as_str().unwrap_or_default();
             if !DEPLOY_FIELDS.contains(&name) {
-                self.error(&[D, Seg::Key(name)], unknown_field(name, DEPLOY_FIELDS));
+                self.error(&[d, Seg::Key(name)], unknown_field(name, DEPLOY_FIELDS));
             }
         }
         if let Some(machine) = present(deploy, "machine") {
-            self.string(&[D, Seg::Key("machine")], machine, true);
+            self.string(&[d, Seg::Key("machine")], machine, true);
         }
         if let Some(dir) = present(deploy, "working_dir") {
-            self.string(&[D, Seg::Key("working_dir")], dir, true);
+            self.string(&[d, Seg::Key("working_dir")], dir, true);
         }
         if let Some(distribute) = present(deploy, "distribute") {
-            let field = [D, Seg::Key("distribute")];
+            let field = [d, Seg::Key("distribute")];
             match distribute.as_str() {
                 Some(d) if DISTRIBUTE_MODES.contains(&d) => {}
                 Some(d) => self.error(&field, not_one_of("distribute mode", d, DISTRIBUTE_MODES)),
@@ -435,7 +460,7 @@ impl NodeCtx<'_, '_, '_> {
                     let Some(name) = key.as_str() else {
                         let message =
                             format!("label names must be strings, found {}", describe(key));
-                        self.error(&[D, Seg::Key("labels")], message);
+                        self.error(&[d, Seg::Key("labels")], message);
                         continue;
                     };
                     if !value.is_string() {
@@ -448,11 +473,11 @@ impl NodeCtx<'_, '_, '_> {
                             }
                             other => expected("a string", other),
                         };
-                        self.error(&[D, Seg::Key("labels"), Seg::Key(name)], message);
+                        self.error(&[d, Seg::Key("labels"), Seg::Key(name)], message);
                     }
                 }
             }
-            Some(other) => self.error(&[D, Seg::Key("labels")], expected("a mapping", other)),
+            Some(other) => self.error(&[d, Seg::Key("labels")], expected("a mapping", other)),
         }
     }
 }

@@ -222,7 +222,7 @@ fn document_shape_errors() {
                 1,
                 None,
                 Some("name"),
-                "unknown field `name`; expected one of: nodes"
+                "unknown field `name`; expected one of: nodes, deploy, strict_types, type_rules"
             ),
             (
                 None,

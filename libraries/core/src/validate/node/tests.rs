@@ -22,10 +22,10 @@ fn unknown_fields_with_and_without_suggestion() {
                 5,
                 Some("a"),
                 Some("colour"),
-                "unknown field `colour`; expected one of: id, name, description, path, args, env, \
-                 build, git, branch, tag, rev, module, params, inputs, outputs, restart_policy, \
-                 max_restarts, restart_delay, \
-                 max_restart_delay, restart_window, _unstable_deploy"
+                &format!(
+                    "unknown field `colour`; expected one of: {}",
+                    super::NODE_FIELDS.join(", ")
+                )
             ),
         ]
     );
