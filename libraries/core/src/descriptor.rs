@@ -19,7 +19,15 @@ use crate::{
 pub struct Descriptor {
     /// The nodes of the dataflow, in file order.
     pub nodes: Vec<NodeSpec>,
+    // Runtime behaviour (dora 1.x compatibility, issue 18).
+    /// How often the daemon checks the nodes that have a `health_check_timeout` (default
+    /// [`DEFAULT_HEALTH_CHECK_INTERVAL`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_interval: Option<HumanDuration>,
 }
+
+/// How often the daemon checks node liveness when `health_check_interval` is not set.
+pub const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// One node of a dataflow as written in the YAML.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,6 +81,17 @@ pub struct NodeSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub deploy: Option<Deploy>,
+    // Runtime behaviour (dora 1.x compatibility, issue 18).
+    /// The daemon kills the node (and applies its restart policy) when it has not talked to the
+    /// daemon for this long; a node waiting for events counts as talking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_timeout: Option<HumanDuration>,
+    /// CPU cores the node's process may run on, set before it executes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_affinity: Option<Vec<usize>>,
+    /// One of `outputs`: every stdout/stderr line of the node is sent on it as a string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_stdout_as: Option<DataId>,
 }
 
 /// Restart policy of a node.
@@ -163,6 +182,9 @@ pub struct LongInput {
     /// Capacity of the input queue; the oldest message is dropped when full.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_size: Option<usize>,
+    /// The daemon closes the input when no message arrived on it for this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_timeout: Option<HumanDuration>,
 }
 
 impl InputSpec {
@@ -179,6 +201,14 @@ impl InputSpec {
         match self {
             InputSpec::Short(_) => DEFAULT_QUEUE_SIZE,
             InputSpec::Long(l) => l.queue_size.unwrap_or(DEFAULT_QUEUE_SIZE),
+        }
+    }
+
+    /// The input timeout, if the long form sets one.
+    pub fn input_timeout(&self) -> Option<Duration> {
+        match self {
+            InputSpec::Short(_) => None,
+            InputSpec::Long(l) => l.input_timeout.map(|t| t.0),
         }
     }
 

@@ -134,7 +134,7 @@ impl Descriptor {
 }
 
 /// Known top-level keys.
-const ROOT_FIELDS: &[&str] = &["nodes"];
+const ROOT_FIELDS: &[&str] = &["nodes", "health_check_interval"];
 
 /// Checks the document shape and returns the `nodes` list when there is one.
 fn check_root<'v>(report: &mut Report<'_>, root: &'v Value) -> Option<&'v [Value]> {
@@ -171,6 +171,7 @@ fn check_root<'v>(report: &mut Report<'_>, root: &'v Value) -> Option<&'v [Value
             );
         }
     }
+    node::check_health_check_interval(report, map);
     let message = match map.get("nodes") {
         Some(Value::Sequence(nodes)) if !nodes.is_empty() => return Some(nodes),
         None => {

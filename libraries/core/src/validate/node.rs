@@ -24,10 +24,14 @@ pub(crate) const NODE_FIELDS: &[&str] = &[
     "max_restart_delay",
     "restart_window",
     "_unstable_deploy",
+    // Runtime behaviour (dora 1.x compatibility), checked in `node/runtime.rs`.
+    "health_check_timeout",
+    "cpu_affinity",
+    "send_stdout_as",
 ];
 
 /// Known keys of a long-form input.
-const LONG_INPUT_FIELDS: &[&str] = &["source", "queue_size"];
+const LONG_INPUT_FIELDS: &[&str] = &["source", "queue_size", "input_timeout"];
 /// Known keys of `_unstable_deploy`.
 const DEPLOY_FIELDS: &[&str] = &["machine", "labels", "distribute", "working_dir"];
 /// Accepted `restart_policy` values.
@@ -129,6 +133,7 @@ pub(crate) fn check_node<'v>(
     if let Some(deploy) = present(map, "_unstable_deploy") {
         cx.check_deploy(deploy);
     }
+    cx.check_runtime(map, summary.outputs.as_deref());
     summary
 }
 
@@ -340,6 +345,7 @@ impl NodeCtx<'_, '_, '_> {
                 self.error(&field, expected("an integer of at least 1", size));
             }
         }
+        self.check_input_timeout(id, long);
         match present(long, "source") {
             None => {
                 let path = [
@@ -484,5 +490,8 @@ fn parse_duration(value: &Value) -> Result<Duration, String> {
     }
 }
 
+mod runtime;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use runtime::check_health_check_interval;

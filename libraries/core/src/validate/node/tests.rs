@@ -22,9 +22,10 @@ fn unknown_fields_with_and_without_suggestion() {
                 5,
                 Some("a"),
                 Some("colour"),
-                "unknown field `colour`; expected one of: id, name, description, path, args, env, \
-                 build, inputs, outputs, restart_policy, max_restarts, restart_delay, \
-                 max_restart_delay, restart_window, _unstable_deploy"
+                &format!(
+                    "unknown field `colour`; expected one of: {}",
+                    crate::validate::node::NODE_FIELDS.join(", ")
+                )
             ),
         ]
     );
@@ -160,7 +161,7 @@ fn long_form_inputs() {
                 5,
                 Some("a"),
                 Some("inputs.x.priority"),
-                "unknown field `priority`; expected one of: source, queue_size"
+                "unknown field `priority`; expected one of: source, queue_size, input_timeout"
             ),
             e(
                 8,
