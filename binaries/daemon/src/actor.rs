@@ -242,6 +242,16 @@ impl Daemon {
                 df.node_exited(&node, status, stderr_tail, env.events)
             }),
             Event::TimerTick { dataflow, interval } => self.timer_tick(dataflow, interval),
+            Event::LogLine {
+                dataflow,
+                node,
+                line,
+            } => {
+                let timestamp = self.hlc.new_timestamp();
+                self.with(dataflow, |df, _| df.send_log_line(&node, &line, timestamp))
+            }
+            Event::InputDeadlines { dataflow } => self.with(dataflow, |df, _| df.expire_inputs()),
+            Event::HealthCheck { dataflow } => self.with(dataflow, |df, _| df.check_health()),
             Event::ConnectTimeout { dataflow } => self.with(dataflow, |df, env| {
                 df.connect_timeout(env.config.node_connect_timeout, env.events, env.config)
             }),

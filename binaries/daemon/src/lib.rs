@@ -6,6 +6,7 @@
 //! [`run`] runs the daemon as a service connected to a coordinator (`adora daemon`).
 
 mod actor;
+mod affinity;
 #[doc(hidden)]
 pub mod bench_hooks;
 mod config;

@@ -34,6 +34,8 @@ struct NodeRouting {
     /// Events that are never dropped (InputClosed, Stop, Error), with their sequence numbers.
     control: VecDeque<Queued>,
     open_inputs: BTreeSet<DataId>,
+    /// Inputs with an `input_timeout`, and when each last received a message.
+    deadlines: BTreeMap<DataId, deadlines::InputDeadline>,
     has_inputs: bool,
     events_waiter: Option<Waiter>,
     freed: Vec<u64>,
@@ -131,6 +133,10 @@ impl Routing {
                     .queues
                     .insert(input_id.clone(), InputQueue::new(input.queue_size()));
                 state.open_inputs.insert(input_id.clone());
+                if let Some(timeout) = input.input_timeout() {
+                    let deadline = deadlines::InputDeadline::new(timeout);
+                    state.deadlines.insert(input_id.clone(), deadline);
+                }
                 let receiver = (node.id.clone(), input_id.clone());
                 match input.resolve() {
                     Ok(InputSource::Node { node: from, output }) => {
@@ -266,6 +272,9 @@ impl Routing {
                 metadata,
                 data,
             };
+            if let Some(deadline) = state.deadlines.get_mut(input) {
+                deadline.last = std::time::Instant::now();
+            }
             if let Some(old) = queue.push(Queued { seq, event }) {
                 evicted.push(old);
             }
@@ -494,6 +503,20 @@ impl Routing {
         }
     }
 
+    /// Whether `node` may still send on `output`.
+    pub fn is_output_open(&self, node: &NodeId, output: &DataId) -> bool {
+        self.nodes
+            .get(node)
+            .is_some_and(|s| s.open_outputs.contains(output))
+    }
+
+    /// Whether `node` has a `NextEvents` request waiting for events (it is blocked in `recv`).
+    pub fn is_waiting_for_events(&self, node: &NodeId) -> bool {
+        self.nodes
+            .get(node)
+            .is_some_and(|s| s.events_waiter.is_some())
+    }
+
     /// Message counters of every node.
     pub fn counters(&self) -> BTreeMap<NodeId, NodeCounters> {
         self.nodes
@@ -519,6 +542,7 @@ impl Routing {
     }
 }
 
+mod deadlines;
 mod samples;
 #[cfg(test)]
 mod tests;

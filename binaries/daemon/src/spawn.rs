@@ -32,6 +32,8 @@ pub(crate) struct NodeCommand {
     pub program: PathBuf,
     pub args: Vec<String>,
     pub working_dir: PathBuf,
+    /// `cpu_affinity`: the cores the node may run on.
+    pub cpu_affinity: Option<Vec<usize>>,
 }
 
 /// Resolves `path` (relative to the dataflow directory), checks it exists and is executable,
@@ -75,6 +77,7 @@ pub(crate) fn resolve_command(node: &NodeSpec, dataflow_dir: &Path) -> Result<No
             program: PYTHON.into(),
             args,
             working_dir,
+            cpu_affinity: node.cpu_affinity.clone(),
         });
     }
     use std::os::unix::fs::PermissionsExt;
@@ -88,6 +91,7 @@ pub(crate) fn resolve_command(node: &NodeSpec, dataflow_dir: &Path) -> Result<No
         program: resolved,
         args,
         working_dir,
+        cpu_affinity: node.cpu_affinity.clone(),
     })
 }
 
@@ -123,6 +127,8 @@ pub(crate) struct LogSink {
     pub file: PathBuf,
     /// Every line as it is printed.
     pub lines: mpsc::UnboundedSender<NodeLogLine>,
+    /// `send_stdout_as`: every line also goes to the actor, to be sent as a message.
+    pub as_messages: Option<mpsc::Sender<crate::event::Event>>,
 }
 
 /// A spawned node process with its log readers running.
@@ -164,6 +170,11 @@ pub(crate) fn spawn_node(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(false);
+    if let Some(cores) = &command.cpu_affinity {
+        if let Some(set) = crate::affinity::cpu_set(node, cores) {
+            crate::affinity::apply(&mut cmd, set);
+        }
+    }
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot start `{}`: {e}", command.program.display()))?;
@@ -214,6 +225,14 @@ async fn write_logs(
                 tail.pop_front();
             }
             tail.push_back(line.clone());
+        }
+        if let Some(events) = &logs.as_messages {
+            let event = crate::event::Event::LogLine {
+                dataflow: logs.dataflow,
+                node: node.clone(),
+                line: line.clone(),
+            };
+            let _ = events.send(event).await;
         }
         let _ = logs.lines.send(NodeLogLine {
             dataflow: logs.dataflow,

@@ -109,6 +109,7 @@ impl Dataflow {
             dataflow: self.spec.id,
             file: self.spec.log_dir.join(format!("{id}.txt")),
             lines: self.logs.clone(),
+            as_messages: spec.send_stdout_as.is_some().then(|| events.clone()),
         };
         let runtime = self.nodes.entry(id.clone()).or_default();
         runtime.command = Some(command.clone());
@@ -118,6 +119,7 @@ impl Dataflow {
         match spawn::spawn_node(id, command, &env, sink, &self.tasks) {
             Ok(spawned) => {
                 runtime.pid = Some(spawned.pid);
+                runtime.last_contact = Some(std::time::Instant::now());
                 runtime.running = true;
                 self.watch_exit(id, spawned, events);
             }
