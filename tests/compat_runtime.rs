@@ -54,7 +54,10 @@ nodes:
     // The node was told, and with its only input closed its event stream ended by itself.
     assert!(out.stdout.contains("sink   | input closed in"), "{out}");
     assert!(out.stdout.contains("sink   | done received=0"), "{out}");
-    assert!(!out.all().contains("input `tick` of node `ticked` closed"), "{out}");
+    assert!(
+        !out.all().contains("input `tick` of node `ticked` closed"),
+        "{out}"
+    );
     assert!(!out.stdout.contains("ticked | input closed"), "{out}");
 }
 
@@ -86,7 +89,8 @@ nodes:
     // Killed, restarted once by its policy, killed again, then failed for good.
     assert_eq!(out.stdout.matches("hung    | hanging").count(), 2, "{out}");
     assert!(
-        out.stderr.contains("node `hung` unresponsive: no request to the daemon for"),
+        out.stderr
+            .contains("node `hung` unresponsive: no request to the daemon for"),
         "{out}"
     );
     assert!(
@@ -95,7 +99,8 @@ nodes:
         "{out}"
     );
     assert!(
-        out.stderr.contains("node `hung` failed: unresponsive: no request to the daemon for"),
+        out.stderr
+            .contains("node `hung` failed: unresponsive: no request to the daemon for"),
         "{out}"
     );
     assert!(
@@ -185,7 +190,10 @@ nodes:
             );
         }
     }
-    assert!(out.stdout.contains("listener | print-strings done"), "{out}");
+    assert!(
+        out.stdout.contains("listener | print-strings done"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -203,4 +211,51 @@ fn send_stdout_as_must_be_a_declared_output() {
         ),
         "{out}"
     );
+}
+
+#[test]
+fn exit_when_nodes_finish_ends_a_dataflow_whose_nodes_also_consume_timers() {
+    let (state, dir) = (temp_dir(), temp_dir());
+    let yaml = |flag: &str| {
+        format!(
+            r#"{flag}
+nodes:
+  - id: source
+    path: {{node}}
+    env: {{ MODE: flood, COUNT: 5 }}
+    outputs: [data]
+  - id: sink
+    path: {{node}}
+    env: {{ MODE: recv }}
+    inputs:
+      in: source/data
+      tick: adora/timer/millis/100
+"#
+        )
+    };
+    // In the file: the run ends by itself once the source is done.
+    let in_file = write_dataflow(dir.path(), &yaml("exit_when_nodes_finish: true"));
+    let out = run(state.path(), &[in_file.to_str().unwrap()]);
+    assert!(out.status.success(), "{out}");
+    assert!(out.stdout.contains("sink   | input closed tick"), "{out}");
+    assert!(out.stdout.contains("sink   | done received="), "{out}");
+    // On the command line, overriding the file in both directions.
+    let plain = write_dataflow(dir.path(), &yaml(""));
+    let out = run(
+        state.path(),
+        &[plain.to_str().unwrap(), "--exit-when-nodes-finish"],
+    );
+    assert!(out.status.success(), "{out}");
+    assert!(out.stdout.contains("sink   | input closed tick"), "{out}");
+    let out = run(
+        state.path(),
+        &[
+            in_file.to_str().unwrap(),
+            "--exit-when-nodes-finish=false",
+            "--stop-after",
+            "2s",
+        ],
+    );
+    assert!(out.status.success(), "{out}");
+    assert!(!out.stdout.contains("input closed tick"), "{out}");
 }

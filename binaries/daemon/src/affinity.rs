@@ -13,7 +13,9 @@ pub(crate) fn cpu_set(node: &NodeId, wanted: &[usize]) -> Option<CpuSet> {
     let available = match nix::sched::sched_getaffinity(Pid::from_raw(0)) {
         Ok(set) => set,
         Err(e) => {
-            tracing::warn!("node `{node}`: cpu_affinity ignored: cannot read this daemon's CPU set: {e}");
+            tracing::warn!(
+                "node `{node}`: cpu_affinity ignored: cannot read this daemon's CPU set: {e}"
+            );
             return None;
         }
     };
@@ -32,7 +34,9 @@ pub(crate) fn cpu_set(node: &NodeId, wanted: &[usize]) -> Option<CpuSet> {
         }
     }
     if !any {
-        tracing::warn!("node `{node}`: no core of cpu_affinity is available; running without affinity");
+        tracing::warn!(
+            "node `{node}`: no core of cpu_affinity is available; running without affinity"
+        );
         return None;
     }
     Some(set)

@@ -36,6 +36,8 @@ struct NodeRouting {
     open_inputs: BTreeSet<DataId>,
     /// Inputs with an `input_timeout`, and when each last received a message.
     deadlines: BTreeMap<DataId, deadlines::InputDeadline>,
+    /// Inputs fed by a timer (`exit_when_nodes_finish` closes them last).
+    timer_inputs: BTreeSet<DataId>,
     has_inputs: bool,
     events_waiter: Option<Waiter>,
     freed: Vec<u64>,
@@ -106,6 +108,8 @@ pub(crate) struct Routing {
     daemon_freed: Vec<u64>,
     /// While a batch of requests is routed: the nodes to answer once it is done.
     held_wakes: Option<Vec<NodeId>>,
+    /// The dataflow's `exit_when_nodes_finish` (see `finish.rs`).
+    exit_when_nodes_finish: bool,
 }
 
 impl Routing {
@@ -143,6 +147,7 @@ impl Routing {
                         routes.entry((from, output)).or_default().push(receiver)
                     }
                     Ok(InputSource::Timer(t)) => {
+                        state.timer_inputs.insert(input_id.clone());
                         timers.entry(t.interval).or_default().push(receiver)
                     }
                     // The descriptor was validated before it got here.
@@ -163,6 +168,7 @@ impl Routing {
             seq: 0,
             daemon_freed: Vec::new(),
             held_wakes: None,
+            exit_when_nodes_finish: descriptor.exit_when_nodes_finish.unwrap_or(false),
         }
     }
 
@@ -422,6 +428,9 @@ impl Routing {
             None => make(&DataId::from("")),
         };
         state.control.push_back(Queued { seq, event });
+        if closing.is_some() {
+            self.close_clock_inputs(node);
+        }
         self.wake(node);
     }
 
@@ -543,6 +552,7 @@ impl Routing {
 }
 
 mod deadlines;
+mod finish;
 mod samples;
 #[cfg(test)]
 mod tests;

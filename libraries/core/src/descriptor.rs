@@ -24,6 +24,10 @@ pub struct Descriptor {
     /// [`DEFAULT_HEALTH_CHECK_INTERVAL`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check_interval: Option<HumanDuration>,
+    /// When true, a node's timer inputs close once its other inputs have all closed, so a
+    /// dataflow whose nodes consume timers still finishes when its data is done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_when_nodes_finish: Option<bool>,
 }
 
 /// How often the daemon checks node liveness when `health_check_interval` is not set.

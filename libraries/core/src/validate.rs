@@ -134,7 +134,12 @@ impl Descriptor {
 }
 
 /// Known top-level keys.
-const ROOT_FIELDS: &[&str] = &["nodes", "health_check_interval"];
+const ROOT_FIELDS: &[&str] = &[
+    "nodes",
+    // Runtime behaviour (dora 1.x compatibility), checked in `node/runtime.rs`.
+    "health_check_interval",
+    "exit_when_nodes_finish",
+];
 
 /// Checks the document shape and returns the `nodes` list when there is one.
 fn check_root<'v>(report: &mut Report<'_>, root: &'v Value) -> Option<&'v [Value]> {
@@ -171,7 +176,7 @@ fn check_root<'v>(report: &mut Report<'_>, root: &'v Value) -> Option<&'v [Value
             );
         }
     }
-    node::check_health_check_interval(report, map);
+    node::check_runtime_root(report, map);
     let message = match map.get("nodes") {
         Some(Value::Sequence(nodes)) if !nodes.is_empty() => return Some(nodes),
         None => {

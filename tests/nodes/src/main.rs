@@ -81,7 +81,10 @@ fn main() -> Result {
         "print-strings" => print_strings(),
         "print-cpus" => {
             let status = std::fs::read_to_string("/proc/self/status")?;
-            for line in status.lines().filter(|l| l.starts_with("Cpus_allowed_list")) {
+            for line in status
+                .lines()
+                .filter(|l| l.starts_with("Cpus_allowed_list"))
+            {
                 println!("{line}");
             }
             idle(false)

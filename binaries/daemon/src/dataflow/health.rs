@@ -45,9 +45,12 @@ impl Dataflow {
                 Event::InputDeadlines { dataflow }
             });
         }
-        let watched = self.spec.descriptor.nodes.iter().any(|n| {
-            n.health_check_timeout.is_some() && self.spec.is_local(&n.id)
-        });
+        let watched = self
+            .spec
+            .descriptor
+            .nodes
+            .iter()
+            .any(|n| n.health_check_timeout.is_some() && self.spec.is_local(&n.id));
         if watched {
             let period = self
                 .spec
@@ -84,7 +87,9 @@ impl Dataflow {
             let Some(rt) = self.nodes.get_mut(&node.id) else {
                 continue;
             };
-            let silent = rt.last_contact.map_or(Duration::ZERO, |t| now.duration_since(t));
+            let silent = rt
+                .last_contact
+                .map_or(Duration::ZERO, |t| now.duration_since(t));
             let connected = rt.running && !rt.channels.is_empty();
             if !connected
                 || rt.health_failure.is_some()

@@ -43,7 +43,11 @@ impl Routing {
 
     /// Starts every input clock at `now` (the start barrier was released).
     pub fn start_input_clocks(&mut self, now: Instant) {
-        for deadline in self.nodes.values_mut().flat_map(|s| s.deadlines.values_mut()) {
+        for deadline in self
+            .nodes
+            .values_mut()
+            .flat_map(|s| s.deadlines.values_mut())
+        {
             deadline.last = now;
         }
     }

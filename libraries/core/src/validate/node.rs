@@ -494,4 +494,4 @@ mod runtime;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use runtime::check_health_check_interval;
+pub(crate) use runtime::check_runtime_root;

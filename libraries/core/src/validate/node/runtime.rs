@@ -1,6 +1,6 @@
 //! Checks of the node fields with runtime behaviour (dora 1.x compatibility): input timeouts,
-//! health checks, CPU affinity and logs sent as data. The root field `health_check_interval` is
-//! checked by [`check_health_check_interval`].
+//! health checks, CPU affinity and logs sent as data. The root fields `health_check_interval` and
+//! `exit_when_nodes_finish` are checked by [`check_runtime_root`].
 
 use std::time::Duration;
 
@@ -37,12 +37,20 @@ fn bounded_duration(value: &Value) -> Result<Duration, String> {
     Ok(duration)
 }
 
-/// Checks the root field `health_check_interval`.
-pub(crate) fn check_health_check_interval(report: &mut Report<'_>, root: &Mapping) {
+/// Checks the root fields `health_check_interval` and `exit_when_nodes_finish`.
+pub(crate) fn check_runtime_root(report: &mut Report<'_>, root: &Mapping) {
+    let mut problem = |field: &'static str, message: String| {
+        let line = report.line(&[Seg::Key(field)]);
+        report.push(None, Some(field.into()), line, message);
+    };
     if let Some(value) = present(root, "health_check_interval") {
         if let Err(message) = bounded_duration(value) {
-            let line = report.line(&[Seg::Key("health_check_interval")]);
-            report.push(None, Some("health_check_interval".into()), line, message);
+            problem("health_check_interval", message);
+        }
+    }
+    if let Some(value) = present(root, "exit_when_nodes_finish") {
+        if !value.is_bool() {
+            problem("exit_when_nodes_finish", expected("true or false", value));
         }
     }
 }
@@ -76,7 +84,10 @@ impl NodeCtx<'_, '_, '_> {
     fn check_cpu_affinity(&mut self, value: &Value) {
         const F: Seg<'static> = Seg::Key("cpu_affinity");
         let Value::Sequence(cores) = value else {
-            return self.error(&[F], expected("a list of CPU core numbers (e.g. `[0, 1]`)", value));
+            return self.error(
+                &[F],
+                expected("a list of CPU core numbers (e.g. `[0, 1]`)", value),
+            );
         };
         if cores.is_empty() {
             return self.error(&[F], "must list at least one CPU core".into());

@@ -24,7 +24,10 @@ fn runtime_fields_are_read() {
         Some(Duration::from_millis(500))
     );
     let a = &d.nodes[0];
-    assert_eq!(a.health_check_timeout.map(|d| d.0), Some(Duration::from_secs(2)));
+    assert_eq!(
+        a.health_check_timeout.map(|d| d.0),
+        Some(Duration::from_secs(2))
+    );
     assert_eq!(a.cpu_affinity, Some(vec![0, 1]));
     assert_eq!(a.send_stdout_as.as_ref().map(|o| o.as_str()), Some("log"));
     let input: &InputSpec = &d.nodes[1].inputs["in"];
@@ -59,7 +62,10 @@ fn input_timeout_is_range_checked() {
 
 #[test]
 fn health_check_durations_are_range_checked() {
-    let yaml = format!("health_check_interval: -1\n{}", node_a("    health_check_timeout: 31days\n"));
+    let yaml = format!(
+        "health_check_interval: -1\n{}",
+        node_a("    health_check_timeout: 31days\n")
+    );
     assert_eq!(
         errors(&yaml),
         [
@@ -93,7 +99,12 @@ fn cpu_affinity_must_be_a_list_of_core_numbers() {
     );
     assert_eq!(
         errors(&node_a("    cpu_affinity: []\n")),
-        [e(5, Some("a"), Some("cpu_affinity"), "must list at least one CPU core")]
+        [e(
+            5,
+            Some("a"),
+            Some("cpu_affinity"),
+            "must list at least one CPU core"
+        )]
     );
     assert_eq!(
         errors(&node_a("    cpu_affinity: [1, -1, 1, 5000, x]\n")),
@@ -104,7 +115,12 @@ fn cpu_affinity_must_be_a_list_of_core_numbers() {
                 Some("cpu_affinity[1]"),
                 "expected a CPU core number (0, 1, ...), found a number (-1)"
             ),
-            e(5, Some("a"), Some("cpu_affinity[2]"), "CPU core 1 is listed twice"),
+            e(
+                5,
+                Some("a"),
+                Some("cpu_affinity[2]"),
+                "CPU core 1 is listed twice"
+            ),
             e(
                 5,
                 Some("a"),
@@ -142,4 +158,19 @@ fn send_stdout_as_must_name_a_declared_output() {
         )]
     );
     parse_ok(&node_a("    send_stdout_as: log\n"));
+}
+
+#[test]
+fn exit_when_nodes_finish_is_a_boolean() {
+    let d = parse_ok("exit_when_nodes_finish: true\nnodes:\n  - id: a\n    path: ./a\n");
+    assert_eq!(d.exit_when_nodes_finish, Some(true));
+    assert_eq!(
+        errors("exit_when_nodes_finish: yes please\nnodes:\n  - id: a\n    path: ./a\n"),
+        [e(
+            1,
+            None,
+            Some("exit_when_nodes_finish"),
+            "expected true or false, found a string (`yes please`)"
+        )]
+    );
 }
