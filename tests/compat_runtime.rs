@@ -259,3 +259,48 @@ nodes:
     assert!(out.status.success(), "{out}");
     assert!(!out.stdout.contains("input closed tick"), "{out}");
 }
+
+#[test]
+fn log_entries_at_or_above_min_log_level_are_shown_and_sent_as_json() {
+    let (state, dir) = (temp_dir(), temp_dir());
+    let dataflow = write_dataflow(
+        dir.path(),
+        r#"
+nodes:
+  - id: logger
+    path: {node}
+    env: { MODE: levels }
+    outputs: [entries]
+    send_logs_as: entries
+    min_log_level: info
+  - id: listener
+    path: {node}
+    env: { MODE: print-strings }
+    inputs: { logs: logger/entries }
+"#,
+    );
+    let out = run(state.path(), &[dataflow.to_str().unwrap()]);
+    assert!(out.status.success(), "{out}");
+    for shown in ["logger   | INFO i", "logger   | WARN w"] {
+        assert!(out.stdout.contains(shown), "{shown} missing\n{out}");
+    }
+    assert!(!out.all().contains("logger   | DEBUG d"), "{out}");
+    assert!(!out.all().contains("logger   | plain"), "{out}");
+    let entries: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once("got logs: ").map(|(_, json)| json))
+        .collect();
+    assert_eq!(entries.len(), 3, "{out}");
+    // stdout and stderr are separate pipes: the error may come first.
+    for expected in [
+        r#""level":"info","node_id":"logger","message":"INFO i","target":null,"fields":{}}"#,
+        r#""level":"warn","node_id":"logger","message":"WARN w""#,
+        r#""level":"error","node_id":"logger","message":"e","target":"t","fields":{"code":7}}"#,
+    ] {
+        assert!(
+            entries.iter().any(|e| e.contains(expected)),
+            "{expected} missing\n{out}"
+        );
+    }
+}

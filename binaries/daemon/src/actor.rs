@@ -245,10 +245,13 @@ impl Daemon {
             Event::LogLine {
                 dataflow,
                 node,
-                line,
+                output,
+                text,
             } => {
                 let timestamp = self.hlc.new_timestamp();
-                self.with(dataflow, |df, _| df.send_log_line(&node, &line, timestamp))
+                self.with(dataflow, |df, _| {
+                    df.send_log_line(&node, &output, &text, timestamp)
+                })
             }
             Event::InputDeadlines { dataflow } => self.with(dataflow, |df, _| df.expire_inputs()),
             Event::HealthCheck { dataflow } => self.with(dataflow, |df, _| df.check_health()),

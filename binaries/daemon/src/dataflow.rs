@@ -314,7 +314,7 @@ impl Dataflow {
     }
 
     /// Closes every output of a local node, here and on other machines.
-    /// While the process runs, its `send_stdout_as` output stays open for its last lines.
+    /// While the process runs, its log outputs stay open for its last lines.
     pub fn close_all_outputs(&mut self, node: &NodeId) {
         let mut outputs: Vec<adora_core::DataId> = self
             .spec
@@ -325,9 +325,8 @@ impl Dataflow {
             .map(|n| n.outputs.clone())
             .unwrap_or_default();
         if self.nodes.get(node).is_some_and(|rt| rt.running) {
-            if let Some(log_output) = self.stdout_output(node) {
-                outputs.retain(|o| o != &log_output);
-            }
+            let log_outputs = self.log_outputs(node);
+            outputs.retain(|o| !log_outputs.contains(o));
         }
         let closed = self.routing.close_outputs(node, &outputs);
         self.remote_closed(node, &closed);

@@ -68,11 +68,13 @@ pub(crate) enum Event {
     /// Several requests a node's control connection had already received, in order. Receivers
     /// are answered once the whole batch is routed.
     Batch { dataflow: Uuid, events: Vec<Event> },
-    /// A line a node printed, for its `send_stdout_as` output.
+    /// A line a node printed (or its log entry as JSON), to send on one of its log outputs
+    /// (`send_stdout_as`, `send_logs_as`).
     LogLine {
         dataflow: Uuid,
         node: NodeId,
-        line: String,
+        output: DataId,
+        text: String,
     },
     /// A node process exited (its log readers drained or timed out).
     NodeExited {

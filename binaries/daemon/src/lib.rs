@@ -18,6 +18,7 @@ mod event;
 mod fd_limit;
 mod node_conn;
 pub mod node_env;
+mod node_logs;
 mod process_stats;
 mod queue;
 mod remote;

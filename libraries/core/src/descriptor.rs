@@ -96,6 +96,135 @@ pub struct NodeSpec {
     /// One of `outputs`: every stdout/stderr line of the node is sent on it as a string.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send_stdout_as: Option<DataId>,
+    /// One of `outputs`: every log entry of the node is sent on it as a JSON string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_logs_as: Option<DataId>,
+    /// Log lines below this level are left out of the log file, the live log and `send_logs_as`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_log_level: Option<LogLevel>,
+    /// The node's log file is rotated when it would grow beyond this size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_log_size: Option<ByteSize>,
+    /// How many rotated log files are kept (default [`DEFAULT_MAX_ROTATED_FILES`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rotated_files: Option<u32>,
+}
+
+/// Rotated log files kept when `max_rotated_files` is not set.
+pub const DEFAULT_MAX_ROTATED_FILES: u32 = 5;
+
+/// The level of a log line, from the most verbose (`stdout`: any line the node prints) to the
+/// least (`error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// A plain line of output, without a level of its own.
+    Stdout,
+    /// `trace`.
+    Trace,
+    /// `debug`.
+    Debug,
+    /// `info`.
+    Info,
+    /// `warn`.
+    Warn,
+    /// `error`.
+    Error,
+}
+
+impl LogLevel {
+    /// Every level, from the most verbose.
+    pub const ALL: [LogLevel; 6] = [
+        LogLevel::Stdout,
+        LogLevel::Trace,
+        LogLevel::Debug,
+        LogLevel::Info,
+        LogLevel::Warn,
+        LogLevel::Error,
+    ];
+
+    /// The name used in YAML and in log entries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Stdout => "stdout",
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+
+    /// A level as loggers write it (`INFO`, `warning`, `ERR`, `critical`, ...), if it is one.
+    pub fn parse_loose(word: &str) -> Option<LogLevel> {
+        Some(match word.to_ascii_lowercase().as_str() {
+            "trace" | "trc" => LogLevel::Trace,
+            "debug" | "dbg" => LogLevel::Debug,
+            "info" | "inf" => LogLevel::Info,
+            "warn" | "warning" | "wrn" => LogLevel::Warn,
+            "error" | "err" | "critical" | "fatal" => LogLevel::Error,
+            _ => return None,
+        })
+    }
+}
+
+/// A size in bytes, written as a number of bytes or like `50MB`, `512KiB`, `1GB` (KB/MB/GB are
+/// powers of 1000, KiB/MiB/GiB powers of 1024).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// Parses `50MB`, `512 KiB`, `1gb` or a bare number of bytes.
+    pub fn parse(text: &str) -> Result<ByteSize, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: f64 = number.parse().map_err(|_| {
+            format!("invalid size `{text}`: expected a number and a unit like `50MB`")
+        })?;
+        let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" | "k" => 1_000,
+            "mb" | "m" => 1_000_000,
+            "gb" | "g" => 1_000_000_000,
+            "kib" => 1 << 10,
+            "mib" => 1 << 20,
+            "gib" => 1 << 30,
+            other => {
+                return Err(format!(
+                "invalid size unit `{other}` in `{text}`: expected B, KB, MB, GB, KiB, MiB or GiB"
+            ))
+            }
+        };
+        let bytes = number * factor as f64;
+        if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+            return Err(format!("size `{text}` is too large"));
+        }
+        Ok(ByteSize(bytes as u64))
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bytes(b) => Ok(ByteSize(b)),
+            Raw::Text(t) => ByteSize::parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 /// Restart policy of a node.

@@ -14,6 +14,7 @@
 //! - `hang`: connects, prints `hanging`, then sleeps without asking the daemon anything.
 //! - `chatter`: prints `line N` on stdout (and `err N` on stderr) for `COUNT` lines, one per
 //!   `SLEEP_MS`, then exits.
+//! - `levels`: prints `DEBUG d`, `INFO i`, `WARN w`, `plain`, an `ERROR` JSON line (stderr), exits.
 //! - `print-strings`: prints `got <input>: <value>` for every string of every input (Arrow
 //!   `Utf8` arrays), until its inputs close.
 //! - `print-cpus`: prints its `Cpus_allowed_list` from `/proc/self/status`, then waits for Stop.
@@ -78,6 +79,15 @@ fn main() -> Result {
             Ok(())
         }
         "chatter" => chatter(),
+        "levels" => {
+            let (_node, _events) = AdoraNode::init_from_env()?;
+            println!("DEBUG d");
+            println!("INFO i");
+            println!("WARN w");
+            println!("plain");
+            eprintln!(r#"{{"level":"ERROR","fields":{{"message":"e","code":7}},"target":"t"}}"#);
+            Ok(())
+        }
         "print-strings" => print_strings(),
         "print-cpus" => {
             let status = std::fs::read_to_string("/proc/self/status")?;

@@ -105,11 +105,13 @@ impl Dataflow {
             return;
         };
         let env = self.node_env(&spec);
+        let policy = crate::node_logs::LogPolicy::of(&spec);
         let sink = LogSink {
             dataflow: self.spec.id,
             file: self.spec.log_dir.join(format!("{id}.txt")),
             lines: self.logs.clone(),
-            as_messages: spec.send_stdout_as.is_some().then(|| events.clone()),
+            messages: policy.sends_messages().then(|| events.clone()),
+            policy,
         };
         let runtime = self.nodes.entry(id.clone()).or_default();
         runtime.command = Some(command.clone());

@@ -28,6 +28,10 @@ pub(crate) const NODE_FIELDS: &[&str] = &[
     "health_check_timeout",
     "cpu_affinity",
     "send_stdout_as",
+    "send_logs_as",
+    "min_log_level",
+    "max_log_size",
+    "max_rotated_files",
 ];
 
 /// Known keys of a long-form input.

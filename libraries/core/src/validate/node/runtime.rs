@@ -8,9 +8,17 @@ use serde_yaml::{Mapping, Value};
 
 use super::{expected, parse_duration, present, NodeCtx};
 use crate::{
+    descriptor::{ByteSize, LogLevel},
     ids::is_valid_id,
     validate::{locate::Seg, Report},
 };
+
+/// The smallest `max_log_size` (1 KiB): smaller would rotate on nearly every line.
+pub(crate) const MIN_LOG_SIZE: u64 = 1 << 10;
+/// The largest `max_log_size` (1 TiB).
+pub(crate) const MAX_LOG_SIZE: u64 = 1 << 40;
+/// The most rotated log files a node may keep.
+pub(crate) const MAX_ROTATED_FILES: u64 = 1000;
 
 /// The largest CPU index `cpu_affinity` accepts (the size of Linux's default CPU set).
 pub(crate) const MAX_CPU_INDEX: u64 = 1023;
@@ -76,8 +84,57 @@ impl NodeCtx<'_, '_, '_> {
         if let Some(value) = present(map, "cpu_affinity") {
             self.check_cpu_affinity(value);
         }
-        if let Some(value) = present(map, "send_stdout_as") {
-            self.check_log_output("send_stdout_as", value, outputs);
+        for name in ["send_stdout_as", "send_logs_as"] {
+            if let Some(value) = present(map, name) {
+                self.check_log_output(name, value, outputs);
+            }
+        }
+        self.check_log_files(map);
+    }
+
+    /// `min_log_level`, `max_log_size`, `max_rotated_files`.
+    fn check_log_files(&mut self, map: &Mapping) {
+        if let Some(value) = present(map, "min_log_level") {
+            let names: Vec<&str> = LogLevel::ALL.iter().map(|l| l.as_str()).collect();
+            let field = [Seg::Key("min_log_level")];
+            match value.as_str() {
+                Some(l) if names.contains(&l) => {}
+                Some(l) => self.error(&field, super::not_one_of("log level", l, &names)),
+                None => self.error(
+                    &field,
+                    expected(&format!("one of {}", names.join(", ")), value),
+                ),
+            }
+        }
+        if let Some(value) = present(map, "max_log_size") {
+            let size = match value {
+                Value::Number(n) => n
+                    .as_u64()
+                    .map(ByteSize)
+                    .ok_or_else(|| expected("a size like `50MB` or a number of bytes", value)),
+                Value::String(s) => ByteSize::parse(s),
+                other => Err(expected("a size like `50MB` or a number of bytes", other)),
+            };
+            let checked = size.and_then(|size| {
+                if (MIN_LOG_SIZE..=MAX_LOG_SIZE).contains(&size.0) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{} bytes is out of range: expected between {MIN_LOG_SIZE} bytes (1 KiB) \
+                         and {MAX_LOG_SIZE} bytes (1 TiB)",
+                        size.0
+                    ))
+                }
+            });
+            if let Err(message) = checked {
+                self.error(&[Seg::Key("max_log_size")], message);
+            }
+        }
+        if let Some(value) = present(map, "max_rotated_files") {
+            if value.as_u64().is_none_or(|n| n > MAX_ROTATED_FILES) {
+                let what = format!("an integer from 0 to {MAX_ROTATED_FILES}");
+                self.error(&[Seg::Key("max_rotated_files")], expected(&what, value));
+            }
         }
     }
 

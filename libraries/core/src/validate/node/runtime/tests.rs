@@ -174,3 +174,68 @@ fn exit_when_nodes_finish_is_a_boolean() {
         )]
     );
 }
+
+#[test]
+fn log_fields_are_read() {
+    use crate::descriptor::{ByteSize, LogLevel};
+    let d = parse_ok(&node_a(
+        "    send_logs_as: log\n    min_log_level: warn\n    max_log_size: 50MB\n    \
+         max_rotated_files: 3\n",
+    ));
+    let a = &d.nodes[0];
+    assert_eq!(a.send_logs_as.as_ref().map(|o| o.as_str()), Some("log"));
+    assert_eq!(a.min_log_level, Some(LogLevel::Warn));
+    assert_eq!(a.max_log_size, Some(ByteSize(50_000_000)));
+    assert_eq!(a.max_rotated_files, Some(3));
+    let d = parse_ok(&node_a("    max_log_size: 4096\n"));
+    assert_eq!(d.nodes[0].max_log_size, Some(ByteSize(4096)));
+    assert_eq!(ByteSize::parse("1.5 KiB"), Ok(ByteSize(1536)));
+    assert!(LogLevel::Stdout < LogLevel::Trace && LogLevel::Warn < LogLevel::Error);
+}
+
+#[test]
+fn log_fields_are_checked() {
+    assert_eq!(
+        errors(&node_a(
+            "    send_logs_as: nope\n    min_log_level: warning\n    max_log_size: 10\n    \
+             max_rotated_files: -1\n"
+        )),
+        [
+            e(
+                5,
+                Some("a"),
+                Some("send_logs_as"),
+                "`nope` is not one of the node's outputs; add it to `outputs`"
+            ),
+            e(
+                6,
+                Some("a"),
+                Some("min_log_level"),
+                "invalid log level `warning`; expected one of: stdout, trace, debug, info, warn, \
+                 error"
+            ),
+            e(
+                7,
+                Some("a"),
+                Some("max_log_size"),
+                "10 bytes is out of range: expected between 1024 bytes (1 KiB) and \
+                 1099511627776 bytes (1 TiB)"
+            ),
+            e(
+                8,
+                Some("a"),
+                Some("max_rotated_files"),
+                "expected an integer from 0 to 1000, found a number (-1)"
+            ),
+        ]
+    );
+    assert_eq!(
+        errors(&node_a("    max_log_size: 5 parsecs\n")),
+        [e(
+            5,
+            Some("a"),
+            Some("max_log_size"),
+            "invalid size unit `parsecs` in `5 parsecs`: expected B, KB, MB, GB, KiB, MiB or GiB"
+        )]
+    );
+}
