@@ -242,17 +242,7 @@ impl Daemon {
                 df.node_exited(&node, status, stderr_tail, env.events)
             }),
             Event::TimerTick { dataflow, interval } => self.timer_tick(dataflow, interval),
-            Event::LogLine {
-                dataflow,
-                node,
-                output,
-                text,
-            } => {
-                let timestamp = self.hlc.new_timestamp();
-                self.with(dataflow, |df, _| {
-                    df.send_log_line(&node, &output, &text, timestamp)
-                })
-            }
+            event @ Event::LogLine { .. } => self.log_line(event),
             Event::InputDeadlines { dataflow } => self.with(dataflow, |df, _| df.expire_inputs()),
             Event::HealthCheck { dataflow } => self.with(dataflow, |df, _| df.check_health()),
             Event::ConnectTimeout { dataflow } => self.with(dataflow, |df, env| {
