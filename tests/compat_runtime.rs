@@ -5,7 +5,7 @@ use std::{path::Path, time::Duration};
 
 use adora_test_support::{
     adora, pids_with_env, run_with_timeout, temp_dir, wait_until, write_dataflow, ChildGuard,
-    Output,
+    MarkedCli, Output,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -303,4 +303,61 @@ nodes:
             "{expected} missing\n{out}"
         );
     }
+}
+
+/// A coordinator and daemon of one test (`adora up`), brought down and killed on drop.
+struct Cluster(MarkedCli);
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.0.run(&["down"]);
+        for pid in self.0.leftovers() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+#[test]
+fn node_info_shows_why_the_health_check_killed_a_node() {
+    let (state, dir) = (temp_dir(), temp_dir());
+    let cluster = Cluster(MarkedCli::new(
+        state.path(),
+        "ADORA_E2E_COMPAT_RUNTIME",
+        TIMEOUT,
+    ));
+    let cli = &cluster.0;
+    assert!(cli
+        .ok(&["up", "--port", "0"])
+        .stdout
+        .contains("adora is up"));
+    let dataflow = write_dataflow(
+        dir.path(),
+        r#"
+health_check_interval: 200ms
+nodes:
+  - id: hung
+    path: {node}
+    env: { MODE: hang }
+    health_check_timeout: 1s
+  - id: patient
+    path: {node}
+    env: { MODE: idle }
+"#,
+    );
+    let flow = dataflow.to_str().unwrap();
+    cli.ok(&["start", flow, "--name", "health", "--detach"]);
+    // Node figures arrive with the daemon's heartbeat (every 5 s).
+    let mut info = String::new();
+    let reported = wait_until(Duration::from_secs(40), || {
+        info = cli.ok(&["node", "info", "health", "hung"]).stdout;
+        info.contains("last error:")
+            && info.contains("unresponsive: no request to the daemon for")
+            && info.contains("(health_check_timeout 1s); killed")
+    });
+    assert!(reported, "{info}");
+    assert!(info.contains("status:    failed"), "{info}");
+    cli.ok(&["stop", "health"]);
 }
