@@ -242,6 +242,9 @@ impl Daemon {
                 df.node_exited(&node, status, stderr_tail, env.events)
             }),
             Event::TimerTick { dataflow, interval } => self.timer_tick(dataflow, interval),
+            event @ Event::LogLine { .. } => self.log_line(event),
+            Event::InputDeadlines { dataflow } => self.with(dataflow, |df, _| df.expire_inputs()),
+            Event::HealthCheck { dataflow } => self.with(dataflow, |df, _| df.check_health()),
             Event::ConnectTimeout { dataflow } => self.with(dataflow, |df, env| {
                 df.connect_timeout(env.config.node_connect_timeout, env.events, env.config)
             }),

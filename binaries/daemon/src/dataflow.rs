@@ -16,7 +16,9 @@ use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+mod health;
 mod launch;
+mod log_outputs;
 mod node_requests;
 mod remote_links;
 mod restarts;
@@ -53,6 +55,10 @@ struct NodeRuntime {
     restarting: bool,
     /// How to start it again.
     command: Option<NodeCommand>,
+    /// The last request on any of its connections (see `health.rs`).
+    last_contact: Option<std::time::Instant>,
+    /// Why its health check killed this instance (it may still be restarted).
+    health_failure: Option<String>,
 }
 
 pub(crate) struct Dataflow {
@@ -127,6 +133,7 @@ impl Dataflow {
             let _ = reply.send(Err(format!("node `{node}` is not running")));
             return;
         }
+        runtime.last_contact = Some(std::time::Instant::now());
         if !runtime.channels.insert(channel) {
             let _ = reply.send(Err(format!(
                 "node `{node}` already has a {channel:?} connection"
@@ -160,6 +167,7 @@ impl Dataflow {
             let _ = waiter.send(Ok(()));
         }
         self.spawn_timers(events);
+        self.spawn_watchdogs(events);
     }
 
     /// The connect timeout expired: nodes that never connected fail, the rest is stopped.
@@ -306,8 +314,9 @@ impl Dataflow {
     }
 
     /// Closes every output of a local node, here and on other machines.
+    /// While the process runs, its log outputs stay open for its last lines.
     pub fn close_all_outputs(&mut self, node: &NodeId) {
-        let outputs: Vec<adora_core::DataId> = self
+        let mut outputs: Vec<adora_core::DataId> = self
             .spec
             .descriptor
             .nodes
@@ -315,6 +324,10 @@ impl Dataflow {
             .find(|n| &n.id == node)
             .map(|n| n.outputs.clone())
             .unwrap_or_default();
+        if self.nodes.get(node).is_some_and(|rt| rt.running) {
+            let log_outputs = self.log_outputs(node);
+            outputs.retain(|o| !log_outputs.contains(o));
+        }
         let closed = self.routing.close_outputs(node, &outputs);
         self.remote_closed(node, &closed);
     }
@@ -353,7 +366,7 @@ fn outcome(
     stderr_tail: Vec<String>,
 ) -> NodeResult {
     use std::os::unix::process::ExitStatusExt;
-    if let Some(reason) = &rt.failure {
+    if let Some(reason) = rt.failure.as_ref().or(rt.health_failure.as_ref()) {
         return NodeResult::Failed {
             reason: reason.clone(),
             stderr_tail,

@@ -68,6 +68,14 @@ pub(crate) enum Event {
     /// Several requests a node's control connection had already received, in order. Receivers
     /// are answered once the whole batch is routed.
     Batch { dataflow: Uuid, events: Vec<Event> },
+    /// A line a node printed (or its log entry as JSON), to send on one of its log outputs
+    /// (`send_stdout_as`, `send_logs_as`).
+    LogLine {
+        dataflow: Uuid,
+        node: NodeId,
+        output: DataId,
+        text: String,
+    },
     /// A node process exited (its log readers drained or timed out).
     NodeExited {
         dataflow: Uuid,
@@ -77,6 +85,10 @@ pub(crate) enum Event {
     },
     /// A timer input fired.
     TimerTick { dataflow: Uuid, interval: Duration },
+    /// Time to close the inputs whose `input_timeout` passed.
+    InputDeadlines { dataflow: Uuid },
+    /// Time to check the nodes that have a `health_check_timeout`.
+    HealthCheck { dataflow: Uuid },
     /// The time every node had to connect is over.
     ConnectTimeout { dataflow: Uuid },
     /// A stop grace expired: the next signal is due.
@@ -107,8 +119,11 @@ impl Event {
             Event::NextFreed { .. } => "next_freed",
             Event::ControlClosed { .. } => "control_closed",
             Event::Batch { .. } => "batch",
+            Event::LogLine { .. } => "log_line",
             Event::NodeExited { .. } => "node_exited",
             Event::TimerTick { .. } => "timer_tick",
+            Event::InputDeadlines { .. } => "input_deadlines",
+            Event::HealthCheck { .. } => "health_check",
             Event::ConnectTimeout { .. } => "connect_timeout",
             Event::Escalate { .. } => "escalate",
             Event::RestartNode { .. } => "restart_node",

@@ -6,6 +6,7 @@
 //! [`run`] runs the daemon as a service connected to a coordinator (`adora daemon`).
 
 mod actor;
+mod affinity;
 #[doc(hidden)]
 pub mod bench_hooks;
 mod config;
@@ -18,6 +19,7 @@ mod fd_limit;
 pub mod git_source;
 mod node_conn;
 pub mod node_env;
+mod node_logs;
 mod process_stats;
 mod queue;
 mod remote;

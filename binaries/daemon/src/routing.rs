@@ -34,6 +34,10 @@ struct NodeRouting {
     /// Events that are never dropped (InputClosed, Stop, Error), with their sequence numbers.
     control: VecDeque<Queued>,
     open_inputs: BTreeSet<DataId>,
+    /// Inputs with an `input_timeout`, and when each last received a message.
+    deadlines: BTreeMap<DataId, deadlines::InputDeadline>,
+    /// Inputs fed by a timer (`exit_when_nodes_finish` closes them last).
+    timer_inputs: BTreeSet<DataId>,
     has_inputs: bool,
     events_waiter: Option<Waiter>,
     freed: Vec<u64>,
@@ -104,6 +108,8 @@ pub(crate) struct Routing {
     daemon_freed: Vec<u64>,
     /// While a batch of requests is routed: the nodes to answer once it is done.
     held_wakes: Option<Vec<NodeId>>,
+    /// The dataflow's `exit_when_nodes_finish` (see `finish.rs`).
+    exit_when_nodes_finish: bool,
 }
 
 impl Routing {
@@ -131,12 +137,17 @@ impl Routing {
                     .queues
                     .insert(input_id.clone(), InputQueue::new(input.queue_size()));
                 state.open_inputs.insert(input_id.clone());
+                if let Some(timeout) = input.input_timeout() {
+                    let deadline = deadlines::InputDeadline::new(timeout);
+                    state.deadlines.insert(input_id.clone(), deadline);
+                }
                 let receiver = (node.id.clone(), input_id.clone());
                 match input.resolve() {
                     Ok(InputSource::Node { node: from, output }) => {
                         routes.entry((from, output)).or_default().push(receiver)
                     }
                     Ok(InputSource::Timer(t)) => {
+                        state.timer_inputs.insert(input_id.clone());
                         timers.entry(t.interval).or_default().push(receiver)
                     }
                     // The descriptor was validated before it got here.
@@ -157,6 +168,7 @@ impl Routing {
             seq: 0,
             daemon_freed: Vec::new(),
             held_wakes: None,
+            exit_when_nodes_finish: descriptor.exit_when_nodes_finish.unwrap_or(false),
         }
     }
 
@@ -266,6 +278,9 @@ impl Routing {
                 metadata,
                 data,
             };
+            if let Some(deadline) = state.deadlines.get_mut(input) {
+                deadline.last = std::time::Instant::now();
+            }
             if let Some(old) = queue.push(Queued { seq, event }) {
                 evicted.push(old);
             }
@@ -413,6 +428,9 @@ impl Routing {
             None => make(&DataId::from("")),
         };
         state.control.push_back(Queued { seq, event });
+        if closing.is_some() {
+            self.close_clock_inputs(node);
+        }
         self.wake(node);
     }
 
@@ -494,6 +512,20 @@ impl Routing {
         }
     }
 
+    /// Whether `node` may still send on `output`.
+    pub fn is_output_open(&self, node: &NodeId, output: &DataId) -> bool {
+        self.nodes
+            .get(node)
+            .is_some_and(|s| s.open_outputs.contains(output))
+    }
+
+    /// Whether `node` has a `NextEvents` request waiting for events (it is blocked in `recv`).
+    pub fn is_waiting_for_events(&self, node: &NodeId) -> bool {
+        self.nodes
+            .get(node)
+            .is_some_and(|s| s.events_waiter.is_some())
+    }
+
     /// Message counters of every node.
     pub fn counters(&self) -> BTreeMap<NodeId, NodeCounters> {
         self.nodes
@@ -519,6 +551,8 @@ impl Routing {
     }
 }
 
+mod deadlines;
+mod finish;
 mod samples;
 #[cfg(test)]
 mod tests;

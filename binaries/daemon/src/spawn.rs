@@ -5,12 +5,13 @@ use std::{
     collections::{BTreeMap, VecDeque},
     path::{Path, PathBuf},
     process::Stdio,
+    time::SystemTime,
 };
 
-use adora_core::{descriptor::NodeSpec, NodeId};
+use adora_core::{descriptor::NodeSpec, DataId, NodeId};
 use adora_message::control::{LogStream, NodeLogLine};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader},
+    io::{AsyncBufReadExt, AsyncRead, BufReader},
     process::{Child, Command},
     sync::mpsc,
 };
@@ -18,7 +19,11 @@ use uuid::Uuid;
 
 use adora_tasks::Tasks;
 
-use crate::node_env;
+use crate::{
+    event::Event,
+    node_env,
+    node_logs::{self, LogFile, LogPolicy},
+};
 
 /// Number of stderr lines kept per node to explain a failure.
 pub const STDERR_TAIL_LINES: usize = 10;
@@ -32,6 +37,8 @@ pub(crate) struct NodeCommand {
     pub program: PathBuf,
     pub args: Vec<String>,
     pub working_dir: PathBuf,
+    /// `cpu_affinity`: the cores the node may run on.
+    pub cpu_affinity: Option<Vec<usize>>,
 }
 
 /// Resolves `path` (relative to the dataflow directory), checks it exists and is executable,
@@ -75,6 +82,7 @@ pub(crate) fn resolve_command(node: &NodeSpec, dataflow_dir: &Path) -> Result<No
             program: PYTHON.into(),
             args,
             working_dir,
+            cpu_affinity: node.cpu_affinity.clone(),
         });
     }
     use std::os::unix::fs::PermissionsExt;
@@ -88,6 +96,7 @@ pub(crate) fn resolve_command(node: &NodeSpec, dataflow_dir: &Path) -> Result<No
         program: resolved,
         args,
         working_dir,
+        cpu_affinity: node.cpu_affinity.clone(),
     })
 }
 
@@ -123,6 +132,25 @@ pub(crate) struct LogSink {
     pub file: PathBuf,
     /// Every line as it is printed.
     pub lines: mpsc::UnboundedSender<NodeLogLine>,
+    /// The node's log fields.
+    pub policy: LogPolicy,
+    /// The actor, when lines are also sent as messages (`send_stdout_as`, `send_logs_as`).
+    pub messages: Option<mpsc::Sender<Event>>,
+}
+
+impl LogSink {
+    /// Hands `text` to the actor, to be sent on the node's `output`.
+    async fn send_message(&self, node: &NodeId, output: &DataId, text: String) {
+        if let Some(events) = &self.messages {
+            let event = Event::LogLine {
+                dataflow: self.dataflow,
+                node: node.clone(),
+                output: output.clone(),
+                text,
+            };
+            let _ = events.send(event).await;
+        }
+    }
 }
 
 /// A spawned node process with its log readers running.
@@ -169,6 +197,11 @@ pub(crate) fn spawn_node(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(false);
+    if let Some(cores) = &command.cpu_affinity {
+        if let Some(set) = crate::affinity::cpu_set(node, cores) {
+            crate::affinity::apply(&mut cmd, set);
+        }
+    }
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot start `{}`: {e}", command.program.display()))?;
@@ -201,25 +234,37 @@ fn boxed(pipe: impl AsyncRead + Send + Unpin + 'static) -> Pipe {
     Box::new(pipe)
 }
 
-/// Writes a node's lines to its log file and the live log; returns the last stderr lines once
-/// both pipes closed.
+/// Writes a node's lines to its log file and the live log, and hands them to the actor for the
+/// node's log outputs (see [`crate::node_logs`]); returns the last stderr lines (all of them,
+/// whatever `min_log_level`) once both pipes closed.
 async fn write_logs(
     node: NodeId,
     mut lines: mpsc::UnboundedReceiver<(LogStream, String)>,
     logs: LogSink,
 ) -> Vec<String> {
-    let mut file = LogFile::Unopened(logs.file);
+    let mut file = LogFile::new(logs.file.clone(), &logs.policy);
     let mut tail = VecDeque::with_capacity(STDERR_TAIL_LINES);
     while let Some((stream, line)) = lines.recv().await {
-        if let Some(f) = file.get().await {
-            let _ = f.write_all(format!("{line}\n").as_bytes()).await;
-        }
         if stream == LogStream::Stderr {
             if tail.len() == STDERR_TAIL_LINES {
                 tail.pop_front();
             }
             tail.push_back(line.clone());
         }
+        if let Some(output) = &logs.policy.stdout_as {
+            logs.send_message(&node, output, line.clone()).await;
+        }
+        if logs.policy.needs_levels() {
+            let entry = node_logs::classify(&line);
+            if entry.level < logs.policy.min_level {
+                continue;
+            }
+            if let Some(output) = &logs.policy.logs_as {
+                let json = node_logs::entry_json(&entry, node.as_str(), SystemTime::now());
+                logs.send_message(&node, output, json).await;
+            }
+        }
+        file.write_line(&line).await;
         let _ = logs.lines.send(NodeLogLine {
             dataflow: logs.dataflow,
             node: node.clone(),
@@ -227,41 +272,8 @@ async fn write_logs(
             line,
         });
     }
-    if let LogFile::Open(mut f) = file {
-        let _ = f.flush().await;
-    }
+    file.flush().await;
     tail.into_iter().collect()
-}
-
-/// A node's log file, created with the node's first line: a silent node costs no file (creating
-/// a thousand files was a large part of starting a thousand nodes).
-enum LogFile {
-    Unopened(PathBuf),
-    Open(tokio::fs::File),
-    Failed,
-}
-
-impl LogFile {
-    async fn get(&mut self) -> Option<&mut tokio::fs::File> {
-        if let LogFile::Unopened(path) = self {
-            let opened = tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&*path)
-                .await;
-            *self = match opened {
-                Ok(f) => LogFile::Open(f),
-                Err(e) => {
-                    tracing::warn!("cannot open log file {}: {e}", path.display());
-                    LogFile::Failed
-                }
-            };
-        }
-        match self {
-            LogFile::Open(f) => Some(f),
-            _ => None,
-        }
-    }
 }
 
 async fn read_lines(

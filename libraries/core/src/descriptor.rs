@@ -38,6 +38,15 @@ pub struct Descriptor {
     /// Extra type compatibilities: a value of type `from` may be sent to an input of type `to`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub type_rules: Vec<TypeRule>,
+    // Runtime behaviour (dora 1.x compatibility, issue 18).
+    /// How often the daemon checks the nodes that have a `health_check_timeout` (default
+    /// [`DEFAULT_HEALTH_CHECK_INTERVAL`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_interval: Option<HumanDuration>,
+    /// When true, a node's timer inputs close once its other inputs have all closed, so a
+    /// dataflow whose nodes consume timers still finishes when its data is done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_when_nodes_finish: Option<bool>,
 }
 
 /// A user-defined type compatibility (`type_rules`).
@@ -63,6 +72,9 @@ pub enum OutputFraming {
     /// Arrow IPC stream framing (accepted; sent as `raw` for now).
     ArrowIpc,
 }
+
+/// How often the daemon checks node liveness when `health_check_interval` is not set.
+pub const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// One node of a dataflow as written in the YAML.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -151,6 +163,148 @@ pub struct NodeSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub deploy: Option<Deploy>,
+    // Runtime behaviour (dora 1.x compatibility, issue 18).
+    /// The daemon kills the node (and applies its restart policy) when it has not talked to the
+    /// daemon for this long; a node waiting for events counts as talking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_timeout: Option<HumanDuration>,
+    /// CPU cores the node's process may run on, set before it executes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_affinity: Option<Vec<usize>>,
+    /// One of `outputs`: every stdout/stderr line of the node is sent on it as a string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_stdout_as: Option<DataId>,
+    /// One of `outputs`: every log entry of the node is sent on it as a JSON string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_logs_as: Option<DataId>,
+    /// Log lines below this level are left out of the log file, the live log and `send_logs_as`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_log_level: Option<LogLevel>,
+    /// The node's log file is rotated when it would grow beyond this size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_log_size: Option<ByteSize>,
+    /// How many rotated log files are kept (default [`DEFAULT_MAX_ROTATED_FILES`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rotated_files: Option<u32>,
+}
+
+/// Rotated log files kept when `max_rotated_files` is not set.
+pub const DEFAULT_MAX_ROTATED_FILES: u32 = 5;
+
+/// The level of a log line, from the most verbose (`stdout`: any line the node prints) to the
+/// least (`error`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// A plain line of output, without a level of its own.
+    Stdout,
+    /// `trace`.
+    Trace,
+    /// `debug`.
+    Debug,
+    /// `info`.
+    Info,
+    /// `warn`.
+    Warn,
+    /// `error`.
+    Error,
+}
+
+impl LogLevel {
+    /// Every level, from the most verbose.
+    pub const ALL: [LogLevel; 6] = [
+        LogLevel::Stdout,
+        LogLevel::Trace,
+        LogLevel::Debug,
+        LogLevel::Info,
+        LogLevel::Warn,
+        LogLevel::Error,
+    ];
+
+    /// The name used in YAML and in log entries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Stdout => "stdout",
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+
+    /// A level as loggers write it (`INFO`, `warning`, `ERR`, `critical`, ...), if it is one.
+    pub fn parse_loose(word: &str) -> Option<LogLevel> {
+        Some(match word.to_ascii_lowercase().as_str() {
+            "trace" | "trc" => LogLevel::Trace,
+            "debug" | "dbg" => LogLevel::Debug,
+            "info" | "inf" => LogLevel::Info,
+            "warn" | "warning" | "wrn" => LogLevel::Warn,
+            "error" | "err" | "critical" | "fatal" => LogLevel::Error,
+            _ => return None,
+        })
+    }
+}
+
+/// A size in bytes, written as a number of bytes or like `50MB`, `512KiB`, `1GB` (KB/MB/GB are
+/// powers of 1000, KiB/MiB/GiB powers of 1024).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// Parses `50MB`, `512 KiB`, `1gb` or a bare number of bytes.
+    pub fn parse(text: &str) -> Result<ByteSize, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: f64 = number.parse().map_err(|_| {
+            format!("invalid size `{text}`: expected a number and a unit like `50MB`")
+        })?;
+        let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" | "k" => 1_000,
+            "mb" | "m" => 1_000_000,
+            "gb" | "g" => 1_000_000_000,
+            "kib" => 1 << 10,
+            "mib" => 1 << 20,
+            "gib" => 1 << 30,
+            other => {
+                return Err(format!(
+                "invalid size unit `{other}` in `{text}`: expected B, KB, MB, GB, KiB, MiB or GiB"
+            ))
+            }
+        };
+        let bytes = number * factor as f64;
+        if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+            return Err(format!("size `{text}` is too large"));
+        }
+        Ok(ByteSize(bytes as u64))
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bytes(b) => Ok(ByteSize(b)),
+            Raw::Text(t) => ByteSize::parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 /// Restart policy of a node.
@@ -241,6 +395,9 @@ pub struct LongInput {
     /// Capacity of the input queue; the oldest message is dropped when full.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_size: Option<usize>,
+    /// The daemon closes the input when no message arrived on it for this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_timeout: Option<HumanDuration>,
 }
 
 impl InputSpec {
@@ -257,6 +414,14 @@ impl InputSpec {
         match self {
             InputSpec::Short(_) => DEFAULT_QUEUE_SIZE,
             InputSpec::Long(l) => l.queue_size.unwrap_or(DEFAULT_QUEUE_SIZE),
+        }
+    }
+
+    /// The input timeout, if the long form sets one.
+    pub fn input_timeout(&self) -> Option<Duration> {
+        match self {
+            InputSpec::Short(_) => None,
+            InputSpec::Long(l) => l.input_timeout.map(|t| t.0),
         }
     }
 
@@ -317,6 +482,19 @@ impl fmt::Display for InputSource {
 /// A duration written like `500ms`, `5s` or `1m 30s`, or a bare number of seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
+
+impl JsonSchema for ByteSize {
+    fn schema_name() -> Cow<'static, str> {
+        "ByteSize".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A size like `50MB` or `512KiB` (KB/MB/GB powers of 1000, KiB/MiB/GiB of 1024), or a number of bytes.",
+            "anyOf": [{ "type": "string" }, { "type": "integer", "minimum": 0 }]
+        })
+    }
+}
 
 impl JsonSchema for HumanDuration {
     fn schema_name() -> Cow<'static, str> {

@@ -160,6 +160,9 @@ const ROOT_FIELDS: &[&str] = &[
     "deploy",
     "strict_types",
     "type_rules",
+    // Runtime behaviour (dora 1.x compatibility), checked in `node/runtime.rs`.
+    "health_check_interval",
+    "exit_when_nodes_finish",
 ];
 
 /// Checks the root `deploy` (the default of every node's) by deserializing it.
@@ -208,6 +211,7 @@ fn check_root<'v>(report: &mut Report<'_>, root: &'v Value) -> Option<&'v [Value
             );
         }
     }
+    node::check_runtime_root(report, map);
     let message = match map.get("nodes") {
         Some(Value::Sequence(nodes)) if !nodes.is_empty() => return Some(nodes),
         None => {

@@ -68,6 +68,37 @@ impl ArrowTypeInfo {
     }
 }
 
+impl ArrowTypeInfo {
+    /// One UTF-8 string as a payload: a `Utf8` array of one value, its offsets `[0, len]` (two
+    /// little-endian `i32`) at the start and its bytes at [`BUFFER_ALIGNMENT`]. Used for the
+    /// messages the daemon makes from a node's log lines (`send_stdout_as`).
+    pub fn single_string(value: &str) -> (Self, Vec<u8>) {
+        let len = value.len();
+        let mut payload = Vec::with_capacity(BUFFER_ALIGNMENT + len);
+        payload.extend_from_slice(&0i32.to_le_bytes());
+        // A line longer than 2 GiB cannot be one Arrow `Utf8` value; the daemon's lines are far
+        // shorter (they are read line by line from a pipe).
+        payload.extend_from_slice(&i32::try_from(len).unwrap_or(i32::MAX).to_le_bytes());
+        payload.resize(BUFFER_ALIGNMENT, 0);
+        payload.extend_from_slice(value.as_bytes());
+        let info = ArrowTypeInfo {
+            data_type: DataType::Utf8,
+            len: 1,
+            offset: 0,
+            validity: None,
+            buffers: vec![
+                BufferRange { offset: 0, len: 8 },
+                BufferRange {
+                    offset: BUFFER_ALIGNMENT,
+                    len,
+                },
+            ],
+            children: Vec::new(),
+        };
+        (info, payload)
+    }
+}
+
 /// A payload's [`ArrowTypeInfo`], encoded. Empty means plain bytes (see [`ArrowTypeInfo::bytes`]),
 /// so raw payloads and messages the daemon makes (timer ticks) carry nothing extra.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

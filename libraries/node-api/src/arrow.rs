@@ -132,6 +132,19 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn a_single_string_made_by_the_daemon_reads_as_a_string_array() {
+        for line in ["", "héllo wörld"] {
+            let (info, payload) = ArrowTypeInfo::single_string(line);
+            let encoded = TypeInfo::encode(&info);
+            let decoded = encoded.decode(payload.len()).expect("decodes");
+            let data = read(&decoded, &Buffer::from_vec(payload)).expect("valid layout");
+            let array = StringArray::from(data);
+            assert_eq!(array.len(), 1);
+            assert_eq!(array.value(0), line);
+        }
+    }
+
     /// Sends `array` through a payload the way the node API does and reads it back.
     fn round_trip(array: &dyn Array) -> ArrayRef {
         let data = array.to_data();

@@ -11,6 +11,13 @@
 //!   on as output `data` (declare `outputs: [data]` to chain spin nodes).
 //! - `ignore-stop`: ignores Stop (the runtime must escalate to SIGTERM).
 //! - `no-connect`: never connects to the daemon.
+//! - `hang`: connects, prints `hanging`, then sleeps without asking the daemon anything.
+//! - `chatter`: prints `line N` on stdout (and `err N` on stderr) for `COUNT` lines, one per
+//!   `SLEEP_MS`, then exits.
+//! - `levels`: prints `DEBUG d`, `INFO i`, `WARN w`, `plain`, an `ERROR` JSON line (stderr), exits.
+//! - `print-strings`: prints `got <input>: <value>` for every string of every input (Arrow
+//!   `Utf8` arrays), until its inputs close.
+//! - `print-cpus`: prints its `Cpus_allowed_list` from `/proc/self/status`, then waits for Stop.
 //! - `print-env`: prints the variables named in `PRINT_ENV` (comma separated), then exits.
 //! - `seq-source`: on every `tick` input sends the next sequence number on `data` (first 8 bytes,
 //!   rest of `PAYLOAD_BYTES` filled with the number's low byte), `COUNT` times, then exits.
@@ -64,6 +71,33 @@ fn main() -> Result {
         "no-connect" => {
             thread::sleep(Duration::from_secs(600));
             Ok(())
+        }
+        "hang" => {
+            let (_node, _events) = AdoraNode::init_from_env()?;
+            println!("hanging");
+            thread::sleep(Duration::from_secs(600));
+            Ok(())
+        }
+        "chatter" => chatter(),
+        "levels" => {
+            let (_node, _events) = AdoraNode::init_from_env()?;
+            println!("DEBUG d");
+            println!("INFO i");
+            println!("WARN w");
+            println!("plain");
+            eprintln!(r#"{{"level":"ERROR","fields":{{"message":"e","code":7}},"target":"t"}}"#);
+            Ok(())
+        }
+        "print-strings" => print_strings(),
+        "print-cpus" => {
+            let status = std::fs::read_to_string("/proc/self/status")?;
+            for line in status
+                .lines()
+                .filter(|l| l.starts_with("Cpus_allowed_list"))
+            {
+                println!("{line}");
+            }
+            idle(false)
         }
         "print-env" => {
             for key in std::env::var("PRINT_ENV").unwrap_or_default().split(',') {
@@ -194,6 +228,40 @@ fn flood() -> Result {
         node.send_output(&output, MetadataParameters::new(), &payload)?;
     }
     println!("flood sent={count}");
+    Ok(())
+}
+
+fn print_strings() -> Result {
+    use arrow_array::{Array, StringArray};
+    let (_node, mut events) = AdoraNode::init_from_env()?;
+    while let Some(event) = events.recv() {
+        match event {
+            Event::Input { id, data, .. } => {
+                let array = data.to_arrow()?;
+                let strings = array
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .ok_or_else(|| format!("input {id}: not strings: {:?}", array.data_type()))?;
+                for value in strings.iter() {
+                    println!("got {id}: {}", value.unwrap_or("<null>"));
+                }
+            }
+            Event::Stop => break,
+            _ => {}
+        }
+    }
+    println!("print-strings done");
+    Ok(())
+}
+
+fn chatter() -> Result {
+    let (_node, _events) = AdoraNode::init_from_env()?;
+    let sleep = Duration::from_millis(env_u64("SLEEP_MS", 0));
+    for i in 0..env_u64("COUNT", 3) {
+        println!("line {i}");
+        eprintln!("err {i}");
+        thread::sleep(sleep);
+    }
     Ok(())
 }
 

@@ -44,13 +44,27 @@ pub struct Args {
     distribute: super::distribute::DistributeArgs,
     #[command(flatten)]
     client: ClientArgs,
+    /// Finish once every node has finished, treating timer inputs as a clock: a node's timer
+    /// inputs close when its other inputs have closed. Overrides `exit_when_nodes_finish` in the
+    /// file (`--exit-when-nodes-finish=false` turns it off).
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    exit_when_nodes_finish: Option<bool>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let descriptor = match super::common::load_descriptor(&args.dataflow) {
+    let mut descriptor = match super::common::load_descriptor(&args.dataflow) {
         Ok(d) => d,
         Err(code) => return Ok(code),
     };
+    if let Some(exit) = args.exit_when_nodes_finish {
+        descriptor.exit_when_nodes_finish = Some(exit);
+    }
     let width = crate::output::id_width(&descriptor);
     let attach = !args.detach;
     let working_dir = super::common::dataflow_dir(&args.dataflow)?;

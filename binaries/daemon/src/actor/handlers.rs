@@ -91,6 +91,23 @@ impl Daemon {
         self.with(dataflow, |df, _| df.routing.release_wakes());
     }
 
+    /// A node's log line or entry, for one of its log outputs (an [`Event::LogLine`]).
+    pub(super) fn log_line(&mut self, event: Event) {
+        let Event::LogLine {
+            dataflow,
+            node,
+            output,
+            text,
+        } = event
+        else {
+            return;
+        };
+        let timestamp = self.hlc.new_timestamp();
+        self.with(dataflow, |df, _| {
+            df.send_log_line(&node, &output, &text, timestamp)
+        });
+    }
+
     /// A timer input of `dataflow` fired.
     pub(super) fn timer_tick(&mut self, dataflow: Uuid, interval: Duration) {
         if let Some(df) = self.dataflows.get_mut(&dataflow) {

@@ -105,10 +105,13 @@ impl Dataflow {
             return;
         };
         let env = self.node_env(&spec);
+        let policy = crate::node_logs::LogPolicy::of(&spec);
         let sink = LogSink {
             dataflow: self.spec.id,
             file: self.spec.log_dir.join(format!("{id}.txt")),
             lines: self.logs.clone(),
+            messages: policy.sends_messages().then(|| events.clone()),
+            policy,
         };
         let runtime = self.nodes.entry(id.clone()).or_default();
         runtime.command = Some(command.clone());
@@ -118,6 +121,7 @@ impl Dataflow {
         match spawn::spawn_node(id, command, &env, sink, &self.tasks) {
             Ok(spawned) => {
                 runtime.pid = Some(spawned.pid);
+                runtime.last_contact = Some(std::time::Instant::now());
                 runtime.running = true;
                 self.watch_exit(id, spawned, events);
             }

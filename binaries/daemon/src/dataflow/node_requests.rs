@@ -17,18 +17,21 @@ impl Dataflow {
         metadata: Metadata,
         data: DataRef,
     ) {
+        self.touch(node);
         self.forward_remote(node, output, &metadata, &data);
         self.routing.send_output(node, output, metadata, data);
     }
 
     /// A local node closed some of its outputs, here and on other machines.
     pub fn close_outputs(&mut self, node: &NodeId, outputs: &[DataId]) {
+        self.touch(node);
         let closed = self.routing.close_outputs(node, outputs);
         self.remote_closed(node, &closed);
     }
 
     /// A local node released shared samples it had received.
     pub fn dropped_samples(&mut self, node: &NodeId, tokens: Vec<u64>) {
+        self.touch(node);
         self.routing.report_dropped(node, tokens);
         self.recycle_remote_samples();
     }
@@ -36,6 +39,7 @@ impl Dataflow {
     /// A local node waits for its next events, reporting the samples it dropped since it last
     /// asked.
     pub fn next_events(&mut self, node: &NodeId, dropped: Vec<u64>, reply: Waiter) {
+        self.touch(node);
         if !dropped.is_empty() {
             self.dropped_samples(node, dropped);
         }

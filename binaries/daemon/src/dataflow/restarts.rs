@@ -128,6 +128,7 @@ impl Dataflow {
         rt.restarting = false;
         rt.channels.clear();
         rt.terminated_by = None;
+        rt.health_failure = None;
         self.spawn(node, &command, events.clone());
         self.is_finished()
     }

@@ -32,6 +32,33 @@ impl Dataflow {
         }
     }
 
+    /// Sends `make()` to the actor every `period` until the dataflow ends (`what` names the task).
+    pub(super) fn spawn_ticker(
+        &self,
+        events: &mpsc::Sender<Event>,
+        period: Duration,
+        what: &str,
+        make: impl Fn() -> Event + Send + 'static,
+    ) {
+        let (cancel, events) = (self.cancel.clone(), events.clone());
+        let what = format!("the {what} of dataflow {}", self.spec.id);
+        self.tasks.spawn(what, async move {
+            let mut ticker = tokio::time::interval(period);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker.tick().await; // the first tick is immediate
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = ticker.tick() => {
+                        if events.send(make()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
     /// Sends `event` to the actor after `delay`, unless the dataflow ends first.
     pub(super) fn schedule(&self, events: &mpsc::Sender<Event>, delay: Duration, event: Event) {
         let (cancel, events) = (self.cancel.clone(), events.clone());

@@ -1,4 +1,4 @@
-use std::path::Path;
+use std::{path::Path, time::Duration};
 
 use adora_message::{SegmentFile, SharedRef};
 
@@ -308,4 +308,107 @@ fn a_shared_sample_without_receivers_goes_straight_back() {
     r.send_output(&"src".into(), &"unused".into(), metadata(), shared(7));
     assert_eq!(poll_freed(&mut r, "src"), Some(vec![7]));
     assert_eq!(r.samples_in_flight(), 0);
+}
+
+#[test]
+fn an_input_without_messages_for_its_timeout_closes_and_a_fed_one_stays_open() {
+    let mut r = Routing::new(&descriptor(
+        r#"
+nodes:
+  - id: src
+    path: src
+    outputs: [out]
+  - id: a
+    path: a
+    inputs:
+      quiet: { source: src/out, input_timeout: 1s }
+      plain: src/out
+"#,
+    ));
+    assert_eq!(r.shortest_input_timeout(), Some(Duration::from_secs(1)));
+    let start = std::time::Instant::now();
+    r.start_input_clocks(start);
+    assert!(r
+        .expire_inputs(start + Duration::from_millis(999))
+        .is_empty());
+    let expired = r.expire_inputs(start + Duration::from_secs(1));
+    assert_eq!(
+        expired,
+        [("a".into(), "quiet".into(), Duration::from_secs(1))]
+    );
+    match poll(&mut r, "a") {
+        Some(DaemonReply::Events { events, .. }) => assert!(
+            matches!(&events[..], [NodeEvent::InputClosed { id }] if id.as_str() == "quiet"),
+            "{events:?}"
+        ),
+        other => panic!("expected InputClosed, got {other:?}"),
+    }
+    // Closed once: later checks find nothing more, and messages now reach only `plain`.
+    assert!(r.expire_inputs(start + Duration::from_secs(5)).is_empty());
+    r.send_output(
+        &"src".into(),
+        &"out".into(),
+        metadata(),
+        DataRef::Inline(vec![1]),
+    );
+    match poll(&mut r, "a") {
+        Some(DaemonReply::Events { events, .. }) => assert!(
+            matches!(&events[..], [NodeEvent::Input { id, .. }] if id.as_str() == "plain"),
+            "{events:?}"
+        ),
+        other => panic!("expected one input, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_message_restarts_the_input_clock() {
+    let mut r = Routing::new(&descriptor(
+        "nodes:\n  - id: src\n    path: src\n    outputs: [out]\n  - id: a\n    path: a\n    \
+         inputs:\n      in: { source: src/out, input_timeout: 10s }\n",
+    ));
+    let start = std::time::Instant::now();
+    r.start_input_clocks(start);
+    r.send_output(
+        &"src".into(),
+        &"out".into(),
+        metadata(),
+        DataRef::Inline(vec![1]),
+    );
+    // The message arrived after `start`: ten seconds after `start` the input is still fresh.
+    assert!(r.expire_inputs(start + Duration::from_secs(10)).is_empty());
+    assert_eq!(
+        r.expire_inputs(std::time::Instant::now() + Duration::from_secs(10))
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn with_exit_when_nodes_finish_timers_close_after_the_data_inputs() {
+    let yaml = "nodes:\n  - id: src\n    path: src\n    outputs: [out]\n  - id: a\n    path: a\n    \
+                inputs:\n      data: src/out\n      tick: adora/timer/millis/10\n  - id: clock\n    \
+                path: c\n    inputs:\n      tick: adora/timer/millis/10\n";
+    for (flag, expected) in [
+        ("", vec!["data"]),
+        ("exit_when_nodes_finish: true\n", vec!["data", "tick"]),
+    ] {
+        let mut r = Routing::new(&descriptor(&format!("{flag}{yaml}")));
+        r.close_outputs(&"src".into(), &["out".into()]);
+        let closed: Vec<String> = match poll(&mut r, "a") {
+            Some(DaemonReply::Events { events, .. }) => events
+                .iter()
+                .filter_map(|e| match e {
+                    NodeEvent::InputClosed { id } => Some(id.to_string()),
+                    _ => None,
+                })
+                .collect(),
+            other => panic!("expected InputClosed, got {other:?}"),
+        };
+        assert_eq!(closed, expected, "{flag}");
+        // A node fed only by timers is a source: it keeps its clock.
+        r.timer_tick(Duration::from_millis(10), metadata());
+        assert!(
+            matches!(poll(&mut r, "clock"), Some(DaemonReply::Events { events, .. }) if events.len() == 1)
+        );
+    }
 }

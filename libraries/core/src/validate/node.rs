@@ -40,10 +40,18 @@ pub(crate) const NODE_FIELDS: &[&str] = &[
     "output_framing",
     "deploy",
     "_unstable_deploy",
+    // Runtime behaviour (dora 1.x compatibility), checked in `node/runtime.rs`.
+    "health_check_timeout",
+    "cpu_affinity",
+    "send_stdout_as",
+    "send_logs_as",
+    "min_log_level",
+    "max_log_size",
+    "max_rotated_files",
 ];
 
 /// Known keys of a long-form input.
-const LONG_INPUT_FIELDS: &[&str] = &["source", "queue_size"];
+const LONG_INPUT_FIELDS: &[&str] = &["source", "queue_size", "input_timeout"];
 /// Known keys of `deploy` / `_unstable_deploy`.
 const DEPLOY_FIELDS: &[&str] = &["machine", "labels", "distribute", "working_dir"];
 /// Accepted `restart_policy` values.
@@ -156,6 +164,7 @@ pub(crate) fn check_node<'v>(
         // Its outputs are unknown (operators declare their own): do not check sources against it.
         summary.outputs = None;
     }
+    cx.check_runtime(map, summary.outputs.as_deref());
     summary
 }
 
@@ -367,6 +376,7 @@ impl NodeCtx<'_, '_, '_> {
                 self.error(&field, expected("an integer of at least 1", size));
             }
         }
+        self.check_input_timeout(id, long);
         match present(long, "source") {
             None => {
                 let path = [
@@ -512,6 +522,9 @@ fn parse_duration(value: &Value) -> Result<Duration, String> {
     }
 }
 
+mod runtime;
 mod source;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use runtime::check_runtime_root;

@@ -128,7 +128,8 @@ fn short_and_long_inputs_with_default_queue_size() {
         frames,
         &InputSpec::Long(LongInput {
             source: "camera/frames".into(),
-            queue_size: Some(2)
+            queue_size: Some(2),
+            input_timeout: None,
         })
     );
     assert_eq!(frames.queue_size(), 2);
@@ -222,7 +223,10 @@ fn document_shape_errors() {
                 1,
                 None,
                 Some("name"),
-                "unknown field `name`; expected one of: nodes, deploy, strict_types, type_rules"
+                &format!(
+                    "unknown field `name`; expected one of: {}",
+                    ROOT_FIELDS.join(", ")
+                )
             ),
             (
                 None,

@@ -161,7 +161,7 @@ fn long_form_inputs() {
                 5,
                 Some("a"),
                 Some("inputs.x.priority"),
-                "unknown field `priority`; expected one of: source, queue_size"
+                "unknown field `priority`; expected one of: source, queue_size, input_timeout"
             ),
             e(
                 8,
