@@ -441,3 +441,68 @@ fn the_python_camera_example_streams_checked_frames_through_shared_memory() {
         "{out}"
     );
 }
+
+#[test]
+fn runtime_type_check_refuses_or_warns_about_a_value_of_another_type() {
+    require_python_package();
+    let (state, dir) = (temp_dir(), temp_dir());
+    write(
+        dir.path(),
+        "counter.py",
+        r#"
+import pyarrow as pa
+from adora import Node
+
+node = Node()
+for value in (pa.array([-1], pa.int64()), pa.array([2], pa.uint64())):
+    try:
+        node.send_output("count", value)
+    except RuntimeError as e:
+        print("refused:", e)
+"#,
+    );
+    write(
+        dir.path(),
+        "sink.py",
+        "from adora import Node\nfor event in Node():\n    if event['type'] == 'INPUT':\n        print('got', event['value'].type, event['value'].to_pylist())\n",
+    );
+    let dataflow = write_dataflow(
+        dir.path(),
+        r#"
+nodes:
+  - id: counter
+    path: counter.py
+    outputs: [count]
+    output_types:
+      count: std/core/v1/UInt64
+  - id: sink
+    path: sink.py
+    inputs: { count: counter/count }
+"#,
+    );
+    let run = |check: &str| {
+        let mut cmd = adora(state.path());
+        cmd.args(["run", dataflow.to_str().unwrap()])
+            .args(["--env", &format!("ADORA_RUNTIME_TYPE_CHECK={check}")]);
+        let out = run_with_timeout(cmd, TIMEOUT);
+        assert!(out.status.success(), "{out}");
+        out
+    };
+    let mismatch = "output `count` sends Int64, but its declared type std/core/v1/UInt64 is UInt64";
+
+    let out = run("error");
+    assert!(
+        out.stdout.contains(&format!("refused: {mismatch}")),
+        "{out}"
+    );
+    assert!(!out.stdout.contains("got int64"), "{out}");
+    assert!(out.stdout.contains("got uint64 [2]"), "{out}");
+
+    let out = run("warn");
+    assert!(
+        out.stderr.contains(&format!("warning: {mismatch}")),
+        "{out}"
+    );
+    assert!(out.stdout.contains("got int64 [-1]"), "{out}");
+    assert!(out.stdout.contains("got uint64 [2]"), "{out}");
+}

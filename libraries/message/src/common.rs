@@ -123,4 +123,8 @@ pub struct NodeConfig {
     /// with it.
     #[serde(default)]
     pub daemon_pid: Option<u32>,
+    /// The declared types of the node's outputs (`output_types`: output → type URN). With
+    /// `ADORA_RUNTIME_TYPE_CHECK=warn|error` the node API checks what it sends against them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub output_types: BTreeMap<DataId, String>,
 }

@@ -21,6 +21,18 @@ pub enum NodeError {
     /// Shared memory failed.
     #[error("shared memory: {0}")]
     Shm(#[from] adora_shm::Error),
+    /// A value does not have its output's declared type (`ADORA_RUNTIME_TYPE_CHECK=error`).
+    #[error("output `{output}` sends {found}, but its declared type {urn} is {expected}")]
+    TypeMismatch {
+        /// The output.
+        output: DataId,
+        /// Its declared type URN.
+        urn: String,
+        /// The Arrow type of that URN.
+        expected: String,
+        /// The Arrow type of the value.
+        found: String,
+    },
     /// A payload is not the Arrow array its metadata describes.
     #[error("the message is not a valid Arrow array: {0}")]
     Arrow(String),

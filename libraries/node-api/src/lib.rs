@@ -29,6 +29,7 @@ mod drops;
 mod error;
 mod event;
 mod node;
+mod type_check;
 
 pub use adora_core::{DataId, NodeId};
 pub use adora_message::{Metadata, Parameter};
@@ -36,3 +37,4 @@ pub use data::{Data, MetadataParameters, Sample};
 pub use error::NodeError;
 pub use event::{Event, EventStream};
 pub use node::AdoraNode;
+pub use type_check::RUNTIME_TYPE_CHECK_ENV;

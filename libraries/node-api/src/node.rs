@@ -23,6 +23,7 @@ use crate::{
     drops::{ControlChannel, DropReports},
     error::NodeError,
     event::EventStream,
+    type_check::TypeCheck,
 };
 
 /// Read buffer of the drops connection (a reply is read with one system call).
@@ -36,6 +37,7 @@ pub struct AdoraNode {
     pool: Arc<Mutex<SamplePool>>,
     hlc: uhlc::HLC,
     drops_thread: Option<thread::JoinHandle<()>>,
+    types: TypeCheck,
 }
 
 fn connect(config: &NodeConfig, channel: Channel) -> Result<UnixStream, NodeError> {
@@ -102,6 +104,7 @@ impl AdoraNode {
         if let Some(daemon) = config.daemon_pid {
             die_with_daemon(daemon);
         }
+        let types = TypeCheck::from_env(&config.output_types)?;
         let control = Arc::new(ControlChannel::new(connect(&config, Channel::Control)?));
         let events = connect(&config, Channel::Events)?;
         let drops = connect(&config, Channel::Drops)?;
@@ -123,6 +126,7 @@ impl AdoraNode {
             pool,
             hlc: uhlc::HLC::default(),
             drops_thread: Some(drops_thread),
+            types,
         };
         Ok((node, stream))
     }
@@ -179,6 +183,7 @@ impl AdoraNode {
         parameters: MetadataParameters,
         data: &arrow_data::ArrayData,
     ) -> Result<(), NodeError> {
+        self.types.check(output, data.data_type())?;
         let (info, len) = crate::arrow::layout(data);
         let mut sample = self.allocate_sample(len)?;
         crate::arrow::write(data, &info, &mut sample);
@@ -193,6 +198,7 @@ impl AdoraNode {
         parameters: MetadataParameters,
         sample: Sample,
     ) -> Result<(), NodeError> {
+        self.types.check(output, &arrow_schema::DataType::UInt8)?;
         self.send_typed(output, parameters, sample, TypeInfo::bytes())
     }
 

@@ -78,6 +78,7 @@ impl Dataflow {
             outputs: node.outputs.clone(),
             shm_prefix: format!("{}{}-", shm_prefix(self.spec.id), node.id),
             daemon_pid: Some(std::process::id()),
+            output_types: node.output_types.clone(),
         };
         let json =
             serde_json::to_string(&config).expect("NodeConfig serializes: plain strings and ids");
