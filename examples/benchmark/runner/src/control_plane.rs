@@ -3,7 +3,7 @@
 //! 1. **Start time.** A real coordinator and real daemons on this machine (machine ids `a`, `b`,
 //!    `c`, ...). For every dataflow size N and daemon count D the runner generates a dataflow of
 //!    N trivial nodes (`adora-bench-idle`) spread round-robin over D daemons with
-//!    `_unstable_deploy.machine`, runs `adora start --detach`, and waits until every node is
+//!    `deploy.machine`, runs `adora start --detach`, and waits until every node is
 //!    running. "Running" is the node's own signal: `AdoraNode::init_from_env` returned (the node
 //!    registered with its daemon and was released from the start barrier, which opens once every
 //!    node of the dataflow connected); the node then sends the wall-clock time in a datagram to
@@ -282,7 +282,7 @@ fn idle_dataflow(
     for i in 0..nodes {
         let _ = write!(
             yaml,
-            "  - id: n{i:04}\n    path: {}\n    env: {{ {READY_SOCKET_ENV}: \"{}\" }}\n    _unstable_deploy: {{ machine: {} }}\n",
+            "  - id: n{i:04}\n    path: {}\n    env: {{ {READY_SOCKET_ENV}: \"{}\" }}\n    deploy: {{ machine: {} }}\n",
             idle.display(),
             ready.display(),
             machine(i)

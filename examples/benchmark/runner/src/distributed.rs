@@ -27,14 +27,14 @@ fn dataflow(bin_dir: &Path, plan: &Plan) -> String {
     path: {sender}
     env: {{ {env} }}
     outputs: [data, control]
-    _unstable_deploy: {{ machine: a }}
+    deploy: {{ machine: a }}
   - id: sink
     path: {sink}
     env: {{ {env} }}
     inputs:
       data: {{ source: sender/data, queue_size: 10 }}
       control: {{ source: sender/control, queue_size: 100 }}
-    _unstable_deploy: {{ machine: b }}
+    deploy: {{ machine: b }}
 "#,
         sender = bin_dir.join("adora-bench-sender").display(),
         sink = bin_dir.join("adora-bench-sink").display(),
