@@ -5,8 +5,8 @@
 use std::{path::Path, process::Command, sync::Once, time::Duration};
 
 use adora_test_support::{
-    adora, pids_with_env, run_with_timeout, temp_dir, wait_until, write_dataflow, ChildGuard,
-    Output,
+    adora, marked_left_after, pids_with_env, run_with_timeout, temp_dir, wait_until,
+    write_dataflow, ChildGuard, Output,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -242,14 +242,10 @@ fn python_nodes_die_with_a_killed_runtime() {
     );
     assert_eq!(pids_with_env("ADORA_TEST_MARKER", &marker).len(), 2);
     child.signal(nix::sys::signal::Signal::SIGKILL);
+    let left = marked_left_after(&marker, Duration::from_secs(10));
     assert!(
-        wait_until(Duration::from_secs(10), || pids_with_env(
-            "ADORA_TEST_MARKER",
-            &marker
-        )
-        .is_empty()),
-        "python nodes outlived a SIGKILLed runtime: {:?}",
-        pids_with_env("ADORA_TEST_MARKER", &marker)
+        left.is_empty(),
+        "python nodes outlived a SIGKILLed runtime: {left:?}"
     );
 }
 

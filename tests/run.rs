@@ -3,8 +3,8 @@
 use std::{path::Path, process::Command, time::Duration};
 
 use adora_test_support::{
-    adora, bin, pids_with_env, repo_root, run_with_timeout, shm_segments, temp_dir, wait_until,
-    write_dataflow, ChildGuard, Output,
+    adora, bin, marked_left_after, pids_with_env, repo_root, run_with_timeout, shm_segments,
+    temp_dir, wait_until, write_dataflow, ChildGuard, Output,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -433,14 +433,10 @@ nodes:
         "nodes did not start"
     );
     child.signal(nix::sys::signal::Signal::SIGKILL);
+    let left = marked_left_after(&marker, Duration::from_secs(10));
     assert!(
-        wait_until(Duration::from_secs(10), || pids_with_env(
-            "ADORA_TEST_MARKER",
-            &marker
-        )
-        .is_empty()),
-        "nodes outlived a SIGKILLed runtime: {:?}",
-        pids_with_env("ADORA_TEST_MARKER", &marker)
+        left.is_empty(),
+        "nodes outlived a SIGKILLed runtime: {left:?}"
     );
 }
 

@@ -282,6 +282,15 @@ pub fn pids_with_env(key: &str, value: &str) -> Vec<u32> {
     environs(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
 }
 
+/// Waits up to `timeout` until no live process carries `ADORA_TEST_MARKER=<marker>`; returns the
+/// pids still alive then (empty: all gone).
+pub fn marked_left_after(marker: &str, timeout: Duration) -> Vec<u32> {
+    wait_until(timeout, || {
+        pids_with_env("ADORA_TEST_MARKER", marker).is_empty()
+    });
+    pids_with_env("ADORA_TEST_MARKER", marker)
+}
+
 /// Pids of live nodes started by one of `daemons` (their `ADORA_NODE_CONFIG` names the daemon's
 /// pid).
 pub fn nodes_of(daemons: &[u32]) -> Vec<u32> {

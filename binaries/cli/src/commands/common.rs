@@ -125,6 +125,22 @@ pub fn shutdown_on_signal() -> CancellationToken {
     token
 }
 
+/// `--exit-when-nodes-finish[=BOOL]`, shared by `run` and `start`.
+#[derive(Debug, clap::Args)]
+pub struct ExitWhenNodesFinish {
+    /// Finish once every node has finished, treating timer inputs as a clock: a node's timer
+    /// inputs close when its other inputs have closed. Overrides `exit_when_nodes_finish` in the
+    /// file (`--exit-when-nodes-finish=false` turns it off).
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub exit_when_nodes_finish: Option<bool>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

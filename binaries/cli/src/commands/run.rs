@@ -31,17 +31,8 @@ pub struct Args {
     /// Time every node has to connect to the runtime after it was started.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     connect_timeout: Duration,
-    /// Finish once every node has finished, treating timer inputs as a clock: a node's timer
-    /// inputs close when its other inputs have closed. Overrides `exit_when_nodes_finish` in the
-    /// file (`--exit-when-nodes-finish=false` turns it off).
-    #[arg(
-        long,
-        value_name = "BOOL",
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "true"
-    )]
-    exit_when_nodes_finish: Option<bool>,
+    #[command(flatten)]
+    finish: super::common::ExitWhenNodesFinish,
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -64,7 +55,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(d) => d,
         Err(code) => return Ok(code),
     };
-    if let Some(exit) = args.exit_when_nodes_finish {
+    if let Some(exit) = args.finish.exit_when_nodes_finish {
         descriptor.exit_when_nodes_finish = Some(exit);
     }
     let dir = super::common::dataflow_dir(&args.dataflow)?;
