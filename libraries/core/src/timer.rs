@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 /// The shortest timer interval accepted (guards against a `hz/1e9` busy loop).
 pub const MIN_TIMER_INTERVAL: Duration = Duration::from_micros(100);
 
+/// The longest timer interval accepted (30 days): far beyond any real tick, and small enough that
+/// no deadline computed from it can overflow.
+pub const MAX_TIMER_INTERVAL: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// A parsed timer source.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TimerSpec {
@@ -60,7 +64,8 @@ impl TimerSpec {
                 if !(f.is_finite() && f > 0.0) {
                     return Err(bad("the frequency must be a positive number"));
                 }
-                Duration::from_secs_f64(1.0 / f)
+                // A tiny frequency is an interval too long for a `Duration`: said below.
+                Duration::try_from_secs_f64(1.0 / f).unwrap_or(Duration::MAX)
             }
             other => return Err(bad(&format!("unknown unit `{other}`"))),
         };
@@ -68,6 +73,9 @@ impl TimerSpec {
             return Err(bad(&format!(
                 "interval {interval:?} is below the minimum of {MIN_TIMER_INTERVAL:?}"
             )));
+        }
+        if interval > MAX_TIMER_INTERVAL {
+            return Err(bad("the interval is longer than the maximum of 30 days"));
         }
         Ok(TimerSpec { interval })
     }
@@ -117,6 +125,18 @@ mod tests {
         assert!(t("adora/timer/millis/abc").is_err());
         assert!(t("adora/timer/weeks/1").is_err());
         assert!(t("adora/timer/hz/-1").is_err());
+        // Hostile numbers are errors, never a panic or an overflow later.
+        for source in [
+            "adora/timer/hz/1e-300",
+            "adora/timer/hz/5e-324",
+            "adora/timer/secs/18446744073709551615",
+            "adora/timer/millis/18446744073709551615",
+            "adora/timer/secs/2592001",
+        ] {
+            let err = t(source).expect_err(source);
+            assert!(err.contains("maximum of 30 days"), "{source}: {err}");
+        }
+        assert!(t("adora/timer/secs/2592000").is_ok());
         assert!(t("adora/timer").is_err());
         assert!(TimerSpec::parse_source("camera/frames").is_none());
     }

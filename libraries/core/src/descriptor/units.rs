@@ -166,9 +166,9 @@ impl<'de> Deserialize<'de> for HumanDuration {
             Text(String),
         }
         match Raw::deserialize(d)? {
-            Raw::Secs(s) if s >= 0.0 && s.is_finite() => {
-                Ok(HumanDuration(Duration::from_secs_f64(s)))
-            }
+            Raw::Secs(s) if s >= 0.0 && s.is_finite() => Duration::try_from_secs_f64(s)
+                .map(HumanDuration)
+                .map_err(|_| serde::de::Error::custom(format!("invalid duration {s}: too large"))),
             Raw::Secs(s) => Err(serde::de::Error::custom(format!(
                 "invalid duration {s}: must be a non-negative number of seconds"
             ))),
@@ -176,5 +176,19 @@ impl<'de> Deserialize<'de> for HumanDuration {
                 .map(HumanDuration)
                 .map_err(|e| serde::de::Error::custom(format!("invalid duration `{t}`: {e}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_number_of_seconds_is_an_error_not_a_panic() {
+        // As a start request carries it (JSON), not only as YAML the validator checks first.
+        let err = serde_json::from_str::<HumanDuration>("1e300").expect_err("too large");
+        assert!(err.to_string().contains("too large"), "{err}");
+        let ok = serde_json::from_str::<HumanDuration>("1.5").expect("1.5 s");
+        assert_eq!(ok.0, Duration::from_millis(1500));
     }
 }
