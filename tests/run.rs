@@ -322,6 +322,31 @@ nodes:
 }
 
 #[test]
+fn a_node_that_has_not_connected_after_5_s_is_named_before_the_timeout_fails_it() {
+    let (state, dir) = (temp_dir(), temp_dir());
+    let dataflow = write_dataflow(
+        dir.path(),
+        "nodes:\n  - id: lazy\n    path: {node}\n    env: { MODE: no-connect }\n",
+    );
+    let mut cmd = adora(state.path());
+    cmd.args(["run", dataflow.to_str().unwrap(), "--connect-timeout", "8s"]);
+    let out = run_with_timeout(cmd, TIMEOUT);
+    assert_eq!(out.status.code(), Some(1), "{out}");
+    let early = out
+        .stderr
+        .find("node `lazy` started but has not connected after 5s")
+        .unwrap_or_else(|| panic!("no early report:\n{out}"));
+    let failed = out
+        .stderr
+        .find("node `lazy` failed: did not connect to the daemon within 8s")
+        .unwrap_or_else(|| panic!("no failure:\n{out}"));
+    assert!(
+        early < failed,
+        "the report comes before the failure:\n{out}"
+    );
+}
+
+#[test]
 fn node_that_never_connects_fails_with_its_name_and_is_killed() {
     let (state, dir) = (temp_dir(), temp_dir());
     let marker = format!("lazy-{}", std::process::id());

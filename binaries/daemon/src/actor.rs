@@ -245,6 +245,9 @@ impl Daemon {
             event @ Event::LogLine { .. } => self.log_line(event),
             Event::InputDeadlines { dataflow } => self.with(dataflow, |df, _| df.expire_inputs()),
             Event::HealthCheck { dataflow } => self.with(dataflow, |df, _| df.check_health()),
+            Event::ConnectLate { dataflow, after } => {
+                self.with(dataflow, |df, _| df.connect_late(after))
+            }
             Event::ConnectTimeout { dataflow } => self.with(dataflow, |df, env| {
                 df.connect_timeout(env.config.node_connect_timeout, env.events, env.config)
             }),

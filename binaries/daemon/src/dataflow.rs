@@ -40,6 +40,9 @@ use adora_tasks::Tasks;
 /// the pipes open forever).
 pub const LOG_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// When the nodes that have not connected yet are named (if the connect timeout is longer).
+pub const CONNECT_LATE_AFTER: Duration = Duration::from_secs(5);
+
 #[derive(Default)]
 struct NodeRuntime {
     pid: Option<u32>,
@@ -168,6 +171,21 @@ impl Dataflow {
         }
         self.spawn_timers(events);
         self.spawn_watchdogs(events);
+    }
+
+    /// [`CONNECT_LATE_AFTER`] after the spawn: tells about the nodes that have not connected yet,
+    /// long before the connect timeout fails them (a node that never calls the node API would
+    /// otherwise say nothing for the whole timeout).
+    pub fn connect_late(&self, after: Duration) {
+        if self.started {
+            return;
+        }
+        for node in &self.pending {
+            tracing::warn!(
+                "node `{node}` started but has not connected after {}: does it use the node API (`AdoraNode::init_from_env`, Python `Node()`)? It fails at the connect timeout",
+                humantime::format_duration(after)
+            );
+        }
     }
 
     /// The connect timeout expired: nodes that never connected fail, the rest is stopped.

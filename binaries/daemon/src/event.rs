@@ -89,6 +89,9 @@ pub(crate) enum Event {
     InputDeadlines { dataflow: Uuid },
     /// Time to check the nodes that have a `health_check_timeout`.
     HealthCheck { dataflow: Uuid },
+    /// Some nodes may be slow to connect: name the ones that have not yet (the connect timeout
+    /// still decides).
+    ConnectLate { dataflow: Uuid, after: Duration },
     /// The time every node had to connect is over.
     ConnectTimeout { dataflow: Uuid },
     /// A stop grace expired: the next signal is due.
@@ -124,6 +127,7 @@ impl Event {
             Event::TimerTick { .. } => "timer_tick",
             Event::InputDeadlines { .. } => "input_deadlines",
             Event::HealthCheck { .. } => "health_check",
+            Event::ConnectLate { .. } => "connect_late",
             Event::ConnectTimeout { .. } => "connect_timeout",
             Event::Escalate { .. } => "escalate",
             Event::RestartNode { .. } => "restart_node",

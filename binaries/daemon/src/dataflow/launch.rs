@@ -10,7 +10,7 @@ use adora_message::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::{shm_prefix, Dataflow, Launch, LOG_DRAIN_TIMEOUT};
+use super::{shm_prefix, Dataflow, Launch, CONNECT_LATE_AFTER, LOG_DRAIN_TIMEOUT};
 use crate::{
     config::DataflowSpec,
     error::DaemonError,
@@ -55,6 +55,13 @@ impl Dataflow {
         // Zenoh once the daemon's session is attached (`attach_remote`).
         for (id, command) in &commands {
             dataflow.spawn(id, command, launch.events.clone());
+        }
+        if launch.config.node_connect_timeout > CONNECT_LATE_AFTER {
+            let late = Event::ConnectLate {
+                dataflow: dataflow.spec.id,
+                after: CONNECT_LATE_AFTER,
+            };
+            dataflow.schedule(launch.events, CONNECT_LATE_AFTER, late);
         }
         let timeout = Event::ConnectTimeout {
             dataflow: dataflow.spec.id,
