@@ -58,6 +58,8 @@ struct NodeRuntime {
     restarting: bool,
     /// How to start it again.
     command: Option<NodeCommand>,
+    /// It has a `health_check_timeout`: its requests are timed (`last_contact`).
+    watched: bool,
     /// The last request on any of its connections (see `health.rs`).
     last_contact: Option<std::time::Instant>,
     /// Why its health check killed this instance (it may still be restarted).

@@ -97,6 +97,11 @@ impl Data {
     /// inline payload is not copied either (unless a buffer of it is misaligned for its type). A
     /// payload whose description does not fit it (a misbehaving sender) is an error.
     pub fn to_arrow(&self) -> Result<ArrayRef, NodeError> {
+        self.to_arrow_data().map(arrow_array::make_array)
+    }
+
+    /// [`Self::to_arrow`] as the array's [`arrow_data::ArrayData`] (what language bindings hand on).
+    pub fn to_arrow_data(&self) -> Result<arrow_data::ArrayData, NodeError> {
         let info = self
             .type_info
             .decode(self.len())
@@ -105,8 +110,7 @@ impl Data {
             Repr::Inline(buffer) => buffer.clone(),
             Repr::Shared(payload) => payload.slice.clone().into_arrow_buffer(payload.clone()),
         };
-        let data = crate::arrow::read(&info, &buffer).map_err(NodeError::Arrow)?;
-        Ok(arrow_array::make_array(data))
+        crate::arrow::read(&info, &buffer).map_err(NodeError::Arrow)
     }
 }
 

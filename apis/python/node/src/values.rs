@@ -2,10 +2,7 @@
 //! both directions through the Arrow C Data Interface (`pyarrow.Array._export_to_c` /
 //! `_import_from_c`, which every pyarrow since 0.17 has).
 
-use adora_node_api::{
-    arrow::{array::ArrayRef, data::ArrayData},
-    Event, Metadata, MetadataParameters, Parameter,
-};
+use adora_node_api::{arrow::data::ArrayData, Event, Metadata, MetadataParameters, Parameter};
 use std::{
     collections::HashMap,
     sync::{LazyLock, Mutex},
@@ -43,7 +40,7 @@ pub(crate) fn pyarrow(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
 pub(crate) fn event_to_py(py: Python<'_>, event: Event) -> PyResult<Bound<'_, PyDict>> {
     let dict = PyDict::new(py);
     match event {
-        Event::Input { id, metadata, data } => match data.to_arrow() {
+        Event::Input { id, metadata, data } => match data.to_arrow_data() {
             Ok(array) => {
                 dict.set_item(intern!(py, "type"), intern!(py, "INPUT"))?;
                 dict.set_item(intern!(py, "id"), id.as_str())?;
@@ -225,10 +222,9 @@ fn from_pyarrow(array: &Bound<'_, PyAny>) -> PyResult<ArrayData> {
 
 /// Hands an array to pyarrow through the C Data Interface, without copying its buffers: they
 /// (and the shared-memory sample under them) live until pyarrow releases the array.
-fn to_pyarrow<'py>(py: Python<'py>, array: &ArrayRef) -> PyResult<Bound<'py, PyAny>> {
-    let data = array.to_data();
+fn to_pyarrow<'py>(py: Python<'py>, data: &ArrayData) -> PyResult<Bound<'py, PyAny>> {
     let data_type = pyarrow_type(py, data.data_type())?;
-    let ffi_array = FFI_ArrowArray::new(&data);
+    let ffi_array = FFI_ArrowArray::new(data);
     // Looked up once: after the node slept waiting for an input, every attribute lookup costs
     // microseconds (cold caches), and this runs for every input.
     static IMPORT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();

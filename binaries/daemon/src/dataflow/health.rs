@@ -24,9 +24,10 @@ const MIN_DEADLINE_CHECK: Duration = Duration::from_millis(5);
 const MAX_DEADLINE_CHECK: Duration = Duration::from_secs(1);
 
 impl Dataflow {
-    /// The node talked to the daemon.
+    /// The node talked to the daemon. Called for every message: only nodes with a health check
+    /// read the clock.
     pub(super) fn touch(&mut self, node: &adora_core::NodeId) {
-        if let Some(rt) = self.nodes.get_mut(node) {
+        if let Some(rt) = self.nodes.get_mut(node).filter(|rt| rt.watched) {
             rt.last_contact = Some(Instant::now());
         }
     }

@@ -123,6 +123,7 @@ impl Dataflow {
         };
         let runtime = self.nodes.entry(id.clone()).or_default();
         runtime.command = Some(command.clone());
+        runtime.watched = spec.health_check_timeout.is_some();
         runtime
             .restart
             .get_or_insert_with(|| RestartTracker::new(&spec));
