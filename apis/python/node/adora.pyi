@@ -34,6 +34,9 @@ class Node:
         """Sends a pyarrow array, bytes, a buffer, a numpy array (flattened) or a list."""
     def allocate(self, size: int) -> memoryview:
         """A writable memoryview to fill in place and send without a copy (4 KiB and more)."""
+    def update_lock(self, reason: str) -> "UpdateLock":
+        """Holds off `cluster upgrade` / `cluster drain` of this machine until released:
+        ``with node.update_lock("grasping"): ...``. Raises RuntimeError when refused."""
     def samples_in_flight(self) -> int:
         """How many of this node's shared samples a receiver still holds."""
     def node_id(self) -> str: ...
@@ -41,3 +44,13 @@ class Node:
 
 class AllocatedSample:
     """The owner of a memoryview made by ``Node.allocate`` (internal)."""
+
+class UpdateLock:
+    """A held update lock (``Node.update_lock``); released by ``release()``, at the end of a
+    ``with`` block, or when the node exits."""
+
+    reason: Optional[str]
+    held: bool
+    def release(self) -> None: ...
+    def __enter__(self) -> "UpdateLock": ...
+    def __exit__(self, *args: Any) -> bool: ...

@@ -174,6 +174,9 @@ pub(crate) struct Coordinator {
     /// The coordinator's tasks (what must wait for the store runs there); set by
     /// [`crate::start`].
     pub tasks: adora_tasks::Tasks,
+    /// Cordons, update locks, claims and drains, by machine name (`maintenance.rs`).
+    pub maintenance:
+        std::collections::BTreeMap<String, adora_message::maintenance::MachineMaintenance>,
 }
 
 /// Sends a reply to a client; a client that went away is simply gone.
@@ -202,6 +205,7 @@ impl Coordinator {
             node_stats: Default::default(),
             enrollment: Default::default(),
             tasks: Default::default(),
+            maintenance: Default::default(),
         }
     }
 

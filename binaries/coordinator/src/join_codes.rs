@@ -28,7 +28,7 @@ use adora_store::{now_ms, CertRecord, JoinCodeRecord, StoreError};
 use tokio::sync::oneshot;
 
 use crate::{
-    actor::{reply, ClientTx, Coordinator, Outgoing},
+    actor::{ClientTx, Coordinator, Outgoing},
     certs::{CertEntry, CertRegistry},
     requests::error,
 };
@@ -136,22 +136,6 @@ impl Coordinator {
             Ok(Err(e)) => tracing::error!("cannot load the join codes and certificates: {e}"),
             Err(e) => tracing::error!("cannot load the join codes and certificates: {e}"),
         }
-    }
-
-    /// Answers `reply` on `tx` once the store has every write queued so far; an error instead
-    /// when it could not store them.
-    fn reply_when_stored(&self, tx: ClientTx, id: u64, answer: ControlReply) {
-        let store = self.store.clone();
-        self.tasks
-            .spawn_blocking("storing a join code change", move || match store.sync() {
-                Ok(()) => reply(&tx, id, answer),
-                Err(e) => error(
-                    &tx,
-                    id,
-                    ErrorKind::Internal,
-                    format!("the change could not be stored, so it may not last: {e}"),
-                ),
-            });
     }
 
     /// `adora cluster join-code create`.

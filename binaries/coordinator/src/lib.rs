@@ -23,6 +23,7 @@ mod enroll;
 mod http;
 mod idempotency;
 mod join_codes;
+mod maintenance;
 mod metrics;
 mod recovery;
 mod requests;

@@ -71,10 +71,11 @@ impl Coordinator {
                 store.machines()?,
                 store.requests()?,
                 store.builds()?,
+                store.maintenance()?,
             ))
         })
         .await;
-        let (mut flows, machines, requests, builds) = match loaded {
+        let (mut flows, machines, requests, builds, maintenance) = match loaded {
             Ok(Ok(loaded)) => loaded,
             Ok(Err(e)) => return tracing::error!("cannot load the coordinator's state: {e}"),
             Err(e) => return tracing::error!("cannot load the coordinator's state: {e}"),
@@ -111,6 +112,10 @@ impl Coordinator {
         }
         self.requests.load(requests);
         self.builds = builds.into_iter().map(|b| (b.id, b)).collect();
+        self.maintenance = maintenance
+            .into_iter()
+            .map(|m| (m.machine.clone(), m))
+            .collect();
         self.prune(now_ms());
         tracing::info!(
             "loaded {} dataflow(s) ({live} to reclaim) and {} machine(s) from the store",

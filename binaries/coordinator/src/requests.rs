@@ -71,6 +71,12 @@ impl Coordinator {
             }
             ControlRequest::RevokeJoinCode { id: code } => self.revoke_join_code(&code, tx, id),
             ControlRequest::RevokeMachine { machine } => self.revoke_machine(&machine, tx, id),
+            request @ (ControlRequest::Maintenance
+            | ControlRequest::SetCordon { .. }
+            | ControlRequest::SetOperatorLock { .. }
+            | ControlRequest::Claim { .. }
+            | ControlRequest::ReleaseClaim { .. }
+            | ControlRequest::Drain { .. }) => self.maintenance_request(request, tx, id),
             ControlRequest::ListCertificates => {
                 reply(&tx, id, ControlReply::Certificates(self.certificates()))
             }
@@ -229,6 +235,9 @@ impl Coordinator {
                     registered_ms_ago: d.registered_at.elapsed().as_millis() as u64,
                     machine: self.node_stats.machine(d.name()).cloned(),
                     systemd_unit: d.systemd_unit.clone(),
+                    state: self.maintenance_of(d.name()).state(adora_store::now_ms()),
+                    unavailable: self.unavailable(d.name()),
+                    maintenance: self.maintenance.get(d.name()).cloned(),
                 })
                 .collect(),
             running_dataflows: self

@@ -183,6 +183,7 @@ impl Coordinator {
             .map(|&i| Candidate {
                 machine_id: self.daemons[i].machine_id.clone(),
                 labels: self.daemons[i].labels.clone(),
+                unavailable: self.unavailable(self.daemons[i].name()),
             })
             .collect();
         match placement::place(descriptor, &candidates) {

@@ -55,6 +55,8 @@ pub(crate) struct Daemon {
     pub(crate) link_ip: Option<std::net::IpAddr>,
     /// Zenoh over mutual TLS with these files; `None`: plain TCP.
     pub(crate) zenoh_tls: Option<crate::config::ZenohTls>,
+    /// The update locks of this daemon's nodes.
+    pub(crate) locks: crate::locks::Locks,
 }
 
 /// The daemon's Zenoh session, opened on the first `Peers` command.
@@ -94,6 +96,7 @@ impl Daemon {
             remote_reports: None,
             link_ip: None,
             zenoh_tls: None,
+            locks: Default::default(),
         })
     }
 
@@ -238,9 +241,25 @@ impl Daemon {
                 node,
                 status,
                 stderr_tail,
-            } => self.settle(dataflow, |df, env| {
-                df.node_exited(&node, status, stderr_tail, env.events)
-            }),
+            } => {
+                self.locks.node_exited(dataflow, &node);
+                self.settle(dataflow, |df, env| {
+                    df.node_exited(&node, status, stderr_tail, env.events)
+                })
+            }
+            Event::TakeLock {
+                dataflow,
+                node,
+                lock,
+                reason,
+                reply,
+            } => self.take_lock(dataflow, node, lock, reason, reply),
+            Event::ReleaseLock {
+                dataflow,
+                node,
+                lock,
+            } => self.locks.release(dataflow, &node, lock),
+            Event::LockTimeout { request } => self.locks.timed_out(request),
             Event::TimerTick { dataflow, interval } => self.timer_tick(dataflow, interval),
             event @ Event::LogLine { .. } => self.log_line(event),
             Event::InputDeadlines { dataflow } => self.with(dataflow, |df, _| df.expire_inputs()),

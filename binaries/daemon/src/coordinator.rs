@@ -65,8 +65,9 @@ pub(crate) async fn run_link(
                 if commands.send(report).await.is_err() {
                     return None;
                 }
-                let running = rx.await.unwrap_or_default();
-                let registration = identity.registration(&config, running);
+                let (running, locks) = rx.await.unwrap_or_default();
+                let mut registration = identity.registration(&config, running);
+                registration.locks = locks;
                 let register = Envelope::new(0, DaemonMessage::Register(registration));
                 if let Err(e) = conn.send(&register).await {
                     tracing::warn!("cannot register with the coordinator at {addr}: {e}");
@@ -143,6 +144,7 @@ impl Identity {
             adora_version: adora_message::ADORA_VERSION.to_owned(),
             instance: Some(self.instance),
             systemd_unit: self.systemd_unit.clone(),
+            locks: Vec::new(),
         }
     }
 }

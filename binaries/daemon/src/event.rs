@@ -108,6 +108,22 @@ pub(crate) enum Event {
         node: NodeId,
         output: DataId,
     },
+    /// A node asks for an update lock (answered on its control connection).
+    TakeLock {
+        dataflow: Uuid,
+        node: NodeId,
+        lock: u64,
+        reason: String,
+        reply: crate::locks::LockReply,
+    },
+    /// A node released an update lock.
+    ReleaseLock {
+        dataflow: Uuid,
+        node: NodeId,
+        lock: u64,
+    },
+    /// The coordinator did not answer a lock request in time.
+    LockTimeout { request: u64 },
 }
 
 impl Event {
@@ -134,6 +150,9 @@ impl Event {
             Event::RemoteOpened(_) => "remote_opened",
             Event::Remote(_) => "remote",
             Event::RemoteMatched { .. } => "remote_matched",
+            Event::TakeLock { .. } => "take_lock",
+            Event::ReleaseLock { .. } => "release_lock",
+            Event::LockTimeout { .. } => "lock_timeout",
         }
     }
 }
@@ -176,7 +195,14 @@ pub(crate) fn request_event(dataflow: Uuid, node: &NodeId, request: NodeRequest)
             node,
             tokens,
         },
-        NodeRequest::Register { .. } | NodeRequest::NextEvents { .. } => return None,
+        NodeRequest::ReleaseUpdateLock { lock } => Event::ReleaseLock {
+            dataflow,
+            node,
+            lock,
+        },
+        NodeRequest::Register { .. }
+        | NodeRequest::NextEvents { .. }
+        | NodeRequest::TakeUpdateLock { .. } => return None,
     })
 }
 

@@ -17,6 +17,7 @@ mod error;
 mod event;
 mod fd_limit;
 pub mod git_source;
+mod locks;
 mod node_conn;
 pub mod node_env;
 mod node_logs;
@@ -88,6 +89,7 @@ pub async fn run(config: ServiceConfig, shutdown: CancellationToken) -> Result<(
         config.zenoh_tls.clone(),
         reports_tx.clone(),
     );
+    daemon.locks = locks::Locks::with_coordinator(reports_tx.clone());
     let mut service =
         actor::service::Service::new(reports_tx, config.log_root.clone(), tasks.clone());
     let distribution = distribute::Context {

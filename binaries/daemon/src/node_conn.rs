@@ -137,28 +137,57 @@ impl Ctx {
         let mut batch = Vec::new();
         loop {
             let request: NodeRequest = read_frame_async(&mut reader, buf).await?;
-            self.push_request(&mut batch, request);
-            while batch.len() < MAX_CONTROL_BATCH {
+            let mut lock = self.push_request(&mut batch, request);
+            while batch.len() < MAX_CONTROL_BATCH && lock.is_none() {
                 match buffered_frame(&mut reader)? {
-                    Some(request) => self.push_request(&mut batch, request),
+                    Some(request) => lock = self.push_request(&mut batch, request),
                     None => break,
                 }
             }
-            let event = match batch.len() {
-                0 => continue,
-                1 => batch.pop().expect("one event"),
-                _ => Event::Batch {
-                    dataflow: self.dataflow,
-                    events: std::mem::take(&mut batch),
-                },
-            };
-            if self.events.send(event).await.is_err() {
-                return Ok(());
+            if !batch.is_empty() {
+                let event = match batch.len() {
+                    1 => batch.pop().expect("one event"),
+                    _ => Event::Batch {
+                        dataflow: self.dataflow,
+                        events: std::mem::take(&mut batch),
+                    },
+                };
+                if self.events.send(event).await.is_err() {
+                    return Ok(());
+                }
+            }
+            if let Some((lock, reason)) = lock {
+                // Everything the node sent before is routed first; its answer is the only
+                // frame the daemon writes on this connection after registering.
+                let answer = self.take_lock(lock, reason).await;
+                write_frame_async(reader.get_mut(), &DaemonReply::UpdateLock(answer)).await?;
             }
         }
     }
 
-    fn push_request(&self, batch: &mut Vec<Event>, request: NodeRequest) {
+    /// Asks the actor for an update lock and waits for its answer.
+    async fn take_lock(&self, lock: u64, reason: String) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        let event = Event::TakeLock {
+            dataflow: self.dataflow,
+            node: self.node.clone(),
+            lock,
+            reason,
+            reply: tx,
+        };
+        if self.events.send(event).await.is_err() {
+            return Err("the daemon is shutting down".into());
+        }
+        rx.await
+            .unwrap_or_else(|_| Err("the daemon is shutting down".into()))
+    }
+
+    /// Adds a request's event to the batch; a lock request is returned instead (it waits for
+    /// an answer).
+    fn push_request(&self, batch: &mut Vec<Event>, request: NodeRequest) -> Option<(u64, String)> {
+        if let NodeRequest::TakeUpdateLock { lock, reason } = request {
+            return Some((lock, reason));
+        }
         match request_event(self.dataflow, &self.node, request) {
             Some(event) => batch.push(event),
             None => tracing::warn!(
@@ -166,6 +195,7 @@ impl Ctx {
                 self.node
             ),
         }
+        None
     }
 
     /// The events connection: the node asks (`NextEvents`, with the samples it dropped since its

@@ -41,6 +41,33 @@ pub struct Policy {
     pub healthy_deadline: Duration,
     /// Roll a machine that failed after the swap back to its previous binary.
     pub auto_revert: bool,
+    /// How long to wait for a machine's update locks to be released.
+    pub lock_timeout: Duration,
+    /// What a machine still locked at `lock_timeout` does to the rollout.
+    pub on_lock_timeout: OnLockTimeout,
+    /// Upgrade locked machines anyway.
+    pub force: bool,
+}
+
+/// What a machine still locked at the lock timeout does to the rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnLockTimeout {
+    /// Leave it untouched ([`Outcome::Locked`]) and go on with the others; the rollout fails.
+    Skip,
+    /// Stop the rollout there, like any failed machine.
+    Fail,
+}
+
+/// How often a locked machine is asked again.
+pub const LOCK_POLL: Duration = Duration::from_secs(2);
+
+/// Why a machine could not be claimed for the upgrade.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimError {
+    /// It has update locks (the message names them); asked again until the lock timeout.
+    Locked(String),
+    /// Anything else (another operation has it, the coordinator does not answer).
+    Refused(StepError),
 }
 
 /// A step of one machine's upgrade.
@@ -49,6 +76,8 @@ pub struct Policy {
 pub enum Step {
     /// SSH connection, install directory and how the daemon runs.
     Connect,
+    /// The machine taken for the upgrade at the coordinator, once its update locks are gone.
+    Claim,
     /// The binary copied to a temporary file beside the installed one, SHA-256 checked there.
     Copy,
     /// The copy runs there (`--version`) and can talk to the coordinator.
@@ -69,6 +98,7 @@ impl std::fmt::Display for Step {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Connect => "connect",
+            Self::Claim => "claim (update locks released)",
             Self::Copy => "copy binary (sha256 checked)",
             Self::Check => "check new binary",
             Self::Swap => "swap binary",
@@ -118,6 +148,8 @@ pub enum Outcome {
     Unreachable,
     /// Not touched, because the rollout stopped.
     Untouched,
+    /// Not touched: its update locks were held until the lock timeout.
+    Locked,
 }
 
 /// How long one step took.
@@ -185,6 +217,13 @@ pub enum Progress<'a> {
     },
     /// Machine `id` is done.
     Done(&'a MachineReport),
+    /// Machine `id` waits for its update locks (`why` names them); said again when it changes.
+    Waiting {
+        /// Machine id.
+        id: &'a str,
+        /// Who holds the locks and why.
+        why: &'a str,
+    },
 }
 
 /// The remote side of the rollout: one machine's steps, each on the connection `connect` opened.
@@ -215,6 +254,11 @@ pub trait RolloutHost {
     async fn daemon_log(&self, conn: &mut Self::Conn) -> String;
     /// Closes the connection.
     async fn close(&self, conn: Self::Conn);
+    /// Takes the machine for the upgrade at the coordinator (refused while another operation
+    /// has it, or while it has update locks unless `force`), and keeps it until `release`.
+    async fn claim(&self, machine: &Machine, force: bool) -> Result<(), ClaimError>;
+    /// Gives the machine back (best effort: an unreleased claim lapses).
+    async fn release(&self, machine: &Machine);
 }
 
 /// Upgrades `machines` per `policy`; returns one report per machine, in order.
@@ -305,7 +349,7 @@ async fn roll<H: RolloutHost>(
             break;
         };
         finished += 1;
-        failed |= report.outcome != Outcome::Upgraded;
+        failed |= !matches!(report.outcome, Outcome::Upgraded | Outcome::Locked);
         progress(Progress::Done(&report));
         reports[i] = Some(report);
     }
@@ -377,7 +421,7 @@ struct Ctx<'a, H> {
 async fn upgrade_one<H: RolloutHost>(
     host: &H,
     m: &Machine,
-    mut conn: H::Conn,
+    conn: H::Conn,
     policy: &Policy,
     progress: &dyn Fn(Progress<'_>),
 ) -> MachineReport {
@@ -386,6 +430,70 @@ async fn upgrade_one<H: RolloutHost>(
         begin: Instant::now(),
         progress,
     };
+    if let Err((outcome, e)) = run
+        .step(Step::Claim, claim(host, m, policy, progress))
+        .await
+        .map_err(|e| {
+            let outcome = match policy.on_lock_timeout {
+                OnLockTimeout::Skip if e.hint.as_deref() == Some(LOCKED_HINT) => Outcome::Locked,
+                _ => Outcome::Failed,
+            };
+            (outcome, e)
+        })
+    {
+        host.close(conn).await;
+        return run.end(outcome, Some(e));
+    }
+    let report = upgrade_claimed(host, m, conn, policy, run).await;
+    host.release(m).await;
+    report
+}
+
+/// The hint of a machine still locked at the lock timeout.
+const LOCKED_HINT: &str =
+    "wait for the lock holders, raise --lock-timeout, or upgrade anyway with --force";
+
+/// Claims the machine, asking again while it is locked, until the policy's lock timeout.
+async fn claim<H: RolloutHost>(
+    host: &H,
+    m: &Machine,
+    policy: &Policy,
+    progress: &dyn Fn(Progress<'_>),
+) -> Result<(), StepError> {
+    let deadline = Instant::now() + policy.lock_timeout;
+    let mut last = String::new();
+    loop {
+        match host.claim(m, policy.force).await {
+            Ok(()) => return Ok(()),
+            Err(ClaimError::Refused(e)) => return Err(e),
+            Err(ClaimError::Locked(why)) => {
+                if Instant::now() >= deadline {
+                    return Err(StepError::new(
+                        format!("still locked after {:?}: {why}", policy.lock_timeout),
+                        LOCKED_HINT,
+                    ));
+                }
+                if why != last {
+                    progress(Progress::Waiting {
+                        id: &m.id,
+                        why: &why,
+                    });
+                    last = why;
+                }
+            }
+        }
+        tokio::time::sleep(LOCK_POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
+    }
+}
+
+/// The steps of a claimed machine, then its outcome.
+async fn upgrade_claimed<H: RolloutHost>(
+    host: &H,
+    m: &Machine,
+    mut conn: H::Conn,
+    policy: &Policy,
+    mut run: Run<'_>,
+) -> MachineReport {
     let before = host.observe(m).await.unwrap_or_default();
     let old_version = before.daemon.as_ref().map(|d| d.version.clone());
     run.report.version = old_version.clone();

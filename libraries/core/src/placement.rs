@@ -7,6 +7,9 @@
 //!    superset (exact string match);
 //! 3. neither → the first daemon registered without a machine id.
 //!
+//! A daemon whose machine is cordoned or draining (`Candidate::unavailable`) takes no new node:
+//! labels and unnamed nodes skip it, a node pinned to it fails with the reason.
+//!
 //! `deploy` here is the node's effective one (`_unstable_deploy` is the same field, and the
 //! root `deploy` is merged in at load time), so placement never looks at the root itself.
 
@@ -15,12 +18,14 @@ use std::{collections::BTreeMap, fmt};
 use crate::{Descriptor, NodeId, NodeSpec};
 
 /// What placement needs to know about a connected daemon.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Candidate {
     /// Machine id, if the daemon has one.
     pub machine_id: Option<String>,
     /// Its labels.
     pub labels: BTreeMap<String, String>,
+    /// Why it takes no new nodes (`cordoned: <reason>`, `draining`), if it does not.
+    pub unavailable: Option<String>,
 }
 
 /// Why one node could not be placed.
@@ -32,6 +37,13 @@ pub enum PlacementFailure {
     NoLabels(BTreeMap<String, String>),
     /// No daemon without a machine id is connected.
     NoUnnamed,
+    /// The node is pinned to a machine that takes no new nodes.
+    Unavailable {
+        /// The machine.
+        machine: String,
+        /// Why (`cordoned: <reason>`, `draining`).
+        reason: String,
+    },
 }
 
 impl fmt::Display for PlacementFailure {
@@ -46,6 +58,7 @@ impl fmt::Display for PlacementFailure {
                 write!(f, "no daemon matches labels {{{}}}", pairs.join(", "))
             }
             Self::NoUnnamed => f.write_str("no unnamed daemon connected"),
+            Self::Unavailable { machine, reason } => write!(f, "machine {machine:?} is {reason}"),
         }
     }
 }
@@ -64,24 +77,32 @@ pub struct PlacementError {
 pub fn place_node(node: &NodeSpec, daemons: &[Candidate]) -> Result<usize, PlacementFailure> {
     let deploy = node.deploy();
     if let Some(machine) = &deploy.machine {
-        daemons
+        let i = daemons
             .iter()
             .position(|d| d.machine_id.as_deref() == Some(machine.as_str()))
-            .ok_or_else(|| PlacementFailure::NoMachine(machine.clone()))
+            .ok_or_else(|| PlacementFailure::NoMachine(machine.clone()))?;
+        match &daemons[i].unavailable {
+            Some(reason) => Err(PlacementFailure::Unavailable {
+                machine: machine.clone(),
+                reason: reason.clone(),
+            }),
+            None => Ok(i),
+        }
     } else if !deploy.labels.is_empty() {
         daemons
             .iter()
             .position(|d| {
-                deploy
-                    .labels
-                    .iter()
-                    .all(|(k, v)| d.labels.get(k) == Some(v))
+                d.unavailable.is_none()
+                    && deploy
+                        .labels
+                        .iter()
+                        .all(|(k, v)| d.labels.get(k) == Some(v))
             })
             .ok_or_else(|| PlacementFailure::NoLabels(deploy.labels.clone()))
     } else {
         daemons
             .iter()
-            .position(|d| d.machine_id.is_none())
+            .position(|d| d.unavailable.is_none() && d.machine_id.is_none())
             .ok_or(PlacementFailure::NoUnnamed)
     }
 }

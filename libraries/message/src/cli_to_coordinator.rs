@@ -87,6 +87,60 @@ pub enum ControlRequest {
     },
     /// Every daemon certificate the coordinator issued; answered by `Certificates`.
     ListCertificates,
+    /// The maintenance state of every machine the coordinator knows (`adora cluster status`);
+    /// answered by `Maintenance`.
+    Maintenance,
+    /// Cordon a machine (`reason: Some`) or uncordon it (`None`): new placements skip a
+    /// cordoned machine, running work stays (`adora cluster cordon|uncordon`). Answered by
+    /// `Maintenance` with that machine.
+    SetCordon {
+        /// The machine (machine id, or hostname of an unnamed daemon).
+        machine: String,
+        /// Why; `None` uncordons (and forgets a finished drain).
+        reason: Option<String>,
+    },
+    /// Take (`reason: Some`) or release (`None`) the operator's update lock on a machine
+    /// (`adora cluster lock|unlock`). Answered by `Maintenance` with that machine.
+    SetOperatorLock {
+        /// The machine.
+        machine: String,
+        /// Why; `None` releases it.
+        reason: Option<String>,
+    },
+    /// Claim a machine for a maintenance operation, or renew the claim (same `id`). Refused with
+    /// `Busy` while another operation has it, and with `Locked` while it has update locks (unless
+    /// `force`). Answered by `Maintenance` with that machine.
+    Claim {
+        /// The machine.
+        machine: String,
+        /// The operation.
+        operation: crate::maintenance::Operation,
+        /// The client's id for this operation on this machine.
+        id: uuid::Uuid,
+        /// How long the claim lasts unless renewed.
+        lease: Duration,
+        /// Take it even while update locks are held.
+        force: bool,
+    },
+    /// End a claim (a no-op when `id` does not hold it). Answered by `Maintenance`.
+    ReleaseClaim {
+        /// The machine.
+        machine: String,
+        /// The id it was claimed with.
+        id: uuid::Uuid,
+    },
+    /// Drain a machine (`adora cluster drain`): cordon it, move its label-placed and unnamed
+    /// nodes live to other machines, stop its pinned nodes at the deadline. Refused like `Claim`
+    /// while another operation has the machine or it has update locks (unless `force`).
+    /// Answered by `Maintenance` as soon as the drain started; it goes on in the coordinator.
+    Drain {
+        /// The machine.
+        machine: String,
+        /// When pinned nodes are stopped, from now.
+        deadline: Duration,
+        /// Stop pinned nodes at once and ignore update locks.
+        force: bool,
+    },
 }
 
 /// Parameters of [`ControlRequest::Start`].
@@ -241,6 +295,31 @@ mod tests {
             machine: "robot".into(),
         });
         round_trip(ControlRequest::ListCertificates);
+        round_trip(ControlRequest::Maintenance);
+        round_trip(ControlRequest::SetCordon {
+            machine: "robot".into(),
+            reason: Some("battery swap".into()),
+        });
+        round_trip(ControlRequest::SetOperatorLock {
+            machine: "robot".into(),
+            reason: None,
+        });
+        round_trip(ControlRequest::Claim {
+            machine: "robot".into(),
+            operation: crate::maintenance::Operation::Upgrade,
+            id: uuid::Uuid::new_v4(),
+            lease: Duration::from_secs(60),
+            force: false,
+        });
+        round_trip(ControlRequest::ReleaseClaim {
+            machine: "robot".into(),
+            id: uuid::Uuid::new_v4(),
+        });
+        round_trip(ControlRequest::Drain {
+            machine: "robot".into(),
+            deadline: Duration::from_secs(3600),
+            force: true,
+        });
         round_trip(ControlRequest::Idempotent {
             request_id: uuid::Uuid::new_v4(),
             request: Box::new(ControlRequest::Restart {

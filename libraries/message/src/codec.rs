@@ -150,6 +150,11 @@ mod tests {
         });
         round_trip(NodeRequest::CloseOutputs(vec!["frames".into()]));
         round_trip(NodeRequest::ReportDropTokens(vec![1, 2]));
+        round_trip(NodeRequest::TakeUpdateLock {
+            lock: 1,
+            reason: "grasping".into(),
+        });
+        round_trip(NodeRequest::ReleaseUpdateLock { lock: 1 });
         round_trip(NodeRequest::NextEvents {
             dropped: Vec::new(),
         });
@@ -162,6 +167,9 @@ mod tests {
     fn daemon_replies_round_trip() {
         round_trip(DaemonReply::Registered(Ok(())));
         round_trip(DaemonReply::Registered(Err("unknown node".into())));
+        round_trip(DaemonReply::UpdateLock(Err(
+            "machine `robot` is being upgraded".into(),
+        )));
         round_trip(DaemonReply::Events {
             events: vec![
                 NodeEvent::Input {

@@ -166,6 +166,10 @@ pub enum ErrorKind {
     InvalidRequest,
     /// Something unexpected on the coordinator.
     Internal,
+    /// Another maintenance operation has the machine.
+    Busy,
+    /// The machine has update locks.
+    Locked,
 }
 
 /// An error that crosses the wire: a kind plus a message for the user.

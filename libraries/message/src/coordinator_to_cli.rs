@@ -85,6 +85,9 @@ pub enum ControlReply {
     MachineRevoked(crate::enroll::MachineRevoked),
     /// Answer to `ListCertificates`, oldest first.
     Certificates(Vec<crate::enroll::CertificateInfo>),
+    /// Answer to `Maintenance`, `SetCordon`, `SetOperatorLock`, `Claim`, `ReleaseClaim` and
+    /// `Drain`: the machines concerned, by name.
+    Maintenance(Vec<crate::maintenance::MachineMaintenance>),
 }
 
 /// One row of `adora list`.
@@ -156,6 +159,15 @@ pub struct DaemonStatus {
     /// that predates this field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub systemd_unit: Option<String>,
+    /// Its lifecycle state (`ready`, `cordoned`, `draining`, `upgrading`).
+    #[serde(default)]
+    pub state: crate::maintenance::MachineState,
+    /// Why it takes no new nodes, if it does not (placement skips it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
+    /// Its cordon, update locks, claim and drain (`None` when there are none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<crate::maintenance::MachineMaintenance>,
 }
 
 #[cfg(test)]
@@ -225,6 +237,16 @@ mod tests {
                 registered_ms_ago: 4500,
                 machine: None,
                 systemd_unit: Some("adora-daemon-robot.service".into()),
+                state: crate::maintenance::MachineState::Cordoned,
+                unavailable: Some("cordoned: battery swap".into()),
+                maintenance: Some(crate::maintenance::MachineMaintenance {
+                    machine: "robot".into(),
+                    cordon: Some(crate::maintenance::Cordon {
+                        reason: "battery swap".into(),
+                        since_ms: 1,
+                    }),
+                    ..Default::default()
+                }),
             }],
             running_dataflows: 1,
         }));
@@ -273,6 +295,9 @@ mod tests {
                 disconnected: true,
             },
         ));
+        round_trip(ControlReply::Maintenance(vec![
+            crate::maintenance::MachineMaintenance::new("robot"),
+        ]));
         round_trip(ControlReply::Certificates(vec![
             crate::enroll::CertificateInfo {
                 machine_id: "robot".into(),

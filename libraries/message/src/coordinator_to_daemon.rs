@@ -2,6 +2,7 @@
 
 use std::{collections::BTreeSet, path::PathBuf, time::Duration};
 
+use crate::control::ControlError;
 use adora_core::{descriptor::Distribute, Descriptor, NodeId, NodeSpec};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -78,6 +79,14 @@ pub enum DaemonCommand {
     /// Answer to a `Register` the coordinator does not accept; the connection is closed right
     /// after and the daemon exits (non-zero) with this error instead of reconnecting.
     Refused(RegistrationRefused),
+    /// Answer to `DaemonMessage::TakeLock`: `Err` says why the lock was refused (the machine is
+    /// being upgraded or drained).
+    LockAnswer {
+        /// The daemon's request number.
+        request: u64,
+        /// The outcome.
+        result: Result<(), ControlError>,
+    },
 }
 
 /// Why the coordinator refused a daemon's registration.
@@ -199,6 +208,13 @@ mod tests {
         let plain = "nodes:\n  - id: a\n    path: ./a\n";
         let built = "nodes:\n  - id: a\n    path: ./a\n    build: make\n";
         round_trip(DaemonCommand::Heartbeat);
+        round_trip(DaemonCommand::LockAnswer {
+            request: 3,
+            result: Err(ControlError::new(
+                crate::control::ErrorKind::Busy,
+                "machine `robot` is being upgraded",
+            )),
+        });
         round_trip(DaemonCommand::Spawn(spawn_a(
             id,
             plain,

@@ -80,6 +80,23 @@ pub enum DaemonMessage {
         /// Locators other daemons connect to (`tcp/<ip>:<port>`).
         locators: Vec<String>,
     },
+    /// A node asks for an update lock on this machine; answered by `LockAnswer`.
+    TakeLock {
+        /// The daemon's request number (the answer carries it).
+        request: u64,
+        /// The lock.
+        lock: crate::maintenance::NodeLock,
+    },
+    /// A node released update locks (it dropped them, or exited: then `locks` is empty, meaning
+    /// all of them).
+    ReleaseLocks {
+        /// The node's dataflow.
+        dataflow: Uuid,
+        /// The node.
+        node: NodeId,
+        /// The locks released; empty for every lock of the node.
+        locks: Vec<u64>,
+    },
 }
 
 /// Who the daemon is and what it runs.
@@ -109,6 +126,9 @@ pub struct DaemonRegistration {
     /// started otherwise (`cluster up`, by hand): `cluster down` leaves services running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub systemd_unit: Option<String>,
+    /// The update locks its nodes hold (a restarted coordinator learns them again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locks: Vec<crate::maintenance::NodeLock>,
 }
 
 #[cfg(test)]
@@ -139,7 +159,27 @@ mod tests {
             adora_version: "0.1.0".into(),
             instance: Some(Uuid::new_v4()),
             systemd_unit: Some("adora-daemon-robot.service".into()),
+            locks: vec![crate::maintenance::NodeLock {
+                dataflow: id,
+                node: "a".into(),
+                lock: 1,
+                reason: "grasping".into(),
+            }],
         }));
+        round_trip(DaemonMessage::TakeLock {
+            request: 7,
+            lock: crate::maintenance::NodeLock {
+                dataflow: id,
+                node: "a".into(),
+                lock: 2,
+                reason: "welding".into(),
+            },
+        });
+        round_trip(DaemonMessage::ReleaseLocks {
+            dataflow: id,
+            node: "a".into(),
+            locks: vec![],
+        });
         round_trip(DaemonMessage::Heartbeat {
             nodes: vec![],
             machine: None,

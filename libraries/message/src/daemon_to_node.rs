@@ -24,6 +24,9 @@ pub enum DaemonReply {
     /// Pushed on the drops channel: tokens of samples every receiver released. Empty means the
     /// node is shutting down.
     FreedSamples(Vec<u64>),
+    /// Answer to `TakeUpdateLock` (control channel): `Err` says why the lock was refused (the
+    /// machine is being upgraded or drained, the coordinator is not reachable).
+    UpdateLock(Result<(), String>),
 }
 
 /// An event delivered to a node.

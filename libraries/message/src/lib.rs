@@ -24,6 +24,7 @@ pub mod daemon_to_node;
 pub mod distribute;
 pub mod enroll;
 pub mod envelope;
+pub mod maintenance;
 pub mod node_to_daemon;
 pub mod stats;
 

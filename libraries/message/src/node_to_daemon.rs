@@ -57,4 +57,19 @@ pub enum NodeRequest {
         /// as a [`NodeRequest::ReportDropTokens`] before the request).
         dropped: Vec<u64>,
     },
+    /// Take an update lock on the node's machine (control channel): maintenance (`cluster
+    /// upgrade`, `cluster drain`) waits until it is released. Answered on the control channel by
+    /// `DaemonReply::UpdateLock` once the coordinator recorded it (or refused it).
+    TakeUpdateLock {
+        /// The lock's number, chosen by the node (unique within the node).
+        lock: u64,
+        /// Why (shown to operators).
+        reason: String,
+    },
+    /// Release an update lock (control channel, no reply). A node's locks are also released when
+    /// it exits.
+    ReleaseUpdateLock {
+        /// The lock's number.
+        lock: u64,
+    },
 }

@@ -7,7 +7,11 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use adora_message::{codec::write_frame, node_to_daemon::NodeRequest};
+use adora_message::{
+    codec::{read_frame, write_frame},
+    daemon_to_node::DaemonReply,
+    node_to_daemon::NodeRequest,
+};
 
 use crate::error::NodeError;
 
@@ -33,6 +37,23 @@ impl ControlChannel {
     pub(crate) fn send(&self, request: &NodeRequest) -> Result<(), NodeError> {
         write_frame(&mut *self.lock(), request)?;
         Ok(())
+    }
+
+    /// Sends a `TakeUpdateLock` and reads the daemon's answer, holding the connection so no other
+    /// thread's frame comes in between (they wait for the answer, which is rare and short).
+    pub(crate) fn request_lock(
+        &self,
+        request: &NodeRequest,
+    ) -> Result<Result<(), String>, NodeError> {
+        let mut stream = self.lock();
+        write_frame(&mut *stream, request)?;
+        let mut buf = Vec::new();
+        match read_frame::<DaemonReply>(&mut *stream, &mut buf)? {
+            DaemonReply::UpdateLock(answer) => Ok(answer),
+            other => Err(NodeError::Protocol(format!(
+                "expected the answer to an update lock request, got {other:?}"
+            ))),
+        }
     }
 
     /// Best effort: if the daemon is gone there is nobody left to tell.

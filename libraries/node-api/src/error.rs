@@ -39,4 +39,8 @@ pub enum NodeError {
     /// The daemon answered with an unexpected message.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// An update lock was refused (the machine is being upgraded or drained, the coordinator
+    /// is not reachable).
+    #[error("update lock refused: {0}")]
+    UpdateLock(String),
 }

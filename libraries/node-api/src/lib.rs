@@ -30,6 +30,7 @@ mod error;
 mod event;
 mod node;
 mod type_check;
+mod update_lock;
 
 pub use adora_core::{DataId, NodeId};
 pub use adora_message::{Metadata, Parameter};
@@ -38,3 +39,4 @@ pub use error::NodeError;
 pub use event::{Event, EventStream};
 pub use node::AdoraNode;
 pub use type_check::RUNTIME_TYPE_CHECK_ENV;
+pub use update_lock::UpdateLock;

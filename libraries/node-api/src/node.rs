@@ -249,6 +249,24 @@ impl AdoraNode {
         self.control.send(&NodeRequest::CloseOutputs(outputs))
     }
 
+    /// Takes an update lock on this node's machine: until the returned guard is dropped (or the
+    /// node exits), `adora cluster upgrade` and `adora cluster drain` wait for the machine.
+    /// Blocks until the coordinator recorded the lock; refused (`NodeError::UpdateLock`) while
+    /// such an operation already has the machine. Under `adora run` it is granted at once.
+    ///
+    /// ```no_run
+    /// # fn grasp() {}
+    /// # let (node, _events) = adora_node_api::AdoraNode::init_from_env()?;
+    /// {
+    ///     let _lock = node.update_lock("grasping")?;
+    ///     grasp(); // no upgrade or drain of this machine starts meanwhile
+    /// } // released here
+    /// # Ok::<(), adora_node_api::NodeError>(())
+    /// ```
+    pub fn update_lock(&self, reason: &str) -> Result<crate::UpdateLock, NodeError> {
+        crate::UpdateLock::take(self.control.clone(), reason)
+    }
+
     /// Number of this node's shared-memory samples still held by receivers.
     pub fn samples_in_flight(&self) -> usize {
         lock_pool(&self.pool).in_flight()

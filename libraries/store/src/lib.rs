@@ -23,6 +23,7 @@ use adora_message::{
     control::{DataflowOutcome, DataflowStatus, Labels},
     coordinator_to_cli::ControlReply,
     enroll::JoinCodeState,
+    maintenance::MachineMaintenance,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -304,6 +305,12 @@ pub trait Store: Send + Sync + 'static {
     fn certs(&self) -> Result<Vec<CertRecord>, StoreError>;
     /// Forgets these certificates (by fingerprint); unknown ones are ignored.
     fn remove_certs(&self, fingerprints: &[String]) -> Result<(), StoreError>;
+    /// Inserts or replaces a machine's maintenance state (cordon, locks, claim, drain).
+    fn put_maintenance(&self, record: &MachineMaintenance) -> Result<(), StoreError>;
+    /// Every machine's maintenance state. Blocking: call it off the async runtime.
+    fn maintenance(&self) -> Result<Vec<MachineMaintenance>, StoreError>;
+    /// Forgets these machines' maintenance state (by name); unknown ones are ignored.
+    fn remove_maintenance(&self, machines: &[String]) -> Result<(), StoreError>;
     /// Blocks until every write queued so far is durable; an error when one of the writes
     /// committed since the last `sync` failed. What must be stored before it is answered
     /// (an enrollment, a revocation) calls it off the async runtime.
@@ -319,6 +326,7 @@ pub struct MemoryStore {
     builds: Mutex<BTreeMap<Uuid, BuildRecord>>,
     join_codes: Mutex<BTreeMap<String, JoinCodeRecord>>,
     certs: Mutex<BTreeMap<String, CertRecord>>,
+    maintenance: Mutex<BTreeMap<String, MachineMaintenance>>,
 }
 
 impl MemoryStore {
@@ -425,6 +433,25 @@ impl Store for MemoryStore {
         let mut certs = self.certs.lock()?;
         fingerprints.iter().for_each(|f| {
             certs.remove(f);
+        });
+        Ok(())
+    }
+
+    fn put_maintenance(&self, record: &MachineMaintenance) -> Result<(), StoreError> {
+        self.maintenance
+            .lock()?
+            .insert(record.machine.clone(), record.clone());
+        Ok(())
+    }
+
+    fn maintenance(&self) -> Result<Vec<MachineMaintenance>, StoreError> {
+        Ok(self.maintenance.lock()?.values().cloned().collect())
+    }
+
+    fn remove_maintenance(&self, machines: &[String]) -> Result<(), StoreError> {
+        let mut records = self.maintenance.lock()?;
+        machines.iter().for_each(|m| {
+            records.remove(m);
         });
         Ok(())
     }

@@ -24,6 +24,8 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use uuid::Uuid;
 
+use adora_message::maintenance::MachineMaintenance;
+
 use crate::{
     now_ms,
     retention::{build_expired, REQUEST_RETENTION},
@@ -45,6 +47,7 @@ const REQUESTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("request
 const BUILDS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("builds");
 const JOIN_CODES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("join_codes");
 const CERTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("certs");
+const MAINTENANCE: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("maintenance");
 const SCHEMA_KEY: &str = "schema_version";
 
 /// A table of records keyed by id.
@@ -57,6 +60,7 @@ enum Write {
     Build(BuildRecord),
     JoinCode(JoinCodeRecord),
     Cert(CertRecord),
+    Maintenance(MachineMaintenance),
     /// Removes these keys from these tables.
     Remove(&'static [Table], Vec<String>),
     /// Answered once everything queued before it is committed: with the error of a commit that
@@ -263,7 +267,14 @@ fn check_schema(db: &Database, path: &Path) -> Result<(), StoreError> {
         });
     }
     for table in [
-        DATAFLOWS, ARCHIVE, MACHINES, REQUESTS, BUILDS, JOIN_CODES, CERTS,
+        DATAFLOWS,
+        ARCHIVE,
+        MACHINES,
+        REQUESTS,
+        BUILDS,
+        JOIN_CODES,
+        CERTS,
+        MAINTENANCE,
     ] {
         txn.open_table(table).map_err(db_error)?;
     }
@@ -354,6 +365,7 @@ fn commit(
             Write::Build(b) => put(&txn, BUILDS, &b.id.to_string(), &b)?,
             Write::JoinCode(c) => put(&txn, JOIN_CODES, &c.id.clone(), &c)?,
             Write::Cert(c) => put(&txn, CERTS, &c.fingerprint.clone(), &c)?,
+            Write::Maintenance(m) => put(&txn, MAINTENANCE, &m.machine.clone(), &m)?,
             Write::Remove(tables, keys) => {
                 for table in tables {
                     let mut table = txn.open_table(*table).map_err(db_error)?;
@@ -435,6 +447,18 @@ impl Store for RedbStore {
 
     fn remove_certs(&self, fingerprints: &[String]) -> Result<(), StoreError> {
         self.send(Write::Remove(&[CERTS], fingerprints.to_vec()))
+    }
+
+    fn put_maintenance(&self, record: &MachineMaintenance) -> Result<(), StoreError> {
+        self.send(Write::Maintenance(record.clone()))
+    }
+
+    fn maintenance(&self) -> Result<Vec<MachineMaintenance>, StoreError> {
+        self.read_all(&[MAINTENANCE])
+    }
+
+    fn remove_maintenance(&self, machines: &[String]) -> Result<(), StoreError> {
+        self.send(Write::Remove(&[MAINTENANCE], machines.to_vec()))
     }
 
     fn sync(&self) -> Result<(), StoreError> {

@@ -174,6 +174,7 @@ impl SimulatedDaemon {
             adora_version: adora_message::ADORA_VERSION.to_owned(),
             instance: Some(uuid::Uuid::new_v4()),
             systemd_unit: None,
+            locks: Vec::new(),
         };
         let fail = |e: ClientError| format!("simulated daemon `{name}`: {e}");
         conn.send(&Envelope::new(0, DaemonMessage::Register(registration)))

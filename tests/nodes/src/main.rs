@@ -27,6 +27,10 @@
 //!   With `CRASH_AT=N` it exits with status 9 on message N, once per dataflow (a marker file in
 //!   the temp dir lets the restarted instance carry on).
 //!
+//! - `lock`: takes an update lock (`LOCK_REASON`, default `testing`), prints `locked` (or
+//!   `lock refused: <why>`), holds it for `LOCK_SECS` seconds (default: until Stop), prints
+//!   `released`, then waits for Stop.
+//!
 //! With `PRINT_EXE` set, any mode first prints `exe=<path of the running executable>` (binary
 //! distribution tests check which copy a daemon ran).
 
@@ -111,6 +115,7 @@ fn main() -> Result {
         "seq-source" => seq_source(),
         "relay" => relay(),
         "seq-sink" => seq_sink(),
+        "lock" => lock(),
         other => Err(format!("unknown MODE `{other}`").into()),
     }
 }
@@ -297,6 +302,36 @@ fn spin() -> Result {
     stop.store(true, Ordering::Relaxed);
     let _ = burner.join();
     println!("spin done");
+    Ok(())
+}
+
+fn lock() -> Result {
+    let (node, mut events) = AdoraNode::init_from_env()?;
+    let reason = std::env::var("LOCK_REASON").unwrap_or_else(|_| "testing".into());
+    let mut held = match node.update_lock(&reason) {
+        Ok(lock) => {
+            println!("locked");
+            Some(lock)
+        }
+        Err(e) => {
+            println!("lock refused: {e}");
+            None
+        }
+    };
+    let hold: Option<u64> = std::env::var("LOCK_SECS").ok().and_then(|v| v.parse().ok());
+    if let Some(secs) = hold {
+        if let Some(lock) = held.take() {
+            thread::sleep(Duration::from_secs(secs));
+            lock.release()?;
+            println!("released");
+        }
+    }
+    while let Some(event) = events.recv() {
+        if let Event::Stop = event {
+            break;
+        }
+    }
+    drop(held); // held until Stop
     Ok(())
 }
 

@@ -48,6 +48,49 @@ struct Node {
     dataflow_id: String,
 }
 
+/// A held update lock (`Node.update_lock`); a context manager.
+#[pyclass(module = "adora", frozen)]
+struct UpdateLock {
+    lock: Mutex<Option<adora_node_api::UpdateLock>>,
+}
+
+#[pymethods]
+impl UpdateLock {
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        _kind: Option<&Bound<'_, PyAny>>,
+        _value: Option<&Bound<'_, PyAny>>,
+        _traceback: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        self.release()?;
+        Ok(false)
+    }
+
+    /// Releases the lock now (a second call does nothing).
+    fn release(&self) -> PyResult<()> {
+        match lock(&self.lock).take() {
+            Some(held) => held.release().map_err(node_error),
+            None => Ok(()),
+        }
+    }
+
+    /// Why it was taken.
+    #[getter]
+    fn reason(&self) -> Option<String> {
+        lock(&self.lock).as_ref().map(|l| l.reason().to_owned())
+    }
+
+    /// True until it is released.
+    #[getter]
+    fn held(&self) -> bool {
+        lock(&self.lock).is_some()
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic in another thread mid-call leaves the node usable: every call starts afresh.
     mutex.lock().unwrap_or_else(|p| p.into_inner())
@@ -171,6 +214,18 @@ impl Node {
         sample::memoryview(py, &self.regions, sample)
     }
 
+    /// Takes an update lock on this node's machine: `cluster upgrade` and `cluster drain` wait
+    /// until it is released. Use it as a context manager (`with node.update_lock("grasping"):`)
+    /// or call `release()`; it is also released when the node exits. Blocks until the
+    /// coordinator recorded it; raises `RuntimeError` when it is refused.
+    fn update_lock(&self, py: Python<'_>, reason: &str) -> PyResult<UpdateLock> {
+        let node = lock(&self.node);
+        let taken = py.detach(|| node.update_lock(reason)).map_err(node_error)?;
+        Ok(UpdateLock {
+            lock: Mutex::new(Some(taken)),
+        })
+    }
+
     /// How many shared-memory samples this node sent are still held by a receiver (they
     /// return to its pool once every receiver dropped them).
     fn samples_in_flight(&self) -> usize {
@@ -197,6 +252,7 @@ impl Node {
 fn adora(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Node>()?;
     m.add_class::<AllocatedSample>()?;
+    m.add_class::<UpdateLock>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

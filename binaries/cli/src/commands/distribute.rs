@@ -164,6 +164,7 @@ fn candidates(status: &CoordinatorStatus) -> Vec<Candidate> {
         .map(|d| Candidate {
             machine_id: d.machine_id.clone(),
             labels: d.labels.clone(),
+            unavailable: d.unavailable.clone(),
         })
         .collect()
 }
@@ -329,6 +330,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            ..Candidate::default()
         }
     }
 
@@ -393,6 +395,9 @@ mod tests {
             registered_ms_ago: 0,
             machine: None,
             systemd_unit: None,
+            state: Default::default(),
+            unavailable: None,
+            maintenance: None,
         };
         let status = CoordinatorStatus {
             adora_version: String::new(),

@@ -123,6 +123,7 @@ impl Coordinator {
             "daemon `{name}` registered ({} running dataflows)",
             reg.running.len()
         );
+        self.replace_node_locks(&name, &reg.locks);
         let reported: BTreeSet<Uuid> = reg.running.iter().map(|r| r.id).collect();
         for running in reg.running {
             self.reclaim(&name, running);
@@ -180,6 +181,8 @@ impl Coordinator {
             tracing::warn!("lost daemon `{}`: {reason}", d.name());
         }
         let name = d.name().to_owned();
+        // A lock never outlives the daemon that took it: if it comes back, it reports them again.
+        self.replace_node_locks(&name, &[]);
         self.offer_peers(); // it may have been the one the others waited for
         self.save_machine(&name);
         // Pending requests waiting on it fail now rather than hang.
@@ -262,6 +265,12 @@ impl Coordinator {
                 self.service_log_lines(&name, envelope.id, lines)
             }
             DaemonMessage::ServiceLogEnd { result } => self.service_log_end(envelope.id, result),
+            DaemonMessage::TakeLock { request, lock } => self.take_node_lock(&name, request, lock),
+            DaemonMessage::ReleaseLocks {
+                dataflow,
+                node,
+                locks,
+            } => self.release_node_locks(&name, dataflow, &node, &locks),
         }
     }
 }

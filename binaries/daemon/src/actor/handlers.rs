@@ -115,4 +115,30 @@ impl Daemon {
                 .timer_tick(interval, Metadata::new(self.hlc.new_timestamp()));
         }
     }
+
+    /// A node asks for an update lock: granted here without a coordinator, else asked of it
+    /// (with a timeout).
+    pub(super) fn take_lock(
+        &mut self,
+        dataflow: Uuid,
+        node: NodeId,
+        lock: u64,
+        reason: String,
+        reply: crate::locks::LockReply,
+    ) {
+        if !self.dataflows.contains_key(&dataflow) {
+            let _ = reply.send(Err(format!(
+                "dataflow {dataflow} is not running on this daemon"
+            )));
+            return;
+        }
+        if let Some(request) = self.locks.take(dataflow, node, lock, reason, reply) {
+            let events = self.events_tx.clone();
+            self.tasks
+                .spawn_until_cancelled("an update lock request", async move {
+                    tokio::time::sleep(crate::locks::LOCK_ANSWER_TIMEOUT).await;
+                    let _ = events.send(Event::LockTimeout { request }).await;
+                });
+        }
+    }
 }

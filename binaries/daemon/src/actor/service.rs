@@ -14,6 +14,7 @@ use adora_message::{
     coordinator_to_daemon::{DaemonCommand, SpawnDataflow},
     daemon_to_coordinator::DaemonMessage,
     envelope::Envelope,
+    maintenance::NodeLock,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -46,7 +47,7 @@ pub(crate) enum ServiceCommand {
         /// Local IP of the connection to the coordinator.
         link_ip: Option<std::net::IpAddr>,
         /// Where the report goes.
-        reply: oneshot::Sender<Vec<RunningDataflow>>,
+        reply: oneshot::Sender<(Vec<RunningDataflow>, Vec<NodeLock>)>,
     },
     /// The connection to the coordinator was lost: nobody watches logs any more.
     Disconnected,
@@ -250,7 +251,7 @@ impl Daemon {
         match command {
             ServiceCommand::Report { link_ip, reply } => {
                 self.link_ip = link_ip;
-                let _ = reply.send(self.running_dataflows(service));
+                let _ = reply.send((self.running_dataflows(service), self.locks.reported()));
                 // Goes out right after the registration this report is for.
                 self.report_listening_if_open();
             }
@@ -331,6 +332,7 @@ impl Daemon {
             DaemonCommand::Shutdown => {}   // handled in `run_service`
             DaemonCommand::Refused(_) => {} // handled by the link (`coordinator.rs`)
             DaemonCommand::Peers { endpoints } => self.handle_peers(endpoints),
+            DaemonCommand::LockAnswer { request, result } => self.locks.answered(request, result),
             DaemonCommand::ReadLogs {
                 dataflow,
                 node,

@@ -28,6 +28,8 @@ struct FakeMachine {
     /// The running daemon's version and when it (re)registered; `None`: not running.
     daemon: Option<(String, Instant)>,
     pid: u32,
+    /// Its update locks are held until then (`None`: no locks).
+    locked_until: Option<Instant>,
 }
 
 struct FakeFleet {
@@ -51,6 +53,7 @@ impl FakeFleet {
                     previous: None,
                     daemon: Some(("1.0".into(), now)),
                     pid: 100,
+                    locked_until: None,
                 };
                 ((*id).to_owned(), m)
             })
@@ -164,6 +167,24 @@ impl RolloutHost for FakeFleet {
     async fn close(&self, id: String) {
         self.log(&id, "close");
     }
+
+    async fn claim(&self, machine: &Machine, force: bool) -> Result<(), ClaimError> {
+        let locked = self.machines.borrow()[&machine.id]
+            .locked_until
+            .is_some_and(|until| until > Instant::now());
+        if locked && !force {
+            return Err(ClaimError::Locked(format!(
+                "machine `{}` has 1 update lock: node `arm` (grasping)",
+                machine.id
+            )));
+        }
+        self.log(&machine.id, "claim");
+        Ok(())
+    }
+
+    async fn release(&self, machine: &Machine) {
+        self.log(&machine.id, "release");
+    }
 }
 
 fn machines(ids: &[&str]) -> Vec<Machine> {
@@ -185,6 +206,9 @@ fn policy() -> Policy {
         min_healthy_time: Duration::from_secs(10),
         healthy_deadline: Duration::from_secs(60),
         auto_revert: true,
+        lock_timeout: Duration::from_secs(300),
+        on_lock_timeout: OnLockTimeout::Skip,
+        force: false,
     }
 }
 
@@ -201,6 +225,7 @@ async fn roll_out(
                 id, step, error, ..
             } => format!("{id} {step:?} {}", error.is_none()),
             Progress::Done(r) => format!("{} done {:?}", r.id, r.outcome),
+            Progress::Waiting { id, why } => format!("{id} waiting: {why}"),
         })
     };
     let reports = tokio::time::timeout(
@@ -271,6 +296,7 @@ async fn failed_gate_rolls_the_machine_back_and_stops_the_rollout() {
     assert_eq!(
         steps,
         [
+            (Step::Claim, true),
             (Step::Copy, true),
             (Step::Check, true),
             (Step::Swap, true),
@@ -333,4 +359,86 @@ async fn a_node_that_keeps_restarting_fails_the_gate() {
     assert_eq!(outcomes(&reports), [Outcome::RolledBack]);
     let error = reports[0].error.as_deref().expect("why");
     assert!(error.contains("a node restarted"), "{error}");
+}
+
+/// Locks machine `id` of `fleet` for `secs` seconds from now (`u64::MAX`: for good).
+fn lock_for(fleet: &FakeFleet, id: &str, secs: u64) {
+    let until = Instant::now() + Duration::from_secs(secs.min(1 << 30));
+    fleet
+        .machines
+        .borrow_mut()
+        .get_mut(id)
+        .expect("known")
+        .locked_until = Some(until);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_locked_machine_waits_for_its_lock_then_upgrades() {
+    let fleet = FakeFleet::new(&[("a", Kind::Good)]);
+    lock_for(&fleet, "a", 30);
+    let (reports, heard) = roll_out(&fleet, &["a"], &policy()).await;
+    assert_eq!(outcomes(&reports), [Outcome::Upgraded], "{heard:#?}");
+    let claim = reports[0]
+        .steps
+        .iter()
+        .find(|s| s.step == Step::Claim)
+        .expect("claimed");
+    assert!(claim.seconds >= 30.0, "{claim:?}");
+    // Said once, not at every poll.
+    let waiting: Vec<&String> = heard.iter().filter(|l| l.contains("waiting")).collect();
+    assert_eq!(
+        waiting,
+        ["a waiting: machine `a` has 1 update lock: node `arm` (grasping)"]
+    );
+    assert!(fleet.called("a claim").expect("claimed") < fleet.called("a copy").expect("copied"));
+    assert!(
+        fleet.called("a release").expect("released")
+            > fleet.called("a restart").expect("restarted")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_machine_locked_past_the_timeout_is_skipped_and_the_others_go_on() {
+    let fleet = FakeFleet::new(&[("a", Kind::Good), ("b", Kind::Good)]);
+    lock_for(&fleet, "a", u64::MAX);
+    let policy = Policy {
+        lock_timeout: Duration::from_secs(60),
+        ..policy()
+    };
+    let (reports, heard) = roll_out(&fleet, &["a", "b"], &policy).await;
+    assert_eq!(
+        outcomes(&reports),
+        [Outcome::Locked, Outcome::Upgraded],
+        "{heard:#?}"
+    );
+    let error = reports[0].error.as_deref().unwrap_or_default();
+    assert!(
+        error.starts_with("still locked after 60s: machine `a` has 1 update lock"),
+        "{error}"
+    );
+    assert_eq!(
+        fleet.called("a copy"),
+        None,
+        "a locked machine is not touched"
+    );
+    assert_eq!(fleet.machines.borrow()["a"].binary, "1.0");
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_fail_a_locked_machine_stops_the_rollout_and_force_ignores_locks() {
+    let fleet = FakeFleet::new(&[("a", Kind::Good), ("b", Kind::Good)]);
+    lock_for(&fleet, "a", u64::MAX);
+    let fail = Policy {
+        lock_timeout: Duration::from_secs(10),
+        on_lock_timeout: OnLockTimeout::Fail,
+        ..policy()
+    };
+    let (reports, _) = roll_out(&fleet, &["a", "b"], &fail).await;
+    assert_eq!(outcomes(&reports), [Outcome::Failed, Outcome::Untouched]);
+    let forced = Policy {
+        force: true,
+        ..fail
+    };
+    let (reports, _) = roll_out(&fleet, &["a", "b"], &forced).await;
+    assert_eq!(outcomes(&reports), [Outcome::Upgraded, Outcome::Upgraded]);
 }

@@ -11,6 +11,7 @@ fn daemon(machine: Option<&str>, labels: &[(&str, &str)]) -> Candidate {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
+        ..Candidate::default()
     }
 }
 
@@ -93,5 +94,35 @@ fn one_unplaceable_node_fails_the_whole_dataflow() {
     assert_eq!(
         errors[0].failure,
         PlacementFailure::NoLabels([("gpu".to_owned(), "true".to_owned())].into())
+    );
+}
+
+#[test]
+fn a_cordoned_machine_takes_no_new_node_and_a_pinned_node_says_why() {
+    let cordoned = |mut d: Candidate| {
+        d.unavailable = Some("cordoned: battery swap".into());
+        d
+    };
+    let labelled = descriptor(
+        "nodes:\n  - id: a\n    path: ./a\n    deploy: { labels: { gpu: \"true\" } }\n  - id: u\n    path: ./u\n",
+    );
+    let daemons = [
+        cordoned(daemon(Some("first"), &[("gpu", "true")])),
+        daemon(Some("second"), &[("gpu", "true")]),
+        cordoned(daemon(None, &[])),
+        daemon(None, &[]),
+    ];
+    let placed = place(&labelled, &daemons).expect("placed");
+    assert_eq!(
+        placed[&NodeId::from("a")],
+        1,
+        "the labels skip the cordoned machine"
+    );
+    assert_eq!(placed[&NodeId::from("u")], 3, "so does an unnamed node");
+    let pinned = descriptor("nodes:\n  - id: p\n    path: ./p\n    deploy: { machine: first }\n");
+    let errors = place(&pinned, &daemons).expect_err("its machine is cordoned");
+    assert_eq!(
+        errors[0].to_string(),
+        "node `p`: machine \"first\" is cordoned: battery swap"
     );
 }

@@ -289,3 +289,31 @@ fn a_file_from_before_join_codes_opens_with_them_empty() {
     store.sync().expect("sync");
     assert_eq!(store.join_codes().expect("read").len(), 1);
 }
+
+#[test]
+fn maintenance_survives_reopening_and_removal() {
+    use adora_message::maintenance::{Cordon, LockHolder, UpdateLock};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("coordinator.redb");
+    let mut robot = MachineMaintenance::new("robot");
+    robot.cordon = Some(Cordon {
+        reason: "battery swap".into(),
+        since_ms: 1,
+    });
+    robot.locks.push(UpdateLock {
+        holder: LockHolder::Operator,
+        reason: "calibrating".into(),
+        since_ms: 2,
+    });
+    {
+        let store = RedbStore::open(&path).expect("open");
+        store.put_maintenance(&robot).expect("put");
+        store
+            .put_maintenance(&MachineMaintenance::new("gone"))
+            .expect("put");
+        store.remove_maintenance(&["gone".into()]).expect("remove");
+        store.sync().expect("sync");
+    }
+    let store = RedbStore::open(&path).expect("reopen");
+    assert_eq!(store.maintenance().expect("read"), vec![robot]);
+}

@@ -12,6 +12,7 @@ mod down;
 mod install;
 pub(crate) mod join_code;
 mod machine;
+mod maintenance;
 mod restart;
 mod revoke;
 mod status;
@@ -28,7 +29,8 @@ use clap::Subcommand;
     after_help = "Examples:\n  adora cluster up cluster.yml\n  adora cluster status\n  \
 adora cluster install cluster.yml\n  adora cluster upgrade cluster.yml --binary target/release/adora\n  \
 adora cluster restart demo\n  adora cluster down\n  \
-CODE=$(adora cluster join-code create --machine robot-1)\n  adora cluster revoke robot-1\n\nSee the guide's \"Clusters\" chapter for the cluster.yml reference."
+CODE=$(adora cluster join-code create --machine robot-1)\n  adora cluster revoke robot-1\n  \
+adora cluster cordon robot-1 --reason \"battery swap\"\n  adora cluster lock robot-1 --reason calibrating\n\nSee the guide's \"Clusters\" chapter for the cluster.yml reference."
 )]
 pub struct Args {
     #[command(subcommand)]
@@ -46,6 +48,10 @@ enum Command {
     Restart(restart::Args),
     JoinCode(join_code::Args),
     Revoke(revoke::Args),
+    Cordon(maintenance::CordonArgs),
+    Uncordon(maintenance::UncordonArgs),
+    Lock(maintenance::LockArgs),
+    Unlock(maintenance::UnlockArgs),
 }
 
 /// Runs a `cluster` subcommand.
@@ -60,6 +66,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Restart(args) => restart::run(args).await,
         Command::JoinCode(args) => join_code::run(args).await,
         Command::Revoke(args) => revoke::run(args).await,
+        Command::Cordon(args) => maintenance::cordon(args).await,
+        Command::Uncordon(args) => maintenance::uncordon(args).await,
+        Command::Lock(args) => maintenance::lock(args).await,
+        Command::Unlock(args) => maintenance::unlock(args).await,
     }
 }
 

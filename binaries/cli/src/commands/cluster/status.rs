@@ -8,6 +8,7 @@ use adora_message::{
     cli_to_coordinator::ControlRequest,
     control::Labels,
     coordinator_to_cli::{ControlReply, DataflowInfo},
+    maintenance::{MachineMaintenance, MachineState},
     stats::MachineTelemetry,
 };
 use anyhow::bail;
@@ -57,6 +58,10 @@ struct Daemon {
     adora_version: String,
     /// Its machine's figures from its latest heartbeat (`null` until one carried them).
     machine: Option<MachineTelemetry>,
+    /// `ready`, `cordoned`, `draining` or `upgrading`.
+    state: MachineState,
+    /// Its cordon, update locks, claim and drain (`null` when there are none).
+    maintenance: Option<MachineMaintenance>,
 }
 
 #[derive(Debug, Serialize)]
@@ -90,6 +95,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 last_heartbeat_ms: d.last_heartbeat_ms,
                 adora_version: d.adora_version,
                 machine: d.machine,
+                state: d.state,
+                maintenance: d.maintenance,
             })
             .collect(),
         active_dataflows: flows
@@ -106,7 +113,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             eprintln!("warning: {w}");
         }
     } else {
-        print!("{}", render(&report));
+        print!("{}", render(&report, super::maintenance::now_ms()));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -198,8 +205,18 @@ fn machine_cells(d: &Daemon) -> [String; 8] {
     ]
 }
 
+/// The STATE cell: the lifecycle state, `+locked` while update locks are held.
+fn state_cell(d: &Daemon) -> String {
+    let locked = d.maintenance.as_ref().is_some_and(|m| !m.locks.is_empty());
+    if locked {
+        format!("{}+locked", d.state)
+    } else {
+        d.state.to_string()
+    }
+}
+
 /// The human-readable table.
-fn render(report: &ClusterStatus) -> String {
+fn render(report: &ClusterStatus, now_ms: u64) -> String {
     let mut out = format!(
         "Coordinator at {} (adora {})\n\n",
         report.coordinator, report.adora_version
@@ -209,6 +226,7 @@ fn render(report: &ClusterStatus) -> String {
     } else {
         let mut table = Table::new([
             "DAEMON ID",
+            "STATE",
             "LAST HEARTBEAT",
             "VERSION",
             "OS",
@@ -220,7 +238,7 @@ fn render(report: &ClusterStatus) -> String {
             "DISK FREE",
             "LABELS",
         ])
-        .min_width(1, 16);
+        .min_width(2, 16);
         for d in &report.daemons {
             let secs = d.last_heartbeat_ms / 1000;
             let heartbeat = if d.connected {
@@ -229,12 +247,16 @@ fn render(report: &ClusterStatus) -> String {
                 format!("lost ({secs}s ago)")
             };
             let labels: Vec<String> = d.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            let mut row = vec![d.id.clone(), heartbeat];
+            let mut row = vec![d.id.clone(), state_cell(d), heartbeat];
             row.extend(machine_cells(d));
             row.push(labels.join(","));
             table.row(row);
         }
         out.push_str(&table.render());
+        out.push_str(&super::maintenance::describe(
+            report.daemons.iter().filter_map(|d| d.maintenance.as_ref()),
+            now_ms,
+        ));
     }
     out.push_str(&format!(
         "\nActive dataflows: {}\n",
@@ -286,6 +308,15 @@ mod tests {
                     last_heartbeat_ms: 2300,
                     adora_version: "0.1.0".into(),
                     machine: Some(machine()),
+                    state: MachineState::Cordoned,
+                    maintenance: Some(MachineMaintenance {
+                        machine: "robot".into(),
+                        cordon: Some(adora_message::maintenance::Cordon {
+                            reason: "battery swap".into(),
+                            since_ms: 0,
+                        }),
+                        ..Default::default()
+                    }),
                 },
                 Daemon {
                     id: "gpu-server".into(),
@@ -296,6 +327,8 @@ mod tests {
                     last_heartbeat_ms: 25_000,
                     adora_version: gpu_version.into(),
                     machine: None,
+                    state: MachineState::Ready,
+                    maintenance: None,
                 },
             ],
             active_dataflows: vec![Dataflow {
@@ -314,14 +347,15 @@ mod tests {
         let report = report("0.1.0", false);
         assert_eq!(report.warnings, Vec::<String>::new());
         assert_eq!(
-            render(&report),
+            render(&report, 4_000),
             "Coordinator at 10.0.0.1:6013 (adora 0.1.0)\n\n\
-             DAEMON ID   LAST HEARTBEAT    VERSION  OS                              KERNEL          \
+             DAEMON ID   STATE     LAST HEARTBEAT    VERSION  OS                              KERNEL          \
              ARCH    UPTIME  LOAD            MEM AVAILABLE      DISK FREE  LABELS\n\
-             robot       2s ago            0.1.0    Debian GNU/Linux 12 (bookworm)  6.1.0-18-amd64  \
+             robot       cordoned  2s ago            0.1.0    Debian GNU/Linux 12 (bookworm)  6.1.0-18-amd64  \
              x86_64  1h02m   0.50 0.25 0.00  3.0 GiB / 8.0 GiB  20.0 GiB   arch=arm64\n\
-             gpu-server  lost (25s ago)    0.1.0    -                               -               \
+             gpu-server  ready     lost (25s ago)    0.1.0    -                               -               \
              -       -       -               -                  -\n\
+             \nMaintenance:\n  robot: cordoned 4s ago: battery swap\n\
              \nActive dataflows: 1\n  demo (u) on gpu-server, robot\n"
         );
     }
@@ -337,7 +371,7 @@ mod tests {
               `adora cluster upgrade cluster.yml --binary PATH`"
             ]
         );
-        assert!(render(&report).ends_with(&format!("\nwarning: {}\n", report.warnings[0])));
+        assert!(render(&report, 4_000).ends_with(&format!("\nwarning: {}\n", report.warnings[0])));
         // A lost daemon's version is stale: no warning for it.
         assert!(report_of_lost_daemon().warnings.is_empty());
     }

@@ -1,6 +1,7 @@
 //! `adora cluster upgrade cluster.yml [--binary PATH] [--max-parallel N] [--canary N]
-//! [--min-healthy-time D] [--healthy-deadline D] [--no-auto-revert] [--json]`: a rolling upgrade
-//! with a health gate and automatic rollback.
+//! [--min-healthy-time D] [--healthy-deadline D] [--no-auto-revert] [--lock-timeout D]
+//! [--on-lock-timeout skip|fail] [--force] [--json]`: a rolling upgrade with a health gate,
+//! automatic rollback, and respect for update locks (machines are claimed through [`claims`]).
 //!
 //! The rollout itself is [`adora_cluster::rollout`] (the order, the steps, the gate, the
 //! rollback); this file reads the binary, checks the coordinator answers, prints the progress and
@@ -12,6 +13,7 @@
 //! coordinator's auto-recovery re-spawns them once the daemon is back, which the gate waits for.
 //! Nodes elsewhere keep running.
 
+mod claims;
 mod ssh_host;
 
 use std::{
@@ -44,7 +46,12 @@ an atomic rename, restart the daemon (its systemd unit after `cluster install`, 
 daemon of `cluster up`) and wait for the health gate: the daemon reconnected with the new version \
 and every node that ran on the machine runs again, without restarting, for --min-healthy-time. \
 A machine not healthy by --healthy-deadline is rolled back (adora.prev restored, daemon restarted, \
-healthy again) and the upgrade stops: exit code 1, the machines not reached are untouched."
+healthy again) and the upgrade stops: exit code 1, the machines not reached are untouched.\n\n\
+Before its first step a machine is claimed at the coordinator: one maintenance operation at a \
+time per machine (a second gets \"machine x is being upgraded by another operation\"), and while \
+the machine has update locks (nodes' `update_lock`, `adora cluster lock`) the upgrade waits, \
+printing who holds them and why, until --lock-timeout; then --on-lock-timeout skip leaves it \
+untouched and goes on (exit code 1), fail stops there. --force ignores the locks."
 )]
 pub struct Args {
     /// The cluster file.
@@ -67,12 +74,29 @@ pub struct Args {
     /// Leave a machine that failed its gate on the new binary instead of rolling it back.
     #[arg(long)]
     no_auto_revert: bool,
+    /// How long to wait for a machine's update locks (held by nodes or `cluster lock`).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "10m")]
+    lock_timeout: Duration,
+    /// What a machine still locked at --lock-timeout does: `skip` leaves it untouched and goes
+    /// on with the others (exit code 1), `fail` stops the upgrade there.
+    #[arg(long, value_enum, value_name = "ACTION", default_value = "skip")]
+    on_lock_timeout: LockTimeoutAction,
+    /// Upgrade machines even while they hold update locks.
+    #[arg(long)]
+    force: bool,
     /// Print the per-machine outcome as JSON on stdout (progress goes to stderr).
     #[arg(long)]
     json: bool,
     /// An ssh_config file for every SSH connection (`ssh -F FILE`).
     #[arg(long, value_name = "FILE")]
     ssh_config: Option<PathBuf>,
+}
+
+/// `--on-lock-timeout`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LockTimeoutAction {
+    Skip,
+    Fail,
 }
 
 /// What `--json` prints.
@@ -107,6 +131,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         min_healthy_time: args.min_healthy_time,
         healthy_deadline: args.healthy_deadline,
         auto_revert: !args.no_auto_revert,
+        lock_timeout: args.lock_timeout,
+        on_lock_timeout: match args.on_lock_timeout {
+            LockTimeoutAction::Skip => rollout::OnLockTimeout::Skip,
+            LockTimeoutAction::Fail => rollout::OnLockTimeout::Fail,
+        },
+        force: args.force,
     };
     let n = cluster.machines.len();
     eprintln!(
@@ -127,6 +157,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         bytes,
         sha256: sha256.clone(),
         ssh_config: args.ssh_config,
+        claims: claims::Claims::new(adora_message::maintenance::Operation::Upgrade),
     };
     let reports = rollout::run(&fleet, &cluster.machines, &policy, &print_progress).await;
     let success = reports.iter().all(|r| r.outcome == Outcome::Upgraded);
@@ -175,6 +206,9 @@ fn print_progress(p: Progress<'_>) {
                 Some(e) => eprintln!("  {id}: {step}... FAILED ({secs:.1}s): {}", e.reason),
             }
         }
+        Progress::Waiting { id, why } => {
+            eprintln!("  {id}: waiting for its update locks: {why}")
+        }
         Progress::Done(report) => eprintln!(
             "{}: {} ({:.1}s)",
             report.id,
@@ -194,6 +228,7 @@ fn outcome_text(outcome: Outcome) -> &'static str {
         Outcome::Failed => "failed, unchanged",
         Outcome::Unreachable => "unreachable",
         Outcome::Untouched => "untouched",
+        Outcome::Locked => "skipped: locked",
     }
 }
 

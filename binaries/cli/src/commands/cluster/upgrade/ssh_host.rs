@@ -7,7 +7,7 @@ use std::{path::PathBuf, time::Duration};
 
 use adora_cluster::{
     as_root,
-    rollout::{DaemonSeen, NodeSeen, Observation, RolloutHost, StepError},
+    rollout::{ClaimError, DaemonSeen, NodeSeen, Observation, RolloutHost, StepError},
     systemd, upgrade, HostSession, SshError, SshTarget,
 };
 use adora_core::cluster::{ClusterConfig, Machine};
@@ -35,6 +35,8 @@ pub(super) struct SshFleet {
     pub sha256: String,
     /// `ssh -F FILE`.
     pub ssh_config: Option<PathBuf>,
+    /// This upgrade's claims on its machines, renewed until released.
+    pub claims: super::claims::Claims,
 }
 
 impl SshFleet {
@@ -124,6 +126,14 @@ impl SshFleet {
 }
 
 impl RolloutHost for SshFleet {
+    async fn claim(&self, m: &Machine, force: bool) -> Result<(), ClaimError> {
+        self.claims.claim(&self.client, &m.id, force).await
+    }
+
+    async fn release(&self, m: &Machine) {
+        self.claims.release(&self.client, &m.id).await
+    }
+
     type Conn = Conn;
 
     async fn connect(&self, m: &Machine) -> Result<Conn, StepError> {
