@@ -269,6 +269,49 @@ impl SystemdFleet {
         out.stdout.trim().to_owned()
     }
 
+    /// Starts dataflow `name`: node `arm` on robot takes an update lock (`reason`) and holds it
+    /// for `secs` seconds (until stopped when `None`); waits until it has it.
+    fn start_locker(&self, name: &str, reason: &str, secs: Option<u64>) {
+        let hold = secs
+            .map(|s| format!(", LOCK_SECS: {s}"))
+            .unwrap_or_default();
+        let yaml = format!(
+            "nodes:\n  - id: arm\n    path: {NODE_DIR}/adora-test-node\n    env: {{ MODE: lock, LOCK_REASON: {reason}{hold} }}\n    deploy: {{ machine: robot, working_dir: /tmp }}\n"
+        );
+        let file = self.dir.path().join(format!("{name}.yml"));
+        std::fs::write(&file, yaml).unwrap();
+        let file = file.display().to_string();
+        self.cli.ok(&["start", &file, "--name", name, "--detach"]);
+        let locked = wait_until(WAIT, || {
+            self.cli
+                .run(&["logs", name, "arm"])
+                .stdout
+                .contains("locked")
+        });
+        assert!(locked, "{}", self.cli.run(&["logs", name, "arm"]));
+    }
+
+    /// A cluster.yml with robot only.
+    fn robot_only(&self) -> PathBuf {
+        let yaml = std::fs::read_to_string(&self.cluster).unwrap();
+        let kept: Vec<&str> = yaml
+            .lines()
+            .filter(|l| !l.contains("id: gpu-server") && !l.contains("id: edge"))
+            .collect();
+        let path = self.dir.path().join("robot.yml");
+        std::fs::write(&path, kept.join("\n") + "\n").unwrap();
+        path
+    }
+
+    /// `cluster upgrade` of robot only.
+    fn upgrade_robot(&self, extra: &[&str]) -> Output {
+        let robot = self.robot_only().display().to_string();
+        let ssh = self.hosts.ssh_config().display().to_string();
+        let mut args = vec!["cluster", "upgrade", &robot, "--ssh-config", &ssh];
+        args.extend_from_slice(extra);
+        self.cli.run(&args)
+    }
+
     /// Starts the test dataflow as `ops` and waits until it flows.
     fn start_flow(&self) {
         let flow = dataflow(self.dir.path(), &format!("{NODE_DIR}/adora-test-node"));
@@ -301,6 +344,9 @@ fn systemd_fleet_good_upgrade_as_sudo_user() {
     };
     let old_version = daemon_versions(&fleet.cli)[0].1.clone();
     fleet.start_flow();
+    // A node on robot (the canary) holds an update lock for 30 s (reading and hashing the debug
+    // binary takes a few of them): the upgrade waits until the node drops it.
+    fleet.start_locker("grip", "grasping", Some(30));
 
     let new_s = new.display().to_string();
     let mut args = vec!["--binary", &new_s, "--json"];
@@ -308,6 +354,18 @@ fn systemd_fleet_good_upgrade_as_sudo_user() {
     let out = fleet.cluster("upgrade", &args);
     eprintln!("{}", out.stderr);
     assert!(out.status.success(), "{out}");
+    assert!(
+        out.stderr.contains(
+            "robot: waiting for its update locks: machine `robot` has 1 update lock: node `arm` \
+             of dataflow `grip` (grasping)"
+        ),
+        "{out}"
+    );
+    let claim = claim_seconds(&out, "robot");
+    eprintln!("upgrade claim: robot waited {claim:.1}s for its update lock");
+    assert!(claim >= 5.0, "robot did not wait for the lock ({claim}s)");
+    let log = fleet.cli.run(&["logs", "grip", "arm"]).stdout;
+    assert!(log.contains("released"), "{log}");
     let new_version = format!("{old_version}{NEW_SUFFIX}");
     let upgraded: Vec<_> = MACHINES
         .iter()
@@ -334,6 +392,58 @@ fn systemd_fleet_good_upgrade_as_sudo_user() {
         .collect();
     assert_eq!(versions, expected);
     assert_flowing(&fleet.cli, "ops", 3);
+
+    // A lock held past --lock-timeout: robot is skipped (exit code 1) and left alone; --force
+    // upgrades it anyway.
+    fleet.start_locker("hold", "welding", None);
+    let pid = fleet.daemon_pid(0);
+    let mut args = vec!["--binary", &new_s, "--json", "--lock-timeout", "3s"];
+    args.extend(GATE);
+    let out = fleet.upgrade_robot(&args);
+    eprintln!("{}", out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out}");
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let robot = &json["machines"][0];
+    assert_eq!(robot["outcome"], "locked", "{out}");
+    let error = robot["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(
+            "still locked after 3s: machine `robot` has 1 update lock: node `arm` of dataflow \
+             `hold` (welding)"
+        ),
+        "{error}"
+    );
+    assert_eq!(fleet.daemon_pid(0), pid, "a locked machine was touched");
+    args.push("--force");
+    let out = fleet.upgrade_robot(&args);
+    eprintln!("{}", out.stderr);
+    assert!(out.status.success(), "{out}");
+    assert_eq!(outcomes(&out, "systemd, forced")[0].1, "upgraded");
+    assert_ne!(
+        fleet.daemon_pid(0),
+        pid,
+        "--force did not upgrade the locked machine"
+    );
+    assert_flowing(&fleet.cli, "ops", 3);
+}
+
+/// How long machine `id` waited to be claimed, from `cluster upgrade --json`.
+fn claim_seconds(out: &Output, id: &str) -> f64 {
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let machine = json["machines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == id)
+        .unwrap()
+        .clone();
+    machine["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "claim")
+        .and_then(|s| s["seconds"].as_f64())
+        .unwrap_or_else(|| panic!("no claim step in {machine}"))
 }
 
 #[test]

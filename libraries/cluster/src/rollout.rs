@@ -453,6 +453,26 @@ async fn upgrade_one<H: RolloutHost>(
 const LOCKED_HINT: &str =
     "wait for the lock holders, raise --lock-timeout, or upgrade anyway with --force";
 
+/// How often an unchanged wait for update locks is said again.
+const WAITING_REPEAT: Duration = Duration::from_secs(30);
+
+/// A lock message without the ages of its locks (`, held for 12s`), to tell new holders from
+/// older ones.
+fn without_ages(why: &str) -> String {
+    let mut out = String::with_capacity(why.len());
+    let mut rest = why;
+    while let Some(i) = rest.find(", held for ") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + ", held for ".len()..];
+        let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        rest = after[digits..]
+            .strip_prefix('s')
+            .unwrap_or(&after[digits..]);
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Claims the machine, asking again while it is locked, until the policy's lock timeout.
 async fn claim<H: RolloutHost>(
     host: &H,
@@ -461,7 +481,7 @@ async fn claim<H: RolloutHost>(
     progress: &dyn Fn(Progress<'_>),
 ) -> Result<(), StepError> {
     let deadline = Instant::now() + policy.lock_timeout;
-    let mut last = String::new();
+    let mut said: Option<(String, Instant)> = None;
     loop {
         match host.claim(m, policy.force).await {
             Ok(()) => return Ok(()),
@@ -473,12 +493,17 @@ async fn claim<H: RolloutHost>(
                         LOCKED_HINT,
                     ));
                 }
-                if why != last {
+                // Said when the holders change, and every WAITING_REPEAT while they do not.
+                let holders = without_ages(&why);
+                let repeat = said
+                    .as_ref()
+                    .is_none_or(|(last, at)| *last != holders || at.elapsed() >= WAITING_REPEAT);
+                if repeat {
                     progress(Progress::Waiting {
                         id: &m.id,
                         why: &why,
                     });
-                    last = why;
+                    said = Some((holders, Instant::now()));
                 }
             }
         }

@@ -36,6 +36,8 @@ struct FakeFleet {
     machines: RefCell<BTreeMap<String, FakeMachine>>,
     /// `<id> <what>` for every remote call, in order.
     calls: RefCell<Vec<String>>,
+    /// When the fleet was made (the ages of its locks).
+    start: Instant,
 }
 
 /// How long a restarted fake daemon takes to register.
@@ -61,6 +63,7 @@ impl FakeFleet {
         Self {
             machines: RefCell::new(machines),
             calls: RefCell::new(Vec::new()),
+            start: now,
         }
     }
 
@@ -174,8 +177,9 @@ impl RolloutHost for FakeFleet {
             .is_some_and(|until| until > Instant::now());
         if locked && !force {
             return Err(ClaimError::Locked(format!(
-                "machine `{}` has 1 update lock: node `arm` (grasping)",
-                machine.id
+                "machine `{}` has 1 update lock: node `arm` (grasping), held for {}s",
+                machine.id,
+                self.start.elapsed().as_secs()
             )));
         }
         self.log(&machine.id, "claim");
@@ -375,7 +379,7 @@ fn lock_for(fleet: &FakeFleet, id: &str, secs: u64) {
 #[tokio::test(start_paused = true)]
 async fn a_locked_machine_waits_for_its_lock_then_upgrades() {
     let fleet = FakeFleet::new(&[("a", Kind::Good)]);
-    lock_for(&fleet, "a", 30);
+    lock_for(&fleet, "a", 70);
     let (reports, heard) = roll_out(&fleet, &["a"], &policy()).await;
     assert_eq!(outcomes(&reports), [Outcome::Upgraded], "{heard:#?}");
     let claim = reports[0]
@@ -383,13 +387,17 @@ async fn a_locked_machine_waits_for_its_lock_then_upgrades() {
         .iter()
         .find(|s| s.step == Step::Claim)
         .expect("claimed");
-    assert!(claim.seconds >= 30.0, "{claim:?}");
-    // Said once, not at every poll.
-    let waiting: Vec<&String> = heard.iter().filter(|l| l.contains("waiting")).collect();
-    assert_eq!(
-        waiting,
-        ["a waiting: machine `a` has 1 update lock: node `arm` (grasping)"]
-    );
+    assert!(claim.seconds >= 70.0, "{claim:?}");
+    // Said at once, then every 30 s while the holders stay the same, not at every poll.
+    let waiting: Vec<String> = heard
+        .iter()
+        .filter(|l| l.contains("waiting"))
+        .cloned()
+        .collect();
+    let said = |secs| {
+        format!("a waiting: machine `a` has 1 update lock: node `arm` (grasping), held for {secs}s")
+    };
+    assert_eq!(waiting, [said(0), said(30), said(60)]);
     assert!(fleet.called("a claim").expect("claimed") < fleet.called("a copy").expect("copied"));
     assert!(
         fleet.called("a release").expect("released")
@@ -441,4 +449,15 @@ async fn with_fail_a_locked_machine_stops_the_rollout_and_force_ignores_locks() 
     };
     let (reports, _) = roll_out(&fleet, &["a", "b"], &forced).await;
     assert_eq!(outcomes(&reports), [Outcome::Upgraded, Outcome::Upgraded]);
+}
+
+#[test]
+fn lock_ages_are_ignored_when_telling_holders_apart() {
+    assert_eq!(
+        without_ages(
+            "machine `a` has 2 update locks: x (y), held for 12s; an operator (z), held for 3600s"
+        ),
+        "machine `a` has 2 update locks: x (y); an operator (z)"
+    );
+    assert_eq!(without_ages("held for nothing"), "held for nothing");
 }
