@@ -3,7 +3,10 @@
 //! machine, update locks (an operator's, and a node's through its node API) are shown by
 //! `cluster status`, everything survives a coordinator restart, and a killed node's lock goes.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use adora_test_support::{bin, temp_dir, wait_until, ChildGuard, MarkedCli, Output};
 use serde_json::Value;
@@ -120,7 +123,7 @@ impl Cluster {
         path
     }
 
-    fn start_flow(&self, file: &PathBuf, name: &str) -> Output {
+    fn start_flow(&self, file: &Path, name: &str) -> Output {
         let file = file.display().to_string();
         self.cli.run(&["start", &file, "--name", name, "--detach"])
     }
