@@ -260,6 +260,13 @@ impl Daemon {
                 lock,
             } => self.locks.release(dataflow, &node, lock),
             Event::LockTimeout { request } => self.locks.timed_out(request),
+            Event::EscalateNodes {
+                dataflow,
+                nodes,
+                step,
+            } => self.with(dataflow, |df, env| {
+                df.escalate_nodes(nodes, step, env.events, env.config)
+            }),
             Event::TimerTick { dataflow, interval } => self.timer_tick(dataflow, interval),
             event @ Event::LogLine { .. } => self.log_line(event),
             Event::InputDeadlines { dataflow } => self.with(dataflow, |df, _| df.expire_inputs()),

@@ -23,6 +23,7 @@ mod node_requests;
 mod remote_links;
 mod restarts;
 pub(crate) mod stats;
+mod stop_nodes;
 mod timers;
 
 use crate::{
@@ -64,6 +65,8 @@ struct NodeRuntime {
     last_contact: Option<std::time::Instant>,
     /// Why its health check killed this instance (it may still be restarted).
     health_failure: Option<String>,
+    /// Stopped on its own (`stop_nodes`): its restart policy does not apply any more.
+    stopped: bool,
 }
 
 pub(crate) struct Dataflow {

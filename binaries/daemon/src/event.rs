@@ -124,6 +124,12 @@ pub(crate) enum Event {
     },
     /// The coordinator did not answer a lock request in time.
     LockTimeout { request: u64 },
+    /// Nodes stopped on their own did not exit within a grace period.
+    EscalateNodes {
+        dataflow: Uuid,
+        nodes: Vec<NodeId>,
+        step: Escalation,
+    },
 }
 
 impl Event {
@@ -153,6 +159,7 @@ impl Event {
             Event::TakeLock { .. } => "take_lock",
             Event::ReleaseLock { .. } => "release_lock",
             Event::LockTimeout { .. } => "lock_timeout",
+            Event::EscalateNodes { .. } => "escalate_nodes",
         }
     }
 }

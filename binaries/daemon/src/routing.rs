@@ -451,6 +451,18 @@ impl Routing {
         ids.len()
     }
 
+    /// Queues `Stop` for one local node (see `Dataflow::stop_nodes`).
+    pub fn stop_one(&mut self, node: &NodeId) {
+        let Some(state) = self.nodes.get_mut(node) else {
+            return;
+        };
+        if state.exited || state.stop_queued || state.remote {
+            return;
+        }
+        state.stop_queued = true;
+        self.push_control(node, None, |_| NodeEvent::Stop);
+    }
+
     /// The node process exited (or a restarted instance is replacing it): close its outputs,
     /// release everything it held and end its pending requests.
     pub fn node_exited(&mut self, node: &NodeId) {

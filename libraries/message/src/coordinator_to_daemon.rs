@@ -87,6 +87,15 @@ pub enum DaemonCommand {
         /// The outcome.
         result: Result<(), ControlError>,
     },
+    /// Stop these nodes of a running dataflow; the others keep running (`cluster drain` stops the
+    /// nodes pinned to a drained machine). No answer: each node's result comes with the part's
+    /// `Finished`, or its figures in heartbeats.
+    StopNodes {
+        /// The dataflow.
+        dataflow: Uuid,
+        /// The nodes (those that run on this daemon).
+        nodes: Vec<NodeId>,
+    },
 }
 
 /// Why the coordinator refused a daemon's registration.
@@ -208,6 +217,10 @@ mod tests {
         let plain = "nodes:\n  - id: a\n    path: ./a\n";
         let built = "nodes:\n  - id: a\n    path: ./a\n    build: make\n";
         round_trip(DaemonCommand::Heartbeat);
+        round_trip(DaemonCommand::StopNodes {
+            dataflow: id,
+            nodes: vec!["a".into()],
+        });
         round_trip(DaemonCommand::LockAnswer {
             request: 3,
             result: Err(ControlError::new(

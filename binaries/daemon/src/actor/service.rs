@@ -333,6 +333,9 @@ impl Daemon {
             DaemonCommand::Refused(_) => {} // handled by the link (`coordinator.rs`)
             DaemonCommand::Peers { endpoints } => self.handle_peers(endpoints),
             DaemonCommand::LockAnswer { request, result } => self.locks.answered(request, result),
+            DaemonCommand::StopNodes { dataflow, nodes } => self.with(dataflow, |df, env| {
+                df.stop_nodes(&nodes, env.events, env.config)
+            }),
             DaemonCommand::ReadLogs {
                 dataflow,
                 node,

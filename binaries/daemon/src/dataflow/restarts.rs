@@ -17,6 +17,7 @@ impl Dataflow {
     /// until the exit status is known).
     pub(super) fn may_restart(&self, node: &NodeId) -> bool {
         !self.stopping
+            && !self.nodes.get(node).is_some_and(|rt| rt.stopped)
             && self
                 .spec
                 .descriptor
@@ -34,8 +35,8 @@ impl Dataflow {
         outcome: NodeResult,
         events: &mpsc::Sender<Event>,
     ) -> Option<NodeResult> {
-        let stopping = self.stopping;
         let rt = self.nodes.get_mut(node)?;
+        let stopping = self.stopping || rt.stopped;
         // A node that never connected is not restarted: it would only time out again.
         let decision = match (&rt.failure, rt.restart.as_mut()) {
             (None, Some(tracker)) => {
@@ -107,7 +108,7 @@ impl Dataflow {
         if !rt.restarting {
             return false;
         }
-        if self.stopping {
+        if self.stopping || rt.stopped {
             rt.restarting = false;
             self.close_all_outputs(node);
             self.routing.node_exited(node);
