@@ -198,6 +198,7 @@ impl Coordinator {
                 status: f.record.status,
                 nodes: f.record.placement.clone(),
                 restarts: self.node_stats.restarts_of(f.record.id),
+                degraded: f.record.degraded.clone(),
             })
             .collect()
     }

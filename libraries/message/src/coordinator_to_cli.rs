@@ -105,6 +105,10 @@ pub struct DataflowInfo {
     /// as of the daemons' latest heartbeats.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub restarts: BTreeMap<NodeId, u32>,
+    /// Why it runs without some of its nodes (`adora cluster drain` stopped a node pinned to the
+    /// drained machine), if it does: `adora list` shows it `degraded`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub degraded: Vec<String>,
 }
 
 impl DataflowInfo {
@@ -224,6 +228,7 @@ mod tests {
             status: DataflowStatus::Running,
             nodes: [("a".into(), "robot".into())].into(),
             restarts: [("a".into(), 2)].into(),
+            degraded: vec!["node `probe` was stopped: machine `robot` was drained".into()],
         }]));
         round_trip(ControlReply::Status(CoordinatorStatus {
             adora_version: "0.1.0".into(),

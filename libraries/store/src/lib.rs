@@ -69,6 +69,9 @@ pub struct DataflowRecord {
     /// dataflow references are garbage-collected.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub artifacts: adora_message::distribute::NodeArtifacts,
+    /// Why it runs without some of its nodes (a node stopped by a drain), if it does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub degraded: Vec<String>,
 }
 
 impl DataflowRecord {
@@ -95,6 +98,7 @@ impl DataflowRecord {
             failure: None,
             request_id: None,
             artifacts: Default::default(),
+            degraded: Vec::new(),
         }
     }
 }

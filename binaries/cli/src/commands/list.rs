@@ -2,7 +2,9 @@
 
 use std::process::ExitCode;
 
-use adora_message::{cli_to_coordinator::ControlRequest, coordinator_to_cli::ControlReply};
+use adora_message::{
+    cli_to_coordinator::ControlRequest, control::DataflowStatus, coordinator_to_cli::ControlReply,
+};
 use anyhow::bail;
 use serde::Serialize;
 
@@ -59,10 +61,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .min_width(4, 8)
         .right_align(&[3, 4]);
     for d in &list {
+        // A running dataflow without some of its nodes (a drain stopped them) says so.
+        let status = match (d.status, d.degraded.is_empty()) {
+            (DataflowStatus::Running, false) => "degraded".to_owned(),
+            (status, _) => status.to_string(),
+        };
         table.row([
             d.name.clone(),
             d.id.to_string(),
-            d.status.to_string(),
+            status,
             d.nodes.len().to_string(),
             d.total_restarts().to_string(),
             d.machines().join(","),

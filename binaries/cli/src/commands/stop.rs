@@ -112,6 +112,7 @@ mod tests {
             status,
             nodes: Default::default(),
             restarts: Default::default(),
+            degraded: Vec::new(),
         }
     }
 

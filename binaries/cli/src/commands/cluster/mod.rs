@@ -9,6 +9,7 @@
 
 mod common;
 mod down;
+mod drain;
 mod install;
 pub(crate) mod join_code;
 mod machine;
@@ -30,7 +31,8 @@ use clap::Subcommand;
 adora cluster install cluster.yml\n  adora cluster upgrade cluster.yml --binary target/release/adora\n  \
 adora cluster restart demo\n  adora cluster down\n  \
 CODE=$(adora cluster join-code create --machine robot-1)\n  adora cluster revoke robot-1\n  \
-adora cluster cordon robot-1 --reason \"battery swap\"\n  adora cluster lock robot-1 --reason calibrating\n\nSee the guide's \"Clusters\" chapter for the cluster.yml reference."
+adora cluster cordon robot-1 --reason \"battery swap\"\n  adora cluster drain robot-1 --deadline 10m\n  \
+adora cluster lock robot-1 --reason calibrating\n\nSee the guide's \"Clusters\" chapter for the cluster.yml reference."
 )]
 pub struct Args {
     #[command(subcommand)]
@@ -49,6 +51,7 @@ enum Command {
     JoinCode(join_code::Args),
     Revoke(revoke::Args),
     Cordon(maintenance::CordonArgs),
+    Drain(drain::Args),
     Uncordon(maintenance::UncordonArgs),
     Lock(maintenance::LockArgs),
     Unlock(maintenance::UnlockArgs),
@@ -67,6 +70,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::JoinCode(args) => join_code::run(args).await,
         Command::Revoke(args) => revoke::run(args).await,
         Command::Cordon(args) => maintenance::cordon(args).await,
+        Command::Drain(args) => drain::run(args).await,
         Command::Uncordon(args) => maintenance::uncordon(args).await,
         Command::Lock(args) => maintenance::lock(args).await,
         Command::Unlock(args) => maintenance::unlock(args).await,
