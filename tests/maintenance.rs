@@ -264,3 +264,63 @@ fn cordons_and_locks_survive_a_coordinator_restart_and_a_killed_nodes_lock_goes(
     assert!(cluster.start_flow(&pinned, "pinned").status.success());
     assert_eq!(cluster.placed("pinned", "p"), "a");
 }
+
+/// A Python node holding an update lock in a `with` block, until a flag file appears.
+const PYTHON_LOCKER: &str = r#"
+import os, time
+from adora import Node
+
+node = Node()
+with node.update_lock("grasping") as lock:
+    print("held", lock.held, lock.reason, flush=True)
+    while not os.path.exists(os.environ["FLAG"]):
+        time.sleep(0.05)
+print("released", lock.held, flush=True)
+for event in node:
+    if event["type"] == "STOP":
+        break
+"#;
+
+#[test]
+fn a_python_node_holds_an_update_lock_in_a_with_block() {
+    let check = std::process::Command::new("python3")
+        .args(["-c", "import adora, pyarrow"])
+        .status()
+        .unwrap();
+    assert!(
+        check.success(),
+        "needs the adora Python package: pip install --no-build-isolation ./apis/python/node \
+         (scripts/test.sh does this)"
+    );
+    let cluster = Cluster::start();
+    let dir = cluster.dir.path();
+    std::fs::write(dir.join("locker.py"), PYTHON_LOCKER).unwrap();
+    let flag = dir.join("release.flag");
+    let yaml = format!(
+        "nodes:\n  - id: arm\n    path: {}\n    env: {{ FLAG: {} }}\n    deploy: {{ machine: b }}\n",
+        dir.join("locker.py").display(),
+        flag.display()
+    );
+    let file = dir.join("py.yml");
+    std::fs::write(&file, yaml).unwrap();
+    let out = cluster.start_flow(&file, "py");
+    assert!(out.status.success(), "{out}");
+    let logs = || cluster.cli.run(&["logs", "py", "arm"]).stdout;
+    assert!(
+        wait_until(WAIT, || logs().contains("held True grasping")),
+        "{}",
+        logs()
+    );
+    assert_eq!(cluster.lock_reasons("b"), ["grasping"]);
+    std::fs::write(&flag, "").unwrap();
+    assert!(
+        wait_until(WAIT, || logs().contains("released False")),
+        "{}",
+        logs()
+    );
+    assert!(
+        wait_until(WAIT, || cluster.lock_reasons("b").is_empty()),
+        "the lock outlived its with block: {}",
+        cluster.machine("b")
+    );
+}
