@@ -11,6 +11,7 @@ fn daemon(machine: Option<&str>, labels: &[(&str, &str)]) -> Candidate {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
+        ..Candidate::default()
     }
 }
 
