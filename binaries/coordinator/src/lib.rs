@@ -26,6 +26,7 @@ mod join_codes;
 mod metrics;
 mod recovery;
 mod requests;
+mod resources;
 mod retention;
 mod serve;
 mod start;

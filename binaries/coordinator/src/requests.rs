@@ -213,7 +213,8 @@ impl Coordinator {
         names
     }
 
-    fn status(&self) -> CoordinatorStatus {
+    pub(crate) fn status(&self) -> CoordinatorStatus {
+        let mut reserved = self.reserved_by_daemon();
         CoordinatorStatus {
             adora_version: ADORA_VERSION.to_owned(),
             daemons: self
@@ -229,6 +230,8 @@ impl Coordinator {
                     registered_ms_ago: d.registered_at.elapsed().as_millis() as u64,
                     machine: self.node_stats.machine(d.name()).cloned(),
                     systemd_unit: d.systemd_unit.clone(),
+                    limits: d.limits,
+                    reserved: reserved.remove(d.name()).unwrap_or_default(),
                 })
                 .collect(),
             running_dataflows: self

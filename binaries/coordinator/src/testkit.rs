@@ -62,6 +62,7 @@ impl Harness {
             adora_version: "test".into(),
             instance: None,
             systemd_unit: None,
+            limits: Default::default(),
         };
         self.c.dispatch(Event::DaemonRegistered {
             conn,

@@ -195,6 +195,7 @@ fn registration(machine: &str, instance: Uuid) -> Envelope<DaemonMessage> {
             adora_version: "0.1.0-test".into(),
             instance: Some(instance),
             systemd_unit: None,
+            limits: Default::default(),
         }),
     )
 }

@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use adora_core::NodeId;
+use adora_core::{
+    resources::{MachineLimits, Reserved},
+    NodeId,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -156,6 +159,12 @@ pub struct DaemonStatus {
     /// that predates this field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub systemd_unit: Option<String>,
+    /// Its thresholds (none set: empty).
+    #[serde(default)]
+    pub limits: MachineLimits,
+    /// What the nodes of running dataflows placed on it asked for (`deploy.resources`).
+    #[serde(default)]
+    pub reserved: Reserved,
 }
 
 #[cfg(test)]
@@ -225,6 +234,15 @@ mod tests {
                 registered_ms_ago: 4500,
                 machine: None,
                 systemd_unit: Some("adora-daemon-robot.service".into()),
+                limits: MachineLimits {
+                    max_cpu_percent: Some(90),
+                    ..MachineLimits::default()
+                },
+                reserved: Reserved {
+                    cpus: 1.5,
+                    memory: 4 << 30,
+                    gpus: 1,
+                },
             }],
             running_dataflows: 1,
         }));

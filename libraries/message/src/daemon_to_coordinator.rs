@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use adora_core::NodeId;
+use adora_core::{resources::MachineLimits, NodeId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -109,6 +109,10 @@ pub struct DaemonRegistration {
     /// started otherwise (`cluster up`, by hand): `cluster down` leaves services running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub systemd_unit: Option<String>,
+    /// Thresholds above which its machine takes no new nodes (`adora daemon --max-cpu-percent`
+    /// ...); none from daemons that predate them.
+    #[serde(default, skip_serializing_if = "MachineLimits::is_none")]
+    pub limits: MachineLimits,
 }
 
 #[cfg(test)]
@@ -139,6 +143,11 @@ mod tests {
             adora_version: "0.1.0".into(),
             instance: Some(Uuid::new_v4()),
             systemd_unit: Some("adora-daemon-robot.service".into()),
+            limits: MachineLimits {
+                max_cpu_percent: Some(90),
+                max_memory_percent: None,
+                min_disk_free: Some(5 << 30),
+            },
         }));
         round_trip(DaemonMessage::Heartbeat {
             nodes: vec![],
@@ -156,6 +165,9 @@ mod tests {
                 memory_total_bytes: Some(1 << 30),
                 memory_available_bytes: Some(1 << 29),
                 disk_free_bytes: Some(1 << 32),
+                cpus: Some(4),
+                cpu_percent: Some(37.5),
+                gpus: None,
             }),
         });
         // A heartbeat of a daemon that predates the machine figures still decodes.

@@ -269,6 +269,9 @@ mod tests {
             memory_total_bytes: Some(8 << 30),
             memory_available_bytes: Some(3 << 30),
             disk_free_bytes: Some(20 << 30),
+            cpus: Some(8),
+            cpu_percent: Some(93.0),
+            gpus: Some(2),
         }
     }
 
