@@ -1,9 +1,11 @@
 //! `adora cluster status`: the daemons of the cluster with their machines' figures (version, OS,
-//! kernel, architecture, uptime, load, memory, free disk, from their heartbeats), a warning when
-//! they run different Adora versions, and the active dataflows.
+//! kernel, architecture, uptime, load, CPU cores and use, memory, free disk, GPUs, from their
+//! heartbeats), whether they take new nodes (`full: cpu 93% > 90%` above a threshold), a warning
+//! when they run different Adora versions, and the active dataflows.
 
 use std::{collections::BTreeMap, process::ExitCode};
 
+use adora_core::resources::{MachineLimits, Reserved};
 use adora_message::{
     cli_to_coordinator::ControlRequest,
     control::Labels,
@@ -57,6 +59,26 @@ struct Daemon {
     adora_version: String,
     /// Its machine's figures from its latest heartbeat (`null` until one carried them).
     machine: Option<MachineTelemetry>,
+    /// Its thresholds (`max_cpu_percent`, `max_memory_percent`, `min_disk_free`; unset ones
+    /// left out).
+    limits: MachineLimits,
+    /// What the nodes of running dataflows placed on it asked for (`deploy.resources`).
+    reserved: Reserved,
+    /// The thresholds its machine is above (`cpu 93% > 90%`); empty when it takes new nodes.
+    over_limits: Vec<String>,
+}
+
+impl Daemon {
+    /// `ready`, `full: <thresholds>`, or `-` for a lost daemon.
+    fn state(&self) -> String {
+        if !self.connected {
+            "-".to_owned()
+        } else if self.over_limits.is_empty() {
+            "ready".to_owned()
+        } else {
+            format!("full: {}", self.over_limits.join(", "))
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -83,6 +105,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .into_iter()
             .map(|d| Daemon {
                 id: d.machine_id.clone().unwrap_or_else(|| d.hostname.clone()),
+                over_limits: d
+                    .machine
+                    .as_ref()
+                    .map(|m| d.limits.exceeded(&m.figures()))
+                    .unwrap_or_default(),
                 machine_id: d.machine_id,
                 hostname: d.hostname,
                 labels: d.labels,
@@ -90,6 +117,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 last_heartbeat_ms: d.last_heartbeat_ms,
                 adora_version: d.adora_version,
                 machine: d.machine,
+                limits: d.limits,
+                reserved: d.reserved,
             })
             .collect(),
         active_dataflows: flows
@@ -154,22 +183,16 @@ fn or_dash<T>(value: Option<T>, show: impl FnOnce(T) -> String) -> String {
 }
 
 /// The machine columns of a daemon's row (all `-` before its first heartbeat with figures).
-fn machine_cells(d: &Daemon) -> [String; 8] {
+fn machine_cells(d: &Daemon) -> [String; 10] {
     let version = match d.adora_version.as_str() {
         "" => "-".to_owned(),
         v => v.to_owned(),
     };
     let Some(m) = &d.machine else {
-        return [
-            version,
-            "-".into(),
-            "-".into(),
-            "-".into(),
-            "-".into(),
-            "-".into(),
-            "-".into(),
-            "-".into(),
-        ];
+        let mut cells: [String; 10] = Default::default();
+        cells.fill("-".into());
+        cells[0] = version;
+        return cells;
     };
     let text = |s: &str| {
         if s.is_empty() {
@@ -190,11 +213,16 @@ fn machine_cells(d: &Daemon) -> [String; 8] {
         or_dash(m.load, |[one, five, fifteen]| {
             format!("{one:.2} {five:.2} {fifteen:.2}")
         }),
+        match (m.cpus, m.cpu_percent) {
+            (Some(cores), Some(used)) => format!("{cores} × {used:.0}%"),
+            (cores, _) => or_dash(cores, |c| c.to_string()),
+        },
         match (m.memory_available_bytes, m.memory_total_bytes) {
             (Some(free), Some(total)) => format!("{} / {}", bytes(free), bytes(total)),
             (free, _) => or_dash(free, bytes),
         },
         or_dash(m.disk_free_bytes, bytes),
+        or_dash(m.gpus, |g| g.to_string()),
     ]
 }
 
@@ -216,8 +244,11 @@ fn render(report: &ClusterStatus) -> String {
             "ARCH",
             "UPTIME",
             "LOAD",
+            "CPUS",
             "MEM AVAILABLE",
             "DISK FREE",
+            "GPUS",
+            "STATE",
             "LABELS",
         ])
         .min_width(1, 16);
@@ -231,6 +262,7 @@ fn render(report: &ClusterStatus) -> String {
             let labels: Vec<String> = d.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let mut row = vec![d.id.clone(), heartbeat];
             row.extend(machine_cells(d));
+            row.push(d.state());
             row.push(labels.join(","));
             table.row(row);
         }
@@ -289,6 +321,12 @@ mod tests {
                     last_heartbeat_ms: 2300,
                     adora_version: "0.1.0".into(),
                     machine: Some(machine()),
+                    limits: MachineLimits {
+                        max_cpu_percent: Some(90),
+                        ..MachineLimits::default()
+                    },
+                    reserved: Reserved::default(),
+                    over_limits: vec!["cpu 93% > 90%".into()],
                 },
                 Daemon {
                     id: "gpu-server".into(),
@@ -299,6 +337,9 @@ mod tests {
                     last_heartbeat_ms: 25_000,
                     adora_version: gpu_version.into(),
                     machine: None,
+                    limits: MachineLimits::default(),
+                    reserved: Reserved::default(),
+                    over_limits: Vec::new(),
                 },
             ],
             active_dataflows: vec![Dataflow {
@@ -320,11 +361,13 @@ mod tests {
             render(&report),
             "Coordinator at 10.0.0.1:6013 (adora 0.1.0)\n\n\
              DAEMON ID   LAST HEARTBEAT    VERSION  OS                              KERNEL          \
-             ARCH    UPTIME  LOAD            MEM AVAILABLE      DISK FREE  LABELS\n\
+             ARCH    UPTIME  LOAD            CPUS     MEM AVAILABLE      DISK FREE  GPUS  \
+             STATE                LABELS\n\
              robot       2s ago            0.1.0    Debian GNU/Linux 12 (bookworm)  6.1.0-18-amd64  \
-             x86_64  1h02m   0.50 0.25 0.00  3.0 GiB / 8.0 GiB  20.0 GiB   arch=arm64\n\
+             x86_64  1h02m   0.50 0.25 0.00  8 × 93%  3.0 GiB / 8.0 GiB  20.0 GiB   2     \
+             full: cpu 93% > 90%  arch=arm64\n\
              gpu-server  lost (25s ago)    0.1.0    -                               -               \
-             -       -       -               -                  -\n\
+             -       -       -               -        -                  -          -     -\n\
              \nActive dataflows: 1\n  demo (u) on gpu-server, robot\n"
         );
     }
@@ -343,6 +386,22 @@ mod tests {
         assert!(render(&report).ends_with(&format!("\nwarning: {}\n", report.warnings[0])));
         // A lost daemon's version is stale: no warning for it.
         assert!(report_of_lost_daemon().warnings.is_empty());
+    }
+
+    #[test]
+    fn json_carries_cores_gpus_thresholds_and_what_is_over() {
+        let json = serde_json::to_value(report("0.1.0", false)).expect("serializes");
+        let robot = &json["daemons"][0];
+        assert_eq!(robot["machine"]["cpus"], 8);
+        assert_eq!(robot["machine"]["cpu_percent"], 93.0);
+        assert_eq!(robot["machine"]["gpus"], 2);
+        assert_eq!(
+            robot["limits"],
+            serde_json::json!({ "max_cpu_percent": 90 })
+        );
+        assert_eq!(robot["over_limits"], serde_json::json!(["cpu 93% > 90%"]));
+        assert_eq!(robot["reserved"]["memory"], 0);
+        assert_eq!(json["daemons"][1]["over_limits"], serde_json::json!([]));
     }
 
     fn report_of_lost_daemon() -> ClusterStatus {
