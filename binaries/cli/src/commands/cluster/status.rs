@@ -21,9 +21,10 @@ use crate::{
 };
 
 /// Show every daemon of the cluster with its last heartbeat, its machine's figures (Adora
-/// version, OS, kernel, architecture, uptime, load, available memory, free disk) and labels, and
-/// the active dataflows. Warns when the connected daemons and the coordinator run different
-/// Adora versions.
+/// version, OS, kernel, architecture, uptime, load, CPU cores and use, available memory, free
+/// disk, GPUs), whether it takes new nodes (`full: ...` above a threshold) and labels, and the
+/// active dataflows. Warns when the connected daemons and the coordinator run different Adora
+/// versions.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  adora cluster status\n  \
 adora cluster status --coordinator-addr 10.0.0.1 --coordinator-port 6013 --json")]
