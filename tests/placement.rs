@@ -170,3 +170,43 @@ fn placement_follows_reported_headroom_and_refuses_what_fits_nowhere() {
         .block_on(fleet.shutdown())
         .expect("no simulated daemon failed");
 }
+
+#[test]
+fn a_real_daemon_reports_its_capacity_and_thresholds() {
+    let state = temp_dir();
+    let coordinator = Coordinator::start(state.path(), "127.0.0.1");
+    // No file system has a petabyte free: this daemon is always above its disk threshold.
+    let _daemon = coordinator.daemon_local("real", &["--min-disk-free", "1048576GiB"]);
+    coordinator.wait_for_daemons(1);
+    let mut seen = serde_json::Value::Null;
+    let reported = || {
+        let status = json(&cli(&coordinator, &["cluster", "status", "--json"]));
+        seen = status["daemons"][0].clone();
+        !seen["machine"].is_null()
+    };
+    assert!(wait_until(WAIT, reported), "no figures in the heartbeats");
+    let machine = &seen["machine"];
+    assert!(machine["cpus"].as_u64().unwrap() >= 1, "{seen}");
+    let cpu = machine["cpu_percent"].as_f64().unwrap();
+    assert!((0.0..=100.0).contains(&cpu), "{seen}");
+    assert_eq!(seen["limits"]["min_disk_free"], 1024u64 << 40, "{seen}");
+    let over = seen["over_limits"][0].as_str().unwrap();
+    assert!(
+        over.starts_with("disk ") && over.ends_with(" free < 1024.0 TiB"),
+        "{seen}"
+    );
+
+    let file = state.path().join("pinned.yml");
+    std::fs::write(
+        &file,
+        "nodes:\n  - id: pinned\n    path: /bin/true\n    deploy: { machine: real }\n",
+    )
+    .unwrap();
+    let out = cli(&coordinator, &["start", file.to_str().unwrap(), "--detach"]);
+    assert!(!out.status.success(), "{out}");
+    assert!(
+        out.stderr
+            .contains("node `pinned`: no machine can take it: real: above its threshold: disk "),
+        "{out}"
+    );
+}

@@ -244,3 +244,19 @@ fn the_root_deploy_requests_apply_to_every_node() {
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].node.as_str(), "b");
 }
+
+#[test]
+fn a_nodes_own_resources_replace_the_root_ones_as_a_whole() {
+    let d = descriptor(
+        "deploy: { labels: { pool: a }, resources: { memory: 6GiB, cpus: 1 } }\nnodes:\n  - id: a\n    path: ./a\n  - id: b\n    path: ./b\n    deploy: { resources: { gpus: 1 } }\n",
+    );
+    let a = d.nodes[0].deploy();
+    assert_eq!(a.resources.and_then(|r| r.memory()), Some(6 * GIB));
+    let b = d.nodes[1].deploy();
+    assert_eq!(b.labels.get("pool").map(String::as_str), Some("a"));
+    let requests = b.resources.expect("its own");
+    assert_eq!(
+        (requests.gpus(), requests.memory(), requests.cpus()),
+        (Some(1), None, None)
+    );
+}
