@@ -15,9 +15,9 @@
 //!   and never to one that cannot fit it ([`fit`]). What is free of a resource is the machine's
 //!   capacity (capped by its threshold) minus the larger of the measured use and what the nodes
 //!   of running dataflows there asked for, minus what the nodes of this dataflow placed there
-//!   before it (in descriptor order) asked for; the headroom is, over the resources the node asks for,
-//!   the smallest fraction of the machine's capacity left free once the node is counted. The
-//!   largest headroom wins; a tie goes to the daemon registered first. A daemon that has not
+//!   before it (in descriptor order) asked for; the headroom is, over the resources the node
+//!   asks for, the smallest fraction of the machine's capacity left free once the node is
+//!   counted. The largest headroom wins; a tie goes to the daemon registered first. A daemon that has not
 //!   reported its figures yet (or not the figure asked for: GPUs without `nvidia-smi`) cannot
 //!   fit a request, and is never above a threshold.
 //!
