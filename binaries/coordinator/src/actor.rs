@@ -108,6 +108,8 @@ pub(crate) struct DaemonEntry {
     pub instance: Option<Uuid>,
     /// The systemd unit it runs as, if any.
     pub systemd_unit: Option<String>,
+    /// Thresholds above which it takes no new nodes (from its registration).
+    pub limits: adora_core::resources::MachineLimits,
 }
 
 impl DaemonEntry {

@@ -175,8 +175,37 @@ impl Coordinator {
         if drain.done {
             return;
         }
-        let now = now_ms();
-        let stop_now = drain.force || now >= drain.deadline_ms;
+        let (nodes, waiting, stop) = self.drain_plan(machine, &drain);
+        for (dataflow, node, why) in stop {
+            self.stop_drained_node(machine, dataflow, node, &why);
+        }
+        let done = nodes.iter().all(|n| {
+            matches!(
+                n.state,
+                DrainNodeState::Moved { .. } | DrainNodeState::Stopped | DrainNodeState::Failed { .. }
+            )
+        });
+        if done {
+            tracing::info!("machine `{machine}` is drained");
+        }
+        if nodes != drain.nodes || waiting != drain.waiting || done {
+            self.update_maintenance(machine, |m| {
+                if let Some(d) = m.drain.as_mut() {
+                    d.nodes = nodes;
+                    d.waiting = waiting;
+                    d.done = done;
+                }
+                if done && m.claim.as_ref().is_some_and(|c| c.operation == Operation::Drain) {
+                    m.claim = None;
+                }
+            });
+        }
+    }
+
+    /// Each node's next state in `drain`, why the drain waits (if it does), and the nodes to stop
+    /// now with why. Starts the moves it can.
+    fn drain_plan(&mut self, machine: &str, drain: &DrainState) -> DrainPlan {
+        let stop_now = drain.force || now_ms() >= drain.deadline_ms;
         let mut nodes = drain.nodes.clone();
         let mut waiting = drain.waiting.clone();
         let mut moving = nodes
@@ -223,31 +252,7 @@ impl Coordinator {
                 _ => {}
             }
         }
-        for (dataflow, node, why) in stop {
-            self.stop_drained_node(machine, dataflow, node, &why);
-        }
-        let done = nodes.iter().all(|n| {
-            matches!(
-                n.state,
-                DrainNodeState::Moved { .. } | DrainNodeState::Stopped | DrainNodeState::Failed { .. }
-            )
-        });
-        if done {
-            tracing::info!("machine `{machine}` is drained");
-        }
-        let changed = nodes != drain.nodes || waiting != drain.waiting || done;
-        if changed {
-            self.update_maintenance(machine, |m| {
-                if let Some(d) = m.drain.as_mut() {
-                    d.nodes = nodes;
-                    d.waiting = waiting;
-                    d.done = done;
-                }
-                if done && m.claim.as_ref().is_some_and(|c| c.operation == Operation::Drain) {
-                    m.claim = None;
-                }
-            });
-        }
+        (nodes, waiting, stop)
     }
 
     /// Where a drained node runs now, per its dataflow's (stored) placement.
@@ -293,6 +298,9 @@ impl Coordinator {
         }
     }
 }
+
+/// What a drain step decided: every node's state, why it waits, the nodes to stop and why.
+type DrainPlan = (Vec<DrainedNode>, Option<String>, Vec<(Uuid, NodeId, String)>);
 
 /// Where a drained node is.
 enum Where {

@@ -27,6 +27,7 @@ mod maintenance;
 mod metrics;
 mod recovery;
 mod requests;
+mod resources;
 mod retention;
 mod serve;
 mod start;

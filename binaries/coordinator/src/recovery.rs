@@ -375,6 +375,7 @@ impl DaemonEntry {
             registered_at: last_seen,
             instance: None,
             systemd_unit: None,
+            limits: Default::default(),
         }
     }
 }

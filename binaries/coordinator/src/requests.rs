@@ -220,7 +220,8 @@ impl Coordinator {
         names
     }
 
-    fn status(&self) -> CoordinatorStatus {
+    pub(crate) fn status(&self) -> CoordinatorStatus {
+        let mut reserved = self.reserved_by_daemon();
         CoordinatorStatus {
             adora_version: ADORA_VERSION.to_owned(),
             daemons: self
@@ -239,6 +240,8 @@ impl Coordinator {
                     state: self.maintenance_of(d.name()).state(adora_store::now_ms()),
                     unavailable: self.unavailable(d.name()),
                     maintenance: self.maintenance.get(d.name()).cloned(),
+                    limits: d.limits,
+                    reserved: reserved.remove(d.name()).unwrap_or_default(),
                 })
                 .collect(),
             running_dataflows: self

@@ -178,13 +178,10 @@ impl Coordinator {
         let connected: Vec<usize> = (0..self.daemons.len())
             .filter(|&i| self.daemons[i].tx.is_some())
             .collect();
+        let mut reserved = self.reserved_by_daemon();
         let candidates: Vec<Candidate> = connected
             .iter()
-            .map(|&i| Candidate {
-                machine_id: self.daemons[i].machine_id.clone(),
-                labels: self.daemons[i].labels.clone(),
-                unavailable: self.unavailable(self.daemons[i].name()),
-            })
+            .map(|&i| self.candidate(&self.daemons[i], &mut reserved))
             .collect();
         match placement::place(descriptor, &candidates) {
             Ok(placed) => Ok(placed

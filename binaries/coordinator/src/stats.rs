@@ -237,6 +237,9 @@ mod tests {
             memory_total_bytes: None,
             memory_available_bytes: None,
             disk_free_bytes: None,
+            cpus: None,
+            cpu_percent: None,
+            gpus: None,
         };
         table.update_machine("robot", Some(figures("0.1.0")));
         table.update_machine("robot", None);

@@ -63,6 +63,7 @@ impl Harness {
             instance: None,
             systemd_unit: None,
             locks: Vec::new(),
+            limits: Default::default(),
         };
         self.c.dispatch(Event::DaemonRegistered {
             conn,

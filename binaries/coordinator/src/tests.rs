@@ -196,6 +196,7 @@ fn registration(machine: &str, instance: Uuid) -> Envelope<DaemonMessage> {
             instance: Some(instance),
             systemd_unit: None,
             locks: Vec::new(),
+            limits: Default::default(),
         }),
     )
 }

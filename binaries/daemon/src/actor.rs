@@ -236,37 +236,11 @@ impl Daemon {
             Event::ControlClosed { dataflow, node } => {
                 self.settle(dataflow, |df, _| df.control_closed(&node))
             }
-            Event::NodeExited {
-                dataflow,
-                node,
-                status,
-                stderr_tail,
-            } => {
-                self.locks.node_exited(dataflow, &node);
-                self.settle(dataflow, |df, env| {
-                    df.node_exited(&node, status, stderr_tail, env.events)
-                })
-            }
-            Event::TakeLock {
-                dataflow,
-                node,
-                lock,
-                reason,
-                reply,
-            } => self.take_lock(dataflow, node, lock, reason, reply),
-            Event::ReleaseLock {
-                dataflow,
-                node,
-                lock,
-            } => self.locks.release(dataflow, &node, lock),
-            Event::LockTimeout { request } => self.locks.timed_out(request),
-            Event::EscalateNodes {
-                dataflow,
-                nodes,
-                step,
-            } => self.with(dataflow, |df, env| {
-                df.escalate_nodes(nodes, step, env.events, env.config)
-            }),
+            event @ (Event::NodeExited { .. }
+            | Event::TakeLock { .. }
+            | Event::ReleaseLock { .. }
+            | Event::LockTimeout { .. }
+            | Event::EscalateNodes { .. }) => self.maintenance_event(event),
             Event::TimerTick { dataflow, interval } => self.timer_tick(dataflow, interval),
             event @ Event::LogLine { .. } => self.log_line(event),
             Event::InputDeadlines { dataflow } => self.with(dataflow, |df, _| df.expire_inputs()),

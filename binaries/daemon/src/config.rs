@@ -82,6 +82,9 @@ pub struct ServiceConfig {
     pub machine_id: Option<String>,
     /// Labels (`--labels`).
     pub labels: BTreeMap<String, String>,
+    /// Thresholds above which this machine takes no new nodes (`--max-cpu-percent`, ...),
+    /// reported in the registration.
+    pub limits: adora_core::resources::MachineLimits,
     /// Node logs go to `<log_root>/<dataflow uuid>/<node>.txt`.
     pub log_root: PathBuf,
     /// The Zenoh endpoint to listen on for other daemons, with a concrete port

@@ -4,6 +4,7 @@
 
 use std::{
     path::{Path, PathBuf},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -18,7 +19,10 @@ use adora_message::{
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::{actor::service::ServiceCommand, config::ServiceConfig, process_stats::ProcessSampler};
+use crate::{
+    actor::service::ServiceCommand, config::ServiceConfig, process_stats::ProcessSampler,
+    telemetry::CapacitySampler,
+};
 
 /// First reconnect delay.
 pub const RECONNECT_MIN: Duration = Duration::from_millis(500);
@@ -145,6 +149,7 @@ impl Identity {
             instance: Some(self.instance),
             systemd_unit: self.systemd_unit.clone(),
             locks: Vec::new(),
+            limits: config.limits,
         }
     }
 }
@@ -191,6 +196,7 @@ async fn session(
     let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
     let mut last_heard = Instant::now();
     let mut sampler = Some(ProcessSampler::default());
+    let capacity = Arc::new(Mutex::new(CapacitySampler::default()));
     let lost = |reason: String| SessionEnd::Lost(reason);
     loop {
         tokio::select! {
@@ -203,7 +209,7 @@ async fn session(
                     return lost(format!("no message for {:?}", last_heard.elapsed()));
                 }
                 let nodes = node_stats(commands, &mut sampler).await;
-                let machine = machine_telemetry(state_dir.to_owned()).await;
+                let machine = machine_telemetry(state_dir.to_owned(), &capacity).await;
                 let heartbeat = DaemonMessage::Heartbeat { nodes, machine };
                 if let Err(e) = conn.send(&Envelope::new(0, heartbeat)).await {
                     return lost(e.to_string());
@@ -232,11 +238,24 @@ async fn session(
 }
 
 /// The machine's figures for a heartbeat, read off the runtime; `None` when that takes longer
-/// than [`STATS_TIMEOUT`] (a hung file system) or fails.
-async fn machine_telemetry(state_dir: PathBuf) -> Option<MachineTelemetry> {
-    let read = tokio::task::spawn_blocking(move || crate::telemetry::sample(&state_dir));
+/// than [`STATS_TIMEOUT`] (a hung file system, a slow `nvidia-smi`) or fails, and while the
+/// previous reading still runs (`capacity` is busy).
+async fn machine_telemetry(
+    state_dir: PathBuf,
+    capacity: &Arc<Mutex<CapacitySampler>>,
+) -> Option<MachineTelemetry> {
+    let capacity = capacity.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        let mut capacity = match capacity.try_lock() {
+            Ok(capacity) => capacity,
+            // A panic while sampling leaves nothing half-written that matters.
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        Some(crate::telemetry::sample(&state_dir, &mut capacity))
+    });
     match tokio::time::timeout(STATS_TIMEOUT, read).await {
-        Ok(Ok(figures)) => Some(figures),
+        Ok(Ok(figures)) => figures,
         Ok(Err(e)) => {
             tracing::warn!("reading the machine's figures failed: {e}");
             None

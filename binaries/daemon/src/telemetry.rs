@@ -1,6 +1,6 @@
-//! The machine's figures sent with every heartbeat (`adora cluster status`): OS, kernel,
-//! architecture, uptime, load, memory and free disk, read from `/etc/os-release` and `/proc`
-//! (Linux) like [`crate::process_stats`]. A figure that cannot be read is left out, never an
+//! The machine's figures sent with every heartbeat (`adora cluster status`, placement): OS,
+//! kernel, architecture, uptime, load, memory and free disk, read from `/etc/os-release` and
+//! `/proc` (Linux) like [`crate::process_stats`]; CPU cores, CPU use and GPUs in [`capacity`]. A figure that cannot be read is left out, never an
 //! error: telemetry must not break the heartbeat.
 //!
 //! Parsing is separate from reading so that the parsers are tested on fixed text.
@@ -9,15 +9,19 @@ use std::path::Path;
 
 use adora_message::stats::MachineTelemetry;
 
+pub(crate) mod capacity;
+
+pub(crate) use capacity::CapacitySampler;
+
 /// Where the OS name comes from (`PRETTY_NAME`), see os-release(5).
 const OS_RELEASE: &str = "/etc/os-release";
 /// The fallback of [`OS_RELEASE`] named by os-release(5).
 const OS_RELEASE_FALLBACK: &str = "/usr/lib/os-release";
 
 /// Reads the machine's figures now; `state_dir` is the directory whose file system's free space
-/// is reported (the nearest existing ancestor when it does not exist yet). Blocking: call it
-/// off the runtime.
-pub(crate) fn sample(state_dir: &Path) -> MachineTelemetry {
+/// is reported (the nearest existing ancestor when it does not exist yet); `capacity` keeps the
+/// CPU reading and GPU count between heartbeats. Blocking: call it off the runtime.
+pub(crate) fn sample(state_dir: &Path, capacity: &mut CapacitySampler) -> MachineTelemetry {
     let read = |path: &str| std::fs::read_to_string(path).ok();
     let os = read(OS_RELEASE)
         .or_else(|| read(OS_RELEASE_FALLBACK))
@@ -37,6 +41,9 @@ pub(crate) fn sample(state_dir: &Path) -> MachineTelemetry {
         memory_total_bytes: memory.and_then(|m| m.total),
         memory_available_bytes: memory.and_then(|m| m.available),
         disk_free_bytes: disk_free(state_dir),
+        cpus: capacity::cpu_cores(),
+        cpu_percent: capacity.cpu_percent(),
+        gpus: capacity.gpus(),
     }
 }
 
@@ -171,7 +178,8 @@ mod tests {
     #[test]
     fn sampling_this_machine_reads_every_figure() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let figures = sample(&dir.path().join("not/yet/created"));
+        let mut capacity = CapacitySampler::default();
+        let figures = sample(&dir.path().join("not/yet/created"), &mut capacity);
         assert_eq!(figures.adora_version, adora_message::ADORA_VERSION);
         assert!(!figures.kernel.is_empty());
         assert!(figures.uptime_secs.is_some());
@@ -179,5 +187,7 @@ mod tests {
         let total = figures.memory_total_bytes.expect("MemTotal");
         assert!(figures.memory_available_bytes.expect("MemAvailable") <= total);
         assert!(figures.disk_free_bytes.expect("statvfs") > 0);
+        assert!(figures.cpus.expect("cores") >= 1);
+        assert!(figures.cpu_percent.is_some());
     }
 }

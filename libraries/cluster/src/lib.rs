@@ -33,8 +33,9 @@ pub fn as_root<S: AsRef<str>>(ssh_user: &str, argv: &[S]) -> Vec<String> {
     words
 }
 
-/// The arguments of `adora daemon` for a machine of a cluster (after the program name); the
-/// same for `cluster up` and the systemd unit of `cluster install`.
+/// The arguments of `adora daemon` for a machine of a cluster (after the program name), its
+/// thresholds included (`--min-disk-free` in bytes); the same for `cluster up` and the systemd
+/// unit of `cluster install`.
 pub fn daemon_args(cluster: &ClusterConfig, machine: &Machine) -> Vec<String> {
     let mut args = vec![
         "daemon".to_owned(),
@@ -48,6 +49,21 @@ pub fn daemon_args(cluster: &ClusterConfig, machine: &Machine) -> Vec<String> {
     if let Some(labels) = machine.labels_arg() {
         args.push("--labels".to_owned());
         args.push(labels);
+    }
+    let limits = machine.limits();
+    let flags = [
+        ("--max-cpu-percent", limits.max_cpu_percent.map(u64::from)),
+        (
+            "--max-memory-percent",
+            limits.max_memory_percent.map(u64::from),
+        ),
+        ("--min-disk-free", limits.min_disk_free),
+    ];
+    for (flag, value) in flags {
+        if let Some(value) = value {
+            args.push(flag.to_owned());
+            args.push(value.to_string());
+        }
     }
     args.push("--quiet".to_owned());
     args
@@ -71,6 +87,41 @@ mod tests {
             "daemon --machine-id robot --coordinator-addr 10.0.0.1 --coordinator-port 7000 --labels arch=arm64,gpu=true --quiet"
         );
         assert!(!daemon_args(&c, &c.machines[1]).contains(&"--labels".to_owned()));
+    }
+
+    #[test]
+    fn thresholds_reach_the_daemon_and_its_unit() {
+        let c = ClusterConfig::parse(
+            "coordinator: { addr: 10.0.0.1 }\nmachines:\n  - { id: robot, host: h, max_cpu_percent: 90, max_memory_percent: 85, min_disk_free: 5GiB }\n  - { id: plain, host: h2 }\n",
+            Path::new("c.yml"),
+        )
+        .expect("valid");
+        let args = daemon_args(&c, &c.machines[0]);
+        assert_eq!(
+            args.join(" "),
+            "daemon --machine-id robot --coordinator-addr 10.0.0.1 --coordinator-port 6013 \
+             --max-cpu-percent 90 --max-memory-percent 85 --min-disk-free 5368709120 --quiet"
+        );
+        assert!(!daemon_args(&c, &c.machines[1])
+            .iter()
+            .any(|a| a.starts_with("--max") || a.starts_with("--min")));
+        let unit = systemd::DaemonUnit {
+            machine_id: "robot",
+            adora_path: "/usr/local/bin/adora",
+            args: &args,
+            user: None,
+            state_dir: None,
+        }
+        .render()
+        .expect("renders");
+        assert!(
+            unit.lines().any(|l| l
+                .starts_with("ExecStart=/usr/local/bin/adora daemon --machine-id robot")
+                && l.contains(
+                    " --max-cpu-percent 90 --max-memory-percent 85 --min-disk-free 5368709120 "
+                )),
+            "{unit}"
+        );
     }
 
     #[test]

@@ -9,6 +9,9 @@
 //!     host: gpu.example.org
 //!     ssh_port: 2222
 //!     identity_file: ~/.ssh/fleet_ed25519
+//!     max_cpu_percent: 90       # thresholds above which it takes no new nodes
+//!     max_memory_percent: 85
+//!     min_disk_free: 5GiB
 //! ```
 
 use std::{collections::BTreeMap, path::Path};
@@ -17,7 +20,9 @@ use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 
 use crate::{
+    descriptor::ByteSize,
     ids::is_valid_id,
+    resources::MachineLimits,
     validate::{describe, locate::Seg, read_file, unknown_field, Report, ValidationErrors},
 };
 
@@ -77,6 +82,15 @@ pub struct Machine {
     /// (default `~/.local/state/adora`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_dir: Option<String>,
+    /// Above this CPU use of the whole machine (percent, 1 to 100) it takes no new nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cpu_percent: Option<u8>,
+    /// Above this memory use (percent of the total, 1 to 100) it takes no new nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_percent: Option<u8>,
+    /// Below this much free disk (daemon's state directory) it takes no new nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_disk_free: Option<ByteSize>,
 }
 
 impl Machine {
@@ -92,6 +106,15 @@ impl Machine {
     /// `user@host`, as shown to people.
     pub fn destination(&self) -> String {
         format!("{}@{}", self.user(), self.host)
+    }
+
+    /// Its thresholds, as the daemon reports them.
+    pub fn limits(&self) -> MachineLimits {
+        MachineLimits {
+            max_cpu_percent: self.max_cpu_percent,
+            max_memory_percent: self.max_memory_percent,
+            min_disk_free: self.min_disk_free.map(|b| b.0),
+        }
     }
 
     /// Labels as `k1=v1,k2=v2` for `adora daemon --labels`.
@@ -117,6 +140,9 @@ const MACHINE_FIELDS: &[&str] = &[
     "identity_file",
     "install_dir",
     "state_dir",
+    "max_cpu_percent",
+    "max_memory_percent",
+    "min_disk_free",
 ];
 
 impl ClusterConfig {
@@ -332,6 +358,7 @@ fn check_machines(report: &mut Report<'_>, machines: &[Value]) {
             &format!("{prefix}ssh_port"),
         );
         check_labels(report, &machine, map.get("labels"));
+        limits::check_limits(report, &machine, map);
     }
 }
 
@@ -462,5 +489,6 @@ fn check_labels(report: &mut Report<'_>, machine: &MachineAt<'_>, labels: Option
     }
 }
 
+mod limits;
 #[cfg(test)]
 mod tests;

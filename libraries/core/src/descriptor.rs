@@ -224,6 +224,9 @@ pub struct Deploy {
     /// Working directory of the node (created if missing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<PathBuf>,
+    /// What the node needs of its machine: placement picks a daemon that can fit it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<crate::resources::Resources>,
 }
 
 /// Binary distribution strategy.

@@ -7,6 +7,7 @@ pub mod descriptor;
 pub mod graph;
 pub mod ids;
 pub mod placement;
+pub mod resources;
 pub mod schema;
 pub mod timer;
 pub mod types;

@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use adora_core::NodeId;
+use adora_core::{
+    resources::{MachineLimits, Reserved},
+    NodeId,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -172,6 +175,12 @@ pub struct DaemonStatus {
     /// Its cordon, update locks, claim and drain (`None` when there are none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<crate::maintenance::MachineMaintenance>,
+    /// Its thresholds (none set: empty).
+    #[serde(default)]
+    pub limits: MachineLimits,
+    /// What the nodes of running dataflows placed on it asked for (`deploy.resources`).
+    #[serde(default)]
+    pub reserved: Reserved,
 }
 
 #[cfg(test)]
@@ -252,6 +261,15 @@ mod tests {
                     }),
                     ..Default::default()
                 }),
+                limits: MachineLimits {
+                    max_cpu_percent: Some(90),
+                    ..MachineLimits::default()
+                },
+                reserved: Reserved {
+                    cpus: 1.5,
+                    memory: 4 << 30,
+                    gpus: 1,
+                },
             }],
             running_dataflows: 1,
         }));

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use adora_core::NodeId;
+use adora_core::{resources::MachineLimits, NodeId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -129,6 +129,10 @@ pub struct DaemonRegistration {
     /// The update locks its nodes hold (a restarted coordinator learns them again).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub locks: Vec<crate::maintenance::NodeLock>,
+    /// Thresholds above which its machine takes no new nodes (`adora daemon --max-cpu-percent`
+    /// ...); none from daemons that predate them.
+    #[serde(default, skip_serializing_if = "MachineLimits::is_none")]
+    pub limits: MachineLimits,
 }
 
 #[cfg(test)]
@@ -165,6 +169,11 @@ mod tests {
                 lock: 1,
                 reason: "grasping".into(),
             }],
+            limits: MachineLimits {
+                max_cpu_percent: Some(90),
+                max_memory_percent: None,
+                min_disk_free: Some(5 << 30),
+            },
         }));
         round_trip(DaemonMessage::TakeLock {
             request: 7,
@@ -196,6 +205,9 @@ mod tests {
                 memory_total_bytes: Some(1 << 30),
                 memory_available_bytes: Some(1 << 29),
                 disk_free_bytes: Some(1 << 32),
+                cpus: Some(4),
+                cpu_percent: Some(37.5),
+                gpus: None,
             }),
         });
         // A heartbeat of a daemon that predates the machine figures still decodes.

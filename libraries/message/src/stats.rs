@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use adora_core::{DataId, NodeId};
+use adora_core::{resources::MachineFigures, DataId, NodeId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -170,6 +170,31 @@ pub struct MachineTelemetry {
     pub memory_available_bytes: Option<u64>,
     /// Free bytes (for unprivileged users) on the file system of the daemon's state directory.
     pub disk_free_bytes: Option<u64>,
+    /// CPU cores the daemon's processes may use (`available_parallelism`: affinity and cgroup
+    /// quota included). `None` from daemons that predate it.
+    #[serde(default)]
+    pub cpus: Option<u32>,
+    /// CPU use of the whole machine in percent (0 to 100) since the previous heartbeat, from
+    /// `/proc/stat`.
+    #[serde(default)]
+    pub cpu_percent: Option<f64>,
+    /// GPUs listed by `nvidia-smi -L`; `None` without a working `nvidia-smi`.
+    #[serde(default)]
+    pub gpus: Option<u32>,
+}
+
+impl MachineTelemetry {
+    /// The figures placement works with.
+    pub fn figures(&self) -> MachineFigures {
+        MachineFigures {
+            cpus: self.cpus,
+            cpu_percent: self.cpu_percent.filter(|p| p.is_finite()),
+            memory_total: self.memory_total_bytes,
+            memory_available: self.memory_available_bytes,
+            disk_free: self.disk_free_bytes,
+            gpus: self.gpus,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -255,7 +280,14 @@ mod tests {
             memory_total_bytes: Some(8 << 30),
             memory_available_bytes: Some(3 << 30),
             disk_free_bytes: None,
+            cpus: Some(8),
+            cpu_percent: Some(12.5),
+            gpus: Some(2),
         });
+        // A daemon that predates cores, CPU use and GPUs.
+        let old = r#"{"adora_version":"0.1.0","os":"","kernel":"","arch":"x86_64","uptime_secs":null,"load":null,"memory_total_bytes":null,"memory_available_bytes":null,"disk_free_bytes":null}"#;
+        let old: MachineTelemetry = serde_json::from_str(old).expect("an old heartbeat reads");
+        assert_eq!((old.cpus, old.cpu_percent, old.gpus), (None, None, None));
     }
 
     #[test]

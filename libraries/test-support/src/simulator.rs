@@ -10,6 +10,10 @@
 //! disconnects. It starts no processes: a node is "running" from
 //! the moment its `Spawn` is answered.
 //!
+//! A simulated daemon can carry labels and thresholds and report given machine figures
+//! ([`SimulatedMachine`]), so placement can be tested against chosen capacity and use instead
+//! of this machine's.
+//!
 //! Unlike a real daemon it does not reconnect: a lost connection ends that simulated daemon, and
 //! [`SimulatedFleet::shutdown`] reports it.
 //!
@@ -27,13 +31,13 @@ use std::{
 
 pub use adora_client::HEARTBEAT_INTERVAL;
 use adora_client::{ClientError, Connection, DAEMON_PATH};
-use adora_core::NodeId;
+use adora_core::{resources::MachineLimits, NodeId};
 use adora_message::{
-    control::NodeResult,
+    control::{Labels, NodeResult},
     coordinator_to_daemon::DaemonCommand,
     daemon_to_coordinator::{DaemonMessage, DaemonRegistration},
     envelope::{Envelope, Hello},
-    stats::{NodeStats, NodeStatus},
+    stats::{MachineTelemetry, NodeStats, NodeStatus},
 };
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -70,6 +74,72 @@ pub struct FleetActivity {
     pub stops: u64,
 }
 
+/// One simulated daemon: its machine id, labels and thresholds, and the machine figures its
+/// heartbeats report.
+#[derive(Debug, Clone)]
+pub struct SimulatedMachine {
+    /// Machine id.
+    pub machine_id: String,
+    /// Labels it registers with.
+    pub labels: Labels,
+    /// Thresholds it registers with.
+    pub limits: MachineLimits,
+    /// Machine figures of every heartbeat (`None`: heartbeats without them).
+    pub telemetry: Option<MachineTelemetry>,
+}
+
+impl SimulatedMachine {
+    /// A daemon with machine id `machine_id`, no labels, no thresholds, no figures.
+    pub fn new(machine_id: impl Into<String>) -> Self {
+        Self {
+            machine_id: machine_id.into(),
+            labels: Labels::new(),
+            limits: MachineLimits::default(),
+            telemetry: None,
+        }
+    }
+
+    /// With a label.
+    pub fn label(mut self, key: &str, value: &str) -> Self {
+        self.labels.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    /// With thresholds.
+    pub fn limits(mut self, limits: MachineLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Reporting `cpus` cores at `cpu_percent`, `memory_available` of `memory_total` bytes,
+    /// `disk_free` bytes and `gpus`.
+    pub fn figures(
+        mut self,
+        cpus: u32,
+        cpu_percent: f64,
+        memory_total: u64,
+        memory_available: u64,
+        disk_free: u64,
+        gpus: Option<u32>,
+    ) -> Self {
+        self.telemetry = Some(MachineTelemetry {
+            adora_version: adora_message::ADORA_VERSION.to_owned(),
+            os: "Simulated Linux".into(),
+            kernel: "0.0.0-simulated".into(),
+            arch: std::env::consts::ARCH.to_owned(),
+            uptime_secs: Some(1),
+            load: Some([0.0; 3]),
+            memory_total_bytes: Some(memory_total),
+            memory_available_bytes: Some(memory_available),
+            disk_free_bytes: Some(disk_free),
+            cpus: Some(cpus),
+            cpu_percent: Some(cpu_percent),
+            gpus,
+        });
+        self
+    }
+}
+
 /// Simulated daemons connected to one coordinator; dropping the fleet without
 /// [`SimulatedFleet::shutdown`] aborts them.
 pub struct SimulatedFleet {
@@ -87,15 +157,25 @@ impl SimulatedFleet {
         auth: &adora_client::Auth,
         machine_ids: impl IntoIterator<Item = String>,
     ) -> Result<SimulatedFleet, ClientError> {
+        let machines = machine_ids.into_iter().map(SimulatedMachine::new);
+        Self::start_machines(addr, auth, machines).await
+    }
+
+    /// Like [`SimulatedFleet::start`], each daemon as described by its [`SimulatedMachine`].
+    pub async fn start_machines(
+        addr: &str,
+        auth: &adora_client::Auth,
+        machines: impl IntoIterator<Item = SimulatedMachine>,
+    ) -> Result<SimulatedFleet, ClientError> {
         let mut fleet = SimulatedFleet {
             shutdown: CancellationToken::new(),
             tasks: JoinSet::new(),
             counters: Arc::default(),
         };
-        for (i, machine_id) in machine_ids.into_iter().enumerate() {
+        for (i, machine) in machines.into_iter().enumerate() {
             let conn = Connection::connect(addr, DAEMON_PATH, auth, Hello::current()).await?;
             let daemon = SimulatedDaemon {
-                machine_id,
+                machine,
                 dataflows: BTreeMap::new(),
                 next_pid: FIRST_SIMULATED_PID + (i as u32) * 10_000,
                 counters: fleet.counters.clone(),
@@ -151,7 +231,7 @@ struct SimulatedPart {
 }
 
 struct SimulatedDaemon {
-    machine_id: String,
+    machine: SimulatedMachine,
     dataflows: BTreeMap<Uuid, SimulatedPart>,
     next_pid: u32,
     counters: Arc<Counters>,
@@ -164,17 +244,18 @@ impl SimulatedDaemon {
         mut conn: Connection,
         shutdown: CancellationToken,
     ) -> Result<(), String> {
-        let name = self.machine_id.clone();
+        let name = self.machine.machine_id.clone();
         let registration = DaemonRegistration {
-            machine_id: Some(self.machine_id.clone()),
-            labels: Default::default(),
-            hostname: format!("simulated-{}", self.machine_id),
+            machine_id: Some(name.clone()),
+            labels: self.machine.labels.clone(),
+            hostname: format!("simulated-{name}"),
             zenoh_locators: Vec::new(),
             running: Vec::new(),
             adora_version: adora_message::ADORA_VERSION.to_owned(),
             instance: Some(uuid::Uuid::new_v4()),
             systemd_unit: None,
             locks: Vec::new(),
+            limits: self.machine.limits,
         };
         let fail = |e: ClientError| format!("simulated daemon `{name}`: {e}");
         conn.send(&Envelope::new(0, DaemonMessage::Register(registration)))
@@ -190,7 +271,8 @@ impl SimulatedDaemon {
                 }
                 _ = heartbeat.tick() => {
                     let nodes = self.node_stats();
-                    conn.send(&Envelope::new(0, DaemonMessage::Heartbeat { nodes, machine: None }))
+                    let machine = self.machine.telemetry.clone();
+                    conn.send(&Envelope::new(0, DaemonMessage::Heartbeat { nodes, machine }))
                         .await
                         .map_err(fail)?;
                     self.counters.heartbeats.fetch_add(1, Ordering::Relaxed);

@@ -53,9 +53,23 @@ pub struct Args {
     /// Zenoh between daemons over plain TCP instead of mutual TLS (benchmark comparisons only).
     #[arg(long, hide = true)]
     insecure_zenoh: bool,
+    /// Take no new nodes while the machine's CPU use is above this percent (1-100).
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(1..=100))]
+    max_cpu_percent: Option<u8>,
+    /// Take no new nodes while more than this percent of the memory is in use (1-100).
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(1..=100))]
+    max_memory_percent: Option<u8>,
+    /// Take no new nodes while the state directory's file system has less free space than this
+    /// (e.g. `5GiB`, `500MB`, or bytes).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    min_disk_free: Option<u64>,
     /// Only log warnings and errors.
     #[arg(long)]
     pub quiet: bool,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    adora_core::descriptor::ByteSize::parse(s).map(|b| b.0)
 }
 
 #[derive(Debug, Clone, Default)]
@@ -99,6 +113,11 @@ pub async fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         auth: trusted.auth,
         machine_id: args.machine_id,
         labels: args.labels.0,
+        limits: adora_core::resources::MachineLimits {
+            max_cpu_percent: args.max_cpu_percent,
+            max_memory_percent: args.max_memory_percent,
+            min_disk_free: args.min_disk_free,
+        },
         log_root: super::common::state_dir().join("logs").join(&name),
         artifact_dir: super::common::state_dir().join("dataflows").join(&name),
         zenoh_listen: {

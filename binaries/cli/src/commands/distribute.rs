@@ -3,7 +3,8 @@
 //!
 //! - `scp`: the node's binary (its `path`, built here with `--build`) is copied over SSH to the
 //!   machine of `cluster.yml` the coordinator places the node on (by `machine`, else `labels`,
-//!   over its connected daemons in registration order: `adora_core::placement`), into
+//!   over its connected daemons in registration order, with their reported resources and
+//!   thresholds: `adora_core::placement` over the whole dataflow), into
 //!   `<state_dir>/dataflows/<build id>/<node>/` there; its SHA-256 travels in the artifact and
 //!   the daemon checks the copy against it before spawning;
 //! - `http`: the binary is uploaded to the coordinator's artifact store under a fresh build id;
@@ -17,8 +18,8 @@ use adora_cluster::{quote, HostSession, SshTarget};
 use adora_core::{
     cluster::{ClusterConfig, Machine},
     descriptor::Distribute,
-    placement::{self, Candidate},
-    Descriptor, NodeSpec,
+    placement::{self, Candidate, PlacementFailure},
+    Descriptor, NodeId, NodeSpec,
 };
 use adora_message::{
     cli_to_coordinator::ControlRequest,
@@ -121,7 +122,7 @@ pub async fn distribute(
             Distribute::Http => upload(node, &bytes, build_id, client).await,
             _ => {
                 if fleet.is_none() {
-                    fleet = Some(Fleet::load(args, client).await?);
+                    fleet = Some(Fleet::load(args, client, descriptor).await?);
                 }
                 let fleet = fleet.as_ref().expect("loaded above");
                 copy(node, &source, &bytes, build_id, fleet, args).await
@@ -139,18 +140,35 @@ struct Fleet {
     cluster: ClusterConfig,
     /// The coordinator's connected daemons in registration order, as its placement sees them.
     daemons: Vec<Candidate>,
+    /// Node → its daemon (index in `daemons`) or why it has none, placing the whole dataflow
+    /// as the coordinator will (a node's requests count against the nodes after it). Empty when
+    /// the dataflow cannot be placed as a whole: nodes are then placed one by one.
+    placed: std::collections::BTreeMap<NodeId, Result<usize, PlacementFailure>>,
 }
 
 impl Fleet {
-    async fn load(args: &DistributeArgs, client: &ClientArgs) -> anyhow::Result<Self> {
+    async fn load(
+        args: &DistributeArgs,
+        client: &ClientArgs,
+        descriptor: &Descriptor,
+    ) -> anyhow::Result<Self> {
         let cluster = load_cluster(args)?;
         let mut client = Client::connect(client).await?;
         let ControlReply::Status(status) = client.call(ControlRequest::Status).await? else {
             bail!("unexpected reply to Status");
         };
+        let daemons = candidates(&status);
+        let placed = match placement::place(descriptor, &daemons) {
+            Ok(placed) => placed.into_iter().map(|(n, i)| (n, Ok(i))).collect(),
+            Err(errors) => errors
+                .into_iter()
+                .map(|e| (e.node, Err(e.failure)))
+                .collect(),
+        };
         Ok(Self {
             cluster,
-            daemons: candidates(&status),
+            daemons,
+            placed,
         })
     }
 }
@@ -165,6 +183,10 @@ fn candidates(status: &CoordinatorStatus) -> Vec<Candidate> {
             machine_id: d.machine_id.clone(),
             labels: d.labels.clone(),
             unavailable: d.unavailable.clone(),
+            name: d.machine_id.clone().unwrap_or_else(|| d.hostname.clone()),
+            figures: d.machine.as_ref().map(|m| m.figures()),
+            limits: d.limits,
+            reserved: d.reserved,
         })
         .collect()
 }
@@ -226,7 +248,9 @@ fn load_cluster(args: &DistributeArgs) -> anyhow::Result<ClusterConfig> {
 }
 
 /// The machine of `fleet` a node goes to: the one of the daemon the coordinator will place it
-/// on (its `machine`, else the first daemon in registration order whose labels match).
+/// on (its `machine`, else a daemon whose labels match: see `adora_core::placement`). With
+/// resource requests this is a prediction from the figures of the `Status` answer; if they
+/// change before the start, the node's daemon finds no copy and the start fails, nothing run.
 fn machine_of<'a>(node: &NodeSpec, fleet: &'a Fleet) -> anyhow::Result<&'a Machine> {
     let deploy = node.deploy();
     if let Some(id) = &deploy.machine {
@@ -237,7 +261,11 @@ fn machine_of<'a>(node: &NodeSpec, fleet: &'a Fleet) -> anyhow::Result<&'a Machi
     } else if deploy.labels.is_empty() {
         bail!("`distribute: scp` needs `deploy.machine` or `labels` to know where to copy");
     }
-    let daemon = placement::place_node(node, &fleet.daemons)
+    let placed = match fleet.placed.get(&node.id) {
+        Some(placed) => placed.clone(),
+        None => placement::place_node(node, &fleet.daemons),
+    };
+    let daemon = placed
         .map(|i| &fleet.daemons[i])
         .map_err(|failure| anyhow::anyhow!("cannot place it: {failure}"))?;
     let id = daemon
@@ -339,6 +367,7 @@ mod tests {
         Fleet {
             cluster: cluster(),
             daemons: vec![daemon("a", &[]), daemon("b", &[("gpu", "true")])],
+            placed: Default::default(),
         }
     }
 
@@ -398,6 +427,8 @@ mod tests {
             state: Default::default(),
             unavailable: None,
             maintenance: None,
+            limits: Default::default(),
+            reserved: Default::default(),
         };
         let status = CoordinatorStatus {
             adora_version: String::new(),

@@ -81,6 +81,7 @@ impl Coordinator {
             registered_at: Instant::now(),
             instance: reg.instance,
             systemd_unit: reg.systemd_unit.clone(),
+            limits: reg.limits,
         };
         let existing = self.daemons.iter().position(|d| match &reg.machine_id {
             Some(id) => d.machine_id.as_deref() == Some(id),

@@ -141,4 +141,43 @@ impl Daemon {
                 });
         }
     }
+
+    /// A node's exit (its update locks go with it), and the events of maintenance: update
+    /// locks, and nodes stopped on their own.
+    pub(super) fn maintenance_event(&mut self, event: Event) {
+        match event {
+            Event::NodeExited {
+                dataflow,
+                node,
+                status,
+                stderr_tail,
+            } => {
+                self.locks.node_exited(dataflow, &node);
+                self.settle(dataflow, |df, env| {
+                    df.node_exited(&node, status, stderr_tail, env.events)
+                })
+            }
+            Event::TakeLock {
+                dataflow,
+                node,
+                lock,
+                reason,
+                reply,
+            } => self.take_lock(dataflow, node, lock, reason, reply),
+            Event::ReleaseLock {
+                dataflow,
+                node,
+                lock,
+            } => self.locks.release(dataflow, &node, lock),
+            Event::LockTimeout { request } => self.locks.timed_out(request),
+            Event::EscalateNodes {
+                dataflow,
+                nodes,
+                step,
+            } => self.with(dataflow, |df, env| {
+                df.escalate_nodes(nodes, step, env.events, env.config)
+            }),
+            other => tracing::warn!("not a maintenance event: {}", other.kind()),
+        }
+    }
 }

@@ -1,6 +1,7 @@
 use std::path::Path;
 
 use super::*;
+use crate::resources::MachineLimits;
 
 fn parse(yaml: &str) -> Result<ClusterConfig, Vec<(Option<usize>, String, String)>> {
     ClusterConfig::parse(yaml, Path::new("cluster.yml")).map_err(|e| {
@@ -86,4 +87,65 @@ fn empty_and_missing_machines_are_errors() {
     );
     let e = parse("machines: [oops\n").expect_err("yaml");
     assert!(e[0].2.starts_with("invalid YAML"), "{e:?}");
+}
+
+#[test]
+fn thresholds_parse_into_the_daemons_limits() {
+    let c = parse(
+        "coordinator: { addr: 10.0.0.1 }\nmachines:\n  - id: robot\n    host: h\n    max_cpu_percent: 90\n    max_memory_percent: 85\n    min_disk_free: 5GiB\n  - { id: plain, host: h2 }\n",
+    )
+    .expect("valid");
+    assert_eq!(
+        c.machines[0].limits(),
+        MachineLimits {
+            max_cpu_percent: Some(90),
+            max_memory_percent: Some(85),
+            min_disk_free: Some(5 << 30),
+        }
+    );
+    assert!(c.machines[1].limits().is_none());
+    let back: ClusterConfig =
+        serde_yaml::from_str(&serde_yaml::to_string(&c).expect("ser")).expect("de");
+    assert_eq!(back, c);
+}
+
+#[test]
+fn bad_thresholds_are_reported_with_their_line() {
+    let errors = parse(
+        "coordinator: { addr: 10.0.0.1 }\nmachines:\n  - id: robot\n    host: h\n    max_cpu_percent: 0\n    max_memory_percent: 150\n    min_disk_free: 5 parsecs\n  - id: b\n    host: h\n    max_cpu_percent: 90.5\n    min_disk_free: -1\n    max_disk: 1\n",
+    )
+    .expect_err("invalid");
+    let expected = [
+        (
+            5,
+            "machines[0].max_cpu_percent",
+            "expected a whole percent from 1 to 100",
+        ),
+        (
+            6,
+            "machines[0].max_memory_percent",
+            "expected a whole percent from 1 to 100",
+        ),
+        (7, "machines[0].min_disk_free", "invalid size"),
+        (
+            10,
+            "machines[1].max_cpu_percent",
+            "expected a whole percent from 1 to 100",
+        ),
+        (
+            11,
+            "machines[1].min_disk_free",
+            "expected a size like `5GiB`",
+        ),
+        (12, "machines[1].max_disk", "unknown field `max_disk`"),
+    ];
+    for (line, field, message) in expected {
+        assert!(
+            errors
+                .iter()
+                .any(|(l, f, m)| *l == Some(line) && f == field && m.contains(message)),
+            "missing error at line {line} on {field}: {message}\nall: {errors:#?}"
+        );
+    }
+    assert_eq!(errors.len(), expected.len(), "{errors:#?}");
 }

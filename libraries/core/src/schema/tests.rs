@@ -79,3 +79,18 @@ fn the_schema_documents_fields_and_both_deploy_spellings() {
         assert!(schema.contains(needle), "schema lacks {needle}");
     }
 }
+
+#[test]
+fn the_schema_knows_resource_requests() {
+    let validator = jsonschema::validator_for(&dataflow_schema()).expect("the schema compiles");
+    let doc = |yaml: &str| -> serde_json::Value { serde_yaml::from_str(yaml).expect("YAML") };
+    let ok = "deploy: { resources: { memory: 1GiB } }\nnodes:\n  - id: a\n    path: ./a\n    deploy: { resources: { cpus: 0.5, memory: 4GiB, gpus: 1 } }\n";
+    assert!(validator.is_valid(&doc(ok)), "rejected:\n{ok}");
+    for bad in [
+        "nodes:\n  - id: a\n    path: ./a\n    deploy: { resources: { cpus: 0 } }\n",
+        "nodes:\n  - id: a\n    path: ./a\n    deploy: { resources: { gpus: -1 } }\n",
+        "nodes:\n  - id: a\n    path: ./a\n    deploy: { resources: { disk: 1 } }\n",
+    ] {
+        assert!(!validator.is_valid(&doc(bad)), "accepted:\n{bad}");
+    }
+}

@@ -53,7 +53,13 @@ pub(crate) const NODE_FIELDS: &[&str] = &[
 /// Known keys of a long-form input.
 const LONG_INPUT_FIELDS: &[&str] = &["source", "queue_size", "input_timeout"];
 /// Known keys of `deploy` / `_unstable_deploy`.
-const DEPLOY_FIELDS: &[&str] = &["machine", "labels", "distribute", "working_dir"];
+const DEPLOY_FIELDS: &[&str] = &[
+    "machine",
+    "labels",
+    "distribute",
+    "working_dir",
+    "resources",
+];
 /// Accepted `restart_policy` values.
 const RESTART_POLICIES: &[&str] = &["never", "on-failure", "always"];
 /// Accepted `distribute` values.
@@ -455,6 +461,9 @@ impl NodeCtx<'_, '_, '_> {
         if let Some(dir) = present(deploy, "working_dir") {
             self.string(&[d, Seg::Key("working_dir")], dir, true);
         }
+        if let Some(resources) = present(deploy, "resources") {
+            resources::check_resources(self, d, resources);
+        }
         if let Some(distribute) = present(deploy, "distribute") {
             let field = [d, Seg::Key("distribute")];
             match distribute.as_str() {
@@ -522,6 +531,7 @@ fn parse_duration(value: &Value) -> Result<Duration, String> {
     }
 }
 
+mod resources;
 mod runtime;
 mod source;
 #[cfg(test)]

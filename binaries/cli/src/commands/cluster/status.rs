@@ -1,9 +1,11 @@
 //! `adora cluster status`: the daemons of the cluster with their machines' figures (version, OS,
-//! kernel, architecture, uptime, load, memory, free disk, from their heartbeats), a warning when
-//! they run different Adora versions, and the active dataflows.
+//! kernel, architecture, uptime, load, CPU cores and use, memory, free disk, GPUs, from their
+//! heartbeats), whether they take new nodes (`full: cpu 93% > 90%` above a threshold), a warning
+//! when they run different Adora versions, and the active dataflows.
 
 use std::{collections::BTreeMap, process::ExitCode};
 
+use adora_core::resources::{MachineLimits, Reserved};
 use adora_message::{
     cli_to_coordinator::ControlRequest,
     control::Labels,
@@ -20,9 +22,10 @@ use crate::{
 };
 
 /// Show every daemon of the cluster with its last heartbeat, its machine's figures (Adora
-/// version, OS, kernel, architecture, uptime, load, available memory, free disk) and labels, and
-/// the active dataflows. Warns when the connected daemons and the coordinator run different
-/// Adora versions.
+/// version, OS, kernel, architecture, uptime, load, CPU cores and use, available memory, free
+/// disk, GPUs), whether it takes new nodes (`full: ...` above a threshold) and labels, and the
+/// active dataflows. Warns when the connected daemons and the coordinator run different Adora
+/// versions.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  adora cluster status\n  \
 adora cluster status --coordinator-addr 10.0.0.1 --coordinator-port 6013 --json")]
@@ -62,6 +65,38 @@ struct Daemon {
     state: MachineState,
     /// Its cordon, update locks, claim and drain (`null` when there are none).
     maintenance: Option<MachineMaintenance>,
+    /// Its thresholds (`max_cpu_percent`, `max_memory_percent`, `min_disk_free`; unset ones
+    /// left out).
+    limits: MachineLimits,
+    /// What the nodes of running dataflows placed on it asked for (`deploy.resources`).
+    reserved: Reserved,
+    /// The thresholds its machine is above (`cpu 93% > 90%`); empty when it takes new nodes.
+    over_limits: Vec<String>,
+}
+
+impl Daemon {
+    /// Its lifecycle state when not `ready` (`cordoned`, `draining`, `upgrading`); else `ready`,
+    /// `full: <thresholds>`, or `-` for a lost daemon; `+locked` while it has update locks.
+    fn state_cell(&self) -> String {
+        let state = if self.state != MachineState::Ready {
+            self.state.to_string()
+        } else if !self.connected {
+            "-".to_owned()
+        } else if self.over_limits.is_empty() {
+            "ready".to_owned()
+        } else {
+            format!("full: {}", self.over_limits.join(", "))
+        };
+        let locked = self
+            .maintenance
+            .as_ref()
+            .is_some_and(|m| !m.locks.is_empty());
+        if locked {
+            format!("{state}+locked")
+        } else {
+            state
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -88,6 +123,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .into_iter()
             .map(|d| Daemon {
                 id: d.machine_id.clone().unwrap_or_else(|| d.hostname.clone()),
+                over_limits: d
+                    .machine
+                    .as_ref()
+                    .map(|m| d.limits.exceeded(&m.figures()))
+                    .unwrap_or_default(),
                 machine_id: d.machine_id,
                 hostname: d.hostname,
                 labels: d.labels,
@@ -97,6 +137,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 machine: d.machine,
                 state: d.state,
                 maintenance: d.maintenance,
+                limits: d.limits,
+                reserved: d.reserved,
             })
             .collect(),
         active_dataflows: flows
@@ -161,22 +203,16 @@ fn or_dash<T>(value: Option<T>, show: impl FnOnce(T) -> String) -> String {
 }
 
 /// The machine columns of a daemon's row (all `-` before its first heartbeat with figures).
-fn machine_cells(d: &Daemon) -> [String; 8] {
+fn machine_cells(d: &Daemon) -> [String; 10] {
     let version = match d.adora_version.as_str() {
         "" => "-".to_owned(),
         v => v.to_owned(),
     };
     let Some(m) = &d.machine else {
-        return [
-            version,
-            "-".into(),
-            "-".into(),
-            "-".into(),
-            "-".into(),
-            "-".into(),
-            "-".into(),
-            "-".into(),
-        ];
+        let mut cells: [String; 10] = Default::default();
+        cells.fill("-".into());
+        cells[0] = version;
+        return cells;
     };
     let text = |s: &str| {
         if s.is_empty() {
@@ -197,22 +233,17 @@ fn machine_cells(d: &Daemon) -> [String; 8] {
         or_dash(m.load, |[one, five, fifteen]| {
             format!("{one:.2} {five:.2} {fifteen:.2}")
         }),
+        match (m.cpus, m.cpu_percent) {
+            (Some(cores), Some(used)) => format!("{cores} × {used:.0}%"),
+            (cores, _) => or_dash(cores, |c| c.to_string()),
+        },
         match (m.memory_available_bytes, m.memory_total_bytes) {
             (Some(free), Some(total)) => format!("{} / {}", bytes(free), bytes(total)),
             (free, _) => or_dash(free, bytes),
         },
         or_dash(m.disk_free_bytes, bytes),
+        or_dash(m.gpus, |g| g.to_string()),
     ]
-}
-
-/// The STATE cell: the lifecycle state, `+locked` while update locks are held.
-fn state_cell(d: &Daemon) -> String {
-    let locked = d.maintenance.as_ref().is_some_and(|m| !m.locks.is_empty());
-    if locked {
-        format!("{}+locked", d.state)
-    } else {
-        d.state.to_string()
-    }
 }
 
 /// The human-readable table.
@@ -226,7 +257,6 @@ fn render(report: &ClusterStatus, now_ms: u64) -> String {
     } else {
         let mut table = Table::new([
             "DAEMON ID",
-            "STATE",
             "LAST HEARTBEAT",
             "VERSION",
             "OS",
@@ -234,11 +264,14 @@ fn render(report: &ClusterStatus, now_ms: u64) -> String {
             "ARCH",
             "UPTIME",
             "LOAD",
+            "CPUS",
             "MEM AVAILABLE",
             "DISK FREE",
+            "GPUS",
+            "STATE",
             "LABELS",
         ])
-        .min_width(2, 16);
+        .min_width(1, 16);
         for d in &report.daemons {
             let secs = d.last_heartbeat_ms / 1000;
             let heartbeat = if d.connected {
@@ -247,8 +280,9 @@ fn render(report: &ClusterStatus, now_ms: u64) -> String {
                 format!("lost ({secs}s ago)")
             };
             let labels: Vec<String> = d.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            let mut row = vec![d.id.clone(), state_cell(d), heartbeat];
+            let mut row = vec![d.id.clone(), heartbeat];
             row.extend(machine_cells(d));
+            row.push(d.state_cell());
             row.push(labels.join(","));
             table.row(row);
         }
@@ -291,6 +325,9 @@ mod tests {
             memory_total_bytes: Some(8 << 30),
             memory_available_bytes: Some(3 << 30),
             disk_free_bytes: Some(20 << 30),
+            cpus: Some(8),
+            cpu_percent: Some(93.0),
+            gpus: Some(2),
         }
     }
 
@@ -308,15 +345,22 @@ mod tests {
                     last_heartbeat_ms: 2300,
                     adora_version: "0.1.0".into(),
                     machine: Some(machine()),
-                    state: MachineState::Cordoned,
+                    state: MachineState::Ready,
                     maintenance: Some(MachineMaintenance {
                         machine: "robot".into(),
-                        cordon: Some(adora_message::maintenance::Cordon {
-                            reason: "battery swap".into(),
-                            since_ms: 0,
-                        }),
+                        locks: vec![adora_message::maintenance::UpdateLock {
+                            holder: adora_message::maintenance::LockHolder::Operator,
+                            reason: "calibrating".into(),
+                            since_ms: 1_000,
+                        }],
                         ..Default::default()
                     }),
+                    limits: MachineLimits {
+                        max_cpu_percent: Some(90),
+                        ..MachineLimits::default()
+                    },
+                    reserved: Reserved::default(),
+                    over_limits: vec!["cpu 93% > 90%".into()],
                 },
                 Daemon {
                     id: "gpu-server".into(),
@@ -327,8 +371,18 @@ mod tests {
                     last_heartbeat_ms: 25_000,
                     adora_version: gpu_version.into(),
                     machine: None,
-                    state: MachineState::Ready,
-                    maintenance: None,
+                    state: MachineState::Cordoned,
+                    maintenance: Some(MachineMaintenance {
+                        machine: "gpu-server".into(),
+                        cordon: Some(adora_message::maintenance::Cordon {
+                            reason: "battery swap".into(),
+                            since_ms: 0,
+                        }),
+                        ..Default::default()
+                    }),
+                    limits: MachineLimits::default(),
+                    reserved: Reserved::default(),
+                    over_limits: Vec::new(),
                 },
             ],
             active_dataflows: vec![Dataflow {
@@ -349,13 +403,16 @@ mod tests {
         assert_eq!(
             render(&report, 4_000),
             "Coordinator at 10.0.0.1:6013 (adora 0.1.0)\n\n\
-             DAEMON ID   STATE     LAST HEARTBEAT    VERSION  OS                              KERNEL          \
-             ARCH    UPTIME  LOAD            MEM AVAILABLE      DISK FREE  LABELS\n\
-             robot       cordoned  2s ago            0.1.0    Debian GNU/Linux 12 (bookworm)  6.1.0-18-amd64  \
-             x86_64  1h02m   0.50 0.25 0.00  3.0 GiB / 8.0 GiB  20.0 GiB   arch=arm64\n\
-             gpu-server  ready     lost (25s ago)    0.1.0    -                               -               \
-             -       -       -               -                  -\n\
-             \nMaintenance:\n  robot: cordoned 4s ago: battery swap\n\
+             DAEMON ID   LAST HEARTBEAT    VERSION  OS                              KERNEL          \
+             ARCH    UPTIME  LOAD            CPUS     MEM AVAILABLE      DISK FREE  GPUS  \
+             STATE                       LABELS\n\
+             robot       2s ago            0.1.0    Debian GNU/Linux 12 (bookworm)  6.1.0-18-amd64  \
+             x86_64  1h02m   0.50 0.25 0.00  8 × 93%  3.0 GiB / 8.0 GiB  20.0 GiB   2     \
+             full: cpu 93% > 90%+locked  arch=arm64\n\
+             gpu-server  lost (25s ago)    0.1.0    -                               -               \
+             -       -       -               -        -                  -          -     cordoned\n\
+             \nMaintenance:\n  robot: update lock by an operator (calibrating), held 3s\n  \
+             gpu-server: cordoned 4s ago: battery swap\n\
              \nActive dataflows: 1\n  demo (u) on gpu-server, robot\n"
         );
     }
@@ -374,6 +431,22 @@ mod tests {
         assert!(render(&report, 4_000).ends_with(&format!("\nwarning: {}\n", report.warnings[0])));
         // A lost daemon's version is stale: no warning for it.
         assert!(report_of_lost_daemon().warnings.is_empty());
+    }
+
+    #[test]
+    fn json_carries_cores_gpus_thresholds_and_what_is_over() {
+        let json = serde_json::to_value(report("0.1.0", false)).expect("serializes");
+        let robot = &json["daemons"][0];
+        assert_eq!(robot["machine"]["cpus"], 8);
+        assert_eq!(robot["machine"]["cpu_percent"], 93.0);
+        assert_eq!(robot["machine"]["gpus"], 2);
+        assert_eq!(
+            robot["limits"],
+            serde_json::json!({ "max_cpu_percent": 90 })
+        );
+        assert_eq!(robot["over_limits"], serde_json::json!(["cpu 93% > 90%"]));
+        assert_eq!(robot["reserved"]["memory"], 0);
+        assert_eq!(json["daemons"][1]["over_limits"], serde_json::json!([]));
     }
 
     fn report_of_lost_daemon() -> ClusterStatus {

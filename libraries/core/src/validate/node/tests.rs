@@ -334,3 +334,65 @@ fn deploy_options() {
         )]
     );
 }
+
+#[test]
+fn resources_are_checked_with_their_line() {
+    let ok = parse_ok(&node_a(
+        "    deploy:\n      resources: { cpus: 0.5, memory: 512MiB, gpus: 1 }\n",
+    ));
+    let requests = ok.nodes[0].deploy().resources.expect("resources");
+    assert_eq!(requests.cpus(), Some(0.5));
+    assert_eq!(requests.memory(), Some(512 << 20));
+    assert_eq!(requests.gpus(), Some(1));
+    assert!(parse_ok(&node_a(
+        "    deploy: { resources: { memory: 1073741824 } }\n"
+    ))
+    .nodes[0]
+        .deploy()
+        .resources
+        .is_some());
+    let found = errors(&node_a(
+        "    deploy:\n      resources:\n        cpus: 0\n        memory: 4 parsecs\n        gpus: -1\n        disk: 1\n",
+    ));
+    let fields: Vec<(Option<usize>, String)> = found
+        .iter()
+        .map(|e| (e.0, e.2.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            (Some(6), "deploy.resources.cpus".to_owned()),
+            (Some(7), "deploy.resources.memory".to_owned()),
+            (Some(8), "deploy.resources.gpus".to_owned()),
+            (Some(9), "deploy.resources.disk".to_owned()),
+        ],
+        "{found:?}"
+    );
+    assert!(found[0].3.contains("above 0 and at most 4096"), "{found:?}");
+    assert!(found[1].3.contains("invalid size unit"), "{found:?}");
+    assert!(found[2].3.contains("from 0 to 1024"), "{found:?}");
+    assert!(found[3].3.contains("unknown field `disk`"), "{found:?}");
+    for bad in [
+        "cpus: 5000",
+        "cpus: '2'",
+        "memory: 0",
+        "gpus: 2000",
+        "gpus: 1.5",
+    ] {
+        let found = errors(&node_a(&format!(
+            "    deploy: {{ resources: {{ {bad} }} }}\n"
+        )));
+        assert_eq!(found.len(), 1, "{bad}: {found:?}");
+        assert_eq!(found[0].0, Some(4), "{bad}: {found:?}");
+    }
+    let found = errors(&node_a("    deploy: { resources: 2 }\n"));
+    assert!(found[0].3.contains("expected a mapping"), "{found:?}");
+}
+
+#[test]
+fn root_deploy_resources_are_range_checked() {
+    let found = errors("deploy: { resources: { cpus: -2 } }\nnodes:\n  - id: a\n    path: ./a\n");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, Some(1));
+    assert!(found[0].3.contains("invalid cpus -2"), "{found:?}");
+}

@@ -92,12 +92,10 @@ fn placement_sees_the_root_default() {
     let daemons = [
         Candidate {
             machine_id: Some("base".into()),
-            labels: BTreeMap::new(),
             ..Candidate::default()
         },
         Candidate {
             machine_id: Some("robot".into()),
-            labels: BTreeMap::new(),
             ..Candidate::default()
         },
     ];
