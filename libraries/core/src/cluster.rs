@@ -154,11 +154,10 @@ impl ClusterConfig {
     /// Parses and validates cluster YAML; `file` is only used in error messages.
     pub fn parse(yaml: &str, file: &Path) -> Result<Self, ValidationErrors> {
         let mut report = Report::new(file, yaml);
-        let root: Value = match serde_yaml::from_str(yaml) {
+        let root: Value = match crate::validate::yaml::parse_value(yaml) {
             Ok(root) => root,
-            Err(e) => {
-                let line = e.location().map(|l| l.line());
-                report.push(None, None, line, format!("invalid YAML: {e}"));
+            Err((line, message)) => {
+                report.push(None, None, line, message);
                 return Err(report.finish());
             }
         };

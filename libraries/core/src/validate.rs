@@ -22,6 +22,7 @@ pub mod module;
 mod node;
 #[cfg(test)]
 mod tests;
+pub(crate) mod yaml;
 
 use locate::Seg;
 
@@ -116,11 +117,10 @@ impl Descriptor {
         file: &Path,
     ) -> Result<(Descriptor, Vec<ValidationError>), ValidationErrors> {
         let mut report = Report::new(file, yaml);
-        let root: Value = match serde_yaml::from_str(yaml) {
+        let root: Value = match yaml::parse_value(yaml) {
             Ok(root) => root,
-            Err(e) => {
-                let line = e.location().map(|l| l.line());
-                report.push(None, None, line, format!("invalid YAML: {e}"));
+            Err((line, message)) => {
+                report.push(None, None, line, message);
                 return Err(report.finish());
             }
         };

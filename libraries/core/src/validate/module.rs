@@ -252,7 +252,7 @@ type LoadedParts = (Header, Option<(Flat, BTreeMap<String, String>)>);
 /// Checks and flattens a module file's text; its errors go to `loader.errors`.
 fn load_module(path: &Path, text: &str, loader: &mut Loader) -> Option<LoadedParts> {
     let mut report = Report::new(path, text);
-    let result = match serde_yaml::from_str::<Value>(text) {
+    let result = match super::yaml::parse_value(text) {
         Ok(root) => {
             let root = super::strip_tags(&mut report, &root, &root, &mut Vec::new());
             check_module_root(&mut report, &root).map(|(header, nodes)| {
@@ -264,9 +264,8 @@ fn load_module(path: &Path, text: &str, loader: &mut Loader) -> Option<LoadedPar
                 (header, parts)
             })
         }
-        Err(e) => {
-            let line = e.location().map(|l| l.line());
-            report.push(None, None, line, format!("invalid YAML: {e}"));
+        Err((line, message)) => {
+            report.push(None, None, line, message);
             None
         }
     };
