@@ -632,3 +632,48 @@ fn list_shows_how_often_nodes_were_restarted() {
     );
     env.ok(&["stop", "flaky"]);
 }
+
+#[test]
+fn an_unreadable_store_is_refused_untouched_and_reset_store_moves_it_aside() {
+    let mut env = Env::new();
+    let store = env.state().join("coordinator.redb");
+    let garbage: Vec<u8> = (0..64 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&store, &garbage).unwrap();
+    let out = env.run(&["coordinator", "--port", "0"]);
+    assert_eq!(out.status.code(), Some(1), "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "the store file {} cannot be read and was left untouched",
+            store.display()
+        )),
+        "{out}"
+    );
+    assert!(out.stderr.contains("--reset-store"), "{out}");
+    assert_eq!(
+        std::fs::read(&store).unwrap(),
+        garbage,
+        "the store was modified"
+    );
+    assert!(
+        !env.state().join("coordinator.addr").exists(),
+        "a refused coordinator looked started"
+    );
+
+    // --reset-store moves it aside (same bytes) and starts empty.
+    env.spawn(
+        &["coordinator", "--port", "0", "--reset-store"],
+        "coordinator",
+    );
+    assert!(wait_until(WAIT, || env
+        .state()
+        .join("coordinator.addr")
+        .exists()));
+    let aside: Vec<PathBuf> = std::fs::read_dir(env.state())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.display().to_string().contains("coordinator.redb.reset-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(std::fs::read(&aside[0]).unwrap(), garbage);
+    assert!(env.ok(&["list", "--json"]).stdout.trim() == "[]");
+}

@@ -223,8 +223,8 @@ pub enum StoreError {
     },
     /// The store file is not a valid database (corrupted or truncated). It is left untouched.
     #[error(
-        "the store file {path} is corrupted or truncated and was left untouched ({detail}); \
-             move it away to start with an empty store, or restore a backup"
+        "the store file {path} cannot be read and was left untouched ({detail}); restore a \
+             backup, or start the coordinator with --reset-store to move it aside and start empty"
     )]
     Corrupted {
         /// The file.

@@ -132,6 +132,7 @@ impl RedbStore {
         }
         let db = open_database(path, existed)?;
         check_schema(&db, path)?;
+        verify_records(&db, path)?;
         prune(&db)?;
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel();
@@ -248,7 +249,80 @@ fn open_database(path: &Path, existed: bool) -> Result<Database, StoreError> {
 }
 
 /// Writes the schema version into a new file, or checks the one in an existing file.
+/// Every table, in the order they are checked.
+const TABLES: [(&str, Table); 8] = [
+    ("dataflows", DATAFLOWS),
+    ("finished dataflows", ARCHIVE),
+    ("machines", MACHINES),
+    ("requests", REQUESTS),
+    ("builds", BUILDS),
+    ("join codes", JOIN_CODES),
+    ("certificates", CERTS),
+    ("maintenance", MAINTENANCE),
+];
+
+/// Decodes every record of every table (read only): a store part of which cannot be read is
+/// refused, not opened with part of its state (the coordinator would forget running dataflows
+/// and pruning could drop the unreadable records).
+fn verify_records(db: &Database, path: &Path) -> Result<(), StoreError> {
+    fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<(), serde_json::Error> {
+        serde_json::from_slice::<T>(bytes).map(drop)
+    }
+    let txn = db.begin_read().map_err(db_error)?;
+    for (name, table) in TABLES {
+        let table = match txn.open_table(table) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => continue,
+            Err(e) => return Err(db_error(e)),
+        };
+        for entry in table.iter().map_err(db_error)? {
+            let (key, value) = entry.map_err(db_error)?;
+            let bytes = value.value();
+            let decoded = match name {
+                "dataflows" | "finished dataflows" => decode::<DataflowRecord>(bytes),
+                "machines" => decode::<MachineRecord>(bytes),
+                "requests" => decode::<RequestRecord>(bytes),
+                "builds" => decode::<BuildRecord>(bytes),
+                "join codes" => decode::<JoinCodeRecord>(bytes),
+                "certificates" => decode::<CertRecord>(bytes),
+                _ => decode::<MachineMaintenance>(bytes),
+            };
+            if let Err(e) = decoded {
+                return Err(StoreError::Corrupted {
+                    path: path.to_owned(),
+                    detail: format!("record `{}` of its {name} cannot be read: {e}", key.value()),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// True when the schema version is ours and every table exists: opening needs no write.
+fn schema_current(db: &Database) -> Result<bool, StoreError> {
+    let txn = db.begin_read().map_err(db_error)?;
+    let meta = match txn.open_table(META) {
+        Ok(meta) => meta,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),
+        Err(e) => return Err(db_error(e)),
+    };
+    if meta.get(SCHEMA_KEY).map_err(db_error)?.map(|v| v.value()) != Some(SCHEMA_VERSION) {
+        return Ok(false);
+    }
+    for (_, table) in TABLES {
+        match txn.open_table(table) {
+            Ok(_) => {}
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),
+            Err(e) => return Err(db_error(e)),
+        }
+    }
+    Ok(true)
+}
+
 fn check_schema(db: &Database, path: &Path) -> Result<(), StoreError> {
+    if schema_current(db)? {
+        return Ok(());
+    }
     let txn = db.begin_write().map_err(db_error)?;
     let found = {
         let mut meta = txn.open_table(META).map_err(db_error)?;

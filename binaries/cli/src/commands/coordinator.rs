@@ -36,6 +36,11 @@ pub struct Args {
     /// [default: redb:<state dir>/coordinator.redb].
     #[arg(long)]
     store: Option<String>,
+    /// Move the store file aside (to `<file>.reset-<unix time>`, never deleted) and start with
+    /// an empty state: for a store that cannot be read. Running nodes are adopted again as their
+    /// daemons reconnect; dataflow history, join codes and cordons are forgotten.
+    #[arg(long)]
+    reset_store: bool,
     /// After a restart, how long the daemons of a running dataflow have to reconnect before it
     /// is marked failed.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
@@ -80,7 +85,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot listen on {}:{}", args.addr, args.port))?;
     // Opened after binding, so clients connecting meanwhile wait instead of being refused, and
     // before the address is recorded, so a refused store never looks like a started coordinator.
-    let store = open_store(args.store.as_deref()).await?;
+    let store = open_store(args.store.as_deref(), args.reset_store).await?;
     let local = listener
         .local_addr()
         .context("cannot read the bound address")?;
@@ -123,8 +128,8 @@ fn artifact_dir(store: Option<&str>) -> PathBuf {
 }
 
 /// Opens the store named by `--store` (default: the redb file in the state directory), off the
-/// async runtime. A damaged file is refused, never replaced.
-async fn open_store(spec: Option<&str>) -> anyhow::Result<Arc<dyn Store>> {
+/// async runtime. A damaged file is refused, never replaced; with `reset` it is moved aside first.
+async fn open_store(spec: Option<&str>, reset: bool) -> anyhow::Result<Arc<dyn Store>> {
     let path = match spec {
         Some("memory") => return Ok(Arc::new(MemoryStore::new())),
         Some(s) => match s.strip_prefix("redb:") {
@@ -137,6 +142,24 @@ async fn open_store(spec: Option<&str>) -> anyhow::Result<Arc<dyn Store>> {
             state.join("coordinator.redb")
         }
     };
+    if reset && path.exists() {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let aside = PathBuf::from(format!("{}.reset-{secs}", path.display()));
+        std::fs::rename(&path, &aside).with_context(|| {
+            format!(
+                "cannot move {} aside to {}",
+                path.display(),
+                aside.display()
+            )
+        })?;
+        eprintln!(
+            "--reset-store: moved {} to {}; starting with an empty state",
+            path.display(),
+            aside.display()
+        );
+    }
     let store = tokio::task::spawn_blocking(move || RedbStore::open(&path))
         .await
         .context("the store could not be opened")?

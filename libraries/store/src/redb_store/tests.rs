@@ -317,3 +317,41 @@ fn maintenance_survives_reopening_and_removal() {
     let store = RedbStore::open(&path).expect("reopen");
     assert_eq!(store.maintenance().expect("read"), vec![robot]);
 }
+
+#[test]
+fn a_store_with_a_record_that_cannot_be_decoded_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("coordinator.redb");
+    valid_store(&path);
+    {
+        let db = Database::open(&path).expect("open");
+        let txn = db.begin_write().expect("write");
+        txn.open_table(MACHINES)
+            .expect("machines")
+            .insert("robot", b"{not json".as_slice())
+            .expect("insert");
+        txn.commit().expect("commit");
+    }
+    let err = RedbStore::open(&path).expect_err("a bad record");
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Corrupted { .. }), "{text}");
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(
+        text.contains("record `robot` of its machines cannot be read"),
+        "{text}"
+    );
+    // Nothing was pruned or rewritten: every record is still there, the bad one too (redb
+    // itself rewrites its header on every open).
+    let db = Database::open(&path).expect("open");
+    let txn = db.begin_read().expect("read");
+    assert_eq!(
+        txn.open_table(DATAFLOWS)
+            .expect("dataflows")
+            .len()
+            .expect("len"),
+        50
+    );
+    let machines = txn.open_table(MACHINES).expect("machines");
+    let bad = machines.get("robot").expect("get").expect("still there");
+    assert_eq!(bad.value(), b"{not json");
+}
