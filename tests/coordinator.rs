@@ -303,6 +303,14 @@ fn labelled_daemons_get_the_nodes_their_labels_say() {
     env.ok(&["stop", "split"]);
 }
 
+/// The pid of the `survivor` dataflow's node, once its daemon reported it.
+fn survivor_pid(env: &Env) -> Option<u64> {
+    let out = env.run(&["node", "list", "survivor", "--json"]);
+    serde_json::from_str::<serde_json::Value>(&out.stdout)
+        .ok()
+        .and_then(|nodes| nodes[0]["pid"].as_u64())
+}
+
 #[test]
 fn killing_the_coordinator_never_stops_the_nodes() {
     let mut env = Env::new();
@@ -322,6 +330,11 @@ fn killing_the_coordinator_never_stops_the_nodes() {
         .to_owned();
     assert!(wait_until(WAIT, || sender_log(&env, &uuid)
         .contains("sent 25 messages")));
+    let mut sender_pid = None;
+    assert!(wait_until(WAIT, || {
+        sender_pid = survivor_pid(&env);
+        sender_pid.is_some()
+    }));
 
     let pid = env.cli.kill_coordinator();
     assert!(wait_until(WAIT, || !process_alive(pid)));
@@ -334,11 +347,14 @@ fn killing_the_coordinator_never_stops_the_nodes() {
 
     let new_pid = env.spawn(&["coordinator", "--port", &port], "coordinator2");
     std::fs::write(env.state().join("coordinator.pid"), new_pid.to_string()).unwrap();
+    // A new coordinator has no figures of its own: the sender's pid comes from the daemon's
+    // heartbeats once it reconnected, and it is the same process (nothing restarted).
     assert!(
-        wait_until(WAIT, || env.status_of("survivor").as_deref()
-            == Some("running")),
-        "the daemon did not reconnect and report the dataflow"
+        wait_until(WAIT, || survivor_pid(&env) == sender_pid),
+        "the daemon did not reconnect and report the same sender process ({sender_pid:?}, now {:?})",
+        survivor_pid(&env)
     );
+    assert_eq!(env.status_of("survivor").as_deref(), Some("running"));
     env.ok(&["stop", "survivor"]);
 }
 
