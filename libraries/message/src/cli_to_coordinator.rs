@@ -87,6 +87,17 @@ pub enum ControlRequest {
     },
     /// Every daemon certificate the coordinator issued; answered by `Certificates`.
     ListCertificates,
+    /// Move a running node to another daemon, make-before-break (`adora node move`): answered
+    /// by `MoveProgress` lines, then `Moved` (or `Error`, the old instance still running).
+    MoveNode {
+        /// Name or uuid of the dataflow.
+        dataflow: String,
+        /// The node.
+        node: adora_core::NodeId,
+        /// The daemon to move it to; `None`: placement picks one other than its current one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
+    },
 }
 
 /// Parameters of [`ControlRequest::Start`].
@@ -241,6 +252,16 @@ mod tests {
             machine: "robot".into(),
         });
         round_trip(ControlRequest::ListCertificates);
+        round_trip(ControlRequest::MoveNode {
+            dataflow: "demo".into(),
+            node: "relay".into(),
+            to: Some("c".into()),
+        });
+        round_trip(ControlRequest::MoveNode {
+            dataflow: "demo".into(),
+            node: "relay".into(),
+            to: None,
+        });
         round_trip(ControlRequest::Idempotent {
             request_id: uuid::Uuid::new_v4(),
             request: Box::new(ControlRequest::Restart {

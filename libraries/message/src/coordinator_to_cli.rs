@@ -85,6 +85,10 @@ pub enum ControlReply {
     MachineRevoked(crate::enroll::MachineRevoked),
     /// Answer to `ListCertificates`, oldest first.
     Certificates(Vec<crate::enroll::CertificateInfo>),
+    /// A step of a `MoveNode` in progress, for the user.
+    MoveProgress(String),
+    /// Answer to `MoveNode`: the node runs on its new daemon and the old instance was stopped.
+    Moved(crate::relocation::MoveReport),
 }
 
 /// One row of `adora list`.
@@ -235,6 +239,16 @@ mod tests {
             line: "hello".into(),
         }));
         round_trip(ControlReply::LogsEnd);
+        round_trip(ControlReply::MoveProgress("relay: started on c".into()));
+        round_trip(ControlReply::Moved(crate::relocation::MoveReport {
+            dataflow: id,
+            node: "relay".into(),
+            from: "b".into(),
+            to: "c".into(),
+            start_ms: 100,
+            overlap_ms: 3,
+            total_ms: 130,
+        }));
         round_trip(ControlReply::DaemonLog("adora daemon registered".into()));
         round_trip(ControlReply::Nodes(vec![NodeInfo::new(
             id,

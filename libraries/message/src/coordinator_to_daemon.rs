@@ -78,6 +78,9 @@ pub enum DaemonCommand {
     /// Answer to a `Register` the coordinator does not accept; the connection is closed right
     /// after and the daemon exits (non-zero) with this error instead of reconnecting.
     Refused(RegistrationRefused),
+    /// One step of moving a running node between daemons (answered by `Relocated`); see
+    /// [`crate::relocation`].
+    Relocate(crate::relocation::Relocation),
 }
 
 /// Why the coordinator refused a daemon's registration.
@@ -267,6 +270,16 @@ mod tests {
             "{text}"
         );
         round_trip(DaemonCommand::Refused(refused));
+        round_trip(DaemonCommand::Relocate(crate::relocation::Relocation {
+            dataflow: id,
+            node: "a".into(),
+            step: crate::relocation::RelocateStep::Spawn(Box::new(spawn_a(
+                id,
+                plain,
+                Default::default(),
+                false,
+            ))),
+        }));
     }
 
     fn assert_needs_preparation() {
