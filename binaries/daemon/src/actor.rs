@@ -257,6 +257,13 @@ impl Daemon {
             Event::RestartNode { dataflow, node } => {
                 self.settle(dataflow, |df, env| df.restart_node(&node, env.events))
             }
+            Event::EvictNode {
+                dataflow,
+                node,
+                step,
+            } => self.with(dataflow, |df, env| {
+                df.evict(&node, step, env.events, env.config)
+            }),
             Event::RemoteOpened(result) => self.remote_opened(result),
             Event::Remote(sample) => self.with(sample.dataflow, |df, _| df.remote_input(sample)),
             Event::RemoteMatched {

@@ -98,6 +98,12 @@ pub(crate) enum Event {
     Escalate { dataflow: Uuid, step: Escalation },
     /// Start the next instance of a node whose restart policy brought it back.
     RestartNode { dataflow: Uuid, node: NodeId },
+    /// The stop grace of a node leaving this daemon (a move) expired: the next signal is due.
+    EvictNode {
+        dataflow: Uuid,
+        node: NodeId,
+        step: Escalation,
+    },
     /// The daemon's Zenoh session opened (or could not).
     RemoteOpened(Result<Arc<RemoteDataPlane>, String>),
     /// A message from a node on another machine.
@@ -131,6 +137,7 @@ impl Event {
             Event::ConnectTimeout { .. } => "connect_timeout",
             Event::Escalate { .. } => "escalate",
             Event::RestartNode { .. } => "restart_node",
+            Event::EvictNode { .. } => "evict_node",
             Event::RemoteOpened(_) => "remote_opened",
             Event::Remote(_) => "remote",
             Event::RemoteMatched { .. } => "remote_matched",

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 mod prepare;
+mod relocate;
 
 use super::Daemon;
 use crate::{
@@ -263,6 +264,7 @@ impl Daemon {
                 let _ = reply.send(snapshots);
             }
             ServiceCommand::Disconnected => {
+                self.abort_moves();
                 service
                     .watched
                     .lock()
@@ -331,6 +333,7 @@ impl Daemon {
             DaemonCommand::Shutdown => {}   // handled in `run_service`
             DaemonCommand::Refused(_) => {} // handled by the link (`coordinator.rs`)
             DaemonCommand::Peers { endpoints } => self.handle_peers(endpoints),
+            DaemonCommand::Relocate(relocation) => self.relocate(id, relocation, service),
             DaemonCommand::ReadLogs {
                 dataflow,
                 node,

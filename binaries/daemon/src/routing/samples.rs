@@ -39,12 +39,12 @@ impl Routing {
             return;
         };
         match self.nodes.get_mut(&sample.owner) {
+            _ if sample.daemon_owned => self.daemon_freed.push(token),
             _ if sample.orphaned => {
                 if let Err(e) = adora_shm::unlink(&sample.os_id) {
                     tracing::warn!("cannot unlink shared sample {}: {e}", sample.os_id);
                 }
             }
-            Some(owner) if owner.remote => self.daemon_freed.push(token),
             Some(owner) if !owner.exited => {
                 owner.freed.push(token);
                 if let Some(w) = owner.freed_waiter.take() {
