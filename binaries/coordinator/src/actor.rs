@@ -174,6 +174,8 @@ pub(crate) struct Coordinator {
     /// The coordinator's tasks (what must wait for the store runs there); set by
     /// [`crate::start`].
     pub tasks: adora_tasks::Tasks,
+    /// Nodes being moved between daemons ([`crate::moves`]).
+    pub moves: crate::moves::Moves,
 }
 
 /// Sends a reply to a client; a client that went away is simply gone.
@@ -202,6 +204,7 @@ impl Coordinator {
             node_stats: Default::default(),
             enrollment: Default::default(),
             tasks: Default::default(),
+            moves: Default::default(),
         }
     }
 
@@ -251,6 +254,7 @@ impl Coordinator {
     /// Every heartbeat period: liveness and recoveries, then forgetting what is over.
     fn tick(&mut self) {
         self.heartbeat();
+        self.moves_tick();
         self.prune(adora_store::now_ms());
         self.forward_answers();
     }

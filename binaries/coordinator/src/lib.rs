@@ -24,6 +24,7 @@ mod http;
 mod idempotency;
 mod join_codes;
 mod metrics;
+mod moves;
 mod recovery;
 mod requests;
 mod retention;

@@ -134,7 +134,10 @@ impl Coordinator {
     /// (coordinator restart), so `list` shows it again and `stop` reaches it.
     fn reclaim(&mut self, daemon: &str, running: RunningDataflow) {
         let id = running.id;
-        let nodes: BTreeSet<NodeId> = running.nodes.keys().cloned().collect();
+        let mut nodes: BTreeSet<NodeId> = running.nodes.keys().cloned().collect();
+        for stale in self.stale_instances(daemon, id, &nodes) {
+            nodes.remove(&stale);
+        }
         if !self.flows.contains_key(&id) {
             tracing::info!(
                 "reclaiming dataflow `{}` ({id}) from `{daemon}`",
@@ -194,6 +197,7 @@ impl Coordinator {
         }
         self.builds_daemon_gone(&name);
         self.daemon_logs_gone(&name);
+        self.moves_daemon_gone(&name);
         let logs: Vec<u64> = self
             .pending_logs
             .iter()
@@ -262,6 +266,12 @@ impl Coordinator {
                 self.service_log_lines(&name, envelope.id, lines)
             }
             DaemonMessage::ServiceLogEnd { result } => self.service_log_end(envelope.id, result),
+            DaemonMessage::Relocated {
+                dataflow,
+                node,
+                step,
+                result,
+            } => self.relocated(&name, dataflow, node, &step, result),
         }
     }
 }
