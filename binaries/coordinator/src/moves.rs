@@ -120,6 +120,14 @@ impl Coordinator {
         let from = self.movable(dataflow, node)?;
         let to = self.move_target(dataflow, node, &from, to, exclude)?;
         let spawn = self.move_spawn(dataflow, node, &to)?;
+        if !self.flows[&dataflow].watchers.is_empty() {
+            // Attached clients keep getting the node's log lines from its new daemon.
+            let watch = DaemonCommand::WatchLogs {
+                dataflow,
+                watch: true,
+            };
+            self.send_to_daemon(&to, watch);
+        }
         let expect = self.relocate(&from, dataflow, node, RelocateStep::Expect);
         let spawned = self.relocate(&to, dataflow, node, RelocateStep::Spawn(Box::new(spawn)));
         if !expect || !spawned {

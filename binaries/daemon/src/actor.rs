@@ -257,6 +257,12 @@ impl Daemon {
             Event::RestartNode { dataflow, node } => {
                 self.settle(dataflow, |df, env| df.restart_node(&node, env.events))
             }
+            Event::ArrivalPatience { dataflow, node } => {
+                self.with(dataflow, |df, _| df.arrival_patience(&node))
+            }
+            Event::SettleLinks { dataflow } => {
+                self.with(dataflow, |df, env| df.relink(true, env.events))
+            }
             Event::EvictNode {
                 dataflow,
                 node,

@@ -16,6 +16,7 @@ use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+mod arrival;
 mod health;
 mod launch;
 mod log_outputs;

@@ -98,6 +98,10 @@ pub(crate) enum Event {
     Escalate { dataflow: Uuid, step: Escalation },
     /// Start the next instance of a node whose restart policy brought it back.
     RestartNode { dataflow: Uuid, node: NodeId },
+    /// A node arriving in a move waited long enough for its remote inputs.
+    ArrivalPatience { dataflow: Uuid, node: NodeId },
+    /// After a move, the links only the old instance needed end now.
+    SettleLinks { dataflow: Uuid },
     /// The stop grace of a node leaving this daemon (a move) expired: the next signal is due.
     EvictNode {
         dataflow: Uuid,
@@ -138,6 +142,8 @@ impl Event {
             Event::Escalate { .. } => "escalate",
             Event::RestartNode { .. } => "restart_node",
             Event::EvictNode { .. } => "evict_node",
+            Event::SettleLinks { .. } => "settle_links",
+            Event::ArrivalPatience { .. } => "arrival_patience",
             Event::RemoteOpened(_) => "remote_opened",
             Event::Remote(_) => "remote",
             Event::RemoteMatched { .. } => "remote_matched",

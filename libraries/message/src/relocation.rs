@@ -6,8 +6,9 @@
 //! removed) → [`RelocateStep::Spawn`] on the target (the new instance, muted, answered once it
 //! connected and its published outputs are matched) → [`RelocateStep::Switch`] on the target
 //! (its outputs flow) → [`RelocateStep::Leave`] on the source (the old instance is muted and
-//! stopped quietly) → [`RelocateStep::Settle`] on the target (links only the old instance
-//! needed are dropped). [`RelocateStep::Abort`] undoes the steps before `Switch` on either side.
+//! stopped quietly) → once the source answered, [`RelocateStep::Settle`] on the target (links
+//! only the old instance needed are dropped, after a grace for its last messages in flight).
+//! [`RelocateStep::Abort`] undoes the steps before `Switch` on either side.
 
 use adora_core::NodeId;
 use serde::{Deserialize, Serialize};
@@ -43,8 +44,9 @@ pub enum RelocateStep {
     /// Source: mute the old instance and stop it quietly (no `InputClosed` downstream, no
     /// `Closed` on Zenoh, no outcome); it leaves this daemon's part (an empty part ends).
     Leave,
-    /// Target: drop the links only the old instance needed (subscriptions to the node's
-    /// outputs, now local).
+    /// Target, after the source answered `Leave`: drop the links only the old instance needed
+    /// (subscriptions to the node's outputs, now local) after a grace for the messages it sent
+    /// before it was muted.
     Settle,
     /// Either side, before `Switch`: forget the move (the target stops the new instance
     /// quietly), links back to the daemon's own nodes.
@@ -79,9 +81,9 @@ pub struct MoveReport {
     /// From the move's start until the new instance was connected (and its published outputs
     /// matched), in milliseconds: mostly the node's own start time.
     pub start_ms: u64,
-    /// From the new instance's outputs flowing (`Switch` answered) until the old instance was
-    /// told to leave (`Leave` sent), in milliseconds: the window in which a receiver may get a
-    /// message from both instances. What receivers saw is measured at the receivers, not here.
+    /// From `Switch` sent until `Leave` answered, in milliseconds: an upper bound of the window
+    /// in which both instances delivered (a receiver may get a message twice, or a later one
+    /// before an earlier one). What receivers saw is measured at the receivers, not here.
     pub overlap_ms: u64,
     /// The whole move, in milliseconds.
     pub total_ms: u64,

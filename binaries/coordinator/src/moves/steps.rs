@@ -64,6 +64,8 @@ impl Coordinator {
             }
             (Phase::Switching, "switch") if daemon == to => self.commit_move(dataflow, &node),
             (Phase::Leaving, "leave") if daemon == from => {
+                // Only now: the old instance is muted; its last messages are on the way.
+                self.relocate(&to, dataflow, &node, RelocateStep::Settle);
                 let result = result.map_err(|e| e.message).and_then(|()| {
                     let m = self.moves.get(&key).expect("looked up above");
                     let switch = m.switch_sent.unwrap_or(m.started);
@@ -107,7 +109,6 @@ impl Coordinator {
         self.save(dataflow);
         self.node_stats.forget(dataflow, node);
         self.relocate(&from, dataflow, node, RelocateStep::Leave);
-        self.relocate(&to, dataflow, node, RelocateStep::Settle);
         self.move_progress(
             dataflow,
             node,

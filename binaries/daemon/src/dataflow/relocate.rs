@@ -22,8 +22,14 @@ use super::Dataflow;
 use crate::{
     config::DaemonConfig,
     event::{Escalation, Event, Reports},
+    remote::links::{OutputKey, RemoteLinks},
     spawn,
 };
+
+/// How long after `Settle` the target keeps the links the old instance fed (its subscriptions
+/// to the moved node's outputs): the old instance's last messages, sent before it was muted,
+/// may still be on the way. The source answered `Leave` before `Settle` is sent.
+pub const SETTLE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Where the answer of a relocation step goes: the command's envelope id and the link to the
 /// coordinator.
@@ -53,11 +59,11 @@ impl Answer {
 pub(crate) struct Moves {
     /// Local nodes whose messages are dropped: new instances before `Switch`, old ones after
     /// `Leave`.
-    muted: BTreeSet<NodeId>,
-    /// New instances not answered yet: the `Spawn` answer, and whether the node connected.
-    arriving: BTreeMap<NodeId, (Answer, bool)>,
+    pub(super) muted: BTreeSet<NodeId>,
+    /// New instances not answered yet (`arrival.rs`).
+    pub(super) arriving: BTreeMap<NodeId, super::arrival::Arrival>,
     /// Old instances being stopped quietly.
-    leaving: BTreeSet<NodeId>,
+    pub(super) leaving: BTreeSet<NodeId>,
     /// Nodes that will leave (`Expect` received): links for after the move are declared.
     expecting: BTreeSet<NodeId>,
 }
@@ -82,7 +88,7 @@ impl Moves {
 
 impl Dataflow {
     /// The nodes running here, as a set.
-    fn local_set(&self) -> BTreeSet<NodeId> {
+    pub(super) fn local_set(&self) -> BTreeSet<NodeId> {
         let spec = &self.spec;
         spec.descriptor
             .nodes
@@ -92,100 +98,24 @@ impl Dataflow {
             .collect()
     }
 
+    /// The links this daemon needs: those of its nodes, and for every node expected to leave,
+    /// those of its nodes without it (a daemon's links depend only on its own nodes).
+    pub(super) fn wanted_links(&self) -> (BTreeSet<OutputKey>, BTreeSet<OutputKey>) {
+        let local = self.local_set();
+        let (mut published, mut subscribed) =
+            RemoteLinks::crossing(&self.spec, |n| local.contains(n));
+        for leaving in &self.moves.expecting {
+            let after = RemoteLinks::crossing(&self.spec, |n| n != leaving && local.contains(n));
+            published.extend(after.0);
+            subscribed.extend(after.1);
+        }
+        (published, subscribed)
+    }
+
     /// Source, `Expect`: declares the links this daemon needs once `node` runs elsewhere.
     pub fn expect_leaving(&mut self, node: &NodeId, events: &mpsc::Sender<Event>) {
-        let mut local = self.local_set();
-        local.remove(node);
         self.moves.expecting.insert(node.clone());
-        self.relink(|n| local.contains(n), false, events);
-    }
-
-    /// Target, `Spawn`: starts `node` here muted; `answer` gets `Relocated` once it connected and
-    /// its published outputs are matched, or when it failed.
-    pub fn add_arriving(
-        &mut self,
-        node: &NodeId,
-        answer: Answer,
-        events: &mpsc::Sender<Event>,
-    ) -> Result<(), String> {
-        if self.stopping {
-            return Err(format!("dataflow {} is stopping here", self.spec.id));
-        }
-        if self.routing.is_local(node) {
-            return Err(format!("node `{node}` already runs on this daemon"));
-        }
-        let spec = self
-            .spec
-            .descriptor
-            .nodes
-            .iter()
-            .find(|n| &n.id == node)
-            .ok_or_else(|| format!("dataflow {} has no node `{node}`", self.spec.id))?;
-        let command = spawn::resolve_command(spec, &self.spec.working_dir)
-            .map_err(|e| format!("node `{node}`: {e}"))?;
-        if let Some(set) = self.spec.local_nodes.as_mut() {
-            set.insert(node.clone());
-        }
-        self.moves.muted.insert(node.clone());
-        self.moves.arriving.insert(node.clone(), (answer, false));
-        let new_timers = self.routing.make_local(&self.spec.descriptor, node);
-        if self.started {
-            self.spawn_timer_intervals(events, &new_timers);
-        }
-        let local = self.local_set();
-        self.relink(|n| local.contains(n), false, events);
-        // A new part holds no other node: nothing to wait for at its start barrier.
-        self.maybe_release_barrier(events);
-        self.spawn(node, &command, events.clone());
-        Ok(())
-    }
-
-    /// An arriving node's control connection registered.
-    pub(super) fn arrival_connected(&mut self, node: &NodeId) {
-        if let Some((_, connected)) = self.moves.arriving.get_mut(node) {
-            *connected = true;
-            self.check_arrivals();
-        }
-    }
-
-    /// Answers the arriving nodes that are connected and whose published outputs are matched.
-    pub(super) fn check_arrivals(&mut self) {
-        let unmatched = &self.remote.unmatched;
-        let ready: Vec<NodeId> = self
-            .moves
-            .arriving
-            .iter()
-            .filter(|(node, (_, connected))| *connected && !unmatched.iter().any(|(n, _)| n == *node))
-            .map(|(node, _)| node.clone())
-            .collect();
-        for node in ready {
-            if let Some((answer, _)) = self.moves.arriving.remove(&node) {
-                tracing::info!("node `{node}` of dataflow {} is ready here (muted)", self.spec.id);
-                answer.send(self.spec.id, &node, "spawn", Ok(()));
-            }
-        }
-    }
-
-    /// An arriving node failed (could not start, or exited) before it was ready: the move fails,
-    /// the instance leaves quietly and its links go.
-    pub(super) fn arrival_failed(
-        &mut self,
-        node: &NodeId,
-        reason: String,
-        events: &mpsc::Sender<Event>,
-    ) {
-        let Some((answer, _)) = self.moves.arriving.remove(node) else {
-            return;
-        };
-        tracing::warn!("node `{node}` cannot move here: {reason}");
-        answer.send(self.spec.id, node, "spawn", Err(reason));
-        self.moves.leaving.insert(node.clone());
-        if let Some(set) = self.spec.local_nodes.as_mut() {
-            set.remove(node);
-        }
-        let local = self.local_set();
-        self.relink(|n| local.contains(n), true, events);
-        self.try_finish_leaving(node);
+        self.relink(false, events);
     }
 
     /// Target, `Switch`: the new instance's outputs flow.
@@ -205,14 +135,14 @@ impl Dataflow {
         self.moves.muted.insert(node.clone());
         self.moves.leaving.insert(node.clone());
         self.moves.expecting.remove(node);
-        if let Some((answer, _)) = self.moves.arriving.remove(node) {
-            answer.send(self.spec.id, node, "spawn", Err("the move was aborted".into()));
+        if let Some(arrival) = self.moves.arriving.remove(node) {
+            let aborted = Err("the move was aborted".into());
+            arrival.answer.send(self.spec.id, node, "spawn", aborted);
         }
         if let Some(set) = self.spec.local_nodes.as_mut() {
             set.remove(node);
         }
-        let local = self.local_set();
-        self.relink(|n| local.contains(n), true, events);
+        self.relink(true, events);
         let running = self.nodes.get(node).is_some_and(|rt| rt.running);
         if running {
             self.routing.push_stop(node);
@@ -227,21 +157,24 @@ impl Dataflow {
         }
     }
 
-    /// `Settle` (target) and `Abort` (either side): links only for the nodes running here;
-    /// an instance that arrived and was not switched leaves quietly.
-    pub fn settle_links(
-        &mut self,
-        node: &NodeId,
-        abort: bool,
-        events: &mpsc::Sender<Event>,
-        config: &DaemonConfig,
-    ) {
+    /// `Settle` (target): [`SETTLE_GRACE`] from now, the links only the old instance needed
+    /// end (the old instance's last messages, sent before its `Leave`, are still arriving on
+    /// them).
+    pub fn settle(&mut self, events: &mpsc::Sender<Event>) {
+        let settle = Event::SettleLinks {
+            dataflow: self.spec.id,
+        };
+        self.schedule(events, SETTLE_GRACE, settle);
+    }
+
+    /// `Abort` (either side): links only for the nodes running here (and other moves in
+    /// progress); an instance that arrived and was not switched leaves quietly.
+    pub fn abort_move(&mut self, node: &NodeId, events: &mpsc::Sender<Event>, config: &DaemonConfig) {
         self.moves.expecting.remove(node);
-        if abort && self.moves.is_muted(node) && !self.moves.leaving.contains(node) {
+        if self.moves.is_muted(node) && !self.moves.leaving.contains(node) {
             return self.leave(node, events, config);
         }
-        let local = self.local_set();
-        self.relink(|n| local.contains(n), true, events);
+        self.relink(true, events);
     }
 
     /// The coordinator is gone: moves in progress are forgotten (it will not finish them).
@@ -260,8 +193,7 @@ impl Dataflow {
             self.leave(node, events, config);
         }
         if unswitched.is_empty() && !expecting.is_empty() {
-            let local = self.local_set();
-            self.relink(|n| local.contains(n), true, events);
+            self.relink(true, events);
         }
     }
 
@@ -329,7 +261,7 @@ impl Dataflow {
     }
 
     /// Forgets a leaving node once its process exited and its control connection drained.
-    fn try_finish_leaving(&mut self, node: &NodeId) {
+    pub(super) fn try_finish_leaving(&mut self, node: &NodeId) {
         let done = self
             .nodes
             .get(node)

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use super::{shm_prefix, Dataflow};
 use crate::{
     event::Event,
-    remote::{links::RemoteLinks, RemoteDataPlane, RemoteSample, PUBLISH_QUEUE},
+    remote::{RemoteDataPlane, RemoteSample, PUBLISH_QUEUE},
 };
 
 /// How often (in dropped messages) a full publish queue is reported again.
@@ -73,17 +73,13 @@ impl Dataflow {
         }
     }
 
-    /// Plans the links again for the nodes `is_local` accepts (a move changed this daemon's
-    /// nodes) and declares what is missing; new publishers count as unmatched until a remote
-    /// subscriber matches them. With `prune`, links no longer needed end: a publisher without
-    /// sending `Closed` (the output lives on elsewhere), a subscription by dropping it.
-    pub(crate) fn relink(
-        &mut self,
-        is_local: impl Fn(&NodeId) -> bool,
-        prune: bool,
-        events: &mpsc::Sender<Event>,
-    ) {
-        let (published, subscribed) = RemoteLinks::crossing(&self.spec, is_local);
+    /// Plans the links again for this daemon's nodes and the moves in progress (a move changed
+    /// them; see `relocate.rs`) and declares what is missing; new publishers count as unmatched
+    /// until a remote subscriber matches them. With `prune`, links no longer needed end: a
+    /// publisher without sending `Closed` (the output lives on elsewhere), a subscription by
+    /// dropping it.
+    pub(crate) fn relink(&mut self, prune: bool, events: &mpsc::Sender<Event>) {
+        let (published, subscribed) = self.wanted_links();
         let links = &mut self.remote;
         for key in published.difference(&links.published) {
             links.unmatched.insert(key.clone());
@@ -223,6 +219,7 @@ impl Dataflow {
                 self.routing.close_outputs(&node, &[output]);
             }
             RemoteKind::Data { metadata } => {
+                self.arrival_input_seen(&node, &output);
                 self.recycle_remote_samples();
                 let data = match self.copy_to_shared_memory(&payload) {
                     Some(shared) => DataRef::Shared(shared),

@@ -54,8 +54,8 @@ impl Daemon {
             RelocateStep::Expect => df.expect_leaving(node, events),
             RelocateStep::Switch => df.switch_in(node)?,
             RelocateStep::Leave => df.leave(node, events, config),
-            RelocateStep::Settle => df.settle_links(node, false, events, config),
-            RelocateStep::Abort => df.settle_links(node, true, events, config),
+            RelocateStep::Settle => df.settle(events),
+            RelocateStep::Abort => df.abort_move(node, events, config),
             RelocateStep::Spawn(_) => unreachable!("handled by relocate_spawn"),
         }
         Ok(())
