@@ -171,6 +171,7 @@ fn a_label_placed_relay_moves_live_between_hosts() {
     };
     assert!(wait_until(TIMEOUT, || progress(50)), "the stream did not start");
     let old = relay_pid_on(&coordinator, "b");
+    if std::env::var_os("NO_MOVES").is_none() {
 
     // 1. Onto the sink's host: the sink's input switches from Zenoh to local.
     let (out, from, to) = move_relay(&coordinator, &["--to", "c"]);
@@ -216,6 +217,7 @@ fn a_label_placed_relay_moves_live_between_hosts() {
         "the sink stopped receiving after the failed moves"
     );
 
+    }
     // The dataflow never stopped: it runs to its end with every message, and the sink's input
     // closed only after the last one (no `InputClosed` from a move).
     let started = Instant::now();
