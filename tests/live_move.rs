@@ -111,7 +111,10 @@ fn gap_and_dups(out: &str, from: u128, to: u128) -> (u128, usize, usize) {
 }
 
 /// Runs `adora node move move relay <args>`; returns the output and the wall-clock window.
-fn move_relay(coordinator: &Coordinator, args: &[&str]) -> (adora_test_support::Output, u128, u128) {
+fn move_relay(
+    coordinator: &Coordinator,
+    args: &[&str],
+) -> (adora_test_support::Output, u128, u128) {
     let mut cmd = coordinator.cli();
     cmd.args(["node", "move", "move", "relay"]).args(args);
     let started = now_ms();
@@ -123,7 +126,8 @@ fn move_relay(coordinator: &Coordinator, args: &[&str]) -> (adora_test_support::
 /// Measures and prints the sink-side gap around a move (one second either side), and checks
 /// the sink keeps receiving after it.
 fn report_gap(stdout: &std::path::Path, what: &str, from: u128, to: u128) {
-    let received = |min: usize| arrivals(&std::fs::read_to_string(stdout).unwrap_or_default()).len() >= min;
+    let received =
+        |min: usize| arrivals(&std::fs::read_to_string(stdout).unwrap_or_default()).len() >= min;
     let before = arrivals(&std::fs::read_to_string(stdout).unwrap()).len();
     assert!(
         wait_until(Duration::from_secs(20), || received(before + 50)),
@@ -145,14 +149,29 @@ fn a_label_placed_relay_moves_live_between_hosts() {
     // `adora-move-relay` is on the PATH of daemons b and c only: d cannot run the relay.
     let bin = state.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
-    std::os::unix::fs::symlink(adora_test_support::bin("adora-test-node"), bin.join("adora-move-relay")).unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    std::os::unix::fs::symlink(
+        adora_test_support::bin("adora-test-node"),
+        bin.join("adora-move-relay"),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let labels = ["--labels", "role=relay"];
     // One at a time: placement takes the first matching daemon in registration order (b).
     let mut daemons: Vec<ChildGuard> = Vec::new();
-    for (i, (id, env)) in [("a", false), ("b", true), ("c", true), ("d", false)].iter().enumerate() {
+    for (i, (id, env)) in [("a", false), ("b", true), ("c", true), ("d", false)]
+        .iter()
+        .enumerate()
+    {
         let extra: &[&str] = if i == 0 { &[] } else { &labels };
-        let env: &[(&str, &str)] = if *env { &[("PATH", path.as_str())] } else { &[] };
+        let env: &[(&str, &str)] = if *env {
+            &[("PATH", path.as_str())]
+        } else {
+            &[]
+        };
         daemons.push(coordinator.daemon_on_with_env(hosts.host(i), id, extra, env));
         coordinator.wait_for_daemons(i + 1);
     }
@@ -161,7 +180,13 @@ fn a_label_placed_relay_moves_live_between_hosts() {
     std::fs::write(&file, dataflow()).unwrap();
     let mut start = coordinator.cli();
     start.env("PATH", &path);
-    start.args(["start", file.to_str().unwrap(), "--attach", "--name", "move"]);
+    start.args([
+        "start",
+        file.to_str().unwrap(),
+        "--attach",
+        "--name",
+        "move",
+    ]);
     let mut run = ChildGuard::spawn(start, state.path(), "start");
     let stdout = state.path().join("start.out");
     let progress = |n: u64| {
@@ -169,70 +194,125 @@ fn a_label_placed_relay_moves_live_between_hosts() {
             .unwrap_or_default()
             .contains(&format!("seq-sink progress received={n} "))
     };
-    assert!(wait_until(TIMEOUT, || progress(50)), "the stream did not start");
+    assert!(
+        wait_until(TIMEOUT, || progress(50)),
+        "the stream did not start"
+    );
     let old = relay_pid_on(&coordinator, "b");
     if std::env::var_os("NO_MOVES").is_none() {
+        // 1. Onto the sink's host: the sink's input switches from Zenoh to local.
+        let (out, from, to) = move_relay(&coordinator, &["--to", "c"]);
+        assert!(out.status.success(), "{out}");
+        assert!(
+            out.stdout.contains("moved `relay` from `b` to `c`"),
+            "{out}"
+        );
+        let new = relay_pid_on(&coordinator, "c");
+        assert!(
+            hosts.host(2).pids().contains(&new),
+            "pid {new} is not on host c"
+        );
+        assert!(
+            wait_until(Duration::from_secs(20), || !process_alive(old)),
+            "the old relay ({old}) still runs"
+        );
+        report_gap(&stdout, "move b → c", from, to);
 
-    // 1. Onto the sink's host: the sink's input switches from Zenoh to local.
-    let (out, from, to) = move_relay(&coordinator, &["--to", "c"]);
-    assert!(out.status.success(), "{out}");
-    assert!(out.stdout.contains("moved `relay` from `b` to `c`"), "{out}");
-    let new = relay_pid_on(&coordinator, "c");
-    assert!(hosts.host(2).pids().contains(&new), "pid {new} is not on host c");
-    assert!(
-        wait_until(Duration::from_secs(20), || !process_alive(old)),
-        "the old relay ({old}) still runs"
-    );
-    report_gap(&stdout, "move b → c", from, to);
+        // 2. Off it again, to the target placement picks (b: the first other `role: relay`).
+        let (out, from, to) = move_relay(&coordinator, &["--json"]);
+        assert!(out.status.success(), "{out}");
+        let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(
+            (report["from"].as_str(), report["to"].as_str()),
+            (Some("c"), Some("b")),
+            "{out}"
+        );
+        let back = relay_pid_on(&coordinator, "b");
+        assert!(
+            hosts.host(1).pids().contains(&back),
+            "pid {back} is not on host b"
+        );
+        assert!(
+            wait_until(Duration::from_secs(20), || !process_alive(new)),
+            "the relay on c ({new}) still runs"
+        );
+        report_gap(&stdout, "move c → b", from, to);
 
-    // 2. Off it again, to the target placement picks (b: the first other `role: relay`).
-    let (out, from, to) = move_relay(&coordinator, &["--json"]);
-    assert!(out.status.success(), "{out}");
-    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!((report["from"].as_str(), report["to"].as_str()), (Some("c"), Some("b")), "{out}");
-    let back = relay_pid_on(&coordinator, "b");
-    assert!(hosts.host(1).pids().contains(&back), "pid {back} is not on host b");
-    assert!(wait_until(Duration::from_secs(20), || !process_alive(new)), "the relay on c ({new}) still runs");
-    report_gap(&stdout, "move c → b", from, to);
+        // 3. A host that cannot start it (no `adora-move-relay` on d's PATH): the old one stays.
+        let (out, _, _) = move_relay(&coordinator, &["--to", "d"]);
+        assert_eq!(out.status.code(), Some(1), "{out}");
+        assert!(
+            out.stderr.contains("not found") && out.stderr.contains("still runs on `b`"),
+            "{out}"
+        );
+        assert_eq!(relay(&coordinator).0, "b");
+        assert!(
+            process_alive(back),
+            "the relay on b was stopped by a failed move"
+        );
 
-    // 3. A host that cannot start it (no `adora-move-relay` on d's PATH): the old one stays.
-    let (out, _, _) = move_relay(&coordinator, &["--to", "d"]);
-    assert_eq!(out.status.code(), Some(1), "{out}");
-    assert!(out.stderr.contains("not found") && out.stderr.contains("still runs on `b`"), "{out}");
-    assert_eq!(relay(&coordinator).0, "b");
-    assert!(process_alive(back), "the relay on b was stopped by a failed move");
-
-    // 4. Refusals: a pinned node, an unknown machine.
-    let mut pinned = coordinator.cli();
-    pinned.args(["node", "move", "move", "sink", "--to", "b"]);
-    let out = run_with_timeout(pinned, TIMEOUT);
-    assert_eq!(out.status.code(), Some(1), "{out}");
-    assert!(out.stderr.contains("pinned to machine `c`"), "{out}");
-    let (out, _, _) = move_relay(&coordinator, &["--to", "nowhere"]);
-    assert_eq!(out.status.code(), Some(1), "{out}");
-    assert!(out.stderr.contains("no connected daemon `nowhere`"), "{out}");
-    let before = arrivals(&std::fs::read_to_string(&stdout).unwrap()).len();
-    assert!(
-        wait_until(Duration::from_secs(20), || arrivals(&std::fs::read_to_string(&stdout).unwrap_or_default()).len() >= before + 50),
-        "the sink stopped receiving after the failed moves"
-    );
-
+        // 4. Refusals: a pinned node, an unknown machine.
+        let mut pinned = coordinator.cli();
+        pinned.args(["node", "move", "move", "sink", "--to", "b"]);
+        let out = run_with_timeout(pinned, TIMEOUT);
+        assert_eq!(out.status.code(), Some(1), "{out}");
+        assert!(out.stderr.contains("pinned to machine `c`"), "{out}");
+        let (out, _, _) = move_relay(&coordinator, &["--to", "nowhere"]);
+        assert_eq!(out.status.code(), Some(1), "{out}");
+        assert!(
+            out.stderr.contains("no connected daemon `nowhere`"),
+            "{out}"
+        );
+        let before = arrivals(&std::fs::read_to_string(&stdout).unwrap()).len();
+        assert!(
+            wait_until(Duration::from_secs(20), || arrivals(
+                &std::fs::read_to_string(&stdout).unwrap_or_default()
+            )
+            .len()
+                >= before + 50),
+            "the sink stopped receiving after the failed moves"
+        );
     }
     // The dataflow never stopped: it runs to its end with every message, and the sink's input
     // closed only after the last one (no `InputClosed` from a move).
     let started = Instant::now();
-    let status = run.wait_timeout(Duration::from_secs(120)).expect("the dataflow finishes");
+    let status = run
+        .wait_timeout(Duration::from_secs(120))
+        .expect("the dataflow finishes");
     if let Ok(keep) = std::env::var("KEEP_LOGS") {
         for h in hosts.hosts() {
-            let _ = std::process::Command::new("cp").arg("-r").arg(h.log_dir()).arg(format!("{keep}/{}", h.name())).status();
+            let _ = std::process::Command::new("cp")
+                .arg("-r")
+                .arg(h.log_dir())
+                .arg(format!("{keep}/{}", h.name()))
+                .status();
         }
-        let _ = std::process::Command::new("cp").arg("-r").arg(state.path()).arg(format!("{keep}/state")).status();
+        let _ = std::process::Command::new("cp")
+            .arg("-r")
+            .arg(state.path())
+            .arg(format!("{keep}/state"))
+            .status();
     }
     let out = std::fs::read_to_string(&stdout).unwrap();
     let err = std::fs::read_to_string(state.path().join("start.err")).unwrap();
     assert!(status.success(), "{out}\n{err}");
-    assert!(out.contains(&format!("seq-sink done received={COUNT} lost=0 next={COUNT}")), "{out}\n{err}");
-    let closed: Vec<&str> = out.lines().filter(|l| l.contains("seq-sink input closed")).collect();
-    assert_eq!(closed, [format!("sink   | seq-sink input closed in next={COUNT}")], "{out}");
-    println!("the dataflow ran to its end {:?} after the last move", started.elapsed());
+    assert!(
+        out.contains(&format!(
+            "seq-sink done received={COUNT} lost=0 next={COUNT}"
+        )),
+        "{out}\n{err}"
+    );
+    let closed: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("seq-sink input closed"))
+        .collect();
+    assert_eq!(
+        closed,
+        [format!("sink   | seq-sink input closed in next={COUNT}")],
+        "{out}"
+    );
+    println!(
+        "the dataflow ran to its end {:?} after the last move",
+        started.elapsed()
+    );
 }

@@ -168,8 +168,7 @@ impl Coordinator {
             ControlError::new(ErrorKind::NotFound, format!("no dataflow {dataflow}"))
         })?;
         let record = &flow.record;
-        if record.status != DataflowStatus::Running || self.pending_starts.contains_key(&dataflow)
-        {
+        if record.status != DataflowStatus::Running || self.pending_starts.contains_key(&dataflow) {
             return Err(invalid(format!(
                 "dataflow `{}` is {}: only a running dataflow's nodes can move",
                 record.name, record.status
@@ -195,7 +194,10 @@ impl Coordinator {
             return Err(invalid(format!("node `{node}` is already being moved")));
         }
         let from = record.placement.get(node).cloned().ok_or_else(|| {
-            ControlError::new(ErrorKind::Internal, format!("node `{node}` has no placement"))
+            ControlError::new(
+                ErrorKind::Internal,
+                format!("node `{node}` has no placement"),
+            )
         })?;
         if self.daemon_tx(&from).is_none() {
             return Err(ControlError::daemon(format!(
@@ -298,7 +300,13 @@ impl Coordinator {
     }
 
     /// Sends one relocation step; false when the daemon is not connected.
-    fn relocate(&mut self, daemon: &str, dataflow: Uuid, node: &NodeId, step: RelocateStep) -> bool {
+    fn relocate(
+        &mut self,
+        daemon: &str,
+        dataflow: Uuid,
+        node: &NodeId,
+        step: RelocateStep,
+    ) -> bool {
         let relocation = Relocation {
             dataflow,
             node: node.clone(),

@@ -187,7 +187,9 @@ mod tests {
             dataflow: id,
             node: "relay".into(),
             step: "spawn".into(),
-            result: Err(ControlError::daemon("node `relay` exited before it connected")),
+            result: Err(ControlError::daemon(
+                "node `relay` exited before it connected",
+            )),
         });
         round_trip(DaemonMessage::Heartbeat {
             nodes: vec![NodeStats {

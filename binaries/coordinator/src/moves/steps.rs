@@ -66,19 +66,18 @@ impl Coordinator {
             (Phase::Leaving, "leave") if daemon == from => {
                 // Only now: the old instance is muted; its last messages are on the way.
                 self.relocate(&to, dataflow, &node, RelocateStep::Settle);
-                let result = result.map_err(|e| e.message).and_then(|()| {
-                    let m = self.moves.get(&key).expect("looked up above");
-                    let switch = m.switch_sent.unwrap_or(m.started);
-                    Ok(MoveReport {
-                        dataflow,
-                        node: node.clone(),
-                        from,
-                        to,
-                        start_ms: m.ready_at.map(|r| millis(r - m.started)).unwrap_or(0),
-                        overlap_ms: millis(switch.elapsed()),
-                        total_ms: millis(m.started.elapsed()),
-                    })
-                });
+                let m = self.moves.get(&key).expect("looked up above");
+                let switch = m.switch_sent.unwrap_or(m.started);
+                let report = MoveReport {
+                    dataflow,
+                    node: node.clone(),
+                    from,
+                    to,
+                    start_ms: m.ready_at.map(|r| millis(r - m.started)).unwrap_or(0),
+                    overlap_ms: millis(switch.elapsed()),
+                    total_ms: millis(m.started.elapsed()),
+                };
+                let result = result.map(|()| report).map_err(|e| e.message);
                 self.move_done(dataflow, &node, result);
             }
             _ => {}

@@ -26,7 +26,12 @@ fn chain() -> StartDataflow {
     }
 }
 
-fn register(h: &mut Harness, machine: &str, relay: bool, running: Vec<RunningDataflow>) -> (ConnId, DaemonRx) {
+fn register(
+    h: &mut Harness,
+    machine: &str,
+    relay: bool,
+    running: Vec<RunningDataflow>,
+) -> (ConnId, DaemonRx) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let conn = 5000 + h.c.daemons.len() as ConnId + h.c.next_command;
     let labels = if relay {
@@ -56,7 +61,9 @@ fn relocations(rx: &mut DaemonRx) -> Vec<(String, RelocateStep)> {
     commands(rx)
         .into_iter()
         .filter_map(|c| match c {
-            DaemonCommand::Relocate(Relocation { node, step, .. }) => Some((node.to_string(), step)),
+            DaemonCommand::Relocate(Relocation { node, step, .. }) => {
+                Some((node.to_string(), step))
+            }
             _ => None,
         })
         .collect()
@@ -94,19 +101,36 @@ async fn running_chain() -> Running {
     let id = *h.c.flows.keys().next().unwrap();
     h.daemon_says(a, spawned(id));
     h.daemon_says(b.0, spawned(id));
-    assert!(matches!(replies(&mut client)[..], [ControlReply::Started { .. }]));
-    assert_eq!(h.c.flows[&id].record.placement[&adora_core::NodeId::from("relay")], "b");
+    assert!(matches!(
+        replies(&mut client)[..],
+        [ControlReply::Started { .. }]
+    ));
+    assert_eq!(
+        h.c.flows[&id].record.placement[&adora_core::NodeId::from("relay")],
+        "b"
+    );
     Running { h, id, b, c, store }
 }
 
 fn stored_placement(store: &MemoryStore, id: Uuid) -> String {
-    let record = store.dataflows().unwrap().into_iter().find(|r| r.id == id).unwrap();
+    let record = store
+        .dataflows()
+        .unwrap()
+        .into_iter()
+        .find(|r| r.id == id)
+        .unwrap();
     record.placement[&adora_core::NodeId::from("relay")].clone()
 }
 
 #[tokio::test]
 async fn a_move_commits_the_placement_only_once_the_new_instance_delivers() {
-    let Running { mut h, id, mut b, mut c, store } = running_chain().await;
+    let Running {
+        mut h,
+        id,
+        mut b,
+        mut c,
+        store,
+    } = running_chain().await;
     let mut client = h.request(ControlRequest::MoveNode {
         dataflow: "demo".into(),
         node: "relay".into(),
@@ -117,23 +141,48 @@ async fn a_move_commits_the_placement_only_once_the_new_instance_delivers() {
     let [(node, RelocateStep::Spawn(spawn))] = &spawn[..] else {
         panic!("{spawn:?}")
     };
-    assert_eq!((node.as_str(), spawn.nodes.len()), ("relay", 1), "c had no part: the relay alone");
+    assert_eq!(
+        (node.as_str(), spawn.nodes.len()),
+        ("relay", 1),
+        "c had no part: the relay alone"
+    );
 
     h.daemon_says(c.0, relocated("spawn", Ok(()), id));
-    assert!(step_names(&mut c.1).is_empty(), "no switch before the source expects the move");
+    assert!(
+        step_names(&mut c.1).is_empty(),
+        "no switch before the source expects the move"
+    );
     h.daemon_says(b.0, relocated("expect", Ok(()), id));
     assert_eq!(step_names(&mut c.1), ["switch"]);
-    assert_eq!(stored_placement(&store, id), "b", "not committed before the switch");
+    assert_eq!(
+        stored_placement(&store, id),
+        "b",
+        "not committed before the switch"
+    );
 
     h.daemon_says(c.0, relocated("switch", Ok(()), id));
-    assert_eq!(stored_placement(&store, id), "c", "committed and stored at the switch");
+    assert_eq!(
+        stored_placement(&store, id),
+        "c",
+        "committed and stored at the switch"
+    );
     assert_eq!(step_names(&mut b.1), ["leave"]);
-    assert!(!h.c.flows[&id].parts.contains_key("b"), "b's part had only the relay");
+    assert!(
+        !h.c.flows[&id].parts.contains_key("b"),
+        "b's part had only the relay"
+    );
 
     h.daemon_says(b.0, relocated("leave", Ok(()), id));
-    assert_eq!(step_names(&mut c.1), ["settle"], "the target settles after the source left");
+    assert_eq!(
+        step_names(&mut c.1),
+        ["settle"],
+        "the target settles after the source left"
+    );
     let got = replies(&mut client);
-    let progress = got.iter().filter(|r| matches!(r, ControlReply::MoveProgress(_))).count();
+    let progress = got
+        .iter()
+        .filter(|r| matches!(r, ControlReply::MoveProgress(_)))
+        .count();
     assert_eq!(progress, 3, "{got:?}");
     let Some(ControlReply::Moved(report)) = got.last() else {
         panic!("{got:?}")
@@ -146,12 +195,21 @@ async fn a_move_commits_the_placement_only_once_the_new_instance_delivers() {
     h.gone(b.0);
     let mut b = register(&mut h, "b", true, vec![running(id, "relay")]);
     assert_eq!(step_names(&mut b.1), ["leave"]);
-    assert_eq!(h.c.flows[&id].record.placement[&adora_core::NodeId::from("relay")], "c");
+    assert_eq!(
+        h.c.flows[&id].record.placement[&adora_core::NodeId::from("relay")],
+        "c"
+    );
 }
 
 #[tokio::test]
 async fn a_failed_spawn_aborts_the_move_and_keeps_the_old_instance() {
-    let Running { mut h, id, mut b, mut c, store } = running_chain().await;
+    let Running {
+        mut h,
+        id,
+        mut b,
+        mut c,
+        store,
+    } = running_chain().await;
     let mut client = h.request(ControlRequest::MoveNode {
         dataflow: "demo".into(),
         node: "relay".into(),
@@ -159,7 +217,10 @@ async fn a_failed_spawn_aborts_the_move_and_keeps_the_old_instance() {
     });
     relocations(&mut b.1);
     relocations(&mut c.1);
-    h.daemon_says(c.0, relocated("spawn", Err("node `relay`: executable `./r` not found"), id));
+    h.daemon_says(
+        c.0,
+        relocated("spawn", Err("node `relay`: executable `./r` not found"), id),
+    );
     assert_eq!(step_names(&mut b.1), ["abort"]);
     assert_eq!(step_names(&mut c.1), ["abort"]);
     assert_eq!(stored_placement(&store, id), "b");
@@ -167,7 +228,10 @@ async fn a_failed_spawn_aborts_the_move_and_keeps_the_old_instance() {
     let Some(ControlReply::Error(e)) = got.last() else {
         panic!("{got:?}")
     };
-    assert!(e.message.contains("not found") && e.message.contains("still runs on `b`"), "{e}");
+    assert!(
+        e.message.contains("not found") && e.message.contains("still runs on `b`"),
+        "{e}"
+    );
     assert!(h.c.moves.is_empty());
 
     // A target lost before the commit aborts too.

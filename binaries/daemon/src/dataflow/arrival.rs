@@ -150,7 +150,10 @@ impl Dataflow {
             .collect();
         for node in ready {
             if let Some(arrival) = self.moves.arriving.remove(&node) {
-                tracing::info!("node `{node}` of dataflow {} is ready here (muted)", self.spec.id);
+                tracing::info!(
+                    "node `{node}` of dataflow {} is ready here (muted)",
+                    self.spec.id
+                );
                 arrival.answer.send(self.spec.id, &node, "spawn", Ok(()));
             }
         }
@@ -168,7 +171,9 @@ impl Dataflow {
             return;
         };
         tracing::warn!("node `{node}` cannot move here: {reason}");
-        arrival.answer.send(self.spec.id, node, "spawn", Err(reason));
+        arrival
+            .answer
+            .send(self.spec.id, node, "spawn", Err(reason));
         self.moves.leaving.insert(node.clone());
         if let Some(set) = self.spec.local_nodes.as_mut() {
             set.remove(node);

@@ -43,7 +43,13 @@ pub(crate) struct Answer {
 
 impl Answer {
     /// Sends `Relocated` for `step` of `node`.
-    pub fn send(&self, dataflow: uuid::Uuid, node: &NodeId, step: &str, result: Result<(), String>) {
+    pub fn send(
+        &self,
+        dataflow: uuid::Uuid,
+        node: &NodeId,
+        step: &str,
+        result: Result<(), String>,
+    ) {
         let body = DaemonMessage::Relocated {
             dataflow,
             node: node.clone(),
@@ -125,7 +131,10 @@ impl Dataflow {
         }
         self.moves.muted.remove(node);
         self.moves.arriving.remove(node);
-        tracing::info!("node `{node}` of dataflow {} now delivers from here", self.spec.id);
+        tracing::info!(
+            "node `{node}` of dataflow {} now delivers from here",
+            self.spec.id
+        );
         Ok(())
     }
 
@@ -169,7 +178,12 @@ impl Dataflow {
 
     /// `Abort` (either side): links only for the nodes running here (and other moves in
     /// progress); an instance that arrived and was not switched leaves quietly.
-    pub fn abort_move(&mut self, node: &NodeId, events: &mpsc::Sender<Event>, config: &DaemonConfig) {
+    pub fn abort_move(
+        &mut self,
+        node: &NodeId,
+        events: &mpsc::Sender<Event>,
+        config: &DaemonConfig,
+    ) {
         self.moves.expecting.remove(node);
         if self.moves.is_muted(node) && !self.moves.leaving.contains(node) {
             return self.leave(node, events, config);
@@ -198,7 +212,13 @@ impl Dataflow {
     }
 
     /// The stop grace of a leaving node expired: SIGTERM, then SIGKILL.
-    pub fn evict(&mut self, node: &NodeId, step: Escalation, events: &mpsc::Sender<Event>, config: &DaemonConfig) {
+    pub fn evict(
+        &mut self,
+        node: &NodeId,
+        step: Escalation,
+        events: &mpsc::Sender<Event>,
+        config: &DaemonConfig,
+    ) {
         if !self.moves.leaving.contains(node) {
             return;
         }
@@ -274,7 +294,10 @@ impl Dataflow {
         self.nodes.remove(node);
         self.outcomes.remove(node);
         self.pending.remove(node);
-        tracing::info!("node `{node}` of dataflow {} left this daemon", self.spec.id);
+        tracing::info!(
+            "node `{node}` of dataflow {} left this daemon",
+            self.spec.id
+        );
     }
 
     /// A muted node's message: dropped (a shared sample goes back to the node's pool).

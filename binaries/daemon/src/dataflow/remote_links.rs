@@ -86,7 +86,9 @@ impl Dataflow {
         }
         if prune {
             links.queues.retain(|key, _| published.contains(key));
-            links.subscriptions.retain(|key, _| subscribed.contains(key));
+            links
+                .subscriptions
+                .retain(|key, _| subscribed.contains(key));
             links.unmatched.retain(|key| published.contains(key));
             links.published = published;
             links.subscribed = subscribed;
@@ -225,7 +227,8 @@ impl Dataflow {
                     Some(shared) => DataRef::Shared(shared),
                     None => DataRef::Inline(payload),
                 };
-                self.routing.send_remote_output(&node, &output, metadata, data);
+                self.routing
+                    .send_remote_output(&node, &output, metadata, data);
             }
         }
     }

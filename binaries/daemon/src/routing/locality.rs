@@ -141,3 +141,91 @@ fn with(routes: &Arc<[Receiver]>, receiver: Receiver) -> Arc<[Receiver]> {
     }
     list.into()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use adora_message::daemon_to_node::DaemonReply;
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    const CHAIN: &str = r#"
+nodes:
+  - id: src
+    path: src
+    outputs: [out]
+  - id: relay
+    path: relay
+    inputs: { in: src/out }
+    outputs: [out]
+  - id: sink
+    path: sink
+    inputs: { in: relay/out }
+"#;
+
+    fn inline() -> (Metadata, DataRef) {
+        let metadata = Metadata::new(uhlc::HLC::default().new_timestamp());
+        (metadata, DataRef::Inline(vec![1, 2, 3]))
+    }
+
+    /// What `node` gets on its next request, as `input-id` / `closed:input-id` / `stop`.
+    fn events(r: &mut Routing, node: &str) -> Vec<String> {
+        let (tx, mut rx) = oneshot::channel();
+        r.next_events(&node.into(), tx);
+        match rx.try_recv() {
+            Ok(DaemonReply::Events { events, .. }) => events
+                .into_iter()
+                .map(|e| match e {
+                    NodeEvent::Input { id, .. } => id.to_string(),
+                    NodeEvent::InputClosed { id } => format!("closed:{id}"),
+                    NodeEvent::Stop => "stop".into(),
+                    other => format!("{other:?}"),
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_node_moving_in_and_out_never_closes_its_receivers_inputs() {
+        let d = Descriptor::parse(CHAIN, Path::new("t.yml")).expect("valid");
+        // The sink's daemon: the relay runs elsewhere at first.
+        let mut r = Routing::with_locality(&d, |n| n.as_str() == "sink");
+        let (m, data) = inline();
+        r.send_remote_output(&"relay".into(), &"out".into(), m, data);
+        assert_eq!(events(&mut r, "sink"), ["in"]);
+
+        // The relay moves here: it gets `src/out` (remote) and still feeds the sink.
+        assert!(r.make_local(&d, &"relay".into()).is_empty(), "no timers");
+        assert!(r.is_local(&"relay".into()));
+        let (m, data) = inline();
+        r.send_remote_output(&"src".into(), &"out".into(), m, data);
+        assert_eq!(events(&mut r, "relay"), ["in"]);
+        let (m, data) = inline();
+        r.send_output(&"relay".into(), &"out".into(), m, data);
+        assert_eq!(events(&mut r, "sink"), ["in"]);
+
+        // It leaves again: stopped alone, then remote; the sink's input stays open and is fed
+        // from the other machine.
+        r.push_stop(&"relay".into());
+        assert_eq!(events(&mut r, "relay"), ["stop"]);
+        r.make_remote(&"relay".into());
+        assert!(!r.is_local(&"relay".into()));
+        let (m, data) = inline();
+        r.send_remote_output(&"src".into(), &"out".into(), m, data);
+        assert!(
+            events(&mut r, "relay").is_empty(),
+            "no longer routed to the relay"
+        );
+        let (m, data) = inline();
+        r.send_remote_output(&"relay".into(), &"out".into(), m, data);
+        assert_eq!(
+            events(&mut r, "sink"),
+            ["in"],
+            "no InputClosed, still delivered"
+        );
+        assert!(r.is_output_open(&"relay".into(), &"out".into()));
+    }
+}

@@ -45,6 +45,7 @@ impl Routing {
                     tracing::warn!("cannot unlink shared sample {}: {e}", sample.os_id);
                 }
             }
+            Some(owner) if owner.remote => self.daemon_freed.push(token),
             Some(owner) if !owner.exited => {
                 owner.freed.push(token);
                 if let Some(w) = owner.freed_waiter.take() {

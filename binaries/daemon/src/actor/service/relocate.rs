@@ -27,7 +27,9 @@ impl Daemon {
         tracing::info!("move of node `{node}` ({dataflow}): {}", step.name());
         let name = step.name();
         let result = match step {
-            RelocateStep::Spawn(spawn) => return self.relocate_spawn(answer, &node, *spawn, service),
+            RelocateStep::Spawn(spawn) => {
+                return self.relocate_spawn(answer, &node, *spawn, service)
+            }
             step => self.relocate_step(dataflow, &node, &step),
         };
         answer.send(dataflow, &node, name, result);
