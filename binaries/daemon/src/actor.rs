@@ -257,19 +257,7 @@ impl Daemon {
             Event::RestartNode { dataflow, node } => {
                 self.settle(dataflow, |df, env| df.restart_node(&node, env.events))
             }
-            Event::ArrivalPatience { dataflow, node } => {
-                self.with(dataflow, |df, _| df.arrival_patience(&node))
-            }
-            Event::SettleLinks { dataflow } => {
-                self.with(dataflow, |df, env| df.relink(true, env.events))
-            }
-            Event::EvictNode {
-                dataflow,
-                node,
-                step,
-            } => self.with(dataflow, |df, env| {
-                df.evict(&node, step, env.events, env.config)
-            }),
+            Event::Move(step) => self.move_event(step),
             Event::RemoteOpened(result) => self.remote_opened(result),
             Event::Remote(sample) => self.with(sample.dataflow, |df, _| df.remote_input(sample)),
             Event::RemoteMatched {

@@ -10,7 +10,11 @@ use adora_core::{descriptor::InputSource, DataId, NodeId};
 use tokio::sync::mpsc;
 
 use super::{relocate::Answer, Dataflow};
-use crate::{event::Event, remote::links::OutputKey, spawn};
+use crate::{
+    event::{Event, MoveStep},
+    remote::links::OutputKey,
+    spawn,
+};
 
 /// How long an arriving instance waits for the first message of each remote input before it is
 /// declared ready anyway (an input that is silent now cannot tell whether its link works).
@@ -82,10 +86,10 @@ impl Dataflow {
         self.relink(false, events);
         // A new part holds no other node: nothing to wait for at its start barrier.
         self.maybe_release_barrier(events);
-        let patience = Event::ArrivalPatience {
+        let patience = Event::Move(MoveStep::ArrivalPatience {
             dataflow: self.spec.id,
             node: node.clone(),
-        };
+        });
         self.schedule(events, INPUT_PATIENCE, patience);
         self.spawn(node, &command, events.clone());
         Ok(())

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use super::Dataflow;
 use crate::{
     config::DaemonConfig,
-    event::{Escalation, Event, Reports},
+    event::{Escalation, Event, MoveStep, Reports},
     remote::links::{OutputKey, RemoteLinks},
     spawn,
 };
@@ -155,11 +155,11 @@ impl Dataflow {
         let running = self.nodes.get(node).is_some_and(|rt| rt.running);
         if running {
             self.routing.push_stop(node);
-            let evict = Event::EvictNode {
+            let evict = Event::Move(MoveStep::EvictNode {
                 dataflow: self.spec.id,
                 node: node.clone(),
                 step: Escalation::Terminate,
-            };
+            });
             self.schedule(events, config.stop_grace, evict);
         } else {
             self.try_finish_leaving(node);
@@ -170,9 +170,9 @@ impl Dataflow {
     /// end (the old instance's last messages, sent before its `Leave`, are still arriving on
     /// them).
     pub fn settle(&mut self, events: &mpsc::Sender<Event>) {
-        let settle = Event::SettleLinks {
+        let settle = Event::Move(MoveStep::SettleLinks {
             dataflow: self.spec.id,
-        };
+        });
         self.schedule(events, SETTLE_GRACE, settle);
     }
 
@@ -236,11 +236,11 @@ impl Dataflow {
         rt.terminated_by = Some(signal);
         spawn::signal_group(pid, signal);
         if step == Escalation::Terminate {
-            let kill = Event::EvictNode {
+            let kill = Event::Move(MoveStep::EvictNode {
                 dataflow: self.spec.id,
                 node: node.clone(),
                 step: Escalation::Kill,
-            };
+            });
             self.schedule(events, config.kill_grace, kill);
         }
     }
