@@ -123,8 +123,24 @@ fn move_relay(
     (out, started, now_ms())
 }
 
-/// Measures and prints the sink-side gap around a move (one second either side), and checks
-/// the sink keeps receiving after it.
+/// The sequence numbers between the first and the last that arrived in `[from, to]` (ms) that
+/// never arrived at all.
+fn missing_in(out: &str, from: u128, to: u128) -> Vec<u64> {
+    let all = arrivals(out);
+    let window: Vec<u64> = all
+        .iter()
+        .filter(|(_, t)| *t >= from && *t <= to)
+        .map(|(s, _)| *s)
+        .collect();
+    let (Some(first), Some(last)) = (window.iter().min(), window.iter().max()) else {
+        return Vec::new();
+    };
+    let seen: std::collections::BTreeSet<u64> = all.iter().map(|(s, _)| *s).collect();
+    (*first..=*last).filter(|s| !seen.contains(s)).collect()
+}
+
+/// Measures and prints the sink-side gap around a move (one second either side), checks that no
+/// message of that window is missing, and that the sink keeps receiving after it.
 fn report_gap(stdout: &std::path::Path, what: &str, from: u128, to: u128) {
     let received =
         |min: usize| arrivals(&std::fs::read_to_string(stdout).unwrap_or_default()).len() >= min;
@@ -135,6 +151,11 @@ fn report_gap(stdout: &std::path::Path, what: &str, from: u128, to: u128) {
     );
     let out = std::fs::read_to_string(stdout).unwrap();
     let (gap, dups, late) = gap_and_dups(&out, from - 1000, to + 1000);
+    let missing = missing_in(&out, from - 1000, to + 1000);
+    assert!(
+        missing.is_empty(),
+        "{what}: messages {missing:?} never arrived"
+    );
     println!(
         "{what}: sink-side gap {gap} ms (largest interval between consecutive messages from 1 s before to 1 s after the move; one message every {TICK_MS} ms), duplicates {dups}, out of order {late}, move took {} ms",
         to - from
@@ -239,7 +260,7 @@ fn a_label_placed_relay_moves_live_between_hosts() {
         report_gap(&stdout, "move c → b", from, to);
 
         // 3. A host that cannot start it (no `adora-move-relay` on d's PATH): the old one stays.
-        let (out, _, _) = move_relay(&coordinator, &["--to", "d"]);
+        let (out, failed_from, failed_to) = move_relay(&coordinator, &["--to", "d"]);
         assert_eq!(out.status.code(), Some(1), "{out}");
         assert!(
             out.stderr.contains("not found") && out.stderr.contains("still runs on `b`"),
@@ -271,6 +292,12 @@ fn a_label_placed_relay_moves_live_between_hosts() {
             .len()
                 >= before + 50),
             "the sink stopped receiving after the failed moves"
+        );
+        let out = std::fs::read_to_string(&stdout).unwrap();
+        let missing = missing_in(&out, failed_from - 1000, failed_to + 1000);
+        assert!(
+            missing.is_empty(),
+            "failed move: messages {missing:?} never arrived"
         );
     }
     // The dataflow never stopped: it runs to its end with every message, and the sink's input
