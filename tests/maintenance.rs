@@ -324,3 +324,61 @@ fn a_python_node_holds_an_update_lock_in_a_with_block() {
         cluster.machine("b")
     );
 }
+
+#[test]
+fn drain_waits_for_locks_moves_label_placed_nodes_and_force_stops_pinned_ones() {
+    let cluster = Cluster::start();
+    let cli = &cluster.cli;
+    let worker = cluster.write("worker.yml", "w", "MODE: idle", "labels: { role: worker }");
+    assert!(cluster.start_flow(&worker, "work").status.success());
+    assert_eq!(cluster.placed("work", "w"), "a");
+    let pinned = cluster.write("pinned.yml", "p", "MODE: idle", "machine: a");
+    assert!(cluster.start_flow(&pinned, "pinned").status.success());
+
+    // Locked: the drain waits, says who holds the lock, and gives up at --lock-timeout.
+    cli.ok(&["cluster", "lock", "a", "--reason", "calibrating"]);
+    let out = cli.run(&["cluster", "drain", "a", "--lock-timeout", "3s"]);
+    assert_eq!(out.status.code(), Some(1), "{out}");
+    assert!(
+        out.stderr.contains(
+            "a: waiting for its update locks: machine `a` has 1 update lock: an operator (calibrating)"
+        ),
+        "{out}"
+    );
+    assert!(out.stderr.contains("still locked after 3s"), "{out}");
+    assert_eq!(
+        cluster.machine("a")["state"],
+        "ready",
+        "a refused drain changed nothing"
+    );
+
+    // --force: the worker moves to b, the pinned node is stopped at once; exit code 1 (not
+    // everything moved), one line per node, the summary on stdout.
+    let out = cli.run(&["cluster", "drain", "a", "--force"]);
+    assert_eq!(out.status.code(), Some(1), "{out}");
+    assert!(out.stderr.contains("work/w: moved to `b`"), "{out}");
+    assert!(out.stderr.contains("pinned/p: stopped"), "{out}");
+    assert!(out.stdout.contains("1/2 moved."), "{out}");
+    assert_eq!(cluster.placed("work", "w"), "b");
+    let a = cluster.machine("a");
+    assert_eq!(a["state"], "cordoned", "{a}");
+    assert_eq!(a["maintenance"]["drain"]["done"], true, "{a}");
+    // The pinned dataflow lost its only node: it ended; the moved one runs on.
+    let list: Value = serde_json::from_str(&cli.ok(&["list", "--json"]).stdout).unwrap();
+    let work = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "work")
+        .unwrap();
+    assert_eq!(work["status"], "running", "{list}");
+    assert!(work.get("degraded").is_none(), "{list}");
+
+    // A drained machine takes nothing new until it is uncordoned.
+    let out = cluster.start_flow(&pinned, "again");
+    assert_eq!(out.status.code(), Some(1), "{out}");
+    assert!(out.stderr.contains("machine \"a\" is cordoned"), "{out}");
+    cli.ok(&["cluster", "unlock", "a"]);
+    cli.ok(&["cluster", "uncordon", "a"]);
+    assert!(cluster.start_flow(&pinned, "again").status.success());
+}

@@ -179,6 +179,8 @@ pub(crate) struct Coordinator {
     /// Cordons, update locks, claims and drains, by machine name (`maintenance.rs`).
     pub maintenance:
         std::collections::BTreeMap<String, adora_message::maintenance::MachineMaintenance>,
+    /// Nodes being moved between daemons ([`crate::moves`]).
+    pub moves: crate::moves::Moves,
 }
 
 /// Sends a reply to a client; a client that went away is simply gone.
@@ -208,6 +210,7 @@ impl Coordinator {
             enrollment: Default::default(),
             tasks: Default::default(),
             maintenance: Default::default(),
+            moves: Default::default(),
         }
     }
 
@@ -216,6 +219,7 @@ impl Coordinator {
         self.shutdown = shutdown.clone();
         // Off the runtime; events queue meanwhile.
         self.load().await;
+        self.resume_drains();
         // The first tick one period from now: nobody is connected yet to get a heartbeat.
         let period = self.config.heartbeat_interval;
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -257,6 +261,8 @@ impl Coordinator {
     /// Every heartbeat period: liveness and recoveries, then forgetting what is over.
     fn tick(&mut self) {
         self.heartbeat();
+        self.moves_tick();
+        self.drains_tick();
         self.prune(adora_store::now_ms());
         self.forward_answers();
     }

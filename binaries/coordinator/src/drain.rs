@@ -149,7 +149,12 @@ impl Coordinator {
             return;
         };
         let (state, waiting) = match result {
-            Ok(report) => (DrainNodeState::Moved { to: report.to.clone() }, None),
+            Ok(report) => (
+                DrainNodeState::Moved {
+                    to: report.to.clone(),
+                },
+                None,
+            ),
             Err(e) => (DrainNodeState::Pending, Some(e.clone())),
         };
         self.update_maintenance(&machine, |m| {
@@ -182,7 +187,9 @@ impl Coordinator {
         let done = nodes.iter().all(|n| {
             matches!(
                 n.state,
-                DrainNodeState::Moved { .. } | DrainNodeState::Stopped | DrainNodeState::Failed { .. }
+                DrainNodeState::Moved { .. }
+                    | DrainNodeState::Stopped
+                    | DrainNodeState::Failed { .. }
             )
         });
         if done {
@@ -195,7 +202,11 @@ impl Coordinator {
                     d.waiting = waiting;
                     d.done = done;
                 }
-                if done && m.claim.as_ref().is_some_and(|c| c.operation == Operation::Drain) {
+                if done
+                    && m.claim
+                        .as_ref()
+                        .is_some_and(|c| c.operation == Operation::Drain)
+                {
                     m.claim = None;
                 }
             });
@@ -216,7 +227,10 @@ impl Coordinator {
         for n in &mut nodes {
             match self.where_now(n.dataflow, &n.node, machine) {
                 Where::Gone => {
-                    if !matches!(n.state, DrainNodeState::Moved { .. } | DrainNodeState::Stopped) {
+                    if !matches!(
+                        n.state,
+                        DrainNodeState::Moved { .. } | DrainNodeState::Stopped
+                    ) {
                         n.state = DrainNodeState::Stopped;
                     }
                     continue;
@@ -228,19 +242,23 @@ impl Coordinator {
                 _ => {}
             }
             match &n.state {
-                DrainNodeState::Pending if stop_now => {
-                    let reason = waiting
-                        .clone()
-                        .unwrap_or_else(|| "no other machine could take it".into());
-                    stop.push((n.dataflow, n.node.clone(), format!("it could not move: {reason}")));
-                    n.state = DrainNodeState::Failed { reason };
-                }
                 DrainNodeState::Pending if moving < PARALLEL_MOVES => {
+                    // Moved if it can be, even with `force` (which only hurries pinned nodes);
+                    // one that cannot is retried until the deadline, then stopped.
                     let exclude = BTreeSet::from([machine.to_owned()]);
                     match self.start_move(n.dataflow, &n.node, &exclude) {
                         Ok(to) => {
                             n.state = DrainNodeState::Moving { to };
                             moving += 1;
+                        }
+                        Err(e) if stop_now => {
+                            let reason = e.message;
+                            stop.push((
+                                n.dataflow,
+                                n.node.clone(),
+                                format!("it could not move: {reason}"),
+                            ));
+                            n.state = DrainNodeState::Failed { reason };
                         }
                         Err(e) => waiting = Some(format!("node `{}`: {}", n.node, e.message)),
                     }
@@ -257,7 +275,11 @@ impl Coordinator {
 
     /// Where a drained node runs now, per its dataflow's (stored) placement.
     fn where_now(&self, dataflow: Uuid, node: &NodeId, machine: &str) -> Where {
-        let Some(flow) = self.flows.get(&dataflow).filter(|f| !f.record.status.is_done()) else {
+        let Some(flow) = self
+            .flows
+            .get(&dataflow)
+            .filter(|f| !f.record.status.is_done())
+        else {
             return Where::Gone;
         };
         match flow.record.placement.get(node) {
@@ -269,16 +291,18 @@ impl Coordinator {
 
     /// Stops a node of a drained machine and marks its dataflow degraded.
     fn stop_drained_node(&mut self, machine: &str, dataflow: Uuid, node: NodeId, why: &str) {
-        tracing::warn!("drain of `{machine}`: stopping node `{node}` of dataflow {dataflow}: {why}");
+        tracing::warn!(
+            "drain of `{machine}`: stopping node `{node}` of dataflow {dataflow}: {why}"
+        );
         let command = DaemonCommand::StopNodes {
             dataflow,
             nodes: vec![node.clone()],
         };
         self.send_to_daemon(machine, command);
         if let Some(flow) = self.flows.get_mut(&dataflow) {
-            flow.record
-                .degraded
-                .push(format!("node `{node}` was stopped: machine `{machine}` was drained and {why}"));
+            flow.record.degraded.push(format!(
+                "node `{node}` was stopped: machine `{machine}` was drained and {why}"
+            ));
         }
         self.save(dataflow);
     }
@@ -286,7 +310,18 @@ impl Coordinator {
     /// After a coordinator restart: moves in flight were forgotten; nodes the stored placement
     /// still puts on their drained machine are moved again.
     pub(crate) fn resume_drains(&mut self) {
-        let machines: Vec<String> = self.maintenance.keys().cloned().collect();
+        let machines: Vec<String> = self
+            .maintenance
+            .values()
+            .filter(|m| {
+                m.drain.as_ref().is_some_and(|d| {
+                    d.nodes
+                        .iter()
+                        .any(|n| matches!(n.state, DrainNodeState::Moving { .. }))
+                })
+            })
+            .map(|m| m.machine.clone())
+            .collect();
         for machine in machines {
             self.update_maintenance(&machine, |m| {
                 for n in m.drain.iter_mut().flat_map(|d| d.nodes.iter_mut()) {
@@ -300,7 +335,11 @@ impl Coordinator {
 }
 
 /// What a drain step decided: every node's state, why it waits, the nodes to stop and why.
-type DrainPlan = (Vec<DrainedNode>, Option<String>, Vec<(Uuid, NodeId, String)>);
+type DrainPlan = (
+    Vec<DrainedNode>,
+    Option<String>,
+    Vec<(Uuid, NodeId, String)>,
+);
 
 /// Where a drained node is.
 enum Where {

@@ -94,7 +94,7 @@ impl Coordinator {
     }
 
     /// The name of a known machine, or an error listing the known ones.
-    fn known_machine(&self, machine: &str) -> Result<String, ControlError> {
+    pub(crate) fn known_machine(&self, machine: &str) -> Result<String, ControlError> {
         if self.daemons.iter().any(|d| d.name() == machine)
             || self.maintenance.contains_key(machine)
         {
@@ -453,19 +453,4 @@ fn checked_reason(reason: &str, what: &str) -> Result<String, ControlError> {
         ));
     }
     Ok(reason.to_owned())
-}
-
-impl Coordinator {
-    /// Placeholder until the drain lands (same session).
-    fn start_drain(
-        &mut self,
-        machine: &str,
-        _deadline: Duration,
-        _force: bool,
-    ) -> Result<String, ControlError> {
-        Err(ControlError::new(
-            ErrorKind::InvalidRequest,
-            format!("cannot drain `{machine}`: draining is not available yet"),
-        ))
-    }
 }

@@ -80,6 +80,9 @@ impl Coordinator {
             ControlRequest::ListCertificates => {
                 reply(&tx, id, ControlReply::Certificates(self.certificates()))
             }
+            ControlRequest::MoveNode { dataflow, node, to } => {
+                self.move_request(&dataflow, &node, to, tx, id)
+            }
         }
     }
 

@@ -105,6 +105,11 @@ impl NodeStatsTable {
     }
 
     /// Forgets dataflows the coordinator no longer knows.
+    /// Forgets a node's figures (it moved: the next ones come from its new daemon).
+    pub fn forget(&mut self, dataflow: Uuid, node: &NodeId) {
+        self.entries.remove(&(dataflow, node.clone()));
+    }
+
     pub fn retain(&mut self, known: impl Fn(&Uuid) -> bool) {
         self.entries.retain(|(id, _), _| known(id));
     }

@@ -257,6 +257,7 @@ impl Daemon {
             Event::RestartNode { dataflow, node } => {
                 self.settle(dataflow, |df, env| df.restart_node(&node, env.events))
             }
+            Event::Move(step) => self.move_event(step),
             Event::RemoteOpened(result) => self.remote_opened(result),
             Event::Remote(sample) => self.with(sample.dataflow, |df, _| df.remote_input(sample)),
             Event::RemoteMatched {

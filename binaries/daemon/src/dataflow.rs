@@ -16,14 +16,18 @@ use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+mod arrival;
 mod health;
 mod launch;
 mod log_outputs;
 mod node_requests;
+mod relocate;
 mod remote_links;
 mod restarts;
 pub(crate) mod stats;
 mod stop_nodes;
+
+pub(crate) use relocate::Answer;
 mod timers;
 
 use crate::{
@@ -90,6 +94,8 @@ pub(crate) struct Dataflow {
     socket: std::path::PathBuf,
     /// The daemon's tasks: node watchers, log readers, timers and scheduled events.
     tasks: Tasks,
+    /// Nodes moving to or away from this daemon (`relocate.rs`).
+    moves: relocate::Moves,
 }
 
 /// What a dataflow needs from its daemon to start its nodes.
@@ -118,6 +124,7 @@ impl Dataflow {
     pub fn node_states(&self) -> BTreeMap<NodeId, bool> {
         self.nodes
             .iter()
+            .filter(|(id, _)| !self.moves.hides(id))
             .map(|(id, rt)| (id.clone(), rt.running))
             .collect()
     }
@@ -153,6 +160,9 @@ impl Dataflow {
                 runtime.control_open = true;
             }
             let _ = reply.send(Ok(()));
+            if channel == Channel::Control {
+                self.arrival_connected(node);
+            }
             return;
         }
         // Parked: the node cannot send anything until it is released, and its connection task
@@ -173,6 +183,7 @@ impl Dataflow {
                 rt.control_open = rt.running;
             }
             let _ = waiter.send(Ok(()));
+            self.arrival_connected(&node);
         }
         self.spawn_timers(events);
         self.spawn_watchdogs(events);
@@ -285,6 +296,13 @@ impl Dataflow {
         stderr_tail: Vec<String>,
         events: &mpsc::Sender<Event>,
     ) -> bool {
+        let why = || match &status {
+            Ok(s) => s.to_string(),
+            Err(e) => e.to_string(),
+        };
+        if let Some(finished) = self.quiet_exit(node, why, events) {
+            return finished;
+        }
         let rt = self.nodes.entry(node.clone()).or_default();
         rt.running = false;
         // The exit can overtake the node's last frames, still queued on its control connection:
@@ -316,6 +334,9 @@ impl Dataflow {
     /// The node's control connection closed after its last frame was handled: its outputs close.
     /// Returns true when the whole dataflow is done.
     pub fn control_closed(&mut self, node: &NodeId) -> bool {
+        if let Some(finished) = self.quiet_control_closed(node) {
+            return finished;
+        }
         let Some(rt) = self.nodes.get_mut(node) else {
             return false;
         };

@@ -98,6 +98,8 @@ pub(crate) enum Event {
     Escalate { dataflow: Uuid, step: Escalation },
     /// Start the next instance of a node whose restart policy brought it back.
     RestartNode { dataflow: Uuid, node: NodeId },
+    /// A timed step of a node moving in or out.
+    Move(MoveStep),
     /// The daemon's Zenoh session opened (or could not).
     RemoteOpened(Result<Arc<RemoteDataPlane>, String>),
     /// A message from a node on another machine.
@@ -153,6 +155,9 @@ impl Event {
             Event::ConnectTimeout { .. } => "connect_timeout",
             Event::Escalate { .. } => "escalate",
             Event::RestartNode { .. } => "restart_node",
+            Event::Move(MoveStep::ArrivalPatience { .. }) => "arrival_patience",
+            Event::Move(MoveStep::SettleLinks { .. }) => "settle_links",
+            Event::Move(MoveStep::EvictNode { .. }) => "evict_node",
             Event::RemoteOpened(_) => "remote_opened",
             Event::Remote(_) => "remote",
             Event::RemoteMatched { .. } => "remote_matched",
@@ -162,6 +167,21 @@ impl Event {
             Event::EscalateNodes { .. } => "escalate_nodes",
         }
     }
+}
+
+/// The timed steps of a node moving in or out (`dataflow/relocate.rs`, `dataflow/arrival.rs`).
+#[derive(Debug)]
+pub(crate) enum MoveStep {
+    /// A node arriving in a move waited long enough for its remote inputs.
+    ArrivalPatience { dataflow: Uuid, node: NodeId },
+    /// After a move, the links only the old instance needed end now.
+    SettleLinks { dataflow: Uuid },
+    /// The stop grace of a node leaving this daemon expired: the next signal is due.
+    EvictNode {
+        dataflow: Uuid,
+        node: NodeId,
+        step: Escalation,
+    },
 }
 
 /// The next step of a stop.

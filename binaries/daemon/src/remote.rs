@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 use zenoh::{
     qos::{CongestionControl, Reliability},
+    sample::Locality,
     Wait,
 };
 
@@ -221,6 +222,9 @@ impl RemoteDataPlane {
             let publisher = match plane
                 .session
                 .declare_publisher(key.clone())
+                // Never to this daemon's own subscriptions: during a move, a daemon may
+                // publish and subscribe one output at once (see `links.rs`).
+                .allowed_destination(Locality::Remote)
                 .reliability(Reliability::Reliable)
                 .congestion_control(CongestionControl::Block)
                 .await
@@ -268,7 +272,12 @@ impl RemoteDataPlane {
         let (node, output) = (node.clone(), output.clone());
         let what = format!("the subscription to {key}");
         SubscriptionGuard(self.tasks.spawn(what, async move {
-            let subscriber = match plane.session.declare_subscriber(key.clone()).await {
+            let subscriber = match plane
+                .session
+                .declare_subscriber(key.clone())
+                .allowed_origin(Locality::Remote)
+                .await
+            {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!("cannot subscribe to {key}: {e}; those inputs get nothing");

@@ -97,6 +97,9 @@ struct SampleState {
     pub refs: usize,
     /// The instance that sent it is gone (restarted): unlink on release instead of recycling.
     pub orphaned: bool,
+    /// A copy of a remote message in the daemon's own pool (whoever sent it, and even when
+    /// that node now runs here after a move).
+    pub daemon_owned: bool,
 }
 
 pub(crate) struct Routing {
@@ -190,6 +193,29 @@ impl Routing {
         metadata: Metadata,
         data: DataRef,
     ) {
+        self.route(sender, output, metadata, data, false);
+    }
+
+    /// Routes a message of a node on another machine (its payload, if shared, is in the
+    /// daemon's own pool) to every local receiver's queue.
+    pub fn send_remote_output(
+        &mut self,
+        sender: &NodeId,
+        output: &DataId,
+        metadata: Metadata,
+        data: DataRef,
+    ) {
+        self.route(sender, output, metadata, data, true);
+    }
+
+    fn route(
+        &mut self,
+        sender: &NodeId,
+        output: &DataId,
+        metadata: Metadata,
+        data: DataRef,
+        from_remote: bool,
+    ) {
         let Some(state) = self.nodes.get_mut(sender) else {
             return;
         };
@@ -205,6 +231,7 @@ impl Routing {
                         os_id: s.os_id.clone(),
                         refs: 1,
                         orphaned: false,
+                        daemon_owned: from_remote,
                     },
                 );
                 self.release_ref(s.token);
@@ -218,7 +245,7 @@ impl Routing {
             receivers.as_deref().unwrap_or(&[]),
             metadata,
             data,
-            Some(sender),
+            (!from_remote).then_some(sender),
         );
     }
 
@@ -229,6 +256,8 @@ impl Routing {
         self.deliver_to(receivers, metadata, DataRef::Inline(Vec::new()), None);
     }
 
+    /// Queues a message for `receivers`; `owner` is the local node whose pool holds a shared
+    /// payload (`None`: the daemon's own pool).
     fn deliver_to(
         &mut self,
         receivers: &[Receiver],
@@ -238,6 +267,7 @@ impl Routing {
     ) {
         let token = match &data {
             DataRef::Shared(s) => {
+                let daemon_owned = owner.is_none();
                 let owner = owner.cloned().unwrap_or_else(|| NodeId::from("adora"));
                 // One extra reference held while fanning out, released below.
                 self.samples.insert(
@@ -247,6 +277,7 @@ impl Routing {
                         os_id: s.os_id.clone(),
                         refs: 1,
                         orphaned: false,
+                        daemon_owned,
                     },
                 );
                 Some(s.token)
@@ -565,6 +596,7 @@ impl Routing {
 
 mod deadlines;
 mod finish;
+mod locality;
 mod samples;
 #[cfg(test)]
 mod tests;

@@ -141,6 +141,17 @@ pub enum ControlRequest {
         /// Stop pinned nodes at once and ignore update locks.
         force: bool,
     },
+    /// Move a running node to another daemon, make-before-break (`adora node move`): answered
+    /// by `MoveProgress` lines, then `Moved` (or `Error`, the old instance still running).
+    MoveNode {
+        /// Name or uuid of the dataflow.
+        dataflow: String,
+        /// The node.
+        node: adora_core::NodeId,
+        /// The daemon to move it to; `None`: placement picks one other than its current one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
+    },
 }
 
 /// Parameters of [`ControlRequest::Start`].
@@ -319,6 +330,16 @@ mod tests {
             machine: "robot".into(),
             deadline: Duration::from_secs(3600),
             force: true,
+        });
+        round_trip(ControlRequest::MoveNode {
+            dataflow: "demo".into(),
+            node: "relay".into(),
+            to: Some("c".into()),
+        });
+        round_trip(ControlRequest::MoveNode {
+            dataflow: "demo".into(),
+            node: "relay".into(),
+            to: None,
         });
         round_trip(ControlRequest::Idempotent {
             request_id: uuid::Uuid::new_v4(),

@@ -91,6 +91,10 @@ pub enum ControlReply {
     /// Answer to `Maintenance`, `SetCordon`, `SetOperatorLock`, `Claim`, `ReleaseClaim` and
     /// `Drain`: the machines concerned, by name.
     Maintenance(Vec<crate::maintenance::MachineMaintenance>),
+    /// A step of a `MoveNode` in progress, for the user.
+    MoveProgress(String),
+    /// Answer to `MoveNode`: the node runs on its new daemon and the old instance was stopped.
+    Moved(crate::relocation::MoveReport),
 }
 
 /// One row of `adora list`.
@@ -280,6 +284,16 @@ mod tests {
             line: "hello".into(),
         }));
         round_trip(ControlReply::LogsEnd);
+        round_trip(ControlReply::MoveProgress("relay: started on c".into()));
+        round_trip(ControlReply::Moved(crate::relocation::MoveReport {
+            dataflow: id,
+            node: "relay".into(),
+            from: "b".into(),
+            to: "c".into(),
+            start_ms: 100,
+            overlap_ms: 3,
+            total_ms: 130,
+        }));
         round_trip(ControlReply::DaemonLog("adora daemon registered".into()));
         round_trip(ControlReply::Nodes(vec![NodeInfo::new(
             id,

@@ -96,6 +96,9 @@ pub enum DaemonCommand {
         /// The nodes (those that run on this daemon).
         nodes: Vec<NodeId>,
     },
+    /// One step of moving a running node between daemons (answered by `Relocated`); see
+    /// [`crate::relocation`].
+    Relocate(crate::relocation::Relocation),
 }
 
 /// Why the coordinator refused a daemon's registration.
@@ -296,6 +299,16 @@ mod tests {
             "{text}"
         );
         round_trip(DaemonCommand::Refused(refused));
+        round_trip(DaemonCommand::Relocate(crate::relocation::Relocation {
+            dataflow: id,
+            node: "a".into(),
+            step: crate::relocation::RelocateStep::Spawn(Box::new(spawn_a(
+                id,
+                plain,
+                Default::default(),
+                false,
+            ))),
+        }));
     }
 
     fn assert_needs_preparation() {

@@ -97,6 +97,18 @@ pub enum DaemonMessage {
         /// The locks released; empty for every lock of the node.
         locks: Vec<u64>,
     },
+    /// Answer to `Relocate`: the step is done (for `Spawn`: the new instance connected and its
+    /// published outputs are matched), or why not.
+    Relocated {
+        /// The dataflow.
+        dataflow: Uuid,
+        /// The node being moved.
+        node: NodeId,
+        /// The step's name ([`crate::relocation::RelocateStep::name`]).
+        step: String,
+        /// Outcome of the step.
+        result: Result<(), ControlError>,
+    },
 }
 
 /// Who the daemon is and what it runs.
@@ -222,6 +234,14 @@ mod tests {
         );
         round_trip(DaemonMessage::ZenohListening {
             locators: vec!["tcp/10.0.0.2:41234".into()],
+        });
+        round_trip(DaemonMessage::Relocated {
+            dataflow: id,
+            node: "relay".into(),
+            step: "spawn".into(),
+            result: Err(ControlError::daemon(
+                "node `relay` exited before it connected",
+            )),
         });
         round_trip(DaemonMessage::Heartbeat {
             nodes: vec![NodeStats {

@@ -9,7 +9,8 @@
 //! [`cli_to_coordinator`], [`coordinator_to_cli`], [`daemon_to_coordinator`],
 //! [`coordinator_to_daemon`]; their shared types live in [`control`], per-node figures in
 //! [`stats`]. A daemon's enrollment with a join code (plain HTTP JSON, not the WebSocket) and
-//! the join-code types live in [`enroll`].
+//! the join-code types live in [`enroll`]; moving a running node between daemons in
+//! [`relocation`].
 
 pub mod arrow_layout;
 pub mod cli_to_coordinator;
@@ -26,6 +27,7 @@ pub mod enroll;
 pub mod envelope;
 pub mod maintenance;
 pub mod node_to_daemon;
+pub mod relocation;
 pub mod stats;
 
 pub use common::{DataRef, Metadata, NodeConfig, Parameter, SegmentFile, SharedRef, Timestamp};

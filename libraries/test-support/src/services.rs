@@ -102,6 +102,20 @@ impl Coordinator {
         host.spawn(cmd, &format!("daemon-{machine_id}"))
     }
 
+    /// Like [`Coordinator::daemon_on`] with extra environment variables for the daemon (its
+    /// nodes inherit `PATH` and a few others from it).
+    pub fn daemon_on_with_env(
+        &self,
+        host: &Host,
+        machine_id: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> ChildGuard {
+        let mut cmd = self.daemon_command(host.command(&self.adora), machine_id, extra);
+        cmd.envs(env.iter().copied());
+        host.spawn(cmd, &format!("daemon-{machine_id}"))
+    }
+
     /// Like [`Coordinator::daemon_on`], logging to `<log>.{out,err}` in the host's log directory
     /// (a restarted daemon keeps the first one's log).
     pub fn daemon_logged(

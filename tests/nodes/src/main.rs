@@ -25,7 +25,11 @@
 //! - `seq-sink`: checks sequence numbers and payloads; prints progress every `PROGRESS` messages
 //!   and a summary with what was received and lost. Exits non-zero on reordering or a bad payload.
 //!   With `CRASH_AT=N` it exits with status 9 on message N, once per dataflow (a marker file in
-//!   the temp dir lets the restarted instance carry on).
+//!   the temp dir lets the restarted instance carry on). With `ALLOW_DUPLICATES=1` a message
+//!   seen before is counted (`dups=`) and one that arrives after a later one (`late=`, no
+//!   longer counted lost) instead of failing; with `TRACE=1` every message prints
+//!   `seq-sink recv seq=N t_ms=<unix ms>` (tests measure gaps from it). `InputClosed` prints
+//!   `seq-sink input closed <id> next=<N>`.
 //!
 //! - `lock`: takes an update lock (`LOCK_REASON`, default `testing`), prints `locked` (or
 //!   `lock refused: <why>`), holds it for `LOCK_SECS` seconds (default: until Stop), prints
@@ -401,11 +405,29 @@ fn seq_sink() -> Result {
     let crash_at = std::env::var("CRASH_AT")
         .ok()
         .and_then(|v| v.parse::<u64>().ok());
-    let (mut received, mut lost, mut next) = (0u64, 0u64, 0u64);
+    let allow_duplicates = std::env::var_os("ALLOW_DUPLICATES").is_some();
+    let trace = std::env::var_os("TRACE").is_some();
+    let (mut received, mut lost, mut next, mut dups) = (0u64, 0u64, 0u64, 0u64);
+    // With duplicates allowed: numbers skipped so far, and those that arrived after all.
+    let (mut missing, mut late) = (std::collections::BTreeSet::new(), 0u64);
     while let Some(event) = events.recv() {
         match event {
             Event::Input { data, .. } => {
                 let seq = u64::from_le_bytes(data.get(..8).ok_or("short message")?.try_into()?);
+                if trace {
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+                    println!("seq-sink recv seq={seq} t_ms={}", now.as_millis());
+                }
+                if seq < next && allow_duplicates {
+                    if missing.remove(&seq) {
+                        late += 1;
+                        lost -= 1;
+                        received += 1;
+                    } else {
+                        dups += 1;
+                    }
+                    continue;
+                }
                 if seq < next {
                     return Err(format!("out of order: got {seq} after {}", next - 1).into());
                 }
@@ -440,6 +462,9 @@ fn seq_sink() -> Result {
                         seq - next
                     );
                     lost += seq - next;
+                    if allow_duplicates {
+                        missing.extend(next..seq);
+                    }
                 }
                 next = seq + 1;
                 received += 1;
@@ -449,9 +474,10 @@ fn seq_sink() -> Result {
             }
             Event::Stop => break,
             Event::Error(e) => println!("error event: {e}"),
+            Event::InputClosed { id } => println!("seq-sink input closed {id} next={next}"),
             _ => {}
         }
     }
-    println!("seq-sink done received={received} lost={lost} next={next}");
+    println!("seq-sink done received={received} lost={lost} next={next} dups={dups} late={late}");
     Ok(())
 }

@@ -15,6 +15,7 @@ mod list;
 mod local_build;
 mod logs;
 mod node;
+mod node_move;
 mod restart;
 mod run;
 mod schema;

@@ -1,5 +1,5 @@
-//! `adora node list|info`: the nodes of one dataflow with their machine, pid, status, restarts
-//! and last error.
+//! `adora node list|info|move`: the nodes of one dataflow with their machine, pid, status,
+//! restarts and last error; moving one to another machine (`node_move.rs`).
 
 use std::process::ExitCode;
 
@@ -15,7 +15,7 @@ use super::{
 };
 use crate::table::Table;
 
-/// Inspect the nodes of a dataflow.
+/// Inspect the nodes of a dataflow, or move one to another machine.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(subcommand)]
@@ -26,6 +26,7 @@ pub struct Args {
 enum NodeCommand {
     List(ListArgs),
     Info(InfoArgs),
+    Move(super::node_move::MoveArgs),
 }
 
 /// List the nodes of a dataflow: machine, status, pid, restarts, inputs and outputs.
@@ -75,6 +76,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         NodeCommand::List(args) => list(args).await,
         NodeCommand::Info(args) => info(args).await,
+        NodeCommand::Move(args) => super::node_move::run(args).await,
     }
 }
 

@@ -136,7 +136,10 @@ impl Coordinator {
     /// (coordinator restart), so `list` shows it again and `stop` reaches it.
     fn reclaim(&mut self, daemon: &str, running: RunningDataflow) {
         let id = running.id;
-        let nodes: BTreeSet<NodeId> = running.nodes.keys().cloned().collect();
+        let mut nodes: BTreeSet<NodeId> = running.nodes.keys().cloned().collect();
+        for stale in self.stale_instances(daemon, id, &nodes) {
+            nodes.remove(&stale);
+        }
         if !self.flows.contains_key(&id) {
             tracing::info!(
                 "reclaiming dataflow `{}` ({id}) from `{daemon}`",
@@ -198,6 +201,7 @@ impl Coordinator {
         }
         self.builds_daemon_gone(&name);
         self.daemon_logs_gone(&name);
+        self.moves_daemon_gone(&name);
         let logs: Vec<u64> = self
             .pending_logs
             .iter()
@@ -272,6 +276,12 @@ impl Coordinator {
                 node,
                 locks,
             } => self.release_node_locks(&name, dataflow, &node, &locks),
+            DaemonMessage::Relocated {
+                dataflow,
+                node,
+                step,
+                result,
+            } => self.relocated(&name, dataflow, node, &step, result),
         }
     }
 }

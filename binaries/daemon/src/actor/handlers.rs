@@ -10,7 +10,11 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::Daemon;
-use crate::{config::DaemonConfig, dataflow::Dataflow, event::Event};
+use crate::{
+    config::DaemonConfig,
+    dataflow::Dataflow,
+    event::{Event, MoveStep},
+};
 
 /// What a dataflow handler may use of the daemon besides the dataflow itself.
 pub(super) struct Env<'a> {
@@ -106,6 +110,25 @@ impl Daemon {
         self.with(dataflow, |df, _| {
             df.send_log_line(&node, &output, &text, timestamp)
         });
+    }
+
+    /// The timed steps of a node moving in or out (`dataflow/relocate.rs`, `dataflow/arrival.rs`).
+    pub(super) fn move_event(&mut self, step: MoveStep) {
+        match step {
+            MoveStep::ArrivalPatience { dataflow, node } => {
+                self.with(dataflow, |df, _| df.arrival_patience(&node))
+            }
+            MoveStep::SettleLinks { dataflow } => {
+                self.with(dataflow, |df, env| df.relink(true, env.events))
+            }
+            MoveStep::EvictNode {
+                dataflow,
+                node,
+                step,
+            } => self.with(dataflow, |df, env| {
+                df.evict(&node, step, env.events, env.config)
+            }),
+        }
     }
 
     /// A timer input of `dataflow` fired.

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 mod prepare;
+mod relocate;
 
 use super::Daemon;
 use crate::{
@@ -264,6 +265,7 @@ impl Daemon {
                 let _ = reply.send(snapshots);
             }
             ServiceCommand::Disconnected => {
+                self.abort_moves();
                 service
                     .watched
                     .lock()
@@ -336,6 +338,7 @@ impl Daemon {
             DaemonCommand::StopNodes { dataflow, nodes } => self.with(dataflow, |df, env| {
                 df.stop_nodes(&nodes, env.events, env.config)
             }),
+            DaemonCommand::Relocate(relocation) => self.relocate(id, relocation, service),
             DaemonCommand::ReadLogs {
                 dataflow,
                 node,

@@ -49,6 +49,7 @@ impl Dataflow {
             done: Some(done),
             socket: launch.socket.to_owned(),
             tasks: launch.tasks.clone(),
+            moves: Default::default(),
             spec,
         };
         // Only the nodes placed on this daemon; inputs from nodes on other daemons arrive over
@@ -133,6 +134,9 @@ impl Dataflow {
                 runtime.last_contact = Some(std::time::Instant::now());
                 runtime.running = true;
                 self.watch_exit(id, spawned, events);
+            }
+            Err(e) if self.moves.is_muted(id) => {
+                self.arrival_failed(id, format!("node `{id}` cannot start: {e}"), &events);
             }
             Err(e) => {
                 runtime.failure = Some(e.clone());

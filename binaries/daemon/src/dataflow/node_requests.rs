@@ -18,6 +18,9 @@ impl Dataflow {
         data: DataRef,
     ) {
         self.touch(node);
+        if self.moves.is_muted(node) {
+            return self.drop_muted(node, metadata, data);
+        }
         self.forward_remote(node, output, &metadata, &data);
         self.routing.send_output(node, output, metadata, data);
     }
@@ -25,6 +28,9 @@ impl Dataflow {
     /// A local node closed some of its outputs, here and on other machines.
     pub fn close_outputs(&mut self, node: &NodeId, outputs: &[DataId]) {
         self.touch(node);
+        if self.moves.is_muted(node) {
+            return; // its outputs live on in its other instance
+        }
         let closed = self.routing.close_outputs(node, outputs);
         self.remote_closed(node, &closed);
     }

@@ -25,14 +25,36 @@ const DROP_REPORT_EVERY: u64 = 1000;
 impl Dataflow {
     /// Declares this dataflow's publishers and subscribers on the daemon's Zenoh session.
     pub fn attach_remote(&mut self, plane: &Arc<RemoteDataPlane>, events: &mpsc::Sender<Event>) {
-        let links = &mut self.remote;
-        if links.attached || !links.needed() {
+        if self.remote.plane.is_some() {
             return;
         }
-        links.attached = true;
-        links.publish_budget = Some(plane.publish_budget.clone());
+        self.remote.plane = Some(plane.clone());
+        self.remote.publish_budget = Some(plane.publish_budget.clone());
+        self.declare_links(events);
+        let links = &self.remote;
+        if links.needed() {
+            tracing::info!(
+                "dataflow {}: publishing {} output(s) to and receiving {} from other machines",
+                self.spec.id,
+                links.published.len(),
+                links.subscribed.len()
+            );
+        }
+    }
+
+    /// Declares the planned publishers and subscriptions that are not active yet (once the
+    /// dataflow is attached to the session).
+    fn declare_links(&mut self, events: &mpsc::Sender<Event>) {
         let id = self.spec.id;
-        for (node, output) in links.published.clone() {
+        let links = &mut self.remote;
+        let Some(plane) = links.plane.clone() else {
+            return;
+        };
+        for key in links.published.clone() {
+            if links.queues.contains_key(&key) {
+                continue;
+            }
+            let (node, output) = key.clone();
             let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
             let matched = Event::RemoteMatched {
                 dataflow: id,
@@ -40,23 +62,48 @@ impl Dataflow {
                 output: output.clone(),
             };
             plane.spawn_publisher(id, &node, &output, rx, Some((events.clone(), matched)));
-            links.queues.insert((node, output), tx);
+            links.queues.insert(key, tx);
         }
-        for (node, output) in links.subscribed.clone() {
-            let guard = plane.spawn_subscriber(id, &node, &output, events.clone());
-            links.subscriptions.push(guard);
+        for key in links.subscribed.clone() {
+            if links.subscriptions.contains_key(&key) {
+                continue;
+            }
+            let guard = plane.spawn_subscriber(id, &key.0, &key.1, events.clone());
+            links.subscriptions.insert(key, guard);
         }
-        tracing::info!(
-            "dataflow {id}: publishing {} output(s) to and receiving {} from other machines",
-            links.published.len(),
-            links.subscribed.len()
-        );
+    }
+
+    /// Plans the links again for this daemon's nodes and the moves in progress (a move changed
+    /// them; see `relocate.rs`) and declares what is missing; new publishers count as unmatched
+    /// until a remote subscriber matches them. With `prune`, links no longer needed end: a
+    /// publisher without sending `Closed` (the output lives on elsewhere), a subscription by
+    /// dropping it.
+    pub(crate) fn relink(&mut self, prune: bool, events: &mpsc::Sender<Event>) {
+        let (published, subscribed) = self.wanted_links();
+        let links = &mut self.remote;
+        for key in published.difference(&links.published) {
+            links.unmatched.insert(key.clone());
+        }
+        if prune {
+            links.queues.retain(|key, _| published.contains(key));
+            links
+                .subscriptions
+                .retain(|key, _| subscribed.contains(key));
+            links.unmatched.retain(|key| published.contains(key));
+            links.published = published;
+            links.subscribed = subscribed;
+        } else {
+            links.published.extend(published);
+            links.subscribed.extend(subscribed);
+        }
+        self.declare_links(events);
     }
 
     /// A remote subscriber matched a published output.
     pub fn remote_matched(&mut self, node: NodeId, output: DataId, events: &mpsc::Sender<Event>) {
         if self.remote.unmatched.remove(&(node, output)) {
             self.maybe_release_barrier(events);
+            self.check_arrivals();
         }
     }
 
@@ -136,7 +183,9 @@ impl Dataflow {
     /// Local outputs closed: tell receivers on other machines, then end their publishers.
     pub fn remote_closed(&mut self, node: &NodeId, outputs: &[DataId]) {
         for output in outputs {
-            if let Some(queue) = self.remote.queues.remove(&(node.clone(), output.clone())) {
+            let key = (node.clone(), output.clone());
+            self.remote.published.remove(&key);
+            if let Some(queue) = self.remote.queues.remove(&key) {
                 tracing::debug!("closing published `{node}/{output}`");
                 // The queue is drained before the publisher ends, so this arrives after the data.
                 let queue_closed = queue
@@ -172,12 +221,14 @@ impl Dataflow {
                 self.routing.close_outputs(&node, &[output]);
             }
             RemoteKind::Data { metadata } => {
+                self.arrival_input_seen(&node, &output);
                 self.recycle_remote_samples();
                 let data = match self.copy_to_shared_memory(&payload) {
                     Some(shared) => DataRef::Shared(shared),
                     None => DataRef::Inline(payload),
                 };
-                self.routing.send_output(&node, &output, metadata, data);
+                self.routing
+                    .send_remote_output(&node, &output, metadata, data);
             }
         }
     }

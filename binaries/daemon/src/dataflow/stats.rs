@@ -28,6 +28,8 @@ impl Dataflow {
         let counters = self.routing.counters();
         self.nodes
             .iter()
+            // An instance arriving or leaving in a move is not the node's instance (yet, now).
+            .filter(|(id, _)| !self.moves.hides(id))
             .map(|(id, rt)| {
                 let outcome = self.outcomes.get(id);
                 let failed_reason = match outcome {

@@ -11,7 +11,16 @@ use crate::event::Event;
 impl Dataflow {
     /// Starts one ticker per timer interval of the dataflow (once the start barrier is released).
     pub(super) fn spawn_timers(&self, events: &mpsc::Sender<Event>) {
-        for interval in self.routing.timer_intervals() {
+        self.spawn_timer_intervals(events, &self.routing.timer_intervals());
+    }
+
+    /// Starts one ticker per interval (a node that moved here brought new ones).
+    pub(super) fn spawn_timer_intervals(
+        &self,
+        events: &mpsc::Sender<Event>,
+        intervals: &[std::time::Duration],
+    ) {
+        for &interval in intervals {
             let events = events.clone();
             let (cancel, dataflow) = (self.cancel.clone(), self.spec.id);
             let what = format!("the {interval:?} timer of dataflow {dataflow}");

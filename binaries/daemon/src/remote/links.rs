@@ -25,8 +25,10 @@ pub(crate) struct RemoteLinks {
     pub(crate) publish_budget: Option<ByteBudget>,
     /// Published outputs no remote subscriber has matched yet (the start barrier waits).
     pub(crate) unmatched: BTreeSet<OutputKey>,
-    pub(crate) subscriptions: Vec<SubscriptionGuard>,
-    pub(crate) attached: bool,
+    /// Active subscriptions, once attached; dropping one ends it.
+    pub(crate) subscriptions: BTreeMap<OutputKey, SubscriptionGuard>,
+    /// The daemon's Zenoh session, once this dataflow is attached to it.
+    pub(crate) plane: Option<std::sync::Arc<super::RemoteDataPlane>>,
     /// Copies of remote messages, delivered to local nodes through shared memory.
     pub(crate) pool: Option<SamplePool>,
     /// Mappings of local senders' samples, to read what is published.
@@ -37,25 +39,40 @@ pub(crate) struct RemoteLinks {
 impl RemoteLinks {
     /// Which outputs cross machines, from the descriptor and the set of local nodes.
     pub fn plan(spec: &DataflowSpec) -> Self {
-        let mut links = RemoteLinks::default();
+        let (published, subscribed) = Self::crossing(spec, |n| spec.is_local(n));
+        RemoteLinks {
+            unmatched: published.clone(),
+            published,
+            subscribed,
+            ..RemoteLinks::default()
+        }
+    }
+
+    /// The outputs that cross machines when the nodes `is_local` accepts run here: (published
+    /// local outputs, subscribed remote outputs). A daemon's links depend only on its own
+    /// nodes, so a move changes the links of its two daemons only.
+    pub fn crossing(
+        spec: &DataflowSpec,
+        is_local: impl Fn(&NodeId) -> bool,
+    ) -> (BTreeSet<OutputKey>, BTreeSet<OutputKey>) {
+        let (mut published, mut subscribed) = (BTreeSet::new(), BTreeSet::new());
         for node in &spec.descriptor.nodes {
             for input in node.inputs.values() {
                 let Ok(InputSource::Node { node: from, output }) = input.resolve() else {
                     continue;
                 };
-                match (spec.is_local(&node.id), spec.is_local(&from)) {
+                match (is_local(&node.id), is_local(&from)) {
                     (true, false) => {
-                        links.subscribed.insert((from, output));
+                        subscribed.insert((from, output));
                     }
                     (false, true) => {
-                        links.published.insert((from, output));
+                        published.insert((from, output));
                     }
                     _ => {}
                 }
             }
         }
-        links.unmatched = links.published.clone();
-        links
+        (published, subscribed)
     }
 
     /// True when the dataflow has any cross-machine input or output here.

@@ -39,6 +39,7 @@ impl Routing {
             return;
         };
         match self.nodes.get_mut(&sample.owner) {
+            _ if sample.daemon_owned => self.daemon_freed.push(token),
             _ if sample.orphaned => {
                 if let Err(e) = adora_shm::unlink(&sample.os_id) {
                     tracing::warn!("cannot unlink shared sample {}: {e}", sample.os_id);

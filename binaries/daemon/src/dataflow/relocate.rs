@@ -1,0 +1,307 @@
+//! A node moving between daemons, make-before-break (see `adora_message::relocation`). On the
+//! target, the new instance starts *muted* (what it sends is dropped) and is answered once it
+//! connected and its published outputs are matched; `Switch` lets its outputs flow. On the
+//! source, the old instance is muted and stopped quietly at `Leave`: no `InputClosed`
+//! downstream, no `Closed` on Zenoh, no outcome, and it leaves this daemon's part.
+//!
+//! Between `Switch` and `Leave` both instances deliver: a receiver may get a message twice
+//! (once from each). Nothing is lost: the new instance receives the node's inputs from its
+//! start, and the old one is muted only after the new one flows.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use adora_core::NodeId;
+use adora_message::{
+    control::ControlError, daemon_to_coordinator::DaemonMessage, envelope::Envelope, DataRef,
+    Metadata,
+};
+use nix::sys::signal::Signal;
+use tokio::sync::mpsc;
+
+use super::Dataflow;
+use crate::{
+    config::DaemonConfig,
+    event::{Escalation, Event, MoveStep, Reports},
+    remote::links::{OutputKey, RemoteLinks},
+    spawn,
+};
+
+/// How long after `Settle` the target keeps the links the old instance fed (its subscriptions
+/// to the moved node's outputs): the old instance's last messages, sent before it was muted,
+/// may still be on the way. The source answered `Leave` before `Settle` is sent.
+pub const SETTLE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Where the answer of a relocation step goes: the command's envelope id and the link to the
+/// coordinator.
+#[derive(Debug, Clone)]
+pub(crate) struct Answer {
+    /// The envelope id of the `Relocate` command.
+    pub id: u64,
+    /// The coordinator link's outgoing queue.
+    pub reports: Reports,
+}
+
+impl Answer {
+    /// Sends `Relocated` for `step` of `node`.
+    pub fn send(
+        &self,
+        dataflow: uuid::Uuid,
+        node: &NodeId,
+        step: &str,
+        result: Result<(), String>,
+    ) {
+        let body = DaemonMessage::Relocated {
+            dataflow,
+            node: node.clone(),
+            step: step.to_owned(),
+            result: result.map_err(ControlError::daemon),
+        };
+        let _ = self.reports.send(Envelope::new(self.id, body));
+    }
+}
+
+/// The moves this daemon takes part in, for one dataflow.
+#[derive(Debug, Default)]
+pub(crate) struct Moves {
+    /// Local nodes whose messages are dropped: new instances before `Switch`, old ones after
+    /// `Leave`.
+    pub(super) muted: BTreeSet<NodeId>,
+    /// New instances not answered yet (`arrival.rs`).
+    pub(super) arriving: BTreeMap<NodeId, super::arrival::Arrival>,
+    /// Old instances being stopped quietly.
+    pub(super) leaving: BTreeSet<NodeId>,
+    /// Nodes that will leave (`Expect` received): links for after the move are declared.
+    expecting: BTreeSet<NodeId>,
+}
+
+impl Moves {
+    /// True when `node` is muted here.
+    pub fn is_muted(&self, node: &NodeId) -> bool {
+        !self.muted.is_empty() && self.muted.contains(node)
+    }
+
+    /// True when `node`'s instance here is arriving or leaving: it is not (yet, any more) the
+    /// node's instance for the rest of the cluster (heartbeats leave it out).
+    pub fn hides(&self, node: &NodeId) -> bool {
+        self.is_muted(node) || self.leaving.contains(node)
+    }
+
+    /// True when `node`'s exit is not an outcome of the dataflow.
+    fn is_quiet(&self, node: &NodeId) -> bool {
+        self.leaving.contains(node) || self.arriving.contains_key(node)
+    }
+}
+
+impl Dataflow {
+    /// The nodes running here, as a set.
+    pub(super) fn local_set(&self) -> BTreeSet<NodeId> {
+        let spec = &self.spec;
+        spec.descriptor
+            .nodes
+            .iter()
+            .filter(|n| spec.is_local(&n.id))
+            .map(|n| n.id.clone())
+            .collect()
+    }
+
+    /// The links this daemon needs: those of its nodes, and for every node expected to leave,
+    /// those of its nodes without it (a daemon's links depend only on its own nodes).
+    pub(super) fn wanted_links(&self) -> (BTreeSet<OutputKey>, BTreeSet<OutputKey>) {
+        let local = self.local_set();
+        let (mut published, mut subscribed) =
+            RemoteLinks::crossing(&self.spec, |n| local.contains(n));
+        for leaving in &self.moves.expecting {
+            let after = RemoteLinks::crossing(&self.spec, |n| n != leaving && local.contains(n));
+            published.extend(after.0);
+            subscribed.extend(after.1);
+        }
+        (published, subscribed)
+    }
+
+    /// Source, `Expect`: declares the links this daemon needs once `node` runs elsewhere.
+    pub fn expect_leaving(&mut self, node: &NodeId, events: &mpsc::Sender<Event>) {
+        self.moves.expecting.insert(node.clone());
+        self.relink(false, events);
+    }
+
+    /// Target, `Switch`: the new instance's outputs flow.
+    pub fn switch_in(&mut self, node: &NodeId) -> Result<(), String> {
+        if !self.routing.is_local(node) || self.moves.leaving.contains(node) {
+            return Err(format!("node `{node}` does not run on this daemon"));
+        }
+        self.moves.muted.remove(node);
+        self.moves.arriving.remove(node);
+        tracing::info!(
+            "node `{node}` of dataflow {} now delivers from here",
+            self.spec.id
+        );
+        Ok(())
+    }
+
+    /// Source `Leave` (and target `Abort`): mutes `node` and stops it quietly; the links are
+    /// planned again without it.
+    pub fn leave(&mut self, node: &NodeId, events: &mpsc::Sender<Event>, config: &DaemonConfig) {
+        self.moves.muted.insert(node.clone());
+        self.moves.leaving.insert(node.clone());
+        self.moves.expecting.remove(node);
+        if let Some(arrival) = self.moves.arriving.remove(node) {
+            let aborted = Err("the move was aborted".into());
+            arrival.answer.send(self.spec.id, node, "spawn", aborted);
+        }
+        if let Some(set) = self.spec.local_nodes.as_mut() {
+            set.remove(node);
+        }
+        self.relink(true, events);
+        let running = self.nodes.get(node).is_some_and(|rt| rt.running);
+        if running {
+            self.routing.push_stop(node);
+            let evict = Event::Move(MoveStep::EvictNode {
+                dataflow: self.spec.id,
+                node: node.clone(),
+                step: Escalation::Terminate,
+            });
+            self.schedule(events, config.stop_grace, evict);
+        } else {
+            self.try_finish_leaving(node);
+        }
+    }
+
+    /// `Settle` (target): [`SETTLE_GRACE`] from now, the links only the old instance needed
+    /// end (the old instance's last messages, sent before its `Leave`, are still arriving on
+    /// them).
+    pub fn settle(&mut self, events: &mpsc::Sender<Event>) {
+        let settle = Event::Move(MoveStep::SettleLinks {
+            dataflow: self.spec.id,
+        });
+        self.schedule(events, SETTLE_GRACE, settle);
+    }
+
+    /// `Abort` (either side): links only for the nodes running here (and other moves in
+    /// progress); an instance that arrived and was not switched leaves quietly.
+    pub fn abort_move(
+        &mut self,
+        node: &NodeId,
+        events: &mpsc::Sender<Event>,
+        config: &DaemonConfig,
+    ) {
+        self.moves.expecting.remove(node);
+        if self.moves.is_muted(node) && !self.moves.leaving.contains(node) {
+            return self.leave(node, events, config);
+        }
+        self.relink(true, events);
+    }
+
+    /// The coordinator is gone: moves in progress are forgotten (it will not finish them).
+    /// Instances that were not switched leave; links are planned for the nodes running here.
+    pub fn abort_moves(&mut self, events: &mpsc::Sender<Event>, config: &DaemonConfig) {
+        let unswitched: Vec<NodeId> = self
+            .moves
+            .muted
+            .iter()
+            .filter(|n| !self.moves.leaving.contains(*n))
+            .cloned()
+            .collect();
+        let expecting = std::mem::take(&mut self.moves.expecting);
+        for node in &unswitched {
+            tracing::warn!("lost the coordinator while node `{node}` was moving here: stopping it");
+            self.leave(node, events, config);
+        }
+        if unswitched.is_empty() && !expecting.is_empty() {
+            self.relink(true, events);
+        }
+    }
+
+    /// The stop grace of a leaving node expired: SIGTERM, then SIGKILL.
+    pub fn evict(
+        &mut self,
+        node: &NodeId,
+        step: Escalation,
+        events: &mpsc::Sender<Event>,
+        config: &DaemonConfig,
+    ) {
+        if !self.moves.leaving.contains(node) {
+            return;
+        }
+        let Some(rt) = self.nodes.get_mut(node) else {
+            return;
+        };
+        let (true, Some(pid)) = (rt.running, rt.pid) else {
+            return;
+        };
+        let signal = match step {
+            Escalation::Terminate => Signal::SIGTERM,
+            Escalation::Kill => Signal::SIGKILL,
+        };
+        tracing::info!("node `{node}` (moved away) did not exit in time; sending {signal}");
+        rt.terminated_by = Some(signal);
+        spawn::signal_group(pid, signal);
+        if step == Escalation::Terminate {
+            let kill = Event::Move(MoveStep::EvictNode {
+                dataflow: self.spec.id,
+                node: node.clone(),
+                step: Escalation::Kill,
+            });
+            self.schedule(events, config.kill_grace, kill);
+        }
+    }
+
+    /// A node of a move exited: never an outcome. An arriving one fails its move; a leaving one
+    /// is forgotten once its control connection drained too. Returns `None` when `node` is not
+    /// part of a move (the normal exit path applies), else whether the dataflow is finished.
+    pub(super) fn quiet_exit(
+        &mut self,
+        node: &NodeId,
+        why: impl FnOnce() -> String,
+        events: &mpsc::Sender<Event>,
+    ) -> Option<bool> {
+        if !self.moves.is_quiet(node) {
+            return None;
+        }
+        let rt = self.nodes.get_mut(node)?;
+        rt.running = false;
+        if let Some(pid) = rt.pid {
+            spawn::signal_group(pid, Signal::SIGKILL);
+        }
+        if self.moves.arriving.contains_key(node) {
+            let reason = format!("node `{node}` exited before it was ready: {}", why());
+            self.arrival_failed(node, reason, events);
+        }
+        self.try_finish_leaving(node);
+        Some(self.is_finished())
+    }
+
+    /// A control connection closed: for a leaving node, it may be the last thing it held.
+    pub(super) fn quiet_control_closed(&mut self, node: &NodeId) -> Option<bool> {
+        if !self.moves.is_quiet(node) {
+            return None;
+        }
+        self.nodes.get_mut(node)?.control_open = false;
+        self.try_finish_leaving(node);
+        Some(self.is_finished())
+    }
+
+    /// Forgets a leaving node once its process exited and its control connection drained.
+    pub(super) fn try_finish_leaving(&mut self, node: &NodeId) {
+        let done = self
+            .nodes
+            .get(node)
+            .is_none_or(|rt| !rt.running && !rt.control_open);
+        if !done || !self.moves.leaving.remove(node) {
+            return;
+        }
+        self.moves.muted.remove(node);
+        self.routing.make_remote(node);
+        self.nodes.remove(node);
+        self.outcomes.remove(node);
+        self.pending.remove(node);
+        tracing::info!(
+            "node `{node}` of dataflow {} left this daemon",
+            self.spec.id
+        );
+    }
+
+    /// A muted node's message: dropped (a shared sample goes back to the node's pool).
+    pub(super) fn drop_muted(&mut self, node: &NodeId, metadata: Metadata, data: DataRef) {
+        self.routing.discard_output(node, metadata, data);
+    }
+}
