@@ -183,7 +183,7 @@ nodes:
         .lines()
         .find(|l| l.contains("seq-sink done"))
         .unwrap_or_else(|| panic!("{out}"));
-    assert!(done.ends_with("next=10"), "{done}\n{out}");
+    assert!(done.contains("lost=0 next=10 "), "{done}\n{out}");
     assert!(
         Path::new(&work).is_dir(),
         "working_dir was not created\n{out}"

@@ -240,9 +240,16 @@ fn cordons_and_locks_survive_a_coordinator_restart_and_a_killed_nodes_lock_goes(
     assert_eq!(cluster.lock_reasons("b"), ["grasping"]);
 
     // kill -9 of the node: its lock goes with it.
-    let nodes: Value =
-        serde_json::from_str(&cli.ok(&["node", "list", "grip", "--json"]).stdout).unwrap();
-    let node_pid = nodes[0]["pid"].as_u64().expect("the lock node runs") as i32;
+    // The new coordinator learns the node's pid from the daemon's next heartbeat.
+    let pid = || {
+        let out = cli.ok(&["node", "list", "grip", "--json"]);
+        serde_json::from_str::<Value>(&out.stdout).unwrap()[0]["pid"].as_u64()
+    };
+    assert!(
+        wait_until(WAIT, || pid().is_some()),
+        "the lock node is not reported"
+    );
+    let node_pid = pid().expect("reported") as i32;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(node_pid),
         nix::sys::signal::Signal::SIGKILL,

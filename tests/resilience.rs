@@ -317,7 +317,11 @@ fn assert_refuses(state: &Path, file: &Path) {
     let out = run_with_timeout(cmd, Duration::from_secs(30));
     assert!(!out.status.success(), "{out}");
     assert!(out.stderr.contains(&file.display().to_string()), "{out}");
-    assert!(out.stderr.contains("corrupted or truncated"), "{out}");
+    assert!(
+        out.stderr.contains("cannot be read and was left untouched"),
+        "{out}"
+    );
+    assert!(out.stderr.contains("--reset-store"), "{out}");
     assert!(
         !state.join("coordinator.addr").exists(),
         "it started: {out}"

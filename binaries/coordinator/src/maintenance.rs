@@ -202,7 +202,8 @@ impl Coordinator {
         lease: Duration,
         force: bool,
     ) -> Result<String, ControlError> {
-        let machine = self.known_machine(machine)?;
+        // Any name: an upgrade may install a machine whose daemon never connected yet.
+        let machine = checked_machine_name(machine)?;
         let lease = lease.min(MAX_LEASE);
         let now = now_ms();
         self.check_claimable(&machine, claim, force, now)?;
@@ -245,7 +246,7 @@ impl Coordinator {
     }
 
     fn release_claim(&mut self, machine: &str, claim: Uuid) -> Result<String, ControlError> {
-        let machine = self.known_machine(machine)?;
+        let machine = checked_machine_name(machine)?;
         self.update_maintenance(&machine, |m| {
             if m.claim.as_ref().is_some_and(|c| c.id == claim) {
                 m.claim = None;
@@ -432,6 +433,17 @@ pub(crate) fn locked(record: &MachineMaintenance, now: u64) -> ControlError {
             holders.join("; ")
         ),
     )
+}
+
+/// A machine name from a client: not empty, not absurdly long.
+fn checked_machine_name(machine: &str) -> Result<String, ControlError> {
+    if machine.is_empty() || machine.len() > 253 {
+        return Err(ControlError::new(
+            ErrorKind::InvalidRequest,
+            format!("`{machine}` is not a machine name"),
+        ));
+    }
+    Ok(machine.to_owned())
 }
 
 /// A reason as given, trimmed; an error when it is empty or too long.

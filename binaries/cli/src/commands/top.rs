@@ -128,20 +128,9 @@ pub fn sort_nodes(nodes: &mut [NodeInfo], key: SortKey, reverse: bool) {
     });
 }
 
-/// `12.3 MiB`-style sizes.
+/// `12.3 MiB`-style sizes (the same units placement errors use).
 pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
+    adora_core::resources::format_bytes(bytes)
 }
 
 /// `1h02m`, `3m05s`, `12s`.
