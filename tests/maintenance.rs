@@ -359,13 +359,41 @@ fn drain_waits_for_locks_moves_label_placed_nodes_and_force_stops_pinned_ones() 
         "a refused drain changed nothing"
     );
 
-    // --force: the worker moves to b, the pinned node is stopped at once; exit code 1 (not
-    // everything moved), one line per node, the summary on stdout.
+    // Unlocked, the drain runs (followed, in the background): the worker moves to b, the pinned
+    // node waits for the 4 s deadline. Meanwhile the machine belongs to the drain: a second
+    // drain and an uncordon are refused.
+    cli.ok(&["cluster", "unlock", "a"]);
+    let dir = cluster.dir.path();
+    let mut first = ChildGuard::spawn(
+        cli.cmd(&["cluster", "drain", "a", "--deadline", "4s"]),
+        dir,
+        "drain",
+    );
+    assert!(
+        wait_until(WAIT, || cluster.machine("a")["state"] == "draining"),
+        "{}",
+        cluster.machine("a")
+    );
     let out = cli.run(&["cluster", "drain", "a", "--force"]);
     assert_eq!(out.status.code(), Some(1), "{out}");
-    assert!(out.stderr.contains("work/w: moved to `b`"), "{out}");
-    assert!(out.stderr.contains("pinned/p: stopped"), "{out}");
-    assert!(out.stdout.contains("1/2 moved."), "{out}");
+    assert!(
+        out.stderr
+            .contains("machine `a` is being drained by another operation"),
+        "{out}"
+    );
+    let out = cli.run(&["cluster", "uncordon", "a"]);
+    assert_eq!(out.status.code(), Some(1), "{out}");
+    assert!(out.stderr.contains("machine `a` is being drained"), "{out}");
+    // Exit code 1: not everything moved; one line per node, the summary on stdout.
+    let status = first.wait_timeout(WAIT).expect("the drain ends");
+    assert_eq!(status.code(), Some(1));
+    let (stdout, stderr) = (
+        std::fs::read_to_string(dir.join("drain.out")).unwrap(),
+        std::fs::read_to_string(dir.join("drain.err")).unwrap(),
+    );
+    assert!(stderr.contains("work/w: moved to `b`"), "{stderr}");
+    assert!(stderr.contains("pinned/p: stopped"), "{stderr}");
+    assert!(stdout.contains("1/2 moved."), "{stdout}");
     assert_eq!(cluster.placed("work", "w"), "b");
     let a = cluster.machine("a");
     assert_eq!(a["state"], "cordoned", "{a}");
@@ -385,7 +413,15 @@ fn drain_waits_for_locks_moves_label_placed_nodes_and_force_stops_pinned_ones() 
     let out = cluster.start_flow(&pinned, "again");
     assert_eq!(out.status.code(), Some(1), "{out}");
     assert!(out.stderr.contains("machine \"a\" is cordoned"), "{out}");
-    cli.ok(&["cluster", "unlock", "a"]);
     cli.ok(&["cluster", "uncordon", "a"]);
     assert!(cluster.start_flow(&pinned, "again").status.success());
+
+    // --force stops a pinned node at once (and ignores locks).
+    cli.ok(&["cluster", "lock", "a", "--reason", "calibrating"]);
+    let out = cli.run(&["cluster", "drain", "a", "--force", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{out}");
+    let record: Value = serde_json::from_str(&out.stdout).unwrap();
+    let nodes = &record["drain"]["nodes"];
+    assert_eq!(nodes[0]["node"], "p", "{out}");
+    assert_eq!(nodes[0]["state"]["state"], "stopped", "{out}");
 }
