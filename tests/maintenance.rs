@@ -425,3 +425,30 @@ fn drain_waits_for_locks_moves_label_placed_nodes_and_force_stops_pinned_ones() 
     assert_eq!(nodes[0]["node"], "p", "{out}");
     assert_eq!(nodes[0]["state"]["state"], "stopped", "{out}");
 }
+
+#[test]
+fn a_node_cannot_take_an_update_lock_while_a_drain_has_its_machine() {
+    let cluster = Cluster::start();
+    let cli = &cluster.cli;
+    // Pinned to `a`, it asks for its lock 3 s after it started: by then `a` is being drained.
+    let late = cluster.write(
+        "late.yml",
+        "arm",
+        "MODE: lock, LOCK_REASON: grasping, LOCK_DELAY_MS: 3000",
+        "machine: a",
+    );
+    assert!(cluster.start_flow(&late, "late").status.success());
+    cli.ok(&["cluster", "drain", "a", "--deadline", "6s", "--detach"]);
+    let logs = || cli.run(&["logs", "late", "arm"]).stdout;
+    assert!(
+        wait_until(WAIT, || logs().contains("lock refused")),
+        "{}",
+        logs()
+    );
+    assert!(
+        logs().contains("update lock refused: machine `a` is being drained by another operation"),
+        "{}",
+        logs()
+    );
+    assert!(cluster.lock_reasons("a").is_empty());
+}

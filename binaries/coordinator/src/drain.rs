@@ -180,9 +180,23 @@ impl Coordinator {
         if drain.done {
             return;
         }
-        let (nodes, waiting, stop) = self.drain_plan(machine, &drain);
+        let (mut nodes, mut waiting, stop) = self.drain_plan(machine, &drain);
         for (dataflow, node, why) in stop {
-            self.stop_drained_node(machine, dataflow, node, &why);
+            if !self.stop_drained_node(machine, dataflow, &node, &why) {
+                // Its daemon is not connected: stopped once it is back (next ticks).
+                for n in nodes
+                    .iter_mut()
+                    .filter(|n| n.dataflow == dataflow && n.node == node)
+                {
+                    n.state = match n.state {
+                        DrainNodeState::Failed { .. } => DrainNodeState::Pending,
+                        _ => DrainNodeState::Pinned,
+                    };
+                }
+                waiting = Some(format!(
+                    "the daemon of `{machine}` is not connected: `{node}` is stopped once it is back"
+                ));
+            }
         }
         let done = nodes.iter().all(|n| {
             matches!(
@@ -289,8 +303,15 @@ impl Coordinator {
         }
     }
 
-    /// Stops a node of a drained machine and marks its dataflow degraded.
-    fn stop_drained_node(&mut self, machine: &str, dataflow: Uuid, node: NodeId, why: &str) {
+    /// Stops a node of a drained machine and marks its dataflow degraded; false when its daemon
+    /// could not be told.
+    fn stop_drained_node(
+        &mut self,
+        machine: &str,
+        dataflow: Uuid,
+        node: &NodeId,
+        why: &str,
+    ) -> bool {
         tracing::warn!(
             "drain of `{machine}`: stopping node `{node}` of dataflow {dataflow}: {why}"
         );
@@ -298,13 +319,16 @@ impl Coordinator {
             dataflow,
             nodes: vec![node.clone()],
         };
-        self.send_to_daemon(machine, command);
+        if self.send_to_daemon(machine, command).is_none() {
+            return false;
+        }
         if let Some(flow) = self.flows.get_mut(&dataflow) {
             flow.record.degraded.push(format!(
                 "node `{node}` was stopped: machine `{machine}` was drained and {why}"
             ));
         }
         self.save(dataflow);
+        true
     }
 
     /// After a coordinator restart: moves in flight were forgotten; nodes the stored placement

@@ -235,8 +235,7 @@ impl Coordinator {
         if let Some(other) = record.live_claim(now).filter(|c| c.id != claim) {
             return Err(busy(machine, other.operation));
         }
-        if let Some(drain) = record.drain.as_ref().filter(|d| !d.done) {
-            let _ = drain;
+        if record.drain.as_ref().is_some_and(|d| !d.done) {
             return Err(busy(machine, Operation::Drain));
         }
         if !force && !record.locks.is_empty() {

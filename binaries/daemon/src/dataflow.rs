@@ -265,10 +265,7 @@ impl Dataflow {
         events: &mpsc::Sender<Event>,
         config: &DaemonConfig,
     ) {
-        let signal = match step {
-            Escalation::Terminate => Signal::SIGTERM,
-            Escalation::Kill => Signal::SIGKILL,
-        };
+        let signal = step.signal();
         for (id, rt) in &mut self.nodes {
             if let (true, Some(pid)) = (rt.running, rt.pid) {
                 tracing::info!("node `{id}` did not exit in time; sending {signal}");

@@ -193,6 +193,16 @@ pub(crate) enum Escalation {
     Kill,
 }
 
+impl Escalation {
+    /// The signal of this step.
+    pub fn signal(self) -> nix::sys::signal::Signal {
+        match self {
+            Escalation::Terminate => nix::sys::signal::Signal::SIGTERM,
+            Escalation::Kill => nix::sys::signal::Signal::SIGKILL,
+        }
+    }
+}
+
 /// Outgoing messages to the coordinator (queued while disconnected).
 pub(crate) type Reports = mpsc::UnboundedSender<Envelope<DaemonMessage>>;
 

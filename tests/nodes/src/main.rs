@@ -31,7 +31,8 @@
 //!   `seq-sink recv seq=N t_ms=<unix ms>` (tests measure gaps from it). `InputClosed` prints
 //!   `seq-sink input closed <id> next=<N>`.
 //!
-//! - `lock`: takes an update lock (`LOCK_REASON`, default `testing`), prints `locked` (or
+//! - `lock`: after `LOCK_DELAY_MS` (default 0), takes an update lock (`LOCK_REASON`, default
+//!   `testing`), prints `locked` (or
 //!   `lock refused: <why>`), holds it for `LOCK_SECS` seconds (default: until Stop), prints
 //!   `released`, then waits for Stop.
 //!
@@ -312,6 +313,7 @@ fn spin() -> Result {
 fn lock() -> Result {
     let (node, mut events) = AdoraNode::init_from_env()?;
     let reason = std::env::var("LOCK_REASON").unwrap_or_else(|_| "testing".into());
+    thread::sleep(Duration::from_millis(env_u64("LOCK_DELAY_MS", 0)));
     let mut held = match node.update_lock(&reason) {
         Ok(lock) => {
             println!("locked");

@@ -228,10 +228,7 @@ impl Dataflow {
         let (true, Some(pid)) = (rt.running, rt.pid) else {
             return;
         };
-        let signal = match step {
-            Escalation::Terminate => Signal::SIGTERM,
-            Escalation::Kill => Signal::SIGKILL,
-        };
+        let signal = step.signal();
         tracing::info!("node `{node}` (moved away) did not exit in time; sending {signal}");
         rt.terminated_by = Some(signal);
         spawn::signal_group(pid, signal);

@@ -4,7 +4,6 @@
 //! receivers get `InputClosed` as for any node that ended, and its result is `Finished`.
 
 use adora_core::NodeId;
-use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 
 use super::Dataflow;
@@ -62,10 +61,7 @@ impl Dataflow {
         events: &mpsc::Sender<Event>,
         config: &DaemonConfig,
     ) {
-        let signal = match step {
-            Escalation::Terminate => Signal::SIGTERM,
-            Escalation::Kill => Signal::SIGKILL,
-        };
+        let signal = step.signal();
         let mut left = Vec::new();
         for node in nodes {
             let Some(rt) = self.nodes.get_mut(&node) else {
