@@ -50,12 +50,22 @@ impl Harness {
 
     /// Registers daemon `machine` reporting `running`; returns its connection and command stream.
     pub fn register(&mut self, machine: &str, running: Vec<RunningDataflow>) -> (ConnId, DaemonRx) {
+        self.register_labelled(machine, Default::default(), running)
+    }
+
+    /// Like [`Harness::register`], with labels.
+    pub fn register_labelled(
+        &mut self,
+        machine: &str,
+        labels: adora_message::control::Labels,
+        running: Vec<RunningDataflow>,
+    ) -> (ConnId, DaemonRx) {
         let (tx, rx) = mpsc::unbounded_channel();
         self.next_conn += 1;
         let conn = self.next_conn;
         let registration = DaemonRegistration {
             machine_id: Some(machine.into()),
-            labels: Default::default(),
+            labels,
             hostname: "host".into(),
             zenoh_locators: Vec::new(),
             running,

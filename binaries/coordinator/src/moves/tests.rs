@@ -6,16 +6,13 @@ use adora_message::{
     control::{ControlError, ErrorKind, RunningDataflow},
     coordinator_to_cli::ControlReply,
     coordinator_to_daemon::DaemonCommand,
-    daemon_to_coordinator::{DaemonMessage, DaemonRegistration},
+    daemon_to_coordinator::DaemonMessage,
     relocation::{RelocateStep, Relocation},
 };
 use adora_store::{MemoryStore, Store};
 use uuid::Uuid;
 
-use crate::{
-    actor::{ConnId, Event},
-    testkit::*,
-};
+use crate::{actor::ConnId, testkit::*};
 
 /// `sender` pinned to `a`, `relay` placed by label `role: relay` (on `b`, the first with it).
 fn chain() -> StartDataflow {
@@ -32,31 +29,12 @@ fn register(
     relay: bool,
     running: Vec<RunningDataflow>,
 ) -> (ConnId, DaemonRx) {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let conn = 5000 + h.c.daemons.len() as ConnId + h.c.next_command;
     let labels = if relay {
         [("role".to_owned(), "relay".to_owned())].into()
     } else {
         Default::default()
     };
-    let registration = DaemonRegistration {
-        machine_id: Some(machine.into()),
-        labels,
-        hostname: "host".into(),
-        zenoh_locators: Vec::new(),
-        running,
-        adora_version: "test".into(),
-        instance: None,
-        systemd_unit: None,
-        locks: Vec::new(),
-        limits: Default::default(),
-    };
-    h.c.dispatch(Event::DaemonRegistered {
-        conn,
-        registration,
-        tx,
-    });
-    (conn, rx)
+    h.register_labelled(machine, labels, running)
 }
 
 fn relocations(rx: &mut DaemonRx) -> Vec<(String, RelocateStep)> {
