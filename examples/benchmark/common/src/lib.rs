@@ -54,6 +54,9 @@ pub mod env {
     pub const PACE_US: &str = "ADORA_BENCH_PACE_US";
     /// Duration of the back-to-back throughput phase per size, in milliseconds.
     pub const THROUGHPUT_MS: &str = "ADORA_BENCH_THROUGHPUT_MS";
+    /// Set (to anything) when the sink acknowledges every marker on its `ack` output and the
+    /// sender waits for that before going on (see `Marker`).
+    pub const ACK: &str = "ADORA_BENCH_ACK";
 }
 
 /// What to measure.
@@ -189,7 +192,13 @@ pub enum Phase {
 }
 
 /// Sent by the sender around the messages of one size and phase (Adora: on the `control` output,
-/// JSON). Messages are delivered in send order, so the receiver sees `Begin`, the data, then `End`.
+/// JSON). On one machine messages are delivered in send order, so the receiver sees `Begin`, the
+/// data, then `End`. Across machines `data` and `control` are two streams, each in order but not
+/// with each other: `End` may overtake the last data messages. There the sink waits after `End`
+/// until every message is accounted for (received or counted dropped) or the stream went quiet,
+/// and then acknowledges it on `ack` (it acknowledges `Begin` at once); the sender goes on only
+/// after each acknowledgement ([`env::ACK`]), so a backlog never spills into the next phase and
+/// no data overtakes its `Begin`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Marker {
     /// The next data messages belong to this size and phase; the first `warmup` are not timed.
@@ -407,6 +416,11 @@ impl Recorder {
     /// The payload size this recorder measures.
     pub fn size(&self) -> usize {
         self.size
+    }
+
+    /// Messages recorded so far.
+    pub fn received(&self) -> u64 {
+        self.received
     }
 
     /// Records one message: `sent` is the sender's timestamp, `received` the time it was handed to

@@ -13,11 +13,13 @@ use benchmark_common::{Plan, Report};
 /// The benchmark dataflow with the sender on machine `a`, the sink on `b`, and the plan inlined
 /// (`adora start` takes no `--env`). The data queue keeps the default size: on the receiving
 /// machine every queued message is a copy in shared memory (10 × 40 MiB at most), whereas on one
-/// machine the sender waits for its sample to come back before sending the next.
+/// machine the sender waits for its sample to come back before sending the next. The sink
+/// acknowledges every phase (`ack`): `data` and `control` are two streams across machines.
 fn dataflow(bin_dir: &Path, plan: &Plan) -> String {
     let env: Vec<String> = plan
         .to_env()
         .into_iter()
+        .chain([(benchmark_common::env::ACK, "1".to_owned())])
         .map(|(k, v)| format!("{k}: \"{v}\""))
         .collect();
     let env = env.join(", ");
@@ -27,10 +29,13 @@ fn dataflow(bin_dir: &Path, plan: &Plan) -> String {
     path: {sender}
     env: {{ {env} }}
     outputs: [data, control]
+    inputs:
+      ack: sink/ack
     deploy: {{ machine: a }}
   - id: sink
     path: {sink}
     env: {{ {env} }}
+    outputs: [ack]
     inputs:
       data: {{ source: sender/data, queue_size: 10 }}
       control: {{ source: sender/control, queue_size: 100 }}

@@ -2,17 +2,24 @@
 //! environment): a latency phase of paced messages, then a throughput phase of back-to-back
 //! messages, each framed by `Begin`/`End` markers on the `control` output. Payloads are written
 //! straight into samples from `allocate_sample` (shared memory from 4 KiB on), never copied.
+//! With `ADORA_BENCH_ACK` set, it waits for the sink's acknowledgement on its `ack` input after
+//! every phase (see `benchmark_common::Marker`).
 
 use std::time::{Duration, Instant};
 
-use adora_node_api::{AdoraNode, DataId, MetadataParameters};
-use benchmark_common::{write_payload, Marker, Pacer, Phase, Plan, MAX_IN_FLIGHT, SHM_THRESHOLD};
+use adora_node_api::{AdoraNode, DataId, Event, EventStream, MetadataParameters};
+use benchmark_common::{
+    env, write_payload, Marker, Pacer, Phase, Plan, MAX_IN_FLIGHT, SHM_THRESHOLD,
+};
 
 /// How long to sleep while every shared sample is still held by the receiver.
 const IN_FLIGHT_POLL: Duration = Duration::from_micros(20);
 
 /// Longest wait for the receiver to release the previous latency sample.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Longest wait for the sink's acknowledgement of a phase (it waits for stragglers itself).
+const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
 type Error = Box<dyn std::error::Error>;
 
@@ -21,12 +28,26 @@ struct Sender {
     data: DataId,
     control: DataId,
     seq: u64,
+    /// The sink's acknowledgements.
+    events: EventStream,
+    /// Whether the sink acknowledges phases.
+    acked: bool,
 }
 
 impl Sender {
     fn marker(&mut self, marker: &Marker) -> Result<(), Error> {
         self.node
             .send_output(&self.control, MetadataParameters::new(), &marker.to_bytes())?;
+        if self.acked {
+            loop {
+                match self.events.recv_timeout(ACK_TIMEOUT) {
+                    Some(Event::Input { id, .. }) if id.as_str() == "ack" => break,
+                    Some(Event::Stop) => return Err("stopped while waiting for the sink".into()),
+                    Some(_) => {}
+                    None => return Err("the sink did not acknowledge a marker in 30 s".into()),
+                }
+            }
+        }
         Ok(())
     }
 
@@ -102,12 +123,14 @@ impl Sender {
 
 fn main() -> Result<(), Error> {
     let plan = Plan::from_env()?;
-    let (node, _events) = AdoraNode::init_from_env()?;
+    let (node, events) = AdoraNode::init_from_env()?;
     let mut sender = Sender {
         node,
         data: "data".into(),
         control: "control".into(),
         seq: 0,
+        events,
+        acked: std::env::var_os(env::ACK).is_some(),
     };
     for &size in &plan.sizes {
         sender.latency(&plan, size)?;
