@@ -47,6 +47,16 @@ struct Node {
     machine: String,
 }
 
+/// `adora_remote_dropped_total{dataflow,node,input,reason}`: messages of an input that went
+/// missing between machines.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RemoteInput {
+    dataflow: String,
+    node: String,
+    input: String,
+    reason: &'static str,
+}
+
 /// What a per-node family measures, and its type.
 #[derive(Clone, Copy)]
 enum NodeValue {
@@ -130,6 +140,24 @@ pub(crate) fn render(m: &Metrics) -> String {
     for f in &NODE_FAMILIES {
         register_node_family(&mut registry, f, m);
     }
+    let remote = Family::<RemoteInput, Counter>::default();
+    for n in &m.nodes {
+        for d in &n.remote_dropped {
+            let labels = RemoteInput {
+                dataflow: n.dataflow.clone(),
+                node: n.node.to_string(),
+                input: d.input.to_string(),
+                reason: d.reason.as_str(),
+            };
+            remote.get_or_create(&labels).inc_by(d.count);
+        }
+    }
+    registry.register(
+        "adora_remote_dropped",
+        "Messages of a node's input that went missing between machines (sender_backlog: the \
+         sending daemon's queue for the link was full; link: lost while the link was down)",
+        remote,
+    );
     let mut out = String::new();
     prometheus_text::encode(&mut out, &registry).expect("writing to a String cannot fail");
     out
@@ -281,6 +309,11 @@ mod tests {
             messages_sent_per_sec: 1.0,
             messages_received_per_sec: 0.0,
             dropped: 2,
+            remote_dropped: vec![adora_message::stats::RemoteDrops {
+                input: "frames".into(),
+                reason: adora_message::stats::RemoteDropReason::Link,
+                count: 2,
+            }],
             restarts: 1,
             uptime_secs: 3.0,
             inputs: Default::default(),
@@ -296,7 +329,13 @@ mod tests {
             heartbeat_ages: vec![("robot".into(), 1.25)],
         };
         let text = render(&m);
-        assert_eq!(check_exposition(&text), Ok(2 + 2 + 1 + 6), "{text}");
+        assert_eq!(check_exposition(&text), Ok(2 + 2 + 1 + 6 + 1), "{text}");
+        assert!(
+            text.contains(
+                "adora_remote_dropped_total{dataflow=\"we\\\"ird\\\\name\",node=\"camera\",input=\"frames\",reason=\"link\"} 2\n"
+            ),
+            "{text}"
+        );
         assert!(text.contains(
             "adora_node_messages_sent_total{dataflow=\"we\\\"ird\\\\name\",node=\"camera\",machine=\"robot\"} 10\n"
         ));

@@ -201,6 +201,7 @@ impl Coordinator {
                 status: f.record.status,
                 nodes: f.record.placement.clone(),
                 restarts: self.node_stats.restarts_of(f.record.id),
+                remote_dropped: self.node_stats.remote_dropped_of(f.record.id),
                 degraded: f.record.degraded.clone(),
             })
             .collect()

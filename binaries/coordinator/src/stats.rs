@@ -51,6 +51,19 @@ impl NodeStatsTable {
             .collect()
     }
 
+    /// Node → messages of its inputs that went missing between machines (nodes without are left
+    /// out), as of the daemons' latest heartbeats.
+    pub fn remote_dropped_of(
+        &self,
+        dataflow: Uuid,
+    ) -> std::collections::BTreeMap<NodeId, Vec<adora_message::stats::RemoteDrops>> {
+        self.entries
+            .iter()
+            .filter(|((df, _), e)| *df == dataflow && !e.stats.remote_dropped.is_empty())
+            .map(|((_, node), e)| (node.clone(), e.stats.remote_dropped.clone()))
+            .collect()
+    }
+
     /// Takes in the figures of one heartbeat.
     pub fn update(&mut self, nodes: Vec<NodeStats>) {
         self.update_at(nodes, Instant::now());
@@ -141,6 +154,7 @@ fn node_info(flow: &Flow, spec: &adora_core::NodeSpec, entry: Option<&StatsEntry
         info.messages_sent_per_sec = e.sent_per_sec;
         info.messages_received_per_sec = e.received_per_sec;
         info.dropped = s.dropped;
+        info.remote_dropped = s.remote_dropped.clone();
         info.restarts = s.restarts;
         info.uptime_secs = s.uptime_ms as f64 / 1000.0;
         info.last_error = s.last_error.clone();
@@ -204,6 +218,7 @@ mod tests {
             messages_sent: sent,
             messages_received: received,
             dropped: 0,
+            remote_dropped: Vec::new(),
             restarts: 0,
             uptime_ms: 1,
             last_error: None,

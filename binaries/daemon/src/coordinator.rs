@@ -301,6 +301,7 @@ async fn node_stats(
                     messages_sent: s.sent,
                     messages_received: s.received,
                     dropped: s.dropped,
+                    remote_dropped: s.remote_dropped,
                     restarts: s.restarts,
                     uptime_ms: u64::try_from(figures.uptime.as_millis()).unwrap_or(u64::MAX),
                     last_error: s.last_error,

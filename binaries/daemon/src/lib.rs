@@ -46,6 +46,13 @@ pub use fd_limit::raise_fd_limit;
 pub use result::DataflowResult;
 pub use routing::NodeCounters;
 
+/// The Zenoh configuration and publication options of the cross-machine data plane, public so
+/// that a baseline (`adora-bench-net`) uses exactly what the daemons use.
+pub mod zenoh_setup {
+    pub use crate::remote::session_config::{session_config, CONGESTION, RELIABILITY};
+    pub use crate::remote::RemoteError;
+}
+
 /// Runs one dataflow on this machine until every node has exited, or until `shutdown` is
 /// cancelled (then the nodes are stopped gracefully). Node logs go to `logs` as they are printed.
 /// Returns once every task of the daemon finished (or [`TASK_SHUTDOWN_GRACE`] passed, reporting

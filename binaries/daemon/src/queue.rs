@@ -44,6 +44,11 @@ impl InputQueue {
         self.dropped
     }
 
+    /// Counts messages that never reached this queue (lost between machines) as dropped.
+    pub fn count_missing(&mut self, n: u64) {
+        self.dropped = self.dropped.saturating_add(n);
+    }
+
     pub fn drain(&mut self) -> impl Iterator<Item = Queued> + '_ {
         self.items.drain(..)
     }

@@ -19,14 +19,12 @@ use std::{
 };
 
 use adora_core::{DataId, NodeId};
-use adora_message::daemon_to_daemon::{decode_header, encode_header, output_key, RemoteKind};
+use adora_message::daemon_to_daemon::{
+    decode_header, encode_header, output_key, RemoteKind, Sequence,
+};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
-use zenoh::{
-    qos::{CongestionControl, Reliability},
-    sample::Locality,
-    Wait,
-};
+use zenoh::{sample::Locality, Wait};
 
 use adora_tasks::Tasks;
 
@@ -36,8 +34,9 @@ use crate::config::ZenohTls;
 /// messages are dropped (and counted) instead of blocking the daemon.
 pub const PUBLISH_QUEUE: usize = 256;
 
-/// A message waiting to be published, with its share of the publish budget.
-pub(crate) type Outgoing = (RemoteKind, Vec<u8>, Option<OwnedSemaphorePermit>);
+/// A message waiting to be published: what it is, its output's sequence, its bytes and its share
+/// of the publish budget.
+pub(crate) type Outgoing = (RemoteKind, Sequence, Vec<u8>, Option<OwnedSemaphorePermit>);
 
 /// How often a publisher checks whether a remote subscriber matched it yet.
 const MATCH_POLL: Duration = Duration::from_millis(20);
@@ -102,6 +101,8 @@ pub(crate) struct RemoteSample {
     pub node: NodeId,
     pub output: DataId,
     pub kind: RemoteKind,
+    /// The output's sequence, when the sending daemon sent one.
+    pub sequence: Option<Sequence>,
     pub payload: Vec<u8>,
     /// Its share of the receive budget, returned when the sample is dropped (after the daemon
     /// copied it to its local receivers).
@@ -225,8 +226,8 @@ impl RemoteDataPlane {
                 // Never to this daemon's own subscriptions: during a move, a daemon may
                 // publish and subscribe one output at once (see `links.rs`).
                 .allowed_destination(Locality::Remote)
-                .reliability(Reliability::Reliable)
-                .congestion_control(CongestionControl::Block)
+                .reliability(session_config::RELIABILITY)
+                .congestion_control(session_config::CONGESTION)
                 .await
             {
                 Ok(p) => p,
@@ -249,8 +250,9 @@ impl RemoteDataPlane {
                 }
                 let _ = notify.send(msg).await;
             }
-            while let Some((kind, payload, _budget)) = queue.recv().await {
-                if let Err(e) = publisher.put(payload).attachment(encode_header(kind)).await {
+            while let Some((kind, sequence, payload, _budget)) = queue.recv().await {
+                let header = encode_header(kind, sequence);
+                if let Err(e) = publisher.put(payload).attachment(header).await {
                     tracing::warn!("cannot publish on {key}: {e}");
                 }
             }
@@ -286,8 +288,8 @@ impl RemoteDataPlane {
             };
             while let Ok(sample) = subscriber.recv_async().await {
                 let header = sample.attachment().map(|a| a.to_bytes());
-                let kind = match header.as_deref().map(decode_header) {
-                    Some(Ok(kind)) => kind,
+                let (kind, sequence) = match header.as_deref().map(decode_header) {
+                    Some(Ok(decoded)) => decoded,
                     Some(Err(e)) => {
                         tracing::warn!("dropping a sample on {key}: {e}");
                         continue;
@@ -307,6 +309,7 @@ impl RemoteDataPlane {
                     node: node.clone(),
                     output: output.clone(),
                     kind,
+                    sequence,
                     payload,
                     _budget: Some(budget),
                 };
@@ -335,7 +338,7 @@ impl Drop for SubscriptionGuard {
 }
 
 pub(crate) mod links;
-mod session_config;
+pub(crate) mod session_config;
 
 #[cfg(test)]
 mod tests;

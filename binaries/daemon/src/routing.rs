@@ -12,6 +12,7 @@ use std::{
 use adora_core::{descriptor::InputSource, DataId, Descriptor, NodeId};
 use adora_message::{
     daemon_to_node::{DaemonReply, NodeEvent},
+    stats::RemoteDropReason,
     DataRef, Metadata,
 };
 use tokio::sync::oneshot;
@@ -57,6 +58,9 @@ struct NodeRouting {
     /// Messages sent / received, for statistics.
     sent: u64,
     received: u64,
+    /// Messages of its inputs that went missing between machines (also in the queues' drop
+    /// counts), per input and reason.
+    remote_dropped: BTreeMap<(DataId, RemoteDropReason), u64>,
 }
 
 impl NodeRouting {
@@ -85,8 +89,10 @@ pub struct NodeCounters {
     pub sent: u64,
     /// Messages delivered to the node.
     pub received: u64,
-    /// Messages dropped from its input queues, per input.
+    /// Messages dropped from its input queues or missing between machines, per input.
     pub dropped: BTreeMap<DataId, u64>,
+    /// The part of `dropped` that went missing between machines, per input and reason.
+    pub remote_dropped: BTreeMap<(DataId, RemoteDropReason), u64>,
 }
 
 /// Routing state of one dataflow.
@@ -247,6 +253,33 @@ impl Routing {
             data,
             (!from_remote).then_some(sender),
         );
+    }
+
+    /// `n` messages of `sender/output` (a node on another machine) went missing on their way
+    /// here: every local input it feeds counts them as dropped, with the reason (the node sees
+    /// them in its drop count with its next events).
+    pub fn count_remote_drops(
+        &mut self,
+        sender: &NodeId,
+        output: &DataId,
+        reason: RemoteDropReason,
+        n: u64,
+    ) {
+        let Some(receivers) = self.nodes.get(sender).and_then(|s| s.routes.get(output)) else {
+            return;
+        };
+        for (node, input) in receivers.clone().iter() {
+            let Some(state) = self.nodes.get_mut(node) else {
+                continue;
+            };
+            if let Some(queue) = state.queues.get_mut(input) {
+                queue.count_missing(n);
+                *state
+                    .remote_dropped
+                    .entry((input.clone(), reason))
+                    .or_default() += n;
+            }
+        }
     }
 
     /// Delivers a timer tick to every input subscribed to `interval`.
@@ -587,6 +620,7 @@ impl Routing {
                         sent: s.sent,
                         received: s.received,
                         dropped,
+                        remote_dropped: s.remote_dropped.clone(),
                     },
                 )
             })

@@ -112,6 +112,10 @@ pub struct DataflowInfo {
     /// as of the daemons' latest heartbeats.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub restarts: BTreeMap<NodeId, u32>,
+    /// Node → messages of its inputs that went missing between machines, per input and reason
+    /// (nodes without are left out), as of the daemons' latest heartbeats.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub remote_dropped: BTreeMap<NodeId, Vec<crate::stats::RemoteDrops>>,
     /// Why it runs without some of its nodes (`adora cluster drain` stopped a node pinned to the
     /// drained machine), if it does: `adora list` shows it `degraded`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -241,6 +245,15 @@ mod tests {
             status: DataflowStatus::Running,
             nodes: [("a".into(), "robot".into())].into(),
             restarts: [("a".into(), 2)].into(),
+            remote_dropped: [(
+                "a".into(),
+                vec![crate::stats::RemoteDrops {
+                    input: "frames".into(),
+                    reason: crate::stats::RemoteDropReason::SenderBacklog,
+                    count: 3,
+                }],
+            )]
+            .into(),
             degraded: vec!["node `probe` was stopped: machine `robot` was drained".into()],
         }]));
         round_trip(ControlReply::Status(CoordinatorStatus {

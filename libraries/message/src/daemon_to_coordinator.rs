@@ -254,6 +254,7 @@ mod tests {
                 messages_sent: 1000,
                 messages_received: 990,
                 dropped: 10,
+                remote_dropped: Vec::new(),
                 restarts: 1,
                 uptime_ms: 61_000,
                 last_error: None,

@@ -4,6 +4,12 @@
 //! [`output_key`]`(dataflow, node, output)`. A Zenoh sample's *attachment* carries a versioned
 //! [`RemoteHeader`] (encoded with [`encode_header`]); its *payload* carries the message bytes
 //! untouched, so large payloads are never re-framed.
+//!
+//! After the header comes the output's [`Sequence`] (16 bytes): how many messages the sending
+//! daemon took from the node on that output before this one, and how many of those it dropped.
+//! A receiver tells from it how many messages went missing, and why (dropped by the sender, or
+//! lost on the way). Daemons of version 2 without it decode the header alone (bincode ignores
+//! trailing bytes), so the format version stays 2.
 
 use adora_core::{DataId, NodeId};
 use serde::{Deserialize, Serialize};
@@ -41,6 +47,39 @@ pub enum RemoteKind {
     Closed,
 }
 
+/// Delivery accounting of one published output, sent after the header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sequence {
+    /// Messages the sending daemon took from the node on this output before this one (dropped
+    /// ones included); for `Closed`, all of them.
+    pub seq: u64,
+    /// How many of those the sending daemon dropped (its publish queue or byte budget was full).
+    pub dropped: u64,
+}
+
+/// Encoded length of a [`Sequence`].
+const SEQUENCE_LEN: usize = 16;
+
+impl Sequence {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.seq.to_le_bytes());
+        out.extend_from_slice(&self.dropped.to_le_bytes());
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let word = |i: usize| -> Option<u64> {
+            Some(u64::from_le_bytes(bytes.get(i..i + 8)?.try_into().ok()?))
+        };
+        (bytes.len() == SEQUENCE_LEN).then_some(())?;
+        let sequence = Sequence {
+            seq: word(0)?,
+            dropped: word(8)?,
+        };
+        // A sender never drops more messages than it took.
+        (sequence.dropped <= sequence.seq).then_some(sequence)
+    }
+}
+
 /// Errors decoding a header.
 #[derive(Debug, thiserror::Error)]
 pub enum HeaderError {
@@ -55,25 +94,29 @@ pub enum HeaderError {
     },
 }
 
-/// Encodes a header for a Zenoh attachment.
-pub fn encode_header(kind: RemoteKind) -> Vec<u8> {
+/// Encodes a header and the output's sequence for a Zenoh attachment.
+pub fn encode_header(kind: RemoteKind, sequence: Sequence) -> Vec<u8> {
     let header = RemoteHeader {
         version: REMOTE_FORMAT_VERSION,
         kind,
     };
-    bincode::serialize(&header)
-        .expect("RemoteHeader serializes: plain data without maps of non-string keys")
+    let mut out = bincode::serialize(&header)
+        .expect("RemoteHeader serializes: plain data without maps of non-string keys");
+    sequence.encode(&mut out);
+    out
 }
 
-/// Decodes a header from a Zenoh attachment, checking its version first.
-pub fn decode_header(bytes: &[u8]) -> Result<RemoteKind, HeaderError> {
+/// Decodes a header from a Zenoh attachment, checking its version first, and the sequence after
+/// it (`None` from a daemon that sends none, or an invalid one).
+pub fn decode_header(bytes: &[u8]) -> Result<(RemoteKind, Option<Sequence>), HeaderError> {
     // The version is the first field, so it can be read even if the rest changed shape.
     let version: u16 = bincode::deserialize(bytes.get(..2).unwrap_or(bytes))?;
     if version != REMOTE_FORMAT_VERSION {
         return Err(HeaderError::Version { found: version });
     }
-    let header: RemoteHeader = bincode::deserialize(bytes)?;
-    Ok(header.kind)
+    let mut rest = bytes;
+    let header: RemoteHeader = bincode::deserialize_from(&mut rest)?;
+    Ok((header.kind, Sequence::decode(rest)))
 }
 
 #[cfg(test)]
@@ -87,17 +130,43 @@ mod tests {
         metadata
             .parameters
             .insert("seq".into(), Parameter::Integer(41));
+        let sequence = Sequence {
+            seq: 41,
+            dropped: 3,
+        };
         for kind in [RemoteKind::Data { metadata }, RemoteKind::Closed] {
             assert_eq!(
-                decode_header(&encode_header(kind.clone())).expect("decodes"),
-                kind
+                decode_header(&encode_header(kind.clone(), sequence)).expect("decodes"),
+                (kind, Some(sequence))
             );
         }
     }
 
     #[test]
+    fn a_header_without_a_valid_sequence_still_decodes() {
+        let header = RemoteHeader {
+            version: REMOTE_FORMAT_VERSION,
+            kind: RemoteKind::Closed,
+        };
+        let old = bincode::serialize(&header).expect("serializes");
+        assert_eq!(
+            decode_header(&old).expect("a version-2 header of an older daemon"),
+            (RemoteKind::Closed, None)
+        );
+        // More dropped than taken is not a sequence.
+        let mut bad = old.clone();
+        bad.extend_from_slice(&1u64.to_le_bytes());
+        bad.extend_from_slice(&2u64.to_le_bytes());
+        assert_eq!(decode_header(&bad).expect("decodes").1, None);
+        // A new header still decodes for an older daemon (it ignores what follows).
+        let new = encode_header(RemoteKind::Closed, Sequence::default());
+        let decoded: RemoteHeader = bincode::deserialize(&new).expect("trailing bytes allowed");
+        assert_eq!(decoded, header);
+    }
+
+    #[test]
     fn other_versions_and_garbage_are_rejected() {
-        let mut bytes = encode_header(RemoteKind::Closed);
+        let mut bytes = encode_header(RemoteKind::Closed, Sequence::default());
         bytes[..2].copy_from_slice(&7u16.to_le_bytes());
         let err = decode_header(&bytes).expect_err("version 7");
         assert!(

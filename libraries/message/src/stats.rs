@@ -45,6 +45,48 @@ impl std::fmt::Display for NodeStatus {
     }
 }
 
+/// Why messages of an input went missing on their way from another machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoteDropReason {
+    /// The sending daemon dropped them: its publish queue or byte budget for slow links was full.
+    SenderBacklog,
+    /// Lost on the way: published while the link to this machine was down (a network cut, a
+    /// daemon restarting).
+    Link,
+}
+
+impl RemoteDropReason {
+    /// The name used in `/metrics` labels and `--json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SenderBacklog => "sender_backlog",
+            Self::Link => "link",
+        }
+    }
+}
+
+impl std::fmt::Display for RemoteDropReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::SenderBacklog => "the sending machine's link backlog was full",
+            Self::Link => "lost on the way (link down)",
+        })
+    }
+}
+
+/// Messages of one input that went missing on their way from another machine (total since the
+/// node started on its daemon). They are also in the input's drop count (`dropped`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteDrops {
+    /// The receiving input.
+    pub input: DataId,
+    /// Why.
+    pub reason: RemoteDropReason,
+    /// How many.
+    pub count: u64,
+}
+
 /// One node's figures in a daemon heartbeat. Counters are totals since the dataflow started on
 /// the daemon; the coordinator derives rates from two heartbeats.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,8 +107,12 @@ pub struct NodeStats {
     pub messages_sent: u64,
     /// Messages delivered to the node.
     pub messages_received: u64,
-    /// Messages dropped from its full input queues.
+    /// Messages dropped from its full input queues, and those that went missing on their way from
+    /// other machines.
     pub dropped: u64,
+    /// The part of `dropped` that went missing between machines, per input and reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote_dropped: Vec<RemoteDrops>,
     /// How often the node was restarted by its restart policy.
     pub restarts: u32,
     /// Milliseconds since the current process started (0 when not running).
@@ -103,8 +149,11 @@ pub struct NodeInfo {
     pub messages_sent_per_sec: f64,
     /// Messages received per second, over the last heartbeat interval.
     pub messages_received_per_sec: f64,
-    /// Messages dropped from full input queues (total).
+    /// Messages dropped from full input queues or missing between machines (total).
     pub dropped: u64,
+    /// The part of `dropped` that went missing between machines, per input and reason.
+    #[serde(default)]
+    pub remote_dropped: Vec<RemoteDrops>,
     /// Restarts by its restart policy.
     pub restarts: u32,
     /// Seconds since its current process started.
@@ -136,6 +185,7 @@ impl NodeInfo {
             messages_sent_per_sec: 0.0,
             messages_received_per_sec: 0.0,
             dropped: 0,
+            remote_dropped: Vec::new(),
             restarts: 0,
             uptime_secs: 0.0,
             inputs: BTreeMap::new(),
@@ -240,6 +290,7 @@ mod tests {
             messages_sent_per_sec: 2.0,
             messages_received_per_sec: 0.5,
             dropped: 1,
+            remote_dropped: Vec::new(),
             restarts: 2,
             uptime_secs: 7.25,
             inputs: [("tick".into(), "adora/timer/millis/20".into())].into(),
@@ -261,6 +312,7 @@ mod tests {
             messages_sent: 5,
             messages_received: 0,
             dropped: 0,
+            remote_dropped: Vec::new(),
             restarts: 1,
             uptime_ms: 0,
             last_error: Some("exit status 3".into()),

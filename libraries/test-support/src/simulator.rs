@@ -387,6 +387,7 @@ impl SimulatedDaemon {
                 messages_sent: messages,
                 messages_received: messages,
                 dropped: 0,
+                remote_dropped: Vec::new(),
                 restarts: 0,
                 uptime_ms,
                 last_error: None,

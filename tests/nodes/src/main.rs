@@ -221,6 +221,8 @@ fn recv() -> Result {
             .unwrap_or_else(|| "none".into()),
         drops.join(",")
     );
+    // `LINGER_MS`: stay a while after the inputs closed (tests read the node's figures).
+    thread::sleep(Duration::from_millis(env_u64("LINGER_MS", 0)));
     Ok(())
 }
 
@@ -230,11 +232,16 @@ fn flood() -> Result {
     let count = env_u64("COUNT", 1000);
     // `MARKER`: each message is that text and its number (tests look for it on the wire).
     let marker = std::env::var("MARKER").ok();
+    // `SIZE`: pad each message with zeros to this many bytes.
+    let size = env_u64("SIZE", 0) as usize;
     for seq in 0..count {
-        let payload = match &marker {
+        let mut payload = match &marker {
             Some(m) => format!("{m}-{seq}").into_bytes(),
             None => seq.to_le_bytes().to_vec(),
         };
+        if payload.len() < size {
+            payload.resize(size, 0);
+        }
         node.send_output(&output, MetadataParameters::new(), &payload)?;
     }
     println!("flood sent={count}");

@@ -153,7 +153,20 @@ async fn info(args: InfoArgs) -> anyhow::Result<ExitCode> {
         println!("  (none)");
     }
     for (input, source) in &n.inputs {
-        println!("  {input} <- {source}");
+        let remote: Vec<String> = n
+            .remote_dropped
+            .iter()
+            .filter(|d| &d.input == input && d.count > 0)
+            .map(|d| format!("{} {}", d.count, d.reason.as_str().replace('_', " ")))
+            .collect();
+        if remote.is_empty() {
+            println!("  {input} <- {source}");
+        } else {
+            println!(
+                "  {input} <- {source}   (missing between machines: {})",
+                remote.join(", ")
+            );
+        }
     }
     let outputs: Vec<String> = n.outputs.iter().map(ToString::to_string).collect();
     println!(

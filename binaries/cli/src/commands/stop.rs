@@ -112,6 +112,7 @@ mod tests {
             status,
             nodes: Default::default(),
             restarts: Default::default(),
+            remote_dropped: Default::default(),
             degraded: Vec::new(),
         }
     }

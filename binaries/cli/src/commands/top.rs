@@ -148,6 +148,16 @@ const HEADER: [&str; 11] = [
     "UPTIME",
 ];
 
+/// Drops, with the part that went missing between machines: `12 (3 net)`.
+fn drops(n: &NodeInfo) -> String {
+    let remote: u64 = n.remote_dropped.iter().map(|d| d.count).sum();
+    if remote == 0 {
+        n.dropped.to_string()
+    } else {
+        format!("{} ({remote} net)", n.dropped)
+    }
+}
+
 fn cells(n: &NodeInfo) -> [String; 11] {
     [
         n.dataflow.clone(),
@@ -158,7 +168,7 @@ fn cells(n: &NodeInfo) -> [String; 11] {
         human_bytes(n.rss_bytes),
         format!("{:.1}", n.messages_received_per_sec),
         format!("{:.1}", n.messages_sent_per_sec),
-        n.dropped.to_string(),
+        drops(n),
         n.restarts.to_string(),
         human_uptime(n.uptime_secs),
     ]

@@ -9,7 +9,11 @@
 use std::sync::Arc;
 
 use adora_core::{DataId, NodeId, SHM_THRESHOLD};
-use adora_message::{daemon_to_daemon::RemoteKind, DataRef, Metadata, SegmentFile, SharedRef};
+use adora_message::{
+    daemon_to_daemon::{RemoteKind, Sequence},
+    stats::RemoteDropReason,
+    DataRef, Metadata, SegmentFile, SharedRef,
+};
 use adora_shm::{FileId, SamplePool, SampleToken};
 use tokio::sync::mpsc;
 
@@ -124,6 +128,9 @@ impl Dataflow {
         let Some(queue) = links.queues.get(&key) else {
             return;
         };
+        let sequence = links.sequences.entry(key).or_default();
+        let this = *sequence;
+        sequence.seq += 1;
         // Never block local nodes on a slow link: without budget left, the message is dropped.
         let budget = match links
             .publish_budget
@@ -131,14 +138,8 @@ impl Dataflow {
             .map(|b| b.try_acquire(data.len()))
         {
             Some(None) => {
-                links.dropped += 1;
-                if links.dropped % DROP_REPORT_EVERY == 1 {
-                    tracing::warn!(
-                        "the link to other machines is too slow for `{node}/{output}`: {} message(s) dropped so far",
-                        links.dropped
-                    );
-                }
-                return;
+                sequence.dropped += 1;
+                return Self::dropped_for_slow_link(&mut links.dropped, node, output);
             }
             Some(permit) => permit,
             None => None,
@@ -155,28 +156,30 @@ impl Dataflow {
                 Ok(region) => region.as_slice()[..shared.len.min(region.size())].to_vec(),
                 Err(e) => {
                     tracing::warn!("cannot read `{node}/{output}` to publish it: {e}");
+                    sequence.dropped += 1;
                     return;
                 }
             },
         };
         tracing::trace!("publishing `{node}/{output}` ({} bytes)", bytes.len());
-        if queue
-            .try_send((
-                RemoteKind::Data {
-                    metadata: metadata.clone(),
-                },
-                bytes,
-                budget,
-            ))
-            .is_err()
-        {
-            links.dropped += 1;
-            if links.dropped % DROP_REPORT_EVERY == 1 {
-                tracing::warn!(
-                    "the link to other machines is too slow for `{node}/{output}`: {} message(s) dropped so far",
-                    links.dropped
-                );
-            }
+        let kind = RemoteKind::Data {
+            metadata: metadata.clone(),
+        };
+        if queue.try_send((kind, this, bytes, budget)).is_err() {
+            sequence.dropped += 1;
+            Self::dropped_for_slow_link(&mut links.dropped, node, output);
+        }
+    }
+
+    /// Counts (and now and then logs) a message dropped because a link was too slow; its
+    /// receivers learn of it from the output's sequence.
+    fn dropped_for_slow_link(dropped: &mut u64, node: &NodeId, output: &DataId) {
+        *dropped += 1;
+        if *dropped % DROP_REPORT_EVERY == 1 {
+            tracing::warn!(
+                "the link to other machines is too slow for `{node}/{output}`: {dropped} message(s) \
+                 dropped so far (counted in the receivers' drop counts)"
+            );
         }
     }
 
@@ -185,17 +188,17 @@ impl Dataflow {
         for output in outputs {
             let key = (node.clone(), output.clone());
             self.remote.published.remove(&key);
+            // The final counts: receivers account for drops at the very end of the stream.
+            let sequence = self.remote.sequences.remove(&key).unwrap_or_default();
             if let Some(queue) = self.remote.queues.remove(&key) {
                 tracing::debug!("closing published `{node}/{output}`");
                 // The queue is drained before the publisher ends, so this arrives after the data.
-                let queue_closed = queue
-                    .try_send((RemoteKind::Closed, Vec::new(), None))
-                    .is_err();
-                if queue_closed {
-                    let close = queue.clone();
+                let closed = (RemoteKind::Closed, sequence, Vec::new(), None);
+                if let Err(e) = queue.try_send(closed) {
+                    let closed = e.into_inner();
                     let what = format!("closing the published `{node}/{output}`");
                     self.tasks.spawn(what, async move {
-                        let _ = close.send((RemoteKind::Closed, Vec::new(), None)).await;
+                        let _ = queue.send(closed).await;
                     });
                 }
             }
@@ -208,6 +211,7 @@ impl Dataflow {
             node,
             output,
             kind,
+            sequence,
             payload,
             ..
         } = sample;
@@ -216,6 +220,10 @@ impl Dataflow {
             matches!(kind, RemoteKind::Closed),
             payload.len()
         );
+        let closed = matches!(kind, RemoteKind::Closed);
+        if let Some(sequence) = sequence {
+            self.account_remote(&node, &output, sequence, closed);
+        }
         match kind {
             RemoteKind::Closed => {
                 self.routing.close_outputs(&node, &[output]);
@@ -229,6 +237,23 @@ impl Dataflow {
                 };
                 self.routing
                     .send_remote_output(&node, &output, metadata, data);
+            }
+        }
+    }
+
+    /// Counts the messages of `node/output` that went missing before this one (`Closed`: before
+    /// the end), from the sending daemon's sequence: those it dropped itself, and the rest, lost
+    /// on the way. Counting starts with the first message received; a sequence that goes back
+    /// (the sender's daemon restarted, or the node moved to another daemon) starts it again.
+    fn account_remote(&mut self, node: &NodeId, output: &DataId, now: Sequence, closed: bool) {
+        let key = (node.clone(), output.clone());
+        let expected = self.remote.expected.get(&key).copied();
+        let (next, missing) = missing_before(expected, now, closed);
+        self.remote.expected.insert(key, next);
+        for (reason, n) in missing {
+            if n > 0 {
+                tracing::debug!("{n} message(s) of `{node}/{output}` missing: {reason}");
+                self.routing.count_remote_drops(node, output, reason, n);
             }
         }
     }
@@ -271,5 +296,78 @@ impl Dataflow {
                 pool.release(SampleToken(token));
             }
         }
+    }
+}
+
+/// How many messages went missing before one with sequence `now` (`closed`: the end of the
+/// stream) when `expected` was expected next, by reason: those the sending daemon dropped, and
+/// the rest, lost on the way; and the sequence expected after it. Nothing is counted for the
+/// first message, nor when the sequence goes back (a new sending daemon).
+pub(crate) fn missing_before(
+    expected: Option<Sequence>,
+    now: Sequence,
+    closed: bool,
+) -> (Sequence, [(RemoteDropReason, u64); 2]) {
+    let next = if closed {
+        now
+    } else {
+        Sequence {
+            seq: now.seq.saturating_add(1),
+            dropped: now.dropped,
+        }
+    };
+    let none = [
+        (RemoteDropReason::SenderBacklog, 0),
+        (RemoteDropReason::Link, 0),
+    ];
+    let Some(expected) = expected else {
+        return (next, none);
+    };
+    if now.seq < expected.seq || now.dropped < expected.dropped {
+        return (next, none);
+    }
+    let missing = now.seq - expected.seq;
+    let by_sender = (now.dropped - expected.dropped).min(missing);
+    (
+        next,
+        [
+            (RemoteDropReason::SenderBacklog, by_sender),
+            (RemoteDropReason::Link, missing - by_sender),
+        ],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seq(seq: u64, dropped: u64) -> Sequence {
+        Sequence { seq, dropped }
+    }
+
+    fn counts(missing: [(RemoteDropReason, u64); 2]) -> (u64, u64) {
+        (missing[0].1, missing[1].1)
+    }
+
+    #[test]
+    fn gaps_are_split_between_the_sender_and_the_link() {
+        // The first message starts the count.
+        let (next, missing) = missing_before(None, seq(5, 2), false);
+        assert_eq!((next, counts(missing)), (seq(6, 2), (0, 0)));
+        // In order: nothing missing.
+        let (next, missing) = missing_before(Some(next), seq(6, 2), false);
+        assert_eq!((next, counts(missing)), (seq(7, 2), (0, 0)));
+        // 4 missing (7..=10), of which the sender dropped 3: 1 lost on the way.
+        let (next, missing) = missing_before(Some(next), seq(11, 5), false);
+        assert_eq!((next, counts(missing)), (seq(12, 5), (3, 1)));
+        // The end: 2 more taken after 11, both dropped by the sender.
+        let (next, missing) = missing_before(Some(next), seq(14, 7), true);
+        assert_eq!((next, counts(missing)), (seq(14, 7), (2, 0)));
+    }
+
+    #[test]
+    fn a_sequence_going_back_starts_again_without_counting() {
+        let (next, missing) = missing_before(Some(seq(100, 10)), seq(3, 0), false);
+        assert_eq!((next, counts(missing)), (seq(4, 0), (0, 0)));
     }
 }

@@ -3,7 +3,7 @@
 //! added by [`crate::process_stats`] outside the actor.
 
 use adora_core::NodeId;
-use adora_message::stats::NodeStatus;
+use adora_message::stats::{NodeStatus, RemoteDrops};
 
 use super::Dataflow;
 use adora_message::control::NodeResult;
@@ -20,6 +20,8 @@ pub(crate) struct NodeSnapshot {
     pub sent: u64,
     pub received: u64,
     pub dropped: u64,
+    /// The part of `dropped` missing between machines.
+    pub remote_dropped: Vec<RemoteDrops>,
 }
 
 impl Dataflow {
@@ -59,6 +61,16 @@ impl Dataflow {
                     sent: c.map_or(0, |c| c.sent),
                     received: c.map_or(0, |c| c.received),
                     dropped: c.map_or(0, |c| c.dropped.values().sum()),
+                    remote_dropped: c.map_or_else(Vec::new, |c| {
+                        c.remote_dropped
+                            .iter()
+                            .map(|((input, reason), count)| RemoteDrops {
+                                input: input.clone(),
+                                reason: *reason,
+                                count: *count,
+                            })
+                            .collect()
+                    }),
                 }
             })
             .collect()

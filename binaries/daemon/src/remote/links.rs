@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use adora_core::{descriptor::InputSource, DataId, NodeId};
+use adora_message::daemon_to_daemon::Sequence;
 use adora_shm::{RegionCache, SamplePool};
 use tokio::sync::mpsc;
 
@@ -33,6 +34,13 @@ pub(crate) struct RemoteLinks {
     pub(crate) pool: Option<SamplePool>,
     /// Mappings of local senders' samples, to read what is published.
     pub(crate) regions: RegionCache,
+    /// Per published output: messages taken from the node and how many of them were dropped
+    /// here (sent with every message, see `Sequence`).
+    pub(crate) sequences: BTreeMap<OutputKey, Sequence>,
+    /// Per subscribed output: the sequence expected next from the sending daemon, to count what
+    /// went missing on the way.
+    pub(crate) expected: BTreeMap<OutputKey, Sequence>,
+    /// Messages dropped here because a link was too slow (all outputs), for the log.
     pub(crate) dropped: u64,
 }
 

@@ -8,9 +8,18 @@
 //! issued for a machine id), so the connecting side verifies the chain to the cluster CA but not
 //! a host name (`verify_name_on_connect: false`).
 
+use zenoh::qos::{CongestionControl, Reliability};
+
 use crate::config::ZenohTls;
 
 use super::{zenoh_err, RemoteError};
+
+/// Every output is published reliably: messages between two connected daemons arrive complete
+/// and in order.
+pub const RELIABILITY: Reliability = Reliability::Reliable;
+/// A congested link blocks the publishing task (which then stops taking from its queue; the
+/// daemon drops and counts what does not fit there) instead of Zenoh dropping silently.
+pub const CONGESTION: CongestionControl = CongestionControl::Block;
 
 /// The locator scheme of Zenoh's TLS transport.
 pub(crate) const TLS_SCHEME: &str = "tls";
@@ -43,8 +52,9 @@ pub(crate) fn usable_peers(peers: &[String], tls: Option<&ZenohTls>) -> Vec<Stri
     usable
 }
 
-/// The configuration of a session listening on `listen` and connecting to `peers`.
-pub(crate) fn session_config(
+/// The configuration of a session listening on `listen` and connecting to `peers` (over mutual
+/// TLS with `tls`, else plain TCP).
+pub fn session_config(
     listen: &str,
     peers: &[String],
     tls: Option<&ZenohTls>,

@@ -96,13 +96,21 @@ async fn messages_cross_between_two_daemons_in_order_up_to_64_mib() {
     let sizes = [0usize, 8, 64 * 1024, 4 << 20, 64 << 20];
     for (i, size) in sizes.iter().enumerate() {
         let payload: Vec<u8> = (0..*size).map(|j| (j as u8) ^ (i as u8)).collect();
+        let sequence = Sequence {
+            seq: i as u64,
+            dropped: 0,
+        };
         publisher
-            .send((data(), payload, None))
+            .send((data(), sequence, payload, None))
             .await
             .expect("queue");
     }
+    let end = Sequence {
+        seq: sizes.len() as u64,
+        dropped: 0,
+    };
     publisher
-        .send((RemoteKind::Closed, Vec::new(), None))
+        .send((RemoteKind::Closed, end, Vec::new(), None))
         .await
         .expect("queue");
     for (i, size) in sizes.iter().enumerate() {
@@ -115,6 +123,7 @@ async fn messages_cross_between_two_daemons_in_order_up_to_64_mib() {
             ("camera", "frames")
         );
         assert!(matches!(sample.kind, RemoteKind::Data { .. }));
+        assert_eq!(sample.sequence.map(|s| s.seq), Some(i as u64));
         assert_eq!(sample.payload.len(), *size, "message {i} in order");
         assert!(sample
             .payload
@@ -127,6 +136,7 @@ async fn messages_cross_between_two_daemons_in_order_up_to_64_mib() {
         .expect("in time")
         .expect("open");
     assert_eq!(closed.kind, RemoteKind::Closed);
+    assert_eq!(closed.sequence, Some(end));
     a.close();
     b.close();
 }

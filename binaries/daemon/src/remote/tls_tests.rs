@@ -72,7 +72,7 @@ async fn daemons_of_one_cluster_exchange_data_over_tls() {
         .await
         .expect("the subscriber on b matched over TLS");
     publisher
-        .send((data(), b"over tls".to_vec(), None))
+        .send((data(), Sequence::default(), b"over tls".to_vec(), None))
         .await
         .expect("queued");
     let sample = tokio::time::timeout(TIMEOUT, rx.recv())
@@ -102,12 +102,12 @@ async fn assert_shut_out(daemon: &Arc<RemoteDataPlane>, intruder: &zenoh::Sessio
         daemon
             .session
             .put(key.clone(), b"secret".to_vec())
-            .attachment(encode_header(data()))
+            .attachment(encode_header(data(), Sequence::default()))
             .await
             .expect("put");
         intruder
             .put(key.clone(), b"injected".to_vec())
-            .attachment(encode_header(data()))
+            .attachment(encode_header(data(), Sequence::default()))
             .await
             .expect("put");
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -1,14 +1,74 @@
 //! The placements that need a coordinator: sender and sink on two daemons of this machine, or on
-//! two test hosts (network namespaces with their own addresses) talking over Zenoh.
+//! two test hosts (network namespaces with their own addresses) talking over Zenoh. Each also
+//! runs its two network baselines between the same two places, in the same run
+//! (`adora-bench-net`): plain Zenoh configured like the daemons, and plain TCP.
 
 use std::{
+    net::{Ipv4Addr, TcpListener},
     path::{Path, PathBuf},
-    process::Stdio,
+    process::{Command, Stdio},
 };
 
 use adora_test_support::{hosts::TestHosts, services::Coordinator};
 use anyhow::{bail, Context};
 use benchmark_common::{Plan, Report};
+
+/// The reports of one cross-machine placement: Adora's and its two baselines'.
+pub struct Measured {
+    /// Sender node → sink node through two daemons.
+    pub adora: Vec<Report>,
+    /// Plain Zenoh between the same two places (empty with `--no-baseline`).
+    pub zenoh: Vec<Report>,
+    /// Plain TCP between the same two places (empty with `--no-baseline`).
+    pub tcp: Vec<Report>,
+}
+
+/// Where the two ends of a baseline run: a command for the receiver's side and one for the
+/// sender's, and the receiver's address.
+struct Ends<'a> {
+    receiver: &'a dyn Fn(&Path) -> Command,
+    sender: &'a dyn Fn(&Path) -> Command,
+    receiver_ip: Ipv4Addr,
+    sender_ip: Ipv4Addr,
+}
+
+/// A port free on this machine now (the receivers bind it right after).
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Runs `adora-bench-net` between `ends`: plain TCP, then plain Zenoh.
+fn baselines(ends: &Ends<'_>, plan: &Plan) -> anyhow::Result<(Vec<Report>, Vec<Report>)> {
+    let net = super::sibling("adora-bench-net")?;
+    let run = |mode: &str, receiver_addr: String, sender_args: Vec<String>| {
+        eprintln!("running the plain {mode} baseline...");
+        let mut receiver = (ends.receiver)(&net);
+        receiver.arg(format!("{mode}-receiver")).arg(&receiver_addr);
+        let mut sender = (ends.sender)(&net);
+        sender
+            .arg(format!("{mode}-sender"))
+            .args(&sender_args)
+            .envs(plan.to_env());
+        super::run_pair(receiver, sender)
+            .with_context(|| format!("the plain {mode} baseline ({})", net.display()))
+    };
+    let port = free_port()?;
+    let tcp = run(
+        "tcp",
+        format!("{}:{port}", ends.receiver_ip),
+        vec![format!("{}:{port}", ends.receiver_ip)],
+    )?;
+    let port = free_port()?;
+    let zenoh = run(
+        "zenoh",
+        format!("tcp/{}:{port}", ends.receiver_ip),
+        vec![
+            format!("tcp/{}:{port}", ends.receiver_ip),
+            format!("tcp/{}:0", ends.sender_ip),
+        ],
+    )?;
+    Ok((zenoh, tcp))
+}
 
 /// The benchmark dataflow with the sender on machine `a`, the sink on `b`, and the plan inlined
 /// (`adora start` takes no `--env`). The data queue keeps the default size: on the receiving
@@ -46,28 +106,65 @@ fn dataflow(bin_dir: &Path, plan: &Plan) -> String {
     )
 }
 
-/// Sender and sink on two daemons of this machine, started with `daemon_args` (e.g.
-/// `--insecure-zenoh`).
-pub fn two_daemons(adora: &Path, plan: &Plan, daemon_args: &[&str]) -> anyhow::Result<Vec<Report>> {
+/// Sender and sink on two daemons of this machine (loopback), started with `daemon_args` (e.g.
+/// `--insecure-zenoh`); with `baseline`, plain Zenoh and plain TCP on loopback too.
+pub fn two_daemons(
+    adora: &Path,
+    plan: &Plan,
+    daemon_args: &[&str],
+    baseline: bool,
+) -> anyhow::Result<Measured> {
+    let (zenoh, tcp) = if baseline {
+        let local = |net: &Path| Command::new(net);
+        let ends = Ends {
+            receiver: &local,
+            sender: &local,
+            receiver_ip: Ipv4Addr::LOCALHOST,
+            sender_ip: Ipv4Addr::LOCALHOST,
+        };
+        baselines(&ends, plan)?
+    } else {
+        Default::default()
+    };
     let state = tempdir()?;
     let coordinator = Coordinator::start_with(adora, state.path(), "127.0.0.1");
     let _a = coordinator.daemon_local("a", daemon_args);
     let _b = coordinator.daemon_local("b", daemon_args);
     coordinator.wait_for_daemons(2);
-    start_attached(&coordinator, state.path(), plan)
+    let adora = start_attached(&coordinator, state.path(), plan)?;
+    Ok(Measured { adora, zenoh, tcp })
 }
 
-/// Sender and sink on two test hosts, daemons started with `daemon_args`: needs root (network
-/// namespaces).
-pub fn hosts(adora: &Path, plan: &Plan, daemon_args: &[&str]) -> anyhow::Result<Vec<Report>> {
+/// Sender and sink on two test hosts, daemons started with `daemon_args`; with `baseline`, plain
+/// Zenoh and plain TCP between the same two hosts too. Needs root (network namespaces).
+pub fn hosts(
+    adora: &Path,
+    plan: &Plan,
+    daemon_args: &[&str],
+    baseline: bool,
+) -> anyhow::Result<Measured> {
     let hosts = TestHosts::create("adora_bench_zenoh", 2)
         .map_err(|skip| anyhow::anyhow!("cannot create test hosts: {skip}"))?;
+    let (zenoh, tcp) = if baseline {
+        let receiver = |net: &Path| hosts.host(1).command(net);
+        let sender = |net: &Path| hosts.host(0).command(net);
+        let ends = Ends {
+            receiver: &receiver,
+            sender: &sender,
+            receiver_ip: hosts.host(1).ip(),
+            sender_ip: hosts.host(0).ip(),
+        };
+        baselines(&ends, plan)?
+    } else {
+        Default::default()
+    };
     let state = tempdir()?;
     let coordinator = Coordinator::start_with(adora, state.path(), &hosts.gateway_ip().to_string());
     let _a = coordinator.daemon_on(hosts.host(0), "a", daemon_args);
     let _b = coordinator.daemon_on(hosts.host(1), "b", daemon_args);
     coordinator.wait_for_daemons(2);
-    start_attached(&coordinator, state.path(), plan)
+    let adora = start_attached(&coordinator, state.path(), plan)?;
+    Ok(Measured { adora, zenoh, tcp })
 }
 
 pub(crate) fn tempdir() -> anyhow::Result<tempfile::TempDir> {

@@ -102,10 +102,11 @@ struct Args {
     /// Skip the raw baseline (no ratios).
     #[arg(long)]
     no_baseline: bool,
-    /// Start the daemons of `two-daemons` and `zenoh` with `--insecure-zenoh` (plain TCP instead
-    /// of mutual TLS), to measure what TLS costs.
-    #[arg(long, hide = true)]
-    insecure_zenoh: bool,
+    /// Run the daemons of `two-daemons` and `zenoh` with their default mutual TLS. Without it they
+    /// run with `--insecure-zenoh` (plain TCP), like the plain-Zenoh and TCP baselines, so that
+    /// the ratios compare the same transport; with it the difference is what TLS costs.
+    #[arg(long)]
+    zenoh_tls: bool,
 }
 
 /// Where the sender and the sink run.
@@ -219,18 +220,19 @@ fn run(args: Args) -> anyhow::Result<()> {
             }
             Placement::TwoDaemons | Placement::Zenoh => {
                 eprintln!("running adora with placement `{}`...", placement.label());
-                let daemon_args: &[&str] = if args.insecure_zenoh {
-                    &["--insecure-zenoh"]
-                } else {
+                let daemon_args: &[&str] = if args.zenoh_tls {
                     &[]
-                };
-                let reports = if placement == Placement::TwoDaemons {
-                    distributed::two_daemons(&adora, &plan, daemon_args)
                 } else {
-                    distributed::hosts(&adora, &plan, daemon_args)
+                    &["--insecure-zenoh"]
                 };
-                match reports {
-                    Ok(reports) => results.add(placement.label(), reports),
+                let baseline = !args.no_baseline;
+                let measured = if placement == Placement::TwoDaemons {
+                    distributed::two_daemons(&adora, &plan, daemon_args, baseline)
+                } else {
+                    distributed::hosts(&adora, &plan, daemon_args, baseline)
+                };
+                match measured {
+                    Ok(m) => results.add_network(placement.label(), m),
                     Err(e) => eprintln!("placement `{}` skipped: {e:#}", placement.label()),
                 }
             }
@@ -279,6 +281,35 @@ fn same_daemon_dataflow(dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// Runs a receiver and a sender process (the receiver first) and collects the receiver's reports.
+fn run_pair(mut receiver: Command, mut sender: Command) -> anyhow::Result<Vec<Report>> {
+    let mut receiver = receiver
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot start the receiver (build it first)")?;
+    let stdout = receiver
+        .stdout
+        .take()
+        .context("the receiver's stdout is piped")?;
+    let sender_status = match sender.spawn() {
+        Ok(mut sender) => sender.wait(),
+        Err(e) => Err(e),
+    };
+    // A receiver whose sender failed would wait for it forever. (Its few report lines fit in the
+    // pipe until they are read below.)
+    if !matches!(&sender_status, Ok(s) if s.success()) {
+        let _ = receiver.kill();
+        let _ = receiver.wait();
+        bail!("the sender failed: {sender_status:?}");
+    }
+    let reports = collect_reports(stdout)?;
+    let receiver_status = receiver.wait()?;
+    if !receiver_status.success() {
+        bail!("the receiver failed: {receiver_status}");
+    }
+    Ok(reports)
+}
+
 /// Reads report lines from a child's stdout; other lines are passed through to stderr.
 fn collect_reports(stdout: impl std::io::Read) -> anyhow::Result<Vec<Report>> {
     let mut reports = Vec::new();
@@ -294,29 +325,11 @@ fn collect_reports(stdout: impl std::io::Read) -> anyhow::Result<Vec<Report>> {
 
 fn run_raw(raw: &Path, plan: &Plan) -> anyhow::Result<Vec<Report>> {
     let socket = std::env::temp_dir().join(format!("adora-bench-raw-{}.sock", std::process::id()));
-    let mut receiver = Command::new(raw)
-        .arg("receiver")
-        .arg(&socket)
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot start {} (build it first)", raw.display()))?;
-    let stdout = receiver
-        .stdout
-        .take()
-        .context("the receiver's stdout is piped")?;
-    let mut sender = Command::new(raw)
-        .arg("sender")
-        .arg(&socket)
-        .envs(plan.to_env())
-        .spawn()
-        .with_context(|| format!("cannot start {}", raw.display()))?;
-    let reports = collect_reports(stdout)?;
-    let sender_status = sender.wait()?;
-    let receiver_status = receiver.wait()?;
-    if !sender_status.success() || !receiver_status.success() {
-        bail!("raw baseline failed: sender {sender_status}, receiver {receiver_status}");
-    }
-    Ok(reports)
+    let mut receiver = Command::new(raw);
+    receiver.arg("receiver").arg(&socket);
+    let mut sender = Command::new(raw);
+    sender.arg("sender").arg(&socket).envs(plan.to_env());
+    run_pair(receiver, sender).with_context(|| format!("raw baseline ({})", raw.display()))
 }
 
 fn run_adora(adora: &Path, dataflow: &Path, plan: &Plan) -> anyhow::Result<Vec<Report>> {

@@ -57,6 +57,8 @@ pub struct Results {
     machine: Machine,
     plan: Plan,
     transports: Vec<(String, Vec<Report>)>,
+    /// Cross-machine placements measured with their baselines (`<label> zenoh`, `<label> tcp`).
+    networks: Vec<String>,
 }
 
 /// Row label of Rust → Rust on one daemon, the reference of the Python rows.
@@ -77,12 +79,23 @@ impl Results {
             machine,
             plan,
             transports: Vec::new(),
+            networks: Vec::new(),
         }
     }
 
     /// Adds the reports of one transport.
     pub fn add(&mut self, transport: &str, reports: Vec<Report>) {
         self.transports.push((transport.to_owned(), reports));
+    }
+
+    /// Adds a cross-machine placement and its baselines, compared in [`Self::network`].
+    pub fn add_network(&mut self, label: &str, measured: crate::distributed::Measured) {
+        self.add(label, measured.adora);
+        if !measured.zenoh.is_empty() {
+            self.add(&format!("{label} zenoh"), measured.zenoh);
+            self.add(&format!("{label} tcp"), measured.tcp);
+            self.networks.push(label.to_owned());
+        }
     }
 
     fn row(&self, transport: &str, size: usize) -> Option<Row> {
@@ -137,7 +150,7 @@ impl Results {
         out += &self.header("");
         let _ = writeln!(
             out,
-            "\n{:>8}  {:<14} {:>8} {:>8} {:>8} {:>8} {:>8}  {:>10} {:>9}  {:>8} {:>10}",
+            "\n{:>8}  {:<18} {:>8} {:>8} {:>8} {:>8} {:>8}  {:>10} {:>9}  {:>8} {:>10}",
             "size",
             "transport",
             "min µs",
@@ -163,7 +176,7 @@ impl Results {
                 let ratio = |r: Option<f64>| r.map_or(String::new(), |r| format!("{r:.2}x"));
                 let _ = writeln!(
                     out,
-                    "{:>8}  {:<14} {:>8} {:>8} {:>8} {:>8} {:>8}  {:>10} {:>9}  {:>8} {:>10}{}",
+                    "{:>8}  {:<18} {:>8} {:>8} {:>8} {:>8} {:>8}  {:>10} {:>9}  {:>8} {:>10}{}",
                     format_size(size),
                     transport,
                     lat(|s| s.min),
@@ -180,8 +193,119 @@ impl Results {
             }
         }
         out += &self.targets();
+        for label in &self.networks {
+            out += &self.network(label);
+        }
         out += &self.python_vs_rust();
         out
+    }
+
+    /// A cross-machine placement against its baselines of the same run, and the issue's targets:
+    /// p50 <= 1.1x plain Zenoh at every size, p50 <= 3x plain TCP at 8 B and 64 KiB, 8 B msgs/s
+    /// >= 50% and 4 MiB MiB/s >= 70% of plain Zenoh's.
+    fn network(&self, label: &str) -> String {
+        let (zenoh, tcp) = (format!("{label} zenoh"), format!("{label} tcp"));
+        let p50 = |t: &str, size| self.row(t, size)?.latency.map(|s| s.p50 as f64);
+        let rate = |t: &str, size, f: fn(&Row) -> Option<f64>| f(&self.row(t, size)?);
+        let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b?.max(1e-9));
+        let fmt = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.2}x"));
+        let mut out = format!(
+            "
+{label} against plain Zenoh and plain TCP between the same two places (same run):
+{:>8}  {:>9} {:>9} {:>9}  {:>8} {:>8}  {:>12} {:>12}
+",
+            "size",
+            "adora p50",
+            "zenoh p50",
+            "tcp p50",
+            "/zenoh",
+            "/tcp",
+            "msgs /zenoh",
+            "MiB/s /zenoh"
+        );
+        let mut worst_zenoh: Option<(f64, usize)> = None;
+        let mut worst_tcp: Option<(f64, usize)> = None;
+        for &size in &self.plan.sizes {
+            let to_zenoh = ratio(p50(label, size), p50(&zenoh, size));
+            let to_tcp = ratio(p50(label, size), p50(&tcp, size));
+            let keep_worst = |worst: &mut Option<(f64, usize)>, r: Option<f64>| {
+                if let Some(r) = r {
+                    if worst.is_none_or(|(w, _)| r > w) {
+                        *worst = Some((r, size));
+                    }
+                }
+            };
+            keep_worst(&mut worst_zenoh, to_zenoh);
+            if size == 8 || size == 64 << 10 {
+                keep_worst(&mut worst_tcp, to_tcp);
+            }
+            let us = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.1}", v / 1000.0));
+            let _ = writeln!(
+                out,
+                "{:>8}  {:>9} {:>9} {:>9}  {:>8} {:>8}  {:>12} {:>12}",
+                format_size(size),
+                us(p50(label, size)),
+                us(p50(&zenoh, size)),
+                us(p50(&tcp, size)),
+                fmt(to_zenoh),
+                fmt(to_tcp),
+                fmt(ratio(
+                    rate(label, size, |r| r.msgs_per_s),
+                    rate(&zenoh, size, |r| r.msgs_per_s)
+                )),
+                fmt(ratio(
+                    rate(label, size, |r| r.mib_per_s),
+                    rate(&zenoh, size, |r| r.mib_per_s)
+                )),
+            );
+        }
+        let verdict = |ok: bool| if ok { "met" } else { "missed" };
+        let _ = writeln!(out, "targets ({label}):");
+        if let Some((r, size)) = worst_zenoh {
+            let _ = writeln!(
+                out,
+                "  p50 <= 1.1x plain Zenoh at every size: worst {r:.2}x at {} -> {}",
+                format_size(size),
+                verdict(r <= 1.1)
+            );
+        }
+        if let Some((r, size)) = worst_tcp {
+            let _ = writeln!(
+                out,
+                "  p50 <= 3x plain TCP at 8 B and 64 KiB: worst {r:.2}x at {} -> {}",
+                format_size(size),
+                verdict(r <= 3.0)
+            );
+        }
+        let share =
+            |size, f: fn(&Row) -> Option<f64>| ratio(rate(label, size, f), rate(&zenoh, size, f));
+        if let Some(r) = share(8, |r| r.msgs_per_s) {
+            let _ = writeln!(
+                out,
+                "  8 B msgs/s >= 50% of plain Zenoh: {:.0}% -> {}",
+                r * 100.0,
+                verdict(r >= 0.5)
+            );
+        }
+        if let Some(r) = share(4 << 20, |r| r.mib_per_s) {
+            let _ = writeln!(
+                out,
+                "  4 MiB MiB/s >= 70% of plain Zenoh: {:.0}% -> {}",
+                r * 100.0,
+                verdict(r >= 0.7)
+            );
+        }
+        out
+    }
+
+    /// A baseline or cross-machine row: the local targets (against `raw`) do not apply.
+    fn is_network(&self, transport: &str) -> bool {
+        self.networks.iter().any(|label| {
+            transport == label
+                || transport
+                    .strip_prefix(label.as_str())
+                    .is_some_and(|rest| rest == " zenoh" || rest == " tcp")
+        })
     }
 
     /// p50 of `transport` over p50 of `same-daemon` (Rust → Rust) at `size`.
@@ -235,7 +359,8 @@ impl Results {
     /// The issue's targets, evaluated on this run (information, not a test).
     fn targets(&self) -> String {
         let mut out = String::new();
-        for (transport, _) in self.transports.iter().filter(|(t, _)| t != "raw") {
+        let local = |t: &str| t != "raw" && !self.is_network(t);
+        for (transport, _) in self.transports.iter().filter(|(t, _)| local(t)) {
             let _ = writeln!(out, "\ntargets ({transport}):");
             let small: Vec<f64> = self
                 .plan

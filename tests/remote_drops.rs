@@ -1,0 +1,121 @@
+//! Messages that go missing between machines are counted, never lost silently: a fast sender on
+//! one test host, a receiver with a one-message queue on another.
+
+use std::time::Duration;
+
+use adora_test_support::{
+    adora, require_hosts, run_with_timeout, services::Coordinator, temp_dir, wait_until, ChildGuard,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The number after `key=` in `text`.
+fn field(text: &str, key: &str) -> Option<u64> {
+    let start = text.find(key)? + key.len();
+    let digits: String = text[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+#[test]
+fn a_remote_receiver_counts_every_message_it_did_not_get() {
+    let hosts = require_hosts!("remote_drops", 2);
+    let state = temp_dir();
+    let coordinator = Coordinator::start(state.path(), &hosts.gateway_ip().to_string());
+    let _daemons = coordinator.daemons_on(&hosts, &["a", "b"]);
+
+    // 40 000 messages of 2 KiB (80 MB) back to back: more than the link and the receiver's
+    // one-message queue take, so messages are dropped on the sending machine (its publish queue
+    // for the link fills up) and on the receiving one (the queue of one).
+    let count = 40_000;
+    let dataflow = state.path().join("flood.yml");
+    let node = adora_test_support::bin("adora-test-node");
+    std::fs::write(
+        &dataflow,
+        format!(
+            r#"nodes:
+  - id: sender
+    path: {node}
+    env: {{ MODE: flood, COUNT: {count}, SIZE: 2048 }}
+    outputs: [data]
+    deploy: {{ machine: a }}
+  - id: sink
+    path: {node}
+    env: {{ MODE: recv, LINGER_MS: 8000 }}
+    inputs: {{ data: {{ source: sender/data, queue_size: 1 }} }}
+    deploy: {{ machine: b }}
+"#,
+            node = node.display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = adora(state.path());
+    cmd.args([
+        "start",
+        dataflow.to_str().unwrap(),
+        "--attach",
+        "--name",
+        "flood",
+    ]);
+    let mut run = ChildGuard::spawn(cmd, state.path(), "start");
+    let stdout = state.path().join("start.out");
+    let summary = || {
+        let text = std::fs::read_to_string(&stdout).unwrap_or_default();
+        text.lines()
+            .find(|l| l.contains("done received="))
+            .map(str::to_owned)
+    };
+    assert!(
+        wait_until(TIMEOUT, || summary().is_some()),
+        "no summary from the sink"
+    );
+    let done = summary().expect("seen");
+    let received = field(&done, "received=").expect("received");
+    let dropped = field(&done, "dropped=data:").unwrap_or(0);
+    println!("sent={count} received={received} dropped (node API)={dropped}");
+    assert!(received > 0 && dropped > 0, "{done}");
+    // The node API's drop count covers every message it did not get, wherever it was dropped.
+    assert_eq!(received + dropped, count, "{done}");
+
+    // While the sink lingers: the part that went missing between the machines, per reason, in
+    // `adora list --json` (from the daemons' heartbeats) and `/metrics`-style figures.
+    let remote = || {
+        let mut cmd = adora(state.path());
+        cmd.args(["list", "--json"]);
+        let list = run_with_timeout(cmd, TIMEOUT);
+        assert!(list.status.success(), "{list}");
+        let rows: serde_json::Value = serde_json::from_str(&list.stdout).expect("json");
+        rows[0]["remote_dropped"]["sink"].as_array().cloned()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || remote().is_some()),
+        "no remote drops reported for the sink"
+    );
+    let remote = remote().expect("seen");
+    println!("remote_dropped: {remote:?}");
+    let by = |reason: &str| {
+        remote
+            .iter()
+            .filter(|d| d["input"] == "data" && d["reason"] == reason)
+            .map(|d| d["count"].as_u64().expect("a count"))
+            .sum::<u64>()
+    };
+    let (backlog, link) = (by("sender_backlog"), by("link"));
+    // The sending daemon dropped some for the slow link; the link itself never went down.
+    assert!(backlog > 0 && backlog <= dropped, "{remote:?}");
+    assert_eq!(link, 0, "{remote:?}");
+
+    let mut cmd = adora(state.path());
+    cmd.args(["node", "info", "flood", "sink"]);
+    let info = run_with_timeout(cmd, TIMEOUT);
+    assert!(
+        info.stdout.contains(&format!(
+            "data <- sender/data   (missing between machines: {backlog} sender backlog)"
+        )),
+        "{info}"
+    );
+    let status = run.wait_timeout(TIMEOUT).expect("the dataflow finishes");
+    assert!(status.success());
+}
