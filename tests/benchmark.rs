@@ -58,7 +58,29 @@ fn data_plane_quick_mode_measures_every_size_on_every_placement() {
         sizes.contains(&"0") && sizes.contains(&"65536"),
         "{sizes:?}"
     );
-    for transport in ["raw", "same-daemon", "two-daemons"] {
+    // The network baselines of `two-daemons` ran in the same run, with Adora's ratios to them.
+    assert!(
+        out.stdout
+            .contains("two-daemons against plain Zenoh and plain TCP between the same two places"),
+        "{out}"
+    );
+    assert!(
+        out.stdout
+            .contains("p50 <= 1.1x plain Zenoh at every size: worst"),
+        "{out}"
+    );
+    assert!(
+        out.stdout
+            .contains("p50 <= 3x plain TCP at 8 B and 64 KiB: worst"),
+        "{out}"
+    );
+    for transport in [
+        "raw",
+        "same-daemon",
+        "two-daemons",
+        "two-daemons zenoh",
+        "two-daemons tcp",
+    ] {
         let measured: Vec<&Vec<String>> = rows.iter().filter(|r| r[0] == transport).collect();
         assert_eq!(measured.len(), sizes.len(), "{transport} rows in\n{text}");
         for row in measured {

@@ -31,7 +31,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[command(
     name = "adora-bench",
     args_conflicts_with_subcommands = true,
-    after_help = "Build first (from the repository root):\n  cargo build --release -p adora-cli -p benchmark-sender -p benchmark-sink -p benchmark-raw -p benchmark-idle -p adora-benchmark\nthen:\n  target/release/adora-bench --csv bench.csv\n  target/release/adora-bench --quick\n  target/release/adora-bench control-plane --csv control.csv\n`--placement python` also needs the adora Python package: pip install ./apis/python/node numpy"
+    after_help = "Build first (from the repository root):\n  cargo build --release -p adora-cli -p benchmark-sender -p benchmark-sink -p benchmark-raw -p benchmark-idle -p benchmark-net -p adora-benchmark\nthen:\n  target/release/adora-bench --csv bench.csv\n  target/release/adora-bench --quick\n  target/release/adora-bench control-plane --csv control.csv\n`--placement python` also needs the adora Python package: pip install ./apis/python/node numpy"
 )]
 struct Cli {
     #[command(subcommand)]
