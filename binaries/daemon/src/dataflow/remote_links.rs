@@ -131,13 +131,17 @@ impl Dataflow {
         let sequence = links.sequences.entry(key).or_default();
         let this = *sequence;
         sequence.seq += 1;
-        // Never block local nodes on a slow link: without budget left, the message is dropped.
+        // Never block local nodes on a slow link: without budget left, the message is dropped,
+        // unless its output has nothing queued: an output that sends now and then (commands,
+        // markers) always gets one message through, however much a bulk output of the same
+        // daemon holds (one message per output beyond the budget at most).
+        let idle = queue.capacity() == queue.max_capacity();
         let budget = match links
             .publish_budget
             .as_ref()
             .map(|b| b.try_acquire(data.len()))
         {
-            Some(None) => {
+            Some(None) if !idle => {
                 sequence.dropped += 1;
                 return Self::dropped_for_slow_link(&mut links.dropped, node, output);
             }

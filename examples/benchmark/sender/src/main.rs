@@ -44,7 +44,9 @@ impl Sender {
                     Some(Event::Input { id, .. }) if id.as_str() == "ack" => break,
                     Some(Event::Stop) => return Err("stopped while waiting for the sink".into()),
                     Some(_) => {}
-                    None => return Err("the sink did not acknowledge a marker in 30 s".into()),
+                    None => {
+                        return Err(format!("the sink did not acknowledge {marker:?} in 30 s").into())
+                    }
                 }
             }
         }
