@@ -1,0 +1,68 @@
+//! CI: a few thousand cases of every fuzz target, fixed seed (so a failure replays), each target
+//! its own test so they run in parallel.
+
+use std::time::Duration;
+
+use adora_fuzz::{find, run_on_case_stack, RunConfig};
+
+/// Cases per target in CI (`ADORA_FUZZ_CASES` overrides it).
+const CI_CASES: u64 = 10_000;
+
+fn check(name: &str) {
+    let target = find(name).expect("the test names a target");
+    let cases = std::env::var("ADORA_FUZZ_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(CI_CASES);
+    let seed = std::env::var("ADORA_FUZZ_SEED").ok().and_then(|c| c.parse().ok()).unwrap_or(22);
+    let report = run_on_case_stack(
+        target,
+        RunConfig {
+            cases,
+            seed,
+            start: 0,
+            // Unoptimized code is ~10x slower than the release runner's 1 s limit allows for.
+            time_limit: Duration::from_secs(10),
+        },
+    );
+    println!(
+        "{name}: {} cases, {:.0} cases/s, slowest {:?} (case {})",
+        report.cases,
+        report.rate(),
+        report.slowest.0,
+        report.slowest.1
+    );
+    let findings: Vec<String> = report
+        .findings
+        .iter()
+        .map(|f| format!("{:?} (replay: cargo run -p adora-fuzz --release -- --target {name} --seed {seed} --case {}): {}", f.kind, f.case, f.message))
+        .collect();
+    assert!(findings.is_empty(), "{} findings:\n{}", report.finding_count, findings.join("\n"));
+}
+
+macro_rules! targets {
+    ($($test:ident => $name:literal),* $(,)?) => {
+        $(#[test] fn $test() { check($name); })*
+
+        #[test]
+        fn every_target_has_a_test() {
+            let tested = [$($name),*];
+            for t in adora_fuzz::TARGETS {
+                assert!(tested.contains(&t.name), "target {} has no test here", t.name);
+            }
+        }
+    };
+}
+
+targets! {
+    dataflow_yaml => "dataflow-yaml",
+    cluster_yaml => "cluster-yaml",
+    node_to_daemon => "node-to-daemon",
+    daemon_to_node => "daemon-to-node",
+    cli_to_coordinator => "cli-to-coordinator",
+    coordinator_to_cli => "coordinator-to-cli",
+    daemon_to_coordinator => "daemon-to-coordinator",
+    coordinator_to_daemon => "coordinator-to-daemon",
+    handshake_enroll => "handshake-enroll",
+    remote_header => "remote-header",
+    type_info => "type-info",
+    artifact_paths => "artifact-paths",
+    remote_shell => "remote-shell",
+}
