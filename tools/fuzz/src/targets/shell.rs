@@ -31,7 +31,11 @@ fn systemd_unquote(word: &str) -> Option<String> {
         let mut chars = inner.chars();
         while let Some(c) = chars.next() {
             match c {
-                '\\' => out.push(chars.next()?),
+                '\\' => match chars.next()? {
+                    'x' => out.push(char::from_u32(hex(&mut chars, 2)?)?),
+                    'u' => out.push(char::from_u32(hex(&mut chars, 4)?)?),
+                    other => out.push(other),
+                },
                 '"' => return None,
                 c => out.push(c),
             }
@@ -43,6 +47,35 @@ fn systemd_unquote(word: &str) -> Option<String> {
         word.to_owned()
     };
     Some(raw.replace("%%", "\u{0}pct").replace("$$", "$").replace("\u{0}pct", "%"))
+}
+
+fn hex(chars: &mut std::str::Chars<'_>, digits: usize) -> Option<u32> {
+    let text: String = chars.take(digits).collect();
+    (text.len() == digits).then(|| u32::from_str_radix(&text, 16).ok()).flatten()
+}
+
+/// A unit rendered from hostile values has exactly the lines it always has.
+fn check_unit(words: &[String]) -> Result<(), String> {
+    let plain = systemd::DaemonUnit {
+        machine_id: "robot",
+        adora_path: "/usr/local/bin/adora",
+        args: &[],
+        user: Some("ubuntu"),
+        state_dir: Some("/srv"),
+    };
+    let expected = plain.render().map_err(|e| e.to_string())?.lines().count();
+    let unit = systemd::DaemonUnit {
+        args: words,
+        user: words.get(1).map(String::as_str),
+        state_dir: words.last().map(String::as_str),
+        ..plain
+    };
+    let Ok(text) = unit.render() else { return Ok(()) };
+    let lines = text.lines().count();
+    if lines != expected || text.contains('\r') {
+        return Err(format!("a unit rendered from {words:?} has {lines} lines, not {expected}:\n{text}"));
+    }
+    Ok(())
 }
 
 fn shell_case(runner: &mut TestRunner) -> Result<(), String> {
@@ -72,6 +105,9 @@ fn shell_case(runner: &mut TestRunner) -> Result<(), String> {
     }
     if systemd_unquote(&quoted).as_deref() != Some(first.as_str()) {
         return Err(format!("exec_quote({}) = {} is read by systemd as something else", excerpt(first), excerpt(&quoted)));
+    }
+    if words.len() > 1 {
+        check_unit(&words)?;
     }
     let output = words.join("\n");
     if let Some((dir, _)) = upgrade::parse_located(&output) {
