@@ -161,8 +161,16 @@ where
 const YAML_BYTES_PER_BYTE: usize = 200;
 const YAML_FIXED_BYTES: usize = 64 << 20;
 
+/// With `ADORA_FUZZ_DUMP` set (a file), a replayed case writes its input there.
+fn dump(text: &str) {
+    if let Some(path) = std::env::var_os("ADORA_FUZZ_DUMP") {
+        let _ = std::fs::write(path, text);
+    }
+}
+
 fn dataflow_case(runner: &mut TestRunner) -> Result<(), String> {
     let text = input(runner, dataflow_seeds());
+    dump(&text);
     let parse = |t: &str| Descriptor::parse(t, Path::new(FILE)).map_err(|e| e.to_string());
     let (result, peak) = peak_during(|| parse(&text));
     check_memory(peak, text.len(), YAML_BYTES_PER_BYTE, YAML_FIXED_BYTES)?;
@@ -175,6 +183,7 @@ fn dataflow_case(runner: &mut TestRunner) -> Result<(), String> {
 
 fn cluster_case(runner: &mut TestRunner) -> Result<(), String> {
     let text = input(runner, cluster_seeds());
+    dump(&text);
     let parse = |t: &str| ClusterConfig::parse(t, Path::new(FILE)).map_err(|e| e.to_string());
     let (result, peak) = peak_during(|| parse(&text));
     check_memory(peak, text.len(), YAML_BYTES_PER_BYTE, YAML_FIXED_BYTES)?;
