@@ -262,10 +262,11 @@ impl<'a> Report<'a> {
     }
 
     /// The line of `path` in the source (see [`locate::line_of`]).
-    /// `None` past [`MAX_LINE_LOOKUPS`] lookups.
+    /// `None` past [`MAX_LINE_LOOKUPS`] lookups or [`MAX_LINE_LOOKUP_BYTES`] re-read.
     pub(crate) fn line(&self, path: &[Seg<'_>]) -> Option<usize> {
         let done = self.lookups.get();
-        if done >= MAX_LINE_LOOKUPS {
+        let read = (done + 1).saturating_mul(self.yaml.len());
+        if done >= MAX_LINE_LOOKUPS || (done > 0 && read > MAX_LINE_LOOKUP_BYTES) {
             return None;
         }
         self.lookups.set(done + 1);
