@@ -464,7 +464,10 @@ mod tests {
         };
         assert!(matches!(unit.render(), Err(UnitError::InvalidUser(_))));
         // `Environment=` does not expand variables: a `$` stays single.
-        assert_eq!(env_quote("ADORA_STATE_DIR=/srv/$x y"), "\"ADORA_STATE_DIR=/srv/$x y\"");
+        assert_eq!(
+            env_quote("ADORA_STATE_DIR=/srv/$x y"),
+            "\"ADORA_STATE_DIR=/srv/$x y\""
+        );
     }
 
     /// `systemd-analyze verify` accepts the unit (skipped, with a message, where systemd is absent).

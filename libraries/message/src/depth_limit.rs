@@ -159,7 +159,10 @@ impl<'de, A: de::SeqAccess<'de>> de::SeqAccess<'de> for Limited<A> {
 impl<'de, A: de::MapAccess<'de>> de::MapAccess<'de> for Limited<A> {
     type Error = A::Error;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, A::Error> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
         let seed = self.wrap(seed)?;
         self.inner.next_key_seed(seed)
     }
@@ -178,11 +181,20 @@ impl<'de, A: de::EnumAccess<'de>> de::EnumAccess<'de> for Limited<A> {
     type Error = A::Error;
     type Variant = Limited<A::Variant>;
 
-    fn variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<(T::Value, Self::Variant), A::Error> {
+    fn variant_seed<T: DeserializeSeed<'de>>(
+        self,
+        seed: T,
+    ) -> Result<(T::Value, Self::Variant), A::Error> {
         let seed = self.wrap(seed)?;
         let left = self.left;
         let (value, variant) = self.inner.variant_seed(seed)?;
-        Ok((value, Limited { inner: variant, left }))
+        Ok((
+            value,
+            Limited {
+                inner: variant,
+                left,
+            },
+        ))
     }
 }
 

@@ -39,10 +39,13 @@ fn parse_args() -> Result<Args, String> {
                 config.start = number(value("--case")?)?;
                 config.cases = 1;
             }
-            "--time-limit-ms" => config.time_limit = Duration::from_millis(number(value("--time-limit-ms")?)?),
+            "--time-limit-ms" => {
+                config.time_limit = Duration::from_millis(number(value("--time-limit-ms")?)?)
+            }
             "--target" => {
                 let name = value("--target")?;
-                targets.push(find(&name).ok_or_else(|| format!("no target `{name}` (see --list)"))?);
+                targets
+                    .push(find(&name).ok_or_else(|| format!("no target `{name}` (see --list)"))?);
             }
             "--list" => list = true,
             "-h" | "--help" => return Err(USAGE.into()),
@@ -52,7 +55,11 @@ fn parse_args() -> Result<Args, String> {
     if targets.is_empty() {
         targets = TARGETS.iter().collect();
     }
-    Ok(Args { config, targets, list })
+    Ok(Args {
+        config,
+        targets,
+        list,
+    })
 }
 
 fn print_report(report: &Report, seed: u64) {
@@ -67,7 +74,10 @@ fn print_report(report: &Report, seed: u64) {
         report.finding_count,
     );
     for f in &report.findings {
-        println!("  {:?} (replay: --target {} --seed {seed} --case {}): {}", f.kind, f.target, f.case, f.message);
+        println!(
+            "  {:?} (replay: --target {} --seed {seed} --case {}): {}",
+            f.kind, f.target, f.case, f.message
+        );
     }
 }
 

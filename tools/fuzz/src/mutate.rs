@@ -8,18 +8,72 @@ use serde_json::{Map, Number, Value};
 /// Numbers at the edges of every integer and float range, and the durations and sizes that
 /// broke parsers before (`hz/1e-300`, `secs/u64::MAX`).
 pub const HOSTILE_NUMBERS: &[&str] = &[
-    "0", "-1", "1", "255", "256", "-129", "65535", "65536", "4294967295", "4294967296",
-    "9007199254740993", "9223372036854775807", "-9223372036854775808", "18446744073709551615",
-    "18446744073709551616", "1e300", "-1e300", "1e-300", "0.5", "-0.0", "1e400", "3.4e38",
+    "0",
+    "-1",
+    "1",
+    "255",
+    "256",
+    "-129",
+    "65535",
+    "65536",
+    "4294967295",
+    "4294967296",
+    "9007199254740993",
+    "9223372036854775807",
+    "-9223372036854775808",
+    "18446744073709551615",
+    "18446744073709551616",
+    "1e300",
+    "-1e300",
+    "1e-300",
+    "0.5",
+    "-0.0",
+    "1e400",
+    "3.4e38",
 ];
 
 /// Strings that mean something to a path, a shell, a URL, YAML or a timer source.
 pub const HOSTILE_STRINGS: &[&str] = &[
-    "", ".", "..", "../../etc/passwd", "/", "a/b", "a\\b", "x\0y", "$(id)", "'", "\"", "\n",
-    "~", "~/x", "%2e%2e", "?x#y", "é", "\u{202e}", "adora/timer/hz/1e-300",
-    "adora/timer/secs/18446744073709551615", "adora/timer/millis/0", "adora/timer/hz/0",
-    "adora/timer/", "node/out/extra", "/out", "node/", "*", "&a", "!!binary AAAA", "-", ": ",
-    "null", "true", "1e999", "0x10", "0o7", ".nan", "-.inf", "1 KiB", "18446744073709551616B",
+    "",
+    ".",
+    "..",
+    "../../etc/passwd",
+    "/",
+    "a/b",
+    "a\\b",
+    "x\0y",
+    "$(id)",
+    "'",
+    "\"",
+    "\n",
+    "~",
+    "~/x",
+    "%2e%2e",
+    "?x#y",
+    "é",
+    "\u{202e}",
+    "adora/timer/hz/1e-300",
+    "adora/timer/secs/18446744073709551615",
+    "adora/timer/millis/0",
+    "adora/timer/hz/0",
+    "adora/timer/",
+    "node/out/extra",
+    "/out",
+    "node/",
+    "*",
+    "&a",
+    "!!binary AAAA",
+    "-",
+    ": ",
+    "null",
+    "true",
+    "1e999",
+    "0x10",
+    "0o7",
+    ".nan",
+    "-.inf",
+    "1 KiB",
+    "18446744073709551616B",
 ];
 
 /// A number from [`HOSTILE_NUMBERS`], or a random one.
@@ -31,8 +85,7 @@ pub fn hostile_number(rng: &mut TestRng) -> Value {
     } else if rng.random_bool(0.5) {
         Value::Number(Number::from(rng.random::<i64>()))
     } else {
-        Number::from_f64(f64::from_bits(rng.random::<u64>()))
-            .map_or(Value::Null, Value::Number)
+        Number::from_f64(f64::from_bits(rng.random::<u64>())).map_or(Value::Null, Value::Number)
     }
 }
 
@@ -215,8 +268,20 @@ pub fn mutate_bytes(rng: &mut TestRng, bytes: &mut Vec<u8>) {
             1 => bytes[at] = rng.random(),
             2 | 3 => {
                 const LENGTHS: &[u64] = &[
-                    u64::MAX, 1 << 63, 1 << 32, u32::MAX as u64, 1 << 31, 1 << 24, 1 << 20,
-                    65_536, 4096, 256, 255, 8, 1, 0,
+                    u64::MAX,
+                    1 << 63,
+                    1 << 32,
+                    u32::MAX as u64,
+                    1 << 31,
+                    1 << 24,
+                    1 << 20,
+                    65_536,
+                    4096,
+                    256,
+                    255,
+                    8,
+                    1,
+                    0,
                 ];
                 let value = LENGTHS[rng.random_range(0..LENGTHS.len())].to_le_bytes();
                 let width = if rng.random_bool(0.7) { 8 } else { 4 };

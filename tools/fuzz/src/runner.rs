@@ -125,9 +125,9 @@ fn install_panic_hook() {
 
 /// The generator of case `case` of `target` in a run seeded `seed`.
 pub fn case_runner(target: &str, seed: u64, case: u64) -> TestRunner {
-    let name = target
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let name = target.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
     let mut state = seed ^ name.rotate_left(17) ^ case.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let mut bytes = [0u8; 16];
     for chunk in bytes.chunks_mut(8) {
@@ -160,7 +160,10 @@ pub fn run_case(target: &Target, seed: u64, case: u64, time_limit: Duration) -> 
     let (kind, message) = match outcome {
         Err(_) => {
             let message = LAST_PANIC.with(|p| p.borrow_mut().take());
-            (FindingKind::Panic, message.unwrap_or_else(|| "panic".into()))
+            (
+                FindingKind::Panic,
+                message.unwrap_or_else(|| "panic".into()),
+            )
         }
         Ok(Err(violation)) => (FindingKind::Property, violation),
         Ok(Ok(())) if took > time_limit => (
@@ -236,8 +239,8 @@ fn watchdog(
     while !done.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
         let case = current.load(Ordering::Relaxed);
-        let running_ms = millis(run_start.elapsed())
-            .saturating_sub(case_started_ms.load(Ordering::Relaxed));
+        let running_ms =
+            millis(run_start.elapsed()).saturating_sub(case_started_ms.load(Ordering::Relaxed));
         if case != u64::MAX && case != reported && running_ms > 2 * millis(config.time_limit) {
             reported = case;
             eprintln!(

@@ -20,11 +20,7 @@ pub const ARTIFACT_PATHS: Target = Target {
 };
 
 fn segment(runner: &mut TestRunner) -> String {
-    let generated = prop_oneof![
-        strategies::id(),
-        "[./\\\\\0a-z%?#~ ]{0,8}",
-        ".{0,300}",
-    ];
+    let generated = prop_oneof![strategies::id(), "[./\\\\\0a-z%?#~ ]{0,8}", ".{0,300}",];
     if runner.rng().random_bool(0.2) {
         mutate::hostile_string(runner.rng())
     } else {
@@ -38,21 +34,48 @@ fn artifact_case(runner: &mut TestRunner) -> Result<(), String> {
     let dir = Path::new("/var/lib/adora/artifacts/builds").join(build.to_string());
     if is_safe_path_segment(&node) {
         let path = dir.join(&node);
-        let extra: Vec<Component<'_>> = path.strip_prefix(&dir).map(|p| p.components().collect()).unwrap_or_default();
-        if path.parent() != Some(dir.as_path()) || !matches!(extra.as_slice(), [Component::Normal(n)] if *n == node.as_str()) {
-            return Err(format!("a safe segment leaves its directory: {} -> {}", excerpt(&node), path.display()));
+        let extra: Vec<Component<'_>> = path
+            .strip_prefix(&dir)
+            .map(|p| p.components().collect())
+            .unwrap_or_default();
+        if path.parent() != Some(dir.as_path())
+            || !matches!(extra.as_slice(), [Component::Normal(n)] if *n == node.as_str())
+        {
+            return Err(format!(
+                "a safe segment leaves its directory: {} -> {}",
+                excerpt(&node),
+                path.display()
+            ));
         }
         // The daemon downloads `artifact_path(build, node)` for ids a dataflow may have.
         if is_valid_id(&node) {
             let url = artifact_path(build, &node);
             let parts: Vec<&str> = url.split('/').collect();
-            let expected = ["", "api", "v1", "artifacts", &build.to_string(), node.as_str()];
+            let expected = [
+                "",
+                "api",
+                "v1",
+                "artifacts",
+                &build.to_string(),
+                node.as_str(),
+            ];
             if parts != expected || url.contains(['?', '#', '%']) {
-                return Err(format!("the URL of node {} names something else: {url}", excerpt(&node)));
+                return Err(format!(
+                    "the URL of node {} names something else: {url}",
+                    excerpt(&node)
+                ));
             }
         }
-    } else if !node.is_empty() && node.len() <= 255 && !node.contains(['/', '\\', '\0']) && node != "." && node != ".." {
-        return Err(format!("a harmless segment was refused: {}", excerpt(&node)));
+    } else if !node.is_empty()
+        && node.len() <= 255
+        && !node.contains(['/', '\\', '\0'])
+        && node != "."
+        && node != ".."
+    {
+        return Err(format!(
+            "a harmless segment was refused: {}",
+            excerpt(&node)
+        ));
     }
     Ok(())
 }

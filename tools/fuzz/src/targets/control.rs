@@ -28,7 +28,9 @@ const SEEDS: &str = include_str!("../../seeds/control.tsv");
 pub const CLI_TO_COORDINATOR: Target = Target {
     name: "cli-to-coordinator",
     about: "JSON text -> Envelope<ControlRequest>",
-    case: |runner| json_case::<Envelope<ControlRequest>>(runner, "cli_to_coordinator::ControlRequest"),
+    case: |runner| {
+        json_case::<Envelope<ControlRequest>>(runner, "cli_to_coordinator::ControlRequest")
+    },
 };
 
 /// Replies to the CLI.
@@ -42,14 +44,18 @@ pub const COORDINATOR_TO_CLI: Target = Target {
 pub const DAEMON_TO_COORDINATOR: Target = Target {
     name: "daemon-to-coordinator",
     about: "JSON text -> Envelope<DaemonMessage>",
-    case: |runner| json_case::<Envelope<DaemonMessage>>(runner, "daemon_to_coordinator::DaemonMessage"),
+    case: |runner| {
+        json_case::<Envelope<DaemonMessage>>(runner, "daemon_to_coordinator::DaemonMessage")
+    },
 };
 
 /// Commands to daemons.
 pub const COORDINATOR_TO_DAEMON: Target = Target {
     name: "coordinator-to-daemon",
     about: "JSON text -> Envelope<DaemonCommand>",
-    case: |runner| json_case::<Envelope<DaemonCommand>>(runner, "coordinator_to_daemon::DaemonCommand"),
+    case: |runner| {
+        json_case::<Envelope<DaemonCommand>>(runner, "coordinator_to_daemon::DaemonCommand")
+    },
 };
 
 /// The handshake of every connection and the enrollment exchange.
@@ -83,7 +89,9 @@ fn corpus() -> &'static Corpus {
             })
             .collect();
         let mut vocabulary = Vec::new();
-        seeds.iter().for_each(|(_, v)| mutate::keys(v, &mut vocabulary));
+        seeds
+            .iter()
+            .for_each(|(_, v)| mutate::keys(v, &mut vocabulary));
         vocabulary.sort();
         vocabulary.dedup();
         Corpus { seeds, vocabulary }
@@ -106,10 +114,15 @@ fn seeds_of(type_suffix: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Seeds by type suffix, computed once per type.
+type SeedCache = std::sync::Mutex<Vec<(&'static str, &'static [Value])>>;
+
 fn seeds_cached(type_suffix: &'static str) -> &'static [Value] {
-    static CACHE: OnceLock<std::sync::Mutex<Vec<(&'static str, &'static [Value])>>> = OnceLock::new();
+    static CACHE: OnceLock<SeedCache> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
-    let mut cache = cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut cache = cache
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some((_, seeds)) = cache.iter().find(|(t, _)| *t == type_suffix) {
         return seeds;
     }
@@ -128,7 +141,9 @@ where
 {
     let seeds = seeds_cached(type_suffix);
     if seeds.is_empty() {
-        return Err(format!("no seed of {type_suffix} in seeds/control.tsv: regenerate it"));
+        return Err(format!(
+            "no seed of {type_suffix} in seeds/control.tsv: regenerate it"
+        ));
     }
     let seed = &seeds[runner.rng().random_range(0..seeds.len())];
     let input_mode = mode(runner);
@@ -144,14 +159,19 @@ where
     let (decoded, peak) = peak_during(|| from_json::<T>(&text));
     check_memory(peak, text.len(), JSON_BYTES_PER_BYTE, JSON_FIXED_BYTES)?;
     if input_mode == Mode::Valid {
-        decoded
-            .as_ref()
-            .map_err(|e| format!("a seed of {type_suffix} was refused ({e}): regenerate seeds/control.tsv"))?;
+        decoded.as_ref().map_err(|e| {
+            format!("a seed of {type_suffix} was refused ({e}): regenerate seeds/control.tsv")
+        })?;
     }
     let Ok(value) = decoded else { return Ok(()) };
     let again = to_json(&value).map_err(|e| format!("an accepted message does not encode: {e}"))?;
-    let back: T = from_json(&again)
-        .map_err(|e| format!("an accepted message's JSON does not decode ({e}): {}\ninput: {}", excerpt(&again), excerpt(&text)))?;
+    let back: T = from_json(&again).map_err(|e| {
+        format!(
+            "an accepted message's JSON does not decode ({e}): {}\ninput: {}",
+            excerpt(&again),
+            excerpt(&text)
+        )
+    })?;
     if back != value {
         return Err(format!(
             "an accepted message changed in a round trip: {}\ninput: {}",

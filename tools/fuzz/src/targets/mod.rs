@@ -68,7 +68,12 @@ pub(crate) fn draw<S: Strategy>(runner: &mut TestRunner, strategy: &S) -> S::Val
 }
 
 /// Memory a decoder may use for an input of `len` bytes: `per_byte` times its size plus `fixed`.
-pub(crate) fn check_memory(peak: usize, len: usize, per_byte: usize, fixed: usize) -> Result<(), String> {
+pub(crate) fn check_memory(
+    peak: usize,
+    len: usize,
+    per_byte: usize,
+    fixed: usize,
+) -> Result<(), String> {
     let limit = len.saturating_mul(per_byte).saturating_add(fixed);
     if peak > limit {
         return Err(format!(
@@ -85,7 +90,10 @@ pub(crate) fn excerpt(text: &str) -> String {
     if text.len() <= MAX {
         return format!("{text:?}");
     }
-    let end = (0..=MAX).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+    let end = (0..=MAX)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
     format!("{:?}… ({} bytes)", &text[..end], text.len())
 }
 

@@ -37,7 +37,8 @@ pub(crate) fn re_encodes<T: Serialize + DeserializeOwned>(
     decode: impl Fn(&[u8]) -> Result<T, String>,
 ) -> Result<(), String> {
     let first = encode(value).map_err(|e| format!("an accepted value does not encode: {e}"))?;
-    let back = decode(&first).map_err(|e| format!("an accepted value's encoding does not decode: {e}"))?;
+    let back =
+        decode(&first).map_err(|e| format!("an accepted value's encoding does not decode: {e}"))?;
     let second = encode(&back).map_err(|e| format!("a decoded value does not encode: {e}"))?;
     if first != second {
         return Err(format!(
@@ -55,7 +56,8 @@ where
     S: Strategy<Value = T>,
 {
     let value = draw(runner, strategy);
-    let frame = codec::encode(&value).map_err(|e| format!("a generated message does not encode: {e}"))?;
+    let frame =
+        codec::encode(&value).map_err(|e| format!("a generated message does not encode: {e}"))?;
     let input_mode = mode(runner);
     let bytes = match input_mode {
         Mode::Valid => frame.clone(),
@@ -78,7 +80,11 @@ where
     if input_mode == Mode::Valid {
         read.map_err(|e| format!("a valid frame was refused: {e}: {}", hex_excerpt(&frame)))?;
     }
-    let encode = |v: &T| codec::encode(v).map(|f| f[4..].to_vec()).map_err(|e| e.to_string());
+    let encode = |v: &T| {
+        codec::encode(v)
+            .map(|f| f[4..].to_vec())
+            .map_err(|e| e.to_string())
+    };
     let decode = |b: &[u8]| codec::decode::<T>(b).map_err(|e| e.to_string());
     match decoded {
         Ok(value) => re_encodes(&value, encode, decode)

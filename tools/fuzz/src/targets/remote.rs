@@ -4,7 +4,11 @@
 use adora_message::daemon_to_daemon::{decode_header, encode_header, RemoteKind};
 use proptest::{prelude::*, test_runner::TestRunner};
 
-use super::{check_memory, draw, hex_excerpt, mode, node_frames::{re_encodes, BINCODE_FIXED_BYTES}, strategies, Mode};
+use super::{
+    check_memory, draw, hex_excerpt, mode,
+    node_frames::{re_encodes, BINCODE_FIXED_BYTES},
+    strategies, Mode,
+};
 use crate::{alloc::peak_during, mutate, runner::Target};
 
 /// The header of a sample from another machine.

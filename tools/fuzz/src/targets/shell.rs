@@ -19,7 +19,10 @@ fn word(runner: &mut TestRunner) -> String {
     if runner.rng().random_bool(0.3) {
         mutate::hostile_string(runner.rng())
     } else {
-        draw(runner, &prop_oneof!["[ -~]{0,20}", ".{0,20}", "[a-z'\"$`\\\\%\n ]{0,12}"])
+        draw(
+            runner,
+            &prop_oneof!["[ -~]{0,20}", ".{0,20}", "[a-z'\"$`\\\\%\n ]{0,12}"],
+        )
     }
 }
 
@@ -46,12 +49,18 @@ fn systemd_unquote(word: &str) -> Option<String> {
     } else {
         word.to_owned()
     };
-    Some(raw.replace("%%", "\u{0}pct").replace("$$", "$").replace("\u{0}pct", "%"))
+    Some(
+        raw.replace("%%", "\u{0}pct")
+            .replace("$$", "$")
+            .replace("\u{0}pct", "%"),
+    )
 }
 
 fn hex(chars: &mut std::str::Chars<'_>, digits: usize) -> Option<u32> {
     let text: String = chars.take(digits).collect();
-    (text.len() == digits).then(|| u32::from_str_radix(&text, 16).ok()).flatten()
+    (text.len() == digits)
+        .then(|| u32::from_str_radix(&text, 16).ok())
+        .flatten()
 }
 
 /// A unit rendered from hostile values has exactly the lines it always has.
@@ -70,26 +79,34 @@ fn check_unit(words: &[String]) -> Result<(), String> {
         state_dir: words.last().map(String::as_str),
         ..plain
     };
-    let Ok(text) = unit.render() else { return Ok(()) };
+    let Ok(text) = unit.render() else {
+        return Ok(());
+    };
     let lines = text.lines().count();
     if lines != expected || text.contains('\r') {
-        return Err(format!("a unit rendered from {words:?} has {lines} lines, not {expected}:\n{text}"));
+        return Err(format!(
+            "a unit rendered from {words:?} has {lines} lines, not {expected}:\n{text}"
+        ));
     }
     Ok(())
 }
 
 fn shell_case(runner: &mut TestRunner) -> Result<(), String> {
-    let words: Vec<String> = (0..runner.rng().random_range(1..4)).map(|_| word(runner)).collect();
+    let words: Vec<String> = (0..runner.rng().random_range(1..4))
+        .map(|_| word(runner))
+        .collect();
     let first = &words[0];
     // A shell word cannot hold NUL; everything else must survive quoting.
     if !first.contains('\0') {
-        let split = shell_words::split(&quote::quote(first)).map_err(|e| format!("quote({}) is not one shell word: {e}", excerpt(first)))?;
+        let split = shell_words::split(&quote::quote(first))
+            .map_err(|e| format!("quote({}) is not one shell word: {e}", excerpt(first)))?;
         if split != [first.clone()] {
             return Err(format!("quote({}) reads back as {split:?}", excerpt(first)));
         }
         if !words.iter().any(|w| w.contains('\0')) {
             let line = quote::line(&words);
-            let split = shell_words::split(&line).map_err(|e| format!("line({words:?}) does not split: {e}"))?;
+            let split = shell_words::split(&line)
+                .map_err(|e| format!("line({words:?}) does not split: {e}"))?;
             if split != words {
                 return Err(format!("line({words:?}) reads back as {split:?}"));
             }
@@ -104,7 +121,11 @@ fn shell_case(runner: &mut TestRunner) -> Result<(), String> {
         ));
     }
     if systemd_unquote(&quoted).as_deref() != Some(first.as_str()) {
-        return Err(format!("exec_quote({}) = {} is read by systemd as something else", excerpt(first), excerpt(&quoted)));
+        return Err(format!(
+            "exec_quote({}) = {} is read by systemd as something else",
+            excerpt(first),
+            excerpt(&quoted)
+        ));
     }
     if words.len() > 1 {
         check_unit(&words)?;
@@ -112,7 +133,10 @@ fn shell_case(runner: &mut TestRunner) -> Result<(), String> {
     let output = words.join("\n");
     if let Some((dir, _)) = upgrade::parse_located(&output) {
         if !dir.starts_with('/') {
-            return Err(format!("parse_located accepted a relative directory {}", excerpt(&dir)));
+            return Err(format!(
+                "parse_located accepted a relative directory {}",
+                excerpt(&dir)
+            ));
         }
     }
     if let Some((hex, _)) = upgrade::parse_sha256sum(&output) {

@@ -22,7 +22,12 @@ pub fn id() -> impl Strategy<Value = String> {
 }
 
 fn float() -> impl Strategy<Value = f64> {
-    prop_oneof![any::<f64>(), Just(f64::NAN), Just(f64::INFINITY), Just(-0.0)]
+    prop_oneof![
+        any::<f64>(),
+        Just(f64::NAN),
+        Just(f64::INFINITY),
+        Just(-0.0)
+    ]
 }
 
 fn parameter() -> impl Strategy<Value = Parameter> {
@@ -42,7 +47,10 @@ pub fn metadata() -> impl Strategy<Value = Metadata> {
     (
         any::<u64>(),
         1u128..,
-        prop_oneof![Just(TypeInfo::bytes()), type_info().prop_map(|i| TypeInfo::encode(&i))],
+        prop_oneof![
+            Just(TypeInfo::bytes()),
+            type_info().prop_map(|i| TypeInfo::encode(&i))
+        ],
         proptest::collection::btree_map(".{0,12}", parameter(), 0..5),
     )
         .prop_map(|(time, id, type_info, parameters)| Metadata {
@@ -58,14 +66,19 @@ pub fn metadata() -> impl Strategy<Value = Metadata> {
 fn data_ref() -> impl Strategy<Value = DataRef> {
     prop_oneof![
         vec(any::<u8>(), 0..256).prop_map(DataRef::Inline),
-        (".{0,40}", any::<usize>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
-            |(os_id, len, token, dev, ino)| DataRef::Shared(SharedRef {
+        (
+            ".{0,40}",
+            any::<usize>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>()
+        )
+            .prop_map(|(os_id, len, token, dev, ino)| DataRef::Shared(SharedRef {
                 os_id,
                 len,
                 token,
                 file: SegmentFile { dev, ino },
-            })
-        ),
+            })),
     ]
 }
 
@@ -88,9 +101,8 @@ pub fn node_request() -> impl Strategy<Value = NodeRequest> {
                 data,
             }
         }),
-        vec(id(), 0..5).prop_map(|ids| NodeRequest::CloseOutputs(
-            ids.into_iter().map(Into::into).collect()
-        )),
+        vec(id(), 0..5)
+            .prop_map(|ids| NodeRequest::CloseOutputs(ids.into_iter().map(Into::into).collect())),
         vec(any::<u64>(), 0..10).prop_map(NodeRequest::ReportDropTokens),
         vec(any::<u64>(), 0..10).prop_map(|dropped| NodeRequest::NextEvents { dropped }),
         (any::<u64>(), ".{0,40}")
@@ -142,16 +154,37 @@ pub fn daemon_reply() -> impl Strategy<Value = DaemonReply> {
 }
 
 fn time_unit() -> impl Strategy<Value = TimeUnit> {
-    select(vec![TimeUnit::Second, TimeUnit::Millisecond, TimeUnit::Microsecond, TimeUnit::Nanosecond])
+    select(vec![
+        TimeUnit::Second,
+        TimeUnit::Millisecond,
+        TimeUnit::Microsecond,
+        TimeUnit::Nanosecond,
+    ])
 }
 
 fn leaf_type() -> impl Strategy<Value = DataType> {
     let plain = select(vec![
-        DataType::Null, DataType::Boolean, DataType::Int8, DataType::Int16, DataType::Int32,
-        DataType::Int64, DataType::UInt8, DataType::UInt16, DataType::UInt32, DataType::UInt64,
-        DataType::Float16, DataType::Float32, DataType::Float64, DataType::Date32,
-        DataType::Date64, DataType::Binary, DataType::LargeBinary, DataType::BinaryView,
-        DataType::Utf8, DataType::LargeUtf8, DataType::Utf8View,
+        DataType::Null,
+        DataType::Boolean,
+        DataType::Int8,
+        DataType::Int16,
+        DataType::Int32,
+        DataType::Int64,
+        DataType::UInt8,
+        DataType::UInt16,
+        DataType::UInt32,
+        DataType::UInt64,
+        DataType::Float16,
+        DataType::Float32,
+        DataType::Float64,
+        DataType::Date32,
+        DataType::Date64,
+        DataType::Binary,
+        DataType::LargeBinary,
+        DataType::BinaryView,
+        DataType::Utf8,
+        DataType::LargeUtf8,
+        DataType::Utf8View,
         DataType::Interval(IntervalUnit::MonthDayNano),
     ]);
     prop_oneof![
@@ -165,7 +198,8 @@ fn leaf_type() -> impl Strategy<Value = DataType> {
 }
 
 fn field(inner: impl Strategy<Value = DataType>) -> impl Strategy<Value = Arc<Field>> {
-    (".{0,10}", inner, any::<bool>()).prop_map(|(name, t, nullable)| Arc::new(Field::new(name, t, nullable)))
+    (".{0,10}", inner, any::<bool>())
+        .prop_map(|(name, t, nullable)| Arc::new(Field::new(name, t, nullable)))
 }
 
 /// Arrow data types, nested up to a few levels (lists, structs, maps, unions, dictionaries).
@@ -173,16 +207,53 @@ pub fn data_type() -> impl Strategy<Value = DataType> {
     leaf_type().prop_recursive(4, 24, 4, |inner| {
         Union::new_weighted(vec![
             (2, field(inner.clone()).prop_map(DataType::List).boxed()),
-            (1, field(inner.clone()).prop_map(DataType::LargeList).boxed()),
-            (1, (field(inner.clone()), any::<i32>()).prop_map(|(f, n)| DataType::FixedSizeList(f, n)).boxed()),
-            (2, vec(field(inner.clone()), 0..4).prop_map(|f| DataType::Struct(Fields::from(f))).boxed()),
-            (1, (field(inner.clone()), any::<bool>()).prop_map(|(f, s)| DataType::Map(f, s)).boxed()),
-            (1, (inner.clone(), inner.clone()).prop_map(|(k, v)| DataType::Dictionary(Box::new(k), Box::new(v))).boxed()),
-            (1, (vec(field(inner.clone()), 0..3), any::<bool>()).prop_map(|(fields, dense)| {
-                let mode = if dense { UnionMode::Dense } else { UnionMode::Sparse };
-                DataType::Union((0..).zip(fields).collect::<UnionFields>(), mode)
-            }).boxed()),
-            (1, (field(inner.clone()), field(inner)).prop_map(|(r, v)| DataType::RunEndEncoded(r, v)).boxed()),
+            (
+                1,
+                field(inner.clone()).prop_map(DataType::LargeList).boxed(),
+            ),
+            (
+                1,
+                (field(inner.clone()), any::<i32>())
+                    .prop_map(|(f, n)| DataType::FixedSizeList(f, n))
+                    .boxed(),
+            ),
+            (
+                2,
+                vec(field(inner.clone()), 0..4)
+                    .prop_map(|f| DataType::Struct(Fields::from(f)))
+                    .boxed(),
+            ),
+            (
+                1,
+                (field(inner.clone()), any::<bool>())
+                    .prop_map(|(f, s)| DataType::Map(f, s))
+                    .boxed(),
+            ),
+            (
+                1,
+                (inner.clone(), inner.clone())
+                    .prop_map(|(k, v)| DataType::Dictionary(Box::new(k), Box::new(v)))
+                    .boxed(),
+            ),
+            (
+                1,
+                (vec(field(inner.clone()), 0..3), any::<bool>())
+                    .prop_map(|(fields, dense)| {
+                        let mode = if dense {
+                            UnionMode::Dense
+                        } else {
+                            UnionMode::Sparse
+                        };
+                        DataType::Union((0..).zip(fields).collect::<UnionFields>(), mode)
+                    })
+                    .boxed(),
+            ),
+            (
+                1,
+                (field(inner.clone()), field(inner))
+                    .prop_map(|(r, v)| DataType::RunEndEncoded(r, v))
+                    .boxed(),
+            ),
         ])
     })
 }
@@ -194,15 +265,26 @@ fn range() -> impl Strategy<Value = BufferRange> {
 /// Arrow layouts with any numbers in them (the decoder must not trust them; it only decodes).
 pub fn type_info() -> impl Strategy<Value = ArrowTypeInfo> {
     let node = |children: BoxedStrategy<Vec<ArrowTypeInfo>>| {
-        (data_type(), any::<usize>(), any::<usize>(), option::of((range(), any::<usize>())), vec(range(), 0..4), children)
-            .prop_map(|(data_type, len, offset, validity, buffers, children)| ArrowTypeInfo {
-                data_type,
-                len,
-                offset,
-                validity: validity.map(|(range, bit_offset)| Validity { range, bit_offset }),
-                buffers,
-                children,
+        (
+            data_type(),
+            any::<usize>(),
+            any::<usize>(),
+            option::of((range(), any::<usize>())),
+            vec(range(), 0..4),
+            children,
+        )
+            .prop_map(|(data_type, len, offset, validity, buffers, children)| {
+                ArrowTypeInfo {
+                    data_type,
+                    len,
+                    offset,
+                    validity: validity.map(|(range, bit_offset)| Validity { range, bit_offset }),
+                    buffers,
+                    children,
+                }
             })
     };
-    node(Just(Vec::new()).boxed()).prop_recursive(3, 12, 3, move |inner| node(vec(inner, 0..3).boxed()).boxed())
+    node(Just(Vec::new()).boxed()).prop_recursive(3, 12, 3, move |inner| {
+        node(vec(inner, 0..3).boxed()).boxed()
+    })
 }

@@ -6,7 +6,9 @@ use adora_message::arrow_layout::{ArrowTypeInfo, TypeInfo, MAX_TYPE_INFO_LEN};
 use arrow_schema::DataType;
 use proptest::{prelude::RngExt, test_runner::TestRunner};
 
-use super::{check_memory, draw, hex_excerpt, mode, node_frames::BINCODE_FIXED_BYTES, strategies, Mode};
+use super::{
+    check_memory, draw, hex_excerpt, mode, node_frames::BINCODE_FIXED_BYTES, strategies, Mode,
+};
 use crate::{alloc::peak_during, mutate, runner::Target};
 
 /// The Arrow layout in a message's metadata.
@@ -34,12 +36,19 @@ fn deep(depth: usize, lists: bool) -> Vec<u8> {
     let leaf_type = bincode::serialize(&DataType::UInt8).expect("serializes");
     let rest = &encoded(&leaf)[leaf_type.len()..];
     let level = if lists {
-        let list = DataType::List(std::sync::Arc::new(arrow_schema::Field::new("", DataType::UInt8, true)));
+        let list = DataType::List(std::sync::Arc::new(arrow_schema::Field::new(
+            "",
+            DataType::UInt8,
+            true,
+        )));
         let bytes = bincode::serialize(&list).expect("serializes");
         // `List(Field { name: "", data_type: <next>, .. })`: the tag and the empty name, then
         // the inner type; the field's other members follow it.
         let head = 4 + 8;
-        (bytes[..head].to_vec(), bytes[head + leaf_type.len()..].to_vec())
+        (
+            bytes[..head].to_vec(),
+            bytes[head + leaf_type.len()..].to_vec(),
+        )
     } else {
         let dict = DataType::Dictionary(Box::new(DataType::UInt8), Box::new(DataType::UInt8));
         let bytes = bincode::serialize(&dict).expect("serializes");
@@ -66,7 +75,10 @@ fn type_info_case(runner: &mut TestRunner) -> Result<(), String> {
         Mode::Valid => valid.clone(),
         Mode::Mutated if runner.rng().random_bool(0.1) => {
             let rng = runner.rng();
-            deep(rng.random_range(1..MAX_TYPE_INFO_LEN / 4), rng.random_bool(0.5))
+            deep(
+                rng.random_range(1..MAX_TYPE_INFO_LEN / 4),
+                rng.random_bool(0.5),
+            )
         }
         Mode::Mutated => {
             let mut bytes = valid.clone();
@@ -83,16 +95,24 @@ fn type_info_case(runner: &mut TestRunner) -> Result<(), String> {
             .decode(info.len)
             .map_err(|e| format!("a valid layout was refused: {e}: {}", hex_excerpt(&valid)))?;
         if back != info {
-            return Err(format!("a layout changed in a round trip: {info:?} became {back:?}"));
+            return Err(format!(
+                "a layout changed in a round trip: {info:?} became {back:?}"
+            ));
         }
     }
     match decoded {
         Ok(layout) => {
             let again = TypeInfo::encode(&layout).decode(layout.len).map_err(|e| {
-                format!("an accepted layout does not decode again: {e}\ninput: {}", hex_excerpt(&bytes))
+                format!(
+                    "an accepted layout does not decode again: {e}\ninput: {}",
+                    hex_excerpt(&bytes)
+                )
             })?;
             if again != layout {
-                return Err(format!("an accepted layout changed in a round trip\ninput: {}", hex_excerpt(&bytes)));
+                return Err(format!(
+                    "an accepted layout changed in a round trip\ninput: {}",
+                    hex_excerpt(&bytes)
+                ));
             }
             Ok(())
         }

@@ -93,8 +93,24 @@ fn cluster_seeds() -> &'static Seeds {
     SEEDS.get_or_init(|| seeds(CLUSTER_SEEDS))
 }
 
-/// A YAML text: a seed, mutated as a tree or as text, or random.
+/// Largest input generated: mutations that copy array elements compound into files of tens of
+/// MB, which are read in linear time (~20 MB/s) but would exceed any per-case time limit.
+const MAX_INPUT_BYTES: usize = 4 << 20;
+
+/// A YAML text: a seed, mutated as a tree or as text, or random; at most [`MAX_INPUT_BYTES`].
 fn input(runner: &mut TestRunner, seeds: &Seeds) -> String {
+    let mut text = unbounded_input(runner, seeds);
+    if text.len() > MAX_INPUT_BYTES {
+        let end = (0..=MAX_INPUT_BYTES)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        text.truncate(end);
+    }
+    text
+}
+
+fn unbounded_input(runner: &mut TestRunner, seeds: &Seeds) -> String {
     let rng = runner.rng();
     let pick = rng.random_range(0..seeds.texts.len());
     match mode(runner) {
@@ -147,12 +163,19 @@ where
     let back: T = serde_json::from_str(&json)
         .map_err(|e| format!("its JSON does not decode: {e}\n{}", excerpt(&json)))?;
     if &back != value {
-        return Err(format!("its JSON decodes to another value: {}", excerpt(&json)));
+        return Err(format!(
+            "its JSON decodes to another value: {}",
+            excerpt(&json)
+        ));
     }
     let yaml = serde_yaml::to_string(value).map_err(|e| format!("does not encode as YAML: {e}"))?;
-    let again = reparse(&yaml).map_err(|e| format!("its YAML does not validate: {e}\n{}", excerpt(&yaml)))?;
+    let again = reparse(&yaml)
+        .map_err(|e| format!("its YAML does not validate: {e}\n{}", excerpt(&yaml)))?;
     if &again != value {
-        return Err(format!("its YAML validates to another value: {}", excerpt(&yaml)));
+        return Err(format!(
+            "its YAML validates to another value: {}",
+            excerpt(&yaml)
+        ));
     }
     Ok(())
 }
@@ -188,8 +211,12 @@ fn cluster_case(runner: &mut TestRunner) -> Result<(), String> {
     let (result, peak) = peak_during(|| parse(&text));
     check_memory(peak, text.len(), YAML_BYTES_PER_BYTE, YAML_FIXED_BYTES)?;
     match result {
-        Ok(config) => round_trips(&config, parse)
-            .map_err(|e| format!("a cluster.yml that validates {e}\ninput: {}", excerpt(&text))),
+        Ok(config) => round_trips(&config, parse).map_err(|e| {
+            format!(
+                "a cluster.yml that validates {e}\ninput: {}",
+                excerpt(&text)
+            )
+        }),
         Err(_) => Ok(()),
     }
 }
