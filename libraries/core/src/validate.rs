@@ -233,9 +233,10 @@ fn check_root<'v>(report: &mut Report<'_>, root: &'v Value) -> Option<&'v [Value
 /// without a line.
 pub(crate) const MAX_LINE_LOOKUPS: usize = 64;
 
-/// Most bytes the line lookups of one report re-read in all (a few hundred ms): a 12 MB file
-/// gets two lookups, not 64 (found by `adora-fuzz`: 64 lookups of 12 MB took 13 s).
-pub(crate) const MAX_LINE_LOOKUP_BYTES: usize = 32 << 20;
+/// Most bytes the line lookups of one report re-read in all (YAML with long scalars parses at
+/// ~10 MB/s, so under a second): a 12 MB file gets one lookup, not 64 (found by `adora-fuzz`:
+/// 64 lookups of 12 MB took 13 s, of 195 KB with a 185 KB line 1.3 s).
+pub(crate) const MAX_LINE_LOOKUP_BYTES: usize = 8 << 20;
 
 /// Collects the errors of one file.
 pub(crate) struct Report<'a> {
