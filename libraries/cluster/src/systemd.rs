@@ -159,21 +159,52 @@ pub enum UnitError {
     /// ExecStart needs an absolute path.
     #[error("the adora binary path `{0}` is not absolute: systemd needs an absolute ExecStart")]
     RelativePath(String),
+    /// `User=` takes a user name, which has no spaces or control characters.
+    #[error("the user `{0}` is not a user name (it has spaces or control characters)")]
+    InvalidUser(String),
 }
 
 /// Quotes one word for an `ExecStart=` line (systemd's own rules: double quotes, `%` and `$`
-/// doubled so they are not expanded).
+/// doubled so they are not expanded, control characters as C escapes so a word never spans
+/// lines of the unit file).
 pub fn exec_quote(word: &str) -> String {
-    let escaped = word.replace('%', "%%").replace('$', "$$");
+    quote_word(word, true)
+}
+
+/// Quotes one `Environment=` assignment: like [`exec_quote`], but `$` stays as it is (systemd
+/// expands specifiers there, not variables).
+pub fn env_quote(assignment: &str) -> String {
+    quote_word(assignment, false)
+}
+
+fn quote_word(word: &str, double_dollars: bool) -> String {
+    let mut escaped = word.replace('%', "%%");
+    if double_dollars {
+        escaped = escaped.replace('$', "$$");
+    }
     let simple = !escaped.is_empty()
         && escaped
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "_-./:=,@+%$".contains(c));
     if simple {
-        escaped
-    } else {
-        format!("\"{}\"", escaped.replace('\\', "\\\\").replace('"', "\\\""))
+        return escaped;
     }
+    let mut quoted = String::with_capacity(escaped.len() + 2);
+    quoted.push('"');
+    for c in escaped.chars() {
+        match c {
+            '\\' => quoted.push_str("\\\\"),
+            '"' => quoted.push_str("\\\""),
+            // A newline would end the line; systemd reads C escapes in quoted words.
+            c if c.is_control() && (c as u32) < 0x80 => {
+                quoted.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if c.is_control() => quoted.push_str(&format!("\\u{:04x}", c as u32)),
+            c => quoted.push(c),
+        }
+    }
+    quoted.push('"');
+    quoted
 }
 
 impl DaemonUnit<'_> {
@@ -206,10 +237,14 @@ impl DaemonUnit<'_> {
             let _ = writeln!(
                 unit,
                 "Environment={}",
-                exec_quote(&format!("ADORA_STATE_DIR={dir}"))
+                env_quote(&format!("ADORA_STATE_DIR={dir}"))
             );
         }
         if let Some(user) = self.user.filter(|u| *u != "root") {
+            // Unquoted in the unit: a newline would start a line of its own (found by adora-fuzz).
+            if user.is_empty() || user.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(UnitError::InvalidUser(user.to_owned()));
+            }
             let _ = writeln!(unit, "User={user}");
         }
         let _ = writeln!(unit, "Restart=on-failure");
@@ -413,6 +448,26 @@ mod tests {
         assert_eq!(exec_quote("100%"), "100%%");
         assert_eq!(exec_quote("a \"b\""), "\"a \\\"b\\\"\"");
         assert_eq!(exec_quote(""), "\"\"");
+        // Found by adora-fuzz: a newline in a label or path ended the `ExecStart=` line, so
+        // the rest became a line of its own in the unit file.
+        assert_eq!(
+            exec_quote("k=v\nExecStartPre=/bin/x"),
+            "\"k=v\\x0aExecStartPre=/bin/x\""
+        );
+        assert_eq!(exec_quote("a\r\u{85}"), "\"a\\x0d\\u0085\"");
+        let unit = DaemonUnit {
+            machine_id: "robot",
+            adora_path: "/usr/local/bin/adora",
+            args: &[],
+            user: Some("ubuntu\nExecStartPre=/bin/x"),
+            state_dir: None,
+        };
+        assert!(matches!(unit.render(), Err(UnitError::InvalidUser(_))));
+        // `Environment=` does not expand variables: a `$` stays single.
+        assert_eq!(
+            env_quote("ADORA_STATE_DIR=/srv/$x y"),
+            "\"ADORA_STATE_DIR=/srv/$x y\""
+        );
     }
 
     /// `systemd-analyze verify` accepts the unit (skipped, with a message, where systemd is absent).

@@ -227,10 +227,23 @@ fn check_root<'v>(report: &mut Report<'_>, root: &'v Value) -> Option<&'v [Value
     None
 }
 
+/// Most lines one report looks up. Each lookup re-reads the whole file, so a file with
+/// thousands of problems took time quadratic in its size (found by `adora-fuzz`: 175 copies of
+/// one node, 33 KB, took 0.6 s; 2 MB of them would take hours). Later problems are reported
+/// without a line.
+pub(crate) const MAX_LINE_LOOKUPS: usize = 64;
+
+/// Most bytes the line lookups of one report re-read in all (YAML with long scalars parses at
+/// ~10 MB/s, so under a second): a 12 MB file gets one lookup, not 64 (found by `adora-fuzz`:
+/// 64 lookups of 12 MB took 13 s, of 195 KB with a 185 KB line 1.3 s).
+pub(crate) const MAX_LINE_LOOKUP_BYTES: usize = 8 << 20;
+
 /// Collects the errors of one file.
 pub(crate) struct Report<'a> {
     file: &'a Path,
     yaml: &'a str,
+    /// Lines looked up so far (at most [`MAX_LINE_LOOKUPS`]).
+    lookups: std::cell::Cell<usize>,
     errors: Vec<ValidationError>,
     /// Problems that do not make the file invalid (type problems without `strict_types`).
     warnings: Vec<ValidationError>,
@@ -242,6 +255,7 @@ impl<'a> Report<'a> {
         Report {
             file,
             yaml,
+            lookups: std::cell::Cell::new(0),
             errors: Vec::new(),
             warnings: Vec::new(),
         }
@@ -253,7 +267,14 @@ impl<'a> Report<'a> {
     }
 
     /// The line of `path` in the source (see [`locate::line_of`]).
+    /// `None` past [`MAX_LINE_LOOKUPS`] lookups or [`MAX_LINE_LOOKUP_BYTES`] re-read.
     pub(crate) fn line(&self, path: &[Seg<'_>]) -> Option<usize> {
+        let done = self.lookups.get();
+        let read = (done + 1).saturating_mul(self.yaml.len());
+        if done >= MAX_LINE_LOOKUPS || (done > 0 && read > MAX_LINE_LOOKUP_BYTES) {
+            return None;
+        }
+        self.lookups.set(done + 1);
         locate::line_of(self.yaml, path)
     }
 
@@ -315,14 +336,23 @@ pub(crate) fn unknown_field(name: &str, known: &[&str]) -> String {
     }
 }
 
+/// Longest name a typo is suggested for: the edit distance takes time and memory proportional to
+/// the product of the lengths (found by `adora-fuzz`: an unknown field named with 146 KB took a
+/// second), and no field or node id is anywhere near this long.
+const MAX_SUGGEST_LEN: usize = 128;
+
 /// The candidate closest to `name`, if it is close enough to be an obvious typo.
 pub(crate) fn suggest<'c>(
     name: &str,
     candidates: impl IntoIterator<Item = &'c str>,
 ) -> Option<&'c str> {
+    if name.len() > MAX_SUGGEST_LEN {
+        return None;
+    }
     let name = name.to_ascii_lowercase();
     candidates
         .into_iter()
+        .filter(|c| c.len() <= MAX_SUGGEST_LEN)
         .map(|c| (edit_distance(&name, &c.to_ascii_lowercase()), c))
         .filter(|(d, c)| *d <= (name.len().max(c.len()) / 3).max(1))
         .min_by_key(|(d, _)| *d)

@@ -18,6 +18,12 @@ pub const BUFFER_ALIGNMENT: usize = 64;
 /// hundreds of fields), small enough that a hostile nesting cannot exhaust the stack while decoding.
 pub const MAX_TYPE_INFO_LEN: usize = 32 * 1024;
 
+/// Deepest nesting of an [`ArrowTypeInfo`] a receiver decodes, counted in serde levels (a nested
+/// data type costs a few per level): far beyond real types, shallow enough that decoding stays
+/// within a 2 MiB thread stack. Within [`MAX_TYPE_INFO_LEN`], 4 000 nested `Dictionary` types
+/// fit, which overflowed that stack (an abort) before this limit.
+pub const MAX_TYPE_INFO_DEPTH: usize = 256;
+
 /// A range of bytes in the payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BufferRange {
@@ -145,7 +151,10 @@ impl TypeInfo {
         if self.0.len() > MAX_TYPE_INFO_LEN {
             return Err(TypeInfoError::TooLong(self.0.len()));
         }
-        Ok(bincode::deserialize(&self.0)?)
+        Ok(crate::depth_limit::bincode_deserialize(
+            &self.0,
+            MAX_TYPE_INFO_DEPTH,
+        )?)
     }
 }
 
@@ -203,6 +212,39 @@ mod tests {
         let encoded = TypeInfo::encode(&info);
         assert!(!encoded.is_bytes());
         assert_eq!(encoded.decode(0).expect("decodes"), info);
+    }
+
+    #[test]
+    fn deeply_nested_types_are_an_error_not_a_stack_overflow() {
+        // `Dictionary(UInt8, Dictionary(UInt8, ... UInt8))`, 4 000 deep, within the size limit:
+        // it overflowed a 2 MiB stack (the test threads' own) before the depth limit.
+        let leaf = bincode::serialize(&DataType::UInt8).expect("serializes");
+        let dict = bincode::serialize(&DataType::Dictionary(
+            Box::new(DataType::UInt8),
+            Box::new(DataType::UInt8),
+        ))
+        .expect("serializes");
+        let level = &dict[..dict.len() - leaf.len()];
+        let rest = &bincode::serialize(&ArrowTypeInfo::bytes(1)).expect("serializes")[leaf.len()..];
+        let mut bytes = level.repeat(4000);
+        bytes.extend_from_slice(&leaf);
+        bytes.extend_from_slice(rest);
+        assert!(bytes.len() <= MAX_TYPE_INFO_LEN);
+        let err = TypeInfo(bytes).decode(1).expect_err("too deep");
+        assert!(err.to_string().contains("nested too deeply"), "{err}");
+
+        // Real nesting is far shallower and decodes.
+        let mut deep_enough = DataType::UInt8;
+        for _ in 0..8 {
+            let item = Arc::new(Field::new("item", deep_enough, true));
+            deep_enough = DataType::Struct(vec![item.clone()].into());
+            deep_enough = DataType::List(Arc::new(Field::new("l", deep_enough, false)));
+        }
+        let info = ArrowTypeInfo {
+            data_type: deep_enough,
+            ..ArrowTypeInfo::bytes(0)
+        };
+        assert_eq!(TypeInfo::encode(&info).decode(0).expect("decodes"), info);
     }
 
     #[test]

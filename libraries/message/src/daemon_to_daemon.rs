@@ -48,7 +48,7 @@ pub enum RemoteKind {
 }
 
 /// Delivery accounting of one published output, sent after the header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Sequence {
     /// Messages the sending daemon took from the node on this output before this one (dropped
     /// ones included); for `Closed`, all of them.
@@ -114,9 +114,13 @@ pub fn decode_header(bytes: &[u8]) -> Result<(RemoteKind, Option<Sequence>), Hea
     if version != REMOTE_FORMAT_VERSION {
         return Err(HeaderError::Version { found: version });
     }
-    let mut rest = bytes;
-    let header: RemoteHeader = bincode::deserialize_from(&mut rest)?;
-    Ok((header.kind, Sequence::decode(rest)))
+    // From the slice, not a reader: bincode checks every length against the bytes there are
+    // before allocating (a reader would allocate whatever length a hostile header claims).
+    let header: RemoteHeader = bincode::deserialize(bytes)?;
+    // Fixed-size integers: the header's encoding is exactly what it was decoded from.
+    let used = usize::try_from(bincode::serialized_size(&header)?).unwrap_or(usize::MAX);
+    let sequence = bytes.get(used..).and_then(Sequence::decode);
+    Ok((header.kind, sequence))
 }
 
 #[cfg(test)]
@@ -175,6 +179,12 @@ mod tests {
         );
         assert!(decode_header(&[1]).is_err());
         assert!(decode_header(&[1, 0, 9, 9, 9]).is_err());
+        // A hostile length is refused, not allocated (found by adora-fuzz).
+        let mut huge = encode_header(RemoteKind::Closed, Sequence::default());
+        huge.truncate(2);
+        huge.extend_from_slice(&0u32.to_le_bytes()); // variant `Data`
+        huge.extend_from_slice(&u64::MAX.to_le_bytes());
+        assert!(decode_header(&huge).is_err());
     }
 
     #[test]

@@ -116,8 +116,28 @@ pub fn from_json<T: DeserializeOwned>(text: &str) -> Result<T, JsonError> {
 pub(crate) fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(msg: T) {
     let envelope = Envelope::new(7, msg);
     let text = to_json(&envelope).expect("test messages serialize");
+    record_seed(std::any::type_name::<T>(), &text);
     let back: Envelope<T> = from_json(&text).expect("what we encode decodes");
     assert_eq!(back, envelope, "round trip through {text}");
+}
+
+/// With `ADORA_FUZZ_SEEDS` set (a file), appends `type<TAB>json` of every message a round-trip
+/// test encodes: how `tools/fuzz/seeds/control.tsv`, the fuzzer's corpus of valid messages, is
+/// regenerated (see that crate's docs).
+#[cfg(test)]
+pub(crate) fn record_seed(type_name: &str, text: &str) {
+    use std::io::Write;
+    let Some(path) = std::env::var_os("ADORA_FUZZ_SEEDS") else {
+        return;
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("ADORA_FUZZ_SEEDS names a writable file");
+    // One write per line: tests run in parallel and append to the same file.
+    file.write_all(format!("{type_name}\t{text}\n").as_bytes())
+        .expect("the seed file is writable");
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ pub mod coordinator_to_daemon;
 pub mod daemon_to_coordinator;
 pub mod daemon_to_daemon;
 pub mod daemon_to_node;
+pub mod depth_limit;
 pub mod distribute;
 pub mod enroll;
 pub mod envelope;

@@ -45,7 +45,9 @@ impl Sender {
                     Some(Event::Stop) => return Err("stopped while waiting for the sink".into()),
                     Some(_) => {}
                     None => {
-                        return Err(format!("the sink did not acknowledge {marker:?} in 30 s").into())
+                        return Err(
+                            format!("the sink did not acknowledge {marker:?} in 30 s").into()
+                        )
                     }
                 }
             }

@@ -433,3 +433,25 @@ fn duplicate_keys_are_yaml_errors_with_a_line() {
         "{message}"
     );
 }
+
+#[test]
+fn a_file_with_thousands_of_problems_locates_only_the_first_ones() {
+    // Found by adora-fuzz: every problem re-read the file to find its line, so many copies of
+    // one node took time quadratic in the file's size.
+    let node = "  - id: same\n    path: x\n    inputs: { a: nowhere/out }\n";
+    let yaml = format!("nodes:\n{}", node.repeat(300));
+    let errors = Descriptor::parse(&yaml, Path::new("big.yml")).expect_err("duplicate ids");
+    assert!(errors.0.len() > MAX_LINE_LOOKUPS, "{}", errors.0.len());
+    let located = errors.0.iter().filter(|e| e.line.is_some()).count();
+    assert!(located <= MAX_LINE_LOOKUPS, "{located} lines looked up");
+    assert!(located > 0);
+}
+
+#[test]
+fn huge_unknown_names_get_no_suggestion() {
+    // Found by adora-fuzz: the edit distance of a 146 KB field name took a second.
+    let long = "x".repeat(200_000);
+    assert_eq!(suggest(&long, ["inputs", "outputs"]), None);
+    assert_eq!(suggest("inputs", [long.as_str()]), None);
+    assert_eq!(suggest("inptus", ["inputs", long.as_str()]), Some("inputs"));
+}
