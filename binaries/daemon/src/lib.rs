@@ -49,7 +49,7 @@ pub use routing::NodeCounters;
 /// The Zenoh configuration and publication options of the cross-machine data plane, public so
 /// that a baseline (`adora-bench-net`) uses exactly what the daemons use.
 pub mod zenoh_setup {
-    pub use crate::remote::session_config::{session_config, CONGESTION, RELIABILITY};
+    pub use crate::remote::session_config::{session_config, CONGESTION, EXPRESS, RELIABILITY};
     pub use crate::remote::RemoteError;
 }
 

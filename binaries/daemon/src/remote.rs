@@ -228,6 +228,7 @@ impl RemoteDataPlane {
                 .allowed_destination(Locality::Remote)
                 .reliability(session_config::RELIABILITY)
                 .congestion_control(session_config::CONGESTION)
+                .express(session_config::EXPRESS)
                 .await
             {
                 Ok(p) => p,

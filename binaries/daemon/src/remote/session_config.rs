@@ -21,6 +21,12 @@ pub const RELIABILITY: Reliability = Reliability::Reliable;
 /// daemon drops and counts what does not fit there) instead of Zenoh dropping silently.
 pub const CONGESTION: CongestionControl = CongestionControl::Block;
 
+/// Whether publications skip Zenoh's batching (sent at once, each in its own batch). Measured
+/// with plain Zenoh on loopback here, paced 10 ms: p50 at 8 B 213–224 µs with, 235–304 µs
+/// without (within the noise), but back-to-back 8 B messages 24–50 k/s with against
+/// 0.9–1.1 M/s without: off.
+pub const EXPRESS: bool = false;
+
 /// The locator scheme of Zenoh's TLS transport.
 pub(crate) const TLS_SCHEME: &str = "tls";
 /// The locator scheme of plain TCP (`--insecure-zenoh`).

@@ -331,6 +331,7 @@ mod zenoh_link {
             .allowed_destination(Locality::Remote)
             .reliability(zenoh_setup::RELIABILITY)
             .congestion_control(zenoh_setup::CONGESTION)
+            .express(zenoh_setup::EXPRESS)
             .wait()
     }
 
