@@ -61,6 +61,11 @@ impl Coordinator {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
+        if request.dry_run {
+            reply(&tx, req, ControlReply::TapStarted { dataflow, outputs });
+            let dropped = BTreeMap::new();
+            return reply(&tx, req, ControlReply::TapEnd { dropped });
+        }
         let mut parts: BTreeMap<String, u64> = BTreeMap::new();
         for (daemon, outputs) in by_daemon {
             let command = DaemonCommand::Tap {

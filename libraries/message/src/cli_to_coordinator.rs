@@ -178,6 +178,10 @@ pub struct TapRequest {
     /// senders down.
     #[serde(default)]
     pub lossy: bool,
+    /// Only answer which outputs would be tapped (`TapStarted`, then `TapEnd`), tap nothing
+    /// (`adora topic list`).
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 /// Parameters of [`ControlRequest::Start`].
@@ -304,6 +308,7 @@ mod tests {
             dataflow: "demo".into(),
             outputs: vec!["sender/counter".into()],
             lossy: true,
+            dry_run: false,
         }));
         round_trip(ControlRequest::TapAck {
             tap: 3,

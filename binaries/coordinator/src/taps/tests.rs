@@ -20,6 +20,7 @@ fn tap_request(outputs: &[&str]) -> ControlRequest {
         dataflow: "demo".into(),
         outputs: outputs.iter().map(|o| (*o).to_owned()).collect(),
         lossy: false,
+        dry_run: false,
     })
 }
 
