@@ -77,7 +77,8 @@ impl Coordinator {
                 for (started, command) in parts {
                     self.send_to_daemon(&started, DaemonCommand::Untap { command });
                 }
-                let message = format!("daemon `{daemon}` is not connected: its nodes cannot be tapped");
+                let message =
+                    format!("daemon `{daemon}` is not connected: its nodes cannot be tapped");
                 return error(&tx, req, ErrorKind::Daemon, message);
             };
             parts.insert(daemon, id);
@@ -119,8 +120,8 @@ impl Coordinator {
         } else {
             let mut wanted = BTreeSet::new();
             for topic in &request.outputs {
-                let output =
-                    parse_topic(topic).map_err(|e| ControlError::new(ErrorKind::InvalidRequest, e))?;
+                let output = parse_topic(topic)
+                    .map_err(|e| ControlError::new(ErrorKind::InvalidRequest, e))?;
                 if !declared.contains(&output) {
                     let message = format!(
                         "dataflow `{}` has no output `{topic}` (see `adora topic list {}`)",
@@ -178,7 +179,12 @@ impl Coordinator {
     }
 
     /// A daemon's part of a tap ended; the client hears `TapEnd` when every part has.
-    pub(crate) fn tap_part_end(&mut self, daemon: &str, command: u64, dropped: BTreeMap<String, u64>) {
+    pub(crate) fn tap_part_end(
+        &mut self,
+        daemon: &str,
+        command: u64,
+        dropped: BTreeMap<String, u64>,
+    ) {
         let Some(i) = self.taps.by_command(command) else {
             return;
         };

@@ -91,10 +91,10 @@ impl Tap {
 
     fn wants(&self, dataflow: Uuid, node: &NodeId, output: &DataId) -> bool {
         self.dataflow == dataflow
-            && self.outputs.as_ref().is_none_or(|o| {
-                o.iter()
-                    .any(|(n, d)| n == node && d == output)
-            })
+            && self
+                .outputs
+                .as_ref()
+                .is_none_or(|o| o.iter().any(|(n, d)| n == node && d == output))
     }
 
     fn count_drop(&self, node: &NodeId, output: &DataId) {

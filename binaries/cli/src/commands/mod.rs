@@ -25,8 +25,8 @@ mod start;
 mod status;
 mod stop;
 mod tap_stream;
-mod topic;
 mod top;
+mod topic;
 mod up;
 mod validate;
 

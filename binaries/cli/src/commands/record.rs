@@ -92,7 +92,9 @@ pub fn finish(
     path: &std::path::Path,
 ) -> anyhow::Result<ExitCode> {
     let (messages, bytes) = (recorder.messages, recorder.bytes);
-    recorder.finish(dropped).context("cannot finish the recording")?;
+    recorder
+        .finish(dropped)
+        .context("cannot finish the recording")?;
     let secs = started.elapsed().as_secs_f64().max(1e-3);
     eprintln!(
         "recorded {messages} message(s), {:.1} MiB in {secs:.1}s ({:.1} MiB/s) into {}",

@@ -20,7 +20,9 @@ pub struct Args {
 enum Command {
     /// Channels, message counts, time range and drops of a recording (also of one whose
     /// recorder was killed: read up to its last complete chunk).
-    #[command(after_help = "Examples:\n  adora recording info run.mcap\n  adora recording info run.mcap --json")]
+    #[command(
+        after_help = "Examples:\n  adora recording info run.mcap\n  adora recording info run.mcap --json"
+    )]
     Info {
         /// The recording.
         file: PathBuf,
@@ -60,8 +62,9 @@ pub struct RecordingSummary {
 pub fn summarize(bytes: &[u8]) -> anyhow::Result<RecordingSummary> {
     let mut summary = RecordingSummary::default();
     let mut topics: BTreeMap<u16, String> = BTreeMap::new();
-    let records = mcap::read::ChunkFlattener::new_with_options(bytes, Options::IgnoreEndMagic.into())
-        .context("not an MCAP file")?;
+    let records =
+        mcap::read::ChunkFlattener::new_with_options(bytes, Options::IgnoreEndMagic.into())
+            .context("not an MCAP file")?;
     for record in records {
         let record = match record {
             Ok(r) => r,
@@ -70,7 +73,11 @@ pub fn summarize(bytes: &[u8]) -> anyhow::Result<RecordingSummary> {
         match record {
             Record::Channel(c) => {
                 let arrow_type = c.metadata.get("arrow_type").cloned();
-                summary.channels.entry(c.topic.clone()).or_default().arrow_type = arrow_type;
+                summary
+                    .channels
+                    .entry(c.topic.clone())
+                    .or_default()
+                    .arrow_type = arrow_type;
                 topics.insert(c.id, c.topic);
             }
             Record::Message { header, data } => {
@@ -101,7 +108,8 @@ pub fn summarize(bytes: &[u8]) -> anyhow::Result<RecordingSummary> {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Command::Info { file, json } => {
-            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let summary = summarize(&bytes).with_context(|| format!("{}", file.display()))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -114,7 +122,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn print_summary(summary: &RecordingSummary) {
-    let mut table = crate::table::Table::new(["CHANNEL", "MESSAGES", "BYTES", "DURATION", "ARROW TYPE"]);
+    let mut table =
+        crate::table::Table::new(["CHANNEL", "MESSAGES", "BYTES", "DURATION", "ARROW TYPE"]);
     for (topic, c) in &summary.channels {
         let span = std::time::Duration::from_nanos(c.last_ns.saturating_sub(c.first_ns));
         table.row([
@@ -127,7 +136,9 @@ fn print_summary(summary: &RecordingSummary) {
     }
     table.print();
     if !summary.complete {
-        println!("the file ends early (its recorder did not finish): read up to its last complete chunk");
+        println!(
+            "the file ends early (its recorder did not finish): read up to its last complete chunk"
+        );
     }
     if summary.dropped.values().all(|d| *d == 0) {
         println!("dropped: none");

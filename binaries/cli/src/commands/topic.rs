@@ -32,7 +32,9 @@ enum Command {
         client: ClientArgs,
     },
     /// Print the messages of one output as they are sent.
-    #[command(after_help = "Examples:\n  adora topic echo demo sender/counter\n  adora topic echo demo sender/counter --count 5 --json")]
+    #[command(
+        after_help = "Examples:\n  adora topic echo demo sender/counter\n  adora topic echo demo sender/counter --count 5 --json"
+    )]
     Echo {
         /// Name or uuid of the running dataflow.
         dataflow: String,
@@ -50,7 +52,9 @@ enum Command {
     },
     /// The rate of one output: messages/s and the min/max/mean/std of the period between send
     /// timestamps, over each window.
-    #[command(after_help = "Examples:\n  adora topic hz demo sender/counter\n  adora topic hz demo sender/counter --window 5s --count 1")]
+    #[command(
+        after_help = "Examples:\n  adora topic hz demo sender/counter\n  adora topic hz demo sender/counter --window 5s --count 1"
+    )]
     Hz(RateArgs),
     /// The bandwidth of one output: payload bytes/s and messages/s over each window.
     #[command(after_help = "Examples:\n  adora topic bw demo camera/image")]
@@ -166,7 +170,12 @@ fn echo_json(message: &TappedMessage) -> String {
 
 /// One message for a human: topic, length, type and the first bytes in hex.
 fn echo_text(message: &TappedMessage) -> String {
-    let shown: Vec<String> = message.data.iter().take(32).map(|b| format!("{b:02x}")).collect();
+    let shown: Vec<String> = message
+        .data
+        .iter()
+        .take(32)
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let more = if message.data.len() > 32 { " ..." } else { "" };
     format!(
         "{}  {} bytes  {}  [{}{more}]",
@@ -255,6 +264,8 @@ mod tests {
             times_ns: vec![0; 4],
             bytes: 2 * 1048576,
         };
-        assert!(bw.report(Duration::from_secs(2), true).starts_with("1.000 MiB/s  2.0 msg/s"));
+        assert!(bw
+            .report(Duration::from_secs(2), true)
+            .starts_with("1.000 MiB/s  2.0 msg/s"));
     }
 }

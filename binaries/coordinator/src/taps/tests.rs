@@ -118,7 +118,12 @@ async fn a_gone_client_untaps_and_a_gone_daemon_ends_the_tap_with_an_error() {
     let client = h.request(tap_request(&["a/x"]));
     let (command, _) = tap_command(&mut a_rx);
     drop(client);
-    says(&mut h, a, command, DaemonMessage::Tapped(TapBatch::default()));
+    says(
+        &mut h,
+        a,
+        command,
+        DaemonMessage::Tapped(TapBatch::default()),
+    );
     assert_eq!(commands(&mut a_rx), [DaemonCommand::Untap { command }]);
 
     let mut client = h.request(tap_request(&["a/x"]));

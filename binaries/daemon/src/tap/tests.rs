@@ -11,7 +11,11 @@ fn metadata() -> Metadata {
 }
 
 fn outputs(list: &[(&str, &str)]) -> Option<BTreeSet<(NodeId, DataId)>> {
-    Some(list.iter().map(|(n, o)| ((*n).into(), (*o).into())).collect())
+    Some(
+        list.iter()
+            .map(|(n, o)| ((*n).into(), (*o).into()))
+            .collect(),
+    )
 }
 
 async fn send(taps: &Taps, df: Uuid, node: &str, output: &str, payload: &[u8]) {
@@ -37,7 +41,10 @@ async fn only_tapped_outputs_of_the_tapped_dataflow_are_copied() {
     send(&taps, df, "a", "other", b"no").await;
     send(&taps, Uuid::new_v4(), "a", "out", b"no").await;
     let (got, _) = rx.try_recv().expect("one copy");
-    assert_eq!((got.topic(), got.data), ("a/out".to_owned(), b"one".to_vec()));
+    assert_eq!(
+        (got.topic(), got.data),
+        ("a/out".to_owned(), b"one".to_vec())
+    );
     assert!(rx.try_recv().is_err(), "nothing else was copied");
     taps.remove(id);
     assert!(taps.matching(df, &"a".into(), &"out".into()).is_empty());

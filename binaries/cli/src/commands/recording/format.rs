@@ -36,7 +36,10 @@ pub fn decode(data: &[u8]) -> anyhow::Result<(Metadata, &[u8])> {
     };
     let len = u32::from_le_bytes(*len) as usize;
     if len > rest.len() {
-        bail!("a recorded message's header says {len} bytes, {} remain", rest.len());
+        bail!(
+            "a recorded message's header says {len} bytes, {} remain",
+            rest.len()
+        );
     }
     let (header, payload) = rest.split_at(len);
     let metadata = serde_json::from_slice(header).context("a recorded message's metadata")?;
@@ -69,7 +72,10 @@ mod tests {
         };
         let data = encode(&message).expect("encodes");
         let (metadata, payload) = decode(&data).expect("decodes");
-        assert_eq!((metadata, payload), (message.metadata.clone(), &[1u8, 2, 3][..]));
+        assert_eq!(
+            (metadata, payload),
+            (message.metadata.clone(), &[1u8, 2, 3][..])
+        );
         assert!(decode(&data[..3]).is_err());
         assert!(decode(&[200, 0, 0, 0, 1]).is_err());
         assert_eq!(arrow_type(&message).as_deref(), Some("\"UInt8\""));

@@ -47,7 +47,8 @@ pub struct Recorder {
 impl Recorder {
     /// Creates (truncates) `path`.
     pub fn create(path: &Path, compression: RecordCompression) -> anyhow::Result<Self> {
-        let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        let file =
+            File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
         let compression = match compression {
             RecordCompression::Zstd => Some(Compression::Zstd),
             RecordCompression::Lz4 => Some(Compression::Lz4),
@@ -83,7 +84,9 @@ impl Recorder {
                 if let Some(t) = format::arrow_type(message) {
                     metadata.insert("arrow_type".to_owned(), t);
                 }
-                let id = self.writer.add_channel(0, &topic, format::MESSAGE_ENCODING, &metadata)?;
+                let id = self
+                    .writer
+                    .add_channel(0, &topic, format::MESSAGE_ENCODING, &metadata)?;
                 self.channels.entry(topic).or_insert((id, 0))
             }
         };
@@ -121,7 +124,10 @@ impl Recorder {
     pub fn finish(mut self, dropped: &BTreeMap<String, u64>) -> anyhow::Result<()> {
         let metadata = mcap::records::Metadata {
             name: format::DROPS_METADATA.to_owned(),
-            metadata: dropped.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+            metadata: dropped
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .collect(),
         };
         self.writer.write_metadata(&metadata)?;
         self.writer
