@@ -120,19 +120,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let _ = std::fs::remove_dir_all(&run_dir);
     let result = result.context("the dataflow could not run")?;
 
-    for (node, outcome) in &result.outcome.nodes {
-        if let NodeResult::Terminated { signal } = outcome {
-            eprintln!("warning: node `{node}` did not exit after Stop within {} and was terminated with {signal}", humantime::format_duration(args.grace));
-        }
-    }
-    for (node, restarts) in result.restarts.iter().filter(|(_, n)| **n > 0) {
-        eprintln!("note: node `{node}` was restarted {restarts} time(s) by its restart policy");
-    }
-    for (node, counters) in &result.counters {
-        for (input, dropped) in &counters.dropped {
-            eprintln!("note: input `{node}/{input}` dropped {dropped} message(s) because its queue was full");
-        }
-    }
+    print_notes(&result, args.grace);
     if result.is_success() {
         eprintln!("dataflow {id} finished successfully");
         Ok(ExitCode::SUCCESS)
@@ -143,6 +131,24 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             if n == 1 { "" } else { "s" },
             result.to_string().trim_end()
         )
+    }
+}
+
+/// What the user should know about a finished run besides success: terminated nodes, restarts,
+/// drops.
+fn print_notes(result: &adora_daemon::DataflowResult, grace: Duration) {
+    for (node, outcome) in &result.outcome.nodes {
+        if let NodeResult::Terminated { signal } = outcome {
+            eprintln!("warning: node `{node}` did not exit after Stop within {} and was terminated with {signal}", humantime::format_duration(grace));
+        }
+    }
+    for (node, restarts) in result.restarts.iter().filter(|(_, n)| **n > 0) {
+        eprintln!("note: node `{node}` was restarted {restarts} time(s) by its restart policy");
+    }
+    for (node, counters) in &result.counters {
+        for (input, dropped) in &counters.dropped {
+            eprintln!("note: input `{node}/{input}` dropped {dropped} message(s) because its queue was full");
+        }
     }
 }
 
