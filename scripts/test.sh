@@ -17,6 +17,6 @@ cp "$target_dir/debug/adora" "$target_dir/upgrade-test/adora"
 cargo build --workspace --bins --locked
 # The Python node API (apis/python/node, tests/python.rs, the Python examples): built by maturin
 # from this tree and installed into the python3 on PATH, with pyarrow and numpy.
-python3 -m pip install --quiet --disable-pip-version-check maturin pyarrow numpy
+python3 -m pip install --quiet --disable-pip-version-check maturin pyarrow numpy mcap
 python3 -m pip install --quiet --disable-pip-version-check --no-build-isolation ./apis/python/node
 cargo test --workspace --locked --no-fail-fast "$@"

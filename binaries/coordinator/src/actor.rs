@@ -161,6 +161,8 @@ pub(crate) struct Coordinator {
     pub pending_logs: HashMap<u64, PendingLogs>,
     /// `adora logs --daemon` requests being answered, by `ReadServiceLog` command id.
     pub pending_daemon_logs: HashMap<u64, crate::daemon_logs::PendingDaemonLogs>,
+    /// Taps being relayed (`adora record`, `adora topic`).
+    pub taps: crate::taps::Taps,
     /// Cancels the whole coordinator (`ShutdownCoordinator`); set by [`Coordinator::run`].
     pub shutdown: CancellationToken,
     /// Reclaims after a coordinator restart and auto-recoveries of restarted daemons.
@@ -202,6 +204,7 @@ impl Coordinator {
             pending_builds: HashMap::new(),
             pending_logs: HashMap::new(),
             pending_daemon_logs: HashMap::new(),
+            taps: Default::default(),
             shutdown: CancellationToken::new(),
             recovery: Default::default(),
             requests: Default::default(),

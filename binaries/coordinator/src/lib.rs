@@ -34,6 +34,7 @@ mod retention;
 mod serve;
 mod start;
 mod stats;
+mod taps;
 #[cfg(test)]
 mod testkit;
 mod ws;

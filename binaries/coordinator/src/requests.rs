@@ -83,6 +83,8 @@ impl Coordinator {
             ControlRequest::MoveNode { dataflow, node, to } => {
                 self.move_request(&dataflow, &node, to, tx, id)
             }
+            ControlRequest::Tap(request) => self.tap(request, tx, id),
+            ControlRequest::TapAck { tap, machine, cost } => self.tap_ack(tap, &machine, cost, &tx),
         }
     }
 

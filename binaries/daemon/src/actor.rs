@@ -27,6 +27,7 @@ use crate::{
     node_conn,
     remote::RemoteDataPlane,
     result::DataflowResult,
+    tap::Taps,
 };
 use adora_tasks::{Tasks, SHUTDOWN_GRACE as TASK_SHUTDOWN_GRACE};
 
@@ -57,6 +58,8 @@ pub(crate) struct Daemon {
     pub(crate) zenoh_tls: Option<crate::config::ZenohTls>,
     /// The update locks of this daemon's nodes.
     pub(crate) locks: crate::locks::Locks,
+    /// Copies of tapped outputs (`adora record`, `adora topic`).
+    pub(crate) taps: Taps,
 }
 
 /// The daemon's Zenoh session, opened on the first `Peers` command.
@@ -80,9 +83,10 @@ impl Daemon {
         let listener = bind_socket(&config, &socket)?;
         let (events_tx, events_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
         let tasks = Tasks::default();
+        let taps = Taps::default();
         tasks.spawn(
             "the node socket",
-            node_conn::accept_loop(listener, events_tx.clone(), tasks.clone()),
+            node_conn::accept_loop(listener, events_tx.clone(), taps.clone(), tasks.clone()),
         );
         Ok(Self {
             config,
@@ -97,6 +101,7 @@ impl Daemon {
             link_ip: None,
             zenoh_tls: None,
             locks: Default::default(),
+            taps,
         })
     }
 

@@ -29,6 +29,7 @@ mod result;
 mod routing;
 mod service_log;
 mod spawn;
+pub mod tap;
 mod telemetry;
 
 use adora_message::control::NodeLogLine;
@@ -63,8 +64,23 @@ pub async fn run_dataflow(
     logs: mpsc::UnboundedSender<NodeLogLine>,
     shutdown: CancellationToken,
 ) -> Result<DataflowResult, DaemonError> {
+    run_dataflow_tapped(config, spec, logs, shutdown, None).await
+}
+
+/// [`run_dataflow`] with a tap copying outputs from the first message on (`adora run
+/// --record`); the tap's receiver ends when the dataflow does.
+pub async fn run_dataflow_tapped(
+    config: DaemonConfig,
+    spec: DataflowSpec,
+    logs: mpsc::UnboundedSender<NodeLogLine>,
+    shutdown: CancellationToken,
+    tap: Option<tap::Tap>,
+) -> Result<DataflowResult, DaemonError> {
     fd_limit::raise_fd_limit();
     let daemon = actor::Daemon::bind(config).await?;
+    if let Some(tap) = tap {
+        daemon.taps.add(tap);
+    }
     daemon.run_single(spec, logs, shutdown).await
 }
 

@@ -14,7 +14,11 @@ use tokio::{
 };
 use uuid::Uuid;
 
-use crate::event::{request_event, Event};
+use crate::{
+    event::{request_event, Event},
+    tap::Taps,
+};
+use adora_shm::RegionCache;
 use adora_tasks::Tasks;
 
 /// Read buffer of a node connection: a burst of small frames (e.g. a fast sender's outputs) is
@@ -27,18 +31,23 @@ const READ_BUFFER: usize = 64 * 1024;
 const MAX_CONTROL_BATCH: usize = 32;
 
 /// Accepts node connections until the daemon's tasks are cancelled; one task per connection.
-pub(crate) async fn accept_loop(listener: UnixListener, events: mpsc::Sender<Event>, tasks: Tasks) {
+pub(crate) async fn accept_loop(
+    listener: UnixListener,
+    events: mpsc::Sender<Event>,
+    taps: Taps,
+    tasks: Tasks,
+) {
     let cancel = tasks.cancel_token().clone();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let (events, cancel) = (events.clone(), cancel.clone());
+                    let (events, cancel, taps) = (events.clone(), cancel.clone(), taps.clone());
                     tasks.spawn("a node connection", async move {
                         tokio::select! {
                             _ = cancel.cancelled() => {}
-                            r = handle_connection(stream, events) => if let Err(e) = r {
+                            r = handle_connection(stream, events, taps) => if let Err(e) = r {
                                 tracing::warn!("node connection closed: {e}");
                             }
                         }
@@ -56,6 +65,7 @@ pub(crate) async fn accept_loop(listener: UnixListener, events: mpsc::Sender<Eve
 async fn handle_connection(
     mut stream: UnixStream,
     events: mpsc::Sender<Event>,
+    taps: Taps,
 ) -> Result<(), String> {
     let mut buf = Vec::new();
     let first: NodeRequest = read_frame_async(&mut stream, &mut buf)
@@ -95,6 +105,7 @@ async fn handle_connection(
         dataflow: dataflow_id,
         node: node_id,
         events,
+        taps,
     };
     // A node that died while its registration was parked at the start barrier fails the reply;
     // its accepted control connection must still be reported closed below.
@@ -125,6 +136,8 @@ struct Ctx {
     dataflow: Uuid,
     node: NodeId,
     events: mpsc::Sender<Event>,
+    /// Copies of tapped outputs are made here, before routing (see `crate::tap`).
+    taps: Taps,
 }
 
 impl Ctx {
@@ -135,12 +148,17 @@ impl Ctx {
     ) -> Result<(), CodecError> {
         let mut reader = BufReader::with_capacity(READ_BUFFER, stream);
         let mut batch = Vec::new();
+        let mut regions = None;
         loop {
             let request: NodeRequest = read_frame_async(&mut reader, buf).await?;
+            self.tap(&request, &mut regions).await;
             let mut lock = self.push_request(&mut batch, request);
             while batch.len() < MAX_CONTROL_BATCH && lock.is_none() {
                 match buffered_frame(&mut reader)? {
-                    Some(request) => lock = self.push_request(&mut batch, request),
+                    Some(request) => {
+                        self.tap(&request, &mut regions).await;
+                        lock = self.push_request(&mut batch, request);
+                    }
                     None => break,
                 }
             }
@@ -162,6 +180,21 @@ impl Ctx {
                 let answer = self.take_lock(lock, reason).await;
                 write_frame_async(reader.get_mut(), &DaemonReply::UpdateLock(answer)).await?;
             }
+        }
+    }
+
+    /// Copies an output to the taps that want it; a full lossless tap makes this wait.
+    async fn tap(&self, request: &NodeRequest, regions: &mut Option<RegionCache>) {
+        if let NodeRequest::SendOutput {
+            output,
+            metadata,
+            data,
+        } = request
+        {
+            let (df, node) = (self.dataflow, &self.node);
+            self.taps
+                .copy(df, node, output, metadata, data, regions)
+                .await;
         }
     }
 

@@ -152,6 +152,36 @@ pub enum ControlRequest {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         to: Option<String>,
     },
+    /// Copy outputs of a running dataflow to this client (`adora record`, `adora topic`):
+    /// answered by `TapStarted`, then `Tapped` batches (each acknowledged with `TapAck`), then
+    /// `TapEnd` when the dataflow ended (or `Error`).
+    Tap(TapRequest),
+    /// The client handled a `Tapped` batch of `machine` (the daemon may send `cost` more units).
+    TapAck {
+        /// The envelope id of the `Tap` request.
+        tap: u64,
+        /// The daemon the batch came from.
+        machine: String,
+        /// The batch's [`crate::tap::TapBatch::cost`].
+        cost: u64,
+    },
+}
+
+/// Parameters of [`ControlRequest::Tap`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TapRequest {
+    /// Name or uuid of a running dataflow.
+    pub dataflow: String,
+    /// The outputs, as `node/output`; empty for every output of the dataflow.
+    pub outputs: Vec<String>,
+    /// Drop (and count) messages the client cannot keep up with, instead of slowing their
+    /// senders down.
+    #[serde(default)]
+    pub lossy: bool,
+    /// Only answer which outputs would be tapped (`TapStarted`, then `TapEnd`), tap nothing
+    /// (`adora topic list`).
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 /// Parameters of [`ControlRequest::Start`].
@@ -273,6 +303,17 @@ mod tests {
         round_trip(ControlRequest::Nodes { dataflow: None });
         round_trip(ControlRequest::Nodes {
             dataflow: Some("demo".into()),
+        });
+        round_trip(ControlRequest::Tap(TapRequest {
+            dataflow: "demo".into(),
+            outputs: vec!["sender/counter".into()],
+            lossy: true,
+            dry_run: false,
+        }));
+        round_trip(ControlRequest::TapAck {
+            tap: 3,
+            machine: "robot".into(),
+            cost: 4096,
         });
         round_trip(ControlRequest::DaemonLogs(DaemonLogsRequest {
             machine: "h0".into(),

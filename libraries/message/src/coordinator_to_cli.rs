@@ -61,6 +61,25 @@ pub enum ControlReply {
     DaemonLog(String),
     /// All requested log lines were sent (a non-following logs request is complete).
     LogsEnd,
+    /// Answer to `Tap`: the daemons were asked to copy these outputs.
+    TapStarted {
+        /// The dataflow.
+        dataflow: Uuid,
+        /// The tapped outputs (`node/output`), sorted.
+        outputs: Vec<String>,
+    },
+    /// Messages copied by one daemon; acknowledge with `TapAck`.
+    Tapped {
+        /// The daemon that copied them.
+        machine: String,
+        /// The messages.
+        batch: crate::tap::TapBatch,
+    },
+    /// The tap is over (the dataflow ended on every daemon tapped).
+    TapEnd {
+        /// Messages the (lossy) tap dropped, per `node/output`; empty when none was.
+        dropped: BTreeMap<String, u64>,
+    },
     /// An attached or followed dataflow ended.
     Finished {
         /// The dataflow.
@@ -297,6 +316,17 @@ mod tests {
             line: "hello".into(),
         }));
         round_trip(ControlReply::LogsEnd);
+        round_trip(ControlReply::TapStarted {
+            dataflow: Uuid::nil(),
+            outputs: vec!["sender/counter".into()],
+        });
+        round_trip(ControlReply::Tapped {
+            machine: "robot".into(),
+            batch: crate::tap::TapBatch::default(),
+        });
+        round_trip(ControlReply::TapEnd {
+            dropped: [("sender/counter".to_owned(), 2)].into(),
+        });
         round_trip(ControlReply::MoveProgress("relay: started on c".into()));
         round_trip(ControlReply::Moved(crate::relocation::MoveReport {
             dataflow: id,

@@ -99,6 +99,29 @@ pub enum DaemonCommand {
     /// One step of moving a running node between daemons (answered by `Relocated`); see
     /// [`crate::relocation`].
     Relocate(crate::relocation::Relocation),
+    /// Copy these outputs of local nodes (answered by `Tapped` batches, then `TapEnd`, all with
+    /// this command's envelope id). Without credit the daemon sends at most
+    /// [`crate::tap::TAP_WINDOW`] cost units.
+    Tap {
+        /// The dataflow.
+        dataflow: Uuid,
+        /// The outputs (of nodes on this daemon).
+        outputs: Vec<(NodeId, adora_core::DataId)>,
+        /// Drop and count instead of slowing the senders down.
+        lossy: bool,
+    },
+    /// The client handled `cost` units of the `Tap` with envelope id `command`.
+    TapCredit {
+        /// The `Tap` command's envelope id.
+        command: u64,
+        /// Units handled.
+        cost: u64,
+    },
+    /// Stop a `Tap` (its client went away); answered by `TapEnd`.
+    Untap {
+        /// The `Tap` command's envelope id.
+        command: u64,
+    },
 }
 
 /// Why the coordinator refused a daemon's registration.
@@ -282,6 +305,16 @@ mod tests {
             follow: true,
         });
         round_trip(DaemonCommand::StopServiceLog { command: 7 });
+        round_trip(DaemonCommand::Tap {
+            dataflow: id,
+            outputs: vec![("a".into(), "out".into())],
+            lossy: false,
+        });
+        round_trip(DaemonCommand::TapCredit {
+            command: 7,
+            cost: 512,
+        });
+        round_trip(DaemonCommand::Untap { command: 7 });
         round_trip(DaemonCommand::Shutdown);
         assert_needs_preparation();
         round_trip(DaemonCommand::Peers {

@@ -109,6 +109,14 @@ pub enum DaemonMessage {
         /// Outcome of the step.
         result: Result<(), ControlError>,
     },
+    /// Messages copied for a `Tap` (the envelope id is the `Tap` command's); the daemon sends
+    /// more only once the coordinator passed on credit for them (`TapCredit`).
+    Tapped(crate::tap::TapBatch),
+    /// A `Tap` is over on this daemon (its dataflow ended here, or `Untap`).
+    TapEnd {
+        /// Messages the (lossy) tap dropped, per `node/output`.
+        dropped: BTreeMap<String, u64>,
+    },
 }
 
 /// Who the daemon is and what it runs.
@@ -304,6 +312,10 @@ mod tests {
             lines: vec!["registered with the coordinator".into()],
         });
         round_trip(DaemonMessage::ServiceLogEnd { result: Ok(()) });
+        round_trip(DaemonMessage::Tapped(crate::tap::TapBatch::default()));
+        round_trip(DaemonMessage::TapEnd {
+            dropped: [("a/out".to_owned(), 1)].into(),
+        });
         round_trip(DaemonMessage::ServiceLogEnd {
             result: Err(ControlError::new(
                 crate::control::ErrorKind::NotFound,

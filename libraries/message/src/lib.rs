@@ -30,6 +30,7 @@ pub mod maintenance;
 pub mod node_to_daemon;
 pub mod relocation;
 pub mod stats;
+pub mod tap;
 
 pub use common::{DataRef, Metadata, NodeConfig, Parameter, SegmentFile, SharedRef, Timestamp};
 

@@ -16,13 +16,17 @@ mod local_build;
 mod logs;
 mod node;
 mod node_move;
+mod record;
+mod recording;
 mod restart;
 mod run;
 mod schema;
 mod start;
 mod status;
 mod stop;
+mod tap_stream;
 mod top;
+mod topic;
 mod up;
 mod validate;
 
@@ -59,6 +63,9 @@ enum Command {
     Status(status::Args),
     Top(top::Args),
     Node(node::Args),
+    Record(record::Args),
+    Recording(recording::Args),
+    Topic(topic::Args),
     Coordinator(coordinator::Args),
     Daemon(daemon::Args),
     Cluster(cluster::Args),
@@ -95,6 +102,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => status::run(args).await,
         Command::Top(args) => top::run(args).await,
         Command::Node(args) => node::run(args).await,
+        Command::Record(args) => record::run(args).await,
+        Command::Recording(args) => recording::run(args),
+        Command::Topic(args) => topic::run(args).await,
         Command::Completion(args) => Ok(completion::run(args, Cli::command())),
         Command::Coordinator(args) => coordinator::run(args).await,
         Command::Daemon(args) => daemon::run(args).await,

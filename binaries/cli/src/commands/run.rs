@@ -33,6 +33,13 @@ pub struct Args {
     connect_timeout: Duration,
     #[command(flatten)]
     finish: super::common::ExitWhenNodesFinish,
+    /// Record every output into this MCAP file from the first message on (lossless: a
+    /// recorder that cannot keep up slows the senders down).
+    #[arg(long, value_name = "FILE.mcap")]
+    record: Option<PathBuf>,
+    /// Chunk compression of `--record`.
+    #[arg(long, value_enum, default_value = "zstd", requires = "record")]
+    compression: super::recording::writer::RecordCompression,
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -86,6 +93,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         log_dir.display()
     );
 
+    let started = std::time::Instant::now();
     let shutdown = CancellationToken::new();
     spawn_stop_triggers(shutdown.clone(), args.stop_after);
     let (log_tx, mut log_rx) = mpsc::unbounded_channel();
@@ -95,24 +103,24 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             crate::output::print_log_line(&line, width);
         }
     });
-    let result = adora_daemon::run_dataflow(config, spec, log_tx, shutdown).await;
+    let (tap, recording) = match &args.record {
+        Some(path) => {
+            let (tap, rx) = adora_daemon::tap::Tap::new(id, None, false);
+            let recording = super::record::record_local(path, args.compression, rx)?;
+            (Some(tap), Some(recording))
+        }
+        None => (None, None),
+    };
+    let result = adora_daemon::run_dataflow_tapped(config, spec, log_tx, shutdown, tap).await;
     let _ = printer.await;
+    if let (Some(recording), Some(path)) = (recording, &args.record) {
+        let recorded = recording.await.context("the recorder failed")?;
+        super::record::finish(recorded?, &Default::default(), started, path)?;
+    }
     let _ = std::fs::remove_dir_all(&run_dir);
     let result = result.context("the dataflow could not run")?;
 
-    for (node, outcome) in &result.outcome.nodes {
-        if let NodeResult::Terminated { signal } = outcome {
-            eprintln!("warning: node `{node}` did not exit after Stop within {} and was terminated with {signal}", humantime::format_duration(args.grace));
-        }
-    }
-    for (node, restarts) in result.restarts.iter().filter(|(_, n)| **n > 0) {
-        eprintln!("note: node `{node}` was restarted {restarts} time(s) by its restart policy");
-    }
-    for (node, counters) in &result.counters {
-        for (input, dropped) in &counters.dropped {
-            eprintln!("note: input `{node}/{input}` dropped {dropped} message(s) because its queue was full");
-        }
-    }
+    print_notes(&result, args.grace);
     if result.is_success() {
         eprintln!("dataflow {id} finished successfully");
         Ok(ExitCode::SUCCESS)
@@ -123,6 +131,24 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             if n == 1 { "" } else { "s" },
             result.to_string().trim_end()
         )
+    }
+}
+
+/// What the user should know about a finished run besides success: terminated nodes, restarts,
+/// drops.
+fn print_notes(result: &adora_daemon::DataflowResult, grace: Duration) {
+    for (node, outcome) in &result.outcome.nodes {
+        if let NodeResult::Terminated { signal } = outcome {
+            eprintln!("warning: node `{node}` did not exit after Stop within {} and was terminated with {signal}", humantime::format_duration(grace));
+        }
+    }
+    for (node, restarts) in result.restarts.iter().filter(|(_, n)| **n > 0) {
+        eprintln!("note: node `{node}` was restarted {restarts} time(s) by its restart policy");
+    }
+    for (node, counters) in &result.counters {
+        for (input, dropped) in &counters.dropped {
+            eprintln!("note: input `{node}/{input}` dropped {dropped} message(s) because its queue was full");
+        }
     }
 }
 

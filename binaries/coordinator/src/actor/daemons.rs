@@ -201,6 +201,7 @@ impl Coordinator {
         }
         self.builds_daemon_gone(&name);
         self.daemon_logs_gone(&name);
+        self.taps_daemon_gone(&name);
         self.moves_daemon_gone(&name);
         let logs: Vec<u64> = self
             .pending_logs
@@ -282,6 +283,8 @@ impl Coordinator {
                 step,
                 result,
             } => self.relocated(&name, dataflow, node, &step, result),
+            DaemonMessage::Tapped(batch) => self.tapped(&name, envelope.id, batch),
+            DaemonMessage::TapEnd { dropped } => self.tap_part_end(&name, envelope.id, dropped),
         }
     }
 }

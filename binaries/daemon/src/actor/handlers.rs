@@ -55,6 +55,7 @@ impl Daemon {
             if let Some(df) = self.dataflows.remove(&id) {
                 df.finish();
             }
+            self.taps.end_dataflow(id);
         }
     }
 

@@ -266,6 +266,7 @@ impl Daemon {
             }
             ServiceCommand::Disconnected => {
                 self.abort_moves();
+                self.taps.untap_all();
                 service
                     .watched
                     .lock()
@@ -339,6 +340,13 @@ impl Daemon {
                 df.stop_nodes(&nodes, env.events, env.config)
             }),
             DaemonCommand::Relocate(relocation) => self.relocate(id, relocation, service),
+            DaemonCommand::Tap {
+                dataflow,
+                outputs,
+                lossy,
+            } => self.tap(id, dataflow, outputs, lossy, service),
+            DaemonCommand::TapCredit { command, cost } => self.taps.credit(command, cost),
+            DaemonCommand::Untap { command } => self.taps.untap(command),
             DaemonCommand::ReadLogs {
                 dataflow,
                 node,
@@ -352,6 +360,26 @@ impl Daemon {
                     let _ = reports.send(Envelope::new(id, DaemonMessage::Logs { lines }));
                 });
             }
+        }
+    }
+
+    /// Starts copying `outputs` of `dataflow` to the coordinator (command `id`); a dataflow that
+    /// does not run here ends the tap at once.
+    fn tap(
+        &mut self,
+        id: u64,
+        dataflow: Uuid,
+        outputs: Vec<(NodeId, adora_core::DataId)>,
+        lossy: bool,
+        service: &Service,
+    ) {
+        let (tap, rx) = crate::tap::Tap::new(dataflow, Some(outputs.into_iter().collect()), lossy);
+        let forward = self.taps.forward(id, tap, rx, service.reports.clone());
+        service
+            .tasks
+            .spawn(format!("tap {id} of dataflow {dataflow}"), forward);
+        if !self.dataflows.contains_key(&dataflow) {
+            self.taps.end_dataflow(dataflow);
         }
     }
 

@@ -1,0 +1,137 @@
+use std::sync::Arc;
+
+use adora_message::{
+    cli_to_coordinator::{ControlRequest, TapRequest},
+    coordinator_to_cli::ControlReply,
+    coordinator_to_daemon::DaemonCommand,
+    daemon_to_coordinator::DaemonMessage,
+    envelope::Envelope,
+    tap::TapBatch,
+};
+use adora_store::MemoryStore;
+
+use crate::{
+    actor::{ConnId, Event, Outgoing},
+    testkit::*,
+};
+
+fn tap_request(outputs: &[&str]) -> ControlRequest {
+    ControlRequest::Tap(TapRequest {
+        dataflow: "demo".into(),
+        outputs: outputs.iter().map(|o| (*o).to_owned()).collect(),
+        lossy: false,
+        dry_run: false,
+    })
+}
+
+/// The id of the `Tap` command a daemon got, with its outputs.
+fn tap_command(rx: &mut DaemonRx) -> (u64, Vec<String>) {
+    while let Ok(Outgoing::Message(e)) = rx.try_recv() {
+        if let DaemonCommand::Tap { outputs, .. } = e.body {
+            let outputs = outputs.iter().map(|(n, o)| format!("{n}/{o}")).collect();
+            return (e.id, outputs);
+        }
+    }
+    panic!("no Tap sent");
+}
+
+fn says(h: &mut Harness, conn: ConnId, id: u64, body: DaemonMessage) {
+    h.c.dispatch(Event::FromDaemon {
+        conn,
+        envelope: Envelope::new(id, body),
+    });
+}
+
+#[tokio::test]
+async fn a_tap_goes_to_the_senders_daemon_is_relayed_credited_and_ends() {
+    let mut h = Harness::new(Arc::new(MemoryStore::new())).await;
+    let (a, mut a_rx) = h.register("a", vec![]);
+    let (b, _b_rx) = h.register("b", vec![]);
+    let mut start = h.request(ControlRequest::Start(two_machine_start()));
+    let id = *h.c.flows.keys().next().expect("started");
+    h.daemon_says(a, spawned(id));
+    h.daemon_says(b, spawned(id));
+    replies(&mut start);
+
+    let mut bad = h.request(tap_request(&["a/nope"]));
+    let got = replies(&mut bad);
+    let [ControlReply::Error(e)] = got.as_slice() else {
+        panic!("{got:?}");
+    };
+    assert!(e.message.contains("no output `a/nope`"), "{e}");
+
+    let (tx, mut client) = tokio::sync::mpsc::unbounded_channel();
+    h.c.dispatch(Event::Control {
+        envelope: Envelope::new(5, tap_request(&[])),
+        tx: tx.clone(),
+    });
+    let (command, outputs) = tap_command(&mut a_rx);
+    assert_eq!(outputs, ["a/x"]);
+    let batch = TapBatch::default();
+    says(&mut h, a, command, DaemonMessage::Tapped(batch.clone()));
+    h.c.dispatch(Event::Control {
+        envelope: Envelope::new(
+            6,
+            ControlRequest::TapAck {
+                tap: 5,
+                machine: "a".into(),
+                cost: 300,
+            },
+        ),
+        tx,
+    });
+    assert_eq!(
+        commands(&mut a_rx),
+        [DaemonCommand::TapCredit { command, cost: 300 }]
+    );
+    let dropped = [("a/x".to_owned(), 2)].into();
+    says(&mut h, a, command, DaemonMessage::TapEnd { dropped });
+    assert_eq!(
+        replies(&mut client),
+        [
+            ControlReply::TapStarted {
+                dataflow: id,
+                outputs: vec!["a/x".into()]
+            },
+            ControlReply::Tapped {
+                machine: "a".into(),
+                batch
+            },
+            ControlReply::TapEnd {
+                dropped: [("a/x".to_owned(), 2)].into()
+            }
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_gone_client_untaps_and_a_gone_daemon_ends_the_tap_with_an_error() {
+    let mut h = Harness::new(Arc::new(MemoryStore::new())).await;
+    let (a, mut a_rx) = h.register("a", vec![]);
+    let (b, _b_rx) = h.register("b", vec![]);
+    let mut start = h.request(ControlRequest::Start(two_machine_start()));
+    let id = *h.c.flows.keys().next().expect("started");
+    h.daemon_says(a, spawned(id));
+    h.daemon_says(b, spawned(id));
+    replies(&mut start);
+
+    let client = h.request(tap_request(&["a/x"]));
+    let (command, _) = tap_command(&mut a_rx);
+    drop(client);
+    says(
+        &mut h,
+        a,
+        command,
+        DaemonMessage::Tapped(TapBatch::default()),
+    );
+    assert_eq!(commands(&mut a_rx), [DaemonCommand::Untap { command }]);
+
+    let mut client = h.request(tap_request(&["a/x"]));
+    tap_command(&mut a_rx);
+    h.gone(a);
+    let got = replies(&mut client);
+    let [.., ControlReply::Error(e)] = got.as_slice() else {
+        panic!("{got:?}");
+    };
+    assert!(e.message.contains("daemon `a` disconnected"), "{e}");
+}

@@ -1,0 +1,233 @@
+//! Recording and topic inspection (issue 21) with the real binary: `adora run --record` read
+//! back by the `mcap` crate and by the independent Python `mcap` package, a recorder killed with
+//! SIGKILL leaving a readable file, and `adora topic` / `adora record` attached to a dataflow
+//! started through a coordinator.
+
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+use adora_test_support::{bin, run_with_timeout, temp_dir, wait_until, ChildGuard, MarkedCli};
+
+/// Upper bound of one CLI command.
+const TIMEOUT: Duration = Duration::from_secs(90);
+/// Marks every process a test starts.
+const MARKER: &str = "ADORA_E2E_RECORD_TEST";
+
+/// The rust-dataflow example (sender every 10 ms → transformer → sink) with `messages` messages.
+fn example(dir: &Path, messages: u32) -> std::path::PathBuf {
+    let yaml = format!(
+        "nodes:\n  - id: sender\n    path: {}\n    inputs:\n      tick: adora/timer/millis/10\n    outputs: [counter]\n    env:\n      MESSAGES: {messages}\n  - id: transformer\n    path: {}\n    inputs:\n      counter: sender/counter\n    outputs: [squared]\n  - id: sink\n    path: {}\n    inputs:\n      squared: {{ source: transformer/squared, queue_size: 100 }}\n",
+        bin("rust-dataflow-sender").display(),
+        bin("rust-dataflow-transformer").display(),
+        bin("rust-dataflow-sink").display(),
+    );
+    let path = dir.join("dataflow.yml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+/// Messages per topic and whether log times never go back, read with the `mcap` crate.
+fn read_with_mcap_crate(path: &Path) -> BTreeMap<String, (u64, bool)> {
+    let bytes = std::fs::read(path).unwrap();
+    let mut out: BTreeMap<String, (u64, bool, u64)> = BTreeMap::new();
+    for message in mcap::MessageStream::new(&bytes).unwrap() {
+        let message = message.unwrap();
+        assert_eq!(message.channel.message_encoding, "adora.arrow.v1");
+        let entry = out
+            .entry(message.channel.topic.clone())
+            .or_insert((0, true, 0));
+        entry.0 += 1;
+        entry.1 &= message.log_time >= entry.2;
+        entry.2 = message.log_time;
+    }
+    out.into_iter().map(|(k, (n, m, _))| (k, (n, m))).collect()
+}
+
+const PYTHON_READER: &str = r#"
+import json, sys
+from mcap.reader import make_reader
+counts, monotonic, last = {}, {}, {}
+with open(sys.argv[1], "rb") as f:
+    for schema, channel, message in make_reader(f).iter_messages():
+        t = channel.topic
+        counts[t] = counts.get(t, 0) + 1
+        monotonic[t] = monotonic.get(t, True) and message.log_time >= last.get(t, 0)
+        last[t] = message.log_time
+print(json.dumps({"counts": counts, "monotonic": monotonic}))
+"#;
+
+#[test]
+fn run_record_is_read_back_by_the_mcap_crate_and_by_python() {
+    let dir = temp_dir();
+    let cli = MarkedCli::new(dir.path(), MARKER, TIMEOUT);
+    let dataflow = example(dir.path(), 100);
+    let file = dir.path().join("run.mcap");
+    let out = cli.ok(&[
+        "run",
+        dataflow.to_str().unwrap(),
+        "--record",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.all()
+            .contains("sink done: 100 messages received in order"),
+        "{out}"
+    );
+    assert!(out.stderr.contains("recorded 200 message(s)"), "{out}");
+    assert!(out.stderr.contains("dropped: none"), "{out}");
+
+    let expected: BTreeMap<String, (u64, bool)> = [
+        ("sender/counter".to_owned(), (100, true)),
+        ("transformer/squared".to_owned(), (100, true)),
+    ]
+    .into();
+    assert_eq!(read_with_mcap_crate(&file), expected);
+
+    let mut python = std::process::Command::new("python3");
+    python.args(["-c", PYTHON_READER, file.to_str().unwrap()]);
+    let out = run_with_timeout(python, TIMEOUT);
+    assert!(
+        out.status.success(),
+        "the Python mcap reader failed (pip install mcap):\n{out}"
+    );
+    let read: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(read["counts"]["sender/counter"], 100, "{read}");
+    assert_eq!(read["counts"]["transformer/squared"], 100, "{read}");
+    assert_eq!(read["monotonic"]["sender/counter"], true, "{read}");
+
+    let info = cli.ok(&["recording", "info", file.to_str().unwrap(), "--json"]);
+    let info: serde_json::Value = serde_json::from_str(&info.stdout).unwrap();
+    assert_eq!(info["complete"], true, "{info}");
+    assert_eq!(
+        info["channels"]["sender/counter"]["messages"], 100,
+        "{info}"
+    );
+    assert_eq!(info["dropped"], serde_json::json!({}), "{info}");
+}
+
+#[test]
+fn a_recorder_killed_with_sigkill_leaves_a_file_readable_up_to_its_last_chunk() {
+    let dir = temp_dir();
+    let cli = MarkedCli::new(dir.path(), MARKER, TIMEOUT);
+    let dataflow = example(dir.path(), 100_000);
+    let file = dir.path().join("killed.mcap");
+    let run = cli.cmd(&[
+        "run",
+        dataflow.to_str().unwrap(),
+        "--record",
+        file.to_str().unwrap(),
+    ]);
+    let recorder = ChildGuard::spawn(run, dir.path(), "adora-run");
+    // Chunks are written out every second: wait for a few.
+    std::thread::sleep(Duration::from_millis(3500));
+    recorder.signal(nix::sys::signal::Signal::SIGKILL);
+    drop(recorder);
+    let info = cli.ok(&["recording", "info", file.to_str().unwrap(), "--json"]);
+    let info: serde_json::Value = serde_json::from_str(&info.stdout).unwrap();
+    assert_eq!(info["complete"], false, "{info}");
+    let recorded = info["channels"]["sender/counter"]["messages"]
+        .as_u64()
+        .unwrap_or(0);
+    // ~100 messages/s for 3.5 s, at most the last second lost.
+    assert!(recorded >= 100, "{recorded} messages readable: {info}");
+    assert!(
+        wait_until(Duration::from_secs(10), || cli.leftovers().is_empty()),
+        "nodes outlived their killed `adora run`: {:?}",
+        cli.leftovers()
+    );
+}
+
+#[test]
+fn topic_echo_hz_and_record_attach_to_a_started_dataflow() {
+    let dir = temp_dir();
+    let cli = MarkedCli::new(dir.path(), MARKER, TIMEOUT);
+    let _down = Down(&cli);
+    let dataflow = example(dir.path(), 100_000);
+    cli.ok(&["up", "--port", "0"]);
+    cli.ok(&[
+        "start",
+        dataflow.to_str().unwrap(),
+        "--name",
+        "flow",
+        "--detach",
+    ]);
+
+    let list = cli.ok(&["topic", "list", "flow"]);
+    assert_eq!(
+        list.stdout.lines().collect::<Vec<_>>(),
+        ["sender/counter", "transformer/squared"],
+        "{list}"
+    );
+
+    let echo = cli.ok(&[
+        "topic",
+        "echo",
+        "flow",
+        "sender/counter",
+        "--count",
+        "5",
+        "--json",
+    ]);
+    let lines: Vec<serde_json::Value> = echo
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("`{l}`: {e}")))
+        .collect();
+    assert_eq!(lines.len(), 5, "{echo}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["topic"] == "sender/counter" && l["len"] == 8),
+        "{echo}"
+    );
+
+    let hz = cli.ok(&[
+        "topic",
+        "hz",
+        "flow",
+        "sender/counter",
+        "--window",
+        "3s",
+        "--count",
+        "1",
+    ]);
+    let rate: f64 = hz
+        .stdout
+        .split_whitespace()
+        .nth(1)
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("no rate in {hz}"));
+    assert!(
+        (90.0..=110.0).contains(&rate),
+        "the 10 ms timer's rate: {hz}"
+    );
+
+    let file = dir.path().join("attached.mcap");
+    let record = cli.cmd(&[
+        "record",
+        "flow",
+        "-o",
+        file.to_str().unwrap(),
+        "--outputs",
+        "transformer/squared",
+    ]);
+    let mut recorder = ChildGuard::spawn(record, dir.path(), "adora-record");
+    std::thread::sleep(Duration::from_secs(2));
+    cli.ok(&["stop", "flow"]);
+    let status = recorder
+        .wait_timeout(TIMEOUT)
+        .expect("record ends with the dataflow");
+    assert!(status.success(), "adora record failed");
+    let read = read_with_mcap_crate(&file);
+    let (count, monotonic) = read["transformer/squared"];
+    assert!(count >= 100 && monotonic, "{read:?}");
+    assert_eq!(read.len(), 1, "only the asked output: {read:?}");
+}
+
+/// `adora down` when the test ends, passed or not.
+struct Down<'a>(&'a MarkedCli);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.run(&["down"]);
+    }
+}
