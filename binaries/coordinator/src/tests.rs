@@ -197,6 +197,7 @@ fn registration(machine: &str, instance: Uuid) -> Envelope<DaemonMessage> {
             systemd_unit: None,
             locks: Vec::new(),
             limits: Default::default(),
+            site: None,
         }),
     )
 }

@@ -89,6 +89,7 @@ pub async fn run(config: ServiceConfig, shutdown: CancellationToken) -> Result<(
         config.zenoh_tls.clone(),
         reports_tx.clone(),
     );
+    daemon.zenoh_routers = config.zenoh_routers.clone();
     daemon.locks = locks::Locks::with_coordinator(reports_tx.clone());
     let mut service =
         actor::service::Service::new(reports_tx, config.log_root.clone(), tasks.clone());

@@ -82,6 +82,9 @@ impl Coordinator {
             instance: reg.instance,
             systemd_unit: reg.systemd_unit.clone(),
             limits: reg.limits,
+            site: reg.site.clone(),
+            data_links: None,
+            link_status: Vec::new(),
         };
         let existing = self.daemons.iter().position(|d| match &reg.machine_id {
             Some(id) => d.machine_id.as_deref() == Some(id),
@@ -235,6 +238,7 @@ impl Coordinator {
                 self.node_stats.retain(|id| flows.contains_key(id));
             }
             DaemonMessage::ZenohListening { locators } => self.zenoh_listening(conn, locators),
+            DaemonMessage::DataLinks { links } => self.data_links_reported(conn, links),
             DaemonMessage::Register(_) => {
                 tracing::warn!("daemon `{name}` registered twice on one connection; ignored")
             }
