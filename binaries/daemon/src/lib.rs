@@ -26,6 +26,7 @@ mod queue;
 mod remote;
 mod restart;
 mod result;
+mod router;
 mod routing;
 mod service_log;
 mod spawn;
@@ -44,6 +45,7 @@ pub use config::{
 pub use error::DaemonError;
 pub use fd_limit::raise_fd_limit;
 pub use result::DataflowResult;
+pub use router::{router_endpoints, run_router, RouterConfig};
 pub use routing::NodeCounters;
 
 /// Runs one dataflow on this machine until every node has exited, or until `shutdown` is

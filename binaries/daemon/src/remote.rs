@@ -342,7 +342,7 @@ impl Drop for SubscriptionGuard {
 }
 
 pub(crate) mod links;
-mod session_config;
+pub(crate) mod session_config;
 pub(crate) mod topology;
 
 #[cfg(test)]

@@ -95,20 +95,9 @@ fn zenoh_tls(insecure: bool, dir: Option<&std::path::Path>) -> Option<adora_daem
 
 /// `--zenoh-router HOST:PORT` values as Zenoh endpoints of the daemon's transport.
 fn router_endpoints(routers: &[String], tls: bool) -> anyhow::Result<Vec<String>> {
+    super::router::check_host_ports("--zenoh-router", routers)?;
     let scheme = if tls { "tls" } else { "tcp" };
-    routers
-        .iter()
-        .map(|r| {
-            let valid = r.rsplit_once(':').is_some_and(|(host, port)| {
-                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-            });
-            anyhow::ensure!(
-                valid,
-                "--zenoh-router `{r}`: expected HOST:PORT, e.g. 10.0.0.1:7448"
-            );
-            Ok(format!("{scheme}/{r}"))
-        })
-        .collect()
+    Ok(routers.iter().map(|r| format!("{scheme}/{r}")).collect())
 }
 
 pub async fn run(mut args: Args) -> anyhow::Result<ExitCode> {

@@ -17,6 +17,7 @@ mod logs;
 mod node;
 mod node_move;
 mod restart;
+mod router;
 mod run;
 mod schema;
 mod start;
@@ -61,6 +62,7 @@ enum Command {
     Node(node::Args),
     Coordinator(coordinator::Args),
     Daemon(daemon::Args),
+    Router(router::Args),
     Cluster(cluster::Args),
     Completion(completion::Args),
 }
@@ -70,7 +72,7 @@ impl Cli {
     /// (`daemon --quiet`: warnings only); everything else at warning level unless `-v`.
     pub fn verbosity(&self) -> u8 {
         match &self.command {
-            Command::Coordinator(_) => self.verbose.max(1),
+            Command::Coordinator(_) | Command::Router(_) => self.verbose.max(1),
             Command::Daemon(args) if !args.quiet => self.verbose.max(1),
             _ => self.verbose,
         }
@@ -98,6 +100,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Completion(args) => Ok(completion::run(args, Cli::command())),
         Command::Coordinator(args) => coordinator::run(args).await,
         Command::Daemon(args) => daemon::run(args).await,
+        Command::Router(args) => router::run(args).await,
         Command::Cluster(args) => cluster::run(args).await,
     }
 }

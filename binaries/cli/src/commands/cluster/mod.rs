@@ -12,6 +12,7 @@ mod down;
 mod drain;
 mod install;
 pub(crate) mod join_code;
+mod links;
 mod machine;
 mod maintenance;
 mod restart;
