@@ -349,3 +349,5 @@ pub(crate) mod topology;
 mod tests;
 #[cfg(test)]
 mod tls_tests;
+#[cfg(test)]
+mod topology_tests;
