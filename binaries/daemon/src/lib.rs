@@ -92,6 +92,7 @@ pub async fn run(config: ServiceConfig, shutdown: CancellationToken) -> Result<(
         reports_tx.clone(),
     );
     daemon.zenoh_routers = config.zenoh_routers.clone();
+    daemon.site = config.site.clone();
     daemon.locks = locks::Locks::with_coordinator(reports_tx.clone());
     let mut service =
         actor::service::Service::new(reports_tx, config.log_root.clone(), tasks.clone());

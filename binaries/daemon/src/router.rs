@@ -3,6 +3,7 @@
 //! other. Same transport as the daemons: mutual TLS with a certificate of the cluster CA, or
 //! plain TCP with `--insecure-zenoh`.
 
+use adora_message::data_links::ROUTER_TOKEN_PREFIX;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -19,6 +20,9 @@ pub struct RouterConfig {
     pub connect: Vec<String>,
     /// Mutual TLS with these files; `None`: plain TCP.
     pub tls: Option<ZenohTls>,
+    /// The site it routes: announced to every daemon (a liveliness token), so that daemons
+    /// report whether each other site is reachable.
+    pub site: Option<String>,
 }
 
 /// The Zenoh endpoints of `HOST:PORT` addresses with the transport of `tls`.
@@ -61,6 +65,14 @@ pub async fn run_router(
         config.connect
     );
     eprintln!("adora router listening on {}", locators.join(", "));
+    let _token = match &config.site {
+        Some(site) => {
+            let key = format!("{ROUTER_TOKEN_PREFIX}/{site}");
+            let token = session.liveliness().declare_token(key).await;
+            Some(token.map_err(|e| RemoteError::Zenoh(e.to_string()))?)
+        }
+        None => None,
+    };
     shutdown.cancelled().await;
     let _ = session.close().await;
     Ok(locators)
@@ -76,6 +88,7 @@ mod tests {
             listen: "tcp/0.0.0.0:7448".into(),
             connect: vec!["10.0.0.2:7448".into()],
             tls: None,
+            site: None,
         };
         let zenoh = router_config(&config).expect("valid");
         assert_eq!(zenoh.get_json("mode").expect("mode"), "\"router\"");

@@ -7,6 +7,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The Zenoh liveliness token a site's router declares (`adora/routers/<site>`): daemons see
+/// which other sites are reachable through the routers.
+pub const ROUTER_TOKEN_PREFIX: &str = "adora/routers";
+
 /// A daemon another one should link to directly.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct DataPeer {
@@ -24,6 +28,8 @@ pub enum LinkKind {
     Daemon,
     /// The site's router (`adora router`), carrying data from and to other sites.
     Router,
+    /// Another site, reached through the routers (down when its router is unreachable).
+    Site,
 }
 
 /// The state of one data link of a daemon.

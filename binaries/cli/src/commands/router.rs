@@ -23,6 +23,10 @@ pub struct Args {
     /// Where to listen (`tcp/<ip>:<port>`; TLS unless --insecure-zenoh).
     #[arg(long, default_value = DEFAULT_LISTEN)]
     listen: String,
+    /// The site it routes (`cluster.yml` `sites:`): daemons of other sites report whether they
+    /// reach it.
+    #[arg(long, value_name = "NAME")]
+    site: Option<String>,
     /// Another site's router to connect to, as HOST:PORT; repeat for several.
     #[arg(long, value_name = "HOST:PORT")]
     connect: Vec<String>,
@@ -83,6 +87,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         listen: args.listen,
         connect: args.connect,
         tls,
+        site: args.site,
     };
     let shutdown = super::common::shutdown_on_signal();
     adora_daemon::run_router(config, shutdown)

@@ -94,7 +94,8 @@ impl Daemon {
                 }
                 if let Some(reports) = self.remote_reports.clone() {
                     let links = plane.links().clone();
-                    self.tasks.spawn("the data links", links.run(reports));
+                    let site = self.site.clone();
+                    self.tasks.spawn("the data links", links.run(reports, site));
                 }
                 for df in self.dataflows.values_mut() {
                     df.attach_remote(&plane, &self.events_tx);

@@ -35,14 +35,14 @@ use std::{
 
 use adora_message::{
     daemon_to_coordinator::DaemonMessage,
-    data_links::{DataLinkStatus, DataPeer, LinkKind},
+    data_links::{DataLinkStatus, DataPeer, LinkKind, ROUTER_TOKEN_PREFIX},
     envelope::Envelope,
 };
 use tokio::sync::watch;
 use zenoh::{
     handlers::{Callback, FifoChannel, FifoChannelHandler, IntoHandler},
     pubsub::Subscriber,
-    sample::{Locality, Sample},
+    sample::{Locality, Sample, SampleKind},
     Wait,
 };
 
@@ -148,15 +148,19 @@ impl DataLinks {
     }
 
     /// Opens and closes link sessions to match the wanted peers, and reports the links' state
-    /// through `reports` whenever it changes; runs until the session closes.
-    pub async fn run(self: Arc<Self>, reports: Reports) {
+    /// through `reports` whenever it changes; runs until the session closes. With routers, the
+    /// other sites (their routers' liveliness tokens, all but `site`'s) are links too.
+    pub async fn run(self: Arc<Self>, reports: Reports, site: Option<String>) {
         let mut wanted = self.wanted.subscribe();
         let mut states: BTreeMap<(String, LinkKind), (bool, u64)> = BTreeMap::new();
         let mut last_sent: Option<Vec<DataLinkStatus>> = None;
+        let mut sites = SitesSeen::watch(&self.main, &self.routers, site).await;
         loop {
             let peers = wanted.borrow_and_update().clone();
             self.reconcile(&peers).await;
-            let links = self.link_states(&mut states).await;
+            let mut now_up = self.links_up().await;
+            sites.update(&mut now_up);
+            let links = track(&mut states, now_up);
             if last_sent.as_ref() != Some(&links) {
                 let message = DaemonMessage::DataLinks {
                     links: links.clone(),
@@ -169,7 +173,11 @@ impl DataLinks {
             if self.main.is_closed() {
                 return;
             }
-            let _ = tokio::time::timeout(LINK_POLL, wanted.changed()).await;
+            tokio::select! {
+                _ = wanted.changed() => {}
+                () = sites.changed() => {}
+                () = tokio::time::sleep(LINK_POLL) => {}
+            }
         }
     }
 
@@ -254,11 +262,8 @@ impl DataLinks {
         table.links.insert(peer.machine.clone(), link);
     }
 
-    /// Every link with its state; `states` keeps when each went up or down.
-    async fn link_states(
-        &self,
-        states: &mut BTreeMap<(String, LinkKind), (bool, u64)>,
-    ) -> Vec<DataLinkStatus> {
+    /// Whether each link to a daemon, and to the router, is up.
+    async fn links_up(&self) -> BTreeMap<(String, LinkKind), bool> {
         let sessions: Vec<(String, zenoh::Session)> = self
             .table()
             .links
@@ -274,26 +279,106 @@ impl DataLinks {
             let up = self.main.info().routers_zid().await.next().is_some();
             now_up.insert((self.routers.join(","), LinkKind::Router), up);
         }
-        states.retain(|key, _| now_up.contains_key(key));
-        let mut out = Vec::new();
-        for (key, up) in now_up {
-            let (was_up, since) = states.entry(key.clone()).or_insert((!up, 0));
-            if *was_up != up || *since == 0 {
-                if *since != 0 {
-                    let state = if up { "up" } else { "down" };
-                    tracing::warn!("the data link to `{}` is {state}", key.0);
-                }
-                *was_up = up;
-                *since = now_ms();
+        now_up
+    }
+}
+
+/// The links with their state; `states` keeps when each went up or down (and forgets links
+/// that are gone).
+fn track(
+    states: &mut BTreeMap<(String, LinkKind), (bool, u64)>,
+    now_up: BTreeMap<(String, LinkKind), bool>,
+) -> Vec<DataLinkStatus> {
+    states.retain(|key, _| now_up.contains_key(key));
+    let mut out = Vec::new();
+    for (key, up) in now_up {
+        let (was_up, since) = states.entry(key.clone()).or_insert((!up, 0));
+        if *was_up != up || *since == 0 {
+            if *since != 0 {
+                let state = if up { "up" } else { "down" };
+                tracing::warn!("the data link to `{}` is {state}", key.0);
             }
-            out.push(DataLinkStatus {
-                peer: key.0,
-                kind: key.1,
-                up,
-                since_ms: *since,
-            });
+            *was_up = up;
+            *since = now_ms();
         }
-        out
+        out.push(DataLinkStatus {
+            peer: key.0,
+            kind: key.1,
+            up,
+            since_ms: *since,
+        });
+    }
+    out
+}
+
+/// The other sites a daemon has seen through its router: up while their router's liveliness
+/// token is visible, down once it went away (the routers' link is cut).
+struct SitesSeen {
+    /// `None` without routers.
+    tokens: Option<Subscriber<FifoChannelHandler<Sample>>>,
+    own: Option<String>,
+    seen: BTreeMap<String, bool>,
+}
+
+impl SitesSeen {
+    async fn watch(main: &zenoh::Session, routers: &[String], own: Option<String>) -> Self {
+        let tokens = if routers.is_empty() {
+            None
+        } else {
+            let key = format!("{ROUTER_TOKEN_PREFIX}/*");
+            match main
+                .liveliness()
+                .declare_subscriber(key)
+                .history(true)
+                .await
+            {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!("cannot watch the other sites' routers: {e}");
+                    None
+                }
+            }
+        };
+        Self {
+            tokens,
+            own,
+            seen: BTreeMap::new(),
+        }
+    }
+
+    /// Waits for a router token to come or go (forever without routers), and records it.
+    async fn changed(&mut self) {
+        let next = match &self.tokens {
+            Some(tokens) => tokens.recv_async().await,
+            None => return std::future::pending().await,
+        };
+        match next {
+            Ok(sample) => self.record(&sample),
+            Err(_) => self.tokens = None,
+        }
+    }
+
+    fn record(&mut self, sample: &Sample) {
+        if let Some(site) = sample.key_expr().as_str().rsplit('/').next() {
+            let up = sample.kind() == SampleKind::Put;
+            self.seen.insert(site.to_owned(), up);
+        }
+    }
+
+    /// Adds the other sites' state to the links.
+    fn update(&mut self, links: &mut BTreeMap<(String, LinkKind), bool>) {
+        let queued: Vec<Sample> = match &self.tokens {
+            Some(tokens) => std::iter::from_fn(|| tokens.try_recv().ok().flatten()).collect(),
+            None => Vec::new(),
+        };
+        for sample in &queued {
+            self.record(sample);
+        }
+        for (site, up) in &self.seen {
+            if Some(site) != self.own.as_ref() {
+                links.insert((site.clone(), LinkKind::Site), *up);
+            }
+        }
     }
 }
 

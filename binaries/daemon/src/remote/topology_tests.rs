@@ -28,7 +28,7 @@ fn peer(name: &str, plane: &RemoteDataPlane) -> DataPeer {
 /// Runs the links of `plane`, returning its reports.
 fn run_links(plane: &RemoteDataPlane) -> mpsc::UnboundedReceiver<Envelope<DaemonMessage>> {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(plane.links().clone().run(tx));
+    tokio::spawn(plane.links().clone().run(tx, None));
     rx
 }
 
@@ -72,7 +72,10 @@ async fn publish(from: &Arc<RemoteDataPlane>, dataflow: Uuid, n: u8) {
         .await
         .expect("matched in time");
     for i in 0..n {
-        publisher.send((data(), vec![i], None)).await.expect("queue");
+        publisher
+            .send((data(), vec![i], None))
+            .await
+            .expect("queue");
     }
     // Keep the publisher until the messages are out.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -99,14 +102,20 @@ async fn a_link_is_opened_when_asked_and_closed_when_no_longer_needed() {
     b.links().set_peers(vec![peer("a", &a)]);
     links_become(&mut reports, &[("a", true)]).await;
     publish(&a, dataflow, 5).await;
-    assert_eq!(received(&mut rx, Duration::from_secs(2)).await, [0, 1, 2, 3, 4]);
+    assert_eq!(
+        received(&mut rx, Duration::from_secs(2)).await,
+        [0, 1, 2, 3, 4]
+    );
     // No longer needed: the link closes, nothing arrives any more.
     b.links().set_peers(Vec::new());
     links_become(&mut reports, &[]).await;
     let (node, output) = (NodeId::from("cam"), DataId::from("frame"));
     let (publisher, queue) = mpsc::channel(PUBLISH_QUEUE);
     a.spawn_publisher::<()>(dataflow, &node, &output, queue, None);
-    publisher.send((data(), vec![9], None)).await.expect("queue");
+    publisher
+        .send((data(), vec![9], None))
+        .await
+        .expect("queue");
     assert!(received(&mut rx, Duration::from_secs(1)).await.is_empty());
     a.close();
     b.close();
@@ -121,6 +130,7 @@ async fn router(connect: &[String]) -> (zenoh::Session, Vec<String>) {
             .map(|l| l.trim_start_matches("tcp/").to_owned())
             .collect(),
         tls: None,
+        site: None,
     };
     let router = zenoh::open(crate::router::router_config(&config).expect("config"))
         .await

@@ -71,6 +71,7 @@ pub(super) fn render(report: &LinksReport, now_ms: u64) -> String {
             let kind = match l.kind {
                 LinkKind::Daemon => "daemon",
                 LinkKind::Router => "router",
+                LinkKind::Site => "site",
             };
             let state = if l.up { "up" } else { "DOWN" };
             let row = [
@@ -88,7 +89,8 @@ pub(super) fn render(report: &LinksReport, now_ms: u64) -> String {
     let mut out = table.render();
     out.push_str(&format!(
         "\n{rows} data links (a daemon links only to the daemons of its site it reads from, \
-         and to its site's router).\n"
+         and to its site's router; `site` rows are the other sites, reached through the \
+         routers).\n"
     ));
     out
 }

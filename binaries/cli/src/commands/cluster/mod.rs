@@ -17,6 +17,7 @@ mod machine;
 mod maintenance;
 mod restart;
 mod revoke;
+mod routers;
 mod status;
 mod up;
 mod upgrade;
