@@ -26,7 +26,11 @@ fn ip(host: &Host, args: &[&str]) {
     let mut cmd = Command::new("ip");
     cmd.args(["-n", host.netns()]).args(args);
     let out = run_with_timeout(cmd, Duration::from_secs(10));
-    assert!(out.status.success(), "ip {args:?} on {}: {out}", host.name());
+    assert!(
+        out.status.success(),
+        "ip {args:?} on {}: {out}",
+        host.name()
+    );
 }
 
 /// Confines host `i` of `reach` to the gateway and the hosts listed with it.
@@ -82,8 +86,11 @@ fn router_on(
     host.spawn(cmd, &format!("router-{site}"))
 }
 
-/// `cluster status --links --json`: daemon id → its links as (peer, kind, up).
-fn links(coordinator: &Coordinator) -> Vec<(String, Vec<(String, String, bool)>)> {
+/// One link as the test reads it: (peer, kind, up).
+type Link = (String, String, bool);
+
+/// `cluster status --links --json`: each daemon's id and its links.
+fn links(coordinator: &Coordinator) -> Vec<(String, Vec<Link>)> {
     let mut cmd = coordinator.cli();
     cmd.args(["cluster", "status", "--links", "--json"]);
     let out = run_with_timeout(cmd, Duration::from_secs(20));
@@ -105,7 +112,7 @@ fn links(coordinator: &Coordinator) -> Vec<(String, Vec<(String, String, bool)>)
 }
 
 /// The links of daemon `id` (none when unknown).
-fn links_of(coordinator: &Coordinator, id: &str) -> Vec<(String, String, bool)> {
+fn links_of(coordinator: &Coordinator, id: &str) -> Vec<Link> {
     links(coordinator)
         .into_iter()
         .find(|(d, _)| d == id)
@@ -167,16 +174,38 @@ fn two_sites_exchange_data_only_through_their_routers_and_a_cut_between_them_is_
         hosts.host(from).can_connect(addr)
     };
     assert!(ssh(0, 1) && ssh(2, 3) && ssh(3, 4), "the sites' own links");
-    assert!(!ssh(0, 4) && !ssh(1, 3) && !ssh(4, 2), "the sites are separate");
+    assert!(
+        !ssh(0, 4) && !ssh(1, 3) && !ssh(4, 2),
+        "the sites are separate"
+    );
 
     let state = temp_dir();
     let coordinator = Coordinator::start(state.path(), &hosts.gateway_ip().to_string());
     let (lab_gw, cloud_gw) = (hosts.host(2).ip(), hosts.host(3).ip());
     let _routers = [
-        router_on(&coordinator, state.path(), hosts.host(2), "lab-gw", "lab", cloud_gw),
-        router_on(&coordinator, state.path(), hosts.host(3), "cloud-gw", "cloud", lab_gw),
+        router_on(
+            &coordinator,
+            state.path(),
+            hosts.host(2),
+            "lab-gw",
+            "lab",
+            cloud_gw,
+        ),
+        router_on(
+            &coordinator,
+            state.path(),
+            hosts.host(3),
+            "cloud-gw",
+            "cloud",
+            lab_gw,
+        ),
     ];
-    let lab = ["--site", "lab", "--zenoh-router", &format!("{lab_gw}:{ROUTER_PORT}")];
+    let lab = [
+        "--site",
+        "lab",
+        "--zenoh-router",
+        &format!("{lab_gw}:{ROUTER_PORT}"),
+    ];
     let cloud_router = format!("{cloud_gw}:{ROUTER_PORT}");
     let cloud = ["--site", "cloud", "--zenoh-router", &cloud_router];
     let _daemons = [
@@ -192,7 +221,13 @@ fn two_sites_exchange_data_only_through_their_routers_and_a_cut_between_them_is_
     let flow = seq_flow(2000, 20, &[("sender", "a"), ("relay", "b"), ("sink", "c")]);
     std::fs::write(&dataflow, flow).unwrap();
     let mut cmd = coordinator.cli();
-    cmd.args(["start", dataflow.to_str().unwrap(), "--attach", "--name", "sites"]);
+    cmd.args([
+        "start",
+        dataflow.to_str().unwrap(),
+        "--attach",
+        "--name",
+        "sites",
+    ]);
     let mut run = ChildGuard::spawn(cmd, state.path(), "start");
     let stdout = state.path().join("start.out");
     let received = || {
@@ -200,7 +235,7 @@ fn two_sites_exchange_data_only_through_their_routers_and_a_cut_between_them_is_
         text.lines()
             .filter_map(|l| l.split("seq-sink progress received=").nth(1))
             .filter_map(|r| r.split_whitespace().next()?.parse::<u64>().ok())
-            .last()
+            .next_back()
             .unwrap_or(0)
     };
     assert!(
@@ -213,8 +248,14 @@ fn two_sites_exchange_data_only_through_their_routers_and_a_cut_between_them_is_
     // the other site up.
     let all = links(&coordinator);
     assert!(has_link(&coordinator, "b", "a", "daemon", true), "{all:?}");
-    assert!(has_link(&coordinator, "b", &lab_gw.to_string(), "router", true), "{all:?}");
-    assert!(has_link(&coordinator, "c", &cloud_gw.to_string(), "router", true), "{all:?}");
+    assert!(
+        has_link(&coordinator, "b", &lab_gw.to_string(), "router", true),
+        "{all:?}"
+    );
+    assert!(
+        has_link(&coordinator, "c", &cloud_gw.to_string(), "router", true),
+        "{all:?}"
+    );
     assert!(
         wait_until(Duration::from_secs(20), || {
             has_link(&coordinator, "c", "lab", "site", true)
@@ -276,9 +317,19 @@ fn with_six_daemons_only_the_two_a_dataflow_uses_are_linked_and_only_while_it_ru
 
     // m1 → m4, 20 s.
     let dataflow = state.path().join("pair.yml");
-    std::fs::write(&dataflow, seq_flow(1000, 20, &[("sender", "m1"), ("sink", "m4")])).unwrap();
+    std::fs::write(
+        &dataflow,
+        seq_flow(1000, 20, &[("sender", "m1"), ("sink", "m4")]),
+    )
+    .unwrap();
     let mut cmd = coordinator.cli();
-    cmd.args(["start", dataflow.to_str().unwrap(), "--attach", "--name", "pair"]);
+    cmd.args([
+        "start",
+        dataflow.to_str().unwrap(),
+        "--attach",
+        "--name",
+        "pair",
+    ]);
     let mut run = ChildGuard::spawn(cmd, state.path(), "start");
     assert!(
         wait_until(Duration::from_secs(60), || has_link(
