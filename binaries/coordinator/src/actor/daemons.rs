@@ -83,7 +83,8 @@ impl Coordinator {
             systemd_unit: reg.systemd_unit.clone(),
             limits: reg.limits,
             site: reg.site.clone(),
-            data_links: None,
+            // A new session has no links; one already open (a reconnect) is told its set.
+            data_links: reg.zenoh_locators.is_empty().then(Vec::new),
             link_status: Vec::new(),
         };
         let existing = self.daemons.iter().position(|d| match &reg.machine_id {
