@@ -28,7 +28,8 @@ fn peer(name: &str, plane: &RemoteDataPlane) -> DataPeer {
 /// Runs the links of `plane`, returning its reports.
 fn run_links(plane: &RemoteDataPlane) -> mpsc::UnboundedReceiver<Envelope<DaemonMessage>> {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(plane.links().clone().run(tx, None));
+    let tasks = Tasks::default();
+    tasks.spawn("the data links", plane.links().clone().run(tx, None));
     rx
 }
 
