@@ -16,7 +16,8 @@ pub const ROUTER_TOKEN_PREFIX: &str = "adora/routers";
 pub struct DataPeer {
     /// The peer's name (machine id, or hostname for unnamed daemons).
     pub machine: String,
-    /// Where its Zenoh session listens (`tls/<ip>:<port>` or `tcp/<ip>:<port>`).
+    /// Where its Zenoh session listens (`tls/<ip>:<port>` or `tcp/<ip>:<port>`); empty when the
+    /// coordinator does not know (yet): an existing link to it is kept as it is.
     pub endpoints: Vec<String>,
 }
 

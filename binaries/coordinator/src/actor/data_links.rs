@@ -117,12 +117,11 @@ impl Coordinator {
                 .get(d.machine_id.as_deref().unwrap_or(&d.hostname))
                 .into_iter()
                 .flatten()
-                .filter_map(|peer| {
-                    let endpoints = endpoints.get(peer)?.clone();
-                    Some(DataPeer {
-                        machine: peer.clone(),
-                        endpoints,
-                    })
+                // A peer whose locators are not known (yet: after a coordinator restart, until
+                // it registers again) goes without endpoints: the daemon keeps its link as is.
+                .map(|peer| DataPeer {
+                    machine: peer.clone(),
+                    endpoints: endpoints.get(peer).cloned().unwrap_or_default(),
                 })
                 .collect();
             if d.data_links.as_ref() != Some(&peers) {

@@ -189,9 +189,11 @@ impl DataLinks {
                 .links
                 .iter()
                 .filter(|(name, link)| {
-                    !peers
-                        .iter()
-                        .any(|p| &p.machine == *name && p.endpoints == link.endpoints)
+                    // Unknown endpoints (a coordinator that just restarted) keep the link.
+                    !peers.iter().any(|p| {
+                        &p.machine == *name
+                            && (p.endpoints.is_empty() || p.endpoints == link.endpoints)
+                    })
                 })
                 .map(|(name, _)| name.clone())
                 .collect();
@@ -208,7 +210,7 @@ impl DataLinks {
             let _ = link.session.close().await;
         }
         for peer in peers {
-            if self.table().links.contains_key(&peer.machine) {
+            if peer.endpoints.is_empty() || self.table().links.contains_key(&peer.machine) {
                 continue;
             }
             match self.open_link(peer).await {
@@ -419,6 +421,12 @@ impl Drop for LinkSubscription {
 }
 
 impl DataLinks {
+    /// The daemons linked to now.
+    #[cfg(test)]
+    pub(crate) fn linked(&self) -> Vec<String> {
+        self.table().links.keys().cloned().collect()
+    }
+
     /// Closes every link session (the main session is closed by its owner).
     pub fn close(&self) {
         let links = std::mem::take(&mut self.table().links);

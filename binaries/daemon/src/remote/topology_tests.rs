@@ -107,6 +107,14 @@ async fn a_link_is_opened_when_asked_and_closed_when_no_longer_needed() {
         received(&mut rx, Duration::from_secs(2)).await,
         [0, 1, 2, 3, 4]
     );
+    // A coordinator that does not know `a`'s endpoints (it just restarted) keeps the link.
+    let unknown = DataPeer {
+        machine: "a".into(),
+        endpoints: Vec::new(),
+    };
+    b.links().set_peers(vec![unknown]);
+    tokio::time::sleep(topology::LINK_POLL * 2).await;
+    assert_eq!(b.links().linked(), ["a"]);
     // No longer needed: the link closes, nothing arrives any more.
     b.links().set_peers(Vec::new());
     links_become(&mut reports, &[]).await;
