@@ -10,7 +10,8 @@
 use std::{net::Ipv4Addr, process::Command, time::Duration};
 
 use adora_test_support::{
-    bin,
+    bin, bin_dir,
+    fleet::Fleet,
     hosts::{Host, TestHosts},
     require_hosts, run_with_timeout,
     services::Coordinator,
@@ -359,5 +360,105 @@ fn with_six_daemons_only_the_two_a_dataflow_uses_are_linked_and_only_while_it_ru
         wait_until(Duration::from_secs(20), nobody_linked),
         "links left after the dataflow: {:?}",
         links(&coordinator)
+    );
+}
+
+/// `cluster status --links --json` through the fleet's CLI: has `id` a link to `peer` of
+/// `kind` that is up?
+fn fleet_link_up(fleet: &Fleet, id: &str, peer: &str, kind: &str) -> bool {
+    let out = fleet.ok(&["cluster", "status", "--links", "--json"]);
+    let json: Value = serde_json::from_str(&out.stdout).expect("JSON");
+    json["daemons"]
+        .as_array()
+        .expect("daemons")
+        .iter()
+        .any(|d| {
+            d["id"] == id
+                && d["links"].as_array().expect("links").iter().any(|l| {
+                    l["peer"].as_str().is_some_and(|p| p.contains(peer))
+                        && l["kind"] == kind
+                        && l["up"] == true
+                })
+        })
+}
+
+#[test]
+fn cluster_up_starts_each_sites_router_and_a_dedicated_router_machine_runs_no_daemon() {
+    // robot (site lab) behind `gw`, a dedicated router machine; gpu (site cloud) is its own
+    // site's router.
+    let hosts = require_hosts!("cluster_up_sites", 3);
+    let fleet = Fleet::new(hosts, "ADORA_E2E_SITES_TEST", TIMEOUT);
+    let ip = |i: usize| fleet.hosts.host(i).ip().to_string();
+    let mut yaml = format!(
+        "coordinator: {{ addr: {}, port: {} }}\nmachines:\n",
+        fleet.hosts.gateway_ip(),
+        fleet.port
+    );
+    for (i, id) in ["robot", "gw", "gpu"].iter().enumerate() {
+        yaml.push_str(&format!(
+            "  - {{ id: {id}, host: {}, user: root, install_dir: {}, state_dir: {} }}\n",
+            ip(i),
+            bin_dir().display(),
+            fleet.machine_dir(id).display()
+        ));
+    }
+    yaml.push_str(
+        "sites:\n  lab: { machines: [robot], router: { machine: gw } }\n  cloud: { machines: [gpu], router: { machine: gpu } }\n",
+    );
+    let cluster = fleet.dir.path().join("cluster.yml");
+    std::fs::write(&cluster, yaml).unwrap();
+
+    let out = fleet.cluster("up", &cluster, &[]);
+    assert!(out.status.success(), "{out}");
+    assert!(out.stdout.contains("runs only a site's router"), "{out}");
+    assert!(
+        out.stdout.contains(&format!(
+            "Starting the router of site lab on gw (root@{})",
+            ip(1)
+        )),
+        "{out}"
+    );
+    assert!(out.stdout.contains("port 7448... OK"), "{out}");
+    assert!(out.stdout.contains("All 2 daemons connected."), "{out}");
+    // The dedicated router machine enrolled on its own and runs no daemon.
+    let gw = fleet.machine_dir("gw");
+    assert!(gw.join("identity/gw/daemon.pem").exists());
+    assert!(!gw.join("daemon.pid").exists());
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            fleet_link_up(&fleet, "robot", &ip(1), "router")
+                && fleet_link_up(&fleet, "gpu", &ip(2), "router")
+                && fleet_link_up(&fleet, "robot", "cloud", "site")
+                && fleet_link_up(&fleet, "gpu", "lab", "site")
+        }),
+        "{}",
+        fleet.ok(&["cluster", "status", "--links"])
+    );
+
+    // Data from one site to the other goes through the two routers.
+    let flow = fleet.dir.path().join("pair.yml");
+    std::fs::write(
+        &flow,
+        seq_flow(100, 10, &[("sender", "robot"), ("sink", "gpu")]),
+    )
+    .unwrap();
+    let out = fleet.ok(&[
+        "start",
+        flow.to_str().unwrap(),
+        "--attach",
+        "--name",
+        "pair",
+    ]);
+    assert!(out.stdout.contains("received=100 lost=0 next=100"), "{out}");
+
+    let down = fleet.cluster("down", &cluster, &[]);
+    assert!(down.status.success(), "{down}");
+    assert!(
+        down.stdout.contains("Router of site lab on gw: stopped"),
+        "{down}"
+    );
+    assert!(
+        down.stdout.contains("Router of site cloud on gpu: stopped"),
+        "{down}"
     );
 }

@@ -59,6 +59,67 @@ echo "$pid"
     )
 }
 
+/// Stops the router of `site` `cluster up` started (from its pid file); prints `stopped PID` or
+/// `not-running`.
+pub(crate) fn router_stop_script(machine: &Machine, site: &str) -> String {
+    format!(
+        r#"D={state}
+S={site}
+alive() {{ kill -0 "$1" 2>/dev/null && ! grep -q ') Z' "/proc/$1/stat" 2>/dev/null; }}
+old=$(cat "$D/router-$S.pid" 2>/dev/null || true)
+if [ -n "$old" ] && alive "$old" && grep -q adora "/proc/$old/cmdline" 2>/dev/null; then
+  kill "$old" 2>/dev/null || true
+  i=0; while alive "$old" && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+  kill -9 "$old" 2>/dev/null || true
+  echo "stopped $old"
+else
+  echo not-running
+fi
+rm -f "$D/router-$S.pid"
+"#,
+        state = quote::path(state_dir(machine)),
+        site = quote::quote(site),
+    )
+}
+
+/// Stops every site's router over SSH (`cluster down cluster.yml`); returns how many failed.
+pub(super) async fn stop_routers(cluster: &ClusterConfig, ssh_config: Option<&PathBuf>) -> usize {
+    let mut failures = 0;
+    for (site, at) in &cluster.sites {
+        let Some(machine) = cluster.machine(&at.router.machine) else {
+            continue;
+        };
+        let target = SshTarget::of(machine, ssh_config.cloned());
+        let result = match HostSession::connect(target).await {
+            Ok(session) => {
+                let out = session.sh(&router_stop_script(machine, site)).await;
+                session.close().await;
+                out.map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(out) if out.success() => {
+                let what = out.stdout.trim().to_owned();
+                println!("Router of site {site} on {}: {what}", machine.id);
+            }
+            Ok(out) => {
+                println!(
+                    "Router of site {site} on {}: FAILED: {}",
+                    machine.id,
+                    out.stderr.trim()
+                );
+                failures += 1;
+            }
+            Err(e) => {
+                println!("Router of site {site} on {}: FAILED: {e}", machine.id);
+                failures += 1;
+            }
+        }
+    }
+    failures
+}
+
 /// Starts every site's router; returns the failures as (site, reason).
 pub(super) async fn start_routers(
     cluster: &ClusterConfig,

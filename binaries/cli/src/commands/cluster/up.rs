@@ -337,7 +337,11 @@ async fn wait_for_registration(
 /// Prints the final per-machine outcome; the exit code is 1 when any machine failed.
 fn summary(machines: &[Machine], outcomes: &[Option<Outcome>]) -> ExitCode {
     let failed = super::common::failed_machines(machines, outcomes);
-    let n = machines.len();
+    // Dedicated router machines (`Done`) run no daemon.
+    let n = outcomes
+        .iter()
+        .filter(|o| !matches!(o, Some(Outcome::Done)))
+        .count();
     if failed.is_empty() {
         println!("All {n} daemon{} connected.", if n == 1 { "" } else { "s" });
         return ExitCode::SUCCESS;
