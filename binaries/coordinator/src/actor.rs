@@ -26,6 +26,7 @@ use uuid::Uuid;
 use crate::{requests::PendingLogs, CoordinatorConfig};
 
 mod daemons;
+pub(crate) mod data_links;
 pub(crate) mod peers;
 
 /// A handler slower than this is logged: it delays every request and daemon message.
@@ -110,6 +111,12 @@ pub(crate) struct DaemonEntry {
     pub systemd_unit: Option<String>,
     /// Thresholds above which it takes no new nodes (from its registration).
     pub limits: adora_core::resources::MachineLimits,
+    /// Its site (from its registration): direct data links stay within a site.
+    pub site: Option<String>,
+    /// The direct links last sent on this connection ([`data_links`]).
+    pub data_links: Option<Vec<adora_message::data_links::DataPeer>>,
+    /// Its data links as it last reported them.
+    pub link_status: Vec<adora_message::data_links::DataLinkStatus>,
 }
 
 impl DaemonEntry {
@@ -259,6 +266,7 @@ impl Coordinator {
             Event::Enroll { request, reply } => self.handle_enroll(request, reply),
         }
         self.forward_answers();
+        self.sync_data_links();
     }
 
     /// Every heartbeat period: liveness and recoveries, then forgetting what is over.
@@ -268,6 +276,7 @@ impl Coordinator {
         self.drains_tick();
         self.prune(adora_store::now_ms());
         self.forward_answers();
+        self.sync_data_links();
     }
 
     pub fn insert_flow(&mut self, record: DataflowRecord) -> &mut Flow {

@@ -376,6 +376,9 @@ impl DaemonEntry {
             instance: None,
             systemd_unit: None,
             limits: Default::default(),
+            site: None,
+            data_links: None,
+            link_status: Vec::new(),
         }
     }
 }

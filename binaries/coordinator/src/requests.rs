@@ -248,6 +248,8 @@ impl Coordinator {
                     maintenance: self.maintenance.get(d.name()).cloned(),
                     limits: d.limits,
                     reserved: reserved.remove(d.name()).unwrap_or_default(),
+                    site: d.site.clone(),
+                    links: d.link_status.clone(),
                 })
                 .collect(),
             running_dataflows: self

@@ -74,6 +74,7 @@ impl Harness {
             systemd_unit: None,
             locks: Vec::new(),
             limits: Default::default(),
+            site: None,
         };
         self.c.dispatch(Event::DaemonRegistered {
             conn,

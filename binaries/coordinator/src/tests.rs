@@ -197,6 +197,7 @@ fn registration(machine: &str, instance: Uuid) -> Envelope<DaemonMessage> {
             systemd_unit: None,
             locks: Vec::new(),
             limits: Default::default(),
+            site: None,
         }),
     )
 }
@@ -236,9 +237,17 @@ async fn a_reconnect_of_the_same_daemon_replaces_its_stale_connection() {
             endpoints: Vec::new()
         }
     );
-    let err = within(first.recv::<Envelope<DaemonCommand>>())
-        .await
-        .expect_err("the stale connection is closed");
+    // A reconnecting daemon's session is open: it is told its data links (none).
+    let links = within(first.recv::<Envelope<DaemonCommand>>()).await;
+    let err = match links {
+        Ok(links) => {
+            assert_eq!(links.body, DaemonCommand::DataLinks { peers: Vec::new() });
+            within(first.recv::<Envelope<DaemonCommand>>())
+                .await
+                .expect_err("the stale connection is closed")
+        }
+        Err(err) => err,
+    };
     assert!(err.to_string().contains("replaced"), "{err}");
     let mut cli = client(&addr, Some("test-token")).await.unwrap();
     let ControlReply::Status(status) = call(&mut cli, ControlRequest::Status).await else {

@@ -56,6 +56,12 @@ pub(crate) struct Daemon {
     pub(crate) link_ip: Option<std::net::IpAddr>,
     /// Zenoh over mutual TLS with these files; `None`: plain TCP.
     pub(crate) zenoh_tls: Option<crate::config::ZenohTls>,
+    /// The site's router endpoints the session connects to (none without a site).
+    pub(crate) zenoh_routers: Vec<String>,
+    /// The site of this machine, if any.
+    pub(crate) site: Option<String>,
+    /// The data links the coordinator asked for before the session was open.
+    pub(crate) pending_links: Option<Vec<adora_message::data_links::DataPeer>>,
     /// The update locks of this daemon's nodes.
     pub(crate) locks: crate::locks::Locks,
     /// Copies of tapped outputs (`adora record`, `adora topic`).
@@ -100,6 +106,9 @@ impl Daemon {
             remote_reports: None,
             link_ip: None,
             zenoh_tls: None,
+            zenoh_routers: Vec::new(),
+            site: None,
+            pending_links: None,
             locks: Default::default(),
             taps,
         })

@@ -96,6 +96,11 @@ pub struct ServiceConfig {
     /// `tls/<ip>:<port>` and accepts only peers with a certificate of the cluster CA. `None`:
     /// plain TCP (`--insecure-zenoh`, or a daemon without an identity).
     pub zenoh_tls: Option<ZenohTls>,
+    /// The site of this machine (`cluster.yml` `sites:`): direct data links stay within it.
+    pub site: Option<String>,
+    /// The Zenoh endpoints of the site's router (`tls/<host>:<port>`), through which data from
+    /// and to other sites goes; none without a site.
+    pub zenoh_routers: Vec<String>,
 }
 
 /// The files Zenoh's TLS transport is configured with: those of a daemon identity

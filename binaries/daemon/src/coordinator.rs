@@ -150,6 +150,7 @@ impl Identity {
             systemd_unit: self.systemd_unit.clone(),
             locks: Vec::new(),
             limits: config.limits,
+            site: config.site.clone(),
         }
     }
 }

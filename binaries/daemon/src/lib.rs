@@ -26,6 +26,7 @@ mod queue;
 mod remote;
 mod restart;
 mod result;
+mod router;
 mod routing;
 mod service_log;
 mod spawn;
@@ -45,6 +46,7 @@ pub use config::{
 pub use error::DaemonError;
 pub use fd_limit::raise_fd_limit;
 pub use result::DataflowResult;
+pub use router::{router_endpoints, run_router, RouterConfig};
 pub use routing::NodeCounters;
 
 /// The Zenoh configuration and publication options of the cross-machine data plane, public so
@@ -112,6 +114,8 @@ pub async fn run(config: ServiceConfig, shutdown: CancellationToken) -> Result<(
         config.zenoh_tls.clone(),
         reports_tx.clone(),
     );
+    daemon.zenoh_routers = config.zenoh_routers.clone();
+    daemon.site = config.site.clone();
     daemon.locks = locks::Locks::with_coordinator(reports_tx.clone());
     let mut service =
         actor::service::Service::new(reports_tx, config.log_root.clone(), tasks.clone());

@@ -1,10 +1,11 @@
 //! The cross-machine data plane: one Zenoh session per daemon (peer mode, no multicast
 //! scouting, explicit endpoints) carrying node outputs to daemons on other machines.
 //!
-//! A daemon opens its session once it knows its peers (the endpoints of the daemons registered
-//! before it, given by the coordinator): Zenoh cannot add connect endpoints to an open session, and
-//! every later daemon connects to this one itself. Zenoh retries configured endpoints forever, so a
-//! link that drops (network cut, peer restart) comes back on its own.
+//! A daemon opens its session once the coordinator answers its registration (`Peers`); the
+//! session listens and connects only to the site's router, if any. Links to other daemons are
+//! separate sessions opened and closed as the dataflows need them ([`topology`]). Zenoh retries
+//! configured endpoints forever, so a link that drops (network cut, peer restart) comes back on
+//! its own.
 //!
 //! Samples are reliable with blocking congestion control, so messages between two connected daemons
 //! arrive complete and in order. Messages published while no link to a subscriber exists are lost.
@@ -167,6 +168,8 @@ pub(crate) struct RemoteDataPlane {
     pub publish_budget: ByteBudget,
     /// The daemon's tasks: publishers and subscribers run there.
     tasks: Tasks,
+    /// The links to other daemons, where subscriptions are declared too (see [`topology`]).
+    links: Arc<topology::DataLinks>,
 }
 
 impl RemoteDataPlane {
@@ -184,6 +187,7 @@ impl RemoteDataPlane {
         let peers = session_config::usable_peers(peers, tls);
         let config = session_config::session_config(&listen, &peers, tls)?;
         let session = zenoh::open(config).await.map_err(zenoh_err)?;
+        let links = topology::DataLinks::new(session.clone(), tls.cloned(), peers);
         let locators = session
             .info()
             .locators()
@@ -197,7 +201,13 @@ impl RemoteDataPlane {
             receive_budget: ByteBudget::new(RECEIVE_BUDGET),
             publish_budget: ByteBudget::new(PUBLISH_BUDGET),
             tasks,
+            links,
         })
+    }
+
+    /// The links to other daemons (opened and closed as the coordinator's `DataLinks` say).
+    pub fn links(&self) -> &Arc<topology::DataLinks> {
+        &self.links
     }
 
     /// Where the session listens, as Zenoh bound it: the locators peers connect to.
@@ -275,12 +285,8 @@ impl RemoteDataPlane {
         let (node, output) = (node.clone(), output.clone());
         let what = format!("the subscription to {key}");
         SubscriptionGuard(self.tasks.spawn(what, async move {
-            let subscriber = match plane
-                .session
-                .declare_subscriber(key.clone())
-                .allowed_origin(Locality::Remote)
-                .await
-            {
+            // On the main session and every link to another daemon (see `topology`).
+            let (subscriber, _subscription) = match plane.links.subscribe(&key) {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!("cannot subscribe to {key}: {e}; those inputs get nothing");
@@ -323,6 +329,7 @@ impl RemoteDataPlane {
 
     /// Closes the session (all publishers and subscribers end).
     pub fn close(&self) {
+        self.links.close();
         if let Err(e) = self.session.close().wait() {
             tracing::debug!("closing the zenoh session: {e}");
         }
@@ -340,8 +347,11 @@ impl Drop for SubscriptionGuard {
 
 pub(crate) mod links;
 pub(crate) mod session_config;
+pub(crate) mod topology;
 
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tls_tests;
+#[cfg(test)]
+mod topology_tests;

@@ -65,12 +65,73 @@ pub fn daemon_args(cluster: &ClusterConfig, machine: &Machine) -> Vec<String> {
             args.push(value.to_string());
         }
     }
+    if let Some((site, at)) = cluster.site_of(&machine.id) {
+        if let Some(router) = router_addr(cluster, at) {
+            args.extend(["--site".to_owned(), site.to_owned()]);
+            args.extend(["--zenoh-router".to_owned(), router]);
+        }
+    }
     args.push("--quiet".to_owned());
     args
 }
 
+/// A site's router as `HOST:PORT` (`[v6]:PORT` for an IPv6 address).
+fn router_addr(cluster: &ClusterConfig, site: &adora_core::cluster::Site) -> Option<String> {
+    cluster
+        .router_endpoint(site, "x")
+        .map(|e| e.trim_start_matches("x/").to_owned())
+}
+
+/// The arguments of `adora` for the router of `site` (`cluster.yml` `sites:`): listen on the
+/// site's router port on every interface, connect to the other sites' routers.
+pub fn router_args(cluster: &ClusterConfig, site: &str) -> Option<Vec<String>> {
+    let at = cluster.sites.get(site)?;
+    let mut args = vec![
+        "router".to_owned(),
+        "--machine-id".to_owned(),
+        at.router.machine.clone(),
+        "--site".to_owned(),
+        site.to_owned(),
+        "--listen".to_owned(),
+        format!("tcp/0.0.0.0:{}", at.router.port),
+        "--coordinator-addr".to_owned(),
+        cluster.coordinator.addr.clone(),
+        "--coordinator-port".to_owned(),
+        cluster.coordinator.port.to_string(),
+    ];
+    for (name, other) in &cluster.sites {
+        if name != site {
+            if let Some(addr) = router_addr(cluster, other) {
+                args.extend(["--connect".to_owned(), addr]);
+            }
+        }
+    }
+    Some(args)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn site_daemons_name_their_router_and_routers_each_other() {
+        let cluster = adora_core::cluster::ClusterConfig::parse(
+            "coordinator: { addr: 10.0.0.1 }\nmachines:\n  - { id: robot, host: 10.1.0.2 }\n  - { id: gw, host: 10.1.0.1 }\n  - { id: gpu, host: 10.2.0.2 }\nsites:\n  lab: { machines: [robot], router: { machine: gw } }\n  cloud: { machines: [gpu], router: { machine: gpu, port: 7500 } }\n",
+            std::path::Path::new("cluster.yml"),
+        )
+        .expect("valid");
+        let robot = cluster.machine("robot").expect("robot");
+        let args = super::daemon_args(&cluster, robot).join(" ");
+        assert!(
+            args.contains("--site lab --zenoh-router 10.1.0.1:7448"),
+            "{args}"
+        );
+        let router = super::router_args(&cluster, "lab").expect("lab").join(" ");
+        assert_eq!(
+            router,
+            "router --machine-id gw --site lab --listen tcp/0.0.0.0:7448 --coordinator-addr 10.0.0.1 --coordinator-port 6013 --connect 10.2.0.2:7500"
+        );
+        assert!(super::router_args(&cluster, "nowhere").is_none());
+    }
+
     use std::path::Path;
 
     use super::*;

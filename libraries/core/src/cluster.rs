@@ -12,6 +12,8 @@
 //!     max_cpu_percent: 90       # thresholds above which it takes no new nodes
 //!     max_memory_percent: 85
 //!     min_disk_free: 5GiB
+//! sites:                        # optional: networks joined by Zenoh routers (see `sites`)
+//!   lab: { machines: [robot], router: { machine: robot } }
 //! ```
 
 use std::{collections::BTreeMap, path::Path};
@@ -35,8 +37,11 @@ pub const DEFAULT_COORDINATOR_PORT: u16 = 6013;
 pub struct ClusterConfig {
     /// Where the coordinator listens (and is reachable by every machine).
     pub coordinator: CoordinatorAddr,
-    /// The machines, each running one daemon.
+    /// The machines, each running one daemon (or only a site's router, see [`sites`]).
     pub machines: Vec<Machine>,
+    /// Machines grouped by network, joined by Zenoh routers (see [`sites`]); none by default.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sites: BTreeMap<String, Site>,
 }
 
 /// The coordinator's address.
@@ -129,7 +134,7 @@ impl Machine {
     }
 }
 
-const ROOT_FIELDS: &[&str] = &["coordinator", "machines"];
+const ROOT_FIELDS: &[&str] = &["coordinator", "machines", "sites"];
 const COORDINATOR_FIELDS: &[&str] = &["addr", "port"];
 const MACHINE_FIELDS: &[&str] = &[
     "id",
@@ -165,10 +170,21 @@ impl ClusterConfig {
         if !report.is_empty() {
             return Err(report.finish());
         }
-        serde_yaml::from_value(root).map_err(|e| {
-            report.push(None, None, None, e.to_string());
-            report.finish()
-        })
+        let config: Self = match serde_yaml::from_value(root) {
+            Ok(config) => config,
+            Err(e) => {
+                report.push(None, None, None, e.to_string());
+                return Err(report.finish());
+            }
+        };
+        for (field, message) in sites::check_router_ports(&config) {
+            report.push(None, Some(field), None, message);
+        }
+        if report.is_empty() {
+            Ok(config)
+        } else {
+            Err(report.finish())
+        }
     }
 
     /// The machine with this id.
@@ -257,7 +273,16 @@ fn check(report: &mut Report<'_>, root: &Value) {
             "machines".into(),
             "a cluster needs at least one machine".into(),
         ),
-        Some(Value::Sequence(ms)) => check_machines(report, ms),
+        Some(Value::Sequence(ms)) => {
+            check_machines(report, ms);
+            if let Some(sites) = map.get("sites") {
+                let ids: Vec<String> = ms
+                    .iter()
+                    .filter_map(|m| m.get("id")?.as_str().map(str::to_owned))
+                    .collect();
+                sites::check_sites(report, sites, &ids);
+            }
+        }
         Some(Value::Null) => err(
             report,
             &[Seg::Key("machines")],
@@ -489,5 +514,7 @@ fn check_labels(report: &mut Report<'_>, machine: &MachineAt<'_>, labels: Option
 }
 
 mod limits;
+pub mod sites;
+pub use sites::{Site, SiteRouter, DEFAULT_ROUTER_PORT};
 #[cfg(test)]
 mod tests;

@@ -208,6 +208,12 @@ pub struct DaemonStatus {
     /// What the nodes of running dataflows placed on it asked for (`deploy.resources`).
     #[serde(default)]
     pub reserved: Reserved,
+    /// Its site (`None`: none, or a daemon predating sites).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    /// Its Zenoh data links as it last reported them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<crate::data_links::DataLinkStatus>,
 }
 
 #[cfg(test)]
@@ -306,6 +312,13 @@ mod tests {
                     memory: 4 << 30,
                     gpus: 1,
                 },
+                site: Some("lab".into()),
+                links: vec![crate::data_links::DataLinkStatus {
+                    peer: "tls/10.0.0.1:7448".into(),
+                    kind: crate::data_links::LinkKind::Router,
+                    up: false,
+                    since_ms: 5,
+                }],
             }],
             running_dataflows: 1,
         }));

@@ -76,6 +76,12 @@ pub enum DaemonCommand {
         /// `tcp/<ip>:<port>` endpoints.
         endpoints: Vec<String>,
     },
+    /// The daemons this one links to directly (it reads their nodes' outputs): the whole set,
+    /// sent whenever it changes; links to daemons no longer listed are closed.
+    DataLinks {
+        /// The peers, by name.
+        peers: Vec<crate::data_links::DataPeer>,
+    },
     /// Answer to a `Register` the coordinator does not accept; the connection is closed right
     /// after and the daemon exits (non-zero) with this error instead of reconnecting.
     Refused(RegistrationRefused),
@@ -319,6 +325,12 @@ mod tests {
         assert_needs_preparation();
         round_trip(DaemonCommand::Peers {
             endpoints: vec!["tcp/10.0.0.2:7447".into()],
+        });
+        round_trip(DaemonCommand::DataLinks {
+            peers: vec![crate::data_links::DataPeer {
+                machine: "gpu".into(),
+                endpoints: vec!["tls/10.0.0.3:7447".into()],
+            }],
         });
         let refused = RegistrationRefused::MachineIdTaken {
             machine_id: "robot".into(),

@@ -25,6 +25,12 @@ pub enum DaemonMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         machine: Option<MachineTelemetry>,
     },
+    /// The state of its Zenoh data links (to daemons and its site's router), sent when one
+    /// changes.
+    DataLinks {
+        /// Every link it holds.
+        links: Vec<crate::data_links::DataLinkStatus>,
+    },
     /// Answer to `Spawn`: `Err` says why nothing of the dataflow runs on this daemon.
     Spawned {
         /// The dataflow.
@@ -153,6 +159,10 @@ pub struct DaemonRegistration {
     /// ...); none from daemons that predate them.
     #[serde(default, skip_serializing_if = "MachineLimits::is_none")]
     pub limits: MachineLimits,
+    /// The site of its machine (`cluster.yml` `sites:`, `adora daemon --site`): it links
+    /// directly only to daemons of the same site. `None`: no site (or a daemon predating it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
 }
 
 #[cfg(test)]
@@ -194,7 +204,16 @@ mod tests {
                 max_memory_percent: None,
                 min_disk_free: Some(5 << 30),
             },
+            site: Some("lab".into()),
         }));
+        round_trip(DaemonMessage::DataLinks {
+            links: vec![crate::data_links::DataLinkStatus {
+                peer: "gpu".into(),
+                kind: crate::data_links::LinkKind::Daemon,
+                up: true,
+                since_ms: 1_700_000_000_000,
+            }],
+        });
         round_trip(DaemonMessage::TakeLock {
             request: 7,
             lock: crate::maintenance::NodeLock {

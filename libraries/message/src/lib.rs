@@ -10,7 +10,7 @@
 //! [`coordinator_to_daemon`]; their shared types live in [`control`], per-node figures in
 //! [`stats`]. A daemon's enrollment with a join code (plain HTTP JSON, not the WebSocket) and
 //! the join-code types live in [`enroll`]; moving a running node between daemons in
-//! [`relocation`].
+//! [`relocation`]; the Zenoh data links between daemons in [`data_links`].
 
 pub mod arrow_layout;
 pub mod cli_to_coordinator;
@@ -22,6 +22,7 @@ pub mod coordinator_to_daemon;
 pub mod daemon_to_coordinator;
 pub mod daemon_to_daemon;
 pub mod daemon_to_node;
+pub mod data_links;
 pub mod depth_limit;
 pub mod distribute;
 pub mod enroll;

@@ -256,6 +256,7 @@ impl SimulatedDaemon {
             systemd_unit: None,
             locks: Vec::new(),
             limits: self.machine.limits,
+            site: None,
         };
         let fail = |e: ClientError| format!("simulated daemon `{name}`: {e}");
         conn.send(&Envelope::new(0, DaemonMessage::Register(registration)))

@@ -50,6 +50,13 @@ pub struct Args {
     /// uses to reach the coordinator, where the daemon then listens.
     #[arg(long, default_value = "tcp/0.0.0.0:0")]
     zenoh_listen: String,
+    /// The site of this machine (`cluster.yml` `sites:`): it links directly only to daemons of
+    /// the same site; data from other sites comes through the site's router.
+    #[arg(long, value_name = "NAME", requires = "zenoh_router")]
+    site: Option<String>,
+    /// The site's router (`adora router`), as HOST:PORT; repeat for several.
+    #[arg(long, value_name = "HOST:PORT", requires = "site")]
+    zenoh_router: Vec<String>,
     /// Zenoh between daemons over plain TCP instead of mutual TLS (benchmark comparisons only).
     #[arg(long, hide = true)]
     insecure_zenoh: bool,
@@ -84,6 +91,13 @@ fn parse_labels(s: &str) -> Result<Labels, String> {
 fn zenoh_tls(insecure: bool, dir: Option<&std::path::Path>) -> Option<adora_daemon::ZenohTls> {
     dir.filter(|_| !insecure)
         .map(adora_daemon::ZenohTls::from_identity_dir)
+}
+
+/// `--zenoh-router HOST:PORT` values as Zenoh endpoints of the daemon's transport.
+fn router_endpoints(routers: &[String], tls: bool) -> anyhow::Result<Vec<String>> {
+    super::router::check_host_ports("--zenoh-router", routers)?;
+    let scheme = if tls { "tls" } else { "tcp" };
+    Ok(routers.iter().map(|r| format!("{scheme}/{r}")).collect())
 }
 
 pub async fn run(mut args: Args) -> anyhow::Result<ExitCode> {
@@ -126,6 +140,12 @@ pub async fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             args.zenoh_listen.clone()
         },
         zenoh_tls: zenoh_tls(args.insecure_zenoh, trusted.identity_dir.as_deref()),
+        site: args.site.clone(),
+        zenoh_routers: Vec::new(),
+    };
+    let config = ServiceConfig {
+        zenoh_routers: router_endpoints(&args.zenoh_router, config.zenoh_tls.is_some())?,
+        ..config
     };
     eprintln!(
         "daemon `{name}` connecting to the coordinator at {}",
@@ -150,6 +170,19 @@ mod tests {
         assert!(parse_labels("").expect("empty is fine").0.is_empty());
         assert!(parse_labels("gpu").is_err());
         assert!(parse_labels("=x").is_err());
+    }
+
+    #[test]
+    fn routers_take_the_daemons_transport() {
+        let r = router_endpoints(&["10.0.0.1:7448".into(), "[fd00::1]:7448".into()], true)
+            .expect("valid");
+        assert_eq!(r, ["tls/10.0.0.1:7448", "tls/[fd00::1]:7448"]);
+        assert_eq!(
+            router_endpoints(&["gw:7448".into()], false).expect("valid"),
+            ["tcp/gw:7448"]
+        );
+        assert!(router_endpoints(&["gw".into()], true).is_err());
+        assert!(router_endpoints(&["gw:0".into()], true).is_err());
     }
 
     #[test]

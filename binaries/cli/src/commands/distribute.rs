@@ -429,6 +429,8 @@ mod tests {
             maintenance: None,
             limits: Default::default(),
             reserved: Default::default(),
+            site: None,
+            links: Vec::new(),
         };
         let status = CoordinatorStatus {
             adora_version: String::new(),

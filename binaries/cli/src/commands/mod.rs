@@ -19,6 +19,7 @@ mod node_move;
 mod record;
 mod recording;
 mod restart;
+mod router;
 mod run;
 mod schema;
 mod start;
@@ -68,6 +69,7 @@ enum Command {
     Topic(topic::Args),
     Coordinator(coordinator::Args),
     Daemon(daemon::Args),
+    Router(router::Args),
     Cluster(cluster::Args),
     Completion(completion::Args),
 }
@@ -77,7 +79,7 @@ impl Cli {
     /// (`daemon --quiet`: warnings only); everything else at warning level unless `-v`.
     pub fn verbosity(&self) -> u8 {
         match &self.command {
-            Command::Coordinator(_) => self.verbose.max(1),
+            Command::Coordinator(_) | Command::Router(_) => self.verbose.max(1),
             Command::Daemon(args) if !args.quiet => self.verbose.max(1),
             _ => self.verbose,
         }
@@ -108,6 +110,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Completion(args) => Ok(completion::run(args, Cli::command())),
         Command::Coordinator(args) => coordinator::run(args).await,
         Command::Daemon(args) => daemon::run(args).await,
+        Command::Router(args) => router::run(args).await,
         Command::Cluster(args) => cluster::run(args).await,
     }
 }

@@ -82,6 +82,10 @@ impl Coordinator {
             instance: reg.instance,
             systemd_unit: reg.systemd_unit.clone(),
             limits: reg.limits,
+            site: reg.site.clone(),
+            // A new session has no links; one already open (a reconnect) is told its set.
+            data_links: reg.zenoh_locators.is_empty().then(Vec::new),
+            link_status: Vec::new(),
         };
         let existing = self.daemons.iter().position(|d| match &reg.machine_id {
             Some(id) => d.machine_id.as_deref() == Some(id),
@@ -236,6 +240,7 @@ impl Coordinator {
                 self.node_stats.retain(|id| flows.contains_key(id));
             }
             DaemonMessage::ZenohListening { locators } => self.zenoh_listening(conn, locators),
+            DaemonMessage::DataLinks { links } => self.data_links_reported(conn, links),
             DaemonMessage::Register(_) => {
                 tracing::warn!("daemon `{name}` registered twice on one connection; ignored")
             }

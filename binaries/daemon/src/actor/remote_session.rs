@@ -50,11 +50,13 @@ impl Daemon {
         }
     }
 
-    /// The coordinator sent the endpoints of the other daemons: open the session (once; later
-    /// daemons connect to this one, and Zenoh re-establishes dropped links by itself). Zenoh
-    /// binds the listen port itself (port 0 picks a free one); the actual locators are reported
-    /// once open.
+    /// The coordinator answered the registration with `Peers`: open the session (once). It
+    /// connects only to the site's router: the daemons named in `endpoints` are not linked to
+    /// now but when a dataflow needs it (`DataLinks`, see `remote::topology`). Zenoh binds the
+    /// listen port itself (port 0 picks a free one); the actual locators are reported once open.
     pub(crate) fn handle_peers(&mut self, endpoints: Vec<String>) {
+        tracing::debug!("daemons known to the coordinator: {endpoints:?}");
+        let endpoints = self.zenoh_routers.clone();
         let listen = match &self.remote {
             RemoteState::Waiting(listen) => {
                 listen_endpoint(listen, self.link_ip, self.zenoh_tls.as_ref())
@@ -73,7 +75,7 @@ impl Daemon {
         self.remote = RemoteState::Opening;
         let (events, tasks) = (self.events_tx.clone(), self.tasks.clone());
         let tls = self.zenoh_tls.clone();
-        tracing::info!("opening the Zenoh session on {listen}, peers: {endpoints:?}");
+        tracing::info!("opening the Zenoh session on {listen}, routers: {endpoints:?}");
         self.tasks.spawn("opening the Zenoh session", async move {
             let result = RemoteDataPlane::open(&listen, &endpoints, tls.as_ref(), tasks)
                 .await
@@ -87,6 +89,14 @@ impl Daemon {
         match result {
             Ok(plane) => {
                 self.remote = RemoteState::Open(plane.clone());
+                if let Some(peers) = self.pending_links.take() {
+                    plane.links().set_peers(peers);
+                }
+                if let Some(reports) = self.remote_reports.clone() {
+                    let links = plane.links().clone();
+                    let site = self.site.clone();
+                    self.tasks.spawn("the data links", links.run(reports, site));
+                }
                 for df in self.dataflows.values_mut() {
                     df.attach_remote(&plane, &self.events_tx);
                 }
@@ -98,6 +108,15 @@ impl Daemon {
             }
         }
         self.report_listening();
+    }
+
+    /// `DataLinks`: the daemons to link to from now on (kept until the session is open).
+    pub(crate) fn handle_data_links(&mut self, peers: Vec<adora_message::data_links::DataPeer>) {
+        match &self.remote {
+            RemoteState::Open(plane) => plane.links().set_peers(peers),
+            RemoteState::Disabled => {}
+            RemoteState::Waiting(_) | RemoteState::Opening => self.pending_links = Some(peers),
+        }
     }
 
     /// Attaches a newly started dataflow when the session is already open.

@@ -335,6 +335,7 @@ impl Daemon {
             DaemonCommand::Shutdown => {}   // handled in `run_service`
             DaemonCommand::Refused(_) => {} // handled by the link (`coordinator.rs`)
             DaemonCommand::Peers { endpoints } => self.handle_peers(endpoints),
+            DaemonCommand::DataLinks { peers } => self.handle_data_links(peers),
             DaemonCommand::LockAnswer { request, result } => self.locks.answered(request, result),
             DaemonCommand::StopNodes { dataflow, nodes } => self.with(dataflow, |df, env| {
                 df.stop_nodes(&nodes, env.events, env.config)

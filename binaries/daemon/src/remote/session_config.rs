@@ -71,6 +71,8 @@ pub fn session_config(
         ("listen/endpoints", json(&[listen.to_owned()])),
         ("connect/endpoints", json(peers)),
         ("scouting/multicast/enabled", "false".to_owned()),
+        // No links to daemons learnt from others: links are those the coordinator asks for.
+        ("scouting/gossip/enabled", "false".to_owned()),
         // Keep retrying peers forever: a cut link must come back by itself.
         ("connect/exit_on_failure", "false".to_owned()),
         ("connect/timeout_ms", "-1".to_owned()),

@@ -149,3 +149,59 @@ fn bad_thresholds_are_reported_with_their_line() {
     }
     assert_eq!(errors.len(), expected.len(), "{errors:#?}");
 }
+
+const TWO_SITES: &str = "coordinator: { addr: 10.0.0.1 }\nmachines:\n  - { id: robot, host: 10.1.0.2 }\n  - { id: gw, host: 10.1.0.1 }\n  - { id: gpu, host: 'fd00::2' }\n  - { id: loose, host: 10.0.0.9 }\nsites:\n  lab:\n    machines: [robot]\n    router: { machine: gw }\n  cloud:\n    machines: [gpu]\n    router: { machine: gpu, port: 7500 }\n";
+
+#[test]
+fn sites_group_machines_behind_routers() {
+    let c = parse(TWO_SITES).expect("valid");
+    let (name, lab) = c.site_of("robot").expect("robot is in a site");
+    assert_eq!(name, "lab");
+    assert_eq!(lab.router.port, DEFAULT_ROUTER_PORT);
+    assert_eq!(
+        c.router_endpoint(lab, "tls").as_deref(),
+        Some("tls/10.1.0.1:7448")
+    );
+    let (_, cloud) = c.site_of("gpu").expect("gpu is in a site");
+    assert_eq!(
+        c.router_endpoint(cloud, "tcp").as_deref(),
+        Some("tcp/[fd00::2]:7500")
+    );
+    // A dedicated router machine runs no daemon; a machine in no site routing none does.
+    assert!(!c.runs_daemon("gw"));
+    assert!(c.runs_daemon("gpu") && c.runs_daemon("robot") && c.runs_daemon("loose"));
+    assert_eq!(c.routed_by("gpu").count(), 1);
+    let back: ClusterConfig =
+        serde_yaml::from_str(&serde_yaml::to_string(&c).expect("ser")).expect("de");
+    assert_eq!(back, c);
+}
+
+#[test]
+fn every_site_error_names_its_field() {
+    let errors = parse(
+        "coordinator: { addr: x }\nmachines:\n  - { id: a, host: h }\n  - { id: b, host: h2 }\nsites:\n  one:\n    machines: [a, ghost]\n    router: { machine: nowhere, port: 0 }\n    extra: 1\n  two:\n    machines: [a]\n  'bad name':\n    machines: []\n    router: b\n",
+    )
+    .expect_err("invalid");
+    let has = |field: &str, msg: &str| {
+        assert!(
+            errors.iter().any(|(_, f, m)| f == field && m.contains(msg)),
+            "missing error on {field}: {msg}\nall: {errors:#?}"
+        )
+    };
+    has("sites.one.machines[1]", "unknown machine `ghost`");
+    has("sites.one.router.machine", "unknown machine `nowhere`");
+    has("sites.one.router.port", "between 1 and 65535");
+    has("sites.one.extra", "unknown field `extra`");
+    has("sites.two.machines[0]", "already in site `one`");
+    has("sites.two.router", "missing required field `router`");
+    has("sites.bad name", "invalid site name");
+    has("sites.bad name.machines", "non-empty list");
+    has("sites.bad name.router", "expected a mapping");
+    assert_eq!(errors.len(), 9, "{errors:#?}");
+    let e = parse("coordinator: { addr: x }\nmachines: [{ id: a, host: h }]\nsites: [a]\n")
+        .expect_err("a list");
+    assert_eq!(e[0].1, "sites");
+    let e = parse("coordinator: { addr: x }\nmachines: [{ id: a, host: h }, { id: b, host: h }]\nsites:\n  s1: { machines: [a], router: { machine: a } }\n  s2: { machines: [b], router: { machine: a } }\n")
+        .expect_err("same router port");
+    assert_eq!(e[0].1, "sites.s2.router.port", "{e:?}");
+}

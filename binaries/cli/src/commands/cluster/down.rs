@@ -5,7 +5,8 @@
 //! they have disconnected, then stop the coordinator (`ShutdownCoordinator`; SIGTERM through its
 //! pid file as a fallback when it runs on this machine).
 //!
-//! With a `cluster.yml`, the daemons the coordinator cannot reach (lost, or no coordinator at
+//! With a `cluster.yml`, the sites' routers are stopped over SSH, and the daemons the coordinator
+//! cannot reach (lost, or no coordinator at
 //! all) are stopped over SSH, from the pid file `cluster up` left in their state directory.
 //!
 //! Daemons that run as systemd services (`cluster install`; they say so when they register) are
@@ -117,6 +118,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     if let Some(cluster) = &cluster {
+        failures += super::routers::stop_routers(cluster, args.ssh_config.as_ref()).await;
         let rest: Vec<Machine> = cluster
             .machines
             .iter()

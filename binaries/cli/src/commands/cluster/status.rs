@@ -28,11 +28,17 @@ use crate::{
 /// versions.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  adora cluster status\n  \
-adora cluster status --coordinator-addr 10.0.0.1 --coordinator-port 6013 --json")]
+adora cluster status --coordinator-addr 10.0.0.1 --coordinator-port 6013 --json
+  \
+adora cluster status --links --json")]
 pub struct Args {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Show each daemon's Zenoh data links instead (peer, daemon or router, up or down, since
+    /// when).
+    #[arg(long)]
+    links: bool,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -112,6 +118,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let ControlReply::Status(status) = client.call(ControlRequest::Status).await? else {
         bail!("unexpected reply to Status");
     };
+    if args.links {
+        let report = super::links::report(&status);
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!(
+                "{}",
+                super::links::render(&report, super::maintenance::now_ms())
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let ControlReply::List(flows) = client.call(ControlRequest::List).await? else {
         bail!("unexpected reply to List");
     };

@@ -71,7 +71,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut client = ensure_coordinator(&cluster, &client_args).await?;
     let connected = connected_machines(&status(&mut client).await?);
     // One single-use join code per machine to start: machines never get the admin token.
-    let to_start = cluster.machines.iter().map(|m| m.id.as_str());
+    let to_start = cluster
+        .machines
+        .iter()
+        .map(|m| m.id.as_str())
+        .filter(|id| cluster.runs_daemon(id));
     let codes = super::join_code::machine_codes(
         &mut client,
         to_start.filter(|id| !connected.contains(*id)),
@@ -104,7 +108,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     for session in sessions.into_iter().flatten() {
         session.close().await;
     }
-    Ok(summary(&cluster.machines, &outcomes))
+    let router_failures =
+        super::routers::start_routers(&cluster, args.ssh_config.as_ref(), &mut client).await?;
+    let code = summary(&cluster.machines, &outcomes);
+    if router_failures.is_empty() {
+        return Ok(code);
+    }
+    for (site, reason) in router_failures {
+        println!("  the router of site {site} failed: {reason}");
+    }
+    Ok(ExitCode::FAILURE)
 }
 
 /// Starts a daemon on every machine of `cluster` not in `connected`, concurrently; returns each
@@ -120,6 +133,11 @@ async fn start_daemons(
     sessions.resize_with(cluster.machines.len(), || None);
     let mut tasks = JoinSet::new();
     for (i, m) in cluster.machines.iter().enumerate() {
+        if !cluster.runs_daemon(&m.id) {
+            println!("{} ({}) runs only a site's router.", m.id, m.destination());
+            outcomes[i] = Some(Outcome::Done);
+            continue;
+        }
         if connected.contains(&m.id) {
             println!(
                 "Daemon on {} ({}) already connected.",
@@ -319,7 +337,11 @@ async fn wait_for_registration(
 /// Prints the final per-machine outcome; the exit code is 1 when any machine failed.
 fn summary(machines: &[Machine], outcomes: &[Option<Outcome>]) -> ExitCode {
     let failed = super::common::failed_machines(machines, outcomes);
-    let n = machines.len();
+    // Dedicated router machines (`Done`) run no daemon.
+    let n = outcomes
+        .iter()
+        .filter(|o| !matches!(o, Some(Outcome::Done)))
+        .count();
     if failed.is_empty() {
         println!("All {n} daemon{} connected.", if n == 1 { "" } else { "s" });
         return ExitCode::SUCCESS;
