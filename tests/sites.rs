@@ -293,13 +293,42 @@ fn two_sites_exchange_data_only_through_their_routers_and_a_cut_between_them_is_
         "the stream did not resume after the restore (received {} at the restore)",
         at_restore
     );
+    // The messages lost in the cut are counted for the sink's input (reported with the
+    // daemons' heartbeats once the first message after the gap arrived).
+    let remote_dropped = || {
+        let mut cmd = coordinator.cli();
+        cmd.args(["list", "--json"]);
+        let list = run_with_timeout(cmd, Duration::from_secs(30));
+        let rows: serde_json::Value = serde_json::from_str(&list.stdout).unwrap_or_default();
+        rows[0]["remote_dropped"]["sink"]
+            .as_array()
+            .map_or(0, |drops| {
+                drops
+                    .iter()
+                    .filter_map(|d| d["count"].as_u64())
+                    .sum::<u64>()
+            })
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || remote_dropped() > 0),
+        "the messages lost in the cut were not counted"
+    );
+    let counted = remote_dropped();
     let status = run.wait_timeout(TIMEOUT).expect("the dataflow finishes");
     let out = std::fs::read_to_string(&stdout).unwrap();
     let err = std::fs::read_to_string(state.path().join("start.err")).unwrap();
     assert!(status.success(), "{out}\n{err}");
     // In order and never twice (the lab's direct link and the router never both deliver);
-    // what was sent while the routers were cut off is lost (counted by the receiver).
+    // what was sent while the routers were cut off is lost, and exactly that was counted.
     assert!(out.contains("next=2000 dups=0 late=0"), "{out}\n{err}");
+    let lost = out
+        .lines()
+        .find_map(|l| l.split("seq-sink done ").nth(1))
+        .and_then(|l| l.split("lost=").nth(1))
+        .and_then(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .expect("the sink's summary");
+    println!("lost in the cut: {lost}, counted as dropped between machines: {counted}");
+    assert_eq!(counted, lost, "{out}");
 }
 
 #[test]

@@ -188,13 +188,7 @@ impl RemoteDataPlane {
         let config = session_config::session_config(&listen, &peers, tls)?;
         let session = zenoh::open(config).await.map_err(zenoh_err)?;
         let links = topology::DataLinks::new(session.clone(), tls.cloned(), peers);
-        let locators = session
-            .info()
-            .locators()
-            .await
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let locators = locators(&session).await;
         Ok(Self {
             session,
             locators,
@@ -334,6 +328,17 @@ impl RemoteDataPlane {
             tracing::debug!("closing the zenoh session: {e}");
         }
     }
+}
+
+/// Where `session` listens, as Zenoh bound it (what others connect to).
+pub(crate) async fn locators(session: &zenoh::Session) -> Vec<String> {
+    session
+        .info()
+        .locators()
+        .await
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 /// Ends a subscription when dropped.

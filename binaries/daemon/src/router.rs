@@ -53,13 +53,7 @@ pub async fn run_router(
     let session = zenoh::open(zenoh_config)
         .await
         .map_err(|e| RemoteError::Zenoh(e.to_string()))?;
-    let locators: Vec<String> = session
-        .info()
-        .locators()
-        .await
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let locators = crate::remote::locators(&session).await;
     tracing::info!(
         "router listening on {locators:?}, connecting to {:?}",
         config.connect

@@ -82,19 +82,6 @@ impl NodeRouting {
     }
 }
 
-/// Per-node message counters.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NodeCounters {
-    /// Messages the node sent.
-    pub sent: u64,
-    /// Messages delivered to the node.
-    pub received: u64,
-    /// Messages dropped from its input queues or missing between machines, per input.
-    pub dropped: BTreeMap<DataId, u64>,
-    /// The part of `dropped` that went missing between machines, per input and reason.
-    pub remote_dropped: BTreeMap<(DataId, RemoteDropReason), u64>,
-}
-
 /// Routing state of one dataflow.
 /// A shared-memory sample in flight: who owns it and how many receivers still hold it.
 struct SampleState {
@@ -253,33 +240,6 @@ impl Routing {
             data,
             (!from_remote).then_some(sender),
         );
-    }
-
-    /// `n` messages of `sender/output` (a node on another machine) went missing on their way
-    /// here: every local input it feeds counts them as dropped, with the reason (the node sees
-    /// them in its drop count with its next events).
-    pub fn count_remote_drops(
-        &mut self,
-        sender: &NodeId,
-        output: &DataId,
-        reason: RemoteDropReason,
-        n: u64,
-    ) {
-        let Some(receivers) = self.nodes.get(sender).and_then(|s| s.routes.get(output)) else {
-            return;
-        };
-        for (node, input) in receivers.clone().iter() {
-            let Some(state) = self.nodes.get_mut(node) else {
-                continue;
-            };
-            if let Some(queue) = state.queues.get_mut(input) {
-                queue.count_missing(n);
-                *state
-                    .remote_dropped
-                    .entry((input.clone(), reason))
-                    .or_default() += n;
-            }
-        }
     }
 
     /// Delivers a timer tick to every input subscribed to `interval`.
@@ -601,33 +561,10 @@ impl Routing {
             .get(node)
             .is_some_and(|s| s.events_waiter.is_some())
     }
-
-    /// Message counters of every node.
-    pub fn counters(&self) -> BTreeMap<NodeId, NodeCounters> {
-        self.nodes
-            .iter()
-            .filter(|(_, s)| !s.remote)
-            .map(|(id, s)| {
-                let dropped = s
-                    .queues
-                    .iter()
-                    .map(|(i, q)| (i.clone(), q.dropped()))
-                    .filter(|(_, d)| *d > 0)
-                    .collect();
-                (
-                    id.clone(),
-                    NodeCounters {
-                        sent: s.sent,
-                        received: s.received,
-                        dropped,
-                        remote_dropped: s.remote_dropped.clone(),
-                    },
-                )
-            })
-            .collect()
-    }
 }
 
+mod counters;
+pub use counters::NodeCounters;
 mod deadlines;
 mod finish;
 mod locality;

@@ -253,7 +253,7 @@ mod tests {
     use crate::envelope::round_trip;
 
     /// Every field of [`NodeInfo`] by its stable JSON name (see `guide/src/json.md`).
-    const NODE_INFO_FIELDS: [&str; 19] = [
+    const NODE_INFO_FIELDS: [&str; 20] = [
         "dataflow_id",
         "dataflow",
         "node",
@@ -267,6 +267,7 @@ mod tests {
         "messages_sent_per_sec",
         "messages_received_per_sec",
         "dropped",
+        "remote_dropped",
         "restarts",
         "uptime_secs",
         "inputs",

@@ -144,13 +144,7 @@ async fn router(connect: &[String]) -> (zenoh::Session, Vec<String>) {
     let router = zenoh::open(crate::router::router_config(&config).expect("config"))
         .await
         .expect("router");
-    let at = router
-        .info()
-        .locators()
-        .await
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let at = crate::remote::locators(&router).await;
     (router, at)
 }
 

@@ -259,6 +259,20 @@ impl Results {
                 )),
             );
         }
+        out + &self.network_targets(label, worst_zenoh, worst_tcp)
+    }
+
+    /// The targets for a cross-machine placement, from the worst p50 ratios of its table.
+    fn network_targets(
+        &self,
+        label: &str,
+        worst_zenoh: Option<(f64, usize)>,
+        worst_tcp: Option<(f64, usize)>,
+    ) -> String {
+        let zenoh = format!("{label} zenoh");
+        let rate = |t: &str, size, f: fn(&Row) -> Option<f64>| f(&self.row(t, size)?);
+        let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b?.max(1e-9));
+        let mut out = String::new();
         let verdict = |ok: bool| if ok { "met" } else { "missed" };
         let _ = writeln!(out, "targets ({label}):");
         if let Some((r, size)) = worst_zenoh {
