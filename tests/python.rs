@@ -502,3 +502,52 @@ nodes:
     assert!(out.stdout.contains("got int64 [-1]"), "{out}");
     assert!(out.stdout.contains("got uint64 [2]"), "{out}");
 }
+
+#[test]
+fn a_python_node_counts_the_messages_it_did_not_get() {
+    require_python_package();
+    let (state, dir) = (temp_dir(), temp_dir());
+    write(
+        dir.path(),
+        "slow_sink.py",
+        r#"import time
+from adora import Node
+
+node = Node()
+received = 0
+for event in node:
+    if event["type"] == "INPUT":
+        received += 1
+        time.sleep(0.001)
+print(f"python sink received={received} dropped={node.drop_count('data')}", flush=True)
+"#,
+    );
+    let dataflow = write_dataflow(
+        dir.path(),
+        r#"nodes:
+  - id: sender
+    path: {node}
+    env: { MODE: flood, COUNT: 5000 }
+    outputs: [data]
+  - id: sink
+    path: slow_sink.py
+    inputs: { data: { source: sender/data, queue_size: 2 } }
+"#,
+    );
+    let out = run_dataflow(state.path(), &dataflow);
+    assert!(out.status.success(), "{out}");
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("python sink received="))
+        .unwrap_or_else(|| panic!("no summary: {out}"));
+    let number = |key: &str| -> u64 {
+        line.split(key)
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next()?.parse().ok())
+            .expect(key)
+    };
+    let (received, dropped) = (number("received="), number("dropped="));
+    assert!(dropped > 0, "{line}");
+    assert_eq!(received + dropped, 5000, "{line}");
+}

@@ -84,7 +84,21 @@ fn a_remote_receiver_counts_every_message_it_did_not_get() {
     // in `adora node info`. Which part that is depends on the run: the sending daemon drops for
     // a slow link (`sender_backlog`), messages lost on the way count as `link`, the rest were
     // dropped from the full queue of one.
-    std::thread::sleep(Duration::from_secs(3));
+    // Wait for the heartbeat after the last message: the node's figures then match its own.
+    let info_json = || {
+        let mut cmd = adora(state.path());
+        cmd.args(["node", "info", "flood", "sink", "--json"]);
+        let out = run_with_timeout(cmd, TIMEOUT);
+        serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap_or_default()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let info = info_json();
+            info["messages_received"] == received && info["dropped"] == dropped
+        }),
+        "the sink's figures never matched its own count: {}",
+        info_json()
+    );
     let mut cmd = adora(state.path());
     cmd.args(["list", "--json"]);
     let list = run_with_timeout(cmd, TIMEOUT);

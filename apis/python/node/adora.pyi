@@ -39,6 +39,9 @@ class Node:
         ``with node.update_lock("grasping"): ...``. Raises RuntimeError when refused."""
     def samples_in_flight(self) -> int:
         """How many of this node's shared samples a receiver still holds."""
+    def drop_count(self, input: str) -> int:
+        """How many messages of ``input`` this node did not get: dropped from its full queue,
+        or missing on their way from another machine."""
     def node_id(self) -> str: ...
     def dataflow_id(self) -> str: ...
 

@@ -232,6 +232,13 @@ impl Node {
         lock(&self.node).samples_in_flight()
     }
 
+    /// How many messages of `input` this node did not get: dropped from its full queue, or
+    /// missing on their way from another machine. Updated as events arrive (a call from another
+    /// thread waits while `next` waits for an event).
+    fn drop_count(&self, input: &str) -> u64 {
+        lock(&self.events).drop_count(&input.into())
+    }
+
     /// This node's id.
     fn node_id(&self) -> &str {
         &self.node_id
