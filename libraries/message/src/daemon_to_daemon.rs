@@ -5,8 +5,9 @@
 //! [`RemoteHeader`] (encoded with [`encode_header`]); its *payload* carries the message bytes
 //! untouched, so large payloads are never re-framed.
 //!
-//! After the header comes the output's [`Sequence`] (16 bytes): how many messages the sending
-//! daemon took from the node on that output before this one, and how many of those it dropped.
+//! After the header comes the output's [`Sequence`] (24 bytes): which publishing instance sent
+//! it, how many messages the sending daemon took from the node on that output before this one,
+//! and how many of those it dropped.
 //! A receiver tells from it how many messages went missing, and why (dropped by the sender, or
 //! lost on the way). Daemons of version 2 without it decode the header alone (bincode ignores
 //! trailing bytes), so the format version stays 2.
@@ -50,6 +51,10 @@ pub enum RemoteKind {
 /// Delivery accounting of one published output, sent after the header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Sequence {
+    /// The publishing instance: chosen at random by the sending daemon when it starts numbering
+    /// the output. While a node moves, its old and new instance publish the same output for a
+    /// moment, each with its own numbers.
+    pub stream: u64,
     /// Messages the sending daemon took from the node on this output before this one (dropped
     /// ones included); for `Closed`, all of them.
     pub seq: u64,
@@ -58,10 +63,20 @@ pub struct Sequence {
 }
 
 /// Encoded length of a [`Sequence`].
-const SEQUENCE_LEN: usize = 16;
+const SEQUENCE_LEN: usize = 24;
 
 impl Sequence {
+    /// The numbers of a new publishing instance (`stream` random).
+    pub fn start() -> Self {
+        Sequence {
+            stream: Uuid::new_v4().as_u64_pair().0,
+            seq: 0,
+            dropped: 0,
+        }
+    }
+
     fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.stream.to_le_bytes());
         out.extend_from_slice(&self.seq.to_le_bytes());
         out.extend_from_slice(&self.dropped.to_le_bytes());
     }
@@ -72,8 +87,9 @@ impl Sequence {
         };
         (bytes.len() == SEQUENCE_LEN).then_some(())?;
         let sequence = Sequence {
-            seq: word(0)?,
-            dropped: word(8)?,
+            stream: word(0)?,
+            seq: word(8)?,
+            dropped: word(16)?,
         };
         // A sender never drops more messages than it took.
         (sequence.dropped <= sequence.seq).then_some(sequence)
@@ -135,6 +151,7 @@ mod tests {
             .parameters
             .insert("seq".into(), Parameter::Integer(41));
         let sequence = Sequence {
+            stream: 7,
             seq: 41,
             dropped: 3,
         };
@@ -159,6 +176,7 @@ mod tests {
         );
         // More dropped than taken is not a sequence.
         let mut bad = old.clone();
+        bad.extend_from_slice(&9u64.to_le_bytes());
         bad.extend_from_slice(&1u64.to_le_bytes());
         bad.extend_from_slice(&2u64.to_le_bytes());
         assert_eq!(decode_header(&bad).expect("decodes").1, None);

@@ -18,6 +18,7 @@ use adora_shm::{FileId, SamplePool, SampleToken};
 use tokio::sync::mpsc;
 
 use super::{shm_prefix, Dataflow};
+use crate::remote::links::STREAMS_KEPT;
 use crate::{
     event::Event,
     remote::{RemoteDataPlane, RemoteSample, PUBLISH_QUEUE},
@@ -128,7 +129,7 @@ impl Dataflow {
         let Some(queue) = links.queues.get(&key) else {
             return;
         };
-        let sequence = links.sequences.entry(key).or_default();
+        let sequence = links.sequences.entry(key).or_insert_with(Sequence::start);
         let this = *sequence;
         sequence.seq += 1;
         // Never block local nodes on a slow link: without budget left, the message is dropped,
@@ -193,7 +194,11 @@ impl Dataflow {
             let key = (node.clone(), output.clone());
             self.remote.published.remove(&key);
             // The final counts: receivers account for drops at the very end of the stream.
-            let sequence = self.remote.sequences.remove(&key).unwrap_or_default();
+            let sequence = self
+                .remote
+                .sequences
+                .remove(&key)
+                .unwrap_or_else(Sequence::start);
             if let Some(queue) = self.remote.queues.remove(&key) {
                 tracing::debug!("closing published `{node}/{output}`");
                 // The queue is drained before the publisher ends, so this arrives after the data.
@@ -250,10 +255,16 @@ impl Dataflow {
     /// on the way. Counting starts with the first message received; a sequence that goes back
     /// (the sender's daemon restarted, or the node moved to another daemon) starts it again.
     fn account_remote(&mut self, node: &NodeId, output: &DataId, now: Sequence, closed: bool) {
-        let key = (node.clone(), output.clone());
-        let expected = self.remote.expected.get(&key).copied();
+        let streams = self
+            .remote
+            .expected
+            .entry((node.clone(), output.clone()))
+            .or_default();
+        let known = streams.iter().position(|s| s.stream == now.stream);
+        let expected = known.map(|i| streams.remove(i));
         let (next, missing) = missing_before(expected, now, closed);
-        self.remote.expected.insert(key, next);
+        streams.insert(0, next);
+        streams.truncate(STREAMS_KEPT);
         for (reason, n) in missing {
             if n > 0 {
                 tracing::debug!("{n} message(s) of `{node}/{output}` missing: {reason}");
@@ -304,9 +315,9 @@ impl Dataflow {
 }
 
 /// How many messages went missing before one with sequence `now` (`closed`: the end of the
-/// stream) when `expected` was expected next, by reason: those the sending daemon dropped, and
-/// the rest, lost on the way; and the sequence expected after it. Nothing is counted for the
-/// first message, nor when the sequence goes back (a new sending daemon).
+/// stream) when `expected` was expected next from the same publishing instance, by reason: those
+/// the sending daemon dropped, and the rest, lost on the way; and the sequence expected after
+/// it. Nothing is counted for an instance's first message, nor when its numbers go back.
 pub(crate) fn missing_before(
     expected: Option<Sequence>,
     now: Sequence,
@@ -317,14 +328,14 @@ pub(crate) fn missing_before(
     } else {
         Sequence {
             seq: now.seq.saturating_add(1),
-            dropped: now.dropped,
+            ..now
         }
     };
     let none = [
         (RemoteDropReason::SenderBacklog, 0),
         (RemoteDropReason::Link, 0),
     ];
-    let Some(expected) = expected else {
+    let Some(expected) = expected.filter(|e| e.stream == now.stream) else {
         return (next, none);
     };
     if now.seq < expected.seq || now.dropped < expected.dropped {
@@ -346,7 +357,11 @@ mod tests {
     use super::*;
 
     fn seq(seq: u64, dropped: u64) -> Sequence {
-        Sequence { seq, dropped }
+        Sequence {
+            stream: 1,
+            seq,
+            dropped,
+        }
     }
 
     fn counts(missing: [(RemoteDropReason, u64); 2]) -> (u64, u64) {
@@ -367,6 +382,16 @@ mod tests {
         // The end: 2 more taken after 11, both dropped by the sender.
         let (next, missing) = missing_before(Some(next), seq(14, 7), true);
         assert_eq!((next, counts(missing)), (seq(14, 7), (2, 0)));
+    }
+
+    #[test]
+    fn another_publishing_instance_is_not_a_gap() {
+        let other = Sequence {
+            stream: 2,
+            ..seq(3, 0)
+        };
+        let (next, missing) = missing_before(Some(seq(100, 10)), other, false);
+        assert_eq!((next.stream, next.seq, counts(missing)), (2, 4, (0, 0)));
     }
 
     #[test]

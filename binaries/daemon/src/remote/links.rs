@@ -14,6 +14,10 @@ use crate::config::DataflowSpec;
 
 pub(crate) type OutputKey = (NodeId, DataId);
 
+/// Publishing instances of one output followed at once: the current one and the one before it
+/// (a node in the middle of a move publishes from both for a moment).
+pub(crate) const STREAMS_KEPT: usize = 2;
+
 #[derive(Default)]
 pub(crate) struct RemoteLinks {
     /// Local outputs read by nodes on other machines.
@@ -37,9 +41,9 @@ pub(crate) struct RemoteLinks {
     /// Per published output: messages taken from the node and how many of them were dropped
     /// here (sent with every message, see `Sequence`).
     pub(crate) sequences: BTreeMap<OutputKey, Sequence>,
-    /// Per subscribed output: the sequence expected next from the sending daemon, to count what
-    /// went missing on the way.
-    pub(crate) expected: BTreeMap<OutputKey, Sequence>,
+    /// Per subscribed output: the sequence expected next from each of its last publishing
+    /// instances (most recent first, at most [`STREAMS_KEPT`]), to count what went missing.
+    pub(crate) expected: BTreeMap<OutputKey, Vec<Sequence>>,
     /// Messages dropped here because a link was too slow (all outputs), for the log.
     pub(crate) dropped: u64,
 }

@@ -97,6 +97,7 @@ async fn messages_cross_between_two_daemons_in_order_up_to_64_mib() {
     for (i, size) in sizes.iter().enumerate() {
         let payload: Vec<u8> = (0..*size).map(|j| (j as u8) ^ (i as u8)).collect();
         let sequence = Sequence {
+            stream: 1,
             seq: i as u64,
             dropped: 0,
         };
@@ -106,6 +107,7 @@ async fn messages_cross_between_two_daemons_in_order_up_to_64_mib() {
             .expect("queue");
     }
     let end = Sequence {
+        stream: 1,
         seq: sizes.len() as u64,
         dropped: 0,
     };

@@ -28,7 +28,8 @@ fn header_case(runner: &mut TestRunner) -> Result<(), String> {
     );
     let sequence = draw(
         runner,
-        &(0u64..1 << 40, 0u64..1 << 40).prop_map(|(a, b)| Sequence {
+        &(any::<u64>(), 0u64..1 << 40, 0u64..1 << 40).prop_map(|(stream, a, b)| Sequence {
+            stream,
             seq: a.max(b),
             dropped: a.min(b),
         }),
@@ -58,7 +59,7 @@ fn header_case(runner: &mut TestRunner) -> Result<(), String> {
             |(k, s)| {
                 let mut bytes = encode_header(k.clone(), s.unwrap_or_default());
                 if s.is_none() {
-                    bytes.truncate(bytes.len() - 16);
+                    bytes.truncate(bytes.len() - 24);
                 }
                 Ok(bytes)
             },
