@@ -32,7 +32,7 @@ nodes:
     _unstable_deploy: {{ machine: a }}
   - id: relay
     path: adora-move-relay
-    env: {{ MODE: relay }}
+    env: {{ MODE: relay, TRACE: "1" }}
     inputs: {{ in: {{ source: sender/data, queue_size: 1000 }} }}
     outputs: [out]
     _unstable_deploy: {{ labels: {{ role: relay }} }}

@@ -390,9 +390,21 @@ fn relay() -> Result {
     let (mut node, mut events) = AdoraNode::init_from_env()?;
     let output = "out".into();
     let mut forwarded = 0u64;
+    let trace = std::env::var_os("TRACE").is_some();
     while let Some(event) = events.recv() {
         match event {
             Event::Input { metadata, data, .. } => {
+                if trace {
+                    let seq = data
+                        .get(..8)
+                        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+                    println!(
+                        "relay fwd pid={} seq={seq:?} t_ms={}",
+                        std::process::id(),
+                        now.as_millis()
+                    );
+                }
                 node.send_output(&output, metadata.parameters, &data)?;
                 forwarded += 1;
             }
