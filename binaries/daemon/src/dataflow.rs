@@ -330,8 +330,8 @@ impl Dataflow {
 
     /// The node's control connection closed after its last frame was handled: its outputs close.
     /// Returns true when the whole dataflow is done.
-    pub fn control_closed(&mut self, node: &NodeId) -> bool {
-        if let Some(finished) = self.quiet_control_closed(node) {
+    pub fn control_closed(&mut self, node: &NodeId, events: &mpsc::Sender<Event>) -> bool {
+        if let Some(finished) = self.quiet_control_closed(node, events) {
             return finished;
         }
         let Some(rt) = self.nodes.get_mut(node) else {

@@ -158,6 +158,7 @@ impl Event {
             Event::Move(MoveStep::ArrivalPatience { .. }) => "arrival_patience",
             Event::Move(MoveStep::SettleLinks { .. }) => "settle_links",
             Event::Move(MoveStep::EvictNode { .. }) => "evict_node",
+            Event::Move(MoveStep::CheckCut { .. }) => "check_cut",
             Event::RemoteOpened(_) => "remote_opened",
             Event::Remote(_) => "remote",
             Event::RemoteMatched { .. } => "remote_matched",
@@ -176,6 +177,13 @@ pub(crate) enum MoveStep {
     ArrivalPatience { dataflow: Uuid, node: NodeId },
     /// After a move, the links only the old instance needed end now.
     SettleLinks { dataflow: Uuid },
+    /// A node leaving after a cut: time to check whether its inputs reached the cut.
+    CheckCut {
+        dataflow: Uuid,
+        node: NodeId,
+        /// When its `Leave` arrived.
+        since: std::time::Instant,
+    },
     /// The stop grace of a node leaving this daemon expired: the next signal is due.
     EvictNode {
         dataflow: Uuid,

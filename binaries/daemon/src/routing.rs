@@ -61,6 +61,8 @@ struct NodeRouting {
     /// Messages of its inputs that went missing between machines (also in the queues' drop
     /// counts), per input and reason.
     remote_dropped: BTreeMap<(DataId, RemoteDropReason), u64>,
+    /// In a move: the cut recorded (arriving) or applied (leaving), see [`cut`].
+    cut: Option<cut::CutState>,
 }
 
 impl NodeRouting {
@@ -278,6 +280,7 @@ impl Routing {
             DataRef::Inline(_) => None,
         };
         let mut evicted = Vec::new();
+        let stamp = metadata.timestamp;
         // The message is moved into the last receiver's queue and cloned for the others.
         let mut message = Some((metadata, data));
         for (i, (node, input)) in receivers.iter().enumerate() {
@@ -291,6 +294,14 @@ impl Routing {
             let Some(queue) = state.queues.get_mut(input) else {
                 continue;
             };
+            let timer = state.timer_inputs.contains(input);
+            if !state
+                .cut
+                .as_mut()
+                .is_none_or(|c| c.admit(input, stamp, timer))
+            {
+                continue;
+            }
             let (metadata, data) = if i + 1 == receivers.len() {
                 message.take()
             } else {
@@ -564,6 +575,7 @@ impl Routing {
 }
 
 mod counters;
+mod cut;
 pub use counters::NodeCounters;
 mod deadlines;
 mod finish;

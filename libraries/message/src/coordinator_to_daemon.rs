@@ -353,6 +353,7 @@ mod tests {
                 Default::default(),
                 false,
             ))),
+            cut: Default::default(),
         }));
     }
 

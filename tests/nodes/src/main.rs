@@ -391,9 +391,12 @@ fn relay() -> Result {
     let output = "out".into();
     let mut forwarded = 0u64;
     let trace = std::env::var_os("TRACE").is_some();
+    // A slow relay (the live-move test slows down one host's instance with it).
+    let delay = std::time::Duration::from_millis(env_u64("DELAY_MS", 0));
     while let Some(event) = events.recv() {
         match event {
             Event::Input { metadata, data, .. } => {
+                std::thread::sleep(delay);
                 if trace {
                     let seq = data
                         .get(..8)

@@ -129,6 +129,13 @@ impl Daemon {
             } => self.with(dataflow, |df, env| {
                 df.evict(&node, step, env.events, env.config)
             }),
+            MoveStep::CheckCut {
+                dataflow,
+                node,
+                since,
+            } => self.with(dataflow, |df, env| {
+                df.check_cut(&node, since, env.events, env.config)
+            }),
         }
     }
 
