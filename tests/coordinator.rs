@@ -236,6 +236,22 @@ fn start_attach_prints_output_and_exits_with_the_result() {
         "{out}"
     );
     assert_eq!(env.status_of("bad").as_deref(), Some("failed"));
+
+    // A node that prints a burst and exits at once: every line is shown before the end (the
+    // daemon reported the end ahead of the last lines in about one run out of five).
+    let burst = env.write(
+        "burst.yml",
+        &format!(
+            "nodes:\n  - id: chat\n    path: {}\n    env: {{ MODE: chatter, COUNT: 2000 }}\n",
+            bin("adora-test-node").display()
+        ),
+    );
+    for run in 0..5 {
+        let out = env.ok(&["start", burst.to_str().unwrap(), "--attach"]);
+        let lines = out.stdout.lines().filter(|l| l.contains("line ")).count();
+        assert_eq!(lines, 2000, "run {run}: {} lines shown", lines);
+        assert!(out.stdout.contains("line 1999"), "run {run}");
+    }
 }
 
 #[test]
