@@ -360,7 +360,10 @@ fn a_label_placed_relay_moves_live_between_hosts() {
         .unwrap_or_else(|| panic!("no summary from the sink:\n{out}\n{err}"));
     println!("sink: {done}");
     assert!(done.contains(&format!("next={COUNT}")), "{out}\n{err}");
-    assert!(done.contains(" lost=0 "), "messages lost over the run: {done}");
+    assert!(
+        done.contains(" lost=0 "),
+        "messages lost over the run: {done}"
+    );
     let closed: Vec<&str> = out
         .lines()
         .filter(|l| l.contains("seq-sink input closed"))
