@@ -247,6 +247,14 @@ impl Daemon {
                 reply,
             } => self.with(dataflow, |df, _| df.routing.next_freed(&node, reply)),
             Event::Batch { dataflow, events } => self.batch(dataflow, events),
+            Event::AwaitRoom {
+                dataflow,
+                node,
+                output,
+                reply,
+            } => self.with(dataflow, |df, _| {
+                df.routing.await_room(&node, &output, reply)
+            }),
             Event::ControlClosed { dataflow, node } => {
                 self.settle(dataflow, |df, _| df.control_closed(&node))
             }
