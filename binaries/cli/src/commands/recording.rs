@@ -56,6 +56,9 @@ pub struct RecordingSummary {
     pub dropped: BTreeMap<String, u64>,
     /// The file ends properly (its recorder finished); `false`: read up to the last chunk.
     pub complete: bool,
+    /// The dataflow file it was recorded from, when the recorder knew it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dataflow: Option<String>,
 }
 
 /// Reads a whole recording; a truncated one is read up to its last complete record.
@@ -97,6 +100,9 @@ pub fn summarize(bytes: &[u8]) -> anyhow::Result<RecordingSummary> {
                 for (topic, count) in m.metadata {
                     summary.dropped.insert(topic, count.parse().unwrap_or(0));
                 }
+            }
+            Record::Metadata(m) if m.name == format::DATAFLOW_METADATA => {
+                summary.dataflow = m.metadata.get("path").cloned();
             }
             Record::Footer(_) => summary.complete = true,
             _ => {}
