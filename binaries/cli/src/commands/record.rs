@@ -45,9 +45,9 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let client = Client::connect(&args.client).await?;
-    let mut tap = TapStream::open(client, &args.dataflow, args.outputs, args.lossy).await?;
+    let tap = TapStream::open(client, &args.dataflow, args.outputs, args.lossy).await?;
     let split = args.split_size.map(|s| s.0);
-    let mut recorder = Recorder::create(&args.output, args.compression, split)?;
+    let recorder = Recorder::create(&args.output, args.compression, split)?;
     eprintln!(
         "recording {} output(s) of dataflow {} into {} (Ctrl-C to stop)",
         tap.outputs.len(),
@@ -55,10 +55,25 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.output.display()
     );
     let started = Instant::now();
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let (recorder, dropped) = write_tap(tap, recorder, stop).await?;
+    finish(recorder, &dropped, started, &args.output)
+}
+
+/// Writes what `tap` delivers into `recorder` until the tap ends (with the dataflow) or `stop`
+/// completes; returns the recorder and the drops of a lossy tap.
+pub async fn write_tap(
+    mut tap: TapStream,
+    mut recorder: Recorder,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<(Recorder, BTreeMap<String, u64>)> {
+    tokio::pin!(stop);
     let dropped = loop {
         let event = tokio::select! {
             event = tap.next() => event?,
-            _ = tokio::signal::ctrl_c() => break None,
+            _ = &mut stop => break None,
         };
         match event {
             TapEvent::Messages(messages) => {
@@ -69,8 +84,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             TapEvent::End(dropped) => break Some(dropped),
         }
     };
-    let dropped = dropped.unwrap_or_default();
-    finish(recorder, &dropped, started, &args.output)
+    Ok((recorder, dropped.unwrap_or_default()))
 }
 
 /// Smallest `--split-size`: parts smaller than this would be mostly MCAP overhead.
