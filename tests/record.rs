@@ -297,14 +297,18 @@ fn start_record_records_an_attached_dataflow_until_it_ends() {
     assert!(out.stderr.contains("dropped: none"), "{out}");
     let seqs = recorded_seqs(&file, "sender/counter");
     // Messages sent before the tap reached the daemon may be missing; after it, none.
-    let first = *seqs.first().unwrap_or_else(|| panic!("nothing recorded: {out}"));
+    let first = *seqs
+        .first()
+        .unwrap_or_else(|| panic!("nothing recorded: {out}"));
     assert_eq!(seqs, (first..100).collect::<Vec<u64>>(), "{out}");
     eprintln!("start --record missed the first {first} message(s)");
     let info = cli.ok(&["recording", "info", file.to_str().unwrap(), "--json"]);
     let info: serde_json::Value = serde_json::from_str(&info.stdout).unwrap();
     assert_eq!(info["complete"], true, "{info}");
     assert!(
-        info["dataflow"].as_str().is_some_and(|d| d.ends_with("dataflow.yml")),
+        info["dataflow"]
+            .as_str()
+            .is_some_and(|d| d.ends_with("dataflow.yml")),
         "{info}"
     );
 }
@@ -316,4 +320,83 @@ impl Drop for Down<'_> {
     fn drop(&mut self) {
         let _ = self.0.run(&["down"]);
     }
+}
+
+#[test]
+fn export_writes_numbers_and_strings_as_csv_and_bytes_as_raw_files() {
+    let dir = temp_dir();
+    let cli = MarkedCli::new(dir.path(), MARKER, TIMEOUT);
+    let node = bin("adora-test-node");
+    let yaml = format!(
+        "nodes:\n  - id: arrows\n    path: {node}\n    env: {{ MODE: arrow-send, COUNT: 3 }}\n    inputs: {{ tick: adora/timer/millis/10 }}\n    outputs: [numbers, text]\n  - id: frames\n    path: {node}\n    env: {{ MODE: seq-source, COUNT: 2, PAYLOAD_BYTES: 5000 }}\n    inputs: {{ tick: adora/timer/millis/10 }}\n    outputs: [data]\n",
+        node = node.display()
+    );
+    let dataflow = dir.path().join("arrows.yml");
+    std::fs::write(&dataflow, yaml).unwrap();
+    let file = dir.path().join("arrows.mcap");
+    let file_arg = file.to_str().unwrap();
+    cli.ok(&["run", dataflow.to_str().unwrap(), "--record", file_arg]);
+
+    let csv = dir.path().join("numbers.csv");
+    let args = ["recording", "export", file_arg, "--channel"];
+    cli.ok(&[&args[..], &["arrows/numbers", "-o", csv.to_str().unwrap()]].concat());
+    let rows: Vec<Vec<String>> = std::fs::read_to_string(&csv)
+        .unwrap()
+        .lines()
+        .map(|l| l.split(',').map(str::to_owned).collect())
+        .collect();
+    assert_eq!(rows[0], ["message", "log_time_ns", "index", "value"]);
+    let values: Vec<(&str, &str, &str)> = rows[1..]
+        .iter()
+        .map(|r| (r[0].as_str(), r[2].as_str(), r[3].as_str()))
+        .collect();
+    assert_eq!(
+        values,
+        [
+            ("0", "0", "0"),
+            ("0", "1", "0"),
+            ("1", "0", "1"),
+            ("1", "1", "1"),
+            ("2", "0", "2"),
+            ("2", "1", "4")
+        ]
+    );
+
+    let text = dir.path().join("text.csv");
+    cli.ok(&[&args[..], &["arrows/text", "-o", text.to_str().unwrap()]].concat());
+    let text = std::fs::read_to_string(&text).unwrap();
+    assert!(
+        text.lines()
+            .nth(3)
+            .unwrap()
+            .ends_with(",0,\"n=2, \"\"q\"\"\""),
+        "{text}"
+    );
+
+    let frames = dir.path().join("frames");
+    let out = cli.ok(&[&args[..], &["frames/data", "-o", frames.to_str().unwrap()]].concat());
+    assert!(out.stderr.contains("2 message(s) of frames/data"), "{out}");
+    let mut names: Vec<String> = std::fs::read_dir(&frames)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(
+        names[0].starts_with("000000-") && names[0].ends_with(".bin"),
+        "{names:?}"
+    );
+    let second = std::fs::read(frames.join(&names[1])).unwrap();
+    assert_eq!(second.len(), 5000);
+    assert_eq!(&second[..8], &1u64.to_le_bytes());
+    assert!(second[8..].iter().all(|b| *b == 1));
+
+    let wrong = cli.run(&[&args[..], &["nobody/out"]].concat());
+    assert!(!wrong.status.success(), "{wrong}");
+    assert!(
+        wrong.stderr.contains(
+            "no message on `nobody/out` (its channels: arrows/numbers, arrows/text, frames/data)"
+        ),
+        "{wrong}"
+    );
 }

@@ -113,9 +113,9 @@ fn replace_names_a_recorded_node_of_the_dataflow_with_its_outputs() {
     ]);
     assert!(!undeclared.status.success(), "{undeclared}");
     assert!(
-        undeclared.stderr.contains(
-            "the recording has `sender/counter`, which node `sender` does not declare"
-        ),
+        undeclared
+            .stderr
+            .contains("the recording has `sender/counter`, which node `sender` does not declare"),
         "{undeclared}"
     );
 
@@ -140,9 +140,7 @@ fn speed_zero_loses_nothing_to_a_slow_receiver_and_loop_repeats() {
         "{info}"
     );
 
-    let out = cli.ok(&[
-        "replay", file_arg, "--replace", "sender", "--speed", "0",
-    ]);
+    let out = cli.ok(&["replay", file_arg, "--replace", "sender", "--speed", "0"]);
     assert!(
         out.stdout
             .contains("done received=200 last_seq=199 dropped=counter:0"),

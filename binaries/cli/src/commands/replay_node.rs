@@ -134,7 +134,9 @@ fn play_once(
 /// Waits until `due` (`None`: only looks) for a `Stop`; true if the player must stop.
 fn stop_before(events: &mut EventStream, due: Option<Instant>) -> bool {
     loop {
-        let left = due.map_or(Duration::ZERO, |d| d.saturating_duration_since(Instant::now()));
+        let left = due.map_or(Duration::ZERO, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
         match events.recv_timeout(left) {
             Some(Event::Stop) => return true,
             Some(_) => continue, // the player has no inputs: nothing else matters
