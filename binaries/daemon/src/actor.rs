@@ -247,14 +247,7 @@ impl Daemon {
                 reply,
             } => self.with(dataflow, |df, _| df.routing.next_freed(&node, reply)),
             Event::Batch { dataflow, events } => self.batch(dataflow, events),
-            Event::AwaitRoom {
-                dataflow,
-                node,
-                output,
-                reply,
-            } => self.with(dataflow, |df, _| {
-                df.routing.await_room(&node, &output, reply)
-            }),
+            event @ Event::AwaitRoom { .. } => self.await_room(event),
             Event::ControlClosed { dataflow, node } => {
                 self.settle(dataflow, |df, _| df.control_closed(&node))
             }

@@ -217,19 +217,8 @@ fn run(args: Args) -> anyhow::Result<()> {
                     Some(p) => p.clone(),
                     None => same_daemon_dataflow(generated.path())?,
                 };
-                eprintln!(
-                    "running adora ({} run {})...",
-                    adora.display(),
-                    dataflow.display()
-                );
-                results.add(placement.label(), run_adora(&adora, &dataflow, &plan)?);
-                if args.record {
-                    eprintln!("running adora with a recorder attached...");
-                    let file = generated.path().join("bench.mcap");
-                    let recorded = recording::run(&adora, &dataflow, &plan, &file)?;
-                    results.add(recording::LABEL, recorded.reports);
-                    recorder = Some(recorded.recorder);
-                }
+                let dir = args.record.then_some(generated.path());
+                recorder = same_daemon(&adora, &dataflow, &plan, dir, &mut results)?;
             }
             Placement::TwoDaemons | Placement::Zenoh => {
                 eprintln!("running adora with placement `{}`...", placement.label());
@@ -263,6 +252,31 @@ fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("wrote {}", path.display());
     }
     results.check_complete()
+}
+
+/// The same-daemon placement, and with `record_dir` again with a recorder attached (its file in
+/// that directory); returns what the recorder wrote.
+fn same_daemon(
+    adora: &Path,
+    dataflow: &Path,
+    plan: &Plan,
+    record_dir: Option<&Path>,
+    results: &mut report::Results,
+) -> anyhow::Result<Option<recording::Recorder>> {
+    eprintln!(
+        "running adora ({} run {})...",
+        adora.display(),
+        dataflow.display()
+    );
+    let label = Placement::SameDaemon.label();
+    results.add(label, run_adora(adora, dataflow, plan)?);
+    let Some(dir) = record_dir else {
+        return Ok(None);
+    };
+    eprintln!("running adora with a recorder attached...");
+    let recorded = recording::run(adora, dataflow, plan, &dir.join("bench.mcap"))?;
+    results.add(recording::LABEL, recorded.reports);
+    Ok(Some(recorded.recorder))
 }
 
 /// The `python` placement: both pairings, or a line saying why it was skipped.
