@@ -274,7 +274,7 @@ fn split_size_rolls_over_into_numbered_complete_files() {
 }
 
 #[test]
-fn start_record_records_an_attached_dataflow_until_it_ends() {
+fn start_record_records_an_attached_dataflow_from_its_first_message() {
     let dir = temp_dir();
     let cli = MarkedCli::new(dir.path(), MARKER, TIMEOUT);
     let _down = Down(&cli);
@@ -295,13 +295,13 @@ fn start_record_records_an_attached_dataflow_until_it_ends() {
         "{out}"
     );
     assert!(out.stderr.contains("dropped: none"), "{out}");
-    let seqs = recorded_seqs(&file, "sender/counter");
-    // Messages sent before the tap reached the daemon may be missing; after it, none.
-    let first = *seqs
-        .first()
-        .unwrap_or_else(|| panic!("nothing recorded: {out}"));
-    assert_eq!(seqs, (first..100).collect::<Vec<u64>>(), "{out}");
-    eprintln!("start --record missed the first {first} message(s)");
+    // From the first message: the tap reached the daemon before its `Spawn`.
+    assert_eq!(
+        recorded_seqs(&file, "sender/counter"),
+        (0..100).collect::<Vec<u64>>(),
+        "{out}"
+    );
+    assert_eq!(recorded_seqs(&file, "transformer/squared").len(), 100);
     let info = cli.ok(&["recording", "info", file.to_str().unwrap(), "--json"]);
     let info: serde_json::Value = serde_json::from_str(&info.stdout).unwrap();
     assert_eq!(info["complete"], true, "{info}");

@@ -50,10 +50,8 @@ pub struct Args {
     client: ClientArgs,
     #[command(flatten)]
     finish: super::common::ExitWhenNodesFinish,
-    /// Record every output into this MCAP file while attached (lossless), as `adora record`
-    /// does from the moment its tap is in place: messages sent in the first milliseconds after
-    /// the nodes start, before the tap reaches their daemons, can be missing (`adora run
-    /// --record` has none missing).
+    /// Record every output into this MCAP file from the first message while attached
+    /// (lossless; without --name the dataflow is named `recording-<8 hex digits>`).
     #[arg(long, value_name = "FILE.mcap", conflicts_with = "detach")]
     record: Option<PathBuf>,
     /// Chunk compression of `--record`.
@@ -89,9 +87,25 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .await?
         }
     };
+    // The recorder's tap is asked for first, by the dataflow's name: the coordinator sends it to
+    // each daemon just before that daemon's `Spawn`, so that no message is missed.
+    let mut name = args.name.clone();
+    let early_tap = match &args.record {
+        Some(_) => {
+            let name = name.get_or_insert_with(|| {
+                format!(
+                    "recording-{}",
+                    &uuid::Uuid::new_v4().simple().to_string()[..8]
+                )
+            });
+            let client = Client::connect(&args.client).await?;
+            Some(super::tap_stream::TapStream::before_start(client, name).await?)
+        }
+        None => None,
+    };
     let start = StartDataflow {
         descriptor,
-        name: args.name.clone(),
+        name,
         working_dir,
         attach,
         artifacts,
@@ -99,9 +113,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         build_id: args.build_id,
     };
     let (mut client, id, name) = place_and_spawn(&args.client, start, width).await?;
-    let recording = match &args.record {
-        Some(file) => Some(start_recording(&args, file, id).await?),
-        None => None,
+    let recording = match (&args.record, early_tap) {
+        (Some(file), Some(tap)) => Some(start_recording(&args, file, tap).await?),
+        _ => None,
     };
     for line in client.take_early_logs() {
         print_line(line, width);
@@ -118,20 +132,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
-/// The recorder of `--record`: a tap of every output of dataflow `id` (on its own connection),
+/// The recorder of `--record`: `tap` (asked for before the start, on its own connection),
 /// written until the dataflow ends.
 #[allow(clippy::type_complexity)]
 async fn start_recording(
     args: &Args,
     file: &std::path::Path,
-    id: uuid::Uuid,
+    mut tap: super::tap_stream::TapStream,
 ) -> anyhow::Result<(
     tokio::task::JoinHandle<anyhow::Result<(Recorder, BTreeMap<String, u64>)>>,
     std::time::Instant,
 )> {
-    use super::tap_stream::TapStream;
-    let client = Client::connect(&args.client).await?;
-    let tap = TapStream::open(client, &id.to_string(), Vec::new(), false).await?;
+    tap.wait_started().await?;
     let split = args.split_size.map(|s| s.0);
     let mut recorder = Recorder::create(file, args.compression, split)?;
     if let Ok(dataflow) = std::fs::canonicalize(&args.dataflow) {
