@@ -196,8 +196,10 @@ struct Player {
 
 impl Player {
     /// Rewrites `node` into the player of its recorded outputs: same id and outputs (and
-    /// declared output types), no inputs, nothing to build.
+    /// declared output types), no inputs, nothing to build, never restarted (a player that
+    /// finished is done; `--loop` repeats).
     fn replace(&self, node: &mut adora_core::descriptor::NodeSpec) {
+        node.restart_policy = adora_core::descriptor::RestartPolicy::Never;
         node.path = self.exe.display().to_string();
         node.args = Some("replay-node".into());
         node.build = None;
