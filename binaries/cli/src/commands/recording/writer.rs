@@ -212,3 +212,16 @@ impl Recorder {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_are_numbered_after_the_file() {
+        let base = Path::new("/data/run.mcap");
+        assert_eq!(part_path(base, 1), Path::new("/data/run-001.mcap"));
+        assert_eq!(part_path(base, 12), Path::new("/data/run-012.mcap"));
+        assert_eq!(part_path(Path::new("bag"), 2), Path::new("bag-002.mcap"));
+    }
+}
