@@ -126,6 +126,14 @@ pub(crate) enum Event {
     },
     /// The coordinator did not answer a lock request in time.
     LockTimeout { request: u64 },
+    /// A node waits until the receivers of one of its outputs have room (answered on its
+    /// control connection; see `routing/room.rs`).
+    AwaitRoom {
+        dataflow: Uuid,
+        node: NodeId,
+        output: DataId,
+        reply: oneshot::Sender<()>,
+    },
     /// Nodes stopped on their own did not exit within a grace period.
     EscalateNodes {
         dataflow: Uuid,
@@ -165,6 +173,7 @@ impl Event {
             Event::TakeLock { .. } => "take_lock",
             Event::ReleaseLock { .. } => "release_lock",
             Event::LockTimeout { .. } => "lock_timeout",
+            Event::AwaitRoom { .. } => "await_room",
             Event::EscalateNodes { .. } => "escalate_nodes",
         }
     }
@@ -247,7 +256,8 @@ pub(crate) fn request_event(dataflow: Uuid, node: &NodeId, request: NodeRequest)
         },
         NodeRequest::Register { .. }
         | NodeRequest::NextEvents { .. }
-        | NodeRequest::TakeUpdateLock { .. } => return None,
+        | NodeRequest::TakeUpdateLock { .. }
+        | NodeRequest::AwaitRoom { .. } => return None,
     })
 }
 

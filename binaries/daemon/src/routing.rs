@@ -108,6 +108,8 @@ pub(crate) struct Routing {
     held_wakes: Option<Vec<NodeId>>,
     /// The dataflow's `exit_when_nodes_finish` (see `finish.rs`).
     exit_when_nodes_finish: bool,
+    /// Senders waiting for room in their receivers' queues (`room.rs`).
+    room_waiters: Vec<room::RoomWaiter>,
 }
 
 impl Routing {
@@ -167,6 +169,7 @@ impl Routing {
             daemon_freed: Vec::new(),
             held_wakes: None,
             exit_when_nodes_finish: descriptor.exit_when_nodes_finish.unwrap_or(false),
+            room_waiters: Vec::new(),
         }
     }
 
@@ -416,6 +419,7 @@ impl Routing {
                 drop_counts,
             });
         }
+        self.answer_room_waiters();
     }
 
     /// A node will not send on `outputs` again: close the corresponding inputs downstream.
@@ -519,6 +523,7 @@ impl Routing {
             self.release_event(q.event);
         }
         self.release_held(held);
+        self.answer_room_waiters();
         // Samples this node owns that are still in flight are unlinked by their last release
         // (`release_ref` checks `exited`).
     }
@@ -580,6 +585,7 @@ pub use counters::NodeCounters;
 mod deadlines;
 mod finish;
 mod locality;
+mod room;
 mod samples;
 #[cfg(test)]
 mod tests;

@@ -139,6 +139,22 @@ impl Daemon {
         }
     }
 
+    /// A node waits for room in its receivers' queues (an [`Event::AwaitRoom`]).
+    pub(super) fn await_room(&mut self, event: Event) {
+        let Event::AwaitRoom {
+            dataflow,
+            node,
+            output,
+            reply,
+        } = event
+        else {
+            return;
+        };
+        self.with(dataflow, |df, _| {
+            df.routing.await_room(&node, &output, reply)
+        });
+    }
+
     /// A timer input of `dataflow` fired.
     pub(super) fn timer_tick(&mut self, dataflow: Uuid, interval: Duration) {
         if let Some(df) = self.dataflows.get_mut(&dataflow) {

@@ -360,7 +360,12 @@ impl Daemon {
                 dataflow,
                 outputs,
                 lossy,
-            } => self.tap(id, dataflow, outputs, lossy, service),
+                before_spawn,
+            } => {
+                let tap =
+                    crate::tap::Tap::new(dataflow, Some(outputs.into_iter().collect()), lossy);
+                self.tap(id, tap, before_spawn, service)
+            }
             DaemonCommand::TapCredit { command, cost } => self.taps.credit(command, cost),
             DaemonCommand::Untap { command } => self.taps.untap(command),
             DaemonCommand::ReadLogs {
@@ -379,22 +384,21 @@ impl Daemon {
         }
     }
 
-    /// Starts copying `outputs` of `dataflow` to the coordinator (command `id`); a dataflow that
-    /// does not run here ends the tap at once.
+    /// Starts copying a tap's outputs to the coordinator (command `id`); a dataflow that does
+    /// not run here ends the tap at once, unless its `Spawn` follows (`before_spawn`).
     fn tap(
         &mut self,
         id: u64,
-        dataflow: Uuid,
-        outputs: Vec<(NodeId, adora_core::DataId)>,
-        lossy: bool,
+        (tap, rx): (crate::tap::Tap, mpsc::Receiver<crate::tap::Tapped>),
+        before_spawn: bool,
         service: &Service,
     ) {
-        let (tap, rx) = crate::tap::Tap::new(dataflow, Some(outputs.into_iter().collect()), lossy);
+        let dataflow = tap.dataflow();
         let forward = self.taps.forward(id, tap, rx, service.reports.clone());
         service
             .tasks
             .spawn(format!("tap {id} of dataflow {dataflow}"), forward);
-        if !self.dataflows.contains_key(&dataflow) {
+        if !before_spawn && !self.dataflows.contains_key(&dataflow) {
             self.taps.end_dataflow(dataflow);
         }
     }
