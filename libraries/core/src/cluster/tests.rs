@@ -205,3 +205,18 @@ fn every_site_error_names_its_field() {
         .expect_err("same router port");
     assert_eq!(e[0].1, "sites.s2.router.port", "{e:?}");
 }
+
+#[test]
+fn a_file_over_the_size_limit_is_refused_before_parsing() {
+    let mut yaml = String::from("machines:\n");
+    while yaml.len() <= super::MAX_CLUSTER_FILE {
+        yaml.push_str("  - id: m\n    host: 10.0.0.1\n");
+    }
+    let errors = parse(&yaml).expect_err("too large");
+    assert!(
+        errors
+            .iter()
+            .any(|(_, _, m)| m.contains("a cluster file is at most 1 MiB")),
+        "{errors:?}"
+    );
+}
