@@ -71,7 +71,8 @@ pub fn parse_sha256sum(output: &str) -> Option<(String, String)> {
     let line = output.lines().next()?;
     let (hex, rest) = line.split_once(' ')?;
     let file = rest.trim_start_matches([' ', '*']);
-    (hex.len() == 64 && !file.is_empty()).then(|| (hex.to_ascii_lowercase(), file.to_owned()))
+    let is_hex = hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+    (is_hex && !file.is_empty()).then(|| (hex.to_ascii_lowercase(), file.to_owned()))
 }
 
 /// Keeps the current `dir/adora` as [`PREVIOUS`] and renames `temp` over `dir/adora`.
@@ -268,6 +269,9 @@ mod tests {
             Some(("a".repeat(64), "/opt/a b/.adora-upgrade.x1".into()))
         );
         assert_eq!(parse_sha256sum("sha256sum: not found"), None);
+        // 64 bytes that are not 64 hex digits (found by adora-fuzz).
+        let multibyte = format!("{}  /t\n", "é".repeat(32));
+        assert_eq!(parse_sha256sum(&multibyte), None);
         assert_eq!(cleanup_argv("/t"), ["rm", "-f", "/t"]);
     }
 }

@@ -174,6 +174,18 @@ fn check_root_deploy(report: &mut Report<'_>, root: &Value) {
         let line = report.line(&[Seg::Key("deploy")]);
         report.push(None, Some("deploy".into()), line, e.to_string());
     }
+    // What a node's own `deploy` may not be, the default for every node may not be either.
+    for field in ["machine", "working_dir"] {
+        if deploy
+            .get(field)
+            .and_then(Value::as_str)
+            .is_some_and(|v| v.trim().is_empty())
+        {
+            let line = report.line(&[Seg::Key("deploy"), Seg::Key(field)]);
+            let name = format!("deploy.{field}");
+            report.push(None, Some(name), line, "must not be empty".into());
+        }
+    }
 }
 
 /// Checks the document shape and returns the `nodes` list when there is one.

@@ -455,3 +455,13 @@ fn huge_unknown_names_get_no_suggestion() {
     assert_eq!(suggest("inputs", [long.as_str()]), None);
     assert_eq!(suggest("inptus", ["inputs", long.as_str()]), Some("inputs"));
 }
+
+#[test]
+fn an_empty_machine_or_working_dir_in_the_root_deploy_is_refused() {
+    // Found by adora-fuzz: the nodes inherit them, and a node's own may not be empty.
+    let found =
+        errors("deploy:\n  machine: ''\n  working_dir: ' '\nnodes:\n  - id: a\n    path: x\n");
+    let fields: Vec<Option<&str>> = found.iter().map(|f| f.2.as_deref()).collect();
+    assert!(fields.contains(&Some("deploy.machine")), "{found:?}");
+    assert!(fields.contains(&Some("deploy.working_dir")), "{found:?}");
+}
