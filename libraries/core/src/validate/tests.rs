@@ -465,3 +465,11 @@ fn an_empty_machine_or_working_dir_in_the_root_deploy_is_refused() {
     assert!(fields.contains(&Some("deploy.machine")), "{found:?}");
     assert!(fields.contains(&Some("deploy.working_dir")), "{found:?}");
 }
+
+#[test]
+fn an_empty_root_deploy_is_no_default() {
+    // Found by adora-fuzz: it came back from the descriptor as the defaults' values.
+    let d = parse_ok("deploy: {}\nnodes:\n  - id: a\n    path: x\n");
+    assert!(d.deploy.is_none());
+    assert!(d.nodes[0].deploy.is_none());
+}

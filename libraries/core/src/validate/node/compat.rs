@@ -66,6 +66,13 @@ pub(crate) fn apply_root_deploy(root: &Value) -> Value {
         Some(Value::Mapping(d)) => d.clone(),
         _ => Mapping::new(),
     };
+    if default.is_empty() {
+        // `deploy: {}` is no default at all (kept, it would come back from the descriptor as
+        // the defaults' values).
+        if let Value::Mapping(map) = &mut root {
+            map.remove("deploy");
+        }
+    }
     let Some(Value::Sequence(nodes)) = root.get_mut("nodes") else {
         return root;
     };
