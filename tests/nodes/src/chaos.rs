@@ -8,7 +8,8 @@
 //!   `<seq> <unix ms>` to `sent-<instance>.txt` once the send returned. A restarted source is a
 //!   new instance (a new random id) counting from 0 again.
 //! - `chaos-sink`: appends `<source instance> <seq> <unix ms>` to `recv-<own instance>.txt` for
-//!   every message of input `in`, `corrupt <source instance> <seq>` for a bad payload, and
+//!   every message of input `in`, `corrupt <source instance> <seq> ...` (where and how much
+//!   differs) for a bad payload, and
 //!   `drops <n>` whenever its input's drop count (full queue, or missing between machines)
 //!   changed. It judges nothing: the soak reads the files.
 
@@ -97,10 +98,17 @@ pub fn sink() -> Result {
                     Some(header) => {
                         let source = u64::from_le_bytes(header[..8].try_into()?);
                         let seq = u64::from_le_bytes(header[8..].try_into()?);
-                        let intact = data[HEADER..].iter().all(|b| *b == seq as u8);
-                        match intact {
-                            true => format!("{source:016x} {seq} {}\n", unix_ms()),
-                            false => format!("corrupt {source:016x} {seq}\n"),
+                        let body = &data[HEADER..];
+                        match body.iter().position(|b| *b != seq as u8) {
+                            None => format!("{source:016x} {seq} {}\n", unix_ms()),
+                            Some(at) => format!(
+                                "corrupt {source:016x} {seq} len={} first_bad_offset={} byte={} bad_bytes={} t={}\n",
+                                data.len(),
+                                at + HEADER,
+                                body[at],
+                                body.iter().filter(|b| **b != seq as u8).count(),
+                                unix_ms()
+                            ),
                         }
                     }
                     None => format!("corrupt short {}\n", data.len()),

