@@ -52,6 +52,11 @@ impl FaultKind {
                 "a cut of a few seconds can deliver a corrupted message between machines: the head \
                  of one message with the tail of a later one, same length (seed 22, 8 KiB messages)",
             ),
+            Self::DaemonKill => Some(
+                "a daemon killed with kill -9 leaves the shared-memory segments of the remote \
+                 messages it held (`adora-<dataflow>-<its pid>-~remote-N`) in /dev/shm for good: \
+                 neither its restarted successor nor `cluster down` removes them (seed 22)",
+            ),
             _ => None,
         }
     }
