@@ -26,8 +26,14 @@ fn two_minutes_of_random_faults_break_no_invariant() {
     if out.status.code() == Some(3) && out.stderr.contains("SKIPPED") {
         return;
     }
-    assert!(out.status.success(), "the soak failed (seed {SEED}):\n{out}");
-    assert!(out.stdout.contains(&format!("PASSED (seed {SEED})")), "{out}");
+    assert!(
+        out.status.success(),
+        "the soak failed (seed {SEED}):\n{out}"
+    );
+    assert!(
+        out.stdout.contains(&format!("PASSED (seed {SEED})")),
+        "{out}"
+    );
     // It really injected faults, and every message is accounted for.
     let injected: u64 = out
         .stdout

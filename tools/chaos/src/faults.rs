@@ -93,7 +93,8 @@ pub struct Plan {
 /// Draws the next fault among `kinds`.
 pub fn draw(rng: &mut StdRng, kinds: &[FaultKind]) -> Plan {
     let kind = kinds[rng.gen_range(0..kinds.len())];
-    let millis = |rng: &mut StdRng, from: u64, to: u64| Duration::from_millis(rng.gen_range(from..=to));
+    let millis =
+        |rng: &mut StdRng, from: u64, to: u64| Duration::from_millis(rng.gen_range(from..=to));
     let (target, down) = match kind {
         FaultKind::CoordinatorKill => (String::new(), millis(rng, 1_000, 10_000)),
         FaultKind::DaemonKill => (pick(rng, &MACHINES), millis(rng, 500, 5_000)),

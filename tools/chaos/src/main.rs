@@ -59,7 +59,11 @@ struct Args {
     /// The kinds of fault to inject, comma separated: coordinator-kill, node-kill, stop-start,
     /// daemon-kill, cut, or `all`. `daemon-kill` and `cut` are not in the default set: each finds
     /// a known bug (see the guide, "Resilience", and what the run prints).
-    #[arg(long, value_delimiter = ',', default_value = "coordinator-kill,node-kill,stop-start")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "coordinator-kill,node-kill,stop-start"
+    )]
     faults: Vec<FaultChoice>,
     /// Every node must run and the chain deliver again within this after a fault healed.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
@@ -71,10 +75,10 @@ struct Args {
     #[arg(long, value_parser = humantime::parse_duration, default_value = "8s")]
     max_gap: Duration,
     /// The coordinator's RSS must stay below this many MiB.
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=65536))]
     max_coordinator_rss_mib: u64,
     /// The coordinator must keep fewer open files than this.
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_coordinator_fds: u64,
     /// The source's tick in milliseconds.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000))]
@@ -186,5 +190,9 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     if passed && !args.keep {
         let _ = std::fs::remove_dir_all(&run_dir);
     }
-    Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -107,7 +107,10 @@ impl Monitor {
                 while !stop.load(Ordering::SeqCst) {
                     let instances = node_instances(&run_tag);
                     let pid = coordinator.load(Ordering::SeqCst);
-                    let counters = (n % COUNTERS_EVERY == 0).then(|| cli.running_nodes()).flatten();
+                    let counters = n
+                        .is_multiple_of(COUNTERS_EVERY)
+                        .then(|| cli.running_nodes())
+                        .flatten();
                     let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
                     check_instances(&mut seen, &instances);
                     if pid != 0 {
@@ -231,7 +234,11 @@ pub fn node_instances(run_tag: &str) -> BTreeMap<String, Vec<u32>> {
         return found;
     };
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {

@@ -104,7 +104,8 @@ impl Records {
         // Only whole lines: the writer may be in the middle of one.
         let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
         bytes.truncate(complete);
-        self.offsets.insert(path.to_owned(), offset + complete as u64);
+        self.offsets
+            .insert(path.to_owned(), offset + complete as u64);
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
@@ -116,8 +117,10 @@ impl Records {
         };
         let times = self.sent.entry(instance).or_default();
         if seq != times.len() as u64 {
-            self.corrupt
-                .push(format!("source {instance:016x} recorded {seq} after {}", times.len()));
+            self.corrupt.push(format!(
+                "source {instance:016x} recorded {seq} after {}",
+                times.len()
+            ));
         }
         times.push(t);
     }
@@ -273,8 +276,16 @@ mod tests {
     fn every_message_is_delivered_lost_in_a_window_or_missing() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        write(d, "sent-000000000000000a.txt", "0 1000\n1 1100\n2 1200\n3 5000\n4 9000\n");
-        write(d, "recv-0000000000000001.txt", "000000000000000a 0 1001\ndrops 1\n");
+        write(
+            d,
+            "sent-000000000000000a.txt",
+            "0 1000\n1 1100\n2 1200\n3 5000\n4 9000\n",
+        );
+        write(
+            d,
+            "recv-0000000000000001.txt",
+            "000000000000000a 0 1001\ndrops 1\n",
+        );
         // A half-written line is not read yet.
         write(d, "recv-0000000000000001.txt", "000000000000000a 2 12");
         let mut records = Records::new(d);
@@ -287,7 +298,12 @@ mod tests {
         assert_eq!(records.sink_counted_drops(), 1);
         let acc = records.account(&[(4000, 6000, "cut".into())]);
         assert_eq!(
-            (acc.sent, acc.received, acc.lost_in_faults, acc.missing_outside_faults),
+            (
+                acc.sent,
+                acc.received,
+                acc.lost_in_faults,
+                acc.missing_outside_faults
+            ),
             (5, 2, 1, 2)
         );
         assert!(acc.violations.is_empty(), "{:?}", acc.violations);

@@ -47,7 +47,10 @@ pub fn print(config: &Config, outcome: &anyhow::Result<Outcome>, run_dir: &Path)
         Ok(o) => o,
         Err(e) => {
             println!("adora-chaos: FAILED: the soak could not run: {e:#}");
-            println!("  reproduce with --seed {seed}; records and logs in {}", run_dir.display());
+            println!(
+                "  reproduce with --seed {seed}; records and logs in {}",
+                run_dir.display()
+            );
             return;
         }
     };
@@ -94,7 +97,11 @@ pub fn print(config: &Config, outcome: &anyhow::Result<Outcome>, run_dir: &Path)
         a.missing_outside_faults,
         o.unaccounted()
     );
-    let by: Vec<String> = a.lost_by_fault.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    let by: Vec<String> = a
+        .lost_by_fault
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
     println!("  lost in fault windows by fault: {}", by.join(", "));
     println!(
         "instances: {} source, {} sink; most live processes of one node at once: {}",

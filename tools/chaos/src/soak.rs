@@ -152,7 +152,8 @@ fn soak(cluster: &mut Cluster, config: &Config) -> anyhow::Result<Outcome> {
     let mut violations = Vec::new();
     cluster.start_dataflow()?;
     let since = unix_ms();
-    if let Err(missing) = wait_recovered(cluster, &mut records, since, FIRST_START, &tag, &mut ids) {
+    if let Err(missing) = wait_recovered(cluster, &mut records, since, FIRST_START, &tag, &mut ids)
+    {
         anyhow::bail!("the dataflow did not run within {FIRST_START:?}: {missing}");
     }
     let monitor = Monitor::start(
@@ -184,7 +185,12 @@ fn soak(cluster: &mut Cluster, config: &Config) -> anyhow::Result<Outcome> {
         "final stop".into(),
     ));
     let accounting = records.account(&windows);
-    violations.extend(accounting.violations.iter().map(|v| format!("messages: {v}")));
+    violations.extend(
+        accounting
+            .violations
+            .iter()
+            .map(|v| format!("messages: {v}")),
+    );
     if let Some(rows) = cluster.cli.dataflows() {
         ids.extend(rows.into_iter().map(|(id, _)| id));
     }
@@ -218,7 +224,8 @@ fn one_fault(
     let at = started.elapsed();
     let injected_ms = unix_ms();
     let tag = &config.settings.run_tag;
-    let detail = faults::inject(cluster, plan, tag).unwrap_or_else(|e| format!("not injected: {e}"));
+    let detail =
+        faults::inject(cluster, plan, tag).unwrap_or_else(|e| format!("not injected: {e}"));
     let healed = Instant::now();
     let healed_ms = unix_ms();
     let result = wait_recovered(cluster, records, healed_ms, config.recover_within, tag, ids);
@@ -288,9 +295,16 @@ fn what_is_missing(
         return Some("the coordinator does not answer `adora list`".into());
     };
     ids.extend(rows.iter().map(|(id, _)| id.clone()));
-    let running: Vec<&String> = rows.iter().filter(|r| r.1 == "running").map(|r| &r.0).collect();
+    let running: Vec<&String> = rows
+        .iter()
+        .filter(|r| r.1 == "running")
+        .map(|r| &r.0)
+        .collect();
     let [id] = running.as_slice() else {
-        return Some(format!("{} dataflows named `{NAME}` running", running.len()));
+        return Some(format!(
+            "{} dataflows named `{NAME}` running",
+            running.len()
+        ));
     };
     let Some(nodes) = cluster.cli.nodes(id) else {
         return Some("the coordinator does not answer `adora node list`".into());
@@ -312,9 +326,8 @@ fn what_is_missing(
     if let Err(e) = records.poll() {
         return Some(format!("cannot read the records: {e}"));
     }
-    (records.last_delivered_sent_ms() < since_ms).then(|| {
-        "the sink has not received a message sent after the heal".to_owned()
-    })
+    (records.last_delivered_sent_ms() < since_ms)
+        .then(|| "the sink has not received a message sent after the heal".to_owned())
 }
 
 /// `adora cluster down`, then: no process of the run left (coordinator, daemons, nodes), no
