@@ -117,7 +117,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--faults names no fault kind");
     }
     let seed = args.seed.unwrap_or_else(rand::random);
-    let bin_dir = match args.bin_dir {
+    let bin_dir = match args.bin_dir.clone() {
         Some(dir) => dir,
         None => std::env::current_exe()?
             .parent()
@@ -150,32 +150,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     }));
     let run_dir = std::env::temp_dir().join(format!("adora-chaos-{}", std::process::id()));
     std::fs::create_dir_all(&run_dir)?;
-    let config = soak::Config {
-        duration: args.duration,
-        seed,
-        kinds,
-        recover_within: args.recover_within,
-        gap_ms: (
-            args.min_gap.as_millis() as u64,
-            args.max_gap.as_millis() as u64,
-        ),
-        limits: monitor::Limits {
-            rss_bytes: args.max_coordinator_rss_mib << 20,
-            fds: args.max_coordinator_fds as usize,
-        },
-        settings: cluster::Settings {
-            bin_dir,
-            run_dir: run_dir.clone(),
-            coordinator_args: vec!["--recovery-backoff".into(), "5s".into()],
-            daemon_args: match args.zenoh_tls {
-                true => vec![],
-                false => vec!["--insecure-zenoh".into()],
-            },
-            payload_bytes: args.payload_bytes as usize,
-            tick_ms: args.tick_ms,
-            run_tag: format!("{}-{seed}", std::process::id()),
-        },
-    };
+    let config = config(&args, seed, kinds, bin_dir, run_dir.clone());
     report::header(&config);
     let hosts = match adora_test_support::hosts::TestHosts::create("chaos_soak", 3) {
         Ok(hosts) => hosts,
@@ -195,4 +170,40 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The soak's configuration from the command line.
+fn config(
+    args: &Args,
+    seed: u64,
+    kinds: Vec<FaultKind>,
+    bin_dir: PathBuf,
+    run_dir: PathBuf,
+) -> soak::Config {
+    soak::Config {
+        duration: args.duration,
+        seed,
+        kinds,
+        recover_within: args.recover_within,
+        gap_ms: (
+            args.min_gap.as_millis() as u64,
+            args.max_gap.as_millis() as u64,
+        ),
+        limits: monitor::Limits {
+            rss_bytes: args.max_coordinator_rss_mib << 20,
+            fds: args.max_coordinator_fds as usize,
+        },
+        settings: cluster::Settings {
+            bin_dir,
+            run_dir,
+            coordinator_args: vec!["--recovery-backoff".into(), "5s".into()],
+            daemon_args: match args.zenoh_tls {
+                true => vec![],
+                false => vec!["--insecure-zenoh".into()],
+            },
+            payload_bytes: args.payload_bytes as usize,
+            tick_ms: args.tick_ms,
+            run_tag: format!("{}-{seed}", std::process::id()),
+        },
+    }
 }

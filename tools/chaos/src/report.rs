@@ -84,6 +84,27 @@ pub fn print(config: &Config, outcome: &anyhow::Result<Outcome>, run_dir: &Path)
             println!("  {kind:<16} p50 {} max {}", secs(*p50), secs(*max));
         }
     }
+    figures(config, o);
+    if o.violations.is_empty() {
+        println!("teardown: no orphan process, no leaked shared-memory segment");
+        println!("adora-chaos: PASSED (seed {seed})");
+        return;
+    }
+    println!("adora-chaos: FAILED, {} violation(s):", o.violations.len());
+    for v in o.violations.iter().take(30) {
+        println!("  - {v}");
+    }
+    if o.violations.len() > 30 {
+        println!("  ... and {} more", o.violations.len() - 30);
+    }
+    println!(
+        "  reproduce with --seed {seed}; records and logs in {}",
+        run_dir.display()
+    );
+}
+
+/// Messages, instances and the coordinator's resources.
+fn figures(config: &Config, o: &Outcome) {
     let a = &o.accounting;
     println!(
         "messages: sent {}, received {}, counted-dropped {} (between machines {}; the sinks saw {}), \
@@ -118,21 +139,5 @@ pub fn print(config: &Config, outcome: &anyhow::Result<Outcome>, run_dir: &Path)
         o.seen.rss_first_last.1 >> 20,
         config.limits.rss_bytes >> 20,
         config.limits.fds
-    );
-    if o.violations.is_empty() {
-        println!("teardown: no orphan process, no leaked shared-memory segment");
-        println!("adora-chaos: PASSED (seed {seed})");
-        return;
-    }
-    println!("adora-chaos: FAILED, {} violation(s):", o.violations.len());
-    for v in o.violations.iter().take(30) {
-        println!("  - {v}");
-    }
-    if o.violations.len() > 30 {
-        println!("  ... and {} more", o.violations.len() - 30);
-    }
-    println!(
-        "  reproduce with --seed {seed}; records and logs in {}",
-        run_dir.display()
     );
 }
