@@ -123,7 +123,9 @@ fn figures(config: &Config, o: &Outcome) {
         .iter()
         .map(|(k, n)| format!("{k} {n}"))
         .collect();
-    println!("  lost in fault windows by fault: {}", by.join(", "));
+    if !by.is_empty() {
+        println!("  lost in fault windows by fault: {}", by.join(", "));
+    }
     println!(
         "instances: {} source, {} sink; most live processes of one node at once: {}",
         a.source_instances,
