@@ -49,13 +49,15 @@ impl FaultKind {
     pub fn known_bug(self) -> Option<&'static str> {
         match self {
             Self::Cut => Some(
-                "a cut of a few seconds can deliver a corrupted message between machines: the head \
-                 of one message with the tail of a later one, same length (seed 22, 8 KiB messages)",
+                "a cut of a few seconds can deliver a corrupted message between machines: the right \
+                 length and header, other bytes from some offset on; the last message before the \
+                 gap, no error in Adora (seeds 22 and 2211, 8 KiB messages)",
             ),
             Self::DaemonKill => Some(
-                "a daemon killed with kill -9 leaves the shared-memory segments of the remote \
-                 messages it held (`adora-<dataflow>-<its pid>-~remote-N`) in /dev/shm for good: \
-                 neither its restarted successor nor `cluster down` removes them (seed 22)",
+                "a daemon killed with kill -9 leaves its part's shared-memory segments \
+                 (`adora-<dataflow>-<its pid>-...`: its nodes' samples, its `~remote` copies) in \
+                 /dev/shm for good: neither its restarted successor nor `cluster down` removes \
+                 them (seed 22: 16 segments after 9 kills)",
             ),
             _ => None,
         }
