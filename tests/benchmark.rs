@@ -198,3 +198,30 @@ fn control_plane_quick_mode_measures_starts_and_a_simulated_fleet() {
         "too few heartbeats: {fleet:?}"
     );
 }
+
+#[test]
+fn data_plane_quick_mode_compares_runs_with_and_without_a_recorder() {
+    let out = bench(&["--quick", "--no-baseline", "--record", "--sizes", "8,4K"]);
+    assert!(
+        out.stdout
+            .contains("recording: same-daemon with a recorder attached"),
+        "{out}"
+    );
+    for size in ["8 B", "4 KiB"] {
+        let row = out
+            .stdout
+            .lines()
+            .skip_while(|l| !l.starts_with("recording:"))
+            .find(|l| l.trim_start().starts_with(size))
+            .unwrap_or_else(|| panic!("no {size} row in the recording table:\n{out}"));
+        // size (2 words), p50, p50 recorded, ratio, msgs/s, msgs/s recorded, ratio, recorder MiB/s
+        let fields: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(fields.len(), 9, "{row}");
+        assert!(
+            fields[4].ends_with('x') && fields[7].ends_with('x'),
+            "{row}"
+        );
+    }
+    assert!(out.stdout.contains("recorder: "), "{out}");
+    assert!(out.stderr.contains("dropped: none"), "{out}");
+}

@@ -236,6 +236,22 @@ fn start_attach_prints_output_and_exits_with_the_result() {
         "{out}"
     );
     assert_eq!(env.status_of("bad").as_deref(), Some("failed"));
+
+    // A node that prints a burst and exits at once: every line is shown before the end (the
+    // daemon reported the end ahead of the last lines in about one run out of five).
+    let burst = env.write(
+        "burst.yml",
+        &format!(
+            "nodes:\n  - id: chat\n    path: {}\n    env: {{ MODE: chatter, COUNT: 2000 }}\n",
+            bin("adora-test-node").display()
+        ),
+    );
+    for run in 0..5 {
+        let out = env.ok(&["start", burst.to_str().unwrap(), "--attach"]);
+        let lines = out.stdout.lines().filter(|l| l.contains("line ")).count();
+        assert_eq!(lines, 2000, "run {run}: {} lines shown", lines);
+        assert!(out.stdout.contains("line 1999"), "run {run}");
+    }
 }
 
 #[test]
@@ -692,4 +708,111 @@ fn an_unreadable_store_is_refused_untouched_and_reset_store_moves_it_aside() {
     assert_eq!(aside.len(), 1, "{aside:?}");
     assert_eq!(std::fs::read(&aside[0]).unwrap(), garbage);
     assert!(env.ok(&["list", "--json"]).stdout.trim() == "[]");
+}
+
+/// A tmpfs mounted on a directory for one test (root only); unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. `3M`) on `dir`; `None` (the test is skipped) when this
+    /// is not root, unless test hosts are required (CI), where it fails.
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            assert!(
+                !adora_test_support::hosts::hosts_required(),
+                "cannot mount a tmpfs on {} (root is needed)",
+                dir.display()
+            );
+            println!("SKIPPED: mounting a tmpfs needs root");
+            return None;
+        }
+        Some(Tmpfs(dir.to_owned()))
+    }
+
+    /// Writes `fill` until the filesystem is full.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let path = self.0.join("fill");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while file.write_all(&chunk).is_ok() {}
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_change_the_full_disk_cannot_store_is_not_acknowledged_and_is_stored_once_there_is_room() {
+    let mut env = Env::new();
+    let Some(disk) = Tmpfs::mount(&env.state().join("disk"), "3M") else {
+        return;
+    };
+    let store = format!("redb:{}", disk.0.join("coordinator.redb").display());
+    let coordinator = |env: &mut Env, port: &str, log: &str| {
+        let pid = env.spawn(&["coordinator", "--port", port, "--store", &store], log);
+        std::fs::write(env.state().join("coordinator.pid"), pid.to_string()).unwrap();
+        assert!(wait_until(WAIT, || env
+            .state()
+            .join("coordinator.addr")
+            .exists()));
+    };
+    coordinator(&mut env, "0", "coordinator");
+    let port = env.port();
+    env.spawn(&["daemon", "--coordinator-port", &port], "daemon");
+    assert!(
+        wait_until(WAIT, || env
+            .run(&["status", "--json"])
+            .stdout
+            .contains("\"connected\": true")),
+        "the daemon did not register"
+    );
+
+    // The disk fills up: the start is carried out, but not acknowledged.
+    let fill = disk.fill();
+    let dataflow = env.write("flow.yml", &sender_dataflow(100_000));
+    let out = env.run(&[
+        "start",
+        dataflow.to_str().unwrap(),
+        "--name",
+        "unstored",
+        "--detach",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out}");
+    for says in [
+        "dataflow `unstored`",
+        "was started, but the coordinator could not store it",
+        "No space left on device",
+        "a coordinator restart forgets this change",
+    ] {
+        assert!(out.stderr.contains(says), "{says}: {out}");
+    }
+    assert_eq!(env.status_of("unstored").as_deref(), Some("running"));
+
+    // Room again: the coordinator stores what it kept, without another request...
+    std::fs::remove_file(fill).unwrap();
+    let log = env.state().join("coordinator.err");
+    assert!(
+        wait_until(WAIT, || std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("takes writes again")),
+        "the coordinator did not store the change once there was room"
+    );
+    // ... so a crashed coordinator's successor knows the dataflow.
+    let pid = env.cli.kill_coordinator();
+    assert!(wait_until(WAIT, || !process_alive(pid)));
+    let _ = std::fs::remove_file(env.state().join("coordinator.addr"));
+    coordinator(&mut env, &port, "coordinator2");
+    assert_eq!(env.status_of("unstored").as_deref(), Some("running"));
+    env.ok(&["stop", "unstored"]);
 }

@@ -223,6 +223,96 @@ fn topic_echo_hz_and_record_attach_to_a_started_dataflow() {
     assert_eq!(read.len(), 1, "only the asked output: {read:?}");
 }
 
+/// The sequence numbers (the first 8 bytes of each payload) of `topic`, in file order.
+fn recorded_seqs(path: &Path, topic: &str) -> Vec<u64> {
+    let bytes = std::fs::read(path).unwrap();
+    let mut seqs = Vec::new();
+    for message in mcap::MessageStream::new(&bytes).unwrap() {
+        let message = message.unwrap();
+        if message.channel.topic != topic {
+            continue;
+        }
+        let data = &message.data;
+        let header = u32::from_le_bytes(data[..4].try_into().unwrap()) as usize;
+        let payload = &data[4 + header..];
+        seqs.push(u64::from_le_bytes(payload[..8].try_into().unwrap()));
+    }
+    seqs
+}
+
+#[test]
+fn split_size_rolls_over_into_numbered_complete_files() {
+    let dir = temp_dir();
+    let cli = MarkedCli::new(dir.path(), MARKER, TIMEOUT);
+    let dataflow = example(dir.path(), 100);
+    let file = dir.path().join("run.mcap");
+    let out = cli.ok(&[
+        "run",
+        dataflow.to_str().unwrap(),
+        "--record",
+        file.to_str().unwrap(),
+        "--split-size",
+        "4KiB",
+    ]);
+    assert!(out.stderr.contains("recorded 200 message(s)"), "{out}");
+    assert!(!file.exists(), "parts only");
+    let parts: Vec<std::path::PathBuf> = (1..)
+        .map(|n| dir.path().join(format!("run-{n:03}.mcap")))
+        .take_while(|p| p.exists())
+        .collect();
+    assert!(parts.len() >= 3, "{} parts: {out}", parts.len());
+    let mut seqs = Vec::new();
+    for part in &parts {
+        let info = cli.ok(&["recording", "info", part.to_str().unwrap(), "--json"]);
+        let info: serde_json::Value = serde_json::from_str(&info.stdout).unwrap();
+        assert_eq!(info["complete"], true, "{}: {info}", part.display());
+        seqs.extend(recorded_seqs(part, "sender/counter"));
+        let read = read_with_mcap_crate(part);
+        assert!(read.values().all(|(_, monotonic)| *monotonic), "{read:?}");
+    }
+    assert_eq!(seqs, (0..100).collect::<Vec<u64>>());
+}
+
+#[test]
+fn start_record_records_an_attached_dataflow_from_its_first_message() {
+    let dir = temp_dir();
+    let cli = MarkedCli::new(dir.path(), MARKER, TIMEOUT);
+    let _down = Down(&cli);
+    let dataflow = example(dir.path(), 100);
+    let file = dir.path().join("started.mcap");
+    cli.ok(&["up", "--port", "0"]);
+    let out = cli.ok(&[
+        "start",
+        dataflow.to_str().unwrap(),
+        "--name",
+        "recorded",
+        "--record",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.all()
+            .contains("sink done: 100 messages received in order"),
+        "{out}"
+    );
+    assert!(out.stderr.contains("dropped: none"), "{out}");
+    // From the first message: the tap reached the daemon before its `Spawn`.
+    assert_eq!(
+        recorded_seqs(&file, "sender/counter"),
+        (0..100).collect::<Vec<u64>>(),
+        "{out}"
+    );
+    assert_eq!(recorded_seqs(&file, "transformer/squared").len(), 100);
+    let info = cli.ok(&["recording", "info", file.to_str().unwrap(), "--json"]);
+    let info: serde_json::Value = serde_json::from_str(&info.stdout).unwrap();
+    assert_eq!(info["complete"], true, "{info}");
+    assert!(
+        info["dataflow"]
+            .as_str()
+            .is_some_and(|d| d.ends_with("dataflow.yml")),
+        "{info}"
+    );
+}
+
 /// `adora down` when the test ends, passed or not.
 struct Down<'a>(&'a MarkedCli);
 
@@ -230,4 +320,83 @@ impl Drop for Down<'_> {
     fn drop(&mut self) {
         let _ = self.0.run(&["down"]);
     }
+}
+
+#[test]
+fn export_writes_numbers_and_strings_as_csv_and_bytes_as_raw_files() {
+    let dir = temp_dir();
+    let cli = MarkedCli::new(dir.path(), MARKER, TIMEOUT);
+    let node = bin("adora-test-node");
+    let yaml = format!(
+        "nodes:\n  - id: arrows\n    path: {node}\n    env: {{ MODE: arrow-send, COUNT: 3 }}\n    inputs: {{ tick: adora/timer/millis/10 }}\n    outputs: [numbers, text]\n  - id: frames\n    path: {node}\n    env: {{ MODE: seq-source, COUNT: 2, PAYLOAD_BYTES: 5000 }}\n    inputs: {{ tick: adora/timer/millis/10 }}\n    outputs: [data]\n",
+        node = node.display()
+    );
+    let dataflow = dir.path().join("arrows.yml");
+    std::fs::write(&dataflow, yaml).unwrap();
+    let file = dir.path().join("arrows.mcap");
+    let file_arg = file.to_str().unwrap();
+    cli.ok(&["run", dataflow.to_str().unwrap(), "--record", file_arg]);
+
+    let csv = dir.path().join("numbers.csv");
+    let args = ["recording", "export", file_arg, "--channel"];
+    cli.ok(&[&args[..], &["arrows/numbers", "-o", csv.to_str().unwrap()]].concat());
+    let rows: Vec<Vec<String>> = std::fs::read_to_string(&csv)
+        .unwrap()
+        .lines()
+        .map(|l| l.split(',').map(str::to_owned).collect())
+        .collect();
+    assert_eq!(rows[0], ["message", "log_time_ns", "index", "value"]);
+    let values: Vec<(&str, &str, &str)> = rows[1..]
+        .iter()
+        .map(|r| (r[0].as_str(), r[2].as_str(), r[3].as_str()))
+        .collect();
+    assert_eq!(
+        values,
+        [
+            ("0", "0", "0"),
+            ("0", "1", "0"),
+            ("1", "0", "1"),
+            ("1", "1", "1"),
+            ("2", "0", "2"),
+            ("2", "1", "4")
+        ]
+    );
+
+    let text = dir.path().join("text.csv");
+    cli.ok(&[&args[..], &["arrows/text", "-o", text.to_str().unwrap()]].concat());
+    let text = std::fs::read_to_string(&text).unwrap();
+    assert!(
+        text.lines()
+            .nth(3)
+            .unwrap()
+            .ends_with(",0,\"n=2, \"\"q\"\"\""),
+        "{text}"
+    );
+
+    let frames = dir.path().join("frames");
+    let out = cli.ok(&[&args[..], &["frames/data", "-o", frames.to_str().unwrap()]].concat());
+    assert!(out.stderr.contains("2 message(s) of frames/data"), "{out}");
+    let mut names: Vec<String> = std::fs::read_dir(&frames)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(
+        names[0].starts_with("000000-") && names[0].ends_with(".bin"),
+        "{names:?}"
+    );
+    let second = std::fs::read(frames.join(&names[1])).unwrap();
+    assert_eq!(second.len(), 5000);
+    assert_eq!(&second[..8], &1u64.to_le_bytes());
+    assert!(second[8..].iter().all(|b| *b == 1));
+
+    let wrong = cli.run(&[&args[..], &["nobody/out"]].concat());
+    assert!(!wrong.status.success(), "{wrong}");
+    assert!(
+        wrong.stderr.contains(
+            "no message on `nobody/out` (its channels: arrows/numbers, arrows/text, frames/data)"
+        ),
+        "{wrong}"
+    );
 }

@@ -37,6 +37,89 @@ struct Remembered {
     at_ms: u64,
 }
 
+/// How long an answer waits for the store to take the change it reports (the store retries
+/// a failed write every second) before the client is told it could not be stored.
+const STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Sends `answer` (the first answer of `proxy`'s request) once every write queued so far is
+/// stored, then what else arrives on the proxy (logs) until it closes or the client is gone.
+/// When the store keeps failing for [`STORE_WAIT`], the client gets an error saying what was
+/// done and not stored instead: a change is never acknowledged before it would survive a
+/// coordinator restart.
+fn answer_when_stored(
+    coordinator: &Coordinator,
+    answer: Outgoing<ControlReply>,
+    proxy: AnswerProxy,
+) {
+    let (store, tasks) = (coordinator.store.clone(), coordinator.tasks.clone());
+    let AnswerProxy {
+        request_id,
+        mut rx,
+        client,
+    } = proxy;
+    // A refusal changed nothing worth waiting for.
+    let refused =
+        matches!(&answer, Outgoing::Message(e) if matches!(e.body, ControlReply::Error(_)));
+    let what = "answering a request once stored";
+    coordinator.tasks.spawn(what, async move {
+        if !refused {
+            if let Err(e) = stored(store, tasks).await {
+                tracing::error!("request {request_id} was carried out but not stored: {e}");
+                if let Outgoing::Message(envelope) = answer {
+                    let error = unstored(&envelope.body, &e);
+                    let _ = client.send(Outgoing::Message(Envelope::new(envelope.id, error)));
+                }
+                return;
+            }
+        }
+        let _ = client.send(answer);
+        while let Some(out) = rx.recv().await {
+            if client.send(out).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// Waits until every write queued so far is stored, for up to [`STORE_WAIT`]; the store's
+/// error when it still fails then.
+async fn stored(
+    store: std::sync::Arc<dyn adora_store::Store>,
+    tasks: adora_tasks::Tasks,
+) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + STORE_WAIT;
+    loop {
+        let store = store.clone();
+        match tasks
+            .spawn_blocking("syncing the store", move || store.sync())
+            .await
+        {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) if tokio::time::Instant::now() >= deadline => return Err(e.to_string()),
+            Ok(Err(_)) => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+            Err(e) => return Err(format!("the store sync task failed: {e}")),
+        }
+    }
+}
+
+/// The error a client gets for a request that was carried out (`done`) but not stored.
+fn unstored(done: &ControlReply, error: &str) -> ControlReply {
+    let what = match done {
+        ControlReply::Started { name, id, .. } => format!("dataflow `{name}` ({id}) was started"),
+        ControlReply::Restarted { name, new, .. } => {
+            format!("dataflow `{name}` was restarted as {new}")
+        }
+        _ => "the request was carried out".to_owned(),
+    };
+    ControlReply::Error(adora_message::control::ControlError::new(
+        adora_message::control::ErrorKind::Internal,
+        format!(
+            "{what}, but the coordinator could not store it: {error}. It keeps trying; until \
+             the store takes it (free disk space?), a coordinator restart forgets this change"
+        ),
+    ))
+}
+
 /// The reply channel an idempotent request runs with: what arrives is forwarded to `client`,
 /// and the first answer is recorded as the request's.
 #[derive(Debug)]
@@ -44,7 +127,6 @@ struct AnswerProxy {
     request_id: Uuid,
     rx: mpsc::UnboundedReceiver<Outgoing<ControlReply>>,
     client: ClientTx,
-    answered: bool,
 }
 
 /// Remembered requests by id, and the reply channels of those being handled.
@@ -146,7 +228,6 @@ impl Coordinator {
             request_id,
             rx,
             client: tx,
-            answered: false,
         });
         self.current_request = Some(request_id);
         self.handle_request(Envelope::new(envelope_id, request), proxy);
@@ -156,27 +237,38 @@ impl Coordinator {
 
     /// Moves what the handlers replied on the proxies of idempotent requests to their clients,
     /// recording each request's first answer. The actor calls it after every event, so an
-    /// answer reaches its client as soon as the handler that gave it returns.
+    /// answer is on its way as soon as the handler that gave it returns. The answer itself
+    /// waits until the store has the change ([`answer_when_stored`]); what follows it (the
+    /// logs of an attached start) goes after it.
     pub(crate) fn forward_answers(&mut self) {
         let mut answers = Vec::new();
-        self.requests.proxies.retain_mut(|proxy| loop {
-            let out = match proxy.rx.try_recv() {
-                Ok(out) => out,
-                Err(TryRecvError::Empty) => return true,
-                Err(TryRecvError::Disconnected) => return false,
-            };
-            if let (false, Outgoing::Message(envelope)) = (proxy.answered, &out) {
-                if !matches!(envelope.body, ControlReply::Log(_)) {
-                    proxy.answered = true;
-                    answers.push((proxy.request_id, envelope.body.clone()));
+        for mut proxy in std::mem::take(&mut self.requests.proxies) {
+            let first = loop {
+                let out = match proxy.rx.try_recv() {
+                    Ok(out) => out,
+                    Err(TryRecvError::Empty) => break None,
+                    Err(TryRecvError::Disconnected) => break Some(None),
+                };
+                match &out {
+                    Outgoing::Message(envelope)
+                        if !matches!(envelope.body, ControlReply::Log(_)) =>
+                    {
+                        answers.push((proxy.request_id, envelope.body.clone()));
+                        break Some(Some(out));
+                    }
+                    // Early log lines (build output) go at once; a client that went away
+                    // still gets its answer recorded for its retry.
+                    _ => {
+                        let _ = proxy.client.send(out);
+                    }
                 }
+            };
+            match first {
+                None => self.requests.proxies.push(proxy),
+                Some(None) => {}
+                Some(Some(answer)) => answer_when_stored(self, answer, proxy),
             }
-            // A client that went away still gets its answer recorded for its retry; after
-            // that, its proxy closes (log streams to it stop).
-            if proxy.client.send(out).is_err() && proxy.answered {
-                return false;
-            }
-        });
+        }
         for (request_id, answer) in answers {
             self.request_answered(request_id, answer);
         }

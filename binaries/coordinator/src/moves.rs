@@ -305,10 +305,23 @@ impl Coordinator {
         node: &NodeId,
         step: RelocateStep,
     ) -> bool {
+        self.relocate_with(daemon, dataflow, node, step, Default::default())
+    }
+
+    /// [`Coordinator::relocate`] with a cut (for `Leave`).
+    fn relocate_with(
+        &mut self,
+        daemon: &str,
+        dataflow: Uuid,
+        node: &NodeId,
+        step: RelocateStep,
+        cut: adora_message::relocation::Cut,
+    ) -> bool {
         let relocation = Relocation {
             dataflow,
             node: node.clone(),
             step,
+            cut,
         };
         self.send_to_daemon(daemon, DaemonCommand::Relocate(relocation))
             .is_some()

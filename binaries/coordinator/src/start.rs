@@ -223,6 +223,7 @@ impl Coordinator {
 
     /// Phase 2: `Spawn` to every daemon.
     fn send_spawn(&mut self, id: Uuid, commands: BTreeMap<String, SpawnDataflow>) {
+        self.start_waiting_taps(id);
         let mut waiting = BTreeSet::new();
         for (daemon, spawn) in commands {
             if self

@@ -33,10 +33,19 @@ pub(crate) struct PendingTap {
     dropped: BTreeMap<String, u64>,
 }
 
+/// A tap waiting for its dataflow to start (`TapRequest::before_start`).
+struct WaitingTap {
+    request: TapRequest,
+    client: ClientTx,
+    req: u64,
+}
+
 /// Every tap, by the id of one of its `Tap` commands (each daemon's command maps here).
 #[derive(Default)]
 pub(crate) struct Taps {
     taps: Vec<PendingTap>,
+    /// Taps of dataflows about to start, by name.
+    waiting: Vec<WaitingTap>,
 }
 
 impl Taps {
@@ -48,8 +57,55 @@ impl Taps {
 }
 
 impl Coordinator {
-    /// Asks the daemons running the tapped nodes for copies.
+    /// Asks the daemons running the tapped nodes for copies (or, `before_start`, waits for the
+    /// dataflow to start).
     pub(crate) fn tap(&mut self, request: TapRequest, tx: ClientTx, req: u64) {
+        if request.before_start && !request.dry_run {
+            return self.wait_for_start(request, tx, req);
+        }
+        self.tap_now(request, tx, req, false);
+    }
+
+    /// A tap of a dataflow that is not started yet: answered `TapWaiting`, started by
+    /// [`Self::start_waiting_taps`] just before the dataflow's `Spawn`.
+    fn wait_for_start(&mut self, request: TapRequest, tx: ClientTx, req: u64) {
+        let name = &request.dataflow;
+        let running = self
+            .flows
+            .values()
+            .any(|f| &f.record.name == name && !f.record.status.is_done());
+        if running {
+            let message = format!("dataflow `{name}` is already running: tap it as it runs");
+            return error(&tx, req, ErrorKind::InvalidRequest, message);
+        }
+        self.taps.waiting.retain(|w| !w.client.is_closed());
+        reply(&tx, req, ControlReply::TapWaiting);
+        self.taps.waiting.push(WaitingTap {
+            request,
+            client: tx,
+            req,
+        });
+    }
+
+    /// Dataflow `id` is about to be spawned: the taps waiting for its name start now, so that
+    /// each daemon has its tap before the `Spawn` (commands to a daemon arrive in order).
+    pub(crate) fn start_waiting_taps(&mut self, id: Uuid) {
+        let Some(name) = self.flows.get(&id).map(|f| f.record.name.clone()) else {
+            return;
+        };
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.taps.waiting)
+            .into_iter()
+            .partition(|w| w.request.dataflow == name);
+        self.taps.waiting = waiting;
+        for mut tap in ready {
+            tap.request.dataflow = id.to_string();
+            self.tap_now(tap.request, tap.client, tap.req, true);
+        }
+    }
+
+    /// Asks the daemons running the tapped nodes for copies now (`before_spawn`: their `Spawn`
+    /// follows).
+    fn tap_now(&mut self, request: TapRequest, tx: ClientTx, req: u64, before_spawn: bool) {
         let (dataflow, by_daemon) = match self.tap_plan(&request) {
             Ok(plan) => plan,
             Err(e) => return reply(&tx, req, ControlReply::Error(e)),
@@ -72,6 +128,7 @@ impl Coordinator {
                 dataflow,
                 outputs,
                 lossy: request.lossy,
+                before_spawn,
             };
             let Some(id) = self.send_to_daemon(&daemon, command) else {
                 for (started, command) in parts {

@@ -172,6 +172,21 @@ pub(crate) fn replies(rx: &mut ClientRx) -> Vec<ControlReply> {
     out
 }
 
+/// The replies of an idempotent request so far: its answer is sent by a task once the store
+/// has the change, so this waits (up to 5 s) for the first reply, then takes what else came.
+pub(crate) async fn stored_replies(rx: &mut ClientRx) -> Vec<ControlReply> {
+    let first = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+        .await
+        .expect("an answer within 5 s")
+        .expect("the connection stays open");
+    let mut out = Vec::new();
+    if let Outgoing::Message(e) = first {
+        out.push(e.body);
+    }
+    out.extend(replies(rx));
+    out
+}
+
 /// Counts `Spawn` commands.
 pub(crate) fn spawns(commands: &[DaemonCommand]) -> usize {
     commands

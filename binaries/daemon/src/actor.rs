@@ -247,8 +247,9 @@ impl Daemon {
                 reply,
             } => self.with(dataflow, |df, _| df.routing.next_freed(&node, reply)),
             Event::Batch { dataflow, events } => self.batch(dataflow, events),
+            event @ Event::AwaitRoom { .. } => self.await_room(event),
             Event::ControlClosed { dataflow, node } => {
-                self.settle(dataflow, |df, _| df.control_closed(&node))
+                self.settle(dataflow, |df, env| df.control_closed(&node, env.events))
             }
             event @ (Event::NodeExited { .. }
             | Event::TakeLock { .. }

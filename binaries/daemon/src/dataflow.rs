@@ -119,6 +119,38 @@ pub(crate) fn shm_prefix(id: uuid::Uuid) -> String {
     format!("adora-{}-{:x}-", &simple[..12], std::process::id())
 }
 
+/// Removes the shared memory of daemons that died without cleaning up (`kill -9`, a crash):
+/// segments named by [`shm_prefix`] whose process no longer exists. Their nodes died with
+/// them, so nothing maps them any more. Called when a daemon starts; returns how many it
+/// removed.
+pub(crate) fn remove_orphaned_segments() -> usize {
+    let Ok(names) = adora_shm::list_segments("adora-") else {
+        return 0;
+    };
+    let own = std::process::id();
+    let dead = |name: &str| {
+        // adora-<12 hex digits of the dataflow>-<pid in hex>-...
+        let mut fields = name.split('-').skip(1);
+        let dataflow = fields.next().filter(|d| d.len() == 12)?;
+        u128::from_str_radix(dataflow, 16).ok()?;
+        let pid = u32::from_str_radix(fields.next()?, 16).ok()?;
+        let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None)
+            == Err(nix::errno::Errno::ESRCH);
+        (pid != own && pid > 0 && gone).then_some(())
+    };
+    let mut removed = 0;
+    for name in names.iter().filter(|n| dead(n).is_some()) {
+        match adora_shm::unlink(name) {
+            Ok(()) => removed += 1,
+            Err(e) => tracing::debug!("cannot remove orphaned segment {name}: {e}"),
+        }
+    }
+    if removed > 0 {
+        tracing::info!("removed {removed} shared-memory segment(s) of daemons that are gone");
+    }
+    removed
+}
+
 impl Dataflow {
     /// The nodes this daemon spawned, and whether each is still running.
     pub fn node_states(&self) -> BTreeMap<NodeId, bool> {
@@ -330,8 +362,8 @@ impl Dataflow {
 
     /// The node's control connection closed after its last frame was handled: its outputs close.
     /// Returns true when the whole dataflow is done.
-    pub fn control_closed(&mut self, node: &NodeId) -> bool {
-        if let Some(finished) = self.quiet_control_closed(node) {
+    pub fn control_closed(&mut self, node: &NodeId, events: &mpsc::Sender<Event>) -> bool {
+        if let Some(finished) = self.quiet_control_closed(node, events) {
             return finished;
         }
         let Some(rt) = self.nodes.get_mut(node) else {
@@ -448,5 +480,26 @@ fn outcome(
             ),
             stderr_tail,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn segments_of_dead_daemons_are_removed_and_live_ones_kept() {
+        let mut child = std::process::Command::new("true").spawn().expect("spawn");
+        let dead = child.id();
+        child.wait().expect("exits");
+        let own = std::process::id();
+        let name = |pid: u32| format!("adora-0123456789ab-{pid:x}-orphan-test");
+        let orphan = adora_shm::ShmRegion::create(&name(dead), 4096).expect("create");
+        let live = adora_shm::ShmRegion::create(&name(own), 4096).expect("create");
+        let (orphan_id, live_id) = (orphan.os_id().to_owned(), live.os_id().to_owned());
+        drop((orphan, live));
+        assert!(super::remove_orphaned_segments() >= 1);
+        let left = adora_shm::list_segments("adora-0123456789ab-").expect("list");
+        assert!(!left.contains(&orphan_id), "{left:?}");
+        assert!(left.contains(&live_id), "{left:?}");
+        adora_shm::unlink(&live_id).expect("cleanup");
     }
 }

@@ -126,6 +126,14 @@ pub(crate) enum Event {
     },
     /// The coordinator did not answer a lock request in time.
     LockTimeout { request: u64 },
+    /// A node waits until the receivers of one of its outputs have room (answered on its
+    /// control connection; see `routing/room.rs`).
+    AwaitRoom {
+        dataflow: Uuid,
+        node: NodeId,
+        output: DataId,
+        reply: oneshot::Sender<()>,
+    },
     /// Nodes stopped on their own did not exit within a grace period.
     EscalateNodes {
         dataflow: Uuid,
@@ -158,12 +166,14 @@ impl Event {
             Event::Move(MoveStep::ArrivalPatience { .. }) => "arrival_patience",
             Event::Move(MoveStep::SettleLinks { .. }) => "settle_links",
             Event::Move(MoveStep::EvictNode { .. }) => "evict_node",
+            Event::Move(MoveStep::CheckCut { .. }) => "check_cut",
             Event::RemoteOpened(_) => "remote_opened",
             Event::Remote(_) => "remote",
             Event::RemoteMatched { .. } => "remote_matched",
             Event::TakeLock { .. } => "take_lock",
             Event::ReleaseLock { .. } => "release_lock",
             Event::LockTimeout { .. } => "lock_timeout",
+            Event::AwaitRoom { .. } => "await_room",
             Event::EscalateNodes { .. } => "escalate_nodes",
         }
     }
@@ -176,6 +186,13 @@ pub(crate) enum MoveStep {
     ArrivalPatience { dataflow: Uuid, node: NodeId },
     /// After a move, the links only the old instance needed end now.
     SettleLinks { dataflow: Uuid },
+    /// A node leaving after a cut: time to check whether its inputs reached the cut.
+    CheckCut {
+        dataflow: Uuid,
+        node: NodeId,
+        /// When its `Leave` arrived.
+        since: std::time::Instant,
+    },
     /// The stop grace of a node leaving this daemon expired: the next signal is due.
     EvictNode {
         dataflow: Uuid,
@@ -239,7 +256,8 @@ pub(crate) fn request_event(dataflow: Uuid, node: &NodeId, request: NodeRequest)
         },
         NodeRequest::Register { .. }
         | NodeRequest::NextEvents { .. }
-        | NodeRequest::TakeUpdateLock { .. } => return None,
+        | NodeRequest::TakeUpdateLock { .. }
+        | NodeRequest::AwaitRoom { .. } => return None,
     })
 }
 

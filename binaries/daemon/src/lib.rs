@@ -79,6 +79,7 @@ pub async fn run_dataflow_tapped(
     tap: Option<tap::Tap>,
 ) -> Result<DataflowResult, DaemonError> {
     fd_limit::raise_fd_limit();
+    dataflow::remove_orphaned_segments();
     let daemon = actor::Daemon::bind(config).await?;
     if let Some(tap) = tap {
         daemon.taps.add(tap);
@@ -105,6 +106,7 @@ const LINK_CHANNEL_CAPACITY: usize = 1024;
 /// refuses it (another daemon with its machine id is connected).
 pub async fn run(config: ServiceConfig, shutdown: CancellationToken) -> Result<(), DaemonError> {
     fd_limit::raise_fd_limit();
+    dataflow::remove_orphaned_segments();
     let mut daemon = actor::Daemon::bind(config.daemon.clone()).await?;
     let tasks = daemon.tasks().clone();
     let (commands_tx, commands_rx) = mpsc::channel(LINK_CHANNEL_CAPACITY);

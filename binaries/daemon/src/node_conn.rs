@@ -132,6 +132,14 @@ async fn handle_connection(
     }
 }
 
+/// A control-connection request the node waits for an answer to.
+enum Ask {
+    /// `TakeUpdateLock`.
+    Lock(u64, String),
+    /// `AwaitRoom`.
+    Room(adora_core::DataId),
+}
+
 struct Ctx {
     dataflow: Uuid,
     node: NodeId,
@@ -152,12 +160,12 @@ impl Ctx {
         loop {
             let request: NodeRequest = read_frame_async(&mut reader, buf).await?;
             self.tap(&request, &mut regions).await;
-            let mut lock = self.push_request(&mut batch, request);
-            while batch.len() < MAX_CONTROL_BATCH && lock.is_none() {
+            let mut ask = self.push_request(&mut batch, request);
+            while batch.len() < MAX_CONTROL_BATCH && ask.is_none() {
                 match buffered_frame(&mut reader)? {
                     Some(request) => {
                         self.tap(&request, &mut regions).await;
-                        lock = self.push_request(&mut batch, request);
+                        ask = self.push_request(&mut batch, request);
                     }
                     None => break,
                 }
@@ -174,11 +182,18 @@ impl Ctx {
                     return Ok(());
                 }
             }
-            if let Some((lock, reason)) = lock {
-                // Everything the node sent before is routed first; its answer is the only
-                // frame the daemon writes on this connection after registering.
-                let answer = self.take_lock(lock, reason).await;
-                write_frame_async(reader.get_mut(), &DaemonReply::UpdateLock(answer)).await?;
+            // Everything the node sent before is routed first; the answers to these requests
+            // are the only frames the daemon writes on this connection after registering.
+            match ask {
+                Some(Ask::Lock(lock, reason)) => {
+                    let answer = self.take_lock(lock, reason).await;
+                    write_frame_async(reader.get_mut(), &DaemonReply::UpdateLock(answer)).await?;
+                }
+                Some(Ask::Room(output)) => {
+                    self.await_room(output).await;
+                    write_frame_async(reader.get_mut(), &DaemonReply::Room).await?;
+                }
+                None => {}
             }
         }
     }
@@ -215,11 +230,27 @@ impl Ctx {
             .unwrap_or_else(|_| Err("the daemon is shutting down".into()))
     }
 
-    /// Adds a request's event to the batch; a lock request is returned instead (it waits for
-    /// an answer).
-    fn push_request(&self, batch: &mut Vec<Event>, request: NodeRequest) -> Option<(u64, String)> {
-        if let NodeRequest::TakeUpdateLock { lock, reason } = request {
-            return Some((lock, reason));
+    /// Waits until the receivers of `output` have room (or the dataflow ends here).
+    async fn await_room(&self, output: adora_core::DataId) {
+        let (tx, rx) = oneshot::channel();
+        let event = Event::AwaitRoom {
+            dataflow: self.dataflow,
+            node: self.node.clone(),
+            output,
+            reply: tx,
+        };
+        if self.events.send(event).await.is_ok() {
+            let _ = rx.await; // a dropped reply: the dataflow ended, nothing to wait for
+        }
+    }
+
+    /// Adds a request's event to the batch; a request that waits for an answer is returned
+    /// instead.
+    fn push_request(&self, batch: &mut Vec<Event>, request: NodeRequest) -> Option<Ask> {
+        match request {
+            NodeRequest::TakeUpdateLock { lock, reason } => return Some(Ask::Lock(lock, reason)),
+            NodeRequest::AwaitRoom { output } => return Some(Ask::Room(output)),
+            _ => {}
         }
         match request_event(self.dataflow, &self.node, request) {
             Some(event) => batch.push(event),

@@ -40,6 +40,11 @@ impl InputQueue {
         evicted
     }
 
+    /// Whether one more message fits without dropping the oldest.
+    pub fn has_room(&self) -> bool {
+        self.items.len() < self.capacity
+    }
+
     pub fn dropped(&self) -> u64 {
         self.dropped
     }

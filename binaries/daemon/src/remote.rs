@@ -21,7 +21,8 @@ use std::{
 
 use adora_core::{DataId, NodeId};
 use adora_message::daemon_to_daemon::{
-    decode_header, encode_header, output_key, RemoteKind, Sequence,
+    append_checksum, checksum, decode_header_checked, encode_header, output_key, RemoteKind,
+    Sequence,
 };
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
@@ -256,7 +257,8 @@ impl RemoteDataPlane {
                 let _ = notify.send(msg).await;
             }
             while let Some((kind, sequence, payload, _budget)) = queue.recv().await {
-                let header = encode_header(kind, sequence);
+                let mut header = encode_header(kind, sequence);
+                append_checksum(&mut header, &payload);
                 if let Err(e) = publisher.put(payload).attachment(header).await {
                     tracing::warn!("cannot publish on {key}: {e}");
                 }
@@ -289,7 +291,7 @@ impl RemoteDataPlane {
             };
             while let Ok(sample) = subscriber.recv_async().await {
                 let header = sample.attachment().map(|a| a.to_bytes());
-                let (kind, sequence) = match header.as_deref().map(decode_header) {
+                let (kind, sequence, sum) = match header.as_deref().map(decode_header_checked) {
                     Some(Ok(decoded)) => decoded,
                     Some(Err(e)) => {
                         tracing::warn!("dropping a sample on {key}: {e}");
@@ -305,6 +307,14 @@ impl RemoteDataPlane {
                     return;
                 };
                 let payload = sample.payload().to_bytes().into_owned();
+                if sum.is_some_and(|sum| sum != checksum(&payload)) {
+                    // Not delivered: the next message's sequence counts it lost on the way.
+                    tracing::warn!(
+                        "dropping a message on {key} whose {len} bytes fail their checksum \
+                         (corrupted on the way)"
+                    );
+                    continue;
+                }
                 let msg = RemoteSample {
                     dataflow,
                     node: node.clone(),

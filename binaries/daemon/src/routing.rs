@@ -61,6 +61,8 @@ struct NodeRouting {
     /// Messages of its inputs that went missing between machines (also in the queues' drop
     /// counts), per input and reason.
     remote_dropped: BTreeMap<(DataId, RemoteDropReason), u64>,
+    /// In a move: the cut recorded (arriving) or applied (leaving), see [`cut`].
+    cut: Option<cut::CutState>,
 }
 
 impl NodeRouting {
@@ -106,6 +108,8 @@ pub(crate) struct Routing {
     held_wakes: Option<Vec<NodeId>>,
     /// The dataflow's `exit_when_nodes_finish` (see `finish.rs`).
     exit_when_nodes_finish: bool,
+    /// Senders waiting for room in their receivers' queues (`room.rs`).
+    room_waiters: Vec<room::RoomWaiter>,
 }
 
 impl Routing {
@@ -165,6 +169,7 @@ impl Routing {
             daemon_freed: Vec::new(),
             held_wakes: None,
             exit_when_nodes_finish: descriptor.exit_when_nodes_finish.unwrap_or(false),
+            room_waiters: Vec::new(),
         }
     }
 
@@ -278,6 +283,7 @@ impl Routing {
             DataRef::Inline(_) => None,
         };
         let mut evicted = Vec::new();
+        let stamp = metadata.timestamp;
         // The message is moved into the last receiver's queue and cloned for the others.
         let mut message = Some((metadata, data));
         for (i, (node, input)) in receivers.iter().enumerate() {
@@ -291,6 +297,14 @@ impl Routing {
             let Some(queue) = state.queues.get_mut(input) else {
                 continue;
             };
+            let timer = state.timer_inputs.contains(input);
+            if !state
+                .cut
+                .as_mut()
+                .is_none_or(|c| c.admit(input, stamp, timer))
+            {
+                continue;
+            }
             let (metadata, data) = if i + 1 == receivers.len() {
                 message.take()
             } else {
@@ -405,6 +419,7 @@ impl Routing {
                 drop_counts,
             });
         }
+        self.answer_room_waiters();
     }
 
     /// A node will not send on `outputs` again: close the corresponding inputs downstream.
@@ -508,6 +523,7 @@ impl Routing {
             self.release_event(q.event);
         }
         self.release_held(held);
+        self.answer_room_waiters();
         // Samples this node owns that are still in flight are unlinked by their last release
         // (`release_ref` checks `exited`).
     }
@@ -564,10 +580,12 @@ impl Routing {
 }
 
 mod counters;
+mod cut;
 pub use counters::NodeCounters;
 mod deadlines;
 mod finish;
 mod locality;
+mod room;
 mod samples;
 #[cfg(test)]
 mod tests;

@@ -81,6 +81,11 @@ impl Tap {
         (tap, rx)
     }
 
+    /// The tapped dataflow.
+    pub fn dataflow(&self) -> Uuid {
+        self.dataflow
+    }
+
     /// Messages dropped so far (only a lossy tap drops).
     pub fn dropped(&self) -> BTreeMap<String, u64> {
         self.dropped

@@ -182,6 +182,11 @@ pub struct TapRequest {
     /// (`adora topic list`).
     #[serde(default)]
     pub dry_run: bool,
+    /// `dataflow` is the name of a dataflow about to be started: wait for its start and tap it
+    /// before its nodes spawn, so that no message is missed (`adora start --record`). Answered
+    /// `TapWaiting` at once, then as any tap once that dataflow's nodes are spawned.
+    #[serde(default)]
+    pub before_start: bool,
 }
 
 /// Parameters of [`ControlRequest::Start`].
@@ -309,6 +314,7 @@ mod tests {
             outputs: vec!["sender/counter".into()],
             lossy: true,
             dry_run: false,
+            before_start: true,
         }));
         round_trip(ControlRequest::TapAck {
             tap: 3,

@@ -155,6 +155,9 @@ mod tests {
             reason: "grasping".into(),
         });
         round_trip(NodeRequest::ReleaseUpdateLock { lock: 1 });
+        round_trip(NodeRequest::AwaitRoom {
+            output: "frames".into(),
+        });
         round_trip(NodeRequest::NextEvents {
             dropped: Vec::new(),
         });
@@ -170,6 +173,7 @@ mod tests {
         round_trip(DaemonReply::UpdateLock(Err(
             "machine `robot` is being upgraded".into(),
         )));
+        round_trip(DaemonReply::Room);
         round_trip(DaemonReply::Events {
             events: vec![
                 NodeEvent::Input {

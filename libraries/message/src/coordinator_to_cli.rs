@@ -61,6 +61,9 @@ pub enum ControlReply {
     DaemonLog(String),
     /// All requested log lines were sent (a non-following logs request is complete).
     LogsEnd,
+    /// Answer to a `Tap` with `before_start`: it waits for the dataflow's start (`TapStarted`
+    /// follows when its nodes are spawned).
+    TapWaiting,
     /// Answer to `Tap`: the daemons were asked to copy these outputs.
     TapStarted {
         /// The dataflow.
@@ -329,6 +332,7 @@ mod tests {
             line: "hello".into(),
         }));
         round_trip(ControlReply::LogsEnd);
+        round_trip(ControlReply::TapWaiting);
         round_trip(ControlReply::TapStarted {
             dataflow: Uuid::nil(),
             outputs: vec!["sender/counter".into()],

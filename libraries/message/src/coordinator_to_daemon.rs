@@ -115,6 +115,10 @@ pub enum DaemonCommand {
         outputs: Vec<(NodeId, adora_core::DataId)>,
         /// Drop and count instead of slowing the senders down.
         lossy: bool,
+        /// The dataflow's `Spawn` follows: keep the tap until the dataflow has run here (a
+        /// plain tap of a dataflow that does not run here ends at once).
+        #[serde(default)]
+        before_spawn: bool,
     },
     /// The client handled `cost` units of the `Tap` with envelope id `command`.
     TapCredit {
@@ -315,6 +319,7 @@ mod tests {
             dataflow: id,
             outputs: vec![("a".into(), "out".into())],
             lossy: false,
+            before_spawn: true,
         });
         round_trip(DaemonCommand::TapCredit {
             command: 7,
@@ -353,6 +358,7 @@ mod tests {
                 Default::default(),
                 false,
             ))),
+            cut: Default::default(),
         }));
     }
 

@@ -114,6 +114,10 @@ pub enum DaemonMessage {
         step: String,
         /// Outcome of the step.
         result: Result<(), ControlError>,
+        /// For `Switch`: where the new instance's inputs begin (see
+        /// [`crate::relocation::Cut`]); empty otherwise, and from older daemons.
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        cut: crate::relocation::Cut,
     },
     /// Messages copied for a `Tap` (the envelope id is the `Tap` command's); the daemon sends
     /// more only once the coordinator passed on credit for them (`TapCredit`).
@@ -269,6 +273,15 @@ mod tests {
             result: Err(ControlError::daemon(
                 "node `relay` exited before it connected",
             )),
+            cut: Default::default(),
+        });
+        let clock = uhlc::HLC::default();
+        round_trip(DaemonMessage::Relocated {
+            dataflow: id,
+            node: "relay".into(),
+            step: "switch".into(),
+            result: Ok(()),
+            cut: [("in".into(), clock.new_timestamp())].into(),
         });
         round_trip(DaemonMessage::Heartbeat {
             nodes: vec![NodeStats {

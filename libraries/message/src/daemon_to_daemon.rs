@@ -11,6 +11,12 @@
 //! A receiver tells from it how many messages went missing, and why (dropped by the sender, or
 //! lost on the way). Daemons of version 2 without it decode the header alone (bincode ignores
 //! trailing bytes), so the format version stays 2.
+//!
+//! Last comes the payload's CRC-32 (4 bytes, [`append_checksum`]): a receiver drops a message
+//! whose bytes do not match it (Zenoh has delivered, after a link was cut, one message made of
+//! two messages' fragments), and the gap in the sequence counts it as lost on the way. A
+//! receiver that predates it reads no sequence from the longer trailer (it only loses the
+//! accounting).
 
 use adora_core::{DataId, NodeId};
 use serde::{Deserialize, Serialize};
@@ -64,6 +70,9 @@ pub struct Sequence {
 
 /// Encoded length of a [`Sequence`].
 const SEQUENCE_LEN: usize = 24;
+
+/// Encoded length of a [`Sequence`] and a checksum.
+const CHECKED_LEN: usize = SEQUENCE_LEN + 4;
 
 impl Sequence {
     /// The numbers of a new publishing instance (`stream` random).
@@ -122,9 +131,26 @@ pub fn encode_header(kind: RemoteKind, sequence: Sequence) -> Vec<u8> {
     out
 }
 
+/// Appends the CRC-32 of `payload` to an encoded header.
+pub fn append_checksum(header: &mut Vec<u8>, payload: &[u8]) {
+    header.extend_from_slice(&checksum(payload).to_le_bytes());
+}
+
+/// The CRC-32 of a payload.
+pub fn checksum(payload: &[u8]) -> u32 {
+    crc32fast::hash(payload)
+}
+
 /// Decodes a header from a Zenoh attachment, checking its version first, and the sequence after
 /// it (`None` from a daemon that sends none, or an invalid one).
 pub fn decode_header(bytes: &[u8]) -> Result<(RemoteKind, Option<Sequence>), HeaderError> {
+    decode_header_checked(bytes).map(|(kind, sequence, _)| (kind, sequence))
+}
+
+/// [`decode_header`], and the payload's checksum when the sender appended one.
+pub fn decode_header_checked(
+    bytes: &[u8],
+) -> Result<(RemoteKind, Option<Sequence>, Option<u32>), HeaderError> {
     // The version is the first field, so it can be read even if the rest changed shape.
     let version: u16 = bincode::deserialize(bytes.get(..2).unwrap_or(bytes))?;
     if version != REMOTE_FORMAT_VERSION {
@@ -135,8 +161,17 @@ pub fn decode_header(bytes: &[u8]) -> Result<(RemoteKind, Option<Sequence>), Hea
     let header: RemoteHeader = bincode::deserialize(bytes)?;
     // Fixed-size integers: the header's encoding is exactly what it was decoded from.
     let used = usize::try_from(bincode::serialized_size(&header)?).unwrap_or(usize::MAX);
-    let sequence = bytes.get(used..).and_then(Sequence::decode);
-    Ok((header.kind, sequence))
+    let trailer = bytes.get(used..).unwrap_or_default();
+    let (sequence, checksum) = match trailer.len() {
+        SEQUENCE_LEN => (Sequence::decode(trailer), None),
+        CHECKED_LEN => {
+            let (sequence, sum) = trailer.split_at(SEQUENCE_LEN);
+            let sum = u32::from_le_bytes(sum.try_into().expect("4 bytes by the length"));
+            (Sequence::decode(sequence), Some(sum))
+        }
+        _ => (None, None),
+    };
+    Ok((header.kind, sequence, checksum))
 }
 
 #[cfg(test)]
@@ -184,6 +219,25 @@ mod tests {
         let new = encode_header(RemoteKind::Closed, Sequence::default());
         let decoded: RemoteHeader = bincode::deserialize(&new).expect("trailing bytes allowed");
         assert_eq!(decoded, header);
+    }
+
+    #[test]
+    fn the_checksum_follows_the_sequence_and_names_the_payload() {
+        let sequence = Sequence {
+            stream: 1,
+            seq: 2,
+            dropped: 0,
+        };
+        let mut bytes = encode_header(RemoteKind::Closed, sequence);
+        append_checksum(&mut bytes, b"payload");
+        let (kind, got, sum) = decode_header_checked(&bytes).expect("decodes");
+        assert_eq!((kind, got), (RemoteKind::Closed, Some(sequence)));
+        assert_eq!(sum, Some(checksum(b"payload")));
+        assert_ne!(sum, Some(checksum(b"payloaD")));
+        // Without one (an older daemon): no checksum, the sequence still there.
+        let plain = encode_header(RemoteKind::Closed, sequence);
+        assert_eq!(decode_header_checked(&plain).expect("decodes").2, None);
+        assert_eq!(decode_header(&bytes).expect("decodes").1, Some(sequence));
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub enum DaemonReply {
     /// Answer to `TakeUpdateLock` (control channel): `Err` says why the lock was refused (the
     /// machine is being upgraded or drained, the coordinator is not reachable).
     UpdateLock(Result<(), String>),
+    /// Answer to `AwaitRoom` (control channel): the output's receivers have room for one more
+    /// message (or the dataflow is ending).
+    Room,
 }
 
 /// An event delivered to a node.

@@ -72,4 +72,13 @@ pub enum NodeRequest {
         /// The lock's number.
         lock: u64,
     },
+    /// Wait until every local receiver of `output` has room in its input queue for one more
+    /// message (control channel): a sender that must not lose anything (`adora replay --speed
+    /// 0`) asks before each send. Answered on the control channel by `DaemonReply::Room` once
+    /// everything the node sent before is routed and there is room (a receiver that exited or
+    /// closed that input needs none; receivers on other machines are not waited for).
+    AwaitRoom {
+        /// The output about to be sent on.
+        output: DataId,
+    },
 }

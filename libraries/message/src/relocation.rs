@@ -5,16 +5,28 @@
 //! The order is: [`RelocateStep::Expect`] on the source (links for after the move, nothing
 //! removed) → [`RelocateStep::Spawn`] on the target (the new instance, muted, answered once it
 //! connected and its published outputs are matched) → [`RelocateStep::Switch`] on the target
-//! (its outputs flow) → [`RelocateStep::Leave`] on the source (the old instance is muted and
-//! stopped quietly) → once the source answered, [`RelocateStep::Settle`] on the target (links
+//! (its outputs flow; it answers with the [`Cut`]) → [`RelocateStep::Leave`] on the source,
+//! with the cut (the old instance gets its inputs up to the cut, then is stopped quietly; its
+//! outputs flow until it exits) → once the source answered, [`RelocateStep::Settle`] on the target (links
 //! only the old instance needed are dropped, after a grace for its last messages in flight).
 //! [`RelocateStep::Abort`] undoes the steps before `Switch` on either side.
 
-use adora_core::NodeId;
+use std::collections::BTreeMap;
+
+use adora_core::{DataId, NodeId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::coordinator_to_daemon::SpawnDataflow;
+use crate::{common::Timestamp, coordinator_to_daemon::SpawnDataflow};
+
+/// Where the old and the new instance of a moved node split its inputs: per input (timer
+/// inputs excepted), the send timestamp of the last message queued for the new instance when
+/// its outputs began to flow (`Switch`). The new instance's outputs of messages up to the cut
+/// may have been dropped (it was muted), so the old one handles every message up to the cut and
+/// none after it: nothing is lost, and only a message in the new instance's hands at `Switch`
+/// can be delivered twice. Empty when the new instance had no message yet, or from a daemon
+/// that predates cuts: the old instance is then muted at `Leave`.
+pub type Cut = BTreeMap<DataId, Timestamp>;
 
 /// One step of a move, sent to one daemon (answered by `DaemonMessage::Relocated`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,6 +37,9 @@ pub struct Relocation {
     pub node: NodeId,
     /// What this daemon does.
     pub step: RelocateStep,
+    /// With `Leave`: the cut the target reported at `Switch`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cut: Cut,
 }
 
 /// What a daemon does in a move.
@@ -107,8 +122,21 @@ mod tests {
                 dataflow: Uuid::nil(),
                 node: "relay".into(),
                 step,
+                cut: Cut::new(),
             });
         }
+        let clock = uhlc::HLC::default();
+        round_trip(Relocation {
+            dataflow: Uuid::nil(),
+            node: "relay".into(),
+            step: RelocateStep::Leave,
+            cut: [("in".into(), clock.new_timestamp())].into(),
+        });
+        // From a coordinator that predates cuts.
+        let old =
+            r#"{"dataflow":"00000000-0000-0000-0000-000000000000","node":"relay","step":"Leave"}"#;
+        let decoded: Relocation = serde_json::from_str(old).expect("decodes");
+        assert!(decoded.cut.is_empty());
         round_trip(MoveReport {
             dataflow: Uuid::nil(),
             node: "relay".into(),

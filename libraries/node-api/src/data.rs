@@ -76,6 +76,12 @@ impl Data {
         }
     }
 
+    /// A payload read back from elsewhere (a recording): its bytes and the Arrow layout its
+    /// sender described, to read with [`Self::to_arrow`].
+    pub fn from_bytes(bytes: Vec<u8>, type_info: TypeInfo) -> Self {
+        Self::inline(bytes, type_info)
+    }
+
     /// The name of the shared-memory segment holding the bytes, or `None` for inline payloads.
     /// Two receivers seeing the same id read the very same memory.
     pub fn shared_memory_id(&self) -> Option<&str> {

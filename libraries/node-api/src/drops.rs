@@ -56,6 +56,20 @@ impl ControlChannel {
         }
     }
 
+    /// Sends an `AwaitRoom` and waits for the daemon's `Room`, holding the connection like
+    /// [`Self::request_lock`].
+    pub(crate) fn await_room(&self, request: &NodeRequest) -> Result<(), NodeError> {
+        let mut stream = self.lock();
+        write_frame(&mut *stream, request)?;
+        let mut buf = Vec::new();
+        match read_frame::<DaemonReply>(&mut *stream, &mut buf)? {
+            DaemonReply::Room => Ok(()),
+            other => Err(NodeError::Protocol(format!(
+                "expected the answer to a room request, got {other:?}"
+            ))),
+        }
+    }
+
     /// Best effort: if the daemon is gone there is nobody left to tell.
     fn report_dropped(&self, tokens: Vec<u64>) {
         if let Err(e) = self.send(&NodeRequest::ReportDropTokens(tokens)) {

@@ -202,6 +202,38 @@ impl AdoraNode {
         self.send_typed(output, parameters, sample, TypeInfo::bytes())
     }
 
+    /// Sends `data` exactly as recorded: its Arrow layout `type_info` and `parameters` as they
+    /// were, a new timestamp (`adora replay`). The layout is checked against the payload and
+    /// against the output's declared type.
+    pub fn send_recorded(
+        &mut self,
+        output: &DataId,
+        parameters: MetadataParameters,
+        type_info: TypeInfo,
+        data: &[u8],
+    ) -> Result<(), NodeError> {
+        let info = type_info
+            .decode(data.len())
+            .map_err(|e| NodeError::Arrow(e.to_string()))?;
+        self.types.check(output, &info.data_type)?;
+        let mut sample = self.allocate_sample(data.len())?;
+        sample.copy_from_slice(data);
+        self.send_typed(output, parameters, sample, type_info)
+    }
+
+    /// Blocks until every receiver of `output` on this machine has room in its input queue for
+    /// one more message, so that the next send drops nothing there (a full queue drops its
+    /// oldest message). For senders that must not lose anything, such as `adora replay --speed
+    /// 0`; receivers on other machines are not waited for.
+    pub fn wait_for_room(&self, output: &DataId) -> Result<(), NodeError> {
+        if !self.outputs.contains(output) {
+            return Err(NodeError::UnknownOutput(output.clone()));
+        }
+        self.control.await_room(&NodeRequest::AwaitRoom {
+            output: output.clone(),
+        })
+    }
+
     fn send_typed(
         &mut self,
         output: &DataId,

@@ -260,7 +260,11 @@ pub enum StoreError {
     /// The store's writer thread is gone (it failed earlier or the store is closing).
     #[error("the store's writer thread has stopped")]
     WriterGone,
-    /// A queued write could not be committed (reported by [`Store::sync`]).
+    /// The database is being opened again after a failed write.
+    #[error("the store file is being reopened after a failed write")]
+    Reopening,
+    /// A queued write could not be committed (reported by [`Store::sync`]); it is kept and
+    /// tried again.
     #[error("a write to the store failed: {0}")]
     Commit(#[source] std::sync::Arc<StoreError>),
 }

@@ -20,7 +20,7 @@ use std::{
 };
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use serde::{de::DeserializeOwned, Serialize};
+use serde::de::DeserializeOwned;
 
 use uuid::Uuid;
 
@@ -65,13 +65,14 @@ enum Write {
     Remove(&'static [Table], Vec<String>),
     /// Answered once everything queued before it is committed: with the error of a commit that
     /// failed since the previous flush, if one did.
-    Flush(mpsc::Sender<Result<(), Arc<StoreError>>>),
+    Flush(mpsc::Sender<writer::FlushResult>),
 }
 
 /// A [`Store`] in a redb file (mode 0600; missing parent directories are created 0700).
 pub struct RedbStore {
     path: PathBuf,
-    db: Arc<Database>,
+    /// The database: `None` while the writer reopens it after a failed commit.
+    db: Arc<Mutex<Option<Database>>>,
     writes: Mutex<Option<mpsc::Sender<Write>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
@@ -134,12 +135,12 @@ impl RedbStore {
         check_schema(&db, path)?;
         verify_records(&db, path)?;
         prune(&db)?;
-        let db = Arc::new(db);
+        let db = Arc::new(Mutex::new(Some(db)));
         let (tx, rx) = mpsc::channel();
-        let writer_db = db.clone();
+        let writer = writer::Writer::new(db.clone(), path.to_owned());
         let writer = std::thread::Builder::new()
             .name("adora-store-writer".into())
-            .spawn(move || write_loop(&writer_db, rx))
+            .spawn(move || writer.run(rx))
             .map_err(io(path))?;
         Ok(RedbStore {
             path: path.to_owned(),
@@ -177,7 +178,12 @@ impl RedbStore {
         &self,
         tables: &[TableDefinition<'_, &str, &[u8]>],
     ) -> Result<Vec<T>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_error)?;
+        let db = self.db.lock()?;
+        let txn = db
+            .as_ref()
+            .ok_or(StoreError::Reopening)?
+            .begin_read()
+            .map_err(db_error)?;
         let mut out = Vec::new();
         for table in tables {
             let table = txn.open_table(*table).map_err(db_error)?;
@@ -381,79 +387,6 @@ fn prune(db: &Database) -> Result<(), StoreError> {
     txn.commit().map_err(db_error)
 }
 
-fn write_loop(db: &Database, rx: mpsc::Receiver<Write>) {
-    // The first commit that failed since the last flush: the next flush reports it.
-    let mut failed: Option<Arc<StoreError>> = None;
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        batch.extend(rx.try_iter());
-        let mut flushes = Vec::new();
-        if let Err(e) = commit(db, batch, &mut flushes) {
-            tracing::error!("cannot write the coordinator store: {e}");
-            failed.get_or_insert(Arc::new(e));
-        }
-        if !flushes.is_empty() {
-            let result = failed.take().map_or(Ok(()), Err);
-            for f in flushes {
-                let _ = f.send(result.clone());
-            }
-        }
-    }
-}
-
-fn put<T: Serialize>(
-    txn: &redb::WriteTransaction,
-    table: TableDefinition<'_, &str, &[u8]>,
-    key: &str,
-    value: &T,
-) -> Result<(), StoreError> {
-    let bytes = serde_json::to_vec(value)?;
-    let mut table = txn.open_table(table).map_err(db_error)?;
-    table.insert(key, bytes.as_slice()).map_err(db_error)?;
-    Ok(())
-}
-
-fn commit(
-    db: &Database,
-    batch: Vec<Write>,
-    flushes: &mut Vec<mpsc::Sender<Result<(), Arc<StoreError>>>>,
-) -> Result<(), StoreError> {
-    let txn = db.begin_write().map_err(db_error)?;
-    for write in batch {
-        match write {
-            Write::Dataflow(record) => {
-                let key = record.id.to_string();
-                let (to, from) = if record.status.is_done() {
-                    (ARCHIVE, DATAFLOWS)
-                } else {
-                    (DATAFLOWS, ARCHIVE)
-                };
-                txn.open_table(from)
-                    .map_err(db_error)?
-                    .remove(key.as_str())
-                    .map_err(db_error)?;
-                put(&txn, to, &key, &record)?;
-            }
-            Write::Machine(m) => put(&txn, MACHINES, &m.name.clone(), &m)?,
-            Write::Request(r) => put(&txn, REQUESTS, &r.id.to_string(), &r)?,
-            Write::Build(b) => put(&txn, BUILDS, &b.id.to_string(), &b)?,
-            Write::JoinCode(c) => put(&txn, JOIN_CODES, &c.id.clone(), &c)?,
-            Write::Cert(c) => put(&txn, CERTS, &c.fingerprint.clone(), &c)?,
-            Write::Maintenance(m) => put(&txn, MAINTENANCE, &m.machine.clone(), &m)?,
-            Write::Remove(tables, keys) => {
-                for table in tables {
-                    let mut table = txn.open_table(*table).map_err(db_error)?;
-                    for key in &keys {
-                        table.remove(key.as_str()).map_err(db_error)?;
-                    }
-                }
-            }
-            Write::Flush(tx) => flushes.push(tx),
-        }
-    }
-    txn.commit().map_err(db_error)
-}
-
 impl Store for RedbStore {
     fn put_dataflow(&self, record: &DataflowRecord) -> Result<(), StoreError> {
         self.send(Write::Dataflow(record.clone()))
@@ -547,3 +480,4 @@ fn keys(ids: &[Uuid]) -> Vec<String> {
 
 #[cfg(test)]
 mod tests;
+mod writer;

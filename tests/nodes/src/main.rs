@@ -21,6 +21,8 @@
 //! - `print-env`: prints the variables named in `PRINT_ENV` (comma separated), then exits.
 //! - `seq-source`: on every `tick` input sends the next sequence number on `data` (first 8 bytes,
 //!   rest of `PAYLOAD_BYTES` filled with the number's low byte), `COUNT` times, then exits.
+//! - `arrow-send`: on every `tick` input sends message N as an `Int64` array `[N, N*N]` on
+//!   `numbers` and a `Utf8` array `["n=N, \"q\""]` on `text`, `COUNT` times, then exits.
 //! - `relay`: forwards every message of input `in` unchanged on output `out`.
 //! - `seq-sink`: checks sequence numbers and payloads; prints progress every `PROGRESS` messages
 //!   and a summary with what was received and lost. Exits non-zero on reordering or a bad payload.
@@ -123,6 +125,7 @@ fn main() -> Result {
         }
         "seq-source" => seq_source(),
         "relay" => relay(),
+        "arrow-send" => arrow_send(),
         "seq-sink" => seq_sink(),
         "lock" => lock(),
         "chaos-source" => chaos::source(),
@@ -392,13 +395,49 @@ fn seq_source() -> Result {
     Ok(())
 }
 
+fn arrow_send() -> Result {
+    let (mut node, mut events) = AdoraNode::init_from_env()?;
+    let count = env_u64("COUNT", 10) as i64;
+    let mut n = 0i64;
+    while n < count {
+        match events.recv() {
+            Some(Event::Input { .. }) => {
+                let numbers = arrow_array::Int64Array::from(vec![n, n * n]);
+                node.send_arrow(&"numbers".into(), MetadataParameters::new(), &numbers)?;
+                let text = arrow_array::StringArray::from(vec![format!("n={n}, \"q\"")]);
+                node.send_arrow(&"text".into(), MetadataParameters::new(), &text)?;
+                n += 1;
+            }
+            Some(Event::Stop) | None => break,
+            Some(_) => {}
+        }
+    }
+    println!("arrow-send sent={n}");
+    Ok(())
+}
+
 fn relay() -> Result {
     let (mut node, mut events) = AdoraNode::init_from_env()?;
     let output = "out".into();
     let mut forwarded = 0u64;
+    let trace = std::env::var_os("TRACE").is_some();
+    // A slow relay (the live-move test slows down one host's instance with it).
+    let delay = std::time::Duration::from_millis(env_u64("DELAY_MS", 0));
     while let Some(event) = events.recv() {
         match event {
             Event::Input { metadata, data, .. } => {
+                std::thread::sleep(delay);
+                if trace {
+                    let seq = data
+                        .get(..8)
+                        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+                    println!(
+                        "relay fwd pid={} seq={seq:?} t_ms={}",
+                        std::process::id(),
+                        now.as_millis()
+                    );
+                }
                 node.send_output(&output, metadata.parameters, &data)?;
                 forwarded += 1;
             }

@@ -18,6 +18,8 @@ mod node;
 mod node_move;
 mod record;
 mod recording;
+mod replay;
+mod replay_node;
 mod restart;
 mod router;
 mod run;
@@ -66,6 +68,10 @@ enum Command {
     Node(node::Args),
     Record(record::Args),
     Recording(recording::Args),
+    Replay(replay::Args),
+    /// The player of `adora replay` (a node; started by `adora replay`, not by hand).
+    #[command(hide = true)]
+    ReplayNode(replay_node::Args),
     Topic(topic::Args),
     Coordinator(coordinator::Args),
     Daemon(daemon::Args),
@@ -106,6 +112,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Node(args) => node::run(args).await,
         Command::Record(args) => record::run(args).await,
         Command::Recording(args) => recording::run(args),
+        Command::Replay(args) => replay::run(args).await,
+        Command::ReplayNode(args) => replay_node::run(args).await,
         Command::Topic(args) => topic::run(args).await,
         Command::Completion(args) => Ok(completion::run(args, Cli::command())),
         Command::Coordinator(args) => coordinator::run(args).await,
@@ -123,7 +131,7 @@ mod tests {
     fn leaves(cmd: &clap::Command, path: String, out: &mut Vec<(String, clap::Command)>) {
         let subs: Vec<&clap::Command> = cmd
             .get_subcommands()
-            .filter(|s| s.get_name() != "help")
+            .filter(|s| s.get_name() != "help" && !s.is_hide_set())
             .collect();
         if subs.is_empty() {
             out.push((path.clone(), cmd.clone()));

@@ -14,7 +14,7 @@ use super::{
 /// Record a running dataflow's outputs into an MCAP file until it ends (or Ctrl-C).
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  adora record demo -o run.mcap\n  adora record demo --outputs camera/image,lidar/points --compression lz4\n  adora record demo --lossy\n\n\
+    after_help = "Examples:\n  adora record demo -o run.mcap\n  adora record demo --outputs camera/image,lidar/points --compression lz4\n  adora record demo --lossy\n  adora record demo -o run.mcap --split-size 1GiB   # run-001.mcap, run-002.mcap, ...\n\n\
 Lossless by default: when the recorder cannot keep up, the tapped nodes are slowed down (their \
 `send` waits) rather than a message lost. With --lossy, messages are dropped instead, counted, \
 written into the file (metadata `adora.drops`) and printed at the end."
@@ -31,6 +31,10 @@ pub struct Args {
     /// Chunk compression.
     #[arg(long, value_enum, default_value = "zstd")]
     compression: RecordCompression,
+    /// Split into FILE-001.mcap, FILE-002.mcap, ... of about this size each (e.g. `1GiB`;
+    /// counted before compression), each a complete MCAP file.
+    #[arg(long, value_name = "SIZE", value_parser = parse_split_size)]
+    split_size: Option<adora_core::descriptor::ByteSize>,
     /// Drop (and count) messages the recorder cannot keep up with instead of slowing the
     /// tapped nodes down.
     #[arg(long)]
@@ -41,8 +45,9 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let client = Client::connect(&args.client).await?;
-    let mut tap = TapStream::open(client, &args.dataflow, args.outputs, args.lossy).await?;
-    let mut recorder = Recorder::create(&args.output, args.compression)?;
+    let tap = TapStream::open(client, &args.dataflow, args.outputs, args.lossy).await?;
+    let split = args.split_size.map(|s| s.0);
+    let recorder = Recorder::create(&args.output, args.compression, split)?;
     eprintln!(
         "recording {} output(s) of dataflow {} into {} (Ctrl-C to stop)",
         tap.outputs.len(),
@@ -50,10 +55,25 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.output.display()
     );
     let started = Instant::now();
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let (recorder, dropped) = write_tap(tap, recorder, stop).await?;
+    finish(recorder, &dropped, started, &args.output)
+}
+
+/// Writes what `tap` delivers into `recorder` until the tap ends (with the dataflow) or `stop`
+/// completes; returns the recorder and the drops of a lossy tap.
+pub async fn write_tap(
+    mut tap: TapStream,
+    mut recorder: Recorder,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<(Recorder, BTreeMap<String, u64>)> {
+    tokio::pin!(stop);
     let dropped = loop {
         let event = tokio::select! {
             event = tap.next() => event?,
-            _ = tokio::signal::ctrl_c() => break None,
+            _ = &mut stop => break None,
         };
         match event {
             TapEvent::Messages(messages) => {
@@ -64,24 +84,57 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             TapEvent::End(dropped) => break Some(dropped),
         }
     };
-    let dropped = dropped.unwrap_or_default();
-    finish(recorder, &dropped, started, &args.output)
+    Ok((recorder, dropped.unwrap_or_default()))
 }
 
-/// Writes the copies of `adora run --record`'s tap into `path` on a blocking thread; the task
-/// returns the recorder once the tap ends (with the dataflow).
+/// Smallest `--split-size`: parts smaller than this would be mostly MCAP overhead.
+pub const MIN_SPLIT_SIZE: u64 = 1024;
+
+/// Parses `--split-size` (`1GiB`, `512MB`, bytes), at least [`MIN_SPLIT_SIZE`].
+pub fn parse_split_size(text: &str) -> Result<adora_core::descriptor::ByteSize, String> {
+    let size = adora_core::descriptor::ByteSize::parse(text)?;
+    if size.0 < MIN_SPLIT_SIZE {
+        return Err(format!(
+            "a split size must be at least {MIN_SPLIT_SIZE} bytes"
+        ));
+    }
+    Ok(size)
+}
+
+/// A recording made by the process that runs the dataflow (`adora run --record`).
+pub struct LocalRecording {
+    /// The file (or with `split_size`, the base name of its parts).
+    pub file: PathBuf,
+    /// Chunk compression.
+    pub compression: RecordCompression,
+    /// Bytes per part, if split.
+    pub split_size: Option<u64>,
+    /// The dataflow file, noted in the recording (`adora replay` uses it when given none).
+    pub dataflow: Option<PathBuf>,
+}
+
+/// Writes the copies of `adora run --record`'s tap on a blocking thread; the task returns the
+/// recorder once the tap ends (with the dataflow).
 pub fn record_local(
-    path: &std::path::Path,
-    compression: RecordCompression,
+    record: &LocalRecording,
     mut rx: tokio::sync::mpsc::Receiver<adora_daemon::tap::Tapped>,
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<Recorder>>> {
-    let mut recorder = Recorder::create(path, compression)?;
+    let mut recorder = Recorder::create(&record.file, record.compression, record.split_size)?;
+    if let Some(dataflow) = &record.dataflow {
+        note_dataflow(&mut recorder, dataflow)?;
+    }
     Ok(tokio::task::spawn_blocking(move || {
         while let Some((message, _budget)) = rx.blocking_recv() {
             recorder.write(&message)?;
         }
         Ok(recorder)
     }))
+}
+
+/// Notes the dataflow file a recording was made from (metadata `adora.dataflow`, key `path`).
+pub fn note_dataflow(recorder: &mut Recorder, dataflow: &std::path::Path) -> anyhow::Result<()> {
+    let values = BTreeMap::from([("path".to_owned(), dataflow.display().to_string())]);
+    recorder.note(super::recording::format::DATAFLOW_METADATA, values)
 }
 
 /// Closes the recording and prints what it holds.
@@ -92,15 +145,19 @@ pub fn finish(
     path: &std::path::Path,
 ) -> anyhow::Result<ExitCode> {
     let (messages, bytes) = (recorder.messages, recorder.bytes);
+    let files = recorder.files.clone();
     recorder
         .finish(dropped)
         .context("cannot finish the recording")?;
     let secs = started.elapsed().as_secs_f64().max(1e-3);
+    let into = match files.as_slice() {
+        [one] => one.display().to_string(),
+        _ => format!("{} files ({} ...)", files.len(), path.display()),
+    };
     eprintln!(
-        "recorded {messages} message(s), {:.1} MiB in {secs:.1}s ({:.1} MiB/s) into {}",
+        "recorded {messages} message(s), {:.1} MiB in {secs:.1}s ({:.1} MiB/s) into {into}",
         bytes as f64 / 1048576.0,
         bytes as f64 / 1048576.0 / secs,
-        path.display()
     );
     let total: u64 = dropped.values().sum();
     if total == 0 {

@@ -1,6 +1,8 @@
-//! `adora recording info`: what an MCAP recording holds. The file layout is in [`format`]; the
-//! writer of `adora record` / `adora run --record` in [`writer`].
+//! `adora recording info`: what an MCAP recording holds, and `adora recording export` ([`export`]):
+//! one channel as plain files. The file layout is in [`format`]; the writer of `adora record` /
+//! `adora run --record` in [`writer`].
 
+pub mod export;
 pub mod format;
 pub mod writer;
 
@@ -30,6 +32,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// One channel as plain files: arrays of numbers, booleans or strings as CSV (one row per
+    /// element: message,log_time_ns,index,value), anything else as one raw file per message
+    /// (`<message>-<log_time_ns>.bin`, the payload bytes as sent).
+    #[command(
+        after_help = "Examples:\n  adora recording export run.mcap --channel sender/counter            # sender_counter.csv\n  adora recording export run.mcap --channel camera/image -o frames/     # frames/000000-<ns>.bin ...\n  adora recording export run.mcap --channel imu/accel --format csv -o accel.csv"
+    )]
+    Export {
+        /// The recording.
+        file: PathBuf,
+        /// The channel (`node/output`).
+        #[arg(long)]
+        channel: String,
+        /// The CSV file or the directory of raw files [default: named after the channel].
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// What to write.
+        #[arg(long, value_enum, default_value = "auto")]
+        format: export::ExportFormat,
+    },
 }
 
 /// One channel of a recording.
@@ -56,6 +77,9 @@ pub struct RecordingSummary {
     pub dropped: BTreeMap<String, u64>,
     /// The file ends properly (its recorder finished); `false`: read up to the last chunk.
     pub complete: bool,
+    /// The dataflow file it was recorded from, when the recorder knew it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dataflow: Option<String>,
 }
 
 /// Reads a whole recording; a truncated one is read up to its last complete record.
@@ -98,6 +122,9 @@ pub fn summarize(bytes: &[u8]) -> anyhow::Result<RecordingSummary> {
                     summary.dropped.insert(topic, count.parse().unwrap_or(0));
                 }
             }
+            Record::Metadata(m) if m.name == format::DATAFLOW_METADATA => {
+                summary.dataflow = m.metadata.get("path").cloned();
+            }
             Record::Footer(_) => summary.complete = true,
             _ => {}
         }
@@ -107,6 +134,19 @@ pub fn summarize(bytes: &[u8]) -> anyhow::Result<RecordingSummary> {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
+        Command::Export {
+            file,
+            channel,
+            output,
+            format,
+        } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let written = export::export(&bytes, &channel, format, output)
+                .with_context(|| format!("{}", file.display()))?;
+            eprintln!("exported {written}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Info { file, json } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;

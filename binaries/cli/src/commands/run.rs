@@ -40,6 +40,10 @@ pub struct Args {
     /// Chunk compression of `--record`.
     #[arg(long, value_enum, default_value = "zstd", requires = "record")]
     compression: super::recording::writer::RecordCompression,
+    /// Split `--record` into FILE-001.mcap, FILE-002.mcap, ... of about this size each (e.g.
+    /// `1GiB`; counted before compression).
+    #[arg(long, value_name = "SIZE", requires = "record", value_parser = super::record::parse_split_size)]
+    split_size: Option<adora_core::descriptor::ByteSize>,
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -72,18 +76,58 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let fetch = adora_daemon::git_source::Fetch::No;
         super::local_build::check_out_git_nodes(&mut descriptor, fetch).await?;
     }
+    let record = args.record.map(|file| super::record::LocalRecording {
+        file,
+        compression: args.compression,
+        split_size: args.split_size.map(|s| s.0),
+        dataflow: std::fs::canonicalize(&args.dataflow).ok(),
+    });
+    let plan = RunPlan {
+        descriptor,
+        dir,
+        env: args.env.into_iter().collect(),
+        grace: args.grace,
+        connect_timeout: args.connect_timeout,
+        stop_after: args.stop_after,
+        record,
+    };
+    run_plan(plan).await
+}
+
+/// A loaded dataflow and how to run it on this machine (`adora run`, `adora replay`).
+pub struct RunPlan {
+    /// The validated (and built) dataflow.
+    pub descriptor: adora_core::Descriptor,
+    /// The directory its relative paths are resolved against.
+    pub dir: PathBuf,
+    /// Extra environment of every node.
+    pub env: BTreeMap<String, String>,
+    /// Time a node has to exit after Stop.
+    pub grace: Duration,
+    /// Time every node has to connect.
+    pub connect_timeout: Duration,
+    /// Stop after this long.
+    pub stop_after: Option<Duration>,
+    /// Record every output.
+    pub record: Option<super::record::LocalRecording>,
+}
+
+/// Runs `plan` until its nodes finish (or a stop), printing node output; the exit code says
+/// whether every node succeeded.
+pub async fn run_plan(plan: RunPlan) -> anyhow::Result<ExitCode> {
+    let descriptor = plan.descriptor;
     let id = uuid::Uuid::new_v4();
     let log_dir = super::common::state_dir().join("runs").join(id.to_string());
     let run_dir =
         std::env::temp_dir().join(format!("adora-run-{}", &id.simple().to_string()[..12]));
     let mut config = DaemonConfig::new(run_dir.clone());
-    config.stop_grace = args.grace;
-    config.node_connect_timeout = args.connect_timeout;
+    config.stop_grace = plan.grace;
+    config.node_connect_timeout = plan.connect_timeout;
     let spec = DataflowSpec {
         id,
         descriptor: descriptor.clone(),
-        working_dir: dir,
-        env: args.env.into_iter().collect::<BTreeMap<_, _>>(),
+        working_dir: plan.dir,
+        env: plan.env,
         log_dir: log_dir.clone(),
         local_nodes: None,
     };
@@ -95,7 +139,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let started = std::time::Instant::now();
     let shutdown = CancellationToken::new();
-    spawn_stop_triggers(shutdown.clone(), args.stop_after);
+    spawn_stop_triggers(shutdown.clone(), plan.stop_after);
     let (log_tx, mut log_rx) = mpsc::unbounded_channel();
     let width = crate::output::id_width(&descriptor);
     let printer = tokio::spawn(async move {
@@ -103,24 +147,24 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             crate::output::print_log_line(&line, width);
         }
     });
-    let (tap, recording) = match &args.record {
-        Some(path) => {
+    let (tap, recording) = match &plan.record {
+        Some(record) => {
             let (tap, rx) = adora_daemon::tap::Tap::new(id, None, false);
-            let recording = super::record::record_local(path, args.compression, rx)?;
+            let recording = super::record::record_local(record, rx)?;
             (Some(tap), Some(recording))
         }
         None => (None, None),
     };
     let result = adora_daemon::run_dataflow_tapped(config, spec, log_tx, shutdown, tap).await;
     let _ = printer.await;
-    if let (Some(recording), Some(path)) = (recording, &args.record) {
+    if let (Some(recording), Some(record)) = (recording, &plan.record) {
         let recorded = recording.await.context("the recorder failed")?;
-        super::record::finish(recorded?, &Default::default(), started, path)?;
+        super::record::finish(recorded?, &Default::default(), started, &record.file)?;
     }
     let _ = std::fs::remove_dir_all(&run_dir);
     let result = result.context("the dataflow could not run")?;
 
-    print_notes(&result, args.grace);
+    print_notes(&result, plan.grace);
     if result.is_success() {
         eprintln!("dataflow {id} finished successfully");
         Ok(ExitCode::SUCCESS)

@@ -7,7 +7,10 @@ use adora_message::{
     control::{DataflowOutcome, NodeResult},
     coordinator_to_cli::ControlReply,
 };
-use anyhow::bail;
+use anyhow::{bail, Context};
+
+use super::recording::writer::Recorder;
+use std::collections::BTreeMap;
 
 use super::client::{print_line, Client, ClientArgs};
 
@@ -16,7 +19,8 @@ use super::client::{print_line, Client, ClientArgs};
 #[command(
     after_help = "Examples:\n  adora start dataflow.yml --name demo\n  adora start dataflow.yml --detach\n  \
 adora start dataflow.yml --build --cluster cluster.yml\n  \
-adora start dataflow.yml --build-id 5d1c0b6e-...   (after `adora build`)\n\n\
+adora start dataflow.yml --build-id 5d1c0b6e-...   (after `adora build`)\n  \
+adora start dataflow.yml --record run.mcap   (record every output while attached)\n\n\
 Attached (the default), node output is printed prefixed with the node id until the dataflow ends; \
 the exit code is the dataflow's result. Ctrl-C stops the dataflow."
 )]
@@ -46,6 +50,16 @@ pub struct Args {
     client: ClientArgs,
     #[command(flatten)]
     finish: super::common::ExitWhenNodesFinish,
+    /// Record every output into this MCAP file from the first message while attached
+    /// (lossless; without --name the dataflow is named `recording-<8 hex digits>`).
+    #[arg(long, value_name = "FILE.mcap", conflicts_with = "detach")]
+    record: Option<PathBuf>,
+    /// Chunk compression of `--record`.
+    #[arg(long, value_enum, default_value = "zstd", requires = "record")]
+    compression: super::recording::writer::RecordCompression,
+    /// Split `--record` into FILE-001.mcap, FILE-002.mcap, ... of about this size each.
+    #[arg(long, value_name = "SIZE", requires = "record", value_parser = super::record::parse_split_size)]
+    split_size: Option<adora_core::descriptor::ByteSize>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -73,9 +87,25 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .await?
         }
     };
+    // The recorder's tap is asked for first, by the dataflow's name: the coordinator sends it to
+    // each daemon just before that daemon's `Spawn`, so that no message is missed.
+    let mut name = args.name.clone();
+    let early_tap = match &args.record {
+        Some(_) => {
+            let name = name.get_or_insert_with(|| {
+                format!(
+                    "recording-{}",
+                    &uuid::Uuid::new_v4().simple().to_string()[..8]
+                )
+            });
+            let client = Client::connect(&args.client).await?;
+            Some(super::tap_stream::TapStream::before_start(client, name).await?)
+        }
+        None => None,
+    };
     let start = StartDataflow {
         descriptor,
-        name: args.name,
+        name,
         working_dir,
         attach,
         artifacts,
@@ -83,6 +113,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         build_id: args.build_id,
     };
     let (mut client, id, name) = place_and_spawn(&args.client, start, width).await?;
+    let recording = match (&args.record, early_tap) {
+        (Some(file), Some(tap)) => Some(start_recording(&args, file, tap).await?),
+        _ => None,
+    };
     for line in client.take_early_logs() {
         print_line(line, width);
     }
@@ -90,7 +124,39 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("{id}");
         return Ok(ExitCode::SUCCESS);
     }
-    follow(&mut client, &name, id, width).await
+    let code = follow(&mut client, &name, id, width).await?;
+    if let (Some((task, started)), Some(file)) = (recording, &args.record) {
+        let (recorder, dropped) = task.await.context("the recorder failed")??;
+        super::record::finish(recorder, &dropped, started, file)?;
+    }
+    Ok(code)
+}
+
+/// The recorder of `--record`: `tap` (asked for before the start, on its own connection),
+/// written until the dataflow ends.
+#[allow(clippy::type_complexity)]
+async fn start_recording(
+    args: &Args,
+    file: &std::path::Path,
+    mut tap: super::tap_stream::TapStream,
+) -> anyhow::Result<(
+    tokio::task::JoinHandle<anyhow::Result<(Recorder, BTreeMap<String, u64>)>>,
+    std::time::Instant,
+)> {
+    tap.wait_started().await?;
+    let split = args.split_size.map(|s| s.0);
+    let mut recorder = Recorder::create(file, args.compression, split)?;
+    if let Ok(dataflow) = std::fs::canonicalize(&args.dataflow) {
+        super::record::note_dataflow(&mut recorder, &dataflow)?;
+    }
+    eprintln!(
+        "recording {} output(s) into {}",
+        tap.outputs.len(),
+        file.display()
+    );
+    let never = std::future::pending::<()>();
+    let task = tokio::spawn(super::record::write_tap(tap, recorder, never));
+    Ok((task, std::time::Instant::now()))
 }
 
 /// Asks the coordinator to start the dataflow (printing the daemons' build output meanwhile);

@@ -47,8 +47,52 @@ impl TapStream {
             outputs,
             lossy,
             dry_run: false,
+            before_start: false,
         };
         Self::request(client, request).await
+    }
+
+    /// Asks for a lossless tap of every output of the dataflow that will be started under
+    /// `name`, before it starts; [`Self::wait_started`] once the start was asked for.
+    pub async fn before_start(mut client: Client, name: &str) -> anyhow::Result<Self> {
+        let request = TapRequest {
+            dataflow: name.to_owned(),
+            outputs: Vec::new(),
+            lossy: false,
+            dry_run: false,
+            before_start: true,
+        };
+        let request = client.send(ControlRequest::Tap(request)).await?;
+        loop {
+            match client.next().await? {
+                ControlReply::TapWaiting => {
+                    return Ok(Self {
+                        client,
+                        request,
+                        unacked: None,
+                        dataflow: Uuid::nil(),
+                        outputs: Vec::new(),
+                    })
+                }
+                ControlReply::Error(e) => return Err(e.into()),
+                other => tracing::debug!("ignoring {other:?}"),
+            }
+        }
+    }
+
+    /// Waits until a tap asked [`Self::before_start`] is in place (the dataflow is spawning).
+    pub async fn wait_started(&mut self) -> anyhow::Result<()> {
+        loop {
+            match self.client.next().await? {
+                ControlReply::TapStarted { dataflow, outputs } => {
+                    self.dataflow = dataflow;
+                    self.outputs = outputs;
+                    return Ok(());
+                }
+                ControlReply::Error(e) => return Err(e.into()),
+                other => tracing::debug!("ignoring {other:?}"),
+            }
+        }
     }
 
     /// Sends `request` and waits for its `TapStarted`.

@@ -98,6 +98,7 @@ async fn list(dataflow: &str, client: &ClientArgs) -> anyhow::Result<ExitCode> {
         outputs: Vec::new(),
         lossy: false,
         dry_run: true,
+        before_start: false,
     };
     let tap = TapStream::request(Client::connect(client).await?, request).await?;
     for output in &tap.outputs {

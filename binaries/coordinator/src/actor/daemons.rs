@@ -287,7 +287,8 @@ impl Coordinator {
                 node,
                 step,
                 result,
-            } => self.relocated(&name, dataflow, node, &step, result),
+                cut,
+            } => self.relocated(&name, dataflow, node, &step, result.map(|()| cut)),
             DaemonMessage::Tapped(batch) => self.tapped(&name, envelope.id, batch),
             DaemonMessage::TapEnd { dropped } => self.tap_part_end(&name, envelope.id, dropped),
         }

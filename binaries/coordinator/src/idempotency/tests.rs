@@ -31,7 +31,7 @@ async fn a_retried_start_is_answered_not_started_twice_even_across_a_restart() {
     let id = *h.c.flows.keys().next().unwrap();
     h.daemon_says(a, spawned(id));
     h.daemon_says(b, spawned(id));
-    let answer = replies(&mut first);
+    let answer = stored_replies(&mut first).await;
     assert!(
         matches!(&answer[..], [ControlReply::Started { id: got, .. }] if *got == id),
         "{answer:?}"
@@ -59,7 +59,7 @@ async fn a_retried_start_is_answered_not_started_twice_even_across_a_restart() {
         Uuid::new_v4(),
         ControlRequest::Start(two_machine_start()),
     ));
-    let got = replies(&mut other);
+    let got = stored_replies(&mut other).await;
     assert!(
         matches!(&got[..], [ControlReply::Error(_)]),
         "duplicate name: {got:?}"

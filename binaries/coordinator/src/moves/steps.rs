@@ -6,7 +6,7 @@ use adora_core::NodeId;
 use adora_message::{
     control::ControlError,
     coordinator_to_cli::ControlReply,
-    relocation::{MoveReport, RelocateStep},
+    relocation::{Cut, MoveReport, RelocateStep},
 };
 use uuid::Uuid;
 
@@ -18,14 +18,14 @@ fn millis(d: std::time::Duration) -> u64 {
 }
 
 impl Coordinator {
-    /// A daemon answered a relocation step.
+    /// A daemon answered a relocation step (`Switch` with the cut of the node's inputs).
     pub(crate) fn relocated(
         &mut self,
         daemon: &str,
         dataflow: Uuid,
         node: NodeId,
         step: &str,
-        result: Result<(), ControlError>,
+        result: Result<Cut, ControlError>,
     ) {
         let key = (dataflow, node.clone());
         let Some(m) = self.moves.get_mut(&key) else {
@@ -62,7 +62,10 @@ impl Coordinator {
                     );
                 }
             }
-            (Phase::Switching, "switch") if daemon == to => self.commit_move(dataflow, &node),
+            (Phase::Switching, "switch") if daemon == to => {
+                let cut = result.unwrap_or_default();
+                self.commit_move(dataflow, &node, cut)
+            }
             (Phase::Leaving, "leave") if daemon == from => {
                 // Only now: the old instance is muted; its last messages are on the way.
                 self.relocate(&to, dataflow, &node, RelocateStep::Settle);
@@ -77,7 +80,7 @@ impl Coordinator {
                     overlap_ms: millis(switch.elapsed()),
                     total_ms: millis(m.started.elapsed()),
                 };
-                let result = result.map(|()| report).map_err(|e| e.message);
+                let result = result.map(|_| report).map_err(|e| e.message);
                 self.move_done(dataflow, &node, result);
             }
             _ => {}
@@ -85,8 +88,8 @@ impl Coordinator {
     }
 
     /// `Switch` answered: the placement names the target from now on (stored), and the old
-    /// instance is told to leave.
-    fn commit_move(&mut self, dataflow: Uuid, node: &NodeId) {
+    /// instance is told to leave after the inputs up to `cut`.
+    fn commit_move(&mut self, dataflow: Uuid, node: &NodeId, cut: Cut) {
         let Some(m) = self.moves.get_mut(&(dataflow, node.clone())) else {
             return;
         };
@@ -107,7 +110,7 @@ impl Coordinator {
         }
         self.save(dataflow);
         self.node_stats.forget(dataflow, node);
-        self.relocate(&from, dataflow, node, RelocateStep::Leave);
+        self.relocate_with(&from, dataflow, node, RelocateStep::Leave, cut);
         self.move_progress(
             dataflow,
             node,

@@ -59,6 +59,7 @@ fn relocated(step: &str, result: Result<(), &str>, id: Uuid) -> DaemonMessage {
         node: "relay".into(),
         step: step.into(),
         result: result.map_err(ControlError::daemon),
+        cut: Default::default(),
     }
 }
 
@@ -140,13 +141,30 @@ async fn a_move_commits_the_placement_only_once_the_new_instance_delivers() {
         "not committed before the switch"
     );
 
-    h.daemon_says(c.0, relocated("switch", Ok(()), id));
+    // The target's cut goes with the source's `Leave`.
+    let cut: adora_message::relocation::Cut =
+        [("in".into(), uhlc::HLC::default().new_timestamp())].into();
+    let mut switched = relocated("switch", Ok(()), id);
+    if let DaemonMessage::Relocated { cut: c, .. } = &mut switched {
+        *c = cut.clone();
+    }
+    h.daemon_says(c.0, switched);
     assert_eq!(
         stored_placement(&store, id),
         "c",
         "committed and stored at the switch"
     );
-    assert_eq!(step_names(&mut b.1), ["leave"]);
+    let leave: Vec<Relocation> = commands(&mut b.1)
+        .into_iter()
+        .filter_map(|c| match c {
+            DaemonCommand::Relocate(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(&leave[..], [r] if r.step == RelocateStep::Leave && r.cut == cut),
+        "{leave:?}"
+    );
     assert!(
         !h.c.flows[&id].parts.contains_key("b"),
         "b's part had only the relay"

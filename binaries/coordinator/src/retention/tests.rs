@@ -108,7 +108,7 @@ async fn answered_requests_and_expired_builds_are_forgotten() {
     h.daemon_says(a, spawned(id));
     h.daemon_says(b, spawned(id));
     assert!(matches!(
-        &replies(&mut client)[..],
+        &stored_replies(&mut client).await[..],
         [ControlReply::Started { .. }]
     ));
     let build = BuildRecord {

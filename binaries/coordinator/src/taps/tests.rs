@@ -21,6 +21,7 @@ fn tap_request(outputs: &[&str]) -> ControlRequest {
         outputs: outputs.iter().map(|o| (*o).to_owned()).collect(),
         lossy: false,
         dry_run: false,
+        before_start: false,
     })
 }
 
@@ -134,4 +135,57 @@ async fn a_gone_client_untaps_and_a_gone_daemon_ends_the_tap_with_an_error() {
         panic!("{got:?}");
     };
     assert!(e.message.contains("daemon `a` disconnected"), "{e}");
+}
+
+#[tokio::test]
+async fn a_tap_asked_before_the_start_reaches_each_daemon_before_its_spawn() {
+    let mut h = Harness::new(Arc::new(MemoryStore::new())).await;
+    let (_a, mut a_rx) = h.register("a", vec![]);
+    let (_b, mut b_rx) = h.register("b", vec![]);
+    let ControlRequest::Tap(mut early) = tap_request(&[]) else {
+        unreachable!("tap_request makes a Tap");
+    };
+    early.before_start = true;
+    let mut tap = h.request(ControlRequest::Tap(early));
+    assert!(matches!(
+        replies(&mut tap).as_slice(),
+        [ControlReply::TapWaiting]
+    ));
+
+    let _start = h.request(ControlRequest::Start(two_machine_start()));
+    let order = |rx: &mut DaemonRx| {
+        let mut order = Vec::new();
+        while let Ok(Outgoing::Message(e)) = rx.try_recv() {
+            match e.body {
+                DaemonCommand::Tap { before_spawn, .. } => {
+                    order.push(format!("tap {before_spawn}"))
+                }
+                DaemonCommand::Spawn(_) => order.push("spawn".to_owned()),
+                _ => {}
+            }
+        }
+        order
+    };
+    assert_eq!(order(&mut a_rx), ["tap true", "spawn"]);
+    assert_eq!(
+        order(&mut b_rx),
+        ["spawn"],
+        "b runs no sender: nothing to tap there"
+    );
+    let got = replies(&mut tap);
+    assert!(
+        matches!(got.as_slice(), [ControlReply::TapStarted { outputs, .. }] if outputs == &["a/x"]),
+        "{got:?}"
+    );
+
+    let ControlRequest::Tap(mut late) = tap_request(&[]) else {
+        unreachable!("tap_request makes a Tap");
+    };
+    late.before_start = true;
+    let mut late = h.request(ControlRequest::Tap(late));
+    let got = replies(&mut late);
+    assert!(
+        matches!(got.as_slice(), [ControlReply::Error(e)] if e.message.contains("already running")),
+        "{got:?}"
+    );
 }

@@ -129,7 +129,30 @@ impl Daemon {
             } => self.with(dataflow, |df, env| {
                 df.evict(&node, step, env.events, env.config)
             }),
+            MoveStep::CheckCut {
+                dataflow,
+                node,
+                since,
+            } => self.with(dataflow, |df, env| {
+                df.check_cut(&node, since, env.events, env.config)
+            }),
         }
+    }
+
+    /// A node waits for room in its receivers' queues (an [`Event::AwaitRoom`]).
+    pub(super) fn await_room(&mut self, event: Event) {
+        let Event::AwaitRoom {
+            dataflow,
+            node,
+            output,
+            reply,
+        } = event
+        else {
+            return;
+        };
+        self.with(dataflow, |df, _| {
+            df.routing.await_room(&node, &output, reply)
+        });
     }
 
     /// A timer input of `dataflow` fired.

@@ -152,34 +152,49 @@ impl Service {
         }
     }
 
-    /// Forwards a dataflow's log lines to the coordinator while someone watches them.
-    fn forward_logs(&self, id: Uuid, mut logs: mpsc::UnboundedReceiver<NodeLogLine>) {
+    /// Forwards a dataflow's log lines to the coordinator while someone watches them, and
+    /// reports `Finished` with every node's result when the dataflow ends here: after every
+    /// line its nodes printed (one task, so the last lines of a node that exits at once never
+    /// arrive after the end).
+    fn forward_logs_and_end(
+        &self,
+        id: Uuid,
+        mut logs: mpsc::UnboundedReceiver<NodeLogLine>,
+        done: oneshot::Receiver<DataflowResult>,
+    ) {
         let (watched, reports) = (self.watched.clone(), self.reports.clone());
-        self.tasks
-            .spawn(format!("the logs of dataflow {id}"), async move {
-                while let Some(line) = logs.recv().await {
-                    let on = watched
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .contains(&id);
-                    if on {
-                        let _ = reports.send(Envelope::new(0, DaemonMessage::Log(line)));
-                    }
-                }
-            });
-    }
-
-    /// Reports `Finished` with every node's result when the dataflow ends here.
-    fn report_when_finished(&self, id: Uuid, done: oneshot::Receiver<DataflowResult>) {
+        let forward = move |line: NodeLogLine| {
+            let on = watched
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&id);
+            if on {
+                let _ = reports.send(Envelope::new(0, DaemonMessage::Log(line)));
+            }
+        };
         let reports = self.reports.clone();
         self.tasks
-            .spawn(format!("the end of dataflow {id}"), async move {
-                let result = done.await.unwrap_or_default();
+            .spawn(format!("the logs and end of dataflow {id}"), async move {
+                tokio::pin!(done);
+                let result = loop {
+                    tokio::select! {
+                        biased;
+                        line = logs.recv() => match line {
+                            Some(line) => forward(line),
+                            None => break (&mut done).await,
+                        },
+                        result = &mut done => break result,
+                    }
+                };
+                // Lines printed before the nodes' exits were reported are queued by now.
+                while let Ok(line) = logs.try_recv() {
+                    forward(line);
+                }
+                let result = result.unwrap_or_default();
                 tracing::info!("dataflow {id} ended on this daemon");
-                let nodes = result.outcome.nodes;
                 let finished = DaemonMessage::Finished {
                     dataflow: id,
-                    nodes,
+                    nodes: result.outcome.nodes,
                 };
                 let _ = reports.send(Envelope::new(0, finished));
             });
@@ -345,7 +360,12 @@ impl Daemon {
                 dataflow,
                 outputs,
                 lossy,
-            } => self.tap(id, dataflow, outputs, lossy, service),
+                before_spawn,
+            } => {
+                let tap =
+                    crate::tap::Tap::new(dataflow, Some(outputs.into_iter().collect()), lossy);
+                self.tap(id, tap, before_spawn, service)
+            }
             DaemonCommand::TapCredit { command, cost } => self.taps.credit(command, cost),
             DaemonCommand::Untap { command } => self.taps.untap(command),
             DaemonCommand::ReadLogs {
@@ -364,22 +384,21 @@ impl Daemon {
         }
     }
 
-    /// Starts copying `outputs` of `dataflow` to the coordinator (command `id`); a dataflow that
-    /// does not run here ends the tap at once.
+    /// Starts copying a tap's outputs to the coordinator (command `id`); a dataflow that does
+    /// not run here ends the tap at once, unless its `Spawn` follows (`before_spawn`).
     fn tap(
         &mut self,
         id: u64,
-        dataflow: Uuid,
-        outputs: Vec<(NodeId, adora_core::DataId)>,
-        lossy: bool,
+        (tap, rx): (crate::tap::Tap, mpsc::Receiver<crate::tap::Tapped>),
+        before_spawn: bool,
         service: &Service,
     ) {
-        let (tap, rx) = crate::tap::Tap::new(dataflow, Some(outputs.into_iter().collect()), lossy);
+        let dataflow = tap.dataflow();
         let forward = self.taps.forward(id, tap, rx, service.reports.clone());
         service
             .tasks
             .spawn(format!("tap {id} of dataflow {dataflow}"), forward);
-        if !self.dataflows.contains_key(&dataflow) {
+        if !before_spawn && !self.dataflows.contains_key(&dataflow) {
             self.taps.end_dataflow(dataflow);
         }
     }
@@ -412,8 +431,7 @@ impl Daemon {
         self.attach_remote(id);
         service.names.insert(id, (spawn.name, spawn.working_dir));
 
-        service.forward_logs(id, logs_rx);
-        service.report_when_finished(id, done_rx);
+        service.forward_logs_and_end(id, logs_rx, done_rx);
         Ok(())
     }
 }

@@ -80,6 +80,7 @@ impl Dataflow {
         };
         self.moves.arriving.insert(node.clone(), arrival);
         let new_timers = self.routing.make_local(&self.spec.descriptor, node);
+        self.routing.track_cut(node);
         if self.started {
             self.spawn_timer_intervals(events, &new_timers);
         }
@@ -183,6 +184,6 @@ impl Dataflow {
             set.remove(node);
         }
         self.relink(true, events);
-        self.try_finish_leaving(node);
+        self.try_finish_leaving(node, events);
     }
 }

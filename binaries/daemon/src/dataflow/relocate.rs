@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use adora_core::NodeId;
 use adora_message::{
-    control::ControlError, daemon_to_coordinator::DaemonMessage, envelope::Envelope, DataRef,
-    Metadata,
+    control::ControlError, daemon_to_coordinator::DaemonMessage, envelope::Envelope,
+    relocation::Cut, DataRef, Metadata,
 };
 use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
@@ -30,6 +30,13 @@ use crate::{
 /// to the moved node's outputs): the old instance's last messages, sent before it was muted,
 /// may still be on the way. The source answered `Leave` before `Settle` is sent.
 pub const SETTLE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How often a leaving instance's cut is checked.
+const CUT_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// How long a leaving instance waits for its inputs up to the cut (they are already on the way;
+/// well within [`SETTLE_GRACE`], so its last outputs still reach the target's links).
+const CUT_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Where the answer of a relocation step goes: the command's envelope id and the link to the
 /// coordinator.
@@ -50,11 +57,27 @@ impl Answer {
         step: &str,
         result: Result<(), String>,
     ) {
+        self.send_cut(dataflow, node, step, result.map(|()| Cut::new()));
+    }
+
+    /// Sends `Relocated` for `step` of `node`, with a cut (`Switch`).
+    pub fn send_cut(
+        &self,
+        dataflow: uuid::Uuid,
+        node: &NodeId,
+        step: &str,
+        result: Result<Cut, String>,
+    ) {
+        let (result, cut) = match result {
+            Ok(cut) => (Ok(()), cut),
+            Err(e) => (Err(ControlError::daemon(e)), Cut::new()),
+        };
         let body = DaemonMessage::Relocated {
             dataflow,
             node: node.clone(),
             step: step.to_owned(),
-            result: result.map_err(ControlError::daemon),
+            result,
+            cut,
         };
         let _ = self.reports.send(Envelope::new(self.id, body));
     }
@@ -72,6 +95,9 @@ pub(crate) struct Moves {
     pub(super) leaving: BTreeSet<NodeId>,
     /// Nodes that will leave (`Expect` received): links for after the move are declared.
     expecting: BTreeSet<NodeId>,
+    /// Old instances leaving after a cut, with the answer of their `Leave`: their links are
+    /// planned again, and the `Leave` answered, once they are gone.
+    cutting: BTreeMap<NodeId, Answer>,
 }
 
 impl Moves {
@@ -124,18 +150,84 @@ impl Dataflow {
         self.relink(false, events);
     }
 
-    /// Target, `Switch`: the new instance's outputs flow.
-    pub fn switch_in(&mut self, node: &NodeId) -> Result<(), String> {
+    /// Target, `Switch`: the new instance's outputs flow; returns the cut of its inputs.
+    pub fn switch_in(&mut self, node: &NodeId) -> Result<Cut, String> {
         if !self.routing.is_local(node) || self.moves.leaving.contains(node) {
             return Err(format!("node `{node}` does not run on this daemon"));
         }
         self.moves.muted.remove(node);
         self.moves.arriving.remove(node);
+        let cut = self.routing.take_cut(node);
         tracing::info!(
-            "node `{node}` of dataflow {} now delivers from here",
-            self.spec.id
+            "node `{node}` of dataflow {} now delivers from here (cut on {} input(s))",
+            self.spec.id,
+            cut.len()
         );
-        Ok(())
+        Ok(cut)
+    }
+
+    /// Source, `Leave` with the cut the target reported: the old instance gets its inputs up
+    /// to the cut and none after (its timers stop), and its outputs flow. Once every input of
+    /// the cut reached it (checked every [`CUT_POLL`], for at most [`CUT_PATIENCE`]), it is
+    /// stopped quietly; this daemon's links are planned without it once it is gone. Without a
+    /// cut (nothing reached the new instance yet, or the target predates cuts), it is muted at
+    /// once ([`Dataflow::leave`]).
+    /// Answered at once (`Some`), or once the old instance is gone.
+    pub fn leave_after(
+        &mut self,
+        node: &NodeId,
+        cut: Cut,
+        answer: Answer,
+        events: &mpsc::Sender<Event>,
+        config: &DaemonConfig,
+    ) -> Option<Result<Cut, String>> {
+        let running = self.nodes.get(node).is_some_and(|rt| rt.running);
+        if cut.is_empty() || !running || self.moves.leaving.contains(node) {
+            self.leave(node, events, config);
+            return Some(Ok(Cut::new()));
+        }
+        tracing::info!("node `{node}` leaves after its inputs up to the cut");
+        self.moves.leaving.insert(node.clone());
+        self.moves.cutting.insert(node.clone(), answer);
+        self.routing.filter_cut(node, cut);
+        self.check_cut(node, std::time::Instant::now(), events, config);
+        None
+    }
+
+    /// [`Dataflow::leave_after`]: stops the old instance once its cut is complete.
+    pub fn check_cut(
+        &mut self,
+        node: &NodeId,
+        since: std::time::Instant,
+        events: &mpsc::Sender<Event>,
+        config: &DaemonConfig,
+    ) {
+        let running = self.nodes.get(node).is_some_and(|rt| rt.running);
+        if !self.moves.cutting.contains_key(node) || !running {
+            return;
+        }
+        let complete = self.routing.cut_complete(node);
+        if !complete && since.elapsed() < CUT_PATIENCE {
+            let check = Event::Move(MoveStep::CheckCut {
+                dataflow: self.spec.id,
+                node: node.clone(),
+                since,
+            });
+            return self.schedule(events, CUT_POLL, check);
+        }
+        if !complete {
+            tracing::warn!(
+                "node `{node}`: not every input reached the cut within {CUT_PATIENCE:?}; \
+                 stopping the old instance anyway"
+            );
+        }
+        self.routing.push_stop(node);
+        let evict = Event::Move(MoveStep::EvictNode {
+            dataflow: self.spec.id,
+            node: node.clone(),
+            step: Escalation::Terminate,
+        });
+        self.schedule(events, config.stop_grace, evict);
     }
 
     /// Source `Leave` (and target `Abort`): mutes `node` and stops it quietly; the links are
@@ -162,7 +254,7 @@ impl Dataflow {
             });
             self.schedule(events, config.stop_grace, evict);
         } else {
-            self.try_finish_leaving(node);
+            self.try_finish_leaving(node, events);
         }
     }
 
@@ -263,28 +355,41 @@ impl Dataflow {
             let reason = format!("node `{node}` exited before it was ready: {}", why());
             self.arrival_failed(node, reason, events);
         }
-        self.try_finish_leaving(node);
+        self.try_finish_leaving(node, events);
         Some(self.is_finished())
     }
 
     /// A control connection closed: for a leaving node, it may be the last thing it held.
-    pub(super) fn quiet_control_closed(&mut self, node: &NodeId) -> Option<bool> {
+    pub(super) fn quiet_control_closed(
+        &mut self,
+        node: &NodeId,
+        events: &mpsc::Sender<Event>,
+    ) -> Option<bool> {
         if !self.moves.is_quiet(node) {
             return None;
         }
         self.nodes.get_mut(node)?.control_open = false;
-        self.try_finish_leaving(node);
+        self.try_finish_leaving(node, events);
         Some(self.is_finished())
     }
 
-    /// Forgets a leaving node once its process exited and its control connection drained.
-    pub(super) fn try_finish_leaving(&mut self, node: &NodeId) {
+    /// Forgets a leaving node once its process exited and its control connection drained (an
+    /// instance that left after a cut takes its links with it only now).
+    pub(super) fn try_finish_leaving(&mut self, node: &NodeId, events: &mpsc::Sender<Event>) {
         let done = self
             .nodes
             .get(node)
             .is_none_or(|rt| !rt.running && !rt.control_open);
         if !done || !self.moves.leaving.remove(node) {
             return;
+        }
+        if let Some(answer) = self.moves.cutting.remove(node) {
+            self.moves.expecting.remove(node);
+            if let Some(set) = self.spec.local_nodes.as_mut() {
+                set.remove(node);
+            }
+            self.relink(true, events);
+            answer.send(self.spec.id, node, "leave", Ok(()));
         }
         self.moves.muted.remove(node);
         self.routing.make_remote(node);
@@ -299,6 +404,10 @@ impl Dataflow {
 
     /// A muted node's message: dropped (a shared sample goes back to the node's pool).
     pub(super) fn drop_muted(&mut self, node: &NodeId, metadata: Metadata, data: DataRef) {
+        tracing::info!(
+            "TEMP muted `{node}`: dropped a message of {} bytes",
+            data.len()
+        );
         self.routing.discard_output(node, metadata, data);
     }
 }

@@ -30,7 +30,7 @@
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex, Weak},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use adora_message::{
@@ -56,10 +56,17 @@ pub const LINK_POLL: Duration = Duration::from_secs(1);
 /// Where a subscription is declared: the main session or the link to a daemon.
 type Route = Option<String>;
 
+/// How long a link no dataflow needs any more stays open: messages sent just before its last
+/// reader or writer went away (the old instance of a moved node, a stopping dataflow) are still
+/// on it.
+pub const LINK_LINGER: Duration = Duration::from_secs(3);
+
 /// One open link to another daemon.
 struct Link {
     endpoints: Vec<String>,
     session: zenoh::Session,
+    /// Since when no dataflow needs it (closed after [`LINK_LINGER`]).
+    unneeded_since: Option<std::time::Instant>,
 }
 
 /// The links and the subscriptions declared on them, under one lock so that a subscription and
@@ -185,18 +192,23 @@ impl DataLinks {
     async fn reconcile(&self, peers: &[DataPeer]) {
         let stale: Vec<Link> = {
             let mut table = self.table();
-            let gone: Vec<String> = table
-                .links
-                .iter()
-                .filter(|(name, link)| {
+            let mut gone: Vec<String> = Vec::new();
+            for (name, link) in table.links.iter_mut() {
+                match peers.iter().find(|p| &p.machine == name) {
                     // Unknown endpoints (a coordinator that just restarted) keep the link.
-                    !peers.iter().any(|p| {
-                        &p.machine == *name
-                            && (p.endpoints.is_empty() || p.endpoints == link.endpoints)
-                    })
-                })
-                .map(|(name, _)| name.clone())
-                .collect();
+                    Some(p) if p.endpoints.is_empty() || p.endpoints == link.endpoints => {
+                        link.unneeded_since = None;
+                    }
+                    // Moved elsewhere: replaced at once.
+                    Some(_) => gone.push(name.clone()),
+                    None => {
+                        let since = link.unneeded_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= LINK_LINGER {
+                            gone.push(name.clone());
+                        }
+                    }
+                }
+            }
             let mut stale = Vec::new();
             for name in gone {
                 let route = Some(name.clone());
@@ -260,6 +272,7 @@ impl DataLinks {
         let link = Link {
             endpoints: peer.endpoints.clone(),
             session,
+            unneeded_since: None,
         };
         table.links.insert(peer.machine.clone(), link);
     }

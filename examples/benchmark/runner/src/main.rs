@@ -12,6 +12,7 @@
 mod control_plane;
 mod distributed;
 mod python;
+mod recording;
 mod report;
 
 use std::{
@@ -102,6 +103,10 @@ struct Args {
     /// Skip the raw baseline (no ratios).
     #[arg(long)]
     no_baseline: bool,
+    /// Also run the same-daemon dataflow with a recorder attached (`adora run --record`,
+    /// lossless, zstd) and compare: p50 and msgs/s with and without, and the recorder's MiB/s.
+    #[arg(long)]
+    record: bool,
     /// Run the daemons of `two-daemons` and `zenoh` with their default mutual TLS. Without it they
     /// run with `--insecure-zenoh` (plain TCP), like the plain-Zenoh and TCP baselines, so that
     /// the ratios compare the same transport; with it the difference is what TLS costs.
@@ -202,6 +207,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let adora = args.common.adora()?;
     // Keeps the generated same-daemon dataflow until the end of the run.
     let generated = distributed::tempdir()?;
+    let mut recorder = None;
     let mut placements = args.placement.clone();
     placements.dedup();
     for placement in placements {
@@ -211,12 +217,8 @@ fn run(args: Args) -> anyhow::Result<()> {
                     Some(p) => p.clone(),
                     None => same_daemon_dataflow(generated.path())?,
                 };
-                eprintln!(
-                    "running adora ({} run {})...",
-                    adora.display(),
-                    dataflow.display()
-                );
-                results.add(placement.label(), run_adora(&adora, &dataflow, &plan)?);
+                let dir = args.record.then_some(generated.path());
+                recorder = same_daemon(&adora, &dataflow, &plan, dir, &mut results)?;
             }
             Placement::TwoDaemons | Placement::Zenoh => {
                 eprintln!("running adora with placement `{}`...", placement.label());
@@ -241,12 +243,40 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
 
     print!("{}", results.table());
+    if let Some(recorder) = &recorder {
+        print!("{}", recording::compare(&results, &plan, recorder));
+    }
     if let Some(path) = &args.common.csv {
         std::fs::write(path, results.csv())
             .with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
     results.check_complete()
+}
+
+/// The same-daemon placement, and with `record_dir` again with a recorder attached (its file in
+/// that directory); returns what the recorder wrote.
+fn same_daemon(
+    adora: &Path,
+    dataflow: &Path,
+    plan: &Plan,
+    record_dir: Option<&Path>,
+    results: &mut report::Results,
+) -> anyhow::Result<Option<recording::Recorder>> {
+    eprintln!(
+        "running adora ({} run {})...",
+        adora.display(),
+        dataflow.display()
+    );
+    let label = Placement::SameDaemon.label();
+    results.add(label, run_adora(adora, dataflow, plan)?);
+    let Some(dir) = record_dir else {
+        return Ok(None);
+    };
+    eprintln!("running adora with a recorder attached...");
+    let recorded = recording::run(adora, dataflow, plan, &dir.join("bench.mcap"))?;
+    results.add(recording::LABEL, recorded.reports);
+    Ok(Some(recorded.recorder))
 }
 
 /// The `python` placement: both pairings, or a line saying why it was skipped.
@@ -311,7 +341,7 @@ fn run_pair(mut receiver: Command, mut sender: Command) -> anyhow::Result<Vec<Re
 }
 
 /// Reads report lines from a child's stdout; other lines are passed through to stderr.
-fn collect_reports(stdout: impl std::io::Read) -> anyhow::Result<Vec<Report>> {
+pub(crate) fn collect_reports(stdout: impl std::io::Read) -> anyhow::Result<Vec<Report>> {
     let mut reports = Vec::new();
     for line in BufReader::new(stdout).lines() {
         let line = line?;
@@ -332,15 +362,19 @@ fn run_raw(raw: &Path, plan: &Plan) -> anyhow::Result<Vec<Report>> {
     run_pair(receiver, sender).with_context(|| format!("raw baseline ({})", raw.display()))
 }
 
-fn run_adora(adora: &Path, dataflow: &Path, plan: &Plan) -> anyhow::Result<Vec<Report>> {
+/// The `adora run` of the same-daemon benchmark (the caller adds `--record` and pipes stderr).
+pub(crate) fn adora_run_command(adora: &Path, dataflow: &Path, plan: &Plan) -> Command {
     let mut command = Command::new(adora);
     command.arg("run").arg(dataflow);
     for (key, value) in plan.to_env() {
         command.arg("--env").arg(format!("{key}={value}"));
     }
-    let mut child = command
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
+    command.env("NO_COLOR", "1").stdout(Stdio::piped());
+    command
+}
+
+fn run_adora(adora: &Path, dataflow: &Path, plan: &Plan) -> anyhow::Result<Vec<Report>> {
+    let mut child = adora_run_command(adora, dataflow, plan)
         .spawn()
         .with_context(|| format!("cannot start {} (build it first)", adora.display()))?;
     let stdout = child.stdout.take().context("adora's stdout is piped")?;

@@ -42,10 +42,10 @@ impl Machine {
 
 /// One table row: a transport at one size.
 #[derive(Debug, Clone, Default)]
-struct Row {
-    latency: Option<Summary>,
-    msgs_per_s: Option<f64>,
-    mib_per_s: Option<f64>,
+pub(crate) struct Row {
+    pub latency: Option<Summary>,
+    pub msgs_per_s: Option<f64>,
+    pub mib_per_s: Option<f64>,
     sent: u64,
     received: u64,
     bad: u64,
@@ -98,7 +98,8 @@ impl Results {
         }
     }
 
-    fn row(&self, transport: &str, size: usize) -> Option<Row> {
+    /// The figures of `transport` at `size`, if measured.
+    pub(crate) fn row(&self, transport: &str, size: usize) -> Option<Row> {
         let (_, reports) = self.transports.iter().find(|(t, _)| t == transport)?;
         let mut row = Row::default();
         let mut found = false;

@@ -48,7 +48,8 @@ fn records_survive_reopening_and_finished_ones_are_archived() {
         store.put_request(&request).expect("put");
         store.flush().expect("flush");
         // Finished runs live in the archive table, live ones in the dataflows table.
-        let txn = store.db.begin_read().expect("read");
+        let db = store.db.lock().expect("lock");
+        let txn = db.as_ref().expect("open").begin_read().expect("read");
         let live = txn.open_table(DATAFLOWS).expect("table");
         assert_eq!(live.len().expect("len"), 1);
         let archive = txn.open_table(ARCHIVE).expect("table");

@@ -8,7 +8,9 @@
 //! - A message's data is a 4-byte little-endian length, the message's metadata as JSON
 //!   (`timestamp`, `type_info`, `parameters`), then the payload bytes as the node sent them.
 //! - A metadata record named [`DROPS_METADATA`] holds the messages a `--lossy` recording dropped,
-//!   per topic (`{"sender/counter": "3"}`); a lossless recording writes it empty.
+//!   per topic (`{"sender/counter": "3"}`); a lossless recording writes it empty. A split
+//!   recording writes it into its last part.
+//! - A metadata record named [`DATAFLOW_METADATA`] names the dataflow file (`path`), when known.
 
 use adora_message::{tap::TappedMessage, Metadata};
 use anyhow::{bail, Context};
@@ -18,6 +20,10 @@ pub const MESSAGE_ENCODING: &str = "adora.arrow.v1";
 
 /// Name of the metadata record of dropped messages.
 pub const DROPS_METADATA: &str = "adora.drops";
+
+/// Name of the metadata record naming the dataflow file a recording was made from (key
+/// `path`, absolute), written by `adora run --record` and `adora start --record`.
+pub const DATAFLOW_METADATA: &str = "adora.dataflow";
 
 /// A message's data in a recording.
 pub fn encode(message: &TappedMessage) -> anyhow::Result<Vec<u8>> {

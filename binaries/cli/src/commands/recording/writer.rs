@@ -32,10 +32,21 @@ pub enum RecordCompression {
     None,
 }
 
-/// A recording being written.
+/// A recording being written: one MCAP file, or with a split size numbered parts
+/// (`run-001.mcap`, `run-002.mcap`, ...), each a complete MCAP file.
 pub struct Recorder {
     writer: Writer<BufWriter<File>>,
+    /// The file asked for (with a split size, the parts are named after it).
+    base: PathBuf,
     path: PathBuf,
+    compression: RecordCompression,
+    /// Start a new part once this many bytes were recorded into the current one.
+    split_size: Option<u64>,
+    /// Every file written so far (the current one last).
+    pub files: Vec<PathBuf>,
+    part_bytes: u64,
+    /// Metadata records written into every part.
+    notes: Vec<mcap::records::Metadata>,
     channels: BTreeMap<String, (u16, u32)>,
     last_flush: Instant,
     /// Messages and payload bytes written.
@@ -44,26 +55,58 @@ pub struct Recorder {
     pub bytes: u64,
 }
 
+/// The name of part `n` (from 1) of a split recording `base`: `run.mcap` → `run-001.mcap`.
+pub fn part_path(base: &Path, n: usize) -> PathBuf {
+    let stem = base
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "recording".into());
+    let ext = base
+        .extension()
+        .map(|e| e.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "mcap".into());
+    base.with_file_name(format!("{stem}-{n:03}.{ext}"))
+}
+
+fn open_writer(
+    path: &Path,
+    compression: RecordCompression,
+) -> anyhow::Result<Writer<BufWriter<File>>> {
+    let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let compression = match compression {
+        RecordCompression::Zstd => Some(Compression::Zstd),
+        RecordCompression::Lz4 => Some(Compression::Lz4),
+        RecordCompression::None => None,
+    };
+    WriteOptions::new()
+        .profile("adora")
+        .library(format!("adora {}", adora_message::ADORA_VERSION))
+        .compression(compression)
+        .chunk_size(Some(CHUNK_SIZE))
+        .create(BufWriter::new(file))
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
 impl Recorder {
-    /// Creates (truncates) `path`.
-    pub fn create(path: &Path, compression: RecordCompression) -> anyhow::Result<Self> {
-        let file =
-            File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-        let compression = match compression {
-            RecordCompression::Zstd => Some(Compression::Zstd),
-            RecordCompression::Lz4 => Some(Compression::Lz4),
-            RecordCompression::None => None,
+    /// Creates (truncates) `path`, or with `split_size` its first part.
+    pub fn create(
+        path: &Path,
+        compression: RecordCompression,
+        split_size: Option<u64>,
+    ) -> anyhow::Result<Self> {
+        let first = match split_size {
+            Some(_) => part_path(path, 1),
+            None => path.to_owned(),
         };
-        let writer = WriteOptions::new()
-            .profile("adora")
-            .library(format!("adora {}", adora_message::ADORA_VERSION))
-            .compression(compression)
-            .chunk_size(Some(CHUNK_SIZE))
-            .create(BufWriter::new(file))
-            .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(Self {
-            writer,
-            path: path.to_owned(),
+            writer: open_writer(&first, compression)?,
+            base: path.to_owned(),
+            path: first.clone(),
+            compression,
+            split_size: split_size.map(|s| s.max(1)),
+            files: vec![first],
+            part_bytes: 0,
+            notes: Vec::new(),
             channels: BTreeMap::new(),
             last_flush: Instant::now(),
             messages: 0,
@@ -71,8 +114,22 @@ impl Recorder {
         })
     }
 
-    /// Appends one message (its channel is created with its first message).
+    /// Writes a metadata record into the current part and every later one.
+    pub fn note(&mut self, name: &str, values: BTreeMap<String, String>) -> anyhow::Result<()> {
+        let metadata = mcap::records::Metadata {
+            name: name.to_owned(),
+            metadata: values,
+        };
+        self.writer.write_metadata(&metadata)?;
+        self.notes.push(metadata);
+        Ok(())
+    }
+
+    /// Appends one message (its channel is created with its first message in each part).
     pub fn write(&mut self, message: &TappedMessage) -> anyhow::Result<()> {
+        if self.split_size.is_some_and(|s| self.part_bytes >= s) {
+            self.next_part()?;
+        }
         let topic = message.topic();
         let (channel_id, sequence) = match self.channels.get_mut(&topic) {
             Some(c) => c,
@@ -101,14 +158,33 @@ impl Recorder {
             log_time: format::log_time(&message.metadata),
             publish_time,
         };
+        let data = format::encode(message)?;
         self.writer
-            .write_to_known_channel(&header, &format::encode(message)?)
+            .write_to_known_channel(&header, &data)
             .with_context(|| format!("cannot write {}", self.path.display()))?;
         self.messages += 1;
         self.bytes += message.data.len() as u64;
+        self.part_bytes += data.len() as u64;
         if self.last_flush.elapsed() >= FLUSH_INTERVAL {
             self.flush()?;
         }
+        Ok(())
+    }
+
+    /// Finishes the current part (a complete file) and opens the next.
+    fn next_part(&mut self) -> anyhow::Result<()> {
+        let path = part_path(&self.base, self.files.len() + 1);
+        let mut writer = open_writer(&path, self.compression)?;
+        for note in &self.notes {
+            writer.write_metadata(note)?;
+        }
+        let mut done = std::mem::replace(&mut self.writer, writer);
+        done.finish()
+            .with_context(|| format!("cannot finish {}", self.path.display()))?;
+        self.path = path.clone();
+        self.files.push(path);
+        self.channels.clear();
+        self.part_bytes = 0;
         Ok(())
     }
 
@@ -120,7 +196,7 @@ impl Recorder {
             .with_context(|| format!("cannot write {}", self.path.display()))
     }
 
-    /// Writes the drop counts and the summary, and closes the file.
+    /// Writes the drop counts (into the last part) and the summary, and closes the file.
     pub fn finish(mut self, dropped: &BTreeMap<String, u64>) -> anyhow::Result<()> {
         let metadata = mcap::records::Metadata {
             name: format::DROPS_METADATA.to_owned(),
@@ -134,5 +210,18 @@ impl Recorder {
             .finish()
             .with_context(|| format!("cannot finish {}", self.path.display()))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_are_numbered_after_the_file() {
+        let base = Path::new("/data/run.mcap");
+        assert_eq!(part_path(base, 1), Path::new("/data/run-001.mcap"));
+        assert_eq!(part_path(base, 12), Path::new("/data/run-012.mcap"));
+        assert_eq!(part_path(Path::new("bag"), 2), Path::new("bag-002.mcap"));
     }
 }

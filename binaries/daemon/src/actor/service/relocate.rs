@@ -4,7 +4,7 @@
 use adora_core::NodeId;
 use adora_message::{
     coordinator_to_daemon::SpawnDataflow,
-    relocation::{RelocateStep, Relocation},
+    relocation::{Cut, RelocateStep, Relocation},
 };
 use uuid::Uuid;
 
@@ -19,6 +19,7 @@ impl Daemon {
             dataflow,
             node,
             step,
+            cut,
         } = relocation;
         let answer = Answer {
             id,
@@ -30,37 +31,49 @@ impl Daemon {
             RelocateStep::Spawn(spawn) => {
                 return self.relocate_spawn(answer, &node, *spawn, service)
             }
-            step => self.relocate_step(dataflow, &node, &step),
+            RelocateStep::Leave => {
+                let leaving = answer.clone();
+                self.relocate_step(dataflow, &node, &RelocateStep::Leave, (cut, Some(leaving)))
+            }
+            step => self.relocate_step(dataflow, &node, &step, (cut, None)),
         };
-        answer.send(dataflow, &node, name, result);
+        // `None`: answered once the old instance is gone (a `Leave` after a cut).
+        if let Some(result) = result {
+            answer.send_cut(dataflow, &node, name, result);
+        }
         // A part left without nodes (its only node moved away) ends here.
         self.settle(dataflow, |df, _| df.is_finished());
     }
 
-    /// Every step but `Spawn`, on a dataflow running here.
+    /// Every step but `Spawn`, on a dataflow running here (`Switch` answers with the cut,
+    /// `Leave` applies it).
     fn relocate_step(
         &mut self,
         dataflow: Uuid,
         node: &NodeId,
         step: &RelocateStep,
-    ) -> Result<(), String> {
+        (cut, answer): (Cut, Option<Answer>),
+    ) -> Option<Result<Cut, String>> {
         let Some(df) = self.dataflows.get_mut(&dataflow) else {
-            return match step {
+            return Some(match step {
                 // Nothing to undo or settle: the part already ended.
-                RelocateStep::Abort | RelocateStep::Settle => Ok(()),
+                RelocateStep::Abort | RelocateStep::Settle => Ok(Cut::new()),
                 _ => Err(format!("dataflow {dataflow} does not run on this daemon")),
-            };
+            });
         };
         let (events, config) = (&self.events_tx, &self.config);
         match step {
             RelocateStep::Expect => df.expect_leaving(node, events),
-            RelocateStep::Switch => df.switch_in(node)?,
-            RelocateStep::Leave => df.leave(node, events, config),
+            RelocateStep::Switch => return Some(df.switch_in(node)),
+            RelocateStep::Leave => {
+                let answer = answer.expect("a `Leave` comes with its answer");
+                return df.leave_after(node, cut, answer, events, config);
+            }
             RelocateStep::Settle => df.settle(events),
             RelocateStep::Abort => df.abort_move(node, events, config),
             RelocateStep::Spawn(_) => unreachable!("handled by relocate_spawn"),
         }
-        Ok(())
+        Some(Ok(Cut::new()))
     }
 
     /// `Spawn`: the new instance, in the running part or in a new one.
