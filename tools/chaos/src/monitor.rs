@@ -209,7 +209,9 @@ fn rss_bytes(pid: u32) -> Option<u64> {
 }
 
 fn count_drops(seen: &mut Seen, nodes: &[serde_json::Value]) {
-    for n in nodes {
+    // A restarted coordinator lists nodes without figures (zero) until their daemon reports:
+    // not a counter that started again.
+    for n in nodes.iter().filter(|n| !n["stats_age_ms"].is_null()) {
         let key = (
             n["dataflow_id"].as_str().unwrap_or_default().to_owned(),
             n["node"].as_str().unwrap_or_default().to_owned(),
@@ -272,6 +274,21 @@ mod tests {
             c.observe(v);
         }
         assert_eq!(c.total(), 5 + 4 + 1);
+    }
+
+    #[test]
+    fn nodes_without_figures_do_not_reset_the_counters() {
+        let mut seen = Seen::default();
+        let node = |dropped: u64, age: serde_json::Value| serde_json::json!({"dataflow_id": "d", "node": "sink", "dropped": dropped, "stats_age_ms": age});
+        count_drops(&mut seen, &[node(7, 100.into())]);
+        // The coordinator restarted: no figures yet, then the same cumulative count again.
+        count_drops(&mut seen, &[node(0, serde_json::Value::Null)]);
+        count_drops(&mut seen, &[node(9, 50.into())]);
+        assert_eq!(seen.counted_drops(), (9, 0));
+        // The daemon restarted: its counts start again from zero.
+        count_drops(&mut seen, &[node(0, 10.into())]);
+        count_drops(&mut seen, &[node(2, 10.into())]);
+        assert_eq!(seen.counted_drops(), (11, 0));
     }
 
     #[test]
