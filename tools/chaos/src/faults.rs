@@ -44,26 +44,6 @@ impl FaultKind {
     }
 }
 
-impl FaultKind {
-    /// A known bug this kind of fault finds, why it is not injected by default.
-    pub fn known_bug(self) -> Option<&'static str> {
-        match self {
-            Self::Cut => Some(
-                "a cut of a few seconds can deliver a corrupted message between machines: the right \
-                 length and header, other bytes from some offset on; the last message before the \
-                 gap, no error in Adora (seeds 22 and 2211, 8 KiB messages)",
-            ),
-            Self::DaemonKill => Some(
-                "a daemon killed with kill -9 leaves its part's shared-memory segments \
-                 (`adora-<dataflow>-<its pid>-...`: its nodes' samples, its `~remote` copies) in \
-                 /dev/shm for good: neither its restarted successor nor `cluster down` removes \
-                 them (seed 22: 16 segments after 9 kills)",
-            ),
-            _ => None,
-        }
-    }
-}
-
 impl fmt::Display for FaultKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

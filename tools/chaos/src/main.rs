@@ -56,14 +56,9 @@ struct Args {
     /// Seed of the fault schedule (kinds, targets, delays); a run prints its seed [default: random].
     #[arg(long)]
     seed: Option<u64>,
-    /// The kinds of fault to inject, comma separated: coordinator-kill, node-kill, stop-start,
-    /// daemon-kill, cut, or `all`. `daemon-kill` and `cut` are not in the default set: each finds
-    /// a known bug (see the guide, "Resilience", and what the run prints).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "coordinator-kill,node-kill,stop-start"
-    )]
+    /// The kinds of fault to inject, comma separated: coordinator-kill, daemon-kill, node-kill,
+    /// cut, stop-start, or `all`.
+    #[arg(long, value_delimiter = ',', default_value = "all")]
     faults: Vec<FaultChoice>,
     /// Every node must run and the chain deliver again within this after a fault healed.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]

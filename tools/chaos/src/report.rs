@@ -25,11 +25,6 @@ pub fn header(config: &Config) {
             false => format!(" (not injected: {})", off.join(",")),
         }
     );
-    for kind in ALL.iter().filter(|k| !config.kinds.contains(k)) {
-        if let Some(bug) = kind.known_bug() {
-            println!("not injected: {kind}, known bug: {bug}; `--faults all` injects it");
-        }
-    }
     println!(
         "invariant: every node runs and the chain delivers again within {} of each heal",
         humantime::format_duration(config.recover_within)
