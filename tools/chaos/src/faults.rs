@@ -73,7 +73,7 @@ pub struct Plan {
 }
 
 /// Draws the next fault among `kinds`.
-pub fn draw(rng: &mut StdRng, kinds: &[FaultKind]) -> Plan {
+fn draw(rng: &mut StdRng, kinds: &[FaultKind]) -> Plan {
     let kind = kinds[rng.gen_range(0..kinds.len())];
     let millis =
         |rng: &mut StdRng, from: u64, to: u64| Duration::from_millis(rng.gen_range(from..=to));
@@ -100,6 +100,48 @@ impl Plan {
             FaultKind::NodeKill => ["sender", "relay", "sink"].contains(&self.target.as_str()),
             FaultKind::DaemonKill | FaultKind::Cut | FaultKind::StopStart => true,
         }
+    }
+}
+
+/// The seeded fault schedule: a quiet gap, a fault, a gap, a fault... The same seed, kinds and
+/// gap range give the same sequence.
+pub struct Schedule {
+    rng: StdRng,
+    kinds: Vec<FaultKind>,
+    gap_ms: (u64, u64),
+}
+
+impl Schedule {
+    /// The schedule of `seed`.
+    pub fn new(seed: u64, kinds: &[FaultKind], gap_ms: (u64, u64)) -> Self {
+        Self {
+            rng: rand::SeedableRng::seed_from_u64(seed),
+            kinds: kinds.to_vec(),
+            gap_ms,
+        }
+    }
+
+    /// The quiet time before the next fault.
+    pub fn gap(&mut self) -> Duration {
+        Duration::from_millis(self.rng.gen_range(self.gap_ms.0..=self.gap_ms.1))
+    }
+
+    /// The next fault.
+    pub fn fault(&mut self) -> Plan {
+        draw(&mut self.rng, &self.kinds)
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.kind)?;
+        if !self.target.is_empty() {
+            write!(f, " {}", self.target)?;
+        }
+        if !self.down.is_zero() {
+            write!(f, " for {:?}", self.down)?;
+        }
+        Ok(())
     }
 }
 

@@ -91,6 +91,9 @@ struct Args {
     /// Keep the run directory (records, logs) after a passing run too.
     #[arg(long)]
     keep: bool,
+    /// Print the first N faults of the seed's schedule (gaps, kinds, targets, delays) and exit.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    plan: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -137,6 +140,19 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         .collect();
     kinds.sort();
     kinds.dedup();
+    if let Some(n) = args.plan {
+        let gaps = (
+            args.min_gap.as_millis() as u64,
+            args.max_gap.as_millis() as u64,
+        );
+        let mut schedule = faults::Schedule::new(seed, &kinds, gaps);
+        println!("seed {seed}:");
+        for i in 1..=n {
+            let gap = schedule.gap();
+            println!("{i:>4}. after {gap:?}: {}", schedule.fault());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     // Report the seed even when a fixture panics.
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {

@@ -7,7 +7,6 @@ use std::{
 };
 
 use adora_test_support::hosts::TestHosts;
-use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use crate::{
     cluster::{Cluster, Settings, NAME, NODES},
@@ -120,16 +119,15 @@ fn inject_all(
     ids: &mut BTreeSet<String>,
     violations: &mut Vec<String>,
 ) -> Vec<Fault> {
-    let mut rng = StdRng::seed_from_u64(config.seed);
+    let mut schedule = faults::Schedule::new(config.seed, &config.kinds, config.gap_ms);
     let started = Instant::now();
     let mut faults = Vec::new();
     loop {
-        let gap = rng.gen_range(config.gap_ms.0..=config.gap_ms.1);
-        std::thread::sleep(Duration::from_millis(gap));
+        std::thread::sleep(schedule.gap());
         if started.elapsed() >= config.duration {
             return faults;
         }
-        let plan = faults::draw(&mut rng, &config.kinds);
+        let plan = schedule.fault();
         let fault = one_fault(cluster, records, &plan, started, config, ids);
         let failed = fault.recovery.is_none();
         if failed {
