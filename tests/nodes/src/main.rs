@@ -38,6 +38,8 @@
 //!   `lock refused: <why>`), holds it for `LOCK_SECS` seconds (default: until Stop), prints
 //!   `released`, then waits for Stop.
 //!
+//! - `chaos-source`, `chaos-sink`: the ends of the chaos soak's chain (see [`chaos`]).
+//!
 //! With `PRINT_EXE` set, any mode first prints `exe=<path of the running executable>` (binary
 //! distribution tests check which copy a daemon ran).
 
@@ -47,6 +49,8 @@ use std::{
 };
 
 use adora_node_api::{AdoraNode, Data, Event, MetadataParameters, Parameter};
+
+mod chaos;
 
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -124,6 +128,8 @@ fn main() -> Result {
         "arrow-send" => arrow_send(),
         "seq-sink" => seq_sink(),
         "lock" => lock(),
+        "chaos-source" => chaos::source(),
+        "chaos-sink" => chaos::sink(),
         other => Err(format!("unknown MODE `{other}`").into()),
     }
 }
