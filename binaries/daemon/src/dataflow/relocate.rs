@@ -221,6 +221,11 @@ impl Dataflow {
                  stopping the old instance anyway"
             );
         }
+        self.stop_leaving(node, events, config);
+    }
+
+    /// Sends a leaving instance `Stop`; after the stop grace, SIGTERM then SIGKILL.
+    fn stop_leaving(&mut self, node: &NodeId, events: &mpsc::Sender<Event>, config: &DaemonConfig) {
         self.routing.push_stop(node);
         let evict = Event::Move(MoveStep::EvictNode {
             dataflow: self.spec.id,
@@ -246,13 +251,7 @@ impl Dataflow {
         self.relink(true, events);
         let running = self.nodes.get(node).is_some_and(|rt| rt.running);
         if running {
-            self.routing.push_stop(node);
-            let evict = Event::Move(MoveStep::EvictNode {
-                dataflow: self.spec.id,
-                node: node.clone(),
-                step: Escalation::Terminate,
-            });
-            self.schedule(events, config.stop_grace, evict);
+            self.stop_leaving(node, events, config);
         } else {
             self.try_finish_leaving(node, events);
         }
