@@ -403,10 +403,7 @@ impl Dataflow {
 
     /// A muted node's message: dropped (a shared sample goes back to the node's pool).
     pub(super) fn drop_muted(&mut self, node: &NodeId, metadata: Metadata, data: DataRef) {
-        tracing::info!(
-            "TEMP muted `{node}`: dropped a message of {} bytes",
-            data.len()
-        );
+        tracing::debug!("node `{node}` is muted: dropped its message");
         self.routing.discard_output(node, metadata, data);
     }
 }
