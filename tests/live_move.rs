@@ -354,7 +354,7 @@ fn a_label_placed_relay_moves_live_between_hosts() {
     // Every message of both moves' windows arrived (checked above). Over the whole run, and
     // around the failed move, a message is printed missing in about one run in five, on the
     // link from the sender's daemon to the relay's while another daemon's link to the sender's
-    // opens or closes (counted there as a `link` drop): an open issue (see the CHANGELOG).
+    // opens or closes (a gap in the relay's input sequence): an open issue (see the CHANGELOG).
     let done = out
         .lines()
         .find(|l| l.contains("seq-sink done"))
