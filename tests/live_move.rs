@@ -341,6 +341,15 @@ fn a_label_placed_relay_moves_live_between_hosts() {
         let out = std::fs::read_to_string(&stdout).unwrap();
         let missing = missing_in(&out, failed_from - 1000, failed_to + 1000);
         println!("failed move: messages {missing:?} never arrived");
+        // What the relay's daemon counted as missing between machines so far (heartbeats).
+        std::thread::sleep(Duration::from_secs(6));
+        let mut info = coordinator.cli();
+        info.args(["node", "info", "move", "relay", "--json"]);
+        let info = run_with_timeout(info, TIMEOUT);
+        let counted = serde_json::from_str::<serde_json::Value>(&info.stdout)
+            .map(|v| v["remote_dropped"].clone())
+            .unwrap_or_default();
+        println!("relay: missing between machines (counted): {counted}");
     }
     // The dataflow never stopped: it runs to its end with every message, and the sink's input
     // closed only after the last one (no `InputClosed` from a move).

@@ -23,8 +23,8 @@ use crate::{common::Timestamp, coordinator_to_daemon::SpawnDataflow};
 /// inputs excepted), the send timestamp of the last message queued for the new instance when
 /// its outputs began to flow (`Switch`). The new instance's outputs of messages up to the cut
 /// may have been dropped (it was muted), so the old one handles every message up to the cut and
-/// none after it: nothing is lost, and only a message in the new instance's hands at `Switch`
-/// can be delivered twice. Empty when the new instance had no message yet, or from a daemon
+/// none after it: nothing is lost, and only the messages still queued for the new instance at
+/// `Switch` (handled by it after the switch) can be delivered twice. Empty when the new instance had no message yet, or from a daemon
 /// that predates cuts: the old instance is then muted at `Leave`.
 pub type Cut = BTreeMap<DataId, Timestamp>;
 
