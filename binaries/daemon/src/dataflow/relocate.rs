@@ -216,9 +216,19 @@ impl Dataflow {
             return self.schedule(events, CUT_POLL, check);
         }
         if !complete {
+            let missing: Vec<String> = self
+                .routing
+                .cut_missing(node)
+                .iter()
+                .map(|(input, cut, seen)| match seen {
+                    Some(seen) => format!("`{input}` cut at {cut}, latest seen {seen}"),
+                    None => format!("`{input}` cut at {cut}, nothing seen since"),
+                })
+                .collect();
             tracing::warn!(
-                "node `{node}`: not every input reached the cut within {CUT_PATIENCE:?}; \
-                 stopping the old instance anyway"
+                "node `{node}`: not every input reached the cut within {CUT_PATIENCE:?} ({}); \
+                 stopping the old instance anyway",
+                missing.join(", ")
             );
         }
         self.stop_leaving(node, events, config);

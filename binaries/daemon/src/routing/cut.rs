@@ -19,6 +19,8 @@ pub(super) enum CutState {
     Filtering {
         cut: Cut,
         complete: BTreeSet<DataId>,
+        /// The latest message seen per input since the cut was applied (for the log).
+        seen: Cut,
     },
 }
 
@@ -34,10 +36,15 @@ impl CutState {
             }
             // The new instance's timers tick on its own daemon.
             CutState::Filtering { .. } if timer => false,
-            CutState::Filtering { cut, complete } => match cut.get(input) {
+            CutState::Filtering {
+                cut,
+                complete,
+                seen,
+            } => match cut.get(input) {
                 // The new instance had nothing on this input yet: it may lack any of them.
                 None => true,
                 Some(last) => {
+                    seen.insert(input.clone(), stamp);
                     if stamp >= *last {
                         complete.insert(input.clone());
                     }
@@ -70,6 +77,7 @@ impl Routing {
             state.cut = Some(CutState::Filtering {
                 cut,
                 complete: BTreeSet::new(),
+                seen: Cut::new(),
             });
         }
     }
@@ -77,9 +85,26 @@ impl Routing {
     /// True when every input of `node`'s cut reached it (or it has no cut).
     pub fn cut_complete(&self, node: &NodeId) -> bool {
         match self.nodes.get(node).and_then(|s| s.cut.as_ref()) {
-            Some(CutState::Filtering { cut, complete }) => complete.len() >= cut.len(),
+            Some(CutState::Filtering { cut, complete, .. }) => complete.len() >= cut.len(),
             _ => true,
         }
+    }
+
+    /// The inputs of `node` that have not reached the cut: the cut, and the latest message
+    /// seen since it was applied.
+    pub fn cut_missing(&self, node: &NodeId) -> Vec<(DataId, Timestamp, Option<Timestamp>)> {
+        let Some(CutState::Filtering {
+            cut,
+            complete,
+            seen,
+        }) = self.nodes.get(node).and_then(|s| s.cut.as_ref())
+        else {
+            return Vec::new();
+        };
+        cut.iter()
+            .filter(|(input, _)| !complete.contains(*input))
+            .map(|(input, at)| (input.clone(), *at, seen.get(input).copied()))
+            .collect()
     }
 }
 
@@ -103,6 +128,7 @@ mod tests {
         let mut leaving = CutState::Filtering {
             cut,
             complete: BTreeSet::new(),
+            seen: Cut::new(),
         };
         assert!(
             !leaving.admit(&"tick".into(), stamps[0], true),
