@@ -305,9 +305,19 @@ pub fn nodes_of(daemons: &[u32]) -> Vec<u32> {
 
 /// Pids of live processes whose environment (`/proc/<pid>/environ`) matches.
 fn environs(matches: impl Fn(&[u8]) -> bool) -> Vec<u32> {
-    let mut pids = Vec::new();
+    live_environs()
+        .into_iter()
+        .filter(|(_, env)| matches(env))
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// Every live process with its environment (`/proc/<pid>/environ`: `NAME=value` entries
+/// separated by NUL bytes), where it can be read.
+pub fn live_environs() -> Vec<(u32, Vec<u8>)> {
+    let mut found = Vec::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return pids;
+        return found;
     };
     for entry in entries.flatten() {
         let Some(pid) = entry
@@ -320,11 +330,11 @@ fn environs(matches: impl Fn(&[u8]) -> bool) -> Vec<u32> {
         let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
             continue;
         };
-        if matches(&env) && process_alive(pid) {
-            pids.push(pid);
+        if process_alive(pid) {
+            found.push((pid, env));
         }
     }
-    pids
+    found
 }
 
 /// Names of shared-memory segments in `/dev/shm` starting with `prefix`.

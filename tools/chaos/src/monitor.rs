@@ -232,22 +232,9 @@ fn count_drops(seen: &mut Seen, nodes: &[serde_json::Value]) {
 pub fn node_instances(run_tag: &str) -> BTreeMap<String, Vec<u32>> {
     let run = format!("CHAOS_RUN={run_tag}");
     let mut found: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
+    for (pid, env) in adora_test_support::live_environs() {
         let vars: Vec<&[u8]> = env.split(|b| *b == 0).collect();
-        if !vars.contains(&run.as_bytes()) || !adora_test_support::process_alive(pid) {
+        if !vars.contains(&run.as_bytes()) {
             continue;
         }
         let node = vars
