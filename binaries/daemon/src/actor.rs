@@ -126,6 +126,7 @@ impl Daemon {
             socket: &self.socket,
             events: &self.events_tx,
             tasks: &self.tasks,
+            taps: &self.taps,
         }
     }
 
@@ -225,6 +226,9 @@ impl Daemon {
             } => self.with(dataflow, |df, _| {
                 df.send_output(&node, &output, metadata, data)
             }),
+            event @ (Event::SendOutputDirect { .. } | Event::LaneEvicted { .. }) => {
+                self.lane_event(event)
+            }
             Event::CloseOutputs {
                 dataflow,
                 node,

@@ -108,6 +108,8 @@ pub(crate) struct Launch<'a> {
     pub events: &'a mpsc::Sender<Event>,
     /// The owner of the dataflow's tasks.
     pub tasks: &'a Tasks,
+    /// The daemon's taps (an output watched from the start gets no lanes).
+    pub taps: &'a crate::tap::Taps,
 }
 
 /// Prefix of every shared-memory segment this daemon's part of a dataflow creates; the daemon

@@ -37,6 +37,21 @@ pub(crate) enum Event {
         metadata: Metadata,
         data: adora_message::DataRef,
     },
+    /// A node sent a message that the lanes of `served` took (see `routing/lanes.rs`).
+    SendOutputDirect {
+        dataflow: Uuid,
+        node: NodeId,
+        output: DataId,
+        metadata: Metadata,
+        data: adora_message::DataRef,
+        served: Vec<(NodeId, DataId)>,
+    },
+    /// A full lane of `receiver` dropped entries referring to these shared samples.
+    LaneEvicted {
+        dataflow: Uuid,
+        receiver: NodeId,
+        tokens: Vec<u64>,
+    },
     /// A node will not send on these outputs again.
     CloseOutputs {
         dataflow: Uuid,
@@ -148,6 +163,8 @@ impl Event {
         match self {
             Event::Register { .. } => "register",
             Event::SendOutput { .. } => "send_output",
+            Event::SendOutputDirect { .. } => "send_output_direct",
+            Event::LaneEvicted { .. } => "lane_evicted",
             Event::CloseOutputs { .. } => "close_outputs",
             Event::DroppedSamples { .. } => "dropped_samples",
             Event::NextEvents { .. } => "next_events",
@@ -238,6 +255,26 @@ pub(crate) fn request_event(dataflow: Uuid, node: &NodeId, request: NodeRequest)
             output,
             metadata,
             data,
+        },
+        NodeRequest::SendOutputDirect {
+            output,
+            metadata,
+            data,
+            served,
+        } => Event::SendOutputDirect {
+            dataflow,
+            node,
+            output,
+            metadata,
+            data,
+            served,
+        },
+        NodeRequest::LaneEvicted {
+            receiver, tokens, ..
+        } => Event::LaneEvicted {
+            dataflow,
+            receiver,
+            tokens,
         },
         NodeRequest::CloseOutputs(outputs) => Event::CloseOutputs {
             dataflow,

@@ -13,7 +13,7 @@ use adora_core::{descriptor::InputSource, DataId, Descriptor, NodeId};
 use adora_message::{
     daemon_to_node::{DaemonReply, NodeEvent},
     stats::RemoteDropReason,
-    DataRef, Metadata,
+    DataRef,
 };
 use tokio::sync::oneshot;
 
@@ -63,6 +63,8 @@ struct NodeRouting {
     remote_dropped: BTreeMap<(DataId, RemoteDropReason), u64>,
     /// In a move: the cut recorded (arriving) or applied (leaving), see [`cut`].
     cut: Option<cut::CutState>,
+    /// Shared samples it holds through its lanes (see [`lanes`]).
+    lane_held: lanes::LaneHeld,
 }
 
 impl NodeRouting {
@@ -110,6 +112,8 @@ pub(crate) struct Routing {
     exit_when_nodes_finish: bool,
     /// Senders waiting for room in their receivers' queues (`room.rs`).
     room_waiters: Vec<room::RoomWaiter>,
+    /// The shared-memory lanes of local edges (`lanes.rs`).
+    lanes: lanes::Lanes,
 }
 
 impl Routing {
@@ -170,6 +174,7 @@ impl Routing {
             held_wakes: None,
             exit_when_nodes_finish: descriptor.exit_when_nodes_finish.unwrap_or(false),
             room_waiters: Vec::new(),
+            lanes: lanes::Lanes::default(),
         }
     }
 
@@ -181,158 +186,6 @@ impl Routing {
     fn next_seq(&mut self) -> u64 {
         self.seq += 1;
         self.seq
-    }
-
-    /// Routes a node output to every receiver's queue.
-    pub fn send_output(
-        &mut self,
-        sender: &NodeId,
-        output: &DataId,
-        metadata: Metadata,
-        data: DataRef,
-    ) {
-        self.route(sender, output, metadata, data, false);
-    }
-
-    /// Routes a message of a node on another machine (its payload, if shared, is in the
-    /// daemon's own pool) to every local receiver's queue.
-    pub fn send_remote_output(
-        &mut self,
-        sender: &NodeId,
-        output: &DataId,
-        metadata: Metadata,
-        data: DataRef,
-    ) {
-        self.route(sender, output, metadata, data, true);
-    }
-
-    fn route(
-        &mut self,
-        sender: &NodeId,
-        output: &DataId,
-        metadata: Metadata,
-        data: DataRef,
-        from_remote: bool,
-    ) {
-        let Some(state) = self.nodes.get_mut(sender) else {
-            return;
-        };
-        if !state.open_outputs.contains(output) {
-            tracing::warn!(
-                "node `{sender}` sent on undeclared or closed output `{output}`; dropped"
-            );
-            if let DataRef::Shared(s) = &data {
-                self.samples.insert(
-                    s.token,
-                    SampleState {
-                        owner: sender.clone(),
-                        os_id: s.os_id.clone(),
-                        refs: 1,
-                        orphaned: false,
-                        daemon_owned: from_remote,
-                    },
-                );
-                self.release_ref(s.token);
-            }
-            return;
-        }
-        state.sent += 1;
-        // An `Arc` clone, so that the routing table is not borrowed while queues change.
-        let receivers = state.routes.get(output).cloned();
-        self.deliver_to(
-            receivers.as_deref().unwrap_or(&[]),
-            metadata,
-            data,
-            (!from_remote).then_some(sender),
-        );
-    }
-
-    /// Delivers a timer tick to every input subscribed to `interval`.
-    pub fn timer_tick(&mut self, interval: std::time::Duration, metadata: Metadata) {
-        let receivers = self.timers.get(&interval).cloned();
-        let receivers = receivers.as_deref().unwrap_or(&[]);
-        self.deliver_to(receivers, metadata, DataRef::Inline(Vec::new()), None);
-    }
-
-    /// Queues a message for `receivers`; `owner` is the local node whose pool holds a shared
-    /// payload (`None`: the daemon's own pool).
-    fn deliver_to(
-        &mut self,
-        receivers: &[Receiver],
-        metadata: Metadata,
-        data: DataRef,
-        owner: Option<&NodeId>,
-    ) {
-        let token = match &data {
-            DataRef::Shared(s) => {
-                let daemon_owned = owner.is_none();
-                let owner = owner.cloned().unwrap_or_else(|| NodeId::from("adora"));
-                // One extra reference held while fanning out, released below.
-                self.samples.insert(
-                    s.token,
-                    SampleState {
-                        owner,
-                        os_id: s.os_id.clone(),
-                        refs: 1,
-                        orphaned: false,
-                        daemon_owned,
-                    },
-                );
-                Some(s.token)
-            }
-            DataRef::Inline(_) => None,
-        };
-        let mut evicted = Vec::new();
-        let stamp = metadata.timestamp;
-        // The message is moved into the last receiver's queue and cloned for the others.
-        let mut message = Some((metadata, data));
-        for (i, (node, input)) in receivers.iter().enumerate() {
-            let seq = self.next_seq();
-            let Some(state) = self.nodes.get_mut(node) else {
-                continue;
-            };
-            if state.exited || !state.open_inputs.contains(input) {
-                continue;
-            }
-            let Some(queue) = state.queues.get_mut(input) else {
-                continue;
-            };
-            let timer = state.timer_inputs.contains(input);
-            if !state
-                .cut
-                .as_mut()
-                .is_none_or(|c| c.admit(input, stamp, timer))
-            {
-                continue;
-            }
-            let (metadata, data) = if i + 1 == receivers.len() {
-                message.take()
-            } else {
-                message.clone()
-            }
-            .expect("the message is only moved out for the last receiver");
-            let event = NodeEvent::Input {
-                id: input.clone(),
-                metadata,
-                data,
-            };
-            if let Some(deadline) = state.deadlines.get_mut(input) {
-                deadline.last = std::time::Instant::now();
-            }
-            if let Some(old) = queue.push(Queued { seq, event }) {
-                evicted.push(old);
-            }
-            if let Some(sample) = token.and_then(|t| self.samples.get_mut(&t)) {
-                sample.refs += 1;
-            }
-            self.wake(node);
-        }
-        for old in evicted {
-            self.release_event(old.event);
-        }
-        if let Some(t) = token {
-            self.release_ref(t);
-        }
     }
 
     /// A node asks for its next events.
@@ -523,6 +376,7 @@ impl Routing {
             self.release_event(q.event);
         }
         self.release_held(held);
+        self.end_lane_instance(node, true);
         self.answer_room_waiters();
         // Samples this node owns that are still in flight are unlinked by their last release
         // (`release_ref` checks `exited`).
@@ -544,6 +398,7 @@ impl Routing {
             }
         }
         self.release_held(held);
+        self.end_lane_instance(node, false);
     }
 
     /// Tells every local receiver of `node`'s outputs about it (`make` gets the receiver's inputs
@@ -583,7 +438,10 @@ mod counters;
 mod cut;
 pub use counters::NodeCounters;
 mod deadlines;
+mod deliver;
 mod finish;
+mod lanes;
+pub(crate) use lanes::lanes_enabled;
 mod locality;
 mod room;
 mod samples;

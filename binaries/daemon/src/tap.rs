@@ -94,7 +94,8 @@ impl Tap {
             .clone()
     }
 
-    fn wants(&self, dataflow: Uuid, node: &NodeId, output: &DataId) -> bool {
+    /// Whether the tap copies `node/output` of `dataflow`.
+    pub fn wants(&self, dataflow: Uuid, node: &NodeId, output: &DataId) -> bool {
         self.dataflow == dataflow
             && self
                 .outputs

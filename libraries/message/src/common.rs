@@ -127,4 +127,84 @@ pub struct NodeConfig {
     /// `ADORA_RUNTIME_TYPE_CHECK=warn|error` the node API checks what it sends against them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub output_types: BTreeMap<DataId, String>,
+    /// The shared-memory lanes of the node's local edges: messages on them go from node to node
+    /// without the daemon. Absent: everything goes through the daemon.
+    #[serde(default, skip_serializing_if = "NodeLanes::is_empty")]
+    pub lanes: NodeLanes,
+}
+
+/// A node's lanes (see `adora_shm::Lane`): the inputs it reads from lanes and the lanes its
+/// outputs write to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeLanes {
+    /// Input → the lane it reads.
+    #[serde(default)]
+    pub inputs: BTreeMap<DataId, InputLaneRef>,
+    /// The FIFO the node sleeps on while it waits for its lanes (set when it has input lanes).
+    #[serde(default)]
+    pub bell: Option<PathBuf>,
+    /// Output → the lanes of its local receivers.
+    #[serde(default)]
+    pub outputs: BTreeMap<DataId, OutputLanes>,
+}
+
+impl NodeLanes {
+    /// Whether the node has no lane at all.
+    pub fn is_empty(&self) -> bool {
+        self.inputs.is_empty() && self.outputs.is_empty()
+    }
+}
+
+/// The lanes of one output.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OutputLanes {
+    /// One lane per local receiving input.
+    pub lanes: Vec<LaneRef>,
+    /// The daemon needs every message too (receivers on other machines): send it
+    /// `SendOutputDirect` as well.
+    #[serde(default)]
+    pub daemon_copy: bool,
+}
+
+/// The lane of one input: its name and the node that writes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputLaneRef {
+    /// The lane's shared-memory name.
+    pub lane: String,
+    /// The sending node.
+    pub sender: NodeId,
+}
+
+/// One lane of an output: the receiving input, the lane's name and the receiver's bell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaneRef {
+    /// The receiving node.
+    pub receiver: NodeId,
+    /// Its input.
+    pub input: DataId,
+    /// The lane's shared-memory name.
+    pub lane: String,
+    /// The receiver's bell.
+    pub bell: PathBuf,
+}
+
+/// What a lane entry holds: a message's metadata and payload (the input is the lane's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaneEntry {
+    /// Metadata with the send timestamp.
+    pub metadata: Metadata,
+    /// Payload: inline bytes or a shared sample.
+    pub data: DataRef,
+}
+
+impl LaneEntry {
+    /// The entry's bytes in a lane.
+    pub fn encode(&self) -> Result<Vec<u8>, bincode::Error> {
+        bincode::serialize(self)
+    }
+
+    /// An entry read from a lane.
+    pub fn decode(bytes: &[u8]) -> Result<LaneEntry, bincode::Error> {
+        bincode::deserialize(bytes)
+    }
 }

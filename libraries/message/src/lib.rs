@@ -33,11 +33,15 @@ pub mod relocation;
 pub mod stats;
 pub mod tap;
 
-pub use common::{DataRef, Metadata, NodeConfig, Parameter, SegmentFile, SharedRef, Timestamp};
+pub use common::{
+    DataRef, InputLaneRef, LaneEntry, LaneRef, Metadata, NodeConfig, NodeLanes, OutputLanes,
+    Parameter, SegmentFile, SharedRef, Timestamp,
+};
 
 /// Version of the node ↔ daemon protocol; a node built against another version is rejected at
-/// registration with a clear message.
-pub const NODE_PROTOCOL_VERSION: u32 = 3;
+/// registration with a clear message. Version 4: lanes (`NodeConfig::lanes`, `SendOutputDirect`,
+/// `LaneEvicted`); a node of version 3 would not read its lanes.
+pub const NODE_PROTOCOL_VERSION: u32 = 4;
 
 /// The version of Adora this crate belongs to: the package version, plus the suffix in the
 /// environment variable `ADORA_VERSION_SUFFIX` when it was set at build time (see `build.rs`).

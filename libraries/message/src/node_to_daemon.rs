@@ -81,4 +81,29 @@ pub enum NodeRequest {
         /// The output about to be sent on.
         output: DataId,
     },
+    /// An output sent straight into the lanes of the receivers in `served` (control channel, no
+    /// reply): the daemon routes it to the output's other receivers (other machines, taps, local
+    /// receivers whose lane it closed) and counts a shared payload as held by `served` until
+    /// they report it dropped. A message every lane took and that has no shared payload and no
+    /// receiver elsewhere is not sent to the daemon at all.
+    SendOutputDirect {
+        /// Output id.
+        output: DataId,
+        /// Metadata with the send timestamp.
+        metadata: Metadata,
+        /// Payload.
+        data: DataRef,
+        /// The (node, input) lanes that took it.
+        served: Vec<(NodeId, DataId)>,
+    },
+    /// A full lane dropped its oldest entries, which referred to these shared samples (control
+    /// channel, no reply): the receiver will never hold them.
+    LaneEvicted {
+        /// The receiving node.
+        receiver: NodeId,
+        /// Its input.
+        input: DataId,
+        /// The samples' tokens.
+        tokens: Vec<u64>,
+    },
 }

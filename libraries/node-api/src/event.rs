@@ -18,7 +18,7 @@ use adora_message::{
 use adora_shm::{FileId, RegionCache, SharedSlice};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use crate::{data::Data, drops::DropReports};
+use crate::{data::Data, drops::DropReports, lanes::InputLanes};
 
 /// Read buffer of the events connection (a batch of inline events usually fits).
 const READ_BUFFER: usize = 64 * 1024;
@@ -75,21 +75,39 @@ pub struct EventStream {
     regions: RegionCache,
     buf: Vec<u8>,
     ended: bool,
-    /// A `NextEvents` request was sent and its reply not read yet (a wait that timed out).
+    /// A `NextEvents` request was sent and its reply not read yet (a wait that timed out, or
+    /// events that came from the lanes meanwhile).
     requested: bool,
+    /// The lanes of its local inputs (see `lanes.rs`).
+    lanes: InputLanes,
+}
+
+/// What ended a wait for events.
+enum Woken {
+    /// The daemon's reply can be read.
+    Reply,
+    /// A lane has entries (or the bell rang).
+    Lanes,
+    /// The deadline passed.
+    Timeout,
 }
 
 impl EventStream {
-    pub(crate) fn new(stream: UnixStream, drops: Arc<DropReports>) -> Self {
+    pub(crate) fn new(
+        stream: UnixStream,
+        drops: Arc<DropReports>,
+        (lanes, errors): (InputLanes, Vec<NodeEvent>),
+    ) -> Self {
         Self {
             stream: BufReader::with_capacity(READ_BUFFER, stream),
             drops,
-            buffered: VecDeque::new(),
+            buffered: errors.into(),
             drop_counts: BTreeMap::new(),
             regions: RegionCache::new(),
             buf: Vec::new(),
             ended: false,
             requested: false,
+            lanes,
         }
     }
 
@@ -120,6 +138,9 @@ impl EventStream {
             if let Some(event) = self.buffered.pop_front() {
                 return Some(self.convert(event));
             }
+            if self.lanes.take(&mut self.buffered, &self.drops) > 0 {
+                continue;
+            }
             if self.ended {
                 return None;
             }
@@ -127,18 +148,69 @@ impl EventStream {
                 self.request();
                 continue; // a failed request ended the stream
             }
-            if let Some(deadline) = deadline {
-                if !self.reply_ready(deadline) {
-                    return None;
-                }
+            match self.wait(deadline) {
+                Woken::Reply => self.read_reply(),
+                Woken::Lanes => {}
+                Woken::Timeout => return None,
             }
-            self.read_reply();
         }
     }
 
-    /// How many messages the daemon dropped on `input` because its queue was full (oldest first).
+    /// Waits for the daemon's reply or an entry in a lane, until `deadline`.
+    fn wait(&mut self, deadline: Option<Instant>) -> Woken {
+        if !self.stream.buffer().is_empty() {
+            return Woken::Reply;
+        }
+        if self.lanes.bell().is_none() {
+            return match deadline {
+                None => Woken::Reply, // block in the read
+                Some(d) if self.reply_ready(d) => Woken::Reply,
+                Some(_) => Woken::Timeout,
+            };
+        }
+        if !self.lanes.prepare_sleep() {
+            return Woken::Lanes;
+        }
+        let woken = self.poll_both(deadline);
+        self.lanes.woke();
+        woken
+    }
+
+    /// Sleeps on the events connection and the bell.
+    fn poll_both(&self, deadline: Option<Instant>) -> Woken {
+        let Some(bell) = self.lanes.bell() else {
+            return Woken::Reply;
+        };
+        loop {
+            let timeout = match deadline {
+                None => PollTimeout::NONE,
+                Some(d) => poll_timeout(d.saturating_duration_since(Instant::now())),
+            };
+            let mut fds = [
+                PollFd::new(self.stream.get_ref().as_fd(), PollFlags::POLLIN),
+                PollFd::new(bell.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, timeout) {
+                Ok(0) => return Woken::Timeout,
+                Ok(_) => {
+                    let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
+                    return if ready(&fds[0]) {
+                        Woken::Reply
+                    } else {
+                        Woken::Lanes
+                    };
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                // Reading reports what is wrong with the socket.
+                Err(_) => return Woken::Reply,
+            }
+        }
+    }
+
+    /// How many messages were dropped on `input` because its queue was full (oldest first): its
+    /// lane's count plus the daemon's (an input may switch from its lane to the daemon's path).
     pub fn drop_count(&self, input: &DataId) -> u64 {
-        self.drop_counts.get(input).copied().unwrap_or(0)
+        self.drop_counts.get(input).copied().unwrap_or(0) + self.lanes.dropped(input)
     }
 
     /// Asks the daemon for the next events (the reply is read by [`Self::read_reply`]).
@@ -164,10 +236,7 @@ impl EventStream {
         }
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            // Rounded up: a wait of 0.3 ms must not become a busy poll of 0 ms.
-            let millis = left.as_micros().div_ceil(1000);
-            let timeout = PollTimeout::try_from(millis.min(i32::MAX as u128) as i32)
-                .unwrap_or(PollTimeout::MAX);
+            let timeout = poll_timeout(left);
             let mut fds = [PollFd::new(
                 self.stream.get_ref().as_fd(),
                 PollFlags::POLLIN,
@@ -183,9 +252,11 @@ impl EventStream {
         }
     }
 
-    /// Reads the reply to the outstanding request.
+    /// Reads the reply to the outstanding request. What the lanes queued comes first: it was
+    /// sent before anything the daemon delivers now.
     fn read_reply(&mut self) {
         let reply = read_frame::<DaemonReply>(&mut self.stream, &mut self.buf);
+        self.lanes.take(&mut self.buffered, &self.drops);
         self.requested = false;
         self.fetched(reply);
         self.drops.stop_waiting(self.ended);
@@ -270,6 +341,12 @@ impl EventStream {
             },
         }
     }
+}
+
+/// A poll timeout for `left`, rounded up: a wait of 0.3 ms must not become a busy poll of 0 ms.
+fn poll_timeout(left: Duration) -> PollTimeout {
+    let millis = left.as_micros().div_ceil(1000);
+    PollTimeout::try_from(millis.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
 }
 
 impl Drop for EventStream {

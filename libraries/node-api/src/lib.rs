@@ -28,6 +28,7 @@ mod data;
 mod drops;
 mod error;
 mod event;
+mod lanes;
 mod node;
 mod type_check;
 mod update_lock;

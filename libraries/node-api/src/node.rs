@@ -23,6 +23,7 @@ use crate::{
     drops::{ControlChannel, DropReports},
     error::NodeError,
     event::EventStream,
+    lanes::{InputLanes, OutputLanes},
     type_check::TypeCheck,
 };
 
@@ -38,6 +39,8 @@ pub struct AdoraNode {
     hlc: uhlc::HLC,
     drops_thread: Option<thread::JoinHandle<()>>,
     types: TypeCheck,
+    /// The lanes of its outputs to local receivers.
+    lanes: OutputLanes,
 }
 
 fn connect(config: &NodeConfig, channel: Channel) -> Result<UnixStream, NodeError> {
@@ -118,8 +121,15 @@ impl AdoraNode {
                 .spawn(move || receive_freed_samples(drops, &pool))
                 .map_err(|e| NodeError::Protocol(format!("cannot spawn thread: {e}")))?
         };
-        let stream = EventStream::new(events, Arc::new(DropReports::new(control.clone())));
+        let mut errors = Vec::new();
+        let input_lanes = InputLanes::open(&config.lanes, &mut errors);
+        let stream = EventStream::new(
+            events,
+            Arc::new(DropReports::new(control.clone())),
+            (input_lanes, errors),
+        );
         let node = AdoraNode {
+            lanes: OutputLanes::open(&config.lanes),
             outputs: config.outputs.iter().cloned().collect(),
             config,
             control,
@@ -263,6 +273,9 @@ impl AdoraNode {
             timestamp: self.hlc.new_timestamp(),
             type_info,
             parameters,
+        };
+        let Some((metadata, data)) = self.lanes.send(&self.control, output, metadata, data)? else {
+            return Ok(());
         };
         self.control.send(&NodeRequest::SendOutput {
             output: output.clone(),

@@ -55,10 +55,12 @@
 //! This is the only Adora crate allowed to contain `unsafe`; every block carries a `SAFETY` note.
 
 mod cache;
+mod lane;
 mod pool;
 mod region;
 
 pub use cache::{RegionCache, SharedSlice, REGION_CACHE_CAPACITY};
+pub use lane::{Bell, Entry, Lane, LaneCounters, Pushed, LANE_MAX_SLOTS, LANE_SLOT_BYTES};
 pub use pool::{
     SampleHandle, SampleMut, SamplePool, SampleToken, MAX_CREATE_ATTEMPTS, MAX_FREE_BYTES,
     MAX_FREE_REGIONS, MAX_REUSE_OVERSIZE, REGION_SIZE_GRANULE,

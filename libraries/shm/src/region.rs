@@ -1,7 +1,7 @@
 //! One mapped POSIX shared-memory segment, and the name-level operations on segments
 //! (unlink, list) that do not need a mapping.
 
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::PathBuf;
 
 use nix::errno::Errno;
@@ -143,7 +143,7 @@ pub fn unlink(os_id: &str) -> Result<()> {
     unlink_existing(canonical_os_id(os_id)?).map(|_| ())
 }
 
-/// The os_ids (canonical, without leading '/') of all segments whose name starts with `prefix`,
+/// The os_ids (canonical, without leading '/') of all segments (and bells) whose name starts with `prefix`,
 /// sorted. A leading '/' in `prefix` is ignored, like in os_ids.
 pub fn list_segments(prefix: &str) -> Result<Vec<String>> {
     let prefix = prefix.trim_start_matches('/');
@@ -154,7 +154,9 @@ pub fn list_segments(prefix: &str) -> Result<Vec<String>> {
         let Ok(name) = entry.file_name().into_string() else {
             continue; // not produced by Adora: os_ids are UTF-8
         };
-        if name.starts_with(prefix) && entry.file_type().is_ok_and(|t| t.is_file()) {
+        // Segments are files; a lane's bell is a FIFO named like them (`lane.rs`).
+        let ours = |t: std::fs::FileType| t.is_file() || t.is_fifo();
+        if name.starts_with(prefix) && entry.file_type().is_ok_and(ours) {
             names.push(name);
         }
     }

@@ -3,8 +3,13 @@
 //! - `shm-send`: sends a 4 MiB sample on `data`, waits until every receiver dropped it, sends a
 //!   second one (which must reuse the first sample's shared memory), prints the segment names.
 //! - `recv`: prints one line per input message (length, segment name, whether the bytes are right)
-//!   and, at the end, how many messages arrived and how many the queue dropped. `SLEEP_MS` slows it.
-//! - `flood`: sends `COUNT` sequence numbers on `data` as fast as possible.
+//!   and, at the end, how many messages arrived and how many the queue dropped. `SLEEP_MS` slows it;
+//!   `PRINT_LANES=1` first prints `lanes=true|false` (whether its configuration names lanes).
+//! - `flood`: sends `COUNT` sequence numbers on `data` as fast as possible (`SIZE`: padded to that
+//!   many bytes, in shared memory from 4 KiB on). With `WAIT_RELEASED=1` it then waits until
+//!   every receiver released its shared samples and prints `flood released`.
+//! - `hold`: keeps every message it receives (never drops one); after `COUNT` it prints
+//!   `holding N` and kills itself with SIGKILL, still holding them.
 //! - `fail`: prints to stderr and exits with `EXIT_CODE` (default 3).
 //! - `idle`: waits for Stop.
 //! - `spin`: keeps one core busy on a helper thread until Stop; every input it receives is sent
@@ -76,6 +81,7 @@ fn main() -> Result {
         "shm-send" => shm_send(),
         "recv" => recv(),
         "flood" => flood(),
+        "hold" => hold(),
         "fail" => {
             eprintln!("test-node: simulated failure");
             std::process::exit(env_u64("EXIT_CODE", 3) as i32);
@@ -171,6 +177,11 @@ fn check(data: &Data, round: u8) -> bool {
 
 fn recv() -> Result {
     let (_node, mut events) = AdoraNode::init_from_env()?;
+    if env_u64("PRINT_LANES", 0) == 1 {
+        // Whether the daemon gave this node shared-memory lanes (names contain `~lane-`).
+        let config = std::env::var("ADORA_NODE_CONFIG").unwrap_or_default();
+        println!("lanes={}", config.contains("~lane-"));
+    }
     let sleep = Duration::from_millis(env_u64("SLEEP_MS", 0));
     let mut received = 0u64;
     let mut inputs = Vec::new();
@@ -182,18 +193,15 @@ fn recv() -> Result {
                 if !inputs.contains(&id) {
                     inputs.push(id.clone());
                 }
-                if data.len() >= 4096 {
-                    let round = match metadata.parameters.get("round") {
-                        Some(Parameter::Integer(r)) => *r as u8,
-                        _ => 0,
-                    };
+                if let Some(Parameter::Integer(round)) = metadata.parameters.get("round") {
+                    let round = *round as u8;
                     println!(
                         "recv input={id} len={} shm={} ok={}",
                         data.len(),
                         data.shared_memory_id().unwrap_or("inline"),
                         check(&data, round)
                     );
-                } else if data.len() == 8 {
+                } else if data.len() >= 8 {
                     let seq = u64::from_le_bytes(data[..8].try_into()?);
                     last_seq = Some(seq);
                 }
@@ -254,7 +262,37 @@ fn flood() -> Result {
         node.send_output(&output, MetadataParameters::new(), &payload)?;
     }
     println!("flood sent={count}");
+    if env_u64("WAIT_RELEASED", 0) == 1 {
+        let started = Instant::now();
+        while node.samples_in_flight() > 0 {
+            if started.elapsed() > Duration::from_secs(30) {
+                return Err(format!(
+                    "receivers still hold {} sample(s) after 30 s",
+                    node.samples_in_flight()
+                )
+                .into());
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        println!("flood released");
+    }
     Ok(())
+}
+
+fn hold() -> Result {
+    let (_node, mut events) = AdoraNode::init_from_env()?;
+    let count = env_u64("COUNT", 1) as usize;
+    let mut held = Vec::new();
+    while let Some(event) = events.recv() {
+        if let Event::Input { data, .. } = event {
+            held.push(data);
+            if held.len() == count {
+                println!("holding {count}");
+                nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL)?;
+            }
+        }
+    }
+    Err("the inputs closed before the node held COUNT messages".into())
 }
 
 fn print_strings() -> Result {

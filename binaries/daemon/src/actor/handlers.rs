@@ -96,6 +96,28 @@ impl Daemon {
         self.with(dataflow, |df, _| df.routing.release_wakes());
     }
 
+    /// What a sender tells the daemon about messages its lanes took (`routing/lanes.rs`).
+    pub(super) fn lane_event(&mut self, event: Event) {
+        match event {
+            Event::SendOutputDirect {
+                dataflow,
+                node,
+                output,
+                metadata,
+                data,
+                served,
+            } => self.with(dataflow, |df, _| {
+                df.send_output_direct(&node, &output, (metadata, data), &served)
+            }),
+            Event::LaneEvicted {
+                dataflow,
+                receiver,
+                tokens,
+            } => self.with(dataflow, |df, _| df.lane_evicted(&receiver, tokens)),
+            _ => {}
+        }
+    }
+
     /// A node's log line or entry, for one of its log outputs (an [`Event::LogLine`]).
     pub(super) fn log_line(&mut self, event: Event) {
         let Event::LogLine {

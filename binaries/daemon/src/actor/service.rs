@@ -394,6 +394,11 @@ impl Daemon {
         service: &Service,
     ) {
         let dataflow = tap.dataflow();
+        // The tapped outputs' messages must pass through the daemon to be copied.
+        if let Some(df) = self.dataflows.get_mut(&dataflow) {
+            df.routing
+                .close_lanes(|node, output| tap.wants(dataflow, node, output));
+        }
         let forward = self.taps.forward(id, tap, rx, service.reports.clone());
         service
             .tasks

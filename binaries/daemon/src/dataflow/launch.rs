@@ -52,6 +52,15 @@ impl Dataflow {
             moves: Default::default(),
             spec,
         };
+        if crate::routing::lanes_enabled() {
+            let taps = launch.taps;
+            let id = dataflow.spec.id;
+            dataflow.routing.open_lanes(
+                &dataflow.spec.descriptor,
+                &shm_prefix(id),
+                |node, output| !taps.matching(id, node, output).is_empty(),
+            );
+        }
         // Only the nodes placed on this daemon; inputs from nodes on other daemons arrive over
         // Zenoh once the daemon's session is attached (`attach_remote`).
         for (id, command) in &commands {
@@ -87,6 +96,7 @@ impl Dataflow {
             shm_prefix: format!("{}{}-", shm_prefix(self.spec.id), node.id),
             daemon_pid: Some(std::process::id()),
             output_types: node.output_types.clone(),
+            lanes: self.routing.node_lanes(&node.id),
         };
         let json =
             serde_json::to_string(&config).expect("NodeConfig serializes: plain strings and ids");

@@ -25,6 +25,37 @@ impl Dataflow {
         self.routing.send_output(node, output, metadata, data);
     }
 
+    /// A local node sent a message that the lanes of `served` took: the rest of its receivers
+    /// (other machines, taps, closed lanes) get it here.
+    pub fn send_output_direct(
+        &mut self,
+        node: &NodeId,
+        output: &DataId,
+        (metadata, data): (Metadata, DataRef),
+        served: &[(NodeId, DataId)],
+    ) {
+        self.touch(node);
+        if self.moves.is_muted(node) {
+            // Lanes close when a move starts; what the lanes took just before still counts
+            // as held by them, but goes nowhere else.
+            tracing::debug!("node `{node}` is muted: its message stays in its lanes");
+            return self.routing.send_output_direct(
+                node,
+                output,
+                (metadata, data),
+                (served, false),
+            );
+        }
+        self.forward_remote(node, output, &metadata, &data);
+        self.routing
+            .send_output_direct(node, output, (metadata, data), (served, true));
+    }
+
+    /// A full lane dropped entries of `receiver` that referred to shared samples.
+    pub fn lane_evicted(&mut self, receiver: &NodeId, tokens: Vec<u64>) {
+        self.routing.lane_evicted(receiver, tokens);
+    }
+
     /// A local node closed some of its outputs, here and on other machines.
     pub fn close_outputs(&mut self, node: &NodeId, outputs: &[DataId]) {
         self.touch(node);

@@ -24,6 +24,13 @@ pub struct NodeCounters {
 impl Routing {
     /// Message counters of every node.
     pub fn counters(&self) -> BTreeMap<NodeId, NodeCounters> {
+        let mut counters = self.daemon_counters();
+        self.add_lane_counters(&mut counters);
+        counters
+    }
+
+    /// What the daemon counted itself (without the lanes).
+    fn daemon_counters(&self) -> BTreeMap<NodeId, NodeCounters> {
         self.nodes
             .iter()
             .filter(|(_, s)| !s.remote)

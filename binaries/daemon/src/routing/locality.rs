@@ -124,7 +124,7 @@ impl Routing {
 
     /// Drops a message of a muted node; a shared sample goes back to the node's pool.
     pub fn discard_output(&mut self, node: &NodeId, metadata: Metadata, data: DataRef) {
-        self.deliver_to(&[], metadata, data, Some(node));
+        self.deliver_to(&[], metadata, data, (Some(node), &[]));
     }
 
     /// Whether `node` runs on this daemon.

@@ -20,6 +20,8 @@ impl Routing {
     /// Answers `reply` once every local receiver of `sender`'s `output` has room for one more
     /// message (at once if they have, or if nobody receives it).
     pub fn await_room(&mut self, sender: &NodeId, output: &DataId, reply: oneshot::Sender<()>) {
+        // Room is counted in the daemon's queues: the output's lanes close.
+        self.close_lanes(|n, o| n == sender && o == output);
         if self.has_room(sender, output) {
             let _ = reply.send(());
             return;

@@ -87,10 +87,10 @@ impl Routing {
                 }
                 Some(())
             });
-            if held.is_some() {
+            // Not delivered by the daemon: taken from a lane (maybe before its sender's
+            // registration arrived, which the lanes remember).
+            if held.is_some() || self.drop_from_lane(node, token) {
                 self.release_ref(token);
-            } else {
-                tracing::debug!("node `{node}` reported unknown sample token {token}");
             }
         }
     }

@@ -1,6 +1,6 @@
 use std::{path::Path, time::Duration};
 
-use adora_message::{SegmentFile, SharedRef};
+use adora_message::{Metadata, SegmentFile, SharedRef};
 
 use super::*;
 

@@ -11,6 +11,7 @@
 
 mod control_plane;
 mod distributed;
+mod local;
 mod python;
 mod recording;
 mod report;
@@ -126,6 +127,10 @@ pub enum Placement {
     /// Python sender → Python sink and Rust sender → Python sink, on one daemon (needs the
     /// `adora` Python package).
     Python,
+    /// One sender, eight sinks on one daemon (each row: the slowest sink).
+    FanOut,
+    /// Same daemon with `ADORA_LOCAL_LANES=0`: every message through the daemon.
+    DaemonPath,
 }
 
 impl Placement {
@@ -135,6 +140,8 @@ impl Placement {
             Placement::TwoDaemons => "two-daemons",
             Placement::Zenoh => "zenoh",
             Placement::Python => "python",
+            Placement::FanOut => "fan-out x8",
+            Placement::DaemonPath => "daemon-path",
         }
     }
 }
@@ -221,24 +228,18 @@ fn run(args: Args) -> anyhow::Result<()> {
                 recorder = same_daemon(&adora, &dataflow, &plan, dir, &mut results)?;
             }
             Placement::TwoDaemons | Placement::Zenoh => {
-                eprintln!("running adora with placement `{}`...", placement.label());
-                let daemon_args: &[&str] = if args.zenoh_tls {
-                    &[]
-                } else {
-                    &["--insecure-zenoh"]
-                };
-                let baseline = !args.no_baseline;
-                let measured = if placement == Placement::TwoDaemons {
-                    distributed::two_daemons(&adora, &plan, daemon_args, baseline)
-                } else {
-                    distributed::hosts(&adora, &plan, daemon_args, baseline)
-                };
-                match measured {
-                    Ok(m) => results.add_network(placement.label(), m),
-                    Err(e) => eprintln!("placement `{}` skipped: {e:#}", placement.label()),
-                }
+                run_network(placement, (&adora, &plan, &args), &mut results)
             }
             Placement::Python => run_python(&adora, generated.path(), &plan, &mut results),
+            Placement::FanOut | Placement::DaemonPath => {
+                let label = placement.label();
+                eprintln!("running adora with placement `{label}`...");
+                let (dataflow, lanes) = match placement {
+                    Placement::FanOut => (local::fan_out_dataflow(generated.path())?, true),
+                    _ => (same_daemon_dataflow(generated.path())?, false),
+                };
+                results.add(label, local::run(&adora, &dataflow, &plan, lanes)?);
+            }
         }
     }
 
@@ -277,6 +278,31 @@ fn same_daemon(
     let recorded = recording::run(adora, dataflow, plan, &dir.join("bench.mcap"))?;
     results.add(recording::LABEL, recorded.reports);
     Ok(Some(recorded.recorder))
+}
+
+/// A cross-machine placement (`two-daemons`, `zenoh`) with its baselines, or a line saying why
+/// it was skipped.
+fn run_network(
+    placement: Placement,
+    (adora, plan, args): (&Path, &Plan, &Args),
+    results: &mut report::Results,
+) {
+    eprintln!("running adora with placement `{}`...", placement.label());
+    let daemon_args: &[&str] = if args.zenoh_tls {
+        &[]
+    } else {
+        &["--insecure-zenoh"]
+    };
+    let baseline = !args.no_baseline;
+    let measured = if placement == Placement::TwoDaemons {
+        distributed::two_daemons(adora, plan, daemon_args, baseline)
+    } else {
+        distributed::hosts(adora, plan, daemon_args, baseline)
+    };
+    match measured {
+        Ok(m) => results.add_network(placement.label(), m),
+        Err(e) => eprintln!("placement `{}` skipped: {e:#}", placement.label()),
+    }
 }
 
 /// The `python` placement: both pairings, or a line saying why it was skipped.

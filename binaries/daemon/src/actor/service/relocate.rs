@@ -26,6 +26,10 @@ impl Daemon {
             reports: service.reports.clone(),
         };
         tracing::info!("move of node `{node}` ({dataflow}): {}", step.name());
+        // A move needs every message of the dataflow on the daemon's path (mutes, cuts).
+        if let Some(df) = self.dataflows.get_mut(&dataflow) {
+            df.routing.close_lanes(|_, _| true);
+        }
         let name = step.name();
         let result = match step {
             RelocateStep::Spawn(spawn) => {

@@ -1,0 +1,299 @@
+//! Lanes (`adora_shm::Lane`): the shared-memory rings of local edges, on which a node's message
+//! goes straight to its local receivers without the daemon.
+//!
+//! The daemon creates them when the dataflow starts (one per local output → input edge that can
+//! take one: no `input_timeout`, a `queue_size` a lane holds, no tap yet), one bell per receiving
+//! node, and names them in the nodes' configurations. From then on it only:
+//! - **closes** lanes whose messages must pass through it again (a tap, a move, `AwaitRoom`, a
+//!   receiver gone for good); a sender that meets a closed lane sends that output through the
+//!   daemon from then on, so the order of every input is kept;
+//! - **counts** shared samples sent on lanes (`SendOutputDirect` names the lanes that took it):
+//!   a receiver holds them until it reports them dropped, a full lane hands evicted ones back
+//!   (`LaneEvicted`), and an instance that ends releases what it took but did not drop;
+//! - **reads** the lanes' counters for the node figures.
+//!
+//! The order of the reports is not guaranteed (a receiver may report a sample dropped before
+//! the sender's `SendOutputDirect` arrives on its own connection): such a drop is kept as
+//! `early` and cancels the reference the late registration would add.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::PathBuf,
+};
+
+use adora_core::{descriptor::InputSource, DataId, Descriptor, NodeId};
+use adora_message::{InputLaneRef, LaneRef, NodeLanes, OutputLanes};
+use adora_shm::{Bell, Lane, LANE_MAX_SLOTS};
+
+use super::{NodeCounters, Routing};
+
+/// The lanes of one dataflow on this daemon.
+#[derive(Default)]
+pub(crate) struct Lanes {
+    /// (receiver, input) → its lane.
+    inputs: BTreeMap<(NodeId, DataId), InputLane>,
+    /// Receiving node → its bell, kept open for reading by the daemon so that ringing it never
+    /// meets a FIFO without reader (`SIGPIPE` in the sender).
+    bells: BTreeMap<NodeId, (PathBuf, Bell)>,
+    /// (sender, output) → whether receivers on other machines need its messages too.
+    daemon_copy: BTreeMap<(NodeId, DataId), bool>,
+}
+
+struct InputLane {
+    lane: Lane,
+    sender: NodeId,
+    output: DataId,
+}
+
+/// Shared samples a receiver holds through its lanes, and drops it reported before the
+/// sender's registration arrived.
+#[derive(Default)]
+pub(crate) struct LaneHeld {
+    held: HashMap<u64, usize>,
+    early: HashMap<u64, usize>,
+}
+
+/// Whether this daemon gives local edges lanes (`ADORA_LOCAL_LANES=0` keeps every message on
+/// the daemon's path, to compare).
+pub(crate) fn lanes_enabled() -> bool {
+    std::env::var("ADORA_LOCAL_LANES").map_or(true, |v| v != "0")
+}
+
+impl Routing {
+    /// Creates the lanes of the local edges of `descriptor` whose sender and receiver run here,
+    /// except outputs `tapped` says are watched. Segments are named `{prefix}~lane-N` and bells
+    /// `{prefix}~bell-N` (removed with the dataflow's shared memory). An edge whose lane cannot
+    /// be created stays on the daemon's path (with a warning).
+    pub fn open_lanes(
+        &mut self,
+        descriptor: &Descriptor,
+        prefix: &str,
+        tapped: impl Fn(&NodeId, &DataId) -> bool,
+    ) {
+        let mut lanes = Lanes::default();
+        for node in &descriptor.nodes {
+            for (input_id, input) in &node.inputs {
+                let Ok(InputSource::Node { node: from, output }) = input.resolve() else {
+                    continue;
+                };
+                let local = |n: &NodeId| self.nodes.get(n).is_some_and(|s| !s.remote);
+                if !local(&from) {
+                    continue;
+                }
+                if !local(&node.id) {
+                    lanes.daemon_copy.insert((from, output), true);
+                    continue;
+                }
+                lanes
+                    .daemon_copy
+                    .entry((from.clone(), output.clone()))
+                    .or_default();
+                if input.input_timeout().is_some()
+                    || input.queue_size() > LANE_MAX_SLOTS
+                    || tapped(&from, &output)
+                {
+                    continue;
+                }
+                if let Err(e) = lanes.create(
+                    prefix,
+                    &node.id,
+                    input_id,
+                    input.queue_size(),
+                    (from, output),
+                ) {
+                    tracing::warn!(
+                        "input `{input_id}` of `{}` goes through the daemon: cannot create its lane: {e}",
+                        node.id
+                    );
+                }
+            }
+        }
+        self.lanes = lanes;
+    }
+
+    /// The lanes to put in `node`'s configuration.
+    pub fn node_lanes(&self, node: &NodeId) -> NodeLanes {
+        let lanes = &self.lanes;
+        let mut config = NodeLanes::default();
+        for ((receiver, input), l) in &lanes.inputs {
+            if receiver == node {
+                let lane = InputLaneRef {
+                    lane: l.lane.os_id().to_owned(),
+                    sender: l.sender.clone(),
+                };
+                config.inputs.insert(input.clone(), lane);
+            }
+            if &l.sender == node {
+                let out = config
+                    .outputs
+                    .entry(l.output.clone())
+                    .or_insert_with(|| OutputLanes {
+                        lanes: Vec::new(),
+                        daemon_copy: lanes
+                            .daemon_copy
+                            .get(&(node.clone(), l.output.clone()))
+                            .copied()
+                            .unwrap_or(false),
+                    });
+                let Some((bell, _)) = lanes.bells.get(receiver) else {
+                    continue;
+                };
+                out.lanes.push(LaneRef {
+                    receiver: receiver.clone(),
+                    input: input.clone(),
+                    lane: l.lane.os_id().to_owned(),
+                    bell: bell.clone(),
+                });
+            }
+        }
+        if !config.inputs.is_empty() {
+            config.bell = lanes.bells.get(node).map(|(path, _)| path.clone());
+        }
+        config
+    }
+
+    /// Closes the lanes of the outputs `which` selects: their messages pass through the daemon
+    /// from the sender's next send on.
+    pub fn close_lanes(&mut self, which: impl Fn(&NodeId, &DataId) -> bool) {
+        for l in self.lanes.inputs.values() {
+            if which(&l.sender, &l.output) && l.lane.close() {
+                tracing::debug!("lane of {}/{} closed", l.sender, l.output);
+            }
+        }
+    }
+
+    /// A sender registers a shared sample that the lanes of `served` took.
+    pub(super) fn hold_in_lanes(&mut self, token: u64, served: &[(NodeId, DataId)]) -> usize {
+        let mut added = 0;
+        for (receiver, _) in served {
+            let Some(state) = self.nodes.get_mut(receiver) else {
+                continue;
+            };
+            let lanes = &mut state.lane_held;
+            if take_one(&mut lanes.early, token) {
+                continue;
+            }
+            *lanes.held.entry(token).or_default() += 1;
+            added += 1;
+        }
+        added
+    }
+
+    /// `node` dropped `token`, received from a lane (or the sender evicted it from one): `true`
+    /// when a reference is to be released now.
+    pub(super) fn drop_from_lane(&mut self, node: &NodeId, token: u64) -> bool {
+        let Some(state) = self.nodes.get_mut(node) else {
+            return false;
+        };
+        if take_one(&mut state.lane_held.held, token) {
+            return true;
+        }
+        *state.lane_held.early.entry(token).or_default() += 1;
+        false
+    }
+
+    /// A full lane of `receiver` dropped entries with these samples.
+    pub fn lane_evicted(&mut self, receiver: &NodeId, tokens: Vec<u64>) {
+        for token in tokens {
+            if self.drop_from_lane(receiver, token) {
+                self.release_ref(token);
+            }
+        }
+    }
+
+    /// An instance of `node` ended: release the samples it took from its lanes and did not drop.
+    /// `for_good`: no instance follows, so its lanes close and what they queued is released too;
+    /// otherwise the next instance finds the queued entries.
+    pub(super) fn end_lane_instance(&mut self, node: &NodeId, for_good: bool) {
+        let mut queued: HashMap<u64, usize> = HashMap::new();
+        for ((receiver, _), l) in &self.lanes.inputs {
+            if receiver != node {
+                continue;
+            }
+            if for_good {
+                l.lane.close();
+                l.lane.pop_all(&mut Vec::new());
+            } else {
+                for t in l.lane.queued_tokens() {
+                    *queued.entry(t).or_default() += 1;
+                }
+            }
+        }
+        let Some(state) = self.nodes.get_mut(node) else {
+            return;
+        };
+        let mut release = Vec::new();
+        state.lane_held.held.retain(|token, count| {
+            let keep = queued.get(token).copied().unwrap_or(0).min(*count);
+            release.push((*token, *count - keep));
+            keep > 0
+        });
+        for (token, count) in release {
+            for _ in 0..count {
+                self.release_ref(token);
+            }
+        }
+    }
+
+    /// Adds what the lanes counted to the figures routing counted itself.
+    pub(super) fn add_lane_counters(&self, counters: &mut BTreeMap<NodeId, NodeCounters>) {
+        let mut sent: BTreeMap<(&NodeId, &DataId), u64> = BTreeMap::new();
+        for ((receiver, input), l) in &self.lanes.inputs {
+            let c = l.lane.counters();
+            let max = sent.entry((&l.sender, &l.output)).or_default();
+            *max = (*max).max(c.pushed);
+            if let Some(r) = counters.get_mut(receiver) {
+                r.received += c.taken;
+                if c.dropped > 0 {
+                    *r.dropped.entry(input.clone()).or_default() += c.dropped;
+                }
+            }
+        }
+        for ((sender, _), n) in sent {
+            if let Some(s) = counters.get_mut(sender) {
+                s.sent += n;
+            }
+        }
+    }
+}
+
+impl Lanes {
+    fn create(
+        &mut self,
+        prefix: &str,
+        receiver: &NodeId,
+        input: &DataId,
+        capacity: usize,
+        (sender, output): (NodeId, DataId),
+    ) -> Result<(), String> {
+        if !self.bells.contains_key(receiver) {
+            let path = Bell::path(&format!("{prefix}~bell-{}", self.bells.len()));
+            Bell::create(&path).map_err(|e| format!("bell {}: {e}", path.display()))?;
+            let bell = Bell::listen(&path).map_err(|e| format!("bell {}: {e}", path.display()))?;
+            self.bells.insert(receiver.clone(), (path, bell));
+        }
+        let name = format!("{prefix}~lane-{}", self.inputs.len());
+        let lane = Lane::create(&name, capacity).map_err(|e| e.to_string())?;
+        self.inputs.insert(
+            (receiver.clone(), input.clone()),
+            InputLane {
+                lane,
+                sender,
+                output,
+            },
+        );
+        Ok(())
+    }
+}
+
+/// Takes one count of `token` from `counts`; false if it had none.
+fn take_one(counts: &mut HashMap<u64, usize>, token: u64) -> bool {
+    let Some(n) = counts.get_mut(&token) else {
+        return false;
+    };
+    *n -= 1;
+    if *n == 0 {
+        counts.remove(&token);
+    }
+    true
+}

@@ -1,0 +1,78 @@
+//! More same-machine placements: `fan-out` (one sender, eight sinks; each size's row is the
+//! slowest sink's) and `daemon-path` (the same-daemon dataflow with `ADORA_LOCAL_LANES=0`:
+//! every message through the daemon, as before lanes existed).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use benchmark_common::{Plan, Report};
+
+use crate::{adora_run_command, collect_reports, sibling};
+
+/// Sinks of the fan-out placement.
+pub const FAN_OUT: usize = 8;
+
+/// The fan-out dataflow (sender → `FAN_OUT` sinks, with the binaries next to this one), written
+/// into `dir`.
+pub fn fan_out_dataflow(dir: &Path) -> anyhow::Result<PathBuf> {
+    let bin = sibling("adora")?
+        .parent()
+        .context("this binary has a directory")?
+        .to_owned();
+    let mut yaml = format!(
+        "nodes:\n  - id: sender\n    path: {}\n    outputs: [data, control]\n",
+        bin.join("adora-bench-sender").display()
+    );
+    for i in 0..FAN_OUT {
+        yaml += &format!(
+            "  - id: sink{i}\n    path: {}\n    inputs:\n      data: {{ source: sender/data, queue_size: 1000 }}\n      control: {{ source: sender/control, queue_size: 100 }}\n",
+            bin.join("adora-bench-sink").display()
+        );
+    }
+    let path = dir.join("fan-out.yml");
+    std::fs::write(&path, yaml)?;
+    Ok(path)
+}
+
+/// Runs `dataflow` with `adora run` (`lanes: false`: `ADORA_LOCAL_LANES=0`); with several sinks,
+/// each size and phase keeps the slowest sink's report.
+pub fn run(adora: &Path, dataflow: &Path, plan: &Plan, lanes: bool) -> anyhow::Result<Vec<Report>> {
+    let mut command = adora_run_command(adora, dataflow, plan);
+    if !lanes {
+        command.env("ADORA_LOCAL_LANES", "0");
+    }
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot start {} (build it first)", adora.display()))?;
+    let stdout = child.stdout.take().context("adora's stdout is piped")?;
+    let reports = collect_reports(stdout)?;
+    let status = child.wait()?;
+    if !status.success() {
+        anyhow::bail!("`adora run` failed ({status})");
+    }
+    Ok(slowest(reports))
+}
+
+/// Per size and phase, the report of the slowest receiver (highest p50, fewest messages/s).
+fn slowest(reports: Vec<Report>) -> Vec<Report> {
+    let mut kept: Vec<Report> = Vec::new();
+    for r in reports {
+        let same = kept
+            .iter_mut()
+            .find(|k| k.size == r.size && k.phase == r.phase);
+        match same {
+            None => kept.push(r),
+            Some(k) if slower(&r, k) => *k = r,
+            Some(_) => {}
+        }
+    }
+    kept
+}
+
+fn slower(a: &Report, b: &Report) -> bool {
+    match (&a.latency_ns, &b.latency_ns, a.msgs_per_s, b.msgs_per_s) {
+        (Some(x), Some(y), _, _) => x.p50 > y.p50,
+        (_, _, Some(x), Some(y)) => x < y,
+        _ => false,
+    }
+}

@@ -1,0 +1,395 @@
+//! The node's side of its lanes (`adora_shm::Lane`): local messages go from the sender's
+//! [`OutputLanes`] straight into the receiver's [`InputLanes`], without the daemon.
+//!
+//! - A sender pushes each message into the lane of every local receiver of the output and rings
+//!   a receiver's bell only when that receiver sleeps. It tells the daemon only what the daemon
+//!   must know: a shared payload (the daemon counts who holds it), receivers the lanes did not
+//!   serve (another machine, a closed lane), and entries a full lane dropped that held a sample.
+//! - Once a lane of an output is closed (by the daemon: a tap, a move) or an entry does not fit,
+//!   the output goes through the daemon for good; the receiver takes what its lane queued
+//!   before whatever the daemon delivers later, so the order of an input never changes.
+//! - A receiver takes its lanes' entries before every batch the daemon answers with, and sleeps
+//!   on its bell and its events connection at once.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use adora_core::{DataId, NodeId};
+use adora_message::{
+    daemon_to_node::NodeEvent, node_to_daemon::NodeRequest, DataRef, LaneEntry, Metadata,
+    NodeLanes, Timestamp,
+};
+use adora_shm::{Bell, Entry, Lane, Pushed};
+
+use crate::{
+    drops::{ControlChannel, DropReports},
+    error::NodeError,
+};
+
+/// Most local receivers an output reaches through lanes; more go through the daemon.
+const MAX_LANES_PER_OUTPUT: usize = 64;
+
+/// The lanes of one output.
+struct Output {
+    lanes: Vec<OutputLane>,
+    daemon_copy: bool,
+    /// A lane was closed or an entry did not fit: everything goes through the daemon now.
+    closed: bool,
+}
+
+struct OutputLane {
+    receiver: NodeId,
+    input: DataId,
+    lane: Lane,
+    bell: Arc<Bell>,
+    /// Index of the receiving node in [`OutputLanes::seqs`].
+    receiver_index: usize,
+}
+
+/// The lanes of a node's outputs.
+#[derive(Default)]
+pub(crate) struct OutputLanes {
+    outputs: BTreeMap<DataId, Output>,
+    /// Per receiving node: the number of the last entry pushed to any of its lanes.
+    seqs: Vec<u64>,
+}
+
+impl OutputLanes {
+    /// Opens the lanes named in the node's configuration. An output whose lanes cannot be
+    /// opened goes through the daemon (which routes to every receiver it has).
+    pub(crate) fn open(config: &NodeLanes) -> Self {
+        let mut bells: BTreeMap<PathBuf, Arc<Bell>> = BTreeMap::new();
+        let mut receivers: Vec<&NodeId> = Vec::new();
+        let mut outputs = BTreeMap::new();
+        for (output, lanes) in &config.outputs {
+            if lanes.lanes.len() > MAX_LANES_PER_OUTPUT {
+                continue; // the daemon path: `served` is a bit set
+            }
+            let opened: Result<Vec<OutputLane>, String> = lanes
+                .lanes
+                .iter()
+                .map(|l| {
+                    let bell = match bells.get(&l.bell) {
+                        Some(b) => b.clone(),
+                        None => {
+                            let b = Arc::new(ringer(&l.bell)?);
+                            bells.insert(l.bell.clone(), b.clone());
+                            b
+                        }
+                    };
+                    let lane = Lane::open(&l.lane).map_err(|e| e.to_string())?;
+                    let receiver_index = match receivers.iter().position(|r| **r == l.receiver) {
+                        Some(i) => i,
+                        None => {
+                            receivers.push(&l.receiver);
+                            receivers.len() - 1
+                        }
+                    };
+                    Ok(OutputLane {
+                        receiver: l.receiver.clone(),
+                        input: l.input.clone(),
+                        lane,
+                        bell,
+                        receiver_index,
+                    })
+                })
+                .collect();
+            match opened {
+                Ok(lanes) => {
+                    let direct = Output {
+                        lanes,
+                        daemon_copy: lanes_daemon_copy(config, output),
+                        closed: false,
+                    };
+                    outputs.insert(output.clone(), direct);
+                }
+                Err(e) => tracing::warn!("output `{output}` goes through the daemon: {e}"),
+            }
+        }
+        Self {
+            outputs,
+            seqs: vec![0; receivers.len()],
+        }
+    }
+
+    /// Sends a message on `output`'s lanes if it has open ones; `None` when it did (what the
+    /// daemon had to know was told), else the message back to send through the daemon.
+    pub(crate) fn send(
+        &mut self,
+        control: &ControlChannel,
+        output: &DataId,
+        metadata: Metadata,
+        data: DataRef,
+    ) -> Result<Option<(Metadata, DataRef)>, NodeError> {
+        let Some(out) = self.outputs.get_mut(output).filter(|o| !o.closed) else {
+            return Ok(Some((metadata, data)));
+        };
+        if out.lanes.iter().any(|l| l.lane.is_closed()) {
+            out.closed = true;
+            return Ok(Some((metadata, data)));
+        }
+        let token = match &data {
+            DataRef::Shared(s) => Some(s.token),
+            DataRef::Inline(_) => None,
+        };
+        let entry = LaneEntry { metadata, data };
+        let bytes = entry
+            .encode()
+            .map_err(|e| NodeError::Protocol(format!("cannot encode a message: {e}")))?;
+        let LaneEntry { metadata, data } = entry;
+        let mut served = 0u64; // a bit per lane that took it (beyond 64, the daemon path)
+        let mut all_served = true;
+        let mut evicted = Vec::new();
+        for (i, l) in out.lanes.iter().enumerate() {
+            let seq = &mut self.seqs[l.receiver_index];
+            *seq += 1;
+            match l.lane.push(&bytes, token, *seq) {
+                Pushed::Queued { evicted: e, wake } => {
+                    served |= 1u64.checked_shl(i as u32).unwrap_or(0);
+                    if let Some(Some(t)) = e {
+                        evicted.push((l.receiver.clone(), l.input.clone(), t));
+                    }
+                    if wake {
+                        if let Err(e) = l.bell.ring() {
+                            tracing::warn!("{e}");
+                        }
+                    }
+                }
+                Pushed::Closed | Pushed::TooLarge => {
+                    out.closed = true;
+                    all_served = false;
+                }
+            }
+        }
+        if token.is_some() || out.daemon_copy || !all_served {
+            let served = (out.lanes.iter().enumerate())
+                .filter(|(i, _)| served & 1u64.checked_shl(*i as u32).unwrap_or(0) != 0)
+                .map(|(_, l)| (l.receiver.clone(), l.input.clone()))
+                .collect();
+            control.send(&NodeRequest::SendOutputDirect {
+                output: output.clone(),
+                metadata,
+                data,
+                served,
+            })?;
+        }
+        for (receiver, input, token) in evicted {
+            control.send(&NodeRequest::LaneEvicted {
+                receiver,
+                input,
+                tokens: vec![token],
+            })?;
+        }
+        Ok(None)
+    }
+}
+
+fn lanes_daemon_copy(config: &NodeLanes, output: &DataId) -> bool {
+    config.outputs.get(output).is_some_and(|o| o.daemon_copy)
+}
+
+fn ringer(path: &Path) -> Result<Bell, String> {
+    Bell::ringer(path).map_err(|e| format!("cannot open the bell {}: {e}", path.display()))
+}
+
+/// The lanes of a node's inputs and its bell.
+#[derive(Default)]
+pub(crate) struct InputLanes {
+    lanes: Vec<InputLane>,
+    /// Per sending node: the order of what it sent to this node.
+    senders: Vec<SenderOrder>,
+    bell: Option<Bell>,
+    scratch: Vec<Entry>,
+}
+
+struct InputLane {
+    input: DataId,
+    lane: Lane,
+    /// Index in [`InputLanes::senders`].
+    sender: usize,
+}
+
+/// A sender numbers what it pushes to this node's lanes (all inputs together). Taking every lane
+/// one after the other may see a later entry in one lane and miss an earlier one pushed
+/// meanwhile to a lane already read: such an entry waits for the next pass, which sees the
+/// earlier one unless a full lane dropped it.
+#[derive(Default)]
+struct SenderOrder {
+    /// The number expected next (0: nothing taken yet).
+    next: u64,
+    /// Entries after a gap, from the previous pass.
+    held: Vec<Taken>,
+}
+
+struct Taken {
+    lane: usize,
+    entry: Entry,
+    /// Held over from the previous pass: nothing earlier can still arrive.
+    settled: bool,
+}
+
+impl InputLanes {
+    /// Opens the lanes named in the node's configuration; what cannot be opened is reported as
+    /// an error event (its messages would not arrive).
+    pub(crate) fn open(config: &NodeLanes, errors: &mut Vec<NodeEvent>) -> Self {
+        let mut lanes = Vec::new();
+        let mut senders: Vec<&NodeId> = Vec::new();
+        for (input, l) in &config.inputs {
+            match Lane::open(&l.lane) {
+                Ok(lane) => {
+                    let sender = match senders.iter().position(|s| **s == l.sender) {
+                        Some(i) => i,
+                        None => {
+                            senders.push(&l.sender);
+                            senders.len() - 1
+                        }
+                    };
+                    lanes.push(InputLane {
+                        input: input.clone(),
+                        lane,
+                        sender,
+                    });
+                }
+                Err(e) => errors.push(NodeEvent::Error(format!(
+                    "input `{input}`: cannot open its lane: {e}; its messages are lost"
+                ))),
+            }
+        }
+        let bell = match (&config.bell, lanes.is_empty()) {
+            (Some(path), false) => match Bell::listen(path) {
+                Ok(bell) => Some(bell),
+                Err(e) => {
+                    // Without a bell the node does not wake for lane messages while it sleeps
+                    // on the daemon alone; it still finds them whenever it wakes.
+                    errors.push(NodeEvent::Error(format!(
+                        "cannot open the bell {}: {e}; local inputs arrive late",
+                        path.display()
+                    )));
+                    None
+                }
+            },
+            _ => None,
+        };
+        Self {
+            senders: senders.iter().map(|_| SenderOrder::default()).collect(),
+            lanes,
+            bell,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Whether the node has lanes to wait on.
+    pub(crate) fn bell(&self) -> Option<&Bell> {
+        self.bell.as_ref()
+    }
+
+    /// Moves the queued entries into `events`: per sender in the order it sent them, senders
+    /// merged by timestamp. Returns how many. The sample of an entry that cannot be decoded is
+    /// reported dropped to `drops`.
+    pub(crate) fn take(&mut self, events: &mut VecDeque<NodeEvent>, drops: &DropReports) -> usize {
+        let mut fresh: Vec<Vec<Taken>> = Vec::new();
+        for (i, l) in self.lanes.iter().enumerate() {
+            self.scratch.clear();
+            if l.lane.pop_all(&mut self.scratch) == 0 {
+                continue;
+            }
+            if fresh.is_empty() {
+                fresh.resize_with(self.senders.len(), Vec::new);
+            }
+            let taken = self.scratch.drain(..).map(|entry| Taken {
+                lane: i,
+                entry,
+                settled: false,
+            });
+            fresh[l.sender].extend(taken);
+        }
+        let mut ready: Vec<(Option<Timestamp>, NodeEvent)> = Vec::new();
+        for (i, order) in self.senders.iter_mut().enumerate() {
+            let mut all = std::mem::take(&mut order.held);
+            all.iter_mut().for_each(|t| t.settled = true);
+            all.extend(fresh.get_mut(i).map(std::mem::take).unwrap_or_default());
+            all.sort_by_key(|t| t.entry.seq);
+            let mut in_order = true;
+            for t in all {
+                // `seq < next`: the sender restarted and numbers from 1 again.
+                in_order &= order.next == 0 || t.entry.seq <= order.next || t.settled;
+                if !in_order {
+                    order.held.push(t);
+                    continue;
+                }
+                order.next = t.entry.seq + 1;
+                ready.push(decode(&self.lanes[t.lane].input, t.entry, drops));
+            }
+        }
+        // Stable: events of one sender keep their order (their timestamps grow anyway).
+        ready.sort_by_key(|r| r.0);
+        let n = ready.len();
+        events.extend(ready.into_iter().map(|(_, e)| e));
+        n
+    }
+
+    /// Whether entries wait for the next pass (do not sleep then).
+    fn has_held(&self) -> bool {
+        self.senders.iter().any(|s| !s.held.is_empty())
+    }
+
+    /// The node is about to sleep: `false` if an entry arrived meanwhile (do not sleep).
+    pub(crate) fn prepare_sleep(&self) -> bool {
+        if self.has_held() {
+            return false;
+        }
+        for l in &self.lanes {
+            l.lane.set_waiting();
+        }
+        if self.lanes.iter().any(|l| l.lane.has_entries()) {
+            self.woke();
+            return false;
+        }
+        true
+    }
+
+    /// The node woke up.
+    pub(crate) fn woke(&self) {
+        for l in &self.lanes {
+            l.lane.clear_waiting();
+        }
+        if let Some(bell) = &self.bell {
+            bell.quiet();
+        }
+    }
+
+    /// Messages the lane of `input` dropped because it was full.
+    pub(crate) fn dropped(&self, input: &DataId) -> u64 {
+        self.lanes
+            .iter()
+            .filter(|l| &l.input == input)
+            .map(|l| l.lane.counters().dropped)
+            .sum()
+    }
+}
+
+/// The event of an entry of `input`'s lane, with its timestamp (`None`: it could not be
+/// decoded; its sample is reported dropped).
+fn decode(input: &DataId, entry: Entry, drops: &DropReports) -> (Option<Timestamp>, NodeEvent) {
+    match LaneEntry::decode(&entry.bytes) {
+        Ok(LaneEntry { metadata, data }) => (
+            Some(metadata.timestamp),
+            NodeEvent::Input {
+                id: input.clone(),
+                metadata,
+                data,
+            },
+        ),
+        Err(e) => {
+            if let Some(token) = entry.token {
+                drops.dropped(token);
+            }
+            let error =
+                format!("input `{input}`: a malformed message in its lane ({e}) was dropped");
+            (None, NodeEvent::Error(error))
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! Local messages node to node (`adora_shm::Lane`): the daemon leaves the per-message path, and
+//! everything users rely on still holds — drop-oldest queues counted per input, samples handed
+//! back when a receiver dies holding them. Each test runs with lanes and, for comparison, with
+//! `ADORA_LOCAL_LANES=0` (everything through the daemon): both must give the same guarantees.
+
+use std::{path::Path, time::Duration};
+
+use adora_test_support::{adora, run_with_timeout, temp_dir, write_dataflow, Output};
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+fn run(state: &Path, dataflow: &Path, lanes: bool) -> Output {
+    let mut cmd = adora(state);
+    cmd.arg("run").arg(dataflow);
+    cmd.env("ADORA_LOCAL_LANES", if lanes { "1" } else { "0" });
+    run_with_timeout(cmd, TIMEOUT)
+}
+
+/// The `recv` summary line of `node` (`done received=N last_seq=S dropped=in:D`).
+fn summary(out: &Output, node: &str) -> (u64, u64, u64) {
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("{node} ")) && l.contains("done received="))
+        .unwrap_or_else(|| panic!("no summary of {node}\n{out}"));
+    let num = |key: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .map(|v| v.rsplit(':').next().unwrap().parse().unwrap())
+            .unwrap_or_else(|| panic!("no {key} in {line}"))
+    };
+    (num("received="), num("last_seq="), num("dropped="))
+}
+
+const QUEUES: [u64; 8] = [1, 2, 3, 5, 8, 13, 50, 2000];
+const COUNT: u64 = 2000;
+
+fn eight_receivers(size: usize, lanes: bool) {
+    let (state, dir) = (temp_dir(), temp_dir());
+    let mut yaml = format!(
+        "nodes:\n  - id: flood\n    path: {{node}}\n    env: {{ MODE: flood, COUNT: {COUNT}, SIZE: {size}, WAIT_RELEASED: 1 }}\n    outputs: [data]\n"
+    );
+    for (i, q) in QUEUES.iter().enumerate() {
+        // Receivers of different speeds: the slow ones drop, each as its own queue says.
+        let sleep = [0, 1, 0, 2, 0, 1, 0, 1][i];
+        yaml.push_str(&format!(
+            "  - id: r{i}\n    path: {{node}}\n    env: {{ MODE: recv, SLEEP_MS: {sleep}, PRINT_LANES: 1 }}\n    inputs:\n      data: {{ source: flood/data, queue_size: {q} }}\n"
+        ));
+    }
+    let dataflow = write_dataflow(dir.path(), &yaml);
+    let out = run(state.path(), &dataflow, lanes);
+    assert!(out.status.success(), "{out}");
+    assert!(out.stdout.contains("flood released"), "{out}");
+    let mut dropping = 0;
+    for (i, q) in QUEUES.iter().enumerate() {
+        let node = format!("r{i}");
+        assert!(
+            out.stdout.contains(&format!("{node:<5} | lanes={lanes}")),
+            "{node} was {}given lanes\n{out}",
+            if lanes { "not " } else { "" }
+        );
+        let (received, last, dropped) = summary(&out, &node);
+        assert_eq!(
+            received + dropped,
+            COUNT,
+            "{node} (queue {q}): every message delivered or counted dropped\n{out}"
+        );
+        assert_eq!(
+            last,
+            COUNT - 1,
+            "{node}: the newest message is never dropped\n{out}"
+        );
+        if dropped > 0 {
+            dropping += 1;
+            // The daemon's figures (the end-of-run note) agree with the node's own count.
+            assert!(
+                out.stderr.contains(&format!(
+                    "note: input `{node}/data` dropped {dropped} message(s)"
+                )),
+                "{node}: the daemon counted otherwise\n{out}"
+            );
+        }
+        assert!(
+            *q < COUNT || dropped == 0,
+            "{node}: a queue of {q} dropped\n{out}"
+        );
+    }
+    assert!(
+        dropping >= 2,
+        "slow receivers with small queues must drop\n{out}"
+    );
+}
+
+#[test]
+fn eight_receivers_with_their_own_queue_sizes_drop_and_count_independently() {
+    eight_receivers(8, true);
+    eight_receivers(8, false);
+}
+
+#[test]
+fn eight_receivers_of_shared_samples_drop_count_and_release_them() {
+    // 8 KiB messages live in shared memory: entries a full lane drops hand their sample back,
+    // and the sender's pool gets every sample back in the end (`flood released`).
+    eight_receivers(8192, true);
+    eight_receivers(8192, false);
+}
+
+fn killed_holder(lanes: bool) {
+    let (state, dir) = (temp_dir(), temp_dir());
+    let dataflow = write_dataflow(
+        dir.path(),
+        r#"
+nodes:
+  - id: flood
+    path: {node}
+    env: { MODE: flood, COUNT: 5, SIZE: 4194304, WAIT_RELEASED: 1 }
+    outputs: [data]
+  - id: holder
+    path: {node}
+    env: { MODE: hold, COUNT: 5 }
+    inputs: { data: flood/data }
+"#,
+    );
+    let out = run(state.path(), &dataflow, lanes);
+    assert!(out.stdout.contains("holding 5"), "{out}");
+    // The holder died with kill -9 holding all five: its samples go back to the sender's pool.
+    assert!(
+        out.stdout.contains("flood released"),
+        "lanes={lanes}: {out}"
+    );
+    assert!(
+        !out.status.success(),
+        "a node killed by a signal fails the run\n{out}"
+    );
+    assert!(out.stderr.contains("holder"), "{out}");
+}
+
+#[test]
+fn a_receiver_killed_while_holding_samples_gives_them_back() {
+    killed_holder(true);
+    killed_holder(false);
+}
