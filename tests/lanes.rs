@@ -43,8 +43,10 @@ fn eight_receivers(size: usize, lanes: bool) {
     for (i, q) in QUEUES.iter().enumerate() {
         // Receivers of different speeds: the slow ones drop, each as its own queue says.
         let sleep = [0, 1, 0, 2, 0, 1, 0, 1][i];
+        // One receiver busy-polls its lane (`poll: spin`), with the same guarantees.
+        let poll = if i == 6 { ", poll: spin" } else { "" };
         yaml.push_str(&format!(
-            "  - id: r{i}\n    path: {{node}}\n    env: {{ MODE: recv, SLEEP_MS: {sleep}, PRINT_LANES: 1 }}\n    inputs:\n      data: {{ source: flood/data, queue_size: {q} }}\n"
+            "  - id: r{i}\n    path: {{node}}\n    env: {{ MODE: recv, SLEEP_MS: {sleep}, PRINT_LANES: 1 }}\n    inputs:\n      data: {{ source: flood/data, queue_size: {q}{poll} }}\n"
         ));
     }
     let dataflow = write_dataflow(dir.path(), &yaml);

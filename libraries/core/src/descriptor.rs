@@ -289,6 +289,21 @@ pub struct LongInput {
     /// The daemon closes the input when no message arrived on it for this long.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_timeout: Option<HumanDuration>,
+    /// How the node waits for this input: `sleep` (default) or `spin` (busy-polls its lane for
+    /// up to 10 ms before sleeping: lower latency for a core).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll: Option<InputPoll>,
+}
+
+/// How a node waits for an input (`poll:` of the long form).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InputPoll {
+    /// Sleep until woken (no CPU while waiting).
+    #[default]
+    Sleep,
+    /// Busy-poll the input's lane for a while before sleeping.
+    Spin,
 }
 
 impl InputSpec {
@@ -313,6 +328,14 @@ impl InputSpec {
         match self {
             InputSpec::Short(_) => None,
             InputSpec::Long(l) => l.input_timeout.map(|t| t.0),
+        }
+    }
+
+    /// How the node waits for this input.
+    pub fn poll(&self) -> InputPoll {
+        match self {
+            InputSpec::Short(_) => InputPoll::Sleep,
+            InputSpec::Long(l) => l.poll.unwrap_or_default(),
         }
     }
 

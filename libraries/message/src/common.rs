@@ -173,6 +173,9 @@ pub struct InputLaneRef {
     pub lane: String,
     /// The sending node.
     pub sender: NodeId,
+    /// `poll: spin`: the node busy-polls this lane a while before it sleeps.
+    #[serde(default)]
+    pub spin: bool,
 }
 
 /// One lane of an output: the receiving input, the lane's name and the receiver's bell.

@@ -20,6 +20,11 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::{data::Data, drops::DropReports, lanes::InputLanes};
 
+/// How long a node with a `poll: spin` input busy-polls its lanes before it sleeps.
+const SPIN_FOR: Duration = Duration::from_millis(10);
+/// Lane checks between two looks at the events connection (a system call) while spinning.
+const SPINS_PER_CHECK: u32 = 512;
+
 /// Read buffer of the events connection (a batch of inline events usually fits).
 const READ_BUFFER: usize = 64 * 1024;
 
@@ -168,12 +173,46 @@ impl EventStream {
                 Some(_) => Woken::Timeout,
             };
         }
+        if self.lanes.spins() {
+            if let Some(woken) = self.spin(deadline) {
+                return woken;
+            }
+        }
         if !self.lanes.prepare_sleep() {
             return Woken::Lanes;
         }
         let woken = self.poll_both(deadline);
         self.lanes.woke();
         woken
+    }
+
+    /// `poll: spin`: busy-polls the lanes (and now and then the events connection) for at most
+    /// [`SPIN_FOR`]; `None` when nothing came (sleep then).
+    fn spin(&self, deadline: Option<Instant>) -> Option<Woken> {
+        let mut until = Instant::now() + SPIN_FOR;
+        if let Some(d) = deadline {
+            until = until.min(d);
+        }
+        let mut i = 0u32;
+        loop {
+            if self.lanes.has_entries() {
+                return Some(Woken::Lanes);
+            }
+            i = i.wrapping_add(1);
+            if i.is_multiple_of(SPINS_PER_CHECK) {
+                let mut fds = [PollFd::new(
+                    self.stream.get_ref().as_fd(),
+                    PollFlags::POLLIN,
+                )];
+                if poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0) {
+                    return Some(Woken::Reply);
+                }
+                if Instant::now() >= until {
+                    return None;
+                }
+            }
+            std::hint::spin_loop();
+        }
     }
 
     /// Sleeps on the events connection and the bell.

@@ -144,10 +144,11 @@ impl OutputLanes {
         let mut all_served = true;
         let mut evicted = Vec::new();
         for (i, l) in out.lanes.iter().enumerate() {
-            let seq = &mut self.seqs[l.receiver_index];
-            *seq += 1;
-            match l.lane.push(&bytes, token, *seq) {
+            // Numbered only once taken: a gap would hold the receiver's next entry back.
+            let seq = self.seqs[l.receiver_index] + 1;
+            match l.lane.push(&bytes, token, seq) {
                 Pushed::Queued { evicted: e, wake } => {
+                    self.seqs[l.receiver_index] = seq;
                     served |= 1u64.checked_shl(i as u32).unwrap_or(0);
                     if let Some(Some(t)) = e {
                         evicted.push((l.receiver.clone(), l.input.clone(), t));
@@ -203,6 +204,8 @@ pub(crate) struct InputLanes {
     senders: Vec<SenderOrder>,
     bell: Option<Bell>,
     scratch: Vec<Entry>,
+    /// An input says `poll: spin`.
+    spin: bool,
 }
 
 struct InputLane {
@@ -275,6 +278,7 @@ impl InputLanes {
         };
         Self {
             senders: senders.iter().map(|_| SenderOrder::default()).collect(),
+            spin: config.inputs.values().any(|l| l.spin) && !lanes.is_empty(),
             lanes,
             bell,
             scratch: Vec::new(),
@@ -329,6 +333,16 @@ impl InputLanes {
         let n = ready.len();
         events.extend(ready.into_iter().map(|(_, e)| e));
         n
+    }
+
+    /// Whether the node busy-polls its lanes before it sleeps (`poll: spin`).
+    pub(crate) fn spins(&self) -> bool {
+        self.spin
+    }
+
+    /// Whether a lane has entries (no lock taken).
+    pub(crate) fn has_entries(&self) -> bool {
+        self.lanes.iter().any(|l| l.lane.has_entries())
     }
 
     /// Whether entries wait for the next pass (do not sleep then).

@@ -47,6 +47,7 @@ const OFF_CLOSED: usize = 24;
 const OFF_HEAD: usize = 32;
 const OFF_TAIL: usize = 40;
 const OFF_DROPPED: usize = 48;
+const OFF_DISCARDED: usize = 56;
 
 /// Figures of a lane: what went in, what was dropped to make room, what the receiver took.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -301,6 +302,21 @@ impl Lane {
         (head - tail) as usize
     }
 
+    /// Removes every queued entry without delivering it (its receiver is gone for good) and
+    /// returns their sample tokens; they count neither as taken nor as dropped.
+    pub fn discard_all(&self) -> Vec<u64> {
+        let _lock = self.lock();
+        let head = self.word64(OFF_HEAD).load(Ordering::Relaxed);
+        let tail = self.word64(OFF_TAIL).load(Ordering::Relaxed);
+        let tokens = (tail..head)
+            .filter_map(|at| self.read_slot_header(at).1)
+            .collect();
+        self.word64(OFF_DISCARDED)
+            .fetch_add(head - tail, Ordering::Relaxed);
+        self.word64(OFF_TAIL).store(head, Ordering::SeqCst);
+        tokens
+    }
+
     /// The tokens of the shared samples of the queued entries, without taking them.
     pub fn queued_tokens(&self) -> Vec<u64> {
         let _lock = self.lock();
@@ -339,10 +355,11 @@ impl Lane {
         let pushed = self.word64(OFF_HEAD).load(Ordering::Acquire);
         let tail = self.word64(OFF_TAIL).load(Ordering::Acquire);
         let dropped = self.word64(OFF_DROPPED).load(Ordering::Acquire);
+        let discarded = self.word64(OFF_DISCARDED).load(Ordering::Acquire);
         LaneCounters {
             pushed,
             dropped,
-            taken: tail.saturating_sub(dropped),
+            taken: tail.saturating_sub(dropped + discarded),
         }
     }
 }

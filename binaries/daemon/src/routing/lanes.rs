@@ -21,7 +21,10 @@ use std::{
     path::PathBuf,
 };
 
-use adora_core::{descriptor::InputSource, DataId, Descriptor, NodeId};
+use adora_core::{
+    descriptor::{InputPoll, InputSource},
+    DataId, Descriptor, NodeId,
+};
 use adora_message::{InputLaneRef, LaneRef, NodeLanes, OutputLanes};
 use adora_shm::{Bell, Lane, LANE_MAX_SLOTS};
 
@@ -43,6 +46,8 @@ struct InputLane {
     lane: Lane,
     sender: NodeId,
     output: DataId,
+    /// The input says `poll: spin`.
+    spin: bool,
 }
 
 /// Shared samples a receiver holds through its lanes, and drops it reported before the
@@ -94,13 +99,9 @@ impl Routing {
                 {
                     continue;
                 }
-                if let Err(e) = lanes.create(
-                    prefix,
-                    &node.id,
-                    input_id,
-                    input.queue_size(),
-                    (from, output),
-                ) {
+                let spin = input.poll() == InputPoll::Spin;
+                let edge = (from, output, spin);
+                if let Err(e) = lanes.create(prefix, &node.id, input_id, input.queue_size(), edge) {
                     tracing::warn!(
                         "input `{input_id}` of `{}` goes through the daemon: cannot create its lane: {e}",
                         node.id
@@ -120,6 +121,7 @@ impl Routing {
                 let lane = InputLaneRef {
                     lane: l.lane.os_id().to_owned(),
                     sender: l.sender.clone(),
+                    spin: l.spin,
                 };
                 config.inputs.insert(input.clone(), lane);
             }
@@ -212,7 +214,7 @@ impl Routing {
             }
             if for_good {
                 l.lane.close();
-                l.lane.pop_all(&mut Vec::new());
+                l.lane.discard_all();
             } else {
                 for t in l.lane.queued_tokens() {
                     *queued.entry(t).or_default() += 1;
@@ -264,7 +266,7 @@ impl Lanes {
         receiver: &NodeId,
         input: &DataId,
         capacity: usize,
-        (sender, output): (NodeId, DataId),
+        (sender, output, spin): (NodeId, DataId, bool),
     ) -> Result<(), String> {
         if !self.bells.contains_key(receiver) {
             let path = Bell::path(&format!("{prefix}~bell-{}", self.bells.len()));
@@ -280,6 +282,7 @@ impl Lanes {
                 lane,
                 sender,
                 output,
+                spin,
             },
         );
         Ok(())

@@ -412,3 +412,121 @@ fn with_exit_when_nodes_finish_timers_close_after_the_data_inputs() {
         );
     }
 }
+
+/// The routing of [`FAN_OUT`] with lanes (segments named after this test, removed on drop).
+struct WithLanes {
+    r: Routing,
+    prefix: String,
+}
+
+impl WithLanes {
+    fn new(test: &str) -> Self {
+        let prefix = format!("adora-test-lanes-{}-{test}-", std::process::id());
+        let d = descriptor(FAN_OUT);
+        let mut r = Routing::new(&d);
+        r.open_lanes(&d, &prefix, |_, _| false);
+        Self { r, prefix }
+    }
+}
+
+impl Drop for WithLanes {
+    fn drop(&mut self) {
+        let _ = adora_shm::unlink_all(&self.prefix);
+    }
+}
+
+fn both() -> Vec<(NodeId, DataId)> {
+    vec![("a".into(), "x".into()), ("b".into(), "y".into())]
+}
+
+#[test]
+fn nodes_are_told_their_lanes_and_bells() {
+    let l = WithLanes::new("config");
+    let src = l.r.node_lanes(&"src".into());
+    let out = &src.outputs[&DataId::from("out")];
+    assert_eq!(out.lanes.len(), 2);
+    assert!(!out.daemon_copy);
+    let a = l.r.node_lanes(&"a".into());
+    assert_eq!(a.inputs[&DataId::from("x")].sender, NodeId::from("src"));
+    assert_eq!(
+        Some(&out.lanes[0].bell),
+        a.bell.as_ref(),
+        "the sender rings the receiver's bell"
+    );
+    assert!(out.lanes.iter().all(|l| l.lane.contains("~lane-")));
+}
+
+#[test]
+fn a_sample_the_lanes_took_is_freed_once_both_receivers_dropped_it() {
+    let mut l = WithLanes::new("freed");
+    let (tx, mut freed) = oneshot::channel();
+    l.r.next_freed(&"src".into(), tx);
+    let served = both();
+    let msg = (metadata(), shared(7));
+    l.r.send_output_direct(&"src".into(), &"out".into(), msg, (&served, true));
+    assert!(
+        poll(&mut l.r, "a").is_none(),
+        "the lanes took it: nothing queued here"
+    );
+    l.r.report_dropped(&"a".into(), vec![7]);
+    assert!(freed.try_recv().is_err(), "b still holds it");
+    l.r.report_dropped(&"b".into(), vec![7]);
+    assert_eq!(
+        freed.try_recv().ok(),
+        Some(DaemonReply::FreedSamples(vec![7]))
+    );
+    assert_eq!(l.r.samples_in_flight(), 0);
+}
+
+#[test]
+fn a_drop_reported_before_the_registration_cancels_it() {
+    let mut l = WithLanes::new("early");
+    // Receiver `a` took the sample from its lane and dropped it before the sender's
+    // `SendOutputDirect` reached the daemon (two connections, no order between them).
+    l.r.report_dropped(&"a".into(), vec![9]);
+    let served = both();
+    let msg = (metadata(), shared(9));
+    l.r.send_output_direct(&"src".into(), &"out".into(), msg, (&served, true));
+    assert_eq!(l.r.samples_in_flight(), 1, "b still holds it");
+    // A full lane of `b` dropped the entry: the sender says so.
+    l.r.lane_evicted(&"b".into(), vec![9]);
+    assert_eq!(l.r.samples_in_flight(), 0);
+    assert_eq!(poll_freed(&mut l.r, "src"), Some(vec![9]));
+}
+
+#[test]
+fn a_receiver_gone_for_good_releases_what_it_took_from_its_lanes() {
+    let mut l = WithLanes::new("exit");
+    let served = both();
+    for t in [3, 4] {
+        let msg = (metadata(), shared(t));
+        l.r.send_output_direct(&"src".into(), &"out".into(), msg, (&served, true));
+    }
+    l.r.report_dropped(&"b".into(), vec![3, 4]);
+    assert_eq!(l.r.samples_in_flight(), 2, "a holds both");
+    l.r.node_exited(&"a".into());
+    assert_eq!(l.r.samples_in_flight(), 0);
+    let mut freed = poll_freed(&mut l.r, "src").expect("freed");
+    freed.sort();
+    assert_eq!(freed, vec![3, 4]);
+}
+
+#[test]
+fn a_tap_or_move_closes_lanes_and_the_output_goes_through_the_daemon() {
+    let mut l = WithLanes::new("close");
+    let config = l.r.node_lanes(&"src".into());
+    let lane = adora_shm::Lane::open(&config.outputs[&DataId::from("out")].lanes[0].lane)
+        .expect("open the lane");
+    assert!(!lane.is_closed());
+    l.r.close_lanes(|n, o| n.as_str() == "src" && o.as_str() == "out");
+    assert!(lane.is_closed());
+    assert_eq!(lane.push(b"late", None, 1), adora_shm::Pushed::Closed);
+    // What the sender then sends goes through the daemon to every receiver.
+    l.r.send_output(
+        &"src".into(),
+        &"out".into(),
+        metadata(),
+        DataRef::Inline(vec![1]),
+    );
+    assert_eq!(inputs(poll(&mut l.r, "a")), vec!["x:1"]);
+}

@@ -1,6 +1,7 @@
 //! More same-machine placements: `fan-out` (one sender, eight sinks; each size's row is the
-//! slowest sink's) and `daemon-path` (the same-daemon dataflow with `ADORA_LOCAL_LANES=0`:
-//! every message through the daemon, as before lanes existed).
+//! slowest sink's), `daemon-path` (the same-daemon dataflow with `ADORA_LOCAL_LANES=0`: every
+//! message through the daemon, as before lanes existed) and `spin` (`poll: spin` on the sink's
+//! inputs).
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +32,20 @@ pub fn fan_out_dataflow(dir: &Path) -> anyhow::Result<PathBuf> {
     }
     let path = dir.join("fan-out.yml");
     std::fs::write(&path, yaml)?;
+    Ok(path)
+}
+
+/// The same-daemon dataflow with `poll: spin` on the sink's inputs, written into `dir`.
+pub fn spin_dataflow(dir: &Path) -> anyhow::Result<PathBuf> {
+    let plain = std::fs::read_to_string(crate::same_daemon_dataflow(dir)?)?;
+    let spin = plain.replace("queue_size: 1000 }", "queue_size: 1000, poll: spin }");
+    let spin = spin.replace("queue_size: 100 }", "queue_size: 100, poll: spin }");
+    anyhow::ensure!(
+        spin.matches("poll: spin").count() == 2,
+        "unexpected benchmark dataflow"
+    );
+    let path = dir.join("spin.yml");
+    std::fs::write(&path, spin)?;
     Ok(path)
 }
 

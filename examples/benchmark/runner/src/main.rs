@@ -131,6 +131,8 @@ pub enum Placement {
     FanOut,
     /// Same daemon with `ADORA_LOCAL_LANES=0`: every message through the daemon.
     DaemonPath,
+    /// Same daemon with `poll: spin` on the sink's inputs (it busy-polls its lanes).
+    Spin,
 }
 
 impl Placement {
@@ -142,6 +144,7 @@ impl Placement {
             Placement::Python => "python",
             Placement::FanOut => "fan-out x8",
             Placement::DaemonPath => "daemon-path",
+            Placement::Spin => "spin",
         }
     }
 }
@@ -231,11 +234,12 @@ fn run(args: Args) -> anyhow::Result<()> {
                 run_network(placement, (&adora, &plan, &args), &mut results)
             }
             Placement::Python => run_python(&adora, generated.path(), &plan, &mut results),
-            Placement::FanOut | Placement::DaemonPath => {
+            Placement::FanOut | Placement::DaemonPath | Placement::Spin => {
                 let label = placement.label();
                 eprintln!("running adora with placement `{label}`...");
                 let (dataflow, lanes) = match placement {
                     Placement::FanOut => (local::fan_out_dataflow(generated.path())?, true),
+                    Placement::Spin => (local::spin_dataflow(generated.path())?, true),
                     _ => (same_daemon_dataflow(generated.path())?, false),
                 };
                 results.add(label, local::run(&adora, &dataflow, &plan, lanes)?);

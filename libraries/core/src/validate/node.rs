@@ -51,7 +51,7 @@ pub(crate) const NODE_FIELDS: &[&str] = &[
 ];
 
 /// Known keys of a long-form input.
-const LONG_INPUT_FIELDS: &[&str] = &["source", "queue_size", "input_timeout"];
+const LONG_INPUT_FIELDS: &[&str] = &["source", "queue_size", "input_timeout", "poll"];
 /// Known keys of `deploy` / `_unstable_deploy`.
 const DEPLOY_FIELDS: &[&str] = &[
     "machine",
@@ -383,6 +383,12 @@ impl NodeCtx<'_, '_, '_> {
             }
         }
         self.check_input_timeout(id, long);
+        if let Some(poll) = present(long, "poll") {
+            if !matches!(poll.as_str(), Some("spin" | "sleep")) {
+                let field = [Seg::Key("inputs"), Seg::Key(id), Seg::Key("poll")];
+                self.error(&field, expected("`spin` or `sleep`", poll));
+            }
+        }
         match present(long, "source") {
             None => {
                 let path = [

@@ -130,6 +130,7 @@ fn short_and_long_inputs_with_default_queue_size() {
             source: "camera/frames".into(),
             queue_size: Some(2),
             input_timeout: None,
+            poll: None,
         })
     );
     assert_eq!(frames.queue_size(), 2);

@@ -77,6 +77,14 @@ fn a_closed_lane_refuses_pushes_but_gives_what_it_queued() {
     assert!(lane.is_closed());
     assert_eq!(lane.push(b"late", None, 0), Pushed::Closed);
     assert_eq!(take(&lane).len(), 1);
+    // A receiver gone for good: what is left is discarded, neither taken nor dropped.
+    let other = Lane::create(&format!("{}m", clean.0), 8).expect("create");
+    other.push(b"x", Some(4), 1);
+    other.push(b"y", None, 2);
+    assert_eq!(other.discard_all(), vec![4]);
+    assert!(!other.has_entries());
+    let c = other.counters();
+    assert_eq!((c.pushed, c.dropped, c.taken), (2, 0, 0));
     let too_big = vec![0u8; LANE_SLOT_BYTES + 1];
     assert_eq!(lane.push(&too_big, None, 0), Pushed::TooLarge);
 }

@@ -161,7 +161,7 @@ fn long_form_inputs() {
                 5,
                 Some("a"),
                 Some("inputs.x.priority"),
-                "unknown field `priority`; expected one of: source, queue_size, input_timeout"
+                "unknown field `priority`; expected one of: source, queue_size, input_timeout, poll"
             ),
             e(
                 8,

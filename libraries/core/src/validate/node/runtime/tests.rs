@@ -239,3 +239,24 @@ fn log_fields_are_checked() {
         )]
     );
 }
+
+#[test]
+fn poll_is_spin_or_sleep() {
+    let yaml = "nodes:\n  - id: a\n    path: ./a\n    outputs: [o]\n  - id: b\n    path: ./b\n    \
+                inputs:\n      x: { source: a/o, poll: spin }\n      \
+                y: { source: a/o, poll: busy }\n";
+    assert_eq!(
+        errors(yaml),
+        [e(
+            9,
+            Some("b"),
+            Some("inputs.y.poll"),
+            "expected `spin` or `sleep`, found a string (`busy`)"
+        )]
+    );
+    let d = parse_ok(&yaml.replace("busy", "sleep"));
+    let b = &d.nodes[1];
+    let poll = |id: &str| b.inputs[&crate::DataId::from(id)].poll();
+    assert_eq!(poll("x"), crate::descriptor::InputPoll::Spin);
+    assert_eq!(poll("y"), crate::descriptor::InputPoll::Sleep);
+}
