@@ -142,3 +142,51 @@ fn a_receiver_killed_while_holding_samples_gives_them_back() {
     killed_holder(true);
     killed_holder(false);
 }
+
+fn stuck_receiver(lanes: bool) {
+    let (state, dir) = (temp_dir(), temp_dir());
+    // `stuck` takes one message, then sleeps for a minute in its own code while more wait in its
+    // lane: its request for events is still open, but it is stuck, not waiting. `slow` takes
+    // its messages for two seconds without a request of its own: it is alive.
+    let dataflow = write_dataflow(
+        dir.path(),
+        r#"
+health_check_interval: 0.2
+nodes:
+  - id: flood
+    path: {node}
+    env: { MODE: flood, COUNT: 400 }
+    outputs: [data]
+  - id: stuck
+    path: {node}
+    env: { MODE: recv, SLEEP_MS: 60000 }
+    health_check_timeout: 1s
+    inputs: { data: flood/data }
+  - id: slow
+    path: {node}
+    env: { MODE: recv, SLEEP_MS: 5 }
+    health_check_timeout: 1s
+    inputs: { data: { source: flood/data, queue_size: 1000 } }
+"#,
+    );
+    let out = run(state.path(), &dataflow, lanes);
+    assert!(!out.status.success(), "{out}");
+    let all = out.all();
+    let unresponsive = |node: &str| {
+        all.lines()
+            .any(|l| l.contains(&format!("`{node}`")) && l.contains("unresponsive: no request"))
+    };
+    assert!(
+        unresponsive("stuck"),
+        "lanes={lanes}: the stuck node was not killed by its health check\n{out}"
+    );
+    assert!(!unresponsive("slow"), "lanes={lanes}: {out}");
+    // Not killed: it printed its summary (after its input closed, or the dataflow stopped).
+    assert!(summary(&out, "slow").0 > 0, "lanes={lanes}: {out}");
+}
+
+#[test]
+fn a_node_stuck_with_messages_in_its_lanes_fails_its_health_check() {
+    stuck_receiver(true);
+    stuck_receiver(false);
+}

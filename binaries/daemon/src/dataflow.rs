@@ -67,6 +67,10 @@ struct NodeRuntime {
     watched: bool,
     /// The last request on any of its connections (see `health.rs`).
     last_contact: Option<std::time::Instant>,
+    /// What it had taken from its lanes at the last health check, and since when entries wait
+    /// in them without it taking any (see `health.rs`).
+    lanes_taken: u64,
+    lanes_stuck_since: Option<std::time::Instant>,
     /// Why its health check killed this instance (it may still be restarted).
     health_failure: Option<String>,
     /// Stopped on its own (`stop_nodes`): its restart policy does not apply any more.

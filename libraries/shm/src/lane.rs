@@ -35,6 +35,8 @@ const MAGIC: u64 = u64::from_le_bytes(*b"ADLANE01");
 const HEADER: usize = 128;
 const SLOT_HEADER: usize = 32;
 const SLOT_STRIDE: usize = SLOT_HEADER + LANE_SLOT_BYTES;
+/// Lock attempts of the daemon before it gives up (about a millisecond).
+const DAEMON_SPINS: u32 = 20_000;
 /// Lock attempts between two checks that its holder is still alive.
 const SPINS_PER_CHECK: u32 = 2000;
 
@@ -189,16 +191,29 @@ impl Lane {
     /// Takes the lock. A holder that no longer exists (killed mid-operation) loses it: every
     /// change it made before becomes visible only through `head`/`tail`, which it had not moved.
     fn lock(&self) -> Locked<'_> {
+        loop {
+            if let Some(locked) = self.lock_within(u32::MAX) {
+                return locked;
+            }
+        }
+    }
+
+    /// [`Self::lock`], giving up after `max_spins` attempts (a holder that is alive but stopped,
+    /// for example by a debugger, would block the caller for as long).
+    fn lock_within(&self, max_spins: u32) -> Option<Locked<'_>> {
         let me = std::process::id();
         let word = self.word32(OFF_LOCK);
         let mut spins = 0u32;
         loop {
             let holder =
                 match word.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed) {
-                    Ok(_) => return Locked(self),
+                    Ok(_) => return Some(Locked(self)),
                     Err(holder) => holder,
                 };
             spins += 1;
+            if spins >= max_spins {
+                return None;
+            }
             if spins.is_multiple_of(SPINS_PER_CHECK)
                 && holder != 0
                 && holder != me
@@ -208,7 +223,7 @@ impl Lane {
                     .compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
-                    return Locked(self);
+                    return Some(Locked(self));
                 }
             } else if spins.is_multiple_of(64) {
                 std::thread::yield_now();
@@ -231,8 +246,7 @@ impl Lane {
             if self.word32(OFF_CLOSED).load(Ordering::Relaxed) != 0 {
                 return Pushed::Closed;
             }
-            let head = self.word64(OFF_HEAD).load(Ordering::Relaxed);
-            let tail = self.word64(OFF_TAIL).load(Ordering::Relaxed);
+            let (head, tail) = self.bounds();
             let evicted = (head - tail >= self.capacity).then(|| {
                 let (_, token, _) = self.read_slot_header(tail);
                 self.word64(OFF_TAIL).store(tail + 1, Ordering::Relaxed);
@@ -281,8 +295,7 @@ impl Lane {
             return 0;
         }
         let _lock = self.lock();
-        let head = self.word64(OFF_HEAD).load(Ordering::Relaxed);
-        let tail = self.word64(OFF_TAIL).load(Ordering::Relaxed);
+        let (head, tail) = self.bounds();
         for seq in tail..head {
             let (len, token, sender_seq) = self.read_slot_header(seq);
             let len = len.min(LANE_SLOT_BYTES);
@@ -303,28 +316,38 @@ impl Lane {
     }
 
     /// Removes every queued entry without delivering it (its receiver is gone for good) and
-    /// returns their sample tokens; they count neither as taken nor as dropped.
-    pub fn discard_all(&self) -> Vec<u64> {
-        let _lock = self.lock();
-        let head = self.word64(OFF_HEAD).load(Ordering::Relaxed);
-        let tail = self.word64(OFF_TAIL).load(Ordering::Relaxed);
+    /// returns their sample tokens; they count neither as taken nor as dropped. `None` when the
+    /// lock could not be had within about a millisecond (its holder is alive but stopped).
+    pub fn discard_all(&self) -> Option<Vec<u64>> {
+        let _lock = self.lock_within(DAEMON_SPINS)?;
+        let (head, tail) = self.bounds();
         let tokens = (tail..head)
             .filter_map(|at| self.read_slot_header(at).1)
             .collect();
         self.word64(OFF_DISCARDED)
             .fetch_add(head - tail, Ordering::Relaxed);
         self.word64(OFF_TAIL).store(head, Ordering::SeqCst);
-        tokens
+        Some(tokens)
     }
 
-    /// The tokens of the shared samples of the queued entries, without taking them.
-    pub fn queued_tokens(&self) -> Vec<u64> {
-        let _lock = self.lock();
+    /// The tokens of the shared samples of the queued entries, without taking them (`None` as
+    /// for [`Self::discard_all`]).
+    pub fn queued_tokens(&self) -> Option<Vec<u64>> {
+        let _lock = self.lock_within(DAEMON_SPINS)?;
+        let (head, tail) = self.bounds();
+        let tokens = (tail..head)
+            .filter_map(|at| self.read_slot_header(at).1)
+            .collect();
+        Some(tokens)
+    }
+
+    /// `head` and `tail`, held to what a lane can be (the lock is held): a process that wrote
+    /// garbage into the shared header must not make anyone loop over billions of entries.
+    fn bounds(&self) -> (u64, u64) {
         let head = self.word64(OFF_HEAD).load(Ordering::Relaxed);
         let tail = self.word64(OFF_TAIL).load(Ordering::Relaxed);
-        (tail..head)
-            .filter_map(|at| self.read_slot_header(at).1)
-            .collect()
+        let tail = tail.clamp(head.saturating_sub(self.capacity), head);
+        (head, tail)
     }
 
     /// The receiver is about to sleep: from now on a push tells it to wake up. Check
@@ -341,8 +364,8 @@ impl Lane {
     /// Closes the lane: later pushes return [`Pushed::Closed`]; queued entries can still be taken.
     /// Returns whether it was open.
     pub fn close(&self) -> bool {
-        let _lock = self.lock();
-        self.word32(OFF_CLOSED).swap(1, Ordering::Relaxed) == 0
+        // No lock: a push already past its check completes, as if it had come just before.
+        self.word32(OFF_CLOSED).swap(1, Ordering::SeqCst) == 0
     }
 
     /// Whether the daemon closed the lane.

@@ -7,6 +7,11 @@
 //! that did neither for its `health_check_timeout` is killed, and its restart policy decides what
 //! comes next. The drops connection does not count: its request is always waiting, on a thread of
 //! the node API, whatever the node's own code is doing.
+//!
+//! Messages on lanes do not pass through the daemon, and a node's request for events stays open
+//! while it takes them: taking from its lanes counts as talking (the lanes' counters grow), and a
+//! node whose lanes hold entries it has not taken for its `health_check_timeout` is not waiting
+//! for events but stuck.
 
 use std::time::{Duration, Instant};
 
@@ -88,6 +93,20 @@ impl Dataflow {
             let Some(rt) = self.nodes.get_mut(&node.id) else {
                 continue;
             };
+            let (taken, pending) = self.routing.lane_progress(&node.id);
+            if taken != rt.lanes_taken {
+                rt.lanes_taken = taken;
+                rt.last_contact = Some(now);
+                rt.lanes_stuck_since = None;
+            }
+            if pending {
+                rt.lanes_stuck_since.get_or_insert(now);
+            } else {
+                rt.lanes_stuck_since = None;
+            }
+            let stuck = rt
+                .lanes_stuck_since
+                .is_some_and(|t| now.duration_since(t) >= timeout);
             let silent = rt
                 .last_contact
                 .map_or(Duration::ZERO, |t| now.duration_since(t));
@@ -95,7 +114,7 @@ impl Dataflow {
             if !connected
                 || rt.health_failure.is_some()
                 || silent < timeout
-                || self.routing.is_waiting_for_events(&node.id)
+                || (self.routing.is_waiting_for_events(&node.id) && !stuck)
             {
                 continue;
             }

@@ -164,6 +164,19 @@ impl Routing {
         }
     }
 
+    /// What `node` took from its lanes so far, and whether entries wait in them now.
+    pub fn lane_progress(&self, node: &NodeId) -> (u64, bool) {
+        let mut taken = 0;
+        let mut waiting = false;
+        for ((receiver, _), l) in &self.lanes.inputs {
+            if receiver == node {
+                taken += l.lane.counters().taken;
+                waiting |= l.lane.has_entries();
+            }
+        }
+        (taken, waiting)
+    }
+
     /// A sender registers a shared sample that the lanes of `served` took.
     pub(super) fn hold_in_lanes(&mut self, token: u64, served: &[(NodeId, DataId)]) -> usize {
         let mut added = 0;
@@ -212,12 +225,27 @@ impl Routing {
             if receiver != node {
                 continue;
             }
-            if for_good {
+            let tokens = if for_good {
                 l.lane.close();
-                l.lane.discard_all();
+                l.lane.discard_all()
             } else {
-                for t in l.lane.queued_tokens() {
-                    *queued.entry(t).or_default() += 1;
+                l.lane.queued_tokens()
+            };
+            match tokens {
+                Some(tokens) if !for_good => {
+                    for t in tokens {
+                        *queued.entry(t).or_default() += 1;
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    // Releasing without knowing what is queued could hand a sample still in the
+                    // lane back to its sender: keep them all (removed when the dataflow ends).
+                    tracing::warn!(
+                        "a lane of `{node}` stays locked by its sender: the samples it took are \
+                         released when the dataflow ends"
+                    );
+                    return;
                 }
             }
         }

@@ -31,7 +31,7 @@ fn entries_come_out_in_order_with_their_tokens() {
     assert_eq!(sender.push(b"one", None, 0), queued(None));
     assert_eq!(sender.push(b"two", Some(7), 5), queued(None));
     assert!(receiver.has_entries());
-    assert_eq!(receiver.queued_tokens(), vec![7]);
+    assert_eq!(receiver.queued_tokens(), Some(vec![7]));
     let got = take(&receiver);
     assert_eq!(
         got,
@@ -81,7 +81,7 @@ fn a_closed_lane_refuses_pushes_but_gives_what_it_queued() {
     let other = Lane::create(&format!("{}m", clean.0), 8).expect("create");
     other.push(b"x", Some(4), 1);
     other.push(b"y", None, 2);
-    assert_eq!(other.discard_all(), vec![4]);
+    assert_eq!(other.discard_all(), Some(vec![4]));
     assert!(!other.has_entries());
     let c = other.counters();
     assert_eq!((c.pushed, c.dropped, c.taken), (2, 0, 0));
@@ -314,4 +314,29 @@ fn a_sender_killed_mid_write_never_shows_a_torn_entry() {
         queued(None),
         "the lock was recovered"
     );
+}
+
+#[test]
+fn the_daemon_gives_up_on_a_lock_held_by_a_live_process() {
+    let clean = Cleanup::new("lane-held");
+    let lane = Lane::create(&format!("{}l", clean.0), 4).expect("create");
+    lane.push(b"queued", Some(3), 1);
+    // Held by a process that exists but does not let go (pid 1, as a stopped sender would).
+    lane.word32(OFF_LOCK).store(1, Ordering::Release);
+    assert_eq!(lane.queued_tokens(), None);
+    assert_eq!(lane.discard_all(), None);
+    assert!(lane.close(), "closing needs no lock");
+    lane.word32(OFF_LOCK).store(0, Ordering::Release);
+    assert_eq!(lane.queued_tokens(), Some(vec![3]));
+}
+
+#[test]
+fn a_garbled_header_never_yields_more_than_a_lane_holds() {
+    let clean = Cleanup::new("lane-garbled");
+    let lane = Lane::create(&format!("{}l", clean.0), 4).expect("create");
+    lane.word64(OFF_HEAD).store(1 << 40, Ordering::Release);
+    assert_eq!(take(&lane).len(), 4);
+    lane.word64(OFF_TAIL).store(u64::MAX, Ordering::Release);
+    assert!(take(&lane).is_empty(), "a tail past the head means empty");
+    assert!(matches!(lane.push(b"ok", None, 1), Pushed::Queued { .. }));
 }
