@@ -181,7 +181,9 @@ impl Routing {
     pub(super) fn hold_in_lanes(&mut self, token: u64, served: &[(NodeId, DataId)]) -> usize {
         let mut added = 0;
         for (receiver, _) in served {
-            let Some(state) = self.nodes.get_mut(receiver) else {
+            // A receiver gone for good had its lanes emptied: whatever it took or left there
+            // counts for nobody (a registration can arrive after it ended).
+            let Some(state) = self.nodes.get_mut(receiver).filter(|s| !s.exited) else {
                 continue;
             };
             let lanes = &mut state.lane_held;

@@ -530,3 +530,15 @@ fn a_tap_or_move_closes_lanes_and_the_output_goes_through_the_daemon() {
     );
     assert_eq!(inputs(poll(&mut l.r, "a")), vec!["x:1"]);
 }
+
+#[test]
+fn a_registration_after_its_receiver_ended_holds_nothing() {
+    let mut l = WithLanes::new("late");
+    l.r.node_exited(&"a".into());
+    // `a` took the sample and died before the sender's registration arrived.
+    let served = both();
+    let msg = (metadata(), shared(5));
+    l.r.send_output_direct(&"src".into(), &"out".into(), msg, (&served, true));
+    l.r.report_dropped(&"b".into(), vec![5]);
+    assert_eq!(l.r.samples_in_flight(), 0, "nobody waits for `a`");
+}
