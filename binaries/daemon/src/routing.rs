@@ -358,6 +358,8 @@ impl Routing {
     /// The node process exited (or a restarted instance is replacing it): close its outputs,
     /// release everything it held and end its pending requests.
     pub fn node_exited(&mut self, node: &NodeId) {
+        // What it (or another sender) reported in a lane comes before its end.
+        self.drain_reports(None);
         let outputs: Vec<DataId> = match self.nodes.get(node) {
             Some(s) => s.open_outputs.iter().cloned().collect(),
             None => return,
@@ -386,6 +388,7 @@ impl Routing {
     /// instance held and end its pending requests, but keep its queued inputs (for the new
     /// instance) and its outputs open (its receivers wait for it).
     pub fn node_restarting(&mut self, node: &NodeId) {
+        self.drain_reports(None);
         let Some(state) = self.nodes.get_mut(node) else {
             return;
         };

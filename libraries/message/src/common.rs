@@ -146,6 +146,12 @@ pub struct NodeLanes {
     /// Output → the lanes of its local receivers.
     #[serde(default)]
     pub outputs: BTreeMap<DataId, OutputLanes>,
+    /// The lane the node writes what the daemon must know about its lanes into
+    /// (`SendOutputDirect` of a shared sample, `LaneEvicted`), instead of its control socket: the
+    /// daemon reads it when it needs it (a drop report, an exit, the node's next request), so
+    /// that a message does not wake the daemon. Full: the control socket.
+    #[serde(default)]
+    pub reports: Option<String>,
 }
 
 impl NodeLanes {

@@ -107,3 +107,15 @@ pub enum NodeRequest {
         tokens: Vec<u64>,
     },
 }
+
+impl NodeRequest {
+    /// The request as an entry of a node's reports lane (`NodeLanes::reports`).
+    pub fn encode_report(&self) -> Result<Vec<u8>, bincode::Error> {
+        bincode::serialize(self)
+    }
+
+    /// A request read from a node's reports lane.
+    pub fn decode_report(bytes: &[u8]) -> Result<NodeRequest, bincode::Error> {
+        bincode::deserialize(bytes)
+    }
+}

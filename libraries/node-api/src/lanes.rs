@@ -55,6 +55,9 @@ pub(crate) struct OutputLanes {
     outputs: BTreeMap<DataId, Output>,
     /// Per receiving node: the number of the last entry pushed to any of its lanes.
     seqs: Vec<u64>,
+    /// Where what the daemon must know goes when it need not act at once (see
+    /// `NodeLanes::reports`); `None`: the control connection.
+    reports: Option<Lane>,
 }
 
 impl OutputLanes {
@@ -109,9 +112,20 @@ impl OutputLanes {
                 Err(e) => tracing::warn!("output `{output}` goes through the daemon: {e}"),
             }
         }
+        let reports = config
+            .reports
+            .as_ref()
+            .and_then(|name| match Lane::open(name) {
+                Ok(lane) => Some(lane),
+                Err(e) => {
+                    tracing::warn!("reporting on the control connection: {e}");
+                    None
+                }
+            });
         Self {
             outputs,
             seqs: vec![0; receivers.len()],
+            reports,
         }
     }
 
@@ -165,27 +179,54 @@ impl OutputLanes {
                 }
             }
         }
+        // Only a registration (every lane took it, nobody elsewhere): no need to wake the daemon.
+        let report_only = all_served && !out.daemon_copy;
         if token.is_some() || out.daemon_copy || !all_served {
             let served = (out.lanes.iter().enumerate())
                 .filter(|(i, _)| served & 1u64.checked_shl(*i as u32).unwrap_or(0) != 0)
                 .map(|(_, l)| (l.receiver.clone(), l.input.clone()))
                 .collect();
-            control.send(&NodeRequest::SendOutputDirect {
+            let request = NodeRequest::SendOutputDirect {
                 output: output.clone(),
                 metadata,
                 data,
                 served,
-            })?;
+            };
+            if report_only {
+                report(self.reports.as_ref(), control, &request)?;
+            } else {
+                control.send(&request)?;
+            }
         }
         for (receiver, input, token) in evicted {
-            control.send(&NodeRequest::LaneEvicted {
+            let request = NodeRequest::LaneEvicted {
                 receiver,
                 input,
                 tokens: vec![token],
-            })?;
+            };
+            report(self.reports.as_ref(), control, &request)?;
         }
         Ok(None)
     }
+}
+
+/// Writes `request` into the reports lane, or on the control connection when there is none, it
+/// is full or the request does not fit in a slot. The daemon reads the lane before any later
+/// request of this node, so the order holds.
+fn report(
+    reports: Option<&Lane>,
+    control: &ControlChannel,
+    request: &NodeRequest,
+) -> Result<(), NodeError> {
+    let queued = reports.is_some_and(|lane| {
+        request
+            .encode_report()
+            .is_ok_and(|bytes| lane.try_push(&bytes))
+    });
+    if !queued {
+        control.send(request)?;
+    }
+    Ok(())
 }
 
 fn lanes_daemon_copy(config: &NodeLanes, output: &DataId) -> bool {

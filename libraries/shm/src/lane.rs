@@ -283,6 +283,22 @@ impl Lane {
         parse_slot_header(&header)
     }
 
+    /// Queues `entry` only if the lane has room (nothing is dropped): `false` when it is full,
+    /// closed or `entry` is larger than a slot. For a lane whose entries must never be lost.
+    pub fn try_push(&self, entry: &[u8]) -> bool {
+        if entry.len() > LANE_SLOT_BYTES {
+            return false;
+        }
+        let _lock = self.lock();
+        let (head, tail) = self.bounds();
+        if self.is_closed() || head - tail >= self.capacity {
+            return false;
+        }
+        self.write_slot(head, entry, (None, 0));
+        self.word64(OFF_HEAD).store(head + 1, Ordering::SeqCst);
+        true
+    }
+
     /// Whether an entry is queued (no lock taken).
     pub fn has_entries(&self) -> bool {
         let head = self.word64(OFF_HEAD).load(Ordering::SeqCst);

@@ -18,6 +18,7 @@ impl Dataflow {
         data: DataRef,
     ) {
         self.touch(node);
+        self.routing.drain_reports(Some(node));
         if self.moves.is_muted(node) {
             return self.drop_muted(node, metadata, data);
         }
@@ -35,6 +36,7 @@ impl Dataflow {
         served: &[(NodeId, DataId)],
     ) {
         self.touch(node);
+        self.routing.drain_reports(Some(node));
         if self.moves.is_muted(node) {
             // Lanes close when a move starts; what the lanes took just before still counts
             // as held by them, but goes nowhere else.
@@ -53,12 +55,14 @@ impl Dataflow {
 
     /// A full lane dropped entries of `receiver` that referred to shared samples.
     pub fn lane_evicted(&mut self, receiver: &NodeId, tokens: Vec<u64>) {
+        self.routing.drain_reports(None);
         self.routing.lane_evicted(receiver, tokens);
     }
 
     /// A local node closed some of its outputs, here and on other machines.
     pub fn close_outputs(&mut self, node: &NodeId, outputs: &[DataId]) {
         self.touch(node);
+        self.routing.drain_reports(Some(node));
         if self.moves.is_muted(node) {
             return; // its outputs live on in its other instance
         }

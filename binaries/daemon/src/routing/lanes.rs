@@ -25,7 +25,7 @@ use adora_core::{
     descriptor::{InputPoll, InputSource},
     DataId, Descriptor, NodeId,
 };
-use adora_message::{InputLaneRef, LaneRef, NodeLanes, OutputLanes};
+use adora_message::{node_to_daemon::NodeRequest, InputLaneRef, LaneRef, NodeLanes, OutputLanes};
 use adora_shm::{Bell, Lane, LANE_MAX_SLOTS};
 
 use super::{NodeCounters, Routing};
@@ -40,7 +40,12 @@ pub(crate) struct Lanes {
     bells: BTreeMap<NodeId, (PathBuf, Bell)>,
     /// (sender, output) → whether receivers on other machines need its messages too.
     daemon_copy: BTreeMap<(NodeId, DataId), bool>,
+    /// Sender → its reports lane (see [`Routing::drain_reports`]).
+    reports: BTreeMap<NodeId, Lane>,
 }
+
+/// Entries of a reports lane: what a sender may write before the daemon reads it.
+const REPORTS_CAPACITY: usize = 4096;
 
 struct InputLane {
     lane: Lane,
@@ -109,7 +114,41 @@ impl Routing {
                 }
             }
         }
+        lanes.open_reports(prefix);
         self.lanes = lanes;
+    }
+
+    /// Reads what senders wrote into their reports lanes (`sender`'s only, or all) and applies
+    /// it, as if it had come on their control connections. Called before anything that needs it:
+    /// a request of that sender (order), a drop report (the registration it matches), a node
+    /// that ends (what it held).
+    pub fn drain_reports(&mut self, sender: Option<&NodeId>) {
+        let mut reports = Vec::new();
+        for (node, lane) in &self.lanes.reports {
+            if sender.is_some_and(|s| s != node) || !lane.has_entries() {
+                continue;
+            }
+            let mut entries = Vec::new();
+            lane.pop_all(&mut entries);
+            reports.extend(entries.into_iter().map(|e| (node.clone(), e.bytes)));
+        }
+        for (node, bytes) in reports {
+            match NodeRequest::decode_report(&bytes) {
+                Ok(NodeRequest::SendOutputDirect {
+                    output,
+                    metadata,
+                    data,
+                    served,
+                }) => self.send_output_direct(&node, &output, (metadata, data), (&served, false)),
+                Ok(NodeRequest::LaneEvicted {
+                    receiver, tokens, ..
+                }) => self.lane_evicted(&receiver, tokens),
+                Ok(other) => {
+                    tracing::warn!("node `{node}` reported {other:?} in its lane; ignored")
+                }
+                Err(e) => tracing::warn!("node `{node}` wrote a malformed report ({e}); ignored"),
+            }
+        }
     }
 
     /// The lanes to put in `node`'s configuration.
@@ -150,6 +189,9 @@ impl Routing {
         }
         if !config.inputs.is_empty() {
             config.bell = lanes.bells.get(node).map(|(path, _)| path.clone());
+        }
+        if !config.outputs.is_empty() {
+            config.reports = lanes.reports.get(node).map(|l| l.os_id().to_owned());
         }
         config
     }
@@ -222,6 +264,7 @@ impl Routing {
     /// `for_good`: no instance follows, so its lanes close and what they queued is released too;
     /// otherwise the next instance finds the queued entries.
     pub(super) fn end_lane_instance(&mut self, node: &NodeId, for_good: bool) {
+        self.drain_reports(None);
         let mut queued: HashMap<u64, usize> = HashMap::new();
         for ((receiver, _), l) in &self.lanes.inputs {
             if receiver != node {
@@ -290,6 +333,21 @@ impl Routing {
 }
 
 impl Lanes {
+    /// A reports lane for every node that sends on lanes (without one, it reports on its
+    /// control connection).
+    fn open_reports(&mut self, prefix: &str) {
+        let senders: std::collections::BTreeSet<NodeId> =
+            self.inputs.values().map(|l| l.sender.clone()).collect();
+        for (i, sender) in senders.into_iter().enumerate() {
+            match Lane::create(&format!("{prefix}~reports-{i}"), REPORTS_CAPACITY) {
+                Ok(lane) => {
+                    self.reports.insert(sender, lane);
+                }
+                Err(e) => tracing::warn!("`{sender}` reports on its control connection: {e}"),
+            }
+        }
+    }
+
     fn create(
         &mut self,
         prefix: &str,

@@ -78,6 +78,8 @@ impl Routing {
 
     /// A node dropped shared samples it had received.
     pub fn report_dropped(&mut self, node: &NodeId, tokens: Vec<u64>) {
+        // Their registrations may still wait in their senders' reports lanes.
+        self.drain_reports(None);
         for token in tokens {
             let held = self.nodes.get_mut(node).and_then(|s| {
                 let count = s.held.get_mut(&token)?;

@@ -542,3 +542,34 @@ fn a_registration_after_its_receiver_ended_holds_nothing() {
     l.r.report_dropped(&"b".into(), vec![5]);
     assert_eq!(l.r.samples_in_flight(), 0, "nobody waits for `a`");
 }
+
+#[test]
+fn a_registration_in_the_reports_lane_is_read_when_a_drop_needs_it() {
+    let mut l = WithLanes::new("reports");
+    let (tx, mut freed) = oneshot::channel();
+    l.r.next_freed(&"src".into(), tx);
+    let config = l.r.node_lanes(&"src".into());
+    let reports = adora_shm::Lane::open(config.reports.as_deref().expect("a reports lane"))
+        .expect("open the reports lane");
+    // The sender registers its sample in the lane: nothing reaches the daemon yet.
+    let request = adora_message::node_to_daemon::NodeRequest::SendOutputDirect {
+        output: "out".into(),
+        metadata: metadata(),
+        data: shared(11),
+        served: both(),
+    };
+    assert!(reports.try_push(&request.encode_report().expect("encode")));
+    assert_eq!(l.r.samples_in_flight(), 0, "not read yet");
+    l.r.report_dropped(&"a".into(), vec![11]);
+    assert_eq!(
+        l.r.samples_in_flight(),
+        1,
+        "read with a's drop: b still holds it"
+    );
+    l.r.report_dropped(&"b".into(), vec![11]);
+    assert_eq!(
+        freed.try_recv().ok(),
+        Some(DaemonReply::FreedSamples(vec![11]))
+    );
+    assert!(!reports.has_entries());
+}

@@ -340,3 +340,18 @@ fn a_garbled_header_never_yields_more_than_a_lane_holds() {
     assert!(take(&lane).is_empty(), "a tail past the head means empty");
     assert!(matches!(lane.push(b"ok", None, 1), Pushed::Queued { .. }));
 }
+
+#[test]
+fn try_push_never_drops_anything() {
+    let clean = Cleanup::new("lane-try");
+    let lane = Lane::create(&format!("{}l", clean.0), 2).expect("create");
+    assert!(lane.try_push(b"1"));
+    assert!(lane.try_push(b"2"));
+    assert!(!lane.try_push(b"3"), "full: refused, not evicting");
+    let got: Vec<Vec<u8>> = take(&lane).into_iter().map(|e| e.bytes).collect();
+    assert_eq!(got, vec![b"1".to_vec(), b"2".to_vec()]);
+    assert_eq!(lane.counters().dropped, 0);
+    assert!(lane.try_push(b"4"));
+    lane.close();
+    assert!(!lane.try_push(b"5"), "closed");
+}
