@@ -335,25 +335,27 @@ impl Lane {
     /// returns their sample tokens; they count neither as taken nor as dropped. `None` when the
     /// lock could not be had within about a millisecond (its holder is alive but stopped).
     pub fn discard_all(&self) -> Option<Vec<u64>> {
-        let _lock = self.lock_within(DAEMON_SPINS)?;
-        let (head, tail) = self.bounds();
-        let tokens = (tail..head)
-            .filter_map(|at| self.read_slot_header(at).1)
-            .collect();
-        self.word64(OFF_DISCARDED)
-            .fetch_add(head - tail, Ordering::Relaxed);
-        self.word64(OFF_TAIL).store(head, Ordering::SeqCst);
-        Some(tokens)
+        self.queued_samples(true)
     }
 
     /// The tokens of the shared samples of the queued entries, without taking them (`None` as
     /// for [`Self::discard_all`]).
     pub fn queued_tokens(&self) -> Option<Vec<u64>> {
+        self.queued_samples(false)
+    }
+
+    /// The daemon's look at the queued entries' samples, removing the entries if `discard`.
+    fn queued_samples(&self, discard: bool) -> Option<Vec<u64>> {
         let _lock = self.lock_within(DAEMON_SPINS)?;
         let (head, tail) = self.bounds();
         let tokens = (tail..head)
             .filter_map(|at| self.read_slot_header(at).1)
             .collect();
+        if discard {
+            self.word64(OFF_DISCARDED)
+                .fetch_add(head - tail, Ordering::Relaxed);
+            self.word64(OFF_TAIL).store(head, Ordering::SeqCst);
+        }
         Some(tokens)
     }
 
