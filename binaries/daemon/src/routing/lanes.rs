@@ -10,7 +10,8 @@
 //! - **counts** shared samples sent on lanes (`SendOutputDirect` names the lanes that took it):
 //!   a receiver holds them until it reports them dropped, a full lane hands evicted ones back
 //!   (`LaneEvicted`), and an instance that ends releases what it took but did not drop;
-//! - **reads** the lanes' counters for the node figures.
+//! - **reads** the lanes' counters for the node figures, and each sender's reports lane (the
+//!   registrations and evictions it did not send on its socket, [`Routing::drain_reports`]).
 //!
 //! The order of the reports is not guaranteed (a receiver may report a sample dropped before
 //! the sender's `SendOutputDirect` arrives on its own connection): such a drop is kept as
