@@ -462,20 +462,17 @@ impl Bell {
     pub fn listen(path: &Path) -> std::io::Result<Bell> {
         // Read and write: a FIFO opened for reading alone reports a hang-up whenever no sender
         // has it open.
-        let fifo = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(nix::libc::O_NONBLOCK)
-            .open(path)?;
-        Ok(Bell {
-            fifo,
-            path: path.to_owned(),
-        })
+        Self::open(path, true)
     }
 
     /// Opens the bell to ring it (a sending node).
     pub fn ringer(path: &Path) -> std::io::Result<Bell> {
+        Self::open(path, false)
+    }
+
+    fn open(path: &Path, read: bool) -> std::io::Result<Bell> {
         let fifo = std::fs::OpenOptions::new()
+            .read(read)
             .write(true)
             .custom_flags(nix::libc::O_NONBLOCK)
             .open(path)?;

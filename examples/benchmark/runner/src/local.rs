@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use benchmark_common::{Plan, Report};
 
-use crate::{adora_run_command, collect_reports, sibling};
+use crate::{adora_run_command, run_command, sibling};
 
 /// Sinks of the fan-out placement.
 pub const FAN_OUT: usize = 8;
@@ -56,16 +56,7 @@ pub fn run(adora: &Path, dataflow: &Path, plan: &Plan, lanes: bool) -> anyhow::R
     if !lanes {
         command.env("ADORA_LOCAL_LANES", "0");
     }
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("cannot start {} (build it first)", adora.display()))?;
-    let stdout = child.stdout.take().context("adora's stdout is piped")?;
-    let reports = collect_reports(stdout)?;
-    let status = child.wait()?;
-    if !status.success() {
-        anyhow::bail!("`adora run` failed ({status})");
-    }
-    Ok(slowest(reports))
+    Ok(slowest(run_command(adora, command)?))
 }
 
 /// Per size and phase, the report of the slowest receiver (highest p50, fewest messages/s).

@@ -404,7 +404,12 @@ pub(crate) fn adora_run_command(adora: &Path, dataflow: &Path, plan: &Plan) -> C
 }
 
 fn run_adora(adora: &Path, dataflow: &Path, plan: &Plan) -> anyhow::Result<Vec<Report>> {
-    let mut child = adora_run_command(adora, dataflow, plan)
+    run_command(adora, adora_run_command(adora, dataflow, plan))
+}
+
+/// Runs an `adora run` command (see [`adora_run_command`]) and collects the sinks' reports.
+pub(crate) fn run_command(adora: &Path, mut command: Command) -> anyhow::Result<Vec<Report>> {
+    let mut child = command
         .spawn()
         .with_context(|| format!("cannot start {} (build it first)", adora.display()))?;
     let stdout = child.stdout.take().context("adora's stdout is piped")?;
