@@ -28,9 +28,11 @@
 //!   rest of `PAYLOAD_BYTES` filled with the number's low byte), `COUNT` times, then exits.
 //! - `arrow-send`: on every `tick` input sends message N as an `Int64` array `[N, N*N]` on
 //!   `numbers` and a `Utf8` array `["n=N, \"q\""]` on `text`, `COUNT` times, then exits.
-//! - `relay`: forwards every message of input `in` unchanged on output `out`.
+//! - `relay`: forwards every message of input `in` unchanged on output `out`; its summary
+//!   `relay forwarded=N dropped=D` gives the node API's drop count of `in`.
 //! - `seq-sink`: checks sequence numbers and payloads; prints progress every `PROGRESS` messages
-//!   and a summary with what was received and lost. Exits non-zero on reordering or a bad payload.
+//!   and a summary with what was received and lost, and the node API's drop count of its inputs
+//!   (`dropped=`). Exits non-zero on reordering or a bad payload.
 //!   With `CRASH_AT=N` it exits with status 9 on message N, once per dataflow (a marker file in
 //!   the temp dir lets the restarted instance carry on). With `ALLOW_DUPLICATES=1` a message
 //!   seen before is counted (`dups=`) and one that arrives after a later one (`late=`, no
@@ -484,7 +486,11 @@ fn relay() -> Result {
             _ => {}
         }
     }
-    println!("relay forwarded={forwarded}");
+    // What the daemon dropped or lost on the way to this input (remote drops included).
+    println!(
+        "relay forwarded={forwarded} dropped={}",
+        events.drop_count(&"in".into())
+    );
     Ok(())
 }
 
@@ -502,9 +508,12 @@ fn seq_sink() -> Result {
     let (mut received, mut lost, mut next, mut dups) = (0u64, 0u64, 0u64, 0u64);
     // With duplicates allowed: numbers skipped so far, and those that arrived after all.
     let (mut missing, mut late) = (std::collections::BTreeSet::new(), 0u64);
+    // The inputs seen, for the drop counts at the end.
+    let mut inputs = std::collections::BTreeSet::new();
     while let Some(event) = events.recv() {
         match event {
-            Event::Input { data, .. } => {
+            Event::Input { id, data, .. } => {
+                inputs.insert(id);
                 let seq = u64::from_le_bytes(data.get(..8).ok_or("short message")?.try_into()?);
                 if trace {
                     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
@@ -570,6 +579,9 @@ fn seq_sink() -> Result {
             _ => {}
         }
     }
-    println!("seq-sink done received={received} lost={lost} next={next} dups={dups} late={late}");
+    let dropped: u64 = inputs.iter().map(|i| events.drop_count(i)).sum();
+    println!(
+        "seq-sink done received={received} lost={lost} next={next} dups={dups} late={late} dropped={dropped}"
+    );
     Ok(())
 }
