@@ -46,11 +46,7 @@ fn a_network_cut_of_the_middle_host_loses_nothing_and_kills_nothing() {
     let hosts = require_hosts!("cut_middle_host", 3);
     let state = temp_dir();
     let coordinator = Coordinator::start(state.path(), &hosts.gateway_ip().to_string());
-    // Zenoh over plain TCP, like the fault tests of `resilience.rs`: over TLS, Zenoh 1.10's TLS
-    // link now and then resets itself (reads and writes race on one TLS stream, upstream issue
-    // eclipse-zenoh/zenoh#2557; see guide/src/security.md), which loses what was in flight
-    // whether or not the network was cut. What this test measures is the cut.
-    let _daemons = coordinator.daemons_on_with(&hosts, &["a", "b", "c"], &["--insecure-zenoh"]);
+    let _daemons = coordinator.daemons_on(&hosts, &["a", "b", "c"]);
 
     // 300 messages, one every 20 ms (6 s): the cut of 3 s falls in the middle of the stream.
     let dataflow = state.path().join("chain.yml");

@@ -93,18 +93,18 @@ pub struct ServiceConfig {
     /// Binaries downloaded for `distribute: http` go to `<artifact_dir>/<dataflow>/<node>/`.
     pub artifact_dir: PathBuf,
     /// Zenoh over mutual TLS with the daemon's cluster certificate: the session listens on
-    /// `tls/<ip>:<port>` and accepts only peers with a certificate of the cluster CA. `None`:
-    /// plain TCP (`--insecure-zenoh`, or a daemon without an identity).
+    /// `quic/<ip>:<port>` and `tls/<ip>:<port>` and accepts only peers with a certificate of
+    /// the cluster CA. `None`: plain TCP (`--insecure-zenoh`, or a daemon without an identity).
     pub zenoh_tls: Option<ZenohTls>,
     /// The site of this machine (`cluster.yml` `sites:`): direct data links stay within it.
     pub site: Option<String>,
-    /// The Zenoh endpoints of the site's router (`tls/<host>:<port>`), through which data from
+    /// The Zenoh endpoints of the site's router (`quic/<host>:<port>`), through which data from
     /// and to other sites goes; none without a site.
     pub zenoh_routers: Vec<String>,
 }
 
-/// The files Zenoh's TLS transport is configured with: those of a daemon identity
-/// (`adora_pki::Identity::files`).
+/// The files Zenoh's encrypted transports are configured with: those of a daemon identity
+/// (`adora_pki::Identity::files`), and the transport the daemon connects with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ZenohTls {
     /// The cluster CA (PEM): the only issuer peers' certificates are accepted from.
@@ -113,12 +113,67 @@ pub struct ZenohTls {
     pub cert: PathBuf,
     /// The daemon's private key (PEM, mode 0600).
     pub key: PathBuf,
+    /// The transport it connects with (it listens on both).
+    pub transport: SecureTransport,
 }
 
 impl ZenohTls {
-    /// The files of the identity saved in `dir` (see `adora_pki::Identity::save`).
+    /// The files of the identity saved in `dir` (see `adora_pki::Identity::save`), connecting
+    /// over QUIC.
     pub fn from_identity_dir(dir: &std::path::Path) -> Self {
         let (ca, cert, key) = adora_pki::Identity::files(dir);
-        Self { ca, cert, key }
+        Self {
+            ca,
+            cert,
+            key,
+            transport: SecureTransport::Quic,
+        }
+    }
+}
+
+/// Zenoh's two transports with mutual TLS. A daemon or router with an identity listens on both
+/// (QUIC on the UDP port, TLS on the TCP port of the same number) and connects with one,
+/// falling back to the other when a peer offers only that one (a daemon of an older version
+/// offers only TLS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SecureTransport {
+    /// QUIC (TLS 1.3 inside, over UDP): the default. Zenoh's QUIC link sends and receives on
+    /// separate streams.
+    #[default]
+    Quic,
+    /// TLS over TCP, for networks that block UDP. Zenoh 1.10's TLS link now and then resets
+    /// itself (its reading and writing tasks share one TLS stream, upstream issue
+    /// eclipse-zenoh/zenoh#2557), losing what is in flight (counted as `link` drops).
+    Tls,
+}
+
+impl SecureTransport {
+    /// Zenoh's locator scheme of this transport.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Self::Quic => "quic",
+            Self::Tls => "tls",
+        }
+    }
+
+    /// The transport parsed from its scheme (`quic` or `tls`).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "quic" => Ok(Self::Quic),
+            "tls" => Ok(Self::Tls),
+            other => Err(format!("`{other}`: expected `quic` or `tls`")),
+        }
+    }
+
+    fn other(self) -> Self {
+        match self {
+            Self::Quic => Self::Tls,
+            Self::Tls => Self::Quic,
+        }
+    }
+
+    /// The transports to try, this one first.
+    pub fn preference(self) -> [Self; 2] {
+        [self, self.other()]
     }
 }

@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 /// How long the daemon waits for its tasks on shutdown before naming the stragglers.
 pub use adora_tasks::SHUTDOWN_GRACE as TASK_SHUTDOWN_GRACE;
 pub use config::{
-    DaemonConfig, DataflowSpec, ServiceConfig, ZenohTls, DEFAULT_KILL_GRACE,
+    DaemonConfig, DataflowSpec, SecureTransport, ServiceConfig, ZenohTls, DEFAULT_KILL_GRACE,
     DEFAULT_NODE_CONNECT_TIMEOUT, DEFAULT_STOP_GRACE,
 };
 pub use error::DaemonError;

@@ -67,6 +67,7 @@ pub fn parse_listen(listen: &str) -> Result<SocketAddr, RemoteError> {
     listen
         .strip_prefix("tcp/")
         .or_else(|| listen.strip_prefix("tls/"))
+        .or_else(|| listen.strip_prefix("quic/"))
         .and_then(|a| a.parse().ok())
         .ok_or_else(|| RemoteError::Endpoint(listen.to_owned()))
 }

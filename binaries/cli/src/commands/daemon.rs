@@ -57,6 +57,11 @@ pub struct Args {
     /// The site's router (`adora router`), as HOST:PORT; repeat for several.
     #[arg(long, value_name = "HOST:PORT", requires = "site")]
     zenoh_router: Vec<String>,
+    /// The encrypted transport this daemon connects to other daemons and routers with: `quic`
+    /// (UDP) or `tls` (TCP, for networks that block UDP; it loses a message now and then, see
+    /// the guide's Security chapter). It listens on both, on the same port number.
+    #[arg(long, value_name = "quic|tls", default_value = "quic", value_parser = adora_daemon::SecureTransport::parse)]
+    zenoh_transport: adora_daemon::SecureTransport,
     /// Zenoh between daemons over plain TCP instead of mutual TLS (benchmark comparisons only).
     #[arg(long, hide = true)]
     insecure_zenoh: bool,
@@ -87,17 +92,26 @@ fn parse_labels(s: &str) -> Result<Labels, String> {
 }
 
 /// Zenoh's TLS files: those of the enrolled identity in `dir` (already loaded and checked by
-/// `daemon_identity::establish`); none with `--insecure-zenoh` or without an identity.
-fn zenoh_tls(insecure: bool, dir: Option<&std::path::Path>) -> Option<adora_daemon::ZenohTls> {
-    dir.filter(|_| !insecure)
-        .map(adora_daemon::ZenohTls::from_identity_dir)
+/// `daemon_identity::establish`), connecting with `transport`; none with `--insecure-zenoh` or
+/// without an identity.
+pub(super) fn zenoh_tls(
+    insecure: bool,
+    dir: Option<&std::path::Path>,
+    transport: adora_daemon::SecureTransport,
+) -> Option<adora_daemon::ZenohTls> {
+    dir.filter(|_| !insecure).map(|dir| adora_daemon::ZenohTls {
+        transport,
+        ..adora_daemon::ZenohTls::from_identity_dir(dir)
+    })
 }
 
 /// `--zenoh-router HOST:PORT` values as Zenoh endpoints of the daemon's transport.
-fn router_endpoints(routers: &[String], tls: bool) -> anyhow::Result<Vec<String>> {
+fn router_endpoints(
+    routers: &[String],
+    tls: Option<&adora_daemon::ZenohTls>,
+) -> anyhow::Result<Vec<String>> {
     super::router::check_host_ports("--zenoh-router", routers)?;
-    let scheme = if tls { "tls" } else { "tcp" };
-    Ok(routers.iter().map(|r| format!("{scheme}/{r}")).collect())
+    Ok(adora_daemon::router_endpoints(routers, tls))
 }
 
 pub async fn run(mut args: Args) -> anyhow::Result<ExitCode> {
@@ -139,12 +153,16 @@ pub async fn run(mut args: Args) -> anyhow::Result<ExitCode> {
                 .map_err(|e| anyhow::anyhow!("--zenoh-listen: {e}"))?;
             args.zenoh_listen.clone()
         },
-        zenoh_tls: zenoh_tls(args.insecure_zenoh, trusted.identity_dir.as_deref()),
+        zenoh_tls: zenoh_tls(
+            args.insecure_zenoh,
+            trusted.identity_dir.as_deref(),
+            args.zenoh_transport,
+        ),
         site: args.site.clone(),
         zenoh_routers: Vec::new(),
     };
     let config = ServiceConfig {
-        zenoh_routers: router_endpoints(&args.zenoh_router, config.zenoh_tls.is_some())?,
+        zenoh_routers: router_endpoints(&args.zenoh_router, config.zenoh_tls.as_ref())?,
         ..config
     };
     eprintln!(
@@ -174,23 +192,35 @@ mod tests {
 
     #[test]
     fn routers_take_the_daemons_transport() {
-        let r = router_endpoints(&["10.0.0.1:7448".into(), "[fd00::1]:7448".into()], true)
-            .expect("valid");
-        assert_eq!(r, ["tls/10.0.0.1:7448", "tls/[fd00::1]:7448"]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let quic = zenoh_tls(false, Some(dir.path()), Default::default());
+        let r = router_endpoints(
+            &["10.0.0.1:7448".into(), "[fd00::1]:7448".into()],
+            quic.as_ref(),
+        )
+        .expect("valid");
+        assert_eq!(r, ["quic/10.0.0.1:7448", "quic/[fd00::1]:7448"]);
+        let tls = zenoh_tls(false, Some(dir.path()), adora_daemon::SecureTransport::Tls);
         assert_eq!(
-            router_endpoints(&["gw:7448".into()], false).expect("valid"),
+            router_endpoints(&["gw:7448".into()], tls.as_ref()).expect("valid"),
+            ["tls/gw:7448"]
+        );
+        assert_eq!(
+            router_endpoints(&["gw:7448".into()], None).expect("valid"),
             ["tcp/gw:7448"]
         );
-        assert!(router_endpoints(&["gw".into()], true).is_err());
-        assert!(router_endpoints(&["gw:0".into()], true).is_err());
+        assert!(router_endpoints(&["gw".into()], quic.as_ref()).is_err());
+        assert!(router_endpoints(&["gw:0".into()], quic.as_ref()).is_err());
     }
 
     #[test]
     fn zenoh_tls_comes_from_the_identity_dir_unless_insecure() {
         let dir = tempfile::tempdir().expect("tempdir");
-        assert!(zenoh_tls(false, None).is_none());
-        let tls = zenoh_tls(false, Some(dir.path())).expect("tls");
+        let quic = adora_daemon::SecureTransport::Quic;
+        assert!(zenoh_tls(false, None, quic).is_none());
+        let tls = zenoh_tls(false, Some(dir.path()), quic).expect("tls");
         assert_eq!(tls.key, dir.path().join("daemon.key"));
-        assert!(zenoh_tls(true, Some(dir.path())).is_none());
+        assert_eq!(tls.transport, quic);
+        assert!(zenoh_tls(true, Some(dir.path()), quic).is_none());
     }
 }

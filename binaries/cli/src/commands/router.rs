@@ -12,15 +12,16 @@ const DEFAULT_LISTEN: &str = "tcp/0.0.0.0:7448";
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  adora router --machine-id gateway\n  \
 adora router --machine-id gateway --listen tcp/0.0.0.0:7448 --connect cloud-gw.example.org:7448\n\n\
-Links are mutual TLS with the machine's cluster identity (<state dir>/identity/<machine id>/, \
+Links are QUIC or TLS, both with mutual authentication by the machine's cluster identity (<state dir>/identity/<machine id>/, \
 the one its daemon enrolled; a machine running only the router enrolls with a join code like a \
-daemon). Only routers need to reach each other: open the router port between sites. \
+daemon). Only routers need to reach each other: open the router port between sites (UDP for \
+QUIC, TCP for TLS). \
 `cluster up` starts the routers of cluster.yml's sites.")]
 pub struct Args {
     /// The machine id whose identity the router uses (that of the machine's daemon).
     #[arg(long)]
     machine_id: Option<String>,
-    /// Where to listen (`tcp/<ip>:<port>`; TLS unless --insecure-zenoh).
+    /// Where to listen (`tcp/<ip>:<port>`; QUIC and TLS unless --insecure-zenoh).
     #[arg(long, default_value = DEFAULT_LISTEN)]
     listen: String,
     /// The site it routes (`cluster.yml` `sites:`): daemons of other sites report whether they
@@ -39,6 +40,10 @@ pub struct Args {
     /// File holding a join code, for a machine with no identity yet.
     #[arg(long, value_name = "FILE")]
     join_code_file: Option<PathBuf>,
+    /// The encrypted transport it connects to other routers with: `quic` or `tls` (like
+    /// `adora daemon --zenoh-transport`). It listens on both, on the same port number.
+    #[arg(long, value_name = "quic|tls", default_value = "quic", value_parser = adora_daemon::SecureTransport::parse)]
+    zenoh_transport: adora_daemon::SecureTransport,
     /// Plain TCP instead of mutual TLS (like `adora daemon --insecure-zenoh`).
     #[arg(long, hide = true)]
     insecure_zenoh: bool,
@@ -81,7 +86,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             "the router needs the machine's cluster identity (start its daemon first, or give \
              --join-code-file), or --insecure-zenoh",
         )?;
-        Some(adora_daemon::ZenohTls::from_identity_dir(&dir))
+        super::daemon::zenoh_tls(false, Some(&dir), args.zenoh_transport)
     };
     let config = adora_daemon::RouterConfig {
         listen: args.listen,

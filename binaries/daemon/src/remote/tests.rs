@@ -31,11 +31,16 @@ fn the_listen_endpoint_takes_the_link_address_for_an_unspecified_ip() {
         listen_endpoint("udp/1.2.3.4:5", link, None),
         Err(RemoteError::Endpoint(_))
     ));
-    // With the cluster identity the same address is served over TLS.
+    // With the cluster identity the same address is served over QUIC (and TLS, see
+    // `session_config`).
     let tls = ZenohTls::from_identity_dir(std::path::Path::new("/id"));
     assert_eq!(
         listen_endpoint("tcp/0.0.0.0:0", link, Some(&tls)).expect("valid"),
-        "tls/10.1.2.3:0"
+        "quic/10.1.2.3:0"
+    );
+    assert_eq!(
+        listen_endpoint("quic/127.0.0.1:7447", None, None).expect("valid"),
+        "tcp/127.0.0.1:7447"
     );
     assert_eq!(
         listen_endpoint("tls/127.0.0.1:7447", None, None).expect("valid"),

@@ -1,11 +1,13 @@
-//! Zenoh over mutual TLS between daemons: two daemons with certificates of one cluster CA
-//! exchange data; a session without a certificate, or with one of another CA, gets no link to a
+//! Zenoh over mutual TLS (QUIC, or TLS over TCP) between daemons: two daemons with certificates
+//! of one cluster CA exchange data; a session without a certificate, or with one of another CA, gets no link to a
 //! daemon (it can neither read nor inject). Loopback only.
 
 use std::time::Duration;
 
 use adora_message::Metadata;
 use adora_pki::{ClusterCa, Identity};
+
+use crate::config::SecureTransport;
 
 use super::*;
 
@@ -52,15 +54,47 @@ async fn peer_count(session: &zenoh::Session) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn daemons_of_one_cluster_exchange_data_over_tls() {
+async fn daemons_of_one_cluster_exchange_data_over_quic() {
     let ca = ClusterCa::generate().expect("a CA");
     let ((_da, tls_a), (_db, tls_b)) = (identity(&ca, "a"), identity(&ca, "b"));
     let a = open(&tls_a, &[]).await;
-    let locator = a.locators()[0].clone();
-    assert!(locator.starts_with("tls/127.0.0.1:"), "{locator}");
+    // Both encrypted transports listen; b connects with QUIC.
+    let schemes = |plane: &RemoteDataPlane| {
+        let mut schemes: Vec<String> = plane
+            .locators()
+            .iter()
+            .map(|l| {
+                l.split_once("/127.0.0.1:")
+                    .expect("on loopback")
+                    .0
+                    .to_owned()
+            })
+            .collect();
+        schemes.sort();
+        schemes
+    };
+    assert_eq!(schemes(&a), ["quic", "tls"], "{:?}", a.locators());
     let b = open(&tls_b, a.locators()).await;
-    assert!(b.locators()[0].starts_with("tls/127.0.0.1:"));
+    assert_eq!(schemes(&b), ["quic", "tls"]);
 
+    exchange(&a, &b, b"over quic").await;
+    assert_eq!(link_schemes(&b.session).await, ["quic"]);
+    a.close();
+    b.close();
+}
+
+/// The schemes of a session's links (`quic`, `tls`).
+async fn link_schemes(session: &zenoh::Session) -> Vec<String> {
+    session
+        .info()
+        .links()
+        .await
+        .map(|link| link.dst().protocol().as_str().to_owned())
+        .collect()
+}
+
+/// `a` publishes `payload` and `b`, connected to it, receives it.
+async fn exchange(a: &Arc<RemoteDataPlane>, b: &Arc<RemoteDataPlane>, payload: &[u8]) {
     let dataflow = Uuid::new_v4();
     let (node, output) = (NodeId::from("camera"), DataId::from("frames"));
     let (tx, mut rx) = mpsc::channel::<RemoteSample>(4);
@@ -70,19 +104,17 @@ async fn daemons_of_one_cluster_exchange_data_over_tls() {
     a.spawn_publisher(dataflow, &node, &output, queue, Some((matched_tx, ())));
     tokio::time::timeout(TIMEOUT, matched_rx.recv())
         .await
-        .expect("the subscriber on b matched over TLS");
+        .expect("the subscriber matched");
     publisher
-        .send((data(), Sequence::default(), b"over tls".to_vec(), None))
+        .send((data(), Sequence::default(), payload.to_vec(), None))
         .await
         .expect("queued");
     let sample = tokio::time::timeout(TIMEOUT, rx.recv())
         .await
         .expect("in time")
         .expect("a sample");
-    assert_eq!(sample.payload, b"over tls");
+    assert_eq!(sample.payload, payload);
     assert_eq!(peer_count(&a.session).await, 1);
-    a.close();
-    b.close();
 }
 
 /// Asserts that `intruder`, told to connect to `daemon`, gets no link: it receives nothing the
@@ -170,9 +202,16 @@ async fn a_daemon_of_another_cluster_cannot_connect() {
     );
     let ((_da, tls), (_dx, foreign)) = (identity(&ca, "a"), identity(&other_ca, "a"));
     let daemon = open(&tls, &[]).await;
-    let intruder = open(&foreign, daemon.locators()).await;
-    assert_shut_out(&daemon, &intruder.session).await;
-    intruder.close();
+    // Over either transport.
+    for transport in [SecureTransport::Quic, SecureTransport::Tls] {
+        let foreign = ZenohTls {
+            transport,
+            ..foreign.clone()
+        };
+        let intruder = open(&foreign, daemon.locators()).await;
+        assert_shut_out(&daemon, &intruder.session).await;
+        intruder.close();
+    }
     daemon.close();
 }
 
@@ -192,4 +231,50 @@ async fn tls_and_plain_daemons_do_not_dial_each_other() {
         session_config::usable_peers(&peers, None),
         ["tcp/10.0.0.1:7447"]
     );
+    assert!(session_config::usable_peers(&peers[..1], Some(&tls)).is_empty());
+}
+
+#[test]
+fn a_peer_offering_both_encrypted_transports_is_reached_with_the_preferred_one() {
+    let ca = ClusterCa::generate().expect("a CA");
+    let (_dir, quic) = identity(&ca, "a");
+    let both = [
+        "tls/10.0.0.2:7447".to_owned(),
+        "quic/10.0.0.2:7447".to_owned(),
+    ];
+    assert_eq!(
+        session_config::usable_peers(&both, Some(&quic)),
+        ["quic/10.0.0.2:7447"]
+    );
+    let tls = ZenohTls {
+        transport: SecureTransport::Tls,
+        ..quic.clone()
+    };
+    assert_eq!(
+        session_config::usable_peers(&both, Some(&tls)),
+        ["tls/10.0.0.2:7447"]
+    );
+    // A daemon of an older version offers only TLS: a QUIC daemon falls back to it.
+    assert_eq!(
+        session_config::usable_peers(&both[..1], Some(&quic)),
+        ["tls/10.0.0.2:7447"]
+    );
+}
+
+/// A daemon connecting with TLS (a network without UDP, or an older version) and one connecting
+/// with QUIC exchange data: each listens on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_daemon_and_a_quic_daemon_exchange_data() {
+    let ca = ClusterCa::generate().expect("a CA");
+    let ((_da, quic), (_db, tls)) = (identity(&ca, "a"), identity(&ca, "b"));
+    let tls = ZenohTls {
+        transport: SecureTransport::Tls,
+        ..tls
+    };
+    let a = open(&quic, &[]).await;
+    let b = open(&tls, a.locators()).await;
+    exchange(&a, &b, b"tls to quic").await;
+    assert_eq!(link_schemes(&b.session).await, ["tls"]);
+    a.close();
+    b.close();
 }

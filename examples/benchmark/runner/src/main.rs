@@ -108,11 +108,20 @@ struct Args {
     /// lossless, zstd) and compare: p50 and msgs/s with and without, and the recorder's MiB/s.
     #[arg(long)]
     record: bool,
-    /// Run the daemons of `two-daemons` and `zenoh` with their default mutual TLS. Without it they
-    /// run with `--insecure-zenoh` (plain TCP), like the plain-Zenoh and TCP baselines, so that
-    /// the ratios compare the same transport; with it the difference is what TLS costs.
+    /// Run the daemons of `two-daemons` and `zenoh` with their default mutual TLS (over QUIC,
+    /// or `--zenoh-transport tls`). Without it they run with `--insecure-zenoh` (plain TCP), like
+    /// the plain-Zenoh and TCP baselines, so that the ratios compare the same transport; with it
+    /// the difference is what encryption costs.
     #[arg(long)]
     zenoh_tls: bool,
+    /// With `--zenoh-tls`: the encrypted transport the daemons connect with, `quic` or `tls`.
+    #[arg(
+        long,
+        value_name = "quic|tls",
+        default_value = "quic",
+        requires = "zenoh_tls"
+    )]
+    zenoh_transport: String,
 }
 
 /// Where the sender and the sink run.
@@ -293,7 +302,7 @@ fn run_network(
 ) {
     eprintln!("running adora with placement `{}`...", placement.label());
     let daemon_args: &[&str] = if args.zenoh_tls {
-        &[]
+        &["--zenoh-transport", &args.zenoh_transport]
     } else {
         &["--insecure-zenoh"]
     };
