@@ -361,9 +361,9 @@ fn a_label_placed_relay_moves_live_between_hosts() {
     let err = std::fs::read_to_string(state.path().join("start.err")).unwrap();
     assert!(status.success(), "{out}\n{err}");
     // Every message of both moves' windows arrived (checked above). Over the whole run, and
-    // around the failed move, a message is printed missing in about one run in five, on the
-    // link from the sender's daemon to the relay's while another daemon's link to the sender's
-    // opens or closes (a gap in the relay's input sequence): an open issue (see the CHANGELOG).
+    // around the failed move, a message was printed missing in about one run in five while the
+    // daemons spoke Zenoh over TLS, whose link resets itself now and then (upstream #2557, see
+    // the CHANGELOG). Over QUIC, 4 runs of 4 lost nothing; printed until more runs confirm it.
     let done = out
         .lines()
         .find(|l| l.contains("seq-sink done"))
