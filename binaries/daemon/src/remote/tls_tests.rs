@@ -278,3 +278,40 @@ async fn a_tls_daemon_and_a_quic_daemon_exchange_data() {
     a.close();
     b.close();
 }
+
+/// A link whose QUIC gets no answer (UDP dropped on the way; here the peer's QUIC locator is a
+/// UDP port that reads nothing) is opened again over TLS after `TRANSPORT_FALLBACK`, and the
+/// data flows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_whose_quic_gets_no_answer_falls_back_to_tls() {
+    let ca = ClusterCa::generate().expect("a CA");
+    let ((_da, tls_a), (_db, tls_b)) = (identity(&ca, "a"), identity(&ca, "b"));
+    let a = open(&tls_a, &[]).await;
+    let b = open(&tls_b, &[]).await;
+    let black_hole = std::net::UdpSocket::bind("127.0.0.1:0").expect("a UDP port");
+    let mut endpoints: Vec<String> = a
+        .locators()
+        .iter()
+        .filter(|l| l.starts_with("tls/"))
+        .cloned()
+        .collect();
+    endpoints.push(format!("quic/{}", black_hole.local_addr().expect("bound")));
+    let (reports, _reports) = tokio::sync::mpsc::unbounded_channel();
+    let tasks = Tasks::default();
+    tasks.spawn("the data links", b.links().clone().run(reports, None));
+    b.links()
+        .set_peers(vec![adora_message::data_links::DataPeer {
+            machine: "a".into(),
+            endpoints,
+        }]);
+    // b reaches a only through its link session: the data arrives once it fell back to TLS.
+    let started = std::time::Instant::now();
+    exchange(&a, &b, b"after the fallback").await;
+    assert!(
+        started.elapsed() >= topology::TRANSPORT_FALLBACK,
+        "the data came before the fallback: {:?}",
+        started.elapsed()
+    );
+    a.close();
+    b.close();
+}

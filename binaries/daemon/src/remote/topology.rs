@@ -26,9 +26,14 @@
 //!
 //! A subscription declared on a link to a daemon that does not publish its key costs one
 //! declaration message; links are few (those the dataflows need), so that stays small.
+//!
+//! A link session connects with the daemon's preferred encrypted transport (QUIC by default).
+//! When it has not come up after [`TRANSPORT_FALLBACK`] and the peer offers the other one too,
+//! it is opened again over that one (and back, if that does not come up either): QUIC needs
+//! UDP, which a firewall may drop, while TLS needs only TCP.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     sync::{Arc, Mutex, Weak},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -47,7 +52,10 @@ use zenoh::{
 };
 
 use super::{session_config, zenoh_err, RemoteError};
-use crate::{config::ZenohTls, event::Reports};
+use crate::{
+    config::{SecureTransport, ZenohTls},
+    event::Reports,
+};
 
 /// How often the state of the links is checked (and reported when it changed), and a failed
 /// link session is opened again.
@@ -61,12 +69,18 @@ type Route = Option<String>;
 /// on it.
 pub const LINK_LINGER: Duration = Duration::from_secs(3);
 
+/// How long a link gets to come up over one encrypted transport before it is opened again
+/// over the other one (when the peer offers both): QUIC needs UDP, which some networks block.
+pub const TRANSPORT_FALLBACK: Duration = Duration::from_secs(5);
+
 /// One open link to another daemon.
 struct Link {
     endpoints: Vec<String>,
     session: zenoh::Session,
     /// Since when no dataflow needs it (closed after [`LINK_LINGER`]).
     unneeded_since: Option<std::time::Instant>,
+    /// When it was opened, until it is up for the first time.
+    never_up_since: Option<Instant>,
 }
 
 /// The links and the subscriptions declared on them, under one lock so that a subscription and
@@ -79,6 +93,9 @@ struct Table {
     /// The declared Zenoh subscribers, by route and subscription.
     declared: BTreeMap<(Route, u64), Subscriber<()>>,
     next_id: u64,
+    /// The daemons reached with the other encrypted transport than the preferred one (the
+    /// preferred one did not come up within [`TRANSPORT_FALLBACK`]).
+    other_transport: BTreeSet<String>,
 }
 
 /// The daemon's links and subscriptions (see the module docs).
@@ -166,6 +183,7 @@ impl DataLinks {
             let peers = wanted.borrow_and_update().clone();
             self.reconcile(&peers).await;
             let mut now_up = self.links_up().await;
+            self.fall_back(&now_up).await;
             sites.update(&mut now_up);
             let links = track(&mut states, now_up);
             if last_sent.as_ref() != Some(&links) {
@@ -236,10 +254,19 @@ impl DataLinks {
     }
 
     async fn open_link(&self, peer: &DataPeer) -> Result<zenoh::Session, RemoteError> {
-        let endpoints = session_config::usable_peers(&peer.endpoints, self.tls.as_ref());
+        // The preferred transport, or the other one after a fallback.
+        let tls = self.tls.clone().map(|tls| {
+            let other = self.table().other_transport.contains(&peer.machine);
+            let [preferred, fallback] = tls.transport.preference();
+            ZenohTls {
+                transport: if other { fallback } else { preferred },
+                ..tls
+            }
+        });
+        let endpoints = session_config::usable_peers(&peer.endpoints, tls.as_ref());
         // A placeholder listen endpoint, cleared below: a link session accepts nothing.
         let mut config =
-            session_config::session_config("tcp/127.0.0.1:0", &endpoints, self.tls.as_ref())?;
+            session_config::session_config("tcp/127.0.0.1:0", &endpoints, tls.as_ref())?;
         config
             .insert_json5("listen/endpoints", "[]")
             .map_err(zenoh_err)?;
@@ -273,8 +300,68 @@ impl DataLinks {
             endpoints: peer.endpoints.clone(),
             session,
             unneeded_since: None,
+            never_up_since: Some(Instant::now()),
         };
         table.links.insert(peer.machine.clone(), link);
+    }
+
+    /// Links to daemons that never came up within [`TRANSPORT_FALLBACK`] over one encrypted
+    /// transport, to a peer offering the other one too, are closed; the next round opens them
+    /// over the other one (and back again if that does not come up either).
+    async fn fall_back(&self, now_up: &BTreeMap<(String, LinkKind), bool>) {
+        let Some(tls) = &self.tls else { return };
+        let stale: Vec<zenoh::Session> = {
+            let mut table = self.table();
+            let table = &mut *table;
+            let mut stale = Vec::new();
+            for (name, link) in table.links.iter_mut() {
+                if now_up.get(&(name.clone(), LinkKind::Daemon)) == Some(&true) {
+                    link.never_up_since = None;
+                }
+            }
+            let late: Vec<String> = table
+                .links
+                .iter()
+                .filter(|(_, link)| {
+                    link.never_up_since
+                        .is_some_and(|t| t.elapsed() >= TRANSPORT_FALLBACK)
+                        && offers_both(&link.endpoints)
+                })
+                .map(|(name, _)| name.clone())
+                .collect();
+            for name in late {
+                let other = table.other_transport.contains(&name);
+                let [preferred, fallback] = tls.transport.preference();
+                let (from, to) = if other {
+                    (fallback, preferred)
+                } else {
+                    (preferred, fallback)
+                };
+                tracing::warn!(
+                    "the data link to `{name}` did not come up over {} in {TRANSPORT_FALLBACK:?}; \
+                     trying {}{}",
+                    from.scheme(),
+                    to.scheme(),
+                    if from == SecureTransport::Quic {
+                        " (is UDP blocked on the way?)"
+                    } else {
+                        ""
+                    }
+                );
+                if other {
+                    table.other_transport.remove(&name);
+                } else {
+                    table.other_transport.insert(name.clone());
+                }
+                let route = Some(name.clone());
+                table.declared.retain(|(r, _), _| *r != route);
+                stale.extend(table.links.remove(&name).map(|link| link.session));
+            }
+            stale
+        };
+        for session in stale {
+            let _ = session.close().await;
+        }
     }
 
     /// Whether each link to a daemon, and to the router, is up.
@@ -296,6 +383,17 @@ impl DataLinks {
         }
         now_up
     }
+}
+
+/// Whether `endpoints` (a daemon's locators) offer both encrypted transports.
+fn offers_both(endpoints: &[String]) -> bool {
+    [SecureTransport::Quic, SecureTransport::Tls]
+        .iter()
+        .all(|t| {
+            endpoints
+                .iter()
+                .any(|e| e.starts_with(&format!("{}/", t.scheme())))
+        })
 }
 
 /// The links with their state; `states` keeps when each went up or down (and forgets links
