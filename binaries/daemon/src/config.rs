@@ -165,7 +165,8 @@ impl SecureTransport {
         }
     }
 
-    fn other(self) -> Self {
+    /// The other encrypted transport.
+    pub(crate) fn other(self) -> Self {
         match self {
             Self::Quic => Self::Tls,
             Self::Tls => Self::Quic,

@@ -98,6 +98,24 @@ struct Table {
     other_transport: BTreeSet<String>,
 }
 
+impl Table {
+    /// Removes the link to `name` and its subscribers (the caller closes its session).
+    fn remove_link(&mut self, name: &str) -> Option<Link> {
+        let route = Some(name.to_owned());
+        self.declared.retain(|(r, _), _| *r != route);
+        self.links.remove(name)
+    }
+
+    /// The transport to reach `name` with: `preferred`, or the other one after a fallback.
+    fn transport_to(&self, name: &str, preferred: SecureTransport) -> SecureTransport {
+        if self.other_transport.contains(name) {
+            preferred.other()
+        } else {
+            preferred
+        }
+    }
+}
+
 /// The daemon's links and subscriptions (see the module docs).
 pub(crate) struct DataLinks {
     main: zenoh::Session,
@@ -229,9 +247,7 @@ impl DataLinks {
             }
             let mut stale = Vec::new();
             for name in gone {
-                let route = Some(name.clone());
-                table.declared.retain(|(r, _), _| *r != route);
-                stale.extend(table.links.remove(&name));
+                stale.extend(table.remove_link(&name));
                 tracing::info!("closing the data link to `{name}`: no dataflow needs it");
             }
             stale
@@ -255,13 +271,9 @@ impl DataLinks {
 
     async fn open_link(&self, peer: &DataPeer) -> Result<zenoh::Session, RemoteError> {
         // The preferred transport, or the other one after a fallback.
-        let tls = self.tls.clone().map(|tls| {
-            let other = self.table().other_transport.contains(&peer.machine);
-            let [preferred, fallback] = tls.transport.preference();
-            ZenohTls {
-                transport: if other { fallback } else { preferred },
-                ..tls
-            }
+        let tls = self.tls.clone().map(|tls| ZenohTls {
+            transport: self.table().transport_to(&peer.machine, tls.transport),
+            ..tls
         });
         let endpoints = session_config::usable_peers(&peer.endpoints, tls.as_ref());
         // A placeholder listen endpoint, cleared below: a link session accepts nothing.
@@ -330,13 +342,8 @@ impl DataLinks {
                 .map(|(name, _)| name.clone())
                 .collect();
             for name in late {
-                let other = table.other_transport.contains(&name);
-                let [preferred, fallback] = tls.transport.preference();
-                let (from, to) = if other {
-                    (fallback, preferred)
-                } else {
-                    (preferred, fallback)
-                };
+                let from = table.transport_to(&name, tls.transport);
+                let to = from.other();
                 tracing::warn!(
                     "the data link to `{name}` did not come up over {} in {TRANSPORT_FALLBACK:?}; \
                      trying {}{}",
@@ -348,14 +355,12 @@ impl DataLinks {
                         ""
                     }
                 );
-                if other {
+                if to == tls.transport {
                     table.other_transport.remove(&name);
                 } else {
                     table.other_transport.insert(name.clone());
                 }
-                let route = Some(name.clone());
-                table.declared.retain(|(r, _), _| *r != route);
-                stale.extend(table.links.remove(&name).map(|link| link.session));
+                stale.extend(table.remove_link(&name).map(|link| link.session));
             }
             stale
         };
