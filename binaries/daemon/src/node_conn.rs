@@ -204,6 +204,12 @@ impl Ctx {
             output,
             metadata,
             data,
+        }
+        | NodeRequest::SendOutputDirect {
+            output,
+            metadata,
+            data,
+            ..
         } = request
         {
             let (df, node) = (self.dataflow, &self.node);

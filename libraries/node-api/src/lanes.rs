@@ -5,7 +5,9 @@
 //!   a receiver's bell only when that receiver sleeps. It tells the daemon only what the daemon
 //!   must know: a shared payload (the daemon counts who holds it), receivers the lanes did not
 //!   serve (another machine, a closed lane), and entries a full lane dropped that held a sample.
-//! - Once a lane of an output is closed (by the daemon: a tap, a move) or an entry does not fit,
+//!   While a tap watches an output, the daemon wants a copy of each message too (a flag in the
+//!   output's lanes), which the sender sends after pushing it.
+//! - Once a lane of an output is closed (by the daemon: a move) or an entry does not fit,
 //!   the output goes through the daemon for good; the receiver takes what its lane queued
 //!   before whatever the daemon delivers later, so the order of an input never changes.
 //! - A receiver takes its lanes' entries before every batch the daemon answers with, and sleeps
@@ -179,9 +181,11 @@ impl OutputLanes {
                 }
             }
         }
+        // A tap of the output (a recorder, `topic echo`) wants copies while it lasts.
+        let daemon_copy = out.daemon_copy || out.lanes.iter().any(|l| l.lane.copy_wanted());
         // Only a registration (every lane took it, nobody elsewhere): no need to wake the daemon.
-        let report_only = all_served && !out.daemon_copy;
-        if token.is_some() || out.daemon_copy || !all_served {
+        let report_only = all_served && !daemon_copy;
+        if token.is_some() || daemon_copy || !all_served {
             let served = (out.lanes.iter().enumerate())
                 .filter(|(i, _)| served & 1u64.checked_shl(*i as u32).unwrap_or(0) != 0)
                 .map(|(_, l)| (l.receiver.clone(), l.input.clone()))

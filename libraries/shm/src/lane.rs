@@ -46,6 +46,7 @@ const OFF_CAPACITY: usize = 8;
 const OFF_LOCK: usize = 16;
 const OFF_WAITING: usize = 20;
 const OFF_CLOSED: usize = 24;
+const OFF_COPY: usize = 28;
 const OFF_HEAD: usize = 32;
 const OFF_TAIL: usize = 40;
 const OFF_DROPPED: usize = 48;
@@ -389,6 +390,18 @@ impl Lane {
     /// Whether the daemon closed the lane.
     pub fn is_closed(&self) -> bool {
         self.word32(OFF_CLOSED).load(Ordering::Acquire) != 0
+    }
+
+    /// Asks the sender to send the daemon a copy of every message it pushes here too (`on`), or
+    /// no longer (a tap of the output started or ended).
+    pub fn want_copy(&self, on: bool) {
+        self.word32(OFF_COPY)
+            .store(u32::from(on), Ordering::Release);
+    }
+
+    /// Whether the daemon wants a copy of every message pushed here.
+    pub fn copy_wanted(&self) -> bool {
+        self.word32(OFF_COPY).load(Ordering::Acquire) != 0
     }
 
     /// The lane's figures.

@@ -282,6 +282,7 @@ impl Daemon {
             ServiceCommand::Disconnected => {
                 self.abort_moves();
                 self.taps.untap_all();
+                self.watch_taps();
                 service
                     .watched
                     .lock()
@@ -367,7 +368,10 @@ impl Daemon {
                 self.tap(id, tap, before_spawn, service)
             }
             DaemonCommand::TapCredit { command, cost } => self.taps.credit(command, cost),
-            DaemonCommand::Untap { command } => self.taps.untap(command),
+            DaemonCommand::Untap { command } => {
+                self.taps.untap(command);
+                self.watch_taps();
+            }
             DaemonCommand::ReadLogs {
                 dataflow,
                 node,
@@ -394,17 +398,22 @@ impl Daemon {
         service: &Service,
     ) {
         let dataflow = tap.dataflow();
-        // The tapped outputs' messages must pass through the daemon to be copied.
-        if let Some(df) = self.dataflows.get_mut(&dataflow) {
-            df.routing
-                .close_lanes(|node, output| tap.wants(dataflow, node, output));
-        }
         let forward = self.taps.forward(id, tap, rx, service.reports.clone());
+        self.watch_taps();
         service
             .tasks
             .spawn(format!("tap {id} of dataflow {dataflow}"), forward);
         if !before_spawn && !self.dataflows.contains_key(&dataflow) {
             self.taps.end_dataflow(dataflow);
+        }
+    }
+
+    /// Tells the senders of tapped outputs to send the daemon a copy of what they put into their
+    /// lanes, and the others to stop (taps changed).
+    fn watch_taps(&mut self) {
+        for (id, df) in &mut self.dataflows {
+            df.routing
+                .watch_lanes(|node, output| !self.taps.matching(*id, node, output).is_empty());
         }
     }
 

@@ -2,11 +2,14 @@
 //! goes straight to its local receivers without the daemon.
 //!
 //! The daemon creates them when the dataflow starts (one per local output → input edge that can
-//! take one: no `input_timeout`, a `queue_size` a lane holds, no tap yet), one bell per receiving
-//! node, and names them in the nodes' configurations. From then on it only:
-//! - **closes** lanes whose messages must pass through it again (a tap, a move, `AwaitRoom`, a
-//!   receiver gone for good); a sender that meets a closed lane sends that output through the
-//!   daemon from then on, so the order of every input is kept;
+//! take one: no `input_timeout`, a `queue_size` a lane holds), one bell per receiving node, and
+//! names them in the nodes' configurations. From then on it only:
+//! - **closes** lanes whose messages must pass through it again (a move, `AwaitRoom`, a receiver
+//!   gone for good); a sender that meets a closed lane sends that output through the daemon from
+//!   then on, so the order of every input is kept;
+//! - **asks for copies** while a tap watches an output ([`Routing::watch_lanes`]): its lanes stay
+//!   open and its sender also sends each message to the daemon, as for receivers on other
+//!   machines, so recording does not slow the local receivers down;
 //! - **counts** shared samples sent on lanes (`SendOutputDirect` names the lanes that took it):
 //!   a receiver holds them until it reports them dropped, a full lane hands evicted ones back
 //!   (`LaneEvicted`), and an instance that ends releases what it took but did not drop;
@@ -71,10 +74,10 @@ pub(crate) fn lanes_enabled() -> bool {
 }
 
 impl Routing {
-    /// Creates the lanes of the local edges of `descriptor` whose sender and receiver run here,
-    /// except outputs `tapped` says are watched. Segments are named `{prefix}~lane-N` and bells
-    /// `{prefix}~bell-N` (removed with the dataflow's shared memory). An edge whose lane cannot
-    /// be created stays on the daemon's path (with a warning).
+    /// Creates the lanes of the local edges of `descriptor` whose sender and receiver run here;
+    /// those of outputs `tapped` says are watched want copies. Segments are named
+    /// `{prefix}~lane-N` and bells `{prefix}~bell-N` (removed with the dataflow's shared
+    /// memory). An edge whose lane cannot be created stays on the daemon's path (with a warning).
     pub fn open_lanes(
         &mut self,
         descriptor: &Descriptor,
@@ -99,10 +102,7 @@ impl Routing {
                     .daemon_copy
                     .entry((from.clone(), output.clone()))
                     .or_default();
-                if input.input_timeout().is_some()
-                    || input.queue_size() > LANE_MAX_SLOTS
-                    || tapped(&from, &output)
-                {
+                if input.input_timeout().is_some() || input.queue_size() > LANE_MAX_SLOTS {
                     continue;
                 }
                 let spin = input.poll() == InputPoll::Spin;
@@ -117,6 +117,7 @@ impl Routing {
         }
         lanes.open_reports(prefix);
         self.lanes = lanes;
+        self.watch_lanes(tapped);
     }
 
     /// Reads what senders wrote into their reports lanes (`sender`'s only, or all) and applies
@@ -204,6 +205,14 @@ impl Routing {
             if which(&l.sender, &l.output) && l.lane.close() {
                 tracing::debug!("lane of {}/{} closed", l.sender, l.output);
             }
+        }
+    }
+
+    /// Asks the senders of the outputs `watched` selects for a copy of every message they push
+    /// into lanes (a tap wants them), and the others no longer. Called whenever taps change.
+    pub fn watch_lanes(&mut self, watched: impl Fn(&NodeId, &DataId) -> bool) {
+        for l in self.lanes.inputs.values() {
+            l.lane.want_copy(watched(&l.sender, &l.output));
         }
     }
 

@@ -421,10 +421,14 @@ struct WithLanes {
 
 impl WithLanes {
     fn new(test: &str) -> Self {
+        Self::tapped(test, |_, _| false)
+    }
+
+    fn tapped(test: &str, tapped: impl Fn(&NodeId, &DataId) -> bool) -> Self {
         let prefix = format!("adora-test-lanes-{}-{test}-", std::process::id());
         let d = descriptor(FAN_OUT);
         let mut r = Routing::new(&d);
-        r.open_lanes(&d, &prefix, |_, _| false);
+        r.open_lanes(&d, &prefix, tapped);
         Self { r, prefix }
     }
 }
@@ -512,7 +516,26 @@ fn a_receiver_gone_for_good_releases_what_it_took_from_its_lanes() {
 }
 
 #[test]
-fn a_tap_or_move_closes_lanes_and_the_output_goes_through_the_daemon() {
+fn a_tap_keeps_the_lanes_open_and_asks_their_sender_for_copies_until_it_ends() {
+    // Tapped from the start (`start --record`): the lanes exist and want copies.
+    let mut l = WithLanes::tapped("tapped", |n, o| n.as_str() == "src" && o.as_str() == "out");
+    let r = &mut l.r;
+    let config = r.node_lanes(&"src".into());
+    let out = &config.outputs[&DataId::from("out")];
+    assert_eq!(out.lanes.len(), 2, "a tapped output keeps its lanes");
+    let lanes: Vec<_> = (out.lanes.iter())
+        .map(|l| adora_shm::Lane::open(&l.lane).expect("open the lane"))
+        .collect();
+    assert!(lanes.iter().all(|l| l.copy_wanted() && !l.is_closed()));
+    // The tap ends: no more copies; another starts: copies again, and nothing was closed.
+    r.watch_lanes(|_, _| false);
+    assert!(lanes.iter().all(|l| !l.copy_wanted()));
+    r.watch_lanes(|n, _| n.as_str() == "src");
+    assert!(lanes.iter().all(|l| l.copy_wanted() && !l.is_closed()));
+}
+
+#[test]
+fn a_move_closes_lanes_and_the_output_goes_through_the_daemon() {
     let mut l = WithLanes::new("close");
     let config = l.r.node_lanes(&"src".into());
     let lane = adora_shm::Lane::open(&config.outputs[&DataId::from("out")].lanes[0].lane)

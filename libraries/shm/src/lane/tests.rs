@@ -90,6 +90,22 @@ fn a_closed_lane_refuses_pushes_but_gives_what_it_queued() {
 }
 
 #[test]
+fn a_wanted_copy_is_seen_through_another_mapping_and_leaves_the_lane_open() {
+    let clean = Cleanup::new("lane-copy");
+    let name = format!("{}l", clean.0);
+    let daemon = Lane::create(&name, 4).expect("create");
+    let sender = Lane::open(&name).expect("open");
+    assert!(!sender.copy_wanted(), "a new lane wants no copy");
+    daemon.want_copy(true);
+    assert!(sender.copy_wanted());
+    assert_eq!(sender.push(b"m", None, 1), queued(None), "still open");
+    assert!(!sender.is_closed());
+    daemon.want_copy(false);
+    assert!(!sender.copy_wanted());
+    assert_eq!(take(&daemon).len(), 1);
+}
+
+#[test]
 fn a_full_slot_round_trips() {
     let clean = Cleanup::new("lane-big");
     let lane = Lane::create(&format!("{}l", clean.0), 3).expect("create");
