@@ -96,6 +96,9 @@ pub struct Entry {
 pub struct Lane {
     region: ShmRegion,
     capacity: u64,
+    /// This process's id, the lock word of its holds (read once: `getpid` is a system call,
+    /// and a lane is not used across a `fork`).
+    pid: u32,
 }
 
 impl std::fmt::Debug for Lane {
@@ -125,6 +128,7 @@ impl Lane {
         let lane = Lane {
             region,
             capacity: capacity as u64,
+            pid: std::process::id(),
         };
         lane.word64(OFF_CAPACITY)
             .store(capacity as u64, Ordering::Relaxed);
@@ -145,6 +149,7 @@ impl Lane {
         let mut lane = Lane {
             region,
             capacity: 0,
+            pid: std::process::id(),
         };
         if lane.word64(OFF_MAGIC).load(Ordering::Acquire) != MAGIC {
             return Err(invalid("not a lane"));
@@ -202,7 +207,7 @@ impl Lane {
     /// [`Self::lock`], giving up after `max_spins` attempts (a holder that is alive but stopped,
     /// for example by a debugger, would block the caller for as long).
     fn lock_within(&self, max_spins: u32) -> Option<Locked<'_>> {
-        let me = std::process::id();
+        let me = self.pid;
         let word = self.word32(OFF_LOCK);
         let mut spins = 0u32;
         loop {
