@@ -30,6 +30,9 @@ const MARKER: &str = "ADORA_E2E_FLEET_SYSTEMD_TEST";
 const PROGRESS: u64 = 10;
 /// Where the hosts have `adora` (on root's and the sudo user's PATH).
 const REMOTE_ADORA: &str = "/usr/local/bin/adora";
+/// Where the test node goes on the hosts: not the path it has here, which may be under `/tmp`
+/// (a tmpfs on a booted host hides what was put there before the boot).
+const REMOTE_NODE: &str = "/usr/local/bin/adora-test-node";
 
 /// The test's CLI; brings the cluster down (services included) when the test fails half-way.
 struct Cli {
@@ -169,10 +172,10 @@ fn installed_daemons_are_never_doubled_and_survive_a_reboot() {
     let hosts = require_systemd_hosts!("fleet_systemd", 2);
     let dir = temp_dir();
     let port = hosts.free_gateway_port();
-    let node = bin("adora-test-node");
+    let node = Path::new(REMOTE_NODE);
     for h in hosts.hosts() {
         h.put_file(&bin("adora"), Path::new(REMOTE_ADORA));
-        h.put_file(&node, &node);
+        h.put_file(&bin("adora-test-node"), node);
     }
     let cli = Cli {
         cli: MarkedCli::new(&dir.path().join("local"), MARKER, TIMEOUT),
