@@ -241,7 +241,7 @@ fn installed_daemons_are_never_doubled_and_survive_a_reboot() {
     assert!(stderr.contains(&h0.ip().to_string()), "{stderr}");
     assert_eq!(cli.connected(), both, "the connected daemon was kept");
 
-    reboot_survival(&cli, dir.path(), &node, h1);
+    reboot_survival(&cli, dir.path(), node, h1);
 
     // `down` leaves the services running (and stops the coordinator); `down --services` then
     // stops them over SSH.

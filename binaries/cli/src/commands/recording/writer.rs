@@ -83,6 +83,9 @@ fn open_writer(
         .library(format!("adora {}", adora_message::ADORA_VERSION))
         .compression(compression)
         .chunk_size(Some(CHUNK_SIZE))
+        // Compress in the writer's own thread: by default zstd starts a worker per CPU, and a
+        // recorder taking every core slows down the nodes it records.
+        .compression_threads(0)
         .create(BufWriter::new(file))
         .with_context(|| format!("cannot write {}", path.display()))
 }
