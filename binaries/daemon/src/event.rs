@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::{
-    remote::{RemoteDataPlane, RemoteSample},
+    remote::{FromRemote, RemoteDataPlane, RemoteSample},
     routing::Waiter,
 };
 
@@ -301,5 +301,11 @@ pub(crate) fn request_event(dataflow: Uuid, node: &NodeId, request: NodeRequest)
 impl From<RemoteSample> for Event {
     fn from(sample: RemoteSample) -> Self {
         Event::Remote(sample)
+    }
+}
+
+impl FromRemote for Event {
+    fn batch(dataflow: Uuid, events: Vec<Self>) -> Vec<Self> {
+        vec![Event::Batch { dataflow, events }]
     }
 }

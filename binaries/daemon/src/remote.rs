@@ -21,12 +21,16 @@ use std::{
 
 use adora_core::{DataId, NodeId};
 use adora_message::daemon_to_daemon::{
-    append_checksum, checksum, decode_header_checked, encode_header, output_key, RemoteKind,
+    append_checksum, checksum_slices, decode_header_checked, encode_header, output_key, RemoteKind,
     Sequence,
 };
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
-use zenoh::{sample::Locality, Wait};
+use zenoh::{
+    bytes::ZBytes,
+    sample::{Locality, Sample},
+    Wait,
+};
 
 use adora_tasks::Tasks;
 
@@ -106,11 +110,58 @@ pub(crate) struct RemoteSample {
     pub kind: RemoteKind,
     /// The output's sequence, when the sending daemon sent one.
     pub sequence: Option<Sequence>,
-    pub payload: Vec<u8>,
+    pub payload: Payload,
     /// Its share of the receive budget, returned when the sample is dropped (after the daemon
     /// copied it to its local receivers).
     pub _budget: Option<OwnedSemaphorePermit>,
 }
+
+/// A received payload as Zenoh handed it over: one slice, or several for a message that came in
+/// fragments. Read in place, so a large message is copied once, into the shared memory of its
+/// local receivers, instead of being joined into a buffer first.
+#[derive(Debug)]
+pub(crate) struct Payload(ZBytes);
+
+impl Payload {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Copies the payload into `dst`, which must be [`Self::len`] bytes long.
+    pub fn copy_to(&self, dst: &mut [u8]) {
+        let mut at = 0;
+        for slice in self.0.slices() {
+            dst[at..at + slice.len()].copy_from_slice(slice);
+            at += slice.len();
+        }
+    }
+
+    /// The payload as one owned buffer (a copy).
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.0.to_bytes().into_owned()
+    }
+
+    /// The CRC-32 of the payload (the one [`checksum`] computes on its bytes).
+    fn checksum(&self) -> u32 {
+        checksum_slices(self.0.slices())
+    }
+}
+
+/// What a subscription sends to its receiver: each sample, or several read at once as one
+/// event where the receiver takes them that way (the daemon's actor routes them as one batch, so
+/// a node waiting for them is woken once).
+pub(crate) trait FromRemote: From<RemoteSample> + Send + 'static {
+    /// `samples` (more than one) of `dataflow`, read from Zenoh back to back.
+    fn batch(dataflow: Uuid, samples: Vec<Self>) -> Vec<Self> {
+        let _ = dataflow;
+        samples
+    }
+}
+
+impl FromRemote for RemoteSample {}
+
+/// The most samples a subscription reads back to back into one batch.
+const RECEIVE_BATCH: usize = 64;
 
 /// Bytes of received messages a daemon holds before it stops reading from Zenoh (which then
 /// pushes back on the senders through TCP).
@@ -268,9 +319,10 @@ impl RemoteDataPlane {
         });
     }
 
-    /// Subscribes to `node/output` of `dataflow` from other machines; every sample goes to `to`.
-    /// Dropping the returned guard ends the subscription.
-    pub fn spawn_subscriber<T: From<RemoteSample> + Send + 'static>(
+    /// Subscribes to `node/output` of `dataflow` from other machines; every sample goes to `to`
+    /// (samples already waiting when one is read go together, see [`FromRemote`]). Dropping the
+    /// returned guard ends the subscription.
+    pub fn spawn_subscriber<T: FromRemote>(
         self: &Arc<Self>,
         dataflow: Uuid,
         node: &NodeId,
@@ -290,42 +342,41 @@ impl RemoteDataPlane {
                     return;
                 }
             };
-            while let Ok(sample) = subscriber.recv_async().await {
-                let header = sample.attachment().map(|a| a.to_bytes());
-                let (kind, sequence, sum) = match header.as_deref().map(decode_header_checked) {
-                    Some(Ok(decoded)) => decoded,
-                    Some(Err(e)) => {
-                        tracing::warn!("dropping a sample on {key}: {e}");
-                        continue;
+            let mut batch = Vec::new();
+            while let Ok(first) = subscriber.recv_async().await {
+                let mut next = Some(first);
+                while let Some(sample) = next.take() {
+                    if let Some((kind, sequence, payload)) = decode(&key, sample) {
+                        let len = payload.len();
+                        let budget = match plane.receive_budget.try_acquire(len) {
+                            Some(budget) => budget,
+                            // Wait for room with nothing held here: the batch's share of the
+                            // budget comes back once the daemon has it.
+                            None => {
+                                if !deliver(&to, dataflow, &mut batch).await {
+                                    return;
+                                }
+                                match plane.receive_budget.acquire(len).await {
+                                    Some(budget) => budget,
+                                    None => return,
+                                }
+                            }
+                        };
+                        batch.push(T::from(RemoteSample {
+                            dataflow,
+                            node: node.clone(),
+                            output: output.clone(),
+                            kind,
+                            sequence,
+                            payload,
+                            _budget: Some(budget),
+                        }));
                     }
-                    None => {
-                        tracing::warn!("dropping a sample on {key} without an adora header");
-                        continue;
+                    if batch.len() < RECEIVE_BATCH {
+                        next = subscriber.try_recv().ok().flatten();
                     }
-                };
-                let len = sample.payload().len();
-                let Some(budget) = plane.receive_budget.acquire(len).await else {
-                    return;
-                };
-                let payload = sample.payload().to_bytes().into_owned();
-                if sum.is_some_and(|sum| sum != checksum(&payload)) {
-                    // Not delivered: the next message's sequence counts it lost on the way.
-                    tracing::warn!(
-                        "dropping a message on {key} whose {len} bytes fail their checksum \
-                         (corrupted on the way)"
-                    );
-                    continue;
                 }
-                let msg = RemoteSample {
-                    dataflow,
-                    node: node.clone(),
-                    output: output.clone(),
-                    kind,
-                    sequence,
-                    payload,
-                    _budget: Some(budget),
-                };
-                if to.send(T::from(msg)).await.is_err() {
+                if !deliver(&to, dataflow, &mut batch).await {
                     return;
                 }
             }
@@ -339,6 +390,49 @@ impl RemoteDataPlane {
             tracing::debug!("closing the zenoh session: {e}");
         }
     }
+}
+
+/// Sends the samples of `batch` to `to` (as one batch if there are several); false once `to` is
+/// closed.
+async fn deliver<T: FromRemote>(to: &mpsc::Sender<T>, dataflow: Uuid, batch: &mut Vec<T>) -> bool {
+    let events = match batch.len() {
+        0 => return true,
+        1 => std::mem::take(batch),
+        _ => T::batch(dataflow, std::mem::take(batch)),
+    };
+    for event in events {
+        if to.send(event).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// A received sample's kind, sequence and payload, or `None` (with a warning) when it has no valid
+/// Adora header or its payload fails its checksum (the next message's sequence then counts it
+/// lost on the way).
+fn decode(key: &str, sample: Sample) -> Option<(RemoteKind, Option<Sequence>, Payload)> {
+    let header = sample.attachment().map(|a| a.to_bytes());
+    let (kind, sequence, sum) = match header.as_deref().map(decode_header_checked) {
+        Some(Ok(decoded)) => decoded,
+        Some(Err(e)) => {
+            tracing::warn!("dropping a sample on {key}: {e}");
+            return None;
+        }
+        None => {
+            tracing::warn!("dropping a sample on {key} without an adora header");
+            return None;
+        }
+    };
+    let payload = Payload(sample.payload().clone());
+    if sum.is_some_and(|sum| sum != payload.checksum()) {
+        tracing::warn!(
+            "dropping a message on {key} whose {} bytes fail their checksum (corrupted on the way)",
+            payload.len()
+        );
+        return None;
+    }
+    Some((kind, sequence, payload))
 }
 
 /// Where `session` listens, as Zenoh bound it (what others connect to).

@@ -141,6 +141,16 @@ pub fn checksum(payload: &[u8]) -> u32 {
     crc32fast::hash(payload)
 }
 
+/// The CRC-32 of a payload held in several slices, in order (the same as [`checksum`] of their
+/// concatenation).
+pub fn checksum_slices<'a>(slices: impl IntoIterator<Item = &'a [u8]>) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    for slice in slices {
+        hasher.update(slice);
+    }
+    hasher.finalize()
+}
+
 /// Decodes a header from a Zenoh attachment, checking its version first, and the sequence after
 /// it (`None` from a daemon that sends none, or an invalid one).
 pub fn decode_header(bytes: &[u8]) -> Result<(RemoteKind, Option<Sequence>), HeaderError> {
@@ -234,6 +244,9 @@ mod tests {
         assert_eq!((kind, got), (RemoteKind::Closed, Some(sequence)));
         assert_eq!(sum, Some(checksum(b"payload")));
         assert_ne!(sum, Some(checksum(b"payloaD")));
+        // A payload that came in fragments has the checksum of its bytes in order.
+        assert_eq!(sum, Some(checksum_slices([&b"pay"[..], b"", b"load"])));
+        assert_ne!(sum, Some(checksum_slices([&b"load"[..], b"pay"])));
         // Without one (an older daemon): no checksum, the sequence still there.
         let plain = encode_header(RemoteKind::Closed, sequence);
         assert_eq!(decode_header_checked(&plain).expect("decodes").2, None);

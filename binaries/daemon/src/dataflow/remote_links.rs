@@ -21,7 +21,7 @@ use super::{shm_prefix, Dataflow};
 use crate::remote::links::STREAMS_KEPT;
 use crate::{
     event::Event,
-    remote::{RemoteDataPlane, RemoteSample, PUBLISH_QUEUE},
+    remote::{Payload, RemoteDataPlane, RemoteSample, PUBLISH_QUEUE},
 };
 
 /// How often (in dropped messages) a full publish queue is reported again.
@@ -242,7 +242,7 @@ impl Dataflow {
                 self.recycle_remote_samples();
                 let data = match self.copy_to_shared_memory(&payload) {
                     Some(shared) => DataRef::Shared(shared),
-                    None => DataRef::Inline(payload),
+                    None => DataRef::Inline(payload.to_vec()),
                 };
                 self.routing
                     .send_remote_output(&node, &output, metadata, data);
@@ -273,7 +273,7 @@ impl Dataflow {
         }
     }
 
-    fn copy_to_shared_memory(&mut self, payload: &[u8]) -> Option<SharedRef> {
+    fn copy_to_shared_memory(&mut self, payload: &Payload) -> Option<SharedRef> {
         if payload.len() < SHM_THRESHOLD {
             return None;
         }
@@ -284,7 +284,7 @@ impl Dataflow {
             .get_or_insert_with(|| SamplePool::new(prefix));
         match pool.allocate(payload.len()) {
             Ok(mut sample) => {
-                sample.copy_from_slice(payload);
+                payload.copy_to(&mut sample);
                 let handle = pool.send(sample);
                 Some(SharedRef {
                     os_id: handle.os_id,

@@ -134,6 +134,7 @@ async fn messages_cross_between_two_daemons_in_order_up_to_64_mib() {
         assert_eq!(sample.payload.len(), *size, "message {i} in order");
         assert!(sample
             .payload
+            .to_vec()
             .iter()
             .enumerate()
             .all(|(j, b)| *b == (j as u8) ^ (i as u8)));
@@ -146,6 +147,144 @@ async fn messages_cross_between_two_daemons_in_order_up_to_64_mib() {
     assert_eq!(closed.sequence, Some(end));
     a.close();
     b.close();
+}
+
+/// What a subscription hands over, as the daemon's actor gets it: one sample or a batch.
+#[derive(Debug)]
+enum Got {
+    One(RemoteSample),
+    Batch(Vec<Got>),
+}
+
+impl From<RemoteSample> for Got {
+    fn from(sample: RemoteSample) -> Self {
+        Got::One(sample)
+    }
+}
+
+impl FromRemote for Got {
+    fn batch(_dataflow: Uuid, samples: Vec<Self>) -> Vec<Self> {
+        vec![Got::Batch(samples)]
+    }
+}
+
+/// Publishes `count` messages of `size` bytes (byte `i` of message `n` is `n ^ i`) from `a` to
+/// a subscriber on `b` whose receiver reads nothing until all are published, then returns what
+/// it received, as handed over.
+async fn burst(count: usize, size: usize) -> Vec<Got> {
+    let a = Arc::new(
+        RemoteDataPlane::open("tcp/127.0.0.1:0", &[], None, Tasks::default())
+            .await
+            .expect("open a"),
+    );
+    let b = Arc::new(
+        RemoteDataPlane::open("tcp/127.0.0.1:0", a.locators(), None, Tasks::default())
+            .await
+            .expect("open b"),
+    );
+    let (node, output) = (NodeId::from("lidar"), DataId::from("points"));
+    let (tx, mut rx) = mpsc::channel::<Got>(1);
+    let _sub = b.spawn_subscriber(Uuid::nil(), &node, &output, tx);
+    let (publisher, queue) = mpsc::channel(PUBLISH_QUEUE);
+    let (matched_tx, mut matched_rx) = mpsc::channel(1);
+    a.spawn_publisher(Uuid::nil(), &node, &output, queue, Some((matched_tx, ())));
+    tokio::time::timeout(TIMEOUT, matched_rx.recv())
+        .await
+        .expect("matched in time");
+    for n in 0..count {
+        let payload = (0..size).map(|i| (n ^ i) as u8).collect();
+        let sequence = Sequence {
+            stream: 1,
+            seq: n as u64,
+            dropped: 0,
+        };
+        publisher
+            .send((data(), sequence, payload, None))
+            .await
+            .expect("queue");
+    }
+    // Let the messages pile up in the subscription while its receiver reads nothing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut got = Vec::new();
+    let mut samples = 0;
+    while samples < count {
+        let mut next = tokio::time::timeout(TIMEOUT, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {samples} of {count} message(s) arrived in time"))
+            .expect("open");
+        // Their share of the receive budget comes back, as once the daemon copied them.
+        samples += match &mut next {
+            Got::One(s) => {
+                s._budget = None;
+                1
+            }
+            Got::Batch(batch) => {
+                for g in batch.iter_mut() {
+                    if let Got::One(s) = g {
+                        s._budget = None;
+                    }
+                }
+                batch.len()
+            }
+        };
+        got.push(next);
+    }
+    a.close();
+    b.close();
+    got
+}
+
+/// The samples of `got` in order, checked against what [`burst`] sent.
+fn flatten_checked(got: Vec<Got>, size: usize) -> Vec<RemoteSample> {
+    let samples: Vec<RemoteSample> = got
+        .into_iter()
+        .flat_map(|g| match g {
+            Got::One(s) => vec![s],
+            Got::Batch(batch) => batch
+                .into_iter()
+                .map(|g| match g {
+                    Got::One(s) => s,
+                    Got::Batch(_) => panic!("a batch within a batch"),
+                })
+                .collect(),
+        })
+        .collect();
+    for (n, sample) in samples.iter().enumerate() {
+        assert_eq!(sample.sequence.map(|s| s.seq), Some(n as u64), "in order");
+        assert_eq!(sample.payload.len(), size);
+        let bytes = sample.payload.to_vec();
+        assert!(bytes.iter().enumerate().all(|(i, b)| *b == (n ^ i) as u8));
+    }
+    samples
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_waiting_together_are_handed_over_as_one_batch_in_order() {
+    let got = burst(300, 8).await;
+    let batches: Vec<usize> = got
+        .iter()
+        .filter_map(|g| match g {
+            Got::Batch(batch) => Some(batch.len()),
+            Got::One(_) => None,
+        })
+        .collect();
+    assert!(!batches.is_empty(), "300 waiting messages came one by one");
+    assert!(
+        batches.iter().all(|&n| (2..=RECEIVE_BATCH).contains(&n)),
+        "batch sizes {batches:?}"
+    );
+    assert_eq!(flatten_checked(got, 8).len(), 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_never_waits_for_the_receive_budget_it_holds_itself() {
+    // 40 × 8 MiB waiting is more than the whole receive budget (256 MiB) and fewer than a full
+    // batch: a batch that kept its samples while waiting for more budget would wait forever.
+    let size = 8 << 20;
+    let count = RECEIVE_BUDGET / size + 8;
+    assert!(count < RECEIVE_BATCH);
+    let got = burst(count, size).await;
+    assert_eq!(flatten_checked(got, size).len(), count);
 }
 
 #[tokio::test]

@@ -113,7 +113,7 @@ async fn exchange(a: &Arc<RemoteDataPlane>, b: &Arc<RemoteDataPlane>, payload: &
         .await
         .expect("in time")
         .expect("a sample");
-    assert_eq!(sample.payload, payload);
+    assert_eq!(sample.payload.to_vec(), payload);
     assert_eq!(peer_count(&a.session).await, 1);
 }
 
@@ -150,7 +150,11 @@ async fn assert_shut_out(daemon: &Arc<RemoteDataPlane>, intruder: &zenoh::Sessio
         assert_ne!(&payload[..], b"secret", "the intruder read data");
     }
     while let Ok(sample) = injected.try_recv() {
-        assert_ne!(sample.payload, b"injected", "the intruder injected data");
+        assert_ne!(
+            sample.payload.to_vec(),
+            b"injected",
+            "the intruder injected data"
+        );
     }
     assert_eq!(
         peer_count(&daemon.session).await,

@@ -86,7 +86,7 @@ async fn publish(from: &Arc<RemoteDataPlane>, dataflow: Uuid, n: u8) {
 async fn received(rx: &mut mpsc::Receiver<RemoteSample>, wait: Duration) -> Vec<u8> {
     let mut out = Vec::new();
     while let Ok(Some(sample)) = tokio::time::timeout(wait, rx.recv()).await {
-        out.extend(sample.payload);
+        out.extend(sample.payload.to_vec());
     }
     out
 }
