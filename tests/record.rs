@@ -400,3 +400,74 @@ fn export_writes_numbers_and_strings_as_csv_and_bytes_as_raw_files() {
         "{wrong}"
     );
 }
+
+/// The number in a line `<prefix><number><rest>` of `text`, if any.
+fn number_after(text: &str, prefix: &str) -> Option<u64> {
+    let at = text.find(prefix)? + prefix.len();
+    let digits: String = text[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().ok()
+}
+
+#[test]
+fn run_record_lossy_accounts_for_every_message_recorded_or_dropped() {
+    let dir = temp_dir();
+    let cli = MarkedCli::new(dir.path(), MARKER, TIMEOUT);
+    let node = bin("adora-test-node");
+    // 300 messages of 4 MiB back to back: a debug build's recorder drops some of them (one to a
+    // few here; none is forced: what is checked is that each is recorded or counted).
+    let yaml = format!(
+        "nodes:\n  - id: flood\n    path: {node}\n    env: {{ MODE: flood, COUNT: 300, SIZE: 4194304 }}\n    outputs: [data]\n  - id: sink\n    path: {node}\n    env: {{ MODE: recv }}\n    inputs: {{ data: {{ source: flood/data, queue_size: 300 }} }}\n",
+        node = node.display()
+    );
+    let dataflow = dir.path().join("flood.yml");
+    std::fs::write(&dataflow, yaml).unwrap();
+    let file = dir.path().join("flood.mcap");
+    let file_arg = file.to_str().unwrap();
+
+    // --lossy belongs to --record.
+    let alone = cli.run(&["run", dataflow.to_str().unwrap(), "--lossy"]);
+    assert!(!alone.status.success(), "{alone}");
+    assert!(alone.stderr.contains("--record"), "{alone}");
+
+    let out = cli.ok(&[
+        "run",
+        dataflow.to_str().unwrap(),
+        "--record",
+        file_arg,
+        "--lossy",
+        "--compression",
+        "zstd",
+    ]);
+    assert!(out.stdout.contains("flood sent=300"), "{out}");
+    let recorded = number_after(&out.stderr, "recorded ").expect("a `recorded N` line");
+    let dropped = if out.stderr.contains("dropped: none") {
+        0
+    } else {
+        number_after(&out.stderr, "dropped: ").expect("a `dropped: N message(s)` line")
+    };
+    assert!(
+        dropped == 0 || out.stderr.contains("message(s) of flood/data (--lossy)"),
+        "{out}"
+    );
+    assert_eq!(
+        recorded + dropped,
+        300,
+        "every message recorded or counted\n{out}"
+    );
+
+    let info = cli.ok(&["recording", "info", file_arg, "--json"]);
+    let info: serde_json::Value = serde_json::from_str(&info.stdout).unwrap();
+    assert_eq!(
+        info["channels"]["flood/data"]["messages"], recorded,
+        "{info}"
+    );
+    let stored = info["dropped"]["flood/data"].as_u64().unwrap_or(0);
+    assert_eq!(
+        stored, dropped,
+        "the drops are written into the file: {info}"
+    );
+    println!("lossy recording: {recorded} recorded, {dropped} dropped");
+}

@@ -94,6 +94,12 @@ impl Tap {
             .clone()
     }
 
+    /// The tap's drop counts, shared: still readable once the tap itself is gone (a clone of
+    /// the tap would keep its copies' channel open).
+    pub fn drop_counts(&self) -> DropCounts {
+        self.dropped.clone()
+    }
+
     /// Whether the tap copies `node/output` of `dataflow`.
     pub fn wants(&self, dataflow: Uuid, node: &NodeId, output: &DataId) -> bool {
         self.dataflow == dataflow

@@ -111,6 +111,8 @@ pub struct LocalRecording {
     pub split_size: Option<u64>,
     /// The dataflow file, noted in the recording (`adora replay` uses it when given none).
     pub dataflow: Option<PathBuf>,
+    /// Drop (and count) messages instead of slowing the senders down.
+    pub lossy: bool,
 }
 
 /// Writes the copies of `adora run --record`'s tap on a blocking thread; the task returns the

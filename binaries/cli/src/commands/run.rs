@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 /// Run a dataflow on this machine until its nodes finish, Ctrl-C, or `--stop-after`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  adora run examples/rust-dataflow/dataflow.yml --build\n  adora run dataflow.yml --stop-after 5s --env LOG_LEVEL=debug"
+    after_help = "Examples:\n  adora run examples/rust-dataflow/dataflow.yml --build\n  adora run dataflow.yml --stop-after 5s --env LOG_LEVEL=debug\n  adora run dataflow.yml --record run.mcap --lossy"
 )]
 pub struct Args {
     /// The dataflow file.
@@ -34,7 +34,7 @@ pub struct Args {
     #[command(flatten)]
     finish: super::common::ExitWhenNodesFinish,
     /// Record every output into this MCAP file from the first message on (lossless: a
-    /// recorder that cannot keep up slows the senders down).
+    /// recorder that cannot keep up slows the senders down; see `--lossy`).
     #[arg(long, value_name = "FILE.mcap")]
     record: Option<PathBuf>,
     /// Chunk compression of `--record`.
@@ -44,6 +44,10 @@ pub struct Args {
     /// `1GiB`; counted before compression).
     #[arg(long, value_name = "SIZE", requires = "record", value_parser = super::record::parse_split_size)]
     split_size: Option<adora_core::descriptor::ByteSize>,
+    /// Let `--record` drop messages instead of slowing the senders down when it cannot keep up:
+    /// every drop is counted, printed at the end and written into the file.
+    #[arg(long, requires = "record")]
+    lossy: bool,
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -81,6 +85,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         compression: args.compression,
         split_size: args.split_size.map(|s| s.0),
         dataflow: std::fs::canonicalize(&args.dataflow).ok(),
+        lossy: args.lossy,
     });
     let plan = RunPlan {
         descriptor,
@@ -149,17 +154,19 @@ pub async fn run_plan(plan: RunPlan) -> anyhow::Result<ExitCode> {
     });
     let (tap, recording) = match &plan.record {
         Some(record) => {
-            let (tap, rx) = adora_daemon::tap::Tap::new(id, None, false);
+            let (tap, rx) = adora_daemon::tap::Tap::new(id, None, record.lossy);
             let recording = super::record::record_local(record, rx)?;
-            (Some(tap), Some(recording))
+            let dropped = tap.drop_counts();
+            (Some(tap), Some((recording, dropped)))
         }
         None => (None, None),
     };
     let result = adora_daemon::run_dataflow_tapped(config, spec, log_tx, shutdown, tap).await;
     let _ = printer.await;
-    if let (Some(recording), Some(record)) = (recording, &plan.record) {
+    if let (Some((recording, dropped)), Some(record)) = (recording, &plan.record) {
         let recorded = recording.await.context("the recorder failed")?;
-        super::record::finish(recorded?, &Default::default(), started, &record.file)?;
+        let dropped = dropped.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        super::record::finish(recorded?, &dropped, started, &record.file)?;
     }
     let _ = std::fs::remove_dir_all(&run_dir);
     let result = result.context("the dataflow could not run")?;

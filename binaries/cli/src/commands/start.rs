@@ -51,7 +51,8 @@ pub struct Args {
     #[command(flatten)]
     finish: super::common::ExitWhenNodesFinish,
     /// Record every output into this MCAP file from the first message while attached
-    /// (lossless; without --name the dataflow is named `recording-<8 hex digits>`).
+    /// (lossless unless `--lossy`; without --name the dataflow is named `recording-<8 hex
+    /// digits>`).
     #[arg(long, value_name = "FILE.mcap", conflicts_with = "detach")]
     record: Option<PathBuf>,
     /// Chunk compression of `--record`.
@@ -60,6 +61,10 @@ pub struct Args {
     /// Split `--record` into FILE-001.mcap, FILE-002.mcap, ... of about this size each.
     #[arg(long, value_name = "SIZE", requires = "record", value_parser = super::record::parse_split_size)]
     split_size: Option<adora_core::descriptor::ByteSize>,
+    /// Let `--record` drop messages instead of slowing the senders down when it cannot keep up:
+    /// every drop is counted, printed at the end and written into the file.
+    #[arg(long, requires = "record")]
+    lossy: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -99,7 +104,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 )
             });
             let client = Client::connect(&args.client).await?;
-            Some(super::tap_stream::TapStream::before_start(client, name).await?)
+            Some(super::tap_stream::TapStream::before_start(client, name, args.lossy).await?)
         }
         None => None,
     };

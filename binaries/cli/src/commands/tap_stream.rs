@@ -52,13 +52,14 @@ impl TapStream {
         Self::request(client, request).await
     }
 
-    /// Asks for a lossless tap of every output of the dataflow that will be started under
-    /// `name`, before it starts; [`Self::wait_started`] once the start was asked for.
-    pub async fn before_start(mut client: Client, name: &str) -> anyhow::Result<Self> {
+    /// Asks for a tap (`lossy` or lossless) of every output of the dataflow that will be
+    /// started under `name`, before it starts; [`Self::wait_started`] once the start was asked
+    /// for.
+    pub async fn before_start(mut client: Client, name: &str, lossy: bool) -> anyhow::Result<Self> {
         let request = TapRequest {
             dataflow: name.to_owned(),
             outputs: Vec::new(),
-            lossy: false,
+            lossy,
             dry_run: false,
             before_start: true,
         };
