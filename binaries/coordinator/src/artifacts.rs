@@ -48,6 +48,10 @@ pub const GC_GRACE: Duration = Duration::from_secs(600);
 #[derive(Debug)]
 pub struct ArtifactStore {
     dir: PathBuf,
+    /// Held by an upload and by a garbage collection: a collection running between an
+    /// upload's blob and its upload file would remove the blob (not referenced yet) or the new,
+    /// still empty build directory (the upload then failed with a 500).
+    writing: std::sync::Mutex<()>,
 }
 
 /// What a garbage collection removed.
@@ -66,6 +70,7 @@ impl ArtifactStore {
         std::fs::create_dir_all(dir.join("builds"))?;
         Ok(Self {
             dir: dir.to_owned(),
+            writing: std::sync::Mutex::new(()),
         })
     }
 
@@ -84,6 +89,7 @@ impl ArtifactStore {
     /// Blocking (hashing, file writes); `node` must be a safe path segment.
     pub fn put(&self, build_id: Uuid, node: &str, bytes: &[u8]) -> io::Result<String> {
         let digest = sha256_hex(bytes);
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let blob = self.blob(&digest);
         if !blob.is_file() {
             write_atomically(&blob, bytes)?;
@@ -126,6 +132,7 @@ impl ArtifactStore {
                 .map(|t| t + GC_GRACE < now)
                 .unwrap_or(false)
         };
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let mut report = GcReport::default();
         let mut live = BTreeSet::new();
         for build in std::fs::read_dir(self.dir.join("builds"))?.filter_map(Result::ok) {

@@ -228,3 +228,42 @@ fn artifacts_survive_reopening_and_unreferenced_ones_are_collected_after_the_gra
         .join(old_build.to_string())
         .exists());
 }
+
+#[test]
+fn uploads_racing_a_garbage_collection_are_all_kept_whole() {
+    // CI once got a 500 for an upload made while the collection the coordinator runs at start
+    // removed the upload's new, still empty build directory.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(ArtifactStore::open(dir.path()).unwrap());
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let collector = std::thread::spawn({
+        let (store, done) = (store.clone(), done.clone());
+        move || {
+            let mut runs = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                store
+                    .collect_garbage(&BTreeSet::new(), SystemTime::now())
+                    .expect("collects");
+                runs += 1;
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            runs
+        }
+    });
+    let mut uploads = Vec::new();
+    for i in 0..200u32 {
+        let (build, bytes) = (Uuid::new_v4(), format!("binary {i}").into_bytes());
+        store
+            .put(build, "node", &bytes)
+            .unwrap_or_else(|e| panic!("upload {i}: {e}"));
+        uploads.push((build, bytes));
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let runs = collector.join().unwrap();
+    assert!(runs > 0);
+    // Within the grace period every upload and its blob is still there.
+    for (i, (build, bytes)) in uploads.iter().enumerate() {
+        let got = store.get(*build, "node").unwrap();
+        assert_eq!(got.map(|g| g.1).as_ref(), Some(bytes), "upload {i} of 200");
+    }
+}

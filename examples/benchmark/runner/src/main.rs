@@ -108,6 +108,10 @@ struct Args {
     /// lossless, zstd) and compare: p50 and msgs/s with and without, and the recorder's MiB/s.
     #[arg(long)]
     record: bool,
+    /// With `--record`: a lossy recorder (`adora run --record --lossy`), which drops and counts
+    /// what it cannot keep up with instead of slowing the sender down.
+    #[arg(long, requires = "record")]
+    record_lossy: bool,
     /// Run the daemons of `two-daemons` and `zenoh` with their default mutual TLS (over QUIC,
     /// or `--zenoh-transport tls`). Without it they run with `--insecure-zenoh` (plain TCP), like
     /// the plain-Zenoh and TCP baselines, so that the ratios compare the same transport; with it
@@ -236,8 +240,8 @@ fn run(args: Args) -> anyhow::Result<()> {
                     Some(p) => p.clone(),
                     None => same_daemon_dataflow(generated.path())?,
                 };
-                let dir = args.record.then_some(generated.path());
-                recorder = same_daemon(&adora, &dataflow, &plan, dir, &mut results)?;
+                let record = args.record.then_some((generated.path(), args.record_lossy));
+                recorder = same_daemon(&adora, &dataflow, &plan, record, &mut results)?;
             }
             Placement::TwoDaemons | Placement::Zenoh => {
                 run_network(placement, (&adora, &plan, &args), &mut results)
@@ -268,13 +272,13 @@ fn run(args: Args) -> anyhow::Result<()> {
     results.check_complete()
 }
 
-/// The same-daemon placement, and with `record_dir` again with a recorder attached (its file in
-/// that directory); returns what the recorder wrote.
+/// The same-daemon placement, and with `record` again with a recorder attached (its file in that
+/// directory; lossy or not); returns what the recorder wrote.
 fn same_daemon(
     adora: &Path,
     dataflow: &Path,
     plan: &Plan,
-    record_dir: Option<&Path>,
+    record: Option<(&Path, bool)>,
     results: &mut report::Results,
 ) -> anyhow::Result<Option<recording::Recorder>> {
     eprintln!(
@@ -284,11 +288,11 @@ fn same_daemon(
     );
     let label = Placement::SameDaemon.label();
     results.add(label, run_adora(adora, dataflow, plan)?);
-    let Some(dir) = record_dir else {
+    let Some((dir, lossy)) = record else {
         return Ok(None);
     };
     eprintln!("running adora with a recorder attached...");
-    let recorded = recording::run(adora, dataflow, plan, &dir.join("bench.mcap"))?;
+    let recorded = recording::run(adora, dataflow, plan, &dir.join("bench.mcap"), lossy)?;
     results.add(recording::LABEL, recorded.reports);
     Ok(Some(recorded.recorder))
 }

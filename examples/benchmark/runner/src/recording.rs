@@ -1,6 +1,7 @@
 //! `adora-bench --record`: the same-daemon phases again with a recorder attached (`adora run
-//! --record`: a lossless tap in the daemon, the MCAP writer in the `adora run` process, zstd
-//! chunks), compared with the run without: p50 and msgs/s per size, and what the recorder wrote.
+//! --record`: a lossless tap in the daemon, or a lossy one with `--record-lossy`, the MCAP writer
+//! in the `adora run` process, zstd chunks), compared with the run without: p50 and msgs/s per
+//! size, and what the recorder wrote (and dropped).
 
 use std::{
     fmt::Write as _,
@@ -29,6 +30,8 @@ pub struct Recorder {
     pub mib_per_s: f64,
     /// The file's size on disk, MiB (after compression).
     pub file_mib: f64,
+    /// Lossy: messages dropped (`None` when lossless).
+    pub dropped: Option<u64>,
 }
 
 /// The recorded run: the sink's reports and the recorder's figures.
@@ -39,22 +42,35 @@ pub struct Recorded {
     pub recorder: Recorder,
 }
 
-/// Runs the same-daemon dataflow with `--record file`.
-pub fn run(adora: &Path, dataflow: &Path, plan: &Plan, file: &Path) -> anyhow::Result<Recorded> {
+/// Runs the same-daemon dataflow with `--record file` (and `--lossy`).
+pub fn run(
+    adora: &Path,
+    dataflow: &Path,
+    plan: &Plan,
+    file: &Path,
+    lossy: bool,
+) -> anyhow::Result<Recorded> {
     let mut command = crate::adora_run_command(adora, dataflow, plan);
     command.arg("--record").arg(file).stderr(Stdio::piped());
+    if lossy {
+        command.arg("--lossy");
+    }
     let mut child = command
         .spawn()
         .with_context(|| format!("cannot start {} (build it first)", adora.display()))?;
     let stdout = child.stdout.take().context("adora's stdout is piped")?;
     let stderr = child.stderr.take().context("adora's stderr is piped")?;
     let lines = std::thread::spawn(move || {
-        let mut recorded = None;
+        let (mut recorded, mut dropped) = (None, 0);
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             eprintln!("{line}");
             recorded = recorded.or_else(|| parse_recorded(&line));
+            dropped += parse_dropped(&line).unwrap_or(0);
         }
-        recorded
+        recorded.map(|r| Recorder {
+            dropped: lossy.then_some(dropped),
+            ..r
+        })
     });
     let reports = crate::collect_reports(stdout)?;
     let status = child.wait()?;
@@ -80,12 +96,26 @@ fn parse_recorded(line: &str) -> Option<Recorder> {
         mib: mib.parse().ok()?,
         mib_per_s: rate.parse().ok()?,
         file_mib: 0.0,
+        dropped: None,
     })
+}
+
+/// Reads `dropped: 12 message(s) of sender/data (--lossy)`.
+fn parse_dropped(line: &str) -> Option<u64> {
+    let rest = line.strip_prefix("dropped: ")?;
+    let (count, _) = rest.split_once(" message(s) of ")?;
+    count.parse().ok()
 }
 
 /// The with/without table.
 pub fn compare(results: &Results, plan: &Plan, recorder: &Recorder) -> String {
-    let mut out = String::from("\nrecording: same-daemon with a recorder attached (adora run --record, lossless, zstd) / without\n");
+    let kind = match recorder.dropped {
+        Some(_) => "lossy",
+        None => "lossless",
+    };
+    let mut out = format!(
+        "\nrecording: same-daemon with a recorder attached (adora run --record, {kind}, zstd) / without\n"
+    );
     let _ = writeln!(
         out,
         "{:>8}  {:>10} {:>10} {:>7}  {:>10} {:>10} {:>7}  {:>14}",
@@ -106,7 +136,10 @@ pub fn compare(results: &Results, plan: &Plan, recorder: &Recorder) -> String {
             _ => "-".into(),
         };
         // Lossless: during the throughput phase the recorder wrote every message the sink got.
-        let written = d.map(|m| m * size as f64 / 1048576.0);
+        // Lossy: not known per phase (see the drops below).
+        let written = d
+            .filter(|_| recorder.dropped.is_none())
+            .map(|m| m * size as f64 / 1048576.0);
         let _ = writeln!(
             out,
             "{:>8}  {:>10} {:>10} {:>7}  {:>10} {:>10} {:>7}  {:>14}",
@@ -125,6 +158,9 @@ pub fn compare(results: &Results, plan: &Plan, recorder: &Recorder) -> String {
         "recorder: {} message(s), {:.1} MiB of payload in the whole run ({:.1} MiB/s on average, idle latency phases included); file {:.1} MiB",
         recorder.messages, recorder.mib, recorder.mib_per_s, recorder.file_mib
     );
+    if let Some(dropped) = recorder.dropped {
+        let _ = writeln!(out, "recorder dropped {dropped} message(s) (lossy)");
+    }
     out
 }
 
@@ -140,5 +176,10 @@ mod tests {
         assert_eq!(recorder.mib, 40.5);
         assert_eq!(recorder.mib_per_s, 12.7);
         assert!(parse_recorded("dropped: none").is_none());
+        assert_eq!(
+            parse_dropped("dropped: 12 message(s) of sender/data (--lossy)"),
+            Some(12)
+        );
+        assert_eq!(parse_dropped("dropped: none"), None);
     }
 }
