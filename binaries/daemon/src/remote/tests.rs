@@ -66,8 +66,8 @@ async fn zenoh_binds_port_zero_itself_and_reports_the_port() {
     assert!(std::net::TcpListener::bind(addr).is_err());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn messages_cross_between_two_daemons_in_order_up_to_64_mib() {
+/// Two daemons' planes on loopback (plain TCP), `b` connected to `a`.
+async fn connected_pair() -> (Arc<RemoteDataPlane>, Arc<RemoteDataPlane>) {
     let a = Arc::new(
         RemoteDataPlane::open("tcp/127.0.0.1:0", &[], None, Tasks::default())
             .await
@@ -78,6 +78,12 @@ async fn messages_cross_between_two_daemons_in_order_up_to_64_mib() {
             .await
             .expect("open b"),
     );
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_cross_between_two_daemons_in_order_up_to_64_mib() {
+    let (a, b) = connected_pair().await;
     let dataflow = Uuid::new_v4();
     let (node, output) = (NodeId::from("camera"), DataId::from("frames"));
 
@@ -172,16 +178,7 @@ impl FromRemote for Got {
 /// a subscriber on `b` whose receiver reads nothing until all are published, then returns what
 /// it received, as handed over.
 async fn burst(count: usize, size: usize) -> Vec<Got> {
-    let a = Arc::new(
-        RemoteDataPlane::open("tcp/127.0.0.1:0", &[], None, Tasks::default())
-            .await
-            .expect("open a"),
-    );
-    let b = Arc::new(
-        RemoteDataPlane::open("tcp/127.0.0.1:0", a.locators(), None, Tasks::default())
-            .await
-            .expect("open b"),
-    );
+    let (a, b) = connected_pair().await;
     let (node, output) = (NodeId::from("lidar"), DataId::from("points"));
     let (tx, mut rx) = mpsc::channel::<Got>(1);
     let _sub = b.spawn_subscriber(Uuid::nil(), &node, &output, tx);
