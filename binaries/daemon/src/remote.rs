@@ -152,8 +152,7 @@ impl Payload {
 /// a node waiting for them is woken once).
 pub(crate) trait FromRemote: From<RemoteSample> + Send + 'static {
     /// `samples` (more than one) of `dataflow`, read from Zenoh back to back.
-    fn batch(dataflow: Uuid, samples: Vec<Self>) -> Vec<Self> {
-        let _ = dataflow;
+    fn batch(_dataflow: Uuid, samples: Vec<Self>) -> Vec<Self> {
         samples
     }
 }

@@ -46,6 +46,11 @@ pub type Tapped = (TappedMessage, Option<OwnedSemaphorePermit>);
 /// Messages dropped by a lossy tap, per `node/output`.
 pub type DropCounts = Arc<Mutex<BTreeMap<String, u64>>>;
 
+/// The drops counted so far.
+pub fn read_drops(counts: &DropCounts) -> BTreeMap<String, u64> {
+    counts.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
 /// One tap: which outputs, where their copies go.
 #[derive(Clone)]
 pub struct Tap {
@@ -88,10 +93,7 @@ impl Tap {
 
     /// Messages dropped so far (only a lossy tap drops).
     pub fn dropped(&self) -> BTreeMap<String, u64> {
-        self.dropped
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        read_drops(&self.dropped)
     }
 
     /// The tap's drop counts, shared: still readable once the tap itself is gone (a clone of
@@ -247,7 +249,7 @@ impl Taps {
         async move {
             forward(command, rx, &credit, &dropped, &reports).await;
             taps.lock_forwarded().remove(&command);
-            let dropped = dropped.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let dropped = read_drops(&dropped);
             let _ = reports.send(Envelope::new(command, DaemonMessage::TapEnd { dropped }));
         }
     }
@@ -335,7 +337,7 @@ async fn forward(
             Ok(permit) => permit.forget(),
             Err(_) => return, // untapped
         }
-        let dropped = dropped.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let dropped = read_drops(dropped);
         let batch = TapBatch { messages, dropped };
         if reports
             .send(Envelope::new(command, DaemonMessage::Tapped(batch)))

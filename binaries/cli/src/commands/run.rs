@@ -165,7 +165,7 @@ pub async fn run_plan(plan: RunPlan) -> anyhow::Result<ExitCode> {
     let _ = printer.await;
     if let (Some((recording, dropped)), Some(record)) = (recording, &plan.record) {
         let recorded = recording.await.context("the recorder failed")?;
-        let dropped = dropped.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let dropped = adora_daemon::tap::read_drops(&dropped);
         super::record::finish(recorded?, &dropped, started, &record.file)?;
     }
     let _ = std::fs::remove_dir_all(&run_dir);

@@ -66,6 +66,19 @@ async fn zenoh_binds_port_zero_itself_and_reports_the_port() {
     assert!(std::net::TcpListener::bind(addr).is_err());
 }
 
+/// Queues `payload` as message `n` (stream 1) for a publisher.
+async fn publish(publisher: &mpsc::Sender<Outgoing>, n: usize, payload: Vec<u8>) {
+    let sequence = Sequence {
+        stream: 1,
+        seq: n as u64,
+        dropped: 0,
+    };
+    publisher
+        .send((data(), sequence, payload, None))
+        .await
+        .expect("queue");
+}
+
 /// Two daemons' planes on loopback (plain TCP), `b` connected to `a`.
 async fn connected_pair() -> (Arc<RemoteDataPlane>, Arc<RemoteDataPlane>) {
     let a = Arc::new(
@@ -107,15 +120,7 @@ async fn messages_cross_between_two_daemons_in_order_up_to_64_mib() {
     let sizes = [0usize, 8, 64 * 1024, 4 << 20, 64 << 20];
     for (i, size) in sizes.iter().enumerate() {
         let payload: Vec<u8> = (0..*size).map(|j| (j as u8) ^ (i as u8)).collect();
-        let sequence = Sequence {
-            stream: 1,
-            seq: i as u64,
-            dropped: 0,
-        };
-        publisher
-            .send((data(), sequence, payload, None))
-            .await
-            .expect("queue");
+        publish(&publisher, i, payload).await;
     }
     let end = Sequence {
         stream: 1,
@@ -190,15 +195,7 @@ async fn burst(count: usize, size: usize) -> Vec<Got> {
         .expect("matched in time");
     for n in 0..count {
         let payload = (0..size).map(|i| (n ^ i) as u8).collect();
-        let sequence = Sequence {
-            stream: 1,
-            seq: n as u64,
-            dropped: 0,
-        };
-        publisher
-            .send((data(), sequence, payload, None))
-            .await
-            .expect("queue");
+        publish(&publisher, n, payload).await;
     }
     // Let the messages pile up in the subscription while its receiver reads nothing.
     tokio::time::sleep(Duration::from_millis(500)).await;
