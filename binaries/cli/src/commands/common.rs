@@ -109,19 +109,22 @@ impl StopSignals {
     }
 }
 
-/// A token that cancels on SIGINT or SIGTERM.
+/// A token that cancels on SIGINT or SIGTERM. The handlers are installed before it returns, so
+/// a signal sent right after whatever the caller announces next (an address file, a "listening"
+/// line) stops the process cleanly instead of killing it with its files left behind.
 pub fn shutdown_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(async move {
-        let Ok(mut signals) = StopSignals::install() else {
-            tracing::warn!("cannot install signal handlers");
-            return;
-        };
-        signals.recv().await;
-        tracing::info!("shutting down");
-        t.cancel();
-    });
+    match StopSignals::install() {
+        Ok(mut signals) => {
+            let t = token.clone();
+            tokio::spawn(async move {
+                signals.recv().await;
+                tracing::info!("shutting down");
+                t.cancel();
+            });
+        }
+        Err(e) => tracing::warn!("cannot install signal handlers: {e}"),
+    }
     token
 }
 

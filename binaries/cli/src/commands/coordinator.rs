@@ -92,10 +92,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // The CA and the server certificate exist before the address is recorded: whoever waits for
     // the address file (`adora up`, fixtures, scripts) finds `ca.pem` to trust right after.
     let (ca, tls) = super::coordinator_tls::setup(&state_dir(), &args.addr, &args.tls_san)?;
+    // Before the address is recorded: whoever sees the address may stop us right away.
+    let shutdown = shutdown_on_signal();
     let addr_file = state_dir().join(ADDR_FILE);
     write_atomic(&addr_file, &format!("{local}\n"))?;
     eprintln!("coordinator listening on {local}");
-    let shutdown = shutdown_on_signal();
     let mut config = CoordinatorConfig::new(token);
     config.ca = Some(ca);
     config.tls = Some(tls);
