@@ -471,3 +471,37 @@ fn run_record_lossy_accounts_for_every_message_recorded_or_dropped() {
     );
     println!("lossy recording: {recorded} recorded, {dropped} dropped");
 }
+
+#[test]
+fn a_recording_of_inline_and_shared_messages_back_to_back_keeps_every_one_in_order() {
+    // Inline copies of lane messages reach the recorder through the sender's taps lane, shared
+    // ones (every 5th, 64 KiB) on its socket: the recorder must still see them in send order.
+    let dir = temp_dir();
+    let cli = MarkedCli::new(dir.path(), MARKER, TIMEOUT);
+    let node = bin("adora-test-node");
+    let count = 20_000;
+    let yaml = format!(
+        "nodes:\n  - id: flood\n    path: {node}\n    env: {{ MODE: flood, COUNT: {count}, LARGE_EVERY: 5 }}\n    outputs: [data]\n  - id: sink\n    path: {node}\n    env: {{ MODE: recv }}\n    inputs: {{ data: {{ source: flood/data, queue_size: 1000 }} }}\n",
+        node = node.display()
+    );
+    let dataflow = dir.path().join("mixed.yml");
+    std::fs::write(&dataflow, yaml).unwrap();
+    let file = dir.path().join("mixed.mcap");
+    let out = cli.ok(&[
+        "run",
+        dataflow.to_str().unwrap(),
+        "--record",
+        file.to_str().unwrap(),
+    ]);
+    assert!(out.stdout.contains(&format!("flood sent={count}")), "{out}");
+    let seqs = recorded_seqs(&file, "flood/data");
+    let expected: Vec<u64> = (0..count).collect();
+    if seqs != expected {
+        let first_wrong = seqs.iter().zip(&expected).position(|(a, b)| a != b);
+        panic!(
+            "{} recorded of {count}; first out of place at {first_wrong:?}: {:?}",
+            seqs.len(),
+            first_wrong.map(|i| &seqs[i.saturating_sub(2)..(i + 3).min(seqs.len())])
+        );
+    }
+}

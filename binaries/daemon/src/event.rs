@@ -249,6 +249,7 @@ pub(crate) fn request_event(dataflow: Uuid, node: &NodeId, request: NodeRequest)
             output,
             metadata,
             data,
+            taps_before: _,
         } => Event::SendOutput {
             dataflow,
             node,
@@ -261,6 +262,7 @@ pub(crate) fn request_event(dataflow: Uuid, node: &NodeId, request: NodeRequest)
             metadata,
             data,
             served,
+            taps_before: _,
         } => Event::SendOutputDirect {
             dataflow,
             node,

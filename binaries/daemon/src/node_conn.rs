@@ -8,7 +8,7 @@ use adora_message::{
     node_to_daemon::{Channel, NodeRequest},
 };
 use tokio::{
-    io::{AsyncBufRead, AsyncRead, BufReader},
+    io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, BufReader},
     net::{UnixListener, UnixStream},
     sync::{mpsc, oneshot},
 };
@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::{
     event::{request_event, Event},
-    tap::Taps,
+    tap::{CopiesLane, Taps, TAPS_LANE_PERIOD},
 };
 use adora_shm::RegionCache;
 use adora_tasks::Tasks;
@@ -132,6 +132,22 @@ async fn handle_connection(
     }
 }
 
+/// Until the next read of a taps lane: [`TAPS_LANE_PERIOD`], or only a turn of the runtime when
+/// the sender is `busy`.
+async fn pause(busy: bool) {
+    if busy {
+        tokio::task::yield_now().await;
+    } else {
+        tokio::time::sleep(TAPS_LANE_PERIOD).await;
+    }
+}
+
+/// A control connection's taps lane and the shared memory it reads copies from.
+struct Copies {
+    lane: Option<CopiesLane>,
+    regions: Option<RegionCache>,
+}
+
 /// A control-connection request the node waits for an answer to.
 enum Ask {
     /// `TakeUpdateLock`.
@@ -154,17 +170,43 @@ impl Ctx {
         stream: &mut UnixStream,
         buf: &mut Vec<u8>,
     ) -> Result<(), CodecError> {
+        let mut copies = Copies {
+            lane: self
+                .taps
+                .lane(self.dataflow, &self.node)
+                .map(CopiesLane::new),
+            regions: None,
+        };
+        let result = self.control_requests(stream, buf, &mut copies).await;
+        // The node is gone: what it wrote into its taps lane before still goes to the taps.
+        if let Some(lane) = &mut copies.lane {
+            let at = (self.dataflow, &self.node);
+            lane.deliver(&self.taps, at, Some(u64::MAX)).await;
+        }
+        result
+    }
+
+    async fn control_requests(
+        &self,
+        stream: &mut UnixStream,
+        buf: &mut Vec<u8>,
+        copies: &mut Copies,
+    ) -> Result<(), CodecError> {
         let mut reader = BufReader::with_capacity(READ_BUFFER, stream);
         let mut batch = Vec::new();
-        let mut regions = None;
+        let mut changes = self.taps.changes();
         loop {
+            if copies.lane.is_some() {
+                self.wait_for_request(&mut reader, copies, &mut changes)
+                    .await?;
+            }
             let request: NodeRequest = read_frame_async(&mut reader, buf).await?;
-            self.tap(&request, &mut regions).await;
+            self.tap(&request, copies).await;
             let mut ask = self.push_request(&mut batch, request);
             while batch.len() < MAX_CONTROL_BATCH && ask.is_none() {
                 match buffered_frame(&mut reader)? {
                     Some(request) => {
-                        self.tap(&request, &mut regions).await;
+                        self.tap(&request, copies).await;
                         ask = self.push_request(&mut batch, request);
                     }
                     None => break,
@@ -198,23 +240,69 @@ impl Ctx {
         }
     }
 
-    /// Copies an output to the taps that want it; a full lossless tap makes this wait.
-    async fn tap(&self, request: &NodeRequest, regions: &mut Option<RegionCache>) {
+    /// Waits until a request can be read, handing what the node writes into its taps lane to
+    /// the taps every [`TAPS_LANE_PERIOD`] meanwhile, while a tap watches the node.
+    async fn wait_for_request<R: AsyncRead + Unpin>(
+        &self,
+        reader: &mut BufReader<R>,
+        copies: &mut Copies,
+        changes: &mut tokio::sync::watch::Receiver<()>,
+    ) -> Result<(), CodecError> {
+        let Some(lane) = &mut copies.lane else {
+            return Ok(());
+        };
+        let at = (self.dataflow, &self.node);
+        changes.mark_unchanged();
+        let mut watched = self.taps.watches_node(at.0, at.1);
+        // The last read took a quarter of the lane or more: read again at once (before the node
+        // finds it full and goes on to its socket), not after a period.
+        let mut busy = false;
+        loop {
+            if !reader.buffer().is_empty() {
+                return Ok(());
+            }
+            if !watched && lane.has_copies() {
+                // Written before the last tap went away: nobody wants them.
+                lane.deliver(&self.taps, at, Some(u64::MAX)).await;
+            }
+            tokio::select! {
+                biased;
+                // Cancel safe: it only fills the read buffer (EOF leaves it empty).
+                read = reader.fill_buf() => {
+                    read?;
+                    return Ok(());
+                }
+                _ = changes.changed() => watched = self.taps.watches_node(at.0, at.1),
+                _ = pause(busy), if watched => {
+                    busy = lane.deliver(&self.taps, at, None).await >= lane.capacity() / 4;
+                }
+            }
+        }
+    }
+
+    /// Copies an output to the taps that want it, after the copies the node wrote into its taps
+    /// lane before it; a full lossless tap makes this wait.
+    async fn tap(&self, request: &NodeRequest, copies: &mut Copies) {
         if let NodeRequest::SendOutput {
             output,
             metadata,
             data,
+            taps_before,
         }
         | NodeRequest::SendOutputDirect {
             output,
             metadata,
             data,
+            taps_before,
             ..
         } = request
         {
-            let (df, node) = (self.dataflow, &self.node);
+            let at = (self.dataflow, &self.node);
+            if let Some(lane) = copies.lane.as_mut().filter(|l| l.has_copies()) {
+                lane.deliver(&self.taps, at, Some(*taps_before)).await;
+            }
             self.taps
-                .copy(df, node, output, metadata, data, regions)
+                .copy(at.0, at.1, output, metadata, data, &mut copies.regions)
                 .await;
         }
     }

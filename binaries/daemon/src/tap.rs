@@ -9,16 +9,26 @@
 //! its socket buffer is full. Other nodes, the other outputs' receivers and the daemon actor do
 //! not wait. A lossy tap drops instead and counts every drop per output.
 //!
+//! Copies of messages that went node to node (lanes) come from the sender: it writes the copy of
+//! an inline message into its *taps lane* ([`CopiesLane`]), which its control connection reads
+//! every [`TAPS_LANE_PERIOD`] while a tap watches the node, so a tapped sender makes no system
+//! call per message. A shared sample, or a copy that finds the lane full, comes on the control
+//! socket as before, after a *mark* in the lane: the lane is read up to a mark only, and the
+//! message says how many entries precede it (`taps_before`), which are taken first. So a tap
+//! sees each output in order. Backpressure is unchanged: a lossless tap that is full stops the
+//! reading of both, the lane fills up and the sender goes on to its socket.
+//!
 //! Towards a client ([`forward`]) a daemon sends batches of at most [`TAP_BATCH_BYTES`] and keeps
 //! at most [`TAP_WINDOW`] cost units unacknowledged, so a slow client slows the tap down, and
 //! through it (lossless) the tapped nodes.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex, RwLock,
     },
+    time::Duration,
 };
 
 use adora_core::{DataId, NodeId};
@@ -26,10 +36,10 @@ use adora_message::{
     daemon_to_coordinator::DaemonMessage,
     envelope::Envelope,
     tap::{message_cost, TapBatch, TappedMessage, TAP_BATCH_BYTES, TAP_WINDOW},
-    DataRef, Metadata,
+    DataRef, Metadata, TapCopy,
 };
-use adora_shm::{FileId, RegionCache};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use adora_shm::{Entry, FileId, Lane, RegionCache};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use crate::event::Reports;
@@ -39,6 +49,17 @@ pub const TAP_BUFFER_MESSAGES: usize = 1024;
 
 /// Most payload bytes one tap buffers before it applies backpressure (or drops, when lossy).
 pub const TAP_BUFFER_BYTES: usize = 64 * 1024 * 1024;
+
+/// How often a control connection reads its node's taps lane while a tap watches the node.
+pub const TAPS_LANE_PERIOD: Duration = Duration::from_millis(1);
+
+/// Most copies a lossless tap takes room for at once (see `Tap::deliver_many`).
+const TAP_CHUNK: usize = 256;
+
+/// A copy's share of a tap's byte budget, in KiB (at least 1, at most the whole budget).
+fn budget_kib(len: usize) -> u32 {
+    len.div_ceil(1024).clamp(1, TAP_BUFFER_BYTES / 1024) as u32
+}
 
 /// A copied message and its share of the tap's byte budget (released when it is dropped).
 pub type Tapped = (TappedMessage, Option<OwnedSemaphorePermit>);
@@ -102,6 +123,15 @@ impl Tap {
         self.dropped.clone()
     }
 
+    /// Whether the tap copies an output of `node` of `dataflow`.
+    fn wants_node(&self, dataflow: Uuid, node: &NodeId) -> bool {
+        self.dataflow == dataflow
+            && self
+                .outputs
+                .as_ref()
+                .is_none_or(|o| o.iter().any(|(n, _)| n == node))
+    }
+
     /// Whether the tap copies `node/output` of `dataflow`.
     pub fn wants(&self, dataflow: Uuid, node: &NodeId, output: &DataId) -> bool {
         self.dataflow == dataflow
@@ -116,6 +146,52 @@ impl Tap {
         *dropped.entry(format!("{node}/{output}")).or_default() += 1;
     }
 
+    /// Hands copies to the tap, in order: waits for room when lossless, drops and counts what
+    /// finds no room when lossy. A lossless tap takes room for up to [`TAP_CHUNK`] copies at a
+    /// time, so that a writer freeing one slot after the other wakes the sender once per chunk,
+    /// not once per message.
+    async fn deliver_many(&self, copies: Vec<TappedMessage>) {
+        let mut copies = copies.into_iter().peekable();
+        while copies.peek().is_some() {
+            let chunk: Vec<TappedMessage> = copies.by_ref().take(TAP_CHUNK).collect();
+            if self.lossy {
+                for message in chunk {
+                    let kib = budget_kib(message.data.len());
+                    match self.budget.clone().try_acquire_many_owned(kib) {
+                        Ok(permit) => self.offer(message, permit),
+                        Err(_) => self.count_drop(&message.node, &message.output),
+                    }
+                }
+                continue;
+            }
+            let kib: u32 = chunk.iter().map(|m| budget_kib(m.data.len())).sum();
+            let Ok(permit) = (self.budget.clone())
+                .acquire_many_owned(kib.min(TAP_BUFFER_BYTES as u32 / 1024))
+                .await
+            else {
+                return; // closed: the tap was removed
+            };
+            let Ok(slots) = self.tx.reserve_many(chunk.len()).await else {
+                return; // the receiver is gone: the tap ended
+            };
+            // The chunk's budget comes back with its last copy, once the earlier ones are gone.
+            let mut permit = Some(permit);
+            let last = chunk.len() - 1;
+            for (i, (message, slot)) in chunk.into_iter().zip(slots).enumerate() {
+                slot.send((message, if i == last { permit.take() } else { None }));
+            }
+        }
+    }
+
+    /// A lossy tap's copy with its budget: queued, or dropped and counted when the queue is full.
+    fn offer(&self, message: TappedMessage, permit: OwnedSemaphorePermit) {
+        if let Err(mpsc::error::TrySendError::Full((message, _))) =
+            self.tx.try_send((message, Some(permit)))
+        {
+            self.count_drop(&message.node, &message.output);
+        }
+    }
+
     /// Hands one copy to the tap: waits for room when lossless, drops and counts when lossy.
     /// `copy` makes the payload only once there is room for it.
     async fn deliver(
@@ -126,7 +202,7 @@ impl Tap {
         len: usize,
         copy: impl FnOnce() -> Option<Vec<u8>>,
     ) {
-        let kib = len.div_ceil(1024).clamp(1, TAP_BUFFER_BYTES / 1024) as u32;
+        let kib = budget_kib(len);
         let permit = if self.lossy {
             match self.budget.clone().try_acquire_many_owned(kib) {
                 Ok(p) => Some(p),
@@ -158,7 +234,6 @@ impl Tap {
     }
 }
 
-#[derive(Default)]
 struct Inner {
     /// How many taps exist: the hot path reads only this while it is zero.
     active: AtomicUsize,
@@ -166,6 +241,24 @@ struct Inner {
     next_id: AtomicUsize,
     /// Credit of the taps forwarded to the coordinator, by `Tap` command id: (tap id, credit).
     forwarded: Mutex<HashMap<u64, (u64, Arc<Semaphore>)>>,
+    /// The senders' taps lanes, by dataflow and node.
+    lanes: Mutex<HashMap<Uuid, BTreeMap<NodeId, Arc<Lane>>>>,
+    /// Changes whenever a tap is added or removed (control connections then look again whether
+    /// their node is watched).
+    changes: watch::Sender<()>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            active: AtomicUsize::new(0),
+            taps: RwLock::default(),
+            next_id: AtomicUsize::new(0),
+            forwarded: Mutex::default(),
+            lanes: Mutex::default(),
+            changes: watch::channel(()).0,
+        }
+    }
 }
 
 /// The taps of one daemon, shared by its actor and its node connections.
@@ -180,6 +273,8 @@ impl Taps {
         let mut taps = self.0.taps.write().unwrap_or_else(|p| p.into_inner());
         taps.push(tap);
         self.0.active.store(taps.len(), Ordering::Release);
+        drop(taps);
+        self.0.changes.send_replace(());
         id
     }
 
@@ -191,6 +286,31 @@ impl Taps {
     /// A dataflow ended here: every tap of it ends.
     pub fn end_dataflow(&self, dataflow: Uuid) {
         self.retain(|t| t.dataflow != dataflow);
+        self.lock_lanes().remove(&dataflow);
+    }
+
+    /// The taps lanes of `dataflow`'s senders (see [`CopiesLane`]).
+    pub fn set_lanes(&self, dataflow: Uuid, lanes: BTreeMap<NodeId, Arc<Lane>>) {
+        self.lock_lanes().insert(dataflow, lanes);
+    }
+
+    /// The taps lane of `node` of `dataflow`, if it has one.
+    pub fn lane(&self, dataflow: Uuid, node: &NodeId) -> Option<Arc<Lane>> {
+        self.lock_lanes().get(&dataflow)?.get(node).cloned()
+    }
+
+    fn lock_lanes(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, BTreeMap<NodeId, Arc<Lane>>>> {
+        self.0.lanes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a tap copies an output of `node` of `dataflow`.
+    pub fn watches_node(&self, dataflow: Uuid, node: &NodeId) -> bool {
+        !self.watching(dataflow, node).is_empty()
+    }
+
+    /// Marks a change each time a tap is added or removed.
+    pub fn changes(&self) -> watch::Receiver<()> {
+        self.0.changes.subscribe()
     }
 
     fn retain(&self, keep: impl Fn(&Tap) -> bool) {
@@ -200,6 +320,8 @@ impl Taps {
         }
         taps.retain(keep);
         self.0.active.store(taps.len(), Ordering::Release);
+        drop(taps);
+        self.0.changes.send_replace(());
     }
 
     /// The taps that want `node/output` of `dataflow` (none, without a lock, while no tap exists).
@@ -229,6 +351,36 @@ impl Taps {
             let copy = || read_payload(data, regions, node, output);
             tap.deliver(node, output, metadata, data.len(), copy).await;
         }
+    }
+
+    /// Hands copies of `node`'s messages (owned payloads, in the order it sent them) to every
+    /// tap that wants them (see the module doc for who waits).
+    pub async fn copy_many(&self, dataflow: Uuid, node: &NodeId, mut copies: Vec<TappedMessage>) {
+        let taps = self.watching(dataflow, node);
+        let Some((last, others)) = taps.split_last() else {
+            return;
+        };
+        for tap in others {
+            let wanted = (copies.iter())
+                .filter(|m| tap.wants(dataflow, node, &m.output))
+                .cloned()
+                .collect();
+            tap.deliver_many(wanted).await;
+        }
+        copies.retain(|m| last.wants(dataflow, node, &m.output));
+        last.deliver_many(copies).await;
+    }
+
+    /// The taps that want an output of `node` of `dataflow`.
+    fn watching(&self, dataflow: Uuid, node: &NodeId) -> Vec<Tap> {
+        if self.0.active.load(Ordering::Acquire) == 0 {
+            return Vec::new();
+        }
+        let taps = self.0.taps.read().unwrap_or_else(|p| p.into_inner());
+        (taps.iter())
+            .filter(|t| t.wants_node(dataflow, node))
+            .cloned()
+            .collect()
     }
 
     /// Adds `tap` now and returns the task that forwards its copies to the coordinator as the
@@ -282,6 +434,88 @@ impl Taps {
             credit.close();
             self.remove(id);
         }
+    }
+}
+
+/// A node's taps lane, as its control connection reads it: copies taken from the lane wait here
+/// until the tap gets them, in the order the node wrote them.
+pub struct CopiesLane {
+    lane: Arc<Lane>,
+    /// Taken from the lane, not yet handed to the taps (they come after a request still unread).
+    taken: VecDeque<Entry>,
+    scratch: Vec<Entry>,
+}
+
+impl CopiesLane {
+    /// Reads `lane`.
+    pub fn new(lane: Arc<Lane>) -> Self {
+        Self {
+            lane,
+            taken: VecDeque::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// How many entries the lane holds at most.
+    pub fn capacity(&self) -> usize {
+        self.lane.capacity()
+    }
+
+    /// Whether copies wait (in the lane or here).
+    pub fn has_copies(&self) -> bool {
+        !self.taken.is_empty() || self.lane.has_entries()
+    }
+
+    /// Hands the copies numbered up to `upto` to the taps that want them (a full lossless tap
+    /// makes this wait), in order, or with `None` those before the first mark (a message on the
+    /// socket not read yet); later ones stay for the next call. Copies nobody taps any more are
+    /// dropped. Returns how many entries it took from the lane.
+    pub async fn deliver(
+        &mut self,
+        taps: &Taps,
+        (dataflow, node): (Uuid, &NodeId),
+        upto: Option<u64>,
+    ) -> usize {
+        let mut taken = 0;
+        if self.lane.has_entries() {
+            taken = self.lane.pop_all(&mut self.scratch);
+            self.taken.extend(self.scratch.drain(..));
+        }
+        let ready = |e: &Entry| match upto {
+            Some(upto) => e.seq <= upto,
+            None => !e.bytes.is_empty(),
+        };
+        let mut copies = Vec::new();
+        while self.taken.front().is_some_and(ready) {
+            let Some(entry) = self.taken.pop_front() else {
+                break;
+            };
+            if entry.bytes.is_empty() {
+                continue; // a mark: its message was read
+            }
+            match TapCopy::decode(&entry.bytes) {
+                Ok(TapCopy {
+                    output,
+                    entry:
+                        adora_message::LaneEntry {
+                            metadata,
+                            data: DataRef::Inline(data),
+                        },
+                }) => copies.push(TappedMessage {
+                    node: node.clone(),
+                    output,
+                    metadata,
+                    data,
+                }),
+                // A shared sample in the lane has no holder keeping it alive for the tap.
+                Ok(_) => tracing::warn!("node `{node}` put a shared sample into its taps lane"),
+                Err(e) => tracing::warn!("node `{node}` wrote a malformed copy for a tap ({e})"),
+            }
+        }
+        if !copies.is_empty() {
+            taps.copy_many(dataflow, node, copies).await;
+        }
+        taken
     }
 }
 

@@ -40,6 +40,7 @@ fn send_output(c: &mut Criterion) {
             output: "data".into(),
             metadata: metadata(),
             data,
+            taps_before: 0,
         };
         let frame = encode(&request).expect("encodes");
         group.throughput(Throughput::Bytes(frame.len() as u64));

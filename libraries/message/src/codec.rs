@@ -137,6 +137,7 @@ mod tests {
             output: "frames".into(),
             metadata: metadata(),
             data: DataRef::Inline(vec![1, 2, 3]),
+            taps_before: 0,
         });
         round_trip(NodeRequest::SendOutput {
             output: "frames".into(),
@@ -147,6 +148,7 @@ mod tests {
                 token: 42,
                 file: SegmentFile { dev: 25, ino: 1234 },
             }),
+            taps_before: 7,
         });
         round_trip(NodeRequest::CloseOutputs(vec!["frames".into()]));
         round_trip(NodeRequest::ReportDropTokens(vec![1, 2]));
@@ -164,6 +166,22 @@ mod tests {
         round_trip(NodeRequest::NextEvents {
             dropped: vec![42, 43],
         });
+    }
+
+    #[test]
+    fn tap_copies_round_trip_and_garbage_is_an_error() {
+        let entry = crate::LaneEntry {
+            metadata: metadata(),
+            data: DataRef::Inline(vec![9; 100]),
+        };
+        let bytes = crate::TapCopy::encode(&"frames".into(), &entry.encode().expect("encode"))
+            .expect("encode");
+        let copy = crate::TapCopy::decode(&bytes).expect("decode");
+        assert_eq!(copy.output, "frames".into());
+        assert_eq!(copy.entry, entry);
+        assert!(crate::TapCopy::decode(&bytes[..bytes.len() - 1]).is_err());
+        assert!(crate::TapCopy::decode(&[0xff; 12]).is_err());
+        assert!(crate::TapCopy::decode(&[]).is_err());
     }
 
     #[test]

@@ -152,6 +152,12 @@ pub struct NodeLanes {
     /// that a message does not wake the daemon. Full: the control socket.
     #[serde(default)]
     pub reports: Option<String>,
+    /// The lane the node writes a copy of each inline message of an output a tap watches into
+    /// ([`TapCopy`], numbered from 1), instead of sending it on its control socket: the daemon
+    /// reads it every millisecond while a tap watches the node, and before a tapped message the
+    /// node sent on its socket (`taps_before`). Full: the control socket.
+    #[serde(default)]
+    pub taps: Option<String>,
 }
 
 impl NodeLanes {
@@ -215,5 +221,33 @@ impl LaneEntry {
     /// An entry read from a lane.
     pub fn decode(bytes: &[u8]) -> Result<LaneEntry, bincode::Error> {
         bincode::deserialize(bytes)
+    }
+}
+
+/// An entry of a node's taps lane (`NodeLanes::taps`): the output a message was sent on, and
+/// the message as its receivers' lanes got it (the [`LaneEntry`] bytes, not encoded again).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TapCopy {
+    /// The output.
+    pub output: DataId,
+    /// The message.
+    pub entry: LaneEntry,
+}
+
+impl TapCopy {
+    /// The bytes of a copy of `entry` (encoded by [`LaneEntry::encode`]) sent on `output`.
+    pub fn encode(output: &DataId, entry: &[u8]) -> Result<Vec<u8>, bincode::Error> {
+        let mut bytes = bincode::serialize(output)?;
+        bytes.extend_from_slice(entry);
+        Ok(bytes)
+    }
+
+    /// A copy read from a taps lane.
+    pub fn decode(bytes: &[u8]) -> Result<TapCopy, bincode::Error> {
+        // From the slice, not a reader: a garbage length is refused, not allocated.
+        let output: DataId = bincode::deserialize(bytes)?;
+        let used = bincode::serialized_size(&output)? as usize;
+        let entry = LaneEntry::decode(bytes.get(used..).unwrap_or_default())?;
+        Ok(TapCopy { output, entry })
     }
 }

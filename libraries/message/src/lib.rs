@@ -35,13 +35,14 @@ pub mod tap;
 
 pub use common::{
     DataRef, InputLaneRef, LaneEntry, LaneRef, Metadata, NodeConfig, NodeLanes, OutputLanes,
-    Parameter, SegmentFile, SharedRef, Timestamp,
+    Parameter, SegmentFile, SharedRef, TapCopy, Timestamp,
 };
 
 /// Version of the node ↔ daemon protocol; a node built against another version is rejected at
 /// registration with a clear message. Version 4: lanes (`NodeConfig::lanes`, `SendOutputDirect`,
-/// `LaneEvicted`); a node of version 3 would not read its lanes.
-pub const NODE_PROTOCOL_VERSION: u32 = 4;
+/// `LaneEvicted`); a node of version 3 would not read its lanes. Version 5: the taps lane
+/// (`NodeLanes::taps`, `taps_before` in `SendOutput` and `SendOutputDirect`).
+pub const NODE_PROTOCOL_VERSION: u32 = 5;
 
 /// The version of Adora this crate belongs to: the package version, plus the suffix in the
 /// environment variable `ADORA_VERSION_SUFFIX` when it was set at build time (see `build.rs`).

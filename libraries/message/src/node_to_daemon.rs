@@ -44,6 +44,9 @@ pub enum NodeRequest {
         metadata: Metadata,
         /// Payload.
         data: DataRef,
+        /// How many copies the node had written into its taps lane before this message (see
+        /// `NodeLanes::taps`): a tap takes those first, so it sees every output in order.
+        taps_before: u64,
     },
     /// The node will not send on these outputs again (control channel, no reply).
     CloseOutputs(Vec<DataId>),
@@ -95,6 +98,8 @@ pub enum NodeRequest {
         data: DataRef,
         /// The (node, input) lanes that took it.
         served: Vec<(NodeId, DataId)>,
+        /// As in [`NodeRequest::SendOutput`].
+        taps_before: u64,
     },
     /// A full lane dropped its oldest entries, which referred to these shared samples (control
     /// channel, no reply): the receiver will never hold them.

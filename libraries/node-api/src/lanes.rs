@@ -6,7 +6,9 @@
 //!   must know: a shared payload (the daemon counts who holds it), receivers the lanes did not
 //!   serve (another machine, a closed lane), and entries a full lane dropped that held a sample.
 //!   While a tap watches an output, the daemon wants a copy of each message too (a flag in the
-//!   output's lanes), which the sender sends after pushing it.
+//!   output's lanes): the sender writes it into its taps lane, which the daemon reads every
+//!   millisecond, or sends it on its control socket (a shared sample, a full taps lane). See
+//!   [`TapsLane`] for how the daemon keeps the two in order.
 //! - Once a lane of an output is closed (by the daemon: a move) or an entry does not fit,
 //!   the output goes through the daemon for good; the receiver takes what its lane queued
 //!   before whatever the daemon delivers later, so the order of an input never changes.
@@ -22,7 +24,7 @@ use std::{
 use adora_core::{DataId, NodeId};
 use adora_message::{
     daemon_to_node::NodeEvent, node_to_daemon::NodeRequest, DataRef, LaneEntry, Metadata,
-    NodeLanes, Timestamp,
+    NodeLanes, TapCopy, Timestamp,
 };
 use adora_shm::{Bell, Entry, Lane, Pushed};
 
@@ -60,6 +62,50 @@ pub(crate) struct OutputLanes {
     /// Where what the daemon must know goes when it need not act at once (see
     /// `NodeLanes::reports`); `None`: the control connection.
     reports: Option<Lane>,
+    /// Where copies for a tap go (see `NodeLanes::taps`); `None`: the control connection.
+    taps: Option<TapsLane>,
+}
+
+/// The node's taps lane: the copies of its inline lane messages for a tap, numbered from 1.
+///
+/// The daemon reads the lane every millisecond, and reads the node's socket whenever it has
+/// something: a copy written into the lane after a tapped message went on the socket could be
+/// read first. So a tapped message sent on the socket is announced by a *mark* in the lane (an
+/// empty entry), which the daemon does not read past before it has read the message, and the
+/// message says how many entries precede it (`taps_before`). A mark that does not fit (the lane
+/// is full) keeps every copy on the socket until one fits.
+struct TapsLane {
+    lane: Lane,
+    /// The number of the last entry written.
+    pushed: u64,
+    /// A tapped message went on the socket without a mark: copies go there too until a mark
+    /// fits.
+    unmarked: bool,
+}
+
+impl TapsLane {
+    /// Writes a copy of `entry` (sent on `output`) into the lane; `false`: it goes on the socket
+    /// (after [`Self::mark`]).
+    fn copy(&mut self, output: &DataId, entry: &[u8]) -> bool {
+        if self.unmarked {
+            return false;
+        }
+        let seq = self.pushed + 1;
+        let pushed = TapCopy::encode(output, entry).is_ok_and(|c| self.lane.try_push(&c, seq));
+        if pushed {
+            self.pushed = seq;
+        }
+        pushed
+    }
+
+    /// A tapped message is about to go on the socket: marks its place in the lane.
+    fn mark(&mut self) {
+        let seq = self.pushed + 1;
+        self.unmarked = !self.lane.try_push(&[], seq);
+        if !self.unmarked {
+            self.pushed = seq;
+        }
+    }
 }
 
 impl OutputLanes {
@@ -114,21 +160,30 @@ impl OutputLanes {
                 Err(e) => tracing::warn!("output `{output}` goes through the daemon: {e}"),
             }
         }
-        let reports = config
-            .reports
-            .as_ref()
-            .and_then(|name| match Lane::open(name) {
+        let open = |name: &Option<String>, what: &str| {
+            name.as_ref().and_then(|name| match Lane::open(name) {
                 Ok(lane) => Some(lane),
                 Err(e) => {
-                    tracing::warn!("reporting on the control connection: {e}");
+                    tracing::warn!("{what} on the control connection: {e}");
                     None
                 }
-            });
+            })
+        };
         Self {
             outputs,
             seqs: vec![0; receivers.len()],
-            reports,
+            reports: open(&config.reports, "reporting"),
+            taps: open(&config.taps, "sending copies for taps").map(|lane| TapsLane {
+                lane,
+                pushed: 0,
+                unmarked: false,
+            }),
         }
+    }
+
+    /// How many entries went into the taps lane so far (`taps_before` of a request).
+    pub(crate) fn taps_before(&self) -> u64 {
+        self.taps.as_ref().map_or(0, |t| t.pushed)
     }
 
     /// Sends a message on `output`'s lanes if it has open ones; `None` when it did (what the
@@ -181,8 +236,20 @@ impl OutputLanes {
                 }
             }
         }
-        // A tap of the output (a recorder, `topic echo`) wants copies while it lasts.
-        let daemon_copy = out.daemon_copy || out.lanes.iter().any(|l| l.lane.copy_wanted());
+        // A tap of the output (a recorder, `topic echo`) wants copies while it lasts: of an
+        // inline message that needs nothing else of the daemon, through the taps lane.
+        let tap_wants = out.lanes.iter().any(|l| l.lane.copy_wanted());
+        let copied = tap_wants
+            && all_served
+            && !out.daemon_copy
+            && matches!(data, DataRef::Inline(_))
+            && self.taps.as_mut().is_some_and(|t| t.copy(output, &bytes));
+        if tap_wants && !copied {
+            if let Some(taps) = &mut self.taps {
+                taps.mark();
+            }
+        }
+        let daemon_copy = out.daemon_copy || (tap_wants && !copied);
         // Only a registration (every lane took it, nobody elsewhere): no need to wake the daemon.
         let report_only = all_served && !daemon_copy;
         if token.is_some() || daemon_copy || !all_served {
@@ -195,6 +262,7 @@ impl OutputLanes {
                 metadata,
                 data,
                 served,
+                taps_before: self.taps.as_ref().map_or(0, |t| t.pushed),
             };
             if report_only {
                 report(self.reports.as_ref(), control, &request)?;
@@ -225,7 +293,7 @@ fn report(
     let queued = reports.is_some_and(|lane| {
         request
             .encode_report()
-            .is_ok_and(|bytes| lane.try_push(&bytes))
+            .is_ok_and(|bytes| lane.try_push(&bytes, 0))
     });
     if !queued {
         control.send(request)?;
@@ -450,5 +518,56 @@ fn decode(input: &DataId, entry: Entry, drops: &DropReports) -> (Option<Timestam
                 format!("input `{input}`: a malformed message in its lane ({e}) was dropped");
             (None, NodeEvent::Error(error))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Removes the test's segments, also when it panics.
+    struct Segments(String);
+
+    impl Drop for Segments {
+        fn drop(&mut self) {
+            let _ = adora_shm::unlink_all(&self.0);
+        }
+    }
+
+    fn taken(lane: &Lane) -> Vec<(u64, bool)> {
+        let mut entries = Vec::new();
+        lane.pop_all(&mut entries);
+        entries
+            .into_iter()
+            .map(|e| (e.seq, e.bytes.is_empty()))
+            .collect()
+    }
+
+    #[test]
+    fn a_full_taps_lane_sends_copies_on_the_socket_until_a_mark_fits_again() {
+        let segments = Segments(format!("adora-node-api-test-{}-taps-", std::process::id()));
+        let name = format!("{}lane", segments.0);
+        let reader = Lane::create(&name, 3).expect("create");
+        let mut taps = TapsLane {
+            lane: Lane::open(&name).expect("open"),
+            pushed: 0,
+            unmarked: false,
+        };
+        let output: DataId = "out".into();
+        assert!(taps.copy(&output, b"entry"));
+        taps.mark(); // a shared sample goes on the socket after entry 1
+        assert_eq!((taps.pushed, taps.unmarked), (2, false));
+        assert!(taps.copy(&output, b"entry"));
+        assert!(!taps.copy(&output, b"entry"), "full");
+        taps.mark(); // full: the copy goes on the socket without a mark before it
+        assert_eq!((taps.pushed, taps.unmarked), (3, true));
+        assert_eq!(taken(&reader), vec![(1, false), (2, true), (3, false)]);
+        // Room again, but a copy written now could be read before the unmarked one on the
+        // socket: copies stay on the socket until the next one there gets its mark.
+        assert!(!taps.copy(&output, b"entry"));
+        taps.mark();
+        assert_eq!((taps.pushed, taps.unmarked), (4, false));
+        assert!(taps.copy(&output, b"entry"));
+        assert_eq!(taken(&reader), vec![(4, true), (5, false)]);
     }
 }

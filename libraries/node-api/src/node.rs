@@ -281,6 +281,7 @@ impl AdoraNode {
             output: output.clone(),
             metadata,
             data,
+            taps_before: self.lanes.taps_before(),
         })
     }
 

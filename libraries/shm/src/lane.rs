@@ -289,9 +289,10 @@ impl Lane {
         parse_slot_header(&header)
     }
 
-    /// Queues `entry` only if the lane has room (nothing is dropped): `false` when it is full,
-    /// closed or `entry` is larger than a slot. For a lane whose entries must never be lost.
-    pub fn try_push(&self, entry: &[u8]) -> bool {
+    /// Queues `entry`, numbered `seq` (its [`Entry::seq`]), only if the lane has room (nothing
+    /// is dropped): `false` when it is full, closed or `entry` is larger than a slot. For a lane
+    /// whose entries must never be lost.
+    pub fn try_push(&self, entry: &[u8], seq: u64) -> bool {
         if entry.len() > LANE_SLOT_BYTES {
             return false;
         }
@@ -300,7 +301,7 @@ impl Lane {
         if self.is_closed() || head - tail >= self.capacity {
             return false;
         }
-        self.write_slot(head, entry, (None, 0));
+        self.write_slot(head, entry, (None, seq));
         self.word64(OFF_HEAD).store(head + 1, Ordering::SeqCst);
         true
     }

@@ -251,12 +251,19 @@ fn flood() -> Result {
     let count = env_u64("COUNT", 1000);
     // `MARKER`: each message is that text and its number (tests look for it on the wire).
     let marker = std::env::var("MARKER").ok();
-    // `SIZE`: pad each message with zeros to this many bytes.
+    // `SIZE`: pad each message with zeros to this many bytes; every `LARGE_EVERY`th one to
+    // `LARGE_SIZE` bytes instead (a shared sample among inline messages).
     let size = env_u64("SIZE", 0) as usize;
+    let large_every = env_u64("LARGE_EVERY", 0);
+    let large_size = env_u64("LARGE_SIZE", 64 << 10) as usize;
     for seq in 0..count {
         let mut payload = match &marker {
             Some(m) => format!("{m}-{seq}").into_bytes(),
             None => seq.to_le_bytes().to_vec(),
+        };
+        let size = match large_every {
+            n if n > 0 && seq % n == n - 1 => large_size,
+            _ => size,
         };
         if payload.len() < size {
             payload.resize(size, 0);

@@ -90,6 +90,7 @@ targets! {
     cluster_yaml => "cluster-yaml",
     node_to_daemon => "node-to-daemon",
     daemon_to_node => "daemon-to-node",
+    lane_entries => "lane-entries",
     cli_to_coordinator => "cli-to-coordinator",
     coordinator_to_cli => "coordinator-to-cli",
     daemon_to_coordinator => "daemon-to-coordinator",

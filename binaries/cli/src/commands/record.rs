@@ -126,12 +126,35 @@ pub fn record_local(
         note_dataflow(&mut recorder, dataflow)?;
     }
     Ok(tokio::task::spawn_blocking(move || {
-        while let Some((message, _budget)) = rx.blocking_recv() {
+        use tokio::sync::mpsc::error::TryRecvError;
+        loop {
+            let (message, _budget) = match rx.try_recv() {
+                Ok(tapped) => tapped,
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {
+                    // Waiting on the channel would make every copy that finds the writer
+                    // asleep wake it (a system call in the daemon per message): a short nap
+                    // lets copies gather first, and only a quiet tap puts the writer to sleep.
+                    std::thread::sleep(WRITER_NAP);
+                    match rx.try_recv() {
+                        Ok(tapped) => tapped,
+                        Err(TryRecvError::Disconnected) => break,
+                        Err(TryRecvError::Empty) => match rx.blocking_recv() {
+                            Some(tapped) => tapped,
+                            None => break,
+                        },
+                    }
+                }
+            };
             recorder.write(&message)?;
         }
         Ok(recorder)
     }))
 }
+
+/// How long the writer of `adora run --record` waits for copies to gather before it sleeps
+/// until the next one.
+const WRITER_NAP: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Notes the dataflow file a recording was made from (metadata `adora.dataflow`, key `path`).
 pub fn note_dataflow(recorder: &mut Recorder, dataflow: &std::path::Path) -> anyhow::Result<()> {

@@ -60,6 +60,7 @@ impl Dataflow {
                 &shm_prefix(id),
                 |node, output| !taps.matching(id, node, output).is_empty(),
             );
+            taps.set_lanes(id, dataflow.routing.taps_lanes());
         }
         // Only the nodes placed on this daemon; inputs from nodes on other daemons arrive over
         // Zenoh once the daemon's session is attached (`attach_remote`).

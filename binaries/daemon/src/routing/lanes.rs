@@ -14,7 +14,9 @@
 //!   a receiver holds them until it reports them dropped, a full lane hands evicted ones back
 //!   (`LaneEvicted`), and an instance that ends releases what it took but did not drop;
 //! - **reads** the lanes' counters for the node figures, and each sender's reports lane (the
-//!   registrations and evictions it did not send on its socket, [`Routing::drain_reports`]).
+//!   registrations and evictions it did not send on its socket, [`Routing::drain_reports`]);
+//!   each sender's taps lane (copies of its inline messages for a tap) is read by its control
+//!   connection instead (`node_conn`), which makes the copies.
 //!
 //! The order of the reports is not guaranteed (a receiver may report a sample dropped before
 //! the sender's `SendOutputDirect` arrives on its own connection): such a drop is kept as
@@ -23,6 +25,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     path::PathBuf,
+    sync::Arc,
 };
 
 use adora_core::{
@@ -46,10 +49,17 @@ pub(crate) struct Lanes {
     daemon_copy: BTreeMap<(NodeId, DataId), bool>,
     /// Sender → its reports lane (see [`Routing::drain_reports`]).
     reports: BTreeMap<NodeId, Lane>,
+    /// Sender → its taps lane (`NodeLanes::taps`), read by its control connection.
+    taps: BTreeMap<NodeId, Arc<Lane>>,
 }
 
 /// Entries of a reports lane: what a sender may write before the daemon reads it.
 const REPORTS_CAPACITY: usize = 4096;
+
+/// Entries of a taps lane: the copies a sender may write between two reads (every millisecond
+/// while tapped; beyond, it sends them on its socket). A written slot keeps its page of shared
+/// memory, so this bounds what a tapped sender costs: 8 MiB.
+const TAPS_CAPACITY: usize = 1024;
 
 struct InputLane {
     lane: Lane,
@@ -115,7 +125,7 @@ impl Routing {
                 }
             }
         }
-        lanes.open_reports(prefix);
+        lanes.open_sender_lanes(prefix);
         self.lanes = lanes;
         self.watch_lanes(tapped);
     }
@@ -141,6 +151,7 @@ impl Routing {
                     metadata,
                     data,
                     served,
+                    ..
                 }) => self.send_output_direct(&node, &output, (metadata, data), (&served, false)),
                 Ok(NodeRequest::LaneEvicted {
                     receiver, tokens, ..
@@ -151,6 +162,11 @@ impl Routing {
                 Err(e) => tracing::warn!("node `{node}` wrote a malformed report ({e}); ignored"),
             }
         }
+    }
+
+    /// The senders' taps lanes, for their control connections (`Taps::set_lanes`).
+    pub fn taps_lanes(&self) -> BTreeMap<NodeId, Arc<Lane>> {
+        self.lanes.taps.clone()
     }
 
     /// The lanes to put in `node`'s configuration.
@@ -194,6 +210,7 @@ impl Routing {
         }
         if !config.outputs.is_empty() {
             config.reports = lanes.reports.get(node).map(|l| l.os_id().to_owned());
+            config.taps = lanes.taps.get(node).map(|l| l.os_id().to_owned());
         }
         config
     }
@@ -343,17 +360,23 @@ impl Routing {
 }
 
 impl Lanes {
-    /// A reports lane for every node that sends on lanes (without one, it reports on its
-    /// control connection).
-    fn open_reports(&mut self, prefix: &str) {
+    /// A reports lane and a taps lane for every node that sends on lanes (without them, it
+    /// sends what they would hold on its control connection).
+    fn open_sender_lanes(&mut self, prefix: &str) {
         let senders: std::collections::BTreeSet<NodeId> =
             self.inputs.values().map(|l| l.sender.clone()).collect();
         for (i, sender) in senders.into_iter().enumerate() {
             match Lane::create(&format!("{prefix}~reports-{i}"), REPORTS_CAPACITY) {
                 Ok(lane) => {
-                    self.reports.insert(sender, lane);
+                    self.reports.insert(sender.clone(), lane);
                 }
                 Err(e) => tracing::warn!("`{sender}` reports on its control connection: {e}"),
+            }
+            match Lane::create(&format!("{prefix}~taps-{i}"), TAPS_CAPACITY) {
+                Ok(lane) => {
+                    self.taps.insert(sender, Arc::new(lane));
+                }
+                Err(e) => tracing::warn!("`{sender}` copies for taps on its socket: {e}"),
             }
         }
     }

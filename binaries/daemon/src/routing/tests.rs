@@ -580,8 +580,9 @@ fn a_registration_in_the_reports_lane_is_read_when_a_drop_needs_it() {
         metadata: metadata(),
         data: shared(11),
         served: both(),
+        taps_before: 0,
     };
-    assert!(reports.try_push(&request.encode_report().expect("encode")));
+    assert!(reports.try_push(&request.encode_report().expect("encode"), 0));
     assert_eq!(l.r.samples_in_flight(), 0, "not read yet");
     l.r.report_dropped(&"a".into(), vec![11]);
     assert_eq!(

@@ -136,3 +136,118 @@ async fn forwarding_stops_at_the_window_until_credit_comes_and_ends_with_the_tap
         last.body
     );
 }
+
+/// Removes the test's segments, also when it panics.
+struct Segments(String);
+
+impl Drop for Segments {
+    fn drop(&mut self) {
+        let _ = adora_shm::unlink_all(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn a_taps_lane_is_read_up_to_a_mark_until_its_message_is_read() {
+    let segments = Segments(format!("adora-test-taps-{}-order-", std::process::id()));
+    let lane = Arc::new(Lane::create(&format!("{}lane", segments.0), 16).expect("create"));
+    let taps = Taps::default();
+    let df = Uuid::new_v4();
+    let (tap, mut rx) = Tap::new(df, None, false);
+    taps.add(tap);
+    let node: NodeId = "a".into();
+    let copy = |payload: &[u8]| {
+        let entry = adora_message::LaneEntry {
+            metadata: metadata(),
+            data: DataRef::Inline(payload.to_vec()),
+        };
+        TapCopy::encode(&"out".into(), &entry.encode().expect("encode")).expect("encode")
+    };
+    // What a sender writes around a shared sample ("3") that it sends on its socket.
+    assert!(lane.try_push(&copy(b"1"), 1));
+    assert!(lane.try_push(&copy(b"2"), 2));
+    assert!(lane.try_push(&[], 3)); // the mark of "3"
+    assert!(lane.try_push(&copy(b"4"), 4));
+    let mut copies = CopiesLane::new(lane.clone());
+    let mut regions = None;
+    let mut received = || {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|(m, _)| String::from_utf8(m.data).expect("text"))
+            .collect::<Vec<_>>()
+    };
+
+    copies.deliver(&taps, (df, &node), None).await;
+    assert_eq!(received(), ["1", "2"], "a periodic read stops at the mark");
+    copies.deliver(&taps, (df, &node), None).await;
+    assert!(received().is_empty(), "still waiting for the socket");
+    assert!(copies.has_copies());
+
+    // The socket's message says 3 entries precede it: those go first, then the message.
+    copies.deliver(&taps, (df, &node), Some(3)).await;
+    let (shared, output) = (DataRef::Inline(b"3".to_vec()), "out".into());
+    taps.copy(df, &node, &output, &metadata(), &shared, &mut regions)
+        .await;
+    copies.deliver(&taps, (df, &node), None).await;
+    assert_eq!(received(), ["3", "4"]);
+    assert!(!copies.has_copies());
+
+    // A malformed entry is skipped with a warning; the next one still arrives.
+    assert!(lane.try_push(b"garbage", 5));
+    assert!(lane.try_push(&copy(b"6"), 6));
+    copies.deliver(&taps, (df, &node), None).await;
+    assert_eq!(received(), ["6"]);
+}
+
+fn numbered(node: &str, count: u32) -> Vec<TappedMessage> {
+    (0..count)
+        .map(|i| TappedMessage {
+            node: node.into(),
+            output: "out".into(),
+            metadata: metadata(),
+            data: i.to_le_bytes().to_vec(),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn copies_in_bulk_wait_for_room_in_order_or_are_counted_when_lossy() {
+    let taps = Taps::default();
+    let df = Uuid::new_v4();
+    let (tap, mut rx) = Tap::new(df, None, false);
+    taps.add(tap);
+    let count = 3 * TAP_BUFFER_MESSAGES as u32;
+    let sender = {
+        let taps = taps.clone();
+        tokio::spawn(async move { taps.copy_many(df, &"a".into(), numbered("a", count)).await })
+    };
+    let mut got = Vec::new();
+    while got.len() < count as usize {
+        let (message, _budget) = tokio::time::timeout(TIMEOUT, rx.recv())
+            .await
+            .expect("copies keep coming as the receiver takes them")
+            .expect("the tap is open");
+        got.push(u32::from_le_bytes(
+            message.data.try_into().expect("4 bytes"),
+        ));
+    }
+    assert_eq!(got, (0..count).collect::<Vec<_>>());
+    tokio::time::timeout(TIMEOUT, sender)
+        .await
+        .expect("the sender went on")
+        .expect("no panic");
+    assert!(rx.try_recv().is_err());
+
+    let taps = Taps::default();
+    let (tap, mut rx) = Tap::new(df, outputs(&[("a", "out")]), true);
+    let counts = tap.clone();
+    taps.add(tap);
+    taps.copy_many(
+        df,
+        &"a".into(),
+        numbered("a", TAP_BUFFER_MESSAGES as u32 + 7),
+    )
+    .await;
+    taps.copy_many(df, &"b".into(), numbered("b", 3)).await; // not tapped
+    assert_eq!(counts.dropped(), [("a/out".to_owned(), 7)].into());
+    let queued = std::iter::from_fn(|| rx.try_recv().ok()).count();
+    assert_eq!(queued, TAP_BUFFER_MESSAGES);
+}

@@ -361,13 +361,13 @@ fn a_garbled_header_never_yields_more_than_a_lane_holds() {
 fn try_push_never_drops_anything() {
     let clean = Cleanup::new("lane-try");
     let lane = Lane::create(&format!("{}l", clean.0), 2).expect("create");
-    assert!(lane.try_push(b"1"));
-    assert!(lane.try_push(b"2"));
-    assert!(!lane.try_push(b"3"), "full: refused, not evicting");
-    let got: Vec<Vec<u8>> = take(&lane).into_iter().map(|e| e.bytes).collect();
-    assert_eq!(got, vec![b"1".to_vec(), b"2".to_vec()]);
+    assert!(lane.try_push(b"1", 11));
+    assert!(lane.try_push(b"2", 12));
+    assert!(!lane.try_push(b"3", 13), "full: refused, not evicting");
+    let got: Vec<(Vec<u8>, u64)> = take(&lane).into_iter().map(|e| (e.bytes, e.seq)).collect();
+    assert_eq!(got, vec![(b"1".to_vec(), 11), (b"2".to_vec(), 12)]);
     assert_eq!(lane.counters().dropped, 0);
-    assert!(lane.try_push(b"4"));
+    assert!(lane.try_push(b"4", 14));
     lane.close();
-    assert!(!lane.try_push(b"5"), "closed");
+    assert!(!lane.try_push(b"5", 15), "closed");
 }

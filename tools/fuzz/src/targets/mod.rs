@@ -23,6 +23,7 @@ pub const TARGETS: &[Target] = &[
     yaml::CLUSTER,
     node_frames::NODE_TO_DAEMON,
     node_frames::DAEMON_TO_NODE,
+    node_frames::LANE_ENTRIES,
     control::CLI_TO_COORDINATOR,
     control::COORDINATOR_TO_CLI,
     control::DAEMON_TO_COORDINATOR,

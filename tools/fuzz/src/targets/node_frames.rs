@@ -25,6 +25,67 @@ pub const DAEMON_TO_NODE: Target = Target {
     case: |runner| frame_case(runner, &strategies::daemon_reply()),
 };
 
+/// What a node writes into shared-memory lanes, read by its receivers and its daemon: lane
+/// entries (`LaneEntry`), copies for taps (`TapCopy`) and reports (`NodeRequest` of a reports
+/// lane), each generated, mutated or random.
+pub const LANE_ENTRIES: Target = Target {
+    name: "lane-entries",
+    about: "lane slots -> LaneEntry::decode, TapCopy::decode, NodeRequest::decode_report",
+    case: lane_case,
+};
+
+fn lane_case(runner: &mut TestRunner) -> Result<(), String> {
+    use adora_message::{node_to_daemon::NodeRequest, LaneEntry, TapCopy};
+    let (output, metadata, data) = draw(
+        runner,
+        &(
+            strategies::id(),
+            strategies::metadata(),
+            strategies::data_ref(),
+        ),
+    );
+    let entry = LaneEntry { metadata, data };
+    let bytes = entry
+        .encode()
+        .map_err(|e| format!("an entry does not encode: {e}"))?;
+    let copy = TapCopy::encode(&output.clone().into(), &bytes)
+        .map_err(|e| format!("a copy does not encode: {e}"))?;
+    let report = NodeRequest::LaneEvicted {
+        receiver: output.clone().into(),
+        input: output.into(),
+        tokens: vec![1, 2],
+    };
+    let report = (report.encode_report()).map_err(|e| format!("a report does not encode: {e}"))?;
+    let input_mode = mode(runner);
+    for valid in [bytes, copy, report] {
+        let input = match input_mode {
+            Mode::Valid => valid.clone(),
+            Mode::Mutated => {
+                let mut input = valid.clone();
+                mutate::mutate_bytes(runner.rng(), &mut input);
+                input
+            }
+            Mode::Raw => mutate::raw_bytes(runner.rng(), 4096),
+        };
+        let (entry, peak) = peak_during(|| LaneEntry::decode(&input));
+        check_memory(peak, input.len(), 16, BINCODE_FIXED_BYTES)?;
+        let (copy, peak) = peak_during(|| TapCopy::decode(&input));
+        check_memory(peak, input.len(), 16, BINCODE_FIXED_BYTES)?;
+        let (report, peak) = peak_during(|| NodeRequest::decode_report(&input));
+        check_memory(peak, input.len(), 16, BINCODE_FIXED_BYTES)?;
+        if input_mode == Mode::Valid && entry.is_err() && copy.is_err() && report.is_err() {
+            return Err(format!("a valid slot was refused: {}", hex_excerpt(&input)));
+        }
+        if let Ok(entry) = entry {
+            let encode = |e: &LaneEntry| e.encode().map_err(|e| e.to_string());
+            let decode = |b: &[u8]| LaneEntry::decode(b).map_err(|e| e.to_string());
+            re_encodes(&entry, encode, decode)
+                .map_err(|e| format!("{e}\ninput: {}", hex_excerpt(&input)))?;
+        }
+    }
+    Ok(())
+}
+
 /// Memory a bincode decode may use beyond its input: serde's cautious preallocation (at most
 /// 1 MiB per sequence) a few levels deep.
 pub(crate) const BINCODE_FIXED_BYTES: usize = 4 << 20;

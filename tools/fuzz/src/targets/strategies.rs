@@ -63,7 +63,7 @@ pub fn metadata() -> impl Strategy<Value = Metadata> {
         })
 }
 
-fn data_ref() -> impl Strategy<Value = DataRef> {
+pub fn data_ref() -> impl Strategy<Value = DataRef> {
     prop_oneof![
         vec(any::<u8>(), 0..256).prop_map(DataRef::Inline),
         (
@@ -94,13 +94,14 @@ pub fn node_request() -> impl Strategy<Value = NodeRequest> {
                 channel,
             }
         }),
-        (id(), metadata(), data_ref()).prop_map(|(output, metadata, data)| {
-            NodeRequest::SendOutput {
+        (id(), metadata(), data_ref(), any::<u64>()).prop_map(
+            |(output, metadata, data, taps_before)| NodeRequest::SendOutput {
                 output: output.into(),
                 metadata,
                 data,
+                taps_before,
             }
-        }),
+        ),
         vec(id(), 0..5)
             .prop_map(|ids| NodeRequest::CloseOutputs(ids.into_iter().map(Into::into).collect())),
         vec(any::<u64>(), 0..10).prop_map(NodeRequest::ReportDropTokens),

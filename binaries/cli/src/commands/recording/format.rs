@@ -25,14 +25,15 @@ pub const DROPS_METADATA: &str = "adora.drops";
 /// `path`, absolute), written by `adora run --record` and `adora start --record`.
 pub const DATAFLOW_METADATA: &str = "adora.dataflow";
 
-/// A message's data in a recording.
-pub fn encode(message: &TappedMessage) -> anyhow::Result<Vec<u8>> {
-    let header = serde_json::to_vec(&message.metadata).context("metadata to JSON")?;
-    let mut data = Vec::with_capacity(4 + header.len() + message.data.len());
-    data.extend_from_slice(&(header.len() as u32).to_le_bytes());
-    data.extend_from_slice(&header);
+/// A message's data in a recording, written into `data` (emptied first; a writer reuses it).
+pub fn encode_into(message: &TappedMessage, data: &mut Vec<u8>) -> anyhow::Result<()> {
+    data.clear();
+    data.extend_from_slice(&[0; 4]);
+    serde_json::to_writer(&mut *data, &message.metadata).context("metadata to JSON")?;
+    let header = u32::try_from(data.len() - 4).context("metadata of more than 4 GiB")?;
+    data[..4].copy_from_slice(&header.to_le_bytes());
     data.extend_from_slice(&message.data);
-    Ok(data)
+    Ok(())
 }
 
 /// The metadata and payload of a recorded message's data.
@@ -76,7 +77,8 @@ mod tests {
             metadata: Metadata::new(uhlc::HLC::default().new_timestamp()),
             data: vec![1, 2, 3],
         };
-        let data = encode(&message).expect("encodes");
+        let mut data = vec![9; 100]; // what a writer's buffer held before
+        encode_into(&message, &mut data).expect("encodes");
         let (metadata, payload) = decode(&data).expect("decodes");
         assert_eq!(
             (metadata, payload),

@@ -2,6 +2,7 @@
 
 use std::{
     collections::BTreeMap,
+    fmt::Write as _,
     fs::File,
     io::BufWriter,
     path::{Path, PathBuf},
@@ -48,6 +49,9 @@ pub struct Recorder {
     /// Metadata records written into every part.
     notes: Vec<mcap::records::Metadata>,
     channels: BTreeMap<String, (u16, u32)>,
+    /// The topic and the data of the message being written (kept to reuse their memory).
+    topic: String,
+    data: Vec<u8>,
     last_flush: Instant,
     /// Messages and payload bytes written.
     pub messages: u64,
@@ -111,6 +115,8 @@ impl Recorder {
             part_bytes: 0,
             notes: Vec::new(),
             channels: BTreeMap::new(),
+            topic: String::new(),
+            data: Vec::new(),
             last_flush: Instant::now(),
             messages: 0,
             bytes: 0,
@@ -133,8 +139,9 @@ impl Recorder {
         if self.split_size.is_some_and(|s| self.part_bytes >= s) {
             self.next_part()?;
         }
-        let topic = message.topic();
-        let (channel_id, sequence) = match self.channels.get_mut(&topic) {
+        self.topic.clear();
+        write!(self.topic, "{}/{}", message.node, message.output)?;
+        let (channel_id, sequence) = match self.channels.get_mut(self.topic.as_str()) {
             Some(c) => c,
             None => {
                 let mut metadata = BTreeMap::from([
@@ -144,10 +151,13 @@ impl Recorder {
                 if let Some(t) = format::arrow_type(message) {
                     metadata.insert("arrow_type".to_owned(), t);
                 }
-                let id = self
-                    .writer
-                    .add_channel(0, &topic, format::MESSAGE_ENCODING, &metadata)?;
-                self.channels.entry(topic).or_insert((id, 0))
+                let id = (self.writer).add_channel(
+                    0,
+                    &self.topic,
+                    format::MESSAGE_ENCODING,
+                    &metadata,
+                )?;
+                self.channels.entry(self.topic.clone()).or_insert((id, 0))
             }
         };
         *sequence += 1;
@@ -161,13 +171,13 @@ impl Recorder {
             log_time: format::log_time(&message.metadata),
             publish_time,
         };
-        let data = format::encode(message)?;
+        format::encode_into(message, &mut self.data)?;
         self.writer
-            .write_to_known_channel(&header, &data)
+            .write_to_known_channel(&header, &self.data)
             .with_context(|| format!("cannot write {}", self.path.display()))?;
         self.messages += 1;
         self.bytes += message.data.len() as u64;
-        self.part_bytes += data.len() as u64;
+        self.part_bytes += self.data.len() as u64;
         if self.last_flush.elapsed() >= FLUSH_INTERVAL {
             self.flush()?;
         }
