@@ -146,6 +146,10 @@ async fn pause(busy: bool) {
 struct Copies {
     lane: Option<CopiesLane>,
     regions: Option<RegionCache>,
+    /// Marks a change of the daemon's taps.
+    changes: tokio::sync::watch::Receiver<()>,
+    /// Whether a tap watches the node (as of the last change).
+    watched: bool,
 }
 
 /// A control-connection request the node waits for an answer to.
@@ -170,12 +174,15 @@ impl Ctx {
         stream: &mut UnixStream,
         buf: &mut Vec<u8>,
     ) -> Result<(), CodecError> {
+        let changes = self.taps.changes();
         let mut copies = Copies {
             lane: self
                 .taps
                 .lane(self.dataflow, &self.node)
                 .map(CopiesLane::new),
             regions: None,
+            watched: self.taps.watches_node(self.dataflow, &self.node),
+            changes,
         };
         let result = self.control_requests(stream, buf, &mut copies).await;
         // The node is gone: what it wrote into its taps lane before still goes to the taps.
@@ -194,11 +201,9 @@ impl Ctx {
     ) -> Result<(), CodecError> {
         let mut reader = BufReader::with_capacity(READ_BUFFER, stream);
         let mut batch = Vec::new();
-        let mut changes = self.taps.changes();
         loop {
             if copies.lane.is_some() {
-                self.wait_for_request(&mut reader, copies, &mut changes)
-                    .await?;
+                self.wait_for_request(&mut reader, copies).await?;
             }
             let request: NodeRequest = read_frame_async(&mut reader, buf).await?;
             self.tap(&request, copies).await;
@@ -246,14 +251,17 @@ impl Ctx {
         &self,
         reader: &mut BufReader<R>,
         copies: &mut Copies,
-        changes: &mut tokio::sync::watch::Receiver<()>,
     ) -> Result<(), CodecError> {
-        let Some(lane) = &mut copies.lane else {
+        let Copies {
+            lane: Some(lane),
+            changes,
+            watched,
+            ..
+        } = copies
+        else {
             return Ok(());
         };
         let at = (self.dataflow, &self.node);
-        changes.mark_unchanged();
-        let mut watched = self.taps.watches_node(at.0, at.1);
         // The last read took a quarter of the lane or more: read again at once (before the node
         // finds it full and goes on to its socket), not after a period.
         let mut busy = false;
@@ -261,7 +269,7 @@ impl Ctx {
             if !reader.buffer().is_empty() {
                 return Ok(());
             }
-            if !watched && lane.has_copies() {
+            if !*watched && lane.has_copies() {
                 // Written before the last tap went away: nobody wants them.
                 lane.deliver(&self.taps, at, Some(u64::MAX)).await;
             }
@@ -272,8 +280,8 @@ impl Ctx {
                     read?;
                     return Ok(());
                 }
-                _ = changes.changed() => watched = self.taps.watches_node(at.0, at.1),
-                _ = pause(busy), if watched => {
+                _ = changes.changed() => *watched = self.taps.watches_node(at.0, at.1),
+                _ = pause(busy), if *watched => {
                     busy = lane.deliver(&self.taps, at, None).await >= lane.capacity() / 4;
                 }
             }

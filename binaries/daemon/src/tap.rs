@@ -305,7 +305,11 @@ impl Taps {
 
     /// Whether a tap copies an output of `node` of `dataflow`.
     pub fn watches_node(&self, dataflow: Uuid, node: &NodeId) -> bool {
-        !self.watching(dataflow, node).is_empty()
+        if self.0.active.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let taps = self.0.taps.read().unwrap_or_else(|p| p.into_inner());
+        taps.iter().any(|t| t.wants_node(dataflow, node))
     }
 
     /// Marks a change each time a tap is added or removed.
