@@ -236,20 +236,8 @@ impl OutputLanes {
                 }
             }
         }
-        // A tap of the output (a recorder, `topic echo`) wants copies while it lasts: of an
-        // inline message that needs nothing else of the daemon, through the taps lane.
-        let tap_wants = out.lanes.iter().any(|l| l.lane.copy_wanted());
-        let copied = tap_wants
-            && all_served
-            && !out.daemon_copy
-            && matches!(data, DataRef::Inline(_))
-            && self.taps.as_mut().is_some_and(|t| t.copy(output, &bytes));
-        if tap_wants && !copied {
-            if let Some(taps) = &mut self.taps {
-                taps.mark();
-            }
-        }
-        let daemon_copy = out.daemon_copy || (tap_wants && !copied);
+        let tapped = tap_on_socket(&mut self.taps, out, (output, &data, &bytes), all_served);
+        let daemon_copy = out.daemon_copy || tapped;
         // Only a registration (every lane took it, nobody elsewhere): no need to wake the daemon.
         let report_only = all_served && !daemon_copy;
         if token.is_some() || daemon_copy || !all_served {
@@ -280,6 +268,31 @@ impl OutputLanes {
         }
         Ok(None)
     }
+}
+
+/// Whether a tap wants a copy of a message pushed into `out`'s lanes on the control socket. A
+/// tap of the output (a recorder, `topic echo`) wants copies while it lasts: of an inline
+/// message that needs nothing else of the daemon (`all_served`, no receiver elsewhere) through
+/// the taps lane, of any other after a mark in it.
+fn tap_on_socket(
+    taps: &mut Option<TapsLane>,
+    out: &Output,
+    (output, data, entry): (&DataId, &DataRef, &[u8]),
+    all_served: bool,
+) -> bool {
+    if !out.lanes.iter().any(|l| l.lane.copy_wanted()) {
+        return false;
+    }
+    let copied = all_served
+        && !out.daemon_copy
+        && matches!(data, DataRef::Inline(_))
+        && taps.as_mut().is_some_and(|t| t.copy(output, entry));
+    if !copied {
+        if let Some(taps) = taps {
+            taps.mark();
+        }
+    }
+    !copied
 }
 
 /// Writes `request` into the reports lane, or on the control connection when there is none, it
