@@ -51,6 +51,25 @@ pub(crate) enum Mode {
     Raw,
 }
 
+/// The bytes of a case in `mode`: `valid` itself, `valid` mutated, or up to `raw_max` random
+/// bytes.
+pub(crate) fn input_bytes(
+    runner: &mut TestRunner,
+    mode: Mode,
+    valid: &[u8],
+    raw_max: usize,
+) -> Vec<u8> {
+    match mode {
+        Mode::Valid => valid.to_vec(),
+        Mode::Mutated => {
+            let mut bytes = valid.to_vec();
+            crate::mutate::mutate_bytes(runner.rng(), &mut bytes);
+            bytes
+        }
+        Mode::Raw => crate::mutate::raw_bytes(runner.rng(), raw_max),
+    }
+}
+
 /// Picks a mode: mostly mutated, some valid, some raw.
 pub(crate) fn mode(runner: &mut TestRunner) -> Mode {
     match runner.rng().random_range(0..20) {

@@ -8,8 +8,8 @@ use adora_message::codec::{self, MAX_FRAME_LEN};
 use proptest::{strategy::Strategy, test_runner::TestRunner};
 use serde::{de::DeserializeOwned, Serialize};
 
-use super::{check_memory, draw, hex_excerpt, mode, strategies, Mode};
-use crate::{alloc::peak_during, mutate, runner::Target};
+use super::{check_memory, draw, hex_excerpt, input_bytes, mode, strategies, Mode};
+use crate::{alloc::peak_during, runner::Target};
 
 /// Frames a node sends.
 pub const NODE_TO_DAEMON: Target = Target {
@@ -58,15 +58,7 @@ fn lane_case(runner: &mut TestRunner) -> Result<(), String> {
     let report = (report.encode_report()).map_err(|e| format!("a report does not encode: {e}"))?;
     let input_mode = mode(runner);
     for valid in [bytes, copy, report] {
-        let input = match input_mode {
-            Mode::Valid => valid.clone(),
-            Mode::Mutated => {
-                let mut input = valid.clone();
-                mutate::mutate_bytes(runner.rng(), &mut input);
-                input
-            }
-            Mode::Raw => mutate::raw_bytes(runner.rng(), 4096),
-        };
+        let input = input_bytes(runner, input_mode, &valid, 4096);
         let (entry, peak) = peak_during(|| LaneEntry::decode(&input));
         check_memory(peak, input.len(), 16, BINCODE_FIXED_BYTES)?;
         let (copy, peak) = peak_during(|| TapCopy::decode(&input));
@@ -120,15 +112,7 @@ where
     let frame =
         codec::encode(&value).map_err(|e| format!("a generated message does not encode: {e}"))?;
     let input_mode = mode(runner);
-    let bytes = match input_mode {
-        Mode::Valid => frame.clone(),
-        Mode::Mutated => {
-            let mut bytes = frame.clone();
-            mutate::mutate_bytes(runner.rng(), &mut bytes);
-            bytes
-        }
-        Mode::Raw => mutate::raw_bytes(runner.rng(), 4096),
-    };
+    let bytes = input_bytes(runner, input_mode, &frame, 4096);
 
     let mut buf = Vec::new();
     let (read, peak) = peak_during(|| codec::read_frame::<T>(&mut Cursor::new(&bytes), &mut buf));

@@ -5,11 +5,11 @@ use adora_message::daemon_to_daemon::{decode_header, encode_header, RemoteKind, 
 use proptest::{prelude::*, test_runner::TestRunner};
 
 use super::{
-    check_memory, draw, hex_excerpt, mode,
+    check_memory, draw, hex_excerpt, input_bytes, mode,
     node_frames::{re_encodes, BINCODE_FIXED_BYTES},
     strategies, Mode,
 };
-use crate::{alloc::peak_during, mutate, runner::Target};
+use crate::{alloc::peak_during, runner::Target};
 
 /// The header of a sample from another machine.
 pub const REMOTE_HEADER: Target = Target {
@@ -36,15 +36,7 @@ fn header_case(runner: &mut TestRunner) -> Result<(), String> {
     );
     let valid = encode_header(kind, sequence);
     let input_mode = mode(runner);
-    let bytes = match input_mode {
-        Mode::Valid => valid.clone(),
-        Mode::Mutated => {
-            let mut bytes = valid.clone();
-            mutate::mutate_bytes(runner.rng(), &mut bytes);
-            bytes
-        }
-        Mode::Raw => mutate::raw_bytes(runner.rng(), 2048),
-    };
+    let bytes = input_bytes(runner, input_mode, &valid, 2048);
     let (decoded, peak) = peak_during(|| decode_header(&bytes));
     check_memory(peak, bytes.len(), 16, BINCODE_FIXED_BYTES)?;
     if input_mode == Mode::Valid {
