@@ -40,7 +40,17 @@ pub struct TappedMessage {
 impl TappedMessage {
     /// `node/output`, the name of the output in every tap and recording.
     pub fn topic(&self) -> String {
-        format!("{}/{}", self.node, self.output)
+        let mut topic = String::new();
+        self.write_topic(&mut topic);
+        topic
+    }
+
+    /// [`Self::topic`] into `topic` (emptied first), reusing its memory.
+    pub fn write_topic(&self, topic: &mut String) {
+        topic.clear();
+        topic.push_str(self.node.as_str());
+        topic.push('/');
+        topic.push_str(self.output.as_str());
     }
 }
 

@@ -126,30 +126,31 @@ pub fn record_local(
         note_dataflow(&mut recorder, dataflow)?;
     }
     Ok(tokio::task::spawn_blocking(move || {
-        use tokio::sync::mpsc::error::TryRecvError;
-        loop {
-            let (message, _budget) = match rx.try_recv() {
-                Ok(tapped) => tapped,
-                Err(TryRecvError::Disconnected) => break,
-                Err(TryRecvError::Empty) => {
-                    // Waiting on the channel would make every copy that finds the writer
-                    // asleep wake it (a system call in the daemon per message): a short nap
-                    // lets copies gather first, and only a quiet tap puts the writer to sleep.
-                    std::thread::sleep(WRITER_NAP);
-                    match rx.try_recv() {
-                        Ok(tapped) => tapped,
-                        Err(TryRecvError::Disconnected) => break,
-                        Err(TryRecvError::Empty) => match rx.blocking_recv() {
-                            Some(tapped) => tapped,
-                            None => break,
-                        },
-                    }
-                }
-            };
+        while let Some((message, _budget)) = next_copy(&mut rx) {
             recorder.write(&message)?;
         }
         Ok(recorder)
     }))
+}
+
+/// The next copy of a local tap, `None` once it ended. Waiting on the channel would make every
+/// copy that finds the writer asleep wake it (a system call in the daemon per message): when
+/// the channel is empty, a short nap lets copies gather first, and only a quiet tap puts the
+/// writer to sleep.
+fn next_copy(
+    rx: &mut tokio::sync::mpsc::Receiver<adora_daemon::tap::Tapped>,
+) -> Option<adora_daemon::tap::Tapped> {
+    use tokio::sync::mpsc::error::TryRecvError;
+    match rx.try_recv() {
+        Ok(tapped) => return Some(tapped),
+        Err(TryRecvError::Disconnected) => return None,
+        Err(TryRecvError::Empty) => std::thread::sleep(WRITER_NAP),
+    }
+    match rx.try_recv() {
+        Ok(tapped) => Some(tapped),
+        Err(TryRecvError::Disconnected) => None,
+        Err(TryRecvError::Empty) => rx.blocking_recv(),
+    }
 }
 
 /// How long the writer of `adora run --record` waits for copies to gather before it sleeps

@@ -2,7 +2,6 @@
 
 use std::{
     collections::BTreeMap,
-    fmt::Write as _,
     fs::File,
     io::BufWriter,
     path::{Path, PathBuf},
@@ -139,8 +138,7 @@ impl Recorder {
         if self.split_size.is_some_and(|s| self.part_bytes >= s) {
             self.next_part()?;
         }
-        self.topic.clear();
-        write!(self.topic, "{}/{}", message.node, message.output)?;
+        message.write_topic(&mut self.topic);
         let (channel_id, sequence) = match self.channels.get_mut(self.topic.as_str()) {
             Some(c) => c,
             None => {
