@@ -481,6 +481,13 @@ impl InputLanes {
         if self.has_held() {
             return false;
         }
+        // Rings of entries taken since are stale: the bell is drained here, before the
+        // receiver announces it waits, rather than on waking up, where the system call would
+        // delay the message that woke it. A ring after this is for an entry the check below
+        // sees (or wakes the node once for nothing).
+        if let Some(bell) = &self.bell {
+            bell.quiet();
+        }
         for l in &self.lanes {
             l.lane.set_waiting();
         }
@@ -491,13 +498,10 @@ impl InputLanes {
         true
     }
 
-    /// The node woke up.
+    /// The node woke up (its bell is drained before it sleeps again).
     pub(crate) fn woke(&self) {
         for l in &self.lanes {
             l.lane.clear_waiting();
-        }
-        if let Some(bell) = &self.bell {
-            bell.quiet();
         }
     }
 
@@ -582,5 +586,86 @@ mod tests {
         assert_eq!((taps.pushed, taps.unmarked), (4, false));
         assert!(taps.copy(&output, b"entry"));
         assert_eq!(taken(&reader), vec![(4, true), (5, false)]);
+    }
+
+    /// A receiving node with one lane (from sender `a`) and its bell, and the sender's side.
+    fn receiver(segments: &Segments) -> (InputLanes, Lane, Bell) {
+        let name = format!("{}lane", segments.0);
+        let lane = Lane::create(&name, 8).expect("create");
+        let bell_path = Bell::path(&format!("{}bell", segments.0));
+        Bell::create(&bell_path).expect("bell");
+        let lanes = InputLanes {
+            lanes: vec![InputLane {
+                input: "in".into(),
+                lane,
+                sender: 0,
+            }],
+            senders: vec![SenderOrder::default()],
+            spin: false,
+            bell: Some(Bell::listen(&bell_path).expect("listen")),
+            scratch: Vec::new(),
+        };
+        let sender = Lane::open(&name).expect("open");
+        (lanes, sender, Bell::ringer(&bell_path).expect("ringer"))
+    }
+
+    fn rung(bell: &Bell) -> bool {
+        let mut fds = [nix::poll::PollFd::new(
+            bell.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).expect("poll") > 0
+    }
+
+    /// Pushes a message as a sender does: rings only a receiver that said it waits.
+    fn send(lane: &Lane, bell: &Bell, seq: u64) {
+        let entry = LaneEntry {
+            metadata: Metadata::new(uhlc::HLC::default().new_timestamp()),
+            data: DataRef::Inline(vec![1]),
+        };
+        let bytes = entry.encode().expect("encodes");
+        match lane.push(&bytes, None, seq) {
+            Pushed::Queued { wake, .. } => {
+                if wake {
+                    bell.ring().expect("ring");
+                }
+            }
+            other => panic!("not queued: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_bell_is_drained_before_the_receiver_sleeps_not_when_it_wakes() {
+        let segments = Segments(format!("adora-node-api-test-{}-bell-", std::process::id()));
+        let (mut lanes, sender, ringer) = receiver(&segments);
+        let (node, _daemon) = std::os::unix::net::UnixStream::pair().expect("pair");
+        let drops = DropReports::new(Arc::new(ControlChannel::new(node)));
+        let mut events = VecDeque::new();
+
+        assert!(lanes.prepare_sleep(), "nothing queued: it may sleep");
+        send(&sender, &ringer, 1);
+        let listener = lanes.bell().expect("a bell");
+        assert!(rung(listener), "a sleeping receiver is rung");
+
+        lanes.woke();
+        assert!(rung(listener), "waking up leaves the ring for later");
+        assert_eq!(lanes.take(&mut events, &drops), 1);
+        send(&sender, &ringer, 2); // while awake: no ring
+        assert!(!lanes.prepare_sleep(), "an entry came meanwhile");
+        assert!(
+            !rung(lanes.bell().expect("a bell")),
+            "drained before sleeping"
+        );
+        assert_eq!(lanes.take(&mut events, &drops), 1);
+        assert!(lanes.prepare_sleep());
+        assert!(
+            !rung(lanes.bell().expect("a bell")),
+            "asleep with nothing pending"
+        );
+        send(&sender, &ringer, 3);
+        assert!(
+            rung(lanes.bell().expect("a bell")),
+            "and woken by the next message"
+        );
     }
 }

@@ -514,7 +514,8 @@ impl Bell {
         }
     }
 
-    /// Consumes pending rings (after waking up).
+    /// Consumes pending rings (a receiver does it before it sleeps again, not on waking up:
+    /// the message that woke it comes first).
     pub fn quiet(&self) {
         let mut buf = [0u8; 64];
         while let Ok(n) = (&self.fifo).read(&mut buf) {
