@@ -97,9 +97,19 @@ async fn connection(
 /// Answers a plaintext HTTP request with `400` and what to do, then closes: a client that
 /// forgot TLS learns why instead of waiting for a handshake that never comes.
 async fn refuse_plaintext(mut tcp: TcpStream) {
-    let mut head = [0u8; 4096];
-    // Read (part of) the request so the answer is not lost to a reset; never wait long.
-    let _ = tokio::time::timeout(Duration::from_millis(500), tcp.read(&mut head)).await;
+    // Read the request's head (it may come in several segments) so that neither the answer nor
+    // the rest of the request meets a closed socket; never wait long.
+    let mut head = Vec::with_capacity(4096);
+    let read_head = async {
+        let mut buf = [0u8; 1024];
+        while head.len() < 4096 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(500), read_head).await;
     let body = "this Adora coordinator speaks TLS only: use https:// (wss:// for WebSockets), \
                 or an adora CLI or daemon of the same version\n";
     let response = format!(
@@ -109,4 +119,32 @@ async fn refuse_plaintext(mut tcp: TcpStream) {
     );
     let _ = tcp.write_all(response.as_bytes()).await;
     let _ = tcp.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plaintext client whose request head arrives in pieces (as `write!` sends it) gets the
+    /// whole explanation, and none of its writes meets a closed socket (the CI failure of
+    /// `top_once_json_shows_busy_nodes_and_metrics_counters_grow`: `Broken pipe`).
+    #[tokio::test]
+    async fn a_plaintext_request_in_pieces_is_read_whole_then_answered() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            refuse_plaintext(tcp).await;
+        });
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        for piece in ["GET ", "/api/health", " HTTP/1.1\r\nHost: x\r\n\r\n"] {
+            client.write_all(piece.as_bytes()).await.expect("sent");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).await.expect("read");
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(answer.contains("speaks TLS only"), "{answer}");
+        server.await.unwrap();
+    }
 }

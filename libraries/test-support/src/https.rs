@@ -62,11 +62,9 @@ pub fn plaintext_get(addr: &str, path: &str) -> String {
     let mut tcp = TcpStream::connect(addr).expect("the coordinator accepts");
     tcp.set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");
-    write!(
-        tcp,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .expect("request sent");
+    // One write: the coordinator answers once it has the request's head.
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).expect("request sent");
     let mut response = String::new();
     let _ = tcp.read_to_string(&mut response);
     response
