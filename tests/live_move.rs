@@ -264,6 +264,8 @@ fn a_label_placed_relay_moves_live_between_hosts() {
         "the stream did not start"
     );
     let old = relay_pid_on(&coordinator, "b");
+    let (mut recorder, recording) = record_relay(&coordinator, state.path());
+    let mut moved_ms = 0;
     if std::env::var("NO_MOVES").map_or(true, |v| v != "1") {
         // 1. Onto the sink's host: the sink's input switches from Zenoh to local.
         let (out, from, to) = move_relay(&coordinator, &["--to", "c"]);
@@ -302,6 +304,7 @@ fn a_label_placed_relay_moves_live_between_hosts() {
             "the relay on c ({new}) still runs"
         );
         report_gap(&stdout, "move c → b", from, to);
+        moved_ms = to;
 
         // 3. A host that cannot start it (no `adora-move-relay` on d's PATH): the old one stays.
         let (out, failed_from, failed_to) = move_relay(&coordinator, &["--to", "d"]);
@@ -382,6 +385,47 @@ fn a_label_placed_relay_moves_live_between_hosts() {
     println!(
         "the dataflow ran to its end {:?} after the last move",
         started.elapsed()
+    );
+    recorded_after(&mut recorder, &recording, moved_ms);
+}
+
+/// Starts `adora record` on the relay's output (from now on); the file it writes.
+fn record_relay(
+    coordinator: &Coordinator,
+    dir: &std::path::Path,
+) -> (ChildGuard, std::path::PathBuf) {
+    let file = dir.join("relay.mcap");
+    let mut record = coordinator.cli();
+    record.args(["record", "move", "--outputs", "relay/out", "-o"]);
+    record.arg(&file);
+    let recorder = ChildGuard::spawn(record, dir, "record");
+    let started = || {
+        std::fs::read_to_string(dir.join("record.err"))
+            .is_ok_and(|e| e.contains("recording 1 output"))
+    };
+    assert!(wait_until(TIMEOUT, started), "the recorder did not start");
+    (recorder, file)
+}
+
+/// The recorder ends with the dataflow (every daemon's part of its tap ended, the failed
+/// move's too) and recorded the relay's output on each host it ran on: up to the end, long
+/// after the moves (`moved_ms`).
+fn recorded_after(recorder: &mut ChildGuard, file: &std::path::Path, moved_ms: u128) {
+    let status = recorder.wait_timeout(Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the recorder did not end with the dataflow: {status:?}"
+    );
+    let mut info = std::process::Command::new(adora_test_support::bin("adora"));
+    info.args(["recording", "info", "--json"]).arg(file);
+    let info = run_with_timeout(info, TIMEOUT);
+    let summary: serde_json::Value = serde_json::from_str(&info.stdout).expect("info --json");
+    let channel = &summary["channels"]["relay/out"];
+    let last_ms = channel["last_ns"].as_u64().unwrap_or(0) as u128 / 1_000_000;
+    println!("recorded relay/out: {channel}");
+    assert!(
+        last_ms > moved_ms + 5_000,
+        "relay/out was recorded until {last_ms}, the last move ended at {moved_ms}: {info}"
     );
 }
 

@@ -127,6 +127,8 @@ impl Coordinator {
             };
             self.send_to_daemon(&to, watch);
         }
+        // Recorders and `topic` keep getting the node's outputs from its new daemon.
+        self.taps_follow_move(dataflow, node, &to);
         let expect = self.relocate(&from, dataflow, node, RelocateStep::Expect);
         let spawned = self.relocate(&to, dataflow, node, RelocateStep::Spawn(Box::new(spawn)));
         if !expect || !spawned {

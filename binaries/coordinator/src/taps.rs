@@ -2,6 +2,10 @@
 //! for copies (`DaemonCommand::Tap`), relays their batches to the client, and passes the client's
 //! acknowledgements back as credit (`TapCredit`). It keeps no message: what is in flight is
 //! bounded by each daemon's credit window.
+//!
+//! Every daemon of a tap is asked for all of its outputs, so a tapped node that moves between
+//! them (`adora node move`, a drain) stays tapped; a node moving to a daemon without a part of
+//! the tap gets one there before its `Spawn` ([`Coordinator::taps_follow_move`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -31,6 +35,10 @@ pub(crate) struct PendingTap {
     parts: BTreeMap<String, u64>,
     /// Drops reported by the ended parts.
     dropped: BTreeMap<String, u64>,
+    /// What every part taps: the dataflow and its outputs, lossy or not.
+    dataflow: Uuid,
+    outputs: Vec<(NodeId, DataId)>,
+    lossy: bool,
 }
 
 /// A tap waiting for its dataflow to start (`TapRequest::before_start`).
@@ -106,27 +114,21 @@ impl Coordinator {
     /// Asks the daemons running the tapped nodes for copies now (`before_spawn`: their `Spawn`
     /// follows).
     fn tap_now(&mut self, request: TapRequest, tx: ClientTx, req: u64, before_spawn: bool) {
-        let (dataflow, by_daemon) = match self.tap_plan(&request) {
+        let (dataflow, daemons, tapped) = match self.tap_plan(&request) {
             Ok(plan) => plan,
             Err(e) => return reply(&tx, req, ControlReply::Error(e)),
         };
-        let outputs: Vec<String> = by_daemon
-            .values()
-            .flatten()
-            .map(|(n, o)| format!("{n}/{o}"))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let outputs: Vec<String> = tapped.iter().map(|(n, o)| format!("{n}/{o}")).collect();
         if request.dry_run {
             reply(&tx, req, ControlReply::TapStarted { dataflow, outputs });
             let dropped = BTreeMap::new();
             return reply(&tx, req, ControlReply::TapEnd { dropped });
         }
         let mut parts: BTreeMap<String, u64> = BTreeMap::new();
-        for (daemon, outputs) in by_daemon {
+        for daemon in daemons {
             let command = DaemonCommand::Tap {
                 dataflow,
-                outputs,
+                outputs: tapped.clone(),
                 lossy: request.lossy,
                 before_spawn,
             };
@@ -150,15 +152,44 @@ impl Coordinator {
             request: req,
             parts,
             dropped: BTreeMap::new(),
+            dataflow,
+            outputs: tapped,
+            lossy: request.lossy,
         });
     }
 
-    /// The running dataflow and, per daemon, the outputs to tap there.
+    /// `node` of `dataflow` is about to start on daemon `to` (a move; its `Spawn` follows): each
+    /// tap of its outputs without a part there gets one, so that its copies go on from there.
+    /// A part that does not come to run there (the move fails) ends on that daemon.
+    pub(crate) fn taps_follow_move(&mut self, dataflow: Uuid, node: &NodeId, to: &str) {
+        for i in 0..self.taps.taps.len() {
+            let tap = &self.taps.taps[i];
+            let follows = tap.dataflow == dataflow
+                && !tap.parts.contains_key(to)
+                && tap.outputs.iter().any(|(n, _)| n == node);
+            if !follows {
+                continue;
+            }
+            let command = DaemonCommand::Tap {
+                dataflow,
+                outputs: tap.outputs.clone(),
+                lossy: tap.lossy,
+                before_spawn: true,
+            };
+            // Unreachable: the move fails on it too.
+            if let Some(id) = self.send_to_daemon(to, command) {
+                self.taps.taps[i].parts.insert(to.to_owned(), id);
+            }
+        }
+    }
+
+    /// The running dataflow, the daemons running its tapped nodes, and the tapped outputs (of
+    /// placed nodes; each daemon taps all of them, see the module's documentation).
     #[allow(clippy::type_complexity)]
     fn tap_plan(
         &self,
         request: &TapRequest,
-    ) -> Result<(Uuid, BTreeMap<String, Vec<(NodeId, DataId)>>), ControlError> {
+    ) -> Result<(Uuid, BTreeSet<String>, Vec<(NodeId, DataId)>), ControlError> {
         let id = self.resolve(&request.dataflow)?;
         let flow = &self.flows[&id];
         if flow.record.status.is_done() {
@@ -190,16 +221,15 @@ impl Coordinator {
             }
             wanted
         };
-        let mut by_daemon: BTreeMap<String, Vec<(NodeId, DataId)>> = BTreeMap::new();
+        let mut daemons = BTreeSet::new();
+        let mut tapped = Vec::new();
         for (node, output) in wanted {
             if let Some(daemon) = flow.record.placement.get(&node) {
-                by_daemon
-                    .entry(daemon.clone())
-                    .or_default()
-                    .push((node, output));
+                daemons.insert(daemon.clone());
+                tapped.push((node, output));
             }
         }
-        Ok((id, by_daemon))
+        Ok((id, daemons, tapped))
     }
 
     /// A client handled a batch: the daemon may send as much again.

@@ -189,3 +189,72 @@ async fn a_tap_asked_before_the_start_reaches_each_daemon_before_its_spawn() {
         "{got:?}"
     );
 }
+
+#[tokio::test]
+async fn a_tapped_node_moving_to_another_daemon_is_tapped_there_until_both_parts_end() {
+    let mut h = Harness::new(Arc::new(MemoryStore::new())).await;
+    let (a, mut a_rx) = h.register("a", vec![]);
+    let (b, mut b_rx) = h.register("b", vec![]);
+    let mut start = h.request(ControlRequest::Start(two_machine_start()));
+    let id = *h.c.flows.keys().next().expect("started");
+    h.daemon_says(a, spawned(id));
+    h.daemon_says(b, spawned(id));
+    replies(&mut start);
+    commands(&mut b_rx);
+
+    let (tx, mut client) = tokio::sync::mpsc::unbounded_channel();
+    h.c.dispatch(Event::Control {
+        envelope: Envelope::new(5, tap_request(&[])),
+        tx,
+    });
+    let (on_a, _) = tap_command(&mut a_rx);
+    assert_eq!(commands(&mut b_rx), [], "b runs no tapped node yet");
+
+    // `a` is about to start on b: b taps it from its first message.
+    h.c.taps_follow_move(id, &"a".into(), "b");
+    let got = commands(&mut b_rx);
+    let [DaemonCommand::Tap {
+        dataflow,
+        outputs,
+        before_spawn: true,
+        ..
+    }] = got.as_slice()
+    else {
+        panic!("{got:?}");
+    };
+    assert_eq!((*dataflow, outputs.len()), (id, 1));
+    h.c.taps_follow_move(id, &"a".into(), "b");
+    assert_eq!(commands(&mut b_rx), [], "one part per daemon");
+
+    // The old part ends (the node left a); the tap goes on with b's part.
+    says(
+        &mut h,
+        a,
+        on_a,
+        DaemonMessage::TapEnd { dropped: [].into() },
+    );
+    let got = replies(&mut client);
+    assert!(
+        matches!(got.as_slice(), [ControlReply::TapStarted { .. }]),
+        "{got:?}"
+    );
+    let on_b = h.c.taps.taps[0].parts["b"];
+    let batch = TapBatch::default();
+    says(&mut h, b, on_b, DaemonMessage::Tapped(batch.clone()));
+    says(
+        &mut h,
+        b,
+        on_b,
+        DaemonMessage::TapEnd { dropped: [].into() },
+    );
+    assert_eq!(
+        replies(&mut client),
+        [
+            ControlReply::Tapped {
+                machine: "b".into(),
+                batch
+            },
+            ControlReply::TapEnd { dropped: [].into() }
+        ]
+    );
+}

@@ -107,6 +107,10 @@ impl Daemon {
             answer.send(dataflow, node, "spawn", Err(e));
         }
         self.settle(dataflow, |df, _| df.is_finished());
+        if !self.dataflows.contains_key(&dataflow) {
+            // A tap sent ahead of this `Spawn` (the node's outputs were tapped) ends with it.
+            self.taps.end_dataflow(dataflow);
+        }
     }
 
     /// The coordinator is gone: every move in progress here is forgotten (see
