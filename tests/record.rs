@@ -505,3 +505,36 @@ fn a_recording_of_inline_and_shared_messages_back_to_back_keeps_every_one_in_ord
         );
     }
 }
+
+#[test]
+fn a_recording_has_the_lines_a_node_sends_as_an_output() {
+    let dir = temp_dir();
+    let cli = MarkedCli::new(dir.path(), MARKER, TIMEOUT);
+    let yaml = format!(
+        "nodes:\n  - id: talker\n    path: {node}\n    env: {{ MODE: chatter, COUNT: 3 }}\n    outputs: [log]\n    send_stdout_as: log\n  - id: listener\n    path: {node}\n    env: {{ MODE: print-strings }}\n    inputs: {{ lines: talker/log }}\n",
+        node = bin("adora-test-node").display()
+    );
+    let dataflow = dir.path().join("talker.yml");
+    std::fs::write(&dataflow, yaml).unwrap();
+    let file = dir.path().join("log.mcap");
+    let file_arg = file.to_str().unwrap();
+    let out = cli.ok(&["run", dataflow.to_str().unwrap(), "--record", file_arg]);
+    assert!(out.stderr.contains("recorded 6 message(s)"), "{out}");
+    let read = read_with_mcap_crate(&file);
+    assert_eq!(read.get("talker/log"), Some(&(6, true)), "{read:?}");
+
+    let csv = dir.path().join("log.csv");
+    let export = [
+        "recording",
+        "export",
+        file_arg,
+        "--channel",
+        "talker/log",
+        "-o",
+    ];
+    cli.ok(&[&export[..], &[csv.to_str().unwrap()]].concat());
+    let csv = std::fs::read_to_string(&csv).unwrap();
+    for line in ["line 0", "line 2", "err 0", "err 2"] {
+        assert!(csv.contains(line), "`{line}` not recorded:\n{csv}");
+    }
+}

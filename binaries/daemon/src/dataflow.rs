@@ -20,6 +20,7 @@ mod arrival;
 mod health;
 mod launch;
 mod log_outputs;
+pub(crate) use log_outputs::log_message;
 mod node_requests;
 mod relocate;
 mod remote_links;
@@ -100,6 +101,8 @@ pub(crate) struct Dataflow {
     tasks: Tasks,
     /// Nodes moving to or away from this daemon (`relocate.rs`).
     moves: relocate::Moves,
+    /// The daemon's taps (a node's log reader copies its tapped log outputs there).
+    taps: crate::tap::Taps,
 }
 
 /// What a dataflow needs from its daemon to start its nodes.

@@ -89,7 +89,7 @@ pub(crate) enum Event {
         dataflow: Uuid,
         node: NodeId,
         output: DataId,
-        text: String,
+        message: (Metadata, adora_message::DataRef),
     },
     /// A node process exited (its log readers drained or timed out).
     NodeExited {

@@ -20,9 +20,11 @@ use uuid::Uuid;
 use adora_tasks::Tasks;
 
 use crate::{
+    dataflow::log_message,
     event::Event,
     node_env,
     node_logs::{self, LogFile, LogPolicy},
+    tap::Taps,
 };
 
 /// Number of stderr lines kept per node to explain a failure.
@@ -136,17 +138,26 @@ pub(crate) struct LogSink {
     pub policy: LogPolicy,
     /// The actor, when lines are also sent as messages (`send_stdout_as`, `send_logs_as`).
     pub messages: Option<mpsc::Sender<Event>>,
+    /// The daemon's taps: a tapped log output gets its copy here, before the actor routes it.
+    pub taps: Taps,
+    /// Stamps the messages (one clock per node instance: in order per output).
+    pub clock: uhlc::HLC,
 }
 
 impl LogSink {
-    /// Hands `text` to the actor, to be sent on the node's `output`.
+    /// Sends `text` on the node's `output`: a copy to the taps that want it (a full lossless tap
+    /// makes the node's log reader, and so the node's printing, wait), then to the actor.
     async fn send_message(&self, node: &NodeId, output: &DataId, text: String) {
         if let Some(events) = &self.messages {
+            let (metadata, data) = log_message(&text, self.clock.new_timestamp());
+            self.taps
+                .copy(self.dataflow, node, output, &metadata, &data, &mut None)
+                .await;
             let event = Event::LogLine {
                 dataflow: self.dataflow,
                 node: node.clone(),
                 output: output.clone(),
-                text,
+                message: (metadata, data),
             };
             let _ = events.send(event).await;
         }

@@ -124,15 +124,12 @@ impl Daemon {
             dataflow,
             node,
             output,
-            text,
+            message,
         } = event
         else {
             return;
         };
-        let timestamp = self.hlc.new_timestamp();
-        self.with(dataflow, |df, _| {
-            df.send_log_line(&node, &output, &text, timestamp)
-        });
+        self.with(dataflow, |df, _| df.send_log_line(&node, &output, message));
     }
 
     /// The timed steps of a node moving in or out (`dataflow/relocate.rs`, `dataflow/arrival.rs`).

@@ -49,6 +49,7 @@ impl Dataflow {
             done: Some(done),
             socket: launch.socket.to_owned(),
             tasks: launch.tasks.clone(),
+            taps: launch.taps.clone(),
             moves: Default::default(),
             spec,
         };
@@ -132,6 +133,8 @@ impl Dataflow {
             lines: self.logs.clone(),
             messages: policy.sends_messages().then(|| events.clone()),
             policy,
+            taps: self.taps.clone(),
+            clock: uhlc::HLC::default(),
         };
         let runtime = self.nodes.entry(id.clone()).or_default();
         runtime.command = Some(command.clone());

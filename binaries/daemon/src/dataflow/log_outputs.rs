@@ -1,6 +1,8 @@
 //! Logs as data: every stdout/stderr line of a node (`send_stdout_as`) or every log entry as a
 //! JSON string (`send_logs_as`, see [`crate::node_logs`]) is also a message on one of its outputs,
-//! a `Utf8` Arrow array of one string, timestamped by the daemon.
+//! a `Utf8` Arrow array of one string, timestamped by the daemon. The node's log reader makes the
+//! message and copies it to the taps that want it (`adora record`, `adora topic`), like a node's
+//! control connection does for the messages the node sends, before the actor routes it.
 //!
 //! These outputs stay open until the node's process has exited and its pipes are drained (its last
 //! lines come after its control connection closed), then closes like its other outputs.
@@ -37,20 +39,23 @@ impl Dataflow {
         &mut self,
         node: &NodeId,
         output: &DataId,
-        text: &str,
-        timestamp: Timestamp,
+        (metadata, data): (Metadata, DataRef),
     ) {
         if !self.routing.is_output_open(node, output) {
             return;
         }
-        let (info, payload) = ArrowTypeInfo::single_string(text);
-        let metadata = Metadata {
-            timestamp,
-            type_info: TypeInfo::encode(&info),
-            parameters: Default::default(),
-        };
-        let data = DataRef::Inline(payload);
         self.forward_remote(node, output, &metadata, &data);
         self.routing.send_output(node, output, metadata, data);
     }
+}
+
+/// The message of one log line or entry: one string, stamped `timestamp`.
+pub(crate) fn log_message(text: &str, timestamp: Timestamp) -> (Metadata, DataRef) {
+    let (info, payload) = ArrowTypeInfo::single_string(text);
+    let metadata = Metadata {
+        timestamp,
+        type_info: TypeInfo::encode(&info),
+        parameters: Default::default(),
+    };
+    (metadata, DataRef::Inline(payload))
 }
