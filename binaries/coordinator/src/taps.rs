@@ -277,7 +277,10 @@ impl Coordinator {
         };
         let tap = &mut self.taps.taps[i];
         tap.parts.remove(daemon);
-        tap.dropped.extend(dropped);
+        // Summed: a node that moved was tapped (and may have dropped) on two daemons.
+        for (output, count) in dropped {
+            *tap.dropped.entry(output).or_default() += count;
+        }
         if tap.parts.is_empty() {
             let tap = self.taps.taps.remove(i);
             let body = ControlReply::TapEnd {

@@ -226,13 +226,10 @@ async fn a_tapped_node_moving_to_another_daemon_is_tapped_there_until_both_parts
     h.c.taps_follow_move(id, &"a".into(), "b");
     assert_eq!(commands(&mut b_rx), [], "one part per daemon");
 
-    // The old part ends (the node left a); the tap goes on with b's part.
-    says(
-        &mut h,
-        a,
-        on_a,
-        DaemonMessage::TapEnd { dropped: [].into() },
-    );
+    // The old part ends (the node left a); the tap goes on with b's part, and the drops of
+    // both parts add up.
+    let dropped = [("a/x".to_owned(), 2)].into();
+    says(&mut h, a, on_a, DaemonMessage::TapEnd { dropped });
     let got = replies(&mut client);
     assert!(
         matches!(got.as_slice(), [ControlReply::TapStarted { .. }]),
@@ -241,12 +238,8 @@ async fn a_tapped_node_moving_to_another_daemon_is_tapped_there_until_both_parts
     let on_b = h.c.taps.taps[0].parts["b"];
     let batch = TapBatch::default();
     says(&mut h, b, on_b, DaemonMessage::Tapped(batch.clone()));
-    says(
-        &mut h,
-        b,
-        on_b,
-        DaemonMessage::TapEnd { dropped: [].into() },
-    );
+    let dropped = [("a/x".to_owned(), 3)].into();
+    says(&mut h, b, on_b, DaemonMessage::TapEnd { dropped });
     assert_eq!(
         replies(&mut client),
         [
@@ -254,7 +247,9 @@ async fn a_tapped_node_moving_to_another_daemon_is_tapped_there_until_both_parts
                 machine: "b".into(),
                 batch
             },
-            ControlReply::TapEnd { dropped: [].into() }
+            ControlReply::TapEnd {
+                dropped: [("a/x".to_owned(), 5)].into()
+            }
         ]
     );
 }
