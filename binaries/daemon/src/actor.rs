@@ -278,14 +278,9 @@ impl Daemon {
             }
             Event::Move(step) => self.move_event(step),
             Event::RemoteOpened(result) => self.remote_opened(result),
-            Event::Remote(sample) => self.with(sample.dataflow, |df, _| df.remote_input(sample)),
-            Event::RemoteMatched {
-                dataflow,
-                node,
-                output,
-            } => self.with(dataflow, |df, env| {
-                df.remote_matched(node, output, env.events)
-            }),
+            event @ (Event::Remote(_)
+            | Event::RemoteMissing { .. }
+            | Event::RemoteMatched { .. }) => self.remote_event(event),
         }
     }
 }

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::{
-    remote::{FromRemote, RemoteDataPlane, RemoteSample},
+    remote::{feed::Missing, FromRemote, RemoteDataPlane, RemoteSample},
     routing::Waiter,
 };
 
@@ -119,6 +119,14 @@ pub(crate) enum Event {
     RemoteOpened(Result<Arc<RemoteDataPlane>, String>),
     /// A message from a node on another machine.
     Remote(RemoteSample),
+    /// Messages of a node on another machine went missing on the way (counted by the lanes'
+    /// feed, `remote/feed.rs`).
+    RemoteMissing {
+        dataflow: Uuid,
+        node: NodeId,
+        output: DataId,
+        missing: Missing,
+    },
     /// A subscriber on another machine matched a published output.
     RemoteMatched {
         dataflow: Uuid,
@@ -186,6 +194,7 @@ impl Event {
             Event::Move(MoveStep::CheckCut { .. }) => "check_cut",
             Event::RemoteOpened(_) => "remote_opened",
             Event::Remote(_) => "remote",
+            Event::RemoteMissing { .. } => "remote_missing",
             Event::RemoteMatched { .. } => "remote_matched",
             Event::TakeLock { .. } => "take_lock",
             Event::ReleaseLock { .. } => "release_lock",
@@ -309,5 +318,14 @@ impl From<RemoteSample> for Event {
 impl FromRemote for Event {
     fn batch(dataflow: Uuid, events: Vec<Self>) -> Vec<Self> {
         vec![Event::Batch { dataflow, events }]
+    }
+
+    fn missing(dataflow: Uuid, node: NodeId, output: DataId, missing: Missing) -> Option<Self> {
+        Some(Event::RemoteMissing {
+            dataflow,
+            node,
+            output,
+            missing,
+        })
     }
 }

@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 use zenoh::{
     bytes::ZBytes,
+    handlers::{Callback, FifoChannel, IntoHandler},
     sample::{Locality, Sample},
     Wait,
 };
@@ -111,6 +112,8 @@ pub(crate) struct RemoteSample {
     /// The output's sequence, when the sending daemon sent one.
     pub sequence: Option<Sequence>,
     pub payload: Payload,
+    /// Local inputs that already got it (through their lanes, see [`feed`]).
+    pub served: Vec<(NodeId, DataId)>,
     /// Its share of the receive budget, returned when the sample is dropped (after the daemon
     /// copied it to its local receivers).
     pub _budget: Option<OwnedSemaphorePermit>,
@@ -154,6 +157,11 @@ pub(crate) trait FromRemote: From<RemoteSample> + Send + 'static {
     /// `samples` (more than one) of `dataflow`, read from Zenoh back to back.
     fn batch(_dataflow: Uuid, samples: Vec<Self>) -> Vec<Self> {
         samples
+    }
+
+    /// Messages of `node/output` that went missing on the way (`None`: not wanted).
+    fn missing(_dataflow: Uuid, _node: NodeId, _output: DataId, _: feed::Missing) -> Option<Self> {
+        None
     }
 }
 
@@ -321,6 +329,7 @@ impl RemoteDataPlane {
     /// Subscribes to `node/output` of `dataflow` from other machines; every sample goes to `to`
     /// (samples already waiting when one is read go together, see [`FromRemote`]). Dropping the
     /// returned guard ends the subscription.
+    #[cfg(test)]
     pub fn spawn_subscriber<T: FromRemote>(
         self: &Arc<Self>,
         dataflow: Uuid,
@@ -328,13 +337,29 @@ impl RemoteDataPlane {
         output: &DataId,
         to: mpsc::Sender<T>,
     ) -> SubscriptionGuard {
+        self.spawn_fed_subscriber(dataflow, (node, output), to, None)
+    }
+
+    /// Subscribes to `node/output` of `dataflow`: with a `feed`, Zenoh's callback writes what
+    /// it can straight into the local receivers' lanes ([`feed`]); the rest, and what went
+    /// missing on the way, goes to `to` through the subscription's task, which holds a share of
+    /// the receive budget for each sample until the daemon has it.
+    pub fn spawn_fed_subscriber<T: FromRemote>(
+        self: &Arc<Self>,
+        dataflow: Uuid,
+        (node, output): (&NodeId, &DataId),
+        to: mpsc::Sender<T>,
+        feed: Option<feed::LaneFeed>,
+    ) -> SubscriptionGuard {
         let key = output_key(dataflow, node, output);
         let plane = self.clone();
         let (node, output) = (node.clone(), output.clone());
         let what = format!("the subscription to {key}");
+        let (forward, received) = FifoChannel::default().into_handler();
+        let on_sample = on_sample(key.clone(), feed, forward);
         SubscriptionGuard(self.tasks.spawn(what, async move {
             // On the main session and every link to another daemon (see `topology`).
-            let (subscriber, _subscription) = match plane.links.subscribe(&key) {
+            let _subscription = match plane.links.subscribe(&key, on_sample) {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!("cannot subscribe to {key}: {e}; those inputs get nothing");
@@ -342,37 +367,49 @@ impl RemoteDataPlane {
                 }
             };
             let mut batch = Vec::new();
-            while let Ok(first) = subscriber.recv_async().await {
+            while let Ok(first) = received.recv_async().await {
                 let mut next = Some(first);
-                while let Some(sample) = next.take() {
-                    if let Some((kind, sequence, payload)) = decode(&key, sample) {
-                        let len = payload.len();
-                        let budget = match plane.receive_budget.try_acquire(len) {
-                            Some(budget) => budget,
-                            // Wait for room with nothing held here: the batch's share of the
-                            // budget comes back once the daemon has it.
-                            None => {
-                                if !deliver(&to, dataflow, &mut batch).await {
-                                    return;
-                                }
-                                match plane.receive_budget.acquire(len).await {
-                                    Some(budget) => budget,
-                                    None => return,
-                                }
+                while let Some(incoming) = next.take() {
+                    let (kind, sequence, payload, served) = match incoming {
+                        Incoming::Sample(kind, sequence, payload, served) => {
+                            (kind, sequence, payload, served)
+                        }
+                        Incoming::Missing(missing) => {
+                            let (node, output) = (node.clone(), output.clone());
+                            batch.extend(T::missing(dataflow, node, output, missing));
+                            if batch.len() < RECEIVE_BATCH {
+                                next = received.try_recv().ok().flatten();
                             }
-                        };
-                        batch.push(T::from(RemoteSample {
-                            dataflow,
-                            node: node.clone(),
-                            output: output.clone(),
-                            kind,
-                            sequence,
-                            payload,
-                            _budget: Some(budget),
-                        }));
-                    }
+                            continue;
+                        }
+                    };
+                    let len = payload.len();
+                    let budget = match plane.receive_budget.try_acquire(len) {
+                        Some(budget) => budget,
+                        // Wait for room with nothing held here: the batch's share of the
+                        // budget comes back once the daemon has it.
+                        None => {
+                            if !deliver(&to, dataflow, &mut batch).await {
+                                return;
+                            }
+                            match plane.receive_budget.acquire(len).await {
+                                Some(budget) => budget,
+                                None => return,
+                            }
+                        }
+                    };
+                    batch.push(T::from(RemoteSample {
+                        dataflow,
+                        node: node.clone(),
+                        output: output.clone(),
+                        kind,
+                        sequence,
+                        payload,
+                        served,
+                        _budget: Some(budget),
+                    }));
                     if batch.len() < RECEIVE_BATCH {
-                        next = subscriber.try_recv().ok().flatten();
+                        next = received.try_recv().ok().flatten();
                     }
                 }
                 if !deliver(&to, dataflow, &mut batch).await {
@@ -405,6 +442,41 @@ async fn deliver<T: FromRemote>(to: &mpsc::Sender<T>, dataflow: Uuid, batch: &mu
         }
     }
     true
+}
+
+/// What a subscription's callback hands to its task.
+enum Incoming {
+    /// A message for the daemon to deliver, but to the inputs named (its lanes took it).
+    Sample(RemoteKind, Option<Sequence>, Payload, Vec<(NodeId, DataId)>),
+    /// Messages that went missing on the way, counted by a [`feed::LaneFeed`].
+    Missing(feed::Missing),
+}
+
+/// Zenoh's callback of a subscription to `key`: decodes each sample and, with a `feed`, writes
+/// it into the receivers' lanes; hands the rest to `forward` (the subscription's task; it blocks
+/// while the task's queue is full, which holds Zenoh back as the task's budget does).
+fn on_sample(
+    key: String,
+    feed: Option<feed::LaneFeed>,
+    forward: Callback<Incoming>,
+) -> Callback<Sample> {
+    Callback::from(move |sample: Sample| {
+        let Some((kind, sequence, payload)) = decode(&key, sample) else {
+            return;
+        };
+        let Some(feed) = &feed else {
+            forward.call(Incoming::Sample(kind, sequence, payload, Vec::new()));
+            return;
+        };
+        let (fed, missing) = feed.feed(&kind, sequence, &payload);
+        if let Some(missing) = missing.filter(|m| m.iter().any(|(_, n)| *n > 0)) {
+            forward.call(Incoming::Missing(missing));
+        }
+        if let feed::Fed::Daemon { served } = fed {
+            // Counted by the feed: the daemon does not count it again.
+            forward.call(Incoming::Sample(kind, None, payload, served));
+        }
+    })
 }
 
 /// A received sample's kind, sequence and payload, or `None` (with a warning) when it has no valid
@@ -454,6 +526,7 @@ impl Drop for SubscriptionGuard {
     }
 }
 
+pub(crate) mod feed;
 pub(crate) mod links;
 pub(crate) mod session_config;
 pub(crate) mod topology;

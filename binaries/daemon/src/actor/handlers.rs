@@ -118,6 +118,28 @@ impl Daemon {
         }
     }
 
+    /// What arrived from other machines for a dataflow: a message, a count of missing ones, a
+    /// remote subscriber of an output.
+    pub(super) fn remote_event(&mut self, event: Event) {
+        match event {
+            Event::Remote(sample) => self.with(sample.dataflow, |df, _| df.remote_input(sample)),
+            Event::RemoteMissing {
+                dataflow,
+                node,
+                output,
+                missing,
+            } => self.with(dataflow, |df, _| df.count_missing(&node, &output, missing)),
+            Event::RemoteMatched {
+                dataflow,
+                node,
+                output,
+            } => self.with(dataflow, |df, env| {
+                df.remote_matched(node, output, env.events)
+            }),
+            _ => {}
+        }
+    }
+
     /// A node's log line or entry, for one of its log outputs (an [`Event::LogLine`]).
     pub(super) fn log_line(&mut self, event: Event) {
         let Event::LogLine {

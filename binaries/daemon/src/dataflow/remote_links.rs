@@ -11,14 +11,13 @@ use std::sync::Arc;
 use adora_core::{DataId, NodeId, SHM_THRESHOLD};
 use adora_message::{
     daemon_to_daemon::{RemoteKind, Sequence},
-    stats::RemoteDropReason,
     DataRef, Metadata, SegmentFile, SharedRef,
 };
 use adora_shm::{FileId, SamplePool, SampleToken};
 use tokio::sync::mpsc;
 
 use super::{shm_prefix, Dataflow};
-use crate::remote::links::STREAMS_KEPT;
+use crate::remote::feed::Missing;
 use crate::{
     event::Event,
     remote::{Payload, RemoteDataPlane, RemoteSample, PUBLISH_QUEUE},
@@ -35,11 +34,12 @@ impl Dataflow {
         }
         self.remote.plane = Some(plane.clone());
         self.remote.publish_budget = Some(plane.publish_budget.clone());
-        self.declare_links(events);
+        let fed = self.declare_links(events);
         let links = &self.remote;
         if links.needed() {
             tracing::info!(
-                "dataflow {}: publishing {} output(s) to and receiving {} from other machines",
+                "dataflow {}: publishing {} output(s) to and receiving {} from other machines \
+                 ({fed} local input(s) get them straight into their lanes)",
                 self.spec.id,
                 links.published.len(),
                 links.subscribed.len()
@@ -49,12 +49,14 @@ impl Dataflow {
 
     /// Declares the planned publishers and subscriptions that are not active yet (once the
     /// dataflow is attached to the session).
-    fn declare_links(&mut self, events: &mpsc::Sender<Event>) {
+    /// Returns how many local inputs the new subscriptions write into lanes (`remote/feed.rs`).
+    fn declare_links(&mut self, events: &mpsc::Sender<Event>) -> usize {
         let id = self.spec.id;
         let links = &mut self.remote;
         let Some(plane) = links.plane.clone() else {
-            return;
+            return 0;
         };
+        let mut fed = 0;
         for key in links.published.clone() {
             if links.queues.contains_key(&key) {
                 continue;
@@ -73,9 +75,14 @@ impl Dataflow {
             if links.subscriptions.contains_key(&key) {
                 continue;
             }
-            let guard = plane.spawn_subscriber(id, &key.0, &key.1, events.clone());
+            let feed = self.routing.remote_feed(&key.0, &key.1);
+            if let Some(feed) = &feed {
+                fed += feed.lanes();
+            }
+            let guard = plane.spawn_fed_subscriber(id, (&key.0, &key.1), events.clone(), feed);
             links.subscriptions.insert(key, guard);
         }
+        fed
     }
 
     /// Plans the links again for this daemon's nodes and the moves in progress (a move changed
@@ -222,6 +229,7 @@ impl Dataflow {
             kind,
             sequence,
             payload,
+            served,
             ..
         } = sample;
         tracing::trace!(
@@ -245,26 +253,25 @@ impl Dataflow {
                     None => DataRef::Inline(payload.to_vec()),
                 };
                 self.routing
-                    .send_remote_output(&node, &output, metadata, data);
+                    .send_remote_output(&node, &output, (metadata, data), &served);
             }
         }
     }
 
     /// Counts the messages of `node/output` that went missing before this one (`Closed`: before
-    /// the end), from the sending daemon's sequence: those it dropped itself, and the rest, lost
-    /// on the way. Counting starts with the first message received; a sequence that goes back
-    /// (the sender's daemon restarted, or the node moved to another daemon) starts it again.
+    /// the end), from the sending daemon's sequence (see [`Streams::see`]).
     fn account_remote(&mut self, node: &NodeId, output: &DataId, now: Sequence, closed: bool) {
-        let streams = self
+        let missing = self
             .remote
             .expected
             .entry((node.clone(), output.clone()))
-            .or_default();
-        let known = streams.iter().position(|s| s.stream == now.stream);
-        let expected = known.map(|i| streams.remove(i));
-        let (next, missing) = missing_before(expected, now, closed);
-        streams.insert(0, next);
-        streams.truncate(STREAMS_KEPT);
+            .or_default()
+            .see(now, closed);
+        self.count_missing(node, output, missing);
+    }
+
+    /// Counts messages of `node/output` that went missing on the way here, by reason.
+    pub fn count_missing(&mut self, node: &NodeId, output: &DataId, missing: Missing) {
         for (reason, n) in missing {
             if n > 0 {
                 tracing::debug!("{n} message(s) of `{node}/{output}` missing: {reason}");
@@ -311,92 +318,5 @@ impl Dataflow {
                 pool.release(SampleToken(token));
             }
         }
-    }
-}
-
-/// How many messages went missing before one with sequence `now` (`closed`: the end of the
-/// stream) when `expected` was expected next from the same publishing instance, by reason: those
-/// the sending daemon dropped, and the rest, lost on the way; and the sequence expected after
-/// it. Nothing is counted for an instance's first message, nor when its numbers go back.
-pub(crate) fn missing_before(
-    expected: Option<Sequence>,
-    now: Sequence,
-    closed: bool,
-) -> (Sequence, [(RemoteDropReason, u64); 2]) {
-    let next = if closed {
-        now
-    } else {
-        Sequence {
-            seq: now.seq.saturating_add(1),
-            ..now
-        }
-    };
-    let none = [
-        (RemoteDropReason::SenderBacklog, 0),
-        (RemoteDropReason::Link, 0),
-    ];
-    let Some(expected) = expected.filter(|e| e.stream == now.stream) else {
-        return (next, none);
-    };
-    if now.seq < expected.seq || now.dropped < expected.dropped {
-        return (next, none);
-    }
-    let missing = now.seq - expected.seq;
-    let by_sender = (now.dropped - expected.dropped).min(missing);
-    (
-        next,
-        [
-            (RemoteDropReason::SenderBacklog, by_sender),
-            (RemoteDropReason::Link, missing - by_sender),
-        ],
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn seq(seq: u64, dropped: u64) -> Sequence {
-        Sequence {
-            stream: 1,
-            seq,
-            dropped,
-        }
-    }
-
-    fn counts(missing: [(RemoteDropReason, u64); 2]) -> (u64, u64) {
-        (missing[0].1, missing[1].1)
-    }
-
-    #[test]
-    fn gaps_are_split_between_the_sender_and_the_link() {
-        // The first message starts the count.
-        let (next, missing) = missing_before(None, seq(5, 2), false);
-        assert_eq!((next, counts(missing)), (seq(6, 2), (0, 0)));
-        // In order: nothing missing.
-        let (next, missing) = missing_before(Some(next), seq(6, 2), false);
-        assert_eq!((next, counts(missing)), (seq(7, 2), (0, 0)));
-        // 4 missing (7..=10), of which the sender dropped 3: 1 lost on the way.
-        let (next, missing) = missing_before(Some(next), seq(11, 5), false);
-        assert_eq!((next, counts(missing)), (seq(12, 5), (3, 1)));
-        // The end: 2 more taken after 11, both dropped by the sender.
-        let (next, missing) = missing_before(Some(next), seq(14, 7), true);
-        assert_eq!((next, counts(missing)), (seq(14, 7), (2, 0)));
-    }
-
-    #[test]
-    fn another_publishing_instance_is_not_a_gap() {
-        let other = Sequence {
-            stream: 2,
-            ..seq(3, 0)
-        };
-        let (next, missing) = missing_before(Some(seq(100, 10)), other, false);
-        assert_eq!((next.stream, next.seq, counts(missing)), (2, 4, (0, 0)));
-    }
-
-    #[test]
-    fn a_sequence_going_back_starts_again_without_counting() {
-        let (next, missing) = missing_before(Some(seq(100, 10)), seq(3, 0), false);
-        assert_eq!((next, counts(missing)), (seq(4, 0), (0, 0)));
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use adora_core::{descriptor::InputSource, DataId, NodeId};
-use adora_message::daemon_to_daemon::Sequence;
+use adora_message::{daemon_to_daemon::Sequence, stats::RemoteDropReason};
 use adora_shm::{RegionCache, SamplePool};
 use tokio::sync::mpsc;
 
@@ -41,9 +41,9 @@ pub(crate) struct RemoteLinks {
     /// Per published output: messages taken from the node and how many of them were dropped
     /// here (sent with every message, see `Sequence`).
     pub(crate) sequences: BTreeMap<OutputKey, Sequence>,
-    /// Per subscribed output: the sequence expected next from each of its last publishing
-    /// instances (most recent first, at most [`STREAMS_KEPT`]), to count what went missing.
-    pub(crate) expected: BTreeMap<OutputKey, Vec<Sequence>>,
+    /// Per subscribed output without a [`super::feed::LaneFeed`] (which counts for itself): what
+    /// is expected next from its publishing instances, to count what went missing.
+    pub(crate) expected: BTreeMap<OutputKey, Streams>,
     /// Messages dropped here because a link was too slow (all outputs), for the log.
     pub(crate) dropped: u64,
 }
@@ -90,5 +90,112 @@ impl RemoteLinks {
     /// True when the dataflow has any cross-machine input or output here.
     pub fn needed(&self) -> bool {
         !self.published.is_empty() || !self.subscribed.is_empty()
+    }
+}
+
+/// The sequence expected next from each of an output's last publishing instances (most recent
+/// first, at most [`STREAMS_KEPT`]), to count what went missing.
+#[derive(Debug, Default)]
+pub(crate) struct Streams(Vec<Sequence>);
+
+impl Streams {
+    /// A message with sequence `now` (`closed`: the end of the stream) arrived: how many went
+    /// missing before it, by reason. Counting starts with the first message received; a
+    /// sequence that goes back (the sender's daemon restarted, or the node moved to another
+    /// daemon) starts it again.
+    pub fn see(&mut self, now: Sequence, closed: bool) -> [(RemoteDropReason, u64); 2] {
+        let known = self.0.iter().position(|s| s.stream == now.stream);
+        let expected = known.map(|i| self.0.remove(i));
+        let (next, missing) = missing_before(expected, now, closed);
+        self.0.insert(0, next);
+        self.0.truncate(STREAMS_KEPT);
+        missing
+    }
+}
+
+/// How many messages went missing before one with sequence `now` (`closed`: the end of the
+/// stream) when `expected` was expected next from the same publishing instance, by reason: those
+/// the sending daemon dropped, and the rest, lost on the way; and the sequence expected after
+/// it. Nothing is counted for an instance's first message, nor when its numbers go back.
+pub(crate) fn missing_before(
+    expected: Option<Sequence>,
+    now: Sequence,
+    closed: bool,
+) -> (Sequence, [(RemoteDropReason, u64); 2]) {
+    let next = if closed {
+        now
+    } else {
+        Sequence {
+            seq: now.seq.saturating_add(1),
+            ..now
+        }
+    };
+    let none = [
+        (RemoteDropReason::SenderBacklog, 0),
+        (RemoteDropReason::Link, 0),
+    ];
+    let Some(expected) = expected.filter(|e| e.stream == now.stream) else {
+        return (next, none);
+    };
+    if now.seq < expected.seq || now.dropped < expected.dropped {
+        return (next, none);
+    }
+    let missing = now.seq - expected.seq;
+    let by_sender = (now.dropped - expected.dropped).min(missing);
+    (
+        next,
+        [
+            (RemoteDropReason::SenderBacklog, by_sender),
+            (RemoteDropReason::Link, missing - by_sender),
+        ],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seq(seq: u64, dropped: u64) -> Sequence {
+        Sequence {
+            stream: 1,
+            seq,
+            dropped,
+        }
+    }
+
+    fn counts(missing: [(RemoteDropReason, u64); 2]) -> (u64, u64) {
+        (missing[0].1, missing[1].1)
+    }
+
+    #[test]
+    fn gaps_are_split_between_the_sender_and_the_link() {
+        // The first message starts the count.
+        let (next, missing) = missing_before(None, seq(5, 2), false);
+        assert_eq!((next, counts(missing)), (seq(6, 2), (0, 0)));
+        // In order: nothing missing.
+        let (next, missing) = missing_before(Some(next), seq(6, 2), false);
+        assert_eq!((next, counts(missing)), (seq(7, 2), (0, 0)));
+        // 4 missing (7..=10), of which the sender dropped 3: 1 lost on the way.
+        let (next, missing) = missing_before(Some(next), seq(11, 5), false);
+        assert_eq!((next, counts(missing)), (seq(12, 5), (3, 1)));
+        // The end: 2 more taken after 11, both dropped by the sender.
+        let (next, missing) = missing_before(Some(next), seq(14, 7), true);
+        assert_eq!((next, counts(missing)), (seq(14, 7), (2, 0)));
+    }
+
+    #[test]
+    fn another_publishing_instance_is_not_a_gap() {
+        let other = Sequence {
+            stream: 2,
+            ..seq(3, 0)
+        };
+        let (next, missing) = missing_before(Some(seq(100, 10)), other, false);
+        assert_eq!((next.stream, next.seq, counts(missing)), (2, 4, (0, 0)));
+    }
+
+    #[test]
+    fn a_sequence_going_back_starts_again_without_counting() {
+        let (next, missing) = missing_before(Some(seq(100, 10)), seq(3, 0), false);
+        assert_eq!((next, counts(missing)), (seq(4, 0), (0, 0)));
     }
 }

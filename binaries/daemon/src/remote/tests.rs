@@ -160,16 +160,18 @@ async fn messages_cross_between_two_daemons_in_order_up_to_64_mib() {
     b.close();
 }
 
-/// What a subscription hands over, as the daemon's actor gets it: one sample or a batch.
+/// What a subscription hands over, as the daemon's actor gets it: one sample or a batch, and
+/// counts of missing messages (from a feed).
 #[derive(Debug)]
 enum Got {
-    One(RemoteSample),
+    One(Box<RemoteSample>),
     Batch(Vec<Got>),
+    Missing(feed::Missing),
 }
 
 impl From<RemoteSample> for Got {
     fn from(sample: RemoteSample) -> Self {
-        Got::One(sample)
+        Got::One(Box::new(sample))
     }
 }
 
@@ -177,6 +179,25 @@ impl FromRemote for Got {
     fn batch(_dataflow: Uuid, samples: Vec<Self>) -> Vec<Self> {
         vec![Got::Batch(samples)]
     }
+
+    fn missing(_: Uuid, _: NodeId, _: DataId, missing: feed::Missing) -> Option<Self> {
+        Some(Got::Missing(missing))
+    }
+}
+
+/// A publisher of `node/output` on `a` (dataflow nil), once a subscriber matched it.
+async fn matched_publisher(
+    a: &Arc<RemoteDataPlane>,
+    node: &NodeId,
+    output: &DataId,
+) -> mpsc::Sender<Outgoing> {
+    let (publisher, queue) = mpsc::channel(PUBLISH_QUEUE);
+    let (matched_tx, mut matched_rx) = mpsc::channel(1);
+    a.spawn_publisher(Uuid::nil(), node, output, queue, Some((matched_tx, ())));
+    tokio::time::timeout(TIMEOUT, matched_rx.recv())
+        .await
+        .expect("matched in time");
+    publisher
 }
 
 /// Publishes `count` messages of `size` bytes (byte `i` of message `n` is `n ^ i`) from `a` to
@@ -187,12 +208,7 @@ async fn burst(count: usize, size: usize) -> Vec<Got> {
     let (node, output) = (NodeId::from("lidar"), DataId::from("points"));
     let (tx, mut rx) = mpsc::channel::<Got>(1);
     let _sub = b.spawn_subscriber(Uuid::nil(), &node, &output, tx);
-    let (publisher, queue) = mpsc::channel(PUBLISH_QUEUE);
-    let (matched_tx, mut matched_rx) = mpsc::channel(1);
-    a.spawn_publisher(Uuid::nil(), &node, &output, queue, Some((matched_tx, ())));
-    tokio::time::timeout(TIMEOUT, matched_rx.recv())
-        .await
-        .expect("matched in time");
+    let publisher = matched_publisher(&a, &node, &output).await;
     for n in 0..count {
         let payload = (0..size).map(|i| (n ^ i) as u8).collect();
         publish(&publisher, n, payload).await;
@@ -220,6 +236,7 @@ async fn burst(count: usize, size: usize) -> Vec<Got> {
                 }
                 batch.len()
             }
+            Got::Missing(m) => panic!("a subscription without a feed counted {m:?}"),
         };
         got.push(next);
     }
@@ -230,17 +247,13 @@ async fn burst(count: usize, size: usize) -> Vec<Got> {
 
 /// The samples of `got` in order, checked against what [`burst`] sent.
 fn flatten_checked(got: Vec<Got>, size: usize) -> Vec<RemoteSample> {
-    let samples: Vec<RemoteSample> = got
+    let mut flat = Vec::new();
+    got.into_iter().for_each(|g| flatten(g, &mut flat));
+    let samples: Vec<RemoteSample> = flat
         .into_iter()
-        .flat_map(|g| match g {
-            Got::One(s) => vec![s],
-            Got::Batch(batch) => batch
-                .into_iter()
-                .map(|g| match g {
-                    Got::One(s) => s,
-                    Got::Batch(_) => panic!("a batch within a batch"),
-                })
-                .collect(),
+        .map(|g| match g {
+            Got::One(s) => *s,
+            other => panic!("not a sample: {other:?}"),
         })
         .collect();
     for (n, sample) in samples.iter().enumerate() {
@@ -259,7 +272,7 @@ async fn messages_waiting_together_are_handed_over_as_one_batch_in_order() {
         .iter()
         .filter_map(|g| match g {
             Got::Batch(batch) => Some(batch.len()),
-            Got::One(_) => None,
+            _ => None,
         })
         .collect();
     assert!(!batches.is_empty(), "300 waiting messages came one by one");
@@ -300,4 +313,64 @@ async fn byte_budget_bounds_what_is_held_and_lets_oversized_messages_pass_alone(
         .await
         .expect("in time")
         .expect("joins"));
+}
+
+fn flatten(got: Got, out: &mut Vec<Got>) {
+    match got {
+        Got::Batch(all) => all.into_iter().for_each(|g| flatten(g, out)),
+        other => out.push(other),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fed_subscription_writes_small_messages_into_the_lanes_and_only_the_rest_reaches_the_daemon(
+) {
+    let (a, b) = connected_pair().await;
+    let (node, output) = (NodeId::from("imu"), DataId::from("accel"));
+    let fixture = feed::tests::fixture(1);
+    let feed = fixture.feed;
+    let (tx, mut rx) = mpsc::channel::<Got>(16);
+    let _sub = b.spawn_fed_subscriber(Uuid::nil(), (&node, &output), tx, Some(feed));
+    let publisher = matched_publisher(&a, &node, &output).await;
+    // 0, 1 and 3 are small (message 2 never sent: lost on the way), 4 is 64 KiB, 5 is small
+    // again, then the end.
+    for (n, size) in [(0, 8), (1, 4000), (3, 100), (4, 64 << 10), (5, 8)] {
+        publish(&publisher, n, vec![n as u8; size]).await;
+    }
+    let end = Sequence {
+        stream: 1,
+        seq: 6,
+        dropped: 0,
+    };
+    publisher
+        .send((RemoteKind::Closed, end, Vec::new(), None))
+        .await
+        .expect("queue");
+
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        let next = tokio::time::timeout(TIMEOUT, rx.recv())
+            .await
+            .expect("in time")
+            .expect("open");
+        flatten(next, &mut got);
+    }
+    let [Got::Missing(missing), Got::One(big), Got::One(small), Got::One(closed)] = &got[..] else {
+        panic!("expected the missing count, 64 KiB, 8 B and the end: {got:?}");
+    };
+    assert_eq!(
+        missing[1],
+        (adora_message::stats::RemoteDropReason::Link, 1)
+    );
+    // From the 64 KiB message on, everything goes through the daemon, uncounted there.
+    assert_eq!((big.payload.len(), big.sequence), (64 << 10, None));
+    assert_eq!((small.payload.to_vec(), small.sequence), (vec![5; 8], None));
+    assert_eq!((&closed.kind, closed.sequence), (&RemoteKind::Closed, None));
+    // The lane has the three small ones before it, numbered 1, 2, 3.
+    assert_eq!(
+        feed::tests::taken(&fixture.lanes[0]),
+        [(1, 0, 8), (2, 1, 4000), (3, 3, 100)]
+    );
+    a.close();
+    b.close();
 }

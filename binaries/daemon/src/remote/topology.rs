@@ -45,7 +45,7 @@ use adora_message::{
 };
 use tokio::sync::watch;
 use zenoh::{
-    handlers::{Callback, FifoChannel, FifoChannelHandler, IntoHandler},
+    handlers::{Callback, FifoChannelHandler},
     pubsub::Subscriber,
     sample::{Locality, Sample, SampleKind},
     Wait,
@@ -149,13 +149,13 @@ impl DataLinks {
         self.wanted.send_replace(peers);
     }
 
-    /// Subscribes to `key` on the main session and on every link, now and later: samples arrive
-    /// on the returned channel until the [`LinkSubscription`] is dropped.
+    /// Subscribes to `key` on the main session and on every link, now and later: samples go to
+    /// `callback` (from any of them) until the [`LinkSubscription`] is dropped.
     pub fn subscribe(
         self: &Arc<Self>,
         key: &str,
-    ) -> Result<(FifoChannelHandler<Sample>, LinkSubscription), RemoteError> {
-        let (callback, receiver) = FifoChannel::default().into_handler();
+        callback: Callback<Sample>,
+    ) -> Result<LinkSubscription, RemoteError> {
         let mut table = self.table();
         let id = table.next_id;
         table.next_id += 1;
@@ -179,7 +179,7 @@ impl DataLinks {
             links: Arc::downgrade(self),
             id,
         };
-        Ok((receiver, guard))
+        Ok(guard)
     }
 
     fn unsubscribe(&self, id: u64) {

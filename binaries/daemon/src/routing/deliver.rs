@@ -37,15 +37,17 @@ impl Routing {
     }
 
     /// Routes a message of a node on another machine (its payload, if shared, is in the
-    /// daemon's own pool) to every local receiver's queue.
+    /// daemon's own pool) to every local receiver's queue but those in `served` (their lanes
+    /// took it, `remote/feed.rs`).
     pub fn send_remote_output(
         &mut self,
         sender: &NodeId,
         output: &DataId,
-        metadata: Metadata,
-        data: DataRef,
+        (metadata, data): (Metadata, DataRef),
+        served: &[(NodeId, DataId)],
     ) {
-        self.route_from(sender, output, metadata, data, (true, None));
+        let served = (!served.is_empty()).then_some(served);
+        self.route_from(sender, output, metadata, data, (true, served));
     }
 
     fn route(

@@ -3,7 +3,9 @@
 //!
 //! The daemon creates them when the dataflow starts (one per local output → input edge that can
 //! take one: no `input_timeout`, a `queue_size` a lane holds), one bell per receiving node, and
-//! names them in the nodes' configurations. From then on it only:
+//! names them in the nodes' configurations. An input whose sender runs on another machine gets
+//! a lane too, written by the subscription's Zenoh callback instead of a node
+//! ([`Routing::remote_feed`], `remote/feed.rs`). From then on it only:
 //! - **closes** lanes whose messages must pass through it again (a move, `AwaitRoom`, a receiver
 //!   gone for good); a sender that meets a closed lane sends that output through the daemon from
 //!   then on, so the order of every input is kept;
@@ -25,7 +27,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     path::PathBuf,
-    sync::Arc,
+    sync::{Arc, Mutex},
 };
 
 use adora_core::{
@@ -36,6 +38,7 @@ use adora_message::{node_to_daemon::NodeRequest, InputLaneRef, LaneRef, NodeLane
 use adora_shm::{Bell, Lane, LANE_MAX_SLOTS};
 
 use super::{NodeCounters, Routing};
+use crate::remote::feed::{FeedLane, LaneFeed};
 
 /// The lanes of one dataflow on this daemon.
 #[derive(Default)]
@@ -51,6 +54,9 @@ pub(crate) struct Lanes {
     reports: BTreeMap<NodeId, Lane>,
     /// Sender → its taps lane (`NodeLanes::taps`), read by its control connection.
     taps: BTreeMap<NodeId, Arc<Lane>>,
+    /// (sender on another machine, local receiver) → the number of the last entry the
+    /// sender's feeds pushed into the receiver's lanes (`remote/feed.rs`).
+    remote_seqs: BTreeMap<(NodeId, NodeId), Arc<Mutex<u64>>>,
 }
 
 /// Entries of a reports lane: what a sender may write before the daemon reads it.
@@ -62,8 +68,10 @@ const REPORTS_CAPACITY: usize = 4096;
 const TAPS_CAPACITY: usize = 1024;
 
 struct InputLane {
-    lane: Lane,
+    lane: Arc<Lane>,
     sender: NodeId,
+    /// The sender runs on another machine: the subscription's feed writes into the lane.
+    remote: bool,
     output: DataId,
     /// The input says `poll: spin`.
     spin: bool,
@@ -83,6 +91,12 @@ pub(crate) fn lanes_enabled() -> bool {
     std::env::var("ADORA_LOCAL_LANES").map_or(true, |v| v != "0")
 }
 
+/// Whether inputs from nodes on other machines get lanes too (`ADORA_REMOTE_LANES=0` keeps
+/// them on the daemon's path, to compare).
+fn remote_lanes_enabled() -> bool {
+    std::env::var("ADORA_REMOTE_LANES").map_or(true, |v| v != "0")
+}
+
 impl Routing {
     /// Creates the lanes of the local edges of `descriptor` whose sender and receiver run here;
     /// those of outputs `tapped` says are watched want copies. Segments are named
@@ -95,28 +109,36 @@ impl Routing {
         tapped: impl Fn(&NodeId, &DataId) -> bool,
     ) {
         let mut lanes = Lanes::default();
+        let remote_lanes = remote_lanes_enabled();
         for node in &descriptor.nodes {
             for (input_id, input) in &node.inputs {
                 let Ok(InputSource::Node { node: from, output }) = input.resolve() else {
                     continue;
                 };
                 let local = |n: &NodeId| self.nodes.get(n).is_some_and(|s| !s.remote);
-                if !local(&from) {
+                let remote = self.nodes.get(&from).is_some_and(|s| s.remote);
+                // A lane from a local sender, or one the feed of a remote one writes into.
+                let laned = local(&from) || (remote && remote_lanes);
+                if !laned {
                     continue;
                 }
                 if !local(&node.id) {
-                    lanes.daemon_copy.insert((from, output), true);
+                    if !remote {
+                        lanes.daemon_copy.insert((from, output), true);
+                    }
                     continue;
                 }
-                lanes
-                    .daemon_copy
-                    .entry((from.clone(), output.clone()))
-                    .or_default();
+                if !remote {
+                    lanes
+                        .daemon_copy
+                        .entry((from.clone(), output.clone()))
+                        .or_default();
+                }
                 if input.input_timeout().is_some() || input.queue_size() > LANE_MAX_SLOTS {
                     continue;
                 }
                 let spin = input.poll() == InputPoll::Spin;
-                let edge = (from, output, spin);
+                let edge = (from, output, spin, remote);
                 if let Err(e) = lanes.create(prefix, &node.id, input_id, input.queue_size(), edge) {
                     tracing::warn!(
                         "input `{input_id}` of `{}` goes through the daemon: cannot create its lane: {e}",
@@ -162,6 +184,36 @@ impl Routing {
                 Err(e) => tracing::warn!("node `{node}` wrote a malformed report ({e}); ignored"),
             }
         }
+    }
+
+    /// The lanes a subscription to `sender/output` (a node on another machine) feeds, with the
+    /// receivers' bells; `None` when it has none or one is closed (a move began: everything goes
+    /// through the daemon).
+    pub fn remote_feed(&self, sender: &NodeId, output: &DataId) -> Option<LaneFeed> {
+        let lanes = &self.lanes;
+        let mut fed = Vec::new();
+        for ((receiver, input), l) in &lanes.inputs {
+            if !l.remote || &l.sender != sender || &l.output != output {
+                continue;
+            }
+            if l.lane.is_closed() {
+                return None;
+            }
+            let bell = lanes.bells.get(receiver).and_then(|(path, _)| {
+                Bell::ringer(path)
+                    .inspect_err(|e| tracing::warn!("cannot open the bell of `{receiver}`: {e}"))
+                    .ok()
+            });
+            let seq = lanes.remote_seqs.get(&(sender.clone(), receiver.clone()))?;
+            fed.push(FeedLane {
+                receiver: receiver.clone(),
+                input: input.clone(),
+                lane: l.lane.clone(),
+                bell,
+                seq: seq.clone(),
+            });
+        }
+        (!fed.is_empty()).then(|| LaneFeed::new(fed))
     }
 
     /// The senders' taps lanes, for their control connections (`Taps::set_lanes`).
@@ -342,8 +394,10 @@ impl Routing {
         let mut sent: BTreeMap<(&NodeId, &DataId), u64> = BTreeMap::new();
         for ((receiver, input), l) in &self.lanes.inputs {
             let c = l.lane.counters();
-            let max = sent.entry((&l.sender, &l.output)).or_default();
-            *max = (*max).max(c.pushed);
+            if !l.remote {
+                let max = sent.entry((&l.sender, &l.output)).or_default();
+                *max = (*max).max(c.pushed);
+            }
             if let Some(r) = counters.get_mut(receiver) {
                 r.received += c.taken;
                 if c.dropped > 0 {
@@ -363,8 +417,12 @@ impl Lanes {
     /// A reports lane and a taps lane for every node that sends on lanes (without them, it
     /// sends what they would hold on its control connection).
     fn open_sender_lanes(&mut self, prefix: &str) {
-        let senders: std::collections::BTreeSet<NodeId> =
-            self.inputs.values().map(|l| l.sender.clone()).collect();
+        let senders: std::collections::BTreeSet<NodeId> = self
+            .inputs
+            .values()
+            .filter(|l| !l.remote)
+            .map(|l| l.sender.clone())
+            .collect();
         for (i, sender) in senders.into_iter().enumerate() {
             match Lane::create(&format!("{prefix}~reports-{i}"), REPORTS_CAPACITY) {
                 Ok(lane) => {
@@ -387,7 +445,7 @@ impl Lanes {
         receiver: &NodeId,
         input: &DataId,
         capacity: usize,
-        (sender, output, spin): (NodeId, DataId, bool),
+        (sender, output, spin, remote): (NodeId, DataId, bool, bool),
     ) -> Result<(), String> {
         if !self.bells.contains_key(receiver) {
             let path = Bell::path(&format!("{prefix}~bell-{}", self.bells.len()));
@@ -397,11 +455,17 @@ impl Lanes {
         }
         let name = format!("{prefix}~lane-{}", self.inputs.len());
         let lane = Lane::create(&name, capacity).map_err(|e| e.to_string())?;
+        if remote {
+            self.remote_seqs
+                .entry((sender.clone(), receiver.clone()))
+                .or_default();
+        }
         self.inputs.insert(
             (receiver.clone(), input.clone()),
             InputLane {
-                lane,
+                lane: Arc::new(lane),
                 sender,
+                remote,
                 output,
                 spin,
             },

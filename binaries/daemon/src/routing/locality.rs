@@ -194,14 +194,14 @@ nodes:
         // The sink's daemon: the relay runs elsewhere at first.
         let mut r = Routing::with_locality(&d, |n| n.as_str() == "sink");
         let (m, data) = inline();
-        r.send_remote_output(&"relay".into(), &"out".into(), m, data);
+        r.send_remote_output(&"relay".into(), &"out".into(), (m, data), &[]);
         assert_eq!(events(&mut r, "sink"), ["in"]);
 
         // The relay moves here: it gets `src/out` (remote) and still feeds the sink.
         assert!(r.make_local(&d, &"relay".into()).is_empty(), "no timers");
         assert!(r.is_local(&"relay".into()));
         let (m, data) = inline();
-        r.send_remote_output(&"src".into(), &"out".into(), m, data);
+        r.send_remote_output(&"src".into(), &"out".into(), (m, data), &[]);
         assert_eq!(events(&mut r, "relay"), ["in"]);
         let (m, data) = inline();
         r.send_output(&"relay".into(), &"out".into(), m, data);
@@ -214,13 +214,13 @@ nodes:
         r.make_remote(&"relay".into());
         assert!(!r.is_local(&"relay".into()));
         let (m, data) = inline();
-        r.send_remote_output(&"src".into(), &"out".into(), m, data);
+        r.send_remote_output(&"src".into(), &"out".into(), (m, data), &[]);
         assert!(
             events(&mut r, "relay").is_empty(),
             "no longer routed to the relay"
         );
         let (m, data) = inline();
-        r.send_remote_output(&"relay".into(), &"out".into(), m, data);
+        r.send_remote_output(&"relay".into(), &"out".into(), (m, data), &[]);
         assert_eq!(
             events(&mut r, "sink"),
             ["in"],

@@ -209,7 +209,7 @@ fn remote_nodes_only_send_and_their_samples_return_to_the_daemon() {
     // daemon owns; only local nodes (`a`, `b`) receive.
     let d = descriptor(FAN_OUT);
     let mut r = Routing::with_locality(&d, |n| n.as_str() != "src");
-    r.send_remote_output(&"src".into(), &"out".into(), metadata(), shared(5));
+    r.send_remote_output(&"src".into(), &"out".into(), (metadata(), shared(5)), &[]);
     assert_eq!(inputs(poll(&mut r, "a")), vec!["x:4096"]);
     assert_eq!(inputs(poll(&mut r, "b")), vec!["y:4096"]);
     r.report_dropped(&"a".into(), vec![5]);
