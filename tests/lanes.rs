@@ -26,7 +26,13 @@ fn summary(out: &Output, node: &str) -> (u64, u64, u64) {
     let num = |key: &str| -> u64 {
         line.split_whitespace()
             .find_map(|w| w.strip_prefix(key))
-            .map(|v| v.rsplit(':').next().unwrap().parse().unwrap())
+            // `dropped=` with nothing after it: nothing dropped.
+            .map(|v| match v.rsplit(':').next().unwrap() {
+                "" => 0,
+                n => n
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{key}{n} in `{line}`\n{out}")),
+            })
             .unwrap_or_else(|| panic!("no {key} in {line}"))
     };
     (num("received="), num("last_seq="), num("dropped="))
@@ -208,4 +214,52 @@ fn a_node_stuck_with_messages_in_its_lanes_fails_its_health_check() {
 fn a_node_waiting_for_its_lanes_passes_its_health_check() {
     steady_receiver(true);
     steady_receiver(false);
+}
+
+/// One output read by a receiver with a lane and by receivers without one (an `input_timeout`,
+/// a `queue_size` longer than a lane's): every receiver gets every message.
+fn mixed_receivers(lanes: bool) {
+    let (state, dir) = (temp_dir(), temp_dir());
+    let dataflow = write_dataflow(
+        dir.path(),
+        r#"
+nodes:
+  - id: flood
+    path: {node}
+    env: { MODE: flood, COUNT: 300 }
+    outputs: [data]
+  - id: laned
+    path: {node}
+    env: { MODE: recv, PRINT_LANES: 1 }
+    inputs: { data: { source: flood/data, queue_size: 1000 } }
+  - id: timed
+    path: {node}
+    env: { MODE: recv, PRINT_LANES: 1 }
+    inputs: { data: { source: flood/data, queue_size: 1000, input_timeout: 30s } }
+  - id: long
+    path: {node}
+    env: { MODE: recv, PRINT_LANES: 1 }
+    inputs: { data: { source: flood/data, queue_size: 5000 } }
+"#,
+    );
+    let out = run(state.path(), &dataflow, lanes);
+    assert!(out.status.success(), "{out}");
+    assert!(
+        out.stdout.contains(&format!("laned | lanes={lanes}")),
+        "{out}"
+    );
+    assert!(out.stdout.contains("timed | lanes=false"), "{out}");
+    for node in ["laned", "timed", "long"] {
+        assert_eq!(
+            summary(&out, node),
+            (300, 299, 0),
+            "lanes={lanes}: {node} (received, last, dropped)\n{out}"
+        );
+    }
+}
+
+#[test]
+fn receivers_with_and_without_a_lane_of_one_output_all_get_every_message() {
+    mixed_receivers(true);
+    mixed_receivers(false);
 }

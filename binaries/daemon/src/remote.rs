@@ -125,6 +125,13 @@ pub(crate) struct RemoteSample {
 #[derive(Debug)]
 pub(crate) struct Payload(ZBytes);
 
+#[cfg(test)]
+impl From<Vec<u8>> for Payload {
+    fn from(bytes: Vec<u8>) -> Self {
+        Payload(ZBytes::from(bytes))
+    }
+}
+
 impl Payload {
     pub fn len(&self) -> usize {
         self.0.len()

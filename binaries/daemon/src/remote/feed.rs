@@ -63,17 +63,21 @@ pub(crate) struct LaneFeed {
 
 struct FeedState {
     lanes: Vec<FeedLane>,
+    /// Local receivers without a lane (an `input_timeout`, a long queue) get every message
+    /// from the daemon: what the lanes took goes there too, with them named.
+    daemon_too: bool,
     streams: Streams,
     /// Everything goes through the daemon from now on.
     off: bool,
 }
 
 impl LaneFeed {
-    pub fn new(lanes: Vec<FeedLane>) -> Self {
+    pub fn new(lanes: Vec<FeedLane>, daemon_too: bool) -> Self {
         LaneFeed {
             state: Mutex::new(FeedState {
                 off: lanes.is_empty(),
                 lanes,
+                daemon_too,
                 streams: Streams::default(),
             }),
         }
@@ -139,7 +143,7 @@ impl FeedState {
                 Pushed::Closed | Pushed::TooLarge => self.off = true,
             }
         }
-        if self.off {
+        if self.off || self.daemon_too {
             Fed::Daemon { served }
         } else {
             Fed::Lanes
@@ -208,6 +212,11 @@ pub(super) mod tests {
 
     /// A feed of `inputs` lanes of 4 entries, all of receiver `sink`, one bell.
     pub(crate) fn fixture(inputs: usize) -> Fixture {
+        fixture_with(inputs, false)
+    }
+
+    /// The same, `daemon_too`: another local receiver has no lane.
+    fn fixture_with(inputs: usize, daemon_too: bool) -> Fixture {
         let prefix = format!("adora-feed-test-{}", uuid::Uuid::new_v4().simple());
         let segments = Segments(prefix.clone());
         let path = Bell::path(&format!("{prefix}~bell"));
@@ -237,7 +246,7 @@ pub(super) mod tests {
             _segments: segments,
             lanes,
             bell,
-            feed: LaneFeed::new(fed),
+            feed: LaneFeed::new(fed, daemon_too),
         }
     }
 
@@ -325,6 +334,23 @@ pub(super) mod tests {
             Fed::Daemon { served: vec![] }
         );
         assert!(f.lanes.iter().all(|l| !l.has_entries()));
+    }
+
+    #[test]
+    fn with_a_receiver_without_a_lane_the_daemon_gets_every_message_too() {
+        let f = fixture_with(1, true);
+        let served = vec![("sink".into(), "in0".into())];
+        for n in 0..3 {
+            let (kind, payload) = message(n, 8);
+            let fed = f.feed.feed(&kind, None, &payload).0;
+            assert_eq!(
+                fed,
+                Fed::Daemon {
+                    served: served.clone()
+                }
+            );
+        }
+        assert_eq!(taken(&f.lanes[0]), [(1, 0, 8), (2, 1, 8), (3, 2, 8)]);
     }
 
     fn none() -> Missing {

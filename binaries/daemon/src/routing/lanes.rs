@@ -48,7 +48,9 @@ pub(crate) struct Lanes {
     /// Receiving node → its bell, kept open for reading by the daemon so that ringing it never
     /// meets a FIFO without reader (`SIGPIPE` in the sender).
     bells: BTreeMap<NodeId, (PathBuf, Bell)>,
-    /// (sender, output) → whether receivers on other machines need its messages too.
+    /// (sender, output) → whether receivers without a lane (on other machines, or local ones
+    /// with an `input_timeout`, a `queue_size` above a lane's, a lane that could not be
+    /// created) need its messages from the daemon too.
     daemon_copy: BTreeMap<(NodeId, DataId), bool>,
     /// Sender → its reports lane (see [`Routing::drain_reports`]).
     reports: BTreeMap<NodeId, Lane>,
@@ -128,23 +130,24 @@ impl Routing {
                     }
                     continue;
                 }
-                if !remote {
-                    lanes
-                        .daemon_copy
-                        .entry((from.clone(), output.clone()))
-                        .or_default();
-                }
-                if input.input_timeout().is_some() || input.queue_size() > LANE_MAX_SLOTS {
-                    continue;
-                }
+                let key = (from.clone(), output.clone());
+                let fits = input.input_timeout().is_none() && input.queue_size() <= LANE_MAX_SLOTS;
                 let spin = input.poll() == InputPoll::Spin;
                 let edge = (from, output, spin, remote);
-                if let Err(e) = lanes.create(prefix, &node.id, input_id, input.queue_size(), edge) {
-                    tracing::warn!(
-                        "input `{input_id}` of `{}` goes through the daemon: cannot create its lane: {e}",
-                        node.id
-                    );
-                }
+                let created = fits
+                    && lanes
+                        .create(prefix, &node.id, input_id, input.queue_size(), edge)
+                        .inspect_err(|e| {
+                            tracing::warn!(
+                                "input `{input_id}` of `{}` goes through the daemon: cannot \
+                                 create its lane: {e}",
+                                node.id
+                            )
+                        })
+                        .is_ok();
+                // A receiver without a lane gets the output's messages from the daemon, so
+                // every message goes there too (the lanes' receivers named as served).
+                *lanes.daemon_copy.entry(key).or_default() |= !created;
             }
         }
         lanes.open_sender_lanes(prefix);
@@ -213,7 +216,12 @@ impl Routing {
                 seq: seq.clone(),
             });
         }
-        (!fed.is_empty()).then(|| LaneFeed::new(fed))
+        let daemon_too = lanes
+            .daemon_copy
+            .get(&(sender.clone(), output.clone()))
+            .copied()
+            .unwrap_or(false);
+        (!fed.is_empty()).then(|| LaneFeed::new(fed, daemon_too))
     }
 
     /// The senders' taps lanes, for their control connections (`Taps::set_lanes`).

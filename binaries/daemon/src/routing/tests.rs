@@ -597,3 +597,34 @@ fn a_registration_in_the_reports_lane_is_read_when_a_drop_needs_it() {
     );
     assert!(!reports.has_entries());
 }
+
+#[test]
+fn an_input_from_another_machine_gets_a_lane_its_subscription_feeds() {
+    // `src` runs on another machine; `a` reads it through a lane, `b` cannot (`input_timeout`).
+    let d = descriptor(&FAN_OUT.replace("queue_size: 2", "input_timeout: 5s"));
+    let mut l = WithLanes {
+        r: Routing::with_locality(&d, |n| n.as_str() != "src"),
+        prefix: format!("adora-test-lanes-{}-remote-", std::process::id()),
+    };
+    let prefix = l.prefix.clone();
+    l.r.open_lanes(&d, &prefix, |_, _| false);
+    let r = &mut l.r;
+    let a = r.node_lanes(&"a".into());
+    assert_eq!(a.inputs[&DataId::from("x")].sender, NodeId::from("src"));
+    assert!(a.bell.is_some());
+    assert!(r.node_lanes(&"b".into()).inputs.is_empty());
+    let feed = r.remote_feed(&"src".into(), &"out".into()).expect("a feed");
+    assert_eq!(feed.lanes(), 1);
+    // `b` has no lane: every message also goes to the daemon, the lane's receiver named.
+    let metadata = metadata();
+    let kind = adora_message::daemon_to_daemon::RemoteKind::Data { metadata };
+    let payload = crate::remote::Payload::from(vec![1u8; 8]);
+    let served = vec![(NodeId::from("a"), DataId::from("x"))];
+    assert_eq!(
+        feed.feed(&kind, None, &payload).0,
+        crate::remote::feed::Fed::Daemon { served }
+    );
+    // A move closes the lanes: a feed made then writes into none.
+    r.close_lanes(|_, _| true);
+    assert!(r.remote_feed(&"src".into(), &"out".into()).is_none());
+}
