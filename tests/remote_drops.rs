@@ -21,15 +21,37 @@ fn field(text: &str, key: &str) -> Option<u64> {
 
 #[test]
 fn a_remote_receiver_counts_every_message_it_did_not_get() {
-    let hosts = require_hosts!("remote_drops", 2);
+    // 40 000 messages of 2 KiB (80 MB) back to back: more than the receiver's one-message queue
+    // takes, and usually more than the link does (the sending daemon's publish queue for the
+    // link fills up and drops).
+    flood_to_a_one_message_queue("remote_drops", 40_000, 2048);
+}
+
+/// The same with 64 KiB messages: each arrives in a sample of the receiving daemon's pool that
+/// the receiver's lane holds, and a full lane's dropped samples go back to the pool: the daemon
+/// keeps reusing a few samples instead of making one per message.
+#[test]
+fn a_remote_receiver_of_large_messages_counts_them_and_its_daemon_reuses_their_samples() {
+    flood_to_a_one_message_queue("remote_drops_large", 4_000, 65_536);
+}
+
+/// Shared-memory segments of daemons' pools of remote copies (`…~remote-N`).
+fn remote_copies() -> usize {
+    std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().contains("~remote-"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn flood_to_a_one_message_queue(test: &str, count: u64, size: usize) {
+    let hosts = require_hosts!(test, 2);
     let state = temp_dir();
     let coordinator = Coordinator::start(state.path(), &hosts.gateway_ip().to_string());
     let _daemons = coordinator.daemons_on(&hosts, &["a", "b"]);
 
-    // 40 000 messages of 2 KiB (80 MB) back to back: more than the receiver's one-message queue
-    // takes, and usually more than the link does (the sending daemon's publish queue for the
-    // link fills up and drops).
-    let count = 40_000;
     let dataflow = state.path().join("flood.yml");
     let node = adora_test_support::bin("adora-test-node");
     std::fs::write(
@@ -38,7 +60,7 @@ fn a_remote_receiver_counts_every_message_it_did_not_get() {
             r#"nodes:
   - id: sender
     path: {node}
-    env: {{ MODE: flood, COUNT: {count}, SIZE: 2048 }}
+    env: {{ MODE: flood, COUNT: {count}, SIZE: {size} }}
     outputs: [data]
     deploy: {{ machine: a }}
   - id: sink
@@ -78,6 +100,14 @@ fn a_remote_receiver_counts_every_message_it_did_not_get() {
     assert!(received > 0 && dropped > 0, "{done}");
     // The node API's drop count covers every message it did not get, wherever it was dropped.
     assert_eq!(received + dropped, count, "{done}");
+    // Samples of large messages the receiver dropped or that its full lane evicted went back
+    // to the daemon's pool (a leak would leave about one segment per message).
+    let copies = remote_copies();
+    println!("segments of remote copies: {copies}");
+    assert!(
+        copies <= 64,
+        "{copies} segments of remote copies for {count} messages"
+    );
 
     // While the sink lingers: the part that went missing between the machines, per reason, in
     // `adora list --json` (from the daemons' heartbeats; one report after the last message) and

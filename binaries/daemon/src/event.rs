@@ -328,4 +328,12 @@ impl FromRemote for Event {
             missing,
         })
     }
+
+    fn evicted(dataflow: Uuid, receiver: NodeId, tokens: Vec<u64>) -> Option<Self> {
+        Some(Event::LaneEvicted {
+            dataflow,
+            receiver,
+            tokens,
+        })
+    }
 }

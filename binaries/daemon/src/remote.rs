@@ -20,9 +20,12 @@ use std::{
 };
 
 use adora_core::{DataId, NodeId};
-use adora_message::daemon_to_daemon::{
-    append_checksum, checksum_slices, decode_header_checked, encode_header, output_key, RemoteKind,
-    Sequence,
+use adora_message::{
+    daemon_to_daemon::{
+        append_checksum, checksum_slices, decode_header_checked, encode_header, output_key,
+        RemoteKind, Sequence,
+    },
+    SharedRef,
 };
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
@@ -114,6 +117,8 @@ pub(crate) struct RemoteSample {
     pub payload: Payload,
     /// Local inputs that already got it (through their lanes, see [`feed`]).
     pub served: Vec<(NodeId, DataId)>,
+    /// The sample of the daemon's pool a feed copied it into (the payload is then empty).
+    pub shared: Option<SharedRef>,
     /// Its share of the receive budget, returned when the sample is dropped (after the daemon
     /// copied it to its local receivers).
     pub _budget: Option<OwnedSemaphorePermit>,
@@ -168,6 +173,11 @@ pub(crate) trait FromRemote: From<RemoteSample> + Send + 'static {
 
     /// Messages of `node/output` that went missing on the way (`None`: not wanted).
     fn missing(_dataflow: Uuid, _node: NodeId, _output: DataId, _: feed::Missing) -> Option<Self> {
+        None
+    }
+
+    /// Samples of the daemon's pool a full lane of `receiver` dropped (`None`: not wanted).
+    fn evicted(_dataflow: Uuid, _receiver: NodeId, _tokens: Vec<u64>) -> Option<Self> {
         None
     }
 }
@@ -377,13 +387,10 @@ impl RemoteDataPlane {
             while let Ok(first) = received.recv_async().await {
                 let mut next = Some(first);
                 while let Some(incoming) = next.take() {
-                    let (kind, sequence, payload, served) = match incoming {
-                        Incoming::Sample(kind, sequence, payload, served) => {
-                            (kind, sequence, payload, served)
-                        }
-                        Incoming::Missing(missing) => {
-                            let (node, output) = (node.clone(), output.clone());
-                            batch.extend(T::missing(dataflow, node, output, missing));
+                    let Received(kind, sequence, payload, served, shared) = match incoming {
+                        Incoming::Sample(sample) => sample,
+                        other => {
+                            batch.extend(news(dataflow, (&node, &output), other));
                             if batch.len() < RECEIVE_BATCH {
                                 next = received.try_recv().ok().flatten();
                             }
@@ -413,6 +420,7 @@ impl RemoteDataPlane {
                         sequence,
                         payload,
                         served,
+                        shared,
                         _budget: Some(budget),
                     }));
                     if batch.len() < RECEIVE_BATCH {
@@ -454,9 +462,35 @@ async fn deliver<T: FromRemote>(to: &mpsc::Sender<T>, dataflow: Uuid, batch: &mu
 /// What a subscription's callback hands to its task.
 enum Incoming {
     /// A message for the daemon to deliver, but to the inputs named (its lanes took it).
-    Sample(RemoteKind, Option<Sequence>, Payload, Vec<(NodeId, DataId)>),
+    Sample(Received),
     /// Messages that went missing on the way, counted by a [`feed::LaneFeed`].
     Missing(feed::Missing),
+    /// Samples a full lane of this receiver dropped (a [`feed::LaneFeed`] wrote them).
+    Evicted(NodeId, Vec<u64>),
+}
+
+/// A message for the daemon: its kind, sequence (`None`: counted already) and payload, the
+/// inputs whose lanes took it, and the sample of the daemon's pool it is in, if a feed copied it
+/// there (the payload is then empty).
+struct Received(
+    RemoteKind,
+    Option<Sequence>,
+    Payload,
+    Vec<(NodeId, DataId)>,
+    Option<SharedRef>,
+);
+
+/// What a feed reports besides messages, as the subscription's receiver takes it.
+fn news<T: FromRemote>(
+    dataflow: Uuid,
+    (node, output): (&NodeId, &DataId),
+    news: Incoming,
+) -> Option<T> {
+    match news {
+        Incoming::Missing(missing) => T::missing(dataflow, node.clone(), output.clone(), missing),
+        Incoming::Evicted(receiver, tokens) => T::evicted(dataflow, receiver, tokens),
+        Incoming::Sample(_) => None,
+    }
 }
 
 /// Zenoh's callback of a subscription to `key`: decodes each sample and, with a `feed`, writes
@@ -472,16 +506,29 @@ fn on_sample(
             return;
         };
         let Some(feed) = &feed else {
-            forward.call(Incoming::Sample(kind, sequence, payload, Vec::new()));
+            let received = Received(kind, sequence, payload, Vec::new(), None);
+            forward.call(Incoming::Sample(received));
             return;
         };
-        let (fed, missing) = feed.feed(&kind, sequence, &payload);
-        if let Some(missing) = missing.filter(|m| m.iter().any(|(_, n)| *n > 0)) {
+        let outcome = feed.feed(&kind, sequence, &payload);
+        if let Some(missing) = outcome.missing.filter(|m| m.iter().any(|(_, n)| *n > 0)) {
             forward.call(Incoming::Missing(missing));
         }
-        if let feed::Fed::Daemon { served } = fed {
-            // Counted by the feed: the daemon does not count it again.
-            forward.call(Incoming::Sample(kind, None, payload, served));
+        // Counted by the feed: the daemon does not count it again (no sequence).
+        let received = match outcome.fed {
+            feed::Fed::Lanes => None,
+            feed::Fed::Daemon { served } => Some(Received(kind, None, payload, served, None)),
+            feed::Fed::Shared { shared, served } => {
+                let empty = Payload(ZBytes::default());
+                Some(Received(kind, None, empty, served, Some(shared)))
+            }
+        };
+        // Registered (the lanes hold it) before any eviction of it reaches the daemon.
+        if let Some(received) = received {
+            forward.call(Incoming::Sample(received));
+        }
+        for (receiver, token) in outcome.evicted {
+            forward.call(Incoming::Evicted(receiver, vec![token]));
         }
     })
 }

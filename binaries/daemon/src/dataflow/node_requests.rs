@@ -57,6 +57,8 @@ impl Dataflow {
     pub fn lane_evicted(&mut self, receiver: &NodeId, tokens: Vec<u64>) {
         self.routing.drain_reports(None);
         self.routing.lane_evicted(receiver, tokens);
+        // A remote message's sample a feed wrote into the lane goes back to the daemon's pool.
+        self.recycle_remote_samples();
     }
 
     /// A local node closed some of its outputs, here and on other machines.

@@ -11,13 +11,13 @@ use std::sync::Arc;
 use adora_core::{DataId, NodeId, SHM_THRESHOLD};
 use adora_message::{
     daemon_to_daemon::{RemoteKind, Sequence},
-    DataRef, Metadata, SegmentFile, SharedRef,
+    DataRef, Metadata, SharedRef,
 };
-use adora_shm::{FileId, SamplePool, SampleToken};
+use adora_shm::FileId;
 use tokio::sync::mpsc;
 
 use super::{shm_prefix, Dataflow};
-use crate::remote::feed::Missing;
+use crate::remote::feed::{Missing, RemotePool};
 use crate::{
     event::Event,
     remote::{Payload, RemoteDataPlane, RemoteSample, PUBLISH_QUEUE},
@@ -52,6 +52,7 @@ impl Dataflow {
     /// Returns how many local inputs the new subscriptions write into lanes (`remote/feed.rs`).
     fn declare_links(&mut self, events: &mpsc::Sender<Event>) -> usize {
         let id = self.spec.id;
+        let pool = self.remote_pool();
         let links = &mut self.remote;
         let Some(plane) = links.plane.clone() else {
             return 0;
@@ -75,7 +76,7 @@ impl Dataflow {
             if links.subscriptions.contains_key(&key) {
                 continue;
             }
-            let feed = self.routing.remote_feed(&key.0, &key.1);
+            let feed = self.routing.remote_feed(&key.0, &key.1, pool.clone());
             if let Some(feed) = &feed {
                 fed += feed.lanes();
             }
@@ -230,6 +231,7 @@ impl Dataflow {
             sequence,
             payload,
             served,
+            shared,
             ..
         } = sample;
         tracing::trace!(
@@ -248,7 +250,8 @@ impl Dataflow {
             RemoteKind::Data { metadata } => {
                 self.arrival_input_seen(&node, &output);
                 self.recycle_remote_samples();
-                let data = match self.copy_to_shared_memory(&payload) {
+                // Copied by the subscription's feed already, or here.
+                let data = match shared.or_else(|| self.copy_to_shared_memory(&payload)) {
                     Some(shared) => DataRef::Shared(shared),
                     None => DataRef::Inline(payload.to_vec()),
                 };
@@ -284,39 +287,24 @@ impl Dataflow {
         if payload.len() < SHM_THRESHOLD {
             return None;
         }
-        let prefix = format!("{}~remote-", shm_prefix(self.spec.id));
+        self.remote_pool().copy(payload)
+    }
+
+    /// The daemon's pool of copies of remote messages for this dataflow.
+    fn remote_pool(&mut self) -> RemotePool {
+        let id = self.spec.id;
         let pool = self
             .remote
             .pool
-            .get_or_insert_with(|| SamplePool::new(prefix));
-        match pool.allocate(payload.len()) {
-            Ok(mut sample) => {
-                payload.copy_to(&mut sample);
-                let handle = pool.send(sample);
-                Some(SharedRef {
-                    os_id: handle.os_id,
-                    len: handle.len,
-                    token: handle.token.0,
-                    file: SegmentFile {
-                        dev: handle.file.dev,
-                        ino: handle.file.ino,
-                    },
-                })
-            }
-            Err(e) => {
-                tracing::warn!("no shared memory for a remote message ({e}); delivering it inline");
-                None
-            }
-        }
+            .get_or_insert_with(|| RemotePool::new(format!("{}~remote-", shm_prefix(id))));
+        pool.clone()
     }
 
     /// Returns samples every local receiver released to the daemon's pool.
     pub fn recycle_remote_samples(&mut self) {
         let freed = self.routing.take_daemon_freed();
-        if let Some(pool) = self.remote.pool.as_mut() {
-            for token in freed {
-                pool.release(SampleToken(token));
-            }
+        if let Some(pool) = &self.remote.pool {
+            pool.release(freed);
         }
     }
 }

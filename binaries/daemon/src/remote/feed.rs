@@ -8,12 +8,17 @@
 //! `routing/lanes.rs`), and a [`LaneFeed`] per subscribed output. The receiver reads them like
 //! any lane (the remote node is their sender, numbered per receiver across its lanes).
 //!
+//! A payload of 4 KiB or more is copied once into a sample of the daemon's pool of remote copies
+//! ([`RemotePool`]) and the lanes get its handle, as from a local sender; the daemon still counts
+//! who holds it, so the feed hands it to the daemon too (with the lanes that took it named as
+//! `served`), after the lanes have it. A full lane's evicted samples go to the daemon as well.
+//!
 //! What a lane cannot carry goes through the daemon **for good** (like a local sender after a
-//! closed lane), so that the order of every input holds: a payload of 4 KiB or more (the daemon
-//! copies it into shared memory), the end of the output (`Closed`: the daemon tells its receivers
-//! the input closed), a lane the daemon closed (a move, a receiver gone for good). A message that
-//! some lanes took before another was found closed goes to the daemon with those receivers
-//! named (`served`), which it skips.
+//! closed lane), so that the order of every input holds: the end of the output (`Closed`: the
+//! daemon tells its receivers the input closed), a lane the daemon closed (a move, a receiver
+//! gone for good), a sample the pool could not give. A message that some lanes took before
+//! another was found closed goes to the daemon with those receivers named (`served`), which it
+//! skips.
 //!
 //! The feed also counts what went missing on the way (the output's sequence; see
 //! [`Streams`]) for every message it sees, those it hands to the daemon included, whose
@@ -25,9 +30,9 @@ use adora_core::{DataId, NodeId, SHM_THRESHOLD};
 use adora_message::{
     daemon_to_daemon::{RemoteKind, Sequence},
     stats::RemoteDropReason,
-    DataRef, LaneEntry,
+    DataRef, LaneEntry, SegmentFile, SharedRef,
 };
-use adora_shm::{Bell, Lane, Pushed, LANE_SLOT_BYTES};
+use adora_shm::{Bell, Lane, Pushed, SamplePool, SampleToken, LANE_SLOT_BYTES};
 
 use super::{links::Streams, Payload};
 
@@ -54,6 +59,70 @@ pub(crate) enum Fed {
     Lanes,
     /// The daemon delivers it, to its local receivers but those named.
     Daemon { served: Vec<(NodeId, DataId)> },
+    /// Copied into the daemon's pool; the lanes of `served` took its handle: the daemon counts
+    /// them as holding it and delivers it to its other local receivers.
+    Shared {
+        shared: SharedRef,
+        served: Vec<(NodeId, DataId)>,
+    },
+}
+
+/// What [`LaneFeed::feed`] did with a message.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    pub fed: Fed,
+    /// Messages that went missing before it (`None`: it had no sequence).
+    pub missing: Option<Missing>,
+    /// Samples full lanes dropped to make room for it: (receiver, token).
+    pub evicted: Vec<(NodeId, u64)>,
+}
+
+/// The daemon's pool of copies of remote messages (4 KiB and more), shared by the actor and the
+/// feeds; the actor returns a sample once every local receiver released it.
+#[derive(Clone)]
+pub(crate) struct RemotePool(Arc<Mutex<SamplePool>>);
+
+impl RemotePool {
+    /// A pool whose segments are named `{prefix}N`.
+    pub fn new(prefix: String) -> Self {
+        RemotePool(Arc::new(Mutex::new(SamplePool::new(prefix))))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SamplePool> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Copies `payload` into a sample (the pool is not held during the copy); `None`, with a
+    /// warning, when there is no shared memory for it.
+    pub fn copy(&self, payload: &Payload) -> Option<SharedRef> {
+        let allocated = self.lock().allocate(payload.len());
+        let mut sample = match allocated {
+            Ok(sample) => sample,
+            Err(e) => {
+                tracing::warn!("no shared memory for a remote message ({e}); delivering it inline");
+                return None;
+            }
+        };
+        payload.copy_to(&mut sample);
+        let handle = self.lock().send(sample);
+        Some(SharedRef {
+            os_id: handle.os_id,
+            len: handle.len,
+            token: handle.token.0,
+            file: SegmentFile {
+                dev: handle.file.dev,
+                ino: handle.file.ino,
+            },
+        })
+    }
+
+    /// Takes back samples no receiver holds any more.
+    pub fn release(&self, tokens: impl IntoIterator<Item = u64>) {
+        let mut pool = self.lock();
+        for token in tokens {
+            pool.release(SampleToken(token));
+        }
+    }
 }
 
 /// The lanes fed by one subscribed output (see the module's documentation).
@@ -63,6 +132,7 @@ pub(crate) struct LaneFeed {
 
 struct FeedState {
     lanes: Vec<FeedLane>,
+    pool: RemotePool,
     /// Local receivers without a lane (an `input_timeout`, a long queue) get every message
     /// from the daemon: what the lanes took goes there too, with them named.
     daemon_too: bool,
@@ -72,11 +142,12 @@ struct FeedState {
 }
 
 impl LaneFeed {
-    pub fn new(lanes: Vec<FeedLane>, daemon_too: bool) -> Self {
+    pub fn new(lanes: Vec<FeedLane>, daemon_too: bool, pool: RemotePool) -> Self {
         LaneFeed {
             state: Mutex::new(FeedState {
                 off: lanes.is_empty(),
                 lanes,
+                pool,
                 daemon_too,
                 streams: Streams::default(),
             }),
@@ -99,40 +170,69 @@ impl LaneFeed {
         kind: &RemoteKind,
         sequence: Option<Sequence>,
         payload: &Payload,
-    ) -> (Fed, Option<Missing>) {
+    ) -> Outcome {
         let mut state = self.state();
         let closed = matches!(kind, RemoteKind::Closed);
         let missing = sequence.map(|now| state.streams.see(now, closed));
-        (state.push(kind, payload), missing)
+        let mut evicted = Vec::new();
+        let fed = state.push(kind, payload, &mut evicted);
+        Outcome {
+            fed,
+            missing,
+            evicted,
+        }
     }
 }
 
 impl FeedState {
-    fn push(&mut self, kind: &RemoteKind, payload: &Payload) -> Fed {
+    fn push(
+        &mut self,
+        kind: &RemoteKind,
+        payload: &Payload,
+        evicted: &mut Vec<(NodeId, u64)>,
+    ) -> Fed {
         let daemon = Fed::Daemon { served: Vec::new() };
         if self.off {
             return daemon;
         }
-        let entry = match kind {
-            RemoteKind::Data { metadata } if payload.len() < SHM_THRESHOLD => LaneEntry {
-                metadata: metadata.clone(),
-                data: DataRef::Inline(payload.to_vec()),
+        let data = match kind {
+            RemoteKind::Data { .. } if payload.len() < SHM_THRESHOLD => {
+                Some(DataRef::Inline(payload.to_vec()))
             }
-            .encode()
-            .ok()
-            .filter(|bytes| bytes.len() <= LANE_SLOT_BYTES),
+            RemoteKind::Data { .. } => self.pool.copy(payload).map(DataRef::Shared),
+            RemoteKind::Closed => None,
+        };
+        let entry = match (kind, data) {
+            (RemoteKind::Data { metadata }, Some(data)) => {
+                let entry = LaneEntry {
+                    metadata: metadata.clone(),
+                    data,
+                };
+                entry
+                    .encode()
+                    .ok()
+                    .filter(|bytes| bytes.len() <= LANE_SLOT_BYTES)
+                    .map(|bytes| (bytes, entry.data))
+            }
             _ => None,
         };
-        let Some(entry) = entry else {
+        let Some((entry, data)) = entry else {
             self.off = true;
             return daemon;
+        };
+        let token = match &data {
+            DataRef::Shared(shared) => Some(shared.token),
+            DataRef::Inline(_) => None,
         };
         let mut served = Vec::with_capacity(self.lanes.len());
         for l in &self.lanes {
             let mut seq = l.seq.lock().unwrap_or_else(|e| e.into_inner());
-            match l.lane.push(&entry, None, *seq + 1) {
-                Pushed::Queued { wake, .. } => {
+            match l.lane.push(&entry, token, *seq + 1) {
+                Pushed::Queued { wake, evicted: e } => {
                     *seq += 1;
+                    if let Some(Some(t)) = e {
+                        evicted.push((l.receiver.clone(), t));
+                    }
                     if let (true, Some(bell)) = (wake, &l.bell) {
                         if let Err(e) = bell.ring() {
                             tracing::debug!("{e}");
@@ -143,10 +243,10 @@ impl FeedState {
                 Pushed::Closed | Pushed::TooLarge => self.off = true,
             }
         }
-        if self.off || self.daemon_too {
-            Fed::Daemon { served }
-        } else {
-            Fed::Lanes
+        match data {
+            DataRef::Shared(shared) => Fed::Shared { shared, served },
+            DataRef::Inline(_) if self.off || self.daemon_too => Fed::Daemon { served },
+            DataRef::Inline(_) => Fed::Lanes,
         }
     }
 }
@@ -186,16 +286,27 @@ pub(super) mod tests {
         })
     }
 
-    /// What the lane holds: (sender's number, first payload byte, payload length).
+    /// What the lane holds: (sender's number, first payload byte, payload length), the payload
+    /// inline or in a shared sample.
     pub(crate) fn taken(lane: &Lane) -> Vec<(u64, u8, usize)> {
         let mut entries: Vec<Entry> = Vec::new();
         lane.pop_all(&mut entries);
+        let mut regions = adora_shm::RegionCache::default();
         entries
             .into_iter()
             .map(|e| {
                 let entry = LaneEntry::decode(&e.bytes).expect("a lane entry");
-                let DataRef::Inline(bytes) = entry.data else {
-                    panic!("a shared sample in a fed lane")
+                let bytes = match entry.data {
+                    DataRef::Inline(bytes) => bytes,
+                    DataRef::Shared(shared) => {
+                        assert_eq!(e.token, Some(shared.token), "the lane holds its token");
+                        let file = adora_shm::FileId {
+                            dev: shared.file.dev,
+                            ino: shared.file.ino,
+                        };
+                        let region = regions.get_file(&shared.os_id, file).expect("the sample");
+                        region.as_slice()[..shared.len].to_vec()
+                    }
                 };
                 (e.seq, bytes.first().copied().unwrap_or(0), bytes.len())
             })
@@ -246,7 +357,11 @@ pub(super) mod tests {
             _segments: segments,
             lanes,
             bell,
-            feed: LaneFeed::new(fed, daemon_too),
+            feed: LaneFeed::new(
+                fed,
+                daemon_too,
+                RemotePool::new(format!("{prefix}~remote-")),
+            ),
         }
     }
 
@@ -255,23 +370,27 @@ pub(super) mod tests {
         bell.read(&mut buf).unwrap_or(0)
     }
 
+    fn lanes(outcome: Outcome) -> Option<Missing> {
+        assert_eq!((&outcome.fed, &outcome.evicted), (&Fed::Lanes, &vec![]));
+        outcome.missing
+    }
+
     #[test]
-    fn small_messages_go_into_the_lanes_and_the_rest_to_the_daemon_for_good() {
+    fn small_messages_go_into_the_lanes_and_large_ones_in_a_sample_of_the_pool() {
         let mut f = fixture(1);
         let (kind, payload) = message(1, 8);
         assert_eq!(
-            f.feed.feed(&kind, sequence(0, 0), &payload),
-            (Fed::Lanes, Some(none()))
+            lanes(f.feed.feed(&kind, sequence(0, 0), &payload)),
+            Some(none())
         );
         // The receiver sleeps: the next message rings its bell, once.
         f.lanes[0].set_waiting();
         let (kind, payload) = message(2, 4095);
-        assert_eq!(f.feed.feed(&kind, sequence(1, 0), &payload).0, Fed::Lanes);
+        lanes(f.feed.feed(&kind, sequence(1, 0), &payload));
         assert_eq!(rings(&mut f.bell), 1);
         // Two missing before 4: one dropped by the sending daemon, one lost on the way.
         let (kind, payload) = message(3, 100);
-        let (fed, missing) = f.feed.feed(&kind, sequence(4, 1), &payload);
-        assert_eq!(fed, Fed::Lanes);
+        let missing = lanes(f.feed.feed(&kind, sequence(4, 1), &payload));
         assert_eq!(
             missing,
             Some([
@@ -281,58 +400,83 @@ pub(super) mod tests {
         );
         assert_eq!(taken(&f.lanes[0]), [(1, 1, 8), (2, 2, 4095), (3, 3, 100)]);
 
-        // 4 KiB and more: the daemon copies it into shared memory; it and everything after go
-        // through the daemon, so that the input's order holds. Still counted here.
-        let (kind, payload) = message(4, 4096);
-        let daemon = Fed::Daemon { served: vec![] };
-        assert_eq!(
-            f.feed.feed(&kind, sequence(5, 1), &payload),
-            (daemon, Some(none()))
-        );
+        // 4 KiB and more: copied once into the daemon's pool, the lane gets its handle, and the
+        // daemon is told who holds it (to count them, and to deliver it to anyone else).
+        let (kind, payload) = message(4, 64 << 10);
+        let outcome = f.feed.feed(&kind, sequence(5, 1), &payload);
+        let Fed::Shared { shared, served } = outcome.fed else {
+            panic!("{outcome:?}");
+        };
+        assert_eq!(shared.len, 64 << 10);
+        assert_eq!(served, [("sink".into(), "in0".into())]);
+        // Small ones after it still take the lane.
         let (kind, payload) = message(5, 8);
-        let (fed, missing) = f.feed.feed(&kind, sequence(7, 1), &payload);
-        assert_eq!(fed, Fed::Daemon { served: vec![] });
-        assert_eq!(missing.expect("counted")[1], (RemoteDropReason::Link, 1));
-        assert_eq!(taken(&f.lanes[0]), []);
+        lanes(f.feed.feed(&kind, sequence(6, 1), &payload));
+        assert_eq!(taken(&f.lanes[0]), [(4, 4, 64 << 10), (5, 5, 8)]);
         assert_eq!(rings(&mut f.bell), 0);
+    }
+
+    #[test]
+    fn a_full_lane_hands_back_the_samples_it_drops() {
+        let f = fixture(1);
+        let mut tokens = Vec::new();
+        for n in 0..5 {
+            let (kind, payload) = message(n, 4096);
+            let outcome = f.feed.feed(&kind, None, &payload);
+            let Fed::Shared { shared, .. } = outcome.fed else {
+                panic!("{outcome:?}");
+            };
+            tokens.push(shared.token);
+            // The lane holds 4: the fifth drops the first, whose sample the daemon releases.
+            let evicted: Vec<(NodeId, u64)> = match n {
+                4 => vec![("sink".into(), tokens[0])],
+                _ => vec![],
+            };
+            assert_eq!(outcome.evicted, evicted);
+        }
+        let seqs: Vec<u64> = taken(&f.lanes[0]).iter().map(|t| t.0).collect();
+        assert_eq!(seqs, [2, 3, 4, 5]);
     }
 
     #[test]
     fn the_end_of_the_output_goes_to_the_daemon() {
         let f = fixture(1);
         let (kind, payload) = message(1, 8);
-        f.feed.feed(&kind, sequence(0, 0), &payload);
+        lanes(f.feed.feed(&kind, sequence(0, 0), &payload));
         let end = Payload(ZBytes::from(Vec::<u8>::new()));
-        let (fed, missing) = f.feed.feed(&RemoteKind::Closed, sequence(3, 3), &end);
-        assert_eq!(fed, Fed::Daemon { served: vec![] });
+        let outcome = f.feed.feed(&RemoteKind::Closed, sequence(3, 3), &end);
+        assert_eq!(outcome.fed, Fed::Daemon { served: vec![] });
         // 1 and 2 were dropped by the sending daemon before the end.
-        assert_eq!(
-            missing.expect("counted")[0],
-            (RemoteDropReason::SenderBacklog, 2)
-        );
+        let missing = outcome.missing.expect("counted");
+        assert_eq!(missing[0], (RemoteDropReason::SenderBacklog, 2));
         assert_eq!(taken(&f.lanes[0]), [(1, 1, 8)]);
+        // Everything after it goes to the daemon (it closed the input).
+        let (kind, payload) = message(2, 8);
+        let outcome = f.feed.feed(&kind, None, &payload);
+        assert_eq!(outcome.fed, Fed::Daemon { served: vec![] });
     }
 
     #[test]
     fn a_message_some_lanes_took_before_one_was_closed_names_them_for_the_daemon() {
         let f = fixture(3);
         let (kind, payload) = message(1, 8);
-        assert_eq!(f.feed.feed(&kind, None, &payload), (Fed::Lanes, None));
+        assert_eq!(lanes(f.feed.feed(&kind, None, &payload)), None);
         // A move began: the daemon closed the lane of `in1`.
         f.lanes[1].close();
         let (kind, payload) = message(2, 8);
         let served = vec![("sink".into(), "in0".into()), ("sink".into(), "in2".into())];
-        assert_eq!(f.feed.feed(&kind, None, &payload).0, Fed::Daemon { served });
+        let outcome = f.feed.feed(&kind, None, &payload);
+        assert_eq!(outcome.fed, Fed::Daemon { served });
         // One number per entry across the receiver's lanes, none for the closed one.
         assert_eq!(taken(&f.lanes[0]), [(1, 1, 8), (4, 2, 8)]);
         assert_eq!(taken(&f.lanes[1]), [(2, 1, 8)]);
         assert_eq!(taken(&f.lanes[2]), [(3, 1, 8), (5, 2, 8)]);
-        // From then on, all of it through the daemon.
-        let (kind, payload) = message(3, 8);
-        assert_eq!(
-            f.feed.feed(&kind, None, &payload).0,
-            Fed::Daemon { served: vec![] }
-        );
+        // From then on, all of it through the daemon, large ones uncopied.
+        for size in [8, 64 << 10] {
+            let (kind, payload) = message(3, size);
+            let outcome = f.feed.feed(&kind, None, &payload);
+            assert_eq!(outcome.fed, Fed::Daemon { served: vec![] });
+        }
         assert!(f.lanes.iter().all(|l| !l.has_entries()));
     }
 
@@ -342,9 +486,9 @@ pub(super) mod tests {
         let served = vec![("sink".into(), "in0".into())];
         for n in 0..3 {
             let (kind, payload) = message(n, 8);
-            let fed = f.feed.feed(&kind, None, &payload).0;
+            let outcome = f.feed.feed(&kind, None, &payload);
             assert_eq!(
-                fed,
+                outcome.fed,
                 Fed::Daemon {
                     served: served.clone()
                 }

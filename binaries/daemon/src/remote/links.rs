@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use adora_core::{descriptor::InputSource, DataId, NodeId};
 use adora_message::{daemon_to_daemon::Sequence, stats::RemoteDropReason};
-use adora_shm::{RegionCache, SamplePool};
+use adora_shm::RegionCache;
 use tokio::sync::mpsc;
 
 use super::{ByteBudget, Outgoing, SubscriptionGuard};
@@ -34,8 +34,9 @@ pub(crate) struct RemoteLinks {
     pub(crate) subscriptions: BTreeMap<OutputKey, SubscriptionGuard>,
     /// The daemon's Zenoh session, once this dataflow is attached to it.
     pub(crate) plane: Option<std::sync::Arc<super::RemoteDataPlane>>,
-    /// Copies of remote messages, delivered to local nodes through shared memory.
-    pub(crate) pool: Option<SamplePool>,
+    /// Copies of remote messages, delivered to local nodes through shared memory (shared with
+    /// the subscriptions' feeds).
+    pub(crate) pool: Option<super::feed::RemotePool>,
     /// Mappings of local senders' samples, to read what is published.
     pub(crate) regions: RegionCache,
     /// Per published output: messages taken from the node and how many of them were dropped

@@ -38,7 +38,7 @@ use adora_message::{node_to_daemon::NodeRequest, InputLaneRef, LaneRef, NodeLane
 use adora_shm::{Bell, Lane, LANE_MAX_SLOTS};
 
 use super::{NodeCounters, Routing};
-use crate::remote::feed::{FeedLane, LaneFeed};
+use crate::remote::feed::{FeedLane, LaneFeed, RemotePool};
 
 /// The lanes of one dataflow on this daemon.
 #[derive(Default)]
@@ -190,9 +190,14 @@ impl Routing {
     }
 
     /// The lanes a subscription to `sender/output` (a node on another machine) feeds, with the
-    /// receivers' bells; `None` when it has none or one is closed (a move began: everything goes
+    /// receivers' bells (payloads of 4 KiB and more are copied into `pool`); `None` when it has none or one is closed (a move began: everything goes
     /// through the daemon).
-    pub fn remote_feed(&self, sender: &NodeId, output: &DataId) -> Option<LaneFeed> {
+    pub fn remote_feed(
+        &self,
+        sender: &NodeId,
+        output: &DataId,
+        pool: RemotePool,
+    ) -> Option<LaneFeed> {
         let lanes = &self.lanes;
         let mut fed = Vec::new();
         for ((receiver, input), l) in &lanes.inputs {
@@ -221,7 +226,7 @@ impl Routing {
             .get(&(sender.clone(), output.clone()))
             .copied()
             .unwrap_or(false);
-        (!fed.is_empty()).then(|| LaneFeed::new(fed, daemon_too))
+        (!fed.is_empty()).then(|| LaneFeed::new(fed, daemon_too, pool))
     }
 
     /// The senders' taps lanes, for their control connections (`Taps::set_lanes`).

@@ -1,5 +1,6 @@
 use std::{path::Path, time::Duration};
 
+use crate::remote::feed::RemotePool;
 use adora_message::{Metadata, SegmentFile, SharedRef};
 
 use super::*;
@@ -613,7 +614,10 @@ fn an_input_from_another_machine_gets_a_lane_its_subscription_feeds() {
     assert_eq!(a.inputs[&DataId::from("x")].sender, NodeId::from("src"));
     assert!(a.bell.is_some());
     assert!(r.node_lanes(&"b".into()).inputs.is_empty());
-    let feed = r.remote_feed(&"src".into(), &"out".into()).expect("a feed");
+    let pool = || RemotePool::new(format!("{prefix}~remote-"));
+    let feed = r
+        .remote_feed(&"src".into(), &"out".into(), pool())
+        .expect("a feed");
     assert_eq!(feed.lanes(), 1);
     // `b` has no lane: every message also goes to the daemon, the lane's receiver named.
     let metadata = metadata();
@@ -621,10 +625,12 @@ fn an_input_from_another_machine_gets_a_lane_its_subscription_feeds() {
     let payload = crate::remote::Payload::from(vec![1u8; 8]);
     let served = vec![(NodeId::from("a"), DataId::from("x"))];
     assert_eq!(
-        feed.feed(&kind, None, &payload).0,
+        feed.feed(&kind, None, &payload).fed,
         crate::remote::feed::Fed::Daemon { served }
     );
     // A move closes the lanes: a feed made then writes into none.
     r.close_lanes(|_, _| true);
-    assert!(r.remote_feed(&"src".into(), &"out".into()).is_none());
+    assert!(r
+        .remote_feed(&"src".into(), &"out".into(), pool())
+        .is_none());
 }
