@@ -251,12 +251,18 @@ impl Dataflow {
                 self.arrival_input_seen(&node, &output);
                 self.recycle_remote_samples();
                 // Copied by the subscription's feed already, or here.
+                let shared_by_feed = shared.is_some();
                 let data = match shared.or_else(|| self.copy_to_shared_memory(&payload)) {
                     Some(shared) => DataRef::Shared(shared),
                     None => DataRef::Inline(payload.to_vec()),
                 };
                 self.routing
                     .send_remote_output(&node, &output, (metadata, data), &served);
+                // A feed's sample its receivers dropped before this registration came is free
+                // now: back to the pool before the feed needs one for the next message.
+                if shared_by_feed {
+                    self.recycle_remote_samples();
+                }
             }
         }
     }
