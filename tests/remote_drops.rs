@@ -101,13 +101,16 @@ fn flood_to_a_one_message_queue(test: &str, count: u64, size: usize) {
     // The node API's drop count covers every message it did not get, wherever it was dropped.
     assert_eq!(received + dropped, count, "{done}");
     // Samples of large messages the receiver dropped or that its full lane evicted went back
-    // to the daemon's pool (a leak would leave about one segment per message).
-    let copies = remote_copies();
-    println!("segments of remote copies: {copies}");
-    assert!(
-        copies <= 64,
-        "{copies} segments of remote copies for {count} messages"
-    );
+    // to the daemon's pool (a leak would leave about one segment per message). Small messages
+    // make none (this counts every daemon's, the other test's included).
+    if size >= 4096 {
+        let copies = remote_copies();
+        println!("segments of remote copies: {copies}");
+        assert!(
+            copies <= 64,
+            "{copies} segments of remote copies for {count} messages"
+        );
+    }
 
     // While the sink lingers: the part that went missing between the machines, per reason, in
     // `adora list --json` (from the daemons' heartbeats; one report after the last message) and
