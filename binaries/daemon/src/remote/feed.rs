@@ -1,6 +1,6 @@
 //! Remote messages straight into the receivers' lanes: the subscription's Zenoh callback writes
-//! an inline message of another machine's node into the lanes of its local receivers and rings
-//! a receiver's bell only when it sleeps, as a local sender would. Neither the subscription task
+//! a message of another machine's node into the lanes of its local receivers and rings a
+//! receiver's bell only when it sleeps, as a local sender would. Neither the subscription task
 //! nor the daemon's actor nor the receiver's events connection is on the way.
 //!
 //! The daemon creates these lanes with the local ones when the dataflow starts (an input from a
@@ -202,23 +202,26 @@ impl FeedState {
             RemoteKind::Data { .. } => self.pool.copy(payload).map(DataRef::Shared),
             RemoteKind::Closed => None,
         };
-        let entry = match (kind, data) {
-            (RemoteKind::Data { metadata }, Some(data)) => {
-                let entry = LaneEntry {
-                    metadata: metadata.clone(),
-                    data,
-                };
-                entry
-                    .encode()
-                    .ok()
-                    .filter(|bytes| bytes.len() <= LANE_SLOT_BYTES)
-                    .map(|bytes| (bytes, entry.data))
-            }
-            _ => None,
-        };
-        let Some((entry, data)) = entry else {
+        let (RemoteKind::Data { metadata }, Some(data)) = (kind, data) else {
             self.off = true;
             return daemon;
+        };
+        let entry = LaneEntry {
+            metadata: metadata.clone(),
+            data,
+        };
+        let encoded = entry.encode().ok();
+        let data = entry.data;
+        let Some(entry) = encoded.filter(|bytes| bytes.len() <= LANE_SLOT_BYTES) else {
+            // Not for a lane: the daemon delivers it (the sample it is in, if any).
+            self.off = true;
+            return match data {
+                DataRef::Shared(shared) => Fed::Shared {
+                    shared,
+                    served: Vec::new(),
+                },
+                DataRef::Inline(_) => daemon,
+            };
         };
         let token = match &data {
             DataRef::Shared(shared) => Some(shared.token),
