@@ -44,9 +44,8 @@ pub(crate) struct FeedLane {
     pub receiver: NodeId,
     pub input: DataId,
     pub lane: Arc<Lane>,
-    /// The receiver's bell (`None`: it could not be opened; the receiver finds the message
-    /// when it wakes for something else).
-    pub bell: Option<Bell>,
+    /// The receiver's bell (the daemon's own descriptor of it).
+    pub bell: Option<Arc<Bell>>,
     /// The number of the last entry the remote sender pushed into any lane of this receiver
     /// (shared by the feeds of all its outputs).
     pub seq: Arc<Mutex<u64>>,
@@ -352,7 +351,7 @@ pub(super) mod tests {
                 receiver: "sink".into(),
                 input: format!("in{i}").as_str().into(),
                 lane: lane.clone(),
-                bell: Some(Bell::ringer(&path).expect("ringer")),
+                bell: Some(Arc::new(Bell::ringer(&path).expect("ringer"))),
                 seq: seq.clone(),
             })
             .collect();

@@ -46,8 +46,9 @@ pub(crate) struct Lanes {
     /// (receiver, input) → its lane.
     inputs: BTreeMap<(NodeId, DataId), InputLane>,
     /// Receiving node → its bell, kept open for reading by the daemon so that ringing it never
-    /// meets a FIFO without reader (`SIGPIPE` in the sender).
-    bells: BTreeMap<NodeId, (PathBuf, Bell)>,
+    /// meets a FIFO without reader (`SIGPIPE` in the sender); open for writing too, so the
+    /// feeds of remote outputs ring it through the same descriptor.
+    bells: BTreeMap<NodeId, (PathBuf, Arc<Bell>)>,
     /// (sender, output) → whether receivers without a lane (on other machines, or local ones
     /// with an `input_timeout`, a `queue_size` above a lane's, a lane that could not be
     /// created) need its messages from the daemon too.
@@ -190,8 +191,8 @@ impl Routing {
     }
 
     /// The lanes a subscription to `sender/output` (a node on another machine) feeds, with the
-    /// receivers' bells (payloads of 4 KiB and more are copied into `pool`); `None` when it has none or one is closed (a move began: everything goes
-    /// through the daemon).
+    /// receivers' bells (payloads of 4 KiB and more are copied into `pool`); `None` when it has
+    /// none or one is closed (a move began: everything goes through the daemon).
     pub fn remote_feed(
         &self,
         sender: &NodeId,
@@ -207,11 +208,7 @@ impl Routing {
             if l.lane.is_closed() {
                 return None;
             }
-            let bell = lanes.bells.get(receiver).and_then(|(path, _)| {
-                Bell::ringer(path)
-                    .inspect_err(|e| tracing::warn!("cannot open the bell of `{receiver}`: {e}"))
-                    .ok()
-            });
+            let bell = lanes.bells.get(receiver).map(|(_, bell)| bell.clone());
             let seq = lanes.remote_seqs.get(&(sender.clone(), receiver.clone()))?;
             fed.push(FeedLane {
                 receiver: receiver.clone(),
@@ -464,7 +461,7 @@ impl Lanes {
             let path = Bell::path(&format!("{prefix}~bell-{}", self.bells.len()));
             Bell::create(&path).map_err(|e| format!("bell {}: {e}", path.display()))?;
             let bell = Bell::listen(&path).map_err(|e| format!("bell {}: {e}", path.display()))?;
-            self.bells.insert(receiver.clone(), (path, bell));
+            self.bells.insert(receiver.clone(), (path, Arc::new(bell)));
         }
         let name = format!("{prefix}~lane-{}", self.inputs.len());
         let lane = Lane::create(&name, capacity).map_err(|e| e.to_string())?;
