@@ -149,6 +149,46 @@ fn a_receiver_killed_while_holding_samples_gives_them_back() {
     killed_holder(false);
 }
 
+fn restarted_holder(lanes: bool) {
+    let (state, dir) = (temp_dir(), temp_dir());
+    let once = dir.path().join("held");
+    // The first instance of `holder` takes three 1 MiB messages and dies holding them; the
+    // restart policy starts a second, which takes what its lane queued meanwhile and the rest.
+    let yaml = r#"
+nodes:
+  - id: flood
+    path: {node}
+    env: { MODE: flood, COUNT: 10, SIZE: 1048576, PACE_MS: 50, WAIT_RELEASED: 1 }
+    outputs: [data]
+  - id: holder
+    path: {node}
+    env: { MODE: hold, COUNT: 3, ONCE_FILE: "{once}" }
+    restart_policy: on-failure
+    max_restarts: 1
+    restart_delay: 200ms
+    inputs: { data: { source: flood/data, queue_size: 10 } }
+"#
+    .replace("{once}", &once.display().to_string());
+    let dataflow = write_dataflow(dir.path(), &yaml);
+    let out = run(state.path(), &dataflow, lanes);
+    assert!(out.stdout.contains("holding 3"), "{out}");
+    // What the first instance took comes back to the sender while the second one runs (a
+    // restart is not an end), and the second one gets what was queued for it.
+    assert!(
+        out.stdout.contains("flood released"),
+        "lanes={lanes}: {out}"
+    );
+    let (received, last_seq, dropped) = summary(&out, "holder");
+    assert_eq!((last_seq, dropped), (9, 0), "lanes={lanes}: {out}");
+    assert!(received >= 4, "lanes={lanes}: {received} received\n{out}");
+}
+
+#[test]
+fn a_receiver_restarted_after_dying_with_samples_gives_them_back_and_gets_its_queue() {
+    restarted_holder(true);
+    restarted_holder(false);
+}
+
 fn stuck_receiver(lanes: bool) {
     let (state, dir) = (temp_dir(), temp_dir());
     // `stuck` takes one message, then sleeps for a minute in its own code while more wait in its

@@ -280,13 +280,6 @@ pub(crate) fn request_event(dataflow: Uuid, node: &NodeId, request: NodeRequest)
             data,
             served,
         },
-        NodeRequest::LaneEvicted {
-            receiver, tokens, ..
-        } => Event::LaneEvicted {
-            dataflow,
-            receiver,
-            tokens,
-        },
         NodeRequest::CloseOutputs(outputs) => Event::CloseOutputs {
             dataflow,
             node,

@@ -42,6 +42,9 @@ struct NodeRouting {
     has_inputs: bool,
     events_waiter: Option<Waiter>,
     freed: Vec<u64>,
+    /// Lanes of its outputs whose receiver's instance ended, and where it stopped taking (see
+    /// `DaemonReply::LanesReleased`), pushed on the drops connection like `freed`.
+    released_lanes: Vec<(String, u64)>,
     freed_waiter: Option<Waiter>,
     /// Shared samples handed to the node and not yet reported dropped (token -> count).
     held: HashMap<u64, usize>,
@@ -359,7 +362,6 @@ impl Routing {
     /// release everything it held and end its pending requests.
     pub fn node_exited(&mut self, node: &NodeId) {
         // What it (or another sender) reported in a lane comes before its end.
-        self.drain_reports(None);
         let outputs: Vec<DataId> = match self.nodes.get(node) {
             Some(s) => s.open_outputs.iter().cloned().collect(),
             None => return,
@@ -388,7 +390,6 @@ impl Routing {
     /// instance held and end its pending requests, but keep its queued inputs (for the new
     /// instance) and its outputs open (its receivers wait for it).
     pub fn node_restarting(&mut self, node: &NodeId) {
-        self.drain_reports(None);
         let Some(state) = self.nodes.get_mut(node) else {
             return;
         };

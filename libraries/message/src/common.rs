@@ -146,12 +146,6 @@ pub struct NodeLanes {
     /// Output → the lanes of its local receivers.
     #[serde(default)]
     pub outputs: BTreeMap<DataId, OutputLanes>,
-    /// The lane the node writes what the daemon must know about its lanes into
-    /// (`SendOutputDirect` of a shared sample, `LaneEvicted`), instead of its control socket: the
-    /// daemon reads it when it needs it (a drop report, an exit, the node's next request), so
-    /// that a message does not wake the daemon. Full: the control socket.
-    #[serde(default)]
-    pub reports: Option<String>,
     /// The lane the node writes a copy of each inline message of an output a tap watches into
     /// ([`TapCopy`], numbered from 1), instead of sending it on its control socket: the daemon
     /// reads it every millisecond while a tap watches the node, and before a tapped message the
@@ -188,6 +182,12 @@ pub struct InputLaneRef {
     /// `poll: spin`: the node busy-polls this lane a while before it sleeps.
     #[serde(default)]
     pub spin: bool,
+    /// The lane's place among the lanes of its output in the sender's `NodeLanes` (the bit of
+    /// the holder words of the output's samples, see `adora_shm::release_lane`): the receiver
+    /// releases a shared sample it took from this lane by clearing that bit, and tells nobody.
+    /// `None` (a feed of messages from another machine): it reports the drop to the daemon.
+    #[serde(default)]
+    pub bit: Option<u32>,
 }
 
 /// One lane of an output: the receiving input, the lane's name and the receiver's bell.

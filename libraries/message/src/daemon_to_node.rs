@@ -24,6 +24,11 @@ pub enum DaemonReply {
     /// Pushed on the drops channel: tokens of samples every receiver released. Empty means the
     /// node is shutting down.
     FreedSamples(Vec<u64>),
+    /// Pushed on the drops channel: an instance of the receiver of each of these lanes (the
+    /// sender's lane, named as in `NodeLanes`) ended having taken every entry before the
+    /// position given (`u64::MAX`: it is gone for good, its queued entries were discarded). The
+    /// sender releases the lane's hold on those samples: the instance can no longer drop them.
+    LanesReleased(Vec<(String, u64)>),
     /// Answer to `TakeUpdateLock` (control channel): `Err` says why the lock was refused (the
     /// machine is being upgraded or drained, the coordinator is not reachable).
     UpdateLock(Result<(), String>),

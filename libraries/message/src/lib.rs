@@ -41,8 +41,10 @@ pub use common::{
 /// Version of the node ↔ daemon protocol; a node built against another version is rejected at
 /// registration with a clear message. Version 4: lanes (`NodeConfig::lanes`, `SendOutputDirect`,
 /// `LaneEvicted`); a node of version 3 would not read its lanes. Version 5: the taps lane
-/// (`NodeLanes::taps`, `taps_before` in `SendOutput` and `SendOutputDirect`).
-pub const NODE_PROTOCOL_VERSION: u32 = 5;
+/// (`NodeLanes::taps`, `taps_before` in `SendOutput` and `SendOutputDirect`). Version 6: samples
+/// read through lanes go back to their sender's pool through holder words in the sample
+/// (`InputLaneRef::bit`, `DaemonReply::LanesReleased`), not through the daemon.
+pub const NODE_PROTOCOL_VERSION: u32 = 6;
 
 /// The version of Adora this crate belongs to: the package version, plus the suffix in the
 /// environment variable `ADORA_VERSION_SUFFIX` when it was set at build time (see `build.rs`).

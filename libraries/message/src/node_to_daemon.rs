@@ -86,9 +86,10 @@ pub enum NodeRequest {
     },
     /// An output sent straight into the lanes of the receivers in `served` (control channel, no
     /// reply): the daemon routes it to the output's other receivers (other machines, taps, local
-    /// receivers whose lane it closed) and counts a shared payload as held by `served` until
-    /// they report it dropped. A message every lane took and that has no shared payload and no
-    /// receiver elsewhere is not sent to the daemon at all.
+    /// receivers whose lane it closed) and holds a shared payload until those are done with it
+    /// (`served` hold it through the holder words in the sample, see `adora_shm::release_lane`).
+    /// A message every lane took and that has no receiver elsewhere is not sent to the daemon
+    /// at all.
     SendOutputDirect {
         /// Output id.
         output: DataId,
@@ -101,26 +102,4 @@ pub enum NodeRequest {
         /// As in [`NodeRequest::SendOutput`].
         taps_before: u64,
     },
-    /// A full lane dropped its oldest entries, which referred to these shared samples (control
-    /// channel, no reply): the receiver will never hold them.
-    LaneEvicted {
-        /// The receiving node.
-        receiver: NodeId,
-        /// Its input.
-        input: DataId,
-        /// The samples' tokens.
-        tokens: Vec<u64>,
-    },
-}
-
-impl NodeRequest {
-    /// The request as an entry of a node's reports lane (`NodeLanes::reports`).
-    pub fn encode_report(&self) -> Result<Vec<u8>, bincode::Error> {
-        bincode::serialize(self)
-    }
-
-    /// A request read from a node's reports lane.
-    pub fn decode_report(bytes: &[u8]) -> Result<NodeRequest, bincode::Error> {
-        bincode::deserialize(bytes)
-    }
 }

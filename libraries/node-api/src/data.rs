@@ -7,7 +7,7 @@ use std::{
 };
 
 use adora_message::{arrow_layout::TypeInfo, Parameter};
-use adora_shm::{SampleMut, SharedSlice};
+use adora_shm::{SampleMut, SharedSlice, ShmRegion};
 use arrow_array::ArrayRef;
 use arrow_buffer::Buffer;
 
@@ -20,9 +20,10 @@ pub type MetadataParameters = std::collections::BTreeMap<String, Parameter>;
 /// the sender sent.
 ///
 /// Large payloads are a read-only view into the sender's shared-memory sample: no copy was made on
-/// the way here. Dropping the `Data` (and every array made from it) tells the daemon this receiver
-/// is done with the sample (with the event stream's next request for events, or at once if the
-/// stream is already waiting).
+/// the way here. Dropping the `Data` (and every array made from it) releases the sample: through
+/// a lane, by clearing the lane's bit in the sample's holder words (the sender's pool sees it);
+/// through the daemon, by telling it (with the event stream's next request for events, or at once
+/// if the stream is already waiting).
 pub struct Data {
     repr: Repr,
     type_info: TypeInfo,
@@ -34,21 +35,26 @@ enum Repr {
     Shared(Arc<SharedPayload>),
 }
 
-/// A received shared sample; reported dropped when the last `Data` or Arrow buffer using it goes.
+/// A received shared sample; released when the last `Data` or Arrow buffer using it goes.
 struct SharedPayload {
     slice: SharedSlice,
     _release: Release,
 }
 
-/// Reports a received shared sample dropped when dropped.
-struct Release {
-    token: u64,
-    drops: Arc<DropReports>,
+/// Releases a received shared sample when dropped.
+pub(crate) enum Release {
+    /// It came through the daemon (or a lane fed from another machine): report the drop.
+    Daemon { token: u64, drops: Arc<DropReports> },
+    /// It came through a lane of a local sender: clear the lane's holder bit in the sample.
+    Lane { region: Arc<ShmRegion>, bit: u32 },
 }
 
 impl Drop for Release {
     fn drop(&mut self) {
-        self.drops.dropped(self.token);
+        match self {
+            Release::Daemon { token, drops } => drops.dropped(*token),
+            Release::Lane { region, bit } => adora_shm::release_lane(region, *bit),
+        }
     }
 }
 
@@ -60,15 +66,10 @@ impl Data {
         }
     }
 
-    pub(crate) fn shared(
-        slice: SharedSlice,
-        token: u64,
-        drops: Arc<DropReports>,
-        type_info: TypeInfo,
-    ) -> Self {
+    pub(crate) fn shared(slice: SharedSlice, release: Release, type_info: TypeInfo) -> Self {
         let payload = SharedPayload {
             slice,
-            _release: Release { token, drops },
+            _release: release,
         };
         Data {
             repr: Repr::Shared(Arc::new(payload)),

@@ -1,7 +1,7 @@
 //! The event stream: inputs, closed inputs, stop and errors, pulled from the daemon.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     io::BufReader,
     os::{fd::AsFd, unix::net::UnixStream},
     sync::Arc,
@@ -15,10 +15,14 @@ use adora_message::{
     node_to_daemon::NodeRequest,
     DataRef, Metadata,
 };
-use adora_shm::{FileId, RegionCache, SharedSlice};
+use adora_shm::{FileId, RegionCache, SharedSlice, ShmRegion};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use crate::{data::Data, drops::DropReports, lanes::InputLanes};
+use crate::{
+    data::{Data, Release},
+    drops::DropReports,
+    lanes::InputLanes,
+};
 
 /// How long a node with a `poll: spin` input busy-polls its lanes before it sleeps.
 const SPIN_FOR: Duration = Duration::from_millis(10);
@@ -85,6 +89,8 @@ pub struct EventStream {
     requested: bool,
     /// The lanes of its local inputs (see `lanes.rs`).
     lanes: InputLanes,
+    /// Shared samples taken from lanes that are released through a holder bit (token → bit).
+    lane_bits: HashMap<u64, Vec<u32>>,
 }
 
 /// What ended a wait for events.
@@ -113,6 +119,7 @@ impl EventStream {
             ended: false,
             requested: false,
             lanes,
+            lane_bits: HashMap::new(),
         }
     }
 
@@ -143,7 +150,7 @@ impl EventStream {
             if let Some(event) = self.buffered.pop_front() {
                 return Some(self.convert(event));
             }
-            if self.lanes.take(&mut self.buffered, &self.drops) > 0 {
+            if (self.lanes).take((&mut self.buffered, &mut self.lane_bits), &self.drops) > 0 {
                 continue;
             }
             if self.ended {
@@ -295,7 +302,7 @@ impl EventStream {
     /// sent before anything the daemon delivers now.
     fn read_reply(&mut self) {
         let reply = read_frame::<DaemonReply>(&mut self.stream, &mut self.buf);
-        self.lanes.take(&mut self.buffered, &self.drops);
+        (self.lanes).take((&mut self.buffered, &mut self.lane_bits), &self.drops);
         self.requested = false;
         self.fetched(reply);
         self.drops.stop_waiting(self.ended);
@@ -330,6 +337,17 @@ impl EventStream {
         }
     }
 
+    /// The holder bit a shared sample taken from a lane is released through (`None`: it came
+    /// through the daemon, or from a lane fed from another machine).
+    fn lane_bit(&mut self, token: u64) -> Option<u32> {
+        let bits = self.lane_bits.get_mut(&token)?;
+        let bit = bits.pop();
+        if bits.is_empty() {
+            self.lane_bits.remove(&token);
+        }
+        bit
+    }
+
     fn convert(&mut self, event: NodeEvent) -> Event {
         match event {
             NodeEvent::Input { id, metadata, data } => {
@@ -340,19 +358,31 @@ impl EventStream {
                             dev: shared.file.dev,
                             ino: shared.file.ino,
                         };
-                        let slice = self
-                            .regions
-                            .get_file(&shared.os_id, file)
-                            .and_then(|region| SharedSlice::new(region, shared.len));
+                        let bit = self.lane_bit(shared.token);
+                        let release = |region: &Arc<ShmRegion>| match bit {
+                            Some(bit) => Release::Lane {
+                                region: region.clone(),
+                                bit,
+                            },
+                            None => Release::Daemon {
+                                token: shared.token,
+                                drops: self.drops.clone(),
+                            },
+                        };
+                        let slice = (self.regions.get_file(&shared.os_id, file)).and_then(|r| {
+                            let release = release(&r);
+                            Ok((SharedSlice::new(r, shared.len)?, release))
+                        });
                         match slice {
-                            Ok(slice) => Data::shared(
-                                slice,
-                                shared.token,
-                                self.drops.clone(),
-                                metadata.type_info.clone(),
-                            ),
+                            Ok((slice, release)) => {
+                                Data::shared(slice, release, metadata.type_info.clone())
+                            }
                             Err(e) => {
-                                self.drops.dropped(shared.token);
+                                if bit.is_none() {
+                                    // A lane's sample stays held: it cannot be mapped to
+                                    // release it (the dataflow's end removes it).
+                                    self.drops.dropped(shared.token);
+                                }
                                 return Event::Error(format!(
                                     "input `{id}`: cannot map shared sample {}: {e}",
                                     shared.os_id

@@ -16,9 +16,9 @@
 //!   on its bell and its events connection at once.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex},
 };
 
 use adora_core::{DataId, NodeId};
@@ -26,11 +26,12 @@ use adora_message::{
     daemon_to_node::NodeEvent, node_to_daemon::NodeRequest, DataRef, LaneEntry, Metadata,
     NodeLanes, TapCopy, Timestamp,
 };
-use adora_shm::{Bell, Entry, Lane, Pushed};
+use adora_shm::{Bell, Entry, Lane, Pushed, SamplePool, SampleToken};
 
 use crate::{
     drops::{ControlChannel, DropReports},
     error::NodeError,
+    node::lock_pool,
 };
 
 /// Most local receivers an output reaches through lanes; more go through the daemon.
@@ -51,6 +52,8 @@ struct OutputLane {
     bell: Arc<Bell>,
     /// Index of the receiving node in [`OutputLanes::seqs`].
     receiver_index: usize,
+    /// The node's number for this lane (see [`OutputLanes::numbers`]).
+    number: u32,
 }
 
 /// The lanes of a node's outputs.
@@ -59,9 +62,8 @@ pub(crate) struct OutputLanes {
     outputs: BTreeMap<DataId, Output>,
     /// Per receiving node: the number of the last entry pushed to any of its lanes.
     seqs: Vec<u64>,
-    /// Where what the daemon must know goes when it need not act at once (see
-    /// `NodeLanes::reports`); `None`: the control connection.
-    reports: Option<Lane>,
+    /// Lane name → the node's number for it, for the daemon's `LanesReleased`.
+    numbers: HashMap<String, u32>,
     /// Where copies for a tap go (see `NodeLanes::taps`); `None`: the control connection.
     taps: Option<TapsLane>,
 }
@@ -115,6 +117,7 @@ impl OutputLanes {
         let mut bells: BTreeMap<PathBuf, Arc<Bell>> = BTreeMap::new();
         let mut receivers: Vec<&NodeId> = Vec::new();
         let mut outputs = BTreeMap::new();
+        let mut numbers = HashMap::new();
         for (output, lanes) in &config.outputs {
             if lanes.lanes.len() > MAX_LANES_PER_OUTPUT {
                 continue; // the daemon path: `served` is a bit set
@@ -139,12 +142,15 @@ impl OutputLanes {
                             receivers.len() - 1
                         }
                     };
+                    let number = numbers.len() as u32;
+                    numbers.insert(l.lane.clone(), number);
                     Ok(OutputLane {
                         receiver: l.receiver.clone(),
                         input: l.input.clone(),
                         lane,
                         bell,
                         receiver_index,
+                        number,
                     })
                 })
                 .collect();
@@ -172,13 +178,18 @@ impl OutputLanes {
         Self {
             outputs,
             seqs: vec![0; receivers.len()],
-            reports: open(&config.reports, "reporting"),
+            numbers,
             taps: open(&config.taps, "sending copies for taps").map(|lane| TapsLane {
                 lane,
                 pushed: 0,
                 unmarked: false,
             }),
         }
+    }
+
+    /// Lane name → the node's number for it (`SamplePool::release_taken`).
+    pub(crate) fn numbers(&self) -> HashMap<String, u32> {
+        self.numbers.clone()
     }
 
     /// How many entries went into the taps lane so far (`taps_before` of a request).
@@ -190,7 +201,7 @@ impl OutputLanes {
     /// daemon had to know was told), else the message back to send through the daemon.
     pub(crate) fn send(
         &mut self,
-        control: &ControlChannel,
+        (control, pool): (&ControlChannel, &Mutex<SamplePool>),
         output: &DataId,
         metadata: Metadata,
         data: DataRef,
@@ -211,18 +222,27 @@ impl OutputLanes {
             .encode()
             .map_err(|e| NodeError::Protocol(format!("cannot encode a message: {e}")))?;
         let LaneEntry { metadata, data } = entry;
+        // A shared sample is held by each lane that takes it (a bit in the sample, set before the
+        // push) until its receiver drops it: nobody tells the daemon.
+        let mut pool = token.map(|_| lock_pool(pool));
         let mut served = 0u64; // a bit per lane that took it (beyond 64, the daemon path)
         let mut all_served = true;
-        let mut evicted = Vec::new();
         for (i, l) in out.lanes.iter().enumerate() {
+            let bit = i as u32;
+            if let (Some(pool), Some(t)) = (pool.as_mut(), token) {
+                pool.hold_in_lane(SampleToken(t), bit);
+            }
             // Numbered only once taken: a gap would hold the receiver's next entry back.
             let seq = self.seqs[l.receiver_index] + 1;
             match l.lane.push(&bytes, token, seq) {
-                Pushed::Queued { evicted: e, wake } => {
+                Pushed::Queued { evicted, wake, at } => {
                     self.seqs[l.receiver_index] = seq;
-                    served |= 1u64.checked_shl(i as u32).unwrap_or(0);
-                    if let Some(Some(t)) = e {
-                        evicted.push((l.receiver.clone(), l.input.clone(), t));
+                    served |= 1u64.checked_shl(bit).unwrap_or(0);
+                    if let (Some(pool), Some(t)) = (pool.as_mut(), token) {
+                        pool.pushed_to_lane(SampleToken(t), (l.number, bit), at);
+                    }
+                    if let (Some(pool), Some(Some(old))) = (pool.as_mut(), evicted) {
+                        pool.release_lane(SampleToken(old), bit);
                     }
                     if wake {
                         if let Err(e) = l.bell.ring() {
@@ -231,6 +251,9 @@ impl OutputLanes {
                     }
                 }
                 Pushed::Closed | Pushed::TooLarge => {
+                    if let (Some(pool), Some(t)) = (pool.as_mut(), token) {
+                        pool.release_lane(SampleToken(t), bit);
+                    }
                     out.closed = true;
                     all_served = false;
                 }
@@ -238,34 +261,27 @@ impl OutputLanes {
         }
         let tapped = tap_on_socket(&mut self.taps, out, (output, &data, &bytes), all_served);
         let daemon_copy = out.daemon_copy || tapped;
-        // Only a registration (every lane took it, nobody elsewhere): no need to wake the daemon.
-        let report_only = all_served && !daemon_copy;
-        if token.is_some() || daemon_copy || !all_served {
-            let served = (out.lanes.iter().enumerate())
-                .filter(|(i, _)| served & 1u64.checked_shl(*i as u32).unwrap_or(0) != 0)
-                .map(|(_, l)| (l.receiver.clone(), l.input.clone()))
-                .collect();
-            let request = NodeRequest::SendOutputDirect {
-                output: output.clone(),
-                metadata,
-                data,
-                served,
-                taps_before: self.taps.as_ref().map_or(0, |t| t.pushed),
-            };
-            if report_only {
-                report(self.reports.as_ref(), control, &request)?;
-            } else {
-                control.send(&request)?;
+        if !daemon_copy && all_served {
+            // Every receiver has it; a shared sample is held by the lanes alone.
+            if let (Some(pool), Some(t)) = (pool.as_mut(), token) {
+                pool.lanes_only(SampleToken(t));
             }
+            return Ok(None);
         }
-        for (receiver, input, token) in evicted {
-            let request = NodeRequest::LaneEvicted {
-                receiver,
-                input,
-                tokens: vec![token],
-            };
-            report(self.reports.as_ref(), control, &request)?;
-        }
+        drop(pool);
+        // The daemon routes it to the receivers the lanes did not serve, and holds a shared
+        // sample until they are done (its release of the token tells the pool).
+        let served = (out.lanes.iter().enumerate())
+            .filter(|(i, _)| served & 1u64.checked_shl(*i as u32).unwrap_or(0) != 0)
+            .map(|(_, l)| (l.receiver.clone(), l.input.clone()))
+            .collect();
+        control.send(&NodeRequest::SendOutputDirect {
+            output: output.clone(),
+            metadata,
+            data,
+            served,
+            taps_before: self.taps.as_ref().map_or(0, |t| t.pushed),
+        })?;
         Ok(None)
     }
 }
@@ -295,25 +311,6 @@ fn tap_on_socket(
     !copied
 }
 
-/// Writes `request` into the reports lane, or on the control connection when there is none, it
-/// is full or the request does not fit in a slot. The daemon reads the lane before any later
-/// request of this node, so the order holds.
-fn report(
-    reports: Option<&Lane>,
-    control: &ControlChannel,
-    request: &NodeRequest,
-) -> Result<(), NodeError> {
-    let queued = reports.is_some_and(|lane| {
-        request
-            .encode_report()
-            .is_ok_and(|bytes| lane.try_push(&bytes, 0))
-    });
-    if !queued {
-        control.send(request)?;
-    }
-    Ok(())
-}
-
 fn lanes_daemon_copy(config: &NodeLanes, output: &DataId) -> bool {
     config.outputs.get(output).is_some_and(|o| o.daemon_copy)
 }
@@ -339,6 +336,8 @@ struct InputLane {
     lane: Lane,
     /// Index in [`InputLanes::senders`].
     sender: usize,
+    /// The holder bit of the lane in its samples (`InputLaneRef::bit`).
+    bit: Option<u32>,
 }
 
 /// A sender numbers what it pushes to this node's lanes (all inputs together). Taking every lane
@@ -380,6 +379,7 @@ impl InputLanes {
                         input: input.clone(),
                         lane,
                         sender,
+                        bit: l.bit,
                     });
                 }
                 Err(e) => errors.push(NodeEvent::Error(format!(
@@ -417,9 +417,14 @@ impl InputLanes {
     }
 
     /// Moves the queued entries into `events`: per sender in the order it sent them, senders
-    /// merged by timestamp. Returns how many. The sample of an entry that cannot be decoded is
-    /// reported dropped to `drops`.
-    pub(crate) fn take(&mut self, events: &mut VecDeque<NodeEvent>, drops: &DropReports) -> usize {
+    /// merged by timestamp. Returns how many. A shared sample the receiver releases by clearing
+    /// its lane's holder bit gets that bit in `bits` (by token); the sample of an entry that
+    /// cannot be decoded is released at once.
+    pub(crate) fn take(
+        &mut self,
+        (events, bits): (&mut VecDeque<NodeEvent>, &mut HashMap<u64, Vec<u32>>),
+        drops: &DropReports,
+    ) -> usize {
         let mut fresh: Vec<Vec<Taken>> = Vec::new();
         for (i, l) in self.lanes.iter().enumerate() {
             self.scratch.clear();
@@ -451,7 +456,11 @@ impl InputLanes {
                     continue;
                 }
                 order.next = t.entry.seq + 1;
-                ready.push(decode(&self.lanes[t.lane].input, t.entry, drops));
+                let lane = &self.lanes[t.lane];
+                if let (Some(token), Some(bit)) = (t.entry.token, lane.bit) {
+                    bits.entry(token).or_default().push(bit);
+                }
+                ready.push(decode(&lane.input, t.entry, drops, bits));
             }
         }
         // Stable: events of one sender keep their order (their timestamps grow anyway).
@@ -516,8 +525,14 @@ impl InputLanes {
 }
 
 /// The event of an entry of `input`'s lane, with its timestamp (`None`: it could not be
-/// decoded; its sample is reported dropped).
-fn decode(input: &DataId, entry: Entry, drops: &DropReports) -> (Option<Timestamp>, NodeEvent) {
+/// decoded; its sample is released if it goes back through the daemon, otherwise it stays held
+/// until the dataflow ends: without the entry the receiver cannot find the sample).
+fn decode(
+    input: &DataId,
+    entry: Entry,
+    drops: &DropReports,
+    bits: &mut HashMap<u64, Vec<u32>>,
+) -> (Option<Timestamp>, NodeEvent) {
     match LaneEntry::decode(&entry.bytes) {
         Ok(LaneEntry { metadata, data }) => (
             Some(metadata.timestamp),
@@ -529,7 +544,13 @@ fn decode(input: &DataId, entry: Entry, drops: &DropReports) -> (Option<Timestam
         ),
         Err(e) => {
             if let Some(token) = entry.token {
-                drops.dropped(token);
+                let bit = bits.get_mut(&token).and_then(Vec::pop);
+                if bits.get(&token).is_some_and(Vec::is_empty) {
+                    bits.remove(&token);
+                }
+                if bit.is_none() {
+                    drops.dropped(token);
+                }
             }
             let error =
                 format!("input `{input}`: a malformed message in its lane ({e}) was dropped");
@@ -599,6 +620,7 @@ mod tests {
                 input: "in".into(),
                 lane,
                 sender: 0,
+                bit: Some(0),
             }],
             senders: vec![SenderOrder::default()],
             spin: false,
@@ -641,6 +663,8 @@ mod tests {
         let (node, _daemon) = std::os::unix::net::UnixStream::pair().expect("pair");
         let drops = DropReports::new(Arc::new(ControlChannel::new(node)));
         let mut events = VecDeque::new();
+        let mut bits = HashMap::new();
+        let events = (&mut events, &mut bits);
 
         assert!(lanes.prepare_sleep(), "nothing queued: it may sleep");
         send(&sender, &ringer, 1);
@@ -649,14 +673,14 @@ mod tests {
 
         lanes.woke();
         assert!(rung(listener), "waking up leaves the ring for later");
-        assert_eq!(lanes.take(&mut events, &drops), 1);
+        assert_eq!(lanes.take((&mut *events.0, &mut *events.1), &drops), 1);
         send(&sender, &ringer, 2); // while awake: no ring
         assert!(!lanes.prepare_sleep(), "an entry came meanwhile");
         assert!(
             !rung(lanes.bell().expect("a bell")),
             "drained before sleeping"
         );
-        assert_eq!(lanes.take(&mut events, &drops), 1);
+        assert_eq!(lanes.take((&mut *events.0, &mut *events.1), &drops), 1);
         assert!(lanes.prepare_sleep());
         assert!(
             !rung(lanes.bell().expect("a bell")),

@@ -1,7 +1,7 @@
 //! The node handle: registration with the daemon and sending outputs.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, HashMap},
     io::BufReader,
     os::unix::net::UnixStream,
     sync::{Arc, Mutex, MutexGuard},
@@ -85,7 +85,7 @@ fn die_with_daemon(daemon: u32) {
     }
 }
 
-fn lock_pool(pool: &Mutex<SamplePool>) -> MutexGuard<'_, SamplePool> {
+pub(crate) fn lock_pool(pool: &Mutex<SamplePool>) -> MutexGuard<'_, SamplePool> {
     pool.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -113,12 +113,14 @@ impl AdoraNode {
         let drops = connect(&config, Channel::Drops)?;
 
         let pool = Arc::new(Mutex::new(SamplePool::new(config.shm_prefix.clone())));
+        let lanes = OutputLanes::open(&config.lanes);
         let drops = BufReader::with_capacity(DROPS_READ_BUFFER, drops);
         let drops_thread = {
             let pool = pool.clone();
+            let numbers = lanes.numbers();
             thread::Builder::new()
                 .name("adora-drops".into())
-                .spawn(move || receive_freed_samples(drops, &pool))
+                .spawn(move || receive_freed_samples(drops, &pool, &numbers))
                 .map_err(|e| NodeError::Protocol(format!("cannot spawn thread: {e}")))?
         };
         let mut errors = Vec::new();
@@ -129,7 +131,7 @@ impl AdoraNode {
             (input_lanes, errors),
         );
         let node = AdoraNode {
-            lanes: OutputLanes::open(&config.lanes),
+            lanes,
             outputs: config.outputs.iter().cloned().collect(),
             config,
             control,
@@ -274,7 +276,8 @@ impl AdoraNode {
             type_info,
             parameters,
         };
-        let Some((metadata, data)) = self.lanes.send(&self.control, output, metadata, data)? else {
+        let sent = (self.lanes).send((&self.control, &self.pool), output, metadata, data)?;
+        let Some((metadata, data)) = sent else {
             return Ok(());
         };
         self.control.send(&NodeRequest::SendOutput {
@@ -330,8 +333,13 @@ impl Drop for AdoraNode {
 }
 
 /// Runs on its own thread: returns released samples to the pool. The daemon pushes the tokens
-/// on the drops connection as they are released; nothing is written back.
-fn receive_freed_samples(mut stream: BufReader<UnixStream>, pool: &Mutex<SamplePool>) {
+/// it released, and the lanes (by name, `numbers` gives the node's number of each) whose
+/// receiver's instance ended, on the drops connection; nothing is written back.
+fn receive_freed_samples(
+    mut stream: BufReader<UnixStream>,
+    pool: &Mutex<SamplePool>,
+    numbers: &HashMap<String, u32>,
+) {
     let mut buf = Vec::new();
     loop {
         match read_frame::<DaemonReply>(&mut stream, &mut buf) {
@@ -339,6 +347,14 @@ fn receive_freed_samples(mut stream: BufReader<UnixStream>, pool: &Mutex<SampleP
                 let mut pool = lock_pool(pool);
                 for t in tokens {
                     pool.release(SampleToken(t));
+                }
+            }
+            Ok(DaemonReply::LanesReleased(lanes)) => {
+                let mut pool = lock_pool(pool);
+                for (lane, before) in lanes {
+                    if let Some(number) = numbers.get(&lane) {
+                        pool.release_taken(*number, before);
+                    }
                 }
             }
             _ => return,

@@ -73,6 +73,9 @@ pub enum Pushed {
         evicted: Option<Option<u64>>,
         /// The receiver is asleep: ring its bell.
         wake: bool,
+        /// The entry's position: entries are numbered from 0 as pushed, and those before
+        /// [`Lane::queued_from`] are no longer in the lane.
+        at: u64,
     },
     /// The daemon closed the lane: send through the daemon from now on.
     Closed,
@@ -263,11 +266,12 @@ impl Lane {
             // Sequentially consistent with the receiver's `waiting` store and its check of
             // `head`: either it sees this entry or this side sees it waiting.
             self.word64(OFF_HEAD).store(head + 1, Ordering::SeqCst);
-            evicted
+            (evicted, head)
         };
+        let (evicted, at) = evicted;
         let wake = self.word32(OFF_WAITING).load(Ordering::SeqCst) != 0
             && self.word32(OFF_WAITING).swap(0, Ordering::SeqCst) != 0;
-        Pushed::Queued { evicted, wake }
+        Pushed::Queued { evicted, wake, at }
     }
 
     fn write_slot(&self, at: u64, entry: &[u8], (token, seq): (Option<u64>, u64)) {
@@ -364,6 +368,14 @@ impl Lane {
             self.word64(OFF_TAIL).store(head, Ordering::SeqCst);
         }
         Some(tokens)
+    }
+
+    /// The position of the oldest entry still queued (of the next one pushed, when none is):
+    /// every entry before it was taken, dropped or discarded. `None` as for
+    /// [`Self::discard_all`].
+    pub fn queued_from(&self) -> Option<u64> {
+        let _lock = self.lock_within(DAEMON_SPINS)?;
+        Some(self.bounds().1)
     }
 
     /// `head` and `tail`, held to what a lane can be (the lock is held): a process that wrote

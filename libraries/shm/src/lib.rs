@@ -55,11 +55,13 @@
 //! This is the only Adora crate allowed to contain `unsafe`; every block carries a `SAFETY` note.
 
 mod cache;
+mod holders;
 mod lane;
 mod pool;
 mod region;
 
 pub use cache::{RegionCache, SharedSlice, REGION_CACHE_CAPACITY};
+pub use holders::{release_lane, HOLDERS_BYTES};
 pub use lane::{Bell, Entry, Lane, LaneCounters, Pushed, LANE_MAX_SLOTS, LANE_SLOT_BYTES};
 pub use pool::{
     SampleHandle, SampleMut, SamplePool, SampleToken, MAX_CREATE_ATTEMPTS, MAX_FREE_BYTES,

@@ -7,6 +7,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
+use crate::holders::{self, HOLDERS_BYTES};
 use crate::region::{unlink_existing, FileId, ShmRegion};
 use crate::{Error, Result};
 
@@ -112,7 +113,7 @@ impl FreeRegions {
             .iter()
             .enumerate()
             .rev()
-            .filter(|(_, r)| r.size() >= len && r.size() <= max_size)
+            .filter(|(_, r)| r.size() >= len.saturating_add(HOLDERS_BYTES) && r.size() <= max_size)
             .min_by_key(|(_, r)| r.size())?;
         let region = self.regions.remove(index)?;
         self.bytes -= region.size();
@@ -136,11 +137,11 @@ fn discard(region: ShmRegion) {
     let _ = unlink_existing(&os_id);
 }
 
-/// Size of a new region for a `len`-byte sample: rounded up to [`REGION_SIZE_GRANULE`], and at
-/// least one granule (segments cannot be empty).
+/// Size of a new region for a `len`-byte sample and its holder words: rounded up to
+/// [`REGION_SIZE_GRANULE`].
 fn region_size_for(len: usize) -> usize {
-    len.max(1)
-        .checked_next_multiple_of(REGION_SIZE_GRANULE)
+    let len = len.saturating_add(HOLDERS_BYTES);
+    len.checked_next_multiple_of(REGION_SIZE_GRANULE)
         .unwrap_or(len)
 }
 
@@ -157,14 +158,22 @@ pub struct SamplePool {
     prefix: String,
     next_id: u64,
     free: Arc<Mutex<FreeRegions>>,
-    in_flight: HashMap<SampleToken, ShmRegion>,
+    in_flight: HashMap<SampleToken, InFlight>,
+}
+
+/// A sent sample: its region and where lanes took it.
+struct InFlight {
+    region: ShmRegion,
+    /// (lane, holder bit, position in the lane) of each lane that took it (see
+    /// [`SamplePool::pushed_to_lane`]).
+    lanes: Vec<(u32, u32, u64)>,
 }
 
 impl std::fmt::Debug for SamplePool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SamplePool")
             .field("prefix", &self.prefix)
-            .field("in_flight", &self.in_flight())
+            .field("in_flight", &self.in_flight.len())
             .field("free_regions", &self.free_regions())
             .finish()
     }
@@ -185,7 +194,10 @@ impl SamplePool {
     /// [`MAX_REUSE_OVERSIZE`]) before creating a new segment. The initial content is unspecified
     /// (a reused region still holds an earlier payload).
     pub fn allocate(&mut self, len: usize) -> Result<SampleMut> {
-        let reused = lock(&self.free).take_fitting(len);
+        let mut reused = lock(&self.free).take_fitting(len);
+        if reused.is_none() && self.reclaim() > 0 {
+            reused = lock(&self.free).take_fitting(len);
+        }
         let region = match reused {
             Some(region) => region,
             None => self.create_region(region_size_for(len))?,
@@ -231,24 +243,94 @@ impl SamplePool {
             token,
             file: region.file_id(),
         };
-        self.in_flight.insert(token, region);
+        holders::reset(&region);
+        let lanes = Vec::new();
+        self.in_flight.insert(token, InFlight { region, lanes });
         handle
     }
 
-    /// Every receiver has dropped `token`: its region becomes free for reuse. Returns false (and
-    /// does nothing) for tokens that are not in flight in this pool.
+    /// The daemon is done with `token` (every receiver it handed the sample to dropped it): its
+    /// region becomes free for reuse once no lane holds it either. Returns false (and does
+    /// nothing) for tokens that are not in flight in this pool.
     pub fn release(&mut self, token: SampleToken) -> bool {
-        match self.in_flight.remove(&token) {
-            Some(region) => {
-                lock(&self.free).push(region);
-                true
-            }
-            None => false,
+        let Some(sample) = self.in_flight.get(&token) else {
+            return false;
+        };
+        holders::release_others(&sample.region);
+        if holders::is_free(&sample.region) {
+            self.free_now(token);
+        }
+        true
+    }
+
+    /// Lane `lane` (holder bit `bit`) is about to take in-flight `token`: it holds the sample
+    /// until its receiver drops it. Call before pushing the handle into the lane.
+    pub fn hold_in_lane(&mut self, token: SampleToken, bit: u32) {
+        if let Some(sample) = self.in_flight.get(&token) {
+            holders::hold_lane(&sample.region, bit);
         }
     }
 
-    /// Number of sent samples not yet released.
-    pub fn in_flight(&self) -> usize {
+    /// Lane `lane` took `token` at `position` (its [`Pushed::Queued`](crate::Pushed) `at`):
+    /// remembered for [`Self::release_taken`].
+    pub fn pushed_to_lane(&mut self, token: SampleToken, (lane, bit): (u32, u32), position: u64) {
+        if let Some(sample) = self.in_flight.get_mut(&token) {
+            sample.lanes.push((lane, bit, position));
+        }
+    }
+
+    /// The lane of holder bit `bit` no longer holds `token` (the push failed, or the full lane
+    /// evicted the entry).
+    pub fn release_lane(&mut self, token: SampleToken, bit: u32) {
+        if let Some(sample) = self.in_flight.get_mut(&token) {
+            holders::release_lane(&sample.region, bit);
+            sample.lanes.retain(|(_, b, _)| *b != bit);
+        }
+    }
+
+    /// Nobody but the lanes that took `token` holds it: the daemon never sees it.
+    pub fn lanes_only(&mut self, token: SampleToken) {
+        if let Some(sample) = self.in_flight.get(&token) {
+            holders::release_others(&sample.region);
+        }
+    }
+
+    /// The receiver of lane `lane` ended having taken every entry before `before` (a position):
+    /// what it took and never dropped is released. Entries from `before` on are still queued
+    /// for its next instance.
+    pub fn release_taken(&mut self, lane: u32, before: u64) {
+        for sample in self.in_flight.values_mut() {
+            sample.lanes.retain(|&(l, bit, at)| {
+                let taken = l == lane && at < before;
+                if taken {
+                    holders::release_lane(&sample.region, bit);
+                }
+                !taken
+            });
+        }
+    }
+
+    /// Moves every in-flight sample nobody holds any more to the free list; returns how many.
+    fn reclaim(&mut self) -> usize {
+        let free: Vec<SampleToken> = (self.in_flight.iter())
+            .filter(|(_, s)| holders::is_free(&s.region))
+            .map(|(t, _)| *t)
+            .collect();
+        for token in &free {
+            self.free_now(*token);
+        }
+        free.len()
+    }
+
+    fn free_now(&mut self, token: SampleToken) {
+        if let Some(sample) = self.in_flight.remove(&token) {
+            lock(&self.free).push(sample.region);
+        }
+    }
+
+    /// Number of sent samples somebody still holds.
+    pub fn in_flight(&mut self) -> usize {
+        self.reclaim();
         self.in_flight.len()
     }
 

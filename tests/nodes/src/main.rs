@@ -5,11 +5,14 @@
 //! - `recv`: prints one line per input message (length, segment name, whether the bytes are right)
 //!   and, at the end, how many messages arrived and how many the queue dropped. `SLEEP_MS` slows it;
 //!   `PRINT_LANES=1` first prints `lanes=true|false` (whether its configuration names lanes).
-//! - `flood`: sends `COUNT` sequence numbers on `data` as fast as possible (`SIZE`: padded to that
-//!   many bytes, in shared memory from 4 KiB on). With `WAIT_RELEASED=1` it then waits until
+//! - `flood`: sends `COUNT` sequence numbers on `data` as fast as possible, or `PACE_MS` apart
+//!   (`SIZE`: padded to that many bytes, in shared memory from 4 KiB on). With `WAIT_RELEASED=1`
+//!   it then waits until
 //!   every receiver released its shared samples and prints `flood released`.
 //! - `hold`: keeps every message it receives (never drops one); after `COUNT` it prints
-//!   `holding N` and kills itself with SIGKILL, still holding them.
+//!   `holding N` and kills itself with SIGKILL, still holding them. With `ONCE_FILE` set, only
+//!   if that file does not exist yet (it creates it); otherwise it behaves as `recv` (a
+//!   restarted instance).
 //! - `fail`: prints to stderr and exits with `EXIT_CODE` (default 3).
 //! - `idle`: waits for Stop.
 //! - `spin`: keeps one core busy on a helper thread until Stop; every input it receives is sent
@@ -256,7 +259,11 @@ fn flood() -> Result {
     let size = env_u64("SIZE", 0) as usize;
     let large_every = env_u64("LARGE_EVERY", 0);
     let large_size = env_u64("LARGE_SIZE", 64 << 10) as usize;
+    let pace = Duration::from_millis(env_u64("PACE_MS", 0));
     for seq in 0..count {
+        if seq > 0 {
+            thread::sleep(pace);
+        }
         let mut payload = match &marker {
             Some(m) => format!("{m}-{seq}").into_bytes(),
             None => seq.to_le_bytes().to_vec(),
@@ -289,6 +296,12 @@ fn flood() -> Result {
 }
 
 fn hold() -> Result {
+    if let Some(once) = std::env::var_os("ONCE_FILE") {
+        if std::path::Path::new(&once).exists() {
+            return recv();
+        }
+        std::fs::write(&once, b"held")?;
+    }
     let (_node, mut events) = AdoraNode::init_from_env()?;
     let count = env_u64("COUNT", 1) as usize;
     let mut held = Vec::new();

@@ -18,7 +18,6 @@ impl Dataflow {
         data: DataRef,
     ) {
         self.touch(node);
-        self.routing.drain_reports(Some(node));
         if self.moves.is_muted(node) {
             return self.drop_muted(node, metadata, data);
         }
@@ -36,7 +35,6 @@ impl Dataflow {
         served: &[(NodeId, DataId)],
     ) {
         self.touch(node);
-        self.routing.drain_reports(Some(node));
         if self.moves.is_muted(node) {
             // Lanes close when a move starts; what the lanes took just before still counts
             // as held by them, but goes nowhere else.
@@ -55,7 +53,6 @@ impl Dataflow {
 
     /// A full lane dropped entries of `receiver` that referred to shared samples.
     pub fn lane_evicted(&mut self, receiver: &NodeId, tokens: Vec<u64>) {
-        self.routing.drain_reports(None);
         self.routing.lane_evicted(receiver, tokens);
         // A remote message's sample a feed wrote into the lane goes back to the daemon's pool.
         self.recycle_remote_samples();
@@ -64,7 +61,6 @@ impl Dataflow {
     /// A local node closed some of its outputs, here and on other machines.
     pub fn close_outputs(&mut self, node: &NodeId, outputs: &[DataId]) {
         self.touch(node);
-        self.routing.drain_reports(Some(node));
         if self.moves.is_muted(node) {
             return; // its outputs live on in its other instance
         }

@@ -230,7 +230,9 @@ impl FeedState {
         for l in &self.lanes {
             let mut seq = l.seq.lock().unwrap_or_else(|e| e.into_inner());
             match l.lane.push(&entry, token, *seq + 1) {
-                Pushed::Queued { wake, evicted: e } => {
+                Pushed::Queued {
+                    wake, evicted: e, ..
+                } => {
                     *seq += 1;
                     if let Some(Some(t)) = e {
                         evicted.push((l.receiver.clone(), t));

@@ -120,7 +120,8 @@ impl Routing {
     }
 
     /// A shared payload about to be delivered: one reference held while fanning out (released
-    /// at the end of [`Self::deliver_to`]) and one per lane in `served` that took it.
+    /// at the end of [`Self::deliver_to`]) and, for a copy of a remote message, one per lane in
+    /// `served` that took it.
     fn register_sample(
         &mut self,
         data: &DataRef,
@@ -132,7 +133,14 @@ impl Routing {
         };
         let daemon_owned = owner.is_none();
         let owner = owner.cloned().unwrap_or_else(|| NodeId::from("adora"));
-        let held = self.hold_in_lanes(s.token, served);
+        // A local sender's lanes hold its samples in the samples themselves (holder words):
+        // their receivers release them without the daemon. Copies of remote messages in the
+        // daemon's pool are counted here.
+        let held = if daemon_owned {
+            self.hold_in_lanes(s.token, served)
+        } else {
+            0
+        };
         self.samples.insert(
             s.token,
             SampleState {

@@ -12,17 +12,22 @@
 //! - **asks for copies** while a tap watches an output ([`Routing::watch_lanes`]): its lanes stay
 //!   open and its sender also sends each message to the daemon, as for receivers on other
 //!   machines, so recording does not slow the local receivers down;
-//! - **counts** shared samples sent on lanes (`SendOutputDirect` names the lanes that took it):
-//!   a receiver holds them until it reports them dropped, a full lane hands evicted ones back
-//!   (`LaneEvicted`), and an instance that ends releases what it took but did not drop;
-//! - **reads** the lanes' counters for the node figures, and each sender's reports lane (the
-//!   registrations and evictions it did not send on its socket, [`Routing::drain_reports`]);
-//!   each sender's taps lane (copies of its inline messages for a tap) is read by its control
-//!   connection instead (`node_conn`), which makes the copies.
+//! - **tells a sender where a receiver's instance stopped** when it ends: a local sender's
+//!   shared samples are held by its lanes through holder words in the samples themselves
+//!   (`adora_shm::release_lane`), which the receivers clear without the daemon; what an ended
+//!   instance took and never dropped, the sender releases itself (`LanesReleased`);
+//! - **counts** the samples of remote messages its feeds write into lanes (in the daemon's own
+//!   pool: the actor names the lanes that took one): a receiver holds them until it reports
+//!   them dropped, a full lane hands evicted ones back (`Event::LaneEvicted`), and an instance
+//!   that ends releases what it took but did not drop;
+//! - **reads** the lanes' counters for the node figures; each sender's taps lane (copies of its
+//!   inline messages for a tap) is read by its control connection (`node_conn`), which makes
+//!   the copies.
 //!
-//! The order of the reports is not guaranteed (a receiver may report a sample dropped before
-//! the sender's `SendOutputDirect` arrives on its own connection): such a drop is kept as
-//! `early` and cancels the reference the late registration would add.
+//! The order of a feed's registration and its receiver's drop report is not guaranteed (the
+//! receiver may take a message from its lane and drop it before the actor has the feed's
+//! report): such a drop is kept as `early` and cancels the reference the late registration
+//! would add.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -34,7 +39,7 @@ use adora_core::{
     descriptor::{InputPoll, InputSource},
     DataId, Descriptor, NodeId,
 };
-use adora_message::{node_to_daemon::NodeRequest, InputLaneRef, LaneRef, NodeLanes, OutputLanes};
+use adora_message::{InputLaneRef, LaneRef, NodeLanes, OutputLanes};
 use adora_shm::{Bell, Lane, LANE_MAX_SLOTS};
 
 use super::{NodeCounters, Routing};
@@ -53,17 +58,12 @@ pub(crate) struct Lanes {
     /// with an `input_timeout`, a `queue_size` above a lane's, a lane that could not be
     /// created) need its messages from the daemon too.
     daemon_copy: BTreeMap<(NodeId, DataId), bool>,
-    /// Sender → its reports lane (see [`Routing::drain_reports`]).
-    reports: BTreeMap<NodeId, Lane>,
     /// Sender → its taps lane (`NodeLanes::taps`), read by its control connection.
     taps: BTreeMap<NodeId, Arc<Lane>>,
     /// (sender on another machine, local receiver) → the number of the last entry the
     /// sender's feeds pushed into the receiver's lanes (`remote/feed.rs`).
     remote_seqs: BTreeMap<(NodeId, NodeId), Arc<Mutex<u64>>>,
 }
-
-/// Entries of a reports lane: what a sender may write before the daemon reads it.
-const REPORTS_CAPACITY: usize = 4096;
 
 /// Entries of a taps lane: the copies a sender may write between two reads (every millisecond
 /// while tapped; beyond, it sends them on its socket). A written slot keeps its page of shared
@@ -156,40 +156,6 @@ impl Routing {
         self.watch_lanes(tapped);
     }
 
-    /// Reads what senders wrote into their reports lanes (`sender`'s only, or all) and applies
-    /// it, as if it had come on their control connections. Called before anything that needs it:
-    /// a request of that sender (order), a drop report (the registration it matches), a node
-    /// that ends (what it held).
-    pub fn drain_reports(&mut self, sender: Option<&NodeId>) {
-        let mut reports = Vec::new();
-        for (node, lane) in &self.lanes.reports {
-            if sender.is_some_and(|s| s != node) || !lane.has_entries() {
-                continue;
-            }
-            let mut entries = Vec::new();
-            lane.pop_all(&mut entries);
-            reports.extend(entries.into_iter().map(|e| (node.clone(), e.bytes)));
-        }
-        for (node, bytes) in reports {
-            match NodeRequest::decode_report(&bytes) {
-                Ok(NodeRequest::SendOutputDirect {
-                    output,
-                    metadata,
-                    data,
-                    served,
-                    ..
-                }) => self.send_output_direct(&node, &output, (metadata, data), (&served, false)),
-                Ok(NodeRequest::LaneEvicted {
-                    receiver, tokens, ..
-                }) => self.lane_evicted(&receiver, tokens),
-                Ok(other) => {
-                    tracing::warn!("node `{node}` reported {other:?} in its lane; ignored")
-                }
-                Err(e) => tracing::warn!("node `{node}` wrote a malformed report ({e}); ignored"),
-            }
-        }
-    }
-
     /// The lanes a subscription to `sender/output` (a node on another machine) feeds, with the
     /// receivers' bells (payloads of 4 KiB and more are copied into `pool`); `None` when it has
     /// none or one is closed (a move began: everything goes through the daemon).
@@ -235,12 +201,20 @@ impl Routing {
     pub fn node_lanes(&self, node: &NodeId) -> NodeLanes {
         let lanes = &self.lanes;
         let mut config = NodeLanes::default();
+        // Per output: how many lanes its sender's list has so far (a lane's holder bit).
+        let mut listed: HashMap<(&NodeId, &DataId), u32> = HashMap::new();
         for ((receiver, input), l) in &lanes.inputs {
+            let bit = (!l.remote && lanes.bells.contains_key(receiver)).then(|| {
+                let n = listed.entry((&l.sender, &l.output)).or_default();
+                *n += 1;
+                *n - 1
+            });
             if receiver == node {
                 let lane = InputLaneRef {
                     lane: l.lane.os_id().to_owned(),
                     sender: l.sender.clone(),
                     spin: l.spin,
+                    bit,
                 };
                 config.inputs.insert(input.clone(), lane);
             }
@@ -271,7 +245,6 @@ impl Routing {
             config.bell = lanes.bells.get(node).map(|(path, _)| path.clone());
         }
         if !config.outputs.is_empty() {
-            config.reports = lanes.reports.get(node).map(|l| l.os_id().to_owned());
             config.taps = lanes.taps.get(node).map(|l| l.os_id().to_owned());
         }
         config
@@ -353,8 +326,8 @@ impl Routing {
     /// `for_good`: no instance follows, so its lanes close and what they queued is released too;
     /// otherwise the next instance finds the queued entries.
     pub(super) fn end_lane_instance(&mut self, node: &NodeId, for_good: bool) {
-        self.drain_reports(None);
         let mut queued: HashMap<u64, usize> = HashMap::new();
+        let mut released: Vec<(NodeId, String, u64)> = Vec::new();
         for ((receiver, _), l) in &self.lanes.inputs {
             if receiver != node {
                 continue;
@@ -365,6 +338,16 @@ impl Routing {
             } else {
                 l.lane.queued_tokens()
             };
+            // A local sender's samples: it releases what this instance took (and, gone for
+            // good, what its lane queued) itself, told where the instance stopped.
+            let before = if for_good {
+                tokens.as_ref().map(|_| u64::MAX)
+            } else {
+                l.lane.queued_from()
+            };
+            if let (false, Some(before)) = (l.remote, before) {
+                released.push((l.sender.clone(), l.lane.os_id().to_owned(), before));
+            }
             match tokens {
                 Some(tokens) if !for_good => {
                     for t in tokens {
@@ -381,6 +364,12 @@ impl Routing {
                     );
                     return;
                 }
+            }
+        }
+        for (sender, lane, before) in released {
+            if let Some(state) = self.nodes.get_mut(&sender).filter(|s| !s.exited) {
+                state.released_lanes.push((lane, before));
+                state.push_freed();
             }
         }
         let Some(state) = self.nodes.get_mut(node) else {
@@ -424,8 +413,8 @@ impl Routing {
 }
 
 impl Lanes {
-    /// A reports lane and a taps lane for every node that sends on lanes (without them, it
-    /// sends what they would hold on its control connection).
+    /// A taps lane for every node that sends on lanes (without it, it sends copies for taps on
+    /// its control connection).
     fn open_sender_lanes(&mut self, prefix: &str) {
         let senders: std::collections::BTreeSet<NodeId> = self
             .inputs
@@ -434,12 +423,6 @@ impl Lanes {
             .map(|l| l.sender.clone())
             .collect();
         for (i, sender) in senders.into_iter().enumerate() {
-            match Lane::create(&format!("{prefix}~reports-{i}"), REPORTS_CAPACITY) {
-                Ok(lane) => {
-                    self.reports.insert(sender.clone(), lane);
-                }
-                Err(e) => tracing::warn!("`{sender}` reports on its control connection: {e}"),
-            }
             match Lane::create(&format!("{prefix}~taps-{i}"), TAPS_CAPACITY) {
                 Ok(lane) => {
                     self.taps.insert(sender, Arc::new(lane));

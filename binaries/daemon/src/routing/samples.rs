@@ -11,6 +11,26 @@ use adora_message::{
 
 use super::{Routing, Waiter};
 
+impl super::NodeRouting {
+    /// What its drops connection gets next: released samples first, then released lanes.
+    fn freed_reply(&mut self) -> Option<DaemonReply> {
+        if !self.freed.is_empty() {
+            return Some(DaemonReply::FreedSamples(std::mem::take(&mut self.freed)));
+        }
+        (!self.released_lanes.is_empty())
+            .then(|| DaemonReply::LanesReleased(std::mem::take(&mut self.released_lanes)))
+    }
+
+    /// Hands what is pending to its drops connection if that waits.
+    pub(super) fn push_freed(&mut self) {
+        if self.freed_waiter.is_some() {
+            if let (Some(reply), Some(w)) = (self.freed_reply(), self.freed_waiter.take()) {
+                let _ = w.send(reply);
+            }
+        }
+    }
+}
+
 impl Routing {
     /// Takes the tokens of released samples owned by the daemon (see `daemon_freed`).
     pub fn take_daemon_freed(&mut self) -> Vec<u64> {
@@ -48,9 +68,7 @@ impl Routing {
             Some(owner) if owner.remote => self.daemon_freed.push(token),
             Some(owner) if !owner.exited => {
                 owner.freed.push(token);
-                if let Some(w) = owner.freed_waiter.take() {
-                    let _ = w.send(DaemonReply::FreedSamples(std::mem::take(&mut owner.freed)));
-                }
+                owner.push_freed();
             }
             _ => {
                 // The owner is gone, so nobody will reuse or unlink the segment: do it here.
@@ -67,8 +85,8 @@ impl Routing {
             let _ = waiter.send(DaemonReply::FreedSamples(Vec::new()));
             return;
         };
-        if !state.freed.is_empty() {
-            let _ = waiter.send(DaemonReply::FreedSamples(std::mem::take(&mut state.freed)));
+        if let Some(reply) = state.freed_reply() {
+            let _ = waiter.send(reply);
         } else if state.exited {
             let _ = waiter.send(DaemonReply::FreedSamples(Vec::new()));
         } else {
@@ -78,8 +96,6 @@ impl Routing {
 
     /// A node dropped shared samples it had received.
     pub fn report_dropped(&mut self, node: &NodeId, tokens: Vec<u64>) {
-        // Their registrations may still wait in their senders' reports lanes.
-        self.drain_reports(None);
         for token in tokens {
             let held = self.nodes.get_mut(node).and_then(|s| {
                 let count = s.held.get_mut(&token)?;

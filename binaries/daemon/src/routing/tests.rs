@@ -50,6 +50,15 @@ fn poll_freed(r: &mut Routing, node: &str) -> Option<Vec<u64>> {
     }
 }
 
+fn poll_released(r: &mut Routing, node: &str) -> Option<Vec<(String, u64)>> {
+    let (tx, mut rx) = oneshot::channel();
+    r.next_freed(&node.into(), tx);
+    match rx.try_recv().ok()? {
+        DaemonReply::LanesReleased(lanes) => Some(lanes),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
 fn inputs(reply: Option<DaemonReply>) -> Vec<String> {
     match reply {
         Some(DaemonReply::Events { events, .. }) => events
@@ -425,6 +434,16 @@ impl WithLanes {
         Self::tapped(test, |_, _| false)
     }
 
+    /// [`FAN_OUT`] with `src` on another machine: the lanes of `a` and `b` are fed by its
+    /// subscription.
+    fn remote(test: &str) -> Self {
+        let prefix = format!("adora-test-lanes-{}-{test}-", std::process::id());
+        let d = descriptor(FAN_OUT);
+        let mut r = Routing::with_locality(&d, |n| n.as_str() != "src");
+        r.open_lanes(&d, &prefix, |_, _| false);
+        Self { r, prefix }
+    }
+
     fn tapped(test: &str, tapped: impl Fn(&NodeId, &DataId) -> bool) -> Self {
         let prefix = format!("adora-test-lanes-{}-{test}-", std::process::id());
         let d = descriptor(FAN_OUT);
@@ -459,10 +478,15 @@ fn nodes_are_told_their_lanes_and_bells() {
         "the sender rings the receiver's bell"
     );
     assert!(out.lanes.iter().all(|l| l.lane.contains("~lane-")));
+    // Each receiver knows its lane's place in the sender's list: the holder bit it clears.
+    for (i, lane) in out.lanes.iter().enumerate() {
+        let receiver = l.r.node_lanes(&lane.receiver);
+        assert_eq!(receiver.inputs[&lane.input].bit, Some(i as u32), "{lane:?}");
+    }
 }
 
 #[test]
-fn a_sample_the_lanes_took_is_freed_once_both_receivers_dropped_it() {
+fn a_local_senders_sample_the_lanes_took_is_not_held_by_the_daemon() {
     let mut l = WithLanes::new("freed");
     let (tx, mut freed) = oneshot::channel();
     l.r.next_freed(&"src".into(), tx);
@@ -473,9 +497,8 @@ fn a_sample_the_lanes_took_is_freed_once_both_receivers_dropped_it() {
         poll(&mut l.r, "a").is_none(),
         "the lanes took it: nothing queued here"
     );
-    l.r.report_dropped(&"a".into(), vec![7]);
-    assert!(freed.try_recv().is_err(), "b still holds it");
-    l.r.report_dropped(&"b".into(), vec![7]);
+    // Its lanes hold it through the sample's holder words: the daemon, which routed it to
+    // nobody else, is done with it at once, whatever the receivers do.
     assert_eq!(
         freed.try_recv().ok(),
         Some(DaemonReply::FreedSamples(vec![7]))
@@ -484,36 +507,51 @@ fn a_sample_the_lanes_took_is_freed_once_both_receivers_dropped_it() {
 }
 
 #[test]
-fn a_drop_reported_before_the_registration_cancels_it() {
-    let mut l = WithLanes::new("early");
-    // Receiver `a` took the sample from its lane and dropped it before the sender's
-    // `SendOutputDirect` reached the daemon (two connections, no order between them).
+fn a_feeds_sample_dropped_before_its_registration_is_not_held_again() {
+    let mut l = WithLanes::remote("early");
+    // Receiver `a` took the remote message from its lane and dropped it before the feed's
+    // registration reached the routing (the callback and the actor run apart).
     l.r.report_dropped(&"a".into(), vec![9]);
     let served = both();
     let msg = (metadata(), shared(9));
-    l.r.send_output_direct(&"src".into(), &"out".into(), msg, (&served, true));
+    l.r.send_remote_output(&"src".into(), &"out".into(), msg, &served);
     assert_eq!(l.r.samples_in_flight(), 1, "b still holds it");
-    // A full lane of `b` dropped the entry: the sender says so.
+    // A full lane of `b` dropped the entry.
     l.r.lane_evicted(&"b".into(), vec![9]);
     assert_eq!(l.r.samples_in_flight(), 0);
-    assert_eq!(poll_freed(&mut l.r, "src"), Some(vec![9]));
+    assert_eq!(
+        l.r.take_daemon_freed(),
+        vec![9],
+        "back to the daemon's pool"
+    );
 }
 
 #[test]
-fn a_receiver_gone_for_good_releases_what_it_took_from_its_lanes() {
+fn an_ended_receiver_instance_tells_its_sender_where_it_stopped_taking() {
     let mut l = WithLanes::new("exit");
-    let served = both();
-    for t in [3, 4] {
-        let msg = (metadata(), shared(t));
-        l.r.send_output_direct(&"src".into(), &"out".into(), msg, (&served, true));
+    let config = l.r.node_lanes(&"src".into());
+    let lane_of = |receiver: &str| {
+        let lanes = &config.outputs[&DataId::from("out")].lanes;
+        let l = lanes.iter().find(|l| l.receiver.as_str() == receiver);
+        l.expect("a lane").lane.clone()
+    };
+    let (lane_a, lane_b) = (lane_of("a"), lane_of("b"));
+    // `b` took two entries; a third waits in its lane for its next instance.
+    let sender = adora_shm::Lane::open(&lane_b).expect("open");
+    let receiver = adora_shm::Lane::open(&lane_b).expect("open");
+    for t in [1, 2] {
+        sender.push(b"m", Some(t), t);
     }
-    l.r.report_dropped(&"b".into(), vec![3, 4]);
-    assert_eq!(l.r.samples_in_flight(), 2, "a holds both");
+    assert_eq!(receiver.pop_all(&mut Vec::new()), 2);
+    sender.push(b"m", Some(3), 3);
+    l.r.node_restarting(&"b".into());
+    assert_eq!(poll_released(&mut l.r, "src"), Some(vec![(lane_b, 2)]));
+    // Gone for good: everything its lanes had, taken or queued.
     l.r.node_exited(&"a".into());
-    assert_eq!(l.r.samples_in_flight(), 0);
-    let mut freed = poll_freed(&mut l.r, "src").expect("freed");
-    freed.sort();
-    assert_eq!(freed, vec![3, 4]);
+    assert_eq!(
+        poll_released(&mut l.r, "src"),
+        Some(vec![(lane_a, u64::MAX)])
+    );
 }
 
 #[test]
@@ -556,47 +594,15 @@ fn a_move_closes_lanes_and_the_output_goes_through_the_daemon() {
 }
 
 #[test]
-fn a_registration_after_its_receiver_ended_holds_nothing() {
-    let mut l = WithLanes::new("late");
+fn a_feeds_registration_after_its_receiver_ended_holds_nothing() {
+    let mut l = WithLanes::remote("late");
     l.r.node_exited(&"a".into());
-    // `a` took the sample and died before the sender's registration arrived.
+    // `a` took the remote message and died before the feed's registration arrived.
     let served = both();
     let msg = (metadata(), shared(5));
-    l.r.send_output_direct(&"src".into(), &"out".into(), msg, (&served, true));
+    l.r.send_remote_output(&"src".into(), &"out".into(), msg, &served);
     l.r.report_dropped(&"b".into(), vec![5]);
     assert_eq!(l.r.samples_in_flight(), 0, "nobody waits for `a`");
-}
-
-#[test]
-fn a_registration_in_the_reports_lane_is_read_when_a_drop_needs_it() {
-    let mut l = WithLanes::new("reports");
-    let (tx, mut freed) = oneshot::channel();
-    l.r.next_freed(&"src".into(), tx);
-    let config = l.r.node_lanes(&"src".into());
-    let reports = adora_shm::Lane::open(config.reports.as_deref().expect("a reports lane"))
-        .expect("open the reports lane");
-    // The sender registers its sample in the lane: nothing reaches the daemon yet.
-    let request = adora_message::node_to_daemon::NodeRequest::SendOutputDirect {
-        output: "out".into(),
-        metadata: metadata(),
-        data: shared(11),
-        served: both(),
-        taps_before: 0,
-    };
-    assert!(reports.try_push(&request.encode_report().expect("encode"), 0));
-    assert_eq!(l.r.samples_in_flight(), 0, "not read yet");
-    l.r.report_dropped(&"a".into(), vec![11]);
-    assert_eq!(
-        l.r.samples_in_flight(),
-        1,
-        "read with a's drop: b still holds it"
-    );
-    l.r.report_dropped(&"b".into(), vec![11]);
-    assert_eq!(
-        freed.try_recv().ok(),
-        Some(DaemonReply::FreedSamples(vec![11]))
-    );
-    assert!(!reports.has_entries());
 }
 
 #[test]

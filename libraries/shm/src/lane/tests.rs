@@ -14,10 +14,11 @@ fn take(lane: &Lane) -> Vec<Entry> {
     out
 }
 
-fn queued(evicted: Option<Option<u64>>) -> Pushed {
+fn queued(evicted: Option<Option<u64>>, at: u64) -> Pushed {
     Pushed::Queued {
         evicted,
         wake: false,
+        at,
     }
 }
 
@@ -28,8 +29,8 @@ fn entries_come_out_in_order_with_their_tokens() {
     let receiver = Lane::open(sender.os_id()).expect("open");
     assert_eq!(receiver.capacity(), 4);
     assert!(!receiver.has_entries());
-    assert_eq!(sender.push(b"one", None, 0), queued(None));
-    assert_eq!(sender.push(b"two", Some(7), 5), queued(None));
+    assert_eq!(sender.push(b"one", None, 0), queued(None, 0));
+    assert_eq!(sender.push(b"two", Some(7), 5), queued(None, 1));
     assert!(receiver.has_entries());
     assert_eq!(receiver.queued_tokens(), Some(vec![7]));
     let got = take(&receiver);
@@ -57,11 +58,13 @@ fn entries_come_out_in_order_with_their_tokens() {
 fn a_full_lane_drops_its_oldest_entry_and_hands_back_its_token() {
     let clean = Cleanup::new("lane-full");
     let lane = Lane::create(&format!("{}l", clean.0), 2).expect("create");
-    assert_eq!(lane.push(b"a", Some(1), 0), queued(None));
-    assert_eq!(lane.push(b"b", None, 0), queued(None));
-    assert_eq!(lane.push(b"c", Some(3), 0), queued(Some(Some(1))));
-    assert_eq!(lane.push(b"d", None, 0), queued(Some(None)));
+    assert_eq!(lane.push(b"a", Some(1), 0), queued(None, 0));
+    assert_eq!(lane.push(b"b", None, 0), queued(None, 1));
+    assert_eq!(lane.push(b"c", Some(3), 0), queued(Some(Some(1)), 2));
+    assert_eq!(lane.push(b"d", None, 0), queued(Some(None), 3));
+    assert_eq!(lane.queued_from(), Some(2), "0 and 1 were dropped");
     let got: Vec<Vec<u8>> = take(&lane).into_iter().map(|e| e.bytes).collect();
+    assert_eq!(lane.queued_from(), Some(4), "everything was taken");
     assert_eq!(got, vec![b"c".to_vec(), b"d".to_vec()]);
     let c = lane.counters();
     assert_eq!((c.pushed, c.dropped, c.taken), (4, 2, 2));
@@ -71,7 +74,7 @@ fn a_full_lane_drops_its_oldest_entry_and_hands_back_its_token() {
 fn a_closed_lane_refuses_pushes_but_gives_what_it_queued() {
     let clean = Cleanup::new("lane-closed");
     let lane = Lane::create(&format!("{}l", clean.0), 8).expect("create");
-    assert_eq!(lane.push(b"kept", None, 0), queued(None));
+    assert_eq!(lane.push(b"kept", None, 0), queued(None, 0));
     assert!(lane.close());
     assert!(!lane.close(), "closing twice reports it was closed");
     assert!(lane.is_closed());
@@ -98,7 +101,7 @@ fn a_wanted_copy_is_seen_through_another_mapping_and_leaves_the_lane_open() {
     assert!(!sender.copy_wanted(), "a new lane wants no copy");
     daemon.want_copy(true);
     assert!(sender.copy_wanted());
-    assert_eq!(sender.push(b"m", None, 1), queued(None), "still open");
+    assert_eq!(sender.push(b"m", None, 1), queued(None, 0), "still open");
     assert!(!sender.is_closed());
     daemon.want_copy(false);
     assert!(!sender.copy_wanted());
@@ -134,7 +137,7 @@ fn opening_something_that_is_not_a_lane_fails() {
 fn a_push_wakes_a_receiver_that_said_it_waits_and_only_then() {
     let clean = Cleanup::new("lane-wake");
     let lane = Lane::create(&format!("{}l", clean.0), 8).expect("create");
-    assert_eq!(lane.push(b"1", None, 0), queued(None));
+    assert_eq!(lane.push(b"1", None, 0), queued(None, 0));
     lane.set_waiting();
     assert!(matches!(
         lane.push(b"2", None, 0),
@@ -162,7 +165,7 @@ fn the_lock_of_a_dead_holder_is_taken_over() {
     child.wait().expect("wait");
     // A sender killed while holding the lock, half-way through a push that never completed.
     lane.word32(OFF_LOCK).store(dead, Ordering::Release);
-    assert_eq!(lane.push(b"after", None, 0), queued(None));
+    assert_eq!(lane.push(b"after", None, 0), queued(None, 0));
     let got = take(&lane);
     assert_eq!(got.len(), 1, "the interrupted push left nothing visible");
     assert_eq!(got[0].bytes, b"after");
@@ -325,9 +328,11 @@ fn a_sender_killed_mid_write_never_shows_a_torn_entry() {
         killed_holding > 0,
         "no kill hit a push in progress: the test did not test anything"
     );
-    assert_eq!(
-        lane.push(b"after", None, 0),
-        queued(None),
+    assert!(
+        matches!(
+            lane.push(b"after", None, 0),
+            Pushed::Queued { evicted: None, .. }
+        ),
         "the lock was recovered"
     );
 }

@@ -168,11 +168,9 @@ fn dropping_the_pool_leaves_only_in_flight_segments() {
         list_segments(&clean.0).expect("list"),
         vec![in_flight.os_id.clone()]
     );
-    // Receivers can still open the in-flight sample.
-    assert_eq!(
-        ShmRegion::open(&in_flight.os_id).expect("open").size(),
-        8192
-    );
+    // Receivers can still open the in-flight sample (its payload and the holder words).
+    let size = ShmRegion::open(&in_flight.os_id).expect("open").size();
+    assert!(size >= 8192 + crate::HOLDERS_BYTES, "{size}");
 }
 
 #[test]
@@ -242,4 +240,73 @@ fn public_types_are_send_and_sync() {
     assert_send_sync::<ShmRegion>();
     assert_send_sync::<crate::SharedSlice>();
     assert_send_sync::<crate::RegionCache>();
+}
+
+#[test]
+fn a_sample_held_by_lanes_is_reused_once_every_receiver_released_it_without_the_daemon() {
+    let clean = Cleanup::new("pool-lanes");
+    let mut pool = SamplePool::new(clean.0.clone());
+    let handle = sent(&mut pool, 8192);
+    let id = handle.os_id.clone();
+    for bit in [0, 5] {
+        pool.hold_in_lane(handle.token, bit);
+        pool.pushed_to_lane(handle.token, (bit, bit), 0);
+    }
+    pool.lanes_only(handle.token);
+    assert_eq!(pool.in_flight(), 1, "two lanes hold it");
+
+    // The receivers release it through their own mappings.
+    let receiver = ShmRegion::open(&id).expect("receiver open");
+    crate::release_lane(&receiver, 0);
+    assert_eq!(pool.in_flight(), 1, "lane 5 still holds it");
+    crate::release_lane(&receiver, 5);
+    assert_eq!(pool.in_flight(), 0);
+    assert_eq!(pool.allocate(8192).expect("allocate").os_id(), id, "reused");
+}
+
+#[test]
+fn the_daemon_and_the_lanes_both_release_a_sample_they_share() {
+    let clean = Cleanup::new("pool-both");
+    let mut pool = SamplePool::new(clean.0.clone());
+    let handle = sent(&mut pool, 8192);
+    pool.hold_in_lane(handle.token, 1);
+    // Not `lanes_only`: the daemon routes it too.
+    let receiver = ShmRegion::open(&handle.os_id).expect("receiver open");
+    crate::release_lane(&receiver, 1);
+    assert_eq!(pool.in_flight(), 1, "the daemon still holds it");
+    assert!(pool.release(handle.token));
+    assert_eq!(pool.in_flight(), 0);
+
+    // The other order: the daemon first, then the lane.
+    let handle = sent(&mut pool, 8192);
+    pool.hold_in_lane(handle.token, 1);
+    assert!(pool.release(handle.token));
+    assert_eq!(pool.in_flight(), 1, "the lane still holds it");
+    pool.release_lane(handle.token, 1); // evicted by its full lane
+    assert_eq!(pool.in_flight(), 0);
+}
+
+#[test]
+fn what_an_ended_receiver_took_is_released_and_what_its_lane_still_queues_is_kept() {
+    let clean = Cleanup::new("pool-taken");
+    let mut pool = SamplePool::new(clean.0.clone());
+    let lane = (3, 2); // the node's lane 3, holder bit 2 of its output
+    let tokens: Vec<SampleToken> = (0..4)
+        .map(|at| {
+            let token = sent(&mut pool, 8192).token;
+            pool.hold_in_lane(token, lane.1);
+            pool.pushed_to_lane(token, lane, at);
+            pool.lanes_only(token);
+            token
+        })
+        .collect();
+    // Its instance took entries 0..2 and died; 2 and 3 wait for the next instance.
+    pool.release_taken(lane.0, 2);
+    assert_eq!(pool.in_flight(), 2);
+    pool.release_taken(7, u64::MAX); // another lane: nothing
+    assert_eq!(pool.in_flight(), 2);
+    // Gone for good: everything.
+    pool.release_taken(lane.0, u64::MAX);
+    assert_eq!(pool.in_flight(), 0);
+    assert!(!pool.release(tokens[3]), "no longer in flight");
 }

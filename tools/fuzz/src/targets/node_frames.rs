@@ -26,16 +26,15 @@ pub const DAEMON_TO_NODE: Target = Target {
 };
 
 /// What a node writes into shared-memory lanes, read by its receivers and its daemon: lane
-/// entries (`LaneEntry`), copies for taps (`TapCopy`) and reports (`NodeRequest` of a reports
-/// lane), each generated, mutated or random.
+/// entries (`LaneEntry`) and copies for taps (`TapCopy`), each generated, mutated or random.
 pub const LANE_ENTRIES: Target = Target {
     name: "lane-entries",
-    about: "lane slots -> LaneEntry::decode, TapCopy::decode, NodeRequest::decode_report",
+    about: "lane slots -> LaneEntry::decode, TapCopy::decode",
     case: lane_case,
 };
 
 fn lane_case(runner: &mut TestRunner) -> Result<(), String> {
-    use adora_message::{node_to_daemon::NodeRequest, LaneEntry, TapCopy};
+    use adora_message::{LaneEntry, TapCopy};
     let (output, metadata, data) = draw(
         runner,
         &(
@@ -48,24 +47,16 @@ fn lane_case(runner: &mut TestRunner) -> Result<(), String> {
     let bytes = entry
         .encode()
         .map_err(|e| format!("an entry does not encode: {e}"))?;
-    let copy = TapCopy::encode(&output.clone().into(), &bytes)
+    let copy = TapCopy::encode(&output.into(), &bytes)
         .map_err(|e| format!("a copy does not encode: {e}"))?;
-    let report = NodeRequest::LaneEvicted {
-        receiver: output.clone().into(),
-        input: output.into(),
-        tokens: vec![1, 2],
-    };
-    let report = (report.encode_report()).map_err(|e| format!("a report does not encode: {e}"))?;
     let input_mode = mode(runner);
-    for valid in [bytes, copy, report] {
+    for valid in [bytes, copy] {
         let input = input_bytes(runner, input_mode, &valid, 4096);
         let (entry, peak) = peak_during(|| LaneEntry::decode(&input));
         check_memory(peak, input.len(), 16, BINCODE_FIXED_BYTES)?;
         let (copy, peak) = peak_during(|| TapCopy::decode(&input));
         check_memory(peak, input.len(), 16, BINCODE_FIXED_BYTES)?;
-        let (report, peak) = peak_during(|| NodeRequest::decode_report(&input));
-        check_memory(peak, input.len(), 16, BINCODE_FIXED_BYTES)?;
-        if input_mode == Mode::Valid && entry.is_err() && copy.is_err() && report.is_err() {
+        if input_mode == Mode::Valid && entry.is_err() && copy.is_err() {
             return Err(format!("a valid slot was refused: {}", hex_excerpt(&input)));
         }
         if let Ok(entry) = entry {
