@@ -189,6 +189,40 @@ fn a_receiver_restarted_after_dying_with_samples_gives_them_back_and_gets_its_qu
     restarted_holder(false);
 }
 
+fn outlived_sender(lanes: bool) {
+    let (state, dir) = (temp_dir(), temp_dir());
+    // The sender sends three 1 MiB samples and exits while its receiver still holds them.
+    let dataflow = write_dataflow(
+        dir.path(),
+        r#"
+nodes:
+  - id: flood
+    path: {node}
+    env: { MODE: flood, COUNT: 3, SIZE: 1048576 }
+    outputs: [data]
+  - id: keeper
+    path: {node}
+    env: { MODE: outlive, COUNT: 3, WAIT_MS: 2000 }
+    inputs: { data: flood/data }
+"#,
+    );
+    let out = run(state.path(), &dataflow, lanes);
+    assert!(out.status.success(), "lanes={lanes}: {out}");
+    // Kept while held (the receiver reads them after its sender is gone), removed once dropped,
+    // while the dataflow still runs: a sender that ends does not leave its samples behind.
+    assert!(out.stdout.contains("outlived 3 present=3"), "{out}");
+    assert!(
+        out.stdout.contains("dropped present=0"),
+        "lanes={lanes}: {out}"
+    );
+}
+
+#[test]
+fn samples_held_after_their_sender_ended_are_removed_once_dropped() {
+    outlived_sender(true);
+    outlived_sender(false);
+}
+
 fn stuck_receiver(lanes: bool) {
     let (state, dir) = (temp_dir(), temp_dir());
     // `stuck` takes one message, then sleeps for a minute in its own code while more wait in its

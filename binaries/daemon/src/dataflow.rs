@@ -22,6 +22,7 @@ mod launch;
 mod log_outputs;
 pub(crate) use log_outputs::log_message;
 mod node_requests;
+mod pools;
 mod relocate;
 mod remote_links;
 mod restarts;
@@ -76,6 +77,8 @@ struct NodeRuntime {
     health_failure: Option<String>,
     /// Stopped on its own (`stop_nodes`): its restart policy does not apply any more.
     stopped: bool,
+    /// The prefix of the running instance's sample pool (see `pools.rs`).
+    pool: Option<String>,
 }
 
 pub(crate) struct Dataflow {
@@ -103,6 +106,8 @@ pub(crate) struct Dataflow {
     moves: relocate::Moves,
     /// The daemon's taps (a node's log reader copies its tapped log outputs there).
     taps: crate::tap::Taps,
+    /// Pool prefixes of ended node instances whose samples are not all removed yet (`pools.rs`).
+    ended_pools: Vec<String>,
 }
 
 /// What a dataflow needs from its daemon to start its nodes.
@@ -338,6 +343,7 @@ impl Dataflow {
             Ok(s) => s.to_string(),
             Err(e) => e.to_string(),
         };
+        self.instance_ended(node, events);
         if let Some(finished) = self.quiet_exit(node, why, events) {
             return finished;
         }

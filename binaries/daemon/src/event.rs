@@ -104,6 +104,8 @@ pub(crate) enum Event {
     InputDeadlines { dataflow: Uuid },
     /// Time to check the nodes that have a `health_check_timeout`.
     HealthCheck { dataflow: Uuid },
+    /// Time to look again for samples of ended node instances that nobody holds any more.
+    SweepPools { dataflow: Uuid },
     /// Some nodes may be slow to connect: name the ones that have not yet (the connect timeout
     /// still decides).
     ConnectLate { dataflow: Uuid, after: Duration },
@@ -184,6 +186,7 @@ impl Event {
             Event::TimerTick { .. } => "timer_tick",
             Event::InputDeadlines { .. } => "input_deadlines",
             Event::HealthCheck { .. } => "health_check",
+            Event::SweepPools { .. } => "sweep_pools",
             Event::ConnectLate { .. } => "connect_late",
             Event::ConnectTimeout { .. } => "connect_timeout",
             Event::Escalate { .. } => "escalate",

@@ -72,8 +72,15 @@ pub(crate) fn release_others(region: &ShmRegion) {
     }
 }
 
+/// Whether no lane holds the sample any more (its receivers dropped it, or their instances
+/// ended); `false` for a region without holder words. With a sender that is gone, this and the
+/// daemon's own bookkeeping say whether anybody still needs it.
+pub fn lanes_released(region: &ShmRegion) -> bool {
+    words(region).is_some_and(|(lanes, _)| lanes.load(Ordering::Acquire) == 0)
+}
+
 /// Whether nobody holds the sample (a region without holder words never frees itself).
-pub(crate) fn is_free(region: &ShmRegion) -> bool {
+pub(crate) fn is_released(region: &ShmRegion) -> bool {
     words(region).is_some_and(|(lanes, others)| {
         others.load(Ordering::Acquire) == 0 && lanes.load(Ordering::Acquire) == 0
     })

@@ -257,7 +257,7 @@ impl SamplePool {
             return false;
         };
         holders::release_others(&sample.region);
-        if holders::is_free(&sample.region) {
+        if holders::is_released(&sample.region) {
             self.free_now(token);
         }
         true
@@ -313,7 +313,7 @@ impl SamplePool {
     /// Moves every in-flight sample nobody holds any more to the free list; returns how many.
     fn reclaim(&mut self) -> usize {
         let free: Vec<SampleToken> = (self.in_flight.iter())
-            .filter(|(_, s)| holders::is_free(&s.region))
+            .filter(|(_, s)| holders::is_released(&s.region))
             .map(|(t, _)| *t)
             .collect();
         for token in &free {

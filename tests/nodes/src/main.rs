@@ -13,6 +13,9 @@
 //!   `holding N` and kills itself with SIGKILL, still holding them. With `ONCE_FILE` set, only
 //!   if that file does not exist yet (it creates it); otherwise it behaves as `recv` (a
 //!   restarted instance).
+//! - `outlive`: keeps the `COUNT` shared samples it receives until its input closes (the sender
+//!   is gone), prints `outlived N present=P` (how many of their segments still exist), drops
+//!   them, waits `WAIT_MS` and prints `dropped present=P`.
 //! - `fail`: prints to stderr and exits with `EXIT_CODE` (default 3).
 //! - `idle`: waits for Stop.
 //! - `spin`: keeps one core busy on a helper thread until Stop; every input it receives is sent
@@ -87,6 +90,7 @@ fn main() -> Result {
         "recv" => recv(),
         "flood" => flood(),
         "hold" => hold(),
+        "outlive" => outlive(),
         "fail" => {
             eprintln!("test-node: simulated failure");
             std::process::exit(env_u64("EXIT_CODE", 3) as i32);
@@ -315,6 +319,39 @@ fn hold() -> Result {
         }
     }
     Err("the inputs closed before the node held COUNT messages".into())
+}
+
+fn outlive() -> Result {
+    let (_node, mut events) = AdoraNode::init_from_env()?;
+    let count = env_u64("COUNT", 1) as usize;
+    let mut held = Vec::new();
+    while let Some(event) = events.recv() {
+        match event {
+            Event::Input { data, .. } => held.push(data),
+            Event::InputClosed { .. } => break,
+            _ => {}
+        }
+    }
+    if held.len() != count {
+        return Err(format!("received {} messages, not {count}", held.len()).into());
+    }
+    let names: Vec<String> = held
+        .iter()
+        .map(|d| d.shared_memory_id().map(str::to_owned))
+        .collect::<Option<_>>()
+        .ok_or("a message was not in shared memory")?;
+    let present = || {
+        (names.iter())
+            .filter(|n| std::path::Path::new("/dev/shm").join(n).exists())
+            .count()
+    };
+    println!("outlived {count} present={}", present());
+    drop(held);
+    // Samples that came through the daemon are reported dropped with the next request.
+    let _ = events.recv_timeout(Duration::from_millis(1));
+    thread::sleep(Duration::from_millis(env_u64("WAIT_MS", 0)));
+    println!("dropped present={}", present());
+    Ok(())
 }
 
 fn print_strings() -> Result {

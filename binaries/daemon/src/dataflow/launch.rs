@@ -51,6 +51,7 @@ impl Dataflow {
             tasks: launch.tasks.clone(),
             taps: launch.taps.clone(),
             moves: Default::default(),
+            ended_pools: Vec::new(),
             spec,
         };
         if crate::routing::lanes_enabled() {
@@ -82,7 +83,7 @@ impl Dataflow {
         Ok(dataflow)
     }
 
-    fn node_env(&self, node: &NodeSpec) -> BTreeMap<String, String> {
+    fn node_env(&self, node: &NodeSpec, pool: &str) -> BTreeMap<String, String> {
         let mut env: BTreeMap<String, String> = node
             .env
             .iter()
@@ -95,7 +96,7 @@ impl Dataflow {
             daemon_socket: self.socket.clone(),
             inputs: node.inputs.keys().cloned().collect(),
             outputs: node.outputs.clone(),
-            shm_prefix: format!("{}{}-", shm_prefix(self.spec.id), node.id),
+            shm_prefix: pool.to_owned(),
             daemon_pid: Some(std::process::id()),
             output_types: node.output_types.clone(),
             lanes: self.routing.node_lanes(&node.id),
@@ -125,7 +126,8 @@ impl Dataflow {
         else {
             return;
         };
-        let env = self.node_env(&spec);
+        let pool = super::pools::pool_prefix(self.spec.id, id);
+        let env = self.node_env(&spec, &pool);
         let policy = crate::node_logs::LogPolicy::of(&spec);
         let sink = LogSink {
             dataflow: self.spec.id,
@@ -138,6 +140,7 @@ impl Dataflow {
         };
         let runtime = self.nodes.entry(id.clone()).or_default();
         runtime.command = Some(command.clone());
+        runtime.pool = Some(pool);
         runtime.watched = spec.health_check_timeout.is_some();
         runtime
             .restart

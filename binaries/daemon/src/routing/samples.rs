@@ -60,22 +60,16 @@ impl Routing {
         };
         match self.nodes.get_mut(&sample.owner) {
             _ if sample.daemon_owned => self.daemon_freed.push(token),
-            _ if sample.orphaned => {
-                if let Err(e) = adora_shm::unlink(&sample.os_id) {
-                    tracing::warn!("cannot unlink shared sample {}: {e}", sample.os_id);
-                }
-            }
+            // Its sender's instance is gone: the sweep of ended pools removes the segment once
+            // no lane holds it either (`dataflow/pools.rs`).
+            _ if sample.orphaned => {}
             Some(owner) if owner.remote => self.daemon_freed.push(token),
             Some(owner) if !owner.exited => {
                 owner.freed.push(token);
                 owner.push_freed();
             }
-            _ => {
-                // The owner is gone, so nobody will reuse or unlink the segment: do it here.
-                if let Err(e) = adora_shm::unlink(&sample.os_id) {
-                    tracing::warn!("cannot unlink shared sample {}: {e}", sample.os_id);
-                }
-            }
+            // The owner is gone: the same.
+            _ => {}
         }
     }
 
@@ -119,6 +113,12 @@ impl Routing {
                 self.release_ref(token);
             }
         }
+    }
+
+    /// Whether the daemon still holds the sample in segment `os_id` (queued or delivered and
+    /// not dropped).
+    pub fn holds_sample(&self, os_id: &str) -> bool {
+        self.samples.values().any(|s| s.os_id == os_id)
     }
 
     /// Shared samples still referenced by some receiver.
