@@ -217,6 +217,50 @@ nodes:
     );
 }
 
+fn both_ends_gone(lanes: bool, restarted: bool) {
+    let (state, dir) = (temp_dir(), temp_dir());
+    let once = dir.path().join("held");
+    // The sender sends three 1 MiB samples and exits; then the receiver dies holding them, and
+    // is gone for good, or restarted (its next instance lingers). Neither can release them;
+    // the daemon removes them while `counter` still runs.
+    let restart = match restarted {
+        true => "\n    restart_policy: on-failure\n    max_restarts: 1\n    restart_delay: 100ms",
+        false => "",
+    };
+    let yaml = r#"
+nodes:
+  - id: flood
+    path: {node}
+    env: { MODE: flood, COUNT: 3, SIZE: 1048576 }
+    outputs: [data]
+  - id: holder
+    path: {node}
+    env: { MODE: hold, COUNT: 3, HOLD_MS: 1000, ONCE_FILE: "{once}", LINGER_MS: 5000 }{restart}
+    inputs: { data: flood/data }
+  - id: counter
+    path: {node}
+    env: { MODE: count-pool, POOL_OF: flood, COUNT: 3, WAIT_MS: 3000 }
+    inputs: { data: flood/data }
+"#
+    .replace("{once}", &once.display().to_string())
+    .replace("{restart}", restart);
+    let dataflow = write_dataflow(dir.path(), &yaml);
+    let out = run(state.path(), &dataflow, lanes);
+    assert!(out.stdout.contains("holding 3"), "{out}");
+    assert!(
+        out.stdout.contains("pool of flood: 0"),
+        "lanes={lanes} restarted={restarted}: {out}"
+    );
+}
+
+#[test]
+fn samples_whose_sender_and_receiver_both_ended_are_removed() {
+    for restarted in [false, true] {
+        both_ends_gone(true, restarted);
+        both_ends_gone(false, restarted);
+    }
+}
+
 #[test]
 fn samples_held_after_their_sender_ended_are_removed_once_dropped() {
     outlived_sender(true);

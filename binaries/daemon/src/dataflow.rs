@@ -106,8 +106,9 @@ pub(crate) struct Dataflow {
     moves: relocate::Moves,
     /// The daemon's taps (a node's log reader copies its tapped log outputs there).
     taps: crate::tap::Taps,
-    /// Pool prefixes of ended node instances whose samples are not all removed yet (`pools.rs`).
-    ended_pools: Vec<String>,
+    /// Pool prefixes of ended node instances whose samples are not all removed yet, with their
+    /// node (`pools.rs`).
+    ended_pools: Vec<(NodeId, String)>,
 }
 
 /// What a dataflow needs from its daemon to start its nodes.

@@ -39,6 +39,8 @@ const MAX_LANES_PER_OUTPUT: usize = 64;
 
 /// The lanes of one output.
 struct Output {
+    /// Its place in the configuration's outputs (written into its samples for the daemon).
+    number: u32,
     lanes: Vec<OutputLane>,
     daemon_copy: bool,
     /// A lane was closed or an entry did not fit: everything goes through the daemon now.
@@ -54,6 +56,16 @@ struct OutputLane {
     receiver_index: usize,
     /// The node's number for this lane (see [`OutputLanes::numbers`]).
     number: u32,
+}
+
+impl Output {
+    /// The (receiver, input) of each lane whose bit is set in `bits`.
+    fn served(&self, bits: u64) -> Vec<(NodeId, DataId)> {
+        (self.lanes.iter().enumerate())
+            .filter(|(i, _)| bits & 1u64.checked_shl(*i as u32).unwrap_or(0) != 0)
+            .map(|(_, l)| (l.receiver.clone(), l.input.clone()))
+            .collect()
+    }
 }
 
 /// The lanes of a node's outputs.
@@ -118,7 +130,7 @@ impl OutputLanes {
         let mut receivers: Vec<&NodeId> = Vec::new();
         let mut outputs = BTreeMap::new();
         let mut numbers = HashMap::new();
-        for (output, lanes) in &config.outputs {
+        for (number, (output, lanes)) in (0u32..).zip(&config.outputs) {
             if lanes.lanes.len() > MAX_LANES_PER_OUTPUT {
                 continue; // the daemon path: `served` is a bit set
             }
@@ -157,6 +169,7 @@ impl OutputLanes {
             match opened {
                 Ok(lanes) => {
                     let direct = Output {
+                        number,
                         lanes,
                         daemon_copy: lanes_daemon_copy(config, output),
                         closed: false,
@@ -225,6 +238,9 @@ impl OutputLanes {
         // A shared sample is held by each lane that takes it (a bit in the sample, set before the
         // push) until its receiver drops it: nobody tells the daemon.
         let mut pool = token.map(|_| lock_pool(pool));
+        if let (Some(pool), Some(t)) = (pool.as_mut(), token) {
+            pool.for_output(SampleToken(t), out.number);
+        }
         let mut served = 0u64; // a bit per lane that took it (beyond 64, the daemon path)
         let mut all_served = true;
         for (i, l) in out.lanes.iter().enumerate() {
@@ -271,15 +287,11 @@ impl OutputLanes {
         drop(pool);
         // The daemon routes it to the receivers the lanes did not serve, and holds a shared
         // sample until they are done (its release of the token tells the pool).
-        let served = (out.lanes.iter().enumerate())
-            .filter(|(i, _)| served & 1u64.checked_shl(*i as u32).unwrap_or(0) != 0)
-            .map(|(_, l)| (l.receiver.clone(), l.input.clone()))
-            .collect();
         control.send(&NodeRequest::SendOutputDirect {
             output: output.clone(),
             metadata,
             data,
-            served,
+            served: out.served(served),
             taps_before: self.taps.as_ref().map_or(0, |t| t.pushed),
         })?;
         Ok(None)

@@ -1,6 +1,6 @@
 //! Who still holds a sent sample, written in the sample's own region: the last
-//! [`HOLDERS_BYTES`] bytes of every region of a [`SamplePool`](crate::SamplePool) are two words
-//! that the sender and its receivers change atomically, so that a sample read through lanes goes
+//! [`HOLDERS_BYTES`] bytes of every region of a [`SamplePool`](crate::SamplePool) are words that
+//! the sender and its receivers change atomically, so that a sample read through lanes goes
 //! back to its sender's pool without a message to anyone.
 //!
 //! - `lanes`: bit `i` is set while lane `i` of the sample's output (its place in the sender's
@@ -12,63 +12,99 @@
 //! - `others`: 1 while the sender has not decided who else holds it, or the daemon holds it
 //!   (it routes the sample to receivers without a lane, to a tap, to another machine); the
 //!   daemon's release of the token clears it.
+//! - `token` and `output`: the token it was sent with and the number of its output (its place
+//!   in the sender's `NodeLanes::outputs`), for the daemon when the sender is gone
+//!   ([`holders`]).
 //!
-//! The pool reuses a region once both words are zero.
+//! The pool reuses a region once `lanes` and `others` are zero.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::ShmRegion;
 
 /// Bytes at the end of each pool region that hold its holder words.
-pub const HOLDERS_BYTES: usize = 16;
+pub const HOLDERS_BYTES: usize = 32;
 
-/// The two holder words of `region` (`None`: too small or unaligned, not a pool region).
-fn words(region: &ShmRegion) -> Option<(&AtomicU64, &AtomicU64)> {
+const LANES: usize = 0;
+const OTHERS: usize = 1;
+const TOKEN: usize = 2;
+const OUTPUT: usize = 3;
+
+/// Holder word `i` of `region` (`None`: too small or unaligned, not a pool region).
+fn word(region: &ShmRegion, i: usize) -> Option<&AtomicU64> {
     let size = region.size();
-    let offset = size.checked_sub(HOLDERS_BYTES)?;
-    if !offset.is_multiple_of(8) {
+    let offset = size.checked_sub(HOLDERS_BYTES)? + 8 * i;
+    if !offset.is_multiple_of(8) || i >= HOLDERS_BYTES / 8 {
         return None;
     }
-    // SAFETY: `offset + 16 <= size()`, so both words lie inside the mapping, which stays mapped
-    // while `region` lives; the mapping is page aligned and `offset` a multiple of 8, so both are
-    // aligned for `AtomicU64`. These bytes are outside every payload slice handed out (a sample's
-    // `len` leaves room for them, see `SamplePool::allocate`) and are only accessed atomically.
-    unsafe {
-        let at = region.as_ptr().add(offset);
-        Some((
-            &*(at as *const AtomicU64),
-            &*(at.add(8) as *const AtomicU64),
-        ))
-    }
+    // SAFETY: `offset + 8 <= size()` (`i < 4`), so the word lies inside the mapping, which stays
+    // mapped while `region` lives; the mapping is page aligned and `offset` a multiple of 8, so
+    // it is aligned for `AtomicU64`. These bytes are outside every payload slice handed out (a
+    // sample's `len` leaves room for them, see `SamplePool::allocate`) and are only accessed
+    // atomically.
+    unsafe { Some(&*(region.as_ptr().add(offset) as *const AtomicU64)) }
 }
 
-/// A receiver is done with a sample it took from the lane of holder bit `bit`.
+/// What the holder words of a sample say, for the daemon (see [`holders`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Holders {
+    /// A bit per lane of its output that still holds it.
+    pub lanes: u64,
+    /// The token it was last sent with.
+    pub token: u64,
+    /// Its output's number in the sender's `NodeLanes::outputs` (`None`: not sent on lanes).
+    pub output: Option<u32>,
+}
+
+/// The holder words of `region` (`None`: not a pool region).
+pub fn holders(region: &ShmRegion) -> Option<Holders> {
+    let load = |i| word(region, i).map(|w| w.load(Ordering::Acquire));
+    Some(Holders {
+        lanes: load(LANES)?,
+        token: load(TOKEN)?,
+        output: u32::try_from(load(OUTPUT)?).ok(),
+    })
+}
+
+/// A receiver is done with a sample it took from the lane of holder bit `bit` (or the daemon,
+/// for a receiver that is gone).
 pub fn release_lane(region: &ShmRegion, bit: u32) {
-    if let (Some((lanes, _)), Some(mask)) = (words(region), 1u64.checked_shl(bit)) {
+    if let (Some(lanes), Some(mask)) = (word(region, LANES), 1u64.checked_shl(bit)) {
         lanes.fetch_and(!mask, Ordering::AcqRel);
     }
 }
 
-/// Sets `others` (the daemon or the sender still holds it) and clears every lane bit: the
-/// region is being sent again.
-pub(crate) fn reset(region: &ShmRegion) {
-    if let Some((lanes, others)) = words(region) {
-        lanes.store(0, Ordering::Release);
-        others.store(1, Ordering::Release);
+/// The region is being sent again under `token`: no lane holds it, `others` is set, no output.
+pub(crate) fn reset(region: &ShmRegion, token: u64) {
+    let store = |i, v| {
+        if let Some(w) = word(region, i) {
+            w.store(v, Ordering::Release);
+        }
+    };
+    store(LANES, 0);
+    store(TOKEN, token);
+    store(OUTPUT, u64::MAX);
+    store(OTHERS, 1);
+}
+
+/// The sample goes out on the lanes of output number `output`.
+pub(crate) fn set_output(region: &ShmRegion, output: u32) {
+    if let Some(w) = word(region, OUTPUT) {
+        w.store(u64::from(output), Ordering::Release);
     }
 }
 
 /// Sets lane bit `bit` (before the handle is pushed into that lane).
 pub(crate) fn hold_lane(region: &ShmRegion, bit: u32) {
-    if let (Some((lanes, _)), Some(mask)) = (words(region), 1u64.checked_shl(bit)) {
+    if let (Some(lanes), Some(mask)) = (word(region, LANES), 1u64.checked_shl(bit)) {
         lanes.fetch_or(mask, Ordering::AcqRel);
     }
 }
 
 /// Clears `others`: neither the sender nor the daemon holds it any more.
 pub(crate) fn release_others(region: &ShmRegion) {
-    if let Some((_, others)) = words(region) {
-        others.store(0, Ordering::Release);
+    if let Some(w) = word(region, OTHERS) {
+        w.store(0, Ordering::Release);
     }
 }
 
@@ -76,12 +112,11 @@ pub(crate) fn release_others(region: &ShmRegion) {
 /// ended); `false` for a region without holder words. With a sender that is gone, this and the
 /// daemon's own bookkeeping say whether anybody still needs it.
 pub fn lanes_released(region: &ShmRegion) -> bool {
-    words(region).is_some_and(|(lanes, _)| lanes.load(Ordering::Acquire) == 0)
+    word(region, LANES).is_some_and(|w| w.load(Ordering::Acquire) == 0)
 }
 
 /// Whether nobody holds the sample (a region without holder words never frees itself).
 pub(crate) fn is_released(region: &ShmRegion) -> bool {
-    words(region).is_some_and(|(lanes, others)| {
-        others.load(Ordering::Acquire) == 0 && lanes.load(Ordering::Acquire) == 0
-    })
+    let zero = |i| word(region, i).is_some_and(|w| w.load(Ordering::Acquire) == 0);
+    zero(OTHERS) && zero(LANES)
 }

@@ -243,7 +243,7 @@ impl SamplePool {
             token,
             file: region.file_id(),
         };
-        holders::reset(&region);
+        holders::reset(&region, token.0);
         let lanes = Vec::new();
         self.in_flight.insert(token, InFlight { region, lanes });
         handle
@@ -261,6 +261,14 @@ impl SamplePool {
             self.free_now(token);
         }
         true
+    }
+
+    /// In-flight `token` goes out on the lanes of output number `output` (see
+    /// [`holders`](crate::holders)).
+    pub fn for_output(&mut self, token: SampleToken, output: u32) {
+        if let Some(sample) = self.in_flight.get(&token) {
+            holders::set_output(&sample.region, output);
+        }
     }
 
     /// Lane `lane` (holder bit `bit`) is about to take in-flight `token`: it holds the sample

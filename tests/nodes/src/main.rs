@@ -10,12 +10,16 @@
 //!   it then waits until
 //!   every receiver released its shared samples and prints `flood released`.
 //! - `hold`: keeps every message it receives (never drops one); after `COUNT` it prints
-//!   `holding N` and kills itself with SIGKILL, still holding them. With `ONCE_FILE` set, only
+//!   `holding N` and kills itself with SIGKILL (`HOLD_MS` later), still holding them. With
+//!   `ONCE_FILE` set, only
 //!   if that file does not exist yet (it creates it); otherwise it behaves as `recv` (a
 //!   restarted instance).
 //! - `outlive`: keeps the `COUNT` shared samples it receives until its input closes (the sender
 //!   is gone), prints `outlived N present=P` (how many of their segments still exist), drops
 //!   them, waits `WAIT_MS` and prints `dropped present=P`.
+//! - `count-pool`: receives `COUNT` messages (dropping each), waits `WAIT_MS`, then prints
+//!   `pool of NODE: N`, the number of shared-memory samples the instances of node `POOL_OF` of
+//!   its dataflow still have in `/dev/shm`.
 //! - `fail`: prints to stderr and exits with `EXIT_CODE` (default 3).
 //! - `idle`: waits for Stop.
 //! - `spin`: keeps one core busy on a helper thread until Stop; every input it receives is sent
@@ -91,6 +95,7 @@ fn main() -> Result {
         "flood" => flood(),
         "hold" => hold(),
         "outlive" => outlive(),
+        "count-pool" => count_pool(),
         "fail" => {
             eprintln!("test-node: simulated failure");
             std::process::exit(env_u64("EXIT_CODE", 3) as i32);
@@ -314,6 +319,7 @@ fn hold() -> Result {
             held.push(data);
             if held.len() == count {
                 println!("holding {count}");
+                thread::sleep(Duration::from_millis(env_u64("HOLD_MS", 0)));
                 nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL)?;
             }
         }
@@ -351,6 +357,48 @@ fn outlive() -> Result {
     let _ = events.recv_timeout(Duration::from_millis(1));
     thread::sleep(Duration::from_millis(env_u64("WAIT_MS", 0)));
     println!("dropped present={}", present());
+    Ok(())
+}
+
+fn count_pool() -> Result {
+    let (_node, mut events) = AdoraNode::init_from_env()?;
+    let mut received = 0;
+    while received < env_u64("COUNT", 0) {
+        match events.recv() {
+            Some(Event::Input { .. }) => received += 1,
+            Some(_) => {}
+            None => return Err("the inputs closed before COUNT messages".into()),
+        }
+    }
+    // Samples that came through the daemon are reported dropped with the next request.
+    let _ = events.recv_timeout(Duration::from_millis(1));
+    thread::sleep(Duration::from_millis(env_u64("WAIT_MS", 0)));
+    let of = std::env::var("POOL_OF")?;
+    let me = std::env::var("ADORA_NODE_ID")?;
+    let config = std::env::var("ADORA_NODE_CONFIG")?;
+    // Its own pool prefix (`"shm_prefix":"…"` in the JSON) is `{dataflow prefix}{me}-{instance}-`.
+    let own = (config.split_once("\"shm_prefix\":\""))
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(prefix, _)| prefix)
+        .ok_or("no shm_prefix in ADORA_NODE_CONFIG")?;
+    let dataflow = &own[..own
+        .rfind(&format!("{me}-"))
+        .ok_or("unexpected shm_prefix")?];
+    let prefix = format!("{dataflow}{of}-");
+    let samples = std::fs::read_dir("/dev/shm")?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| {
+            // `{instance}-{n}`: digits, a dash, digits.
+            n.strip_prefix(&prefix).is_some_and(|rest| {
+                rest.split_once('-').is_some_and(|(a, b)| {
+                    [a, b]
+                        .iter()
+                        .all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()))
+                })
+            })
+        })
+        .count();
+    println!("pool of {of}: {samples}");
     Ok(())
 }
 

@@ -31,8 +31,10 @@ pub(super) fn pool_prefix(dataflow: uuid::Uuid, node: &NodeId) -> String {
 }
 
 impl Dataflow {
-    /// The instance of `node` ended: its pool's leftovers are removed once nobody holds them.
+    /// The instance of `node` ended: its pool's leftovers are removed once nobody holds them, and
+    /// it no longer holds the samples of ended senders it took from its lanes.
     pub(super) fn instance_ended(&mut self, node: &NodeId, events: &mpsc::Sender<Event>) {
+        self.release_taken_from_ended(node);
         let Some(pool) = self.nodes.get_mut(node).and_then(|rt| rt.pool.take()) else {
             return;
         };
@@ -40,30 +42,57 @@ impl Dataflow {
             let dataflow = self.spec.id;
             self.schedule(events, SWEEP_EVERY, Event::SweepPools { dataflow });
         }
-        self.ended_pools.push(pool);
+        self.ended_pools.push((node.clone(), pool));
+    }
+
+    /// `reader`'s instance ended: what it took from its lanes of senders whose instance ended
+    /// too is released here (a live sender does it itself, told by `LanesReleased`, but an
+    /// ended one cannot). What its lanes still queue stays held for its next instance.
+    fn release_taken_from_ended(&self, reader: &NodeId) {
+        for (sender, output, bit, lane) in self.routing.lanes_read_by(reader) {
+            let pools = self.ended_pools.iter().filter(|(n, _)| *n == sender);
+            let mut samples = pools.flat_map(|(_, prefix)| samples_of(prefix)).peekable();
+            if samples.peek().is_none() {
+                continue;
+            }
+            let Some(queued) = lane.queued_tokens() else {
+                continue; // its lock is held: leave them (removed when the dataflow ends)
+            };
+            for region in samples {
+                let held = adora_shm::holders(&region)
+                    .is_some_and(|h| h.output == Some(output) && !queued.contains(&h.token));
+                if held {
+                    adora_shm::release_lane(&region, bit);
+                }
+            }
+        }
     }
 
     /// Removes every segment of an ended instance's pool that no lane, receiver or daemon holds
-    /// any more; forgets a pool once nothing of it is left, and looks again later while some
-    /// are.
+    /// any more (a lane whose receiver is gone for good holds nothing); forgets a pool once
+    /// nothing of it is left, and looks again later while some are.
     pub fn sweep_ended_pools(&mut self, events: &mpsc::Sender<Event>) {
         let routing = &self.routing;
-        self.ended_pools.retain(|prefix| {
-            let Ok(names) = adora_shm::list_segments(prefix) else {
-                return true;
-            };
+        let gone = routing.lanes_gone();
+        self.ended_pools.retain(|(sender, prefix)| {
             let mut left = false;
-            // `{prefix}{n}` only: the prefix of another node could start the same way.
-            for name in names.iter().filter(|n| is_sample_of(n, prefix)) {
-                let released = !routing.holds_sample(name)
-                    && adora_shm::ShmRegion::open(name)
-                        .is_ok_and(|region| adora_shm::lanes_released(&region));
-                if released {
-                    if let Err(e) = adora_shm::unlink(name) {
-                        tracing::debug!("cannot remove the released sample {name}: {e}");
+            for region in samples_of(prefix) {
+                if let Some(h) = adora_shm::holders(&region) {
+                    for bit in (0..64).filter(|b| h.lanes & (1u64 << b) != 0) {
+                        let lane = (sender.clone(), h.output.unwrap_or(u32::MAX), bit);
+                        if gone.contains(&lane) {
+                            adora_shm::release_lane(&region, bit);
+                        }
                     }
-                } else {
+                }
+                let name = region.os_id().to_owned();
+                if routing.holds_sample(&name) || !adora_shm::lanes_released(&region) {
                     left = true;
+                    continue;
+                }
+                drop(region);
+                if let Err(e) = adora_shm::unlink(&name) {
+                    tracing::debug!("cannot remove the released sample {name}: {e}");
                 }
             }
             left
@@ -73,6 +102,16 @@ impl Dataflow {
             self.schedule(events, SWEEP_EVERY, Event::SweepPools { dataflow });
         }
     }
+}
+
+/// The samples of pool `prefix` still in `/dev/shm`, mapped.
+fn samples_of(prefix: &str) -> Vec<adora_shm::ShmRegion> {
+    let names = adora_shm::list_segments(prefix).unwrap_or_default();
+    // `{prefix}{n}` only: the prefix of another node could start the same way.
+    (names.iter())
+        .filter(|n| is_sample_of(n, prefix))
+        .filter_map(|n| adora_shm::ShmRegion::open(n).ok())
+        .collect()
 }
 
 /// Whether segment `name` is a sample of the pool `prefix` (`{prefix}{digits}`).

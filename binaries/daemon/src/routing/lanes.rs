@@ -201,14 +201,9 @@ impl Routing {
     pub fn node_lanes(&self, node: &NodeId) -> NodeLanes {
         let lanes = &self.lanes;
         let mut config = NodeLanes::default();
-        // Per output: how many lanes its sender's list has so far (a lane's holder bit).
-        let mut listed: HashMap<(&NodeId, &DataId), u32> = HashMap::new();
-        for ((receiver, input), l) in &lanes.inputs {
-            let bit = (!l.remote && lanes.bells.contains_key(receiver)).then(|| {
-                let n = listed.entry((&l.sender, &l.output)).or_default();
-                *n += 1;
-                *n - 1
-            });
+        let slots = self.holder_slots();
+        for (key @ (receiver, input), l) in &lanes.inputs {
+            let bit = slots.get(key).map(|(_, bit)| *bit);
             if receiver == node {
                 let lane = InputLaneRef {
                     lane: l.lane.os_id().to_owned(),
@@ -248,6 +243,57 @@ impl Routing {
             config.taps = lanes.taps.get(node).map(|l| l.os_id().to_owned());
         }
         config
+    }
+
+    /// Where each lane of a local sender sits in that sender's configuration: (receiver, input)
+    /// → (its output's place in the sender's `NodeLanes::outputs`, its place in that output's
+    /// lanes, which is its holder bit). [`Self::node_lanes`] lists them in this order.
+    fn holder_slots(&self) -> HashMap<(NodeId, DataId), (u32, u32)> {
+        let lanes = &self.lanes;
+        let mut outputs: BTreeMap<&NodeId, std::collections::BTreeSet<&DataId>> = BTreeMap::new();
+        for l in lanes.inputs.values() {
+            outputs.entry(&l.sender).or_default().insert(&l.output);
+        }
+        let mut listed: HashMap<(&NodeId, &DataId), u32> = HashMap::new();
+        let mut slots = HashMap::new();
+        for ((receiver, input), l) in &lanes.inputs {
+            if l.remote || !lanes.bells.contains_key(receiver) {
+                continue;
+            }
+            let bit = listed.entry((&l.sender, &l.output)).or_default();
+            let output = outputs[&l.sender].iter().position(|o| *o == &l.output);
+            if let Some(output) = output.and_then(|o| u32::try_from(o).ok()) {
+                slots.insert((receiver.clone(), input.clone()), (output, *bit));
+            }
+            *bit += 1;
+        }
+        slots
+    }
+
+    /// The lanes `node` reads from local senders: (sender, its output's number, the lane's
+    /// holder bit, the lane) — see [`Self::holder_slots`].
+    pub fn lanes_read_by(&self, node: &NodeId) -> Vec<(NodeId, u32, u32, Arc<Lane>)> {
+        let slots = self.holder_slots();
+        (self.lanes.inputs.iter())
+            .filter(|((receiver, _), _)| receiver == node)
+            .filter_map(|(key, l)| {
+                let (output, bit) = slots.get(key)?;
+                Some((l.sender.clone(), *output, *bit, l.lane.clone()))
+            })
+            .collect()
+    }
+
+    /// The lanes of local senders whose receiver is gone for good (no instance of it will take
+    /// from or drop anything of them): (sender, its output's number, the lane's holder bit).
+    pub fn lanes_gone(&self) -> std::collections::HashSet<(NodeId, u32, u32)> {
+        let slots = self.holder_slots();
+        (self.lanes.inputs.iter())
+            .filter(|((receiver, _), _)| self.nodes.get(receiver).is_none_or(|s| s.exited))
+            .filter_map(|(key, l)| {
+                let (output, bit) = slots.get(key)?;
+                Some((l.sender.clone(), *output, *bit))
+            })
+            .collect()
     }
 
     /// Closes the lanes of the outputs `which` selects: their messages pass through the daemon

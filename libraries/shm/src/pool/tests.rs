@@ -248,6 +248,7 @@ fn a_sample_held_by_lanes_is_reused_once_every_receiver_released_it_without_the_
     let mut pool = SamplePool::new(clean.0.clone());
     let handle = sent(&mut pool, 8192);
     let id = handle.os_id.clone();
+    pool.for_output(handle.token, 2);
     for bit in [0, 5] {
         pool.hold_in_lane(handle.token, bit);
         pool.pushed_to_lane(handle.token, (bit, bit), 0);
@@ -255,8 +256,14 @@ fn a_sample_held_by_lanes_is_reused_once_every_receiver_released_it_without_the_
     pool.lanes_only(handle.token);
     assert_eq!(pool.in_flight(), 1, "two lanes hold it");
 
-    // The receivers release it through their own mappings.
+    // The receivers release it through their own mappings; the daemon can read who holds it.
     let receiver = ShmRegion::open(&id).expect("receiver open");
+    let expected = crate::Holders {
+        lanes: 0b100001,
+        token: handle.token.0,
+        output: Some(2),
+    };
+    assert_eq!(crate::holders(&receiver), Some(expected));
     crate::release_lane(&receiver, 0);
     assert_eq!(pool.in_flight(), 1, "lane 5 still holds it");
     crate::release_lane(&receiver, 5);
