@@ -77,10 +77,11 @@ impl Dataflow {
         self.ended_pools.retain(|(sender, prefix)| {
             let mut left = false;
             for region in samples_of(prefix) {
-                if let Some(h) = adora_shm::holders(&region) {
-                    for bit in (0..64).filter(|b| h.lanes & (1u64 << b) != 0) {
-                        let lane = (sender.clone(), h.output.unwrap_or(u32::MAX), bit);
-                        if gone.contains(&lane) {
+                // Bits set on a sample that never went out on lanes (no output) mean nothing.
+                let holders = adora_shm::holders(&region);
+                if let Some((lanes, output)) = holders.and_then(|h| Some((h.lanes, h.output?))) {
+                    for bit in (0..64).filter(|b| lanes & (1u64 << b) != 0) {
+                        if gone.contains(&(sender.clone(), output, bit)) {
                             adora_shm::release_lane(&region, bit);
                         }
                     }
