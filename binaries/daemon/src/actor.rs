@@ -264,9 +264,11 @@ impl Daemon {
             event @ Event::LogLine { .. } => self.log_line(event),
             Event::InputDeadlines { dataflow } => self.with(dataflow, |df, _| df.expire_inputs()),
             Event::HealthCheck { dataflow } => self.with(dataflow, |df, _| df.check_health()),
-            Event::SweepPools { dataflow } => {
-                self.with(dataflow, |df, env| df.sweep_ended_pools(env.events))
-            }
+            Event::SweepPools { dataflow } => self.settle(dataflow, |df, env| {
+                df.sweep_ended_pools(env.events);
+                // It may have waited for its publishers only.
+                df.is_finished()
+            }),
             Event::ConnectLate { dataflow, after } => {
                 self.with(dataflow, |df, _| df.connect_late(after))
             }

@@ -50,6 +50,10 @@ pub const LOG_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// When the nodes that have not connected yet are named (if the connect timeout is longer).
 pub const CONNECT_LATE_AFTER: Duration = Duration::from_secs(5);
 
+/// How long a dataflow whose nodes all ended waits for its publishers to take what the nodes
+/// left in their publish lanes (a link that does not come back).
+pub const PUBLISH_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[derive(Default)]
 struct NodeRuntime {
     pid: Option<u32>,
@@ -109,6 +113,8 @@ pub(crate) struct Dataflow {
     /// Pool prefixes of ended node instances whose samples are not all removed yet, with their
     /// node (`pools.rs`).
     ended_pools: Vec<(NodeId, String)>,
+    /// When the nodes had all ended while publish lanes still held messages.
+    publishing_since: std::sync::OnceLock<std::time::Instant>,
 }
 
 /// What a dataflow needs from its daemon to start its nodes.
@@ -421,11 +427,30 @@ impl Dataflow {
         self.remote_closed(node, &closed);
     }
 
-    /// Every node process has exited and every control connection has drained.
+    /// Every node process has exited, every control connection has drained, and the publishers
+    /// took what the nodes left in their publish lanes (their shared memory goes with the
+    /// dataflow; at most [`PUBLISH_DRAIN_TIMEOUT`]).
     pub(crate) fn is_finished(&self) -> bool {
-        self.nodes
-            .values()
-            .all(|rt| !rt.running && !rt.control_open && !rt.restarting)
+        let ended =
+            (self.nodes.values()).all(|rt| !rt.running && !rt.control_open && !rt.restarting);
+        ended && !self.still_publishing()
+    }
+
+    fn still_publishing(&self) -> bool {
+        if !self.routing.publishing() {
+            return false;
+        }
+        let since = *self.publishing_since.get_or_init(std::time::Instant::now);
+        if since.elapsed() < PUBLISH_DRAIN_TIMEOUT {
+            return true;
+        }
+        tracing::warn!(
+            "dataflow {}: messages for other machines were still waiting to be published {:?} \
+             after its nodes ended; they are dropped",
+            self.spec.id,
+            PUBLISH_DRAIN_TIMEOUT
+        );
+        false
     }
 
     /// Finishes the dataflow: cancels timers, removes leftover shared memory, reports the result.

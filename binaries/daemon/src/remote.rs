@@ -21,10 +21,7 @@ use std::{
 
 use adora_core::{DataId, NodeId};
 use adora_message::{
-    daemon_to_daemon::{
-        append_checksum, checksum_slices, decode_header_checked, encode_header, output_key,
-        RemoteKind, Sequence,
-    },
+    daemon_to_daemon::{checksum_slices, decode_header_checked, output_key, RemoteKind, Sequence},
     SharedRef,
 };
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -288,14 +285,14 @@ impl RemoteDataPlane {
 
     /// Publishes `node/output` of `dataflow` from a task: declares the publisher, sends `matched`
     /// once a subscriber on another machine matches it (or right away if `matched` is `None`),
-    /// then puts every message from `queue` until the queue's senders are gone.
+    /// then puts every message its sender pushes into `lane` and every message from `queue`
+    /// until the queue's senders are gone (see [`publish`]).
     pub fn spawn_publisher<T: Send + 'static>(
         self: &Arc<Self>,
-        dataflow: Uuid,
-        node: &NodeId,
-        output: &DataId,
-        mut queue: mpsc::Receiver<Outgoing>,
+        (dataflow, node, output): (Uuid, &NodeId, &DataId),
+        queue: mpsc::Receiver<Outgoing>,
         matched: Option<(mpsc::Sender<T>, T)>,
+        lane: Option<publish::PublishLane>,
     ) {
         let key = output_key(dataflow, node, output);
         let plane = self.clone();
@@ -332,13 +329,7 @@ impl RemoteDataPlane {
                 }
                 let _ = notify.send(msg).await;
             }
-            while let Some((kind, sequence, payload, _budget)) = queue.recv().await {
-                let mut header = encode_header(kind, sequence);
-                append_checksum(&mut header, &payload);
-                if let Err(e) = publisher.put(payload).attachment(header).await {
-                    tracing::warn!("cannot publish on {key}: {e}");
-                }
-            }
+            publish::run(&publisher, &key, queue, lane).await;
             let _ = publisher.undeclare().await;
         });
     }
@@ -582,6 +573,7 @@ impl Drop for SubscriptionGuard {
 
 pub(crate) mod feed;
 pub(crate) mod links;
+pub(crate) mod publish;
 pub(crate) mod session_config;
 pub(crate) mod topology;
 

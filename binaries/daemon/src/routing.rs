@@ -445,7 +445,7 @@ mod deadlines;
 mod deliver;
 mod finish;
 mod lanes;
-pub(crate) use lanes::lanes_enabled;
+pub(crate) use lanes::{lanes_enabled, publisher_of};
 mod locality;
 mod room;
 mod samples;

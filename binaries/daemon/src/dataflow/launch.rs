@@ -52,6 +52,7 @@ impl Dataflow {
             taps: launch.taps.clone(),
             moves: Default::default(),
             ended_pools: Vec::new(),
+            publishing_since: Default::default(),
             spec,
         };
         if crate::routing::lanes_enabled() {

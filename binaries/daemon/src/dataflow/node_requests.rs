@@ -46,7 +46,11 @@ impl Dataflow {
                 (served, false),
             );
         }
-        self.forward_remote(node, output, &metadata, &data);
+        // Its publish lane (if it has one) took it for the other machines.
+        let publisher = crate::routing::publisher_of(node, output);
+        if !served.iter().any(|(receiver, _)| *receiver == publisher) {
+            self.forward_remote(node, output, &metadata, &data);
+        }
         self.routing
             .send_output_direct(node, output, (metadata, data), (served, true));
     }

@@ -21,6 +21,8 @@ use crate::event::Event;
 
 /// How often the daemon looks again at the samples of ended instances still held.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
+/// How often the sweep looks again while a publisher still has messages in its lane.
+const PUBLISHING_RECHECK: Duration = Duration::from_millis(20);
 
 /// The pool prefix of a new instance of `node`: unique to the instance (a number this daemon
 /// never hands out twice), so that sweeping it never touches a later instance's samples.
@@ -98,9 +100,16 @@ impl Dataflow {
             }
             left
         });
-        if !self.ended_pools.is_empty() {
+        // Also while a publisher has messages of ended nodes to take from its lane: the
+        // dataflow ends once it took them (`Dataflow::is_finished`).
+        let after = if self.routing.publishing() {
+            Some(PUBLISHING_RECHECK)
+        } else {
+            (!self.ended_pools.is_empty()).then_some(SWEEP_EVERY)
+        };
+        if let Some(after) = after {
             let dataflow = self.spec.id;
-            self.schedule(events, SWEEP_EVERY, Event::SweepPools { dataflow });
+            self.schedule(events, after, Event::SweepPools { dataflow });
         }
     }
 }

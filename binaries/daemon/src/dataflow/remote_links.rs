@@ -69,7 +69,13 @@ impl Dataflow {
                 node: node.clone(),
                 output: output.clone(),
             };
-            plane.spawn_publisher(id, &node, &output, rx, Some((events.clone(), matched)));
+            // The lane's messages and the actor's are numbered as one stream.
+            let stream = (links.sequences.entry(key.clone()))
+                .or_insert_with(Sequence::start)
+                .stream;
+            let lane = self.routing.publish_lane(&node, &output, stream);
+            let matched = Some((events.clone(), matched));
+            plane.spawn_publisher((id, &node, &output), rx, matched, lane);
             links.queues.insert(key, tx);
         }
         for key in links.subscribed.clone() {

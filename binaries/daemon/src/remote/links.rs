@@ -117,7 +117,9 @@ impl Streams {
 /// How many messages went missing before one with sequence `now` (`closed`: the end of the
 /// stream) when `expected` was expected next from the same publishing instance, by reason: those
 /// the sending daemon dropped, and the rest, lost on the way; and the sequence expected after
-/// it. Nothing is counted for an instance's first message, nor when its numbers go back.
+/// it. Nothing is counted for an instance's first message (the receiver may have joined late),
+/// unless the sending daemon dropped everything before it (a publish lane that filled up before
+/// its first message went out: nobody got those), nor when its numbers go back.
 pub(crate) fn missing_before(
     expected: Option<Sequence>,
     now: Sequence,
@@ -136,7 +138,11 @@ pub(crate) fn missing_before(
         (RemoteDropReason::Link, 0),
     ];
     let Some(expected) = expected.filter(|e| e.stream == now.stream) else {
-        return (next, none);
+        let never_sent = if now.seq == now.dropped { now.seq } else { 0 };
+        return (
+            next,
+            [(RemoteDropReason::SenderBacklog, never_sent), none[1]],
+        );
     };
     if now.seq < expected.seq || now.dropped < expected.dropped {
         return (next, none);
@@ -182,6 +188,16 @@ mod tests {
         // The end: 2 more taken after 11, both dropped by the sender.
         let (next, missing) = missing_before(Some(next), seq(14, 7), true);
         assert_eq!((next, counts(missing)), (seq(14, 7), (2, 0)));
+    }
+
+    #[test]
+    fn a_first_message_after_only_drops_counts_them() {
+        // The sender's daemon dropped the 270 messages before the first one it published.
+        let (next, missing) = missing_before(None, seq(270, 270), false);
+        assert_eq!((next, counts(missing)), (seq(271, 270), (270, 0)));
+        // A receiver joining late: some of the earlier messages went out, nothing counted.
+        let (_, missing) = missing_before(None, seq(270, 269), false);
+        assert_eq!(counts(missing), (0, 0));
     }
 
     #[test]

@@ -104,13 +104,8 @@ async fn messages_cross_between_two_daemons_in_order_up_to_64_mib() {
     let _sub = b.spawn_subscriber(dataflow, &node, &output, tx);
     let (publisher, queue) = mpsc::channel(PUBLISH_QUEUE);
     let (matched_tx, mut matched_rx) = mpsc::channel(1);
-    a.spawn_publisher(
-        dataflow,
-        &node,
-        &output,
-        queue,
-        Some((matched_tx, "matched")),
-    );
+    let matched = Some((matched_tx, "matched"));
+    a.spawn_publisher((dataflow, &node, &output), queue, matched, None);
     // Nothing is sent before the subscriber on the other daemon matched: nothing is lost.
     let matched = tokio::time::timeout(TIMEOUT, matched_rx.recv())
         .await
@@ -193,7 +188,8 @@ async fn matched_publisher(
 ) -> mpsc::Sender<Outgoing> {
     let (publisher, queue) = mpsc::channel(PUBLISH_QUEUE);
     let (matched_tx, mut matched_rx) = mpsc::channel(1);
-    a.spawn_publisher(Uuid::nil(), node, output, queue, Some((matched_tx, ())));
+    let matched = Some((matched_tx, ()));
+    a.spawn_publisher((Uuid::nil(), node, output), queue, matched, None);
     tokio::time::timeout(TIMEOUT, matched_rx.recv())
         .await
         .expect("matched in time");

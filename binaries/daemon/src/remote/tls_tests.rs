@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use adora_message::Metadata;
+use adora_message::{daemon_to_daemon::encode_header, Metadata};
 use adora_pki::{ClusterCa, Identity};
 
 use crate::config::SecureTransport;
@@ -101,7 +101,8 @@ async fn exchange(a: &Arc<RemoteDataPlane>, b: &Arc<RemoteDataPlane>, payload: &
     let _sub = b.spawn_subscriber(dataflow, &node, &output, tx);
     let (publisher, queue) = mpsc::channel(PUBLISH_QUEUE);
     let (matched_tx, mut matched_rx) = mpsc::channel(1);
-    a.spawn_publisher(dataflow, &node, &output, queue, Some((matched_tx, ())));
+    let matched = Some((matched_tx, ()));
+    a.spawn_publisher((dataflow, &node, &output), queue, matched, None);
     tokio::time::timeout(TIMEOUT, matched_rx.recv())
         .await
         .expect("the subscriber matched");

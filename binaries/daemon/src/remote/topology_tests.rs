@@ -68,7 +68,8 @@ async fn publish(from: &Arc<RemoteDataPlane>, dataflow: Uuid, n: u8) {
     let (node, output) = (NodeId::from("cam"), DataId::from("frame"));
     let (publisher, queue) = mpsc::channel(PUBLISH_QUEUE);
     let (matched_tx, mut matched_rx) = mpsc::channel(1);
-    from.spawn_publisher(dataflow, &node, &output, queue, Some((matched_tx, ())));
+    let matched = Some((matched_tx, ()));
+    from.spawn_publisher((dataflow, &node, &output), queue, matched, None);
     tokio::time::timeout(TIMEOUT, matched_rx.recv())
         .await
         .expect("matched in time");
@@ -120,7 +121,7 @@ async fn a_link_is_opened_when_asked_and_closed_when_no_longer_needed() {
     links_become(&mut reports, &[]).await;
     let (node, output) = (NodeId::from("cam"), DataId::from("frame"));
     let (publisher, queue) = mpsc::channel(PUBLISH_QUEUE);
-    a.spawn_publisher::<()>(dataflow, &node, &output, queue, None);
+    a.spawn_publisher::<()>((dataflow, &node, &output), queue, None, None);
     publisher
         .send((data(), Sequence::default(), vec![9], None))
         .await

@@ -32,7 +32,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     path::PathBuf,
-    sync::{Arc, Mutex},
+    sync::{atomic::AtomicBool, Arc, Mutex},
 };
 
 use adora_core::{
@@ -43,7 +43,14 @@ use adora_message::{InputLaneRef, LaneRef, NodeLanes, OutputLanes};
 use adora_shm::{Bell, Lane, LANE_MAX_SLOTS};
 
 use super::{NodeCounters, Routing};
-use crate::remote::feed::{FeedLane, LaneFeed, RemotePool};
+use crate::remote::{
+    feed::{FeedLane, LaneFeed, RemotePool},
+    PUBLISH_QUEUE,
+};
+
+mod publish;
+pub(crate) use publish::publisher_of;
+use publish::{is_publisher, publish_lanes_enabled};
 
 /// The lanes of one dataflow on this daemon.
 #[derive(Default)]
@@ -63,6 +70,9 @@ pub(crate) struct Lanes {
     /// (sender on another machine, local receiver) → the number of the last entry the
     /// sender's feeds pushed into the receiver's lanes (`remote/feed.rs`).
     remote_seqs: BTreeMap<(NodeId, NodeId), Arc<Mutex<u64>>>,
+    /// A publish lane's key in `inputs` (see [`publisher_of`]) → set while its publisher takes
+    /// entries from it and publishes them (`remote/publish.rs`).
+    publishing: BTreeMap<(NodeId, DataId), Arc<AtomicBool>>,
 }
 
 /// Entries of a taps lane: the copies a sender may write between two reads (every millisecond
@@ -113,6 +123,7 @@ impl Routing {
     ) {
         let mut lanes = Lanes::default();
         let remote_lanes = remote_lanes_enabled();
+        let mut published = std::collections::BTreeSet::new();
         for node in &descriptor.nodes {
             for (input_id, input) in &node.inputs {
                 let Ok(InputSource::Node { node: from, output }) = input.resolve() else {
@@ -127,7 +138,8 @@ impl Routing {
                 }
                 if !local(&node.id) {
                     if !remote {
-                        lanes.daemon_copy.insert((from, output), true);
+                        // Read on another machine: the output gets a publish lane.
+                        published.insert((from, output));
                     }
                     continue;
                 }
@@ -149,6 +161,24 @@ impl Routing {
                 // A receiver without a lane gets the output's messages from the daemon, so
                 // every message goes there too (the lanes' receivers named as served).
                 *lanes.daemon_copy.entry(key).or_default() |= !created;
+            }
+        }
+        // As many messages wait for a slow link as on the daemon's path (the oldest is dropped
+        // when the lane is full, counted by the publisher).
+        for (sender, output) in published {
+            let publisher = publisher_of(&sender, &output);
+            let edge = (sender.clone(), output.clone(), false, false);
+            let created = publish_lanes_enabled()
+                && lanes
+                    .create(prefix, &publisher, &output, PUBLISH_QUEUE, edge)
+                    .inspect_err(|e| {
+                        tracing::warn!("`{sender}/{output}` is published by the daemon: {e}")
+                    })
+                    .is_ok();
+            if created {
+                lanes.publishing.insert((publisher, output), Arc::default());
+            } else {
+                lanes.daemon_copy.insert((sender, output), true);
             }
         }
         lanes.open_sender_lanes(prefix);
@@ -288,6 +318,7 @@ impl Routing {
     pub fn lanes_gone(&self) -> std::collections::HashSet<(NodeId, u32, u32)> {
         let slots = self.holder_slots();
         (self.lanes.inputs.iter())
+            .filter(|((receiver, _), _)| !is_publisher(receiver))
             .filter(|((receiver, _), _)| self.nodes.get(receiver).is_none_or(|s| s.exited))
             .filter_map(|(key, l)| {
                 let (output, bit) = slots.get(key)?;

@@ -640,3 +640,43 @@ fn an_input_from_another_machine_gets_a_lane_its_subscription_feeds() {
         .remote_feed(&"src".into(), &"out".into(), pool())
         .is_none());
 }
+
+#[test]
+fn an_output_read_on_another_machine_gets_a_publish_lane_instead_of_the_daemons_copy() {
+    // `b` runs on another machine: `src` pushes into `a`'s lane and into its publisher's.
+    let d = descriptor(FAN_OUT);
+    let mut l = WithLanes {
+        r: Routing::with_locality(&d, |n| n.as_str() != "b"),
+        prefix: format!("adora-test-lanes-{}-publish-", std::process::id()),
+    };
+    let prefix = l.prefix.clone();
+    l.r.open_lanes(&d, &prefix, |_, _| false);
+    let r = &mut l.r;
+    let (src, out) = (NodeId::from("src"), DataId::from("out"));
+    let config = r.node_lanes(&src);
+    let lanes = &config.outputs[&out];
+    let receivers: Vec<&str> = lanes.lanes.iter().map(|l| l.receiver.as_str()).collect();
+    assert_eq!(receivers, ["a", "~publish/src/out"]);
+    // Nothing goes through the daemon's actor any more.
+    assert!(!lanes.daemon_copy);
+    let publish = r.publish_lane(&src, &out, 7).expect("a publish lane");
+    assert_eq!((publish.stream, publish.bit), (7, Some(1)));
+    assert_eq!(publish.lane.os_id(), lanes.lanes[1].lane);
+    assert_eq!(publish.bell, lanes.lanes[1].bell);
+    // Until its publisher took what the sender pushed, the dataflow is still publishing.
+    assert!(!r.publishing());
+    assert!(matches!(
+        publish.lane.push(b"entry", None, 1),
+        adora_shm::Pushed::Queued { .. }
+    ));
+    assert!(r.publishing());
+    publish.lane.pop_all(&mut Vec::new());
+    assert!(!r.publishing());
+    publish
+        .busy
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(r.publishing());
+    // A move closes it: the publisher gets none, the sender uses the daemon from then on.
+    r.close_lanes(|_, _| true);
+    assert!(r.publish_lane(&src, &out, 7).is_none());
+}
