@@ -60,7 +60,7 @@ fn flood_to_a_one_message_queue(test: &str, count: u64, size: usize) {
             r#"nodes:
   - id: sender
     path: {node}
-    env: {{ MODE: flood, COUNT: {count}, SIZE: {size} }}
+    env: {{ MODE: flood, COUNT: {count}, SIZE: {size}, WAIT_RELEASED: 1 }}
     outputs: [data]
     deploy: {{ machine: a }}
   - id: sink
@@ -109,6 +109,17 @@ fn flood_to_a_one_message_queue(test: &str, count: u64, size: usize) {
         assert!(
             copies <= 64,
             "{copies} segments of remote copies for {count} messages"
+        );
+        // The sender's own samples came back too: its daemon's publisher lent each to Zenoh
+        // and gave it back once sent (or its full publish lane dropped it).
+        let released = || {
+            let text = std::fs::read_to_string(&stdout).unwrap_or_default();
+            text.contains("flood released")
+        };
+        assert!(
+            wait_until(TIMEOUT, released),
+            "the sender's samples did not come back: {}",
+            std::fs::read_to_string(&stdout).unwrap_or_default()
         );
     }
 

@@ -27,9 +27,10 @@ use adora_message::{
     daemon_to_daemon::{append_checksum, encode_header, RemoteKind, Sequence},
     DataRef, LaneEntry,
 };
-use adora_shm::{release_lane, Entry, FileId, Lane, RegionCache};
+use adora_shm::{release_lane, Entry, FileId, Lane, RegionCache, ShmRegion};
+use bytes::Bytes;
 use tokio::{net::unix::pipe, sync::mpsc};
-use zenoh::pubsub::Publisher;
+use zenoh::{bytes::ZBytes, pubsub::Publisher};
 
 use super::Outgoing;
 
@@ -137,8 +138,8 @@ impl LaneReader {
         }
     }
 
-    /// The message of `entry` and its bytes (a shared sample is copied, then released).
-    fn payload(&mut self, entry: &Entry) -> Option<(RemoteKind, Vec<u8>)> {
+    /// The message of `entry` and its bytes (a shared sample is lent to Zenoh, see [`Lent`]).
+    fn payload(&mut self, entry: &Entry) -> Option<(RemoteKind, Bytes)> {
         let LaneEntry { metadata, data } = match LaneEntry::decode(&entry.bytes) {
             Ok(e) => e,
             Err(e) => {
@@ -147,7 +148,7 @@ impl LaneReader {
             }
         };
         let bytes = match data {
-            DataRef::Inline(bytes) => bytes,
+            DataRef::Inline(bytes) => Bytes::from(bytes),
             DataRef::Shared(shared) => {
                 let file = FileId {
                     dev: shared.file.dev,
@@ -161,11 +162,12 @@ impl LaneReader {
                         return None;
                     }
                 };
-                let bytes = region.as_slice()[..shared.len.min(region.size())].to_vec();
-                if let Some(bit) = self.bit {
-                    release_lane(&region, bit);
-                }
-                bytes
+                let len = shared.len.min(region.size());
+                Bytes::from_owner(Lent {
+                    region,
+                    len,
+                    bit: self.bit,
+                })
             }
         };
         Some((RemoteKind::Data { metadata }, bytes))
@@ -177,6 +179,29 @@ impl LaneReader {
             seq: sequence.seq + self.base + self.last,
             dropped: sequence.dropped + self.dropped,
             ..sequence
+        }
+    }
+}
+
+/// A sender's shared sample lent to Zenoh instead of copied: Zenoh copies the bytes into its
+/// batches, and when it drops them the lane's hold on the sample ends (its holder bit), so the
+/// sender's pool can reuse it.
+struct Lent {
+    region: Arc<ShmRegion>,
+    len: usize,
+    bit: Option<u32>,
+}
+
+impl AsRef<[u8]> for Lent {
+    fn as_ref(&self) -> &[u8] {
+        &self.region.as_slice()[..self.len]
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        if let Some(bit) = self.bit {
+            release_lane(&self.region, bit);
         }
     }
 }
@@ -213,20 +238,19 @@ pub(super) async fn run(
             return;
         };
         let sequence = lane.as_ref().map_or(sequence, |l| l.shift(sequence));
-        put(publisher, kind, sequence, payload).await;
+        put(publisher, kind, sequence, Bytes::from(payload)).await;
     }
 }
 
 /// Puts one message (its header and checksum as attachment).
-async fn put(
-    publisher: &Publisher<'static>,
-    kind: RemoteKind,
-    sequence: Sequence,
-    payload: Vec<u8>,
-) {
+async fn put(publisher: &Publisher<'static>, kind: RemoteKind, sequence: Sequence, payload: Bytes) {
     let mut header = encode_header(kind, sequence);
     append_checksum(&mut header, &payload);
-    if let Err(e) = publisher.put(payload).attachment(header).await {
+    if let Err(e) = publisher
+        .put(ZBytes::from(payload))
+        .attachment(header)
+        .await
+    {
         tracing::warn!("cannot publish on {}: {e}", publisher.key_expr());
     }
 }

@@ -73,7 +73,7 @@ fn baselines(ends: &Ends<'_>, plan: &Plan) -> anyhow::Result<(Vec<Report>, Vec<R
 /// The benchmark dataflow with the sender on machine `a`, the sink on `b`, and the plan inlined
 /// (`adora start` takes no `--env`). The sink acknowledges every phase (`ack`): `data` and
 /// `control` are two streams across machines.
-fn dataflow(bin_dir: &Path, plan: &Plan) -> String {
+fn dataflow(bin_dir: &Path, plan: &Plan, spin: bool) -> String {
     let env: Vec<String> = plan
         .to_env()
         .into_iter()
@@ -82,6 +82,7 @@ fn dataflow(bin_dir: &Path, plan: &Plan) -> String {
         .collect();
     let env = env.join(", ");
     let queue = data_queue_size(plan);
+    let poll = if spin { ", poll: spin" } else { "" };
     format!(
         r#"nodes:
   - id: sender
@@ -96,8 +97,8 @@ fn dataflow(bin_dir: &Path, plan: &Plan) -> String {
     env: {{ {env} }}
     outputs: [ack]
     inputs:
-      data: {{ source: sender/data, queue_size: {queue} }}
-      control: {{ source: sender/control, queue_size: 100 }}
+      data: {{ source: sender/data, queue_size: {queue}{poll} }}
+      control: {{ source: sender/control, queue_size: 100{poll} }}
     deploy: {{ machine: b }}
 "#,
         sender = bin_dir.join("adora-bench-sender").display(),
@@ -119,15 +120,21 @@ fn data_queue_size(plan: &Plan) -> usize {
     (DATA_QUEUE_BYTES / largest).clamp(10, 1000)
 }
 
-/// Sender and sink on two daemons of this machine (loopback), started with `daemon_args` (e.g.
-/// `--insecure-zenoh`); with `baseline`, plain Zenoh and plain TCP on loopback too.
-pub fn two_daemons(
-    adora: &Path,
-    plan: &Plan,
-    daemon_args: &[&str],
-    baseline: bool,
-) -> anyhow::Result<Measured> {
-    let (zenoh, tcp) = if baseline {
+/// How a cross-machine placement runs.
+pub struct How<'a> {
+    /// Arguments of the daemons (e.g. `--insecure-zenoh`).
+    pub daemon_args: &'a [&'a str],
+    /// Plain Zenoh and plain TCP between the same two places too.
+    pub baseline: bool,
+    /// `poll: spin` on the sink's inputs.
+    pub spin: bool,
+}
+
+/// Sender and sink on two daemons of this machine (loopback); with a baseline, plain Zenoh and
+/// plain TCP on loopback too.
+pub fn two_daemons(adora: &Path, plan: &Plan, how: &How<'_>) -> anyhow::Result<Measured> {
+    let daemon_args = how.daemon_args;
+    let (zenoh, tcp) = if how.baseline {
         let local = |net: &Path| Command::new(net);
         let ends = Ends {
             receiver: &local,
@@ -144,21 +151,17 @@ pub fn two_daemons(
     let _a = coordinator.daemon_local("a", daemon_args);
     let _b = coordinator.daemon_local("b", daemon_args);
     coordinator.wait_for_daemons(2);
-    let adora = start_attached(&coordinator, state.path(), plan)?;
+    let adora = start_attached(&coordinator, state.path(), plan, how.spin)?;
     Ok(Measured { adora, zenoh, tcp })
 }
 
-/// Sender and sink on two test hosts, daemons started with `daemon_args`; with `baseline`, plain
-/// Zenoh and plain TCP between the same two hosts too. Needs root (network namespaces).
-pub fn hosts(
-    adora: &Path,
-    plan: &Plan,
-    daemon_args: &[&str],
-    baseline: bool,
-) -> anyhow::Result<Measured> {
+/// Sender and sink on two test hosts; with a baseline, plain Zenoh and plain TCP between the
+/// same two hosts too. Needs root (network namespaces).
+pub fn hosts(adora: &Path, plan: &Plan, how: &How<'_>) -> anyhow::Result<Measured> {
+    let daemon_args = how.daemon_args;
     let hosts = TestHosts::create("adora_bench_zenoh", 2)
         .map_err(|skip| anyhow::anyhow!("cannot create test hosts: {skip}"))?;
-    let (zenoh, tcp) = if baseline {
+    let (zenoh, tcp) = if how.baseline {
         let receiver = |net: &Path| hosts.host(1).command(net);
         let sender = |net: &Path| hosts.host(0).command(net);
         let ends = Ends {
@@ -176,7 +179,7 @@ pub fn hosts(
     let _a = coordinator.daemon_on(hosts.host(0), "a", daemon_args);
     let _b = coordinator.daemon_on(hosts.host(1), "b", daemon_args);
     coordinator.wait_for_daemons(2);
-    let adora = start_attached(&coordinator, state.path(), plan)?;
+    let adora = start_attached(&coordinator, state.path(), plan, how.spin)?;
     Ok(Measured { adora, zenoh, tcp })
 }
 
@@ -191,13 +194,14 @@ fn start_attached(
     coordinator: &Coordinator,
     state: &Path,
     plan: &Plan,
+    spin: bool,
 ) -> anyhow::Result<Vec<Report>> {
     let bin_dir: PathBuf = std::env::current_exe()?
         .parent()
         .context("the runner has a directory")?
         .to_owned();
     let file = state.join("benchmark.yml");
-    std::fs::write(&file, dataflow(&bin_dir, plan))?;
+    std::fs::write(&file, dataflow(&bin_dir, plan, spin))?;
     let mut child = coordinator
         .cli()
         .arg("start")

@@ -118,6 +118,11 @@ struct Args {
     /// the difference is what encryption costs.
     #[arg(long)]
     zenoh_tls: bool,
+    /// With `two-daemons` and `zenoh`: `poll: spin` on the sink's inputs (it busy-polls the lanes
+    /// its daemon's Zenoh callback writes into, a core for latency). The rows are labelled
+    /// `… spin`.
+    #[arg(long)]
+    sink_spin: bool,
     /// With `--zenoh-tls`: the encrypted transport the daemons connect with, `quic` or `tls`.
     #[arg(
         long,
@@ -310,14 +315,22 @@ fn run_network(
     } else {
         &["--insecure-zenoh"]
     };
-    let baseline = !args.no_baseline;
+    let how = distributed::How {
+        daemon_args,
+        baseline: !args.no_baseline,
+        spin: args.sink_spin,
+    };
     let measured = if placement == Placement::TwoDaemons {
-        distributed::two_daemons(adora, plan, daemon_args, baseline)
+        distributed::two_daemons(adora, plan, &how)
     } else {
-        distributed::hosts(adora, plan, daemon_args, baseline)
+        distributed::hosts(adora, plan, &how)
+    };
+    let label = match args.sink_spin {
+        true => format!("{} spin", placement.label()),
+        false => placement.label().to_owned(),
     };
     match measured {
-        Ok(m) => results.add_network(placement.label(), m),
+        Ok(m) => results.add_network(&label, m),
         Err(e) => eprintln!("placement `{}` skipped: {e:#}", placement.label()),
     }
 }
