@@ -431,9 +431,12 @@ impl Dataflow {
     /// took what the nodes left in their publish lanes (their shared memory goes with the
     /// dataflow; at most [`PUBLISH_DRAIN_TIMEOUT`]).
     pub(crate) fn is_finished(&self) -> bool {
-        let ended =
-            (self.nodes.values()).all(|rt| !rt.running && !rt.control_open && !rt.restarting);
-        ended && !self.still_publishing()
+        self.nodes_ended() && !self.still_publishing()
+    }
+
+    /// Every node process has exited and every control connection has drained.
+    pub(crate) fn nodes_ended(&self) -> bool {
+        (self.nodes.values()).all(|rt| !rt.running && !rt.control_open && !rt.restarting)
     }
 
     fn still_publishing(&self) -> bool {

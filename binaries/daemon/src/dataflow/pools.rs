@@ -100,9 +100,9 @@ impl Dataflow {
             }
             left
         });
-        // Also while a publisher has messages of ended nodes to take from its lane: the
-        // dataflow ends once it took them (`Dataflow::is_finished`).
-        let after = if self.routing.publishing() {
+        // Also, once every node ended, while a publisher has messages of theirs to take from its
+        // lane: the dataflow ends once it took them (`Dataflow::is_finished`).
+        let after = if self.nodes_ended() && self.routing.publishing() {
             Some(PUBLISHING_RECHECK)
         } else {
             (!self.ended_pools.is_empty()).then_some(SWEEP_EVERY)
