@@ -437,9 +437,14 @@ impl WithLanes {
     /// [`FAN_OUT`] with `src` on another machine: the lanes of `a` and `b` are fed by its
     /// subscription.
     fn remote(test: &str) -> Self {
+        Self::elsewhere(test, FAN_OUT, "src")
+    }
+
+    /// The dataflow `yaml` with node `remote` on another machine.
+    fn elsewhere(test: &str, yaml: &str, remote: &str) -> Self {
         let prefix = format!("adora-test-lanes-{}-{test}-", std::process::id());
-        let d = descriptor(FAN_OUT);
-        let mut r = Routing::with_locality(&d, |n| n.as_str() != "src");
+        let d = descriptor(yaml);
+        let mut r = Routing::with_locality(&d, |n| n.as_str() != remote);
         r.open_lanes(&d, &prefix, |_, _| false);
         Self { r, prefix }
     }
@@ -608,13 +613,9 @@ fn a_feeds_registration_after_its_receiver_ended_holds_nothing() {
 #[test]
 fn an_input_from_another_machine_gets_a_lane_its_subscription_feeds() {
     // `src` runs on another machine; `a` reads it through a lane, `b` cannot (`input_timeout`).
-    let d = descriptor(&FAN_OUT.replace("queue_size: 2", "input_timeout: 5s"));
-    let mut l = WithLanes {
-        r: Routing::with_locality(&d, |n| n.as_str() != "src"),
-        prefix: format!("adora-test-lanes-{}-remote-", std::process::id()),
-    };
+    let yaml = FAN_OUT.replace("queue_size: 2", "input_timeout: 5s");
+    let mut l = WithLanes::elsewhere("remote", &yaml, "src");
     let prefix = l.prefix.clone();
-    l.r.open_lanes(&d, &prefix, |_, _| false);
     let r = &mut l.r;
     let a = r.node_lanes(&"a".into());
     assert_eq!(a.inputs[&DataId::from("x")].sender, NodeId::from("src"));
@@ -644,13 +645,7 @@ fn an_input_from_another_machine_gets_a_lane_its_subscription_feeds() {
 #[test]
 fn an_output_read_on_another_machine_gets_a_publish_lane_instead_of_the_daemons_copy() {
     // `b` runs on another machine: `src` pushes into `a`'s lane and into its publisher's.
-    let d = descriptor(FAN_OUT);
-    let mut l = WithLanes {
-        r: Routing::with_locality(&d, |n| n.as_str() != "b"),
-        prefix: format!("adora-test-lanes-{}-publish-", std::process::id()),
-    };
-    let prefix = l.prefix.clone();
-    l.r.open_lanes(&d, &prefix, |_, _| false);
+    let mut l = WithLanes::elsewhere("publish", FAN_OUT, "b");
     let r = &mut l.r;
     let (src, out) = (NodeId::from("src"), DataId::from("out"));
     let config = r.node_lanes(&src);
