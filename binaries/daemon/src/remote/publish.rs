@@ -215,8 +215,13 @@ pub(super) async fn run(
     lane: Option<PublishLane>,
 ) {
     let mut lane = lane.and_then(|l| {
+        let ring = l.lane.clone();
         LaneReader::new(l)
-            .inspect_err(|e| tracing::warn!("{key}: its lane is not read: {e}"))
+            .inspect_err(|e| {
+                // Closed, the sender sends through the daemon from its next message on.
+                tracing::warn!("{key}: cannot read its publish lane ({e}): the daemon takes it");
+                ring.close();
+            })
             .ok()
     });
     loop {
