@@ -86,7 +86,7 @@ fn git_nodes_build_and_run_at_a_tag_and_at_a_rev() {
     // At a rev: `adora build`, then `adora run` without a build uses the checkout.
     let at_rev = work.path().join("rev");
     std::fs::create_dir_all(&at_rev).unwrap();
-    let dataflow = git_dataflow(&at_rev, &url, &format!("rev: {}", &head[..12]));
+    let dataflow = git_dataflow(&at_rev, &url, &format!("rev: \"{}\"", &head[..12]));
     let out = adora_cmd(state.path(), &["build", dataflow.to_str().unwrap()]);
     assert!(out.status.success(), "{out}");
     let out = adora_cmd(state.path(), &["run", dataflow.to_str().unwrap()]);

@@ -152,6 +152,11 @@ impl NodeCtx<'_, '_, '_> {
                 self.error(field, "must not contain control characters".into());
             }
             Some(_) => {}
+            // YAML reads a hash such as `2393211727e4` or `12345678` as a number.
+            None if value.is_number() => {
+                let hint = "a string (quote it: YAML reads `2393211727e4` as a number)";
+                self.error(field, expected(hint, value));
+            }
             None => self.error(field, expected("a string", value)),
         }
     }
@@ -212,6 +217,22 @@ mod tests {
                 Some("git"),
                 "`../repo` is a relative path: give a local repository as an absolute path or a \
                  `file://` URL (git would resolve it against changing directories)"
+            )]
+        );
+    }
+
+    #[test]
+    fn a_rev_that_reads_as_a_number_says_to_quote_it() {
+        assert_eq!(
+            errors(&node(
+                "    git: https://example.com/r.git\n    rev: 2393211727e4\n"
+            )),
+            [e(
+                5,
+                Some("a"),
+                Some("rev"),
+                "expected a string (quote it: YAML reads `2393211727e4` as a number), found a \
+                 number (23932117270000.0)"
             )]
         );
     }
