@@ -124,6 +124,9 @@ impl LaneReader {
 
     /// The numbers of the entry the sender numbered `seq`, and of what went missing before it.
     fn number(&mut self, seq: u64) -> Sequence {
+        // The sender numbers from 1; the entry is in shared memory it writes, so a 0 must not
+        // underflow here.
+        let seq = seq.max(1);
         if seq <= self.last {
             // A restarted sender: its numbering starts again at 1.
             self.base += self.last;
