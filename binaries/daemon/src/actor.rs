@@ -226,9 +226,7 @@ impl Daemon {
             } => self.with(dataflow, |df, _| {
                 df.send_output(&node, &output, metadata, data)
             }),
-            event @ (Event::SendOutputDirect { .. } | Event::LaneEvicted { .. }) => {
-                self.lane_event(event)
-            }
+            event @ Event::SendOutputDirect { .. } => self.lane_event(event),
             Event::CloseOutputs {
                 dataflow,
                 node,

@@ -378,6 +378,7 @@ impl Dataflow {
         if drained {
             self.close_all_outputs(node);
             self.routing.node_exited(node);
+            self.recycle_remote_samples();
         }
         self.is_finished()
     }
@@ -395,6 +396,7 @@ impl Dataflow {
         let exited = !rt.running;
         if rt.restarting {
             self.routing.node_restarting(node);
+            self.recycle_remote_samples();
             return false;
         }
         if !exited && self.may_restart(node) {
@@ -404,6 +406,7 @@ impl Dataflow {
         self.close_all_outputs(node);
         if exited {
             self.routing.node_exited(node);
+            self.recycle_remote_samples();
         }
         self.is_finished()
     }

@@ -46,12 +46,6 @@ pub(crate) enum Event {
         data: adora_message::DataRef,
         served: Vec<(NodeId, DataId)>,
     },
-    /// A full lane of `receiver` dropped entries referring to these shared samples.
-    LaneEvicted {
-        dataflow: Uuid,
-        receiver: NodeId,
-        tokens: Vec<u64>,
-    },
     /// A node will not send on these outputs again.
     CloseOutputs {
         dataflow: Uuid,
@@ -174,7 +168,6 @@ impl Event {
             Event::Register { .. } => "register",
             Event::SendOutput { .. } => "send_output",
             Event::SendOutputDirect { .. } => "send_output_direct",
-            Event::LaneEvicted { .. } => "lane_evicted",
             Event::CloseOutputs { .. } => "close_outputs",
             Event::DroppedSamples { .. } => "dropped_samples",
             Event::NextEvents { .. } => "next_events",
@@ -322,14 +315,6 @@ impl FromRemote for Event {
             node,
             output,
             missing,
-        })
-    }
-
-    fn evicted(dataflow: Uuid, receiver: NodeId, tokens: Vec<u64>) -> Option<Self> {
-        Some(Event::LaneEvicted {
-            dataflow,
-            receiver,
-            tokens,
         })
     }
 }

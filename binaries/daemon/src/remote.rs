@@ -172,11 +172,6 @@ pub(crate) trait FromRemote: From<RemoteSample> + Send + 'static {
     fn missing(_dataflow: Uuid, _node: NodeId, _output: DataId, _: feed::Missing) -> Option<Self> {
         None
     }
-
-    /// Samples of the daemon's pool a full lane of `receiver` dropped (`None`: not wanted).
-    fn evicted(_dataflow: Uuid, _receiver: NodeId, _tokens: Vec<u64>) -> Option<Self> {
-        None
-    }
 }
 
 impl FromRemote for RemoteSample {}
@@ -456,8 +451,6 @@ enum Incoming {
     Sample(Received),
     /// Messages that went missing on the way, counted by a [`feed::LaneFeed`].
     Missing(feed::Missing),
-    /// Samples a full lane of this receiver dropped (a [`feed::LaneFeed`] wrote them).
-    Evicted(NodeId, Vec<u64>),
 }
 
 /// A message for the daemon: its kind, sequence (`None`: counted already) and payload, the
@@ -479,7 +472,6 @@ fn news<T: FromRemote>(
 ) -> Option<T> {
     match news {
         Incoming::Missing(missing) => T::missing(dataflow, node.clone(), output.clone(), missing),
-        Incoming::Evicted(receiver, tokens) => T::evicted(dataflow, receiver, tokens),
         Incoming::Sample(_) => None,
     }
 }
@@ -514,12 +506,8 @@ fn on_sample(
                 Some(Received(kind, None, empty, served, Some(shared)))
             }
         };
-        // Registered (the lanes hold it) before any eviction of it reaches the daemon.
         if let Some(received) = received {
             forward.call(Incoming::Sample(received));
-        }
-        for (receiver, token) in outcome.evicted {
-            forward.call(Incoming::Evicted(receiver, vec![token]));
         }
     })
 }

@@ -66,8 +66,6 @@ struct NodeRouting {
     remote_dropped: BTreeMap<(DataId, RemoteDropReason), u64>,
     /// In a move: the cut recorded (arriving) or applied (leaving), see [`cut`].
     cut: Option<cut::CutState>,
-    /// Shared samples it holds through its lanes (see [`lanes`]).
-    lane_held: lanes::LaneHeld,
 }
 
 impl NodeRouting {
@@ -109,6 +107,9 @@ pub(crate) struct Routing {
     seq: u64,
     /// Released samples the daemon itself owns (copies of remote messages), for its pool.
     daemon_freed: Vec<u64>,
+    /// Where ended receiver instances stopped taking from lanes that feeds of remote outputs
+    /// write (lane number, position), for the same pool ([`lanes`]).
+    remote_taken: Vec<(u32, u64)>,
     /// While a batch of requests is routed: the nodes to answer once it is done.
     held_wakes: Option<Vec<NodeId>>,
     /// The dataflow's `exit_when_nodes_finish` (see `finish.rs`).
@@ -174,6 +175,7 @@ impl Routing {
             samples: HashMap::new(),
             seq: 0,
             daemon_freed: Vec::new(),
+            remote_taken: Vec::new(),
             held_wakes: None,
             exit_when_nodes_finish: descriptor.exit_when_nodes_finish.unwrap_or(false),
             room_waiters: Vec::new(),

@@ -96,26 +96,23 @@ impl Daemon {
         self.with(dataflow, |df, _| df.routing.release_wakes());
     }
 
-    /// What a sender tells the daemon about messages its lanes took (`routing/lanes.rs`).
+    /// A message its sender's lanes took (some of) that the daemon routes to the others
+    /// (`routing/lanes.rs`).
     pub(super) fn lane_event(&mut self, event: Event) {
-        match event {
-            Event::SendOutputDirect {
-                dataflow,
-                node,
-                output,
-                metadata,
-                data,
-                served,
-            } => self.with(dataflow, |df, _| {
-                df.send_output_direct(&node, &output, (metadata, data), &served)
-            }),
-            Event::LaneEvicted {
-                dataflow,
-                receiver,
-                tokens,
-            } => self.with(dataflow, |df, _| df.lane_evicted(&receiver, tokens)),
-            _ => {}
-        }
+        let Event::SendOutputDirect {
+            dataflow,
+            node,
+            output,
+            metadata,
+            data,
+            served,
+        } = event
+        else {
+            return;
+        };
+        self.with(dataflow, |df, _| {
+            df.send_output_direct(&node, &output, (metadata, data), &served)
+        })
     }
 
     /// What arrived from other machines for a dataflow: a message, a count of missing ones, a

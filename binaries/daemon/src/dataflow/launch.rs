@@ -168,6 +168,7 @@ impl Dataflow {
                 self.pending.remove(id);
                 self.close_all_outputs(id);
                 self.routing.node_exited(id);
+                self.recycle_remote_samples();
             }
         }
     }

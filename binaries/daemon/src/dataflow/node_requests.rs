@@ -55,13 +55,6 @@ impl Dataflow {
             .send_output_direct(node, output, (metadata, data), (served, true));
     }
 
-    /// A full lane dropped entries of `receiver` that referred to shared samples.
-    pub fn lane_evicted(&mut self, receiver: &NodeId, tokens: Vec<u64>) {
-        self.routing.lane_evicted(receiver, tokens);
-        // A remote message's sample a feed wrote into the lane goes back to the daemon's pool.
-        self.recycle_remote_samples();
-    }
-
     /// A local node closed some of its outputs, here and on other machines.
     pub fn close_outputs(&mut self, node: &NodeId, outputs: &[DataId]) {
         self.touch(node);

@@ -257,18 +257,12 @@ impl Dataflow {
                 self.arrival_input_seen(&node, &output);
                 self.recycle_remote_samples();
                 // Copied by the subscription's feed already, or here.
-                let shared_by_feed = shared.is_some();
                 let data = match shared.or_else(|| self.copy_to_shared_memory(&payload)) {
                     Some(shared) => DataRef::Shared(shared),
                     None => DataRef::Inline(payload.to_vec()),
                 };
                 self.routing
                     .send_remote_output(&node, &output, (metadata, data), &served);
-                // A feed's sample its receivers dropped before this registration came is free
-                // now: back to the pool before the feed needs one for the next message.
-                if shared_by_feed {
-                    self.recycle_remote_samples();
-                }
             }
         }
     }
@@ -312,11 +306,14 @@ impl Dataflow {
         pool.clone()
     }
 
-    /// Returns samples every local receiver released to the daemon's pool.
+    /// Returns samples every local receiver released to the daemon's pool, and releases what
+    /// ended receiver instances took from lanes its feeds write.
     pub fn recycle_remote_samples(&mut self) {
         let freed = self.routing.take_daemon_freed();
+        let taken = self.routing.take_remote_taken();
         if let Some(pool) = &self.remote.pool {
             pool.release(freed);
+            pool.release_taken(taken);
         }
     }
 }

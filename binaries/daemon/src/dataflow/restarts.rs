@@ -83,6 +83,7 @@ impl Dataflow {
                 self.outcomes.insert(node.clone(), outcome);
                 if !rt.control_open {
                     self.routing.node_restarting(node);
+                    self.recycle_remote_samples();
                 }
                 self.routing
                     .notify_downstream(node, |inputs| NodeEvent::UpstreamRestarted {
@@ -112,6 +113,7 @@ impl Dataflow {
             rt.restarting = false;
             self.close_all_outputs(node);
             self.routing.node_exited(node);
+            self.recycle_remote_samples();
             return self.is_finished();
         }
         if rt.control_open {

@@ -9,9 +9,13 @@
 //! any lane (the remote node is their sender, numbered per receiver across its lanes).
 //!
 //! A payload of 4 KiB or more is copied once into a sample of the daemon's pool of remote copies
-//! ([`RemotePool`]) and the lanes get its handle, as from a local sender; the daemon still counts
-//! who holds it, so the feed hands it to the daemon too (with the lanes that took it named as
-//! `served`), after the lanes have it. A full lane's evicted samples go to the daemon as well.
+//! ([`RemotePool`]) and the lanes get its handle, as from a local sender, with the same holder
+//! words (`adora_shm::holders`): the feed sets a lane's bit before pushing, clears it for an
+//! entry the full lane evicted, and the receiver clears it when it drops the sample, so the
+//! sample goes back to the pool without the actor. Only when the daemon delivers it too
+//! (receivers without a lane) does the feed hand it to the actor, which holds it until those
+//! receivers are done. What a receiver's instance took and never dropped the actor releases
+//! when it ends (`Routing::take_remote_taken`).
 //!
 //! What a lane cannot carry goes through the daemon **for good** (like a local sender after a
 //! closed lane), so that the order of every input holds: the end of the output (`Closed`: the
@@ -34,6 +38,10 @@ use adora_message::{
 };
 use adora_shm::{Bell, Lane, Pushed, SamplePool, SampleToken, LANE_SLOT_BYTES};
 
+/// Most lanes a feed writes into: one holder bit each in its samples (more, and the output goes
+/// through the daemon, as for a local sender).
+pub(crate) const MAX_FEED_LANES: usize = 64;
+
 use super::{links::Streams, Payload};
 
 /// Messages gone missing before one, by reason (see `links::missing_before`).
@@ -46,6 +54,9 @@ pub(crate) struct FeedLane {
     pub lane: Arc<Lane>,
     /// The receiver's bell (the daemon's own descriptor of it).
     pub bell: Option<Arc<Bell>>,
+    /// The lane's holder bit in the samples of this feed (the receiver's `InputLaneRef::bit`)
+    /// and its number in the daemon's pool (for `SamplePool::release_taken`).
+    pub holder: (u32, u32),
     /// The number of the last entry the remote sender pushed into any lane of this receiver
     /// (shared by the feeds of all its outputs).
     pub seq: Arc<Mutex<u64>>,
@@ -58,8 +69,8 @@ pub(crate) enum Fed {
     Lanes,
     /// The daemon delivers it, to its local receivers but those named.
     Daemon { served: Vec<(NodeId, DataId)> },
-    /// Copied into the daemon's pool; the lanes of `served` took its handle: the daemon counts
-    /// them as holding it and delivers it to its other local receivers.
+    /// Copied into the daemon's pool; the lanes of `served` took its handle (they hold it
+    /// through its holder words): the daemon delivers it to its other local receivers.
     Shared {
         shared: SharedRef,
         served: Vec<(NodeId, DataId)>,
@@ -72,12 +83,11 @@ pub(crate) struct Outcome {
     pub fed: Fed,
     /// Messages that went missing before it (`None`: it had no sequence).
     pub missing: Option<Missing>,
-    /// Samples full lanes dropped to make room for it: (receiver, token).
-    pub evicted: Vec<(NodeId, u64)>,
 }
 
 /// The daemon's pool of copies of remote messages (4 KiB and more), shared by the actor and the
-/// feeds; the actor returns a sample once every local receiver released it.
+/// feeds. A sample is reused once its lanes' receivers dropped it (holder words) and the actor
+/// released it (every receiver it delivered the sample to dropped it).
 #[derive(Clone)]
 pub(crate) struct RemotePool(Arc<Mutex<SamplePool>>);
 
@@ -115,12 +125,27 @@ impl RemotePool {
         })
     }
 
-    /// Takes back samples no receiver holds any more.
+    /// The actor is done with these samples (the receivers it delivered them to dropped them).
     pub fn release(&self, tokens: impl IntoIterator<Item = u64>) {
         let mut pool = self.lock();
         for token in tokens {
             pool.release(SampleToken(token));
         }
+    }
+
+    /// Receivers' instances ended: `(lane number, position)` — what each lane handed out before
+    /// the position is no longer held by it (`SamplePool::release_taken`).
+    pub fn release_taken(&self, taken: impl IntoIterator<Item = (u32, u64)>) {
+        let mut pool = self.lock();
+        for (lane, before) in taken {
+            pool.release_taken(lane, before);
+        }
+    }
+
+    /// Samples somebody still holds (reclaims the others first).
+    #[cfg(test)]
+    pub fn in_flight(&self) -> usize {
+        self.lock().in_flight()
     }
 }
 
@@ -173,23 +198,13 @@ impl LaneFeed {
         let mut state = self.state();
         let closed = matches!(kind, RemoteKind::Closed);
         let missing = sequence.map(|now| state.streams.see(now, closed));
-        let mut evicted = Vec::new();
-        let fed = state.push(kind, payload, &mut evicted);
-        Outcome {
-            fed,
-            missing,
-            evicted,
-        }
+        let fed = state.push(kind, payload);
+        Outcome { fed, missing }
     }
 }
 
 impl FeedState {
-    fn push(
-        &mut self,
-        kind: &RemoteKind,
-        payload: &Payload,
-        evicted: &mut Vec<(NodeId, u64)>,
-    ) -> Fed {
+    fn push(&mut self, kind: &RemoteKind, payload: &Payload) -> Fed {
         let daemon = Fed::Daemon { served: Vec::new() };
         if self.off {
             return daemon;
@@ -223,19 +238,47 @@ impl FeedState {
             };
         };
         let token = match &data {
-            DataRef::Shared(shared) => Some(shared.token),
+            DataRef::Shared(shared) => Some(SampleToken(shared.token)),
             DataRef::Inline(_) => None,
         };
+        let served = self.push_entry(&entry, token);
+        let daemon_too = self.off || self.daemon_too;
+        match data {
+            DataRef::Shared(shared) if daemon_too => Fed::Shared { shared, served },
+            DataRef::Shared(_) => {
+                // Held by its lanes alone: back to the pool once their receivers dropped it.
+                if let Some(t) = token {
+                    self.pool.lock().lanes_only(t);
+                }
+                Fed::Lanes
+            }
+            DataRef::Inline(_) if daemon_too => Fed::Daemon { served },
+            DataRef::Inline(_) => Fed::Lanes,
+        }
+    }
+
+    /// Pushes `entry` (with the sample `token`, if shared) into every lane; returns the inputs
+    /// whose lanes took it. A lane holds the sample (its holder bit) while the entry is queued
+    /// or taken and not dropped.
+    fn push_entry(&mut self, entry: &[u8], token: Option<SampleToken>) -> Vec<(NodeId, DataId)> {
+        // Held throughout: an evicted entry's sample is released even when this one is inline.
+        let mut pool = self.pool.lock();
         let mut served = Vec::with_capacity(self.lanes.len());
         for l in &self.lanes {
+            let (bit, number) = l.holder;
+            if let Some(t) = token {
+                pool.hold_in_lane(t, bit);
+            }
             let mut seq = l.seq.lock().unwrap_or_else(|e| e.into_inner());
-            match l.lane.push(&entry, token, *seq + 1) {
-                Pushed::Queued {
-                    wake, evicted: e, ..
-                } => {
+            match l.lane.push(entry, token.map(|t| t.0), *seq + 1) {
+                Pushed::Queued { wake, evicted, at } => {
                     *seq += 1;
-                    if let Some(Some(t)) = e {
-                        evicted.push((l.receiver.clone(), t));
+                    if let Some(t) = token {
+                        pool.pushed_to_lane(t, (number, bit), at);
+                    }
+                    // The oldest entry made room: its sample is not this lane's any more.
+                    if let Some(Some(old)) = evicted {
+                        pool.release_lane(SampleToken(old), bit);
                     }
                     if let (true, Some(bell)) = (wake, &l.bell) {
                         if let Err(e) = bell.ring() {
@@ -244,14 +287,15 @@ impl FeedState {
                     }
                     served.push((l.receiver.clone(), l.input.clone()));
                 }
-                Pushed::Closed | Pushed::TooLarge => self.off = true,
+                Pushed::Closed | Pushed::TooLarge => {
+                    if let Some(t) = token {
+                        pool.release_lane(t, bit);
+                    }
+                    self.off = true;
+                }
             }
         }
-        match data {
-            DataRef::Shared(shared) => Fed::Shared { shared, served },
-            DataRef::Inline(_) if self.off || self.daemon_too => Fed::Daemon { served },
-            DataRef::Inline(_) => Fed::Lanes,
-        }
+        served
     }
 }
 
@@ -293,6 +337,11 @@ pub(super) mod tests {
     /// What the lane holds: (sender's number, first payload byte, payload length), the payload
     /// inline or in a shared sample.
     pub(crate) fn taken(lane: &Lane) -> Vec<(u64, u8, usize)> {
+        taken_and_dropped(lane, None)
+    }
+
+    /// The same, and with `bit`, its receiver drops the samples (clears its holder bit).
+    fn taken_and_dropped(lane: &Lane, bit: Option<u32>) -> Vec<(u64, u8, usize)> {
         let mut entries: Vec<Entry> = Vec::new();
         lane.pop_all(&mut entries);
         let mut regions = adora_shm::RegionCache::default();
@@ -309,6 +358,9 @@ pub(super) mod tests {
                             ino: shared.file.ino,
                         };
                         let region = regions.get_file(&shared.os_id, file).expect("the sample");
+                        if let Some(bit) = bit {
+                            adora_shm::release_lane(&region, bit);
+                        }
                         region.as_slice()[..shared.len].to_vec()
                     }
                 };
@@ -323,6 +375,7 @@ pub(super) mod tests {
         /// The receivers' end of the bell (read: how often it rang).
         bell: std::fs::File,
         pub feed: LaneFeed,
+        pool: RemotePool,
     }
 
     /// A feed of `inputs` lanes of 4 entries, all of receiver `sink`, one bell.
@@ -355,17 +408,16 @@ pub(super) mod tests {
                 lane: lane.clone(),
                 bell: Some(Arc::new(Bell::ringer(&path).expect("ringer"))),
                 seq: seq.clone(),
+                holder: (i as u32, i as u32),
             })
             .collect();
+        let pool = RemotePool::new(format!("{prefix}~remote-"));
         Fixture {
             _segments: segments,
             lanes,
             bell,
-            feed: LaneFeed::new(
-                fed,
-                daemon_too,
-                RemotePool::new(format!("{prefix}~remote-")),
-            ),
+            feed: LaneFeed::new(fed, daemon_too, pool.clone()),
+            pool,
         }
     }
 
@@ -375,7 +427,7 @@ pub(super) mod tests {
     }
 
     fn lanes(outcome: Outcome) -> Option<Missing> {
-        assert_eq!((&outcome.fed, &outcome.evicted), (&Fed::Lanes, &vec![]));
+        assert_eq!(outcome.fed, Fed::Lanes);
         outcome.missing
     }
 
@@ -404,42 +456,89 @@ pub(super) mod tests {
         );
         assert_eq!(taken(&f.lanes[0]), [(1, 1, 8), (2, 2, 4095), (3, 3, 100)]);
 
-        // 4 KiB and more: copied once into the daemon's pool, the lane gets its handle, and the
-        // daemon is told who holds it (to count them, and to deliver it to anyone else).
+        // 4 KiB and more: copied once into the daemon's pool, the lane gets its handle and
+        // holds it (its holder bit) until the receiver drops it; the daemon is not told.
         let (kind, payload) = message(4, 64 << 10);
-        let outcome = f.feed.feed(&kind, sequence(5, 1), &payload);
-        let Fed::Shared { shared, served } = outcome.fed else {
-            panic!("{outcome:?}");
-        };
-        assert_eq!(shared.len, 64 << 10);
-        assert_eq!(served, [("sink".into(), "in0".into())]);
+        lanes(f.feed.feed(&kind, sequence(5, 1), &payload));
+        assert_eq!(f.pool.in_flight(), 1);
         // Small ones after it still take the lane.
         let (kind, payload) = message(5, 8);
         lanes(f.feed.feed(&kind, sequence(6, 1), &payload));
         assert_eq!(taken(&f.lanes[0]), [(4, 4, 64 << 10), (5, 5, 8)]);
         assert_eq!(rings(&mut f.bell), 0);
+        assert_eq!(f.pool.in_flight(), 1, "taken, not dropped yet");
     }
 
     #[test]
-    fn a_full_lane_hands_back_the_samples_it_drops() {
+    fn a_sample_goes_back_to_the_pool_once_every_lane_let_go_of_it() {
+        let f = fixture(2);
+        let (kind, payload) = message(1, 4096);
+        lanes(f.feed.feed(&kind, None, &payload));
+        // Both lanes hold it: the first receiver's drop is not enough.
+        taken_and_dropped(&f.lanes[0], Some(0));
+        assert_eq!(f.pool.in_flight(), 1);
+        taken_and_dropped(&f.lanes[1], Some(1));
+        assert_eq!(f.pool.in_flight(), 0);
+        // Reused for the next one: no new segment.
+        let segments = || {
+            adora_shm::list_segments(&f._segments.0)
+                .expect("listed")
+                .len()
+        };
+        let before = segments();
+        lanes(f.feed.feed(&kind, None, &payload));
+        assert_eq!(segments(), before);
+    }
+
+    #[test]
+    fn a_full_lane_lets_go_of_the_samples_it_drops() {
         let f = fixture(1);
-        let mut tokens = Vec::new();
-        for n in 0..5 {
+        for n in 0..6 {
             let (kind, payload) = message(n, 4096);
-            let outcome = f.feed.feed(&kind, None, &payload);
-            let Fed::Shared { shared, .. } = outcome.fed else {
-                panic!("{outcome:?}");
-            };
-            tokens.push(shared.token);
-            // The lane holds 4: the fifth drops the first, whose sample the daemon releases.
-            let evicted: Vec<(NodeId, u64)> = match n {
-                4 => vec![("sink".into(), tokens[0])],
-                _ => vec![],
-            };
-            assert_eq!(outcome.evicted, evicted);
+            lanes(f.feed.feed(&kind, None, &payload));
         }
+        // The lane holds 4: the fifth and sixth dropped the first two, whose samples are free.
+        assert_eq!(f.pool.in_flight(), 4);
+        // Small messages that drop large ones let go of them too.
+        for n in 0..3 {
+            let (kind, payload) = message(n, 8);
+            lanes(f.feed.feed(&kind, None, &payload));
+        }
+        assert_eq!(f.pool.in_flight(), 1);
         let seqs: Vec<u64> = taken(&f.lanes[0]).iter().map(|t| t.0).collect();
-        assert_eq!(seqs, [2, 3, 4, 5]);
+        assert_eq!(seqs, [6, 7, 8, 9]);
+    }
+
+    #[test]
+    fn what_an_ended_receiver_took_goes_back_and_what_its_lane_queues_stays() {
+        let f = fixture(1);
+        let (kind, payload) = message(1, 4096);
+        lanes(f.feed.feed(&kind, None, &payload));
+        lanes(f.feed.feed(&kind, None, &payload));
+        assert_eq!(taken(&f.lanes[0]).len(), 2);
+        lanes(f.feed.feed(&kind, None, &payload));
+        // The receiver died holding the two it took; the third waits for its next instance.
+        let before = f.lanes[0].queued_from().expect("not locked");
+        f.pool.release_taken([(0, before)]);
+        assert_eq!(f.pool.in_flight(), 1);
+        // Gone for good: everything.
+        f.pool.release_taken([(0, u64::MAX)]);
+        assert_eq!(f.pool.in_flight(), 0);
+    }
+
+    #[test]
+    fn with_a_receiver_without_a_lane_the_daemon_holds_large_ones_too() {
+        let f = fixture_with(1, true);
+        let (kind, payload) = message(1, 4096);
+        let outcome = f.feed.feed(&kind, None, &payload);
+        let Fed::Shared { shared, served } = outcome.fed else {
+            panic!("{outcome:?}");
+        };
+        assert_eq!(served, [("sink".into(), "in0".into())]);
+        taken_and_dropped(&f.lanes[0], Some(0));
+        assert_eq!(f.pool.in_flight(), 1, "the daemon still delivers it");
+        f.pool.release([shared.token]);
+        assert_eq!(f.pool.in_flight(), 0);
     }
 
     #[test]

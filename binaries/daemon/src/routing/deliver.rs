@@ -120,33 +120,22 @@ impl Routing {
     }
 
     /// A shared payload about to be delivered: one reference held while fanning out (released
-    /// at the end of [`Self::deliver_to`]) and, for a copy of a remote message, one per lane in
-    /// `served` that took it.
-    fn register_sample(
-        &mut self,
-        data: &DataRef,
-        owner: Option<&NodeId>,
-        served: &[(NodeId, DataId)],
-    ) -> Option<u64> {
+    /// at the end of [`Self::deliver_to`]).
+    fn register_sample(&mut self, data: &DataRef, owner: Option<&NodeId>) -> Option<u64> {
         let DataRef::Shared(s) = data else {
             return None;
         };
         let daemon_owned = owner.is_none();
         let owner = owner.cloned().unwrap_or_else(|| NodeId::from("adora"));
-        // A local sender's lanes hold its samples in the samples themselves (holder words):
-        // their receivers release them without the daemon. Copies of remote messages in the
-        // daemon's pool are counted here.
-        let held = if daemon_owned {
-            self.hold_in_lanes(s.token, served)
-        } else {
-            0
-        };
+        // Lanes hold their samples in the samples themselves (holder words), those of a local
+        // sender and the daemon's copies of remote messages alike: their receivers release
+        // them without the daemon.
         self.samples.insert(
             s.token,
             SampleState {
                 owner,
                 os_id: s.os_id.clone(),
-                refs: 1 + held,
+                refs: 1,
                 orphaned: false,
                 daemon_owned,
             },
@@ -164,7 +153,7 @@ impl Routing {
         data: DataRef,
         (owner, served): (Option<&NodeId>, &[(NodeId, DataId)]),
     ) {
-        let token = self.register_sample(&data, owner, served);
+        let token = self.register_sample(&data, owner);
         let mut evicted = Vec::new();
         let stamp = metadata.timestamp;
         // The message is moved into the last receiver's queue and cloned for the others.

@@ -16,18 +16,12 @@
 //!   shared samples are held by its lanes through holder words in the samples themselves
 //!   (`adora_shm::release_lane`), which the receivers clear without the daemon; what an ended
 //!   instance took and never dropped, the sender releases itself (`LanesReleased`);
-//! - **counts** the samples of remote messages its feeds write into lanes (in the daemon's own
-//!   pool: the actor names the lanes that took one): a receiver holds them until it reports
-//!   them dropped, a full lane hands evicted ones back (`Event::LaneEvicted`), and an instance
-//!   that ends releases what it took but did not drop;
+//!   The feeds of remote outputs hold the samples of the daemon's own pool the same way (the
+//!   daemon is their sender): what an ended instance took from a feed's lane is released in
+//!   that pool ([`Routing::take_remote_taken`]);
 //! - **reads** the lanes' counters for the node figures; each sender's taps lane (copies of its
 //!   inline messages for a tap) is read by its control connection (`node_conn`), which makes
 //!   the copies.
-//!
-//! The order of a feed's registration and its receiver's drop report is not guaranteed (the
-//! receiver may take a message from its lane and drop it before the actor has the feed's
-//! report): such a drop is kept as `early` and cancels the reference the late registration
-//! would add.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -44,7 +38,7 @@ use adora_shm::{Bell, Lane, LANE_MAX_SLOTS};
 
 use super::{NodeCounters, Routing};
 use crate::remote::{
-    feed::{FeedLane, LaneFeed, RemotePool},
+    feed::{FeedLane, LaneFeed, RemotePool, MAX_FEED_LANES},
     PUBLISH_QUEUE,
 };
 
@@ -88,14 +82,6 @@ struct InputLane {
     output: DataId,
     /// The input says `poll: spin`.
     spin: bool,
-}
-
-/// Shared samples a receiver holds through its lanes, and drops it reported before the
-/// sender's registration arrived.
-#[derive(Default)]
-pub(crate) struct LaneHeld {
-    held: HashMap<u64, usize>,
-    early: HashMap<u64, usize>,
 }
 
 /// Whether this daemon gives local edges lanes (`ADORA_LOCAL_LANES=0` keeps every message on
@@ -196,8 +182,9 @@ impl Routing {
         pool: RemotePool,
     ) -> Option<LaneFeed> {
         let lanes = &self.lanes;
+        let holders = self.feed_holders();
         let mut fed = Vec::new();
-        for ((receiver, input), l) in &lanes.inputs {
+        for (key @ (receiver, input), l) in &lanes.inputs {
             if !l.remote || &l.sender != sender || &l.output != output {
                 continue;
             }
@@ -206,12 +193,15 @@ impl Routing {
             }
             let bell = lanes.bells.get(receiver).map(|(_, bell)| bell.clone());
             let seq = lanes.remote_seqs.get(&(sender.clone(), receiver.clone()))?;
+            // Beyond the holder bits of its samples: the output goes through the daemon.
+            let holder = *holders.get(key)?;
             fed.push(FeedLane {
                 receiver: receiver.clone(),
                 input: input.clone(),
                 lane: l.lane.clone(),
                 bell,
                 seq: seq.clone(),
+                holder,
             });
         }
         let daemon_too = lanes
@@ -232,8 +222,12 @@ impl Routing {
         let lanes = &self.lanes;
         let mut config = NodeLanes::default();
         let slots = self.holder_slots();
+        let fed = self.feed_holders();
         for (key @ (receiver, input), l) in &lanes.inputs {
-            let bit = slots.get(key).map(|(_, bit)| *bit);
+            let bit = match l.remote {
+                false => slots.get(key).map(|(_, bit)| *bit),
+                true => fed.get(key).map(|(bit, _)| *bit),
+            };
             if receiver == node {
                 let lane = InputLaneRef {
                     lane: l.lane.os_id().to_owned(),
@@ -300,6 +294,28 @@ impl Routing {
         slots
     }
 
+    /// The holder bit and number of each lane a feed of a remote output writes into: (receiver,
+    /// input) → (its place in the lanes of that output, which is its bit in the feed's samples;
+    /// its place among all lanes, its number in the daemon's pool). [`Self::remote_feed`] lists
+    /// them in this order; an output with more than [`MAX_FEED_LANES`] has none.
+    fn feed_holders(&self) -> HashMap<(NodeId, DataId), (u32, u32)> {
+        let inputs = &self.lanes.inputs;
+        let mut listed: HashMap<(&NodeId, &DataId), u32> = HashMap::new();
+        let mut holders = HashMap::new();
+        for (number, (key, l)) in (0u32..).zip(inputs) {
+            if l.remote {
+                let bit = listed.entry((&l.sender, &l.output)).or_default();
+                holders.insert(key.clone(), (*bit, number));
+                *bit += 1;
+            }
+        }
+        holders.retain(|key, _| {
+            let l = &inputs[key];
+            listed[&(&l.sender, &l.output)] as usize <= MAX_FEED_LANES
+        });
+        holders
+    }
+
     /// The lanes `node` reads from local senders: (sender, its output's number, the lane's
     /// holder bit, the lane) — see [`Self::holder_slots`].
     pub fn lanes_read_by(&self, node: &NodeId) -> Vec<(NodeId, u32, u32, Arc<Lane>)> {
@@ -358,89 +374,37 @@ impl Routing {
         (taken, waiting)
     }
 
-    /// A sender registers a shared sample that the lanes of `served` took.
-    pub(super) fn hold_in_lanes(&mut self, token: u64, served: &[(NodeId, DataId)]) -> usize {
-        let mut added = 0;
-        for (receiver, _) in served {
-            // A receiver gone for good had its lanes emptied: whatever it took or left there
-            // counts for nobody (a registration can arrive after it ended).
-            let Some(state) = self.nodes.get_mut(receiver).filter(|s| !s.exited) else {
-                continue;
-            };
-            let lanes = &mut state.lane_held;
-            if take_one(&mut lanes.early, token) {
-                continue;
-            }
-            *lanes.held.entry(token).or_default() += 1;
-            added += 1;
-        }
-        added
-    }
-
-    /// `node` dropped `token`, received from a lane (or the sender evicted it from one): `true`
-    /// when a reference is to be released now.
-    pub(super) fn drop_from_lane(&mut self, node: &NodeId, token: u64) -> bool {
-        let Some(state) = self.nodes.get_mut(node) else {
-            return false;
-        };
-        if take_one(&mut state.lane_held.held, token) {
-            return true;
-        }
-        *state.lane_held.early.entry(token).or_default() += 1;
-        false
-    }
-
-    /// A full lane of `receiver` dropped entries with these samples.
-    pub fn lane_evicted(&mut self, receiver: &NodeId, tokens: Vec<u64>) {
-        for token in tokens {
-            if self.drop_from_lane(receiver, token) {
-                self.release_ref(token);
-            }
-        }
-    }
-
-    /// An instance of `node` ended: release the samples it took from its lanes and did not drop.
-    /// `for_good`: no instance follows, so its lanes close and what they queued is released too;
-    /// otherwise the next instance finds the queued entries.
+    /// An instance of `node` ended: the senders of its lanes release the samples it took and
+    /// did not drop, told where it stopped taking (a local sender by `LanesReleased`, the
+    /// daemon's pool of remote copies by [`Self::take_remote_taken`]). `for_good`: no instance
+    /// follows, so its lanes close and what they queued is released too; otherwise the next
+    /// instance finds the queued entries.
     pub(super) fn end_lane_instance(&mut self, node: &NodeId, for_good: bool) {
-        let mut queued: HashMap<u64, usize> = HashMap::new();
         let mut released: Vec<(NodeId, String, u64)> = Vec::new();
-        for ((receiver, _), l) in &self.lanes.inputs {
-            if receiver != node {
+        let fed = self.feed_holders();
+        for (key, l) in &self.lanes.inputs {
+            if &key.0 != node {
                 continue;
             }
-            let tokens = if for_good {
-                l.lane.close();
-                l.lane.discard_all()
-            } else {
-                l.lane.queued_tokens()
-            };
-            // A local sender's samples: it releases what this instance took (and, gone for
-            // good, what its lane queued) itself, told where the instance stopped.
             let before = if for_good {
-                tokens.as_ref().map(|_| u64::MAX)
+                l.lane.close();
+                l.lane.discard_all().map(|_| u64::MAX)
             } else {
                 l.lane.queued_from()
             };
-            if let (false, Some(before)) = (l.remote, before) {
-                released.push((l.sender.clone(), l.lane.os_id().to_owned(), before));
-            }
-            match tokens {
-                Some(tokens) if !for_good => {
-                    for t in tokens {
-                        *queued.entry(t).or_default() += 1;
-                    }
-                }
-                Some(_) => {}
-                None => {
-                    // Releasing without knowing what is queued could hand a sample still in the
-                    // lane back to its sender: keep them all (removed when the dataflow ends).
-                    tracing::warn!(
-                        "a lane of `{node}` stays locked by its sender: the samples it took are \
-                         released when the dataflow ends"
-                    );
-                    return;
-                }
+            let Some(before) = before else {
+                // Releasing without knowing what is queued could hand a sample still in the
+                // lane back to its sender: keep them (removed when the dataflow ends).
+                tracing::warn!(
+                    "a lane of `{node}` stays locked by its sender: the samples it took are \
+                     released when the dataflow ends"
+                );
+                continue;
+            };
+            match (l.remote, fed.get(key)) {
+                (false, _) => released.push((l.sender.clone(), l.lane.os_id().to_owned(), before)),
+                (true, Some(&(_, number))) => self.remote_taken.push((number, before)),
+                (true, None) => {} // no feed writes into it: nothing of the pool is in it
             }
         }
         for (sender, lane, before) in released {
@@ -449,20 +413,12 @@ impl Routing {
                 state.push_freed();
             }
         }
-        let Some(state) = self.nodes.get_mut(node) else {
-            return;
-        };
-        let mut release = Vec::new();
-        state.lane_held.held.retain(|token, count| {
-            let keep = queued.get(token).copied().unwrap_or(0).min(*count);
-            release.push((*token, *count - keep));
-            keep > 0
-        });
-        for (token, count) in release {
-            for _ in 0..count {
-                self.release_ref(token);
-            }
-        }
+    }
+
+    /// Where the ended instances of receivers stopped taking from the lanes fed by remote
+    /// outputs: (lane number, position), for `RemotePool::release_taken`.
+    pub fn take_remote_taken(&mut self) -> Vec<(u32, u64)> {
+        std::mem::take(&mut self.remote_taken)
     }
 
     /// Adds what the lanes counted to the figures routing counted itself.
@@ -542,16 +498,4 @@ impl Lanes {
         );
         Ok(())
     }
-}
-
-/// Takes one count of `token` from `counts`; false if it had none.
-fn take_one(counts: &mut HashMap<u64, usize>, token: u64) -> bool {
-    let Some(n) = counts.get_mut(&token) else {
-        return false;
-    };
-    *n -= 1;
-    if *n == 0 {
-        counts.remove(&token);
-    }
-    true
 }

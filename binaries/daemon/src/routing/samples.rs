@@ -99,9 +99,9 @@ impl Routing {
                 }
                 Some(())
             });
-            // Not delivered by the daemon: taken from a lane (maybe before its sender's
-            // registration arrived, which the lanes remember).
-            if held.is_some() || self.drop_from_lane(node, token) {
+            // Not delivered by the daemon: nothing of the daemon's to release (a lane's
+            // receiver clears its holder bit in the sample instead).
+            if held.is_some() {
                 self.release_ref(token);
             }
         }

@@ -512,23 +512,52 @@ fn a_local_senders_sample_the_lanes_took_is_not_held_by_the_daemon() {
 }
 
 #[test]
-fn a_feeds_sample_dropped_before_its_registration_is_not_held_again() {
-    let mut l = WithLanes::remote("early");
-    // Receiver `a` took the remote message from its lane and dropped it before the feed's
-    // registration reached the routing (the callback and the actor run apart).
-    l.r.report_dropped(&"a".into(), vec![9]);
-    let served = both();
-    let msg = (metadata(), shared(9));
-    l.r.send_remote_output(&"src".into(), &"out".into(), msg, &served);
-    assert_eq!(l.r.samples_in_flight(), 1, "b still holds it");
-    // A full lane of `b` dropped the entry.
-    l.r.lane_evicted(&"b".into(), vec![9]);
-    assert_eq!(l.r.samples_in_flight(), 0);
-    assert_eq!(
-        l.r.take_daemon_freed(),
-        vec![9],
-        "back to the daemon's pool"
+fn an_ended_receiver_instance_releases_what_it_took_from_a_feeds_lanes() {
+    let mut l = WithLanes::remote("feed-held");
+    let pool = RemotePool::new(format!("{}~remote-", l.prefix));
+    let feed = (l.r.remote_feed(&"src".into(), &"out".into(), pool.clone())).expect("a feed");
+    // Each receiver clears its lane's bit in the feed's samples, as for a local sender's.
+    for (node, input, bit) in [("a", "x", 0), ("b", "y", 1)] {
+        let config = l.r.node_lanes(&node.into());
+        assert_eq!(config.inputs[&DataId::from(input)].bit, Some(bit), "{node}");
+    }
+    let kind = adora_message::daemon_to_daemon::RemoteKind::Data {
+        metadata: metadata(),
+    };
+    let payload = crate::remote::Payload::from(vec![7u8; 4096]);
+    let send = || {
+        let fed = feed.feed(&kind, None, &payload).fed;
+        assert_eq!(
+            fed,
+            crate::remote::feed::Fed::Lanes,
+            "held by the lanes alone"
+        );
+    };
+    // `a` takes two, a third waits in its lane; `b` takes none.
+    let a_lane =
+        adora_shm::Lane::open(&l.r.node_lanes(&"a".into()).inputs[&DataId::from("x")].lane)
+            .expect("a's lane");
+    send();
+    send();
+    assert_eq!(a_lane.pop_all(&mut Vec::new()), 2);
+    send();
+    assert_eq!(pool.in_flight(), 3);
+    // `a` dies holding what it took (a new instance follows); `b` is gone for good.
+    l.r.node_restarting(&"a".into());
+    l.r.node_exited(&"b".into());
+    let ended = l.r.take_remote_taken();
+    assert_eq!(ended.len(), 2, "{ended:?}");
+    assert!(
+        ended.iter().any(|(_, before)| *before == 2),
+        "a stopped after two"
     );
+    assert!(
+        ended.iter().any(|(_, before)| *before == u64::MAX),
+        "b for good"
+    );
+    pool.release_taken(ended);
+    // What `a`'s lane still queues is kept for its next instance.
+    assert_eq!(pool.in_flight(), 1);
 }
 
 #[test]
@@ -596,18 +625,6 @@ fn a_move_closes_lanes_and_the_output_goes_through_the_daemon() {
         DataRef::Inline(vec![1]),
     );
     assert_eq!(inputs(poll(&mut l.r, "a")), vec!["x:1"]);
-}
-
-#[test]
-fn a_feeds_registration_after_its_receiver_ended_holds_nothing() {
-    let mut l = WithLanes::remote("late");
-    l.r.node_exited(&"a".into());
-    // `a` took the remote message and died before the feed's registration arrived.
-    let served = both();
-    let msg = (metadata(), shared(5));
-    l.r.send_remote_output(&"src".into(), &"out".into(), msg, &served);
-    l.r.report_dropped(&"b".into(), vec![5]);
-    assert_eq!(l.r.samples_in_flight(), 0, "nobody waits for `a`");
 }
 
 #[test]
