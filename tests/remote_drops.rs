@@ -1,5 +1,6 @@
 //! Messages that go missing between machines are counted, never lost silently: a fast sender on
-//! one test host, a receiver with a one-message queue on another.
+//! one test host, a receiver with a one-message queue on another. And the receiving daemon's
+//! copies of large messages go back to its pool, also when their receiver dies holding them.
 
 use std::time::Duration;
 
@@ -183,4 +184,60 @@ fn flood_to_a_one_message_queue(test: &str, count: u64, size: usize) {
     assert!(info.stdout.contains(&expected), "{expected:?} in\n{info}");
     let status = run.wait_timeout(TIMEOUT).expect("the dataflow finishes");
     assert!(status.success());
+}
+
+/// A receiver on another machine takes three 1 MiB messages and dies holding them (its daemon's
+/// copies: their lane's holder bit stays set); gone for good or restarted, the daemon releases
+/// what it took, while a second receiver of the same output on that machine still runs.
+#[test]
+fn a_remote_receiver_that_dies_holding_samples_gives_them_back_to_its_daemon() {
+    let hosts = require_hosts!("remote_drops_held", 2);
+    let state = temp_dir();
+    let coordinator = Coordinator::start(state.path(), &hosts.gateway_ip().to_string());
+    let _daemons = coordinator.daemons_on(&hosts, &["a", "b"]);
+    for restarted in [false, true] {
+        let once = state.path().join(format!("held-{restarted}"));
+        let restart = match restarted {
+            true => {
+                "\n    restart_policy: on-failure\n    max_restarts: 1\n    restart_delay: 100ms"
+            }
+            false => "",
+        };
+        let yaml = r#"nodes:
+  - id: flood
+    path: {node}
+    env: { MODE: flood, COUNT: 10, SIZE: 1048576, PACE_MS: 100 }
+    outputs: [data]
+    deploy: { machine: a }
+  - id: holder
+    path: {node}
+    env: { MODE: hold, COUNT: 3, ONCE_FILE: "{once}" }{restart}
+    inputs: { data: { source: flood/data, queue_size: 10 } }
+    deploy: { machine: b }
+  - id: counter
+    path: {node}
+    env: { MODE: count-pool, POOL_OF: "~remote", COUNT: 10, WAIT_MS: 2000 }
+    inputs: { data: { source: flood/data, queue_size: 10 } }
+    deploy: { machine: b }
+"#
+        .replace(
+            "{node}",
+            &adora_test_support::bin("adora-test-node")
+                .display()
+                .to_string(),
+        )
+        .replace("{once}", &once.display().to_string())
+        .replace("{restart}", restart);
+        let dataflow = state.path().join(format!("held-{restarted}.yml"));
+        std::fs::write(&dataflow, yaml).unwrap();
+        let mut cmd = adora(state.path());
+        cmd.args(["start", dataflow.to_str().unwrap(), "--attach"]);
+        let out = run_with_timeout(cmd, TIMEOUT);
+        assert!(out.stdout.contains("holding 3"), "{out}");
+        // Without the release, the three the dead instance held stay held.
+        assert!(
+            out.stdout.contains("remote copies held: 0"),
+            "restarted={restarted}: {out}"
+        );
+    }
 }

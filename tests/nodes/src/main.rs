@@ -19,7 +19,8 @@
 //!   them, waits `WAIT_MS` and prints `dropped present=P`.
 //! - `count-pool`: receives `COUNT` messages (dropping each), waits `WAIT_MS`, then prints
 //!   `pool of NODE: N`, the number of shared-memory samples the instances of node `POOL_OF` of
-//!   its dataflow still have in `/dev/shm`.
+//!   its dataflow still have in `/dev/shm`; with `POOL_OF: "~remote"`, `remote copies held: N`,
+//!   the samples of its daemon's pool of remote copies that a lane still holds.
 //! - `fail`: prints to stderr and exits with `EXIT_CODE` (default 3).
 //! - `idle`: waits for Stop.
 //! - `spin`: keeps one core busy on a helper thread until Stop; every input it receives is sent
@@ -384,6 +385,9 @@ fn count_pool() -> Result {
     let dataflow = &own[..own
         .rfind(&format!("{me}-"))
         .ok_or("unexpected shm_prefix")?];
+    if of == "~remote" {
+        return count_held_remote_copies(dataflow);
+    }
     let prefix = format!("{dataflow}{of}-");
     let samples = std::fs::read_dir("/dev/shm")?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -399,6 +403,20 @@ fn count_pool() -> Result {
         })
         .count();
     println!("pool of {of}: {samples}");
+    Ok(())
+}
+
+/// Prints how many samples of this daemon's pool of remote copies (`{dataflow}~remote-N`) some
+/// lane still holds (a holder bit set).
+fn count_held_remote_copies(dataflow: &str) -> Result {
+    let prefix = format!("{dataflow}~remote-");
+    let held = std::fs::read_dir("/dev/shm")?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&prefix))
+        .filter_map(|n| adora_shm::ShmRegion::open(&n).ok())
+        .filter(|region| adora_shm::holders(region).is_some_and(|h| h.lanes != 0))
+        .count();
+    println!("remote copies held: {held}");
     Ok(())
 }
 
