@@ -93,6 +93,32 @@ fn data_plane_quick_mode_measures_every_size_on_every_placement() {
     }
 }
 
+/// The fan-out placement with a chosen number of sinks: each size's row is the slowest sink's.
+#[test]
+fn fan_out_runs_the_number_of_sinks_asked_for() {
+    let dir = temp_dir();
+    let csv = dir.path().join("fan-out.csv");
+    let out = bench(&[
+        "--quick",
+        "--no-baseline",
+        "--placement",
+        "fan-out",
+        "--fan-out-sinks",
+        "3",
+        "--csv",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(out.stdout.contains("fan-out x3"), "{out}");
+    let rows = csv_rows(&std::fs::read_to_string(&csv).unwrap());
+    let measured: Vec<&Vec<String>> = rows.iter().filter(|r| r[0] == "fan-out x3").collect();
+    assert!(!measured.is_empty(), "{rows:?}");
+    for row in measured {
+        // A latency figure for the slowest sink, and nothing corrupted.
+        assert!(row[4].parse::<f64>().is_ok(), "{row:?}");
+        assert_eq!(row[12], "0", "{row:?}");
+    }
+}
+
 /// The `python` placement: Python sender → Python sink and Rust sender → Python sink, next to
 /// Rust → Rust, with their p50 over Rust's. Needs the `adora` Python package (scripts/test.sh
 /// installs it); without it the placement is skipped and this test fails saying so.

@@ -1,4 +1,4 @@
-//! More same-machine placements: `fan-out` (one sender, eight sinks; each size's row is the
+//! More same-machine placements: `fan-out` (one sender, eight sinks or `--fan-out-sinks`; each size's row is the
 //! slowest sink's), `daemon-path` (the same-daemon dataflow with `ADORA_LOCAL_LANES=0`: every
 //! message through the daemon, as before lanes existed) and `spin` (`poll: spin` on the sink's
 //! inputs).
@@ -10,12 +10,9 @@ use benchmark_common::{Plan, Report};
 
 use crate::{adora_run_command, run_command, sibling};
 
-/// Sinks of the fan-out placement.
-pub const FAN_OUT: usize = 8;
-
-/// The fan-out dataflow (sender → `FAN_OUT` sinks, with the binaries next to this one), written
+/// The fan-out dataflow (sender → `sinks` sinks, with the binaries next to this one), written
 /// into `dir`.
-pub fn fan_out_dataflow(dir: &Path) -> anyhow::Result<PathBuf> {
+pub fn fan_out_dataflow(dir: &Path, sinks: usize) -> anyhow::Result<PathBuf> {
     let bin = sibling("adora")?
         .parent()
         .context("this binary has a directory")?
@@ -24,7 +21,7 @@ pub fn fan_out_dataflow(dir: &Path) -> anyhow::Result<PathBuf> {
         "nodes:\n  - id: sender\n    path: {}\n    outputs: [data, control]\n",
         bin.join("adora-bench-sender").display()
     );
-    for i in 0..FAN_OUT {
+    for i in 0..sinks {
         yaml += &format!(
             "  - id: sink{i}\n    path: {}\n    inputs:\n      data: {{ source: sender/data, queue_size: 1000 }}\n      control: {{ source: sender/control, queue_size: 100 }}\n",
             bin.join("adora-bench-sink").display()

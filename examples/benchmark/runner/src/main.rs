@@ -123,6 +123,10 @@ struct Args {
     /// `… spin`.
     #[arg(long)]
     sink_spin: bool,
+    /// Sinks of the `fan-out` placement (its rows are labelled `fan-out xN`). With as many sinks
+    /// as cores, each gets a core of its own.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+    fan_out_sinks: u16,
     /// With `--zenoh-tls`: the encrypted transport the daemons connect with, `quic` or `tls`.
     #[arg(
         long,
@@ -145,7 +149,7 @@ pub enum Placement {
     /// Python sender → Python sink and Rust sender → Python sink, on one daemon (needs the
     /// `adora` Python package).
     Python,
-    /// One sender, eight sinks on one daemon (each row: the slowest sink).
+    /// One sender, eight sinks on one daemon (`--fan-out-sinks`; each row: the slowest sink).
     FanOut,
     /// Same daemon with `ADORA_LOCAL_LANES=0`: every message through the daemon.
     DaemonPath,
@@ -160,7 +164,7 @@ impl Placement {
             Placement::TwoDaemons => "two-daemons",
             Placement::Zenoh => "zenoh",
             Placement::Python => "python",
-            Placement::FanOut => "fan-out x8",
+            Placement::FanOut => "fan-out",
             Placement::DaemonPath => "daemon-path",
             Placement::Spin => "spin",
         }
@@ -253,14 +257,21 @@ fn run(args: Args) -> anyhow::Result<()> {
             }
             Placement::Python => run_python(&adora, generated.path(), &plan, &mut results),
             Placement::FanOut | Placement::DaemonPath | Placement::Spin => {
-                let label = placement.label();
-                eprintln!("running adora with placement `{label}`...");
-                let (dataflow, lanes) = match placement {
-                    Placement::FanOut => (local::fan_out_dataflow(generated.path())?, true),
-                    Placement::Spin => (local::spin_dataflow(generated.path())?, true),
-                    _ => (same_daemon_dataflow(generated.path())?, false),
+                let label = match placement {
+                    Placement::FanOut => format!("fan-out x{}", args.fan_out_sinks),
+                    _ => placement.label().to_owned(),
                 };
-                results.add(label, local::run(&adora, &dataflow, &plan, lanes)?);
+                eprintln!("running adora with placement `{label}`...");
+                let dir = generated.path();
+                let (dataflow, lanes) = match placement {
+                    Placement::FanOut => {
+                        let sinks = usize::from(args.fan_out_sinks);
+                        (local::fan_out_dataflow(dir, sinks)?, true)
+                    }
+                    Placement::Spin => (local::spin_dataflow(dir)?, true),
+                    _ => (same_daemon_dataflow(dir)?, false),
+                };
+                results.add(&label, local::run(&adora, &dataflow, &plan, lanes)?);
             }
         }
     }
