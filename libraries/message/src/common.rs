@@ -185,7 +185,8 @@ pub struct InputLaneRef {
     /// The lane's place among the lanes of its output in the sender's `NodeLanes` (the bit of
     /// the holder words of the output's samples, see `adora_shm::release_lane`): the receiver
     /// releases a shared sample it took from this lane by clearing that bit, and tells nobody.
-    /// `None` (a feed of messages from another machine): it reports the drop to the daemon.
+    /// Lanes fed by a remote output have one too (the daemon's copies hold the same words).
+    /// `None` (no holder bit): it reports the drop to the daemon.
     #[serde(default)]
     pub bit: Option<u32>,
 }

@@ -438,11 +438,14 @@ impl InputLanes {
         drops: &DropReports,
     ) -> usize {
         let mut fresh: Vec<Vec<Taken>> = Vec::new();
+        let mut total = 0;
         for (i, l) in self.lanes.iter().enumerate() {
             self.scratch.clear();
-            if l.lane.pop_all(&mut self.scratch) == 0 {
+            let n = l.lane.pop_all(&mut self.scratch);
+            if n == 0 {
                 continue;
             }
+            total += n;
             if fresh.is_empty() {
                 fresh.resize_with(self.senders.len(), Vec::new);
             }
@@ -453,12 +456,15 @@ impl InputLanes {
             });
             fresh[l.sender].extend(taken);
         }
-        let mut ready: Vec<(Option<Timestamp>, NodeEvent)> = Vec::new();
+        let start = events.len();
+        events.reserve(total);
         for (i, order) in self.senders.iter_mut().enumerate() {
             let mut all = std::mem::take(&mut order.held);
             all.iter_mut().for_each(|t| t.settled = true);
             all.extend(fresh.get_mut(i).map(std::mem::take).unwrap_or_default());
-            all.sort_by_key(|t| t.entry.seq);
+            if !all.is_sorted_by_key(|t| t.entry.seq) {
+                all.sort_by_key(|t| t.entry.seq);
+            }
             let mut in_order = true;
             for t in all {
                 // `seq < next`: the sender restarted and numbers from 1 again.
@@ -472,14 +478,16 @@ impl InputLanes {
                 if let (Some(token), Some(bit)) = (t.entry.token, lane.bit) {
                     bits.entry(token).or_default().push(bit);
                 }
-                ready.push(decode(&lane.input, t.entry, drops, bits));
+                events.push_back(decode(&lane.input, t.entry, drops, bits));
             }
         }
-        // Stable: events of one sender keep their order (their timestamps grow anyway).
-        ready.sort_by_key(|r| r.0);
-        let n = ready.len();
-        events.extend(ready.into_iter().map(|(_, e)| e));
-        n
+        // Stable: events of one sender keep their order (their timestamps grow anyway). Only
+        // what is out of order is sorted: a sorted batch of a thousand events cost a thousand
+        // moves and a scratch buffer the allocator mapped and unmapped every time.
+        if !events.range(start..).is_sorted_by_key(merge_order) {
+            events.make_contiguous()[start..].sort_by_key(merge_order);
+        }
+        events.len() - start
     }
 
     /// Whether the node busy-polls its lanes before it sleeps (`poll: spin`).
@@ -536,24 +544,21 @@ impl InputLanes {
     }
 }
 
-/// The event of an entry of `input`'s lane, with its timestamp (`None`: it could not be
-/// decoded; its sample is released if it goes back through the daemon, otherwise it stays held
-/// until the dataflow ends: without the entry the receiver cannot find the sample).
+/// The event of an entry of `input`'s lane (an error event when it cannot be decoded; its
+/// sample is then released if it goes back through the daemon, otherwise it stays held until
+/// the dataflow ends: without the entry the receiver cannot find the sample).
 fn decode(
     input: &DataId,
     entry: Entry,
     drops: &DropReports,
     bits: &mut HashMap<u64, Vec<u32>>,
-) -> (Option<Timestamp>, NodeEvent) {
+) -> NodeEvent {
     match LaneEntry::decode(&entry.bytes) {
-        Ok(LaneEntry { metadata, data }) => (
-            Some(metadata.timestamp),
-            NodeEvent::Input {
-                id: input.clone(),
-                metadata,
-                data,
-            },
-        ),
+        Ok(LaneEntry { metadata, data }) => NodeEvent::Input {
+            id: input.clone(),
+            metadata,
+            data,
+        },
         Err(e) => {
             if let Some(token) = entry.token {
                 let bit = bits.get_mut(&token).and_then(Vec::pop);
@@ -566,8 +571,17 @@ fn decode(
             }
             let error =
                 format!("input `{input}`: a malformed message in its lane ({e}) was dropped");
-            (None, NodeEvent::Error(error))
+            NodeEvent::Error(error)
         }
+    }
+}
+
+/// Where an event taken from lanes goes among those of other senders: by its timestamp, an
+/// entry that could not be decoded first.
+fn merge_order(event: &NodeEvent) -> Option<Timestamp> {
+    match event {
+        NodeEvent::Input { metadata, .. } => Some(metadata.timestamp),
+        _ => None,
     }
 }
 
@@ -666,6 +680,68 @@ mod tests {
             }
             other => panic!("not queued: {other:?}"),
         }
+    }
+
+    #[test]
+    fn taken_entries_come_in_each_senders_order_and_senders_merged_by_time() {
+        let segments = Segments(format!("adora-node-api-test-{}-merge-", std::process::id()));
+        // Sender `a` writes the lanes of inputs `x` and `y`, sender `b` the lane of `z`.
+        let mut lanes = InputLanes {
+            lanes: Vec::new(),
+            senders: vec![SenderOrder::default(), SenderOrder::default()],
+            spin: false,
+            bell: None,
+            scratch: Vec::new(),
+        };
+        let mut writers = Vec::new();
+        for (input, sender) in [("x", 0), ("y", 0), ("z", 1)] {
+            let name = format!("{}{input}", segments.0);
+            let lane = Lane::create(&name, 8).expect("create");
+            writers.push(Lane::open(&name).expect("open"));
+            let input = input.into();
+            let bit = None;
+            lanes.lanes.push(InputLane {
+                input,
+                lane,
+                sender,
+                bit,
+            });
+        }
+        let hlc = uhlc::HLC::default();
+        let push = |lane: &Lane, seq| {
+            let entry = LaneEntry {
+                metadata: Metadata::new(hlc.new_timestamp()),
+                data: DataRef::Inline(vec![seq as u8]),
+            };
+            let bytes = entry.encode().expect("encodes");
+            assert!(matches!(
+                lane.push(&bytes, None, seq),
+                Pushed::Queued { .. }
+            ));
+        };
+        // In time: a1 on x, b1 on z, a2 on y, a3 on x.
+        push(&writers[0], 1);
+        push(&writers[2], 1);
+        push(&writers[1], 2);
+        push(&writers[0], 3);
+        let (node, _daemon) = std::os::unix::net::UnixStream::pair().expect("pair");
+        let drops = DropReports::new(Arc::new(ControlChannel::new(node)));
+        // An event already waiting stays first.
+        let mut events = VecDeque::from([NodeEvent::Stop]);
+        let mut bits = HashMap::new();
+        assert_eq!(lanes.take((&mut events, &mut bits), &drops), 4);
+        let order: Vec<String> = (events.iter().skip(1))
+            .map(|e| match e {
+                NodeEvent::Input {
+                    id,
+                    data: DataRef::Inline(bytes),
+                    ..
+                } => format!("{id}{}", bytes[0]),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(order, ["x1", "z1", "y2", "x3"]);
+        assert!(matches!(events[0], NodeEvent::Stop));
     }
 
     #[test]
