@@ -261,24 +261,25 @@ impl FeedState {
     /// whose lanes took it. A lane holds the sample (its holder bit) while the entry is queued
     /// or taken and not dropped.
     fn push_entry(&mut self, entry: &[u8], token: Option<SampleToken>) -> Vec<(NodeId, DataId)> {
-        // Held throughout: an evicted entry's sample is released even when this one is inline.
-        let mut pool = self.pool.lock();
+        // Locked only for shared samples: this one's, or an evicted entry's (also when this one
+        // is inline).
+        let mut guard = None;
         let mut served = Vec::with_capacity(self.lanes.len());
         for l in &self.lanes {
             let (bit, number) = l.holder;
             if let Some(t) = token {
-                pool.hold_in_lane(t, bit);
+                locked(&mut guard, &self.pool).hold_in_lane(t, bit);
             }
             let mut seq = l.seq.lock().unwrap_or_else(|e| e.into_inner());
             match l.lane.push(entry, token.map(|t| t.0), *seq + 1) {
                 Pushed::Queued { wake, evicted, at } => {
                     *seq += 1;
                     if let Some(t) = token {
-                        pool.pushed_to_lane(t, (number, bit), at);
+                        locked(&mut guard, &self.pool).pushed_to_lane(t, (number, bit), at);
                     }
                     // The oldest entry made room: its sample is not this lane's any more.
                     if let Some(Some(old)) = evicted {
-                        pool.release_lane(SampleToken(old), bit);
+                        locked(&mut guard, &self.pool).release_lane(SampleToken(old), bit);
                     }
                     if let (true, Some(bell)) = (wake, &l.bell) {
                         if let Err(e) = bell.ring() {
@@ -289,7 +290,7 @@ impl FeedState {
                 }
                 Pushed::Closed | Pushed::TooLarge => {
                     if let Some(t) = token {
-                        pool.release_lane(t, bit);
+                        locked(&mut guard, &self.pool).release_lane(t, bit);
                     }
                     self.off = true;
                 }
@@ -297,6 +298,14 @@ impl FeedState {
         }
         served
     }
+}
+
+/// `pool`, locked on first use and kept locked while `guard` lives.
+fn locked<'a, 'p>(
+    guard: &'a mut Option<MutexGuard<'p, SamplePool>>,
+    pool: &'p RemotePool,
+) -> &'a mut SamplePool {
+    guard.get_or_insert_with(|| pool.lock())
 }
 
 #[cfg(test)]
