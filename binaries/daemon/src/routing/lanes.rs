@@ -15,10 +15,10 @@
 //! - **tells a sender where a receiver's instance stopped** when it ends: a local sender's
 //!   shared samples are held by its lanes through holder words in the samples themselves
 //!   (`adora_shm::release_lane`), which the receivers clear without the daemon; what an ended
-//!   instance took and never dropped, the sender releases itself (`LanesReleased`);
-//!   The feeds of remote outputs hold the samples of the daemon's own pool the same way (the
-//!   daemon is their sender): what an ended instance took from a feed's lane is released in
-//!   that pool ([`Routing::take_remote_taken`]);
+//!   instance took and never dropped, the sender releases itself (`LanesReleased`). The feeds
+//!   of remote outputs hold the samples of the daemon's own pool the same way (the daemon is
+//!   their sender): what an ended instance took from a feed's lane is released in that pool
+//!   ([`Routing::take_remote_taken`]);
 //! - **reads** the lanes' counters for the node figures; each sender's taps lane (copies of its
 //!   inline messages for a tap) is read by its control connection (`node_conn`), which makes
 //!   the copies.
