@@ -34,9 +34,6 @@ use crate::{
     node::lock_pool,
 };
 
-/// Most local receivers an output reaches through lanes; more go through the daemon.
-const MAX_LANES_PER_OUTPUT: usize = 64;
-
 /// The lanes of one output.
 struct Output {
     /// Its place in the configuration's outputs (written into its samples for the daemon).
@@ -131,7 +128,7 @@ impl OutputLanes {
         let mut outputs = BTreeMap::new();
         let mut numbers = HashMap::new();
         for (number, (output, lanes)) in (0u32..).zip(&config.outputs) {
-            if lanes.lanes.len() > MAX_LANES_PER_OUTPUT {
+            if lanes.lanes.len() > adora_shm::MAX_LANE_HOLDERS {
                 continue; // the daemon path: `served` is a bit set
             }
             let opened: Result<Vec<OutputLane>, String> = lanes

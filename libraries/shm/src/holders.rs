@@ -25,6 +25,10 @@ use crate::ShmRegion;
 /// Bytes at the end of each pool region that hold its holder words.
 pub const HOLDERS_BYTES: usize = 32;
 
+/// Most lanes that can hold one sample: one bit each in the `lanes` word. An output with more
+/// receivers' lanes goes through the daemon.
+pub const MAX_LANE_HOLDERS: usize = u64::BITS as usize;
+
 const LANES: usize = 0;
 const OTHERS: usize = 1;
 const TOKEN: usize = 2;

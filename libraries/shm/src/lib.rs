@@ -61,7 +61,9 @@ mod pool;
 mod region;
 
 pub use cache::{RegionCache, SharedSlice, REGION_CACHE_CAPACITY};
-pub use holders::{holders, lanes_released, release_lane, Holders, HOLDERS_BYTES};
+pub use holders::{
+    holders, lanes_released, release_lane, Holders, HOLDERS_BYTES, MAX_LANE_HOLDERS,
+};
 pub use lane::{Bell, Entry, Lane, LaneCounters, Pushed, LANE_MAX_SLOTS, LANE_SLOT_BYTES};
 pub use pool::{
     SampleHandle, SampleMut, SamplePool, SampleToken, MAX_CREATE_ATTEMPTS, MAX_FREE_BYTES,

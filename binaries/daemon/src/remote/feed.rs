@@ -38,10 +38,6 @@ use adora_message::{
 };
 use adora_shm::{Bell, Lane, Pushed, SamplePool, SampleToken, LANE_SLOT_BYTES};
 
-/// Most lanes a feed writes into: one holder bit each in its samples (more, and the output goes
-/// through the daemon, as for a local sender).
-pub(crate) const MAX_FEED_LANES: usize = 64;
-
 use super::{links::Streams, Payload};
 
 /// Messages gone missing before one, by reason (see `links::missing_before`).

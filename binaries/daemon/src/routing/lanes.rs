@@ -38,7 +38,7 @@ use adora_shm::{Bell, Lane, LANE_MAX_SLOTS};
 
 use super::{NodeCounters, Routing};
 use crate::remote::{
-    feed::{FeedLane, LaneFeed, RemotePool, MAX_FEED_LANES},
+    feed::{FeedLane, LaneFeed, RemotePool},
     PUBLISH_QUEUE,
 };
 
@@ -297,7 +297,8 @@ impl Routing {
     /// The holder bit and number of each lane a feed of a remote output writes into: (receiver,
     /// input) → (its place in the lanes of that output, which is its bit in the feed's samples;
     /// its place among all lanes, its number in the daemon's pool). [`Self::remote_feed`] lists
-    /// them in this order; an output with more than [`MAX_FEED_LANES`] has none.
+    /// them in this order; an output with more than [`adora_shm::MAX_LANE_HOLDERS`] has none
+    /// (it goes through the daemon, as a local sender's would).
     fn feed_holders(&self) -> HashMap<(NodeId, DataId), (u32, u32)> {
         let inputs = &self.lanes.inputs;
         let mut listed: HashMap<(&NodeId, &DataId), u32> = HashMap::new();
@@ -311,7 +312,7 @@ impl Routing {
         }
         holders.retain(|key, _| {
             let l = &inputs[key];
-            listed[&(&l.sender, &l.output)] as usize <= MAX_FEED_LANES
+            listed[&(&l.sender, &l.output)] as usize <= adora_shm::MAX_LANE_HOLDERS
         });
         holders
     }
