@@ -219,6 +219,12 @@ impl LaneEntry {
         bincode::serialize(self)
     }
 
+    /// [`Self::encode`] into `out` (cleared first), reusing its memory.
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), bincode::Error> {
+        out.clear();
+        bincode::serialize_into(out, self)
+    }
+
     /// An entry read from a lane.
     pub fn decode(bytes: &[u8]) -> Result<LaneEntry, bincode::Error> {
         bincode::deserialize(bytes)

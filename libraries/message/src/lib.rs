@@ -43,8 +43,10 @@ pub use common::{
 /// `LaneEvicted`); a node of version 3 would not read its lanes. Version 5: the taps lane
 /// (`NodeLanes::taps`, `taps_before` in `SendOutput` and `SendOutputDirect`). Version 6: samples
 /// read through lanes go back to their sender's pool through holder words in the sample
-/// (`InputLaneRef::bit`, `DaemonReply::LanesReleased`), not through the daemon.
-pub const NODE_PROTOCOL_VERSION: u32 = 6;
+/// (`InputLaneRef::bit`, `DaemonReply::LanesReleased`), not through the daemon. Version 7: an
+/// empty lane puts its next entry into its first slot again (`adora_shm::Lane`, whose segments
+/// say `ADLANE02`); a node of version 6 would look for entries in other slots.
+pub const NODE_PROTOCOL_VERSION: u32 = 7;
 
 /// The version of Adora this crate belongs to: the package version, plus the suffix in the
 /// environment variable `ADORA_VERSION_SUFFIX` when it was set at build time (see `build.rs`).

@@ -1,7 +1,7 @@
 //! The event stream: inputs, closed inputs, stop and errors, pulled from the daemon.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, VecDeque},
     io::BufReader,
     os::{fd::AsFd, unix::net::UnixStream},
     sync::Arc,
@@ -89,8 +89,9 @@ pub struct EventStream {
     requested: bool,
     /// The lanes of its local inputs (see `lanes.rs`).
     lanes: InputLanes,
-    /// Shared samples taken from lanes that are released through a holder bit (token → bit).
-    lane_bits: HashMap<u64, Vec<u32>>,
+    /// Shared samples taken from lanes that are released through a holder bit (token, bit), in
+    /// the order of their events.
+    lane_bits: VecDeque<(u64, u32)>,
 }
 
 /// What ended a wait for events.
@@ -119,7 +120,7 @@ impl EventStream {
             ended: false,
             requested: false,
             lanes,
-            lane_bits: HashMap::new(),
+            lane_bits: VecDeque::new(),
         }
     }
 
@@ -340,12 +341,8 @@ impl EventStream {
     /// The holder bit a shared sample taken from a lane is released through (`None`: it came
     /// through the daemon, or from a lane fed from another machine).
     fn lane_bit(&mut self, token: u64) -> Option<u32> {
-        let bits = self.lane_bits.get_mut(&token)?;
-        let bit = bits.pop();
-        if bits.is_empty() {
-            self.lane_bits.remove(&token);
-        }
-        bit
+        let at = self.lane_bits.iter().position(|(t, _)| *t == token)?;
+        self.lane_bits.remove(at).map(|(_, bit)| bit)
     }
 
     fn convert(&mut self, event: NodeEvent) -> Event {

@@ -26,7 +26,7 @@ use adora_message::{
     daemon_to_node::NodeEvent, node_to_daemon::NodeRequest, DataRef, LaneEntry, Metadata,
     NodeLanes, TapCopy, Timestamp,
 };
-use adora_shm::{Bell, Entry, Lane, Pushed, SamplePool, SampleToken};
+use adora_shm::{Batch, Bell, Lane, Pushed, SamplePool, SampleToken};
 
 use crate::{
     drops::{ControlChannel, DropReports},
@@ -75,6 +75,8 @@ pub(crate) struct OutputLanes {
     numbers: HashMap<String, u32>,
     /// Where copies for a tap go (see `NodeLanes::taps`); `None`: the control connection.
     taps: Option<TapsLane>,
+    /// The encoded entry being sent (its memory kept from one message to the next).
+    encoded: Vec<u8>,
 }
 
 /// The node's taps lane: the copies of its inline lane messages for a tap, numbered from 1.
@@ -194,6 +196,7 @@ impl OutputLanes {
                 pushed: 0,
                 unmarked: false,
             }),
+            encoded: Vec::new(),
         }
     }
 
@@ -228,8 +231,9 @@ impl OutputLanes {
             DataRef::Inline(_) => None,
         };
         let entry = LaneEntry { metadata, data };
-        let bytes = entry
-            .encode()
+        let bytes = &mut self.encoded;
+        entry
+            .encode_into(bytes)
             .map_err(|e| NodeError::Protocol(format!("cannot encode a message: {e}")))?;
         let LaneEntry { metadata, data } = entry;
         // A shared sample is held by each lane that takes it (a bit in the sample, set before the
@@ -247,7 +251,7 @@ impl OutputLanes {
             }
             // Numbered only once taken: a gap would hold the receiver's next entry back.
             let seq = self.seqs[l.receiver_index] + 1;
-            match l.lane.push(&bytes, token, seq) {
+            match l.lane.push(bytes, token, seq) {
                 Pushed::Queued { evicted, wake, at } => {
                     self.seqs[l.receiver_index] = seq;
                     served |= 1u64.checked_shl(bit).unwrap_or(0);
@@ -272,7 +276,7 @@ impl OutputLanes {
                 }
             }
         }
-        let tapped = tap_on_socket(&mut self.taps, out, (output, &data, &bytes), all_served);
+        let tapped = tap_on_socket(&mut self.taps, out, (output, &data, bytes), all_served);
         let daemon_copy = out.daemon_copy || tapped;
         if !daemon_copy && all_served {
             // Every receiver has it; a shared sample is held by the lanes alone.
@@ -335,7 +339,10 @@ pub(crate) struct InputLanes {
     /// Per sending node: the order of what it sent to this node.
     senders: Vec<SenderOrder>,
     bell: Option<Bell>,
-    scratch: Vec<Entry>,
+    /// What the lane being read holds (its memory kept from one pass to the next).
+    batch: Batch,
+    /// Per sender: the entries taken in this pass (their memory kept too).
+    fresh: Vec<Vec<Taken>>,
     /// An input says `poll: spin`.
     spin: bool,
 }
@@ -363,7 +370,12 @@ struct SenderOrder {
 
 struct Taken {
     lane: usize,
-    entry: Entry,
+    /// The entry, decoded (or why it could not be).
+    entry: Result<LaneEntry, String>,
+    /// Its shared sample (`adora_shm::Entry::token`).
+    token: Option<u64>,
+    /// Its sender's number.
+    seq: u64,
     /// Held over from the previous pass: nothing earlier can still arrive.
     settled: bool,
 }
@@ -416,7 +428,8 @@ impl InputLanes {
             spin: config.inputs.values().any(|l| l.spin) && !lanes.is_empty(),
             lanes,
             bell,
-            scratch: Vec::new(),
+            batch: Batch::default(),
+            fresh: Vec::new(),
         }
     }
 
@@ -427,55 +440,50 @@ impl InputLanes {
 
     /// Moves the queued entries into `events`: per sender in the order it sent them, senders
     /// merged by timestamp. Returns how many. A shared sample the receiver releases by clearing
-    /// its lane's holder bit gets that bit in `bits` (by token); the sample of an entry that
-    /// cannot be decoded is released at once.
+    /// its lane's holder bit gets that bit in `bits` (with its token); the sample of an entry
+    /// that cannot be decoded is released at once if it came without a bit.
     pub(crate) fn take(
         &mut self,
-        (events, bits): (&mut VecDeque<NodeEvent>, &mut HashMap<u64, Vec<u32>>),
+        (events, bits): (&mut VecDeque<NodeEvent>, &mut VecDeque<(u64, u32)>),
         drops: &DropReports,
     ) -> usize {
-        let mut fresh: Vec<Vec<Taken>> = Vec::new();
-        let mut total = 0;
+        self.fresh.resize_with(self.senders.len(), Vec::new);
         for (i, l) in self.lanes.iter().enumerate() {
-            self.scratch.clear();
-            let n = l.lane.pop_all(&mut self.scratch);
-            if n == 0 {
+            self.batch.clear();
+            if l.lane.take_into(&mut self.batch) == 0 {
                 continue;
             }
-            total += n;
-            if fresh.is_empty() {
-                fresh.resize_with(self.senders.len(), Vec::new);
-            }
-            let taken = self.scratch.drain(..).map(|entry| Taken {
+            // Decoded here, not with the lane locked: its sender would wait meanwhile.
+            let taken = self.batch.iter().map(|(bytes, token, seq)| Taken {
                 lane: i,
-                entry,
+                entry: LaneEntry::decode(bytes).map_err(|e| e.to_string()),
+                token,
+                seq,
                 settled: false,
             });
-            fresh[l.sender].extend(taken);
+            self.fresh[l.sender].extend(taken);
         }
         let start = events.len();
-        events.reserve(total);
-        for (i, order) in self.senders.iter_mut().enumerate() {
+        for (order, fresh) in self.senders.iter_mut().zip(&mut self.fresh) {
             let mut all = std::mem::take(&mut order.held);
             all.iter_mut().for_each(|t| t.settled = true);
-            all.extend(fresh.get_mut(i).map(std::mem::take).unwrap_or_default());
-            if !all.is_sorted_by_key(|t| t.entry.seq) {
-                all.sort_by_key(|t| t.entry.seq);
+            all.append(fresh);
+            if !all.is_sorted_by_key(|t| t.seq) {
+                all.sort_by_key(|t| t.seq);
             }
             let mut in_order = true;
-            for t in all {
+            for t in all.drain(..) {
                 // `seq < next`: the sender restarted and numbers from 1 again.
-                in_order &= order.next == 0 || t.entry.seq <= order.next || t.settled;
+                in_order &= order.next == 0 || t.seq <= order.next || t.settled;
                 if !in_order {
                     order.held.push(t);
                     continue;
                 }
-                order.next = t.entry.seq + 1;
-                let lane = &self.lanes[t.lane];
-                if let (Some(token), Some(bit)) = (t.entry.token, lane.bit) {
-                    bits.entry(token).or_default().push(bit);
-                }
-                events.push_back(decode(&lane.input, t.entry, drops, bits));
+                order.next = t.seq + 1;
+                events.push_back(event(&self.lanes[t.lane], t, drops, bits));
+            }
+            if order.held.is_empty() {
+                order.held = all; // empty: its memory serves the next pass
             }
         }
         // Stable: events of one sender keep their order (their timestamps grow anyway). Only
@@ -541,34 +549,35 @@ impl InputLanes {
     }
 }
 
-/// The event of an entry of `input`'s lane (an error event when it cannot be decoded; its
-/// sample is then released if it goes back through the daemon, otherwise it stays held until
-/// the dataflow ends: without the entry the receiver cannot find the sample).
-fn decode(
-    input: &DataId,
-    entry: Entry,
+/// The event of an entry taken from `lane`. A shared sample released through the lane's holder
+/// bit gets it in `bits`. An entry that cannot be decoded becomes an error event; its sample is
+/// released if it goes back through the daemon, otherwise it stays held until the dataflow ends
+/// (without the entry the receiver cannot find the sample).
+fn event(
+    lane: &InputLane,
+    taken: Taken,
     drops: &DropReports,
-    bits: &mut HashMap<u64, Vec<u32>>,
+    bits: &mut VecDeque<(u64, u32)>,
 ) -> NodeEvent {
-    match LaneEntry::decode(&entry.bytes) {
-        Ok(LaneEntry { metadata, data }) => NodeEvent::Input {
-            id: input.clone(),
-            metadata,
-            data,
-        },
-        Err(e) => {
-            if let Some(token) = entry.token {
-                let bit = bits.get_mut(&token).and_then(Vec::pop);
-                if bits.get(&token).is_some_and(Vec::is_empty) {
-                    bits.remove(&token);
-                }
-                if bit.is_none() {
-                    drops.dropped(token);
-                }
+    match taken.entry {
+        Ok(LaneEntry { metadata, data }) => {
+            if let (Some(token), Some(bit)) = (taken.token, lane.bit) {
+                bits.push_back((token, bit));
             }
-            let error =
-                format!("input `{input}`: a malformed message in its lane ({e}) was dropped");
-            NodeEvent::Error(error)
+            NodeEvent::Input {
+                id: lane.input.clone(),
+                metadata,
+                data,
+            }
+        }
+        Err(e) => {
+            if let (Some(token), None) = (taken.token, lane.bit) {
+                drops.dropped(token);
+            }
+            let input = &lane.input;
+            NodeEvent::Error(format!(
+                "input `{input}`: a malformed message in its lane ({e}) was dropped"
+            ))
         }
     }
 }
@@ -648,7 +657,8 @@ mod tests {
             senders: vec![SenderOrder::default()],
             spin: false,
             bell: Some(Bell::listen(&bell_path).expect("listen")),
-            scratch: Vec::new(),
+            batch: Batch::default(),
+            fresh: Vec::new(),
         };
         let sender = Lane::open(&name).expect("open");
         (lanes, sender, Bell::ringer(&bell_path).expect("ringer"))
@@ -688,7 +698,8 @@ mod tests {
             senders: vec![SenderOrder::default(), SenderOrder::default()],
             spin: false,
             bell: None,
-            scratch: Vec::new(),
+            batch: Batch::default(),
+            fresh: Vec::new(),
         };
         let mut writers = Vec::new();
         for (input, sender) in [("x", 0), ("y", 0), ("z", 1)] {
@@ -725,7 +736,7 @@ mod tests {
         let drops = DropReports::new(Arc::new(ControlChannel::new(node)));
         // An event already waiting stays first.
         let mut events = VecDeque::from([NodeEvent::Stop]);
-        let mut bits = HashMap::new();
+        let mut bits = VecDeque::new();
         assert_eq!(lanes.take((&mut events, &mut bits), &drops), 4);
         let order: Vec<String> = (events.iter().skip(1))
             .map(|e| match e {
@@ -742,13 +753,77 @@ mod tests {
     }
 
     #[test]
+    fn a_malformed_entry_is_an_error_event_and_only_a_sample_without_a_bit_goes_back_to_the_daemon()
+    {
+        let segments = Segments(format!("adora-node-api-test-{}-bad-", std::process::id()));
+        let mut lanes = InputLanes {
+            lanes: Vec::new(),
+            senders: vec![SenderOrder::default()],
+            spin: false,
+            bell: None,
+            batch: Batch::default(),
+            fresh: Vec::new(),
+        };
+        let mut writers = Vec::new();
+        for (input, bit) in [("with_bit", Some(3)), ("without", None)] {
+            let name = format!("{}{input}", segments.0);
+            let lane = Lane::create(&name, 8).expect("create");
+            writers.push(Lane::open(&name).expect("open"));
+            let input = input.into();
+            lanes.lanes.push(InputLane {
+                input,
+                lane,
+                sender: 0,
+                bit,
+            });
+        }
+        let good = LaneEntry {
+            metadata: Metadata::new(uhlc::HLC::default().new_timestamp()),
+            data: DataRef::Inline(vec![7]),
+        };
+        let good = good.encode().expect("encodes");
+        assert!(matches!(
+            writers[0].push(&[0xff; 3], Some(41), 1),
+            Pushed::Queued { .. }
+        ));
+        assert!(matches!(
+            writers[1].push(&[0xff; 3], Some(42), 2),
+            Pushed::Queued { .. }
+        ));
+        assert!(matches!(
+            writers[0].push(&good, None, 3),
+            Pushed::Queued { .. }
+        ));
+        let (node, _daemon) = std::os::unix::net::UnixStream::pair().expect("pair");
+        let drops = DropReports::new(Arc::new(ControlChannel::new(node)));
+        let (mut events, mut bits) = (VecDeque::new(), VecDeque::new());
+        assert_eq!(lanes.take((&mut events, &mut bits), &drops), 3);
+        let errors: Vec<&String> = (events.iter())
+            .filter_map(|e| match e {
+                NodeEvent::Error(e) => Some(e),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(errors.len(), 2, "{events:?}");
+        assert!(errors[0].starts_with("input `with_bit`: a malformed message in its lane"));
+        assert!(errors[1].starts_with("input `without`: a malformed message in its lane"));
+        assert!(
+            matches!(&events[2], NodeEvent::Input { id, data: DataRef::Inline(b), .. } if id.as_str() == "with_bit" && b == &[7])
+        );
+        // The sample behind the bit stays held (nobody could find it); the other one is
+        // reported dropped to the daemon, which holds it for this receiver.
+        assert!(bits.is_empty());
+        assert_eq!(drops.start_waiting(), vec![42]);
+    }
+
+    #[test]
     fn the_bell_is_drained_before_the_receiver_sleeps_not_when_it_wakes() {
         let segments = Segments(format!("adora-node-api-test-{}-bell-", std::process::id()));
         let (mut lanes, sender, ringer) = receiver(&segments);
         let (node, _daemon) = std::os::unix::net::UnixStream::pair().expect("pair");
         let drops = DropReports::new(Arc::new(ControlChannel::new(node)));
         let mut events = VecDeque::new();
-        let mut bits = HashMap::new();
+        let mut bits = VecDeque::new();
         let events = (&mut events, &mut bits);
 
         assert!(lanes.prepare_sleep(), "nothing queued: it may sleep");

@@ -4,9 +4,13 @@
 //! The daemon creates one lane per local (output → input) edge with [`Lane::create`] and tells
 //! both nodes its name. The sender [`Lane::push`]es an encoded message; a full lane drops its
 //! oldest entry, counts it and hands it back (its shared sample must be released). The receiver
-//! takes everything queued with [`Lane::pop_all`]. Before sleeping, the receiver sets the lane's
-//! *waiting* flag and checks once more; the sender rings the receiver's [`Bell`] only when it
-//! finds that flag set, so a busy receiver costs the sender no system call.
+//! takes everything queued with [`Lane::take_into`] (or [`Lane::pop_all`]). Before sleeping, the
+//! receiver sets the lane's *waiting* flag and checks once more; the sender rings the receiver's
+//! [`Bell`](crate::Bell) only when it finds that flag set, so a busy receiver costs the sender no
+//! system call.
+//!
+//! An empty lane puts its next entry into its first slot again: a receiver that keeps up finds
+//! every entry in the same few cache lines and pages, however deep its queue.
 //!
 //! A short lock in the lane (the pid of its holder) orders the two sides; a holder that died
 //! (`kill -9` mid-write) is detected and its lock taken over. An entry becomes visible only when
@@ -17,9 +21,6 @@
 //! receiver still takes what was queued before, so nothing is lost and the order is kept.
 
 use std::{
-    io::{ErrorKind, Read, Write},
-    os::unix::fs::OpenOptionsExt,
-    path::{Path, PathBuf},
     ptr,
     sync::atomic::{AtomicU32, AtomicU64, Ordering},
 };
@@ -31,7 +32,7 @@ pub const LANE_SLOT_BYTES: usize = 8192 - SLOT_HEADER;
 /// Most entries a lane holds (its input's `queue_size`); longer queues stay on the daemon's path.
 pub const LANE_MAX_SLOTS: usize = 4096;
 
-const MAGIC: u64 = u64::from_le_bytes(*b"ADLANE01");
+const MAGIC: u64 = u64::from_le_bytes(*b"ADLANE02");
 const HEADER: usize = 128;
 const SLOT_HEADER: usize = 32;
 const SLOT_STRIDE: usize = SLOT_HEADER + LANE_SLOT_BYTES;
@@ -51,6 +52,7 @@ const OFF_HEAD: usize = 32;
 const OFF_TAIL: usize = 40;
 const OFF_DROPPED: usize = 48;
 const OFF_DISCARDED: usize = 56;
+const OFF_FIRST: usize = 64;
 
 /// Figures of a lane: what went in, what was dropped to make room, what the receiver took.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -93,6 +95,28 @@ pub struct Entry {
     pub token: Option<u64>,
     /// The sender's number for it (see [`Lane::push`]).
     pub seq: u64,
+}
+
+/// Entries taken by [`Lane::take_into`], kept in one buffer.
+#[derive(Debug, Default)]
+pub struct Batch {
+    bytes: Vec<u8>,
+    /// Each entry's place in `bytes`, its sample's token and its sender's number.
+    entries: Vec<(std::ops::Range<usize>, Option<u64>, u64)>,
+}
+
+impl Batch {
+    /// Forgets the entries, keeping the memory for the next ones.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.entries.clear();
+    }
+
+    /// The entries, oldest first: the encoded message, its sample's token and its sender's
+    /// number (as in [`Entry`]).
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], Option<u64>, u64)> + '_ {
+        (self.entries.iter()).map(|(at, token, seq)| (&self.bytes[at.clone()], *token, *seq))
+    }
 }
 
 /// One mapping of a lane.
@@ -190,11 +214,25 @@ impl Lane {
         unsafe { &*(self.region.as_ptr().add(offset) as *const AtomicU32) }
     }
 
+    /// The slot of entry `seq` (the lock is held). Entries fill the slots in turn from the
+    /// position `first` of the header, which an empty lane moves to its next entry
+    /// ([`Self::restart_if_empty`]).
     fn slot(&self, seq: u64) -> *mut u8 {
-        let index = (seq % self.capacity) as usize;
+        let first = self.word64(OFF_FIRST).load(Ordering::Relaxed);
+        let index = (seq.wrapping_sub(first) % self.capacity) as usize;
         // SAFETY: `index < capacity` and the segment holds `capacity` slots after the header
         // (checked at create/open), so the offset stays within the mapping.
         unsafe { self.region.as_ptr().add(HEADER + index * SLOT_STRIDE) as *mut u8 }
+    }
+
+    /// An empty lane puts its next entry (`head`) into the first slot again (the lock is held).
+    /// A receiver that keeps up then finds every entry in the same few cache lines and pages,
+    /// where walking all the slots of a deep queue would touch a page nobody touched for
+    /// `capacity` messages (or never: a page fault on both sides) with every message.
+    fn restart_if_empty(&self, head: u64, tail: u64) {
+        if head == tail {
+            self.word64(OFF_FIRST).store(head, Ordering::Relaxed);
+        }
     }
 
     /// Takes the lock. A holder that no longer exists (killed mid-operation) loses it: every
@@ -256,6 +294,7 @@ impl Lane {
                 return Pushed::Closed;
             }
             let (head, tail) = self.bounds();
+            self.restart_if_empty(head, tail);
             let evicted = (head - tail >= self.capacity).then(|| {
                 let (_, token, _) = self.read_slot_header(tail);
                 self.word64(OFF_TAIL).store(tail + 1, Ordering::Relaxed);
@@ -305,6 +344,7 @@ impl Lane {
         if self.is_closed() || head - tail >= self.capacity {
             return false;
         }
+        self.restart_if_empty(head, tail);
         self.write_slot(head, entry, (None, seq));
         self.word64(OFF_HEAD).store(head + 1, Ordering::SeqCst);
         true
@@ -318,6 +358,29 @@ impl Lane {
 
     /// Takes every queued entry, oldest first, appending them to `out`. Returns how many.
     pub fn pop_all(&self, out: &mut Vec<Entry>) -> usize {
+        self.take_with(|bytes, token, seq| {
+            out.push(Entry {
+                bytes: bytes.to_vec(),
+                token,
+                seq,
+            })
+        })
+    }
+
+    /// Takes every queued entry, oldest first, appending them to `batch`: their bytes go one
+    /// after the other into the batch's buffer, which a receiver reuses from one call to the
+    /// next (no allocation per entry). Returns how many.
+    pub fn take_into(&self, batch: &mut Batch) -> usize {
+        self.take_with(|bytes, token, seq| {
+            let start = batch.bytes.len();
+            batch.bytes.extend_from_slice(bytes);
+            batch.entries.push((start..batch.bytes.len(), token, seq));
+        })
+    }
+
+    /// Hands every queued entry to `f` where it lies (its bytes, its sample's token, its
+    /// sender's number), oldest first, with the lane locked, then marks them taken.
+    fn take_with(&self, mut f: impl FnMut(&[u8], Option<u64>, u64)) -> usize {
         if !self.has_entries() {
             return 0;
         }
@@ -326,17 +389,11 @@ impl Lane {
         for seq in tail..head {
             let (len, token, sender_seq) = self.read_slot_header(seq);
             let len = len.min(LANE_SLOT_BYTES);
-            let mut bytes = vec![0u8; len];
-            // SAFETY: `len` is at most `LANE_SLOT_BYTES`, so the read stays inside the slot; the
-            // lock is held and the entry was completely written before `head` passed it.
-            unsafe {
-                ptr::copy_nonoverlapping(self.slot(seq).add(SLOT_HEADER), bytes.as_mut_ptr(), len)
-            };
-            out.push(Entry {
-                bytes,
-                token,
-                seq: sender_seq,
-            });
+            // SAFETY: `len` is at most `LANE_SLOT_BYTES`, so the slice stays inside the slot; the
+            // lock is held, so no other process writes this slot while `f` reads it, and the
+            // entry was completely written before `head` passed it.
+            let bytes = unsafe { std::slice::from_raw_parts(self.slot(seq).add(SLOT_HEADER), len) };
+            f(bytes, token, sender_seq);
         }
         self.word64(OFF_TAIL).store(head, Ordering::SeqCst);
         (head - tail) as usize
@@ -467,81 +524,6 @@ fn alive(pid: u32) -> bool {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
         Err(nix::errno::Errno::ESRCH)
     )
-}
-
-/// A receiving node's doorbell: a FIFO in [`crate::SHM_DIR`] (removed with the dataflow's shared
-/// memory) that senders write a byte to when the node sleeps waiting for its lanes.
-#[derive(Debug)]
-pub struct Bell {
-    fifo: std::fs::File,
-    path: PathBuf,
-}
-
-impl Bell {
-    /// The FIFO's path for a name in the shared-memory directory.
-    pub fn path(name: &str) -> PathBuf {
-        Path::new(crate::SHM_DIR).join(name)
-    }
-
-    /// Creates the FIFO (the daemon, once per receiving node).
-    pub fn create(path: &Path) -> std::io::Result<()> {
-        nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600))
-            .map_err(std::io::Error::from)
-    }
-
-    /// Opens the bell to listen on (the receiving node): readable when rung.
-    pub fn listen(path: &Path) -> std::io::Result<Bell> {
-        // Read and write: a FIFO opened for reading alone reports a hang-up whenever no sender
-        // has it open.
-        Self::open(path, true)
-    }
-
-    /// Opens the bell to ring it (a sending node).
-    pub fn ringer(path: &Path) -> std::io::Result<Bell> {
-        Self::open(path, false)
-    }
-
-    fn open(path: &Path, read: bool) -> std::io::Result<Bell> {
-        let fifo = std::fs::OpenOptions::new()
-            .read(read)
-            .write(true)
-            .custom_flags(nix::libc::O_NONBLOCK)
-            .open(path)?;
-        Ok(Bell {
-            fifo,
-            path: path.to_owned(),
-        })
-    }
-
-    /// Wakes the receiver. A full FIFO already has a wake-up pending. The daemon keeps every
-    /// bell open for reading, so a ring never meets a FIFO without reader (`SIGPIPE`).
-    pub fn ring(&self) -> std::io::Result<()> {
-        match (&self.fifo).write(&[1]) {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(()),
-            Err(e) => Err(std::io::Error::new(
-                e.kind(),
-                format!("cannot ring {}: {e}", self.path.display()),
-            )),
-        }
-    }
-
-    /// Consumes pending rings (a receiver does it before it sleeps again, not on waking up:
-    /// the message that woke it comes first).
-    pub fn quiet(&self) {
-        let mut buf = [0u8; 64];
-        while let Ok(n) = (&self.fifo).read(&mut buf) {
-            if n < buf.len() {
-                break;
-            }
-        }
-    }
-
-    /// The file descriptor to poll for readability.
-    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        use std::os::fd::AsFd;
-        self.fifo.as_fd()
-    }
 }
 
 #[cfg(test)]

@@ -54,17 +54,19 @@
 //!
 //! This is the only Adora crate allowed to contain `unsafe`; every block carries a `SAFETY` note.
 
+mod bell;
 mod cache;
 mod holders;
 mod lane;
 mod pool;
 mod region;
 
+pub use bell::Bell;
 pub use cache::{RegionCache, SharedSlice, REGION_CACHE_CAPACITY};
 pub use holders::{
     holders, lanes_released, release_lane, Holders, HOLDERS_BYTES, MAX_LANE_HOLDERS,
 };
-pub use lane::{Bell, Entry, Lane, LaneCounters, Pushed, LANE_MAX_SLOTS, LANE_SLOT_BYTES};
+pub use lane::{Batch, Entry, Lane, LaneCounters, Pushed, LANE_MAX_SLOTS, LANE_SLOT_BYTES};
 pub use pool::{
     SampleHandle, SampleMut, SamplePool, SampleToken, MAX_CREATE_ATTEMPTS, MAX_FREE_BYTES,
     MAX_FREE_REGIONS, MAX_REUSE_OVERSIZE, REGION_SIZE_GRANULE,

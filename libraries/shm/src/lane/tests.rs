@@ -6,7 +6,7 @@ use std::{
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::*;
-use crate::test_util::Cleanup;
+use crate::{test_util::Cleanup, Bell};
 
 fn take(lane: &Lane) -> Vec<Entry> {
     let mut out = Vec::new();
@@ -375,4 +375,48 @@ fn try_push_never_drops_anything() {
     assert!(lane.try_push(b"4", 14));
     lane.close();
     assert!(!lane.try_push(b"5", 15), "closed");
+}
+
+/// Bytes of memory the segment of `lane` occupies (its tmpfs file is sparse: a page counts
+/// once somebody touched it).
+fn resident_bytes(lane: &Lane) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let file = std::path::Path::new(crate::SHM_DIR).join(lane.os_id());
+    std::fs::metadata(file).expect("segment file").blocks() * 512
+}
+
+#[test]
+fn a_receiver_that_keeps_up_keeps_its_deep_lane_in_a_few_pages() {
+    let clean = Cleanup::new("lane-first");
+    let sender = Lane::create(&format!("{}l", clean.0), 1000).expect("create");
+    let receiver = Lane::open(sender.os_id()).expect("open");
+    // One message at a time, twice around a lane of 1000 slots: each goes into the first slot.
+    for seq in 1..=2000u64 {
+        assert!(matches!(
+            sender.push(&seq.to_le_bytes(), None, seq),
+            Pushed::Queued { .. }
+        ));
+        let got = take(&receiver);
+        assert_eq!((got.len(), got[0].seq), (1, seq));
+        assert_eq!(got[0].bytes, seq.to_le_bytes());
+    }
+    let used = resident_bytes(&sender);
+    assert!(used <= 4 * 4096, "{used} bytes of the lane touched");
+    // A receiver that falls behind uses the following slots, in order, and the lane starts
+    // over from its first slot once it caught up.
+    for burst in [3usize, 1000, 7] {
+        for seq in 0..burst as u64 + 2 {
+            sender.push(&seq.to_le_bytes(), Some(seq), seq);
+        }
+        let got = take(&receiver);
+        let seqs: Vec<u64> = got.iter().map(|e| e.seq).collect();
+        let first = (burst as u64 + 2).saturating_sub(1000);
+        assert_eq!(seqs, (first..burst as u64 + 2).collect::<Vec<_>>());
+        assert!(got
+            .iter()
+            .all(|e| e.bytes == e.seq.to_le_bytes() && e.token == Some(e.seq)));
+    }
+    let c = receiver.counters();
+    assert_eq!((c.pushed, c.dropped), (2000 + 5 + 1002 + 9, 2));
+    assert_eq!(c.taken, c.pushed - 2);
 }
