@@ -420,3 +420,101 @@ fn a_receiver_that_keeps_up_keeps_its_deep_lane_in_a_few_pages() {
     assert_eq!((c.pushed, c.dropped), (2000 + 5 + 1002 + 9, 2));
     assert_eq!(c.taken, c.pushed - 2);
 }
+
+/// An operation on a lane, for the model test below.
+#[derive(Debug, Clone)]
+enum Op {
+    Push { len: usize, token: Option<u64> },
+    TryPush { len: usize },
+    Take,
+    PopAll,
+    Discard,
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    let len = prop_oneof![0..200usize, Just(LANE_SLOT_BYTES)];
+    prop_oneof![
+        4 => (len.clone(), proptest::option::of(0..1000u64))
+            .prop_map(|(len, token)| Op::Push { len, token }),
+        1 => len.prop_map(|len| Op::TryPush { len }),
+        2 => Just(Op::Take),
+        1 => Just(Op::PopAll),
+        1 => Just(Op::Discard),
+    ]
+}
+
+/// The bytes of entry number `seq`: its length and a pattern from its number.
+fn model_bytes(seq: u64, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (seq as usize * 31 + i) as u8).collect()
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Whatever the order of pushes, drops, takes and discards, a lane gives exactly what a
+    /// queue that drops its oldest entry would, and its counters and positions agree.
+    #[test]
+    fn a_lane_behaves_like_a_queue_that_drops_its_oldest(
+        capacity in 1..8usize,
+        ops in proptest::collection::vec(op(), 1..120),
+    ) {
+        let clean = Cleanup::new("lane-model");
+        let sender = Lane::create(&format!("{}l", clean.0), capacity).expect("create");
+        let receiver = Lane::open(sender.os_id()).expect("open");
+        let mut queue: std::collections::VecDeque<(Vec<u8>, Option<u64>, u64)> =
+            Default::default();
+        let (mut seq, mut dropped, mut taken, mut gone) = (0u64, 0u64, 0u64, 0u64);
+        let mut batch = Batch::default();
+        for op in ops {
+            match op {
+                Op::Push { len, token } => {
+                    seq += 1;
+                    let bytes = model_bytes(seq, len);
+                    let evicted = (queue.len() == capacity).then(|| {
+                        dropped += 1;
+                        queue.pop_front().expect("full").1
+                    });
+                    let expected = queued(evicted, seq - 1);
+                    proptest::prop_assert_eq!(sender.push(&bytes, token, seq), expected);
+                    queue.push_back((bytes, token, seq));
+                }
+                Op::TryPush { len } => {
+                    let bytes = model_bytes(seq + 1, len);
+                    let room = queue.len() < capacity;
+                    proptest::prop_assert_eq!(sender.try_push(&bytes, seq + 1), room);
+                    if room {
+                        seq += 1;
+                        queue.push_back((bytes, None, seq));
+                    }
+                }
+                Op::Take => {
+                    batch.clear();
+                    let n = receiver.take_into(&mut batch);
+                    let got: Vec<(Vec<u8>, Option<u64>, u64)> =
+                        batch.iter().map(|(b, t, s)| (b.to_vec(), t, s)).collect();
+                    proptest::prop_assert_eq!(n, queue.len());
+                    proptest::prop_assert_eq!(got, queue.drain(..).collect::<Vec<_>>());
+                    taken += n as u64;
+                }
+                Op::PopAll => {
+                    let got: Vec<(Vec<u8>, Option<u64>, u64)> =
+                        take(&receiver).into_iter().map(|e| (e.bytes, e.token, e.seq)).collect();
+                    taken += got.len() as u64;
+                    proptest::prop_assert_eq!(got, queue.drain(..).collect::<Vec<_>>());
+                }
+                Op::Discard => {
+                    let tokens: Vec<u64> = queue.iter().filter_map(|e| e.1).collect();
+                    proptest::prop_assert_eq!(receiver.discard_all(), Some(tokens));
+                    gone += queue.len() as u64;
+                    queue.clear();
+                }
+            }
+            let c = receiver.counters();
+            proptest::prop_assert_eq!((c.pushed, c.dropped, c.taken), (seq, dropped, taken));
+            let from = seq - queue.len() as u64;
+            proptest::prop_assert_eq!(receiver.queued_from(), Some(from));
+            proptest::prop_assert_eq!(dropped + taken + gone, from);
+        }
+    }
+}
