@@ -27,7 +27,7 @@ use adora_message::{
     daemon_to_daemon::{append_checksum, encode_header, RemoteKind, Sequence},
     DataRef, LaneEntry,
 };
-use adora_shm::{release_lane, Entry, FileId, Lane, RegionCache, ShmRegion};
+use adora_shm::{release_lane, Batch, FileId, Lane, RegionCache, ShmRegion};
 use bytes::Bytes;
 use tokio::{net::unix::pipe, sync::mpsc};
 use zenoh::{bytes::ZBytes, pubsub::Publisher};
@@ -57,7 +57,8 @@ struct LaneReader {
     stream: u64,
     busy: Arc<AtomicBool>,
     regions: RegionCache,
-    entries: Vec<Entry>,
+    /// What the lane gave, its memory kept from one drain to the next.
+    batch: Batch,
     /// Messages of earlier sender instances (a restarted sender numbers from 1 again).
     base: u64,
     /// The sender's number of the last entry taken.
@@ -78,7 +79,7 @@ impl LaneReader {
             stream: l.stream,
             busy: l.busy,
             regions: RegionCache::new(),
-            entries: Vec::new(),
+            batch: Batch::default(),
             base: 0,
             last: 0,
             dropped: 0,
@@ -106,12 +107,16 @@ impl LaneReader {
 
     /// Publishes everything the lane holds, oldest first.
     async fn drain(&mut self, publisher: &Publisher<'static>) {
-        let mut entries = std::mem::take(&mut self.entries);
+        let mut batch = std::mem::take(&mut self.batch);
         self.busy.store(true, Ordering::SeqCst);
-        while self.lane.pop_all(&mut entries) > 0 {
-            for entry in entries.drain(..) {
-                let sequence = self.number(entry.seq);
-                match self.payload(&entry) {
+        loop {
+            batch.clear();
+            if self.lane.take_into(&mut batch) == 0 {
+                break;
+            }
+            for (entry, _, seq) in batch.iter() {
+                let sequence = self.number(seq);
+                match self.payload(entry) {
                     Some((kind, payload)) => put(publisher, kind, sequence, payload).await,
                     // Counted as dropped by the next message's numbers.
                     None => self.dropped += 1,
@@ -119,7 +124,7 @@ impl LaneReader {
             }
         }
         self.busy.store(false, Ordering::SeqCst);
-        self.entries = entries;
+        self.batch = batch;
     }
 
     /// The numbers of the entry the sender numbered `seq`, and of what went missing before it.
@@ -142,8 +147,8 @@ impl LaneReader {
     }
 
     /// The message of `entry` and its bytes (a shared sample is lent to Zenoh, see [`Lent`]).
-    fn payload(&mut self, entry: &Entry) -> Option<(RemoteKind, Bytes)> {
-        let LaneEntry { metadata, data } = match LaneEntry::decode(&entry.bytes) {
+    fn payload(&mut self, entry: &[u8]) -> Option<(RemoteKind, Bytes)> {
+        let LaneEntry { metadata, data } = match LaneEntry::decode(entry) {
             Ok(e) => e,
             Err(e) => {
                 tracing::warn!("publish lane {}: unreadable entry: {e}", self.lane.os_id());
