@@ -159,6 +159,8 @@ struct FeedState {
     streams: Streams,
     /// Everything goes through the daemon from now on.
     off: bool,
+    /// The entry being pushed, encoded (its memory kept from one message to the next).
+    encoded: Vec<u8>,
 }
 
 impl LaneFeed {
@@ -170,6 +172,7 @@ impl LaneFeed {
                 pool,
                 daemon_too,
                 streams: Streams::default(),
+                encoded: Vec::new(),
             }),
         }
     }
@@ -220,9 +223,11 @@ impl FeedState {
             metadata: metadata.clone(),
             data,
         };
-        let encoded = entry.encode().ok();
+        let mut encoded = std::mem::take(&mut self.encoded);
+        let fits = entry.encode_into(&mut encoded).is_ok() && encoded.len() <= LANE_SLOT_BYTES;
         let data = entry.data;
-        let Some(entry) = encoded.filter(|bytes| bytes.len() <= LANE_SLOT_BYTES) else {
+        if !fits {
+            self.encoded = encoded;
             // Not for a lane: the daemon delivers it (the sample it is in, if any).
             self.off = true;
             return match data {
@@ -232,12 +237,13 @@ impl FeedState {
                 },
                 DataRef::Inline(_) => daemon,
             };
-        };
+        }
         let token = match &data {
             DataRef::Shared(shared) => Some(SampleToken(shared.token)),
             DataRef::Inline(_) => None,
         };
-        let served = self.push_entry(&entry, token);
+        let served = self.push_entry(&encoded, token);
+        self.encoded = encoded;
         let daemon_too = self.off || self.daemon_too;
         match data {
             DataRef::Shared(shared) if daemon_too => Fed::Shared { shared, served },
