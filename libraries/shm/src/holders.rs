@@ -34,19 +34,14 @@ const OTHERS: usize = 1;
 const TOKEN: usize = 2;
 const OUTPUT: usize = 3;
 
-/// Holder word `i` of `region` (`None`: too small or unaligned, not a pool region).
+/// Holder word `i` of `region` (`None`: too small or unaligned, not a pool region). These bytes
+/// are outside every payload slice handed out (a sample's `len` leaves room for them, see
+/// `SamplePool::allocate`), as [`ShmRegion::word`] requires.
 fn word(region: &ShmRegion, i: usize) -> Option<&AtomicU64> {
-    let size = region.size();
-    let offset = size.checked_sub(HOLDERS_BYTES)? + 8 * i;
-    if !offset.is_multiple_of(8) || i >= HOLDERS_BYTES / 8 {
+    if i >= HOLDERS_BYTES / 8 {
         return None;
     }
-    // SAFETY: `offset + 8 <= size()` (`i < 4`), so the word lies inside the mapping, which stays
-    // mapped while `region` lives; the mapping is page aligned and `offset` a multiple of 8, so
-    // it is aligned for `AtomicU64`. These bytes are outside every payload slice handed out (a
-    // sample's `len` leaves room for them, see `SamplePool::allocate`) and are only accessed
-    // atomically.
-    unsafe { Some(&*(region.as_ptr().add(offset) as *const AtomicU64)) }
+    region.word(region.size().checked_sub(HOLDERS_BYTES)? + 8 * i)
 }
 
 /// What the holder words of a sample say, for the daemon (see [`holders`]).

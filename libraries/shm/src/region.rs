@@ -3,6 +3,7 @@
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 
 use nix::errno::Errno;
 use shared_memory::{Shmem, ShmemConf};
@@ -36,8 +37,8 @@ pub struct ShmRegion {
 unsafe impl Send for ShmRegion {}
 
 // SAFETY: through `&ShmRegion` the mapping can only be read (`as_slice`, `as_ptr`, `size`,
-// `os_id`); writing requires `&mut ShmRegion`, so there is no interior mutability that several
-// threads could race on. Writes by *other* mappings follow the crate-level aliasing contract.
+// `os_id`) or changed atomically (`word`); writing requires `&mut ShmRegion`, so there is no
+// non-atomic interior mutability that several threads could race on. Writes by *other* mappings follow the crate-level aliasing contract.
 unsafe impl Sync for ShmRegion {}
 
 impl std::fmt::Debug for ShmRegion {
@@ -133,6 +134,21 @@ impl ShmRegion {
     /// Start address of this mapping (differs between two mappings of the same segment).
     pub fn as_ptr(&self) -> *const u8 {
         self.shmem.as_ptr()
+    }
+
+    /// The 8 bytes at `offset` as a word that processes sharing the segment change in place
+    /// (`None`: `offset` is not a multiple of 8, or the word does not fit in the mapping). Such
+    /// bytes must only ever be accessed atomically, and never be part of a slice read or written
+    /// as payload.
+    pub fn word(&self, offset: usize) -> Option<&AtomicU64> {
+        if !offset.is_multiple_of(8) || offset.checked_add(8)? > self.size() {
+            return None;
+        }
+        // SAFETY: `offset + 8 <= size()`, so the word lies inside the mapping, which stays mapped
+        // while `self` lives (the reference borrows `self`); the mapping is page aligned and
+        // `offset` a multiple of 8, so the word is aligned for `AtomicU64`. Every access to it is
+        // atomic (the contract above), so sharing it between threads and processes is sound.
+        unsafe { Some(&*(self.as_ptr().add(offset) as *const AtomicU64)) }
     }
 }
 
@@ -284,6 +300,26 @@ mod tests {
         assert_eq!(second.as_slice()[8191], 0xAB);
         second.as_mut_slice()[100..103].copy_from_slice(b"abc");
         assert_eq!(&first.as_slice()[100..103], b"abc");
+    }
+
+    #[test]
+    fn a_word_changed_in_one_mapping_is_seen_through_another_and_stays_inside() {
+        use std::sync::atomic::Ordering;
+        let clean = Cleanup::new("word");
+        let os_id = format!("{}seg", clean.0);
+        let first = ShmRegion::create(&os_id, 4096).expect("create");
+        let second = ShmRegion::open(&os_id).expect("open");
+        let (last, other) = (
+            first.word(4088).expect("word"),
+            second.word(4088).expect("word"),
+        );
+        last.store(7, Ordering::Release);
+        assert_eq!(other.fetch_add(1, Ordering::AcqRel), 7);
+        assert_eq!(last.load(Ordering::Acquire), 8);
+        assert_eq!(second.word(0).expect("word").load(Ordering::Acquire), 0);
+        assert!(first.word(4092).is_none(), "unaligned");
+        assert!(first.word(4096).is_none(), "beyond the mapping");
+        assert!(first.word(usize::MAX - 7).is_none(), "overflowing offset");
     }
 
     #[test]

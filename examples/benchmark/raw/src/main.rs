@@ -11,13 +11,21 @@
 //! Every message is a 32-byte header (kind, slot, length, send time). Payloads below 4 KiB follow
 //! the header inline on the socket; larger ones are written by the sender into one of
 //! [`MAX_IN_FLIGHT`] shared-memory slots and the receiver reads them in place, then hands the slot
-//! back with a one-byte credit on the same socket. This is exactly the work Adora must do at least
-//! (socket wake-up, shared-memory write and read), minus the daemon hop and the protocol.
+//! back by clearing the slot's word in a shared `busy` segment (as Adora's receivers clear a
+//! sample's holder bit). This is exactly the work Adora must do at least (socket wake-up,
+//! shared-memory write and read), minus the protocol.
+//!
+//! Slots used to come back as a one-byte credit on the socket, which the sender read just before
+//! its next message. Reading that byte frees space on the receiver's side of the socket, and the
+//! kernel wakes the receiver, asleep on that side, to say so: a wake-up started a few
+//! microseconds before the message was written, which made the shared sizes' latency at a 5 ms
+//! pace 10–40 µs lower than the primitives allow (`guide/src/performance.md`).
 
 use std::{
     io::{BufReader, Read, Write},
     os::unix::net::{UnixListener, UnixStream},
     path::Path,
+    sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -26,6 +34,9 @@ use benchmark_common::{write_payload, Pacer, Phase, Plan, Recorder, MAX_IN_FLIGH
 
 /// How long the sender retries connecting while the receiver starts.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest wait for the receiver to hand a slot back (it died, or hangs).
+const SLOT_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Error = Box<dyn std::error::Error>;
 
@@ -90,6 +101,16 @@ fn slot_name(pid: u64, size: usize, slot: usize) -> String {
     format!("adora-bench-raw-{pid}-{size}-{slot}")
 }
 
+/// The segment of the slots' busy words: word `i` is 1 from the sender's message in slot `i`
+/// until the receiver has read it.
+fn busy_name(pid: u64, size: usize) -> String {
+    format!("adora-bench-raw-{pid}-{size}-busy")
+}
+
+fn busy_word(busy: &ShmRegion, slot: usize) -> Result<&AtomicU64, Error> {
+    busy.word(slot * 8).ok_or_else(|| "unknown slot".into())
+}
+
 fn now_ns() -> u64 {
     let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -114,11 +135,11 @@ fn receiver(socket: &Path) -> Result<(), Error> {
     let listener = UnixListener::bind(socket)?;
     let (stream, _) = listener.accept()?;
     let _ = std::fs::remove_file(socket);
-    let mut credits = stream.try_clone()?;
     let mut input = BufReader::with_capacity(64 << 10, stream);
     let mut header = [0u8; HEADER_LEN];
     let mut inline = Vec::new();
     let mut slots: Vec<ShmRegion> = Vec::new();
+    let mut busy: Option<ShmRegion> = None;
     let mut recorder: Option<Recorder> = None;
     loop {
         input.read_exact(&mut header)?;
@@ -141,12 +162,15 @@ fn receiver(socket: &Path) -> Result<(), Error> {
                 if let Some(r) = recorder.as_mut() {
                     r.record(UNIX_EPOCH + Duration::from_nanos(h.b), received, data);
                 }
-                credits.write_all(&[h.slot])?;
+                let busy = busy.as_ref().ok_or("a shared message before its Begin")?;
+                busy_word(busy, usize::from(h.slot))?.store(0, Ordering::Release);
             }
             kind::BEGIN => {
                 let size = usize::try_from(h.a)?;
                 slots.clear();
+                busy = None;
                 if size >= SHM_THRESHOLD {
+                    busy = Some(ShmRegion::open(&busy_name(h.c, size))?);
                     for slot in 0..MAX_IN_FLIGHT {
                         let region = ShmRegion::open(&slot_name(h.c, size, slot))?;
                         // Fault the mapping in now: the baseline measures the steady state, like
@@ -184,8 +208,8 @@ struct Sender {
     frame: Vec<u8>,
     /// Shared-memory slots of the current size (empty below the threshold).
     slots: Vec<ShmRegion>,
-    /// Free slots, most recently freed last.
-    free: Vec<u8>,
+    /// The slots' busy words (see [`busy_name`]); `None` below the threshold.
+    busy: Option<ShmRegion>,
     pid: u64,
     seq: u64,
 }
@@ -204,20 +228,34 @@ impl Sender {
         Ok(())
     }
 
-    /// Blocks for at least one returned slot.
-    fn collect_credits(&mut self) -> Result<(), Error> {
-        let mut buf = [0u8; 64];
-        let n = self.stream.read(&mut buf)?;
-        if n == 0 {
-            return Err("the receiver closed the socket".into());
+    /// The first slot the receiver has handed back, marked busy; waits (spinning, so that no
+    /// wake-up is added) while all are held. The first one first: a slow stream reuses one warm
+    /// slot, as Adora's pool reuses the most recently released region.
+    fn take_slot(&self) -> Result<u8, Error> {
+        let busy = self.busy.as_ref().ok_or("no shared-memory slots")?;
+        let deadline = Instant::now() + SLOT_TIMEOUT;
+        loop {
+            for slot in 0..self.slots.len() {
+                let word = busy_word(busy, slot)?;
+                if word.load(Ordering::Acquire) == 0 {
+                    word.store(1, Ordering::Relaxed);
+                    return Ok(u8::try_from(slot)?);
+                }
+            }
+            spin_until(deadline)?;
         }
-        self.free.extend_from_slice(&buf[..n]);
-        Ok(())
     }
 
-    fn wait_all_slots(&mut self) -> Result<(), Error> {
-        while self.free.len() < self.slots.len() {
-            self.collect_credits()?;
+    /// Waits (spinning) until the receiver has handed back every slot.
+    fn wait_all_slots(&self) -> Result<(), Error> {
+        let Some(busy) = &self.busy else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + SLOT_TIMEOUT;
+        for slot in 0..self.slots.len() {
+            while busy_word(busy, slot)?.load(Ordering::Acquire) != 0 {
+                spin_until(deadline)?;
+            }
         }
         Ok(())
     }
@@ -243,14 +281,11 @@ impl Sender {
             self.stream.write_all(&self.frame)?;
             return Ok(written);
         }
-        if self.free.is_empty() {
-            self.collect_credits()?;
-        }
-        let slot = self.free.pop().ok_or("no free slot")?;
+        let slot = self.take_slot()?;
         let region = self
             .slots
             .get_mut(usize::from(slot))
-            .ok_or("the receiver returned an unknown slot")?;
+            .ok_or("no such slot")?;
         write_payload(&mut region.as_mut_slice()[..size], seq);
         let written = started.elapsed();
         let h = Header {
@@ -267,7 +302,7 @@ impl Sender {
 
     fn run_size(&mut self, plan: &Plan, size: usize) -> Result<(), Error> {
         self.slots.clear();
-        self.free.clear();
+        self.busy = None;
         if size >= SHM_THRESHOLD {
             for slot in 0..MAX_IN_FLIGHT {
                 let mut region = ShmRegion::create(&slot_name(self.pid, size, slot), size)?;
@@ -275,11 +310,17 @@ impl Sender {
                 region.as_mut_slice().fill(0);
                 self.slots.push(region);
             }
-            self.free = (0..MAX_IN_FLIGHT as u8).rev().collect();
+            self.busy = Some(ShmRegion::create(
+                &busy_name(self.pid, size),
+                MAX_IN_FLIGHT * 8,
+            )?);
         }
         let result = self.phases(plan, size);
         for slot in 0..self.slots.len() {
             let _ = adora_shm::unlink(&slot_name(self.pid, size, slot));
+        }
+        if self.busy.is_some() {
+            let _ = adora_shm::unlink(&busy_name(self.pid, size));
         }
         result
     }
@@ -314,6 +355,15 @@ impl Sender {
     }
 }
 
+/// One turn of a wait for the receiver: gives the processor away if anything else wants it.
+fn spin_until(deadline: Instant) -> Result<(), Error> {
+    if Instant::now() > deadline {
+        return Err(format!("the receiver held its slots for {SLOT_TIMEOUT:?}").into());
+    }
+    std::thread::yield_now();
+    Ok(())
+}
+
 fn connect(socket: &Path) -> Result<UnixStream, Error> {
     let deadline = Instant::now() + CONNECT_TIMEOUT;
     loop {
@@ -332,7 +382,7 @@ fn sender(socket: &Path, plan: &Plan) -> Result<(), Error> {
         stream: connect(socket)?,
         frame: Vec::new(),
         slots: Vec::new(),
-        free: Vec::new(),
+        busy: None,
         pid: u64::from(std::process::id()),
         seq: 0,
     };
