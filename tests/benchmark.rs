@@ -93,6 +93,45 @@ fn data_plane_quick_mode_measures_every_size_on_every_placement() {
     }
 }
 
+/// `--rounds`: the baseline and Adora measured again in turn, each figure the median of the
+/// rounds, the samples of every round counted.
+#[test]
+fn rounds_alternate_the_baseline_and_adora_and_count_every_sample() {
+    let dir = temp_dir();
+    let csv = dir.path().join("rounds.csv");
+    let out = bench(&[
+        "--quick",
+        "--rounds",
+        "2",
+        "--sizes",
+        "8,64K",
+        "--csv",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(out.stderr.contains("round 2 of 2"), "{out}");
+    assert_eq!(out.stderr.matches("running the raw baseline").count(), 2, "{out}");
+    assert!(out.stdout.contains("the median of 2 rounds"), "{out}");
+    let rows = csv_rows(&std::fs::read_to_string(&csv).unwrap());
+    for transport in ["raw", "same-daemon"] {
+        let measured: Vec<&Vec<String>> = rows.iter().filter(|r| r[0] == transport).collect();
+        assert_eq!(measured.len(), 2, "{transport}: {rows:?}");
+        for row in measured {
+            // 20 timed samples per size and round (quick mode), nothing corrupted.
+            assert_eq!(row[2], "40", "{row:?}");
+            assert_eq!(row[12], "0", "{row:?}");
+        }
+    }
+    let refused = std::process::Command::new(bin("adora-bench"))
+        .args(["--rounds", "0"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--rounds"),
+        "{refused:?}"
+    );
+}
+
 /// The fan-out placement with a chosen number of sinks: each size's row is the slowest sink's.
 #[test]
 fn fan_out_runs_the_number_of_sinks_asked_for() {

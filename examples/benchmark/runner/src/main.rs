@@ -104,6 +104,11 @@ struct Args {
     /// Skip the raw baseline (no ratios).
     #[arg(long)]
     no_baseline: bool,
+    /// Measure everything this many times, alternating (baseline, placements, baseline, ...),
+    /// and report each figure's median over the rounds: on a noisy machine one run's ratios move
+    /// with whatever else the machine did meanwhile.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=100))]
+    rounds: u16,
     /// Also run the same-daemon dataflow with a recorder attached (`adora run --record`,
     /// lossless, zstd) and compare: p50 and msgs/s with and without, and the recorder's MiB/s.
     #[arg(long)]
@@ -226,54 +231,16 @@ fn run(args: Args) -> anyhow::Result<()> {
         plan.throughput_time = t;
     }
     let machine = report::Machine::detect();
-    let mut results = report::Results::new(machine, plan.clone());
-
-    if !args.no_baseline {
-        let raw = match &args.raw {
-            Some(p) => p.clone(),
-            None => sibling("adora-bench-raw")?,
-        };
-        eprintln!("running the raw baseline ({})...", raw.display());
-        results.add("raw", run_raw(&raw, &plan)?);
-    }
+    let mut results = report::Results::new(machine, plan.clone(), args.rounds);
     let adora = args.common.adora()?;
     // Keeps the generated same-daemon dataflow until the end of the run.
     let generated = distributed::tempdir()?;
     let mut recorder = None;
-    let mut placements = args.placement.clone();
-    placements.dedup();
-    for placement in placements {
-        match placement {
-            Placement::SameDaemon => {
-                let dataflow = match &args.dataflow {
-                    Some(p) => p.clone(),
-                    None => same_daemon_dataflow(generated.path())?,
-                };
-                let record = args.record.then_some((generated.path(), args.record_lossy));
-                recorder = same_daemon(&adora, &dataflow, &plan, record, &mut results)?;
-            }
-            Placement::TwoDaemons | Placement::Zenoh => {
-                run_network(placement, (&adora, &plan, &args), &mut results)
-            }
-            Placement::Python => run_python(&adora, generated.path(), &plan, &mut results),
-            Placement::FanOut | Placement::DaemonPath | Placement::Spin => {
-                let label = match placement {
-                    Placement::FanOut => format!("fan-out x{}", args.fan_out_sinks),
-                    _ => placement.label().to_owned(),
-                };
-                eprintln!("running adora with placement `{label}`...");
-                let dir = generated.path();
-                let (dataflow, lanes) = match placement {
-                    Placement::FanOut => {
-                        let sinks = usize::from(args.fan_out_sinks);
-                        (local::fan_out_dataflow(dir, sinks)?, true)
-                    }
-                    Placement::Spin => (local::spin_dataflow(dir)?, true),
-                    _ => (same_daemon_dataflow(dir)?, false),
-                };
-                results.add(&label, local::run(&adora, &dataflow, &plan, lanes)?);
-            }
+    for round in 1..=args.rounds {
+        if args.rounds > 1 {
+            eprintln!("round {round} of {}", args.rounds);
         }
+        recorder = run_round((&args, &adora, generated.path()), &plan, &mut results)?;
     }
 
     print!("{}", results.table());
@@ -286,6 +253,60 @@ fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("wrote {}", path.display());
     }
     results.check_complete()
+}
+
+/// The baseline and every placement once, into `results`; returns what a recorder wrote (with
+/// `--record`).
+fn run_round(
+    (args, adora, generated): (&Args, &Path, &Path),
+    plan: &Plan,
+    results: &mut report::Results,
+) -> anyhow::Result<Option<recording::Recorder>> {
+    let mut recorder = None;
+    if !args.no_baseline {
+        let raw = match &args.raw {
+            Some(p) => p.clone(),
+            None => sibling("adora-bench-raw")?,
+        };
+        eprintln!("running the raw baseline ({})...", raw.display());
+        results.add("raw", run_raw(&raw, plan)?);
+    }
+    let mut placements = args.placement.clone();
+    placements.dedup();
+    for placement in placements {
+        match placement {
+            Placement::SameDaemon => {
+                let dataflow = match &args.dataflow {
+                    Some(p) => p.clone(),
+                    None => same_daemon_dataflow(generated)?,
+                };
+                let record = args.record.then_some((generated, args.record_lossy));
+                recorder = same_daemon(adora, &dataflow, plan, record, results)?;
+            }
+            Placement::TwoDaemons | Placement::Zenoh => {
+                run_network(placement, (adora, plan, args), results)
+            }
+            Placement::Python => run_python(adora, generated, plan, results),
+            Placement::FanOut | Placement::DaemonPath | Placement::Spin => {
+                let label = match placement {
+                    Placement::FanOut => format!("fan-out x{}", args.fan_out_sinks),
+                    _ => placement.label().to_owned(),
+                };
+                eprintln!("running adora with placement `{label}`...");
+                let dir = generated;
+                let (dataflow, lanes) = match placement {
+                    Placement::FanOut => {
+                        let sinks = usize::from(args.fan_out_sinks);
+                        (local::fan_out_dataflow(dir, sinks)?, true)
+                    }
+                    Placement::Spin => (local::spin_dataflow(dir)?, true),
+                    _ => (same_daemon_dataflow(dir)?, false),
+                };
+                results.add(&label, local::run(adora, &dataflow, plan, lanes)?);
+            }
+        }
+    }
+    Ok(recorder)
 }
 
 /// The same-daemon placement, and with `record` again with a recorder attached (its file in that

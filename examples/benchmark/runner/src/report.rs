@@ -56,6 +56,8 @@ pub(crate) struct Row {
 pub struct Results {
     machine: Machine,
     plan: Plan,
+    /// How many times each transport was measured (`--rounds`).
+    rounds: u16,
     transports: Vec<(String, Vec<Report>)>,
     /// Cross-machine placements measured with their baselines (`<label> zenoh`, `<label> tcp`).
     networks: Vec<String>,
@@ -73,19 +75,23 @@ fn us(ns: u64) -> f64 {
 }
 
 impl Results {
-    /// No results yet.
-    pub fn new(machine: Machine, plan: Plan) -> Self {
+    /// No results yet; each transport will be measured `rounds` times.
+    pub fn new(machine: Machine, plan: Plan, rounds: u16) -> Self {
         Results {
             machine,
             plan,
+            rounds,
             transports: Vec::new(),
             networks: Vec::new(),
         }
     }
 
-    /// Adds the reports of one transport.
+    /// Adds the reports of one transport (of one more round, if it has some already).
     pub fn add(&mut self, transport: &str, reports: Vec<Report>) {
-        self.transports.push((transport.to_owned(), reports));
+        match self.transports.iter_mut().find(|(t, _)| t == transport) {
+            Some((_, kept)) => kept.extend(reports),
+            None => self.transports.push((transport.to_owned(), reports)),
+        }
     }
 
     /// Adds a cross-machine placement and its baselines, compared in [`Self::network`].
@@ -98,24 +104,29 @@ impl Results {
         }
     }
 
-    /// The figures of `transport` at `size`, if measured.
+    /// The figures of `transport` at `size`, if measured; over several rounds, each figure's
+    /// median (and the sums of the message counts).
     pub(crate) fn row(&self, transport: &str, size: usize) -> Option<Row> {
         let (_, reports) = self.transports.iter().find(|(t, _)| t == transport)?;
         let mut row = Row::default();
         let mut found = false;
+        let (mut latencies, mut msgs, mut mib) = (Vec::new(), Vec::new(), Vec::new());
         for r in reports.iter().filter(|r| r.size == size) {
             found = true;
             row.bad += r.bad;
             match r.phase {
-                Phase::Latency => row.latency = r.latency_ns,
+                Phase::Latency => latencies.extend(r.latency_ns),
                 Phase::Throughput => {
-                    row.msgs_per_s = r.msgs_per_s;
-                    row.mib_per_s = r.mib_per_s;
-                    row.sent = r.sent;
-                    row.received = r.received;
+                    msgs.extend(r.msgs_per_s);
+                    mib.extend(r.mib_per_s);
+                    row.sent += r.sent;
+                    row.received += r.received;
                 }
             }
         }
+        row.latency = median_summary(&latencies);
+        row.msgs_per_s = median(msgs);
+        row.mib_per_s = median(mib);
         found.then_some(row)
     }
 
@@ -139,8 +150,12 @@ impl Results {
 
     fn header(&self, comment: &str) -> String {
         let p = &self.plan;
+        let rounds = match self.rounds {
+            1 => String::new(),
+            n => format!("\n{comment}each figure: the median of {n} rounds (baseline and placements alternating); dropped: the sum"),
+        };
         format!(
-            "{comment}adora-bench: CPU {} ({} cores, /proc/cpuinfo)\n{comment}plan: {} timed latency samples per size (after {} warm-up), paced >= {:?}; {:?} back-to-back per size\n",
+            "{comment}adora-bench: CPU {} ({} cores, /proc/cpuinfo)\n{comment}plan: {} timed latency samples per size (after {} warm-up), paced >= {:?}; {:?} back-to-back per size{rounds}\n",
             self.machine.cpu, self.machine.cores, p.samples, p.warmup, p.pace, p.throughput_time
         )
     }
@@ -484,6 +499,33 @@ impl Results {
     }
 }
 
+/// The median of `values` (the mean of the middle two of an even count).
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
+/// Each statistic's median over `summaries` (the rounds of one size); the samples add up.
+fn median_summary(summaries: &[Summary]) -> Option<Summary> {
+    let of = |f: fn(&Summary) -> u64| {
+        let values = summaries.iter().map(|s| f(s) as f64).collect();
+        median(values).map_or(0, |m| m.round() as u64)
+    };
+    (!summaries.is_empty()).then(|| Summary {
+        samples: summaries.iter().map(|s| s.samples).sum(),
+        min: of(|s| s.min),
+        p50: of(|s| s.p50),
+        p90: of(|s| s.p90),
+        p99: of(|s| s.p99),
+        max: of(|s| s.max),
+    })
+}
+
 fn notes(row: &Row) -> String {
     let mut notes = Vec::new();
     if row.received < row.sent {
@@ -500,61 +542,4 @@ fn notes(row: &Row) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn latency(size: usize, p50: u64) -> Report {
-        Report {
-            transport: "adora".into(),
-            size,
-            phase: Phase::Latency,
-            sent: 1,
-            received: 1,
-            bad: 0,
-            latency_ns: Summary::of(vec![p50]),
-            msgs_per_s: None,
-            mib_per_s: None,
-        }
-    }
-
-    fn results(rows: &[(&str, Vec<Report>)]) -> Results {
-        let machine = Machine {
-            cpu: "test".into(),
-            cores: 1,
-        };
-        let plan = Plan {
-            sizes: vec![8, 4 << 10],
-            ..Plan::quick()
-        };
-        let mut results = Results::new(machine, plan);
-        for (transport, reports) in rows {
-            results.add(transport, reports.clone());
-        }
-        results
-    }
-
-    #[test]
-    fn python_rows_are_compared_with_rust_of_the_same_run() {
-        let results = results(&[
-            (RUST, vec![latency(8, 100_000), latency(4 << 10, 100_000)]),
-            (PYTHON, vec![latency(8, 120_000), latency(4 << 10, 200_000)]),
-            (RUST_TO_PYTHON, vec![latency(8, 110_000)]),
-        ]);
-        let table = results.table();
-        assert!(
-            table.contains("8 B  python   1.20x  rust-to-python   1.10x"),
-            "{table}"
-        );
-        assert!(
-            table.contains("4 KiB  python   2.00x  rust-to-python       -"),
-            "{table}"
-        );
-        assert!(table.contains("worst 2.00x at 4 KiB -> missed"), "{table}");
-    }
-
-    #[test]
-    fn no_python_comparison_without_both_sides() {
-        let results = results(&[(PYTHON, vec![latency(8, 1)])]);
-        assert_eq!(results.python_vs_rust(), "");
-    }
-}
+mod tests;
