@@ -109,7 +109,11 @@ fn rounds_alternate_the_baseline_and_adora_and_count_every_sample() {
         csv.to_str().unwrap(),
     ]);
     assert!(out.stderr.contains("round 2 of 2"), "{out}");
-    assert_eq!(out.stderr.matches("running the raw baseline").count(), 2, "{out}");
+    assert_eq!(
+        out.stderr.matches("running the raw baseline").count(),
+        2,
+        "{out}"
+    );
     assert!(out.stdout.contains("the median of 2 rounds"), "{out}");
     let rows = csv_rows(&std::fs::read_to_string(&csv).unwrap());
     for transport in ["raw", "same-daemon"] {
