@@ -106,7 +106,8 @@ struct Args {
     no_baseline: bool,
     /// Measure everything this many times, alternating (baseline, placements, baseline, ...),
     /// and report each figure's median over the rounds: on a noisy machine one run's ratios move
-    /// with whatever else the machine did meanwhile.
+    /// with whatever else the machine did meanwhile. (With `--record`, the recorder's own line
+    /// is the last round's.)
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=100))]
     rounds: u16,
     /// Also run the same-daemon dataflow with a recorder attached (`adora run --record`,
@@ -293,14 +294,13 @@ fn run_round(
                     _ => placement.label().to_owned(),
                 };
                 eprintln!("running adora with placement `{label}`...");
-                let dir = generated;
                 let (dataflow, lanes) = match placement {
                     Placement::FanOut => {
                         let sinks = usize::from(args.fan_out_sinks);
-                        (local::fan_out_dataflow(dir, sinks)?, true)
+                        (local::fan_out_dataflow(generated, sinks)?, true)
                     }
-                    Placement::Spin => (local::spin_dataflow(dir)?, true),
-                    _ => (same_daemon_dataflow(dir)?, false),
+                    Placement::Spin => (local::spin_dataflow(generated)?, true),
+                    _ => (same_daemon_dataflow(generated)?, false),
                 };
                 results.add(&label, local::run(adora, &dataflow, plan, lanes)?);
             }
