@@ -100,7 +100,9 @@ impl Results {
         if !measured.zenoh.is_empty() {
             self.add(&format!("{label} zenoh"), measured.zenoh);
             self.add(&format!("{label} tcp"), measured.tcp);
-            self.networks.push(label.to_owned());
+            if !self.networks.iter().any(|n| n == label) {
+                self.networks.push(label.to_owned()); // once, however many rounds
+            }
         }
     }
 

@@ -115,3 +115,23 @@ fn an_even_number_of_rounds_takes_the_mean_of_the_middle_two() {
     let merged = median_summary(&summaries).expect("two rounds");
     assert_eq!((merged.min, merged.max, merged.samples), (20, 30, 4));
 }
+
+#[test]
+fn a_network_placement_measured_in_several_rounds_is_compared_once() {
+    let mut results = results(&[]);
+    for p50 in [100_000, 120_000] {
+        results.add_network(
+            "two-daemons",
+            crate::distributed::Measured {
+                adora: vec![latency(8, p50)],
+                zenoh: vec![latency(8, 100_000)],
+                tcp: vec![latency(8, 50_000)],
+            },
+        );
+    }
+    let table = results.table();
+    let heading = "two-daemons against plain Zenoh and plain TCP";
+    assert_eq!(table.matches(heading).count(), 1, "{table}");
+    // The median of 100 and 120 µs over plain Zenoh's 100 µs.
+    assert!(table.contains("1.10x"), "{table}");
+}
